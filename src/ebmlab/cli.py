@@ -1,0 +1,188 @@
+"""The ``ebmlab`` command line: train | sample | eval | experiment.
+
+    ebmlab train [--config FILE] [--set k=v ...] [--data PATH] [--out DIR] [--resume] [--overwrite]
+    ebmlab sample RUN --n N --steps L --init noise|data [--out FILE]
+    ebmlab eval RUN [--ood DATASET ...] [--fid --inception-weights PATH] [--digits-fd]
+    ebmlab experiment NAME [--out DIR] [--quick]
+
+User errors (bad config, data, checkpoint) print one sentence and exit with status 2, without a
+traceback; ``EBMLAB_DEBUG=1`` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+
+def _user_errors() -> tuple:
+    from ebmlab.data.arrays import DataError
+    from ebmlab.training.checkpoint import CheckpointError
+    from ebmlab.training.config import ConfigError
+    from ebmlab.training.loop import TrainingDiverged
+    return (ConfigError, DataError, CheckpointError, TrainingDiverged, FileExistsError, FileNotFoundError,
+            ValueError, KeyError)
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from ebmlab.training.config import load_config
+    from ebmlab.training.evaluate import evaluate
+    from ebmlab.training.loop import Trainer, prepare_run_dir
+
+    overrides = list(args.set or [])
+    if args.data:
+        overrides += [f"data.path={args.data}"]
+        if not any(o.startswith("data.name=") for o in overrides):
+            overrides += ["data.name=array"]
+    cfg = load_config(args.config, overrides)
+    run_dir = Path(args.out or f"runs/{cfg.method.name}_{Path(str(cfg.data.name)).stem}")
+    if args.resume and not (run_dir / "checkpoints").is_dir():
+        raise FileNotFoundError(f"--resume: no checkpoint found in {str(run_dir / 'checkpoints')!r}")
+    prepare_run_dir(run_dir, cfg, resume=args.resume, overwrite=args.overwrite)
+    trainer = Trainer(cfg, run_dir)
+    if args.resume:
+        trainer.resume()
+        print(f"resumed {run_dir} at step {trainer.step}", file=sys.stderr)
+    from ebmlab.training.hooks import sample_hook
+    trainer.fit(on_sample=sample_hook)
+    if trainer.step < cfg.train.steps:
+        return 0
+    print("evaluating (EMA weights) ...", file=sys.stderr)
+    objective = trainer.objective
+    ctx = trainer.ema.applied(objective) if trainer.ema is not None else _null()
+    with ctx, torch.no_grad():
+        sample_hook(trainer, final=True)
+        metrics = evaluate(objective, trainer.data, cfg, run_dir)
+    _report(run_dir, metrics)
+    return 0
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _report(run_dir: Path, metrics: dict) -> None:
+    print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}, indent=1))
+    print(f"\nrun directory: {run_dir}\n  metrics: {run_dir / 'metrics.json'}\n  plots:   {run_dir / 'plots'}"
+          f"\n  samples: {run_dir / 'samples'}\n  log:     {run_dir / 'metrics.jsonl'} (TensorBoard: {run_dir / 'tb'})")
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+    import torch
+
+    from ebmlab import plots
+    from ebmlab.training.run import open_run
+
+    if args.n <= 0 or (args.steps is not None and args.steps < 0):
+        raise ValueError(f"--n must be positive and --steps non-negative, got {args.n} and {args.steps}")
+    cfg, objective, data = open_run(args.run)
+    g = torch.Generator().manual_seed(args.seed)
+    x0 = None
+    if args.init == "data":
+        idx = torch.randint(data.test.shape[0], (args.n,), generator=g)
+        x0 = data.test[idx]
+    kwargs = {"generator": g, "x0": x0} if x0 is not None else {"generator": g}
+    if args.steps is not None:
+        kwargs["n_steps"] = args.steps
+    with torch.no_grad():
+        x = objective.sample(args.n, **kwargs)
+    x = data.transform.to_data(x.cpu())
+    out = Path(args.out or Path(args.run) / "samples" / f"sample_{args.init}_{args.steps}.npy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, x.numpy())
+    png = out.with_suffix(".png")
+    if data.kind == "image":
+        plots.image_grid(x[:100], png)
+    else:
+        plots.sample_scatter({f"samples ({args.init}, {args.steps} steps)": x}, png)
+    print(f"wrote {out} and {png}")
+    return 0
+
+
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from ebmlab.training.evaluate import evaluate
+    from ebmlab.training.run import open_run
+
+    cfg, objective, data = open_run(args.run)
+    run_dir = Path(args.run)
+    with torch.no_grad():
+        metrics = evaluate(objective, data, cfg, run_dir)
+    from ebmlab.training.hooks import eval_extensions
+    for fn in eval_extensions():
+        metrics.update(fn(args, cfg, objective, data) or {})
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    _report(run_dir, metrics)
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    from ebmlab.experiments import run_experiment
+    run_experiment(args.name, Path(args.out or f"runs/experiment_{args.name}"), quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ebmlab", description="Train, sample and evaluate energy-based models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a model (default: hybrid CD on the 10-D rings)")
+    t.add_argument("--config", help="YAML config file (configs/*.yaml)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.steps=100")
+    t.add_argument("--data", help="your own vectors: .npy/.npz/.csv of shape (N, D)")
+    t.add_argument("--out", help="run directory (default runs/<method>_<data>)")
+    t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="delete an existing run directory first")
+    t.set_defaults(fn=cmd_train)
+    s = sub.add_parser("sample", help="draw samples from a trained run")
+    s.add_argument("run")
+    s.add_argument("--n", type=int, default=1000)
+    s.add_argument("--steps", type=int, default=None, help="sampler steps (default: the method's own)")
+    s.add_argument("--init", choices=["noise", "data"], default="noise")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="output .npy (a .png beside it)")
+    s.set_defaults(fn=cmd_sample)
+    e = sub.add_parser("eval", help="evaluate a trained run; writes RUN/metrics.json")
+    e.add_argument("run")
+    e.add_argument("--ood", action="append", metavar="DATASET", help="OOD set name or path (repeatable)")
+    e.add_argument("--fid", action="store_true", help="Frechet Inception Distance (needs --inception-weights)")
+    e.add_argument("--inception-weights", help="path to pt_inception-2015-12-05-6726825d.pth")
+    e.add_argument("--digits-fd", action="store_true", help="digits feature distance (digits runs)")
+    e.set_defaults(fn=cmd_eval)
+    x = sub.add_parser("experiment", help="run a paper's experiment: paper000 ... paper004")
+    x.add_argument("name")
+    x.add_argument("--out", help="output directory (results.md, results.json, figures)")
+    x.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
+    x.set_defaults(fn=cmd_experiment)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except _user_errors() as exc:
+        if os.environ.get("EBMLAB_DEBUG"):
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"ebmlab: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ebmlab: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The Energy protocol and the one helper every sampler uses.
+
+Convention (DESIGN.md): an energy maps a batch (B, ...) to (B,), lower is more probable,
+p(x) ∝ exp(-E(x) / T). Papers that output log-densities (000) or negative energies (003) convert at
+the border of their objective.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+
+class Energy(Protocol):
+    def __call__(self, x: Tensor, **cond) -> Tensor: ...  # (B, ...) -> (B,)
+
+
+def energy_and_grad(energy, x: Tensor, *, create_graph: bool = False, **cond) -> tuple[Tensor, Tensor]:
+    """E(x) (B,) and dE/dx (B, ...) in one forward and one backward.
+
+    Only the gradient with respect to x is formed (``torch.autograd.grad`` with ``inputs=x``), so the
+    parameters' ``.grad`` fields are left untouched. With ``create_graph=False`` the input is
+    detached first, so a chain never keeps the graph of earlier steps alive. With
+    ``create_graph=True`` (paper 001's KL term) the result stays differentiable with respect to x's
+    history and the parameters.
+    """
+    if not create_graph:
+        x = x.detach().requires_grad_(True)
+    elif not x.requires_grad:
+        x = x.requires_grad_(True)
+    with torch.enable_grad():
+        e = energy(x, **cond)  # (B,)
+        if e.dim() != 1 or e.shape[0] != x.shape[0]:
+            raise ValueError(f"an energy must return shape ({x.shape[0]},), got {tuple(e.shape)}")
+        (g,) = torch.autograd.grad(e.sum(), x, create_graph=create_graph)
+    if not create_graph:
+        e = e.detach()
+    return e, g

@@ -1,0 +1,69 @@
+"""Residual MLP energy for vector data (papers 000 App. C.1, 003 toy, 004 rings).
+
+x (B, D) -> Linear -> n_blocks × [h + W2 act(W1 act(h))] -> act -> Linear -> (B,) energy.
+No normalisation layers: batch statistics would couple the chains of one batch, and the energy of a
+point must not depend on its neighbours. ``out_dim > 1`` returns (B, out_dim) for heads that need a
+vector (paper 000's joint time head).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+ACTIVATIONS = {
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "leaky_relu": lambda: nn.LeakyReLU(0.2),
+    "relu": nn.ReLU,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, width: int, activation: str):
+        super().__init__()
+        self.net = nn.Sequential(
+            make_activation(activation), nn.Linear(width, width),
+            make_activation(activation), nn.Linear(width, width),
+        )
+
+    def forward(self, h: Tensor) -> Tensor:  # (B, W) -> (B, W)
+        return h + self.net(h)
+
+
+class MLPEnergy(nn.Module):
+    """Residual MLP; ``forward(x)`` returns (B,) energies, or (B, out_dim) when out_dim > 1."""
+
+    def __init__(self, in_dim: int, width: int = 128, depth: int = 3, activation: str = "silu",
+                 out_dim: int = 1, cond_dim: int = 0):
+        super().__init__()
+        if in_dim <= 0 or width <= 0 or depth < 0:
+            raise ValueError(f"MLPEnergy needs in_dim>0, width>0, depth>=0; got {in_dim}, {width}, {depth}")
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.inp = nn.Linear(in_dim + cond_dim, width)
+        self.blocks = nn.ModuleList(ResidualBlock(width, activation) for _ in range(depth))
+        self.act = make_activation(activation)
+        self.out = nn.Linear(width, out_dim)
+
+    def features(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """(B, D) [+ (B, C) conditioning] -> (B, width) trunk features."""
+        h = x.flatten(1)
+        if cond is not None:
+            h = torch.cat([h, cond], dim=1)
+        h = self.inp(h)
+        for block in self.blocks:
+            h = block(h)
+        return self.act(h)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        out = self.out(self.features(x, cond))  # (B, out_dim)
+        return out.squeeze(1) if self.out_dim == 1 else out

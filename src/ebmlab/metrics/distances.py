@@ -1,0 +1,34 @@
+"""Two-sample distances between sample sets (B, D): energy distance and MMD.
+
+Both are blind to fine structure (issue 2: a ring-less disc of the right radius scores nearly the
+energy distance of true ring samples); report them beside ``sample_precision``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _mean_pdist(a: Tensor, b: Tensor, chunk: int = 2048) -> Tensor:
+    total = torch.zeros((), dtype=torch.float64)
+    for i in range(0, a.shape[0], chunk):
+        total += torch.cdist(a[i:i + chunk].double(), b.double()).sum()
+    return total / (a.shape[0] * b.shape[0])
+
+
+def energy_distance(x: Tensor, y: Tensor) -> float:
+    """Székely's energy distance 2E|X-Y| - E|X-X'| - E|Y-Y'| (V-statistic; 0 iff equal in law)."""
+    x, y = x.flatten(1), y.flatten(1)
+    return float(2 * _mean_pdist(x, y) - _mean_pdist(x, x) - _mean_pdist(y, y))
+
+
+def mmd(x: Tensor, y: Tensor, bandwidth: float | None = None) -> float:
+    """Gaussian-kernel MMD² (biased); bandwidth defaults to the median pairwise distance."""
+    x, y = x.flatten(1).double(), y.flatten(1).double()
+    z = torch.cat([x, y])
+    d2 = torch.cdist(z, z).pow(2)
+    if bandwidth is None:
+        bandwidth = float(d2[d2 > 0].median().sqrt()) if (d2 > 0).any() else 1.0
+    k = torch.exp(-d2 / (2 * bandwidth ** 2))
+    n = x.shape[0]
+    return float(k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean())

@@ -1,0 +1,1 @@
+"""Config, training loop, checkpoints, EMA, logging, evaluation."""

@@ -1,0 +1,199 @@
+"""The training loop shared by every method: it only knows ``Objective``.
+
+    out = objective(batch, generator=g); out.loss.backward(); optimizer.step(); ema.update()
+
+Per run directory (DESIGN.md "Runs on disk"): ``config.yaml``, ``checkpoints/``, ``metrics.jsonl``,
+``tb/``, ``samples/``, ``plots/``, ``metrics.json``. Randomness comes from three sources, all saved
+in checkpoints so that ``--resume`` reproduces an uninterrupted run exactly on the same machine:
+the data generator (batch indices), the objective's generator (chain noise, buffer draws) and
+torch's global RNG. A non-finite loss or gradient raises ``TrainingDiverged`` naming the step and
+the quantity; nothing is written after it, so the last good checkpoint is kept.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from ebmlab.data import build_dataset
+from ebmlab.objectives import build_objective
+from ebmlab.training import checkpoint as ckpt
+from ebmlab.training.config import Config, save_config
+from ebmlab.training.ema import EMA
+from ebmlab.training.logging import RunLogger, scalars
+
+
+class TrainingDiverged(FloatingPointError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine; use cpu or auto")
+    return torch.device(name)
+
+
+def make_optimizer(objective, tc) -> torch.optim.Optimizer:
+    groups = objective.param_groups(tc.lr)
+    cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+
+
+def lr_factor(tc, step: int, warmup: int | None = None) -> float:
+    """Multiplier of the base lr at ``step``: linear warm-up, then constant / cosine / step decay."""
+    warmup = tc.warmup_steps if warmup is None else warmup
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if tc.lr_schedule == "cosine":
+        frac = (step - warmup) / max(1, tc.steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+    if tc.lr_schedule == "step" and tc.lr_decay_steps > 0:
+        return tc.lr_decay_factor ** (step // tc.lr_decay_steps)
+    return 1.0
+
+
+def set_lr(optimizer, tc, step: int) -> None:
+    for group in optimizer.param_groups:
+        base = group.setdefault("base_lr", group["lr"])
+        group["lr"] = base * lr_factor(tc, step - group.get("delay", 0), group.get("warmup"))
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, data=None, is_main: bool = True):
+        self.cfg, self.run_dir, self.is_main = cfg, Path(run_dir), is_main
+        tc = cfg.train
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        self.device = resolve_device(tc.device)
+        torch.manual_seed(tc.seed)  # network initialisation
+        self.data = data if data is not None else build_dataset(cfg.data)
+        self.objective = build_objective(cfg, self.data).to(self.device)
+        self.optimizer = make_optimizer(self.objective, tc)
+        self.ema = EMA(self.objective, tc.ema) if tc.ema is not None else None
+        self.g_data = torch.Generator().manual_seed(tc.seed + 1)
+        self.g_obj = torch.Generator(self.device).manual_seed(tc.seed + 2)
+        self.step = 0
+
+    # ----- state -----------------------------------------------------------------------------
+    def state(self) -> tuple[dict, dict]:
+        tensors = {f"model.{k}": v for k, v in self.objective.state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        opt_t, opt_rest = ckpt.flatten_optimizer(self.optimizer.state_dict())
+        tensors.update(opt_t)
+        tensors["rng.data"] = self.g_data.get_state()
+        tensors["rng.objective"] = self.g_obj.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = {"optimizer": opt_rest, "ema_updates": self.ema.num_updates if self.ema else 0,
+                "config": self.cfg.to_dict(), "config_hash": self.cfg.hash()}
+        return tensors, meta
+
+    def load_state(self, tensors: dict, meta: dict) -> None:
+        model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.objective.load_state_dict(model)
+        if self.ema is not None:
+            self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")},
+                                     meta.get("ema_updates", 0))
+        self.optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, meta["optimizer"]))
+        self.g_data.set_state(tensors["rng.data"])
+        self.g_obj.set_state(tensors["rng.objective"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step = int(meta["step"])
+
+    def save(self) -> None:
+        if not self.is_main:
+            return
+        tensors, meta = self.state()
+        ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, tensors, meta)
+        ckpt.prune(self.run_dir / "checkpoints", self.cfg.train.keep_checkpoints)
+
+    def resume(self) -> None:
+        path = ckpt.latest_checkpoint(self.run_dir / "checkpoints")
+        if path is None:
+            raise ckpt.CheckpointError(f"--resume: no checkpoint found in {str(self.run_dir / 'checkpoints')!r}")
+        self.load_state(*ckpt.load_checkpoint(path))
+
+    # ----- one step ----------------------------------------------------------------------------
+    def next_batch(self):
+        n = self.data.train.shape[0]
+        idx = torch.randint(n, (self.cfg.train.batch_size,), generator=self.g_data)
+        x = self.data.train[idx].to(self.device)
+        if self.data.train_labels is not None:
+            return x, self.data.train_labels[idx].to(self.device)
+        return x
+
+    def train_step(self) -> dict[str, float]:
+        tc = self.cfg.train
+        set_lr(self.optimizer, tc, self.step)
+        out = self.objective(self.next_batch(), generator=self.g_obj)
+        if not torch.isfinite(out.loss):
+            raise TrainingDiverged(f"non-finite loss ({float(out.loss)}) at step {self.step + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        gnorm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip else float("inf"))
+        if not torch.isfinite(gnorm):
+            raise TrainingDiverged(f"non-finite parameter gradient at step {self.step + 1}")
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.objective)
+        self.step += 1
+        self.objective.after_step(self.step)
+        values = {"loss": float(out.loss.detach()), "grad_norm": float(gnorm), **scalars(out.metrics)}
+        values["lr"] = self.optimizer.param_groups[0]["lr"]
+        return values
+
+    # ----- the loop ----------------------------------------------------------------------------
+    def fit(self, on_sample=None) -> None:
+        tc = self.cfg.train
+        logger = RunLogger(self.run_dir, enabled=self.is_main)
+        logger.truncate_after(self.step)
+        bar = _progress(self.step, tc.steps, enabled=self.is_main and tc.progress)
+        t0 = time.time()
+        try:
+            while self.step < tc.steps:
+                values = self.train_step()
+                if self.step % tc.log_every == 0 or self.step == tc.steps:
+                    values["time"] = time.time() - t0
+                    logger.log(self.step, values)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(_postfix(values), refresh=False)
+                if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
+                    self.save()
+                if on_sample is not None and tc.sample_every and self.step % tc.sample_every == 0:
+                    on_sample(self)
+        finally:
+            if bar is not None:
+                bar.close()
+            logger.close()
+
+
+def _postfix(values: dict) -> dict:
+    keys = {"loss": "loss", "energy_gap": "gap", "accept_rate": "acc"}
+    return {short: f"{values[k]:.3g}" for k, short in keys.items() if k in values}
+
+
+def _progress(start: int, total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, mininterval=0.5)
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool) -> None:
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not resume:
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif any(run_dir.iterdir()):
+            raise FileExistsError(f"run directory {str(run_dir)!r} already exists; pass --resume to continue it, "
+                                  "--overwrite to replace it, or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume or not (run_dir / "config.yaml").exists():
+        save_config(cfg, run_dir / "config.yaml")
