@@ -22,17 +22,16 @@ def _user_errors() -> tuple:
     from ebmlab.data.arrays import DataError
     from ebmlab.training.checkpoint import CheckpointError
     from ebmlab.training.config import ConfigError
+    from ebmlab.training.distributed import DistributedError
     from ebmlab.training.loop import TrainingDiverged
     return (ConfigError, DataError, CheckpointError, TrainingDiverged, FileExistsError, FileNotFoundError,
-            ValueError, KeyError)
+            ValueError, KeyError, DistributedError)
 
 
 def cmd_train(args) -> int:
-    import torch
-
+    from ebmlab.training import distributed
     from ebmlab.training.config import load_config
-    from ebmlab.training.evaluate import evaluate
-    from ebmlab.training.loop import Trainer, prepare_run_dir
+    from ebmlab.training.loop import resolve_device
 
     overrides = list(args.set or [])
     if args.data:
@@ -43,14 +42,31 @@ def cmd_train(args) -> int:
     run_dir = Path(args.out or f"runs/{cfg.method.name}_{Path(str(cfg.data.name)).stem}")
     if args.resume and not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(f"--resume: no checkpoint found in {str(run_dir / 'checkpoints')!r}")
-    prepare_run_dir(run_dir, cfg, resume=args.resume, overwrite=args.overwrite)
+    # torchrun: one process per GPU/CPU worker; rank 0 prepares the directory, trains as everyone
+    # and alone evaluates (training/distributed.py). A single process skips all of this.
+    ctx = distributed.setup(resolve_device(cfg.train.device))
+    try:
+        return _train_and_evaluate(args, cfg, run_dir, ctx)
+    finally:
+        distributed.teardown()
+
+
+def _train_and_evaluate(args, cfg, run_dir: Path, ctx) -> int:
+    import torch
+
+    from ebmlab.training import distributed
+    from ebmlab.training.evaluate import evaluate
+    from ebmlab.training.loop import Trainer, prepare_run_dir
+
+    distributed.main_first(ctx, lambda: prepare_run_dir(run_dir, cfg, resume=args.resume, overwrite=args.overwrite))
     trainer = Trainer(cfg, run_dir)
     if args.resume:
         trainer.resume()
-        print(f"resumed {run_dir} at step {trainer.step}", file=sys.stderr)
+        if ctx.is_main:
+            print(f"resumed {run_dir} at step {trainer.step}", file=sys.stderr)
     from ebmlab.training.hooks import sample_hook
     trainer.fit(on_sample=sample_hook)
-    if trainer.step < cfg.train.steps:
+    if trainer.step < cfg.train.steps or not ctx.is_main:
         return 0
     print("evaluating (EMA weights) ...", file=sys.stderr)
     objective = trainer.objective
@@ -177,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("EBMLAB_DEBUG"):
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"ebmlab: error: {msg}", file=sys.stderr)
+        where = f" (rank {os.environ.get('RANK', '?')})" if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
+        print(f"ebmlab: error{where}: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ebmlab: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)

@@ -108,3 +108,24 @@ def line_plot(series: dict[str, tuple], path: Path, xlabel: str, ylabel: str, ti
         ax.set_yscale("log")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def scheme_columns(columns: dict[str, tuple], xs: torch.Tensor, ys: torch.Tensor, path: Path,
+                   title: str = "") -> Path:
+    """Paper 004 Fig. 2: one column per scheme; top: 2-D histogram of generated samples (x1, x2),
+    bottom: the model density on the slice. columns: name -> (samples (N, >=2), logp on grid (n*n,))."""
+    n = len(columns)
+    fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 5.2), squeeze=False)
+    extent = (float(xs[0]), float(xs[-1]), float(ys[0]), float(ys[-1]))
+    for j, (name, (samples, logp)) in enumerate(columns.items()):
+        s = samples.detach().cpu().numpy()
+        axes[0][j].hist2d(s[:, 0], s[:, 1], bins=80, range=[extent[:2], extent[2:]], cmap="viridis")
+        p = torch.softmax(logp.double().flatten(), 0).reshape(len(ys), len(xs)).numpy()
+        axes[1][j].imshow(p, origin="lower", extent=extent, cmap="viridis", aspect="equal")
+        axes[0][j].set_title(name, fontsize=9)
+        for ax in (axes[0][j], axes[1][j]):
+            ax.set_xticks([]), ax.set_yticks([]), ax.set_aspect("equal")
+    axes[0][0].set_ylabel("samples from noise", fontsize=8)
+    axes[1][0].set_ylabel("model density", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -9,6 +9,9 @@ import importlib
 from pathlib import Path
 
 EXPERIMENTS = {"paper004": "ebmlab.experiments.paper004"}
+EXPERIMENTS["paper002"] = "ebmlab.experiments.paper002"
+EXPERIMENTS["paper000"] = "ebmlab.experiments.paper000"
+EXPERIMENTS["paper001"] = "ebmlab.experiments.paper001"
 
 
 def run_experiment(name: str, out: Path, quick: bool = False) -> dict:
@@ -17,3 +20,4 @@ def run_experiment(name: str, out: Path, quick: bool = False) -> dict:
     module = importlib.import_module(EXPERIMENTS[name])
     out.mkdir(parents=True, exist_ok=True)
     return module.run(out, quick=quick)
+EXPERIMENTS["paper003"] = "ebmlab.experiments.paper003"

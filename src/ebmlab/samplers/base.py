@@ -52,6 +52,12 @@ def per_chain(value, x: Tensor) -> Tensor:
 
 
 def check_positive(name: str, value) -> None:
+    """Raise unless ``value`` (a number or a tensor) is positive everywhere. Numbers are checked in
+    Python (no tensor op per sampler step); tensors cost one reduction."""
+    if isinstance(value, (int, float)):
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+        return
     v = torch.as_tensor(value)
     if not bool(torch.all(v > 0)):
         raise ValueError(f"{name} must be positive, got {v.min().item() if v.numel() > 1 else v.item()}")
@@ -86,19 +92,21 @@ def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scal
         raise ValueError(f"n_steps must be >= 0, got {n_steps}")
     if groups is None and controller is not None:
         groups = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    if controller is None:
+        check_positive("step_size", step_size)
     state = sampler.init(energy, x, **cond)
-    diag = {k: torch.zeros(n_steps) for k in ("accept_rate", "step_size", "energy", "grad_norm")}
-    for i in range(n_steps):
+    rows = []  # per step: (4,) tensor of means, stacked once at the end (no per-step device sync)
+    for _ in range(n_steps):
         eps = controller.step_size(groups) if controller is not None else step_size
         state, info = sampler.step(energy, state, eps, noise_scale=noise_scale, temperature=temperature,
                                    generator=generator, **cond)
         if controller is not None:
             controller.update(info.accept_rate, groups)
-        diag["accept_rate"][i] = info.accept_rate.mean().detach().cpu()
-        diag["step_size"][i] = info.step_size.mean().detach().cpu()
-        diag["energy"][i] = state.energy.mean().detach().cpu()
-        diag["grad_norm"][i] = info.grad_norm.mean().detach().cpu()
+        rows.append(torch.stack([info.accept_rate.mean(), info.step_size.mean(), state.energy.mean(),
+                                 info.grad_norm.mean()]).detach())
     check_finite_chain(state)
+    table = torch.stack(rows).float().cpu() if rows else torch.zeros(0, 4)
+    diag = {k: table[:, i] for i, k in enumerate(("accept_rate", "step_size", "energy", "grad_norm"))}
     return state.x.detach(), diag
 
 

@@ -20,7 +20,8 @@ def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature:
          generator: torch.Generator | None = None, create_graph: bool = False, **cond):
     """One unadjusted Langevin step. ``create_graph=True`` keeps the step differentiable with respect
     to the incoming x and the energy's parameters (paper 001's KL term)."""
-    check_positive("step_size", step_size)
+    if not torch.is_tensor(step_size):  # tensors come from run_chain/controllers, checked there
+        check_positive("step_size", step_size)
     x = state.x
     eps = per_chain(step_size, x)  # (B, 1, ...)
     sigma = noise_std(step_size, noise_scale, temperature, x)

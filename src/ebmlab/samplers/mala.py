@@ -33,7 +33,8 @@ def log_accept_ratio(state: ChainState, prop: ChainState, eps, sigma, temperatur
 
 def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature: float = 1.0,
          generator: torch.Generator | None = None, **cond):
-    check_positive("step_size", step_size)
+    if not torch.is_tensor(step_size):  # tensors come from run_chain/controllers, checked there
+        check_positive("step_size", step_size)
     x = state.x
     eps = per_chain(step_size, x)  # (B, 1, ...)
     sigma = noise_std(step_size, noise_scale, temperature, x)

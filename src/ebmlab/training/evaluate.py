@@ -143,3 +143,12 @@ def evaluate(objective, data, cfg, run_dir: Path | None, generator: torch.Genera
     if run_dir is not None:
         (Path(run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def _register_optional() -> None:
+    """Image evaluators register themselves (``ebmlab eval`` calls ``evaluate`` before the hooks)."""
+    from ebmlab._plugins import import_present
+    import_present("ebmlab.training", ["image_eval"])
+
+
+_register_optional()

@@ -8,6 +8,10 @@ in checkpoints so that ``--resume`` reproduces an uninterrupted run exactly on t
 the data generator (batch indices), the objective's generator (chain noise, buffer draws) and
 torch's global RNG. A non-finite loss or gradient raises ``TrainingDiverged`` naming the step and
 the quantity; nothing is written after it, so the last good checkpoint is kept.
+
+Several processes (``torchrun``): see ``training/distributed.py`` for the rules (explicit gradient
+all-reduce after ``backward``, per-rank batch shards, per-rank seeds and buffers, rank files in
+checkpoints, rank-averaged metrics, rank 0 writes everything).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 from ebmlab.data import build_dataset
 from ebmlab.objectives import build_objective
 from ebmlab.training import checkpoint as ckpt
+from ebmlab.training import distributed
 from ebmlab.training.config import Config, save_config
 from ebmlab.training.ema import EMA
 from ebmlab.training.logging import RunLogger, scalars
@@ -65,18 +70,23 @@ def set_lr(optimizer, tc, step: int) -> None:
 
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, data=None, is_main: bool = True):
-        self.cfg, self.run_dir, self.is_main = cfg, Path(run_dir), is_main
+        self.cfg, self.run_dir = cfg, Path(run_dir)
         tc = cfg.train
         if tc.threads:
             torch.set_num_threads(tc.threads)
-        self.device = resolve_device(tc.device)
-        torch.manual_seed(tc.seed)  # network initialisation
+        self.dist = distributed.setup(resolve_device(tc.device))  # no-op context on one process
+        self.device, self.is_main = self.dist.device, is_main and self.dist.is_main
+        distributed.check_device_options(tc, self.device)
+        torch.manual_seed(distributed.derive_seed(tc.seed, self.dist.rank))  # init; rank-local buffers
         self.data = data if data is not None else build_dataset(cfg.data)
         self.objective = build_objective(cfg, self.data).to(self.device)
+        distributed.broadcast_parameters(self.objective, self.dist)  # identical networks on all ranks
+        if tc.compile:
+            distributed.compile_energy(self.objective)
         self.optimizer = make_optimizer(self.objective, tc)
         self.ema = EMA(self.objective, tc.ema) if tc.ema is not None else None
-        self.g_data = torch.Generator().manual_seed(tc.seed + 1)
-        self.g_obj = torch.Generator(self.device).manual_seed(tc.seed + 2)
+        self.g_data = torch.Generator().manual_seed(tc.seed + 1)  # shared: global batch indices
+        self.g_obj = torch.Generator(self.device).manual_seed(distributed.derive_seed(tc.seed, self.dist.rank, 2))
         self.step = 0
 
     # ----- state -----------------------------------------------------------------------------
@@ -106,22 +116,29 @@ class Trainer:
         self.step = int(meta["step"])
 
     def save(self) -> None:
-        if not self.is_main:
-            return
-        tensors, meta = self.state()
-        ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, tensors, meta)
-        ckpt.prune(self.run_dir / "checkpoints", self.cfg.train.keep_checkpoints)
+        distributed.save_rank_state(self)  # every rank's buffers and RNGs (several processes only)
+        if self.is_main:
+            tensors, meta = self.state()
+            meta["world_size"] = self.dist.world_size
+            ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, tensors, meta)
+            ckpt.prune(self.run_dir / "checkpoints", self.cfg.train.keep_checkpoints)
+            distributed.prune_rank_files(self.run_dir / "checkpoints")
+        self.dist.barrier()
 
     def resume(self) -> None:
         path = ckpt.latest_checkpoint(self.run_dir / "checkpoints")
+        distributed.agree_on_checkpoint(path, self.dist)
         if path is None:
             raise ckpt.CheckpointError(f"--resume: no checkpoint found in {str(self.run_dir / 'checkpoints')!r}")
-        self.load_state(*ckpt.load_checkpoint(path))
+        tensors, meta = ckpt.load_checkpoint(path)
+        self.load_state(tensors, meta)
+        distributed.restore_rank_state(self, meta)  # world size check; this rank's buffers and RNGs
 
     # ----- one step ----------------------------------------------------------------------------
     def next_batch(self):
-        n = self.data.train.shape[0]
-        idx = torch.randint(n, (self.cfg.train.batch_size,), generator=self.g_data)
+        n, b = self.data.train.shape[0], self.cfg.train.batch_size
+        idx = torch.randint(n, (b * self.dist.world_size,), generator=self.g_data)  # global batch
+        idx = distributed.shard(idx, self.dist)  # (B,) this rank's disjoint slice
         x = self.data.train[idx].to(self.device)
         if self.data.train_labels is not None:
             return x, self.data.train_labels[idx].to(self.device)
@@ -130,11 +147,13 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         tc = self.cfg.train
         set_lr(self.optimizer, tc, self.step)
-        out = self.objective(self.next_batch(), generator=self.g_obj)
+        with distributed.autocast(self.device, tc.amp):
+            out = self.objective(self.next_batch(), generator=self.g_obj)
         if not torch.isfinite(out.loss):
             raise TrainingDiverged(f"non-finite loss ({float(out.loss)}) at step {self.step + 1}")
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
+        distributed.average_gradients([p for g in self.optimizer.param_groups for p in g["params"]], self.dist)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         gnorm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip else float("inf"))
         if not torch.isfinite(gnorm):
@@ -160,13 +179,13 @@ class Trainer:
                 values = self.train_step()
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
                     values["time"] = time.time() - t0
-                    logger.log(self.step, values)
+                    logger.log(self.step, distributed.average_metrics(values, self.dist))
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(_postfix(values), refresh=False)
                 if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
                     self.save()
-                if on_sample is not None and tc.sample_every and self.step % tc.sample_every == 0:
+                if on_sample is not None and self.is_main and tc.sample_every and self.step % tc.sample_every == 0:
                     on_sample(self)
         finally:
             if bar is not None:

@@ -1,0 +1,410 @@
+"""Image datasets: digits, CIFAR-10/100, image folders, .npy/.npz arrays, SVHN (issue 3).
+
+Every loader returns ``Dataset(kind="image")`` with ``train``/``test`` float32 tensors (N, C, H, W) in
+[-1, 1] (uint8 v -> v / 127.5 - 1), labels as long tensors (or None) and ``transform =
+Affine.identity()``. Images are kept in memory as float32: 1,797 digits take 0.5 MB at 8x8, CIFAR-10
+takes 737 MB; an image folder of the size of CelebA (200k images at 64x64) would take 10 GB, so large
+folders need a machine with the memory for it (no streaming loader yet).
+
+Common post-processing (``DataConfig`` fields), in this order: ``crop`` (centre crop, image folders
+only, before any resize: CelebA's 140-pixel crop of paper 002), ``image_size`` (bilinear resize,
+antialiased when shrinking), ``channels`` (1 -> 3 repeats the grey channel; 3 -> 1 takes the ITU-R 601
+luma 0.299 R + 0.587 G + 0.114 B), ``classes`` (keep only these labels; labels keep their original
+values and ``num_classes`` its original count, so a class-conditional model trained on a subset can
+still be composed with one trained on all classes).
+
+Splits. ``digits``: scikit-learn's 1,797 8x8 images, split by a permutation seeded with ``data.seed``
+into 1,500 train / 297 test images (fixed sizes). CIFAR and SVHN: the official train/test files.
+Folders and arrays: a permutation seeded with ``data.seed``; the test split holds
+min(``data.n_test``, N // 10) images (as the vector ``array`` loader). ``n_train``/``n_test``
+otherwise do not subsample images (their defaults are the toys' sample counts).
+
+Safety. CIFAR batches are pickles; they are read with ``RestrictedUnpickler``, which resolves only
+numpy's ndarray/dtype reconstruction functions and ``_codecs.encode`` (latin-1 only) and refuses any
+other global *before* anything is called. ``.npy``/``.npz`` use ``allow_pickle=False``; ``.mat`` files
+go through ``scipy.io.loadmat`` (no code execution).
+
+``load_ood_set(name_or_path, like, generator)`` gives out-of-distribution images shaped like a
+dataset's test split, for OOD AUROC (paper 001 Sec. 3.3, paper 004 Sec. 4.2.4).
+"""
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ebmlab.data.arrays import DataError
+from ebmlab.data.dataset import DATASETS, Affine, Dataset
+
+DIGITS_TRAIN = 1500
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+# ----- conversion helpers ----------------------------------------------------------------------------
+def to_unit_range(arr: np.ndarray, where: str) -> Tensor:
+    """(N, H, W, C) or (N, H, W) uint8 or float array -> (N, C, H, W) float32 in [-1, 1].
+
+    uint8: v / 127.5 - 1. Float: read as [0, 1] when no value is negative, as [-1, 1] otherwise;
+    anything outside [-1, 1] is refused (we do not guess other scalings)."""
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
+        raise DataError(f"{where} must hold images of shape (N, H, W, C) with C = 1 or 3, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        x = torch.from_numpy(np.array(arr, dtype=np.uint8)).float() / 127.5 - 1.0  # copy: read-only arrays
+    elif arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise DataError(f"{where} contains NaN or inf values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < -1.0 or hi > 1.0:
+            raise DataError(f"{where} holds floats in [{lo:.3g}, {hi:.3g}]; expected uint8, floats in [0, 1] or in [-1, 1]")
+        x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        x = x * 2.0 - 1.0 if lo >= 0.0 else x
+    else:
+        raise DataError(f"{where} must hold uint8 or float images, got dtype {arr.dtype}")
+    return x.permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+
+
+def resize(x: Tensor, size: int) -> Tensor:
+    """(N, C, H, W) -> (N, C, size, size), bilinear; antialiased when shrinking."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    shrink = size < min(x.shape[-2:])
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink).clamp(-1, 1)
+
+
+def centre_crop(x: Tensor, crop: int) -> Tensor:
+    """(N, C, H, W) -> (N, C, crop, crop) around the centre."""
+    h, w = x.shape[-2:]
+    if crop > min(h, w):
+        raise DataError(f"data.crop = {crop} is larger than the images ({h}x{w})")
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return x[..., top:top + crop, left:left + crop]
+
+
+def set_channels(x: Tensor, channels: int | None) -> Tensor:
+    if channels is None or channels == x.shape[1]:
+        return x
+    if channels == 3 and x.shape[1] == 1:
+        return x.repeat(1, 3, 1, 1)
+    if channels == 1 and x.shape[1] == 3:
+        luma = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).reshape(1, 3, 1, 1)
+        return (x * luma).sum(1, keepdim=True)
+    raise DataError(f"data.channels must be 1 or 3, got {channels}")
+
+
+def _postprocess(x: Tensor, cfg) -> Tensor:
+    if cfg.image_size is not None:
+        if cfg.image_size < 1:
+            raise DataError(f"data.image_size must be positive, got {cfg.image_size}")
+        x = resize(x, cfg.image_size)
+    return set_channels(x, cfg.channels)
+
+
+def _labels(y) -> Tensor | None:
+    return None if y is None else torch.as_tensor(np.asarray(y).reshape(-1).astype(np.int64))
+
+
+def _finish(name: str, cfg, train: Tensor, test: Tensor, ytr, yte, num_classes: int, **info) -> Dataset:
+    """Resize / channel conversion, class filter, and the Dataset in [-1, 1]."""
+    train, test = _postprocess(train, cfg), _postprocess(test, cfg)
+    ytr, yte = _labels(ytr), _labels(yte)
+    if cfg.classes is not None:
+        if ytr is None:
+            raise DataError(f"data.classes was given but dataset {name!r} has no labels")
+        keep = torch.tensor([int(c) for c in cfg.classes])
+        mtr, mte = torch.isin(ytr, keep), torch.isin(yte, keep)
+        train, ytr, test, yte = train[mtr], ytr[mtr], test[mte], yte[mte]
+        if train.shape[0] == 0:
+            raise DataError(f"data.classes {list(cfg.classes)} keeps no training image of {name!r}")
+    return Dataset(name, "image", train.float().contiguous(), test.float().contiguous(), Affine.identity(),
+                   ytr, yte, num_classes, info=dict(range="[-1, 1]", layout="NCHW", **info))
+
+
+def _split(n: int, n_test: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Seeded permutation -> (train indices, test indices) with min(n_test, n // 10) test items."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    k = min(n_test, max(1, n // 10))
+    return perm[k:], perm[:k]
+
+
+def _need_path(cfg, expected: str) -> Path:
+    if not cfg.path:
+        raise DataError(f"data.name {cfg.name!r} needs data.path (or --data): {expected}")
+    p = Path(cfg.path).expanduser()
+    if not p.exists():
+        raise DataError(f"data.path {str(p)!r} does not exist; expected {expected}")
+    return p
+
+
+# ----- digits ------------------------------------------------------------------------------------------
+def _digits(cfg) -> Dataset:
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32)) / 8.0 - 1.0  # values 0..16 -> [-1, 1]
+    x, y = x[:, None], d.target  # (1797, 1, 8, 8)
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.seed))
+    tr, te = perm[:DIGITS_TRAIN], perm[DIGITS_TRAIN:]
+    return _finish("digits", cfg, x[tr], x[te], y[tr.numpy()], y[te.numpy()], 10, source="sklearn.datasets.load_digits")
+
+
+# ----- CIFAR (restricted unpickler) --------------------------------------------------------------------
+def _latin1_encode(text, encoding="latin1"):
+    """``_codecs.encode`` as used by protocol-2 pickles of bytes written by Python 3; latin-1 only."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError("refused _codecs.encode call with a non-latin-1 encoding")
+    return text.encode("latin1")
+
+
+def _numpy_core():
+    try:
+        import numpy._core.multiarray as multiarray, numpy._core.numeric as numeric  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        import numpy.core.multiarray as multiarray, numpy.core.numeric as numeric
+    return multiarray, numeric
+
+
+def _safe_globals() -> dict:
+    """The only globals a CIFAR batch may name (both numpy 1 and numpy 2 module spellings)."""
+    multiarray, numeric = _numpy_core()
+    allowed = {("_codecs", "encode"): _latin1_encode,
+               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+        allowed[(mod, "_frombuffer")] = numeric._frombuffer
+    return allowed
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler for CIFAR batches: plain containers plus numpy array reconstruction, nothing else."""
+
+    def find_class(self, module: str, name: str):
+        fn = _safe_globals().get((module, name))
+        if fn is None:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: CIFAR batches hold only dicts, lists and arrays")
+        return fn
+
+
+def safe_unpickle(path: Path) -> dict:
+    """A CIFAR batch file as a dict with str keys; DataError for any refused or malformed content."""
+    try:
+        with open(path, "rb") as fh:
+            obj = RestrictedUnpickler(io.BytesIO(fh.read()), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise DataError(f"could not read CIFAR batch {str(path)!r} safely ({exc})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"CIFAR batch {str(path)!r} holds a {type(obj).__name__}, expected a dict")
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    d = safe_unpickle(path)
+    data, labels = d.get("data"), d.get(label_key)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"CIFAR batch {str(path)!r} needs 'data' as a uint8 array (N, 3072)")
+    if labels is None or len(labels) != data.shape[0]:
+        raise DataError(f"CIFAR batch {str(path)!r} needs {label_key!r} with one label per image")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, dtype=np.int64)  # NHWC
+
+
+CIFAR_LAYOUT = {  # name: (sub-folder, train files, test files, label key, classes)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100),
+}
+
+
+def _cifar_dir(name: str, cfg) -> Path:
+    sub, train_files, test_files, _, _ = CIFAR_LAYOUT[name]
+    expected = f"the folder {sub}/ of the official python version holding {', '.join(train_files + test_files)}"
+    p = _need_path(cfg, expected)
+    for cand in (p, p / sub):
+        if all((cand / f).is_file() for f in train_files + test_files):
+            return cand
+    raise DataError(f"data.path {str(p)!r} lacks the CIFAR batch files; expected {expected}")
+
+
+def _cifar(cfg) -> Dataset:
+    sub, train_files, test_files, key, k = CIFAR_LAYOUT[cfg.name]
+    root = _cifar_dir(cfg.name, cfg)
+    parts = {s: [_read_cifar_batch(root / f, key) for f in files] for s, files in (("train", train_files), ("test", test_files))}
+    xtr, ytr = (np.concatenate(a) for a in zip(*parts["train"]))
+    xte, yte = (np.concatenate(a) for a in zip(*parts["test"]))
+    return _finish(cfg.name, cfg, to_unit_range(xtr, str(root)), to_unit_range(xte, str(root)), ytr, yte, k,
+                   source=str(root))
+
+
+# ----- image folder ------------------------------------------------------------------------------------
+def _list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
+    """Image files under root; labels from class sub-folders when every image sits in one."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"image folder {str(root)!r} holds no .png/.jpg/.jpeg files")
+    rel_parts = [f.relative_to(root).parts for f in files]
+    if all(len(parts) == 2 for parts in rel_parts):
+        classes = sorted({parts[0] for parts in rel_parts})
+        return files, [classes.index(parts[0]) for parts in rel_parts], classes
+    return files, None, []
+
+
+def _read_image(path: Path, mode: str, crop: int | None, size: int | None) -> Tensor:
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert(mode), dtype=np.uint8)
+    except Exception as exc:  # Pillow raises many types for broken files
+        raise DataError(f"could not read image {str(path)!r} ({type(exc).__name__}: {exc})") from None
+    x = to_unit_range(arr[None], str(path))  # (1, C, H, W)
+    x = centre_crop(x, crop) if crop else x
+    return resize(x, size) if size else x
+
+
+def _folder(cfg) -> Dataset:
+    root = _need_path(cfg, "a folder of .png/.jpg/.jpeg images, optionally in one sub-folder per class")
+    files, labels, classes = _list_images(root)
+    mode = "L" if cfg.channels == 1 else "RGB"
+    images = [_read_image(f, mode, cfg.crop, cfg.image_size) for f in files]
+    sizes = {tuple(im.shape[-2:]) for im in images}
+    if len(sizes) > 1:
+        raise DataError(f"images in {str(root)!r} have different sizes {sorted(sizes)[:3]}...; set data.image_size")
+    x = torch.cat(images)  # (N, C, H, W)
+    tr, te = _split(x.shape[0], cfg.n_test, cfg.seed)
+    y = np.asarray(labels) if labels is not None else None
+    return _finish(str(root), cfg, x[tr], x[te], None if y is None else y[tr.numpy()],
+                   None if y is None else y[te.numpy()], len(classes), classes=classes)
+
+
+# ----- .npy / .npz arrays ------------------------------------------------------------------------------
+def read_image_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(images, labels or None) from .npy or .npz (keys x/images and y/labels, else the first array)."""
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False), None
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.keys())
+            xk = next((k for k in ("x", "images", "arr_0") if k in keys), keys[0] if keys else None)
+            if xk is None:
+                raise DataError(f"image file {str(path)!r} holds no arrays")
+            yk = next((k for k in ("y", "labels") if k in keys), None)
+            return z[xk], (z[yk] if yk else None)
+    except DataError:
+        raise
+    except Exception as exc:  # numpy raises many types for unreadable files
+        raise DataError(f"could not read image file {str(path)!r} ({type(exc).__name__}: {exc})") from None
+
+
+def _npy(cfg) -> Dataset:
+    p = _need_path(cfg, "a .npy or .npz file of images (N, H, W, C), uint8 or float")
+    if p.suffix.lower() not in (".npy", ".npz"):
+        raise DataError(f"data.name 'npy' reads .npy or .npz files, got {str(p)!r}")
+    arr, y = read_image_array(p)
+    x = to_unit_range(arr, str(p))
+    if y is not None and len(y) != x.shape[0]:
+        raise DataError(f"{str(p)!r} has {x.shape[0]} images but {len(y)} labels")
+    tr, te = _split(x.shape[0], cfg.n_test, cfg.seed)
+    k = int(y.max()) + 1 if y is not None else 0
+    return _finish(str(p), cfg, x[tr], x[te], None if y is None else y[tr.numpy()],
+                   None if y is None else y[te.numpy()], k)
+
+
+# ----- SVHN .mat ---------------------------------------------------------------------------------------
+def read_svhn_mat(path: Path) -> tuple[Tensor, np.ndarray]:
+    """SVHN cropped-digits .mat: X (32, 32, 3, N) uint8, y (N, 1) with 10 meaning digit 0."""
+    from scipy.io import loadmat
+    try:
+        d = loadmat(path)
+    except Exception as exc:  # scipy raises many types for unreadable files
+        raise DataError(f"could not read SVHN file {str(path)!r} ({type(exc).__name__}: {exc})") from None
+    if "X" not in d or "y" not in d or d["X"].ndim != 4:
+        raise DataError(f"SVHN file {str(path)!r} needs X of shape (32, 32, 3, N) and y of shape (N, 1)")
+    x = to_unit_range(np.transpose(d["X"], (3, 0, 1, 2)), str(path))  # (N, H, W, C) -> (N, C, H, W)
+    y = d["y"].reshape(-1).astype(np.int64) % 10  # label 10 is the digit 0
+    return x, y
+
+
+def _svhn(cfg) -> Dataset:
+    p = _need_path(cfg, "a folder with train_32x32.mat and test_32x32.mat (SVHN format 2)")
+    files = [p / "train_32x32.mat", p / "test_32x32.mat"]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"SVHN folder {str(p)!r} lacks {', '.join(missing)}; expected train_32x32.mat and test_32x32.mat")
+    (xtr, ytr), (xte, yte) = (read_svhn_mat(f) for f in files)
+    return _finish("svhn", cfg, xtr, xte, ytr, yte, 10, source=str(p))
+
+
+# ----- out-of-distribution sets ------------------------------------------------------------------------
+def _ood_builtin(name: str, like: Dataset, generator) -> Tensor | None:
+    """Synthetic OOD sets built from ``like``'s test split; None for other names.
+
+    ``digits_negative``: the negative image 1 - x in [0, 1], i.e. -x in [-1, 1]; ``noise``: uniform
+    [-1, 1]; ``digits_flipped``: upside-down images (vertical flip); ``digits_shuffled``: each image's
+    pixels permuted by its own random permutation (keeps the intensity histogram, destroys shape)."""
+    x = like.test  # (M, C, H, W)
+    if name == "digits_negative":
+        return -x
+    if name == "noise":
+        return torch.rand(x.shape, generator=generator) * 2 - 1
+    if name == "digits_flipped":
+        return x.flip(-2)
+    if name == "digits_shuffled":
+        flat = x.flatten(2)  # (M, C, H*W)
+        perm = torch.argsort(torch.rand(flat.shape[0], flat.shape[2], generator=generator), dim=1)  # (M, HW)
+        return flat.gather(2, perm[:, None, :].expand_as(flat)).reshape(x.shape)
+    return None
+
+
+def _ood_from_path(p: Path, like_cfg) -> Tensor:
+    suffix = p.suffix.lower()
+    if suffix in (".npy", ".npz"):
+        return _postprocess(to_unit_range(read_image_array(p)[0], str(p)), like_cfg)
+    if suffix == ".mat":
+        return _postprocess(read_svhn_mat(p)[0], like_cfg)
+    if p.is_dir():
+        for name, (sub, train_files, test_files, _, _) in CIFAR_LAYOUT.items():
+            if any((c / test_files[0]).is_file() for c in (p, p / sub)):
+                return DATASETS[name](_replace(like_cfg, name=name, path=str(p))).test
+        if (p / "test_32x32.mat").is_file():
+            return _postprocess(read_svhn_mat(p / "test_32x32.mat")[0], like_cfg)
+        return DATASETS["imagefolder"](_replace(like_cfg, name="imagefolder", path=str(p), n_test=10**9)).test
+    raise DataError(f"OOD set {str(p)!r} is not a .npy/.npz/.mat file or a folder of images or CIFAR batches")
+
+
+def _replace(cfg, **kw):
+    """A copy of a data config (DataConfig or namespace) with some fields changed."""
+    return SimpleNamespace(**{**vars(cfg), **kw})
+
+
+def load_ood_set(name_or_path: str, like: Dataset, generator: torch.Generator | None = None) -> Tensor:
+    """(M, C, H, W) images in [-1, 1] shaped like ``like``'s images, for OOD evaluation.
+
+    ``name_or_path``: a built-in synthetic set (``digits_negative``, ``noise``, ``digits_flipped``,
+    ``digits_shuffled``), an existing path (.npy/.npz, SVHN .mat, CIFAR folder, image folder; all of
+    it is used) or a registered dataset name that needs no path (e.g. ``digits``; its test split)."""
+    x = _ood_builtin(name_or_path, like, generator)
+    if x is not None:
+        return x
+    c, h, _ = like.shape
+    # the DataConfig fields the loaders read (data stays a leaf: no import of ebmlab.training)
+    like_cfg = SimpleNamespace(name=like.name, path=None, image_size=h, channels=c, crop=None, classes=None,
+                               n_test=10**9, seed=0)
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        return _ood_from_path(p, like_cfg)
+    if name_or_path in DATASETS:
+        return DATASETS[name_or_path](_replace(like_cfg, name=name_or_path)).test
+    raise DataError(f"OOD set {name_or_path!r} is neither a built-in set (digits_negative, noise, digits_flipped, "
+                    "digits_shuffled), an existing path, nor a dataset name")
+
+
+DATASETS["digits"] = _digits
+DATASETS["cifar10"] = _cifar
+DATASETS["cifar100"] = _cifar
+DATASETS["imagefolder"] = _folder
+DATASETS["npy"] = _npy
+DATASETS["svhn"] = _svhn

@@ -1,0 +1,203 @@
+"""Convolutional ResNet energies for images: unconditional, time/noise-level conditioned, class conditioned.
+
+Architecture (paper 001 App. B.1 Table 5; paper 003 App. A.1 Tables 5-6, after Gao et al. 2021):
+
+    x (B, C, H, W) -> 3x3 conv to channels[0]
+      -> for each resolution i: ``depth`` ResBlocks at channels[i], then a 2x2 average pooling
+         (not after the last resolution: paper 003 "applied to all downsample blocks except the last")
+      -> [self-attention at the lowest resolution] (paper 001 Table 5, ``attention``)
+      -> activation -> global mean pooling -> Dense -> 1      (paper 001 Table 5)   -> (B,) energy
+
+ResBlock (paper 003 Table 5a, with the norm of paper 001 B.1 "group normalization inside each residual
+block"):  h = norm(conv(act(norm(x)))); h += Dense(act(emb)) (conditioned variants only);
+h = conv(act(h)); out = skip(x) + h, where skip is a 1x1 conv when the channel count changes. The
+embedding is added after the second norm: added before it, a per-channel shift would be removed by
+GroupNorm (exactly so when a group is one channel).
+
+Conditioning (paper 003 Table 5c and A.1): a scalar condition t (time index, noise level or logSNR,
+any float) goes through the sinusoidal embedding (``energies/embedding.py``, shared with the vector
+models) then Dense, act, Dense to ``embed_dim``; a class label goes through an embedding table of the
+same width and is *added* to the time embedding (paper 003: "the class embedding is then added to the
+time embedding"); the sum is projected and added inside every ResBlock.
+
+Choices where the papers leave room (tested in tests/unit/test_convnet.py):
+
+- Norms: ``group`` = GroupNorm with the largest group count <= min(32, C / 4) dividing the channels
+  C (32 groups from 128 channels on, at least 4 channels per group below); ``layer`` =
+  GroupNorm(1, C), i.e. LayerNorm over (C, H, W) of each image; ``none``. Never BatchNorm: the
+  energy of one image must not depend on the other chains of the batch.
+- Readout: global *mean* pooling and a Dense layer (paper 001) rather than paper 003's sum over
+  channels and positions, so that energies do not scale with the image size.
+- Pooling stops once the feature map is 1x1 (8x8 digits with many resolutions); odd sides use
+  ``ceil_mode``.
+- Self-attention is one head written out with softmax and matmuls (no fused kernel), so that
+  double backward works for objectives that differentiate through a Langevin step (paper 001).
+- Time conditioning: ``forward(x, t=None)``; t is (B,) or a scalar; ``t=None`` uses ``default_t``
+  (1 by default, as ``TimeMLPEnergy``: paper 002's last sampling step), so the module also serves the
+  plain Energy protocol.
+- Class conditioning: ``forward(x, y=None)``; the table has ``num_classes + 1`` rows, the last one
+  being the "no label" token used for classifier-free guidance (paper 003 Eq. 11-12): ``y=None`` or a
+  label of -1 means unconditional.
+- ``spectral_norm`` wraps every conv and dense layer with ``torch.nn.utils.parametrizations.spectral_norm``
+  (paper 003 A.1; paper 001 removes it, hence off by default).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ebmlab.energies.embedding import sinusoidal_embedding
+from ebmlab.energies.mlp import make_activation
+
+NORMS = ("group", "layer", "none")
+
+
+def make_norm(kind: str | None, channels: int) -> nn.Module:
+    kind = kind or "none"
+    if kind == "group":
+        # at most 32 groups and at least 4 channels per group (8 -> 2, 64 -> 16, 128 -> 32 groups)
+        groups = max(g for g in range(1, max(1, min(32, channels // 4)) + 1) if channels % g == 0)
+        return nn.GroupNorm(groups, channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)  # LayerNorm over (C, H, W) of each image
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; expected one of {NORMS}")
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block with an optional additive condition embedding (paper 003 Table 5a)."""
+
+    def __init__(self, c_in: int, c_out: int, norm: str | None, activation: str, embed_dim: int = 0):
+        super().__init__()
+        self.norm1, self.norm2 = make_norm(norm, c_in), make_norm(norm, c_out)
+        self.act1, self.act2 = make_activation(activation), make_activation(activation)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.emb = nn.Sequential(make_activation(activation), nn.Linear(embed_dim, c_out)) if embed_dim else None
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:  # (B, Ci, H, W) -> (B, Co, H, W)
+        h = self.norm2(self.conv1(self.act1(self.norm1(x))))
+        if self.emb is not None:  # added *after* the norm, which would otherwise remove a per-channel shift
+            if emb is None:
+                raise ValueError("this ResBlock is conditioned and needs an embedding")
+            h = h + self.emb(emb)[:, :, None, None]  # (B, Co, 1, 1) broadcast over positions
+        h = self.conv2(self.act2(h))
+        return self.skip(x) + h
+
+
+class SelfAttention(nn.Module):
+    """Single-head non-local self-attention over the H*W positions, with a residual connection."""
+
+    def __init__(self, channels: int, norm: str | None):
+        super().__init__()
+        self.norm = make_norm(norm, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)  # each (B, C, N)
+        att = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(c), dim=-1)  # (B, N, N)
+        y = (v @ att.transpose(1, 2)).reshape(b, c, h, w)  # (B, C, N) -> (B, C, H, W)
+        return x + self.out(y)
+
+
+class ResNetEnergy(nn.Module):
+    """(B, C, H, W) -> (B,) energy; ``time_cond`` adds forward(x, t=...), ``num_classes`` forward(x, y=...)."""
+
+    def __init__(self, in_channels: int, channels: list[int], depth: int = 1, norm: str | None = "group",
+                 activation: str = "swish", attention: bool = False, spectral_norm: bool = False,
+                 time_cond: bool = False, num_classes: int = 0, embed_dim: int = 64, default_t: float = 1.0):
+        super().__init__()
+        if not channels or min(channels) <= 0 or depth < 1:
+            raise ValueError(f"ResNetEnergy needs positive channels and depth >= 1; got {channels}, {depth}")
+        if (norm or "none") not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+        self.time_cond, self.num_classes, self.embed_dim = time_cond, num_classes, embed_dim
+        self.default_t = default_t
+        cond_dim = embed_dim if (time_cond or num_classes) else 0
+        self.t_mlp = nn.Sequential(nn.Linear(embed_dim, embed_dim), make_activation(activation),
+                                   nn.Linear(embed_dim, embed_dim)) if time_cond else None
+        self.y_emb = nn.Embedding(num_classes + 1, embed_dim) if num_classes else None  # last row: no label
+        self.inp = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.levels = nn.ModuleList()
+        c_prev = channels[0]
+        for c in channels:
+            self.levels.append(nn.ModuleList(ResBlock(c_prev if i == 0 else c, c, norm, activation, cond_dim)
+                                             for i in range(depth)))
+            c_prev = c
+        self.attn = SelfAttention(c_prev, norm) if attention else None
+        self.act = make_activation(activation)
+        self.out = nn.Linear(c_prev, 1)
+        if spectral_norm:
+            apply_spectral_norm(self)
+
+    def embed(self, x: Tensor, t=None, y: Tensor | None = None) -> Tensor | None:
+        """(B, embed_dim) condition embedding, or None for the unconditional model."""
+        emb = None
+        if self.t_mlp is not None:
+            t = torch.as_tensor(self.default_t if t is None else t, device=x.device)
+            t = t.expand(x.shape[0]) if t.dim() == 0 else t.reshape(-1)  # (B,)
+            emb = self.t_mlp(sinusoidal_embedding(t, self.embed_dim).to(x.dtype))
+        elif t is not None:
+            raise ValueError("this ResNetEnergy is not time-conditioned; build it with time_cond=True to pass t")
+        if self.y_emb is not None:
+            null = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+            y = null if y is None else torch.where(y.long() < 0, null, y.long())  # -1 / None: no label
+            emb = self.y_emb(y) if emb is None else emb + self.y_emb(y)
+        elif y is not None:
+            raise ValueError("this ResNetEnergy is not class-conditioned; build it with num_classes > 0 to pass y")
+        return emb
+
+    def features(self, x: Tensor, t=None, y: Tensor | None = None) -> Tensor:
+        """(B, C, H, W) -> (B, channels[-1]) pooled features."""
+        if x.dim() != 4:
+            raise ValueError(f"ResNetEnergy expects images (B, C, H, W), got shape {tuple(x.shape)}")
+        emb = self.embed(x, t, y)
+        h = self.inp(x)
+        for i, blocks in enumerate(self.levels):
+            for block in blocks:
+                h = block(h, emb)
+            if i < len(self.levels) - 1 and min(h.shape[-2:]) > 1:
+                h = F.avg_pool2d(h, 2, ceil_mode=True)  # 2x2 down-sampling between resolutions
+        if self.attn is not None:
+            h = self.attn(h)
+        return self.act(h).mean(dim=(2, 3))  # (B, C_last) global mean pooling
+
+    def forward(self, x: Tensor, t=None, y: Tensor | None = None) -> Tensor:
+        return self.out(self.features(x, t, y)).squeeze(1)  # (B,)
+
+
+def apply_spectral_norm(module: nn.Module) -> None:
+    """Spectral normalisation on every conv and dense layer (not embeddings or norms)."""
+    from torch.nn.utils.parametrizations import spectral_norm
+    for sub in list(module.modules()):
+        if isinstance(sub, (nn.Conv2d, nn.Linear)):
+            spectral_norm(sub)
+
+
+def default_channels(cfg, shape: tuple[int, ...]) -> list[int]:
+    """``model.channels`` or, when unset, ``width`` at each of up to 3 resolutions (8x8 -> 3 levels)."""
+    if cfg.channels:
+        return [int(c) for c in cfg.channels]
+    levels = max(1, min(3, int(math.log2(max(2, min(shape[1:]))))))
+    return [cfg.width] * levels
+
+
+def _resnet(cfg, shape, time_cond: bool = False, num_classes: int | None = 0, default_t: float = 1.0,
+            **_) -> ResNetEnergy:
+    if len(shape) != 3:
+        raise ValueError(f"model 'resnet' needs image data (C, H, W), got shape {shape}; use model.name mlp for vectors")
+    return ResNetEnergy(shape[0], default_channels(cfg, shape), cfg.depth, cfg.norm or "group", cfg.activation,
+                        cfg.attention, cfg.spectral_norm, time_cond=time_cond,
+                        num_classes=int(num_classes or 0), embed_dim=cfg.time_embed_dim, default_t=default_t)
+
+
+from ebmlab.energies.build import MODELS  # noqa: E402  (registry import at the bottom avoids a cycle)
+
+MODELS["resnet"] = _resnet

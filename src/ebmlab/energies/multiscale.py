@@ -1,0 +1,64 @@
+"""Paper 001's compositional multi-scale energy (Du et al., Improved CD, Sec. 2.4, Fig. 3, App. B.1).
+
+E(x) = E_full(x) + E_half(down2(x)) + E_quarter(down4(x))
+
+"our final output energy function is the sum of energy functions applied to the full resolution
+image, the half resolution image, and the quarter resolution image" (App. B.1). Down-sampling is 2x2
+(4x4) average pooling, which is differentiable, so Langevin sampling runs on the sum unchanged
+(Sec. 2.4). Each scale is a ``ResNetEnergy`` (energies/convnet.py) with its own weights. App. B.1:
+"The half-resolution models share the architecture listed in Table 5, but with the first down-sampled
+residual block removed. Similarly, the quarter resolution models ... with the first two ... removed":
+the half-resolution net uses ``channels[1:]`` and the quarter-resolution net ``channels[2:]`` (each at
+least one resolution level: the last entry is reused when the list is too short).
+
+Choice: a scale is dropped when the image would be smaller than 2x2 there (8x8 digits keep all three:
+8, 4 and 2 pixels). Conditioning (``t=...``, ``y=...``) is passed to every scale.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class MultiScaleEnergy(nn.Module):
+    """Sum of ResNet energies at full, half and quarter resolution; (B, C, H, W) -> (B,)."""
+
+    def __init__(self, nets: list[nn.Module], factors: list[int]):
+        super().__init__()
+        if len(nets) != len(factors) or not nets:
+            raise ValueError("MultiScaleEnergy needs one down-sampling factor per scale network")
+        self.nets = nn.ModuleList(nets)
+        self.factors = list(factors)
+
+    def forward(self, x: Tensor, **cond) -> Tensor:
+        total = 0
+        for net, f in zip(self.nets, self.factors):
+            xs = F.avg_pool2d(x, f) if f > 1 else x  # (B, C, H/f, W/f)
+            total = total + net(xs, **cond)  # (B,)
+        return total
+
+    def scale_energies(self, x: Tensor, **cond) -> list[Tensor]:
+        """[(B,) energy at each scale], for diagnostics."""
+        return [net(F.avg_pool2d(x, f) if f > 1 else x, **cond) for net, f in zip(self.nets, self.factors)]
+
+
+def _multiscale(cfg, shape, time_cond: bool = False, num_classes: int | None = 0, default_t: float = 1.0, **_):
+    if len(shape) != 3:
+        raise ValueError(f"model 'multiscale' needs image data (C, H, W), got shape {shape}")
+    channels = default_channels(cfg, shape)
+    nets, factors = [], []
+    for i, f in enumerate((1, 2, 4)):
+        if min(shape[1:]) // f < 2:
+            break
+        ch = channels[i:] or channels[-1:]
+        nets.append(ResNetEnergy(shape[0], ch, cfg.depth, cfg.norm or "group", cfg.activation, cfg.attention,
+                                 cfg.spectral_norm, time_cond=time_cond, num_classes=int(num_classes or 0),
+                                 embed_dim=cfg.time_embed_dim, default_t=default_t))
+        factors.append(f)
+    return MultiScaleEnergy(nets, factors)
+
+
+from ebmlab.energies.convnet import ResNetEnergy, default_channels  # noqa: E402  (see convnet.py)
+from ebmlab.energies.build import MODELS  # noqa: E402
+
+MODELS["multiscale"] = _multiscale

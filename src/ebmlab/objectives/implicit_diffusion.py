@@ -1,0 +1,231 @@
+"""Diffusion process with implicit latents via energy models (paper 002), method ``implicit_diffusion``.
+
+A time-conditioned energy f(x, t), t in 1..T (Sec. 4.1, Eq. 8), defines a backward process of
+Langevin steps (Eq. 9 / Eq. 17) from N(0, I) at t = T down to t = 1, K steps per time, T x K steps in
+all (Tables 4-5: best near T x K = 60). Training (Alg. 1, Sec. 4.3-4.5):
+
+1. draw a batch of (x-, t) from the ``TimeCyclicBuffer`` (10,000 slots, x ~ N(0, I), t ~ U{1..T});
+2. K Langevin steps at each element's own t: x <- x - eta/2 dE/dx(x, t) + sigma_s z (Alg. 1 line 333);
+3. loss  E(x+, t) - E(x-, t) + lambda * WGAN-LP  (Eq. 16 + Eq. 19, lambda = 200), the penalty taken
+   on x^ = a x- + (1 - a) x+, a ~ U(0, 1) per example, at the same t;
+4. t := t - 1; elements reaching t = 0 are refreshed with N(0, I) at t = T (Sec. 4.4).
+
+Sign convention (the border to ebmlab's "energy, lower = more probable"). The paper uses two
+conventions for f: Sec. 3.2 and Alg. 1 line 337 treat f as *high on data* (the minimised loss is
+f(x-) - f(x+)), while Eq. 5 / Eq. 8 put f into the Boltzmann density as exp(-f), Eq. 16's gradient
+E_q[df] - E_p[df] is *descended* (f lowered on data) and Eq. 17 / Alg. 1 line 333 move samples
+*down* f. Only the second reading makes the sampler move towards the data, so ebmlab's energy is
+E(x, t) = f(x, t) of Eqs. 8, 16, 17 (= -f of Sec. 3.2 / Alg. 1 line 337): the loss is
+E(x+, t) - E(x-, t) (Alg. 1's f(x-) - f(x+) with f = -E); the gradient penalty only sees ||dE/dx||,
+which is the same under either sign.
+
+Choices where the paper is ambiguous (tested in tests/unit/test_implicit_diffusion.py):
+
+- Positive pairs. Eq. 10 assumes the desired q(x_t) equals the data distribution q(x_0) at every t
+  ("pushed toward q(x_0) for any t", Sec. 4.1), and Alg. 1 draws x+ ~ q with no time index. So each
+  buffer element at time t is paired with a fresh data point evaluated at the *same* t: E(x+, t).
+- Noise. Alg. 1 adds N(0, sigma^2 I) (sigma is a standard deviation, "starting noise 0.3" in
+  Table 7), not sqrt(eta) as in Eq. 17. Sec. 5: sigma "is always linearly annealed to 0 during
+  sampling". We anneal per Langevin step over the whole T x K sweep: step s = (T - t) K + k
+  (k = 0..K-1) uses sigma_s = sigma (1 - s / (T K - 1)), so the first step at t = T has sigma and the
+  last step at t = 1 has exactly 0 (``noise_schedule``). Training uses the same sigma_s for an element
+  at time t as generation does, so the buffer reproduces the generative process.
+- Step size. Eq. 17's drift is -eta/2 dE/dx with eta kept constant over t (Sec. 5); eta = 1.7
+  (32x32) or 2.89 (64x64) in Table 7 for images in [-1, 1].
+- Generation with ``n_steps`` (CLI ``--steps``): n_steps must be a multiple of T and sets K' =
+  n_steps / T with the noise schedule stretched over T x K'.
+- The sampler is written here (``langevin_stage``) instead of calling ``samplers/langevin.step``
+  because Sec. 5.1's interpolation must inject given per-step noises; it reuses ``energy_and_grad``
+  and costs one forward+backward per step (K per stage, no extra evaluation at the end).
+
+``energy`` is f(., t = 1) as a plain (B, ...) -> (B,) module (``energy(x, t=t)`` for other times).
+``log_density(x)`` = -E(x, t = 1): the unnormalised Boltzmann density of Eq. 8 at the last time
+step. It is the density the model assigns at t = 1, not the density of generated samples: those come
+from the finite T x K-step process, which need not reach that Boltzmann distribution.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ebmlab.buffers_time import TimeCyclicBuffer
+from ebmlab.energies.base import energy_and_grad
+from ebmlab.energies.build import MODELS, build_energy
+from ebmlab.energies.embedding import TimeMLPEnergy
+from ebmlab.objectives import register
+from ebmlab.objectives.base import LossOutput, Objective, batch_data
+from ebmlab.samplers.base import flat_norm, per_chain, randn_like
+
+
+@dataclass
+class ImplicitDiffusionConfig:
+    name: str = "implicit_diffusion"
+    T: int = 20                 # time steps (Table 7: 20 at 32x32, 10 at 64x64)
+    K: int = 3                  # Langevin steps per time step (Table 7: 3, 6 at 64x64)
+    eta: float = 1.7            # Eq. 17 step size: drift -eta/2 dE/dx (Table 7: 1.7; 2.89 at 64x64)
+    sigma: float = 0.3          # starting noise std, linearly annealed to 0 (Table 6, Alg. 1)
+    lam: float = 200.0          # WGAN-LP weight (Sec. 5)
+    buffer_size: int = 10000    # (x, t) buffer (Sec. 4.4, Sec. 5)
+    init_std: float = 1.0       # std of the N(0, I) start at t = T (model coordinates)
+
+    def validate(self):
+        from ebmlab.training.config import ConfigError
+        if self.T < 1 or self.K < 1:
+            raise ConfigError(f"method.T and method.K must be at least 1, got T={self.T}, K={self.K}")
+        if self.eta <= 0 or self.init_std <= 0:
+            raise ConfigError(f"method.eta and method.init_std must be positive, got {self.eta}, {self.init_std}")
+        if self.sigma < 0 or self.lam < 0:
+            raise ConfigError(f"method.sigma and method.lam must be non-negative, got {self.sigma}, {self.lam}")
+        if self.buffer_size < 1:
+            raise ConfigError(f"method.buffer_size must be positive, got {self.buffer_size}")
+
+
+# ----- pure pieces (tested directly) ---------------------------------------------------------------
+def noise_schedule(sigma: float, T: int, K: int) -> Tensor:
+    """(T*K,) noise std per Langevin step s = (T - t) K + k: sigma linearly down to 0 at the last step."""
+    n = T * K
+    if n == 1:
+        return torch.zeros(1)  # the only step is the last one
+    return sigma * (1.0 - torch.arange(n, dtype=torch.float32) / (n - 1))
+
+
+def wgan_lp(grad_norm: Tensor) -> Tensor:
+    """Eq. 19: mean of max(0, ||grad|| - 1)^2 over the batch (zero for norms <= 1)."""
+    return torch.clamp(grad_norm - 1.0, min=0.0).pow(2).mean()
+
+
+def langevin_stage(energy, x: Tensor, t: Tensor, eta: float, sigmas: Tensor, *,
+                   noises: Tensor | None = None, generator: torch.Generator | None = None):
+    """K steps of Eq. 17 / Alg. 1 line 333 at times t (B,): x <- x - eta/2 dE/dx + sigma_k z_k.
+
+    sigmas (K, B) noise std per step and chain; noises (K, B, ...) optional given z_k (else drawn).
+    Returns the new x (detached) and per-step means of energy and gradient norm, each (K,).
+    """
+    k_steps = sigmas.shape[0]
+    energies, gnorms = torch.zeros(k_steps), torch.zeros(k_steps)
+    for k in range(k_steps):
+        e, g = energy_and_grad(energy, x, t=t)  # (B,), (B, ...)
+        z = noises[k].to(x) if noises is not None else randn_like(x, generator)
+        x = (x - 0.5 * eta * g + per_chain(sigmas[k].to(x), x) * z).detach()
+        energies[k], gnorms[k] = e.mean().detach().cpu(), flat_norm(g).mean().detach().cpu()
+    if not bool(torch.isfinite(x).all()):
+        raise FloatingPointError("paper 002's Langevin sweep produced non-finite samples; lower method.eta "
+                                 "or check the energy for overflow")
+    return x, energies, gnorms
+
+
+def time_energy(cfg, shape: tuple[int, ...]):
+    """f(x, t): the sinusoidally embedded MLP for vectors; a registered time-conditioned model else."""
+    from ebmlab.training.config import ConfigError
+    m = cfg.model
+    if m.name == "mlp":
+        if len(shape) != 1:
+            raise ConfigError(f"model.name 'mlp' needs vector data, got shape {shape}; use a convolutional model")
+        return TimeMLPEnergy(shape[0], m.width, m.depth, m.activation, embed_dim=m.time_embed_dim)
+    if m.name not in MODELS:
+        raise ConfigError(f"unknown model name {m.name!r}; available models are: {', '.join(sorted(MODELS))}")
+    net = build_energy(m, shape, time_cond=True, n_times=cfg.method.T)
+    # a builder that swallows unknown keywords would silently return an energy blind to t
+    if "t" not in inspect.signature(net.forward).parameters:
+        raise ConfigError(f"model {m.name!r} is not time-conditioned (its forward takes no t); paper 002 "
+                          "needs f(x, t): use model.name mlp for vectors or a time-conditioned image model")
+    return net
+
+
+# ----- the objective -------------------------------------------------------------------------------
+class ImplicitDiffusion(Objective):
+    def __init__(self, energy: torch.nn.Module, cfg: ImplicitDiffusionConfig, shape: tuple[int, ...]):
+        super().__init__()
+        self.energy, self.cfg, self.shape = energy, cfg, tuple(shape)
+        self.register_buffer("sched", noise_schedule(cfg.sigma, cfg.T, cfg.K))  # (T*K,)
+        self.buffer = TimeCyclicBuffer(cfg.buffer_size, self.shape, cfg.T, self.noise)
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, ...) N(0, init_std^2 I): p(x_T) of Eq. 1 / Sec. 4.1."""
+        dev = self.sched.device
+        return self.cfg.init_std * torch.randn((n, *self.shape), generator=generator, device=dev)
+
+    def log_density(self, x: Tensor) -> Tensor:
+        """(B,) unnormalised log p_theta(x_1) = -E(x, t=1) (Eq. 8 at t = 1; see the module docstring)."""
+        return -self.energy(x)
+
+    def _sigmas(self, t: Tensor) -> Tensor:
+        """(K, B) noise std of the K steps taken at times t (B,)."""
+        K = self.cfg.K
+        s = (self.cfg.T - t).view(1, -1) * K + torch.arange(K, device=t.device).view(-1, 1)  # (K, B)
+        return self.sched[s]
+
+    def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
+        x_pos = batch_data(batch)  # (B, ...) data, model coordinates
+        n = x_pos.shape[0]
+        x, t, idx = self.buffer.sample(n, generator)  # (B, ...), (B,), (B,)
+        x_neg, _, gnorm = langevin_stage(self.energy, x, t, self.cfg.eta, self._sigmas(t), generator=generator)
+        e_pos = self.energy(x_pos, t=t)  # (B,) x+ ~ q paired with the chain's t (Eq. 10)
+        e_neg = self.energy(x_neg, t=t)  # (B,)
+        a = torch.rand((n,) + (1,) * (x_pos.dim() - 1), generator=generator, device=x_pos.device)
+        x_hat = a * x_neg + (1 - a) * x_pos  # interpolates of Eq. 18
+        _, g_hat = energy_and_grad(self.energy, x_hat, create_graph=True, t=t)
+        g_norm = flat_norm(g_hat)  # (B,)
+        lp = wgan_lp(g_norm)
+        # Alg. 1 line 337 with f = -E (module docstring): minimise E(x+) - E(x-) + lambda * LP
+        loss = e_pos.mean() - e_neg.mean() + self.cfg.lam * lp
+        self.buffer.update(x_neg, idx, generator)
+        metrics = {"energy_gap": (e_pos.mean() - e_neg.mean()).detach(), "energy_pos": e_pos.mean().detach(),
+                   "energy_neg": e_neg.mean().detach(), "wgan_lp": lp.detach(),
+                   "grad_norm_hat": g_norm.mean().detach(), "grad_norm_chain": gnorm.mean()}
+        last = t == 1  # chains that just took the final stage: App. A.1 tunes eta on this gap
+        if bool(last.any()):
+            metrics["energy_gap_t1"] = (e_pos[last].mean() - e_neg[last].mean()).detach()
+        return LossOutput(loss, metrics, x_neg)
+
+    @torch.no_grad()
+    def generate(self, x0: Tensor, *, K: int | None = None, noises: Tensor | None = None,
+                 generator: torch.Generator | None = None, keep_path: bool = False):
+        """From x0 at t = T down to t = 1, K steps each (Sec. 4.1 / Fig. 1).
+
+        noises (T*K, n, ...) optional per-step z (interpolation, Sec. 5.1). Returns x (n, ...), the
+        path [x_T input, after t=T, ..., after t=1] as (T+1, n, ...) (or None), and diagnostics."""
+        T, K = self.cfg.T, K or self.cfg.K
+        sched = self.sched if K == self.cfg.K else noise_schedule(self.cfg.sigma, T, K).to(self.sched)
+        x, n = x0.to(self.sched.device), x0.shape[0]
+        path, energies, gnorms = [x.cpu()] if keep_path else None, [], []
+        for t in range(T, 0, -1):
+            s0 = (T - t) * K
+            tt = torch.full((n,), t, dtype=torch.long, device=x.device)
+            z = noises[s0:s0 + K] if noises is not None else None
+            x, e, g = langevin_stage(self.energy, x, tt, self.cfg.eta, sched[s0:s0 + K, None].expand(K, n),
+                                     noises=z, generator=generator)
+            energies.append(e), gnorms.append(g)
+            if keep_path:
+                path.append(x.cpu())
+        diag = {"energy": torch.cat(energies), "grad_norm": torch.cat(gnorms), "noise_scale": sched.cpu(),
+                "step_size": torch.full((T * K,), 0.5 * self.cfg.eta), "accept_rate": torch.ones(T * K)}
+        return x, (torch.stack(path) if keep_path else None), diag
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
+               x0: Tensor | None = None, return_diagnostics: bool = False):
+        """Generation from N(0, I) (or ``x0``) at t = T, T x K steps (``n_steps``: T x K' steps)."""
+        K = None
+        if n_steps is not None:
+            if n_steps < self.cfg.T or n_steps % self.cfg.T:
+                raise ValueError(f"paper 002 samples T x K steps: n_steps must be a positive multiple of "
+                                 f"T = {self.cfg.T}, got {n_steps}")
+            K = n_steps // self.cfg.T
+        x0 = self.noise(n, generator) if x0 is None else x0
+        x, _, diag = self.generate(x0, K=K, generator=generator)
+        return (x, diag) if return_diagnostics else x
+
+
+def build(cfg, data) -> ImplicitDiffusion:
+    from ebmlab.training.config import ConfigError
+    if cfg.train.batch_size > cfg.method.buffer_size:
+        raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must not exceed method.buffer_size "
+                          f"({cfg.method.buffer_size}): a batch draws distinct buffer slots")
+    return ImplicitDiffusion(time_energy(cfg, data.shape), cfg.method, data.shape)
+
+
+register("implicit_diffusion", ImplicitDiffusionConfig, build)

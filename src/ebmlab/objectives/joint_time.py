@@ -1,0 +1,259 @@
+"""Paper 000 (Thinking Fourth Dimensionally: treating time as a random variable in EBMs).
+
+Methods (``method.name``):
+
+- ``cd_ce`` (Sec. 3.3, Alg. 1): t ~ Uniform{0..T-1}, z = alpha_t x + beta_t n (Eq. 1); K MALA
+  steps on the marginal p(z) from z give z~; loss
+      L_CD + w_CE L_CE = E[log p(z~) - log p(z)] - w_CE E[log p(t | z)]          (Eq. 6, 8)
+  with log p(z) = logsumexp f(z) (Eq. 4) and log p(t | z) = log_softmax f(z)_t (Eq. 5).
+- ``joint_cd`` (Sec. 3.4, Alg. 2): the same chain on p(z), then t~ ~ p(t | z~) drawn once (Eq. 9,
+  App. A); loss E[log p(z~, t~) - log p(z, t)] = E[f_t~(z~) - f_t(z)] (Eq. 3).
+- ``cd_plain``: the baseline of the experiment: vanilla CD (Hinton 2002) on the data distribution
+  alone (no series), a scalar energy on the same trunk, K MALA steps from the data with one
+  adaptive step size; it samples with MALA from p_n for as many steps as annealing takes.
+
+Either joint method can add the CE term (``ce_weight``; default 1 for cd_ce, 0 for joint_cd) and the
+standard per-t loss of Option 1 (``per_t_weight``): a CD loss on each conditional,
+E[log p(z^c | t) - log p(z | t)] with z^c from K MALA steps on p(. | t) started at z.
+
+Sign convention: the paper's model outputs log-densities; ebmlab losses are minimised and energies
+are -log p, so log p(z~) - log p(z) = E(z) - E(z~) (Eq. 6), computed on stop-gradient samples.
+
+Sampler (Sec. 3.3, App. C.1): MALA (ebmlab's step: drift -eps dE/dz, noise sqrt(2 eps), i.e. the
+paper's mu = sqrt(2 eps) in Eq. 7) with one step size per t, adapted to ``target_accept`` = 0.6.
+The marginal chain has no t, so a chain's step size is that of the level t of the data sample it
+starts from (the paper keeps "an individual step size for each value of t" and reports them
+converging to about 0.4 beta_t sigma_n, which only makes sense indexed by the starting level).
+Initial step sizes follow that observation: mu_t = 0.4 sigma_n max(beta_t, ``init_beta_floor``)
+unless ``init_step`` is given. Chain length: K, or App. C.2's ramp (``n_steps_final``, ``ramp_hold``,
+``ramp_steps``: K for ``ramp_hold`` steps then linearly to ``n_steps_final``).
+Generation (Sec. 3.5, App. B): ``sample_method`` annealing (Alg. 3) or soft (Alg. 4).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ebmlab.energies.build import build_energy
+from ebmlab.energies.time import JointTimeEnergy, build_joint_energy
+from ebmlab.objectives import register
+from ebmlab.objectives.base import LossOutput, Objective, batch_data
+from ebmlab.samplers import mala, run_chain
+from ebmlab.samplers.annealed import PerLevelController, simulated_annealing, soft_annealing
+from ebmlab.schedules import chain_length, interpolation_coefficients, sample_levels, sample_series
+
+METHOD_NAMES = ("cd_ce", "joint_cd", "cd_plain")
+
+
+@dataclass
+class JointTimeConfig:
+    name: str = "cd_ce"               # cd_ce (Alg. 1) | joint_cd (Alg. 2) | cd_plain (baseline)
+    T: int = 256                      # number of levels of the series (App. C.1: 256; C.2: 1024)
+    sigma_n: float = 0.3              # std of the reference N(0, sigma_n^2 I) (C.1: 0.3; C.2: 0.5)
+    schedule: str = "linear"          # alpha_t = t / (T-1), beta_t = 1 - alpha_t (Eq. 1)
+    n_steps: int = 3                  # K MCMC steps per iteration (App. C.1: 3; C.2: 5 at first)
+    n_steps_final: int | None = None  # App. C.2 ramp: final K (100); None keeps K constant
+    ramp_hold: int = 40000            # App. C.2: steps at K before the ramp
+    ramp_steps: int = 40000           # App. C.2: length of the linear ramp
+    ce_weight: float | None = None    # weight of L_CE (None: 1 for cd_ce, 0 for joint_cd)
+    per_t_weight: float = 0.0         # Option 1: weight of the per-t CD loss on p(z | t) (0: off)
+    target_accept: float = 0.6        # App. C.1: average MH acceptance 60 %
+    adapt_rate: float = 0.05          # Robbins-Monro rate on log eps
+    init_step: float | None = None    # initial eps for every t (None: from mu_t = 0.4 beta_t sigma_n)
+    init_beta_floor: float = 0.05     # floor on beta_t in that initialisation (beta_{T-1} = 0)
+    accept_ema: float = 0.98          # decay of the per-t acceptance average that is reported
+    sample_method: str = "annealing"  # annealing (Alg. 3) | soft (Alg. 4)
+    sample_levels: int | None = None  # Alg. 3: number of levels visited, evenly spaced (None: all T)
+    sample_steps: int = 2             # N: MCMC steps per level (Alg. 3) / per stage (Alg. 4)
+    soft_stages: int | None = None    # Alg. 4: number of stages (None: as many as annealing levels)
+
+    def validate(self):
+        from ebmlab.training.config import ConfigError
+        if self.name not in METHOD_NAMES:
+            raise ConfigError(f"method.name must be one of {METHOD_NAMES}, got {self.name!r}")
+        if self.T < 2:
+            raise ConfigError(f"method.T must be at least 2 (reference and data), got {self.T}")
+        for key in ("sigma_n", "init_beta_floor", "adapt_rate"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"method.{key} must be positive, got {getattr(self, key)}")
+        if self.init_step is not None and self.init_step <= 0:
+            raise ConfigError(f"method.init_step must be positive, got {self.init_step}")
+        if self.n_steps < 1 or self.sample_steps < 1 or (self.n_steps_final is not None and self.n_steps_final < 1):
+            raise ConfigError("method.n_steps, method.n_steps_final and method.sample_steps must be at least 1")
+        if not 0 < self.target_accept < 1 or not 0 <= self.accept_ema < 1:
+            raise ConfigError("method.target_accept must lie in (0, 1) and method.accept_ema in [0, 1)")
+        if self.sample_method not in ("annealing", "soft"):
+            raise ConfigError(f"method.sample_method must be annealing or soft, got {self.sample_method!r}")
+        if self.schedule != "linear":
+            raise ConfigError(f"method.schedule must be 'linear' (Eq. 1, Sec. 4.2), got {self.schedule!r}")
+        for key in ("sample_levels", "soft_stages"):
+            v = getattr(self, key)
+            if v is not None and not 2 <= v:
+                raise ConfigError(f"method.{key} must be at least 2 (or null), got {v}")
+        if (self.ce_weight or 0) < 0 or self.per_t_weight < 0:
+            raise ConfigError("method.ce_weight and method.per_t_weight must be non-negative")
+
+
+def joint_transition(energy: JointTimeEnergy, z: Tensor, n_steps: int, *, controller=None,
+                     groups: Tensor | None = None, step_size=None,
+                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, dict]:
+    """The JointCD chain (Eq. 9, App. A): K MALA steps on the marginal p(z) from z (B, ...), then
+    t~ ~ p(t | z~) drawn once. Returns (z~ (B, ...), t~ (B,) long, chain diagnostics)."""
+    z_neg, diag = run_chain(mala, energy, z, n_steps, step_size, generator=generator,
+                            controller=controller, groups=groups)
+    with torch.no_grad():
+        probs = energy.log_t_given_z(z_neg).exp()  # (B, T)
+        t_neg = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
+    return z_neg, t_neg, diag
+
+
+def initial_steps(cfg: JointTimeConfig, beta: Tensor) -> Tensor:
+    """(T,) initial eps_t: given, or eps = mu^2 / 2 with mu_t = 0.4 sigma_n max(beta_t, floor) (C.1)."""
+    if cfg.init_step is not None:
+        return torch.full_like(beta, cfg.init_step)
+    mu = 0.4 * cfg.sigma_n * beta.clamp_min(cfg.init_beta_floor)
+    return 0.5 * mu ** 2
+
+
+class JointTime(Objective):
+    """CD+CE / JointCD / plain CD on the joint model of (z, t) (see the module docstring)."""
+
+    def __init__(self, energy: nn.Module, cfg: JointTimeConfig, shape: tuple[int, ...]):
+        super().__init__()
+        self.energy, self.cfg, self.shape = energy, cfg, tuple(shape)
+        self.plain = cfg.name == "cd_plain"
+        alpha, beta = interpolation_coefficients(cfg.T, cfg.schedule)
+        self.register_buffer("alpha", alpha)
+        self.register_buffer("beta", beta)
+        self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
+        groups = 1 if self.plain else cfg.T
+        init = initial_steps(cfg, beta[-1:] if self.plain else beta)
+        self.ctrl = PerLevelController(groups, init, cfg.target_accept, cfg.adapt_rate, cfg.accept_ema)
+        if cfg.per_t_weight > 0 and not self.plain:
+            self.ctrl_cond = PerLevelController(groups, init, cfg.target_accept, cfg.adapt_rate, cfg.accept_ema)
+        default_ce = 1.0 if cfg.name == "cd_ce" else 0.0
+        self.ce_weight = default_ce if cfg.ce_weight is None else cfg.ce_weight
+
+    # ----- training ------------------------------------------------------------------------------
+    def n_chain_steps(self) -> int:
+        if self.cfg.n_steps_final is None:
+            return self.cfg.n_steps
+        return chain_length(int(self.train_step), self.cfg.n_steps, self.cfg.n_steps_final,
+                            self.cfg.ramp_hold, self.cfg.ramp_steps)
+
+    def after_step(self, step: int) -> None:
+        self.train_step.fill_(step)
+
+    def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
+        x = batch_data(batch)  # (B, ...) model coordinates
+        if self.plain:
+            return self._plain_cd(x, generator)
+        t = sample_levels(x.shape[0], self.cfg.T, generator, x.device)  # (B,) t ~ p_t
+        z = sample_series(x, t, self.alpha, self.beta, self.cfg.sigma_n, generator)  # (B, ...) Eq. 1
+        k = self.n_chain_steps()
+        z_neg, t_neg, diag = joint_transition(self.energy, z, k, controller=self.ctrl, groups=t,
+                                              generator=generator)
+        f_pos = self.energy.log_joint(z)  # (B, T) Eq. 3
+        f_neg = self.energy.log_joint(z_neg.detach())  # (B, T)
+        lp_pos, lp_neg = torch.logsumexp(f_pos, 1), torch.logsumexp(f_neg, 1)  # (B,) Eq. 4
+        if self.cfg.name == "joint_cd":  # Alg. 2: log p(z~, t~) - log p(z, t)
+            term = f_neg.gather(1, t_neg[:, None]).mean() - f_pos.gather(1, t[:, None]).mean()
+        else:  # Alg. 1 / Eq. 6: log p(z~) - log p(z) = E(z) - E(z~)
+            term = lp_neg.mean() - lp_pos.mean()
+        ce = -(f_pos.gather(1, t[:, None]).squeeze(1) - lp_pos).mean()  # Eq. 8: -log p(t | z)
+        loss = term + self.ce_weight * ce
+        metrics = {"loss_cd": term.detach(), "ce": ce.detach(), "energy_gap": (lp_neg - lp_pos).mean().detach(),
+                   "accept_rate": diag["accept_rate"].mean(), "chain_steps": torch.tensor(float(k))}
+        if self.cfg.per_t_weight > 0:
+            per_t, acc = self._per_t_loss(z, t, k, generator)
+            loss = loss + self.cfg.per_t_weight * per_t
+            metrics.update(loss_per_t=per_t.detach(), accept_rate_per_t_chain=acc)
+        metrics.update(self.step_metrics())
+        return LossOutput(loss, metrics, z_neg)
+
+    def _per_t_loss(self, z: Tensor, t: Tensor, k: int, generator) -> tuple[Tensor, Tensor]:
+        """Option 1: E[log p(z^c | t) - log p(z | t)], z^c from K MALA steps on p(. | t)."""
+        z_c, diag = run_chain(mala, self.energy, z, k, None, generator=generator,
+                              controller=self.ctrl_cond, groups=t, t=t)
+        loss = self.energy(z, t=t).mean() - self.energy(z_c.detach(), t=t).mean()  # E = -log p(z|t)
+        return loss, diag["accept_rate"].mean()
+
+    def _plain_cd(self, x: Tensor, generator) -> LossOutput:
+        """Vanilla CD on p_x: K MALA steps from the data, loss E(x) - E(x~) (Hinton 2002)."""
+        k = self.n_chain_steps()
+        x_neg, diag = run_chain(mala, self.energy, x, k, None, generator=generator, controller=self.ctrl)
+        e_pos, e_neg = self.energy(x), self.energy(x_neg.detach())  # (B,)
+        loss = e_pos.mean() - e_neg.mean()
+        metrics = {"loss_cd": loss.detach(), "energy_gap": loss.detach(),
+                   "accept_rate": diag["accept_rate"].mean(), "chain_steps": torch.tensor(float(k)),
+                   "step_size": self.ctrl.log_step.exp()[0]}
+        return LossOutput(loss, metrics, x_neg)
+
+    @torch.no_grad()
+    def step_metrics(self) -> dict[str, Tensor]:
+        """Per-t step-size summary: mu_t / (beta_t sigma_n) (App. C.1 reports ~0.4) and the range of
+        the per-t acceptance averages."""
+        eps = self.ctrl.log_step.exp()  # (T,)
+        mu = (2 * eps).sqrt()
+        inner = slice(1, self.cfg.T - 1)  # beta_{T-1} = 0: the ratio is undefined at the last level
+        ratio = mu[inner] / (self.beta[inner] * self.cfg.sigma_n)
+        acc = self.ctrl.accept_ema[~torch.isnan(self.ctrl.accept_ema)]
+        out = {"mu_over_beta_sigma": ratio.median() if ratio.numel() else torch.tensor(float("nan")),
+               "step_size_t0": eps[0], "step_size_last": eps[-1]}
+        if acc.numel():
+            out.update(accept_rate_t_min=acc.min(), accept_rate_t_max=acc.max(), accept_rate_t_mean=acc.mean())
+        return out
+
+    # ----- densities -----------------------------------------------------------------------------
+    def log_density(self, x: Tensor) -> Tensor:
+        """(B,) log p(z) (Eq. 4), normalised up to the model's error; plain CD: -E (unnormalised)."""
+        return -self.energy(x)
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, ...) draws of the reference p_n = N(0, sigma_n^2 I) = p(z | t=0): every chain's start."""
+        return self.cfg.sigma_n * torch.randn((n, *self.shape), generator=generator, device=self.alpha.device)
+
+    # ----- generation ----------------------------------------------------------------------------
+    def annealing_levels(self) -> list[int]:
+        T, L = self.cfg.T, self.cfg.sample_levels
+        if L is None or L >= T:
+            return list(range(T))
+        return sorted({int(round(i * (T - 1) / (L - 1))) for i in range(L)})
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, method: str | None = None,
+               x0: Tensor | None = None, keep=(), return_diagnostics: bool = False):
+        """Sec. 3.5: z ~ p_n, then simulated annealing (Alg. 3) or soft annealing (Alg. 4) with a
+        private copy of the trained per-t step sizes (still adapting to the target acceptance).
+        ``cd_plain`` runs MALA on its single energy for the same number of steps."""
+        method = method or self.cfg.sample_method
+        if method not in ("annealing", "soft"):
+            raise ValueError(f"sample method must be annealing or soft, got {method!r}")
+        x = self.noise(n, generator) if x0 is None else x0
+        ctrl, levels, steps = self.ctrl.copy(), self.annealing_levels(), self.cfg.sample_steps
+        if self.plain:
+            x, diag = run_chain(mala, self.energy, x, len(levels) * steps, None, generator=generator,
+                                controller=ctrl)
+        elif method == "annealing":
+            x, diag = simulated_annealing(self.energy, x, levels, steps, ctrl, generator=generator, keep=keep)
+        else:
+            stages = self.cfg.soft_stages or len(levels)
+            x, diag = soft_annealing(self.energy, x, self.cfg.T, stages, steps, ctrl, generator=generator, keep=keep)
+        return (x, diag) if return_diagnostics else x
+
+
+def build(cfg, data) -> JointTime:
+    m = cfg.method
+    if m.name == "cd_plain":
+        energy = build_energy(cfg.model, data.shape)  # scalar energy on the same trunk
+    else:
+        energy = build_joint_energy(cfg.model, data.shape, m.T, m.sigma_n)
+    return JointTime(energy, m, data.shape)
+
+
+for _name in METHOD_NAMES:
+    register(_name, JointTimeConfig, build)
+
+__all__ = ["JointTimeConfig", "JointTime", "joint_transition", "initial_steps", "METHOD_NAMES"]

@@ -1,0 +1,207 @@
+"""Image-run evaluation, sample grids during training, and the ``ebmlab eval`` image/OOD options.
+
+Registered at import (``training/hooks.py`` and ``training/evaluate.py`` import this module):
+
+- ``IMAGE_EVALUATORS``: ``evaluate_images`` draws ``eval.n_samples`` samples with the method's own
+  ``objective.sample`` (in batches of ``train.batch_size``), writes ``samples/samples.npy`` (data
+  coordinates, before clamping) and ``samples/grid_final.png``, and reports
+  ``sample_out_of_range`` (fraction of pixel values outside [-1, 1]; the metrics then clamp to
+  [-1, 1], as saving an image file would), on digits runs with ``eval.digits_fd`` the digits
+  feature distance with its floor and noise ceiling and the classifier scores
+  (``metrics/digits.py``), nearest-neighbour novelty (``metrics/novelty.py``, paper 004 Sec. 4.2.4;
+  every image dataset, ``plots/novelty.png``), and ``plots/energy_hist.png`` (held-out data vs
+  samples, paper 004 Fig. 5).
+- ``SAMPLE_HOOKS``: ``grid_hook`` writes ``samples/grid_stepNNNNNN.png`` every ``train.sample_every``
+  steps with the EMA weights; every grid starts from the same noise (seed ``train.seed + 13``) so the
+  grids of a run are comparable. At the end (``final=True``) the caller has already swapped the EMA
+  weights in (``cli.cmd_train``), so the hook does not swap them again.
+- ``EVAL_EXTENSIONS``: ``--fid`` (FID of the samples vs the test split with the in-house InceptionV3,
+  Inception Score of samples and of the test split), ``--digits-fd`` (the digits metrics when the
+  config did not already compute them), ``--ood NAME`` (AUROC of -energy, held-out data vs the OOD
+  set; images via ``data.images.load_ood_set``, vectors ``shifted`` = held-out + 1 standard
+  deviation in every coordinate, ``scaled`` = held-out scaled by 1.5 about the training mean, both in
+  model coordinates, or a .npy/.npz/.csv file of vectors). The extensions reuse the
+  ``samples/samples.npy`` that ``evaluate`` has just written in the same ``ebmlab eval`` command.
+"""
+from __future__ import annotations
+
+import re
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ebmlab import plots
+from ebmlab.training.evaluate import IMAGE_EVALUATORS
+from ebmlab.training.hooks import EVAL_EXTENSIONS, SAMPLE_HOOKS
+
+GRID_N = 64
+
+
+# ----- sampling ------------------------------------------------------------------------------------
+def draw_samples(objective, n: int, generator, batch_size: int) -> Tensor:
+    """(n, C, H, W) samples in model coordinates, on CPU, drawn in batches with one generator."""
+    out = []
+    for i in range(0, n, batch_size):
+        out.append(objective.sample(min(batch_size, n - i), generator=generator).detach().cpu())
+    x = torch.cat(out)
+    if not torch.isfinite(x).all():
+        raise FloatingPointError(f"{int((~torch.isfinite(x)).flatten(1).any(1).sum())} of {n} samples are not finite")
+    return x
+
+
+@torch.no_grad()
+def energies(objective, x: Tensor, batch_size: int = 500) -> Tensor:
+    """(N,) energies of model-coordinate inputs, on CPU."""
+    dev = next(objective.parameters()).device
+    e = torch.cat([objective.score(x[i:i + batch_size].to(dev)).detach().cpu() for i in range(0, len(x), batch_size)])
+    if not torch.isfinite(e).all():
+        raise FloatingPointError("the energy is not finite on some inputs")
+    return e
+
+
+# ----- evaluation at the end of training / ebmlab eval -----------------------------------------------
+def evaluate_images(objective, data, cfg, run_dir: Path | None, generator) -> dict:
+    if data.kind != "image":
+        return {}
+    raw = data.transform.to_data(draw_samples(objective, cfg.eval.n_samples, generator, cfg.train.batch_size))
+    m = {"sample_out_of_range": float(((raw < -1) | (raw > 1)).double().mean())}
+    samples = raw.clamp(-1, 1)
+    train, test = data.transform.to_data(data.train), data.transform.to_data(data.test)
+    g_cpu = torch.Generator().manual_seed(cfg.train.seed + 17)
+    if data.name == "digits" and cfg.eval.digits_fd:
+        from ebmlab.metrics.digits import digits_metrics
+        m.update(digits_metrics(samples, g_cpu, train=train, test=test))
+    from ebmlab.metrics.novelty import novelty_summary
+    m.update(novelty_summary(samples, train, test))
+    if run_dir is not None:
+        _write_outputs(objective, data, cfg, Path(run_dir), raw, samples, train, test)
+    return m
+
+
+def _write_outputs(objective, data, cfg, run_dir: Path, raw, samples, train, test) -> None:
+    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    np.save(run_dir / "samples" / "samples.npy", raw.numpy())
+    plots.image_grid(samples[:100], run_dir / "samples" / "grid_final.png", title="final samples (EMA)")
+    if not cfg.eval.plots:
+        return
+    from ebmlab.metrics.novelty import novelty_figure
+    novelty_figure(samples, train, run_dir / "plots" / "novelty.png")
+    n = min(len(test), len(samples))
+    sets = {"held-out data": energies(objective, data.transform.to_model(test[:n])),
+            "samples": energies(objective, data.transform.to_model(samples[:n]))}
+    plots.energy_histograms(sets, run_dir / "plots" / "energy_hist.png")
+
+
+IMAGE_EVALUATORS.append(evaluate_images)
+
+
+# ----- sample grids during training ------------------------------------------------------------------
+def grid_hook(trainer, final: bool = False) -> None:
+    if trainer.data.kind != "image" or not getattr(trainer, "is_main", True):
+        return
+    path = Path(trainer.run_dir) / "samples" / f"grid_step{trainer.step:06d}.png"
+    if final and path.exists():  # the periodic hook already drew this step's grid (EMA weights too)
+        return
+    obj, cfg = trainer.objective, trainer.cfg
+    g = torch.Generator(trainer.device).manual_seed(cfg.train.seed + 13)
+    ema = trainer.ema.applied(obj) if (trainer.ema is not None and not final) else nullcontext()
+    was_training = obj.training
+    obj.eval()
+    try:
+        with ema:
+            x = obj.sample(min(GRID_N, cfg.eval.n_samples), generator=g).detach().cpu()
+    finally:
+        obj.train(was_training)
+    plots.image_grid(trainer.data.transform.to_data(x), path, title=f"step {trainer.step}")
+
+
+SAMPLE_HOOKS.append(grid_hook)
+
+
+# ----- ebmlab eval extensions ------------------------------------------------------------------------
+def _run_samples(args, cfg, objective, data) -> Tensor:
+    """The samples ``evaluate`` wrote in this command (data coordinates, clamped), else fresh ones."""
+    path = Path(args.run) / "samples" / "samples.npy"
+    if path.is_file():
+        x = torch.from_numpy(np.load(path, allow_pickle=False))
+    else:
+        dev = next(objective.parameters()).device
+        g = torch.Generator(dev).manual_seed(cfg.train.seed + 7)
+        x = data.transform.to_data(draw_samples(objective, cfg.eval.n_samples, g, cfg.train.batch_size))
+    return x.float().clamp(-1, 1)
+
+
+def fid_extension(args, cfg, objective, data) -> dict:
+    if not getattr(args, "fid", False):
+        return {}
+    if data.kind != "image":
+        raise ValueError(f"--fid needs an image run; this run's data {data.name!r} are vectors")
+    from ebmlab.metrics.fid import frechet_distance, inception_score
+    from ebmlab.metrics.inception import inception_outputs, load_inception
+
+    model = load_inception(getattr(args, "inception_weights", None), next(objective.parameters()).device)
+    f_s, l_s = inception_outputs(model, _run_samples(args, cfg, objective, data))
+    f_t, l_t = inception_outputs(model, data.transform.to_data(data.test))
+    is_s, is_s_std = inception_score(l_s, splits=min(10, len(l_s)))
+    return {"fid": frechet_distance(f_s, f_t), "inception_score": is_s, "inception_score_std": is_s_std,
+            "inception_score_data": inception_score(l_t, splits=min(10, len(l_t)))[0]}
+
+
+def digits_extension(args, cfg, objective, data) -> dict:
+    if not getattr(args, "digits_fd", False):
+        return {}
+    if data.name != "digits":
+        raise ValueError(f"--digits-fd scores digit images; this run's data are {data.name!r}")
+    if cfg.eval.digits_fd:
+        return {}  # evaluate_images already computed it in this command
+    from ebmlab.metrics.digits import digits_metrics
+    tf = data.transform
+    return digits_metrics(_run_samples(args, cfg, objective, data), torch.Generator().manual_seed(cfg.train.seed + 17),
+                          train=tf.to_data(data.train), test=tf.to_data(data.test))
+
+
+def ood_set(name: str, data, generator) -> Tensor:
+    """OOD inputs in model coordinates, shaped like ``data.test``."""
+    if data.kind == "image":
+        try:
+            from ebmlab.data.images import load_ood_set
+        except ImportError:
+            raise ValueError("--ood on images needs ebmlab.data.images (the image stack), which is not installed") from None
+        return data.transform.to_model(load_ood_set(name, data, generator).float())
+    if name == "shifted":
+        return data.test + 1.0   # +1 std per coordinate (model coordinates are standardised)
+    if name == "scaled":
+        return data.test * 1.5   # about the training mean (0 in model coordinates)
+    from ebmlab.data.arrays import DataError, load_vectors
+    if not Path(name).exists():
+        raise DataError(f"--ood {name!r}: for vector runs use 'shifted', 'scaled' or a .npy/.npz/.csv file of vectors")
+    x = load_vectors(name)
+    if x.shape[1:] != data.test.shape[1:]:
+        raise DataError(f"--ood {name!r} has vectors of shape {tuple(x.shape[1:])}, the run's data {tuple(data.test.shape[1:])}")
+    return data.transform.to_model(x)
+
+
+def _slug(name: str) -> str:
+    p = Path(name)
+    base = p.stem if p.suffix else (p.name or name)
+    return re.sub(r"[^A-Za-z0-9_]+", "_", base).strip("_") or "set"
+
+
+def ood_extension(args, cfg, objective, data) -> dict:
+    names = getattr(args, "ood", None) or []
+    if not names:
+        return {}
+    from ebmlab.metrics.ood import auroc
+    e_in = energies(objective, data.test)
+    out = {}
+    for name in names:
+        x = ood_set(name, data, torch.Generator().manual_seed(cfg.train.seed + 19))
+        e_out = energies(objective, x)
+        out[f"ood_auroc_{_slug(name)}"] = auroc(-e_in, -e_out)  # higher -E = more in-distribution
+    return out
+
+
+EVAL_EXTENSIONS.extend([fid_extension, digits_extension, ood_extension])

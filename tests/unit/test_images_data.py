@@ -1,0 +1,256 @@
+"""Image loaders: each round-trips a synthetic file in its exact on-disk format (issue 3)."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from ebmlab.data.arrays import DataError
+from ebmlab.data.dataset import build_dataset
+from ebmlab.data.images import RestrictedUnpickler, load_ood_set, safe_unpickle
+from ebmlab.training.config import DataConfig
+
+
+def _cfg(**kw) -> DataConfig:
+    return DataConfig(**kw)
+
+
+def _expected(u8: np.ndarray) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, C, H, W) in [-1, 1], the documented mapping."""
+    return torch.from_numpy(u8).float().permute(0, 3, 1, 2) / 127.5 - 1
+
+
+# ----- digits --------------------------------------------------------------------------------------
+def test_digits_split_range_labels():
+    d = build_dataset(_cfg(name="digits"))
+    assert d.kind == "image" and d.train.shape == (1500, 1, 8, 8) and d.test.shape == (297, 1, 8, 8)
+    assert d.train.dtype == torch.float32 and d.train_labels.dtype == torch.long
+    assert float(d.train.min()) == -1.0 and float(d.train.max()) == 1.0
+    assert d.num_classes == 10 and set(d.train_labels.tolist()) == set(range(10))
+    again = build_dataset(_cfg(name="digits"))
+    assert torch.equal(d.train, again.train)  # fixed, seeded split
+    other = build_dataset(_cfg(name="digits", seed=7))
+    assert not torch.equal(d.train, other.train)
+    # the split is a partition of the 1,797 images
+    from sklearn.datasets import load_digits
+    assert d.train.shape[0] + d.test.shape[0] == load_digits().images.shape[0]
+
+
+def test_digits_resize_channels_classes():
+    d = build_dataset(_cfg(name="digits", image_size=16, channels=3, classes=[0, 1]))
+    assert d.train.shape[1:] == (3, 16, 16)
+    assert set(d.train_labels.tolist()) == {0, 1} and set(d.test_labels.tolist()) <= {0, 1}
+    assert float(d.train.min()) >= -1 and float(d.train.max()) <= 1
+    assert torch.equal(d.train[:, 0], d.train[:, 2])  # grey repeated
+
+
+# ----- CIFAR ---------------------------------------------------------------------------------------
+def _cifar_batch(n: int, rng, label_key=b"labels"):
+    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n).tolist()
+    return {b"batch_label": b"testing batch", label_key: labels, b"data": data,
+            b"filenames": [b"img_%d.png" % i for i in range(n)]}
+
+
+def _write_cifar10(root, protocol=2):
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batches[name] = _cifar_batch(3, rng)
+        (folder / name).write_bytes(pickle.dumps(batches[name], protocol=protocol))
+    return folder, batches
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_cifar10_roundtrip(tmp_path, protocol):
+    folder, batches = _write_cifar10(tmp_path, protocol)
+    d = build_dataset(_cfg(name="cifar10", path=str(tmp_path)))  # parent folder is accepted
+    assert d.train.shape == (15, 3, 32, 32) and d.test.shape == (3, 3, 32, 32) and d.num_classes == 10
+    raw = batches["data_batch_1"][b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # official layout
+    assert torch.allclose(d.train[:3], _expected(raw))
+    assert d.train_labels[:3].tolist() == batches["data_batch_1"][b"labels"]
+    d2 = build_dataset(_cfg(name="cifar10", path=str(folder)))
+    assert torch.equal(d.test, d2.test)
+
+
+def test_cifar100_roundtrip(tmp_path):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    tr, te = _cifar_batch(4, rng, b"fine_labels"), _cifar_batch(2, rng, b"fine_labels")
+    (folder / "train").write_bytes(pickle.dumps(tr, protocol=2))
+    (folder / "test").write_bytes(pickle.dumps(te, protocol=2))
+    d = build_dataset(_cfg(name="cifar100", path=str(folder), image_size=16))
+    assert d.train.shape == (4, 3, 16, 16) and d.num_classes == 100
+    assert d.test_labels.tolist() == te[b"fine_labels"]
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_restricted_unpickler_refuses_code_without_running_it(tmp_path):
+    folder, _ = _write_cifar10(tmp_path)
+    marker = tmp_path / "pwned"
+    evil = {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0], b"x": _Evil(marker)}
+    (folder / "data_batch_3").write_bytes(pickle.dumps(evil, protocol=2))
+    with pytest.raises(DataError, match="refused global"):
+        build_dataset(_cfg(name="cifar10", path=str(folder)))
+    assert not marker.exists()
+    bad = tmp_path / "eval.pkl"
+    bad.write_bytes(b"cbuiltins\neval\n(S'1+1'\ntR.")  # protocol-0 call of builtins.eval
+    with pytest.raises(DataError, match="builtins.eval"):
+        safe_unpickle(bad)
+
+
+def test_restricted_unpickler_allows_plain_containers(tmp_path):
+    import io
+    obj = {"a": [1, 2, (3, 4)], "b": b"bytes", "c": np.arange(6, dtype=np.uint8).reshape(2, 3)}
+    out = RestrictedUnpickler(io.BytesIO(pickle.dumps(obj, protocol=2))).load()
+    assert out["a"] == obj["a"] and out["b"] == b"bytes" and np.array_equal(out["c"], obj["c"])
+
+
+def test_cifar_missing_files_name_them(tmp_path):
+    with pytest.raises(DataError, match="data_batch_1"):
+        build_dataset(_cfg(name="cifar10", path=str(tmp_path)))
+    with pytest.raises(DataError, match="needs data.path"):
+        build_dataset(_cfg(name="cifar10"))
+    with pytest.raises(DataError, match="does not exist"):
+        build_dataset(_cfg(name="cifar100", path=str(tmp_path / "nope")))
+
+
+# ----- image folder --------------------------------------------------------------------------------
+def _write_png(path, arr):
+    from PIL import Image
+    Image.fromarray(arr).save(path)
+
+
+def test_imagefolder_classes_roundtrip(tmp_path):
+    rng = np.random.default_rng(2)
+    arrays = {}
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            a = rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8)
+            _write_png(tmp_path / cls / f"{i}.png", a)
+            arrays[(cls, i)] = a
+    d = build_dataset(_cfg(name="imagefolder", path=str(tmp_path), n_test=2))
+    assert d.train.shape == (9, 3, 6, 6) and d.test.shape == (1, 3, 6, 6)  # n_test <= N // 10
+    assert d.num_classes == 2 and d.info["classes"] == ["cat", "dog"]
+    everything = torch.cat([d.train, d.test])
+    labels = torch.cat([d.train_labels, d.test_labels])
+    for (cls, _), a in arrays.items():  # every file is present, exactly, with its class label
+        hit = (everything - _expected(a[None])).abs().flatten(1).amax(1) < 1e-6
+        assert hit.sum() == 1 and labels[hit].item() == ["cat", "dog"].index(cls)
+
+
+def test_imagefolder_crop_resize_flat_jpeg(tmp_path):
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        _write_png(tmp_path / f"{i}.png", rng.integers(0, 256, size=(20, 30, 3), dtype=np.uint8))
+    from PIL import Image
+    Image.fromarray(rng.integers(0, 256, size=(24, 24, 3), dtype=np.uint8)).save(tmp_path / "x.jpg")
+    d = build_dataset(_cfg(name="imagefolder", path=str(tmp_path), crop=16, image_size=8))
+    assert d.train.shape[1:] == (3, 8, 8) and d.train_labels is None and d.num_classes == 0
+    assert d.train.shape[0] + d.test.shape[0] == 4
+    g = build_dataset(_cfg(name="imagefolder", path=str(tmp_path), crop=16, image_size=8, channels=1))
+    assert g.train.shape[1] == 1
+    with pytest.raises(DataError, match="different sizes"):
+        build_dataset(_cfg(name="imagefolder", path=str(tmp_path)))
+    with pytest.raises(DataError, match="larger than the images"):
+        build_dataset(_cfg(name="imagefolder", path=str(tmp_path), crop=64))
+
+
+def test_imagefolder_empty(tmp_path):
+    with pytest.raises(DataError, match="no .png"):
+        build_dataset(_cfg(name="imagefolder", path=str(tmp_path)))
+
+
+# ----- .npy / .npz ---------------------------------------------------------------------------------
+def test_npy_uint8_roundtrip(tmp_path):
+    a = np.random.default_rng(4).integers(0, 256, size=(20, 5, 5, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", a)
+    d = build_dataset(_cfg(name="npy", path=str(tmp_path / "x.npy"), n_test=4))
+    assert d.train.shape == (18, 3, 5, 5) and d.test.shape == (2, 3, 5, 5)
+    both = torch.cat([d.train, d.test])
+    assert torch.allclose(both.sort(0).values, _expected(a).sort(0).values)
+
+
+def test_npz_float_labels_and_errors(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.random((30, 4, 4)).astype(np.float32)  # (N, H, W) grey in [0, 1]
+    y = rng.integers(0, 3, size=30)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    d = build_dataset(_cfg(name="npy", path=str(tmp_path / "d.npz")))
+    assert d.train.shape[1:] == (1, 4, 4) and d.num_classes == int(y.max()) + 1
+    assert float(d.train.min()) >= -1 and float(d.train.max()) <= 1
+    assert sorted(torch.cat([d.train_labels, d.test_labels]).tolist()) == sorted(y.tolist())
+    np.save(tmp_path / "big.npy", np.full((4, 3, 3, 3), 5.0, np.float32))
+    with pytest.raises(DataError, match="expected uint8"):
+        build_dataset(_cfg(name="npy", path=str(tmp_path / "big.npy")))
+    np.save(tmp_path / "bad.npy", np.zeros((4, 3, 3, 5), np.uint8))
+    with pytest.raises(DataError, match="C = 1 or 3"):
+        build_dataset(_cfg(name="npy", path=str(tmp_path / "bad.npy")))
+    with pytest.raises(DataError, match=r"\.npy or \.npz"):
+        build_dataset(_cfg(name="npy"))
+
+
+# ----- SVHN .mat -----------------------------------------------------------------------------------
+def _write_svhn(folder, rng, n=4):
+    from scipy.io import savemat
+    out = {}
+    for split in ("train", "test"):
+        x = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
+        y = rng.integers(1, 11, size=(n, 1)).astype(np.uint8)
+        y[0, 0] = 10  # the digit 0
+        savemat(folder / f"{split}_32x32.mat", {"X": x, "y": y})
+        out[split] = (x, y)
+    return out
+
+
+def test_svhn_roundtrip(tmp_path):
+    raw = _write_svhn(tmp_path, np.random.default_rng(6))
+    d = build_dataset(_cfg(name="svhn", path=str(tmp_path)))
+    x, y = raw["test"]
+    assert d.test.shape == (4, 3, 32, 32)
+    assert torch.allclose(d.test, _expected(np.transpose(x, (3, 0, 1, 2))))
+    assert d.test_labels[0].item() == 0 and d.test_labels.tolist() == (y.reshape(-1) % 10).tolist()
+    (tmp_path / "train_32x32.mat").unlink()
+    with pytest.raises(DataError, match="train_32x32.mat"):
+        build_dataset(_cfg(name="svhn", path=str(tmp_path)))
+
+
+# ----- OOD sets ------------------------------------------------------------------------------------
+def test_ood_builtins(gen):
+    like = build_dataset(_cfg(name="digits"))
+    neg = load_ood_set("digits_negative", like, gen)
+    assert torch.equal(neg, -like.test)
+    noise = load_ood_set("noise", like, gen)
+    assert noise.shape == like.test.shape and float(noise.min()) >= -1 and float(noise.max()) <= 1
+    flipped = load_ood_set("digits_flipped", like, gen)
+    assert torch.equal(flipped, like.test.flip(-2))
+    shuf = load_ood_set("digits_shuffled", like, gen)
+    assert shuf.shape == like.test.shape and not torch.equal(shuf, like.test)
+    assert torch.equal(shuf.flatten(1).sort(1).values, like.test.flatten(1).sort(1).values)  # pixels permuted
+
+
+def test_ood_paths_and_names(tmp_path, gen):
+    like = build_dataset(_cfg(name="digits"))
+    _write_svhn(tmp_path, np.random.default_rng(7))
+    svhn = load_ood_set(str(tmp_path / "test_32x32.mat"), like, gen)
+    assert svhn.shape == (4, 1, 8, 8)  # resized and converted to grey like the digits
+    assert load_ood_set(str(tmp_path), like, gen).shape == (4, 1, 8, 8)
+    np.save(tmp_path / "o.npy", np.zeros((3, 16, 16, 3), np.uint8))
+    assert load_ood_set(str(tmp_path / "o.npy"), like, gen).shape == (3, 1, 8, 8)
+    assert load_ood_set("digits", like, gen).shape == like.test.shape
+    with pytest.raises(DataError, match="neither a built-in"):
+        load_ood_set("no_such_set", like, gen)

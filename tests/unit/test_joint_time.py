@@ -1,0 +1,188 @@
+"""Paper 000: the series, the joint T-vector head (Eq. 3-5), the CD+CE / JointCD / Option 1 losses,
+the per-t adaptive MALA (App. C.1), the chain-length ramp (App. C.2) and the configs."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ebmlab.data.dataset import build_dataset
+from ebmlab.energies.mlp import MLPEnergy
+from ebmlab.energies.time import FeatureTrunk, JointTimeEnergy, gaussian_log_density
+from ebmlab.objectives import build_objective
+from ebmlab.objectives.joint_time import JointTime, JointTimeConfig
+from ebmlab.schedules import (annealing_level, chain_length, interpolation_coefficients, sample_series,
+                              soft_annealing_log_weights)
+from ebmlab.training.config import ConfigError, load_config
+from ebmlab.training.loop import Trainer
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+# ----- schedules ---------------------------------------------------------------------------------
+def test_interpolation_endpoints_and_series(gen):
+    alpha, beta = interpolation_coefficients(5)
+    assert alpha.tolist() == [0, 0.25, 0.5, 0.75, 1] and torch.allclose(alpha + beta, torch.ones(5))
+    x = torch.full((3000, 2), 0.7)
+    z0 = sample_series(x, torch.zeros(3000, dtype=torch.long), alpha, beta, 0.3, gen)
+    zT = sample_series(x, torch.full((3000,), 4), alpha, beta, 0.3, gen)
+    assert torch.equal(zT, x)  # t = T-1 is the data
+    assert abs(z0.mean().item()) < 0.02 and abs(z0.std().item() - 0.3) < 0.01  # t = 0 is p_n
+    with pytest.raises(ValueError):
+        interpolation_coefficients(1)
+
+
+def test_chain_length_ramp_app_c2():
+    assert chain_length(0) == 5 and chain_length(39999) == 5
+    assert chain_length(60000) == 52 or chain_length(60000) == 53
+    assert chain_length(80000) == 100 and chain_length(300000) == 100
+    assert chain_length(10, 5, 100, hold=5, ramp=0) == 100
+
+
+def test_soft_annealing_weights_are_uniform_tails():
+    T = 10
+    for n, n_total in [(0, 7), (3, 7), (6, 7)]:
+        w = soft_annealing_log_weights(n, n_total, T)
+        t_n = annealing_level(n, n_total, T)
+        p = w.exp() / T  # p^(n)(t) = p_t(t) * exp(w_t)
+        assert math.isclose(p.sum().item(), 1.0, rel_tol=1e-6)
+        assert torch.all(p[:t_n] == 0) and torch.allclose(p[t_n:], torch.full((T - t_n,), 1 / (T - t_n)))
+    assert annealing_level(0, 7, T) == 0 and annealing_level(6, 7, T) == T - 1
+
+
+# ----- the joint head ----------------------------------------------------------------------------
+def _head(T=7, sigma=0.3, seed=0):
+    torch.manual_seed(seed)
+    head = JointTimeEnergy(FeatureTrunk(MLPEnergy(2, 32, 2)), 32, T, sigma)
+    with torch.no_grad():  # a trained-looking head: non-zero increments
+        head.increments.weight.normal_(0, 0.5), head.increments.bias.normal_(0, 0.5)
+    return head
+
+
+def test_head_identities(gen):
+    head = _head()
+    z = torch.randn(16, 2, generator=gen)
+    f = head.log_joint(z)  # (B, T)
+    assert f.shape == (16, 7)
+    assert torch.allclose(head.log_marginal(z), torch.logsumexp(f, 1))  # Eq. 4
+    assert torch.allclose(head.log_t_given_z(z), torch.log_softmax(f, 1))  # Eq. 5
+    assert torch.allclose(head(z), -torch.logsumexp(f, 1))  # marginal energy = -log p(z)
+    t = torch.randint(7, (16,), generator=gen)
+    assert torch.allclose(head(z, t=t), -(f.gather(1, t[:, None]).squeeze(1) + math.log(7)))
+    assert torch.allclose(head(z, log_weights=torch.zeros(7)), head(z))
+    # cumulative-sum layer: consecutive differences are the linear increments
+    inc = head.increments(head.trunk(z))
+    assert torch.allclose(f[:, 1:] - f[:, :-1], inc, atol=1e-5)
+
+
+def test_head_t0_entry_is_reference_density(gen):
+    head = _head(sigma=0.4)
+    z = torch.randn(16, 2, generator=gen)
+    ref = -(z ** 2).sum(1) / (2 * 0.16) - math.log(2 * math.pi * 0.16)  # log N(z; 0, 0.4^2 I), D = 2
+    assert torch.allclose(head.log_conditional(z)[:, 0], ref, atol=1e-5)
+    assert torch.allclose(gaussian_log_density(z, 0.4), ref, atol=1e-5)
+    # the t = 0 entry carries no parameter dependence: its gradient is exactly zero
+    head.log_joint(z)[:, 0].sum().backward()
+    assert all(p.grad is None or torch.all(p.grad == 0) for p in head.parameters())
+
+
+def test_untrained_head_starts_at_reference(gen):
+    head = JointTimeEnergy(FeatureTrunk(MLPEnergy(2, 16, 1)), 16, 5, 0.3)
+    z = torch.randn(8, 2, generator=gen)
+    cond = head.log_conditional(z)
+    assert torch.allclose(cond, cond[:, :1].expand(-1, 5))
+
+
+# ----- objectives --------------------------------------------------------------------------------
+def _cfg(name, *extra):
+    sets = ["data.name=spiral", "data.standardize=false", "data.n_train=2000", "data.n_test=200",
+            f"method.name={name}", "method.T=16", "model.width=32", "model.depth=1", "train.batch_size=64",
+            "train.progress=false", "train.checkpoint_every=100000", "train.threads=1", *extra]
+    return load_config(None, sets)
+
+
+@pytest.mark.parametrize("name,extra", [("cd_ce", []), ("joint_cd", []), ("cd_plain", []),
+                                        ("cd_ce", ["method.per_t_weight=1.0"]),
+                                        ("joint_cd", ["method.ce_weight=0.5", "method.n_steps_final=6",
+                                                      "method.ramp_hold=0", "method.ramp_steps=10"])])
+def test_objective_losses_backprop(name, extra, gen):
+    cfg = _cfg(name, *extra)
+    data = build_dataset(cfg.data)
+    obj = build_objective(cfg, data)
+    out = obj(data.train[:64], generator=gen)
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in obj.parameters())
+    assert 0 <= float(out.metrics["accept_rate"]) <= 1 and out.negatives.shape == (64, 2)
+    if name != "cd_plain":  # CE of Eq. 8 on T = 16 levels: positive, at most ~log T at initialisation
+        assert 0 < out.metrics["ce"] < math.log(16) + 0.5
+    x = obj.sample(20, generator=gen)
+    assert x.shape == (20, 2) and torch.isfinite(x).all()
+
+
+def test_cd_ce_loss_value_matches_equations(gen):
+    """With K = 1 and a frozen seed the loss equals Eq. 6 + Eq. 8 recomputed outside the objective."""
+    cfg = _cfg("cd_ce")
+    data = build_dataset(cfg.data)
+    obj = build_objective(cfg, data)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    out = obj(data.train[:64], generator=g1)
+    t = torch.randint(16, (64,), generator=g2)
+    z = sample_series(data.train[:64], t, obj.alpha, obj.beta, 0.3, g2)
+    f = obj.energy.log_joint(z)
+    lp_neg = obj.energy.log_marginal(out.negatives)
+    expect = lp_neg.mean() - torch.logsumexp(f, 1).mean() - torch.log_softmax(f, 1).gather(1, t[:, None]).mean()
+    assert torch.allclose(out.loss, expect, atol=1e-5)
+
+
+def test_chain_ramp_follows_training_step():
+    cfg = _cfg("cd_ce", "method.n_steps=5", "method.n_steps_final=100", "method.ramp_hold=10",
+               "method.ramp_steps=10")
+    obj = build_objective(cfg, build_dataset(cfg.data))
+    assert obj.n_chain_steps() == 5
+    obj.after_step(15)
+    assert obj.n_chain_steps() == 52 or obj.n_chain_steps() == 53
+    obj.after_step(25)
+    assert obj.n_chain_steps() == 100
+    assert "train_step" in dict(obj.named_buffers())  # carried by checkpoints
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError):
+        _cfg("cd_ce", "method.T=1")
+    with pytest.raises(ConfigError):
+        _cfg("cd_ce", "method.sample_method=magic")
+    with pytest.raises(ConfigError):
+        _cfg("joint_cd", "method.sigma_n=0")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("paper000_*.yaml")))
+def test_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.method.name in ("cd_ce", "joint_cd", "cd_plain")
+
+
+def test_per_t_step_sizes_converge_to_60_percent(tmp_path):
+    """App. C.1: the per-t step sizes settle and the measured acceptance is 0.6 +- 0.05 at the end."""
+    cfg = _cfg("joint_cd", "train.steps=240", "train.log_every=10", "method.T=8", "train.batch_size=128",
+               "method.adapt_rate=0.1")
+    tr = Trainer(cfg, tmp_path)
+    tr.fit()
+    import json
+    logs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    last = [r["accept_rate"] for r in logs[-6:]]  # the batch acceptance of the last 60 steps (logged)
+    assert abs(sum(last) / len(last) - 0.6) < 0.05, last
+    acc = tr.objective.ctrl.accept_ema
+    assert torch.all((acc - 0.6).abs() < 0.1), acc  # every level near the target
+    log_step = tr.objective.ctrl.log_step.clone()
+    steps_before = torch.tensor([r["step_size_t0"] for r in logs[-6:]]).log()
+    assert (steps_before.max() - steps_before.min()) < 0.5  # settled: small drift over the last 60 steps
+    assert torch.isfinite(log_step).all()
+
+
+def test_checkpoint_carries_sampler_state():
+    cfg = _cfg("joint_cd", "method.per_t_weight=0.5")
+    obj = build_objective(cfg, build_dataset(cfg.data))
+    keys = set(obj.state_dict())
+    assert {"ctrl.log_step", "ctrl.accept_ema", "ctrl_cond.log_step", "train_step", "alpha", "beta"} <= keys
+    assert obj.ctrl.log_step.shape == (16,)

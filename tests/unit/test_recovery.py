@@ -1,0 +1,186 @@
+"""Paper 003 (CDRL): schedule, Eq. 9 pairs, conditional energy, sampling pieces, applications."""
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+from ebmlab import schedules
+from ebmlab.applications.guidance import guided_energy, guided_init, guided_sample
+from ebmlab.applications.inpainting import inpaint
+from ebmlab.applications.recovery_composition import composed_energy
+from ebmlab.energies.initializer import UNetInitializer
+from ebmlab.objectives.recovery import RecoveryConfig, RecoveryLikelihood, conditional_energy
+from ebmlab.energies.mlp import MLPEnergy
+from ebmlab.training.config import ConfigError, load_config
+
+
+def _objective(dim=2, num_classes=0, **kw):
+    cfg = RecoveryConfig(conditional=num_classes > 0, **kw)
+    cond_dim = cfg.embed_dim + (num_classes + 1 if num_classes else 0)
+    torch.manual_seed(0)
+    net = MLPEnergy(dim, 32, 1, cond_dim=cond_dim)
+    return RecoveryLikelihood(net, cfg, (dim,), num_classes)
+
+
+def test_cosine_schedule_hits_ends_and_decreases():
+    lam = schedules.cosine_logsnr(6, 9.8, -5.1)
+    assert lam.shape == (7,)
+    assert lam[0].item() == pytest.approx(9.8, abs=1e-9) and lam[-1].item() == pytest.approx(-5.1, abs=1e-9)
+    assert bool((lam[1:] < lam[:-1]).all())
+    lv = schedules.vp_levels(lam)
+    assert torch.allclose(lv["abar"] ** 2 + lv["sbar"] ** 2, torch.ones(7, dtype=torch.float64))
+    # the one-step factors compose to the cumulative ones, and sigma^2 = 1 - alpha^2 keeps VP
+    assert torch.allclose(lv["abar"][0] * torch.cumprod(lv["alpha"], 0), lv["abar"][1:])
+    assert torch.allclose(lv["alpha"] ** 2 * lv["sbar"][:-1] ** 2 + lv["sigma"] ** 2, lv["sbar"][1:] ** 2)
+    assert torch.log(lv["abar"] ** 2 / lv["sbar"] ** 2).sub(lam).abs().max() < 1e-9
+
+
+def test_step_sizes_follow_eq16():
+    lv = schedules.vp_levels(schedules.cosine_logsnr())
+    s = schedules.recovery_step_sizes(lv, 0.054)
+    assert torch.allclose(s ** 2, 0.054 * lv["sbar"][:-1] * lv["sigma"] ** 2)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_eq9_pairs_have_the_diffusion_marginals(shared):
+    """x_t and x_{t+1} given x_0 must be N(abar x0, sbar^2) whether or not the noise is shared."""
+    lv = schedules.vp_levels(schedules.cosine_logsnr())
+    g = torch.Generator().manual_seed(1)
+    n, level = 20000, 2
+    x0 = torch.full((n, 1), 1.5)
+    t = torch.full((n,), level, dtype=torch.long)
+    y, x_next = schedules.shared_noise_pair(x0, t, lv, shared=shared, generator=g)
+    x_t = y / lv["alpha"][level].float()
+    for x, k in ((x_t, level), (x_next, level + 1)):
+        z = ((x[:, 0] - lv["abar"][k] * 1.5) / lv["sbar"][k]).double().numpy()
+        assert stats.kstest(z, "norm").pvalue > 1e-3
+    # shared noise makes x_t a deterministic function of (x0, x_{t+1}); independent noise does not
+    resid = x_t - (lv["abar"][level] * 1.5 + lv["sbar"][level] / lv["sbar"][level + 1]
+                   * (x_next - lv["abar"][level + 1] * 1.5)).float()
+    assert (resid.abs().max() < 1e-4) if shared else (resid.std() > 0.05)
+
+
+def test_conditional_energy_gradient_includes_quadratic_term():
+    obj = _objective()
+    g = torch.Generator().manual_seed(2)
+    y = torch.randn(8, 2, generator=g)
+    x_next = torch.randn(8, 2, generator=g)
+    t = torch.arange(8) % obj.cfg.T
+    net_e = lambda v, tt: obj.energy.net_energy(v, tt)  # noqa: E731
+    fn = conditional_energy(net_e, x_next, t, obj.energy.step_sq, obj.sigma ** 2)
+    yy = y.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(fn(yy).sum(), yy)
+    yn = y.clone().requires_grad_(True)
+    (g_net,) = torch.autograd.grad(net_e(yn, t).sum(), yn)
+    s2, v = obj.energy.step_sq[t][:, None], (obj.sigma ** 2)[t][:, None]
+    expected = g_net / s2 + (y - x_next) / v
+    assert torch.allclose(grad, expected, rtol=1e-4, atol=1e-3)
+    assert ((y - x_next) / v).abs().max() > 0.1  # the quadratic term is not negligible here
+
+
+def test_step_size_adjustment_scales_by_sqrt_k_ratio():
+    obj = _objective()
+    t = torch.arange(6)
+    s15, s5 = obj.step_sizes(t, 15), obj.step_sizes(t, 5)
+    assert torch.allclose(s5, s15 * math.sqrt(3.0))
+    assert torch.allclose(s15 ** 2, obj.energy.step_sq[t])
+
+
+def test_training_step_param_groups_and_sampling_shapes():
+    obj = _objective(n_steps=3, T=3)
+    g = torch.Generator().manual_seed(3)
+    out = obj(torch.randn(16, 2, generator=g), generator=g)
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(p.grad is not None for p in obj.initializer.parameters() if p.requires_grad)
+    groups = obj.param_groups(1e-4)
+    assert [gr["name"] for gr in groups] == ["energy", "initializer"]
+    assert groups[1]["lr"] == 1e-5 and groups[1]["delay"] == -500  # Eq. 15: initializer 500 its earlier
+    x, diag = obj.sample(5, generator=g, n_steps=2, return_diagnostics=True)
+    assert x.shape == (5, 2) and diag["grad_norm"].shape == (3 * 2,)
+    assert torch.isfinite(obj.log_density(x)).all()
+
+
+def test_drl_has_no_initializer_and_starts_at_x_next():
+    obj = _objective(cooperative=False, n_steps=0, T=3, denoise=False)
+    assert obj.initializer is None and len(obj.param_groups(1e-4)) == 1
+    x_T = torch.randn(4, 2)
+    x, _, _ = obj.reverse_process(x_T, generator=torch.Generator().manual_seed(0))
+    # with K = 0 and no initializer, every level only rescales: x_0 = x_T / prod(alpha)
+    assert torch.allclose(x, x_T / torch.prod(obj.alpha), atol=1e-5)
+
+
+def test_inpainting_keeps_known_pixels():
+    obj = _objective(dim=6, n_steps=2, T=3)
+    g = torch.Generator().manual_seed(4)
+    x_obs = torch.randn(5, 6, generator=g)
+    mask = torch.tensor([1, 1, 1, 0, 0, 0.0]).expand(5, 6)
+    out, path = inpaint(obj, x_obs, mask, generator=g, keep_levels=True)
+    assert torch.equal(out[:, :3], x_obs[:, :3])
+    assert not torch.allclose(out[:, 3:], x_obs[:, 3:])
+    # before the final reset the known region already follows the noisy observation at level 0
+    lvl0 = path[-1][:, :3]
+    assert (lvl0 - obj.abar[0] * x_obs[:, :3]).abs().max() < 5 * obj.sbar[0]
+
+
+def test_guidance_and_composition_coefficients():
+    obj = _objective(num_classes=3, n_steps=1, T=2)
+    g = torch.Generator().manual_seed(5)
+    y, t = torch.randn(4, 2, generator=g), torch.zeros(4, dtype=torch.long)
+    c1, c2 = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 1, 0, 2])
+    e = obj.energy.net_energy
+    w = 1.5
+    assert torch.allclose(guided_energy(obj, c1, w)(y, t), (w + 1) * e(y, t, c1) - w * e(y, t, None))
+    assert torch.allclose(guided_init(obj, c1, 0.0)(y, t), obj.init_mean(y, t, c1))
+    comp = composed_energy(obj, [c1, c2], w)(y, t)
+    assert torch.allclose(comp, (w + 1) * (e(y, t, c1) + e(y, t, c2)) - (2 * w + 1) * e(y, t, None), atol=1e-5)
+    # M = 2, w = 0 (Eq. 13): sum of the conditionals minus one prior
+    comp0 = composed_energy(obj, [c1, c2], 0.0)(y, t)
+    assert torch.allclose(comp0, e(y, t, c1) + e(y, t, c2) - e(y, t, None), atol=1e-5)
+    assert guided_sample(obj, c1, 1.0, generator=g).shape == (4, 2)
+
+
+def test_unet_initializer_shapes():
+    net = UNetInitializer(1, 8, channels=(8, 16))
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(net(x, torch.randn(2, 8)), x)  # zero-initialised head: starts at g = x_{t+1}
+    with pytest.raises(ValueError, match="divisible"):
+        net(torch.randn(2, 1, 7, 7), torch.randn(2, 8))
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="schedule"):
+        load_config(None, ["method.name=cdrl", "method.schedule=linear"])
+    with pytest.raises(ConfigError, match="init_target"):
+        load_config(None, ["method.name=cdrl", "method.init_target=x0"])
+    cfg = load_config(None, ["method.name=drl"])
+    assert cfg.method.cooperative is False and cfg.method.n_steps == 30 and cfg.method.schedule == "drl"
+
+
+def test_conditional_langevin_samples_the_gaussian_when_the_ebm_is_flat():
+    """With E_net = 0, p(y | x_{t+1}) = N(x_{t+1}, sigma_{t+1}^2 I) (Eq. 3): long chains of Eq. 5
+    at the top level must reach that mean and variance (statistical test of the sampler wiring)."""
+    obj = _objective()
+    t_top = obj.cfg.T - 1
+    n = 4000
+    t = torch.full((n,), t_top)
+    x_next = torch.full((n, 2), 0.7)
+    flat = lambda v, tt: torch.zeros(v.shape[0])  # noqa: E731
+    from ebmlab.objectives.recovery import refine
+    fn = conditional_energy(flat, x_next, t, obj.energy.step_sq, obj.sigma ** 2)
+    g = torch.Generator().manual_seed(6)
+    y, _ = refine(fn, torch.zeros(n, 2), 800, obj.step_sizes(t, obj.cfg.n_steps), g)
+    var = float(obj.sigma[t_top] ** 2)
+    assert (y.mean(0) - 0.7).abs().max() < 4 * (var / n) ** 0.5 + 0.01
+    assert abs(float(y.var(0).mean()) / var - 1) < 0.06
+
+
+def test_class_conditional_training_step_uses_labels():
+    obj = _objective(num_classes=3, n_steps=2, T=2, label_dropout=0.5)
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.randn(32, 2, generator=g), torch.randint(3, (32,), generator=g)
+    out = obj((x, y), generator=g)
+    assert torch.isfinite(out.loss)
+    with pytest.raises(ValueError, match="labelled"):
+        obj(x, generator=g)
