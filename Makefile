@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ebmlab train --out $(OUT)
+	$(VENV)/bin/ebmlab train --out $(OUT) --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

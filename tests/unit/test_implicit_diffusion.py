@@ -216,3 +216,51 @@ def test_toy_training_beats_noise(tmp_path):
     print(f"paper002 toy: floor {floor:.4f}, samples {ed:.4f}, noise ceiling {ceiling:.4f}")
     assert floor < 0.01 and ceiling > 0.06
     assert ed < 0.35 * ceiling, (floor, ed, ceiling)
+
+
+# ----- metrics keys, image variant and lr schedule used by the paper-scale configs -------------------
+def test_logged_metric_names_do_not_depend_on_the_batch_times(gen):
+    """DDP averages metrics by name: every step must log the same keys, with or without t = 1 chains."""
+    obj = make(Quadratic([0.0, 0.0]), T=4, K=1)
+    keys = set()
+    for t_value in (1, 3):
+        obj.buffer.t.fill_(t_value)
+        out = obj(torch.randn(8, 2, generator=gen), generator=gen)
+        keys.add(tuple(sorted(out.metrics)))
+        assert float(out.metrics["frac_t1"]) == (1.0 if t_value == 1 else 0.0)
+    assert len(keys) == 1
+
+
+def test_subpixel_resnet_is_time_conditioned_and_built_from_the_configs():
+    from ebmlab.energies.convnet import ResNetEnergy, SubPixelDown
+    from ebmlab.objectives.implicit_diffusion import time_energy
+    down = SubPixelDown(3)
+    assert down(torch.randn(2, 3, 8, 8)).shape == (2, 3, 4, 4) and down(torch.randn(2, 3, 5, 5)).shape == (2, 3, 3, 3)
+    net = ResNetEnergy(1, [8, 16], norm="layer", activation="silu", time_cond=True, embed_dim=8, pool="subpixel")
+    x = torch.randn(4, 1, 8, 8)
+    assert net(x, t=torch.tensor([1, 2, 3, 4])).shape == (4,)
+    assert not torch.allclose(net(x, t=1), net(x, t=7))
+    cfg = load_config("configs/paper002_cifar10.yaml")
+    assert cfg.model.pool == "subpixel" and cfg.train.lr_schedule == "cosine_restarts"
+    f = time_energy(cfg, (3, 32, 32))
+    assert any(isinstance(m, SubPixelDown) for m in f.modules())
+    with pytest.raises(ValueError, match="pool"):
+        ResNetEnergy(1, [8], pool="max")
+
+
+def test_cosine_warm_restarts_schedule():
+    from ebmlab.training.loop import lr_factor
+    tc = load_config(None, ["train.lr_schedule=cosine_restarts", "train.lr_restart_steps=10", "train.steps=40"]).train
+    f = [lr_factor(tc, s) for s in range(40)]
+    assert f[0] == 1.0 and f[10] == 1.0 and f[20] == 1.0  # restarts
+    assert f[5] == pytest.approx(0.5) and f[9] < 0.03 and all(a > b for a, b in zip(f[:9], f[1:10]))
+    with pytest.raises(ConfigError, match="lr_restart_steps"):
+        load_config(None, ["train.lr_schedule=cosine_restarts"])
+
+
+def test_slerp_stays_bounded_for_nearly_opposite_vectors_of_different_norms():
+    a = torch.tensor([[1.0, 0.0]])
+    b = torch.tensor([[-2.0, 0.05]])  # nearly opposite, twice as long
+    for w in torch.linspace(0, 1, 11).tolist():
+        n = float(slerp(a, b, w).norm())
+        assert n == pytest.approx(1.0 + w, rel=1e-3)  # norms interpolate linearly, no blow-up

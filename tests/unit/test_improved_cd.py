@@ -233,3 +233,39 @@ def test_conditional_digits_objective_passes_labels():
     assert x.shape == (4, 1, 8, 8) and float(x.abs().max()) <= 1.0
     with pytest.raises(ValueError, match="labelled"):
         obj(data.train, generator=g)
+
+
+def test_grad_ratio_is_measured_on_every_nth_iteration_one_based():
+    """Fig. 9: with grad_ratio_every = N the ratio is on iterations N, 2N, ... (1-based), the steps the trainer
+    logs when N is a multiple of train.log_every."""
+    from ebmlab.energies.mlp import MLPEnergy
+    cfg = ImprovedCDConfig(n_steps=2, step_size=0.05, noise_scale=0.05, augment=False, buffer_size=64,
+                           grad_ratio_every=2)
+    obj = _obj(cfg, MLPEnergy(2, 8, 1))
+    g = torch.Generator().manual_seed(0)
+    has = [("grad_ratio_kl_cd" in obj(torch.randn(8, 2, generator=g), generator=g).metrics) for _ in range(4)]
+    assert has == [False, True, False, True]
+
+
+def _row(name, fds, gaps, diverged=False):
+    from ebmlab.experiments.paper001 import merge_seeds
+    runs = [{"name": name, "seed": s, "kl": False, "entropy": False, "augment": True, "multiscale": True,
+             "digits_fd": fd, "energy_gap_std": gap, "energy_gap_max_abs": gap, "train_seconds": 1.0,
+             "diverged": diverged} for s, (fd, gap) in enumerate(zip(fds, gaps))]
+    return merge_seeds(runs)
+
+
+def test_paper001_claim_needs_an_improvement_on_every_seed():
+    from ebmlab.experiments.paper001 import _claim
+    base = _row("aug_multiscale", [500.0, 540.0], [0.02, 0.03])
+    overlap = [base, _row("aug_multiscale_kl_opt", [490.0, 560.0], [0.02, 0.04]),
+               _row("full", [520.0, 510.0], [0.05, 0.01])]
+    assert overlap[1]["digits_fd"] == 525.0 and overlap[1]["digits_fd_seeds"] == [490.0, 560.0]
+    assert not _claim(overlap)  # lower means but overlapping seed ranges
+    better_fd = [base, overlap[1], _row("full", [450.0, 480.0], [0.05, 0.06])]
+    assert _claim(better_fd)
+    stabler = [base, _row("aug_multiscale_kl_opt", [600.0, 610.0], [0.01, 0.015]), overlap[2]]
+    assert _claim(stabler)
+    base_diverged = _row("aug_multiscale", [None, 540.0], [0.02, 0.03], diverged=True)
+    assert base_diverged["diverged"] and base_diverged["digits_fd"] == 540.0
+    assert _claim([base_diverged, overlap[1], overlap[2]])

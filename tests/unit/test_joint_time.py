@@ -186,3 +186,19 @@ def test_checkpoint_carries_sampler_state():
     keys = set(obj.state_dict())
     assert {"ctrl.log_step", "ctrl.accept_ema", "ctrl_cond.log_step", "train_step", "alpha", "beta"} <= keys
     assert obj.ctrl.log_step.shape == (16,)
+
+
+def test_cifar10_config_builds_app_c2_model():
+    """App. C.2: ResNet18-sized trunk without BatchNorm, LeakyReLU, cumulative-sum head over 1024 levels."""
+    from ebmlab.energies.time import build_joint_energy
+    cfg = load_config(CONFIGS / "paper000_cifar10_cdce.yaml")
+    assert (cfg.method.T, cfg.train.batch_size, cfg.train.optimizer, cfg.train.steps) == (1024, 512, "adamw", 300000)
+    assert (cfg.method.n_steps, cfg.method.n_steps_final, cfg.method.ramp_hold) == (5, 100, 40000)
+    torch.manual_seed(0)
+    head = build_joint_energy(cfg.model, (3, 32, 32), cfg.method.T, cfg.method.sigma_n)
+    kinds = {type(m).__name__ for m in head.modules()}
+    assert "LeakyReLU" in kinds and not any("Norm" in k for k in kinds)
+    assert 8e6 < sum(p.numel() for p in head.parameters()) < 15e6  # ResNet18 scale (~11 M)
+    z = torch.randn(2, 3, 32, 32)
+    assert head.log_joint(z).shape == (2, 1024)
+    assert torch.allclose(head.log_conditional(z)[:, 0], gaussian_log_density(z, cfg.method.sigma_n))

@@ -18,18 +18,24 @@ from torch import Tensor
 
 
 def slerp(a: Tensor, b: Tensor, w: float, eps: float = 1e-7) -> Tensor:
-    """Spherical interpolation per example: a, b (N, ...) -> (N, ...), the angle taken per row over
-    the flattened trailing dimensions.
-    Falls back to linear interpolation when a and b are (anti)parallel within ``eps``.
+    """Spherical interpolation per example: a, b (N, ...) -> (N, ...), over the flattened trailing dims.
+
+    The unit directions are slerped and the norms interpolated linearly: |x_w| = (1-w)|a| + w|b|.
+    (The textbook formula sin((1-w)W)/sin W a + sin(wW)/sin W b on unnormalised vectors blows up when
+    a and b are nearly opposite with different norms, which is common for 2-D noises; in high
+    dimension, where |a| ~ |b| ~ sqrt(D), both agree.) Exactly (anti)parallel directions (sin W < eps)
+    fall back to linear interpolation of the directions.
     """
     fa, fb = a.flatten(1), b.flatten(1)  # (N, D)
-    cos = (fa * fb).sum(1) / (fa.norm(dim=1) * fb.norm(dim=1)).clamp_min(eps)
-    omega = torch.arccos(cos.clamp(-1.0, 1.0))  # (N,)
+    na, nb = fa.norm(dim=1, keepdim=True), fb.norm(dim=1, keepdim=True)  # (N, 1)
+    ua, ub = fa / na.clamp_min(eps), fb / nb.clamp_min(eps)
+    omega = torch.arccos((ua * ub).sum(1).clamp(-1.0, 1.0))  # (N,)
     so = torch.sin(omega)
     lin = so.abs() < eps
     ca = torch.where(lin, torch.full_like(so, 1.0 - w), torch.sin((1.0 - w) * omega) / so.where(~lin, 1.0))
     cb = torch.where(lin, torch.full_like(so, w), torch.sin(w * omega) / so.where(~lin, 1.0))
-    return (ca.view(-1, 1) * fa + cb.view(-1, 1) * fb).view_as(a)
+    direction = ca.view(-1, 1) * ua + cb.view(-1, 1) * ub  # (N, D) unit (except the fallback)
+    return (((1.0 - w) * na + w * nb) * direction).view_as(a)
 
 
 @torch.no_grad()

@@ -110,9 +110,8 @@ def build_dataset(cfg) -> Dataset:
     return data
 
 
-def _register_optional() -> None:
-    from ebmlab._plugins import import_present
-    import_present("ebmlab.data", ["images"])
+def _register_builtins() -> None:
+    from ebmlab.data import images  # noqa: F401  (registers the image datasets)
 
 
-_register_optional()
+_register_builtins()

@@ -26,9 +26,8 @@ def build_energy(cfg, shape: tuple[int, ...], **extra) -> nn.Module:
     return MODELS[cfg.name](cfg, tuple(shape), **extra)
 
 
-def _register_optional() -> None:
-    from ebmlab._plugins import import_present
-    import_present("ebmlab.energies", ["convnet", "multiscale", "time"])
+def _register_builtins() -> None:
+    from ebmlab.energies import convnet, multiscale, time  # noqa: F401  (register their models)
 
 
-_register_optional()
+_register_builtins()

@@ -38,6 +38,9 @@ Choices where the papers leave room (tested in tests/unit/test_convnet.py):
 - Class conditioning: ``forward(x, y=None)``; the table has ``num_classes + 1`` rows, the last one
   being the "no label" token used for classifier-free guidance (paper 003 Eq. 11-12): ``y=None`` or a
   label of -1 means unconditional.
+- ``pool``: ``avg`` (2x2 average pooling) or ``subpixel`` (paper 002 Sec. 5: "down-sampling
+  convolution layers were replaced with sub-pixel pooling"): space-to-depth ``pixel_unshuffle(2)``,
+  C -> 4C at half the side, then a 1x1 conv back to C (odd sides are zero-padded by one first).
 - ``spectral_norm`` wraps every conv and dense layer with ``torch.nn.utils.parametrizations.spectral_norm``
   (paper 003 A.1; paper 001 removes it, hence off by default).
 """
@@ -107,13 +110,28 @@ class SelfAttention(nn.Module):
         return x + self.out(y)
 
 
+class SubPixelDown(nn.Module):
+    """(B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)): pixel_unshuffle(2) then a 1x1 conv 4C -> C."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.proj = nn.Conv2d(4 * channels, channels, 1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        h = F.pad(h, (0, h.shape[-1] % 2, 0, h.shape[-2] % 2))  # even sides for the 2x2 unshuffle
+        return self.proj(F.pixel_unshuffle(h, 2))
+
+
 class ResNetEnergy(nn.Module):
     """(B, C, H, W) -> (B,) energy; ``time_cond`` adds forward(x, t=...), ``num_classes`` forward(x, y=...)."""
 
     def __init__(self, in_channels: int, channels: list[int], depth: int = 1, norm: str | None = "group",
                  activation: str = "swish", attention: bool = False, spectral_norm: bool = False,
-                 time_cond: bool = False, num_classes: int = 0, embed_dim: int = 64, default_t: float = 1.0):
+                 time_cond: bool = False, num_classes: int = 0, embed_dim: int = 64, default_t: float = 1.0,
+                 pool: str = "avg"):
         super().__init__()
+        if pool not in ("avg", "subpixel"):
+            raise ValueError(f"unknown pool {pool!r}; expected 'avg' or 'subpixel'")
         if not channels or min(channels) <= 0 or depth < 1:
             raise ValueError(f"ResNetEnergy needs positive channels and depth >= 1; got {channels}, {depth}")
         if (norm or "none") not in NORMS:
@@ -131,6 +149,7 @@ class ResNetEnergy(nn.Module):
             self.levels.append(nn.ModuleList(ResBlock(c_prev if i == 0 else c, c, norm, activation, cond_dim)
                                              for i in range(depth)))
             c_prev = c
+        self.down = nn.ModuleList(SubPixelDown(c) for c in channels[:-1]) if pool == "subpixel" else None
         self.attn = SelfAttention(c_prev, norm) if attention else None
         self.act = make_activation(activation)
         self.out = nn.Linear(c_prev, 1)
@@ -164,7 +183,8 @@ class ResNetEnergy(nn.Module):
             for block in blocks:
                 h = block(h, emb)
             if i < len(self.levels) - 1 and min(h.shape[-2:]) > 1:
-                h = F.avg_pool2d(h, 2, ceil_mode=True)  # 2x2 down-sampling between resolutions
+                # 2x2 down-sampling between resolutions
+                h = self.down[i](h) if self.down is not None else F.avg_pool2d(h, 2, ceil_mode=True)
         if self.attn is not None:
             h = self.attn(h)
         return self.act(h).mean(dim=(2, 3))  # (B, C_last) global mean pooling
@@ -195,7 +215,8 @@ def _resnet(cfg, shape, time_cond: bool = False, num_classes: int | None = 0, de
         raise ValueError(f"model 'resnet' needs image data (C, H, W), got shape {shape}; use model.name mlp for vectors")
     return ResNetEnergy(shape[0], default_channels(cfg, shape), cfg.depth, cfg.norm or "group", cfg.activation,
                         cfg.attention, cfg.spectral_norm, time_cond=time_cond,
-                        num_classes=int(num_classes or 0), embed_dim=cfg.time_embed_dim, default_t=default_t)
+                        num_classes=int(num_classes or 0), embed_dim=cfg.time_embed_dim, default_t=default_t,
+                        pool=getattr(cfg, "pool", "avg"))
 
 
 from ebmlab.energies.build import MODELS  # noqa: E402  (registry import at the bottom avoids a cycle)

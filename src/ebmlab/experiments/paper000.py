@@ -9,17 +9,18 @@ Three models with the same trunk, data, seed, sampler and number of optimiser st
 - ``cd_ce``: Alg. 1; ``joint_cd``: Alg. 2; generation = simulated annealing (Alg. 3).
 
 Reference rows ``data_floor`` (data vs data), ``noise`` (the N(0, sigma_n^2 I) starts vs data) and
-``uniform_density`` (density_kl of a uniform density on the grid). Rows: ``density_kl`` (KL(true || model) on a grid, both grid-normalised; the reference is the
-spiral's exact density, ``data/toy.py``), ``sample_energy_distance`` (Alg. 3 samples vs fresh data),
-``sample_energy_distance_soft`` (Alg. 4, soft annealing; ``cd`` has no series, so its column is a
-second draw of its MALA sampler), ``sample_precision`` (fraction of samples above the 1 % quantile of
-the data's exact log-density), ``accept_rate`` (training chains, mean of the last 100 steps),
-``accept_rate_t_min`` / ``_max`` (per-t averages at the end of training) and
-``mu_over_beta_sigma`` (median per-t mu_t / (beta_t sigma_n); App. C.1 reports ~0.4).
+``uniform_density`` (density_kl of a uniform density on the grid). Columns: ``density_kl``
+(KL(true || model) on a grid, both grid-normalised; the reference is the spiral's exact density,
+``data/toy.py``), ``sample_energy_distance`` / ``sample_precision`` (Alg. 3 samples vs fresh data),
+``sample_energy_distance_soft`` / ``sample_precision_soft`` (Alg. 4, soft annealing; ``cd`` has no
+series, so its soft columns are a second draw of its MALA sampler); precision = fraction of samples
+above the 1 % quantile of the data's exact log-density; ``accept_rate`` (training chains, mean of
+the last 100 steps), ``accept_rate_t_min`` / ``_max`` (per-t acceptance averages at the end of
+training) and ``mu_over_beta_sigma`` (median per-t mu_t / (beta_t sigma_n); App. C.1 reports ~0.4).
 
-Figures: ``annealing_cd_ce.png``, ``annealing_joint_cd.png`` (Fig. 5: samples through simulated and soft annealing over the model's
-density at that stage, and the ground truth), ``per_t_accept.png`` and ``per_t_steps.png`` (per-t
-acceptance and step size at the end of training).
+Figures: ``annealing_cd_ce.png``, ``annealing_joint_cd.png`` (Fig. 5: samples through simulated
+and soft annealing over the model's density at that stage, and the ground truth),
+``per_t_accept.png`` and ``per_t_steps.png`` (per-t acceptance and step size at the end of training).
 
 Claim checked: the joint losses beat plain CD on the spiral's density (``density_kl`` of cd_ce or
 joint_cd below cd's) and both annealing variants generate spiral samples from noise (energy distance
@@ -34,11 +35,10 @@ from pathlib import Path
 import torch
 
 from ebmlab import plots
+from ebmlab.experiments.common import ema_applied, train_run, write_results
 from ebmlab.metrics.density import make_grid, sample_precision
 from ebmlab.metrics.distances import energy_distance
-from ebmlab.training.config import load_config
 from ebmlab.training.evaluate import evaluate
-from ebmlab.training.loop import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 RUNS = {"cd": ("paper000_spiral_cdce.yaml", ["method.name=cd_plain"]),
@@ -46,34 +46,35 @@ RUNS = {"cd": ("paper000_spiral_cdce.yaml", ["method.name=cd_plain"]),
         "joint_cd": ("paper000_spiral_jointcd.yaml", [])}
 QUICK = ["train.steps=20", "data.n_train=2000", "eval.n_samples=200", "eval.grid_size=40", "method.T=16",
          "method.sample_levels=8", "method.soft_stages=8", "model.width=32", "model.depth=1", "train.batch_size=64"]
-COLUMNS = ("density_kl", "sample_energy_distance", "sample_energy_distance_soft", "sample_precision",
-           "accept_rate", "accept_rate_t_min", "accept_rate_t_max", "mu_over_beta_sigma", "train_seconds")
+COLUMNS = ["density_kl", "sample_energy_distance", "sample_energy_distance_soft", "sample_precision",
+           "sample_precision_soft", "accept_rate", "accept_rate_t_min", "accept_rate_t_max",
+           "mu_over_beta_sigma", "train_seconds"]
 
 
-def _config(name: str, quick: bool):
+def train_one(out: Path, name: str, quick: bool, per_t: dict) -> tuple[dict, dict]:
+    """Train one method, evaluate it with EMA weights; returns (row, evaluate()'s metrics). Writes the
+    Fig. 5 panel and fills ``per_t`` for the joint methods."""
     file, sets = RUNS[name]
     sets = sets + ["train.progress=false", "eval.plots=false", "train.checkpoint_every=100000"]
-    return load_config(CONFIGS / file, sets + (QUICK if quick else []))
-
-
-def train_one(out: Path, name: str, quick: bool) -> tuple[dict, Trainer]:
-    cfg = _config(name, quick)
+    run_dir = out / "runs" / name
     t0 = time.time()
-    trainer = Trainer(cfg, out / "runs" / name)
-    trainer.fit()
-    seconds = time.time() - t0
-    if trainer.ema is not None:
-        trainer.ema.copy_to(trainer.objective)
-    m = evaluate(trainer.objective, trainer.data, cfg, None)
-    row = {"name": name, "train_seconds": round(seconds, 1)}
-    row.update({k: m[k] for k in ("density_kl", "sample_energy_distance", "sample_precision") if k in m})
-    row["sample_energy_distance_soft"], row["sample_precision_soft"] = _soft_metrics(trainer, cfg)
-    row.update(_chain_metrics(out / "runs" / name, trainer))
-    return {**row, "_refs": m}, trainer
+    trainer = train_run(run_dir, sets + (QUICK if quick else []), str(CONFIGS / file))
+    cfg = trainer.cfg
+    row = {"name": name, "train_seconds": round(time.time() - t0, 1)}
+    logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    with ema_applied(trainer) as obj:
+        m = evaluate(obj, trainer.data, cfg, None)
+        row.update({k: m[k] for k in ("density_kl", "sample_energy_distance", "sample_precision") if k in m})
+        row["sample_energy_distance_soft"], row["sample_precision_soft"] = _soft_metrics(obj, trainer.data, cfg)
+        if not obj.plain:
+            annealing_figure(obj, trainer.data, out / f"annealing_{name}.png")
+            per_t[name] = (obj.ctrl.accept_ema.cpu(), (2 * obj.ctrl.log_step.exp().cpu()).sqrt())
+    row.update(_chain_metrics(logs, trainer.step))
+    return row, m
 
 
-def _soft_metrics(trainer, cfg) -> tuple[float, float]:
-    obj, data = trainer.objective, trainer.data
+def _soft_metrics(obj, data, cfg) -> tuple[float, float]:
+    """Energy distance and precision of soft-annealing samples (Alg. 4) vs fresh data."""
     g = torch.Generator().manual_seed(cfg.train.seed + 21)
     x = data.transform.to_data(obj.sample(cfg.eval.n_samples, generator=g, method="soft").cpu())
     g_cpu = torch.Generator().manual_seed(cfg.train.seed + 11)  # the same reference draw as evaluate
@@ -82,75 +83,63 @@ def _soft_metrics(trainer, cfg) -> tuple[float, float]:
     return energy_distance(x, ref), prec
 
 
-def _chain_metrics(run_dir: Path, trainer) -> dict:
-    logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    last = [r for r in logs if r["step"] > trainer.step - 100] or logs[-1:]
+def _chain_metrics(logs: list[dict], last_step: int) -> dict:
+    """Training-chain acceptance averaged over the last 100 steps, and the per-t summaries at the end."""
+    last = [r for r in logs if r["step"] > last_step - 100] or logs[-1:]
     out = {"accept_rate": sum(r["accept_rate"] for r in last) / len(last)}
-    for k in ("accept_rate_t_min", "accept_rate_t_max", "mu_over_beta_sigma"):
-        if k in logs[-1]:
-            out[k] = logs[-1][k]
+    out.update({k: logs[-1][k] for k in ("accept_rate_t_min", "accept_rate_t_max", "mu_over_beta_sigma")
+                if k in logs[-1]})
     return out
 
 
 def run(out: Path, quick: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    rows, trainers = [], {}
+    rows, per_t = [], {}
     for name in RUNS:
-        row, trainers[name] = train_one(out, name, quick)
-        refs = row.pop("_refs")
+        print(f"[paper000] training {name}")
+        row, refs = train_one(out, name, quick, per_t)
         rows.append(row)
     rows.append({"name": "data_floor", "sample_energy_distance": refs["sample_energy_distance_floor"],
                  "sample_precision": refs.get("sample_precision_floor")})
     rows.append({"name": "noise", "sample_energy_distance": refs["sample_energy_distance_noise"]})
     rows.append({"name": "uniform_density", "density_kl": refs.get("density_kl_uniform")})
+    _per_t_figures(out, per_t)
+    return _verdict(out, rows, quick)
+
+
+def _verdict(out: Path, rows: list[dict], quick: bool) -> dict:
     by = {r["name"]: r for r in rows}
     noise_ed = by["noise"]["sample_energy_distance"]
-    beats = min(by["cd_ce"]["density_kl"], by["joint_cd"]["density_kl"]) < by["cd"]["density_kl"]
-    generates = all(by[n][k] < 0.25 * noise_ed for n in ("cd_ce", "joint_cd")
-                    for k in ("sample_energy_distance", "sample_energy_distance_soft"))
+    checks = {
+        "CD+CE or JointCD reaches a lower density_kl than plain CD":
+            min(by["cd_ce"]["density_kl"], by["joint_cd"]["density_kl"]) < by["cd"]["density_kl"],
+        "simulated and soft annealing of CD+CE and JointCD reach an energy distance < 1/4 of noise's":
+            all(by[n][k] < 0.25 * noise_ed for n in ("cd_ce", "joint_cd")
+                for k in ("sample_energy_distance", "sample_energy_distance_soft")),
+    }
     claim = ("the joint losses (CD+CE or JointCD) reach a lower density KL than plain CD on the spiral, and "
              "both simulated and soft annealing generate spiral samples from noise (energy distance < 1/4 of noise's)")
-    result = {"paper": "000", "rows": rows, "claim": claim, "claim_holds": bool(beats and generates),
-              "joint_beats_cd": bool(beats), "annealing_generates": bool(generates), "quick": quick}
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    (out / "results.md").write_text(_markdown(result))
-    _figures(out, trainers)
-    return result
-
-
-def _markdown(result: dict) -> str:
-    cols = [c for c in COLUMNS if any(c in r for r in result["rows"])]
-    lines = ["# Paper 000: plain CD vs CD+CE vs JointCD on the shifted spiral", "",
-             "| name | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for r in result["rows"]:
-        cells = [f"{r[c]:.4g}" if isinstance(r.get(c), (int, float)) else "" for c in cols]
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
-    lines += ["", f"Claim: {result['claim']}.", f"Holds: {result['claim_holds']} (joint beats CD on KL: "
-              f"{result['joint_beats_cd']}; annealing generates: {result['annealing_generates']}).", ""]
-    return "\n".join(lines)
+    notes = "Sub-claims:\n" + "".join(f"- {k}: {'yes' if v else 'no'}\n" for k, v in checks.items())
+    notes += ("\nOne seed (train.seed of the configs); small differences are noise. " +
+              ("QUICK smoke run: the numbers mean nothing.\n" if quick else "") +
+              "Figures: annealing_cd_ce.png, annealing_joint_cd.png (Fig. 5), per_t_accept.png, per_t_steps.png.\n")
+    return write_results(out, "000", rows, COLUMNS, claim, all(checks.values()), notes)
 
 
 # ----- figures -----------------------------------------------------------------------------------
-def _figures(out: Path, trainers: dict) -> None:
-    series_a, series_s = {}, {}
-    for name in ("cd_ce", "joint_cd"):
-        obj = trainers[name].objective
-        acc = obj.ctrl.accept_ema.cpu()
-        ts = torch.arange(len(acc))
-        series_a[name] = (ts.tolist(), acc.tolist())
-        series_s[name] = (ts.tolist(), (2 * obj.ctrl.log_step.exp().cpu()).sqrt().tolist())
-    plots.line_plot(series_a, out / "per_t_accept.png", "t", "acceptance (EMA)", "per-t acceptance, end of training")
-    plots.line_plot(series_s, out / "per_t_steps.png", "t", "mu_t = sqrt(2 eps_t)", "per-t step size", logy=True)
-    for name in ("cd_ce", "joint_cd"):
-        annealing_figure(trainers[name], out / f"annealing_{name}.png")
+def _per_t_figures(out: Path, per_t: dict) -> None:
+    """Per-t acceptance (EMA) and step size mu_t = sqrt(2 eps_t) at the end of training."""
+    acc = {k: (list(range(len(a))), a.tolist()) for k, (a, _) in per_t.items()}
+    mu = {k: (list(range(len(s))), s.tolist()) for k, (_, s) in per_t.items()}
+    plots.line_plot(acc, out / "per_t_accept.png", "t", "acceptance (EMA)", "per-t acceptance, end of training")
+    plots.line_plot(mu, out / "per_t_steps.png", "t", "mu_t = sqrt(2 eps_t)", "per-t step size", logy=True)
 
 
-def annealing_figure(trainer, path: Path, n: int = 1000, columns: int = 5) -> None:
+def annealing_figure(obj, data, path: Path, n: int = 1000, columns: int = 5) -> None:
     """Fig. 5: rows = simulated annealing (Alg. 3) and soft annealing (Alg. 4); columns = stages;
     each panel shows the density the chain targets at that stage and the current samples."""
     import matplotlib.pyplot as plt
 
-    obj, data = trainer.objective, trainer.data
     levels = obj.annealing_levels()
     stages = sorted({int(round(i * (len(levels) - 1) / (columns - 1))) for i in range(columns)})
     g = torch.Generator().manual_seed(0)

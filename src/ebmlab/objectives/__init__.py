@@ -28,8 +28,9 @@ def build_objective(cfg, data) -> Objective:
 
 # Importing a method module registers it (one module per paper; see DESIGN.md).
 from ebmlab.objectives import contrastive  # noqa: E402,F401  paper 004
-from ebmlab._plugins import import_present  # noqa: E402
-
-import_present("ebmlab.objectives", ["joint_time", "improved_cd", "implicit_diffusion", "recovery"])
+from ebmlab.objectives import joint_time  # noqa: E402,F401  paper 000
+from ebmlab.objectives import improved_cd  # noqa: E402,F401  paper 001
+from ebmlab.objectives import implicit_diffusion  # noqa: E402,F401  paper 002
+from ebmlab.objectives import recovery  # noqa: E402,F401  paper 003
 
 __all__ = ["LossOutput", "Objective", "METHODS", "MethodSpec", "register", "build_objective"]

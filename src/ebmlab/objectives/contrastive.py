@@ -122,7 +122,8 @@ class ContrastiveDivergence(Objective):
             x_neg, diag = self._chain(x, steps, eps, self.ctrl_data, generator)
             gap, term = self._term(e_pos, x_neg)
             loss = loss + (self.cfg.lam if self.scheme == "hybrid" else 1.0) * term
-            metrics.update(energy_gap_data=gap, accept_rate_data=diag["accept_rate"].mean())
+            metrics.update(energy_gap_data=gap, accept_rate_data=diag["accept_rate"].mean(),
+                           step_size_data=diag["step_size"][-1])  # the adapted eps, if MALA adapts
             negs.append(x_neg)
         if self.scheme != "data":
             x0, idx = self._start(x.shape[0], generator)
@@ -131,10 +132,11 @@ class ContrastiveDivergence(Objective):
                 self.bank.update(x_neg, idx)
             gap, term = self._term(e_pos, x_neg)
             loss = loss + term
-            metrics.update(energy_gap=gap, accept_rate=diag["accept_rate"].mean())
+            metrics.update(energy_gap=gap, accept_rate=diag["accept_rate"].mean(), step_size=diag["step_size"][-1])
             negs.insert(0, x_neg)
         else:
-            metrics.update(energy_gap=metrics["energy_gap_data"], accept_rate=metrics["accept_rate_data"])
+            metrics.update(energy_gap=metrics["energy_gap_data"], accept_rate=metrics["accept_rate_data"],
+                           step_size=metrics["step_size_data"])
         metrics["energy_pos"] = e_pos.detach().mean()
         return LossOutput(loss, metrics, negs[0])
 

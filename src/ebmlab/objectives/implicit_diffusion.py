@@ -176,9 +176,11 @@ class ImplicitDiffusion(Objective):
         metrics = {"energy_gap": (e_pos.mean() - e_neg.mean()).detach(), "energy_pos": e_pos.mean().detach(),
                    "energy_neg": e_neg.mean().detach(), "wgan_lp": lp.detach(),
                    "grad_norm_hat": g_norm.mean().detach(), "grad_norm_chain": gnorm.mean()}
-        last = t == 1  # chains that just took the final stage: App. A.1 tunes eta on this gap
-        if bool(last.any()):
-            metrics["energy_gap_t1"] = (e_pos[last].mean() - e_neg[last].mean()).detach()
+        # chains that just took the final stage: App. A.1 tunes eta on this gap. Logged every step (0
+        # when no chain of the batch is at t = 1, see frac_t1) so that all ranks log the same keys.
+        last = (t == 1).to(e_pos.dtype)  # (B,)
+        metrics["frac_t1"] = last.mean().detach()
+        metrics["energy_gap_t1"] = (((e_pos - e_neg) * last).sum() / last.sum().clamp_min(1.0)).detach()
         return LossOutput(loss, metrics, x_neg)
 
     @torch.no_grad()

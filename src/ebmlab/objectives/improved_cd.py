@@ -54,9 +54,10 @@ Choices where the paper is silent (each tested or measured):
   energy is a good sampler target, not a calibrated density.
 - ``energy_l2`` adds α (E(x⁺)² + E(x⁻)²) (Du & Mordatch 2019's regulariser; paper 001 does not
   mention it; 0 by default).
-- ``grad_ratio_every`` > 0 measures ‖∇θ L_KL‖ / ‖∇θ L_CD‖ every that many iterations (Fig. 9), at the
-  cost of two extra backward passes; the metrics are ``grad_norm_kl``, ``grad_norm_cd`` and
-  ``grad_ratio_kl_cd``.
+- ``grad_ratio_every`` > 0 measures ‖∇θ L_KL‖ / ‖∇θ L_CD‖ on iterations whose 1-based number is a
+  multiple of it (Fig. 9), at the cost of two extra backward passes; the metrics are ``grad_norm_kl``,
+  ``grad_norm_cd`` and ``grad_ratio_kl_cd``. The trainer logs every ``train.log_every``-th step's
+  metrics only, so make it a multiple of ``log_every``.
 """
 from __future__ import annotations
 
@@ -249,7 +250,9 @@ class ImprovedCD(Objective):
                    "energy_neg": e_neg.mean().detach(), "loss_cd": loss_cd.detach(),
                    "loss_opt": loss_opt.detach(), "loss_ent": loss_ent.detach(),
                    "fresh_frac": fresh.float().mean(), "chain_grad_norm": diag["grad_norm"].mean()}
-        if cfg.grad_ratio_every and use_kl and int(self.iteration) % cfg.grad_ratio_every == 0:
+        # 1-based iteration number: with grad_ratio_every a multiple of train.log_every, every
+        # measurement falls on a logged step (the trainer logs the metrics of every log_every-th step)
+        if cfg.grad_ratio_every and use_kl and (int(self.iteration) + 1) % cfg.grad_ratio_every == 0:
             metrics.update(self._grad_ratio(loss_cd, loss_kl))
         self.iteration += 1
         self.buffer.push(self._clip(x_neg))  # B ← B ∪ x̃ᴷ (Alg. 1)

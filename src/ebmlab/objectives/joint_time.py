@@ -208,8 +208,14 @@ class JointTime(Objective):
 
     # ----- densities -----------------------------------------------------------------------------
     def log_density(self, x: Tensor) -> Tensor:
-        """(B,) log p(z) (Eq. 4), normalised up to the model's error; plain CD: -E (unnormalised)."""
-        return -self.energy(x)
+        """(B,) the model's log-density of the *data*: log p(z | t = T-1), since p_{v_{T-1}} = p_x
+        (Sec. 3.1). The marginal log p(z) of Eq. 4 (``energy.log_marginal``) is the density of the
+        mixture of all T levels, not of the data, so density KL against p_x must not use it.
+        Plain CD: -E(x) (unnormalised; density KL normalises on its grid)."""
+        if self.plain:
+            return -self.energy(x)
+        last = torch.full((x.shape[0],), self.cfg.T - 1, dtype=torch.long, device=x.device)  # (B,)
+        return -self.energy(x, t=last)
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, ...) draws of the reference p_n = N(0, sigma_n^2 I) = p(z | t=0): every chain's start."""

@@ -47,6 +47,7 @@ class ModelConfig:
     channels: list | None = None      # resnet: channels per resolution
     norm: str | None = None           # resnet: group | layer | none
     attention: bool = False           # resnet: self-attention at the lowest resolution
+    pool: str = "avg"                 # resnet down-sampling: avg | subpixel (paper 002 Sec. 5)
     spectral_norm: bool = False
     time_embed_dim: int = 64          # time/noise-conditioned variants
     num_classes: int | None = None    # class-conditioned variants
@@ -61,9 +62,10 @@ class TrainConfig:
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    lr_schedule: str = "constant"     # constant | cosine | step
+    lr_schedule: str = "constant"     # constant | cosine | step | cosine_restarts
     lr_decay_steps: int = 0           # step schedule: decay every N steps
     lr_decay_factor: float = 0.1
+    lr_restart_steps: int = 0         # cosine_restarts: period of the warm restarts (SGDR, T_mult = 1)
     grad_clip: float | None = None
     ema: float | None = 0.999         # EMA decay of the weights (None: off)
     seed: int = 0
@@ -177,8 +179,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"train.lr must be positive, got {t.lr}")
     if t.optimizer not in ("adam", "adamw"):
         raise ConfigError(f"train.optimizer must be adam or adamw, got {t.optimizer!r}")
-    if t.lr_schedule not in ("constant", "cosine", "step"):
-        raise ConfigError(f"train.lr_schedule must be constant, cosine or step, got {t.lr_schedule!r}")
+    if t.lr_schedule not in ("constant", "cosine", "step", "cosine_restarts"):
+        raise ConfigError(f"train.lr_schedule must be constant, cosine, step or cosine_restarts, got {t.lr_schedule!r}")
+    if t.lr_schedule == "cosine_restarts" and t.lr_restart_steps <= 0:
+        raise ConfigError(f"train.lr_schedule cosine_restarts needs train.lr_restart_steps > 0, got {t.lr_restart_steps}")
     if t.ema is not None and not 0.0 <= t.ema < 1.0:
         raise ConfigError(f"train.ema must lie in [0, 1), got {t.ema}")
 

@@ -16,8 +16,9 @@ DESIGN RULES (read before writing an objective that should train on several proc
    That is exactly DDP's averaging (DDP also sums and divides by the world size, and treats a
    parameter without a gradient on some rank as a zero contribution); it is *not* an approximation.
    Why not DDP: an EBM objective's ``forward`` runs the sampler internally, i.e. K extra forward
-   passes and K input-gradient backward passes per step (``torch.autograd.grad(E, x)``), and
-   papers 001/003 differentiate through those passes (``create_graph=True``). Wrapped in DDP,
+   passes and K input-gradient backward passes per step (``torch.autograd.grad(E, x)``); paper
+   001's KL term differentiates through those passes and paper 002's gradient penalty through
+   dE/dx (``create_graph=True``); paper 003 trains two networks (EBM and initializer). Wrapped in DDP,
    every sampler pass of a wrapped module prepares DDP's reducer for a backward that synchronises
    gradients, so the sampler would have to call the unwrapped module or run under ``no_sync()``,
    and objectives that use a parameter on one rank but not another (random restarts, two
@@ -30,8 +31,10 @@ DESIGN RULES (read before writing an objective that should train on several proc
    If someone ever does wrap a module in DDP (e.g. for very large image energies), the rule is:
    sampling (Langevin/MALA passes, ``sample``) must call the *unwrapped* module or run inside
    ``ddp.no_sync()``; only the final loss may go through the wrapper.
-2. Objectives must return the loss and never call ``backward()`` or collectives themselves; every
-   rank reaches ``average_gradients`` exactly once per step (the loop guarantees it).
+2. Objectives must return the loss and never call ``backward()``, an optimizer or collectives
+   themselves; every rank reaches the step's collectives (``sync_network_buffers`` before the
+   forward, ``nonfinite_loss``, ``average_gradients``) exactly once per step (the loop guarantees
+   it), so a non-finite loss on one rank stops every rank at the same step with the same message.
 3. Batches: ``train.batch_size`` is the *per-rank* batch B; the global batch is B * world_size.
    All ranks share the data generator (seed + 1) and draw the same global index vector of length
    B * world_size; rank r keeps positions [r*B, (r+1)*B) (``shard``), so the ranks' shards are
@@ -42,9 +45,12 @@ DESIGN RULES (read before writing an objective that should train on several proc
 4. Randomness: one seed per rank, derived from ``train.seed`` (``derive_seed``). Rank 0 uses
    exactly the single-process seeds. The objective (its networks and buffers) is built under the
    rank's seed, then the *parameters* are broadcast from rank 0, so the networks are identical and
-   the buffers (replay banks, time buffers, sampler step-size controllers) are rank-local and
-   differ between ranks. Chain noise uses a per-rank objective generator.
-5. Checkpoints: only rank 0 writes the shared ``step_N.safetensors`` (parameters, EMA, optimizer,
+   the sampler buffers (replay banks, time buffers, step-size controllers) are rank-local and
+   differ between ranks. Chain noise uses a per-rank objective generator. Buffers *inside the
+   networks* (children of the objective that own parameters: spectral-norm vectors, which start
+   random) are not sampler state: ``sync_network_buffers`` copies rank 0's before every forward,
+   as DDP's ``broadcast_buffers`` does, so every rank evaluates the same function.
+5. Checkpoints (``training/dist_checkpoint.py``): only rank 0 writes the shared ``step_N.safetensors`` (parameters, EMA, optimizer,
    and rank 0's own buffers/RNG, so ``ebmlab sample``/``eval`` and 1-process resume of rank 0 work
    as usual). Every rank r writes ``step_N.rank{r}.safetensors`` with its rank-local state (objective
    buffers and RNG states) and the SHA-256 of its parameters in the file's metadata. Order: all
@@ -60,25 +66,22 @@ Device-side options (also here, because they are launch/performance settings, no
 ``train.amp`` = bf16 autocast of the objective's forward (sampler included) on CUDA only;
 ``train.compile`` = ``torch.compile`` of the energy module in place (state-dict keys unchanged).
 Limitations: MALA's accept/reject uses energy differences, which bf16 resolves to ~3 significant
-digits, so prefer Langevin with ``amp``; torch.compile does not support double backward, so it
-cannot be combined with objectives that differentiate through sampling (paper 001's KL term).
+digits, so prefer Langevin with ``amp``. torch.compile does not support double backward, so it
+cannot train objectives that differentiate dE/dx (paper 001's KL term, paper 002's gradient
+penalty): the first step raises a ``ConfigError`` saying so (``compile_errors``).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
-import re
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.config import ConfigError
 
 
@@ -91,7 +94,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = torch.device("cpu")  # noqa: RUF009 -- immutable
     backend: str | None = None
 
     @property
@@ -179,7 +182,7 @@ def main_first(ctx: DistContext, fn) -> None:
     if ctx.is_main:
         try:
             fn()
-        except Exception as exc:  # re-raised below on every rank
+        except Exception as exc:  # noqa: BLE001 -- re-raised below on every rank
             err = exc
     if ctx.enabled:
         box = [err]
@@ -206,12 +209,59 @@ def shard(global_idx: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 
 
 # ----- parameters and gradients -----------------------------------------------------------------
+def _by_dtype(tensors: list[torch.Tensor]) -> dict[torch.dtype, list[torch.Tensor]]:
+    groups: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault(t.dtype, []).append(t)
+    return groups
+
+
 @torch.no_grad()
 def broadcast_parameters(module: torch.nn.Module, ctx: DistContext) -> None:
-    """Copy rank 0's parameters to every rank (buffers stay rank-local, rule 4)."""
+    """Copy rank 0's parameters to every rank (sampler buffers stay rank-local, rule 4)."""
     if ctx.enabled:
         for p in module.parameters():
             dist.broadcast(p.data, src=0)
+
+
+def network_buffers(objective: torch.nn.Module) -> list[torch.Tensor]:
+    """Buffers inside the trainable networks (rule 4): those of the objective's children that own
+    parameters, e.g. spectral-norm power-iteration vectors. Sampler state (replay banks, time buffers,
+    step-size controllers) lives in parameter-free children or on the objective itself."""
+    out: list[torch.Tensor] = []
+    for child in objective.children():
+        if next(child.parameters(), None) is not None:
+            out += list(child.buffers())
+    return out
+
+
+@torch.no_grad()
+def sync_network_buffers(objective: torch.nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's network buffers to every rank, once per step before the forward pass (what
+    DDP's ``broadcast_buffers=True`` does): one broadcast of a flat buffer per dtype; none without
+    network buffers (plain MLPs)."""
+    if not ctx.enabled:
+        return
+    for group in _by_dtype(network_buffers(objective)).values():
+        flat = torch.cat([b.reshape(-1) for b in group])  # (sum numel,)
+        dist.broadcast(flat, src=0)
+        offset = 0
+        for b in group:
+            b.copy_(flat[offset:offset + b.numel()].view_as(b))
+            offset += b.numel()
+
+
+def nonfinite_loss(loss: torch.Tensor, ctx: DistContext) -> str | None:
+    """None when the loss is finite on every rank, else what to report (e.g. ``nan`` or
+    ``rank 1: nan``). Collective on several processes, so that every rank stops at the same step."""
+    value = float(loss.detach())
+    if not ctx.enabled:
+        return None if math.isfinite(value) else f"{value}"
+    values = torch.zeros(ctx.world_size, dtype=torch.float64, device=ctx.device)  # (world,)
+    values[ctx.rank] = value
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    bad = [f"rank {r}: {v}" for r, v in enumerate(values.tolist()) if not math.isfinite(v)]
+    return ", ".join(bad) if bad else None
 
 
 @torch.no_grad()
@@ -221,10 +271,7 @@ def average_gradients(params: list[torch.Tensor], ctx: DistContext) -> None:
     A parameter no rank produced a gradient for keeps ``grad=None`` (the optimizer skips it)."""
     if not ctx.enabled:
         return
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for p in params:
-        by_dtype.setdefault(p.dtype, []).append(p)
-    for dtype, group in by_dtype.items():
+    for dtype, group in _by_dtype(params).items():
         flats = [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in group]
         has = torch.tensor([float(p.grad is not None) for p in group], dtype=dtype, device=group[0].device)
         buf = torch.cat(flats + [has])  # (sum numel + P,)
@@ -260,15 +307,6 @@ def verify_replicas(module: torch.nn.Module, ctx: DistContext) -> None:
                                "averaging was bypassed (an objective must not step its own optimizer)")
 
 
-def params_digest(module: torch.nn.Module) -> str:
-    """SHA-256 of the parameters in ``named_parameters`` order (stored in every rank file)."""
-    h = hashlib.sha256()
-    for name, p in module.named_parameters():
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def average_metrics(values: dict[str, float], ctx: DistContext) -> dict[str, float]:
     """Mean of each logged scalar over ranks (rule 6); all ranks must log the same keys."""
     if not ctx.enabled:
@@ -285,100 +323,6 @@ def average_metrics(values: dict[str, float], ctx: DistContext) -> dict[str, flo
     return {k: float(v) / ctx.world_size for k, v in zip(keys, t[:-2].tolist())}
 
 
-# ----- rank-local checkpoint state --------------------------------------------------------------
-_RANK_FILE = re.compile(r"^step_(\d{8})\.rank(\d+)\.safetensors$")
-
-
-def rank_file(ckpt_dir: Path, step: int, rank: int) -> Path:
-    return Path(ckpt_dir) / f"step_{step:08d}.rank{rank}.safetensors"
-
-
-def local_state(trainer) -> dict[str, torch.Tensor]:
-    """Rank-local tensors: objective buffers (state-dict entries that are not parameters) and RNGs."""
-    params = {k for k, _ in trainer.objective.named_parameters(remove_duplicate=False)}
-    out = {f"model.{k}": v for k, v in trainer.objective.state_dict().items() if k not in params}
-    out["rng.data"] = trainer.g_data.get_state()
-    out["rng.objective"] = trainer.g_obj.get_state()
-    out["rng.torch"] = torch.get_rng_state()
-    if trainer.device.type == "cuda":
-        out["rng.cuda"] = torch.cuda.get_rng_state(trainer.device)
-    return out
-
-
-def load_local_state(trainer, tensors: dict[str, torch.Tensor]) -> None:
-    buffers = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    missing = trainer.objective.load_state_dict(buffers, strict=False).unexpected_keys
-    if missing:
-        raise ckpt.CheckpointError(f"rank checkpoint holds state the objective does not have: {missing[:5]}")
-    trainer.g_data.set_state(tensors["rng.data"])
-    trainer.g_obj.set_state(tensors["rng.objective"])
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and trainer.device.type == "cuda":
-        torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.device)
-
-
-def save_rank_state(trainer) -> None:
-    """Every rank writes its rank file for ``trainer.step`` (rule 5); then a barrier."""
-    ctx = trainer.dist
-    if not ctx.enabled:
-        return
-    verify_replicas(trainer.objective, ctx)
-    path = rank_file(trainer.run_dir / "checkpoints", trainer.step, ctx.rank)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in local_state(trainer).items()}
-    meta = {"rank": str(ctx.rank), "world_size": str(ctx.world_size), "step": str(trainer.step),
-            "params_sha256": params_digest(trainer.objective)}
-    ckpt._atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
-    ctx.barrier()
-
-
-def read_rank_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a rank file; refuses anything that is not safetensors."""
-    if not Path(path).is_file():
-        raise ckpt.CheckpointError(f"rank checkpoint {str(path)!r} is missing; resume with the same number of "
-                                   "processes on a filesystem every node sees")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})
-    except Exception as exc:  # safetensors raises several types for malformed files
-        raise ckpt.CheckpointError(f"rank checkpoint {str(path)!r} could not be read as safetensors: {exc}") from None
-
-
-def prune_rank_files(ckpt_dir: Path) -> None:
-    """Delete rank files whose shared checkpoint no longer exists (after ``ckpt.prune``)."""
-    kept = {step for step, _ in ckpt.list_checkpoints(ckpt_dir)}
-    for p in Path(ckpt_dir).iterdir() if Path(ckpt_dir).is_dir() else []:
-        m = _RANK_FILE.match(p.name)
-        if m and int(m.group(1)) not in kept:
-            p.unlink(missing_ok=True)
-
-
-def agree_on_checkpoint(path: Path | None, ctx: DistContext) -> None:
-    """Raise unless every rank found the same latest checkpoint (shared filesystem check)."""
-    if not ctx.enabled:
-        return
-    step = -1 if path is None else int(Path(path).name[5:13])
-    t = torch.tensor([step, -step], dtype=torch.long, device=ctx.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    if int(t[0]) != -int(t[1]):
-        raise DistributedError("ranks found different latest checkpoints; the run directory must be on a "
-                               "filesystem that every node sees")
-
-
-def restore_rank_state(trainer, meta: dict) -> None:
-    """After the shared checkpoint is loaded: check the world size and load this rank's file."""
-    ctx, saved = trainer.dist, int(meta.get("world_size", 1))
-    if saved != ctx.world_size:
-        raise ckpt.CheckpointError(f"the checkpoint was written by {saved} process(es) but this run has "
-                                   f"{ctx.world_size}; resume with --nproc_per_node/--nnodes giving {saved}")
-    if not ctx.enabled:
-        return
-    tensors, info = read_rank_file(rank_file(trainer.run_dir / "checkpoints", trainer.step, ctx.rank))
-    if int(info.get("step", -1)) != trainer.step:
-        raise ckpt.CheckpointError(f"rank file of rank {ctx.rank} is for step {info.get('step')}, not {trainer.step}")
-    load_local_state(trainer, tensors)
-
-
 # ----- device-side options: bf16 autocast and torch.compile -------------------------------------
 def check_device_options(tc, device: torch.device) -> None:
     if tc.amp and device.type != "cuda":
@@ -393,9 +337,29 @@ def autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
+COMPILE_BACKEND = "inductor"  # torch.compile's default; the tests use "aot_eager" (no C++ build)
+
+
 def compile_energy(objective: torch.nn.Module) -> None:
-    """``torch.compile`` the energy in place (``nn.Module.compile``), so state-dict keys do not change."""
+    """``torch.compile`` the energy in place (``nn.Module.compile``), so state-dict keys do not change.
+    (In-place compilation needs the energy to be an ebmlab module: dynamo does not trace a bare
+    ``nn.Sequential`` compiled this way; every ebmlab energy is its own class.)"""
     energy = getattr(objective, "energy", None)
     if not isinstance(energy, torch.nn.Module):
         raise ConfigError("train.compile needs an objective with an `energy` module")
-    energy.compile()
+    energy.compile(backend=COMPILE_BACKEND)
+
+
+@contextlib.contextmanager
+def compile_errors(enabled: bool):
+    """Turn torch.compile's refusals of double backward into a one-sentence ``ConfigError`` (torch
+    says "does not currently support double backward" or, for a Langevin step with
+    ``create_graph=True``, "non-empty donated buffers which requires create_graph=False")."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if enabled and ("double backward" in str(exc) or "donated buffers" in str(exc)):
+            raise ConfigError("train.compile=true cannot train this objective: its loss differentiates through "
+                              "dE/dx (double backward, e.g. paper 001's KL term or paper 002's gradient "
+                              "penalty), which torch.compile does not support; set train.compile=false") from None
+        raise

@@ -145,10 +145,9 @@ def evaluate(objective, data, cfg, run_dir: Path | None, generator: torch.Genera
     return metrics
 
 
-def _register_optional() -> None:
+def _register_builtins() -> None:
     """Image evaluators register themselves (``ebmlab eval`` calls ``evaluate`` before the hooks)."""
-    from ebmlab._plugins import import_present
-    import_present("ebmlab.training", ["image_eval"])
+    from ebmlab.training import image_eval  # noqa: F401  (registers the image evaluators)
 
 
-_register_optional()
+_register_builtins()

@@ -21,9 +21,8 @@ def eval_extensions() -> list:
     return list(EVAL_EXTENSIONS)
 
 
-def _register_optional() -> None:
-    from ebmlab._plugins import import_present
-    import_present("ebmlab.training", ["image_eval"])
+def _register_builtins() -> None:
+    from ebmlab.training import image_eval  # noqa: F401  (registers the sample-grid hook and eval options)
 
 
-_register_optional()
+_register_builtins()

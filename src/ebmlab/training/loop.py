@@ -25,7 +25,7 @@ import torch
 from ebmlab.data import build_dataset
 from ebmlab.objectives import build_objective
 from ebmlab.training import checkpoint as ckpt
-from ebmlab.training import distributed
+from ebmlab.training import dist_checkpoint, distributed
 from ebmlab.training.config import Config, save_config
 from ebmlab.training.ema import EMA
 from ebmlab.training.logging import RunLogger, scalars
@@ -50,13 +50,17 @@ def make_optimizer(objective, tc) -> torch.optim.Optimizer:
 
 
 def lr_factor(tc, step: int, warmup: int | None = None) -> float:
-    """Multiplier of the base lr at ``step``: linear warm-up, then constant / cosine / step decay."""
+    """Multiplier of the base lr at ``step``: linear warm-up, then constant / cosine / step decay /
+    cosine with warm restarts."""
     warmup = tc.warmup_steps if warmup is None else warmup
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if tc.lr_schedule == "cosine":
         frac = (step - warmup) / max(1, tc.steps - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+    if tc.lr_schedule == "cosine_restarts":  # SGDR (Loshchilov & Hutter 2016), restart every lr_restart_steps
+        frac = ((step - warmup) % tc.lr_restart_steps) / tc.lr_restart_steps
+        return 0.5 * (1 + math.cos(math.pi * frac))
     if tc.lr_schedule == "step" and tc.lr_decay_steps > 0:
         return tc.lr_decay_factor ** (step // tc.lr_decay_steps)
     return 1.0
@@ -116,23 +120,23 @@ class Trainer:
         self.step = int(meta["step"])
 
     def save(self) -> None:
-        distributed.save_rank_state(self)  # every rank's buffers and RNGs (several processes only)
+        dist_checkpoint.save_rank_state(self)  # every rank's buffers and RNGs (several processes only)
         if self.is_main:
             tensors, meta = self.state()
             meta["world_size"] = self.dist.world_size
             ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, tensors, meta)
             ckpt.prune(self.run_dir / "checkpoints", self.cfg.train.keep_checkpoints)
-            distributed.prune_rank_files(self.run_dir / "checkpoints")
+            dist_checkpoint.prune_rank_files(self.run_dir / "checkpoints")
         self.dist.barrier()
 
     def resume(self) -> None:
         path = ckpt.latest_checkpoint(self.run_dir / "checkpoints")
-        distributed.agree_on_checkpoint(path, self.dist)
+        dist_checkpoint.agree_on_checkpoint(path, self.dist)
         if path is None:
             raise ckpt.CheckpointError(f"--resume: no checkpoint found in {str(self.run_dir / 'checkpoints')!r}")
         tensors, meta = ckpt.load_checkpoint(path)
         self.load_state(tensors, meta)
-        distributed.restore_rank_state(self, meta)  # world size check; this rank's buffers and RNGs
+        dist_checkpoint.restore_rank_state(self, meta)  # world size check; this rank's buffers and RNGs
 
     # ----- one step ----------------------------------------------------------------------------
     def next_batch(self):
@@ -147,10 +151,12 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         tc = self.cfg.train
         set_lr(self.optimizer, tc, self.step)
+        distributed.sync_network_buffers(self.objective, self.dist)  # rank 0's spectral-norm vectors
         with distributed.autocast(self.device, tc.amp):
             out = self.objective(self.next_batch(), generator=self.g_obj)
-        if not torch.isfinite(out.loss):
-            raise TrainingDiverged(f"non-finite loss ({float(out.loss)}) at step {self.step + 1}")
+        bad = distributed.nonfinite_loss(out.loss, self.dist)  # collective: every rank stops together
+        if bad is not None:
+            raise TrainingDiverged(f"non-finite loss ({bad}) at step {self.step + 1}")
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         distributed.average_gradients([p for g in self.optimizer.param_groups for p in g["params"]], self.dist)
@@ -176,7 +182,8 @@ class Trainer:
         t0 = time.time()
         try:
             while self.step < tc.steps:
-                values = self.train_step()
+                with distributed.compile_errors(tc.compile):
+                    values = self.train_step()
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
                     values["time"] = time.time() - t0
                     logger.log(self.step, distributed.average_metrics(values, self.dist))

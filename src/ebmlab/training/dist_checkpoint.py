@@ -1,0 +1,126 @@
+"""Rank-local checkpoint state of a run trained on several processes (issue 8, rule 5 of
+``training/distributed.py``).
+
+Next to the shared ``step_N.safetensors`` (parameters, EMA, optimizer, rank 0's buffers and RNGs;
+written by rank 0 alone) every rank r writes ``step_N.rank{r}.safetensors`` with its rank-local
+tensors: the objective's non-parameter state (replay banks, time buffers, step-size controllers)
+and its RNG states, plus the SHA-256 of its parameters, the rank, the world size and the step in the
+file's metadata. Order: ``verify_replicas`` (collective), every rank writes its file, barrier, rank 0
+writes the shared file (its sidecar, written last, marks the checkpoint complete), barrier. Resume
+loads the shared file on every rank, then this rank's file; the world size must be the same.
+Everything here is a no-op on one process.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ebmlab.training import checkpoint as ckpt
+from ebmlab.training.distributed import DistContext, DistributedError, verify_replicas
+
+_RANK_FILE = re.compile(r"^step_(\d{8})\.rank(\d+)\.safetensors$")
+
+
+def rank_file(ckpt_dir: Path, step: int, rank: int) -> Path:
+    return Path(ckpt_dir) / f"step_{step:08d}.rank{rank}.safetensors"
+
+
+def params_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of the parameters in ``named_parameters`` order (stored in every rank file)."""
+    h = hashlib.sha256()
+    for name, p in module.named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def local_state(trainer) -> dict[str, torch.Tensor]:
+    """Rank-local tensors: objective buffers (state-dict entries that are not parameters) and RNGs."""
+    params = {k for k, _ in trainer.objective.named_parameters(remove_duplicate=False)}
+    out = {f"model.{k}": v for k, v in trainer.objective.state_dict().items() if k not in params}
+    out["rng.data"] = trainer.g_data.get_state()
+    out["rng.objective"] = trainer.g_obj.get_state()
+    out["rng.torch"] = torch.get_rng_state()
+    if trainer.device.type == "cuda":
+        out["rng.cuda"] = torch.cuda.get_rng_state(trainer.device)
+    return out
+
+
+def load_local_state(trainer, tensors: dict[str, torch.Tensor]) -> None:
+    buffers = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    unexpected = trainer.objective.load_state_dict(buffers, strict=False).unexpected_keys
+    if unexpected:
+        raise ckpt.CheckpointError(f"rank checkpoint holds state the objective does not have: {unexpected[:5]}")
+    trainer.g_data.set_state(tensors["rng.data"])
+    trainer.g_obj.set_state(tensors["rng.objective"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and trainer.device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.device)
+
+
+def save_rank_state(trainer) -> None:
+    """Every rank writes its rank file for ``trainer.step``; then a barrier (several processes only)."""
+    ctx = trainer.dist
+    if not ctx.enabled:
+        return
+    verify_replicas(trainer.objective, ctx)
+    path = rank_file(trainer.run_dir / "checkpoints", trainer.step, ctx.rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in local_state(trainer).items()}
+    meta = {"rank": str(ctx.rank), "world_size": str(ctx.world_size), "step": str(trainer.step),
+            "params_sha256": params_digest(trainer.objective)}
+    ckpt._atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
+    ctx.barrier()
+
+
+def read_rank_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a rank file; refuses anything that is not safetensors."""
+    if not Path(path).is_file():
+        raise ckpt.CheckpointError(f"rank checkpoint {str(path)!r} is missing; resume with the same number of "
+                                   "processes on a filesystem every node sees")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})  # noqa: SIM118
+    except Exception as exc:  # noqa: BLE001 -- safetensors raises several types for malformed files
+        raise ckpt.CheckpointError(f"rank checkpoint {str(path)!r} could not be read as safetensors: {exc}") from None
+
+
+def prune_rank_files(ckpt_dir: Path) -> None:
+    """Delete rank files whose shared checkpoint no longer exists (after ``ckpt.prune``)."""
+    kept = {step for step, _ in ckpt.list_checkpoints(ckpt_dir)}
+    for p in Path(ckpt_dir).iterdir() if Path(ckpt_dir).is_dir() else []:
+        m = _RANK_FILE.match(p.name)
+        if m and int(m.group(1)) not in kept:
+            p.unlink(missing_ok=True)
+
+
+def agree_on_checkpoint(path: Path | None, ctx: DistContext) -> None:
+    """Raise unless every rank found the same latest checkpoint (shared filesystem check)."""
+    if not ctx.enabled:
+        return
+    step = -1 if path is None else int(Path(path).name[5:13])
+    t = torch.tensor([step, -step], dtype=torch.long, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    if int(t[0]) != -int(t[1]):
+        raise DistributedError("ranks found different latest checkpoints; the run directory must be on a "
+                               "filesystem that every node sees")
+
+
+def restore_rank_state(trainer, meta: dict) -> None:
+    """After the shared checkpoint is loaded: check the world size and load this rank's file."""
+    ctx, saved = trainer.dist, int(meta.get("world_size", 1))
+    if saved != ctx.world_size:
+        raise ckpt.CheckpointError(f"the checkpoint was written by {saved} process(es) but this run has "
+                                   f"{ctx.world_size}; resume with --nproc_per_node/--nnodes giving {saved}")
+    if not ctx.enabled:
+        return
+    tensors, info = read_rank_file(rank_file(trainer.run_dir / "checkpoints", trainer.step, ctx.rank))
+    if int(info.get("step", -1)) != trainer.step:
+        raise ckpt.CheckpointError(f"rank file of rank {ctx.rank} is for step {info.get('step')}, not {trainer.step}")
+    load_local_state(trainer, tensors)
