@@ -14,7 +14,8 @@ from ebmlab.energies.mlp import MLPEnergy
 
 
 def _mlp(cfg, shape, out_dim: int = 1, cond_dim: int = 0, **_):
-    return MLPEnergy(math.prod(shape), cfg.width, cfg.depth, cfg.activation, out_dim=out_dim, cond_dim=cond_dim)
+    return MLPEnergy(math.prod(shape), cfg.width, cfg.depth, cfg.activation, out_dim=out_dim, cond_dim=cond_dim,
+                     fourier=cfg.fourier, fourier_scale=cfg.fourier_scale)
 
 
 MODELS = {"mlp": _mlp}

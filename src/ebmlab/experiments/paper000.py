@@ -156,6 +156,7 @@ def annealing_figure(obj, data, path: Path, n: int = 1000, columns: int = 5) -> 
             ax.imshow(lp.view(100, 100).exp().numpy(), origin="lower", extent=(-ext, ext, -ext, ext), cmap="viridis")
             pts = data.transform.to_data(diag["snapshots"][s])
             ax.scatter(pts[:, 0], pts[:, 1], s=0.5, c="w", alpha=0.5)
+            ax.set_xlim(-ext, ext), ax.set_ylim(-ext, ext)  # stray samples must not rescale the panel
             ax.set_title(f"{kind} t={int(diag['level'][s])}", fontsize=8), ax.set_xticks([]), ax.set_yticks([])
         true = data.dist.log_prob(grid)
         axes[row, -1].imshow(torch.softmax(true, 0).view(100, 100).numpy(), origin="lower",

@@ -10,7 +10,10 @@
     (independent noises instead of Eq. 9), ``init_on_data`` (initializer regressed on y_t).
     Columns: ``density_kl`` (KL(true || exp(-E_0)) on the grid, level-0 EBM), ``sample_energy_distance``
     (samples from N(0, I) by Alg. 2 vs fresh data), ``sample_precision``. Reference rows
-    ``data_floor`` / ``noise_start`` (and ``density_kl_uniform`` in every row).
+    ``data_floor`` / ``noise_start`` (and ``density_kl_uniform`` in every row). Trained models also
+    get ``density_kl_t1`` .. ``density_kl_t{T-1}`` (``level_density_kls``: the noisier marginals of
+    Fig. 1's middle row, each with its ``density_kl_uniform_t*`` ceiling): level 0's E_0 carries the
+    factor 1/s_0^2 ~ 4e4, so tiny errors of the network there dominate ``density_kl``.
 (c) Guidance on digits (``configs/paper003_digits_cond.yaml``): one class-conditional model,
     sampled with w in {0, 0.5, 1, 3} (rows ``w0``, ``w0.5``, ``w1``, ``w3``), 20 samples per class:
     ``class_accuracy`` = fraction the digits classifier (``metrics/digits.py``) labels as the

@@ -12,8 +12,9 @@ sampling. Pass a private copy of the training controller: these functions update
 Alg. 4 writes one MCMC step per stage n; ``n_steps`` > 1 runs several steps per stage, and for a
 stage we use the step size of level t(n), the lowest (coarsest, widest) level of its mixture
 {t(n), ..., T-1} and the one that moves with n (our choice; the paper does not say); the controller
-keeps adapting it to the target acceptance while sampling. Diagnostics per stage: ``accept_rate``, ``step_size``, ``level`` (each (L,)), and
-``snapshots`` {stage: samples} for the stages listed in ``keep`` (Fig. 5).
+keeps adapting it to the target acceptance while sampling. Diagnostics per stage: ``accept_rate``,
+``step_size``, ``level`` (each (L,)), and ``snapshots`` {stage: samples} for the stages listed in
+``keep`` (Fig. 5).
 """
 from __future__ import annotations
 

@@ -44,6 +44,8 @@ class ModelConfig:
     width: int = 128                  # mlp: hidden width
     depth: int = 3                    # mlp: residual blocks; resnet: blocks per resolution
     activation: str = "silu"
+    fourier: int = 0                  # mlp: random Fourier input features (0: none); see energies/mlp.py
+    fourier_scale: float = 1.0        # mlp: std of their frequencies, in units of the model coordinates
     channels: list | None = None      # resnet: channels per resolution
     norm: str | None = None           # resnet: group | layer | none
     attention: bool = False           # resnet: self-attention at the lowest resolution
