@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ebmlab.training.config import load_config
-from ebmlab.training.loop import Trainer, prepare_run_dir
+from ebmlab.training.loop import Trainer, TrainingDiverged, prepare_run_dir
 
 
 def train_run(run_dir: Path, overrides: list[str], config: str | None = None) -> Trainer:
@@ -19,6 +19,19 @@ def train_run(run_dir: Path, overrides: list[str], config: str | None = None) ->
     trainer = Trainer(cfg, run_dir)
     trainer.fit()
     return trainer
+
+
+def train_run_or_last_good(run_dir: Path, overrides: list[str], config: str | None = None):
+    """Like ``train_run``, but a run that diverges is a result, not a crash: returns ``(trainer,
+    message)`` with the trainer restored to its last good checkpoint (``message`` None if it did not
+    diverge). Raises if it diverged before its first checkpoint."""
+    try:
+        return train_run(run_dir, overrides, config), None
+    except TrainingDiverged as err:
+        trainer = Trainer(load_config(config, overrides), run_dir)
+        trainer.resume()  # CheckpointError if none was written yet
+        print(f"[experiment] {run_dir.name}: {err}; evaluating its last good checkpoint (step {trainer.step})")
+        return trainer, f"diverged ({err}); evaluated at step {trainer.step}"
 
 
 def ema_applied(trainer: Trainer):

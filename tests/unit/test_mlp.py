@@ -1,0 +1,34 @@
+"""The residual MLP energy: shapes, gradients, the optional random Fourier features, checkpoints."""
+import torch
+
+from ebmlab.energies.base import energy_and_grad
+from ebmlab.energies.mlp import MLPEnergy
+
+
+def test_energy_shape_and_input_gradient():
+    torch.manual_seed(0)
+    net = MLPEnergy(5, width=16, depth=2)
+    x = torch.randn(7, 5)
+    e, g = energy_and_grad(net, x)
+    assert e.shape == (7,) and g.shape == (7, 5) and torch.isfinite(g).all()
+
+
+def test_plain_mlp_state_dict_has_no_fourier_buffer():
+    assert "freqs" not in MLPEnergy(3, width=8, depth=1).state_dict()
+
+
+def test_fourier_features_are_saved_and_restored():
+    torch.manual_seed(0)
+    a = MLPEnergy(3, width=8, depth=1, fourier=4, fourier_scale=2.0)
+    torch.manual_seed(1)
+    b = MLPEnergy(3, width=8, depth=1, fourier=4, fourier_scale=2.0)
+    x = torch.randn(5, 3)
+    assert not torch.allclose(a(x), b(x))
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a(x), b(x))
+
+
+def test_fourier_scale_sets_the_frequency_spread():
+    torch.manual_seed(0)
+    net = MLPEnergy(4, width=8, depth=1, fourier=2000, fourier_scale=3.0)
+    assert abs(float(net.freqs.std()) - 3.0) < 0.1
