@@ -39,7 +39,7 @@ def scheme_overrides(scheme: str, steps: int, n_steps: int) -> list[str]:
         "data.name=rings", "data.standardize=false", f"method.name={scheme}", "method.sampler=langevin",
         "method.target_accept=null", f"method.temperature={TEMPERATURE}", f"method.step_size={CONSTANT_STEP}",
         f"method.adaptive_step={str(adaptive).lower()}", f"method.adaptive_c={ADAPTIVE_C}",
-        f"method.n_steps={n_steps}", f"method.n_steps_data={n_steps}", "method.lam=25",
+        f"method.n_steps={n_steps}", f"method.n_steps_data={n_steps}", "method.lam=25", "method.energy_l2=0",
         f"train.steps={steps}", "train.batch_size=256", "train.lr=0.001", "train.progress=false",
         f"train.checkpoint_every={max(steps // 10, 1)}", "train.log_every=10", "eval.long_run_factor=1", "eval.plots=false",
         "train.seed=0",

@@ -57,7 +57,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 1200
+    steps: int = 2500
     batch_size: int = 256
     lr: float = 1e-3
     optimizer: str = "adam"           # adam | adamw
