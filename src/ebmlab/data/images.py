@@ -19,7 +19,8 @@ Folders and arrays: a permutation seeded with ``data.seed``; the test split hold
 min(``data.n_test``, N // 10) images (as the vector ``array`` loader). ``n_train``/``n_test``
 otherwise do not subsample images (their defaults are the toys' sample counts).
 
-Safety. CIFAR batches are pickles; they are read with ``RestrictedUnpickler``, which resolves only
+Safety. CIFAR batches are pickles; they are read with ``RestrictedUnpickler`` (``data/safe_pickle.py``),
+which resolves only
 numpy's ndarray/dtype reconstruction functions and ``_codecs.encode`` (latin-1 only) and refuses any
 other global *before* anything is called. ``.npy``/``.npz`` use ``allow_pickle=False``; ``.mat`` files
 go through ``scipy.io.loadmat`` (no code execution).
@@ -29,8 +30,6 @@ dataset's test split, for OOD AUROC (paper 001 Sec. 3.3, paper 004 Sec. 4.2.4).
 """
 from __future__ import annotations
 
-import io
-import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -41,6 +40,7 @@ from torch import Tensor
 
 from ebmlab.data.arrays import DataError
 from ebmlab.data.dataset import DATASETS, Affine, Dataset
+from ebmlab.data.safe_pickle import RestrictedUnpickler, safe_unpickle  # noqa: F401  (re-exported)
 
 DIGITS_TRAIN = 1500
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -154,56 +154,7 @@ def _digits(cfg) -> Dataset:
     return _finish("digits", cfg, x[tr], x[te], y[tr.numpy()], y[te.numpy()], 10, source="sklearn.datasets.load_digits")
 
 
-# ----- CIFAR (restricted unpickler) --------------------------------------------------------------------
-def _latin1_encode(text, encoding="latin1"):
-    """``_codecs.encode`` as used by protocol-2 pickles of bytes written by Python 3; latin-1 only."""
-    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
-        raise pickle.UnpicklingError("refused _codecs.encode call with a non-latin-1 encoding")
-    return text.encode("latin1")
-
-
-def _numpy_core():
-    try:
-        import numpy._core.multiarray as multiarray, numpy._core.numeric as numeric  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        import numpy.core.multiarray as multiarray, numpy.core.numeric as numeric
-    return multiarray, numeric
-
-
-def _safe_globals() -> dict:
-    """The only globals a CIFAR batch may name (both numpy 1 and numpy 2 module spellings)."""
-    multiarray, numeric = _numpy_core()
-    allowed = {("_codecs", "encode"): _latin1_encode,
-               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
-    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
-        allowed[(mod, "_frombuffer")] = numeric._frombuffer
-    return allowed
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler for CIFAR batches: plain containers plus numpy array reconstruction, nothing else."""
-
-    def find_class(self, module: str, name: str):
-        fn = _safe_globals().get((module, name))
-        if fn is None:
-            raise pickle.UnpicklingError(f"refused global {module}.{name}: CIFAR batches hold only dicts, lists and arrays")
-        return fn
-
-
-def safe_unpickle(path: Path) -> dict:
-    """A CIFAR batch file as a dict with str keys; DataError for any refused or malformed content."""
-    try:
-        with open(path, "rb") as fh:
-            obj = RestrictedUnpickler(io.BytesIO(fh.read()), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise DataError(f"could not read CIFAR batch {str(path)!r} safely ({exc})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"CIFAR batch {str(path)!r} holds a {type(obj).__name__}, expected a dict")
-    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
-
-
+# ----- CIFAR ----------------------------------------------------------------------------------------
 def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     d = safe_unpickle(path)
     data, labels = d.get("data"), d.get(label_key)
