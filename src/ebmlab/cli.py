@@ -1,9 +1,10 @@
-"""The ``ebmlab`` command line: train | sample | eval | experiment.
+"""The ``ebmlab`` command line: train | sample | eval | experiment | configs.
 
-    ebmlab train [--config FILE] [--set k=v ...] [--data PATH] [--out DIR] [--resume] [--overwrite]
-    ebmlab sample RUN --n N --steps L --init noise|data [--out FILE]
-    ebmlab eval RUN [--ood DATASET ...] [--fid --inception-weights PATH] [--digits-fd]
+    ebmlab train [--config FILE|NAME] [--set k=v ...] [--data PATH] [--out DIR] [--resume] [--overwrite]
+    ebmlab sample RUN --n N --steps L --init noise|data [--out FILE] [--checkpoint FILE] [--device DEV]
+    ebmlab eval RUN [--ood DATASET ...] [--fid --inception-weights PATH] [--digits-fd] [--checkpoint FILE] [--device DEV]
     ebmlab experiment NAME [--out DIR] [--quick]
+    ebmlab configs [NAME]     (list the shipped configs with their first comment line, or print one)
 
 User errors (bad config, data, checkpoint) print one sentence and exit with status 2, without a
 traceback; ``EBMLAB_DEBUG=1`` shows the traceback.
@@ -19,11 +20,7 @@ from pathlib import Path
 
 
 def _user_errors() -> tuple:
-    from ebmlab.data.arrays import DataError
-    from ebmlab.training.checkpoint import CheckpointError
-    from ebmlab.training.config import ConfigError
-    from ebmlab.training.distributed import DistributedError
-    from ebmlab.training.loop import TrainingDiverged
+    from ebmlab.errors import CheckpointError, ConfigError, DataError, DistributedError, TrainingDiverged
     return (ConfigError, DataError, CheckpointError, TrainingDiverged, FileExistsError, FileNotFoundError,
             ValueError, KeyError, DistributedError)
 
@@ -92,54 +89,60 @@ def _report(run_dir: Path, metrics: dict) -> None:
           f"\n  samples: {run_dir / 'samples'}\n  log:     {run_dir / 'metrics.jsonl'} (TensorBoard: {run_dir / 'tb'})")
 
 
+def _open(args):
+    """Open ``args.run`` at ``--checkpoint`` (default: the latest) on ``--device``, and say which."""
+    from ebmlab.training.loop import resolve_device
+    from ebmlab.training.run import open_checkpoint
+
+    run = open_checkpoint(args.run, device=str(resolve_device(args.device)), checkpoint=args.checkpoint)
+    print(f"using {run.checkpoint} (step {run.step}, EMA weights) on {args.device}", file=sys.stderr)
+    return run
+
+
 def cmd_sample(args) -> int:
     import numpy as np
     import torch
 
     from ebmlab import plots
-    from ebmlab.training.run import open_run
 
     if args.n <= 0 or (args.steps is not None and args.steps < 0):
         raise ValueError(f"--n must be positive and --steps non-negative, got {args.n} and {args.steps}")
-    cfg, objective, data = open_run(args.run)
-    g = torch.Generator().manual_seed(args.seed)
+    run = _open(args)
+    objective, data = run.objective, run.data
+    dev = next(objective.parameters()).device
+    g = torch.Generator(dev).manual_seed(args.seed)
     x0 = None
-    if args.init == "data":
-        idx = torch.randint(data.test.shape[0], (args.n,), generator=g)
-        x0 = data.test[idx]
-    kwargs = {"generator": g, "x0": x0} if x0 is not None else {"generator": g}
-    if args.steps is not None:
-        kwargs["n_steps"] = args.steps
-    with torch.no_grad():
-        x = objective.sample(args.n, **kwargs)
-    x = data.transform.to_data(x.cpu())
-    out = Path(args.out or Path(args.run) / "samples" / f"sample_{args.init}_{args.steps}.npy")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, x.numpy())
-    png = out.with_suffix(".png")
+    if args.init == "data":  # held-out points, model coordinates: the method's procedure starts there
+        idx = torch.randint(data.test.shape[0], (args.n,), generator=torch.Generator().manual_seed(args.seed))
+        x0 = data.test[idx].to(dev)
+    out = objective.sample(args.n, generator=g, n_steps=args.steps, x0=x0)
+    x = data.transform.to_data(out.x.detach().cpu())
+    steps = objective.n_steps_default if args.steps is None else args.steps
+    path = Path(args.out or Path(args.run) / "samples" / f"sample_{args.init}_{steps}.npy")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, x.numpy())
+    png = path.with_suffix(".png")
     if data.kind == "image":
         plots.image_grid(x[:100], png)
     else:
-        plots.sample_scatter({f"samples ({args.init}, {args.steps} steps)": x}, png)
-    print(f"wrote {out} and {png}")
+        plots.sample_scatter({f"samples ({args.init} start, {steps} steps)": x}, png)
+    print(f"wrote {path} and {png}")
     return 0
-
-
 
 
 def cmd_eval(args) -> int:
     import torch
 
     from ebmlab.training.evaluate import evaluate
-    from ebmlab.training.run import open_run
+    from ebmlab.training.hooks import eval_extensions
 
-    cfg, objective, data = open_run(args.run)
+    run = _open(args)
     run_dir = Path(args.run)
     with torch.no_grad():
-        metrics = evaluate(objective, data, cfg, run_dir)
-    from ebmlab.training.hooks import eval_extensions
+        metrics = evaluate(run.objective, run.data, run.cfg, run_dir)
     for fn in eval_extensions():
-        metrics.update(fn(args, cfg, objective, data) or {})
+        metrics.update(fn(args, run.cfg, run.objective, run.data) or {})
+    metrics["checkpoint_step"] = run.step
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     _report(run_dir, metrics)
     return 0
@@ -151,11 +154,30 @@ def cmd_experiment(args) -> int:
     return 0
 
 
+def cmd_configs(args) -> int:
+    from ebmlab.config import config_description, shipped_config_text, shipped_configs
+
+    if args.name:
+        print(shipped_config_text(args.name), end="")
+        return 0
+    names = shipped_configs()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {config_description(shipped_config_text(name))}")
+    print("\nshow one: ebmlab configs NAME; train one: ebmlab train --config NAME", file=sys.stderr)
+    return 0
+
+
+def _add_open_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="checkpoint file to use (default: the run's latest)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ebmlab", description="Train, sample and evaluate energy-based models.")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a model (default: hybrid CD on the 10-D rings)")
-    t.add_argument("--config", help="YAML config file (configs/*.yaml)")
+    t.add_argument("--config", help="YAML config file, or the name of a shipped config (see `ebmlab configs`)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.steps=100")
     t.add_argument("--data", help="your own vectors: .npy/.npz/.csv of shape (N, D)")
     t.add_argument("--out", help="run directory (default runs/<method>_<data>)")
@@ -165,10 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run")
     s.add_argument("--n", type=int, default=1000)
-    s.add_argument("--steps", type=int, default=None, help="sampler steps (default: the method's own)")
-    s.add_argument("--init", choices=["noise", "data"], default="noise")
+    s.add_argument("--steps", type=int, default=None,
+                   help="total sampler steps, spread over the levels of a multi-level method (default: the method's own)")
+    s.add_argument("--init", choices=["noise", "data"], default="noise",
+                   help="start the method's generation procedure from its prior (noise) or from held-out data")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="output .npy (a .png beside it)")
+    _add_open_args(s)
     s.set_defaults(fn=cmd_sample)
     e = sub.add_parser("eval", help="evaluate a trained run; writes RUN/metrics.json")
     e.add_argument("run")
@@ -176,12 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fid", action="store_true", help="Frechet Inception Distance (needs --inception-weights)")
     e.add_argument("--inception-weights", help="path to pt_inception-2015-12-05-6726825d.pth")
     e.add_argument("--digits-fd", action="store_true", help="digits feature distance (digits runs)")
+    _add_open_args(e)
     e.set_defaults(fn=cmd_eval)
     x = sub.add_parser("experiment", help="run a paper's experiment: paper000 ... paper004")
     x.add_argument("name")
     x.add_argument("--out", help="output directory (results.md, results.json, figures)")
     x.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
     x.set_defaults(fn=cmd_experiment)
+    c = sub.add_parser("configs", help="list the shipped configs, or print one (NAME)")
+    c.add_argument("name", nargs="?", help="a shipped config's name, e.g. paper004_rings_hybrid")
+    c.set_defaults(fn=cmd_configs)
     return p
 
 

@@ -13,8 +13,8 @@ import math
 import torch
 from scipy import stats
 
-from ebmlab.objectives.joint_time import joint_transition
-from ebmlab.samplers.annealed import PerLevelController, simulated_annealing, soft_annealing
+from ebmlab.objectives.joint_time import JointTime, JointTimeConfig, joint_transition
+from ebmlab.samplers.annealed import simulated_annealing, soft_annealing
 from ebmlab.schedules import interpolation_coefficients
 
 LOG_2PI = math.log(2 * math.pi)
@@ -85,6 +85,45 @@ def test_joint_cd_transition_is_stationary_over_many_steps():
     assert p_t > 1e-3 and p_z > 1e-3, (p_t, p_z)
 
 
+def _training_objective(model, marginal_step: str, init_step):
+    """A JointTime objective at its training settings (target 0.6, adapt rate 0.05) on ``model``."""
+    cfg = JointTimeConfig(name="joint_cd", T=model.T, marginal_step=marginal_step)
+    obj = JointTime(torch.nn.Identity(), cfg, (1,))
+    obj.energy = model
+    obj.ctrl.log_step.copy_(torch.as_tensor(init_step).log().expand_as(obj.ctrl.log_step))
+    return obj
+
+
+def test_training_transition_keeps_joint_invariant_at_training_settings():
+    """App. A at the settings training uses (``marginal_step: shared``, adapting controller, K = 3):
+    the z-kernel does not depend on t, so p(z, t) stays invariant over repeated transitions."""
+    g = torch.Generator().manual_seed(4)
+    model = AnalyticJoint([-1.0, 0.5, 2.0], [0.6, 0.8, 0.5])
+    obj = _training_objective(model, "shared", 0.15)
+    z, t = _joint_draws(model, 20000, g)
+    z0 = z.clone()
+    for _ in range(4):
+        z, t, _ = obj.transition(z, t, 3, g)
+    assert (z - z0).abs().mean() > 0.3  # the chains moved: the test has power
+    p_t, p_z = _joint_pvalues(model, z, t)
+    assert p_t > 1e-3 and p_z > 1e-3, (p_t, p_z)
+
+
+def test_per_level_marginal_step_breaks_invariance():
+    """The paper's "step size per t" on the marginal chain (``marginal_step: per_level``), steps
+    (0.6, 0.15, 0.002) by starting level: the kernel depends on t and p(z, t) is NOT kept (App. A).
+    This is why ``shared`` is the default."""
+    g = torch.Generator().manual_seed(5)
+    model = AnalyticJoint([-1.0, 0.5, 2.0], [0.6, 0.8, 0.5])
+    obj = _training_objective(model, "per_level", torch.tensor([0.6, 0.15, 0.002]))
+    obj.ctrl.rate = 0.0  # hold the three steps fixed
+    z, t = _joint_draws(model, 20000, g)
+    for _ in range(4):
+        z, t, _ = obj.transition(z, t, 3, g)
+    _, p_z = _joint_pvalues(model, z, t)
+    assert p_z < 1e-6, p_z
+
+
 def _gaussian_series(T, m, s, sigma_n):
     """Exact series of Eq. 1 for x ~ N(m, s^2): v_t ~ N(alpha_t m, alpha_t^2 s^2 + beta_t^2 sigma_n^2)."""
     alpha, beta = interpolation_coefficients(T)
@@ -102,11 +141,11 @@ def test_simulated_annealing_ends_on_data_distribution():
     T, m, s, sig = 32, 1.5, 0.1, 0.3
     model = _gaussian_series(T, m, s, sig)
     x0 = sig * torch.randn(4000, 1, generator=g)
-    ctrl = PerLevelController(T, 0.01, target=0.6)
-    x, diag = simulated_annealing(model, x0, list(range(T)), 5, ctrl, generator=g, keep=(0, T - 1))
+    x, diag = simulated_annealing(model, x0, list(range(T)), 5, init_step=0.01, generator=g, keep=(0, T - 1))
     _check_gaussian(x, m, s)
-    assert set(diag["snapshots"]) == {0, T - 1} and diag["accept_rate"].shape == (T,)
-    assert bool((diag["accept_rate"] > 0.2).all())  # the chains moved at every level
+    assert set(diag["snapshots"]) == {0, T - 1} and diag["stage_accept_rate"].shape == (T,)
+    assert bool((diag["stage_accept_rate"] > 0.2).all())  # the chains moved at every level
+    assert abs(float(diag["accept_rate_last10"]) - 0.6) < 0.1  # each level's step fitted to its target
 
 
 def test_soft_annealing_ends_on_data_distribution():
@@ -114,7 +153,6 @@ def test_soft_annealing_ends_on_data_distribution():
     T, m, s, sig = 32, 1.5, 0.1, 0.3
     model = _gaussian_series(T, m, s, sig)
     x0 = sig * torch.randn(4000, 1, generator=g)
-    ctrl = PerLevelController(T, 0.01, target=0.6)
-    x, diag = soft_annealing(model, x0, T, 40, 5, ctrl, generator=g)
+    x, diag = soft_annealing(model, x0, T, 40, 5, init_step=0.01, generator=g)
     _check_gaussian(x, m, s)
     assert diag["level"][0] == 0 and diag["level"][-1] == T - 1

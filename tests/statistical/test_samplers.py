@@ -68,7 +68,7 @@ def test_mala_acceptance_falls_as_step_grows():
     rates = []
     for step in (0.01, 0.1, 0.5, 1.5, 4.0):
         _, diag = run_chain(mala, gaussian_energy, x0, 20, step, generator=gen)
-        rates.append(float(diag["accept_rate"].mean()))
+        rates.append(float(diag.accept_rate.mean()))
     assert all(a > b for a, b in zip(rates, rates[1:])), rates
     assert rates[0] > 0.95 and rates[-1] < 0.2
 
@@ -78,7 +78,7 @@ def test_adaptive_step_reaches_target_acceptance():
     ctrl = StepSizeController(1, init_step=1e-3, target=0.6, rate=0.1)
     x0 = torch.randn(2000, 2, generator=gen)
     _, diag = run_chain(mala, gaussian_energy, x0, 300, None, generator=gen, controller=ctrl)
-    assert abs(float(diag["accept_rate"][-100:].mean()) - 0.6) < 0.03
+    assert abs(float(diag.accept_rate[-100:].mean()) - 0.6) < 0.03
 
 
 def test_per_group_step_sizes_differ_by_scale():

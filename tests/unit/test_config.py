@@ -40,3 +40,33 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
         load_config(None, ["train.steps"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_schema_takes_the_method_lookup():
+    """``ebmlab.config`` sits below objectives: the method dataclasses come in as an argument."""
+    from dataclasses import dataclass
+
+    from ebmlab import config
+
+    @dataclass
+    class Mine:
+        name: str = "mine"
+        k: int = 1
+
+    assert config.from_dict({"method": {"name": "mine", "k": 3}}, {"mine": Mine}).method.k == 3
+    with pytest.raises(ConfigError, match="available methods are: mine"):
+        config.from_dict({}, {"mine": Mine})  # the default method (hybrid) is not in this lookup
+
+
+def test_errors_live_in_one_module_and_keep_their_old_homes():
+    from ebmlab import errors
+    from ebmlab.data.arrays import DataError
+    from ebmlab.training.checkpoint import CheckpointError
+    from ebmlab.training.distributed import DistributedError
+    from ebmlab.training.loop import TrainingDiverged
+
+    assert ConfigError is errors.ConfigError and issubclass(ConfigError, ValueError)
+    assert DataError is errors.DataError and issubclass(DataError, ValueError)
+    assert CheckpointError is errors.CheckpointError and issubclass(CheckpointError, RuntimeError)
+    assert DistributedError is errors.DistributedError and issubclass(DistributedError, RuntimeError)
+    assert TrainingDiverged is errors.TrainingDiverged and issubclass(TrainingDiverged, FloatingPointError)

@@ -5,6 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
+from ebmlab.objectives.base import SampleOutput
 import torch.nn.functional as F
 from torch import nn
 
@@ -36,7 +38,7 @@ def test_classifier_reaches_its_stated_test_accuracy(clf):
 def test_split_agrees_with_the_digits_dataset():
     images = pytest.importorskip("ebmlab.data.images")
     from ebmlab.training.config import DataConfig
-    data = images.DATASETS["digits"](DataConfig(name="digits"))
+    data = images.IMAGE_LOADERS["digits"](DataConfig(name="digits"))
     xtr, ytr, xte, yte = D.digits_split()
     assert torch.equal(data.train, xtr) and torch.equal(data.test, xte)
     assert torch.equal(data.train_labels, ytr) and torch.equal(data.test_labels, yte)
@@ -90,9 +92,10 @@ class _FakeObjective(nn.Module):
         self.pool = pool
         self.mean = pool.mean(0)
 
-    def sample(self, n, *, generator=None):
+    def sample(self, n, *, generator=None, n_steps=None, x0=None, cond=None):
         idx = torch.randint(len(self.pool), (n,), generator=generator)
-        return self.pool[idx] + 0.05 * torch.randn(self.pool[idx].shape, generator=generator)
+        x = self.pool[idx] + 0.05 * torch.randn(self.pool[idx].shape, generator=generator)
+        return SampleOutput(x, {})
 
     def score(self, x):
         return (x - self.mean).flatten(1).pow(2).sum(1) + self.w

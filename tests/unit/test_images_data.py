@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from ebmlab.data.arrays import DataError
 from ebmlab.data.dataset import build_dataset
 from ebmlab.data.images import RestrictedUnpickler, load_ood_set, safe_unpickle
+from ebmlab.errors import DataError
 from ebmlab.training.config import DataConfig
 
 

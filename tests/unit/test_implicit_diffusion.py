@@ -121,7 +121,7 @@ def test_training_sigmas_match_generation_schedule():
 
 def test_generation_ignores_the_noise_of_the_last_step(gen):
     obj = make(Quadratic([1.0, -1.0]), T=3, K=2)
-    x0 = obj.noise(5, gen)
+    x0 = obj.prior(5, gen)
     z = torch.randn(6, 5, 2, generator=gen)
     z2 = z.clone()
     z2[-1] = torch.randn(5, 2, generator=gen)
@@ -136,10 +136,10 @@ def test_generation_ignores_the_noise_of_the_last_step(gen):
 def test_sampler_descends_energy_and_loss_lowers_energy_on_data(gen):
     """Lower energy = more probable: chains move to the minimum, training moves the minimum to data."""
     obj = make(Quadratic([2.0, -1.0]), T=5, K=4, eta=0.2, sigma=0.0)
-    x, path, diag = obj.generate(obj.noise(200, gen), keep_path=True)
+    x, path, diag = obj.generate(obj.prior(200, gen), keep_path=True)
     assert path.shape == (6, 200, 2)
     assert float((x - torch.tensor([2.0, -1.0])).norm(dim=1).mean()) < 0.3
-    assert diag["energy"][-1] < diag["energy"][0]
+    assert diag.energy[-1] < diag.energy[0]
     obj = make(Quadratic([0.0, 0.0]), lam=0.0)
     data = torch.full((64, 2), 3.0)
     out = obj(data, generator=gen)
@@ -167,9 +167,11 @@ def test_config_validation_and_sample_steps():
     with pytest.raises(ConfigError, match="buffer_size"):
         build_objective(cfg, build_dataset(load_config(None, ["data.name=8gaussians", "data.n_train=100"]).data))
     obj = make(Quadratic([0.0, 0.0]), T=4, K=2)
-    assert obj.sample(3, n_steps=12).shape == (3, 2)  # K' = 3
-    with pytest.raises(ValueError, match="multiple of"):
-        obj.sample(3, n_steps=10)
+    out = obj.sample(3, n_steps=12)  # n_steps is the total: K' = 12 / T = 3
+    assert out.x.shape == (3, 2) and out.info["energy"].shape == (12,)
+    assert obj.sample(3, n_steps=10).info["energy"].shape == (12,)  # rounded up to K' = 3
+    with pytest.raises(ValueError, match="non-negative"):
+        obj.sample(3, n_steps=-1)
 
 
 def test_slerp_endpoints_and_norm(gen):
@@ -187,7 +189,7 @@ def test_interpolation_endpoints_reproduce_generation(gen):
     strip = interpolate(obj, n_points=5, n_pairs=2, generator=g1)
     assert strip.shape == (2, 5, 2)
     g2 = torch.Generator().manual_seed(5)  # redraw the same randomness by hand
-    x_a, x_b = obj.noise(2, g2), obj.noise(2, g2)
+    x_a, x_b = obj.prior(2, g2), obj.prior(2, g2)
     z_a, z_b = torch.randn(6, 2, 2, generator=g2), torch.randn(6, 2, 2, generator=g2)
     assert torch.allclose(strip[:, 0], obj.generate(x_a, noises=z_a)[0], atol=1e-5)
     assert torch.allclose(strip[:, -1], obj.generate(x_b, noises=z_b)[0], atol=1e-5)
@@ -196,22 +198,22 @@ def test_interpolation_endpoints_reproduce_generation(gen):
 # ----- a short training run on a toy with an exact density -------------------------------------------
 @pytest.mark.slow
 def test_toy_training_beats_noise(tmp_path):
-    """8 Gaussians with configs/paper002_8gaussians.yaml (1500 steps, ~40 s on an idle core, slow
+    """8 Gaussians with the shipped paper002_8gaussians config (1500 steps, ~40 s on an idle core, slow
     under load), T x K = 60 steps from N(0, I): the energy distance to fresh data must fall well below
     the starting noise's (ceiling ~0.085) towards data vs data (floor ~0.005). Measured (42 s, shared
     machine): floor 0.0053, samples 0.0213, ceiling 0.0855.
     Shorter runs (400 steps) do not beat noise yet, so this test is marked slow."""
     from ebmlab.metrics.distances import energy_distance
     from ebmlab.training.loop import Trainer
-    cfg = load_config("configs/paper002_8gaussians.yaml", ["train.progress=false", "train.checkpoint_every=100000"])
+    cfg = load_config("paper002_8gaussians", ["train.progress=false", "train.checkpoint_every=100000"])
     assert cfg.method.T * cfg.method.K <= 60
     trainer = Trainer(cfg, tmp_path)
     trainer.fit()
     trainer.ema.copy_to(trainer.objective)
     obj, data, g = trainer.objective, trainer.data, torch.Generator().manual_seed(1)
     ref, ref2 = data.fresh(2000, g), data.fresh(2000, g)
-    noise = data.transform.to_data(obj.noise(2000, g))
-    samples = data.transform.to_data(obj.sample(2000, generator=g))
+    noise = data.transform.to_data(obj.prior(2000, g))
+    samples = data.transform.to_data(obj.sample(2000, generator=g).x)
     floor, ceiling = energy_distance(ref2, ref), energy_distance(noise, ref)
     ed = energy_distance(samples, ref)
     print(f"paper002 toy: floor {floor:.4f}, samples {ed:.4f}, noise ceiling {ceiling:.4f}")
@@ -241,7 +243,7 @@ def test_subpixel_resnet_is_time_conditioned_and_built_from_the_configs():
     x = torch.randn(4, 1, 8, 8)
     assert net(x, t=torch.tensor([1, 2, 3, 4])).shape == (4,)
     assert not torch.allclose(net(x, t=1), net(x, t=7))
-    cfg = load_config("configs/paper002_cifar10.yaml")
+    cfg = load_config("paper002_cifar10")
     assert cfg.model.pool == "subpixel" and cfg.train.lr_schedule == "cosine_restarts"
     f = time_energy(cfg, (3, 32, 32))
     assert any(isinstance(m, SubPixelDown) for m in f.modules())

@@ -6,8 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from ebmlab.objectives.improved_cd import (ImprovedCD, ImprovedCDConfig, frozen_energy, langevin_chain,
-                                           nn_entropy_loss)
+from ebmlab.objectives.improved_cd import ImprovedCD, ImprovedCDConfig, frozen_energy, nn_entropy_loss
+from ebmlab.samplers import langevin, run_chain
+
+
+def langevin_chain(energy, x0, k, lam, sigma, *, grad_mode, generator):
+    """Paper 001's training chain: ``run_chain`` with a gradient through none / the last / all steps."""
+    return run_chain(langevin, energy, x0, k, lam, noise_scale=sigma, grad=grad_mode, final_energy=False,
+                     generator=generator)
 from ebmlab.training.config import ConfigError, load_config
 
 
@@ -151,10 +157,10 @@ def test_sample_runs_alg2_rounds_with_augmentation_each_round():
     obj = _obj(cfg)
     calls = []
     obj._augment = lambda x, g, **kw: calls.append(x.shape) or x  # counting identity
-    x, diag = obj.sample(10, generator=torch.Generator().manual_seed(0), return_diagnostics=True)
+    x, diag = obj.sample(10, generator=torch.Generator().manual_seed(0))
     assert len(calls) == 3 and diag["energy"].shape == (60,) and x.shape == (10, 2)
     calls.clear()
-    _, diag = obj.sample(10, generator=torch.Generator().manual_seed(0), n_steps=50, return_diagnostics=True)
+    _, diag = obj.sample(10, generator=torch.Generator().manual_seed(0), n_steps=50)
     assert len(calls) == 3 and diag["energy"].shape == (50,)
     # quadratic energy, Langevin contracts towards 0: energy decreases from the uniform start
     assert diag["energy"][-1] < diag["energy"][0]
@@ -179,7 +185,7 @@ def test_short_training_on_2d_toy_moves_buffer_towards_data():
     from ebmlab.data import build_dataset
     from ebmlab.metrics.distances import energy_distance
     from ebmlab.objectives import build_objective
-    cfg = load_config("configs/paper001_toy.yaml", ["data.n_train=2000", "data.n_test=500"])
+    cfg = load_config("paper001_toy", ["data.n_train=2000", "data.n_test=500"])
     data = build_dataset(cfg.data)
     torch.manual_seed(0)
     obj = build_objective(cfg, data)
@@ -193,7 +199,7 @@ def test_short_training_on_2d_toy_moves_buffer_towards_data():
         opt.step()
     ref = data.test[:500]
     ed_buffer = energy_distance(obj.buffer.data[len(obj.buffer) - 500:len(obj.buffer)], ref)
-    ed_noise = energy_distance(obj.noise(500, g), ref)
+    ed_noise = energy_distance(obj.prior(500, g), ref)
     assert ed_buffer < 0.5 * ed_noise
 
 
@@ -206,10 +212,10 @@ def _images(n, shape, seed=0):
 
 
 def test_paper_scale_cifar_config_runs_one_iteration():
-    """configs/paper001_cifar10.yaml as written (Table 5, multi-scale, augmentation, 40 steps cut to 2 here),
+    """Shipped config paper001_cifar10 as written (Table 5, multi-scale, augmentation, 40 steps cut to 2 here),
     one iteration on two random 32x32 images: finite loss, a gradient on every scale's network."""
     from ebmlab.objectives import build_objective
-    cfg = load_config("configs/paper001_cifar10.yaml", ["method.n_steps=2"])
+    cfg = load_config("paper001_cifar10", ["method.n_steps=2"])
     assert (cfg.method.step_size, cfg.method.noise_scale, cfg.method.buffer_size, cfg.train.ema) == (500.0, 0.001, 10000, 0.9999)
     obj = build_objective(cfg, _images(2, (3, 32, 32)))
     assert len(obj.energy.nets) == 3  # full, half, quarter resolution
@@ -223,13 +229,13 @@ def test_paper_scale_cifar_config_runs_one_iteration():
 
 def test_conditional_digits_objective_passes_labels():
     from ebmlab.objectives import build_objective
-    cfg = load_config("configs/paper001_digits.yaml", ["method.conditional=true", "method.n_steps=2"])
+    cfg = load_config("paper001_digits", ["method.conditional=true", "method.n_steps=2"])
     data = _images(8, (1, 8, 8))
     obj = build_objective(cfg, data)
     g = torch.Generator().manual_seed(0)
     out = obj((data.train, data.train_labels), generator=g)
     assert torch.isfinite(out.loss)
-    x = obj.sample(4, generator=g, y=torch.tensor([0, 1, 2, 3]), n_steps=3)
+    x = obj.sample(4, generator=g, cond={"y": torch.tensor([0, 1, 2, 3])}, n_steps=3).x
     assert x.shape == (4, 1, 8, 8) and float(x.abs().max()) <= 1.0
     with pytest.raises(ValueError, match="labelled"):
         obj(data.train, generator=g)

@@ -1,11 +1,11 @@
 """Paper 000: the series, the joint T-vector head (Eq. 3-5), the CD+CE / JointCD / Option 1 losses,
 the per-t adaptive MALA (App. C.1), the chain-length ramp (App. C.2) and the configs."""
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
+from ebmlab.config import shipped_configs
 from ebmlab.data.dataset import build_dataset
 from ebmlab.energies.mlp import MLPEnergy
 from ebmlab.energies.time import FeatureTrunk, JointTimeEnergy, gaussian_log_density
@@ -16,7 +16,7 @@ from ebmlab.schedules import (annealing_level, chain_length, interpolation_coeff
 from ebmlab.training.config import ConfigError, load_config
 from ebmlab.training.loop import Trainer
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = [n for n in shipped_configs() if n.startswith("paper000_")]  # shipped configs, by name
 
 
 # ----- schedules ---------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_objective_losses_backprop(name, extra, gen):
     assert 0 <= float(out.metrics["accept_rate"]) <= 1 and out.negatives.shape == (64, 2)
     if name != "cd_plain":  # CE of Eq. 8 on T = 16 levels: positive, at most ~log T at initialisation
         assert 0 < out.metrics["ce"] < math.log(16) + 0.5
-    x = obj.sample(20, generator=gen)
+    x = obj.sample(20, generator=gen).x
     assert x.shape == (20, 2) and torch.isfinite(x).all()
 
 
@@ -156,16 +156,17 @@ def test_config_errors():
         _cfg("joint_cd", "method.sigma_n=0")
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("paper000_*.yaml")))
+@pytest.mark.parametrize("path", CONFIGS)
 def test_configs_load(path):
     cfg = load_config(path)
     assert cfg.method.name in ("cd_ce", "joint_cd", "cd_plain")
 
 
 def test_per_t_step_sizes_converge_to_60_percent(tmp_path):
-    """App. C.1: the per-t step sizes settle and the measured acceptance is 0.6 +- 0.05 at the end."""
+    """App. C.1 (``marginal_step: per_level``): the per-t step sizes settle and the measured
+    acceptance is 0.6 +- 0.05 at the end."""
     cfg = _cfg("joint_cd", "train.steps=240", "train.log_every=10", "method.T=8", "train.batch_size=128",
-               "method.adapt_rate=0.1")
+               "method.adapt_rate=0.1", "method.marginal_step=per_level")
     tr = Trainer(cfg, tmp_path)
     tr.fit()
     import json
@@ -185,13 +186,16 @@ def test_checkpoint_carries_sampler_state():
     obj = build_objective(cfg, build_dataset(cfg.data))
     keys = set(obj.state_dict())
     assert {"ctrl.log_step", "ctrl.accept_ema", "ctrl_cond.log_step", "train_step", "alpha", "beta"} <= keys
-    assert obj.ctrl.log_step.shape == (16,)
+    assert obj.ctrl.log_step.shape == (1,)  # App. A: one t-independent step for the marginal chain
+    assert obj.ctrl_cond.log_step.shape == (16,)  # Option 1's chains on p(z | t): one per t
+    cfg = _cfg("joint_cd", "method.marginal_step=per_level")
+    assert build_objective(cfg, build_dataset(cfg.data)).ctrl.log_step.shape == (16,)
 
 
 def test_cifar10_config_builds_app_c2_model():
     """App. C.2: ResNet18-sized trunk without BatchNorm, LeakyReLU, cumulative-sum head over 1024 levels."""
-    from ebmlab.energies.time import build_joint_energy
-    cfg = load_config(CONFIGS / "paper000_cifar10_cdce.yaml")
+    from ebmlab.energies.build import build_joint_energy
+    cfg = load_config("paper000_cifar10_cdce")
     assert (cfg.method.T, cfg.train.batch_size, cfg.train.optimizer, cfg.train.steps) == (1024, 512, "adamw", 300000)
     assert (cfg.method.n_steps, cfg.method.n_steps_final, cfg.method.ramp_hold) == (5, 100, 40000)
     torch.manual_seed(0)

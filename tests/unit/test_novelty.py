@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from ebmlab.metrics.novelty import nearest_neighbours, nn_distances, novelty_figure, novelty_summary
+from ebmlab import plots
+from ebmlab.metrics.novelty import nearest_neighbours, nn_distances, novelty_rows, novelty_summary
 
 
 def _images(n, seed):
@@ -35,7 +36,9 @@ def test_summary_separates_copies_from_new_images():
 
 def test_figure_and_shape_errors(tmp_path):
     train = _images(50, 0)
-    p = novelty_figure(train[:4] + 0.01, train, tmp_path / "nov.png", k=3, n=4)
+    rows = novelty_rows(train[:4] + 0.01, train, k=3, n=4)  # (4 * (1 + 3), 1, 8, 8)
+    assert rows.shape == (16, 1, 8, 8) and torch.equal(rows[1], train[0])  # sample 0, then its nearest image
+    p = plots.image_grid(rows, tmp_path / "nov.png", nrow=4)
     assert p.is_file() and p.stat().st_size > 0
     with pytest.raises(ValueError):
         nn_distances(torch.zeros(2, 1, 4, 4), train)

@@ -10,7 +10,8 @@ from ebmlab.applications.guidance import guided_energy, guided_init, guided_samp
 from ebmlab.applications.inpainting import inpaint
 from ebmlab.applications.recovery_composition import composed_energy
 from ebmlab.energies.initializer import UNetInitializer
-from ebmlab.objectives.recovery import RecoveryConfig, RecoveryLikelihood, conditional_energy
+from ebmlab.objectives.recovery import RecoveryConfig, RecoveryLikelihood
+from ebmlab.samplers.recovery import conditional_energy, step_sizes
 from ebmlab.energies.mlp import MLPEnergy
 from ebmlab.training.config import ConfigError, load_config
 
@@ -82,7 +83,8 @@ def test_conditional_energy_gradient_includes_quadratic_term():
 def test_step_size_adjustment_scales_by_sqrt_k_ratio():
     obj = _objective()
     t = torch.arange(6)
-    s15, s5 = obj.step_sizes(t, 15), obj.step_sizes(t, 5)
+    lv = obj.levels_for_sampling()
+    s15, s5 = step_sizes(lv, t, 15), step_sizes(lv, t, 5)
     assert torch.allclose(s5, s15 * math.sqrt(3.0))
     assert torch.allclose(s15 ** 2, obj.energy.step_sq[t])
 
@@ -97,7 +99,7 @@ def test_training_step_param_groups_and_sampling_shapes():
     groups = obj.param_groups(1e-4)
     assert [gr["name"] for gr in groups] == ["energy", "initializer"]
     assert groups[1]["lr"] == 1e-5 and groups[1]["delay"] == -500  # Eq. 15: initializer 500 its earlier
-    x, diag = obj.sample(5, generator=g, n_steps=2, return_diagnostics=True)
+    x, diag = obj.sample(5, generator=g, n_steps=6)  # 6 steps in all: 2 per level
     assert x.shape == (5, 2) and diag["grad_norm"].shape == (3 * 2,)
     assert torch.isfinite(obj.log_density(x)).all()
 
@@ -167,10 +169,10 @@ def test_conditional_langevin_samples_the_gaussian_when_the_ebm_is_flat():
     t = torch.full((n,), t_top)
     x_next = torch.full((n, 2), 0.7)
     flat = lambda v, tt: torch.zeros(v.shape[0])  # noqa: E731
-    from ebmlab.objectives.recovery import refine
+    from ebmlab.samplers.recovery import refine
     fn = conditional_energy(flat, x_next, t, obj.energy.step_sq, obj.sigma ** 2)
     g = torch.Generator().manual_seed(6)
-    y, _ = refine(fn, torch.zeros(n, 2), 800, obj.step_sizes(t, obj.cfg.n_steps), g)
+    y, _ = refine(fn, torch.zeros(n, 2), 800, step_sizes(obj.levels_for_sampling(), t, obj.cfg.n_steps), g)
     var = float(obj.sigma[t_top] ** 2)
     assert (y.mean(0) - 0.7).abs().max() < 4 * (var / n) ** 0.5 + 0.01
     assert abs(float(y.var(0).mean()) / var - 1) < 0.06
@@ -212,7 +214,7 @@ def test_energy_module_is_the_level0_marginal_energy():
 
 def test_fewer_steps_sampling_uses_the_scaled_step():
     obj = _objective(T=2, n_steps=12)
-    _, diag = obj.sample(4, generator=torch.Generator().manual_seed(10), n_steps=3, return_diagnostics=True)
+    _, diag = obj.sample(4, generator=torch.Generator().manual_seed(10), n_steps=6)  # K' = 3 per level
     # diag step_size is the Langevin epsilon = s^2 / 2 per step, levels T-1..0, 3 steps each
     expected = torch.cat([obj.energy.step_sq[lv].repeat(3) * 4 / 2 for lv in (1, 0)]).float()
     assert torch.allclose(diag["step_size"], expected, rtol=1e-5)

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ebmlab.objectives.improved_cd import ImprovedCD, generate
+from ebmlab.objectives.improved_cd import ImprovedCD
 
 
 class ComposedEnergy(nn.Module):
@@ -56,8 +56,7 @@ def compose_sample(terms: Sequence[tuple[ImprovedCD, dict, float]], n: int, *,
     """
     lead = terms[0][0]
     energy = ComposedEnergy([(obj.energy, cond, w) for obj, cond, w in terms])
-    x, _ = generate(energy, lead.noise(n, generator), lead.cfg, augment=lead.augment, clip=lead._clip,
-                    n_steps=n_steps, generator=generator)
+    x, _ = lead.generate(energy, lead.prior(n, generator), n_steps=n_steps, generator=generator)
     return x
 
 

@@ -48,6 +48,6 @@ def guided_sample(objective, labels: Tensor, w: float, *, generator: torch.Gener
     """(B, ...) samples of class ``labels`` (B,) long with guidance weight ``w`` >= 0."""
     if w < 0:
         raise ValueError(f"the guidance weight w must be >= 0, got {w}")
-    return objective.sample(labels.shape[0], generator=generator, n_steps=n_steps,
-                            energy_fn=guided_energy(objective, labels, w),
-                            init_fn=guided_init(objective, labels, w))
+    x_T = objective.prior(labels.shape[0], generator)
+    return objective.generate(x_T, generator=generator, n_steps=n_steps, energy_fn=guided_energy(objective, labels, w),
+                              init_fn=guided_init(objective, labels, w)).x

@@ -48,7 +48,7 @@ def interpolate(objective, n_points: int = 8, n_pairs: int = 1, generator: torch
     if n_points < 2 or n_pairs < 1:
         raise ValueError(f"interpolation needs n_points >= 2 and n_pairs >= 1, got {n_points}, {n_pairs}")
     steps = objective.cfg.T * objective.cfg.K
-    x_a, x_b = objective.noise(n_pairs, generator), objective.noise(n_pairs, generator)  # (P, ...)
+    x_a, x_b = objective.prior(n_pairs, generator), objective.prior(n_pairs, generator)  # (P, ...)
     z_a = torch.randn((steps, *x_a.shape), generator=generator, device=x_a.device)       # (S, P, ...)
     z_b = torch.randn((steps, *x_a.shape), generator=generator, device=x_a.device)
     rows = []

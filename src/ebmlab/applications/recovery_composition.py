@@ -35,5 +35,6 @@ def composed_sample(objective, concepts: list[Tensor], w: float = 0.0, *, includ
                     generator: torch.Generator | None = None, n_steps: int | None = None) -> Tensor:
     """(B, ...) samples from the composed model, unconditional initializer proposals."""
     fn = composed_energy(objective, concepts, w, include_prior)
-    return objective.sample(concepts[0].shape[0], generator=generator, n_steps=n_steps, energy_fn=fn,
-                            init_fn=lambda x, t: objective.init_mean(x, t, None))
+    x_T = objective.prior(concepts[0].shape[0], generator)
+    return objective.generate(x_T, generator=generator, n_steps=n_steps, energy_fn=fn,
+                              init_fn=lambda x, t: objective.init_mean(x, t, None)).x

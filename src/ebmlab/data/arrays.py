@@ -10,9 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-class DataError(ValueError):
-    """Bad user data; the message is one sentence meant for the user."""
+from ebmlab.errors import DataError  # also importable from here, its older home
 
 
 def read_array(path: str | Path) -> np.ndarray:

@@ -10,66 +10,22 @@ Why per-coordinate: paper 004's rings have std 0.1 in three directions and 0.01 
 ``to_data`` maps back; ``log_det`` is log |dz/dx| (= -Σ log std), so a model density in data
 coordinates is p_z(z) * exp(log_det).
 
-Registry: ``DATASETS[name] = fn(cfg: DataConfig) -> Dataset``; toys come from ``data/toy.py``,
-``array`` reads ``data.path``; the image stack registers its loaders here.
+Registry: ``DATASETS[name] = fn(cfg: DataConfig) -> Dataset``, built here from its parts: toys from
+``data/toy.py``, ``array`` reads ``data.path``, the image loaders from ``data/images.IMAGE_LOADERS``.
+``Affine`` and ``Dataset`` live in ``data/base.py`` (re-exported here).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from ebmlab.data.arrays import DataError, load_vectors
+from ebmlab.data import images
+from ebmlab.data.arrays import load_vectors
+from ebmlab.data.base import Affine, Dataset
 from ebmlab.data.toy import TOYS
+from ebmlab.errors import DataError
 
-
-@dataclass
-class Affine:
-    """z = (x - shift) / scale, per coordinate (vectors) or scalar (images)."""
-    shift: Tensor
-    scale: Tensor
-
-    def to_model(self, x: Tensor) -> Tensor:
-        return (x - self.shift.to(x)) / self.scale.to(x)
-
-    def to_data(self, z: Tensor) -> Tensor:
-        return z * self.scale.to(z) + self.shift.to(z)
-
-    @property
-    def log_det(self) -> float:
-        """log |dz/dx| per example."""
-        return float(-torch.log(self.scale).sum()) if self.scale.dim() else 0.0
-
-    @staticmethod
-    def identity(dim: int | None = None) -> "Affine":
-        return Affine(torch.zeros(()), torch.ones(()))
-
-
-@dataclass
-class Dataset:
-    name: str
-    kind: str                              # "vector" | "image"
-    train: Tensor                          # (N, ...) model coordinates
-    test: Tensor                           # (M, ...) model coordinates
-    transform: Affine = field(default_factory=Affine.identity)
-    train_labels: Tensor | None = None     # (N,) long
-    test_labels: Tensor | None = None
-    num_classes: int = 0
-    dist: object | None = None             # toy distribution with exact sample/log_prob (data coords)
-    info: dict = field(default_factory=dict)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.train.shape[1:])
-
-    def fresh(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n data points in data coordinates never seen in training: from the exact sampler when
-        there is one, else (a subset of) the held-out split."""
-        if self.dist is not None:
-            return self.dist.sample(n, generator)
-        idx = torch.randperm(self.test.shape[0], generator=generator)[:n]
-        return self.transform.to_data(self.test[idx])
+__all__ = ["DATASETS", "Affine", "Dataset", "build_dataset"]
 
 
 def _standardiser(x: Tensor, on: bool) -> Affine:
@@ -97,8 +53,7 @@ def _array(cfg) -> Dataset:
     return Dataset(str(cfg.path), "vector", tf.to_model(train), tf.to_model(test), tf)
 
 
-DATASETS = {name: _toy for name in TOYS}
-DATASETS["array"] = _array
+DATASETS = {**{name: _toy for name in TOYS}, "array": _array, **images.IMAGE_LOADERS}
 
 
 def build_dataset(cfg) -> Dataset:
@@ -108,10 +63,3 @@ def build_dataset(cfg) -> Dataset:
     if not torch.isfinite(data.train).all():
         raise DataError(f"dataset {cfg.name!r} contains NaN or inf after loading")
     return data
-
-
-def _register_builtins() -> None:
-    from ebmlab.data import images  # noqa: F401  (registers the image datasets)
-
-
-_register_builtins()

@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ebmlab.data.arrays import DataError
-from ebmlab.data.dataset import DATASETS, Affine, Dataset
+from ebmlab.data.base import Affine, Dataset
 from ebmlab.data.safe_pickle import RestrictedUnpickler, safe_unpickle  # noqa: F401  (re-exported)
+from ebmlab.errors import DataError
 
 DIGITS_TRAIN = 1500
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -319,10 +319,10 @@ def _ood_from_path(p: Path, like_cfg) -> Tensor:
     if p.is_dir():
         for name, (sub, train_files, test_files, _, _) in CIFAR_LAYOUT.items():
             if any((c / test_files[0]).is_file() for c in (p, p / sub)):
-                return DATASETS[name](_replace(like_cfg, name=name, path=str(p))).test
+                return IMAGE_LOADERS[name](_replace(like_cfg, name=name, path=str(p))).test
         if (p / "test_32x32.mat").is_file():
             return _postprocess(read_svhn_mat(p / "test_32x32.mat")[0], like_cfg)
-        return DATASETS["imagefolder"](_replace(like_cfg, name="imagefolder", path=str(p), n_test=10**9)).test
+        return IMAGE_LOADERS["imagefolder"](_replace(like_cfg, name="imagefolder", path=str(p), n_test=10**9)).test
     raise DataError(f"OOD set {str(p)!r} is not a .npy/.npz/.mat file or a folder of images or CIFAR batches")
 
 
@@ -336,7 +336,7 @@ def load_ood_set(name_or_path: str, like: Dataset, generator: torch.Generator | 
 
     ``name_or_path``: a built-in synthetic set (``digits_negative``, ``noise``, ``digits_flipped``,
     ``digits_shuffled``), an existing path (.npy/.npz, SVHN .mat, CIFAR folder, image folder; all of
-    it is used) or a registered dataset name that needs no path (e.g. ``digits``; its test split)."""
+    it is used) or an image dataset name that needs no path (e.g. ``digits``; its test split)."""
     x = _ood_builtin(name_or_path, like, generator)
     if x is not None:
         return x
@@ -347,15 +347,12 @@ def load_ood_set(name_or_path: str, like: Dataset, generator: torch.Generator | 
     p = Path(name_or_path).expanduser()
     if p.exists():
         return _ood_from_path(p, like_cfg)
-    if name_or_path in DATASETS:
-        return DATASETS[name_or_path](_replace(like_cfg, name=name_or_path)).test
+    if name_or_path in IMAGE_LOADERS:
+        return IMAGE_LOADERS[name_or_path](_replace(like_cfg, name=name_or_path)).test
     raise DataError(f"OOD set {name_or_path!r} is neither a built-in set (digits_negative, noise, digits_flipped, "
                     "digits_shuffled), an existing path, nor a dataset name")
 
 
-DATASETS["digits"] = _digits
-DATASETS["cifar10"] = _cifar
-DATASETS["cifar100"] = _cifar
-DATASETS["imagefolder"] = _folder
-DATASETS["npy"] = _npy
-DATASETS["svhn"] = _svhn
+# The image part of the dataset registry (``data/dataset.DATASETS`` merges it): name -> fn(cfg) -> Dataset.
+IMAGE_LOADERS = {"digits": _digits, "cifar10": _cifar, "cifar100": _cifar, "imagefolder": _folder, "npy": _npy,
+                 "svhn": _svhn}

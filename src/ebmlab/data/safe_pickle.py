@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ebmlab.data.arrays import DataError
+from ebmlab.errors import DataError
 
 
 def _latin1_encode(text, encoding="latin1"):

@@ -1,8 +1,8 @@
 """Build an energy network from ``ModelConfig`` and the data shape. Registry: ``MODELS``.
 
 Each builder takes (model_cfg, data_shape, **extra) and returns an ``nn.Module``; ``extra`` carries
-method needs such as ``out_dim`` (paper 000's T-vector head) or ``cond_dim``. The image stack
-registers its convolutional energies here.
+method needs such as ``out_dim`` (paper 000's T-vector head) or ``cond_dim``. This module owns the
+registry: it imports the model modules (mlp, convnet, multiscale, time), none of which imports it.
 """
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import math
 
 from torch import nn
 
+from ebmlab.energies import convnet, multiscale
 from ebmlab.energies.mlp import MLPEnergy
+from ebmlab.energies.time import JointTimeEnergy, joint_energy_on
 
 
 def _mlp(cfg, shape, out_dim: int = 1, cond_dim: int = 0, **_):
@@ -18,7 +20,7 @@ def _mlp(cfg, shape, out_dim: int = 1, cond_dim: int = 0, **_):
                      fourier=cfg.fourier, fourier_scale=cfg.fourier_scale)
 
 
-MODELS = {"mlp": _mlp}
+MODELS = {"mlp": _mlp, "resnet": convnet.build_resnet, "multiscale": multiscale.build_multiscale}
 
 
 def build_energy(cfg, shape: tuple[int, ...], **extra) -> nn.Module:
@@ -27,8 +29,7 @@ def build_energy(cfg, shape: tuple[int, ...], **extra) -> nn.Module:
     return MODELS[cfg.name](cfg, tuple(shape), **extra)
 
 
-def _register_builtins() -> None:
-    from ebmlab.energies import convnet, multiscale, time  # noqa: F401  (register their models)
-
-
-_register_builtins()
+def build_joint_energy(model_cfg, shape: tuple[int, ...], T: int, sigma_n: float) -> JointTimeEnergy:
+    """Paper 000's joint (z, t) energy: any registered model with a ``features`` method (``mlp``; the
+    image ``resnet``) as the trunk of the T-vector head (``energies/time.py``)."""
+    return joint_energy_on(build_energy(model_cfg, shape), tuple(shape), T, sigma_n)

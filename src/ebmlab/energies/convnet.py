@@ -209,16 +209,12 @@ def default_channels(cfg, shape: tuple[int, ...]) -> list[int]:
     return [cfg.width] * levels
 
 
-def _resnet(cfg, shape, time_cond: bool = False, num_classes: int | None = 0, default_t: float = 1.0,
-            **_) -> ResNetEnergy:
+def build_resnet(cfg, shape, time_cond: bool = False, num_classes: int | None = 0, default_t: float = 1.0,
+                 **_) -> ResNetEnergy:
+    """``model.name: resnet`` (registered in ``energies/build.MODELS``)."""
     if len(shape) != 3:
         raise ValueError(f"model 'resnet' needs image data (C, H, W), got shape {shape}; use model.name mlp for vectors")
     return ResNetEnergy(shape[0], default_channels(cfg, shape), cfg.depth, cfg.norm or "group", cfg.activation,
                         cfg.attention, cfg.spectral_norm, time_cond=time_cond,
                         num_classes=int(num_classes or 0), embed_dim=cfg.time_embed_dim, default_t=default_t,
                         pool=getattr(cfg, "pool", "avg"))
-
-
-from ebmlab.energies.build import MODELS  # noqa: E402  (registry import at the bottom avoids a cycle)
-
-MODELS["resnet"] = _resnet

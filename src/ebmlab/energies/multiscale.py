@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ebmlab.energies.convnet import ResNetEnergy, default_channels
+
 
 class MultiScaleEnergy(nn.Module):
     """Sum of ResNet energies at full, half and quarter resolution; (B, C, H, W) -> (B,)."""
@@ -42,7 +44,9 @@ class MultiScaleEnergy(nn.Module):
         return [net(F.avg_pool2d(x, f) if f > 1 else x, **cond) for net, f in zip(self.nets, self.factors)]
 
 
-def _multiscale(cfg, shape, time_cond: bool = False, num_classes: int | None = 0, default_t: float = 1.0, **_):
+def build_multiscale(cfg, shape, time_cond: bool = False, num_classes: int | None = 0, default_t: float = 1.0,
+                     **_) -> MultiScaleEnergy:
+    """``model.name: multiscale`` (registered in ``energies/build.MODELS``)."""
     if len(shape) != 3:
         raise ValueError(f"model 'multiscale' needs image data (C, H, W), got shape {shape}")
     channels = default_channels(cfg, shape)
@@ -56,9 +60,3 @@ def _multiscale(cfg, shape, time_cond: bool = False, num_classes: int | None = 0
                                  embed_dim=cfg.time_embed_dim, default_t=default_t))
         factors.append(f)
     return MultiScaleEnergy(nets, factors)
-
-
-from ebmlab.energies.convnet import ResNetEnergy, default_channels  # noqa: E402  (see convnet.py)
-from ebmlab.energies.build import MODELS  # noqa: E402
-
-MODELS["multiscale"] = _multiscale

@@ -98,11 +98,9 @@ class JointTimeEnergy(nn.Module):
         return -torch.logsumexp(f, 1)
 
 
-def build_joint_energy(model_cfg, shape: tuple[int, ...], T: int, sigma_n: float) -> JointTimeEnergy:
-    """Any registered model with a ``features`` method (``mlp``; the image ``resnet``) as the trunk."""
-    from ebmlab.energies.build import build_energy
-
-    net = build_energy(model_cfg, shape)
+def joint_energy_on(net: nn.Module, shape: tuple[int, ...], T: int, sigma_n: float) -> JointTimeEnergy:
+    """The T-vector head on ``net``'s ``features`` (``mlp``; the image ``resnet``) as the trunk.
+    ``energies/build.build_joint_energy`` builds ``net`` from a ``ModelConfig`` and calls this."""
     trunk = FeatureTrunk(net)
     with torch.no_grad():
         feat_dim = trunk(torch.zeros(1, *shape)).shape[1]

@@ -1,4 +1,4 @@
-"""``ebmlab experiment NAME``: each paper's experiment in its own module, registered in EXPERIMENTS.
+"""``ebmlab experiment NAME``: each paper's experiment in its own module, listed in EXPERIMENTS.
 
 Every experiment writes ``DIR/results.md`` and ``DIR/results.json`` =
 {"paper": ..., "rows": [{"name": ..., metric: value, ...}], "claim": "...", "claim_holds": bool}.
@@ -8,10 +8,14 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-EXPERIMENTS = {"paper004": "ebmlab.experiments.paper004"}
-EXPERIMENTS["paper002"] = "ebmlab.experiments.paper002"
-EXPERIMENTS["paper000"] = "ebmlab.experiments.paper000"
-EXPERIMENTS["paper001"] = "ebmlab.experiments.paper001"
+# name -> module with ``run(out: Path, quick: bool) -> dict``; imported only when that experiment runs
+EXPERIMENTS = {
+    "paper000": "ebmlab.experiments.paper000",
+    "paper001": "ebmlab.experiments.paper001",
+    "paper002": "ebmlab.experiments.paper002",
+    "paper003": "ebmlab.experiments.paper003",
+    "paper004": "ebmlab.experiments.paper004",
+}
 
 
 def run_experiment(name: str, out: Path, quick: bool = False) -> dict:
@@ -20,4 +24,3 @@ def run_experiment(name: str, out: Path, quick: bool = False) -> dict:
     module = importlib.import_module(EXPERIMENTS[name])
     out.mkdir(parents=True, exist_ok=True)
     return module.run(out, quick=quick)
-EXPERIMENTS["paper003"] = "ebmlab.experiments.paper003"

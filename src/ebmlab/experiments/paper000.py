@@ -2,7 +2,7 @@
 Sec. 4.1, App. C.1, Fig. 5), at CPU scale.
 
 Three models with the same trunk, data, seed, sampler and number of optimiser steps
-(``configs/paper000_spiral_cdce.yaml`` and ``..._jointcd.yaml``):
+(shipped configs ``paper000_spiral_cdce`` and ``paper000_spiral_jointcd``):
 
 - ``cd``: vanilla CD on the data distribution alone (``method.name: cd_plain``: no series, scalar
   energy, K MALA steps from the data); generation = MALA from p_n for as many steps as annealing;
@@ -15,12 +15,12 @@ Reference rows ``data_floor`` (data vs data), ``noise`` (the N(0, sigma_n^2 I) s
 ``sample_energy_distance_soft`` / ``sample_precision_soft`` (Alg. 4, soft annealing; ``cd`` has no
 series, so its soft columns are a second draw of its MALA sampler); precision = fraction of samples
 above the 1 % quantile of the data's exact log-density; ``accept_rate`` (training chains, mean of
-the last 100 steps), ``accept_rate_t_min`` / ``_max`` (per-t acceptance averages at the end of
-training) and ``mu_over_beta_sigma`` (median per-t mu_t / (beta_t sigma_n); App. C.1 reports ~0.4).
+the last 100 steps); ``accept_last10`` / ``accept_last10_soft`` (MALA acceptance over the last 10 %
+of the annealing stages, where each stage's step is fitted to its own target; target 0.6).
 
 Figures: ``annealing_cd_ce.png``, ``annealing_joint_cd.png`` (Fig. 5: samples through simulated
 and soft annealing over the model's density at that stage, and the ground truth),
-``per_t_accept.png`` and ``per_t_steps.png`` (per-t acceptance and step size at the end of training).
+``stage_accept.png`` and ``stage_steps.png`` (acceptance and step size of each stage of Alg. 3).
 
 Claim checked: the joint losses beat plain CD on the spiral's density (``density_kl`` of cd_ce or
 joint_cd below cd's) and both annealing variants generate spiral samples from noise (energy distance
@@ -29,81 +29,79 @@ below a quarter of the noise row's, for cd_ce and joint_cd). One seed: small dif
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from ebmlab import plots
-from ebmlab.experiments.common import ema_applied, train_run, write_results
+from ebmlab.experiments.runner import experiment_config, train_and_evaluate, write_results
 from ebmlab.metrics.density import make_grid, sample_precision
 from ebmlab.metrics.distances import energy_distance
-from ebmlab.training.evaluate import evaluate
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
-RUNS = {"cd": ("paper000_spiral_cdce.yaml", ["method.name=cd_plain"]),
-        "cd_ce": ("paper000_spiral_cdce.yaml", []),
-        "joint_cd": ("paper000_spiral_jointcd.yaml", [])}
+RUNS = {"cd": ("paper000_spiral_cdce", ["method.name=cd_plain"]),
+        "cd_ce": ("paper000_spiral_cdce", []),
+        "joint_cd": ("paper000_spiral_jointcd", [])}
 QUICK = ["train.steps=20", "data.n_train=2000", "eval.n_samples=200", "eval.grid_size=40", "method.T=16",
          "method.sample_levels=8", "method.soft_stages=8", "model.width=32", "model.depth=1", "train.batch_size=64"]
 COLUMNS = ["density_kl", "sample_energy_distance", "sample_energy_distance_soft", "sample_precision",
-           "sample_precision_soft", "accept_rate", "accept_rate_t_min", "accept_rate_t_max",
-           "mu_over_beta_sigma", "train_seconds"]
+           "sample_precision_soft", "accept_rate", "accept_last10", "accept_last10_soft", "train_seconds"]
 
 
-def train_one(out: Path, name: str, quick: bool, per_t: dict) -> tuple[dict, dict]:
+def train_one(out: Path, name: str, quick: bool, per_stage: dict) -> tuple[dict, dict]:
     """Train one method, evaluate it with EMA weights; returns (row, evaluate()'s metrics). Writes the
-    Fig. 5 panel and fills ``per_t`` for the joint methods."""
-    file, sets = RUNS[name]
-    sets = sets + ["train.progress=false", "eval.plots=false", "train.checkpoint_every=100000"]
+    Fig. 5 panel and fills ``per_stage`` for the joint methods."""
+    config, sets = RUNS[name]
     run_dir = out / "runs" / name
-    t0 = time.time()
-    trainer = train_run(run_dir, sets + (QUICK if quick else []), str(CONFIGS / file))
-    cfg = trainer.cfg
-    row = {"name": name, "train_seconds": round(time.time() - t0, 1)}
+    arm = train_and_evaluate(run_dir, experiment_config(config, sets + (QUICK if quick else [])))
+    trainer, m = arm.trainer, arm.metrics
+    obj, cfg = trainer.objective, trainer.cfg  # EMA weights
+    row = {"name": name, "train_seconds": arm.train_seconds}
     logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    with ema_applied(trainer) as obj:
-        m = evaluate(obj, trainer.data, cfg, None)
-        row.update({k: m[k] for k in ("density_kl", "sample_energy_distance", "sample_precision") if k in m})
-        row["sample_energy_distance_soft"], row["sample_precision_soft"] = _soft_metrics(obj, trainer.data, cfg)
-        if not obj.plain:
-            annealing_figure(obj, trainer.data, out / f"annealing_{name}.png")
-            per_t[name] = (obj.ctrl.accept_ema.cpu(), (2 * obj.ctrl.log_step.exp().cpu()).sqrt())
+    row.update({k: m[k] for k in ("density_kl", "sample_energy_distance", "sample_precision") if k in m})
+    row.update(_generation_metrics(obj, trainer.data, cfg, per_stage, name))
+    if not obj.plain:
+        annealing_figure(obj, trainer.data, out / f"annealing_{name}.png")
     row.update(_chain_metrics(logs, trainer.step))
     return row, m
 
 
-def _soft_metrics(obj, data, cfg) -> tuple[float, float]:
-    """Energy distance and precision of soft-annealing samples (Alg. 4) vs fresh data."""
+def _generation_metrics(obj, data, cfg, per_stage: dict, name: str) -> dict:
+    """Soft annealing (Alg. 4) energy distance and precision vs fresh data, and the acceptance of the
+    last 10 % of stages of Alg. 3 and 4; fills ``per_stage[name]`` with Alg. 3's stage diagnostics."""
     g = torch.Generator().manual_seed(cfg.train.seed + 21)
-    x = data.transform.to_data(obj.sample(cfg.eval.n_samples, generator=g, method="soft").cpu())
+    soft = obj.generate(cfg.eval.n_samples, algorithm="soft", generator=g)
+    x = data.transform.to_data(soft.x.cpu())
     g_cpu = torch.Generator().manual_seed(cfg.train.seed + 11)  # the same reference draw as evaluate
     ref, ref2 = data.fresh(cfg.eval.n_samples, g_cpu), data.fresh(cfg.eval.n_samples, g_cpu)
-    prec = sample_precision(data.dist.log_prob(x), data.dist.log_prob(ref2))
-    return energy_distance(x, ref), prec
+    out = {"sample_energy_distance_soft": energy_distance(x, ref),
+           "sample_precision_soft": sample_precision(data.dist.log_prob(x), data.dist.log_prob(ref2))}
+    if not obj.plain:
+        alg3 = obj.generate(cfg.eval.n_samples, algorithm="annealing", generator=g).info
+        per_stage[name] = (alg3["level"], alg3["stage_accept_rate"], (2 * alg3["stage_step_size"]).sqrt())
+        out.update(accept_last10=float(alg3["accept_rate_last10"]),
+                   accept_last10_soft=float(soft.info["accept_rate_last10"]))
+    return out
 
 
 def _chain_metrics(logs: list[dict], last_step: int) -> dict:
-    """Training-chain acceptance averaged over the last 100 steps, and the per-t summaries at the end."""
+    """Training-chain acceptance averaged over the last 100 steps."""
     last = [r for r in logs if r["step"] > last_step - 100] or logs[-1:]
     out = {"accept_rate": sum(r["accept_rate"] for r in last) / len(last)}
-    out.update({k: logs[-1][k] for k in ("accept_rate_t_min", "accept_rate_t_max", "mu_over_beta_sigma")
-                if k in logs[-1]})
     return out
 
 
 def run(out: Path, quick: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    rows, per_t = [], {}
+    rows, per_stage = [], {}
     for name in RUNS:
         print(f"[paper000] training {name}")
-        row, refs = train_one(out, name, quick, per_t)
+        row, refs = train_one(out, name, quick, per_stage)
         rows.append(row)
     rows.append({"name": "data_floor", "sample_energy_distance": refs["sample_energy_distance_floor"],
                  "sample_precision": refs.get("sample_precision_floor")})
     rows.append({"name": "noise", "sample_energy_distance": refs["sample_energy_distance_noise"]})
     rows.append({"name": "uniform_density", "density_kl": refs.get("density_kl_uniform")})
-    _per_t_figures(out, per_t)
+    _stage_figures(out, per_stage)
     return _verdict(out, rows, quick)
 
 
@@ -122,17 +120,19 @@ def _verdict(out: Path, rows: list[dict], quick: bool) -> dict:
     notes = "Sub-claims:\n" + "".join(f"- {k}: {'yes' if v else 'no'}\n" for k, v in checks.items())
     notes += ("\nOne seed (train.seed of the configs); small differences are noise. " +
               ("QUICK smoke run: the numbers mean nothing.\n" if quick else "") +
-              "Figures: annealing_cd_ce.png, annealing_joint_cd.png (Fig. 5), per_t_accept.png, per_t_steps.png.\n")
+              "Figures: annealing_cd_ce.png, annealing_joint_cd.png (Fig. 5), stage_accept.png, stage_steps.png.\n")
     return write_results(out, "000", rows, COLUMNS, claim, all(checks.values()), notes)
 
 
 # ----- figures -----------------------------------------------------------------------------------
-def _per_t_figures(out: Path, per_t: dict) -> None:
-    """Per-t acceptance (EMA) and step size mu_t = sqrt(2 eps_t) at the end of training."""
-    acc = {k: (list(range(len(a))), a.tolist()) for k, (a, _) in per_t.items()}
-    mu = {k: (list(range(len(s))), s.tolist()) for k, (_, s) in per_t.items()}
-    plots.line_plot(acc, out / "per_t_accept.png", "t", "acceptance (EMA)", "per-t acceptance, end of training")
-    plots.line_plot(mu, out / "per_t_steps.png", "t", "mu_t = sqrt(2 eps_t)", "per-t step size", logy=True)
+def _stage_figures(out: Path, per_stage: dict) -> None:
+    """Acceptance and step size mu = sqrt(2 eps) of each stage of simulated annealing (Alg. 3),
+    against the stage's level t."""
+    acc = {k: (lv.tolist(), a.tolist()) for k, (lv, a, _) in per_stage.items()}
+    mu = {k: (lv.tolist(), m.tolist()) for k, (lv, _, m) in per_stage.items()}
+    plots.line_plot(acc, out / "stage_accept.png", "level t", "MALA acceptance", "Alg. 3: acceptance per stage")
+    plots.line_plot(mu, out / "stage_steps.png", "level t", "mu = sqrt(2 eps)", "Alg. 3: fitted step per stage",
+                    logy=True)
 
 
 def annealing_figure(obj, data, path: Path, n: int = 1000, columns: int = 5) -> None:
@@ -143,9 +143,9 @@ def annealing_figure(obj, data, path: Path, n: int = 1000, columns: int = 5) -> 
     levels = obj.annealing_levels()
     stages = sorted({int(round(i * (len(levels) - 1) / (columns - 1))) for i in range(columns)})
     g = torch.Generator().manual_seed(0)
-    x0 = obj.noise(n, g)
-    _, d_a = obj.sample(n, generator=g, method="annealing", x0=x0, keep=stages, return_diagnostics=True)
-    _, d_s = obj.sample(n, generator=g, method="soft", x0=x0, keep=stages, return_diagnostics=True)
+    x0 = obj.prior(n, g)
+    d_a = obj.generate(n, algorithm="annealing", generator=g, x0=x0, keep=stages).info
+    d_s = obj.generate(n, algorithm="soft", generator=g, x0=x0, keep=stages).info
     ext = 0.9
     grid, xs, ys = make_grid(ext, 100)
     fig, axes = plt.subplots(2, len(stages) + 1, figsize=(2.4 * (len(stages) + 1), 5))

@@ -1,5 +1,5 @@
 """``ebmlab experiment paper001``: paper 001's Table 2 ablation, Fig. 8-9, OOD (Table 3) and
-composition (Table 4) at CPU scale on the 8x8 digits (``configs/paper001_digits.yaml``).
+composition (Table 4) at CPU scale on the 8x8 digits (shipped config ``paper001_digits``).
 
 Ablation rows (Table 2; same data, architecture, iterations and seeds ``SEEDS`` each; a row's numbers
 are the means over its seeds, every seed's value is kept in ``<column>_seeds``):
@@ -37,18 +37,14 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import time
 from pathlib import Path
 
 import torch
 
 from ebmlab import plots
-from ebmlab.training.config import load_config
-from ebmlab.training.evaluate import evaluate
-from ebmlab.training.loop import Trainer, prepare_run_dir
+from ebmlab.experiments.runner import experiment_config, train_and_evaluate, write_json
 
-CONFIG = Path(__file__).resolve().parents[3] / "configs" / "paper001_digits.yaml"
+CONFIG = "paper001_digits"  # a shipped config
 ROWS = {
     "none": dict(kl=False, entropy=False, augment=False, multiscale=False),
     "aug": dict(kl=False, entropy=False, augment=True, multiscale=False),
@@ -67,11 +63,8 @@ QUICK = ["eval.n_samples=64", "method.n_steps=3", "method.buffer_size=128",
 
 
 def _config(flags: dict, quick: bool, steps: int, extra: list[str] | None = None):
-    sets = [f"method.{k}={str(v).lower()}" for k, v in flags.items()]
-    sets += ["train.progress=false", "eval.plots=false", "train.checkpoint_every=100000", "train.threads=1",
-             f"train.steps={steps}"]
-    sets += list(extra or [])
-    return load_config(CONFIG, sets + (QUICK if quick else []))
+    sets = [f"method.{k}={str(v).lower()}" for k, v in flags.items()] + [f"train.steps={steps}", *(extra or [])]
+    return experiment_config(CONFIG, sets + (QUICK if quick else []), threads=1)
 
 
 def _gaps(run_dir: Path) -> list[float]:
@@ -85,24 +78,14 @@ def train_row(out: Path, name: str, flags: dict, quick: bool, seed: int, extra: 
     """Train one ablation run; returns (row, trainer) with the EMA weights swapped in (None if diverged)."""
     cfg = _config(flags, quick, ABLATION_STEPS, [f"train.seed={seed}", *(extra or [])])
     run_dir = out / "runs" / f"{name}_seed{seed}"
-    prepare_run_dir(run_dir, cfg, resume=False, overwrite=True)  # fresh log; config.yaml for `ebmlab eval`
-    t0 = time.time()
-    trainer = Trainer(cfg, run_dir)
-    error = None
-    try:
-        trainer.fit()
-    except FloatingPointError as exc:  # TrainingDiverged or a non-finite chain
-        error = str(exc)
+    arm = train_and_evaluate(run_dir, cfg, on_diverge="record")  # a divergence is a result of the ablation
+    trainer, m = arm.trainer, arm.metrics
     gaps = _gaps(run_dir)
-    row = {"name": name, "seed": seed, **flags, "steps_done": trainer.step, "train_seconds": round(time.time() - t0, 1),
+    row = {"name": name, "seed": seed, **flags, "steps_done": trainer.step, "train_seconds": arm.train_seconds,
            "energy_gap_std": _std(gaps), "energy_gap_max_abs": max((abs(g) for g in gaps), default=None)}
-    if error is not None:
-        row.update(diverged=True, error=error, digits_fd=None, digits_fd_floor=None, digits_fd_noise=None)
+    if arm.diverged is not None:
+        row.update(diverged=True, error=arm.diverged, digits_fd=None, digits_fd_floor=None, digits_fd_noise=None)
         return row, None
-    if trainer.ema is not None:
-        trainer.ema.copy_to(trainer.objective)
-    with torch.no_grad():
-        m = evaluate(trainer.objective, trainer.data, cfg, None)
     row.update({k: m.get(k) for k in ("digits_fd", "digits_fd_floor", "digits_fd_noise")})
     row["diverged"] = bool(not math.isfinite(row["digits_fd"]) or row["digits_fd"] >= row["digits_fd_noise"])
     _grid(trainer, out / f"samples_{name}_seed{seed}.png", f"{name} (seed {seed})")
@@ -131,7 +114,7 @@ def _std(values: list[float]) -> float | None:
 @torch.no_grad()
 def _grid(trainer, path: Path, title: str) -> None:
     g = torch.Generator().manual_seed(0)
-    plots.image_grid(trainer.objective.sample(64, generator=g).cpu(), path, title=title)
+    plots.image_grid(trainer.objective.sample(64, generator=g).x.cpu(), path, title=title)
 
 
 def grad_ratio_figure(out: Path, run_dir: Path) -> dict:
@@ -177,14 +160,11 @@ def composition_rows(out: Path, quick: bool, n_per_pair: int) -> list[dict]:
     attribute = ThicknessAttribute.fit(data.train, data.train_labels, data.num_classes)
     models = {}
     for name, d in (("class", data), ("thickness", attribute_dataset(data, attribute))):
-        run_dir = out / "runs" / f"composition_{name}"
-        shutil.rmtree(run_dir, ignore_errors=True)  # no config.yaml: the thickness labels are not a dataset
-        trainer = Trainer(cfg, run_dir, data=d)
-        trainer.fit()
-        if trainer.ema is not None:
-            trainer.ema.copy_to(trainer.objective)
-        trainer.objective.eval()
-        models[name] = trainer.objective
+        # no config.yaml: the thickness labels are not a dataset a config could rebuild
+        arm = train_and_evaluate(out / "runs" / f"composition_{name}", cfg, data=d, evaluate_run=False,
+                                 save_config=False)
+        arm.trainer.objective.eval()
+        models[name] = arm.trainer.objective
     rows = composition_table(models["class"], models["thickness"], lambda x: _labels(classify(x)), attribute,
                              n_per_pair=n_per_pair, generator=torch.Generator().manual_seed(9),
                              num_classes=data.num_classes)
@@ -244,8 +224,8 @@ def summarise(out: Path, rows: list[dict], extra_rows: list[dict], fig9: dict, q
     result = {"paper": "001", "rows": rows + extra_rows, "claim": claim, "claim_holds": _claim(rows),
               "grad_ratio": fig9, "quick": quick,
               "settings": {"ablation_steps": QUICK_STEPS if quick else ABLATION_STEPS, "seeds": list(SEEDS), "composition_steps": COMPOSITION_STEPS,
-                           "config": str(CONFIG.name)}}
-    (out / "results.json").write_text(json.dumps(result, indent=1))
+                           "config": f"{CONFIG}.yaml"}}
+    write_json(out, result)
     (out / "results.md").write_text(markdown(result))
     return result
 

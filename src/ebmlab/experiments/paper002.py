@@ -1,6 +1,6 @@
 """``ebmlab experiment paper002``: the T / K / sigma ablations of paper 002 (Tables 4-6) at CPU scale.
 
-Toy with an exact density (``configs/paper002_8gaussians.yaml``, dataset ``TOY``): one model per
+Toy with an exact density (shipped config ``paper002_8gaussians``, dataset ``TOY``): one model per
 setting, same seed and budget (1,500 iterations each):
 
 - the T x K grid, T in {3, 6, 10, 20} and K in {1, 3, 5} (Table 4 is the K = 3 row, Table 5 the
@@ -14,7 +14,7 @@ is above its 1 % data quantile), ``density_kl`` of exp(-E(x, t = 1)) on a grid (
 at the last time step, not the density of the samples) and the total steps T x K. Reference rows:
 ``data_floor`` (data vs data) and ``noise_ceiling`` (the N(0, I) start).
 
-Digits (``configs/paper002_digits.yaml``, ``DIGITS_STEPS`` iterations instead of the config's 1,500
+Digits (shipped config ``paper002_digits``, ``DIGITS_STEPS`` iterations instead of the config's 1,500
 to fit the CPU budget): Table 4's row T in {3, 10, 20} at K = 3 adds ``digits_fd`` (with its floor
 and noise ceiling in the notes) to the matching ``T{T}_K3`` rows. The rest of the grid is toy-only.
 
@@ -31,23 +31,19 @@ distance between two data samples of the same size, our noise scale). One seed p
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from ebmlab import plots
 from ebmlab.applications.interpolation import interpolate
-from ebmlab.experiments.common import ema_applied, train_run, write_results
-from ebmlab.training.evaluate import evaluate
+from ebmlab.experiments.runner import experiment_config, train_and_evaluate, write_json, write_results
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 TOY = "8gaussians"
 GRID_T, GRID_K, SIGMAS = (3, 6, 10, 20), (1, 3, 5), (0.005, 0.05, 0.1, 0.5)
 DIGITS_T, DIGITS_STEPS = (3, 10, 20), 500
 COLUMNS = ["T", "K", "sigma", "steps", "sample_energy_distance", "sample_precision", "density_kl", "digits_fd",
            "train_seconds"]
-COMMON = ["train.progress=false", "eval.plots=false", "train.checkpoint_every=100000", "train.threads=1"]
 QUICK_TOY = ["train.steps=20", "data.n_train=2000", "eval.n_samples=300", "eval.grid_size=40",
              "method.buffer_size=512", "train.batch_size=64"]
 QUICK_DIGITS = ["train.steps=3", "eval.n_samples=64", "train.batch_size=32", "method.buffer_size=64"]
@@ -55,17 +51,14 @@ QUICK_DIGITS = ["train.steps=3", "eval.n_samples=64", "train.batch_size=32", "me
 
 def train_one(out: Path, name: str, config: str, sets: list[str]):
     """Train one setting and evaluate its EMA weights; returns (metrics, trainer, seconds)."""
-    t0 = time.time()
-    trainer = train_run(out / "runs" / name, COMMON + sets, str(CONFIGS / config))
-    with ema_applied(trainer) as obj:
-        m = evaluate(obj, trainer.data, trainer.cfg, None)
-    return m, trainer, round(time.time() - t0, 1)
+    arm = train_and_evaluate(out / "runs" / name, experiment_config(config, sets, threads=1))
+    return arm.metrics, arm.trainer, round(arm.train_seconds + arm.eval_seconds, 1)
 
 
 def toy_row(out: Path, T: int, K: int, sigma: float, quick: bool, name: str | None = None):
     name = name or f"T{T}_K{K}"
     sets = [f"data.name={TOY}", f"method.T={T}", f"method.K={K}", f"method.sigma={sigma}"]
-    m, trainer, secs = train_one(out, name, "paper002_8gaussians.yaml", sets + (QUICK_TOY if quick else []))
+    m, trainer, secs = train_one(out, name, "paper002_8gaussians", sets + (QUICK_TOY if quick else []))
     row = {"name": name, "T": T, "K": K, "sigma": sigma, "steps": T * K, "train_seconds": secs,
            **{k: m.get(k) for k in ("sample_energy_distance", "sample_precision", "density_kl")}}
     print(f"[paper002] {name}: ED={row['sample_energy_distance']:.4g} precision={row['sample_precision']:.3g} "
@@ -75,19 +68,18 @@ def toy_row(out: Path, T: int, K: int, sigma: float, quick: bool, name: str | No
 
 def digits_run(out: Path, T: int, quick: bool):
     sets = [f"method.T={T}", "method.K=3", f"train.steps={DIGITS_STEPS}"] + (QUICK_DIGITS if quick else [])
-    m, trainer, secs = train_one(out, f"digits_T{T}_K3", "paper002_digits.yaml", sets)
+    m, trainer, secs = train_one(out, f"digits_T{T}_K3", "paper002_digits", sets)
     print(f"[paper002] digits T{T}_K3: digits_fd={m['digits_fd']:.4g} ({secs} s)", flush=True)
     return m, trainer, secs
 
 
 def sampling_figures(out: Path, trainer, suffix: str = "") -> None:
     """Fig. 1 (the chains after each time step) and Sec. 5.1's interpolation for one trained model."""
-    data, g = trainer.data, torch.Generator().manual_seed(3)
-    with ema_applied(trainer) as obj:
-        T, K = obj.cfg.T, obj.cfg.K
-        n = 8 if data.kind == "image" else 1500
-        _, path, _ = obj.generate(obj.noise(n, g), generator=g, keep_path=True)  # (T+1, n, ...)
-        strip = data.transform.to_data(interpolate(obj, n_points=10, n_pairs=6, generator=g))  # (P, 10, ...)
+    data, g, obj = trainer.data, torch.Generator().manual_seed(3), trainer.objective  # EMA weights
+    T, K = obj.cfg.T, obj.cfg.K
+    n = 8 if data.kind == "image" else 1500
+    _, path, _ = obj.generate(obj.prior(n, g), generator=g, keep_path=True)  # (T+1, n, ...)
+    strip = data.transform.to_data(interpolate(obj, n_points=10, n_pairs=6, generator=g))  # (P, 10, ...)
     path = data.transform.to_data(path.flatten(0, 1)).view_as(path)
     if data.kind == "image":  # one row per chain: the start at t = T, then after each t
         plots.image_grid(path.transpose(0, 1).flatten(0, 1), out / f"sampling_process{suffix}.png", nrow=T + 1,
@@ -186,5 +178,5 @@ def summarise(out: Path, rows: list[dict], digits: dict, quick: bool) -> dict:
     notes.append("Figures: sampling_process*.png (Fig. 1), interpolation*.png (Sec. 5.1), ablation_TK.png.")
     result = write_results(out, "002", rows, COLUMNS, claim, holds, "\n\n".join(notes))
     result.update(info, toy=TOY, quick=quick)
-    (out / "results.json").write_text(json.dumps(result, indent=1, default=float))
+    write_json(out, result)
     return result

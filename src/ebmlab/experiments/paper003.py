@@ -1,6 +1,6 @@
 """``ebmlab experiment paper003``: CDRL (paper 003) at CPU scale.
 
-(a) Fig. 1 on the checkerboard (``configs/paper003_checkerboard.yaml``): data, fitted density
+(a) Fig. 1 on the checkerboard (shipped config ``paper003_checkerboard``): data, fitted density
     exp(-E_t) and generated samples at every noise level (``fig1_checkerboard.png``; model
     coordinates, i.e. the standardised data), density KL at level 0.
 (b) Table 2's sampling adjustment: the one model trained with K = 15 sampled with K' = 15, 8, 5, 3
@@ -14,7 +14,7 @@
     get ``density_kl_t1`` .. ``density_kl_t{T-1}`` (``level_density_kls``: the noisier marginals of
     Fig. 1's middle row, each with its ``density_kl_uniform_t*`` ceiling): level 0's E_0 carries the
     factor 1/s_0^2 ~ 4e4, so tiny errors of the network there dominate ``density_kl``.
-(c) Guidance on digits (``configs/paper003_digits_cond.yaml``): one class-conditional model,
+(c) Guidance on digits (shipped config ``paper003_digits_cond``): one class-conditional model,
     sampled with w in {0, 0.5, 1, 3} (rows ``w0``, ``w0.5``, ``w1``, ``w3``), 20 samples per class:
     ``class_accuracy`` = fraction the digits classifier (``metrics/digits.py``) labels as the
     requested class, ``digits_fd`` (feature distance to the test split, floor in ``digits_fd_floor``).
@@ -27,40 +27,30 @@ distance, and guidance raises class accuracy from w = 0 to w = 3. One seed per s
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
 
 from ebmlab import plots
+from ebmlab.experiments.runner import experiment_config, train_and_evaluate, write_json
 from ebmlab.metrics.density import grid_kl, make_grid, uniform_grid_kl
-from ebmlab.metrics.distances import energy_distance
-from ebmlab.training.config import load_config
 from ebmlab.training.evaluate import model_log_density_grid, sample_metrics, true_log_density_grid
-from ebmlab.training.loop import Trainer
 
-ROOT = Path(__file__).resolve().parents[3] / "configs"
 KS = (15, 8, 5, 3)
 ABLATIONS = {"no_coop": ["method.cooperative=false"], "no_variance_reduction": ["method.variance_reduction=false"],
              "init_on_data": ["method.init_target=data"]}
 WEIGHTS = (0.0, 0.5, 1.0, 3.0)
+QUICK = ["train.steps=10", "data.n_train=2000", "train.batch_size=32", "eval.n_samples=200", "eval.grid_size=30"]
 
 
 def _train(out: Path, name: str, config: str, sets: list[str], quick: bool):
-    base = ["train.progress=false", "eval.plots=false", "train.checkpoint_every=100000", "train.threads=1"]
-    if quick:
-        base += ["train.steps=10", "data.n_train=2000", "train.batch_size=32", "eval.n_samples=200",
-                 "eval.grid_size=30"]
-    cfg = load_config(ROOT / config, base + sets)
-    t0 = time.time()
-    trainer = Trainer(cfg, out / "runs" / name)
-    trainer.fit()
-    if trainer.ema is not None:
-        trainer.ema.copy_to(trainer.objective)
-    trainer.objective.eval()
-    print(f"[paper003] trained {name} in {time.time() - t0:.0f}s", flush=True)
-    return trainer, round(time.time() - t0, 1)
+    """Train one model (EMA weights, eval mode); this experiment measures with its own functions."""
+    base = QUICK if quick else []
+    arm = train_and_evaluate(out / "runs" / name, experiment_config(config, base + sets, threads=1), evaluate_run=False)
+    arm.trainer.objective.eval()
+    print(f"[paper003] trained {name} in {arm.train_seconds:.0f}s", flush=True)
+    return arm.trainer, arm.train_seconds
 
 
 def vector_metrics(trainer, n_steps: int, seed: int = 7) -> dict:
@@ -68,7 +58,8 @@ def vector_metrics(trainer, n_steps: int, seed: int = 7) -> dict:
     obj, data, cfg = trainer.objective, trainer.data, trainer.cfg
     g_cpu = torch.Generator().manual_seed(cfg.train.seed + 11)
     ref, ref2 = data.fresh(cfg.eval.n_samples, g_cpu), data.fresh(cfg.eval.n_samples, g_cpu)
-    x = obj.sample(cfg.eval.n_samples, generator=torch.Generator().manual_seed(seed), n_steps=n_steps)
+    # the contract's n_steps counts all levels: K' = n_steps per level is T * K' in all
+    x = obj.sample(cfg.eval.n_samples, generator=torch.Generator().manual_seed(seed), n_steps=n_steps * obj.cfg.T).x
     m = sample_metrics(data.transform.to_data(x.detach()), data, ref, ref2, "sample_")
     extent = float(data.transform.to_data(data.test)[:, :2].abs().max()) * 1.15
     grid, _, _ = make_grid(extent, cfg.eval.grid_size)
@@ -104,7 +95,7 @@ def reference_rows(trainer) -> list[dict]:
     data, n = trainer.data, trainer.cfg.eval.n_samples
     g = torch.Generator().manual_seed(trainer.cfg.train.seed + 11)
     ref, ref2 = data.fresh(n, g), data.fresh(n, g)
-    noise = data.transform.to_data(trainer.objective.noise(n, torch.Generator().manual_seed(5)))
+    noise = data.transform.to_data(trainer.objective.prior(n, torch.Generator().manual_seed(5)))
     return [{"name": "data_floor", **_rename(sample_metrics(ref2, data, ref, ref2, "sample_"))},
             {"name": "noise_start", **_rename(sample_metrics(noise, data, ref, ref2, "sample_"))}]
 
@@ -122,7 +113,7 @@ def figure1(out: Path, trainer) -> None:
     e = torch.randn(x.shape, generator=g)
     noisy = {f"data t={t}": obj.abar[t] * x + obj.sbar[t] * e for t in range(T + 1)}
     with torch.enable_grad():
-        _, path, _ = obj.reverse_process(obj.noise(3000, g), generator=g, keep_levels=True)
+        _, path, _ = obj.reverse_process(obj.prior(3000, g), generator=g, keep_levels=True)
     samples = {f"samples t={T - i}": p for i, p in enumerate(path)}
     ext = 3.5
     grid, xs, ys = make_grid(ext, 80)
@@ -136,7 +127,7 @@ def figure1(out: Path, trainer) -> None:
 
 
 def checkerboard_part(out: Path, quick: bool) -> list[dict]:
-    trainer, secs = _train(out, "cdrl", "paper003_checkerboard.yaml", [], quick)
+    trainer, secs = _train(out, "cdrl", "paper003_checkerboard", [], quick)
     rows = []
     for K in KS:
         t0 = time.time()
@@ -149,7 +140,7 @@ def checkerboard_part(out: Path, quick: bool) -> list[dict]:
     rows += reference_rows(trainer)
     figure1(out, trainer)
     for name, sets in ABLATIONS.items():
-        ab, secs = _train(out, name, "paper003_checkerboard.yaml", sets, quick)
+        ab, secs = _train(out, name, "paper003_checkerboard", sets, quick)
         rows.append({"name": name, "K": 15, **_rename(vector_metrics(ab, 15)), **level_density_kls(ab),
                      "train_seconds": secs})
         print(f"[paper003] {name}: {rows[-1]}", flush=True)
@@ -158,7 +149,7 @@ def checkerboard_part(out: Path, quick: bool) -> list[dict]:
 
 def digits_part(out: Path, quick: bool) -> list[dict]:
     sets = ["train.steps=4", "method.n_steps=2"] if quick else []
-    trainer, secs = _train(out, "digits_cond", "paper003_digits_cond.yaml", sets, quick)
+    trainer, secs = _train(out, "digits_cond", "paper003_digits_cond", sets, quick)
     rows = guidance_rows(out, trainer, secs, 2 if quick else 20)
     applications_figures(out, trainer)
     return rows
@@ -215,7 +206,7 @@ def run(out: Path, quick: bool = False) -> dict:
               "claim": "CDRL (K=15) samples beat no cooperative initializer on the checkerboard (sample energy "
                        "distance), and classifier-free guidance raises the class accuracy of digits from w=0 to w=3",
               "claim_holds": bool(coop and guided), "quick": quick}
-    (out / "results.json").write_text(json.dumps(result, indent=2))
+    write_json(out, result)
     (out / "results.md").write_text(_markdown(result))
     return result
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ebmlab import plots
-from ebmlab.experiments.common import device_generator, ema_applied, train_run_or_last_good, write_results
+from ebmlab.experiments.runner import device_generator, experiment_config, train_and_evaluate, write_results
 from ebmlab.metrics.density import make_grid
 from ebmlab.metrics.ood import auroc
 from ebmlab.objectives.contrastive import SCHEMES
@@ -40,10 +40,10 @@ def scheme_overrides(scheme: str, steps: int, n_steps: int) -> list[str]:
         "method.target_accept=null", f"method.temperature={TEMPERATURE}", f"method.step_size={CONSTANT_STEP}",
         f"method.adaptive_step={str(adaptive).lower()}", f"method.adaptive_c={ADAPTIVE_C}",
         f"method.n_steps={n_steps}", f"method.n_steps_data={n_steps}", "method.lam=25", "method.energy_l2=0",
-        f"train.steps={steps}", "train.batch_size=256", "train.lr=0.001", "train.progress=false",
-        f"train.checkpoint_every={max(steps // 10, 1)}", "train.log_every=10", "eval.long_run_factor=1", "eval.plots=false",
+        f"train.steps={steps}", "train.batch_size=256", "train.lr=0.001",
+        f"train.checkpoint_every={max(steps // 10, 1)}", "train.log_every=10", "eval.long_run_factor=1",
         "train.seed=0",
-    ]
+    ]  # applied after runner.QUIET: this checkpoint_every wins, so a diverging scheme keeps a last good one
 
 
 @torch.no_grad()
@@ -63,11 +63,14 @@ def run(out: Path, quick: bool = False) -> dict:
     grid, xs, ys = make_grid(3.8, 120)
     for scheme in SCHEMES:
         print(f"[paper004] training scheme {scheme!r}: {steps} updates, L={n_steps}")
-        trainer, diverged = train_run_or_last_good(out / scheme, scheme_overrides(scheme, steps, n_steps))
-        cfg, data = trainer.cfg, trainer.data
+        # a scheme that diverges is a result: it is evaluated at its last good checkpoint
+        arm = train_and_evaluate(out / scheme, experiment_config(None, scheme_overrides(scheme, steps, n_steps)),
+                                 evaluate_run=False, on_diverge="last_good")
+        trainer, diverged = arm.trainer, arm.diverged
+        cfg, data, objective = trainer.cfg, trainer.data, trainer.objective  # EMA weights
         if quick:
             cfg.eval.n_samples = 300
-        with ema_applied(trainer) as objective, torch.no_grad():
+        with torch.no_grad():
             gen = device_generator(objective, 11)
             m = evaluate_vectors(objective, data, cfg, None, gen)
             row = {"name": scheme, "density_kl": m["density_kl"],
@@ -77,7 +80,7 @@ def run(out: Path, quick: bool = False) -> dict:
                    "density_kl_uniform": m["density_kl_uniform"],
                    "sample_energy_distance_floor": m["sample_energy_distance_floor"],
                    "sample_precision_floor": m["sample_precision_floor"], "diverged": diverged or "no"}
-            samples = data.transform.to_data(objective.sample(2000, generator=gen).cpu())
+            samples = data.transform.to_data(objective.sample(2000, generator=gen).x.cpu())
             columns[scheme] = (samples[:, :2], model_log_density_grid(objective, data, grid))
         rows.append(row)
     plots.scheme_columns(columns, xs, ys, out / "fig2_schemes.png",

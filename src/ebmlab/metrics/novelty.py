@@ -11,11 +11,10 @@ distance from a training image. We measure the same thing:
   ``novelty_frac_close``: the fraction of samples closer to a training image than the 5th
   percentile of the test -> train distances (about 0.05 for real unseen images; near 1 for a
   memorising model);
-- ``novelty_figure``: each sample followed by its ``k`` nearest training images, one row each.
+- ``novelty_rows``: each sample followed by its ``k`` nearest training images, one row each (the
+  images of the figure; ``training/image_eval.py`` draws it, metrics do not import ``plots``).
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -57,12 +56,10 @@ def novelty_summary(samples: Tensor, train: Tensor, test: Tensor, q: float = 0.0
             "novelty_close_threshold": float(thresh)}
 
 
-def novelty_figure(samples: Tensor, train: Tensor, path: Path, k: int = 3, n: int = 10) -> Path:
-    """PNG: ``n`` rows of [sample, its k nearest training images] (paper 004 Fig. 7C layout)."""
-    from ebmlab import plots  # metrics stay importable without matplotlib set up
-
+def novelty_rows(samples: Tensor, train: Tensor, k: int = 3, n: int = 10) -> Tensor:
+    """(n * (1 + k), C, H, W): ``n`` rows of [sample, its k nearest training images] (paper 004
+    Fig. 7C layout), to draw as an image grid with ``1 + k`` columns."""
     s = samples[:n]
     _, idx = nearest_neighbours(s, train, k=k)          # (n, k)
     rows = [torch.cat([s[i:i + 1].cpu(), train[idx[i]].cpu()]) for i in range(s.shape[0])]  # (1 + k, C, H, W)
-    return plots.image_grid(torch.cat(rows), path, nrow=1 + k,
-                            title=f"sample | {k} nearest training images (pixel L2)")
+    return torch.cat(rows)

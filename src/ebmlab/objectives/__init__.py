@@ -1,13 +1,16 @@
-"""Training objectives, one file per method, registered by name in ``METHODS``.
+"""Training objectives, one file per method; this package owns the method registry ``METHODS``.
 
 A registered method is ``MethodSpec(config=<dataclass with a ``name`` field>, build=fn)`` where
-``fn(cfg: Config, data: Dataset) -> Objective``. ``method.name`` in a config selects it.
+``fn(cfg: Config, data: Dataset) -> Objective``; ``method.name`` in a config selects it. The
+built-in methods are listed here (no module registers itself on import); ``register`` adds a
+user's own method.
 """
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from ebmlab.objectives.base import LossOutput, Objective
+from ebmlab.objectives import contrastive, implicit_diffusion, improved_cd, joint_time, recovery
+from ebmlab.objectives.base import LossOutput, NoLogDensity, Objective, ParamGroup, SampleOutput
 
 
 class MethodSpec(NamedTuple):
@@ -15,10 +18,19 @@ class MethodSpec(NamedTuple):
     build: Callable
 
 
-METHODS: dict[str, MethodSpec] = {}
+METHODS: dict[str, MethodSpec] = {
+    **{s: MethodSpec(contrastive.ContrastiveConfig, contrastive.build) for s in contrastive.SCHEMES},  # 004
+    **{n: MethodSpec(joint_time.JointTimeConfig, joint_time.build) for n in joint_time.METHOD_NAMES},  # 000
+    "improved_cd": MethodSpec(improved_cd.ImprovedCDConfig, improved_cd.build),                       # 001
+    "implicit_diffusion": MethodSpec(implicit_diffusion.ImplicitDiffusionConfig, implicit_diffusion.build),  # 002
+    "cdrl": MethodSpec(recovery.RecoveryConfig, recovery.build),                                       # 003
+    "drl": MethodSpec(recovery.DRLConfig, recovery.build),
+}
 
 
 def register(name: str, config: type, build: Callable) -> None:
+    """Add a method: ``config`` a dataclass with a ``name`` field (and an optional ``validate``),
+    ``build(cfg, data) -> Objective``."""
     METHODS[name] = MethodSpec(config, build)
 
 
@@ -26,11 +38,5 @@ def build_objective(cfg, data) -> Objective:
     return METHODS[cfg.method.name].build(cfg, data)
 
 
-# Importing a method module registers it (one module per paper; see DESIGN.md).
-from ebmlab.objectives import contrastive  # noqa: E402,F401  paper 004
-from ebmlab.objectives import joint_time  # noqa: E402,F401  paper 000
-from ebmlab.objectives import improved_cd  # noqa: E402,F401  paper 001
-from ebmlab.objectives import implicit_diffusion  # noqa: E402,F401  paper 002
-from ebmlab.objectives import recovery  # noqa: E402,F401  paper 003
-
-__all__ = ["LossOutput", "Objective", "METHODS", "MethodSpec", "register", "build_objective"]
+__all__ = ["LossOutput", "NoLogDensity", "Objective", "ParamGroup", "SampleOutput", "METHODS", "MethodSpec",
+           "register", "build_objective"]

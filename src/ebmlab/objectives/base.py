@@ -1,13 +1,27 @@
-"""The Objective interface every method implements (DESIGN.md "Interfaces").
+"""The Objective contract every method implements (DESIGN.md "Interfaces").
 
 The training loop only knows ``out = objective(batch, generator=g); out.loss.backward()``.
-An objective owns its energy, its buffers and its sampler settings; ``sample`` is the method's own
-generation procedure. Buffers registered as modules/buffers go into ``state_dict()`` and therefore
-into checkpoints.
+Evaluation, the CLI, the experiments and the Python API call only what is declared here (no
+``hasattr`` probes, no ``TypeError`` fallbacks):
+
+- ``prior(n, generator=)`` -> (n, ...): where the method's generation starts (its noise);
+- ``sample(n, *, generator, n_steps=None, x0=None, cond=None) -> SampleOutput(x, info)``: the paper's
+  own generation procedure (a module under ``samplers/``). ``n_steps`` is the *total* number of
+  sampler steps (energy gradients), split evenly over the levels of a multi-level procedure (rounded
+  up); ``x0`` replaces the draw from ``prior`` (e.g. data points: ``ebmlab sample --init data``);
+  ``cond`` holds conditioning such as ``{"y": labels}`` for class-conditional models;
+- ``n_steps_default``: the ``n_steps`` that ``sample`` uses when given None;
+- ``log_density(x)``: the unnormalised model log-density of x in model coordinates, where the method
+  defines one (``has_log_density``); a method without one raises ``NoLogDensity`` and evaluation
+  reports that instead of skipping silently;
+- ``param_groups(lr)`` -> list of ``ParamGroup`` (typed optimizer groups; paper 003 has two).
+
+An objective owns its energy, its buffers and its sampler settings. Buffers registered as
+modules/buffers go into ``state_dict()`` and therefore into checkpoints.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -19,21 +33,54 @@ class LossOutput(NamedTuple):
     negatives: Tensor | None = None
 
 
+class SampleOutput(NamedTuple):
+    x: Tensor                     # (n, ...) samples in model coordinates
+    info: dict[str, Tensor]       # per-step chain diagnostics (accept_rate, step_size, energy,
+                                  # grad_norm: (S,) each), plus per-method extras (e.g. per level)
+
+
+class ParamGroup(TypedDict, total=False):
+    """One optimizer parameter group. ``warmup``: linear lr warm-up iterations of this group
+    (absent: ``train.warmup_steps``); ``delay``: iterations by which its schedule is shifted
+    (negative: starts earlier, paper 003's initializer head start, Eq. 15; absent: 0)."""
+    params: list
+    lr: float
+    name: str
+    warmup: int
+    delay: int
+
+
+class NoLogDensity(NotImplementedError):
+    """Raised by ``log_density`` of a method that defines no density of the data."""
+
+
 class Objective(nn.Module):
     """Base class. Subclasses set ``self.energy`` (the module ``ebmlab.load`` returns) and implement
-    ``forward`` and ``sample``."""
+    ``forward``, ``prior``, ``sample``, ``n_steps_default`` and, where defined, ``log_density``."""
 
     energy: nn.Module
+    has_log_density: bool = True
 
     def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
         raise NotImplementedError
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **kw) -> Tensor:
+    @property
+    def n_steps_default(self) -> int:
         raise NotImplementedError
 
-    def param_groups(self, lr: float) -> list[dict]:
+    def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
+               x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:
+        raise NotImplementedError
+
+    def log_density(self, x: Tensor) -> Tensor:
+        raise NoLogDensity(f"{type(self).__name__} defines no log-density of the data")
+
+    def param_groups(self, lr: float) -> list[ParamGroup]:
         """Optimizer parameter groups; methods with two networks (paper 003) override this."""
-        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr, "name": "energy"}]
+        return [ParamGroup(params=[p for p in self.parameters() if p.requires_grad], lr=lr, name="energy")]
 
     def after_step(self, step: int) -> None:
         """Hook called after each optimizer step (e.g. adaptive schedules); default does nothing."""
@@ -41,6 +88,24 @@ class Objective(nn.Module):
     def score(self, x: Tensor) -> Tensor:
         """(B,) energy used for density evaluation and OOD scoring (lower = more in-distribution)."""
         return self.energy(x)
+
+    def start_points(self, n: int, x0: Tensor | None, generator) -> Tensor:
+        """The chains' start: ``x0`` (checked) or ``prior(n)``."""
+        if x0 is None:
+            return self.prior(n, generator)
+        shape = tuple(getattr(self, "shape", x0.shape[1:]))
+        if tuple(x0.shape) != (n, *shape):
+            raise ValueError(f"x0 must have shape {(n, *shape)}, got {tuple(x0.shape)}")
+        return x0
+
+
+def per_level_steps(n_steps: int | None, default_per_level: int, n_levels: int) -> int:
+    """Steps per level of a multi-level procedure for a *total* of ``n_steps`` (rounded up)."""
+    if n_steps is None:
+        return default_per_level
+    if n_steps < 0:
+        raise ValueError(f"n_steps must be non-negative, got {n_steps}")
+    return -(-n_steps // n_levels)
 
 
 def batch_data(batch) -> Tensor:

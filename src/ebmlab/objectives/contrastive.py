@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ebmlab.errors import ConfigError
 from ebmlab.buffers import ReplayBuffer
 from ebmlab.energies.build import build_energy
-from ebmlab.objectives import register
-from ebmlab.objectives.base import LossOutput, Objective, batch_data
+from ebmlab.objectives.base import LossOutput, Objective, SampleOutput, batch_data
 from ebmlab.samplers import StepSizeController, get_sampler, run_chain
 
 SCHEMES = ("data", "noise", "persistent", "persistent_refresh", "hybrid")
@@ -59,7 +59,6 @@ class ContrastiveConfig:
     energy_l2: float = 0.01
 
     def validate(self):
-        from ebmlab.training.config import ConfigError
         if self.sampler not in ("langevin", "mala"):
             raise ConfigError(f"method.sampler must be langevin or mala, got {self.sampler!r}")
         for key in ("step_size", "temperature", "init_std"):
@@ -87,14 +86,14 @@ class ContrastiveDivergence(Objective):
         self.register_buffer("last_step_size", torch.tensor(cfg.step_size))
         if self.scheme in ("persistent", "persistent_refresh"):
             reset = cfg.refresh_prob if self.scheme == "persistent_refresh" else 0.0
-            self.bank = ReplayBuffer(cfg.buffer_size, self.shape, self.noise, reset_prob=reset,
+            self.bank = ReplayBuffer(cfg.buffer_size, self.shape, self.prior, reset_prob=reset,
                                      reset_mode="batch", mode="bank")
 
     @property
     def n_steps_default(self) -> int:
         return self.cfg.n_steps
 
-    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         dev = self.last_step_size.device
         return self.cfg.init_std * torch.randn((n, *self.shape), generator=generator, device=dev)
 
@@ -125,8 +124,8 @@ class ContrastiveDivergence(Objective):
             x_neg, diag = self._chain(x, steps, eps, self.ctrl_data, generator)
             gap, term = self._term(e_pos, x_neg)
             loss = loss + (self.cfg.lam if self.scheme == "hybrid" else 1.0) * term
-            metrics.update(energy_gap_data=gap, accept_rate_data=diag["accept_rate"].mean(),
-                           step_size_data=diag["step_size"][-1])  # the adapted eps, if MALA adapts
+            metrics.update(energy_gap_data=gap, accept_rate_data=diag.accept_rate.mean(),
+                           step_size_data=diag.step_size[-1])  # the adapted eps, if MALA adapts
             negs.append(x_neg)
         if self.scheme != "data":
             x0, idx = self._start(x.shape[0], generator)
@@ -135,7 +134,7 @@ class ContrastiveDivergence(Objective):
                 self.bank.update(x_neg, idx)
             gap, term = self._term(e_pos, x_neg)
             loss = loss + term
-            metrics.update(energy_gap=gap, accept_rate=diag["accept_rate"].mean(), step_size=diag["step_size"][-1])
+            metrics.update(energy_gap=gap, accept_rate=diag.accept_rate.mean(), step_size=diag.step_size[-1])
             negs.insert(0, x_neg)
         else:
             metrics.update(energy_gap=metrics["energy_gap_data"], accept_rate=metrics["accept_rate_data"],
@@ -146,7 +145,7 @@ class ContrastiveDivergence(Objective):
     def _start(self, n: int, generator):
         if self.scheme in ("persistent", "persistent_refresh"):
             return self.bank.sample(n, generator)
-        return self.noise(n, generator), None
+        return self.prior(n, generator), None
 
     def _term(self, e_pos: Tensor, x_neg: Tensor) -> tuple[Tensor, Tensor]:
         """Computational loss <E(x)> - <E(x̂)> on stop-gradient samples, plus optional L2."""
@@ -158,23 +157,17 @@ class ContrastiveDivergence(Objective):
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
-               x0: Tensor | None = None, return_diagnostics: bool = False):
-        """Short-run generation: chains from N(0, init_std² I) (or ``x0``) with the training sampler."""
-        x0 = self.noise(n, generator) if x0 is None else x0
-        steps = self.cfg.n_steps if n_steps is None else n_steps
-        ctrl = None
-        if self.ctrl_noise is not None:  # a private copy so that sampling never changes training state
-            ctrl = StepSizeController(1, 1.0, self.cfg.target_accept, self.cfg.adapt_rate)
-            ctrl.log_step.copy_(self.ctrl_noise.log_step)
-        eps = float(self.last_step_size)
-        x, diag = self._chain(x0, steps, eps, ctrl, generator)
-        return (x, diag) if return_diagnostics else x
+               x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:
+        """Short-run generation: ``n_steps`` (default L) steps of the training sampler from
+        N(0, init_std² I) (or ``x0``), with a private copy of the adapted MALA step size."""
+        x0 = self.start_points(n, x0, generator)
+        steps = self.n_steps_default if n_steps is None else n_steps
+        ctrl = self.ctrl_noise.copy() if self.ctrl_noise is not None else None  # sampling never trains
+        x, info = self._chain(x0, steps, float(self.last_step_size), ctrl, generator)
+        return SampleOutput(x, info.as_dict())
 
 
 def build(cfg, data) -> ContrastiveDivergence:
     energy = build_energy(cfg.model, data.shape)
     return ContrastiveDivergence(energy, cfg.method, data.shape)
 
-
-for _scheme in SCHEMES:
-    register(_scheme, ContrastiveConfig, build)

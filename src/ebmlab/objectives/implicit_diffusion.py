@@ -32,11 +32,10 @@ Choices where the paper is ambiguous (tested in tests/unit/test_implicit_diffusi
   at time t as generation does, so the buffer reproduces the generative process.
 - Step size. Eq. 17's drift is -eta/2 dE/dx with eta kept constant over t (Sec. 5); eta = 1.7
   (32x32) or 2.89 (64x64) in Table 7 for images in [-1, 1].
-- Generation with ``n_steps`` (CLI ``--steps``): n_steps must be a multiple of T and sets K' =
-  n_steps / T with the noise schedule stretched over T x K'.
-- The sampler is written here (``langevin_stage``) instead of calling ``samplers/langevin.step``
-  because Sec. 5.1's interpolation must inject given per-step noises; it reuses ``energy_and_grad``
-  and costs one forward+backward per step (K per stage, no extra evaluation at the end).
+- Generation with ``n_steps`` (CLI ``--steps``, the total): K' = ceil(n_steps / T) steps per time,
+  with the noise schedule stretched over T x K'.
+- The sweep is ``samplers/implicit_sweep.py`` (``run_chain`` with a per-step noise schedule and
+  injected noises for Sec. 5.1's interpolation): K forward+backward passes per stage.
 
 ``energy`` is f(., t = 1) as a plain (B, ...) -> (B,) module (``energy(x, t=t)`` for other times).
 ``log_density(x)`` = -E(x, t = 1): the unnormalised Boltzmann density of Eq. 8 at the last time
@@ -51,13 +50,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ebmlab.errors import ConfigError
 from ebmlab.buffers_time import TimeCyclicBuffer
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.energies.build import MODELS, build_energy
 from ebmlab.energies.embedding import TimeMLPEnergy
-from ebmlab.objectives import register
-from ebmlab.objectives.base import LossOutput, Objective, batch_data
-from ebmlab.samplers.base import flat_norm, per_chain, randn_like
+from ebmlab.objectives.base import LossOutput, Objective, SampleOutput, batch_data, per_level_steps
+from ebmlab.samplers.base import flat_norm
+from ebmlab.samplers.implicit_sweep import implicit_sweep, noise_schedule, sweep_stage
 
 
 @dataclass
@@ -72,7 +72,6 @@ class ImplicitDiffusionConfig:
     init_std: float = 1.0       # std of the N(0, I) start at t = T (model coordinates)
 
     def validate(self):
-        from ebmlab.training.config import ConfigError
         if self.T < 1 or self.K < 1:
             raise ConfigError(f"method.T and method.K must be at least 1, got T={self.T}, K={self.K}")
         if self.eta <= 0 or self.init_std <= 0:
@@ -84,42 +83,13 @@ class ImplicitDiffusionConfig:
 
 
 # ----- pure pieces (tested directly) ---------------------------------------------------------------
-def noise_schedule(sigma: float, T: int, K: int) -> Tensor:
-    """(T*K,) noise std per Langevin step s = (T - t) K + k: sigma linearly down to 0 at the last step."""
-    n = T * K
-    if n == 1:
-        return torch.zeros(1)  # the only step is the last one
-    return sigma * (1.0 - torch.arange(n, dtype=torch.float32) / (n - 1))
-
-
 def wgan_lp(grad_norm: Tensor) -> Tensor:
     """Eq. 19: mean of max(0, ||grad|| - 1)^2 over the batch (zero for norms <= 1)."""
     return torch.clamp(grad_norm - 1.0, min=0.0).pow(2).mean()
 
 
-def langevin_stage(energy, x: Tensor, t: Tensor, eta: float, sigmas: Tensor, *,
-                   noises: Tensor | None = None, generator: torch.Generator | None = None):
-    """K steps of Eq. 17 / Alg. 1 line 333 at times t (B,): x <- x - eta/2 dE/dx + sigma_k z_k.
-
-    sigmas (K, B) noise std per step and chain; noises (K, B, ...) optional given z_k (else drawn).
-    Returns the new x (detached) and per-step means of energy and gradient norm, each (K,).
-    """
-    k_steps = sigmas.shape[0]
-    energies, gnorms = torch.zeros(k_steps), torch.zeros(k_steps)
-    for k in range(k_steps):
-        e, g = energy_and_grad(energy, x, t=t)  # (B,), (B, ...)
-        z = noises[k].to(x) if noises is not None else randn_like(x, generator)
-        x = (x - 0.5 * eta * g + per_chain(sigmas[k].to(x), x) * z).detach()
-        energies[k], gnorms[k] = e.mean().detach().cpu(), flat_norm(g).mean().detach().cpu()
-    if not bool(torch.isfinite(x).all()):
-        raise FloatingPointError("paper 002's Langevin sweep produced non-finite samples; lower method.eta "
-                                 "or check the energy for overflow")
-    return x, energies, gnorms
-
-
 def time_energy(cfg, shape: tuple[int, ...]):
     """f(x, t): the sinusoidally embedded MLP for vectors; a registered time-conditioned model else."""
-    from ebmlab.training.config import ConfigError
     m = cfg.model
     if m.name == "mlp":
         if len(shape) != 1:
@@ -141,9 +111,9 @@ class ImplicitDiffusion(Objective):
         super().__init__()
         self.energy, self.cfg, self.shape = energy, cfg, tuple(shape)
         self.register_buffer("sched", noise_schedule(cfg.sigma, cfg.T, cfg.K))  # (T*K,)
-        self.buffer = TimeCyclicBuffer(cfg.buffer_size, self.shape, cfg.T, self.noise)
+        self.buffer = TimeCyclicBuffer(cfg.buffer_size, self.shape, cfg.T, self.prior)
 
-    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, ...) N(0, init_std^2 I): p(x_T) of Eq. 1 / Sec. 4.1."""
         dev = self.sched.device
         return self.cfg.init_std * torch.randn((n, *self.shape), generator=generator, device=dev)
@@ -162,7 +132,7 @@ class ImplicitDiffusion(Objective):
         x_pos = batch_data(batch)  # (B, ...) data, model coordinates
         n = x_pos.shape[0]
         x, t, idx = self.buffer.sample(n, generator)  # (B, ...), (B,), (B,)
-        x_neg, _, gnorm = langevin_stage(self.energy, x, t, self.cfg.eta, self._sigmas(t), generator=generator)
+        x_neg, chain = sweep_stage(self.energy, x, t, self.cfg.eta, self._sigmas(t), generator=generator)
         e_pos = self.energy(x_pos, t=t)  # (B,) x+ ~ q paired with the chain's t (Eq. 10)
         e_neg = self.energy(x_neg, t=t)  # (B,)
         a = torch.rand((n,) + (1,) * (x_pos.dim() - 1), generator=generator, device=x_pos.device)
@@ -175,7 +145,7 @@ class ImplicitDiffusion(Objective):
         self.buffer.update(x_neg, idx, generator)
         metrics = {"energy_gap": (e_pos.mean() - e_neg.mean()).detach(), "energy_pos": e_pos.mean().detach(),
                    "energy_neg": e_neg.mean().detach(), "wgan_lp": lp.detach(),
-                   "grad_norm_hat": g_norm.mean().detach(), "grad_norm_chain": gnorm.mean()}
+                   "grad_norm_hat": g_norm.mean().detach(), "grad_norm_chain": chain.grad_norm.mean()}
         # chains that just took the final stage: App. A.1 tunes eta on this gap. Logged every step (0
         # when no chain of the batch is at t = 1, see frac_t1) so that all ranks log the same keys.
         last = (t == 1).to(e_pos.dtype)  # (B,)
@@ -186,48 +156,35 @@ class ImplicitDiffusion(Objective):
     @torch.no_grad()
     def generate(self, x0: Tensor, *, K: int | None = None, noises: Tensor | None = None,
                  generator: torch.Generator | None = None, keep_path: bool = False):
-        """From x0 at t = T down to t = 1, K steps each (Sec. 4.1 / Fig. 1).
+        """From x0 at t = T down to t = 1, K steps each (Sec. 4.1 / Fig. 1; samplers/implicit_sweep.py).
 
         noises (T*K, n, ...) optional per-step z (interpolation, Sec. 5.1). Returns x (n, ...), the
-        path [x_T input, after t=T, ..., after t=1] as (T+1, n, ...) (or None), and diagnostics."""
-        T, K = self.cfg.T, K or self.cfg.K
+        path [x_T input, after t=T, ..., after t=1] as (T+1, n, ...) (or None), and the ChainInfo."""
+        T, K = self.cfg.T, self.cfg.K if K is None else K
         sched = self.sched if K == self.cfg.K else noise_schedule(self.cfg.sigma, T, K).to(self.sched)
-        x, n = x0.to(self.sched.device), x0.shape[0]
-        path, energies, gnorms = [x.cpu()] if keep_path else None, [], []
-        for t in range(T, 0, -1):
-            s0 = (T - t) * K
-            tt = torch.full((n,), t, dtype=torch.long, device=x.device)
-            z = noises[s0:s0 + K] if noises is not None else None
-            x, e, g = langevin_stage(self.energy, x, tt, self.cfg.eta, sched[s0:s0 + K, None].expand(K, n),
-                                     noises=z, generator=generator)
-            energies.append(e), gnorms.append(g)
-            if keep_path:
-                path.append(x.cpu())
-        diag = {"energy": torch.cat(energies), "grad_norm": torch.cat(gnorms), "noise_scale": sched.cpu(),
-                "step_size": torch.full((T * K,), 0.5 * self.cfg.eta), "accept_rate": torch.ones(T * K)}
-        return x, (torch.stack(path) if keep_path else None), diag
+        x, path, info = implicit_sweep(self.energy, x0.to(self.sched.device), T, K, self.cfg.eta, sched,
+                                       noises=noises, generator=generator, keep_path=keep_path)
+        return x, (torch.stack(path) if keep_path else None), info
+
+    @property
+    def n_steps_default(self) -> int:
+        return self.cfg.T * self.cfg.K
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
-               x0: Tensor | None = None, return_diagnostics: bool = False):
-        """Generation from N(0, I) (or ``x0``) at t = T, T x K steps (``n_steps``: T x K' steps)."""
-        K = None
-        if n_steps is not None:
-            if n_steps < self.cfg.T or n_steps % self.cfg.T:
-                raise ValueError(f"paper 002 samples T x K steps: n_steps must be a positive multiple of "
-                                 f"T = {self.cfg.T}, got {n_steps}")
-            K = n_steps // self.cfg.T
-        x0 = self.noise(n, generator) if x0 is None else x0
-        x, _, diag = self.generate(x0, K=K, generator=generator)
-        return (x, diag) if return_diagnostics else x
+               x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:
+        """Generation from N(0, I) (or ``x0``) at t = T: T x K' steps, K' = ceil(``n_steps`` / T)
+        (default K); the noise schedule is stretched over T x K'."""
+        K = per_level_steps(n_steps, self.cfg.K, self.cfg.T)
+        x, _, info = self.generate(self.start_points(n, x0, generator), K=K, generator=generator)
+        out = info.as_dict()
+        out["noise_scale"] = (self.sched if K == self.cfg.K else noise_schedule(self.cfg.sigma, self.cfg.T, K)).cpu()
+        return SampleOutput(x, out)
 
 
 def build(cfg, data) -> ImplicitDiffusion:
-    from ebmlab.training.config import ConfigError
     if cfg.train.batch_size > cfg.method.buffer_size:
         raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must not exceed method.buffer_size "
                           f"({cfg.method.buffer_size}): a batch draws distinct buffer slots")
     return ImplicitDiffusion(time_energy(cfg, data.shape), cfg.method, data.shape)
 
-
-register("implicit_diffusion", ImplicitDiffusionConfig, build)

@@ -28,7 +28,7 @@ resolution, Sec. 2.4). Alg. 1 writes L_KL as one term; Table 2 ablates L_opt wit
 two are separate flags (``entropy`` without ``kl`` is allowed too: the entropy gradient also reaches
 θ only through the differentiable last step).
 
-Generation (Alg. 2, ``sample``): x̃⁰ ~ U, then N = ``sample_rounds`` rounds of (augmentation,
+Generation (Alg. 2, ``sample``, ``samplers/augmented.py``): x̃⁰ ~ U, then N = ``sample_rounds`` rounds of (augmentation,
 ``sample_steps`` Langevin steps); "a random augmentation after every 20 steps" at test time (Sec.
 2.3). ``sample(n, n_steps=L)`` runs ceil(L / sample_steps) rounds (long-run evaluation).
 
@@ -49,7 +49,7 @@ Choices where the paper is silent (each tested or measured):
   classes). ``sample`` draws uniform labels unless ``y`` is given.
 - ``log_density`` is -E, the paper's p ∝ exp(-E). Its sampler (σ ≠ sqrt(2λ)) targets exp(-E / T_eff),
   T_eff = σ² / (2λ), but the chains are short and persistent, not at equilibrium: on the 2-D toy
-  (configs/paper001_toy.yaml) the grid KL of exp(-E) to the true density was 2.99 (uniform: 3.12)
+  (the shipped config paper001_toy) the grid KL of exp(-E) to the true density was 2.99 (uniform: 3.12)
   while long Alg. 2 chains reach precision 0.89 (docs/paper001.md): the energy is a good sampler
   target, not a calibrated density.
 - ``energy_l2`` adds α (E(x⁺)² + E(x⁻)²) (Du & Mordatch 2019's regulariser; paper 001 does not
@@ -62,20 +62,18 @@ Choices where the paper is silent (each tested or measured):
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ebmlab.errors import ConfigError
 from ebmlab.buffers import ReplayBuffer
-from ebmlab.energies.base import energy_and_grad
 from ebmlab.energies.build import build_energy
-from ebmlab.objectives import register
-from ebmlab.objectives.base import LossOutput, Objective, batch_data, batch_labels
-from ebmlab.samplers import langevin
-from ebmlab.samplers.base import ChainState, check_finite_chain
+from ebmlab.objectives.base import LossOutput, Objective, SampleOutput, batch_data, batch_labels
+from ebmlab.samplers import langevin, run_chain
+from ebmlab.samplers.augmented import augmented_langevin
 
 NN_FLOOR = 1e-8  # floor of the nearest-neighbour distance inside the log (Eq. 8)
 
@@ -107,7 +105,6 @@ class ImprovedCDConfig:
     grad_ratio_every: int = 0         # measure ‖∇L_KL‖ / ‖∇L_CD‖ every N iterations (Fig. 9); 0: off
 
     def validate(self):
-        from ebmlab.training.config import ConfigError
         for key in ("step_size", "noise_scale", "kl_weight", "entropy_weight"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"method.{key} must be positive, got {getattr(self, key)}")
@@ -142,34 +139,6 @@ def frozen_energy(energy: nn.Module, x: Tensor, **cond) -> Tensor:
     return functional_call(energy, params, (x,), cond)
 
 
-def langevin_chain(energy, x: Tensor, n_steps: int, step_size: float, noise_scale: float, *,
-                   generator: torch.Generator | None = None, grad_mode: str = "none", **cond):
-    """K steps of paper 001's Langevin dynamics (Alg. 1-2) with ``samplers.langevin``.
-
-    grad_mode "none": every step detached; "last": steps 1..K-1 detached (Ω in Alg. 1), the last step
-    differentiable w.r.t. θ (Eq. 7); "all": every step differentiable (App. D.2).
-    Returns x_K (B, ...) (with a graph unless "none") and per-step diagnostics (K,) like ``run_chain``.
-    """
-    if grad_mode not in ("none", "last", "all"):
-        raise ValueError(f"grad_mode must be none, last or all, got {grad_mode!r}")
-    diag = {k: torch.zeros(n_steps) for k in ("accept_rate", "step_size", "energy", "grad_norm")}
-    graph_all = grad_mode == "all"
-    state = ChainState(x, *energy_and_grad(energy, x, create_graph=graph_all, **cond))
-    for i in range(n_steps):
-        last = i == n_steps - 1
-        if last and grad_mode == "last":  # recompute ∇E at x_{K-1} with a graph to θ
-            state = ChainState(state.x, *energy_and_grad(energy, state.x.detach(), create_graph=True, **cond))
-        graph = graph_all or (last and grad_mode == "last")
-        state, info = langevin.step(energy, state, step_size, noise_scale=noise_scale, generator=generator,
-                                    create_graph=graph, **cond)
-        diag["step_size"][i] = info.step_size.mean().detach().cpu()
-        diag["energy"][i] = state.energy.mean().detach().cpu()
-        diag["grad_norm"][i] = info.grad_norm.mean().detach().cpu()
-    diag["accept_rate"].fill_(1.0)  # unadjusted Langevin: every proposal is taken
-    check_finite_chain(state)
-    return state.x, diag
-
-
 class ImprovedCD(Objective):
     """Paper 001's objective: owns the energy, the replay buffer (in ``state_dict``) and Alg. 2."""
 
@@ -181,15 +150,11 @@ class ImprovedCD(Objective):
         self.register_buffer("init_low", low.expand(self.shape).clone())    # (*shape) uniform box
         self.register_buffer("init_high", high.expand(self.shape).clone())  # (*shape)
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
-        self.buffer = ReplayBuffer(cfg.buffer_size, self.shape, self.noise, reset_prob=cfg.reset_prob,
+        self.buffer = ReplayBuffer(cfg.buffer_size, self.shape, self.prior, reset_prob=cfg.reset_prob,
                                    reset_mode="chain", mode="fifo")
         self._augment = _load_augment() if cfg.augment else None
 
-    @property
-    def n_steps_default(self) -> int:
-        return self.cfg.sample_rounds * self.cfg.sample_steps
-
-    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, *shape) uniform noise over the init box (Alg. 1-2's U)."""
         u = torch.rand((n, *self.shape), generator=generator, device=self.init_low.device)
         return self.init_low + (self.init_high - self.init_low) * u
@@ -237,8 +202,9 @@ class ImprovedCD(Objective):
         x0 = self.augment(x0, generator)
         use_kl = cfg.kl or cfg.entropy
         mode = ("all" if cfg.backprop_all else "last") if use_kl else "none"
-        x_hat, diag = langevin_chain(self.energy, x0, cfg.n_steps, cfg.step_size, cfg.noise_scale,
-                                     generator=generator, grad_mode=mode, **cond)
+        # Ω in Alg. 1: steps 1..K-1 detached, the last step differentiable w.r.t. θ (Eq. 7)
+        x_hat, diag = run_chain(langevin, self.energy, x0, cfg.n_steps, cfg.step_size, noise_scale=cfg.noise_scale,
+                                grad=mode, final_energy=False, generator=generator, **cond)
         x_neg = x_hat.detach()  # Ω(x̂⁻): the stop-gradient sample of Eq. 5
         e_pos, e_neg = self.energy(x_pos, **cond), self.energy(x_neg, **cond)  # (B,), (B,)
         loss_cd = e_pos.mean() - e_neg.mean()  # Eq. 5
@@ -249,7 +215,7 @@ class ImprovedCD(Objective):
         metrics = {"energy_gap": (e_pos.mean() - e_neg.mean()).detach(), "energy_pos": e_pos.mean().detach(),
                    "energy_neg": e_neg.mean().detach(), "loss_cd": loss_cd.detach(),
                    "loss_opt": loss_opt.detach(), "loss_ent": loss_ent.detach(),
-                   "fresh_frac": fresh.float().mean(), "chain_grad_norm": diag["grad_norm"].mean()}
+                   "fresh_frac": fresh.float().mean(), "chain_grad_norm": diag.grad_norm.mean()}
         # 1-based iteration number: with grad_ratio_every a multiple of train.log_every, every
         # measurement falls on a logged step (the trainer logs the metrics of every log_every-th step)
         if cfg.grad_ratio_every and use_kl and (int(self.iteration) + 1) % cfg.grad_ratio_every == 0:
@@ -282,44 +248,38 @@ class ImprovedCD(Objective):
         ratio = norms["kl"] / norms["cd"].clamp_min(1e-30)
         return {"grad_norm_cd": norms["cd"], "grad_norm_kl": norms["kl"], "grad_ratio_kl_cd": ratio}
 
+    @property
+    def n_steps_default(self) -> int:
+        return self.cfg.sample_rounds * self.cfg.sample_steps
+
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
-               x0: Tensor | None = None, y: Tensor | None = None, return_diagnostics: bool = False):
-        """Alg. 2 from uniform noise (or ``x0``): rounds of (augmentation, ``sample_steps`` steps)."""
-        cond = {}
-        if self.cfg.conditional:
-            y = torch.randint(self.num_classes, (n,), generator=generator, device=self.init_low.device) if y is None else y
-            cond = {"y": y}
-        x, diag = generate(self.energy, self.noise(n, generator) if x0 is None else x0, self.cfg,
-                           augment=self.augment, clip=self._clip, n_steps=n_steps, generator=generator, **cond)
-        return (x, diag) if return_diagnostics else x
+               x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:
+        """Alg. 2 (samplers/augmented.py) from uniform noise (or ``x0``): rounds of (augmentation,
+        ``sample_steps`` Langevin steps), ``n_steps`` steps in all. A conditional model draws uniform
+        labels unless ``cond={"y": labels}``."""
+        cond = dict(cond or {})
+        if self.cfg.conditional and "y" not in cond:
+            cond["y"] = torch.randint(self.num_classes, (n,), generator=generator, device=self.init_low.device)
+        elif not self.cfg.conditional and cond:
+            raise ValueError(f"this model is unconditional; it takes no cond, got {sorted(cond)}")
+        x, info = self.generate(self.energy, self.start_points(n, x0, generator), n_steps=n_steps,
+                                generator=generator, **cond)
+        return SampleOutput(x, info.as_dict())
 
-
-def generate(energy, x0: Tensor, cfg: ImprovedCDConfig, *, augment, clip, n_steps: int | None = None,
-             generator: torch.Generator | None = None, **cond) -> tuple[Tensor, dict]:
-    """Alg. 2 for any energy (also a composed one, Sec. 3.4): N rounds of x = D(x); K Langevin steps.
-
-    ``n_steps`` (total Langevin steps) defaults to sample_rounds * sample_steps; the last round may be
-    shorter. Returns the clipped final samples (n, ...) and concatenated per-step diagnostics.
-    """
-    total = cfg.sample_rounds * cfg.sample_steps if n_steps is None else int(n_steps)
-    x, diags = x0, []
-    for r in range(math.ceil(total / cfg.sample_steps)):
-        k = min(cfg.sample_steps, total - r * cfg.sample_steps)
-        x = augment(x, generator)
-        with torch.enable_grad():
-            x, diag = langevin_chain(energy, x, k, cfg.step_size, cfg.noise_scale, generator=generator, **cond)
-        diags.append(diag)
-    merged = {key: torch.cat([d[key] for d in diags]) if diags else torch.zeros(0) for key in
-              ("accept_rate", "step_size", "energy", "grad_norm")}
-    return clip(x.detach()), merged
+    def generate(self, energy, x0: Tensor, *, n_steps: int | None = None,
+                 generator: torch.Generator | None = None, **cond):
+        """Alg. 2 with this model's settings on any ``energy`` (also a composed one, Sec. 3.4)."""
+        c = self.cfg
+        return augmented_langevin(energy, x0, self.n_steps_default if n_steps is None else int(n_steps),
+                                  c.sample_steps, c.step_size, c.noise_scale, augment=self.augment,
+                                  clip=self._clip, generator=generator, **cond)
 
 
 def _load_augment():
     try:
         from ebmlab.samplers.augment import augment
     except ImportError as exc:  # pragma: no cover - depends on the image stack being installed
-        from ebmlab.training.config import ConfigError
         raise ConfigError("method.augment needs ebmlab.samplers.augment (the image stack); "
                           "set method.augment=false") from exc
     return augment
@@ -335,7 +295,6 @@ def _init_box(data) -> tuple[Tensor, Tensor]:
 
 
 def build(cfg, data) -> ImprovedCD:
-    from ebmlab.training.config import ConfigError
     m = cfg.method
     if data.kind != "image" and (m.augment or m.multiscale):
         raise ConfigError("method.augment and method.multiscale need image data; set them to false for "
@@ -349,5 +308,3 @@ def build(cfg, data) -> ImprovedCD:
     return ImprovedCD(energy, m, data.shape, kind=data.kind, low=low, high=high,
                       num_classes=data.num_classes if m.conditional else 0)
 
-
-register("improved_cd", ImprovedCDConfig, build)

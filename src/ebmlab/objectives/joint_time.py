@@ -20,14 +20,18 @@ Sign convention: the paper's model outputs log-densities; ebmlab losses are mini
 are -log p, so log p(z~) - log p(z) = E(z) - E(z~) (Eq. 6), computed on stop-gradient samples.
 
 Sampler (Sec. 3.3, App. C.1): MALA (ebmlab's step: drift -eps dE/dz, noise sqrt(2 eps), i.e. the
-paper's mu = sqrt(2 eps) in Eq. 7) with one step size per t, adapted to ``target_accept`` = 0.6.
-The marginal chain has no t, so a chain's step size is that of the level t of the data sample it
-starts from (the paper keeps "an individual step size for each value of t" and reports them
-converging to about 0.4 beta_t sigma_n, which only makes sense indexed by the starting level).
-Initial step sizes follow that observation: mu_t = 0.4 sigma_n max(beta_t, ``init_beta_floor``)
-unless ``init_step`` is given. Chain length: K, or App. C.2's ramp (``n_steps_final``, ``ramp_hold``,
+paper's mu = sqrt(2 eps) in Eq. 7) adapted to ``target_accept`` = 0.6. The training chain runs on the
+marginal p(z), which has no t. App. A (Eq. 11-15) proves JointCD's transition keeps p(z, t)
+invariant only if the z-kernel does not depend on t, so by default (``marginal_step: shared``) the
+chain has ONE step size, whatever level its data sample came from. The paper also keeps "an
+individual step size for each value of t" (App. C.1, converging to about 0.4 beta_t sigma_n), which
+only makes sense indexed by the chain's starting level; ``marginal_step: per_level`` does that, and
+breaks the invariance (tests/statistical/test_joint_cd_balance.py measures it). Initial step sizes:
+mu = 0.4 sigma_n max(beta_t, ``init_beta_floor``) (per level; shared: at t = T/2), unless ``init_step``.
+Chain length: K, or App. C.2's ramp (``n_steps_final``, ``ramp_hold``,
 ``ramp_steps``: K for ``ramp_hold`` steps then linearly to ``n_steps_final``).
-Generation (Sec. 3.5, App. B): ``sample_method`` annealing (Alg. 3) or soft (Alg. 4).
+Generation (Sec. 3.5, App. B): ``sample_method`` annealing (Alg. 3) or soft (Alg. 4), each stage's
+step size fitted to its own target (``samplers/annealed.py``).
 """
 from __future__ import annotations
 
@@ -36,10 +40,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ebmlab.energies.build import build_energy
-from ebmlab.energies.time import JointTimeEnergy, build_joint_energy
-from ebmlab.objectives import register
-from ebmlab.objectives.base import LossOutput, Objective, batch_data
+from ebmlab.errors import ConfigError
+from ebmlab.energies.build import build_energy, build_joint_energy
+from ebmlab.energies.time import JointTimeEnergy
+from ebmlab.objectives.base import LossOutput, Objective, SampleOutput, batch_data, per_level_steps
 from ebmlab.samplers import mala, run_chain
 from ebmlab.samplers.annealed import PerLevelController, simulated_annealing, soft_annealing
 from ebmlab.schedules import chain_length, interpolation_coefficients, sample_levels, sample_series
@@ -60,6 +64,7 @@ class JointTimeConfig:
     ce_weight: float | None = None    # weight of L_CE (None: 1 for cd_ce, 0 for joint_cd)
     per_t_weight: float = 0.0         # Option 1: weight of the per-t CD loss on p(z | t) (0: off)
     target_accept: float = 0.6        # App. C.1: average MH acceptance 60 %
+    marginal_step: str = "shared"     # step of the chain on p(z): shared (t-independent, App. A) | per_level
     adapt_rate: float = 0.05          # Robbins-Monro rate on log eps
     init_step: float | None = None    # initial eps for every t (None: from mu_t = 0.4 beta_t sigma_n)
     init_beta_floor: float = 0.05     # floor on beta_t in that initialisation (beta_{T-1} = 0)
@@ -68,9 +73,10 @@ class JointTimeConfig:
     sample_levels: int | None = None  # Alg. 3: number of levels visited, evenly spaced (None: all T)
     sample_steps: int = 2             # N: MCMC steps per level (Alg. 3) / per stage (Alg. 4)
     soft_stages: int | None = None    # Alg. 4: number of stages (None: as many as annealing levels)
+    sample_adapt_steps: int = 2       # generation: step-fitting MALA steps per level before sampling
+    sample_adapt_rate: float = 0.5    # generation: Robbins-Monro rate of those fits (log eps)
 
     def validate(self):
-        from ebmlab.training.config import ConfigError
         if self.name not in METHOD_NAMES:
             raise ConfigError(f"method.name must be one of {METHOD_NAMES}, got {self.name!r}")
         if self.T < 2:
@@ -86,6 +92,10 @@ class JointTimeConfig:
             raise ConfigError("method.target_accept must lie in (0, 1) and method.accept_ema in [0, 1)")
         if self.sample_method not in ("annealing", "soft"):
             raise ConfigError(f"method.sample_method must be annealing or soft, got {self.sample_method!r}")
+        if self.marginal_step not in ("shared", "per_level"):
+            raise ConfigError(f"method.marginal_step must be shared or per_level, got {self.marginal_step!r}")
+        if self.sample_adapt_steps < 0 or self.sample_adapt_rate <= 0:
+            raise ConfigError("method.sample_adapt_steps must be >= 0 and method.sample_adapt_rate positive")
         if self.schedule != "linear":
             raise ConfigError(f"method.schedule must be 'linear' (Eq. 1, Sec. 4.2), got {self.schedule!r}")
         for key in ("sample_levels", "soft_stages"):
@@ -128,11 +138,15 @@ class JointTime(Objective):
         self.register_buffer("alpha", alpha)
         self.register_buffer("beta", beta)
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
-        groups = 1 if self.plain else cfg.T
-        init = initial_steps(cfg, beta[-1:] if self.plain else beta)
-        self.ctrl = PerLevelController(groups, init, cfg.target_accept, cfg.adapt_rate, cfg.accept_ema)
-        if cfg.per_t_weight > 0 and not self.plain:
-            self.ctrl_cond = PerLevelController(groups, init, cfg.target_accept, cfg.adapt_rate, cfg.accept_ema)
+        # App. A: the z-kernel of the marginal chain must not depend on t (one shared step size);
+        # ``per_level`` reproduces the paper's "step size per t" read as the chain's starting level.
+        self.per_level = cfg.marginal_step == "per_level" and not self.plain
+        mid = cfg.T // 2
+        init = initial_steps(cfg, beta if self.per_level else beta[-1:] if self.plain else beta[mid:mid + 1])
+        self.ctrl = PerLevelController(init.numel(), init, cfg.target_accept, cfg.adapt_rate, cfg.accept_ema)
+        if cfg.per_t_weight > 0 and not self.plain:  # chains on p(z | t): a step per t is legitimate
+            self.ctrl_cond = PerLevelController(cfg.T, initial_steps(cfg, beta), cfg.target_accept,
+                                                cfg.adapt_rate, cfg.accept_ema)
         default_ce = 1.0 if cfg.name == "cd_ce" else 0.0
         self.ce_weight = default_ce if cfg.ce_weight is None else cfg.ce_weight
 
@@ -146,6 +160,13 @@ class JointTime(Objective):
     def after_step(self, step: int) -> None:
         self.train_step.fill_(step)
 
+    def transition(self, z: Tensor, t: Tensor, k: int, generator=None):
+        """The training chain (Alg. 1-2): K MALA steps on p(z) from z (B, ...) with the training
+        controller (one step for all chains unless ``marginal_step: per_level``, which indexes it by
+        the starting level t (B,)), then t~ ~ p(t | z~). Returns (z~, t~, ChainInfo)."""
+        return joint_transition(self.energy, z, k, controller=self.ctrl, groups=t if self.per_level else None,
+                                generator=generator)
+
     def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
         x = batch_data(batch)  # (B, ...) model coordinates
         if self.plain:
@@ -153,8 +174,7 @@ class JointTime(Objective):
         t = sample_levels(x.shape[0], self.cfg.T, generator, x.device)  # (B,) t ~ p_t
         z = sample_series(x, t, self.alpha, self.beta, self.cfg.sigma_n, generator)  # (B, ...) Eq. 1
         k = self.n_chain_steps()
-        z_neg, t_neg, diag = joint_transition(self.energy, z, k, controller=self.ctrl, groups=t,
-                                              generator=generator)
+        z_neg, t_neg, diag = self.transition(z, t, k, generator)
         f_pos = self.energy.log_joint(z)  # (B, T) Eq. 3
         f_neg = self.energy.log_joint(z_neg.detach())  # (B, T)
         lp_pos, lp_neg = torch.logsumexp(f_pos, 1), torch.logsumexp(f_neg, 1)  # (B,) Eq. 4
@@ -165,7 +185,7 @@ class JointTime(Objective):
         ce = -(f_pos.gather(1, t[:, None]).squeeze(1) - lp_pos).mean()  # Eq. 8: -log p(t | z)
         loss = term + self.ce_weight * ce
         metrics = {"loss_cd": term.detach(), "ce": ce.detach(), "energy_gap": (lp_neg - lp_pos).mean().detach(),
-                   "accept_rate": diag["accept_rate"].mean(), "chain_steps": torch.tensor(float(k))}
+                   "accept_rate": diag.accept_rate.mean(), "chain_steps": torch.tensor(float(k))}
         if self.cfg.per_t_weight > 0:
             per_t, acc = self._per_t_loss(z, t, k, generator)
             loss = loss + self.cfg.per_t_weight * per_t
@@ -178,7 +198,7 @@ class JointTime(Objective):
         z_c, diag = run_chain(mala, self.energy, z, k, None, generator=generator,
                               controller=self.ctrl_cond, groups=t, t=t)
         loss = self.energy(z, t=t).mean() - self.energy(z_c.detach(), t=t).mean()  # E = -log p(z|t)
-        return loss, diag["accept_rate"].mean()
+        return loss, diag.accept_rate.mean()
 
     def _plain_cd(self, x: Tensor, generator) -> LossOutput:
         """Vanilla CD on p_x: K MALA steps from the data, loss E(x) - E(x~) (Hinton 2002)."""
@@ -187,15 +207,17 @@ class JointTime(Objective):
         e_pos, e_neg = self.energy(x), self.energy(x_neg.detach())  # (B,)
         loss = e_pos.mean() - e_neg.mean()
         metrics = {"loss_cd": loss.detach(), "energy_gap": loss.detach(),
-                   "accept_rate": diag["accept_rate"].mean(), "chain_steps": torch.tensor(float(k)),
+                   "accept_rate": diag.accept_rate.mean(), "chain_steps": torch.tensor(float(k)),
                    "step_size": self.ctrl.log_step.exp()[0]}
         return LossOutput(loss, metrics, x_neg)
 
     @torch.no_grad()
     def step_metrics(self) -> dict[str, Tensor]:
-        """Per-t step-size summary: mu_t / (beta_t sigma_n) (App. C.1 reports ~0.4) and the range of
-        the per-t acceptance averages."""
-        eps = self.ctrl.log_step.exp()  # (T,)
+        """Step-size summary. Per level: mu_t / (beta_t sigma_n) (App. C.1 reports ~0.4) and the range
+        of the per-t acceptance averages; shared: the one step size and its acceptance average."""
+        eps = self.ctrl.log_step.exp()  # (T,) or (1,)
+        if not self.per_level:
+            return {"step_size": eps[0], "accept_rate_ema": self.ctrl.accept_ema[0]}
         mu = (2 * eps).sqrt()
         inner = slice(1, self.cfg.T - 1)  # beta_{T-1} = 0: the ratio is undefined at the last level
         ratio = mu[inner] / (self.beta[inner] * self.cfg.sigma_n)
@@ -217,7 +239,7 @@ class JointTime(Objective):
         last = torch.full((x.shape[0],), self.cfg.T - 1, dtype=torch.long, device=x.device)  # (B,)
         return -self.energy(x, t=last)
 
-    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, ...) draws of the reference p_n = N(0, sigma_n^2 I) = p(z | t=0): every chain's start."""
         return self.cfg.sigma_n * torch.randn((n, *self.shape), generator=generator, device=self.alpha.device)
 
@@ -228,26 +250,52 @@ class JointTime(Objective):
             return list(range(T))
         return sorted({int(round(i * (T - 1) / (L - 1))) for i in range(L)})
 
+    def n_stages(self, algorithm: str | None = None) -> int:
+        """Stages of Alg. 3 (levels visited) or Alg. 4 (``soft_stages``)."""
+        if (algorithm or self.cfg.sample_method) == "soft":
+            return self.cfg.soft_stages or len(self.annealing_levels())
+        return len(self.annealing_levels())
+
+    @property
+    def n_steps_default(self) -> int:
+        return self.n_stages() * self.cfg.sample_steps
+
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, method: str | None = None,
-               x0: Tensor | None = None, keep=(), return_diagnostics: bool = False):
-        """Sec. 3.5: z ~ p_n, then simulated annealing (Alg. 3) or soft annealing (Alg. 4) with a
-        private copy of the trained per-t step sizes (still adapting to the target acceptance).
-        ``cd_plain`` runs MALA on its single energy for the same number of steps."""
-        method = method or self.cfg.sample_method
-        if method not in ("annealing", "soft"):
-            raise ValueError(f"sample method must be annealing or soft, got {method!r}")
-        x = self.noise(n, generator) if x0 is None else x0
-        ctrl, levels, steps = self.ctrl.copy(), self.annealing_levels(), self.cfg.sample_steps
+    def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
+               x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:
+        """Sec. 3.5 with ``method.sample_method``: see ``generate``."""
+        return self.generate(n, generator=generator, n_steps=n_steps, x0=x0)
+
+    @torch.no_grad()
+    def generate(self, n: int, *, algorithm: str | None = None, generator: torch.Generator | None = None,
+                 n_steps: int | None = None, x0: Tensor | None = None, keep=(),
+                 init_step: float | None = None) -> SampleOutput:
+        """z ~ p_n (or ``x0``), then simulated annealing (Alg. 3, ``algorithm="annealing"``) or soft
+        annealing (Alg. 4, ``"soft"``), ``n_steps`` MALA steps in all (spread over the stages), each
+        stage's step size fitted to its own target (samplers/annealed.py); ``keep``: stages whose
+        samples ``info["snapshots"]`` holds; ``init_step``: the first stage's step (default: the
+        App. C.1 step for p_n, mu = 0.4 sigma_n). ``cd_plain`` runs MALA on its single energy for as many
+        steps, with a private copy of its trained step size."""
+        algorithm = algorithm or self.cfg.sample_method
+        if algorithm not in ("annealing", "soft"):
+            raise ValueError(f"sample algorithm must be annealing or soft, got {algorithm!r}")
+        x = self.start_points(n, x0, generator)
+        stages = self.n_stages(algorithm)
+        steps = per_level_steps(n_steps, self.cfg.sample_steps, stages)
         if self.plain:
-            x, diag = run_chain(mala, self.energy, x, len(levels) * steps, None, generator=generator,
-                                controller=ctrl)
-        elif method == "annealing":
-            x, diag = simulated_annealing(self.energy, x, levels, steps, ctrl, generator=generator, keep=keep)
+            x, chain = run_chain(mala, self.energy, x, stages * steps, None, generator=generator,
+                                 controller=self.ctrl.copy())
+            return SampleOutput(x, chain.as_dict())
+        if init_step is None:
+            init_step = float(initial_steps(self.cfg, self.beta[:1])[0])
+        kw = dict(init_step=init_step, target=self.cfg.target_accept,
+                  adapt_steps=self.cfg.sample_adapt_steps, adapt_rate=self.cfg.sample_adapt_rate,
+                  generator=generator, keep=keep)
+        if algorithm == "annealing":
+            x, info = simulated_annealing(self.energy, x, self.annealing_levels(), steps, **kw)
         else:
-            stages = self.cfg.soft_stages or len(levels)
-            x, diag = soft_annealing(self.energy, x, self.cfg.T, stages, steps, ctrl, generator=generator, keep=keep)
-        return (x, diag) if return_diagnostics else x
+            x, info = soft_annealing(self.energy, x, self.cfg.T, stages, steps, **kw)
+        return SampleOutput(x, info)
 
 
 def build(cfg, data) -> JointTime:
@@ -258,8 +306,5 @@ def build(cfg, data) -> JointTime:
         energy = build_joint_energy(cfg.model, data.shape, m.T, m.sigma_n)
     return JointTime(energy, m, data.shape)
 
-
-for _name in METHOD_NAMES:
-    register(_name, JointTimeConfig, build)
 
 __all__ = ["JointTimeConfig", "JointTime", "joint_transition", "initial_steps", "METHOD_NAMES"]

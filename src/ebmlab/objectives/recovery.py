@@ -45,12 +45,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ebmlab.errors import ConfigError
 from ebmlab.energies.build import build_energy
 from ebmlab.energies.embedding import sinusoidal_embedding
 from ebmlab.energies.initializer import build_initializer
-from ebmlab.objectives import register
-from ebmlab.objectives.base import LossOutput, Objective, batch_data, batch_labels
-from ebmlab.samplers import langevin, run_chain
+from ebmlab.objectives.base import (LossOutput, Objective, ParamGroup, SampleOutput, batch_data, batch_labels,
+                                    per_level_steps)
+from ebmlab.samplers.recovery import (RecoveryLevels, conditional_energy, propose, refine, reverse_process,
+                                      step_sizes, tweedie)
 from ebmlab import schedules
 
 
@@ -80,7 +82,6 @@ class RecoveryConfig:
     label_dropout: float = 0.1        # probability of the null label during training
 
     def validate(self):
-        from ebmlab.training.config import ConfigError
         if self.schedule not in ("cosine", "drl"):
             raise ConfigError(f"method.schedule must be cosine or drl, got {self.schedule!r}")
         if self.init_target not in ("refined", "data"):
@@ -155,42 +156,6 @@ class RecoveryEnergy(nn.Module):
         return self.net_energy(self.alpha[0] * x, t, labels) / self.step_sq[0]
 
 
-def _bcast(v: Tensor, x: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (x.dim() - 1)))  # (B,) -> (B, 1, ...)
-
-
-def conditional_energy(net_energy, x_next: Tensor, t: Tensor, step_sq: Tensor, sigma_sq: Tensor):
-    """The energy of p(y_t | x_{t+1}) (Eq. 3): E_net(y)/s_t^2 + ||y - x_{t+1}||^2 / (2 sigma_{t+1}^2).
-
-    ``net_energy(y, t)`` -> (B,); step_sq, sigma_sq (T,). Returns a function y (B, ...) -> (B,)."""
-    s2, v = step_sq[t], sigma_sq[t]  # (B,)
-
-    def energy(y: Tensor) -> Tensor:
-        quad = (y - x_next).flatten(1).pow(2).sum(1) / (2 * v)
-        return net_energy(y, t) / s2 + quad
-    return energy
-
-
-def refine(energy, y0: Tensor, n_steps: int, step: Tensor, generator=None, project=None):
-    """K Langevin steps (Eq. 5) with per-chain step s (B,): step_size s^2/2, noise std s.
-
-    ``project(y) -> y`` (inpainting) is applied after every step; the cached gradient is then
-    recomputed at the projected point. Returns (y (B, ...), diag dict of (K,) tensors)."""
-    eps = step ** 2 / 2  # (B,)
-    if project is None:
-        return run_chain(langevin, energy, y0, n_steps, eps, generator=generator)
-    state = langevin.init(energy, project(y0))
-    diag = {k: torch.zeros(n_steps) for k in ("accept_rate", "step_size", "energy", "grad_norm")}
-    for i in range(n_steps):
-        state, info = langevin.step(energy, state, eps, generator=generator)
-        state = langevin.init(energy, project(state.x))
-        diag["accept_rate"][i], diag["step_size"][i] = 1.0, float(info.step_size.mean())
-        diag["energy"][i], diag["grad_norm"][i] = float(state.energy.mean()), float(info.grad_norm.mean())
-    if not bool(torch.isfinite(state.x).all()):
-        raise FloatingPointError("the recovery Langevin chain produced non-finite values; lower method.step_coef")
-    return state.x.detach(), diag
-
-
 class RecoveryLikelihood(Objective):
     """CDRL (``cooperative=True``) or DRL on data of shape ``shape``."""
 
@@ -207,10 +172,9 @@ class RecoveryLikelihood(Objective):
             self.register_buffer(k, lv[k].float(), persistent=False)
         self.register_buffer("init_std", schedules.initializer_std(lv).float(), persistent=False)
         self.levels = {k: v for k, v in lv.items()}  # float64 copies for the pair construction
-        self.n_steps_default = cfg.n_steps
 
     # ----- pieces ------------------------------------------------------------------------------
-    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         dev = self.abar.device
         return torch.randn((n, *self.shape), generator=generator, device=dev)
 
@@ -224,25 +188,19 @@ class RecoveryLikelihood(Objective):
             return x_next
         return self.initializer(x_next, self.energy.cond(t, labels))
 
-    def propose(self, mean: Tensor, t: Tensor, generator=None) -> Tensor:
-        """y^ ~ N(mean, sigma~_t^2 I) (Eq. 6); the mean itself without an initializer (DRL: y^ = x_{t+1})."""
-        if self.initializer is None:
-            return mean.detach()
-        z = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return mean.detach() + _bcast(self.init_std[t], mean) * z
+    def levels_for_sampling(self) -> RecoveryLevels:
+        """The schedule quantities Alg. 2 needs (samplers/recovery.py)."""
+        return RecoveryLevels(self.alpha, self.sigma ** 2, self.energy.step_sq,
+                              self.init_std if self.initializer is not None else None,
+                              self.abar[0], self.sbar[0], self.cfg.n_steps)
 
-    def step_sizes(self, t: Tensor, n_steps: int) -> Tensor:
-        """(B,) Langevin step s_t, scaled by sqrt(K / K') when K' != K (Sec. 4.2)."""
-        s = self.energy.step_sq[t].sqrt()
-        return s * (self.cfg.n_steps / n_steps) ** 0.5 if n_steps and n_steps != self.cfg.n_steps else s
-
-    def param_groups(self, lr: float) -> list[dict]:
-        groups = [{"params": list(self.energy.parameters()), "lr": lr, "warmup": self.cfg.ebm_warmup,
-                   "delay": 0, "name": "energy"}]
+    def param_groups(self, lr: float) -> list[ParamGroup]:
+        groups = [ParamGroup(params=list(self.energy.parameters()), lr=lr, warmup=self.cfg.ebm_warmup,
+                             delay=0, name="energy")]
         if self.initializer is not None:
-            groups.append({"params": list(self.initializer.parameters()), "lr": self.cfg.init_lr,
-                           "warmup": self.cfg.init_warmup, "delay": -self.cfg.init_head_start,
-                           "name": "initializer"})
+            groups.append(ParamGroup(params=list(self.initializer.parameters()), lr=self.cfg.init_lr,
+                                     warmup=self.cfg.init_warmup, delay=-self.cfg.init_head_start,
+                                     name="initializer"))
         return groups
 
     def _labels(self, batch, generator) -> Tensor | None:
@@ -262,10 +220,11 @@ class RecoveryLikelihood(Objective):
         t = torch.randint(self.cfg.T, (x0.shape[0],), generator=generator, device=x0.device)   # (B,)
         y, x_next = schedules.shared_noise_pair(x0, t, self.levels, self.cfg.variance_reduction, generator)
         mean = self.init_mean(x_next, t, labels)                                                 # (B, ...)
-        y_hat = self.propose(mean, t, generator)
+        lv = self.levels_for_sampling()
+        y_hat = propose(mean, t, lv.init_std, generator)
         net_e = lambda v, tt: self.energy.net_energy(v, tt, labels)  # noqa: E731
         cond_e = conditional_energy(net_e, x_next, t, self.energy.step_sq, self.sigma ** 2)
-        y_tilde, diag = refine(cond_e, y_hat, self.cfg.n_steps, self.step_sizes(t, self.cfg.n_steps), generator)
+        y_tilde, diag = refine(cond_e, y_hat, self.cfg.n_steps, step_sizes(lv, t, self.cfg.n_steps), generator)
         e_pos, e_neg = net_e(y, t), net_e(y_tilde, t)                                           # (B,)
         gap = e_pos.mean() - e_neg.mean()                                                        # Eq. 7
         loss, metrics = gap, {"energy_gap": gap.detach(), "refine_shift": (y_tilde - y_hat).flatten(1).norm(dim=1).mean()}
@@ -274,64 +233,65 @@ class RecoveryLikelihood(Objective):
             init_loss = (target.detach() - mean).flatten(1).pow(2).mean(1).mean()              # Eq. 8, simple
             loss = loss + init_loss
             metrics["init_mse"] = init_loss.detach()
-        metrics["grad_norm_chain"] = diag["grad_norm"].mean() if diag["grad_norm"].numel() else torch.tensor(0.0)
+        metrics["grad_norm_chain"] = diag.grad_norm.mean() if diag.grad_norm.numel() else torch.tensor(0.0)
         return LossOutput(loss, metrics, y_tilde.detach())
 
-    # ----- sampling (Alg. 2) -------------------------------------------------------------------
+    # ----- sampling (Alg. 2, samplers/recovery.py) ---------------------------------------------
+    def _net(self, energy_fn):
+        return energy_fn or (lambda v, tt: self.energy.net_energy(v, tt))
+
     def reverse_process(self, x_T: Tensor, *, n_steps: int | None = None, generator=None, energy_fn=None,
                         init_fn=None, project=None, keep_levels: bool = False):
-        """Run Alg. 2 from x_T (B, ...). ``energy_fn(y, t)`` -> (B,) network energy (default: the
-        unconditional EBM), ``init_fn(x_next, t)`` -> proposal mean (default: the initializer),
-        ``project(x, t_level)`` -> x applied to proposals and after every Langevin step (inpainting).
-        Returns (x_0 before denoising, list of x_t for t = T..0 if ``keep_levels``, diag)."""
-        K = self.cfg.n_steps if n_steps is None else n_steps
-        energy_fn = energy_fn or (lambda v, tt: self.energy.net_energy(v, tt))
+        """Alg. 2 from x_T (B, ...) with K' = ``n_steps`` steps per level. ``energy_fn(y, t)`` -> (B,)
+        network energy (default: the unconditional EBM), ``init_fn(x_next, t)`` -> proposal mean
+        (default: the initializer), ``project(x, level)`` -> x (inpainting). Returns (x_0 before
+        denoising, [x_T, ..., x_0] if ``keep_levels``, ChainInfo)."""
         init_fn = init_fn or (lambda v, tt: self.init_mean(v, tt))
-        x, path, diags = x_T, [x_T], []
-        for level in reversed(range(self.cfg.T)):
-            t = torch.full((x.shape[0],), level, dtype=torch.long, device=x.device)
-            proj = None if project is None else (lambda v, lv=level: project(v, lv))
-            with torch.no_grad():
-                y = self.propose(init_fn(x, t), t, generator)
-            if proj is not None:
-                y = proj(y)
-            cond_e = conditional_energy(energy_fn, x, t, self.energy.step_sq, self.sigma ** 2)
-            y, diag = refine(cond_e, y, K, self.step_sizes(t, K), generator, proj)
-            x = y / self.alpha[level]                                                            # Alg. 2
-            diags.append(diag)
-            if keep_levels:
-                path.append(x)
-        diag = {k: torch.cat([d[k] for d in diags]) for k in diags[0]} if K else {}
-        return x, (path if keep_levels else None), diag
+        return reverse_process(self._net(energy_fn), init_fn, x_T, self.levels_for_sampling(), n_steps=n_steps,
+                               generator=generator, project=project, keep_levels=keep_levels)
 
     def denoise(self, x: Tensor, energy_fn=None) -> Tensor:
-        """Tweedie step (Eq. 18): (x + c sbar_0^2 grad log p_0(x)) / abar_0, log p_0(x) = -E_0(x)."""
-        energy_fn = energy_fn or (lambda v, tt: self.energy.net_energy(v, tt))
-        t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        e0 = lambda v: energy_fn(self.alpha[0] * v, t) / self.energy.step_sq[0]  # noqa: E731
-        from ebmlab.energies.base import energy_and_grad
-        _, g = energy_and_grad(e0, x)
-        out = (x - self.cfg.denoise_coef * self.sbar[0] ** 2 * g) / self.abar[0]
-        if not bool(torch.isfinite(out).all()):
-            raise FloatingPointError("the Tweedie denoising step produced non-finite values")
-        return out.detach()
+        """Tweedie step (Eq. 18) with ``method.denoise_coef``."""
+        return tweedie(self._net(energy_fn), x, self.levels_for_sampling(), self.cfg.denoise_coef)
+
+    @property
+    def n_steps_default(self) -> int:
+        return self.cfg.T * self.cfg.n_steps
 
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
-               return_diagnostics: bool = False, x_T: Tensor | None = None, **kw):
-        """n samples by Alg. 2 from N(0, I) (or ``x_T``), K' = ``n_steps`` steps per level, then the
-        Tweedie step when ``method.denoise``. Extra keywords go to ``reverse_process``."""
-        x_T = self.noise(n, generator) if x_T is None else x_T
-        x, _, diag = self.reverse_process(x_T, n_steps=n_steps, generator=generator, **kw)
+               x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:
+        """Alg. 2 from x_T ~ N(0, I) (``x0`` replaces x_T), ``n_steps`` Langevin steps in all
+        (K' = ceil(n_steps / T) per level, 0: the initializer alone), then the Tweedie step when
+        ``method.denoise``. ``cond={"y": labels}`` samples a class of a conditional model."""
+        labels = self._cond_labels(cond)
+        energy_fn = None if labels is None else (lambda v, tt: self.energy.net_energy(v, tt, labels))
+        init_fn = None if labels is None else (lambda v, tt: self.init_mean(v, tt, labels))
+        return self.generate(self.start_points(n, x0, generator), n_steps=per_level_steps(n_steps, self.cfg.n_steps, self.cfg.T),
+                             generator=generator, energy_fn=energy_fn, init_fn=init_fn)
+
+    def _cond_labels(self, cond: dict | None) -> Tensor | None:
+        if not cond:
+            return None
+        if not self.cfg.conditional or set(cond) != {"y"}:
+            raise ValueError(f"cond must be {{'y': labels}} for a model trained with method.conditional=true, "
+                             f"got {sorted(cond)}")
+        return cond["y"]
+
+    def generate(self, x_T: Tensor, *, n_steps: int | None = None, generator=None, energy_fn=None,
+                 init_fn=None) -> SampleOutput:
+        """Alg. 2 + Tweedie from x_T with any network energy / initializer (guidance, composition)."""
+        x, _, info = self.reverse_process(x_T, n_steps=n_steps, generator=generator, energy_fn=energy_fn,
+                                          init_fn=init_fn)
         if self.cfg.denoise:
-            x = self.denoise(x, kw.get("energy_fn"))
-        return (x, diag) if return_diagnostics else x
+            with torch.enable_grad():
+                x = self.denoise(x, energy_fn)
+        return SampleOutput(x, info.as_dict())
 
 
 def build(cfg, data) -> RecoveryLikelihood:
     m = cfg.method
     num_classes = int(data.num_classes or 0) if m.conditional else 0
     if m.conditional and num_classes < 2:
-        from ebmlab.training.config import ConfigError
         raise ConfigError(f"method.conditional=true needs a labelled dataset with classes; {data.name!r} has none")
     if len(data.shape) == 1:  # MLP on [y, embed(lambda), one-hot]
         net = build_energy(cfg.model, data.shape, cond_dim=m.embed_dim + (num_classes + 1 if num_classes else 0))
@@ -339,6 +299,3 @@ def build(cfg, data) -> RecoveryLikelihood:
         net = build_energy(cfg.model, data.shape, time_cond=True, num_classes=num_classes)
     return RecoveryLikelihood(net, m, data.shape, num_classes)
 
-
-register("cdrl", RecoveryConfig, build)
-register("drl", DRLConfig, build)

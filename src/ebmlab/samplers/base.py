@@ -1,21 +1,27 @@
-"""Shared sampler pieces: the cached chain state, per-step diagnostics, ``run_chain`` and the
-adaptive step-size controller.
+"""The chain state, per-step diagnostics, ``run_chain`` (THE one chain loop) and the adaptive
+step-size controller.
 
 Every sampler module (``langevin``, ``mala``) exposes ``init(energy, x, **cond) -> ChainState`` and
-``step(energy, state, step_size, *, noise_scale=None, temperature=1.0, generator=None, **cond)``.
-The state caches E(x) and dE/dx, so one step costs exactly one forward and one backward of the
-energy, for unadjusted Langevin and for MALA alike.
+``step(energy, state, step_size, *, noise_scale=None, temperature=1.0, generator=None, noise=None,
+create_graph=False, evaluate=True, **cond) -> (ChainState, StepInfo)``. The state caches E(x) and
+dE/dx, so one step costs exactly one forward and one backward of the energy, for unadjusted
+Langevin and for MALA alike (MALA = the Langevin proposal of ``langevin.propose`` + a
+Metropolis-Hastings accept).
 
 Knobs (DESIGN.md, paper 004 App. A.4): the drift is ``-step_size * dE/dx``; the noise has standard
 deviation ``noise_scale``, which defaults to ``sqrt(2 * step_size * temperature)`` (the textbook
 discretisation of Langevin dynamics for p ∝ exp(-E/T)). Paper 001 sets noise_scale directly
-(step 10-1000, noise 0.001-0.005). ``step_size`` may be a float or a tensor of shape (B,) (one per
-chain, e.g. gathered from per-group step sizes).
+(step 10-1000, noise 0.001-0.005); paper 002 anneals it per step. ``step_size`` may be a float or a
+tensor of shape (B,) (one per chain, e.g. gathered from per-group step sizes).
+
+Every generation procedure of the papers is built on ``run_chain``: per-step noise schedules and
+injected noises (002), a projection after every step (003's inpainting), a gradient kept through
+none / the last / all steps (001's KL term), per-group adaptive step sizes (000, 004).
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -24,21 +30,44 @@ from ebmlab.energies.base import energy_and_grad
 
 
 class ChainState(NamedTuple):
-    x: Tensor       # (B, ...) current points
-    energy: Tensor  # (B,) E(x), cached
-    grad: Tensor    # (B, ...) dE/dx, cached
+    x: Tensor              # (B, ...) current points
+    energy: Tensor | None  # (B,) E(x), cached (None only after a final step with evaluate=False)
+    grad: Tensor | None    # (B, ...) dE/dx, cached
 
 
 class StepInfo(NamedTuple):
-    accept_rate: Tensor  # (B,) acceptance indicator/probability of this step (1 for unadjusted)
+    accept_rate: Tensor  # (B,) acceptance indicator of this step (1 for unadjusted Langevin)
     step_size: Tensor    # (B,) step size used
     grad_norm: Tensor    # (B,) ||dE/dx|| at the start of the step
 
 
-def init(energy, x: Tensor, **cond) -> ChainState:
+class ChainInfo(NamedTuple):
+    """Diagnostics of a chain, one entry per step (each (K,), float32 on the CPU). Every sampler and
+    generation procedure reports this type; ``as_dict`` gives the form ``SampleOutput.info`` uses."""
+    accept_rate: Tensor  # mean acceptance of the step over chains
+    step_size: Tensor    # mean step size
+    energy: Tensor       # mean E at the chains' points *before* the step
+    grad_norm: Tensor    # mean ||dE/dx|| before the step
+
+    @staticmethod
+    def empty() -> "ChainInfo":
+        return ChainInfo(*(torch.zeros(0) for _ in range(4)))
+
+    @staticmethod
+    def cat(infos: list["ChainInfo"]) -> "ChainInfo":
+        """Concatenate the per-step entries of consecutive chains (e.g. the levels of an annealing)."""
+        if not infos:
+            return ChainInfo.empty()
+        return ChainInfo(*(torch.cat(parts) for parts in zip(*infos)))
+
+    def as_dict(self) -> dict[str, Tensor]:
+        return dict(self._asdict())
+
+
+def init(energy, x: Tensor, *, create_graph: bool = False, **cond) -> ChainState:
     """Evaluate and cache E and dE/dx at the chain's starting points."""
-    e, g = energy_and_grad(energy, x, **cond)
-    return ChainState(x.detach(), e, g)
+    e, g = energy_and_grad(energy, x, create_graph=create_graph, **cond)
+    return ChainState(x if create_graph else x.detach(), e, g)
 
 
 def per_chain(value, x: Tensor) -> Tensor:
@@ -78,41 +107,89 @@ def flat_norm(t: Tensor) -> Tensor:
     return t.flatten(1).norm(dim=1)
 
 
-def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scale=None,
-              temperature: float = 1.0, generator=None, controller=None, groups: Tensor | None = None,
-              **cond) -> tuple[Tensor, dict[str, Tensor]]:
-    """Run ``n_steps`` of ``sampler`` (the langevin or mala module) from x.
+def _noise_at(noise_scale, i: int):
+    """The noise std of step i: None, a number, or row i of a (K,) / (K, B) per-step schedule."""
+    if noise_scale is None or isinstance(noise_scale, (int, float)):
+        return noise_scale
+    ns = torch.as_tensor(noise_scale)
+    return ns if ns.dim() == 0 else ns[i]
 
-    With a ``controller`` (StepSizeController), step sizes come from it per group (``groups``: (B,)
-    long, default all 0) and it is updated after every step. Returns the final points (detached) and
-    diagnostics, each a (n_steps,) tensor: ``accept_rate``, ``step_size`` (mean over chains),
-    ``energy`` (mean E after the step), ``grad_norm``. Nothing is logged here.
-    """
+
+def _check_chain_args(n_steps: int, step_size, controller, noise_scale, noises, grad: str, x: Tensor) -> None:
     if n_steps < 0:
         raise ValueError(f"n_steps must be >= 0, got {n_steps}")
-    if groups is None and controller is not None:
-        groups = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    if grad not in ("none", "last", "all"):
+        raise ValueError(f"grad must be none, last or all, got {grad!r}")
     if controller is None:
         check_positive("step_size", step_size)
-    state = sampler.init(energy, x, **cond)
+    if torch.is_tensor(noise_scale) and noise_scale.dim() > 0 and noise_scale.shape[0] < n_steps:
+        raise ValueError(f"a per-step noise_scale needs {n_steps} rows, got {tuple(noise_scale.shape)}")
+    if noises is not None and (noises.shape[0] < n_steps or noises.shape[1:] != x.shape):
+        raise ValueError(f"noises must have shape ({n_steps}, {', '.join(map(str, x.shape))}), "
+                         f"got {tuple(noises.shape)}")
+
+
+def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scale=None,
+              temperature: float = 1.0, noises: Tensor | None = None,
+              project: Callable[[Tensor], Tensor] | None = None, grad: str = "none",
+              controller=None, groups: Tensor | None = None, final_energy: bool = True,
+              callback: Callable | None = None, generator: torch.Generator | None = None,
+              **cond) -> tuple[Tensor, ChainInfo]:
+    """Run ``n_steps`` of ``sampler`` (the langevin or mala module) from x (B, ...).
+
+    - ``step_size``: a float or (B,); with a ``controller`` (StepSizeController) it comes from the
+      controller per group (``groups`` (B,) long, default all 0), updated after every step.
+    - ``noise_scale``: None (sqrt(2 eps T)), a number, (K,) per step, or (K, B) per step and chain.
+    - ``noises``: (K, B, ...) given standard-normal draws z_k (paper 002's interpolation).
+    - ``project(x) -> x``: applied after every step; the cached energy is recomputed there.
+    - ``grad``: "none" (every step detached), "last" (only the last step differentiable w.r.t. the
+      energy's parameters and x_{K-1}: paper 001 Eq. 7), "all" (every step: App. D.2). Langevin only.
+    - ``final_energy=False`` skips the evaluation at the final point (unadjusted Langevin only): a
+      K-step chain then costs K forward+backward passes, for callers whose next chain changes the
+      energy (the levels of an annealing) or that discard it.
+    - ``callback(i, state, info)`` after each step.
+    Returns the final points (detached unless ``grad`` != "none") and a ``ChainInfo``. Nothing is logged.
+    """
+    _check_chain_args(n_steps, step_size, controller, noise_scale, noises, grad, x)
+    if groups is None and controller is not None:
+        groups = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    x0 = project(x) if project is not None else x
+    state = sampler.init(energy, x0, create_graph=grad == "all", **cond)
     rows = []  # per step: (4,) tensor of means, stacked once at the end (no per-step device sync)
-    for _ in range(n_steps):
+    for i in range(n_steps):
+        last = i == n_steps - 1
+        if last and grad == "last":  # recompute dE/dx at x_{K-1} with a graph to the parameters
+            state = sampler.init(energy, state.x.detach(), create_graph=True, **cond)
         eps = controller.step_size(groups) if controller is not None else step_size
-        state, info = sampler.step(energy, state, eps, noise_scale=noise_scale, temperature=temperature,
-                                   generator=generator, **cond)
+        e_before = state.energy.detach().mean()
+        state, info = sampler.step(energy, state, eps, noise_scale=_noise_at(noise_scale, i),
+                                   temperature=temperature, generator=generator,
+                                   noise=None if noises is None else noises[i].to(x),
+                                   create_graph=grad == "all" or (last and grad == "last"),
+                                   evaluate=not ((last and not final_energy) or project is not None), **cond)
+        if project is not None:
+            state = _projected(sampler, energy, state, project, evaluate=not last or final_energy, **cond)
         if controller is not None:
             controller.update(info.accept_rate, groups)
-        rows.append(torch.stack([info.accept_rate.mean(), info.step_size.mean(), state.energy.mean(),
+        rows.append(torch.stack([info.accept_rate.mean(), info.step_size.mean(), e_before,
                                  info.grad_norm.mean()]).detach())
+        if callback is not None:
+            callback(i, state, info)
     check_finite_chain(state)
     table = torch.stack(rows).float().cpu() if rows else torch.zeros(0, 4)
-    diag = {k: table[:, i] for i, k in enumerate(("accept_rate", "step_size", "energy", "grad_norm"))}
-    return state.x.detach(), diag
+    x_out = state.x if grad != "none" else state.x.detach()
+    return x_out, ChainInfo(*(table[:, j] for j in range(4)))
+
+
+def _projected(sampler, energy, state: ChainState, project, *, evaluate: bool, **cond) -> ChainState:
+    x = project(state.x.detach())
+    return sampler.init(energy, x, **cond) if evaluate else ChainState(x, None, None)
 
 
 def check_finite_chain(state: ChainState) -> None:
     """Raise if the chain ended on a non-finite point or energy (checked once, after the chain)."""
-    if not bool(torch.isfinite(state.energy).all()) or not bool(torch.isfinite(state.x).all()):
+    bad_e = state.energy is not None and not bool(torch.isfinite(state.energy).all())
+    if bad_e or not bool(torch.isfinite(state.x).all()):
         raise FloatingPointError(
             "the sampler produced a non-finite energy or sample; lower the step size or the noise "
             "scale, or check the energy for overflow")
@@ -139,14 +216,29 @@ class StepSizeController(nn.Module):
 
     def step_size(self, groups: Tensor) -> Tensor:
         """(B,) step size for each chain's group."""
+        if self.log_step.shape[0] == 1:
+            return self.log_step.exp().expand(groups.shape[0])
         return self.log_step.exp()[groups]
+
+    def group_means(self, accept: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
+        """(G,) mean acceptance per group and (G,) bool "visited", in tensor arithmetic (no host sync)."""
+        if self.log_step.shape[0] == 1:
+            return accept.float().mean().view(1), torch.ones(1, dtype=torch.bool, device=accept.device)
+        g = self.log_step.shape[0]
+        total = torch.zeros(g, device=accept.device).index_add_(0, groups, accept.float())
+        count = torch.zeros(g, device=accept.device).index_add_(0, groups, torch.ones_like(accept, dtype=torch.float))
+        return total / count.clamp_min(1.0), count > 0
 
     @torch.no_grad()
     def update(self, accept: Tensor, groups: Tensor) -> None:
         """accept (B,), groups (B,) long: nudge each visited group towards the target rate."""
-        g = self.log_step.shape[0]
-        total = torch.zeros(g, device=accept.device).index_add_(0, groups, accept.float())
-        count = torch.zeros(g, device=accept.device).index_add_(0, groups, torch.ones_like(accept, dtype=torch.float))
-        seen = count > 0
-        mean = total[seen] / count[seen]
-        self.log_step[seen] = (self.log_step[seen] + self.rate * (mean - self.target)).clamp(self.log_min, self.log_max)
+        mean, seen = self.group_means(accept, groups)
+        delta = torch.where(seen, self.rate * (mean - self.target), torch.zeros_like(mean))
+        self.log_step.add_(delta).clamp_(self.log_min, self.log_max)
+
+    def copy(self) -> "StepSizeController":
+        """A private copy (sampling must not change the training state)."""
+        c = StepSizeController(self.log_step.shape[0], 1.0, self.target, self.rate)
+        c.log_min, c.log_max = self.log_min, self.log_max
+        c.log_step.copy_(self.log_step)
+        return c.to(self.log_step.device)

@@ -1,8 +1,8 @@
 """Metropolis-adjusted Langevin (MALA): paper 000 Sec. 3.3 / App. C.1, paper 004 Sec. 4.4.
 
-Proposal  x' = x - eps * dE/dx(x) + sigma * z  (sigma = noise_scale or sqrt(2 eps T)),
-i.e. q(x' | x) = N(x - eps * dE/dx(x), sigma^2 I); target p ∝ exp(-E/T); accept with probability
-min(1, exp(-(E(x') - E(x))/T + log q(x | x') - log q(x' | x))).
+Proposal  x' = x - eps * dE/dx(x) + sigma * z  (``langevin.propose``; sigma = noise_scale or
+sqrt(2 eps T)), i.e. q(x' | x) = N(x - eps * dE/dx(x), sigma^2 I); target p ∝ exp(-E/T); accept with
+probability min(1, exp(-(E(x') - E(x))/T + log q(x | x') - log q(x' | x))).
 The state caches E and dE/dx at the current point, so a step is one forward+backward (at x') -
 the same cost as unadjusted Langevin. The MH correction is exact for any (eps, sigma) pair.
 ``StepInfo.accept_rate`` holds each chain's 0/1 acceptance.
@@ -10,10 +10,11 @@ the same cost as unadjusted Langevin. The MH correction is exact for any (eps, s
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from ebmlab.energies.base import energy_and_grad
-from ebmlab.samplers.base import (ChainState, StepInfo, check_positive, flat_norm, init, noise_std,
-                                  per_chain, randn_like)
+from ebmlab.samplers.base import ChainState, StepInfo, flat_norm, init
+from ebmlab.samplers.langevin import propose
 
 __all__ = ["init", "step", "log_accept_ratio"]
 
@@ -32,13 +33,17 @@ def log_accept_ratio(state: ChainState, prop: ChainState, eps, sigma, temperatur
 
 
 def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature: float = 1.0,
-         generator: torch.Generator | None = None, **cond):
-    if not torch.is_tensor(step_size):  # tensors come from run_chain/controllers, checked there
-        check_positive("step_size", step_size)
+         generator: torch.Generator | None = None, noise: Tensor | None = None,
+         create_graph: bool = False, evaluate: bool = True, **cond):
+    """One MALA step. The proposal's energy is always needed (``evaluate`` is ignored); the accept
+    step is not differentiable, so ``create_graph`` must stay False."""
+    if create_graph:
+        raise ValueError("MALA's accept/reject step is not differentiable; use the langevin sampler "
+                         "for a chain with a gradient")
     x = state.x
-    eps = per_chain(step_size, x)  # (B, 1, ...)
-    sigma = noise_std(step_size, noise_scale, temperature, x)
-    x_prop = (x - eps * state.grad + sigma * randn_like(x, generator)).detach()
+    x_prop, eps, sigma = propose(state, step_size, noise_scale=noise_scale, temperature=temperature,
+                                 generator=generator, noise=noise)
+    x_prop = x_prop.detach()
     e_prop, g_prop = energy_and_grad(energy, x_prop, **cond)
     prop = ChainState(x_prop, e_prop, g_prop)
     log_a = log_accept_ratio(state, prop, eps, sigma, temperature)  # (B,)

@@ -17,10 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or not a safetensors file."""
-
+from ebmlab.errors import CheckpointError  # also importable from here, its older home
 
 _NAME = re.compile(r"^step_(\d{8})\.safetensors$")
 

@@ -21,8 +21,9 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ebmlab.errors import DistributedError
 from ebmlab.training import checkpoint as ckpt
-from ebmlab.training.distributed import DistContext, DistributedError, verify_replicas
+from ebmlab.training.distributed import DistContext, verify_replicas
 
 _RANK_FILE = re.compile(r"^step_(\d{8})\.rank(\d+)\.safetensors$")
 

@@ -82,11 +82,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ebmlab.training.config import ConfigError
-
-
-class DistributedError(RuntimeError):
-    """Ranks disagree (parameters, checkpoints, metric keys) or the launch environment is wrong."""
+from ebmlab.errors import ConfigError, DistributedError
 
 
 @dataclass(frozen=True)

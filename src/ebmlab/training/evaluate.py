@@ -8,8 +8,12 @@ Vector data (``evaluate_vectors``):
 - ``density_kl``: KL(true || model) on a grid over the first two coordinates, the remaining
   coordinates held at 0 in data coordinates (paper 004 App. A.1 slice for the rings), both
   grid-normalised; ``density_kl_uniform`` is the uniform density's score (a ceiling);
-- ``long_run_*``: the same sample metrics for chains ``eval.long_run_factor`` times longer.
-Image data go through ``IMAGE_EVALUATORS`` (registered by the image stack).
+- ``long_run_*``: the same sample metrics for chains ``eval.long_run_factor`` times longer
+  (``long_run_steps``: the total sampler steps they took);
+- ``density_kl_skipped``: the reason, for a method that defines no log-density.
+Everything goes through the ``Objective`` contract (``prior``, ``sample``, ``n_steps_default``,
+``has_log_density`` / ``log_density``): no probing of methods.
+Image data go through ``IMAGE_EVALUATORS`` (built here from ``training/image_eval.py``).
 """
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ import torch
 from ebmlab import plots
 from ebmlab.metrics.density import grid_kl, make_grid, sample_precision, uniform_grid_kl
 from ebmlab.metrics.distances import energy_distance
+from ebmlab.training import image_eval
 
-IMAGE_EVALUATORS: list = []  # fn(objective, data, cfg, run_dir, generator) -> dict
+IMAGE_EVALUATORS: list = [image_eval.evaluate_images]  # fn(objective, data, cfg, run_dir, generator) -> dict
 
 
 def _extent(data, cfg) -> float:
@@ -67,45 +72,46 @@ def evaluate_vectors(objective, data, cfg, run_dir: Path | None, generator) -> d
     dev = next(objective.parameters()).device
     g_cpu = torch.Generator().manual_seed(cfg.train.seed + 11)
     ref, ref2 = data.fresh(n, g_cpu), data.fresh(n, g_cpu)
-    noise = data.transform.to_data(objective.noise(n, generator).cpu()) if hasattr(objective, "noise") else None
-    short, diag = _sample(objective, n, generator)
-    short = data.transform.to_data(short.cpu())
+    noise = data.transform.to_data(objective.prior(n, generator).cpu())
+    out = objective.sample(n, generator=generator)
+    short = data.transform.to_data(out.x.cpu())
     m = sample_metrics(short, data, ref, ref2, "sample_")
     m["sample_energy_distance_floor"] = energy_distance(ref2, ref)
-    if noise is not None:
-        m["sample_energy_distance_noise"] = energy_distance(noise, ref)
+    m["sample_energy_distance_noise"] = energy_distance(noise, ref)
     if data.dist is not None:
         m["sample_precision_floor"] = sample_precision(data.dist.log_prob(ref), data.dist.log_prob(ref2))
     long = None
-    if cfg.eval.long_run_factor > 1 and hasattr(objective, "n_steps_default"):
+    if cfg.eval.long_run_factor > 1:
         steps = objective.n_steps_default * cfg.eval.long_run_factor
-        n_long = min(n, 1000)
-        long = data.transform.to_data(objective.sample(n_long, generator=generator, n_steps=steps).cpu())
+        long = data.transform.to_data(objective.sample(min(n, 1000), generator=generator, n_steps=steps).x.cpu())
         m.update(sample_metrics(long, data, ref, ref2, "long_run_"))
-    kl_panels = {}
-    if data.shape[0] >= 2 and hasattr(objective, "log_density"):
-        extent = _extent(data, cfg)
-        grid, xs, ys = make_grid(extent, cfg.eval.grid_size)
-        model_lp = model_log_density_grid(objective, data, grid)
-        kl_panels["model"] = model_lp
-        if data.dist is not None:
-            true_lp = true_log_density_grid(data.dist, grid)
-            m["density_kl"] = grid_kl(true_lp, model_lp)
-            m["density_kl_uniform"] = uniform_grid_kl(true_lp)
-            kl_panels = {"true": true_lp, **kl_panels}
-        if run_dir is not None and cfg.eval.plots:
-            plots.density_maps(kl_panels, xs, ys, run_dir / "plots" / "density.png",
-                               title=f"density on the (x1, x2) slice, KL={m.get('density_kl', float('nan')):.3f}")
+        m["long_run_steps"] = steps
+    m.update(_density_metrics(objective, data, cfg, run_dir))
     if run_dir is not None and cfg.eval.plots:
-        _vector_plots(objective, data, run_dir, ref, short, long, diag, dev)
+        _vector_plots(objective, data, run_dir, ref, short, long, out.info, dev)
     return m
 
 
-def _sample(objective, n, generator):
-    try:
-        return objective.sample(n, generator=generator, return_diagnostics=True)
-    except TypeError:
-        return objective.sample(n, generator=generator), None
+def _density_metrics(objective, data, cfg, run_dir: Path | None) -> dict:
+    """density_kl on the (x1, x2) slice where the method defines a log-density and the data have
+    an exact one; a method without a log-density says so in ``density_kl_skipped``."""
+    if data.shape[0] < 2:
+        return {}
+    if not objective.has_log_density:
+        return {"density_kl_skipped": f"method {type(objective).__name__} defines no log-density"}
+    m, panels = {}, {}
+    grid, xs, ys = make_grid(_extent(data, cfg), cfg.eval.grid_size)
+    panels["model"] = model_log_density_grid(objective, data, grid)
+    if data.dist is not None:
+        true_lp = true_log_density_grid(data.dist, grid)
+        m["density_kl"] = grid_kl(true_lp, panels["model"])
+        m["density_kl_uniform"] = uniform_grid_kl(true_lp)
+        panels = {"true": true_lp, **panels}
+    if run_dir is not None and cfg.eval.plots:
+        kl = f", KL={m['density_kl']:.3f}" if "density_kl" in m else ""
+        plots.density_maps(panels, xs, ys, run_dir / "plots" / "density.png",
+                           title=f"density on the (x1, x2) slice{kl}")
+    return m
 
 
 def _vector_plots(objective, data, run_dir, ref, short, long, diag, dev) -> None:
@@ -120,8 +126,7 @@ def _vector_plots(objective, data, run_dir, ref, short, long, diag, dev) -> None
         energies["long-run samples" if long is not None else "samples"] = objective.score(
             data.transform.to_model(last).to(dev)).cpu()
     plots.energy_histograms(energies, run_dir / "plots" / "energy_hist.png")
-    if diag is not None:
-        plots.chain_curves(diag, run_dir / "plots" / "chain.png")
+    plots.chain_curves(diag, run_dir / "plots" / "chain.png")
     samples_dir = run_dir / "samples"
     samples_dir.mkdir(parents=True, exist_ok=True)
     import numpy as np
@@ -143,11 +148,3 @@ def evaluate(objective, data, cfg, run_dir: Path | None, generator: torch.Genera
     if run_dir is not None:
         (Path(run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
-
-
-def _register_builtins() -> None:
-    """Image evaluators register themselves (``ebmlab eval`` calls ``evaluate`` before the hooks)."""
-    from ebmlab.training import image_eval  # noqa: F401  (registers the image evaluators)
-
-
-_register_builtins()

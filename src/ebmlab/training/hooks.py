@@ -1,5 +1,5 @@
-"""Extension points filled by other parts of the library, kept here so that the CLI and the loop
-stay ignorant of images, OOD sets and FID.
+"""Extension points, kept here so that the CLI and the loop stay ignorant of images, OOD sets and FID.
+The lists are built here from ``training/image_eval.py`` (which does not import this module).
 
 - ``SAMPLE_HOOKS``: fn(trainer, final: bool) called every ``train.sample_every`` steps and at the end
   (the image stack writes ``samples/grid_stepNNNN.png``);
@@ -8,8 +8,10 @@ stay ignorant of images, OOD sets and FID.
 """
 from __future__ import annotations
 
-SAMPLE_HOOKS: list = []
-EVAL_EXTENSIONS: list = []
+from ebmlab.training import image_eval
+
+SAMPLE_HOOKS: list = [image_eval.grid_hook]
+EVAL_EXTENSIONS: list = [image_eval.fid_extension, image_eval.digits_extension, image_eval.ood_extension]
 
 
 def sample_hook(trainer, final: bool = False) -> None:
@@ -19,10 +21,3 @@ def sample_hook(trainer, final: bool = False) -> None:
 
 def eval_extensions() -> list:
     return list(EVAL_EXTENSIONS)
-
-
-def _register_builtins() -> None:
-    from ebmlab.training import image_eval  # noqa: F401  (registers the sample-grid hook and eval options)
-
-
-_register_builtins()

@@ -1,6 +1,7 @@
 """Image-run evaluation, sample grids during training, and the ``ebmlab eval`` image/OOD options.
 
-Registered at import (``training/hooks.py`` and ``training/evaluate.py`` import this module):
+This module only defines functions (it imports neither ``training/evaluate.py`` nor
+``training/hooks.py``); those two build their lists from it:
 
 - ``IMAGE_EVALUATORS``: ``evaluate_images`` draws ``eval.n_samples`` samples with the method's own
   ``objective.sample`` (in batches of ``train.batch_size``), writes ``samples/samples.npy`` (data
@@ -34,8 +35,6 @@ import torch
 from torch import Tensor
 
 from ebmlab import plots
-from ebmlab.training.evaluate import IMAGE_EVALUATORS
-from ebmlab.training.hooks import EVAL_EXTENSIONS, SAMPLE_HOOKS
 
 GRID_N = 64
 
@@ -45,7 +44,7 @@ def draw_samples(objective, n: int, generator, batch_size: int) -> Tensor:
     """(n, C, H, W) samples in model coordinates, on CPU, drawn in batches with one generator."""
     out = []
     for i in range(0, n, batch_size):
-        out.append(objective.sample(min(batch_size, n - i), generator=generator).detach().cpu())
+        out.append(objective.sample(min(batch_size, n - i), generator=generator).x.detach().cpu())
     x = torch.cat(out)
     if not torch.isfinite(x).all():
         raise FloatingPointError(f"{int((~torch.isfinite(x)).flatten(1).any(1).sum())} of {n} samples are not finite")
@@ -87,15 +86,14 @@ def _write_outputs(objective, data, cfg, run_dir: Path, raw, samples, train, tes
     plots.image_grid(samples[:100], run_dir / "samples" / "grid_final.png", title="final samples (EMA)")
     if not cfg.eval.plots:
         return
-    from ebmlab.metrics.novelty import novelty_figure
-    novelty_figure(samples, train, run_dir / "plots" / "novelty.png")
+    from ebmlab.metrics.novelty import novelty_rows
+    k = 3
+    plots.image_grid(novelty_rows(samples, train, k=k), run_dir / "plots" / "novelty.png", nrow=1 + k,
+                     title=f"sample | {k} nearest training images (pixel L2)")
     n = min(len(test), len(samples))
     sets = {"held-out data": energies(objective, data.transform.to_model(test[:n])),
             "samples": energies(objective, data.transform.to_model(samples[:n]))}
     plots.energy_histograms(sets, run_dir / "plots" / "energy_hist.png")
-
-
-IMAGE_EVALUATORS.append(evaluate_images)
 
 
 # ----- sample grids during training ------------------------------------------------------------------
@@ -112,13 +110,10 @@ def grid_hook(trainer, final: bool = False) -> None:
     obj.eval()
     try:
         with ema:
-            x = obj.sample(min(GRID_N, cfg.eval.n_samples), generator=g).detach().cpu()
+            x = obj.sample(min(GRID_N, cfg.eval.n_samples), generator=g).x.detach().cpu()
     finally:
         obj.train(was_training)
     plots.image_grid(trainer.data.transform.to_data(x), path, title=f"step {trainer.step}")
-
-
-SAMPLE_HOOKS.append(grid_hook)
 
 
 # ----- ebmlab eval extensions ------------------------------------------------------------------------
@@ -175,7 +170,8 @@ def ood_set(name: str, data, generator) -> Tensor:
         return data.test + 1.0   # +1 std per coordinate (model coordinates are standardised)
     if name == "scaled":
         return data.test * 1.5   # about the training mean (0 in model coordinates)
-    from ebmlab.data.arrays import DataError, load_vectors
+    from ebmlab.data.arrays import load_vectors
+    from ebmlab.errors import DataError
     if not Path(name).exists():
         raise DataError(f"--ood {name!r}: for vector runs use 'shifted', 'scaled' or a .npy/.npz/.csv file of vectors")
     x = load_vectors(name)
@@ -202,6 +198,3 @@ def ood_extension(args, cfg, objective, data) -> dict:
         e_out = energies(objective, x)
         out[f"ood_auroc_{_slug(name)}"] = auroc(-e_in, -e_out)  # higher -E = more in-distribution
     return out
-
-
-EVAL_EXTENSIONS.extend([fid_extension, digits_extension, ood_extension])

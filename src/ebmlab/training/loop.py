@@ -22,17 +22,14 @@ from pathlib import Path
 
 import torch
 
+from ebmlab.config import Config, save_config
 from ebmlab.data import build_dataset
+from ebmlab.errors import TrainingDiverged  # also importable from here, its older home
 from ebmlab.objectives import build_objective
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training import dist_checkpoint, distributed
-from ebmlab.training.config import Config, save_config
 from ebmlab.training.ema import EMA
 from ebmlab.training.logging import RunLogger, scalars
-
-
-class TrainingDiverged(FloatingPointError):
-    pass
 
 
 def resolve_device(name: str) -> torch.device:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import yaml
@@ -33,8 +34,17 @@ def read_run_config(run_dir: Path):
     return from_dict(yaml.safe_load(p.read_text()))
 
 
-def open_run(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str | None = None):
-    """(cfg, objective, data) with the latest (or given) checkpoint loaded, EMA weights swapped in."""
+class OpenedRun(NamedTuple):
+    cfg: object              # the run's resolved Config
+    objective: nn.Module     # the method's Objective, weights loaded, in eval mode
+    data: object             # the run's Dataset
+    step: int                # training step of the checkpoint used
+    checkpoint: Path         # the checkpoint file used
+
+
+def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu",
+                    checkpoint: str | Path | None = None) -> OpenedRun:
+    """Open a run at its latest (or the given) checkpoint, EMA weights swapped in (``ema``)."""
     from ebmlab.data import build_dataset
     from ebmlab.objectives import build_objective
 
@@ -43,6 +53,8 @@ def open_run(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", chec
     path = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(run_dir / "checkpoints")
     if path is None:
         raise ckpt.CheckpointError(f"no checkpoint in {str(run_dir / 'checkpoints')!r}; train the run first")
+    if not path.is_file():
+        raise ckpt.CheckpointError(f"checkpoint {str(path)!r} does not exist")
     tensors, meta = ckpt.load_checkpoint(path)
     data = build_dataset(cfg.data)
     objective = build_objective(cfg, data)
@@ -54,7 +66,13 @@ def open_run(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", chec
                 if k.startswith("ema."):
                     params[k[4:]].copy_(v)
     objective.to(torch.device(device)).eval()
-    return cfg, objective, data
+    return OpenedRun(cfg, objective, data, int(meta.get("step", -1)), path)
+
+
+def open_run(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str | None = None):
+    """(cfg, objective, data) with the latest (or given) checkpoint loaded, EMA weights swapped in."""
+    run = open_checkpoint(run_dir, ema=ema, device=device, checkpoint=checkpoint)
+    return run.cfg, run.objective, run.data
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> nn.Module:

@@ -1,0 +1,59 @@
+"""The data containers every loader returns: ``Affine`` (model <-> data coordinates) and ``Dataset``.
+
+A leaf of ``ebmlab.data``: the registry (``data/dataset.py``) and the loaders (``data/toy.py``,
+``data/images.py``) import it, it imports none of them. See ``data/dataset.py`` for the coordinates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Affine:
+    """z = (x - shift) / scale, per coordinate (vectors) or scalar (images)."""
+    shift: Tensor
+    scale: Tensor
+
+    def to_model(self, x: Tensor) -> Tensor:
+        return (x - self.shift.to(x)) / self.scale.to(x)
+
+    def to_data(self, z: Tensor) -> Tensor:
+        return z * self.scale.to(z) + self.shift.to(z)
+
+    @property
+    def log_det(self) -> float:
+        """log |dz/dx| per example."""
+        return float(-torch.log(self.scale).sum()) if self.scale.dim() else 0.0
+
+    @staticmethod
+    def identity(dim: int | None = None) -> Affine:
+        return Affine(torch.zeros(()), torch.ones(()))
+
+
+@dataclass
+class Dataset:
+    name: str
+    kind: str                              # "vector" | "image"
+    train: Tensor                          # (N, ...) model coordinates
+    test: Tensor                           # (M, ...) model coordinates
+    transform: Affine = field(default_factory=Affine.identity)
+    train_labels: Tensor | None = None     # (N,) long
+    test_labels: Tensor | None = None
+    num_classes: int = 0
+    dist: object | None = None             # toy distribution with exact sample/log_prob (data coords)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.train.shape[1:])
+
+    def fresh(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n data points in data coordinates never seen in training: from the exact sampler when
+        there is one, else (a subset of) the held-out split."""
+        if self.dist is not None:
+            return self.dist.sample(n, generator)
+        idx = torch.randperm(self.test.shape[0], generator=generator)[:n]
+        return self.transform.to_data(self.test[idx])

@@ -1,0 +1,130 @@
+"""Train and evaluate one arm of an ``ebmlab experiment``, the same way for every paper, and write the
+results in the common format (``results.md`` / ``results.json``).
+
+``experiment_config(config, overrides)`` loads a config (a shipped config's name, a path, or None for
+the defaults) with ``QUIET`` first, so an experiment's own overrides win. ``train_and_evaluate(run_dir,
+cfg)`` trains a fresh run in ``run_dir`` and then, in this one place, swaps the EMA weights into the
+objective for good (``trainer.objective`` is the EMA model afterwards: samples, figures and metrics all
+use it) and runs ``training/evaluate.evaluate`` on them. A run that stops on a non-finite value is
+handled by ``on_diverge``: ``"raise"`` (default), ``"last_good"`` (reload the last checkpoint and
+evaluate it: a divergence is a result, paper 004) or ``"record"`` (return without EMA or metrics, the
+reason in ``Arm.diverged``: paper 001's ablation counts divergences).
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ebmlab.errors import TrainingDiverged
+from ebmlab.training.config import Config, load_config
+from ebmlab.training.evaluate import evaluate
+from ebmlab.training.loop import Trainer, prepare_run_dir
+
+# Overrides every experiment run gets first: no progress bar, no per-run plots (experiments draw their
+# own figures), no intermediate checkpoints (one at the end). An experiment's own overrides come after.
+QUIET = ["train.progress=false", "eval.plots=false", "train.checkpoint_every=100000"]
+
+
+def experiment_config(config: str | Path | None, overrides: list[str], *, threads: int | None = None) -> Config:
+    """``QUIET`` + (``train.threads``) + ``overrides`` applied to ``config`` (shipped name, path or None)."""
+    sets = QUIET + ([f"train.threads={threads}"] if threads else []) + list(overrides)
+    return load_config(config, sets)
+
+
+@dataclass
+class Arm:
+    """One trained (and evaluated) run of an experiment."""
+    trainer: Trainer                        # its objective holds the EMA weights unless training diverged
+    metrics: dict = field(default_factory=dict)   # evaluate()'s metrics; {} when not evaluated
+    train_seconds: float = 0.0              # building the objective + training
+    eval_seconds: float = 0.0
+    diverged: str | None = None             # None, or why training stopped (see ``on_diverge``)
+
+
+def train_and_evaluate(run_dir: Path, cfg: Config, *, data=None, evaluate_run: bool = True,
+                       on_diverge: str = "raise", save_config: bool = True) -> Arm:
+    """Train ``cfg`` afresh in ``run_dir`` (deleted first), apply the EMA weights, evaluate.
+
+    ``data``: a prepared ``Dataset`` instead of ``cfg.data`` (then pass ``save_config=False``: the
+    run's ``config.yaml`` could not rebuild it). ``evaluate_run=False`` skips ``evaluate`` for
+    experiments that measure their own way."""
+    if on_diverge not in ("raise", "last_good", "record"):
+        raise ValueError(f"on_diverge must be raise, last_good or record, got {on_diverge!r}")
+    run_dir = Path(run_dir)
+    if save_config:
+        prepare_run_dir(run_dir, cfg, resume=False, overwrite=True)  # config.yaml: `ebmlab eval` can open it
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    t0 = time.time()
+    trainer = Trainer(cfg, run_dir, data=data)
+    diverged = None
+    try:
+        trainer.fit()
+    except FloatingPointError as err:  # TrainingDiverged (loss, gradient) or a non-finite chain
+        if on_diverge == "record":
+            return Arm(trainer, train_seconds=round(time.time() - t0, 1), diverged=str(err))
+        if on_diverge == "raise" or not isinstance(err, TrainingDiverged):
+            raise
+        trainer, diverged = _last_good(cfg, run_dir, data, err)
+    arm = Arm(trainer, train_seconds=round(time.time() - t0, 1), diverged=diverged)
+    if trainer.ema is not None:
+        trainer.ema.copy_to(trainer.objective)  # the one place the EMA weights are applied
+    if evaluate_run:
+        t1 = time.time()  # not under no_grad: a metric may train its model on first use (digits classifier)
+        arm.metrics = evaluate(trainer.objective, trainer.data, cfg, None)
+        arm.eval_seconds = round(time.time() - t1, 1)
+    return arm
+
+
+def _last_good(cfg: Config, run_dir: Path, data, err: Exception) -> tuple[Trainer, str]:
+    """A fresh trainer restored to the run's last checkpoint, and the ``diverged`` message."""
+    trainer = Trainer(cfg, run_dir, data=data)
+    trainer.resume()  # CheckpointError if it diverged before its first checkpoint
+    print(f"[experiment] {run_dir.name}: {err}; evaluating its last good checkpoint (step {trainer.step})")
+    return trainer, f"diverged ({err}); evaluated at step {trainer.step}"
+
+
+def device_generator(module: torch.nn.Module, seed: int) -> torch.Generator:
+    """A generator on the module's device, seeded."""
+    dev = next(module.parameters()).device
+    return torch.Generator(dev).manual_seed(seed)
+
+
+# ----- results ---------------------------------------------------------------------------------------
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    head = "| name | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns) + "\n"
+    body = "".join("| " + r["name"] + " | " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |\n"
+                   for r in rows)
+    return head + body
+
+
+def write_json(out: Path, result: dict) -> None:
+    (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float))
+
+
+def write_results(out: Path, paper: str, rows: list[dict], columns: list[str], claim: str,
+                  claim_holds: bool, notes: str = "") -> dict:
+    """``results.json`` = {paper, rows, claim, claim_holds} and a ``results.md`` with the table, the
+    claim and its verdict; returns the result dict."""
+    result = {"paper": paper, "rows": rows, "claim": claim, "claim_holds": bool(claim_holds)}
+    write_json(out, result)
+    verdict = "HOLDS" if claim_holds else "DOES NOT HOLD"
+    md = (f"# Experiment: paper {paper}\n\n{markdown_table(rows, columns)}\n"
+          f"**Claim:** {claim}\n\n**Verdict at this scale:** the claim {verdict}.\n\n{notes}\n")
+    (out / "results.md").write_text(md)
+    print(md)
+    return result
