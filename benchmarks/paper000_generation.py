@@ -1,7 +1,8 @@
 """Paper 000's generation (Alg. 3 and Alg. 4) on a trained run: sample quality and the acceptance of
-the last 10 % of stages, with each stage's step fitted to its own target (the default, issue 12) and,
-for comparison, with the step adapted on the training chain reused while annealing (the behaviour
-before issue 12: no fitting steps, Robbins-Monro rate 0.05 from the training chain's step).
+the last 10 % of stages under three step policies: the step carried from stage to stage and fitted
+to each stage's target while sampling (the default since issue 12), the same with 2 extra
+step-fitting MALA steps per stage, and the step adapted on the training chain reused while annealing
+(the behaviour before issue 12: Robbins-Monro rate 0.05 from the training chain's step).
 
     python benchmarks/paper000_generation.py RUN [--n 1000] [--seed 0]
 
@@ -20,11 +21,18 @@ from ebmlab.metrics.distances import energy_distance
 from ebmlab.training.run import open_checkpoint
 
 
-def measure(run, algorithm: str, fitted: bool, n: int, seed: int) -> dict:
+POLICIES = ("fitted while sampling (default)", "fitted + 2 extra steps per stage", "training-chain step")
+
+
+def measure(run, algorithm: str, policy: str, n: int, seed: int) -> dict:
     obj, data = run.objective, run.data
     cfg = obj.cfg
     init_step = None
-    if not fitted:  # the pre-fix policy: start from the training chain's step, slow adaptation
+    if policy == "fitted while sampling (default)":
+        obj.cfg = dataclasses.replace(cfg, sample_adapt_steps=0, sample_adapt_rate=0.5)
+    elif policy == "fitted + 2 extra steps per stage":  # step-fitting MALA steps before each stage's N
+        obj.cfg = dataclasses.replace(cfg, sample_adapt_steps=2, sample_adapt_rate=0.5)
+    elif policy == "training-chain step":  # the pre-fix policy: the training chain's step, slow adaptation
         obj.cfg = dataclasses.replace(cfg, sample_adapt_steps=0, sample_adapt_rate=cfg.adapt_rate)
         init_step = float(obj.ctrl.log_step.exp().median())
     g = torch.Generator().manual_seed(seed)
@@ -51,9 +59,8 @@ def main() -> None:
     print("| algorithm | step policy | precision | energy distance (floor) | accept last 10 % | steps |")
     print("|---|---|---|---|---|---|")
     for algorithm in ("annealing", "soft"):
-        for fitted in (True, False):
-            m = measure(run, algorithm, fitted, args.n, args.seed)
-            policy = "fitted per stage" if fitted else "training-chain step"
+        for policy in POLICIES:
+            m = measure(run, algorithm, policy, args.n, args.seed)
             print(f"| {algorithm} | {policy} | {m['precision']:.3f} | {m['energy_distance']:.4f} ({m['floor']:.4f}) "
                   f"| {m['accept_last10']:.3f} | {m['steps']} |", flush=True)
 

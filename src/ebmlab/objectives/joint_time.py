@@ -73,7 +73,7 @@ class JointTimeConfig:
     sample_levels: int | None = None  # Alg. 3: number of levels visited, evenly spaced (None: all T)
     sample_steps: int = 2             # N: MCMC steps per level (Alg. 3) / per stage (Alg. 4)
     soft_stages: int | None = None    # Alg. 4: number of stages (None: as many as annealing levels)
-    sample_adapt_steps: int = 2       # generation: step-fitting MALA steps per level before sampling
+    sample_adapt_steps: int = 0       # generation: extra step-fitting MALA steps per level before sampling
     sample_adapt_rate: float = 0.5    # generation: Robbins-Monro rate of those fits (log eps)
 
     def validate(self):

@@ -12,12 +12,13 @@ annealing target** (DESIGN.md, "Paper 000's samplers"): p(z | t) sharpens by ord
 from t = 0 (the reference N(0, sigma_n² I)) to t = T-1 (the data), so a step size adapted elsewhere
 (e.g. on the training chain, which runs on the marginal p(z)) is far too large near t = T-1 and the
 chains freeze (measured: acceptance 0.02-0.03 over the last 10 % of stages). Here one step size is
-carried from level to level (neighbouring targets are close), and at each stage ``adapt_steps``
-MALA steps with a fast Robbins-Monro rate fit it to that stage's target before the ``n_steps``
-sampling steps, during which it keeps adapting at the same rate. The adaptation steps are valid
-MALA moves on the stage's target (MALA leaves its target invariant for any step size); they are
-reported apart (``n_adapt_steps``). The first stage starts from ``init_step`` (callers pass the
-step suited to p_n). Alg. 4 writes one step per stage; ``n_steps`` > 1 runs several.
+carried from stage to stage (neighbouring targets are close) and adapted with a fast Robbins-Monro
+rate (``adapt_rate``) on every step of every stage, so it follows the sharpening targets;
+optionally ``adapt_steps`` extra MALA steps per stage fit it before the ``n_steps`` sampling steps
+(valid MALA moves on the stage's target, reported apart as ``n_adapt_steps``; measured on the spiral
+they did not improve samples, docs/paper000.md, so callers default to 0). The first stage starts
+from ``init_step`` (callers pass the step suited to p_n). Alg. 4 writes one step per stage;
+``n_steps`` > 1 runs several.
 
 Diagnostics (``AnnealInfo``): per stage ``stage_accept_rate`` (of the sampling steps),
 ``stage_step_size``, ``level``; ``accept_rate_last10`` (mean over the last 10 % of stages, the ones
@@ -100,7 +101,7 @@ def _controller(init_step: float, target: float, rate: float) -> StepSizeControl
 
 
 def simulated_annealing(energy, x0: Tensor, levels: Sequence[int], n_steps: int, *, init_step: float,
-                        target: float = 0.6, adapt_steps: int = 2, adapt_rate: float = 0.5,
+                        target: float = 0.6, adapt_steps: int = 0, adapt_rate: float = 0.5,
                         generator: torch.Generator | None = None, keep: Sequence[int] = (),
                         sampler=mala) -> tuple[Tensor, dict]:
     """Alg. 3: x0 (B, ...) drawn from p_n; ``levels`` increasing t values (all of 0..T-1 for the
@@ -116,7 +117,7 @@ def simulated_annealing(energy, x0: Tensor, levels: Sequence[int], n_steps: int,
 
 
 def soft_annealing(energy, x0: Tensor, T: int, n_stages: int, n_steps: int, *, init_step: float,
-                   target: float = 0.6, adapt_steps: int = 2, adapt_rate: float = 0.5,
+                   target: float = 0.6, adapt_steps: int = 0, adapt_rate: float = 0.5,
                    generator: torch.Generator | None = None, keep: Sequence[int] = (),
                    sampler=mala) -> tuple[Tensor, dict]:
     """Alg. 4 with p^(n) = Uniform[t(n), T-1]: ``n_stages`` stages of ``n_steps`` steps each (after
