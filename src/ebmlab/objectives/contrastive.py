@@ -34,7 +34,7 @@ from ebmlab.errors import ConfigError
 from ebmlab.buffers import ReplayBuffer
 from ebmlab.energies.build import build_energy
 from ebmlab.objectives.base import LossOutput, Objective, SampleOutput, batch_data
-from ebmlab.samplers import StepSizeController, get_sampler, run_chain
+from ebmlab.samplers import ChainState, StepSizeController, get_sampler, run_chain
 
 SCHEMES = ("data", "noise", "persistent", "persistent_refresh", "hybrid")
 
@@ -101,9 +101,19 @@ class ContrastiveDivergence(Objective):
         """(B,) unnormalised log p(x) = -E(x)/T (App. A.4)."""
         return -self.energy(x) / self.temperature
 
-    def _chain(self, x0: Tensor, n_steps: int, eps, ctrl, generator):
+    def _chain(self, x0: Tensor, n_steps: int, eps, ctrl, generator, start=None):
         return run_chain(self.sampler, self.energy, x0, n_steps, eps, noise_scale=self.cfg.noise_scale,
-                         temperature=self.cfg.temperature, generator=generator, controller=ctrl)
+                         temperature=self.cfg.temperature, generator=generator, controller=ctrl, start=start)
+
+    def _positive(self, x: Tensor) -> tuple[Tensor, ChainState | None]:
+        """E(x) (B,) with its graph to the parameters; for data-initialised chains also dE/dx from the
+        same forward (the chain's start state), so the data batch is evaluated once, not twice."""
+        if self.scheme not in ("data", "hybrid"):
+            return self.energy(x), None
+        x_in = x.detach().requires_grad_(True)
+        e_pos = self.energy(x_in)  # (B,)
+        (g,) = torch.autograd.grad(e_pos.sum(), x_in, retain_graph=True)
+        return e_pos, ChainState(x.detach(), e_pos.detach(), g.detach())
 
     def _step_size(self, e_data: Tensor):
         if not self.cfg.adaptive_step:
@@ -113,7 +123,7 @@ class ContrastiveDivergence(Objective):
 
     def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
         x = batch_data(batch)  # (B, ...) model coordinates
-        e_pos = self.energy(x)  # (B,)
+        e_pos, start = self._positive(x)  # (B,)
         eps = self._step_size(e_pos)
         self.last_step_size.fill_(eps)
         metrics: dict[str, Tensor] = {"step_size": torch.tensor(eps)}
@@ -121,7 +131,7 @@ class ContrastiveDivergence(Objective):
         negs = []
         if self.scheme in ("data", "hybrid"):
             steps = self.cfg.n_steps_data or self.cfg.n_steps
-            x_neg, diag = self._chain(x, steps, eps, self.ctrl_data, generator)
+            x_neg, diag = self._chain(x, steps, eps, self.ctrl_data, generator, start)
             gap, term = self._term(e_pos, x_neg)
             loss = loss + (self.cfg.lam if self.scheme == "hybrid" else 1.0) * term
             metrics.update(energy_gap_data=gap, accept_rate_data=diag.accept_rate.mean(),

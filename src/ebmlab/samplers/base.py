@@ -36,9 +36,9 @@ class ChainState(NamedTuple):
 
 
 class StepInfo(NamedTuple):
-    accept_rate: Tensor  # (B,) acceptance indicator of this step (1 for unadjusted Langevin)
-    step_size: Tensor    # (B,) step size used
-    grad_norm: Tensor    # (B,) ||dE/dx|| at the start of the step
+    accept_rate: Tensor | None  # (B,) bool acceptance of this step (None: unadjusted, every move taken)
+    step_size: Tensor           # (B, 1, ...) or (B,) step size used
+    grad_norm: Tensor           # (B,) ||dE/dx|| at the start of the step
 
 
 class ChainInfo(NamedTuple):
@@ -71,7 +71,11 @@ def init(energy, x: Tensor, *, create_graph: bool = False, **cond) -> ChainState
 
 
 def per_chain(value, x: Tensor) -> Tensor:
-    """A float or (B,) tensor -> (B, 1, ..., 1), broadcastable against x (B, ...)."""
+    """A float, a (B,) tensor or an already broadcast (B, 1, ..., 1) tensor -> (B, 1, ..., 1)."""
+    if torch.is_tensor(value) and value.dim() == x.dim() and value.shape[0] == x.shape[0]:
+        return value  # already per chain (run_chain precomputes it once per step)
+    if isinstance(value, (int, float)):  # a device fill, not a blocking host-to-device copy
+        return torch.full((x.shape[0],) + (1,) * (x.dim() - 1), float(value), dtype=x.dtype, device=x.device)
     v = torch.as_tensor(value, dtype=x.dtype, device=x.device)
     if v.dim() == 0:
         v = v.expand(x.shape[0])
@@ -120,8 +124,8 @@ def _check_chain_args(n_steps: int, step_size, controller, noise_scale, noises, 
         raise ValueError(f"n_steps must be >= 0, got {n_steps}")
     if grad not in ("none", "last", "all"):
         raise ValueError(f"grad must be none, last or all, got {grad!r}")
-    if controller is None:
-        check_positive("step_size", step_size)
+    if controller is None and not torch.is_tensor(step_size):  # a tensor step is its producer's to check
+        check_positive("step_size", step_size)  # (checking it here would be a host sync per chain)
     if torch.is_tensor(noise_scale) and noise_scale.dim() > 0 and noise_scale.shape[0] < n_steps:
         raise ValueError(f"a per-step noise_scale needs {n_steps} rows, got {tuple(noise_scale.shape)}")
     if noises is not None and (noises.shape[0] < n_steps or noises.shape[1:] != x.shape):
@@ -129,12 +133,56 @@ def _check_chain_args(n_steps: int, step_size, controller, noise_scale, noises, 
                          f"got {tuple(noises.shape)}")
 
 
+class _Scales:
+    """Per-step (eps, sigma), each (B, 1, ...), computed once per chain when they cannot change
+    (a fixed step and a constant noise) and otherwise once per step: the samplers then do no
+    float-to-tensor conversion of their own."""
+
+    def __init__(self, step_size, noise_scale, temperature: float, controller, groups, x: Tensor):
+        self.noise_scale, self.temperature, self.controller, self.groups, self.x = (
+            noise_scale, temperature, controller, groups, x)
+        self.fixed_eps = None if controller is not None else per_chain(step_size, x)
+        per_step_noise = torch.is_tensor(noise_scale) and noise_scale.dim() > 0
+        self.fixed = None
+        if self.fixed_eps is not None and not per_step_noise:
+            self.fixed = (self.fixed_eps, noise_std(self.fixed_eps, noise_scale, temperature, x))
+
+    def at(self, i: int) -> tuple[Tensor, Tensor]:
+        if self.fixed is not None:
+            return self.fixed
+        eps = self.fixed_eps if self.fixed_eps is not None else per_chain(
+            self.controller.step_size(self.groups), self.x)
+        return eps, noise_std(eps, _noise_at(self.noise_scale, i), self.temperature, self.x)
+
+
+class _Recorder:
+    """Per-step diagnostics kept as references to (B,) tensors and reduced once at the end of the
+    chain (no per-step reductions, no host sync)."""
+
+    def __init__(self):
+        self.accept, self.eps, self.energy, self.gnorm = [], [], [], []
+
+    def add(self, info: "StepInfo", e_before: Tensor) -> None:
+        self.accept.append(info.accept_rate)
+        self.eps.append(info.step_size)
+        self.energy.append(e_before.detach())
+        self.gnorm.append(info.grad_norm.detach())
+
+    def info(self, x: Tensor) -> ChainInfo:
+        if not self.energy:
+            return ChainInfo.empty()
+        ones = torch.ones((), device=x.device)
+        acc = torch.stack([a.float().mean() if a is not None else ones for a in self.accept])
+        cols = [torch.stack([t.float().mean() for t in col]) for col in (self.eps, self.energy, self.gnorm)]
+        return ChainInfo(acc, *cols)
+
+
 def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scale=None,
               temperature: float = 1.0, noises: Tensor | None = None,
               project: Callable[[Tensor], Tensor] | None = None, grad: str = "none",
               controller=None, groups: Tensor | None = None, final_energy: bool = True,
-              callback: Callable | None = None, generator: torch.Generator | None = None,
-              **cond) -> tuple[Tensor, ChainInfo]:
+              check_finite: bool = True, callback: Callable | None = None, start: ChainState | None = None,
+              generator: torch.Generator | None = None, **cond) -> tuple[Tensor, ChainInfo]:
     """Run ``n_steps`` of ``sampler`` (the langevin or mala module) from x (B, ...).
 
     - ``step_size``: a float or (B,); with a ``controller`` (StepSizeController) it comes from the
@@ -147,38 +195,44 @@ def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scal
     - ``final_energy=False`` skips the evaluation at the final point (unadjusted Langevin only): a
       K-step chain then costs K forward+backward passes, for callers whose next chain changes the
       energy (the levels of an annealing) or that discard it.
+    - ``check_finite=False`` skips the final non-finite check, the chain's only host synchronisation
+      (for callers that check their loss anyway, or for asynchronous GPU code).
     - ``callback(i, state, info)`` after each step.
-    Returns the final points (detached unless ``grad`` != "none") and a ``ChainInfo``. Nothing is logged.
+    - ``start``: the ChainState at x when the caller already has E(x) and dE/dx (saves one
+      forward+backward; paper 004's data chains start at the batch whose energy the loss needs).
+    Returns the final points (detached unless ``grad`` != "none") and a ``ChainInfo`` (tensors on the
+    chain's device). Nothing is logged, nothing inside the loop waits for the device.
     """
     _check_chain_args(n_steps, step_size, controller, noise_scale, noises, grad, x)
     if groups is None and controller is not None:
         groups = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    x0 = project(x) if project is not None else x
-    state = sampler.init(energy, x0, create_graph=grad == "all", **cond)
-    rows = []  # per step: (4,) tensor of means, stacked once at the end (no per-step device sync)
+    if start is not None:
+        state = start
+    else:
+        x0 = project(x) if project is not None else x
+        state = sampler.init(energy, x0, create_graph=grad == "all", **cond)
+    scales, rec = _Scales(step_size, noise_scale, temperature, controller, groups, x), _Recorder()
     for i in range(n_steps):
         last = i == n_steps - 1
         if last and grad == "last":  # recompute dE/dx at x_{K-1} with a graph to the parameters
             state = sampler.init(energy, state.x.detach(), create_graph=True, **cond)
-        eps = controller.step_size(groups) if controller is not None else step_size
-        e_before = state.energy.detach().mean()
-        state, info = sampler.step(energy, state, eps, noise_scale=_noise_at(noise_scale, i),
-                                   temperature=temperature, generator=generator,
-                                   noise=None if noises is None else noises[i].to(x),
+        eps, sigma = scales.at(i)
+        e_before = state.energy
+        state, info = sampler.step(energy, state, eps, noise_scale=sigma, temperature=temperature,
+                                   generator=generator, noise=None if noises is None else noises[i].to(x),
                                    create_graph=grad == "all" or (last and grad == "last"),
                                    evaluate=not ((last and not final_energy) or project is not None), **cond)
         if project is not None:
             state = _projected(sampler, energy, state, project, evaluate=not last or final_energy, **cond)
         if controller is not None:
             controller.update(info.accept_rate, groups)
-        rows.append(torch.stack([info.accept_rate.mean(), info.step_size.mean(), e_before,
-                                 info.grad_norm.mean()]).detach())
+        rec.add(info, e_before)
         if callback is not None:
             callback(i, state, info)
-    check_finite_chain(state)
-    table = torch.stack(rows).float().cpu() if rows else torch.zeros(0, 4)
+    if check_finite:
+        check_finite_chain(state)
     x_out = state.x if grad != "none" else state.x.detach()
-    return x_out, ChainInfo(*(table[:, j] for j in range(4)))
+    return x_out, rec.info(x)
 
 
 def _projected(sampler, energy, state: ChainState, project, *, evaluate: bool, **cond) -> ChainState:
@@ -220,8 +274,11 @@ class StepSizeController(nn.Module):
             return self.log_step.exp().expand(groups.shape[0])
         return self.log_step.exp()[groups]
 
-    def group_means(self, accept: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
-        """(G,) mean acceptance per group and (G,) bool "visited", in tensor arithmetic (no host sync)."""
+    def group_means(self, accept: Tensor | None, groups: Tensor) -> tuple[Tensor, Tensor]:
+        """(G,) mean acceptance per group and (G,) bool "visited", in tensor arithmetic (no host sync).
+        ``accept`` None: an unadjusted step, every proposal taken."""
+        if accept is None:
+            accept = torch.ones(groups.shape, device=groups.device)
         if self.log_step.shape[0] == 1:
             return accept.float().mean().view(1), torch.ones(1, dtype=torch.bool, device=accept.device)
         g = self.log_step.shape[0]
@@ -230,8 +287,11 @@ class StepSizeController(nn.Module):
         return total / count.clamp_min(1.0), count > 0
 
     @torch.no_grad()
-    def update(self, accept: Tensor, groups: Tensor) -> None:
+    def update(self, accept: Tensor | None, groups: Tensor) -> None:
         """accept (B,), groups (B,) long: nudge each visited group towards the target rate."""
+        if self.log_step.shape[0] == 1 and accept is not None:  # one group: no scatter, no mask
+            self.log_step.add_(accept.float().mean().sub(self.target).mul(self.rate)).clamp_(self.log_min, self.log_max)
+            return
         mean, seen = self.group_means(accept, groups)
         delta = torch.where(seen, self.rate * (mean - self.target), torch.zeros_like(mean))
         self.log_step.add_(delta).clamp_(self.log_min, self.log_max)

@@ -20,15 +20,15 @@ __all__ = ["init", "step", "propose"]
 
 def propose(state: ChainState, step_size, *, noise_scale=None, temperature: float = 1.0,
             generator: torch.Generator | None = None, noise: Tensor | None = None):
-    """The Langevin move from ``state``: returns (x' (B, ...), eps (B, 1, ...), sigma (B, 1, ...)).
-    ``noise`` (B, ...) replaces the standard-normal draw z."""
+    """The Langevin move from ``state``: returns (x' (B, ...), eps (B, 1, ...), sigma (B, 1, ...),
+    z (B, ...) the standard-normal draw used). ``noise`` (B, ...) replaces that draw."""
     if not torch.is_tensor(step_size):  # tensors come from run_chain/controllers, checked there
         check_positive("step_size", step_size)
     x = state.x
     eps = per_chain(step_size, x)  # (B, 1, ...)
-    sigma = noise_std(step_size, noise_scale, temperature, x)
+    sigma = noise_std(eps, noise_scale, temperature, x)
     z = randn_like(x, generator) if noise is None else noise
-    return x - eps * state.grad + sigma * z, eps, sigma
+    return (x - eps * state.grad) + sigma * z, eps, sigma, z
 
 
 def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature: float = 1.0,
@@ -37,9 +37,9 @@ def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature:
     """One unadjusted Langevin step. ``create_graph=True`` keeps the step differentiable with respect
     to the incoming x and the energy's parameters (paper 001's KL term). ``evaluate=False`` skips
     E and dE/dx at the new point (the state then carries None: a chain's final step)."""
-    x_new, eps, _ = propose(state, step_size, noise_scale=noise_scale, temperature=temperature,
-                            generator=generator, noise=noise)
-    info = StepInfo(torch.ones(x_new.shape[0], device=x_new.device), eps.flatten(), flat_norm(state.grad))
+    x_new, eps, _, _ = propose(state, step_size, noise_scale=noise_scale, temperature=temperature,
+                               generator=generator, noise=noise)
+    info = StepInfo(None, eps, flat_norm(state.grad))  # unadjusted: every move is taken
     if not evaluate:
         return ChainState(x_new if create_graph else x_new.detach(), None, None), info
     e_new, g_new = energy_and_grad(energy, x_new, create_graph=create_graph, **cond)

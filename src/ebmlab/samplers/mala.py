@@ -21,15 +21,16 @@ __all__ = ["init", "step", "log_accept_ratio"]
 
 def _log_q(x_to, x_from, grad_from, eps, sigma):
     """log q(x_to | x_from) up to a constant shared by both directions: (B,)."""
-    mean = x_from - eps * grad_from
-    return -((x_to - mean) ** 2 / (2 * sigma ** 2)).flatten(1).sum(1)
+    d = (x_to - x_from) + eps * grad_from  # x_to - (x_from - eps * grad_from)
+    return -(d * d).flatten(1).sum(1) / (2 * sigma.flatten() ** 2)
 
 
-def log_accept_ratio(state: ChainState, prop: ChainState, eps, sigma, temperature: float):
-    """(B,) log MH ratio for moving from ``state`` to ``prop``."""
-    log_target = -(prop.energy - state.energy) / temperature
-    return (log_target + _log_q(state.x, prop.x, prop.grad, eps, sigma)
-            - _log_q(prop.x, state.x, state.grad, eps, sigma))
+def log_accept_ratio(state: ChainState, prop: ChainState, eps, sigma, temperature: float, z=None):
+    """(B,) log MH ratio for moving from ``state`` to ``prop``. ``z``: the standard-normal draw of
+    the proposal, whose forward density log q(x' | x) is then just -|z|^2 / 2 (no recomputation)."""
+    log_target = (state.energy - prop.energy) / temperature
+    forward = -0.5 * (z * z).flatten(1).sum(1) if z is not None else _log_q(prop.x, state.x, state.grad, eps, sigma)
+    return log_target + _log_q(state.x, prop.x, prop.grad, eps, sigma) - forward
 
 
 def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature: float = 1.0,
@@ -41,16 +42,16 @@ def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature:
         raise ValueError("MALA's accept/reject step is not differentiable; use the langevin sampler "
                          "for a chain with a gradient")
     x = state.x
-    x_prop, eps, sigma = propose(state, step_size, noise_scale=noise_scale, temperature=temperature,
-                                 generator=generator, noise=noise)
+    x_prop, eps, sigma, z = propose(state, step_size, noise_scale=noise_scale, temperature=temperature,
+                                    generator=generator, noise=noise)
     x_prop = x_prop.detach()
     e_prop, g_prop = energy_and_grad(energy, x_prop, **cond)
     prop = ChainState(x_prop, e_prop, g_prop)
-    log_a = log_accept_ratio(state, prop, eps, sigma, temperature)  # (B,)
+    log_a = log_accept_ratio(state, prop, eps, sigma, temperature, z)  # (B,)
     u = torch.rand(log_a.shape, generator=generator, device=x.device, dtype=log_a.dtype)
     # A NaN ratio compares False and is rejected; run_chain then checks the final state.
     accept = torch.log(u) < log_a  # (B,) bool
     keep = accept.view(-1, *([1] * (x.dim() - 1)))
     new = ChainState(torch.where(keep, x_prop, x), torch.where(accept, e_prop, state.energy),
                      torch.where(keep, g_prop, state.grad))
-    return new, StepInfo(accept.to(x.dtype), eps.flatten(), flat_norm(state.grad))
+    return new, StepInfo(accept, eps, flat_norm(state.grad))

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Issue 20's GPU check, one command on a machine with a CUDA GPU (from the repository root or anywhere):
+#
+#   bash benchmarks/gpu_check.sh                 # CUDA tests + every image config; <= 8 minutes
+#   bash benchmarks/gpu_check.sh --cpu-smoke     # the same code path on the CPU, tiny (~10 s)
+#
+# Output: gpu_check.json, gpu_check.md, cuda_tests.log/.xml in $OUT if set, else ./gpu_check_out
+# (or --out DIR). Arguments go to benchmarks/gpu_check.py (--help lists them).
+#
+# Nothing is downloaded. The interpreter is $PYTHON, else .venv/bin/python, else python3; it needs
+# torch and ebmlab's dependencies (pytest for the tests). ebmlab itself is taken from src/ when it is
+# not installed. If $EBMLAB_WHEELS names a folder of wheels carried to the machine, they are installed
+# first from that folder only (pip --no-index): nothing comes from the network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -n "${PYTHON:-}" ]; then
+  py=$PYTHON
+elif [ -x .venv/bin/python ]; then
+  py=.venv/bin/python
+else
+  py=python3
+fi
+if [ -n "${EBMLAB_WHEELS:-}" ]; then
+  "$py" -m pip install --no-index --find-links "$EBMLAB_WHEELS" "$EBMLAB_WHEELS"/*.whl
+fi
+export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+exec "$py" benchmarks/gpu_check.py "$@"
