@@ -20,25 +20,58 @@ from pathlib import Path
 
 
 def _user_errors() -> tuple:
-    from ebmlab.errors import CheckpointError, ConfigError, DataError, DistributedError, TrainingDiverged
-    return (ConfigError, DataError, CheckpointError, TrainingDiverged, FileExistsError, FileNotFoundError,
-            ValueError, KeyError, DistributedError)
+    from ebmlab.errors import (
+        CheckpointError,
+        ConfigError,
+        DataError,
+        DistributedError,
+        RunError,
+        TrainingDiverged,
+    )
+    # FloatingPointError: TrainingDiverged, and chains that went non-finite (a step size far too large)
+    return (ConfigError, DataError, CheckpointError, RunError, TrainingDiverged, FloatingPointError, ValueError,
+            KeyError, DistributedError, OSError)
+
+
+def _train_overrides(args) -> list[str]:
+    """--set overrides, with --data as data.path (absolute: the run must not depend on the cwd)."""
+    overrides = list(args.set or [])
+    if args.data:
+        overrides += [f"data.path={Path(args.data).expanduser().absolute()}"]
+        if not any(o.startswith("data.name=") for o in overrides):
+            overrides += ["data.name=array"]
+    return overrides
+
+
+def _absolute_data_path(cfg) -> None:
+    """A relative data.path (from a config file) is made absolute against the current directory."""
+    if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
+        cfg.data.path = str(Path(cfg.data.path).expanduser().absolute())
 
 
 def cmd_train(args) -> int:
     from ebmlab.training import distributed
     from ebmlab.training.config import load_config
     from ebmlab.training.loop import resolve_device
+    from ebmlab.training.run import resume_config
 
-    overrides = list(args.set or [])
-    if args.data:
-        overrides += [f"data.path={args.data}"]
-        if not any(o.startswith("data.name=") for o in overrides):
-            overrides += ["data.name=array"]
-    cfg = load_config(args.config, overrides)
-    run_dir = Path(args.out or f"runs/{cfg.method.name}_{Path(str(cfg.data.name)).stem}")
-    if args.resume and not (run_dir / "checkpoints").is_dir():
-        raise FileNotFoundError(f"--resume: no checkpoint found in {str(run_dir / 'checkpoints')!r}")
+    overrides = _train_overrides(args)
+    if args.resume and args.overwrite:
+        from ebmlab.errors import ConfigError
+        raise ConfigError("--resume continues a run and --overwrite replaces it; pass only one of them")
+    if args.out:
+        run_dir = Path(args.out)
+    else:
+        named = load_config(args.config, overrides)
+        run_dir = Path(f"runs/{named.method.name}_{Path(str(named.data.name)).stem}")
+    # --resume: the run's own config.yaml (or --config) plus --set; check_resume_changes refuses fixed keys
+    if args.resume:  # the run's stored data.path as it is; a --config file's relative one made absolute
+        cfg = resume_config(run_dir, overrides, args.config)
+        if args.config:
+            _absolute_data_path(cfg)
+    else:
+        cfg = load_config(args.config, overrides)
+        _absolute_data_path(cfg)
     # torchrun: one process per GPU/CPU worker; rank 0 prepares the directory, trains as everyone
     # and alone evaluates (training/distributed.py). A single process skips all of this.
     ctx = distributed.setup(resolve_device(cfg.train.device))
@@ -49,23 +82,43 @@ def cmd_train(args) -> int:
 
 
 def _train_and_evaluate(args, cfg, run_dir: Path, ctx) -> int:
+    from ebmlab.training import distributed
+    from ebmlab.training.loop import prepare_run_dir
+    from ebmlab.training.run import check_resume_changes, run_dataset
+
+    # Everything is validated before the directory is touched: config (above), data (here).
+    if args.resume:
+        check_resume_changes(run_dir, cfg)
+        data = run_dataset(run_dir, cfg)  # a changed data file is refused by name
+    else:
+        from ebmlab.data import build_dataset
+        data = build_dataset(cfg.data)
+    held = []
+    distributed.main_first(ctx, lambda: held.append(prepare_run_dir(run_dir, cfg, resume=args.resume,
+                                                                    overwrite=args.overwrite, data=data)))
+    try:
+        return _fit_and_evaluate(args, cfg, run_dir, ctx, data)
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _fit_and_evaluate(args, cfg, run_dir: Path, ctx, data) -> int:
     import torch
 
-    from ebmlab.training import distributed
     from ebmlab.training.evaluate import evaluate
-    from ebmlab.training.loop import Trainer, prepare_run_dir
+    from ebmlab.training.hooks import sample_hook
+    from ebmlab.training.loop import Trainer
 
-    distributed.main_first(ctx, lambda: prepare_run_dir(run_dir, cfg, resume=args.resume, overwrite=args.overwrite))
-    trainer = Trainer(cfg, run_dir)
+    trainer = Trainer(cfg, run_dir, data=data)
     if args.resume:
         trainer.resume()
         if ctx.is_main:
-            print(f"resumed {run_dir} at step {trainer.step}", file=sys.stderr)
-    from ebmlab.training.hooks import sample_hook
+            print(f"resumed {run_dir} at step {trainer.step}", flush=True)  # stdout: stderr is for errors
     trainer.fit(on_sample=sample_hook)
     if trainer.step < cfg.train.steps or not ctx.is_main:
         return 0
-    print("evaluating (EMA weights) ...", file=sys.stderr)
+    print("evaluating (EMA weights) ...", flush=True)
     objective = trainer.objective
     ctx = trainer.ema.applied(objective) if trainer.ema is not None else _null()
     with ctx, torch.no_grad():
@@ -89,14 +142,16 @@ def _report(run_dir: Path, metrics: dict) -> None:
           f"\n  samples: {run_dir / 'samples'}\n  log:     {run_dir / 'metrics.jsonl'} (TensorBoard: {run_dir / 'tb'})")
 
 
-def _open(args):
+def _open(args, need_data: bool = True):
     """Open ``args.run`` at ``--checkpoint`` (default: the latest) on ``--device``, and say which."""
-    from ebmlab.training.loop import resolve_device
     from ebmlab.training.run import open_checkpoint
 
-    run = open_checkpoint(args.run, device=str(resolve_device(args.device)), checkpoint=args.checkpoint)
-    print(f"using {run.checkpoint} (step {run.step}, EMA weights) on {args.device}", file=sys.stderr)
-    return run
+    return open_checkpoint(args.run, device=args.device, checkpoint=args.checkpoint, need_data=need_data)
+
+
+def _used(args, run) -> None:
+    """Say which checkpoint a successful sample/eval used (after the work: a failure stays one line)."""
+    print(f"used {run.checkpoint} (step {run.step}, EMA weights) on {args.device}", file=sys.stderr)
 
 
 def cmd_sample(args) -> int:
@@ -107,7 +162,9 @@ def cmd_sample(args) -> int:
 
     if args.n <= 0 or (args.steps is not None and args.steps < 0):
         raise ValueError(f"--n must be positive and --steps non-negative, got {args.n} and {args.steps}")
-    run = _open(args)
+    if args.out:
+        _check_output_file(Path(args.out))
+    run = _open(args, need_data=args.init == "data")
     objective, data = run.objective, run.data
     dev = next(objective.parameters()).device
     g = torch.Generator(dev).manual_seed(args.seed)
@@ -127,7 +184,20 @@ def cmd_sample(args) -> int:
     else:
         plots.sample_scatter({f"samples ({args.init} start, {steps} steps)": x}, png)
     print(f"wrote {path} and {png}")
+    _used(args, run)
     return 0
+
+
+def _check_output_file(path: Path) -> None:
+    """An output file's path: not a directory, and no part of its folder is a file."""
+    if path.is_dir():
+        raise ValueError(f"--out {str(path)!r} is a directory; give a file name such as {str(path / 'samples.npy')!r}")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {str(path)!r} lies under {str(parent)!r}, which is a file, not a "
+                                 "directory; choose another --out")
+            break
 
 
 def cmd_eval(args) -> int:
@@ -145,6 +215,7 @@ def cmd_eval(args) -> int:
     metrics["checkpoint_step"] = run.step
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     _report(run_dir, metrics)
+    _used(args, run)
     return 0
 
 
@@ -221,13 +292,41 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as exc:
         if os.environ.get("EBMLAB_DEBUG"):
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        where = f" (rank {os.environ.get('RANK', '?')})" if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
-        print(f"ebmlab: error{where}: {msg}", file=sys.stderr)
-        return 2
+        return _fail(_sentence(exc))
+    except (MemoryError, RuntimeError) as exc:  # out of memory (CPU allocator or CUDA); others are bugs
+        text = str(exc)
+        if not (isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text) \
+                or os.environ.get("EBMLAB_DEBUG"):
+            raise
+        return _fail("ran out of memory; reduce model.width, model.depth, train.batch_size or eval.n_samples "
+                     f"({' '.join(text.split())[:120]})")
+    except RecursionError:
+        if os.environ.get("EBMLAB_DEBUG"):
+            raise
+        return _fail("input nested too deeply to read (a damaged or hostile file?)")
     except KeyboardInterrupt:
         print("ebmlab: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
         return 130
+
+
+def _sentence(exc: BaseException) -> str:
+    """The one-line message of a user error (OS errors: what failed, where, what to do)."""
+    from ebmlab.errors import os_error_sentence
+
+    if isinstance(exc, OSError) and (exc.errno is not None or exc.filename):
+        msg = os_error_sentence(exc)
+    elif isinstance(exc, KeyError) and exc.args:
+        msg = f"missing key {exc.args[0]!r}" if not isinstance(exc.args[0], str) or " " not in exc.args[0] \
+            else exc.args[0]
+    else:
+        msg = str(exc) or type(exc).__name__
+    return " ".join(msg.split())  # one line, whatever the message held
+
+
+def _fail(msg: str) -> int:
+    where = f" (rank {os.environ.get('RANK', '?')})" if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
+    print(f"ebmlab: error{where}: {msg}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -6,7 +6,12 @@ validated against the dataclass its method declares; this module sits below ``ob
 ``errors <- config <- energies <- ... <- objectives <- training``), so the parsing functions take that
 lookup as an argument, ``method_configs = {name: config dataclass}``; ``ebmlab.training.config``
 passes the objectives' registry and is what users call. Unknown keys and wrongly typed values raise
-``ConfigError`` with one sentence that lists the valid keys or the expected type.
+``ConfigError`` with one sentence that lists the valid keys or the expected type. Every value is checked
+before any work (issue 13): floats finite and in range, counts positive, ``train.batch_size <=
+data.n_train``, a known ``train.device``. The YAML reader (``yaml_load``) is ``safe_load`` plus floats
+written without a dot (``1e-4``, a string in YAML 1.1) and minus aliases (a 400-byte file of nested
+aliases expands to gigabytes). ``MUTABLE_KEYS`` may change when a run is resumed; ``Config.run_hash``
+(stored in checkpoint sidecars) covers every other key.
 
 Shipped configs (``src/ebmlab/configs/*.yaml``, package data read with ``importlib.resources``):
 ``load_config("paper004_rings_hybrid")`` and ``ebmlab train --config paper004_rings_hybrid`` find
@@ -17,6 +22,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -30,6 +38,7 @@ import yaml
 from ebmlab.errors import ConfigError
 
 __all__ = [
+    "MUTABLE_KEYS",
     "SECTIONS",
     "Config",
     "ConfigError",
@@ -38,15 +47,18 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "build_section",
+    "config_changes",
     "config_description",
     "from_dict",
     "load_config",
     "parse_override",
     "read_config_file",
     "resolve_config",
+    "run_hash",
     "save_config",
     "shipped_config_text",
     "shipped_configs",
+    "yaml_load",
 ]
 
 
@@ -102,7 +114,7 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 0             # image runs: write a sample grid every N steps (0: only at the end)
     device: str = "auto"              # auto | cpu | cuda | cuda:N
-    threads: int | None = None        # torch CPU threads (None: torch's default)
+    threads: int | None = None        # torch CPU threads (None: auto, 1 for vector data; see training/loop.py)
     amp: bool = False                 # bf16 autocast on CUDA
     compile: bool = False             # torch.compile the energy
     progress: bool = True
@@ -135,6 +147,39 @@ class Config:
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+    def run_hash(self) -> str:
+        """Hash of what a checkpoint depends on: the config without ``MUTABLE_KEYS`` (those may change
+        when a run is resumed). Checkpoint sidecars store it as ``config_hash``."""
+        return run_hash(self.to_dict())
+
+
+# Keys a resumed run may change (``ebmlab train --resume --set KEY=VALUE``): how long it trains, how often
+# it logs, checkpoints and samples, and everything of ``eval``. Every other key is fixed by the checkpoints.
+MUTABLE_KEYS = ("train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+                "train.sample_every", "train.progress", "eval.*")
+
+
+def is_mutable(key: str) -> bool:
+    section = key.split(".", 1)[0]
+    return key in MUTABLE_KEYS or f"{section}.*" in MUTABLE_KEYS
+
+
+def _flat(raw: dict) -> dict[str, Any]:
+    """{"section.key": value} of a config mapping (``Config.to_dict()``)."""
+    return {f"{sec}.{k}": v for sec, vals in raw.items() if isinstance(vals, dict) for k, v in vals.items()}
+
+
+def run_hash(raw: dict) -> str:
+    """16 hex digits of SHA-256 over the config mapping ``raw`` without its mutable keys."""
+    fixed = {k: v for k, v in _flat(raw).items() if not is_mutable(k)}
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_changes(old: Config, new: Config) -> dict[str, tuple]:
+    """{"section.key": (old value, new value)} for every key that differs between two configs."""
+    a, b = _flat(old.to_dict()), _flat(new.to_dict())
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
 
 def _type_ok(value, tp) -> bool:
     origin = typing.get_origin(tp)
@@ -161,35 +206,63 @@ def build_section(cls, values: dict, where: str):
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"config section {where!r} must be a mapping, got {type(values).__name__}")
+        raise ConfigError(f"config section {where!r} must be a mapping of keys to values, got a "
+                          f"{type(values).__name__}")
+    values = dict(values)
     hints = typing.get_type_hints(cls)
     valid = [f.name for f in dataclasses.fields(cls)]
     for key, value in values.items():
         if key not in valid:
             raise ConfigError(f"unknown config key {where}.{key}; valid keys in {where!r} are: {', '.join(valid)}")
-        if isinstance(value, float) and hints[key] is int and value.is_integer():
+        if isinstance(value, float) and hints[key] is int and value.is_integer() and abs(value) < 2 ** 62:
             values[key] = value = int(value)
         if not _type_ok(value, hints[key]):
-            raise ConfigError(f"config key {where}.{key} expects {_type_name(hints[key])}, got {value!r}")
+            raise ConfigError(f"config key {where}.{key} expects {_type_name(hints[key])}, got {_short(value)}")
+        _check_finite(f"{where}.{key}", value)
     obj = cls(**values)
     check = getattr(obj, "validate", None)
     if check is not None:
-        check()
+        try:
+            check()
+        except (TypeError, IndexError) as exc:  # e.g. a list of strings where numbers belong
+            raise ConfigError(f"config section {where!r} holds a value of the wrong kind ({exc})") from None
     return obj
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_finite(key: str, value) -> None:
+    """Every float of a config (also inside lists) is finite: .inf or .nan would train to garbage."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for v in items:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"config key {key} must be a finite number, got {v}")
 
 
 def from_dict(raw: dict, method_configs: Mapping[str, type]) -> Config:
     """A validated ``Config`` from a mapping of sections; ``method_configs`` maps each method name to
     the dataclass of its ``method`` section (``ebmlab.training.config`` passes the registered methods)."""
-    raw = dict(raw or {})
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of sections (data, model, method, train, eval), "
+                          f"got a {type(raw).__name__}")
+    raw = dict(raw)
     unknown = set(raw) - set(SECTIONS) - {"method"}
     if unknown:
-        raise ConfigError(f"unknown config section(s) {sorted(unknown)}; valid sections are: "
+        raise ConfigError(f"unknown config section(s) {sorted(map(str, unknown))}; valid sections are: "
                           f"data, model, method, train, eval")
-    parts = {k: build_section(cls, dict(raw.get(k) or {}), k) for k, cls in SECTIONS.items()}
-    method_raw = dict(raw.get("method") or {})
+    parts = {k: build_section(cls, raw.get(k) or {}, k) for k, cls in SECTIONS.items()}
+    method_raw = raw.get("method") or {}
+    if not isinstance(method_raw, dict):
+        raise ConfigError(f"config section 'method' must be a mapping of keys to values, got a "
+                          f"{type(method_raw).__name__}")
+    method_raw = dict(method_raw)
     name = method_raw.get("name", "hybrid")
-    if name not in method_configs:
+    if not isinstance(name, str) or name not in method_configs:
         raise ConfigError(f"unknown method name {name!r}; available methods are: {', '.join(sorted(method_configs))}")
     method_raw["name"] = name
     parts["method"] = build_section(method_configs[name], method_raw, "method")
@@ -198,13 +271,89 @@ def from_dict(raw: dict, method_configs: Mapping[str, type]) -> Config:
     return cfg
 
 
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_SEED_MAX = 2 ** 62
+MAX_POINTS = 100_000_000   # sanity caps: beyond them a typo allocates until the machine gives up
+MAX_THREADS = 256
+
+
+def _at_least(section: str, obj, low, keys) -> None:
+    for key in keys:
+        v = getattr(obj, key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < low:
+            what = "positive" if low == 1 else f"at least {low}"
+            what = "non-negative" if low == 0 else what
+            raise ConfigError(f"{section}.{key} must be {what}, got {v}")
+
+
 def _validate(cfg: Config) -> None:
-    t = cfg.train
-    for key in ("steps", "batch_size", "checkpoint_every", "log_every"):
-        if getattr(t, key) <= 0:
-            raise ConfigError(f"train.{key} must be positive, got {getattr(t, key)}")
-    if t.lr <= 0:
+    _validate_data(cfg.data)
+    _validate_model(cfg.model)
+    _validate_train(cfg.train, cfg.data)
+    _validate_eval(cfg.eval)
+
+
+def _at_most(section: str, obj, high: int, keys) -> None:
+    for key in keys:
+        v = getattr(obj, key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > high:
+            raise ConfigError(f"{section}.{key} must be at most {high:,}, got {v:,}")
+
+
+def _validate_data(d: DataConfig) -> None:
+    _at_least("data", d, 2, ("n_train",))
+    _at_least("data", d, 1, ("n_test", "image_size", "crop"))
+    _at_most("data", d, MAX_POINTS, ("n_train", "n_test"))
+    _at_most("data", d, 8192, ("image_size", "crop"))
+    if d.channels is not None and d.channels not in (1, 3):
+        raise ConfigError(f"data.channels must be 1 or 3 (or null), got {d.channels}")
+    if not 0 <= d.seed < _SEED_MAX:
+        raise ConfigError(f"data.seed must lie in [0, 2^62), got {d.seed}")
+    if d.classes is not None and not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                         for c in d.classes):
+        raise ConfigError(f"data.classes must be a list of non-negative integer labels, got {_short(d.classes)}")
+
+
+def _validate_model(m: ModelConfig) -> None:
+    _at_least("model", m, 1, ("width", "time_embed_dim", "num_classes"))
+    _at_least("model", m, 0, ("depth", "fourier"))
+    if not m.fourier_scale > 0:
+        raise ConfigError(f"model.fourier_scale must be positive, got {m.fourier_scale}")
+    if m.channels is not None and not (m.channels and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
+                                                          for c in m.channels)):
+        raise ConfigError(f"model.channels must be a non-empty list of positive integers, got {_short(m.channels)}")
+
+
+def _validate_eval(e: EvalConfig) -> None:
+    _at_least("eval", e, 1, ("n_samples", "long_run_factor"))
+    _at_least("eval", e, 2, ("grid_size",))
+    _at_most("eval", e, MAX_POINTS, ("n_samples",))
+    _at_most("eval", e, 4096, ("grid_size",))
+    if e.grid_extent is not None and not e.grid_extent > 0:
+        raise ConfigError(f"eval.grid_extent must be positive (or null), got {e.grid_extent}")
+
+
+def _validate_train(t: TrainConfig, d: DataConfig) -> None:
+    _at_least("train", t, 1, ("steps", "batch_size", "checkpoint_every", "log_every", "threads"))
+    _at_least("train", t, 0, ("warmup_steps", "lr_decay_steps", "lr_restart_steps", "keep_checkpoints",
+                              "sample_every"))
+    _at_most("train", t, MAX_THREADS, ("threads",))
+    if t.batch_size > d.n_train:
+        raise ConfigError(f"train.batch_size ({t.batch_size}) must not exceed data.n_train ({d.n_train})")
+    if not t.lr > 0:
         raise ConfigError(f"train.lr must be positive, got {t.lr}")
+    if t.grad_clip is not None and not t.grad_clip > 0:
+        raise ConfigError(f"train.grad_clip must be positive (or null for no clipping), got {t.grad_clip}")
+    if t.weight_decay < 0 or not t.lr_decay_factor > 0:
+        raise ConfigError(f"train.weight_decay must be non-negative and train.lr_decay_factor positive, "
+                          f"got {t.weight_decay} and {t.lr_decay_factor}")
+    if len(t.betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                                    for b in t.betas):
+        raise ConfigError(f"train.betas must be two numbers in [0, 1), got {_short(t.betas)}")
+    if not 0 <= t.seed < _SEED_MAX:
+        raise ConfigError(f"train.seed must lie in [0, 2^62), got {t.seed}")
+    if not _DEVICE.match(t.device):
+        raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {_short(t.device)}")
     if t.optimizer not in ("adam", "adamw"):
         raise ConfigError(f"train.optimizer must be adam or adamw, got {t.optimizer!r}")
     if t.lr_schedule not in ("constant", "cosine", "step", "cosine_restarts"):
@@ -223,10 +372,50 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if len(parts) != 2 or not all(parts):
         raise ConfigError(f"--set key must be section.key (e.g. train.steps), got {key!r}")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
+        parsed = yaml_load(value, f"--set {key}") if value.strip() else None
+    except ConfigError:
+        if "*" in value or "&" in value:
+            raise
         parsed = value
     return parts, parsed
+
+
+# ----- YAML -----------------------------------------------------------------------------------------------
+# YAML 1.1 (PyYAML) reads 1e-4 as a string (its floats need a dot); YAML 1.2 and every user read it as a
+# number. This resolver adds the dot-less exponent form. Aliases (*name) are refused: a 400-byte file of
+# nested aliases expands to gigabytes ("billion laughs"), and a config never needs them.
+_EXP_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$")
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class _NoAlias(Exception):
+    pass
+
+
+class _Loader(yaml.SafeLoader):
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _NoAlias(self.peek_event().anchor)
+        return super().compose_node(parent, index)
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789"))
+
+
+def yaml_load(text: str, where: str):
+    """``text`` parsed by ``yaml.safe_load`` rules (plus 1e-4 floats, minus aliases); ConfigError naming
+    ``where`` for anything that is not plain YAML."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where} is {len(text)} bytes, more than a config may hold ({MAX_CONFIG_BYTES})")
+    try:
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no python tags
+    except _NoAlias as exc:
+        raise ConfigError(f"{where} uses a YAML alias (*{exc.args[0]}); ebmlab configs do not accept "
+                          "anchors and aliases, write the values out") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML ({' '.join(str(exc).split())})") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. an invalid timestamp
+        raise ConfigError(f"{where} holds a value YAML cannot read ({' '.join(str(exc).split())})") from None
 
 
 # ----- shipped configs (package data) ------------------------------------------------------------------
@@ -263,7 +452,15 @@ def resolve_config(path_or_name: str | Path) -> tuple[str, str]:
     "paper004_rings_hybrid"). Anything else is a ``ConfigError`` that lists the shipped names."""
     p = Path(path_or_name).expanduser()
     if p.is_file():
-        return str(p), p.read_text()
+        try:
+            if p.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"config file {str(p)!r} is {p.stat().st_size} bytes, more than a config may hold "
+                                  f"({MAX_CONFIG_BYTES})")
+            return str(p), p.read_text()
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {str(p)!r} is not UTF-8 text; pass a YAML file") from None
+    if p.is_dir():
+        raise ConfigError(f"--config {str(p)!r} is a directory; pass a YAML file or a shipped config's name")
     text = str(path_or_name)
     names = shipped_configs()
     looks_like_path = p.name != text or p.suffix.lower() in (".yaml", ".yml")
@@ -278,12 +475,10 @@ def resolve_config(path_or_name: str | Path) -> tuple[str, str]:
 def read_config_file(path_or_name: str | Path) -> dict:
     """The raw mapping of sections of a config file or shipped config (see ``resolve_config``)."""
     where, text = resolve_config(path_or_name)
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {where!r} is not valid YAML: {exc}") from None
+    raw = yaml_load(text, f"config {where!r}") or {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config {where!r} must hold a mapping of sections")
+        raise ConfigError(f"config {where!r} must hold a mapping of sections (data, model, method, train, eval), "
+                          f"got a {type(raw).__name__}")
     return raw
 
 
@@ -292,14 +487,53 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Read a YAML config (a file, a shipped config's name, or the built-in defaults when ``path`` is
     None), apply ``section.key=value`` overrides and validate (``from_dict``)."""
     raw: dict = read_config_file(path) if path is not None else {}
+    return from_dict(apply_overrides(raw, overrides), method_configs)
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    """``raw`` (a mapping of sections) with ``section.key=value`` overrides applied (a new mapping)."""
+    raw = dict(raw)
     for text in overrides or []:
         (section, key), value = parse_override(text)
-        raw.setdefault(section, {})
-        if raw[section] is None:
-            raw[section] = {}
-        raw[section][key] = value
-    return from_dict(raw, method_configs)
+        current = raw.get(section)
+        if current is None:
+            current = {}
+        if not isinstance(current, dict):
+            raise ConfigError(f"config section {section!r} must be a mapping of keys to values, got a "
+                              f"{type(current).__name__}")
+        raw[section] = {**current, key: value}
+    return raw
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write ``config.yaml`` atomically (temp file + rename), mode 0644 minus the umask."""
+    write_text_atomic(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def file_mode() -> int:
+    """0o666 minus the process umask: the mode ``open()`` gives a new file (0644 under umask 022)."""
+    try:  # Linux: read it without changing it (os.umask is process-wide, not thread-safe)
+        with open("/proc/self/status") as fh:
+            mask = next(int(ln.split()[1], 8) for ln in fh if ln.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file and a rename; the temp file is removed on failure."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise

@@ -29,4 +29,38 @@ class TrainingDiverged(FloatingPointError):
     """A non-finite loss or gradient stopped training; the last good checkpoint is kept."""
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "DistributedError", "TrainingDiverged"]
+class RunError(RuntimeError):
+    """A run directory cannot be used: not an ebmlab run, in use by another trainer (locked), already
+    holding a run, or not writable. One sentence naming the path and what to do."""
+
+
+class RunNotFound(RunError, FileNotFoundError):
+    """The run directory (or its ``config.yaml``) does not exist; also a ``FileNotFoundError``."""
+
+
+def os_error_sentence(exc: OSError, doing: str = "") -> str:
+    """One sentence for an operating-system error (ENOSPC, EROFS, EACCES, ENOTDIR, ...): what failed,
+    on which path, and what to do. ``doing`` (e.g. "write checkpoint") prefixes the path."""
+    import errno as _errno
+    if exc.errno is None and not exc.filename:  # our own FileExistsError/FileNotFoundError sentences
+        return str(exc.args[0] if exc.args else exc)
+    hints = {_errno.ENOSPC: "free some disk space, then rerun (a training run continues with --resume)",
+             _errno.EDQUOT: "free some space within your quota, then rerun",
+             _errno.EROFS: "the file system is read-only: choose a writable --out",
+             _errno.EACCES: "check the permissions or choose another path",
+             _errno.EPERM: "check the permissions or choose another path",
+             _errno.ENOTDIR: "a component of the path is a file, not a directory: choose another path",
+             _errno.EISDIR: "the path is a directory, expected a file",
+             _errno.ENOENT: "check the path",
+             _errno.EEXIST: "choose another path",
+             _errno.ENAMETOOLONG: "choose a shorter path"}
+    what = exc.strerror or str(exc)
+    path = exc.filename if exc.filename is not None else ""
+    where = f" {str(path)!r}" if path != "" else ""
+    verb = f"could not {doing}" if doing else "operating-system error on"
+    hint = hints.get(exc.errno, "check the path and rerun")
+    return f"{verb}{where}: {what.rstrip('.')}; {hint}"
+
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "DistributedError", "RunError", "RunNotFound",
+           "TrainingDiverged", "os_error_sentence"]

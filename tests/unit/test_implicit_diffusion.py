@@ -165,7 +165,8 @@ def test_config_validation_and_sample_steps():
     from ebmlab.objectives import build_objective
     from ebmlab.data import build_dataset
     with pytest.raises(ConfigError, match="buffer_size"):
-        build_objective(cfg, build_dataset(load_config(None, ["data.name=8gaussians", "data.n_train=100"]).data))
+        build_objective(cfg, build_dataset(load_config(None, ["data.name=8gaussians", "data.n_train=100",
+                                                            "train.batch_size=20"]).data))  # batch <= n_train
     obj = make(Quadratic([0.0, 0.0]), T=4, K=2)
     out = obj.sample(3, n_steps=12)  # n_steps is the total: K' = 12 / T = 3
     assert out.x.shape == (3, 2) and out.info["energy"].shape == (12,)

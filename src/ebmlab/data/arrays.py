@@ -5,6 +5,7 @@ non-finite values. ``.npy``/``.npz`` are read with ``allow_pickle=False``.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,16 @@ import torch
 
 from ebmlab.errors import DataError  # also importable from here, its older home
 
+MIN_ROWS = 3                    # at least one held-out row and two training rows (a standard deviation)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def read_array(path: str | Path) -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file {str(p)!r} does not exist; expected a .npy, .npz or .csv file of shape (N, D)")
+    if p.is_dir():
+        raise DataError(f"data file {str(p)!r} is a directory; expected a .npy, .npz or .csv file of shape (N, D)")
     suffix = p.suffix.lower()
     try:
         if suffix == ".npy":
@@ -43,9 +49,23 @@ def load_vectors(path: str | Path) -> torch.Tensor:
         raise DataError(f"data file {str(path)!r} must hold numbers, got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise DataError(f"data file {str(path)!r} must hold a 2-D array (N, D), got shape {arr.shape}")
-    if arr.shape[0] < 2 or arr.shape[1] < 1:
-        raise DataError(f"data file {str(path)!r} needs at least 2 rows and 1 column, got shape {arr.shape}")
+    if arr.shape[0] < MIN_ROWS or arr.shape[1] < 1:
+        raise DataError(f"data file {str(path)!r} has shape {arr.shape}; ebmlab needs at least {MIN_ROWS} rows "
+                        "(one tenth is held out for testing) and 1 column")
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).any(1).sum())
         raise DataError(f"data file {str(path)!r} contains NaN or inf values in {bad} row(s); clean them first")
+    top = float(np.abs(arr).max())
+    if top > FLOAT32_MAX:
+        raise DataError(f"data file {str(path)!r} holds values up to {top:.3g}, beyond the float32 range "
+                        f"(about 3.4e38) that training uses; rescale the data")
     return torch.from_numpy(np.asarray(arr, dtype=np.float32))
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

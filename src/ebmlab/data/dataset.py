@@ -31,7 +31,8 @@ __all__ = ["DATASETS", "Affine", "Dataset", "build_dataset"]
 def _standardiser(x: Tensor, on: bool) -> Affine:
     if not on:
         return Affine(torch.zeros(x.shape[1]), torch.ones(x.shape[1]))
-    return Affine(x.mean(0), x.std(0).clamp_min(1e-8))
+    x64 = x.double()  # float32 squares overflow for values beyond ~1e19
+    return Affine(x64.mean(0).float(), x64.std(0).clamp_min(1e-8).float())
 
 
 def _toy(cfg) -> Dataset:
@@ -60,6 +61,8 @@ def build_dataset(cfg) -> Dataset:
     if cfg.name not in DATASETS:
         raise DataError(f"unknown dataset {cfg.name!r}; available datasets are: {', '.join(sorted(DATASETS))}")
     data = DATASETS[cfg.name](cfg)
-    if not torch.isfinite(data.train).all():
-        raise DataError(f"dataset {cfg.name!r} contains NaN or inf after loading")
+    if not (torch.isfinite(data.train).all() and torch.isfinite(data.test).all()):
+        where = f"data file {str(cfg.path)!r}" if cfg.path else f"dataset {cfg.name!r}"
+        raise DataError(f"{where} gives non-finite values in model coordinates (its spread overflows "
+                        "float32 after standardising); rescale the data or set data.standardize=false")
     return data

@@ -3,7 +3,10 @@
 The batch files are pickles of plain dicts, lists, bytes and numpy arrays. ``RestrictedUnpickler``
 resolves only numpy's ndarray/dtype reconstruction functions (numpy 1 and 2 module spellings) and
 ``_codecs.encode`` restricted to latin-1, and refuses every other global in ``find_class`` — before
-anything is called, so a planted ``os.system`` is never executed.
+anything is called, so a planted ``os.system`` is never executed. BUILD (``__setstate__`` / attribute
+updates) is allowed only on the numpy arrays and dtypes being rebuilt (issue 13, item 13: BUILD on an
+allowed function rewrote its ``__defaults__``); it uses the pure-Python unpickler, whose opcodes can be
+restricted.
 """
 from __future__ import annotations
 
@@ -43,8 +46,18 @@ def _safe_globals() -> dict:
     return allowed
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler for CIFAR batches: plain containers plus numpy array reconstruction, nothing else."""
+def _refuse(self, pid):
+    raise pickle.UnpicklingError("refused a persistent id: CIFAR batches hold only dicts, lists and arrays")
+
+
+class RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opcodes can be restricted
+    """Unpickler for CIFAR batches: plain containers plus numpy array reconstruction, nothing else.
+
+    ``find_class`` resolves only ``_safe_globals``; BUILD (``__setstate__`` or attribute updates) is
+    allowed only on the numpy arrays and dtypes those functions return, never on the allowed functions
+    or classes themselves (BUILD on a function would rewrite its ``__defaults__`` for the process)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # noqa: RUF012 -- the pure-Python unpickler's opcode table
 
     def find_class(self, module: str, name: str):
         fn = _safe_globals().get((module, name))
@@ -52,13 +65,28 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refused global {module}.{name}: CIFAR batches hold only dicts, lists and arrays")
         return fn
 
+    def load_build(self):
+        if len(self.stack) < 2:
+            raise pickle.UnpicklingError("malformed pickle: BUILD without an object")
+        inst, state = self.stack[-2], self.stack[-1]  # load_build pops the state, updates the object
+        if not (type(inst) is np.ndarray or isinstance(inst, np.dtype)):
+            raise pickle.UnpicklingError(f"refused BUILD on a {type(inst).__name__}: only numpy arrays and dtypes "
+                                         "may be restored from their state")
+        if not isinstance(state, tuple):
+            raise pickle.UnpicklingError("refused BUILD with a non-tuple state: numpy restores arrays from tuples")
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
+    persistent_load = _refuse
+
 
 def safe_unpickle(path: Path) -> dict:
     """A CIFAR batch file as a dict with str keys; DataError for any refused or malformed content."""
     try:
         with open(path, "rb") as fh:
             obj = RestrictedUnpickler(io.BytesIO(fh.read()), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, RecursionError) as exc:
         raise DataError(f"could not read CIFAR batch {str(path)!r} safely ({exc})") from None
     if not isinstance(obj, dict):
         raise DataError(f"CIFAR batch {str(path)!r} holds a {type(obj).__name__}, expected a dict")

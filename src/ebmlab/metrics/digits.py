@@ -124,10 +124,13 @@ def _train(cfg: DigitsClassifierConfig) -> DigitsNet:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # bitwise reproducible on one machine
     try:
-        with torch.random.fork_rng(devices=[]):  # leaves the caller's global RNG untouched
-            torch.manual_seed(cfg.seed)
-            net = DigitsNet(cfg)
-        _fit(net, xtr, ytr, cfg)
+        # Trained on first use, often from inside evaluation's torch.no_grad() (or inference_mode):
+        # gradients are switched back on here, where they are needed.
+        with torch.inference_mode(False), torch.enable_grad():
+            with torch.random.fork_rng(devices=[]):  # leaves the caller's global RNG untouched
+                torch.manual_seed(cfg.seed)
+                net = DigitsNet(cfg)
+            _fit(net, xtr, ytr, cfg)
     finally:
         torch.set_num_threads(threads)
     return net.eval()

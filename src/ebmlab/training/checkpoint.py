@@ -17,24 +17,46 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ebmlab.errors import CheckpointError  # also importable from here, its older home
+from ebmlab.config import file_mode
+from ebmlab.errors import CheckpointError, os_error_sentence  # CheckpointError: also importable from here
 
 _NAME = re.compile(r"^step_(\d{8})\.safetensors$")
 
 
 def _atomic_write(path: Path, write) -> None:
+    """``write(tmp)``, fsync, mode 0644 minus the umask (tensor and sidecar alike), rename; the temp
+    file is removed when anything fails, so a full disk leaves only the earlier checkpoints."""
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+def _safetensors_os_error(exc: Exception, path: Path) -> OSError | None:
+    """The OSError inside a safetensors I/O error message ("... Os { code: 28, ...") if there is one."""
+    m = re.search(r"code: (\d+)", str(exc))
+    return OSError(int(m.group(1)), os.strerror(int(m.group(1))), str(path)) if m else None
 
 
 def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / f"step_{step:08d}.safetensors"
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic_write(path, lambda p: save_file(tensors, str(p)))
+    try:
+        _atomic_write(path, lambda p: save_file(tensors, str(p)))
+    except SafetensorError as exc:
+        raise _safetensors_os_error(exc, path) or CheckpointError(
+            f"could not write checkpoint {str(path)!r} ({' '.join(str(exc).split())}); "
+            "earlier checkpoints are kept") from None
     meta = dict(meta, step=step, tensor_file=path.name, tensor_bytes=path.stat().st_size)
     _atomic_write(path.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta, indent=1)))
     return path
@@ -59,8 +81,15 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, meta). Raises CheckpointError for anything that is not a complete safetensors pair."""
-    path = Path(path)
+    """(tensors, meta). Raises CheckpointError for anything that is not a complete safetensors pair with
+    a well-formed sidecar and finite tensors (also for an unreadable file: EACCES, EIO, ...)."""
+    try:
+        return _load_checkpoint(Path(path))
+    except OSError as exc:
+        raise CheckpointError(os_error_sentence(exc, "read checkpoint")) from None
+
+
+def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     side = path.with_suffix(".json")
     if not path.is_file() or not side.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} or its sidecar {side.name!r} is missing")
@@ -71,12 +100,48 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a safetensors file; refusing to read it")
     try:
         meta = json.loads(side.read_text())
-        tensors = load_file(str(path))
-    except (SafetensorError, json.JSONDecodeError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} could not be read as safetensors + JSON: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"checkpoint sidecar {str(side)!r} is not valid JSON "
+                              f"({' '.join(str(exc).split())}); it is damaged, use another checkpoint") from None
+    check_sidecar(meta, side)
     if meta.get("tensor_bytes") not in (None, path.stat().st_size):
         raise CheckpointError(f"checkpoint {str(path)!r} does not match its sidecar (size differs); it may be truncated")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} could not be read as safetensors "
+                              f"({' '.join(str(exc).split())})") from None
     return tensors, meta
+
+
+# sidecar key -> JSON type(s) it must have when present; ``step`` is always required
+_SIDECAR_TYPES = {"step": int, "optimizer": dict, "config": dict, "config_hash": str, "ema_updates": int,
+                  "tensor_bytes": int, "world_size": int}
+
+
+def check_sidecar(meta, side: Path) -> None:
+    """A sidecar is a JSON object with an integer ``step`` and well-typed known keys."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint sidecar {str(side)!r} holds a JSON {type(meta).__name__}, expected "
+                              "an object; it is damaged or not from ebmlab, use another checkpoint")
+    if "step" not in meta:
+        raise CheckpointError(f"checkpoint sidecar {str(side)!r} lacks 'step'; it is damaged or not from ebmlab")
+    for key, tp in _SIDECAR_TYPES.items():
+        if key in meta and (not isinstance(meta[key], tp) or isinstance(meta[key], bool)):
+            raise CheckpointError(f"checkpoint sidecar {str(side)!r} has a malformed {key!r} "
+                                  f"(expected a JSON {'integer' if tp is int else tp.__name__}); it is damaged")
+    if meta["step"] < 0:
+        raise CheckpointError(f"checkpoint sidecar {str(side)!r} has a negative step {meta['step']}")
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: Path, params: set[str]) -> None:
+    """Refuse a checkpoint whose weights (``model.<p>`` for ``p`` in ``params``), EMA weights or optimizer
+    state hold NaN or inf. Other buffers are not checked: some use NaN as "not measured yet"."""
+    for key, v in tensors.items():
+        weight = key.startswith(("ema.", "optim.")) or (key.startswith("model.") and key[6:] in params)
+        if weight and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"checkpoint {str(path)!r} holds NaN or inf in tensor {key!r}; "
+                                  "use an earlier checkpoint (--checkpoint FILE)")
 
 
 def prune(ckpt_dir: Path, keep: int) -> None:

@@ -24,20 +24,27 @@ import torch
 
 from ebmlab.config import Config, save_config
 from ebmlab.data import build_dataset
-from ebmlab.errors import TrainingDiverged  # also importable from here, its older home
+from ebmlab.errors import ConfigError, TrainingDiverged  # TrainingDiverged: also importable from here
 from ebmlab.objectives import build_objective
 from ebmlab.training import checkpoint as ckpt
-from ebmlab.training import dist_checkpoint, distributed
+from ebmlab.training import dist_checkpoint, distributed, run
 from ebmlab.training.ema import EMA
 from ebmlab.training.logging import RunLogger, scalars
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine; use cpu or auto")
-    return torch.device(name)
+    """A validated torch device for ``auto | cpu | cuda | cuda:N | mps`` (``training/run.py``)."""
+    return run.resolve_device(name)
+
+
+def choose_threads(requested: int | None, data_kind: str, device: torch.device) -> int | None:
+    """torch CPU threads for training: ``train.threads`` when given; otherwise (null, "auto") one
+    thread for vector data and torch's default (None) for images or on a GPU. The MLPs of vector
+    data gain little from a second thread on an idle machine, and on a shared one two threads per
+    process were measured 7-15x slower than one (issue 19): one thread never loses badly."""
+    if requested is not None:
+        return requested
+    return 1 if data_kind == "vector" and device.type == "cpu" else None
 
 
 def make_optimizer(objective, tc) -> torch.optim.Optimizer:
@@ -73,13 +80,14 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, data=None, is_main: bool = True):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         tc = cfg.train
-        if tc.threads:
-            torch.set_num_threads(tc.threads)
         self.dist = distributed.setup(resolve_device(tc.device))  # no-op context on one process
         self.device, self.is_main = self.dist.device, is_main and self.dist.is_main
         distributed.check_device_options(tc, self.device)
         torch.manual_seed(distributed.derive_seed(tc.seed, self.dist.rank))  # init; rank-local buffers
         self.data = data if data is not None else build_dataset(cfg.data)
+        threads = choose_threads(tc.threads, self.data.kind, self.device)
+        if threads is not None:
+            torch.set_num_threads(threads)
         self.objective = build_objective(cfg, self.data).to(self.device)
         distributed.broadcast_parameters(self.objective, self.dist)  # identical networks on all ranks
         if tc.compile:
@@ -101,7 +109,7 @@ class Trainer:
         tensors["rng.objective"] = self.g_obj.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         meta = {"optimizer": opt_rest, "ema_updates": self.ema.num_updates if self.ema else 0,
-                "config": self.cfg.to_dict(), "config_hash": self.cfg.hash()}
+                "config": self.cfg.to_dict(), "config_hash": self.cfg.run_hash()}
         return tensors, meta
 
     def load_state(self, tensors: dict, meta: dict) -> None:
@@ -132,8 +140,22 @@ class Trainer:
         if path is None:
             raise ckpt.CheckpointError(f"--resume: no checkpoint found in {str(self.run_dir / 'checkpoints')!r}")
         tensors, meta = ckpt.load_checkpoint(path)
-        self.load_state(tensors, meta)
+        run.check_config_hash(meta, self.cfg, path)  # a checkpoint of another config is refused
+        side = path.with_suffix(".json")
+        for key in ("optimizer", "step"):
+            if key not in meta:
+                raise ckpt.CheckpointError(f"checkpoint sidecar {str(side)!r} lacks {key!r}, which resuming needs; "
+                                           "it is damaged: delete this checkpoint pair to resume from the one before")
+        ckpt.check_finite(tensors, path, {n for n, _ in self.objective.named_parameters()})
+        try:
+            self.load_state(tensors, meta)
+        except ckpt.CheckpointError:
+            raise
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            raise run._fit_error(path, self.cfg, exc) from None
         dist_checkpoint.restore_rank_state(self, meta)  # world size check; this rank's buffers and RNGs
+        if self.is_main and (self.run_dir / "config.yaml").is_file():  # --set train.steps=... and the like
+            run.record_changes(self.run_dir, self.cfg, run.check_resume_changes(self.run_dir, self.cfg), self.step)
 
     # ----- one step ----------------------------------------------------------------------------
     def next_batch(self):
@@ -209,14 +231,107 @@ def _progress(start: int, total: int, enabled: bool):
     return tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, mininterval=0.5)
 
 
-def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool) -> None:
+def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, data=None) -> run.RunLock:
+    """Lock ``run_dir`` and make it ready; returns the lock (hold it while training, then ``release``).
+
+    Call it after the config and the data have validated. New run: the directory is created atomically,
+    or reused when it is empty or an earlier start that never wrote a checkpoint; ``overwrite`` replaces
+    an ebmlab run (deleting only what ``ebmlab train`` writes there) and never touches another directory.
+    ``config.yaml`` and ``run.json`` (with ``data``: the data transform, path and SHA-256) are written.
+    Resume: the run must hold a checkpoint; changes of keys other than ``MUTABLE_KEYS`` are refused (the
+    allowed ones are recorded by ``Trainer.resume`` once the checkpoint has loaded)."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and not resume:
-        if overwrite:
-            shutil.rmtree(run_dir)
-        elif any(run_dir.iterdir()):
-            raise FileExistsError(f"run directory {str(run_dir)!r} already exists; pass --resume to continue it, "
-                                  "--overwrite to replace it, or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume or not (run_dir / "config.yaml").exists():
+    if resume and overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it; pass only one of them")
+    _check_out_path(run_dir)
+    if resume:
+        if not run_dir.is_dir():
+            raise run.RunNotFound(f"--resume: run directory {str(run_dir)!r} does not exist")
+        lock = run.RunLock.acquire(run_dir)
+        try:
+            if ckpt.latest_checkpoint(run_dir / "checkpoints") is None:
+                raise ckpt.CheckpointError(f"--resume: no checkpoint found in {str(run_dir / 'checkpoints')!r}; the "
+                                           "run stopped before its first one: start it again without --resume "
+                                           "(the directory is reused)")
+            run.check_resume_changes(run_dir, cfg)  # recorded by Trainer.resume once the checkpoint loaded
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+    created = _make_run_dir(run_dir)
+    lock = run.RunLock.acquire(run_dir)
+    try:
+        if not created:
+            _clear_for_new_run(run_dir, overwrite)
         save_config(cfg, run_dir / "config.yaml")
+        if data is not None:
+            run.write_run_info(run_dir, cfg, data)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_out_path(run_dir: Path) -> None:
+    """--out must be a directory or not exist, and no part of it may be a file."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise run.RunError(f"--out {str(run_dir)!r} is a file, not a directory; choose another --out")
+    for parent in run_dir.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise run.RunError(f"--out {str(run_dir)!r} lies under {str(parent)!r}, which is a file; "
+                                   "choose another --out")
+            break
+
+
+def _make_run_dir(run_dir: Path) -> bool:
+    """Create ``run_dir`` (and its parents) atomically: True if this call created it."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        if not run_dir.is_dir():
+            raise run.RunError(f"--out {str(run_dir)!r} is a file, not a directory; choose another --out") from None
+        return False
+    return True
+
+
+def is_run_dir(run_dir: Path) -> bool:
+    """An ebmlab run: ``config.yaml`` plus ``checkpoints/`` or ``metrics.jsonl``."""
+    return (run_dir / "config.yaml").is_file() and ((run_dir / "checkpoints").is_dir()
+                                                     or (run_dir / "metrics.jsonl").is_file())
+
+
+def _clear_for_new_run(run_dir: Path, overwrite: bool) -> None:
+    """Make an existing directory ready for a new run, or refuse (nothing deleted) with one sentence."""
+    entries = [p for p in run_dir.iterdir() if p.name != run.LOCK_NAME]
+    if not entries:
+        return
+    ours = all(p.name in run.RUN_ENTRIES or p.name.endswith(".tmp") for p in entries)
+    checkpoints = ckpt.list_checkpoints(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else []
+    if ours and not checkpoints and (run_dir / "config.yaml").is_file():
+        _remove_run_files(run_dir)  # an earlier start that never wrote a checkpoint: nothing to keep
+        return
+    if is_run_dir(run_dir):
+        if overwrite:
+            _remove_run_files(run_dir)
+            return
+        last = f" (checkpoints up to step {checkpoints[-1][0]})" if checkpoints else ""
+        raise run.RunError(f"run directory {str(run_dir)!r} already exists and holds a run{last}; pass --resume to "
+                           "continue it, --overwrite to replace it, or choose another --out")
+    if overwrite:
+        raise run.RunError(f"--overwrite refused: {str(run_dir)!r} is not an ebmlab run (no config.yaml with "
+                           "checkpoints/ or metrics.jsonl), so nothing was deleted; choose another --out")
+    raise run.RunError(f"directory {str(run_dir)!r} already exists and is not an ebmlab run; choose another --out "
+                       "(an empty or new directory)")
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    """Delete what ``ebmlab train`` writes in ``run_dir`` (links themselves, never their targets)."""
+    for p in run_dir.iterdir():
+        if p.name == run.LOCK_NAME or not (p.name in run.RUN_ENTRIES or p.name.endswith(".tmp")):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()

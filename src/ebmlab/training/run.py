@@ -1,19 +1,58 @@
-"""Open a finished or running run directory: config, dataset, objective with EMA weights.
+"""A run directory: open, lock, check, resume (DESIGN.md "Runs on disk").
 
 ``ebmlab.load(RUN)`` returns the trained energy as a module that maps data-coordinate inputs
 (B, ...) to energies (B,): it standardises inputs exactly as training did.
+
+A run is self-contained. Besides ``config.yaml`` (the full resolved config, data path absolute) it
+holds ``run.json``: the method, the model, the data's kind, shape, absolute path and SHA-256 (files
+only; toys are regenerated from their seed), and the data transform (per-coordinate mean/std for
+vectors, the [-1, 1] range for images). So ``load``, ``sample`` and ``eval`` work from any directory,
+``load`` and ``sample --init noise`` even without the data file, and a data file that changed since
+training is refused by name (``DataError``). Every checkpoint sidecar stores ``config_hash``
+(``Config.run_hash``: the config without the keys a resumed run may change); it is compared with the
+run's ``config.yaml`` on every load, so a checkpoint from another run or method is refused.
+
+The lock (``RunLock``): ``run.lock`` in the run directory, held with ``flock`` while a trainer runs,
+holding the owner's pid and host. A second trainer is refused with one sentence; the lock of a
+killed trainer (kill -9, power loss) is released by the kernel, and a lock file naming a dead pid on
+this host is taken over.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import socket
+import time
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import yaml
 from torch import nn
 
+from ebmlab.config import (
+    MUTABLE_KEYS,
+    Config,
+    apply_overrides,
+    config_changes,
+    is_mutable,
+    run_hash,
+    write_text_atomic,
+    yaml_load,
+)
+from ebmlab.errors import CheckpointError, ConfigError, DataError, RunError, RunNotFound, os_error_sentence
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.config import from_dict
+
+LOCK_NAME = "run.lock"
+INFO_NAME = "run.json"
+CHANGES_NAME = "config_changes.jsonl"
+# What ``ebmlab train`` writes into a run directory (``--overwrite`` deletes these and nothing else).
+RUN_ENTRIES = ("config.yaml", INFO_NAME, CHANGES_NAME, "checkpoints", "metrics.jsonl", "metrics.json", "tb",
+               "samples", "plots", LOCK_NAME)
 
 
 class DataSpaceEnergy(nn.Module):
@@ -27,45 +66,248 @@ class DataSpaceEnergy(nn.Module):
         return self.energy(self.transform.to_model(x), **cond)
 
 
-def read_run_config(run_dir: Path):
-    p = Path(run_dir) / "config.yaml"
+# ----- devices -------------------------------------------------------------------------------------------
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps`` as a torch device; ConfigError otherwise or when
+    the accelerator is not available here."""
+    if not isinstance(name, str) or not _DEVICE.match(name):
+        raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N or mps")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={name!r} but CUDA is not available on this machine; use cpu or auto")
+        if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} "
+                              "CUDA device(s)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' is not available on this machine; use cpu or auto")
+    return torch.device(name)
+
+
+# ----- the run's config and run.json -------------------------------------------------------------------
+def read_run_raw(run_dir: str | Path) -> dict:
+    """The mapping of sections in ``run_dir/config.yaml``; RunNotFound / ConfigError naming the file."""
+    run_dir = Path(run_dir)
+    p = run_dir / "config.yaml"
+    if not run_dir.is_dir():
+        raise RunNotFound(f"{str(run_dir)!r} is not an ebmlab run directory (it does not exist)")
     if not p.is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not an ebmlab run directory (no config.yaml)")
-    return from_dict(yaml.safe_load(p.read_text()))
+        raise RunNotFound(f"{str(run_dir)!r} is not an ebmlab run directory (no config.yaml)")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        if isinstance(exc, OSError):
+            raise RunError(os_error_sentence(exc, "read the run's config")) from None
+        raise ConfigError(f"run config {str(p)!r} is not text; it is damaged, restore it") from None
+    raw = yaml_load(text, f"run config {str(p)!r}")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"run config {str(p)!r} must hold a mapping of sections, got a "
+                          f"{type(raw).__name__}; it is damaged, restore it from a checkpoint sidecar's 'config'")
+    return raw
+
+
+def read_run_config(run_dir: str | Path) -> Config:
+    """The run's validated ``Config`` (from its ``config.yaml``)."""
+    raw = read_run_raw(run_dir)
+    try:
+        return from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"run config {str(Path(run_dir) / 'config.yaml')!r} is invalid: {exc}") from None
+
+
+def data_file(cfg: Config) -> Path | None:
+    """The data file whose bytes a run depends on (``data.path`` when it is a regular file), else None."""
+    return Path(cfg.data.path) if cfg.data.path and Path(cfg.data.path).is_file() else None
+
+
+def write_run_info(run_dir: Path, cfg: Config, data) -> None:
+    """``run.json``: what ``load``/``sample``/``eval`` need without the original command line."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ebmlab.data.arrays import file_sha256
+
+    try:
+        __version__ = version("ebmlab")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without installation
+        __version__ = "unknown"
+
+    f = data_file(cfg)
+    tf = data.transform
+    info = {"format": 1, "ebmlab": __version__, "method": cfg.method.name, "model": cfg.model.name,
+            "config_hash": cfg.run_hash(),
+            "data": {"name": cfg.data.name, "kind": data.kind, "shape": list(data.shape),
+                     "num_classes": int(data.num_classes or 0), "n_train": int(data.train.shape[0]),
+                     "n_test": int(data.test.shape[0]),
+                     "path": str(Path(cfg.data.path).resolve()) if cfg.data.path else None,
+                     "sha256": file_sha256(f) if f is not None else None},
+            "transform": {"shift": tf.shift.tolist(), "scale": tf.scale.tolist(),
+                          "note": "model = (data - shift) / scale" + (", images in [-1, 1]" if data.kind == "image" else "")}}
+    write_text_atomic(run_dir / INFO_NAME, json.dumps(info, indent=1))
+
+
+def read_run_info(run_dir: Path) -> dict | None:
+    """``run.json`` as a dict, None for a run written before it existed; CheckpointError if damaged."""
+    p = Path(run_dir) / INFO_NAME
+    if not p.is_file():
+        return None
+    try:
+        info = json.loads(p.read_text())
+        ok = isinstance(info, dict) and isinstance(info.get("data"), dict) and isinstance(info.get("transform"), dict)
+        if ok:
+            torch.tensor(info["transform"]["shift"], dtype=torch.float32)
+            torch.tensor(info["transform"]["scale"], dtype=torch.float32)
+            [int(s) for s in info["data"]["shape"]]
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"run file {str(p)!r} is damaged (expected ebmlab's JSON with 'data' and "
+                              "'transform'); restore it or retrain the run")
+    return info
+
+
+def verify_data(run_dir: Path, cfg: Config, info: dict | None) -> bool:
+    """True when the run's data file is present and unchanged, False when it is absent; DataError naming
+    the file when its bytes differ from those the run was trained on."""
+    from ebmlab.data.arrays import file_sha256
+
+    want = (info or {}).get("data", {}).get("sha256")
+    if not want or not cfg.data.path:
+        return cfg.data.path is None or Path(cfg.data.path).exists()
+    p = Path(cfg.data.path)
+    if not p.is_file():
+        return False
+    if file_sha256(p) != want:
+        raise DataError(f"data file {str(p)!r} has changed since run {str(run_dir)!r} was trained (SHA-256 "
+                        "differs); restore the original file or train a new run on the new data")
+    return True
+
+
+def _stub_dataset(info: dict):
+    """A ``Dataset`` with the run's stored transform and shape but no examples (the file is absent)."""
+    from ebmlab.data.base import Affine, Dataset
+
+    d, tf = info["data"], info["transform"]
+    shape = tuple(int(s) for s in d["shape"])
+    empty = torch.zeros((2, *shape))
+    transform = Affine(torch.tensor(tf["shift"], dtype=torch.float32), torch.tensor(tf["scale"], dtype=torch.float32))
+    return Dataset(str(d.get("path") or d.get("name")), d["kind"], empty, empty[:0], transform,
+                   num_classes=int(d.get("num_classes") or 0), info={"stub": True})
+
+
+def run_dataset(run_dir: Path, cfg: Config, *, need_data: bool = True):
+    """The run's ``Dataset``: rebuilt from ``config.yaml`` when ``need_data`` (training, ``eval``,
+    ``sample --init data``), else a stub with the stored transform (no data read). A changed data
+    file is refused in both cases; a missing one only when the data are needed."""
+    from ebmlab.data import build_dataset
+
+    info = read_run_info(run_dir)
+    present = verify_data(run_dir, cfg, info)
+    if info is not None and not need_data:
+        return _stub_dataset(info)
+    if not present:
+        raise DataError(f"data file {str(cfg.data.path)!r} of run {str(run_dir)!r} does not exist; restore it "
+                        "(ebmlab.load and sample --init noise work without it)")
+    data = build_dataset(cfg.data)
+    if info is not None:  # the stored transform is the one the weights were trained with
+        data.transform = _stub_dataset(info).transform
+    return data
+
+
+# ----- checkpoints of a run ----------------------------------------------------------------------------
+def check_config_hash(meta: dict, cfg: Config, path: Path) -> None:
+    """Refuse a checkpoint whose sidecar ``config_hash`` differs from the run's ``config.yaml``."""
+    got = meta.get("config_hash")
+    if got is None:
+        raise CheckpointError(f"checkpoint sidecar {str(Path(path).with_suffix('.json'))!r} has no config_hash; "
+                              "it was not written by ebmlab train")
+    if got in (cfg.run_hash(), cfg.hash()):
+        return
+    own = meta.get("config")
+    if isinstance(own, dict) and got == _full_hash(own) and run_hash(own) == cfg.run_hash():
+        return  # a sidecar written before run_hash existed (full-config hash); the fixed keys agree
+    diff = ""
+    if isinstance(meta.get("config"), dict):
+        with contextlib.suppress(Exception):
+            keys = [k for k, (a, b) in config_changes(from_dict(meta["config"]), cfg).items() if not is_mutable(k)]
+            if keys:
+                old = from_dict(meta["config"]).to_dict()
+                sec, key = keys[0].split(".", 1)
+                diff = f" ({keys[0]} is {old[sec][key]!r} there, {cfg.to_dict()[sec][key]!r} in config.yaml)"
+    raise CheckpointError(f"checkpoint {str(path)!r} was written with another config than the run's config.yaml"
+                          f"{diff}; it belongs to another run")
+
+
+def _full_hash(raw: dict) -> str:
+    """``Config.hash()`` of a config mapping (what sidecars stored before ``run_hash``)."""
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fit_error(path: Path, cfg: Config, exc: Exception) -> CheckpointError:
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return CheckpointError(f"checkpoint {str(path)!r} does not fit the run's {cfg.method.name} / {cfg.model.name} "
+                           f"model ({text}); it belongs to another run or was edited")
+
+
+def load_weights(objective: nn.Module, tensors: dict, path: Path, cfg: Config, ema: bool) -> None:
+    """Load ``model.*`` (strict) and, with ``ema``, the ``ema.*`` parameters; CheckpointError if they do
+    not fit the objective or hold NaN/inf."""
+    params = dict(objective.named_parameters())
+    ckpt.check_finite(tensors, path, set(params))
+    try:
+        objective.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        if ema:
+            with torch.no_grad():
+                for k, v in tensors.items():
+                    if k.startswith("ema."):
+                        if k[4:] not in params:
+                            raise KeyError(f"unexpected EMA tensor {k!r}")
+                        params[k[4:]].copy_(v)
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise _fit_error(path, cfg, exc) from None
 
 
 class OpenedRun(NamedTuple):
     cfg: object              # the run's resolved Config
     objective: nn.Module     # the method's Objective, weights loaded, in eval mode
-    data: object             # the run's Dataset
+    data: object             # the run's Dataset (without examples when opened with need_data=False)
     step: int                # training step of the checkpoint used
     checkpoint: Path         # the checkpoint file used
 
 
 def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu",
-                    checkpoint: str | Path | None = None) -> OpenedRun:
-    """Open a run at its latest (or the given) checkpoint, EMA weights swapped in (``ema``)."""
-    from ebmlab.data import build_dataset
+                    checkpoint: str | Path | None = None, need_data: bool = True) -> OpenedRun:
+    """Open a run at its latest (or the given) checkpoint, EMA weights swapped in (``ema``).
+
+    Every failure is one of ebmlab's errors with one sentence (ConfigError, DataError, CheckpointError,
+    RunError): a damaged config.yaml or sidecar, a checkpoint of another run, NaN weights, a bad device."""
     from ebmlab.objectives import build_objective
 
     run_dir = Path(run_dir)
+    dev = resolve_device(device)
     cfg = read_run_config(run_dir)
-    path = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(run_dir / "checkpoints")
-    if path is None:
-        raise ckpt.CheckpointError(f"no checkpoint in {str(run_dir / 'checkpoints')!r}; train the run first")
-    if not path.is_file():
-        raise ckpt.CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    tensors, meta = ckpt.load_checkpoint(path)
-    data = build_dataset(cfg.data)
-    objective = build_objective(cfg, data)
-    objective.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    if ema:
-        params = dict(objective.named_parameters())
-        with torch.no_grad():
-            for k, v in tensors.items():
-                if k.startswith("ema."):
-                    params[k[4:]].copy_(v)
-    objective.to(torch.device(device)).eval()
+    try:
+        path = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(run_dir / "checkpoints")
+        if path is None:
+            raise CheckpointError(f"no checkpoint in {str(run_dir / 'checkpoints')!r}; train the run first")
+        if path.is_dir():
+            raise CheckpointError(f"checkpoint {str(path)!r} is a directory; pass a step_NNNNNNNN.safetensors file")
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        tensors, meta = ckpt.load_checkpoint(path)
+        check_config_hash(meta, cfg, path)
+        data = run_dataset(run_dir, cfg, need_data=need_data)
+        objective = build_objective(cfg, data)
+        load_weights(objective, tensors, path, cfg, ema)
+        objective.to(dev).eval()
+    except OSError as exc:
+        if isinstance(exc, RunError):
+            raise
+        raise RunError(os_error_sentence(exc, "read")) from None
     return OpenedRun(cfg, objective, data, int(meta.get("step", -1)), path)
 
 
@@ -76,6 +318,154 @@ def open_run(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", chec
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> nn.Module:
-    """The trained energy (EMA weights) of a run, mapping data-coordinate (B, D) to (B,)."""
-    _, objective, data = open_run(run_dir, device=device)
-    return DataSpaceEnergy(objective.energy, data.transform).eval()
+    """The trained energy (EMA weights) of a run, mapping data-coordinate (B, D) to (B,). Needs only the
+    run directory: the data transform is stored in the run (``run.json``)."""
+    run = open_checkpoint(run_dir, device=device, need_data=False)
+    return DataSpaceEnergy(run.objective.energy, run.data.transform).eval()
+
+
+# ----- resuming ---------------------------------------------------------------------------------------
+def resume_config(run_dir: Path, overrides: list[str] | None, config: str | None = None) -> Config:
+    """The config of ``--resume``: the run's own ``config.yaml`` (or ``--config``, compared below) with
+    ``--set`` overrides applied. ``check_resume_changes`` then refuses changes of fixed keys."""
+    from ebmlab.config import read_config_file
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunNotFound(f"--resume: no checkpoint found: run directory {str(run_dir)!r} does not exist; "
+                          "start the run without --resume")
+    if not (run_dir / "config.yaml").is_file():
+        raise RunNotFound(f"--resume: no checkpoint found: {str(run_dir)!r} is not an ebmlab run (no config.yaml)")
+    raw = read_config_file(config) if config is not None else read_run_config(run_dir).to_dict()
+    return from_dict(apply_overrides(raw, overrides))
+
+
+def check_resume_changes(run_dir: Path, cfg: Config) -> dict[str, tuple]:
+    """{key: (old, new)} of the allowed changes ``cfg`` makes to the run's config; ConfigError naming
+    the first key that may not change in a resumed run."""
+    old = read_run_config(run_dir)
+    changes = config_changes(old, cfg)
+    for key, (a, b) in changes.items():
+        if not is_mutable(key):
+            raise ConfigError(f"--resume cannot change {key} ({a!r} -> {b!r}): the run's checkpoints were "
+                              f"trained with it; only {', '.join(MUTABLE_KEYS)} may change, or start a new run "
+                              "with another --out")
+    return changes
+
+
+def record_changes(run_dir: Path, cfg: Config, changes: dict[str, tuple], step: int | None) -> None:
+    """Append the changes to ``config_changes.jsonl`` and rewrite ``config.yaml`` with ``cfg``."""
+    from ebmlab.config import save_config
+
+    if not changes:
+        return
+    row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed_at_step": step,
+           "changes": {k: {"old": a, "new": b} for k, (a, b) in changes.items()}}
+    with open(run_dir / CHANGES_NAME, "a") as fh:
+        fh.write(json.dumps(row, default=str) + "\n")
+    save_config(cfg, run_dir / "config.yaml")
+
+
+# ----- the lock ---------------------------------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OSError, OverflowError, ValueError):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _holder(fd: int) -> dict:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        info = json.loads(os.read(fd, 4096).decode() or "{}")
+        return info if isinstance(info, dict) else {}
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+
+
+def _describe(info: dict) -> str:
+    return f"pid {info.get('pid', '?')} on host {info.get('host', '?')}" if info else "another process"
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``run.lock``); ``release()`` or garbage collection frees it."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self.fd = path, fd
+
+    @classmethod
+    def acquire(cls, run_dir: Path) -> RunLock:
+        path = Path(run_dir) / LOCK_NAME
+        for _ in range(10):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                lock = cls._try(path, fd, Path(run_dir))
+            except BaseException:
+                os.close(fd)
+                raise
+            if lock is not None:
+                return lock
+            os.close(fd)  # the file was replaced or removed while we locked it: try again
+        raise RunError(f"could not lock run directory {str(run_dir)!r}: its {LOCK_NAME} keeps changing; "
+                       "is another trainer starting there?")
+
+    @classmethod
+    def _try(cls, path: Path, fd: int, run_dir: Path) -> RunLock | None:
+        busy = f"run directory {str(run_dir)!r} is in use by another ebmlab trainer"
+        try:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - not POSIX: the pid check below is the lock
+            pass
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunError(f"{busy} ({_describe(_holder(fd))}); wait for it to finish or choose another "
+                               "--out") from None
+            # ENOLCK/EOPNOTSUPP (some network file systems): fall back to the pid check below
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            return None
+        info, host = _holder(fd), socket.gethostname()
+        pid = info.get("pid")
+        if (isinstance(pid, int) and info.get("host") == host and pid != os.getpid() and _alive(pid)):
+            raise RunError(f"{busy} ({_describe(info)}); wait for it to finish, or delete "
+                           f"{str(path)!r} if no ebmlab process is running there")
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": host,
+                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
+        return cls(path, fd)
+
+    def release(self) -> None:
+        """Remove the lock file and free the lock (idempotent)."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.fstat(self.fd), os.stat(self.path)):
+                os.unlink(self.path)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.release()

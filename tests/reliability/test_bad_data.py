@@ -1,0 +1,91 @@
+"""Bad user data (--data): one sentence naming the file, exit 2, nothing created, nothing executed."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from .conftest import assert_one_sentence, cli, sets
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _make(case: str, tmp_path):
+    p = tmp_path / "data.npy"
+    if case == "missing":
+        return tmp_path / "nope.npy", "does not exist"
+    if case == "directory":
+        d = tmp_path / "folder.npy"
+        d.mkdir()
+        return d, "is a directory"
+    if case == "two rows":
+        np.save(p, np.array([[0.0, 1.0], [1.0, 2.0]]))
+        return p, "at least 3 rows"
+    if case == "beyond float32":
+        np.save(p, np.full((50, 2), 1e39))
+        return p, "float32"
+    if case == "nan":
+        x = np.zeros((50, 2))
+        x[3, 1] = np.nan
+        np.save(p, x)
+        return p, "NaN or inf"
+    if case == "inf":
+        x = np.zeros((50, 2))
+        x[7, 0] = np.inf
+        np.save(p, x)
+        return p, "NaN or inf"
+    if case == "pickled objects":
+        np.save(p, np.array([_Evil(tmp_path / "executed")] * 4, dtype=object), allow_pickle=True)
+        return p, "could not read"
+    if case == "rank 3":
+        np.save(p, np.zeros((10, 2, 2)))
+        return p, "2-D array"
+    if case == "text in csv":
+        c = tmp_path / "data.csv"
+        c.write_text("a,b\nc,d\n1,2\n")
+        return c, "could not read"
+    if case == "empty file":
+        p.write_bytes(b"")
+        return p, "could not read"
+    if case == "booleans":
+        np.save(p, np.ones((10, 2), dtype=bool))
+        return p, "must hold numbers"
+    if case == "unsupported suffix":
+        t = tmp_path / "data.txt"
+        t.write_text("1,2\n")
+        return t, "unsupported suffix"
+    if case == "zero columns":
+        np.save(p, np.zeros((10, 0)))
+        return p, "1 column"
+    if case == "empty npz":
+        z = tmp_path / "data.npz"
+        np.savez(z)
+        return z, "no arrays"
+    if case == "pickle renamed npy":
+        import pickle
+        p.write_bytes(pickle.dumps(_Evil(tmp_path / "executed")))
+        return p, "could not read"
+    raise AssertionError(case)
+
+
+CASES = ["missing", "directory", "two rows", "beyond float32", "nan", "inf", "pickled objects", "rank 3",
+         "text in csv", "empty file", "booleans", "unsupported suffix", "zero columns", "empty npz",
+         "pickle renamed npy"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_data_file(case, tmp_path, capsys):
+    path, needle = _make(case, tmp_path)
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, "train", "--data", path, "--out", out, *sets())
+    assert_one_sentence(code, err, needle)
+    assert str(path.name) in err  # the file is named
+    assert not out.exists()
+    assert not (tmp_path / "executed").exists()

@@ -1,0 +1,190 @@
+"""Operating-system faults, simulated with monkeypatch (the suite runs as root, where chmod does not
+stop writes): a full disk, a read-only file system, permissions, a path through a file, a kill -9.
+Each gives one sentence naming the path and what to do, and loses no earlier checkpoint."""
+from __future__ import annotations
+
+import builtins
+import errno
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from safetensors import SafetensorError
+
+import ebmlab
+from ebmlab import errors
+from ebmlab.training import checkpoint as ckpt
+from ebmlab.training import logging as run_logging
+from ebmlab.training.logging import read_metrics
+from ebmlab.training.run import LOCK_NAME
+
+from .conftest import assert_one_sentence, cli, latest, sets, snapshot
+
+
+def _oserror(code: int, path="x"):
+    return OSError(code, os.strerror(code), str(path))
+
+
+def _fail_on_call(n: int, exc, real):
+    calls = {"n": 0}
+
+    def fake(*a, **k):
+        calls["n"] += 1
+        if calls["n"] >= n:
+            raise exc
+        return real(*a, **k)
+    return fake
+
+
+@pytest.mark.parametrize("kind", ["safetensors io error", "os error", "rename fails"])
+def test_full_disk_at_a_checkpoint_keeps_the_earlier_ones(kind, trained_root, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    if kind == "safetensors io error":
+        exc = SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+        monkeypatch.setattr(ckpt, "save_file", _fail_on_call(3, exc, ckpt.save_file))
+    elif kind == "os error":
+        monkeypatch.setattr(ckpt, "save_file", _fail_on_call(3, _oserror(errno.ENOSPC), ckpt.save_file))
+    else:
+        monkeypatch.setattr(ckpt.os, "replace", _fail_on_call(7, _oserror(errno.ENOSPC), os.replace))
+    code, _, err = cli(capsys, "train", "--out", out, "--data", trained_root / "points.npy", *sets("train.steps=5"))
+    assert_one_sentence(code, err, "no space left")
+    monkeypatch.undo()
+    kept = ckpt.list_checkpoints(out / "checkpoints")
+    assert [s for s, _ in kept] == [1, 2]
+    assert not list((out / "checkpoints").glob("*.tmp"))
+    ckpt.load_checkpoint(kept[-1][1])
+    code, _, err = cli(capsys, "train", "--out", out, "--resume")  # space freed: the run continues
+    assert code == 0, err
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4, 5]
+
+
+def test_full_disk_in_metrics_log(trained_root, tmp_path, monkeypatch, capsys):
+    real = builtins.open
+
+    def fake(file, mode="r", *a, **k):
+        if str(file).endswith("metrics.jsonl") and "a" in mode:
+            raise _oserror(errno.ENOSPC, file)
+        return real(file, mode, *a, **k)
+    monkeypatch.setattr(run_logging, "open", fake, raising=False)
+    code, _, err = cli(capsys, "train", "--out", tmp_path / "run", "--data", trained_root / "points.npy", *sets())
+    assert_one_sentence(code, err, "metrics.jsonl")
+    assert "No space left" in err
+
+
+@pytest.mark.parametrize("code_,needle", [(errno.EROFS, "read-only"), (errno.EACCES, "permission"),
+                                          (errno.ENOTDIR, "not a directory"), (errno.ENOSPC, "no space")])
+def test_run_directory_cannot_be_created(code_, needle, trained_root, tmp_path, monkeypatch, capsys):
+    real = pathlib.Path.mkdir
+
+    def fake(self, *a, **k):
+        if "blocked" in str(self):
+            raise _oserror(code_, self)
+        return real(self, *a, **k)
+    monkeypatch.setattr(pathlib.Path, "mkdir", fake)
+    out = tmp_path / "blocked" / "run"
+    code, _, err = cli(capsys, "train", "--out", out, "--data", trained_root / "points.npy", *sets())
+    assert_one_sentence(code, err, needle)
+    assert "blocked" in err
+
+
+@pytest.mark.parametrize("code_", [errno.EACCES, errno.EROFS, errno.ENOSPC])
+def test_config_cannot_be_written(code_, trained_root, tmp_path, monkeypatch, capsys):
+    import ebmlab.config as config_module
+    real = builtins.open
+
+    def fake(file, mode="r", *a, **k):
+        if "w" in mode:
+            raise _oserror(code_, file)
+        return real(file, mode, *a, **k)
+    monkeypatch.setattr(config_module, "open", fake, raising=False)
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, "train", "--out", out, "--data", trained_root / "points.npy", *sets())
+    assert_one_sentence(code, err, os.strerror(code_))
+    monkeypatch.undo()
+    assert cli(capsys, "train", "--out", out, "--data", trained_root / "points.npy", *sets())[0] == 0  # rerun
+
+
+def test_lock_file_cannot_be_created(run_copy, monkeypatch, capsys):
+    real = os.open
+
+    def fake(path, *a, **k):
+        if str(path).endswith(LOCK_NAME):
+            raise _oserror(errno.EROFS, path)
+        return real(path, *a, **k)
+    monkeypatch.setattr(os, "open", fake)
+    before = snapshot(run_copy)
+    code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=3")
+    assert_one_sentence(code, err, "read-only")
+    assert snapshot(run_copy) == before
+
+
+def test_unreadable_checkpoint(run_copy, monkeypatch, capsys, tmp_path):
+    def fake(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(latest(run_copy)))
+    monkeypatch.setattr(ckpt, "load_file", fake)
+    code, _, err = cli(capsys, "sample", run_copy, "--out", tmp_path / "s.npy")
+    assert_one_sentence(code, err, "permission denied")
+    with pytest.raises(errors.CheckpointError, match="Permission denied"):
+        ebmlab.load(run_copy)
+
+
+def test_sample_output_on_a_full_disk(run_copy, monkeypatch, capsys, tmp_path):
+    def fake(path, *a, **k):
+        raise _oserror(errno.ENOSPC, path)
+    monkeypatch.setattr(np, "save", fake)
+    code, _, err = cli(capsys, "sample", run_copy, "--n", "3", "--steps", "1", "--out", tmp_path / "s.npy")
+    assert_one_sentence(code, err, "no space left")
+
+
+def test_eval_metrics_on_a_full_disk(run_copy, monkeypatch, capsys):
+    real = pathlib.Path.write_text
+
+    def fake(self, *a, **k):
+        if self.name == "metrics.json":
+            raise _oserror(errno.ENOSPC, self)
+        return real(self, *a, **k)
+    monkeypatch.setattr(pathlib.Path, "write_text", fake)
+    code, _, err = cli(capsys, "eval", run_copy)
+    assert_one_sentence(code, err, "metrics.json")
+
+
+def test_tensorboard_failure_is_a_warning(trained_root, tmp_path, monkeypatch, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+
+    def fake(self, *a, **k):
+        raise _oserror(errno.ENOSPC, "tb/events")
+    monkeypatch.setattr(SummaryWriter, "add_scalar", fake)
+    code, _, err = cli(capsys, "train", "--out", tmp_path / "run", "--data", trained_root / "points.npy", *sets())
+    assert code == 0 and "Traceback" not in err
+    assert "TensorBoard logging stopped" in err and [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2]
+
+
+def test_kill_minus_nine_leaves_a_lock_that_resume_takes_over(trained_root, tmp_path, capsys):
+    """A killed trainer leaves run.lock behind (with its dead pid); --resume takes it over and finishes."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "ebmlab", "train", "--out", str(out), "--data", str(trained_root / "points.npy"),
+           *sets("train.steps=400", "train.checkpoint_every=5")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 120
+    while time.time() < deadline and len(ckpt.list_checkpoints(out / "checkpoints")) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = {p.name: p.read_bytes() for _, p in ckpt.list_checkpoints(out / "checkpoints")}
+    assert kept and (out / LOCK_NAME).exists()
+    step = max(int(n[5:13]) for n in kept)
+    assert step < 400, "the run finished before it could be killed"
+    code, _, err = cli(capsys, "train", "--out", out, "--resume", "--set", f"train.steps={step + 2}")
+    assert code == 0, err
+    assert not (out / LOCK_NAME).exists()
+    for name, blob in kept.items():
+        assert (out / "checkpoints" / name).read_bytes() == blob
+    steps = [r["step"] for r in read_metrics(out)]
+    assert steps == list(range(1, step + 3))

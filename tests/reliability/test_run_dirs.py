@@ -1,0 +1,252 @@
+"""Run directories: --overwrite never deletes what is not a run (and only after validation), a failed
+start does not block its rerun, --resume follows the run's own config, the lock, metrics.jsonl."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from ebmlab.training.logging import read_metrics
+from ebmlab.training.run import LOCK_NAME, RunLock
+
+from .conftest import assert_one_sentence, cli, latest, sets, snapshot, write_points
+
+
+def _victim(tmp_path):
+    v = tmp_path / "victim"
+    v.mkdir()
+    (v / "thesis.tex").write_text("precious")
+    (v / "sub").mkdir()
+    (v / "sub" / "data.csv").write_text("1,2\n")
+    return v
+
+
+# ----- --overwrite --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("data", ["missing", "good"])
+def test_overwrite_never_deletes_a_non_run_directory(data, trained_root, tmp_path, capsys):
+    v = _victim(tmp_path)
+    before = snapshot(v)
+    path = tmp_path / "nope.npy" if data == "missing" else trained_root / "points.npy"
+    code, _, err = cli(capsys, "train", "--out", v, "--overwrite", "--data", path, *sets())
+    assert_one_sentence(code, err, "does not exist" if data == "missing" else "not an ebmlab run")
+    assert snapshot(v) == before
+
+
+@pytest.mark.parametrize("bad", ["nan data", "bad config", "missing data"])
+def test_overwrite_of_a_run_validates_first(bad, run_copy, tmp_path, capsys):
+    before = snapshot(run_copy)
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.full((40, 2), np.nan))
+    extra = {"nan data": ["--data", nan], "bad config": ["--set", "train.lr=-1"],
+             "missing data": ["--data", tmp_path / "none.npy"]}[bad]
+    code, _, err = cli(capsys, "train", "--out", run_copy, "--overwrite", *sets(), *extra)
+    assert_one_sentence(code, err)
+    assert snapshot(run_copy) == before
+
+
+def test_overwrite_replaces_a_run_but_keeps_foreign_files(run_copy, trained_root, capsys):
+    (run_copy / "notes.txt").write_text("mine")
+    code, _, _ = cli(capsys, "train", "--out", run_copy, "--overwrite", "--data", trained_root / "points.npy",
+                     *sets("train.steps=1"))
+    assert code == 0
+    assert (run_copy / "notes.txt").read_text() == "mine"
+    assert [r["step"] for r in read_metrics(run_copy)] == [1]
+    assert not (run_copy / LOCK_NAME).exists()
+
+
+def test_existing_run_without_overwrite(run_copy, trained_root, capsys):
+    before = snapshot(run_copy)
+    code, _, err = cli(capsys, "train", "--out", run_copy, "--data", trained_root / "points.npy", *sets())
+    assert_one_sentence(code, err, "already exists")
+    assert "--resume" in err and snapshot(run_copy) == before
+
+
+def test_non_empty_directory_without_overwrite(tmp_path, trained_root, capsys):
+    v = _victim(tmp_path)
+    before = snapshot(v)
+    code, _, err = cli(capsys, "train", "--out", v, "--data", trained_root / "points.npy", *sets())
+    assert_one_sentence(code, err, "already exists")
+    assert snapshot(v) == before
+
+
+@pytest.mark.parametrize("where", ["is a file", "under a file"])
+def test_out_is_or_lies_under_a_file(where, tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("keep")
+    out = f if where == "is a file" else f / "run"
+    code, _, err = cli(capsys, "train", "--out", out, *sets())
+    assert_one_sentence(code, err, "file")
+    assert f.read_text() == "keep"
+
+
+# ----- a failed start does not block the corrected rerun -------------------------------------------
+@pytest.mark.parametrize("left", ["config only", "config and log", "config, log, tb and temp file"])
+def test_rerun_after_a_start_without_checkpoint(left, trained_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("train:\n  steps: 2\n")
+    if "log" in left:
+        (out / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+        (out / "checkpoints").mkdir()
+    if "tb" in left:
+        (out / "tb").mkdir()
+        (out / "checkpoints" / "step_00000002.safetensors.tmp").write_bytes(b"partial")
+    code, _, err = cli(capsys, "train", "--out", out, "--data", trained_root / "points.npy", *sets())
+    assert code == 0, err
+    assert [r["step"] for r in read_metrics(out)] == [1, 2]
+
+
+def test_failed_start_then_corrected_rerun(trained_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, "train", "--out", out, "--data", tmp_path / "typo.npy", *sets())
+    assert_one_sentence(code, err, "does not exist")
+    code, _, err = cli(capsys, "train", "--out", out, "--data", trained_root / "points.npy", *sets())
+    assert code == 0, err
+
+
+def test_resume_of_a_run_without_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("train:\n  steps: 2\n")
+    code, _, err = cli(capsys, "train", "--out", out, "--resume")
+    assert_one_sentence(code, err, "no checkpoint")
+    assert "without --resume" in err
+
+
+@pytest.mark.parametrize("argv,needle", [(["--resume", "--overwrite"], "only one"), (["--resume"], "no checkpoint")])
+def test_resume_misuse(argv, needle, tmp_path, capsys):
+    code, _, err = cli(capsys, "train", "--out", tmp_path / "none", *argv)
+    assert_one_sentence(code, err, needle)
+
+
+# ----- --resume follows the run's own config ----------------------------------------------------------
+@pytest.mark.parametrize("override,key", [("train.lr=0.5", "train.lr"), ("model.width=16", "model.width"),
+                                          ("method.name=data", "method.name"), ("data.seed=3", "data.seed"),
+                                          ("train.batch_size=16", "train.batch_size")])
+def test_resume_refuses_fixed_keys(override, key, run_copy, capsys):
+    before = snapshot(run_copy)
+    code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", override)
+    assert_one_sentence(code, err, key)
+    assert snapshot(run_copy) == before
+
+
+def test_resume_records_allowed_changes_from_any_directory(run_copy, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # neither the original --data nor the original --set are repeated
+    code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=3",
+                       "--set", "eval.n_samples=16")
+    assert code == 0, err
+    cfg = yaml.safe_load((run_copy / "config.yaml").read_text())
+    assert cfg["train"]["steps"] == 3 and cfg["eval"]["n_samples"] == 16
+    change = json.loads((run_copy / "config_changes.jsonl").read_text().splitlines()[-1])
+    assert change["changes"]["train.steps"] == {"old": 2, "new": 3} and change["resumed_at_step"] == 2
+    assert [r["step"] for r in read_metrics(run_copy)] == [1, 2, 3]
+
+
+def test_resume_with_another_data_file_is_refused(run_copy, tmp_path, capsys):
+    other = write_points(tmp_path / "other.npy", seed=5)
+    code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--data", other)
+    assert_one_sentence(code, err, "data.path")
+
+
+def test_resume_with_a_changed_data_file_is_refused(trained_root, tmp_path, capsys):
+    data = write_points(tmp_path / "pts.npy")
+    out = tmp_path / "run"
+    assert cli(capsys, "train", "--out", out, "--data", data, *sets())[0] == 0
+    write_points(data, seed=9)  # same name, other numbers
+    code, _, err = cli(capsys, "train", "--out", out, "--resume", "--set", "train.steps=3")
+    assert_one_sentence(code, err, "has changed")
+    assert str(data) in err
+
+
+# ----- the lock -------------------------------------------------------------------------------------------
+def test_second_trainer_is_refused_while_the_lock_is_held(run_copy, capsys):
+    before = snapshot(run_copy)
+    with RunLock.acquire(run_copy):
+        code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=3")
+    assert_one_sentence(code, err, "in use")
+    assert {k: v for k, v in snapshot(run_copy).items() if k != LOCK_NAME} == before
+
+
+def test_lock_of_a_live_process_is_respected(run_copy, capsys):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_copy / LOCK_NAME).write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename}))
+        code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=3")
+        assert_one_sentence(code, err, f"pid {sleeper.pid}")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(run_copy, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run_copy / LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}))
+    code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=3")
+    assert code == 0, err
+    assert not (run_copy / LOCK_NAME).exists()
+
+
+def test_two_new_trainings_into_one_directory(trained_root, tmp_path):
+    """Started together: exactly one trains, the other gets one sentence; every step is logged once."""
+    out = tmp_path / "race"
+    cmd = [sys.executable, "-m", "ebmlab", "train", "--out", str(out), "--data", str(trained_root / "points.npy"),
+           *sets("train.steps=20")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    codes = sorted(c for c, _ in results)
+    assert codes == [0, 2], results
+    err = next(e for c, e in results if c == 2)
+    assert "Traceback" not in err and ("in use" in err or "already exists" in err), err
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, 21))
+
+
+# ----- metrics.jsonl ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["truncated last line", "garbage line"])
+def test_damaged_metrics_log_does_not_block_resume(damage, run_copy, capsys):
+    log = run_copy / "metrics.jsonl"
+    if damage == "truncated last line":
+        log.write_text(log.read_text() + '{"step": 3, "loss": 0.12')
+    else:
+        lines = log.read_text().splitlines()
+        log.write_text("\n".join([lines[0], "\x00\x00garbage", *lines[1:]]) + "\n")
+    code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=3")
+    assert code == 0, err
+    assert "metrics.jsonl" in err and "warning" in err and "Traceback" not in err
+    assert [r["step"] for r in read_metrics(run_copy)] == [1, 2, 3]
+    for line in log.read_text().splitlines():
+        json.loads(line)
+
+
+def test_checkpoint_from_latest_is_used_after_resume(run_copy, capsys):
+    code, _, _ = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=4")
+    assert code == 0 and latest(run_copy).name == "step_00000004.safetensors"
+
+
+def test_second_resume_while_the_first_trains(run_copy, capsys):
+    """A second --resume of a run that a live trainer holds is refused; no step is logged twice."""
+    cmd = [sys.executable, "-m", "ebmlab", "train", "--out", str(run_copy), "--resume", "--set", "train.steps=100000",
+           "--set", "train.checkpoint_every=1000"]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(read_metrics(run_copy)) < 5:
+            time.sleep(0.05)
+        assert (run_copy / LOCK_NAME).exists()
+        code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=100000")
+        assert_one_sentence(code, err, "in use")
+        assert f"pid {first.pid}" in err
+    finally:
+        first.kill()
+        first.wait()
+    steps = [r["step"] for r in read_metrics(run_copy)]
+    assert steps == list(range(1, len(steps) + 1))
