@@ -167,7 +167,8 @@ class Trainer:
             return x, self.data.train_labels[idx].to(self.device)
         return x
 
-    def train_step(self) -> dict[str, float]:
+    def _update(self) -> dict:
+        """One optimizer update; returns the loss, gradient norm and metrics as detached tensors."""
         tc = self.cfg.train
         set_lr(self.optimizer, tc, self.step)
         distributed.sync_network_buffers(self.objective, self.dist)  # rank 0's spectral-norm vectors
@@ -188,9 +189,14 @@ class Trainer:
             self.ema.update(self.objective)
         self.step += 1
         self.objective.after_step(self.step)
-        values = {"loss": float(out.loss.detach()), "grad_norm": float(gnorm), **scalars(out.metrics)}
-        values["lr"] = self.optimizer.param_groups[0]["lr"]
-        return values
+        # tensors, converted to floats only when logged (a float() per metric per update is a host
+        # sync per metric on a GPU, and the log is written every train.log_every updates)
+        return {"loss": out.loss.detach(), "grad_norm": gnorm.detach(), **out.metrics,
+                "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def train_step(self) -> dict[str, float]:
+        """One update; returns its logged values as floats."""
+        return scalars(self._update())
 
     # ----- the loop ----------------------------------------------------------------------------
     def fit(self, on_sample=None) -> None:
@@ -202,13 +208,16 @@ class Trainer:
         try:
             while self.step < tc.steps:
                 with distributed.compile_errors(tc.compile):
-                    values = self.train_step()
-                if self.step % tc.log_every == 0 or self.step == tc.steps:
+                    values = self._update()
+                logged = self.step % tc.log_every == 0 or self.step == tc.steps
+                if logged:
+                    values = scalars(values)
                     values["time"] = time.time() - t0
                     logger.log(self.step, distributed.average_metrics(values, self.dist))
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(_postfix(values), refresh=False)
+                    if logged:
+                        bar.set_postfix(_postfix(values), refresh=False)
                 if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
                     self.save()
                 if on_sample is not None and self.is_main and tc.sample_every and self.step % tc.sample_every == 0:
