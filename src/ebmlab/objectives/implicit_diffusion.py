@@ -132,7 +132,8 @@ class ImplicitDiffusion(Objective):
         x_pos = batch_data(batch)  # (B, ...) data, model coordinates
         n = x_pos.shape[0]
         x, t, idx = self.buffer.sample(n, generator)  # (B, ...), (B,), (B,)
-        x_neg, chain = sweep_stage(self.energy, x, t, self.cfg.eta, self._sigmas(t), generator=generator)
+        x_neg, chain = sweep_stage(self.energy, x, t, self.cfg.eta, self._sigmas(t), generator=generator,
+                                   diagnostics="full")
         e_pos = self.energy(x_pos, t=t)  # (B,) x+ ~ q paired with the chain's t (Eq. 10)
         e_neg = self.energy(x_neg, t=t)  # (B,)
         a = torch.rand((n,) + (1,) * (x_pos.dim() - 1), generator=generator, device=x_pos.device)

@@ -204,7 +204,7 @@ class ImprovedCD(Objective):
         mode = ("all" if cfg.backprop_all else "last") if use_kl else "none"
         # Ω in Alg. 1: steps 1..K-1 detached, the last step differentiable w.r.t. θ (Eq. 7)
         x_hat, diag = run_chain(langevin, self.energy, x0, cfg.n_steps, cfg.step_size, noise_scale=cfg.noise_scale,
-                                grad=mode, final_energy=False, generator=generator, **cond)
+                                grad=mode, final_energy=False, diagnostics="full", generator=generator, **cond)
         x_neg = x_hat.detach()  # Ω(x̂⁻): the stop-gradient sample of Eq. 5
         e_pos, e_neg = self.energy(x_pos, **cond), self.energy(x_neg, **cond)  # (B,), (B,)
         loss_cd = e_pos.mean() - e_neg.mean()  # Eq. 5

@@ -224,7 +224,8 @@ class RecoveryLikelihood(Objective):
         y_hat = propose(mean, t, lv.init_std, generator)
         net_e = lambda v, tt: self.energy.net_energy(v, tt, labels)  # noqa: E731
         cond_e = conditional_energy(net_e, x_next, t, self.energy.step_sq, self.sigma ** 2)
-        y_tilde, diag = refine(cond_e, y_hat, self.cfg.n_steps, step_sizes(lv, t, self.cfg.n_steps), generator)
+        y_tilde, diag = refine(cond_e, y_hat, self.cfg.n_steps, step_sizes(lv, t, self.cfg.n_steps), generator,
+                               freeze=self.energy, diagnostics="full")
         e_pos, e_neg = net_e(y, t), net_e(y_tilde, t)                                           # (B,)
         gap = e_pos.mean() - e_neg.mean()                                                        # Eq. 7
         loss, metrics = gap, {"energy_gap": gap.detach(), "refine_shift": (y_tilde - y_hat).flatten(1).norm(dim=1).mean()}
@@ -248,7 +249,7 @@ class RecoveryLikelihood(Objective):
         denoising, [x_T, ..., x_0] if ``keep_levels``, ChainInfo)."""
         init_fn = init_fn or (lambda v, tt: self.init_mean(v, tt))
         return reverse_process(self._net(energy_fn), init_fn, x_T, self.levels_for_sampling(), n_steps=n_steps,
-                               generator=generator, project=project, keep_levels=keep_levels)
+                               generator=generator, project=project, keep_levels=keep_levels, freeze=self.energy)
 
     def denoise(self, x: Tensor, energy_fn=None) -> Tensor:
         """Tweedie step (Eq. 18) with ``method.denoise_coef``."""

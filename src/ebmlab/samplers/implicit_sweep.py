@@ -29,12 +29,12 @@ def noise_schedule(sigma: float, T: int, K: int) -> Tensor:
 
 
 def sweep_stage(energy, x: Tensor, t: Tensor, eta: float, sigmas: Tensor, *, noises: Tensor | None = None,
-                generator: torch.Generator | None = None) -> tuple[Tensor, ChainInfo]:
+                generator: torch.Generator | None = None, diagnostics: str = "light") -> tuple[Tensor, ChainInfo]:
     """K steps of Eq. 17 at times t (B,) long: sigmas (K,) or (K, B) noise stds; noises (K, B, ...)."""
     if sigmas.shape[0] == 0:
         return x, ChainInfo.empty()
     x, info = run_chain(langevin, energy, x, sigmas.shape[0], 0.5 * eta, noise_scale=sigmas, noises=noises,
-                        final_energy=False, generator=generator, t=t)
+                        final_energy=False, diagnostics=diagnostics, generator=generator, t=t)
     return x, info
 
 

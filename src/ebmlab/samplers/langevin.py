@@ -12,8 +12,7 @@ import torch
 from torch import Tensor
 
 from ebmlab.energies.base import energy_and_grad
-from ebmlab.samplers.base import (ChainState, StepInfo, check_positive, flat_norm, init, noise_std,
-                                  per_chain, randn_like)
+from ebmlab.samplers.base import ChainState, StepInfo, check_positive, init, noise_std, per_chain, randn_like
 
 __all__ = ["init", "step", "propose"]
 
@@ -39,7 +38,7 @@ def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature:
     E and dE/dx at the new point (the state then carries None: a chain's final step)."""
     x_new, eps, _, _ = propose(state, step_size, noise_scale=noise_scale, temperature=temperature,
                                generator=generator, noise=noise)
-    info = StepInfo(None, eps, flat_norm(state.grad))  # unadjusted: every move is taken
+    info = StepInfo(None, eps)  # unadjusted: every move is taken
     if not evaluate:
         return ChainState(x_new if create_graph else x_new.detach(), None, None), info
     e_new, g_new = energy_and_grad(energy, x_new, create_graph=create_graph, **cond)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ebmlab.energies.base import energy_and_grad
-from ebmlab.samplers.base import ChainState, StepInfo, flat_norm, init
+from ebmlab.samplers.base import ChainState, StepInfo, init
 from ebmlab.samplers.langevin import propose
 
 __all__ = ["init", "step", "log_accept_ratio"]
@@ -21,14 +21,16 @@ __all__ = ["init", "step", "log_accept_ratio"]
 
 def _log_q(x_to, x_from, grad_from, eps, sigma):
     """log q(x_to | x_from) up to a constant shared by both directions: (B,)."""
-    d = (x_to - x_from) + eps * grad_from  # x_to - (x_from - eps * grad_from)
-    return -(d * d).flatten(1).sum(1) / (2 * sigma.flatten() ** 2)
+    d = torch.addcmul(x_to - x_from, eps, grad_from)  # x_to - (x_from - eps * grad_from)
+    return (d * d).flatten(1).sum(1) * (-0.5 / (sigma.flatten() ** 2))
 
 
 def log_accept_ratio(state: ChainState, prop: ChainState, eps, sigma, temperature: float, z=None):
     """(B,) log MH ratio for moving from ``state`` to ``prop``. ``z``: the standard-normal draw of
     the proposal, whose forward density log q(x' | x) is then just -|z|^2 / 2 (no recomputation)."""
-    log_target = (state.energy - prop.energy) / temperature
+    log_target = state.energy - prop.energy
+    if temperature != 1.0:
+        log_target = log_target / temperature
     forward = -0.5 * (z * z).flatten(1).sum(1) if z is not None else _log_q(prop.x, state.x, state.grad, eps, sigma)
     return log_target + _log_q(state.x, prop.x, prop.grad, eps, sigma) - forward
 
@@ -54,4 +56,4 @@ def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature:
     keep = accept.view(-1, *([1] * (x.dim() - 1)))
     new = ChainState(torch.where(keep, x_prop, x), torch.where(accept, e_prop, state.energy),
                      torch.where(keep, g_prop, state.grad))
-    return new, StepInfo(accept, eps, flat_norm(state.grad))
+    return new, StepInfo(accept, eps)

@@ -67,15 +67,18 @@ def step_sizes(lv: RecoveryLevels, t: Tensor, n_steps: int) -> Tensor:
     return s * (lv.n_steps / n_steps) ** 0.5 if n_steps and n_steps != lv.n_steps else s
 
 
-def refine(energy, y0: Tensor, n_steps: int, step: Tensor, generator=None, project=None):
+def refine(energy, y0: Tensor, n_steps: int, step: Tensor, generator=None, project=None, *, freeze=None,
+           diagnostics: str = "light"):
     """K Langevin steps (Eq. 5) with per-chain step s (B,): step_size s^2/2, noise std s. The final
-    point's energy is not evaluated (callers evaluate what they need). Returns (y, ChainInfo)."""
+    point's energy is not evaluated (callers evaluate what they need). ``freeze``: the module behind
+    the ``energy`` closure, whose parameters need no gradient here. Returns (y, ChainInfo)."""
     return run_chain(langevin, energy, y0, n_steps, step ** 2 / 2, project=project, final_energy=False,
-                     generator=generator)
+                     freeze=freeze, diagnostics=diagnostics, generator=generator)
 
 
 def reverse_process(net_energy: Callable, init_mean: Callable, x_T: Tensor, lv: RecoveryLevels, *,
-                    n_steps: int | None = None, generator=None, project=None, keep_levels: bool = False):
+                    n_steps: int | None = None, generator=None, project=None, keep_levels: bool = False,
+                    freeze=None):
     """Alg. 2 from x_T (B, ...): returns (x_0 before denoising, [x_T, ..., x_0] if ``keep_levels``,
     ChainInfo of all steps). ``n_steps``: K' per level (default the trained K)."""
     K = lv.n_steps if n_steps is None else n_steps
@@ -88,7 +91,7 @@ def reverse_process(net_energy: Callable, init_mean: Callable, x_T: Tensor, lv: 
         if proj is not None:
             y = proj(y)
         cond_e = conditional_energy(net_energy, x, t, lv.step_sq, lv.sigma_sq)
-        y, info = refine(cond_e, y, K, step_sizes(lv, t, K), generator, proj)
+        y, info = refine(cond_e, y, K, step_sizes(lv, t, K), generator, proj, freeze=freeze)
         x = y / lv.alpha[level]  # Alg. 2
         infos.append(info)
         if keep_levels:
