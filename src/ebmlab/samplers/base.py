@@ -119,7 +119,7 @@ def noise_std(step_size, noise_scale, temperature: float, x: Tensor) -> Tensor:
     """(B, 1, ...) noise standard deviation: noise_scale if given, else sqrt(2 * eps * T)."""
     if noise_scale is not None:
         return per_chain(noise_scale, x)
-    return torch.sqrt(2.0 * per_chain(step_size, x) * temperature)
+    return torch.sqrt(per_chain(step_size, x) * (2.0 * temperature))
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:

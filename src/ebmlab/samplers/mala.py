@@ -27,12 +27,16 @@ def _log_q(x_to, x_from, grad_from, eps, sigma):
 
 def log_accept_ratio(state: ChainState, prop: ChainState, eps, sigma, temperature: float, z=None):
     """(B,) log MH ratio for moving from ``state`` to ``prop``. ``z``: the standard-normal draw of
-    the proposal, whose forward density log q(x' | x) is then just -|z|^2 / 2 (no recomputation)."""
+    the proposal (x' = x - eps dE/dx + sigma z). Then log q(x | x') - log q(x' | x) =
+    (|z|^2 - |d / sigma|^2) / 2 with d = x - x' + eps dE/dx(x'), computed as one product
+    (z - d/sigma)(z + d/sigma): no proposal density is recomputed."""
     log_target = state.energy - prop.energy
     if temperature != 1.0:
         log_target = log_target / temperature
-    forward = -0.5 * (z * z).flatten(1).sum(1) if z is not None else _log_q(prop.x, state.x, state.grad, eps, sigma)
-    return log_target + _log_q(state.x, prop.x, prop.grad, eps, sigma) - forward
+    if z is None:
+        return log_target + _log_q(state.x, prop.x, prop.grad, eps, sigma) - _log_q(prop.x, state.x, state.grad, eps, sigma)
+    ds = torch.addcmul(state.x - prop.x, eps, prop.grad).div_(sigma)  # (B, ...) d / sigma
+    return log_target + 0.5 * ((z - ds) * (z + ds)).flatten(1).sum(1)
 
 
 def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature: float = 1.0,
@@ -52,7 +56,7 @@ def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature:
     log_a = log_accept_ratio(state, prop, eps, sigma, temperature, z)  # (B,)
     u = torch.rand(log_a.shape, generator=generator, device=x.device, dtype=log_a.dtype)
     # A NaN ratio compares False and is rejected; run_chain then checks the final state.
-    accept = torch.log(u) < log_a  # (B,) bool
+    accept = u.log_() < log_a  # (B,) bool
     keep = accept.view(-1, *([1] * (x.dim() - 1)))
     new = ChainState(torch.where(keep, x_prop, x), torch.where(accept, e_prop, state.energy),
                      torch.where(keep, g_prop, state.grad))
