@@ -165,3 +165,29 @@ def source_note() -> dict:
 
 def fmt_q(q: dict[str, float], digits: int = 3) -> str:
     return f"{q['median']:.{digits}f} [{q['q1']:.{digits}f}-{q['q3']:.{digits}f}]"
+
+
+def training_update(overrides: list[str]):
+    """(cfg, data, objective, update, xb): one default training update (forward, backward, Adam) on a
+    fixed batch of ``train.batch_size`` rows, built from config overrides; ``update()`` runs it."""
+    from ebmlab.data import build_dataset
+    from ebmlab.objectives import build_objective
+    from ebmlab.training.config import load_config
+    from ebmlab.training.loop import make_optimizer
+
+    cfg = load_config(None, overrides)
+    data = build_dataset(cfg.data)
+    device, batch = torch.device(cfg.train.device), cfg.train.batch_size
+    torch.manual_seed(0)
+    objective = build_objective(cfg, data).to(device)
+    opt = make_optimizer(objective, cfg.train)
+    g = torch.Generator(device).manual_seed(1)
+    idx = torch.randint(data.train.shape[0], (batch,), generator=torch.Generator().manual_seed(2))
+    xb = data.train[idx].to(device)
+
+    def update():
+        out = objective(xb, generator=g)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return cfg, data, objective, update, xb

@@ -66,16 +66,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Item, fmt_q, machine_note, ratio_stats, run_interleaved, source_note, time_stats
+from _harness import (Item, fmt_q, machine_note, ratio_stats, run_interleaved, source_note, time_stats,
+                      training_update)
 
 from ebmlab.config import ModelConfig
-from ebmlab.data import build_dataset
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.energies.build import build_energy
-from ebmlab.objectives import build_objective
 from ebmlab.samplers import StepSizeController, langevin, mala, run_chain
-from ebmlab.training.config import load_config
-from ebmlab.training.loop import Trainer, make_optimizer
+from ebmlab.training.loop import Trainer
 
 ENERGIES = {
     "default_mlp": {"dim": 10, "model": {}, "overrides": [],
@@ -207,21 +205,7 @@ class LeanReference:
 def training_items(spec: dict, batch: int, device, threads: int, with_trainer: bool, tmp: Path):
     overrides = spec["overrides"] + [f"train.batch_size={batch}", "train.progress=false",
                                      f"train.threads={threads}", f"train.device={device}"]
-    cfg = load_config(None, overrides)
-    data = build_dataset(cfg.data)
-    torch.manual_seed(0)
-    objective = build_objective(cfg, data).to(device)
-    opt = make_optimizer(objective, cfg.train)
-    g = torch.Generator(device).manual_seed(1)
-    idx = torch.randint(data.train.shape[0], (batch,), generator=torch.Generator().manual_seed(2))
-    xb = data.train[idx].to(device)
-
-    def update():
-        out = objective(xb, generator=g)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
+    cfg, data, objective, update, xb = training_update(overrides)
     ref = LeanReference(copy.deepcopy(objective.energy), cfg, xb, torch.Generator(device).manual_seed(3))
     items = [Item("update", update), Item("update_ref", ref)]
     modules = {"update": objective.energy, "update_ref": ref.energy}

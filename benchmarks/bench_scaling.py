@@ -30,15 +30,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Item, fmt_q, machine_note, ratio_stats, run_interleaved, source_note, time_stats
+from _harness import (Item, fmt_q, machine_note, ratio_stats, run_interleaved, source_note, time_stats,
+                      training_update)
 
 from ebmlab.config import ModelConfig
-from ebmlab.data import build_dataset
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.energies.build import build_energy
-from ebmlab.objectives import build_objective
-from ebmlab.training.config import load_config
-from ebmlab.training.loop import make_optimizer
 
 
 def data_overrides(dim: int, tmp: Path) -> list[str]:
@@ -53,23 +50,11 @@ def data_overrides(dim: int, tmp: Path) -> list[str]:
 
 
 def point_items(batch: int, dim: int, device: torch.device, threads: int, tmp: Path) -> list[Item]:
-    cfg = load_config(None, data_overrides(dim, tmp) + [f"train.batch_size={batch}", f"train.threads={threads}",
-                                                        f"train.device={device}", "train.progress=false"])
-    data = build_dataset(cfg.data)
+    cfg, data, objective, update, xb = training_update(
+        data_overrides(dim, tmp) + [f"train.batch_size={batch}", f"train.threads={threads}",
+                                    f"train.device={device}", "train.progress=false"])
     if data.train.shape[1:] != (dim,):
         raise RuntimeError(f"expected {dim}-D data, got shape {tuple(data.train.shape)}")
-    torch.manual_seed(0)
-    objective = build_objective(cfg, data).to(device)
-    opt = make_optimizer(objective, cfg.train)
-    g = torch.Generator(device).manual_seed(1)
-    idx = torch.randint(data.train.shape[0], (batch,), generator=torch.Generator().manual_seed(2))
-    xb = data.train[idx].to(device)
-
-    def update():
-        out = objective(xb, generator=g)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
 
     x = torch.randn(batch, dim, generator=torch.Generator(device).manual_seed(3), device=device)
     return [Item(f"update/{batch}/{dim}", update),
