@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 OUT ?= runs/demo
 PYTEST_ARGS ?= -n 2 -q
 
-.PHONY: demo test venv bench lint clean
+.PHONY: demo test venv bench lint docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/sampler_overhead.py
 
+# The API reference, generated from the docstrings by pdoc (offline): docs/api/index.html
+docs: $(STAMP)
+	$(PY) docs/build_api.py docs/api
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache docs/api

@@ -76,6 +76,8 @@ class ReplayBuffer(nn.Module):
 
     @torch.no_grad()
     def push(self, x: Tensor) -> None:
+        """Write the chains ``x`` (n, ...) into the next slots, cyclically from the cursor (the last
+        ``capacity`` of them when n is larger)."""
         x = x.detach().to(self.data.device)[-self.capacity:]
         n = x.shape[0]
         slots = (self.cursor + torch.arange(n, device=self.data.device)) % self.capacity

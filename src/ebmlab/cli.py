@@ -1,10 +1,15 @@
 """The ``ebmlab`` command line: train | sample | eval | experiment | configs.
 
     ebmlab train [--config FILE|NAME] [--set k=v ...] [--data PATH] [--out DIR] [--resume] [--overwrite]
-    ebmlab sample RUN --n N --steps L --init noise|data [--out FILE] [--checkpoint FILE] [--device DEV]
+    ebmlab sample RUN [--n N] [--steps L] [--init noise|data] [--seed S] [--out FILE] [--checkpoint FILE] [--device DEV]
     ebmlab eval RUN [--ood DATASET ...] [--fid --inception-weights PATH] [--digits-fd] [--checkpoint FILE] [--device DEV]
     ebmlab experiment NAME [--out DIR] [--quick]
     ebmlab configs [NAME]     (list the shipped configs with their first comment line, or print one)
+    ebmlab --version
+
+Every command's ``--help`` lists its arguments with their defaults; ``train --help`` lists the methods,
+models, datasets and shipped configs, ``experiment --help`` the experiments. Options are checked before
+any expensive work (``eval --fid`` on a vector run is refused before sampling).
 
 User errors (bad config, data, checkpoint) print one sentence and exit with status 2, without a
 traceback; ``EBMLAB_DEBUG=1`` shows the traceback.
@@ -16,7 +21,6 @@ import json
 import os
 import sys
 from pathlib import Path
-
 
 
 def _user_errors() -> tuple:
@@ -50,6 +54,7 @@ def _absolute_data_path(cfg) -> None:
 
 
 def cmd_train(args) -> int:
+    """``ebmlab train``: validate the config and the data, prepare (and lock) the run directory, train, evaluate."""
     from ebmlab.training import distributed
     from ebmlab.training.config import load_config
     from ebmlab.training.loop import resolve_device
@@ -104,9 +109,7 @@ def _train_and_evaluate(args, cfg, run_dir: Path, ctx) -> int:
 
 
 def _fit_and_evaluate(args, cfg, run_dir: Path, ctx, data) -> int:
-    import torch
-
-    from ebmlab.training.evaluate import evaluate
+    from ebmlab.training.evaluate import final_evaluation
     from ebmlab.training.hooks import sample_hook
     from ebmlab.training.loop import Trainer
 
@@ -119,21 +122,8 @@ def _fit_and_evaluate(args, cfg, run_dir: Path, ctx, data) -> int:
     if trainer.step < cfg.train.steps or not ctx.is_main:
         return 0
     print("evaluating (EMA weights) ...", flush=True)
-    objective = trainer.objective
-    ctx = trainer.ema.applied(objective) if trainer.ema is not None else _null()
-    with ctx, torch.no_grad():
-        sample_hook(trainer, final=True)
-        metrics = evaluate(objective, trainer.data, cfg, run_dir)
-    _report(run_dir, metrics)
+    _report(run_dir, final_evaluation(trainer))
     return 0
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def _report(run_dir: Path, metrics: dict) -> None:
@@ -155,6 +145,7 @@ def _used(args, run) -> None:
 
 
 def cmd_sample(args) -> int:
+    """``ebmlab sample``: draw samples with the method's own procedure; write a .npy (data coordinates) and a .png."""
     import numpy as np
     import torch
 
@@ -175,14 +166,16 @@ def cmd_sample(args) -> int:
     out = objective.sample(args.n, generator=g, n_steps=args.steps, x0=x0)
     x = data.transform.to_data(out.x.detach().cpu())
     steps = objective.n_steps_default if args.steps is None else args.steps
-    path = Path(args.out or Path(args.run) / "samples" / f"sample_{args.init}_{steps}.npy")
+    name = f"samples_{args.init}_{steps}steps_seed{args.seed}.npy"
+    path = Path(args.out or Path(args.run) / "samples" / name)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, x.numpy())
     png = path.with_suffix(".png")
     if data.kind == "image":
         plots.image_grid(x[:100], png)
     else:
-        plots.sample_scatter({f"samples ({args.init} start, {steps} steps)": x}, png)
+        plots.sample_scatter({f"{args.init} start, {steps} sampler steps": x}, png, extent=plots.data_box(x, 0.1),
+                             title=f"samples of {Path(args.run).name}")
     print(f"wrote {path} and {png}")
     _used(args, run)
     return 0
@@ -201,12 +194,19 @@ def _check_output_file(path: Path) -> None:
 
 
 def cmd_eval(args) -> int:
+    """``ebmlab eval``: check the options, recompute the run's metrics and plots, run the options' extensions."""
     import torch
 
     from ebmlab.training.evaluate import evaluate
     from ebmlab.training.hooks import eval_extensions
+    from ebmlab.training.image_eval import check_eval_options
+    from ebmlab.training.run import read_run_config, read_run_info
 
+    info = read_run_info(Path(args.run)) or {}  # the options are checked before any work
+    if info:
+        check_eval_options(args, info["data"]["kind"], str(read_run_config(args.run).data.name))
     run = _open(args)
+    check_eval_options(args, run.data.kind, str(run.data.name if run.data.kind == "image" else run.cfg.data.name))
     run_dir = Path(args.run)
     with torch.no_grad():
         metrics = evaluate(run.objective, run.data, run.cfg, run_dir)
@@ -220,12 +220,14 @@ def cmd_eval(args) -> int:
 
 
 def cmd_experiment(args) -> int:
+    """``ebmlab experiment NAME``: run one paper's experiment (``ebmlab.experiments``)."""
     from ebmlab.experiments import run_experiment
     run_experiment(args.name, Path(args.out or f"runs/experiment_{args.name}"), quick=args.quick)
     return 0
 
 
 def cmd_configs(args) -> int:
+    """``ebmlab configs [NAME]``: list the shipped configs with their first comment line, or print one."""
     from ebmlab.config import config_description, shipped_config_text, shipped_configs
 
     if args.name:
@@ -240,52 +242,143 @@ def cmd_configs(args) -> int:
 
 
 def _add_open_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", help="checkpoint file to use (default: the run's latest)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
+    p.add_argument("--checkpoint", metavar="FILE", default=None,
+                   help="checkpoint file (step_NNNNNNNN.safetensors) to use; default: the run's latest")
+    p.add_argument("--device", default="cpu", help="device to run on: cpu | cuda | cuda:N | mps | auto")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help with every argument's default (a help text that states its own default keeps it; a flag's
+    is "off"), and epilogs printed as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default:" in text or "%(default)" in text or action.default is argparse.SUPPRESS:
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose epilog may be a function, called only when help is printed (the
+    lists of methods and models import torch, which other commands should not pay for)."""
+
+    def __init__(self, *args, epilog_fn=None, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+        self.epilog_fn = epilog_fn
+
+    def format_help(self) -> str:
+        if self.epilog_fn is not None:
+            self.epilog = self.epilog_fn()
+        return super().format_help()
+
+
+def _wrap(title: str, names) -> str:
+    import textwrap
+
+    return textwrap.fill(", ".join(names), width=100, initial_indent="  ", subsequent_indent="  ").join(
+        [f"{title}:\n", "\n"])
+
+
+def _train_epilog() -> str:
+    from ebmlab.config import shipped_configs
+    from ebmlab.data import DATASETS
+    from ebmlab.energies.build import MODELS
+    from ebmlab.objectives import METHODS
+
+    return "\n".join([_wrap("methods (--set method.name=NAME)", sorted(METHODS)),
+                      _wrap("models (--set model.name=NAME)", sorted(MODELS)),
+                      _wrap("datasets (--set data.name=NAME; or --data FILE for your own vectors)", sorted(DATASETS)),
+                      _wrap("shipped configs (--config NAME; `ebmlab configs` describes them)", shipped_configs()),
+                      "example: ebmlab train --config paper004_rings_hybrid --set train.steps=500 --out runs/rings"])
+
+
+def _experiment_names() -> list[str]:
+    from ebmlab.experiments import EXPERIMENTS
+
+    return sorted(EXPERIMENTS)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ebmlab")
+    except PackageNotFoundError:  # a source tree that is not installed
+        from ebmlab import __version__
+        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ebmlab", description="Train, sample and evaluate energy-based models.")
-    sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train a model (default: hybrid CD on the 10-D rings)")
-    t.add_argument("--config", help="YAML config file, or the name of a shipped config (see `ebmlab configs`)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.steps=100")
-    t.add_argument("--data", help="your own vectors: .npy/.npz/.csv of shape (N, D)")
-    t.add_argument("--out", help="run directory (default runs/<method>_<data>)")
-    t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="delete an existing run directory first")
+    """The ``ebmlab`` argument parser (every argument with help and its default)."""
+    p = _Parser(prog="ebmlab", description="Train, sample and evaluate energy-based models (five published "
+                "methods on shared parts). `ebmlab COMMAND --help` describes each command.")
+    p.add_argument("--version", action="version", version=f"ebmlab {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    t = sub.add_parser("train", help="train a model (default: hybrid CD on the 10-D rings)",
+                       description="Train a method on a dataset and evaluate it; writes a run directory.",
+                       epilog_fn=_train_epilog)
+    t.add_argument("--config", metavar="FILE|NAME", default=None,
+                   help="YAML config file, or the name of a shipped config (see `ebmlab configs`); default: "
+                        "the built-in defaults (hybrid on the rings)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", default=None,
+                   help="override a config key (repeatable), e.g. train.steps=100 or method.name=noise")
+    t.add_argument("--data", metavar="FILE", default=None,
+                   help="your own vectors: .npy/.npz/.csv of shape (N, D) (sets data.name=array)")
+    t.add_argument("--out", metavar="DIR", default=None, help="run directory; default: runs/<method>_<data>")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run in --out (only an ebmlab run, only after the config validated)")
     t.set_defaults(fn=cmd_train)
-    s = sub.add_parser("sample", help="draw samples from a trained run")
-    s.add_argument("run")
-    s.add_argument("--n", type=int, default=1000)
+    s = sub.add_parser("sample", help="draw samples from a trained run",
+                       description="Draw samples with the method's own generation procedure; writes a .npy "
+                                   "(data coordinates) and a .png beside it.")
+    s.add_argument("run", metavar="RUN", help="the run directory")
+    s.add_argument("--n", type=int, default=1000, help="number of samples")
     s.add_argument("--steps", type=int, default=None,
-                   help="total sampler steps, spread over the levels of a multi-level method (default: the method's own)")
+                   help="total sampler steps, spread over the levels of a multi-level method; default: the "
+                        "method's own")
     s.add_argument("--init", choices=["noise", "data"], default="noise",
                    help="start the method's generation procedure from its prior (noise) or from held-out data")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", help="output .npy (a .png beside it)")
+    s.add_argument("--seed", type=int, default=0, help="random seed of the draw")
+    s.add_argument("--out", metavar="FILE", default=None,
+                   help="output .npy (a .png beside it); default: RUN/samples/samples_<init>_<steps>steps_seed<seed>.npy")
     _add_open_args(s)
     s.set_defaults(fn=cmd_sample)
-    e = sub.add_parser("eval", help="evaluate a trained run; writes RUN/metrics.json")
-    e.add_argument("run")
-    e.add_argument("--ood", action="append", metavar="DATASET", help="OOD set name or path (repeatable)")
-    e.add_argument("--fid", action="store_true", help="Frechet Inception Distance (needs --inception-weights)")
-    e.add_argument("--inception-weights", help="path to pt_inception-2015-12-05-6726825d.pth")
+    e = sub.add_parser("eval", help="evaluate a trained run; writes RUN/metrics.json",
+                       description="Recompute a run's metrics and plots; options add FID, digits and OOD scores.")
+    e.add_argument("run", metavar="RUN", help="the run directory")
+    e.add_argument("--ood", action="append", metavar="DATASET", default=None,
+                   help="OOD set (repeatable; default: none): vector runs 'shifted', 'scaled' or a file of vectors; image runs a "
+                        "built-in set (noise, digits_negative, digits_flipped, digits_shuffled) or a path")
+    e.add_argument("--fid", action="store_true", help="Frechet Inception Distance and Inception Score (image runs)")
+    e.add_argument("--inception-weights", metavar="FILE", default=None,
+                   help="path to pt_inception-2015-12-05-6726825d.pth (never downloaded); default: the torch hub cache")
     e.add_argument("--digits-fd", action="store_true", help="digits feature distance (digits runs)")
     _add_open_args(e)
     e.set_defaults(fn=cmd_eval)
-    x = sub.add_parser("experiment", help="run a paper's experiment: paper000 ... paper004")
-    x.add_argument("name")
-    x.add_argument("--out", help="output directory (results.md, results.json, figures)")
-    x.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
+    names = _experiment_names()
+    x = sub.add_parser("experiment", help=f"run a paper's experiment: {', '.join(names)}",
+                       description="Reproduce a paper's central claim at CPU scale; writes results.md, "
+                                   "results.json and figures.",
+                       epilog=_wrap("experiments", names))
+    x.add_argument("name", metavar="NAME", help=f"the experiment: one of {', '.join(names)}")
+    x.add_argument("--out", metavar="DIR", default=None, help="output directory; default: runs/experiment_<NAME>")
+    x.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests (numbers mean nothing)")
     x.set_defaults(fn=cmd_experiment)
-    c = sub.add_parser("configs", help="list the shipped configs, or print one (NAME)")
-    c.add_argument("name", nargs="?", help="a shipped config's name, e.g. paper004_rings_hybrid")
+    c = sub.add_parser("configs", help="list the shipped configs, or print one (NAME)",
+                       description="List the configs shipped with ebmlab, or print one of them.")
+    c.add_argument("name", nargs="?", metavar="NAME", default=None,
+                   help="a shipped config's name, e.g. paper004_rings_hybrid; default: list them all")
     c.set_defaults(fn=cmd_configs)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``ebmlab`` command line on ``argv`` (default: ``sys.argv[1:]``); returns the exit status
+    (0, or 2 with one sentence on stderr for a user error)."""
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -64,6 +64,7 @@ __all__ = [
 
 @dataclass
 class DataConfig:
+    """The ``data`` section: which dataset (a toy, an image set, or ``array`` for your vectors) and how it is split and scaled."""
     name: str = "rings"               # a toy (rings, spiral, checkerboard, 8gaussians), an image set, or "array"
     path: str | None = None           # user data: .npy/.npz/.csv (vectors) or image files/folders
     n_train: int = 50000              # toy: samples drawn for training
@@ -78,7 +79,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "mlp"                 # mlp | resnet | ... (ebmlab.energies.build.MODELS)
+    """The ``model`` section: the energy network (``mlp``, ``resnet``, ``multiscale`` or your own ``custom`` class)."""
+    name: str = "mlp"                 # mlp | resnet | multiscale | custom (ebmlab.energies.build.MODELS)
+    target: str | None = None         # custom: "package.module:Class" of your own nn.Module energy
+    kwargs: dict | None = None        # custom: its constructor's keyword arguments (JSON values)
     width: int = 128                  # mlp: hidden width
     depth: int = 3                    # mlp: residual blocks; resnet: blocks per resolution
     activation: str = "silu"
@@ -95,6 +99,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """The ``train`` section: optimisation, EMA, seeds, checkpointing, logging, device."""
     steps: int = 2500
     batch_size: int = 256
     lr: float = 1e-3
@@ -122,6 +127,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """The ``eval`` section: sample counts, long-run chains, the density grid and plots."""
     n_samples: int = 2000             # samples drawn for the sample metrics
     long_run_factor: int = 10         # long-run chains take this many times the training steps
     grid_size: int = 160              # density maps / KL grid resolution per axis
@@ -135,6 +141,7 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eva
 
 @dataclass
 class Config:
+    """A full run configuration: ``data``, ``model``, ``method`` (the method's own dataclass), ``train``, ``eval``."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: Any = None                # the method's own dataclass (has .name)
@@ -142,10 +149,17 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
+        """The config as a mapping of sections (what ``config.yaml`` holds)."""
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """16 hex digits of SHA-256 over the whole config."""
+        flat = _hashed(self.to_dict())
+        raw: dict = {}
+        for key, v in flat.items():
+            sec, k = key.split(".", 1)
+            raw.setdefault(sec, {})[k] = v
+        return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def run_hash(self) -> str:
         """Hash of what a checkpoint depends on: the config without ``MUTABLE_KEYS`` (those may change
@@ -160,6 +174,7 @@ MUTABLE_KEYS = ("train.steps", "train.log_every", "train.checkpoint_every", "tra
 
 
 def is_mutable(key: str) -> bool:
+    """Whether ``key`` (``section.key``) may change when a run is resumed (``MUTABLE_KEYS``)."""
     section = key.split(".", 1)[0]
     return key in MUTABLE_KEYS or f"{section}.*" in MUTABLE_KEYS
 
@@ -169,9 +184,18 @@ def _flat(raw: dict) -> dict[str, Any]:
     return {f"{sec}.{k}": v for sec, vals in raw.items() if isinstance(vals, dict) for k, v in vals.items()}
 
 
+# Keys added after runs existed: left out of the hashes while at their default (None), so the checkpoints
+# of runs written before them still match their config.yaml.
+_NEW_KEYS = ("model.target", "model.kwargs")
+
+
+def _hashed(raw: dict) -> dict[str, Any]:
+    return {k: v for k, v in _flat(raw).items() if not (k in _NEW_KEYS and v is None)}
+
+
 def run_hash(raw: dict) -> str:
     """16 hex digits of SHA-256 over the config mapping ``raw`` without its mutable keys."""
-    fixed = {k: v for k, v in _flat(raw).items() if not is_mutable(k)}
+    fixed = {k: v for k, v in _hashed(raw).items() if not is_mutable(k)}
     return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -314,7 +338,22 @@ def _validate_data(d: DataConfig) -> None:
         raise ConfigError(f"data.classes must be a list of non-negative integer labels, got {_short(d.classes)}")
 
 
+_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
 def _validate_model(m: ModelConfig) -> None:
+    if m.name == "custom":
+        if not isinstance(m.target, str) or not _TARGET.match(m.target):
+            raise ConfigError(f"model.name custom needs model.target = 'package.module:Class' (your nn.Module "
+                              f"energy, importable where the run is trained and loaded), got {_short(m.target)}")
+        try:
+            json.dumps(m.kwargs or {}, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ConfigError(f"model.kwargs must hold JSON values (numbers, strings, lists, mappings) so the "
+                              f"run can rebuild the energy, got {_short(m.kwargs)}") from None
+    elif m.target is not None or m.kwargs is not None:
+        raise ConfigError(f"model.target and model.kwargs belong to model.name custom, not {m.name!r}; remove "
+                          "them or set model.name=custom")
     _at_least("model", m, 1, ("width", "time_embed_dim", "num_classes"))
     _at_least("model", m, 0, ("depth", "fourier"))
     if not m.fourier_scale > 0:
@@ -365,6 +404,7 @@ def _validate_train(t: TrainConfig, d: DataConfig) -> None:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
+    """``(['section', 'key'], value)`` of an override ``section.key=value`` (the value read as YAML)."""
     if "=" not in text:
         raise ConfigError(f"--set expects key=value (e.g. train.steps=100), got {text!r}")
     key, value = text.split("=", 1)
@@ -521,13 +561,13 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file and a rename; the temp file is removed on failure."""
+def atomic_write(path: Path, write) -> None:
+    """``write(tmp)``, fsync, mode 0644 minus the umask, rename onto ``path``; the temp file is
+    removed when anything fails (a full disk leaves the previous file as it was)."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
+        write(tmp)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
@@ -537,3 +577,11 @@ def write_text_atomic(path: Path, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (``atomic_write``)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+    atomic_write(Path(path), write)

@@ -8,8 +8,8 @@
 - A run resumed on CUDA from its middle checkpoint logs the losses of the uninterrupted run and ends
   on the same checkpoint (RNG states bit for bit, weights to float tolerance: cuDNN may pick
   non-deterministic kernels).
-- A ``train.device=auto`` run moved between a GPU machine and a CPU machine resumes (xfail, strict:
-  known bug, see the test).
+- A ``train.device=auto`` run moved between a GPU machine and a CPU machine resumes (the sampler's
+  random stream is reseeded from (seed, step), with a warning: ``distributed.restore_generator``).
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import shutil
 import pytest
 import torch
 
-from ebmlab.errors import CheckpointError
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.config import load_config
 from ebmlab.training.logging import read_metrics
@@ -147,8 +146,6 @@ def test_resume_reproduces_the_losses_of_an_image_run_on_cuda(tmp_path):
 # 16 bytes and a CPU (mt19937) state 5056, so a ``train.device=auto`` run moved between a GPU machine
 # and a CPU machine cannot resume: "checkpoint ... does not fit the run's model (Expected a
 # CPUGeneratorImplState of size 5056 ...)". Strict: once fixed, this test passes and the mark must go.
-@pytest.mark.xfail(strict=True, raises=CheckpointError,
-                   reason="loop.py load_state: the CUDA generator state is applied to a CPU generator and back")
 @pytest.mark.parametrize("written_on", ["cuda", "cpu"])
 def test_auto_device_run_resumes_after_moving_between_gpu_and_cpu(written_on, tmp_path, monkeypatch):
     over = cuda_overrides("hybrid", "train.steps=2", "train.checkpoint_every=2")

@@ -102,3 +102,20 @@ def test_kill_minus_nine_then_resume(tmp_path):
         assert (ck / name).read_bytes() == blob
     assert _losses(tmp_path / "killed") == _losses(tmp_path / "full")
     assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["sample_precision"] >= 0
+
+
+def test_a_generator_state_from_another_device_kind_reseeds_with_a_warning(capsys):
+    """A train.device=auto run moved between a GPU and a CPU machine: the objective generator's saved
+    state (16 bytes on CUDA) cannot be set on a CPU generator (5,056 bytes); the stream is reseeded
+    from (seed, step) with a warning instead of failing the resume."""
+    import torch
+
+    from ebmlab.training.distributed import restore_generator
+    g = torch.Generator()
+    assert restore_generator(g, torch.Generator().manual_seed(3).get_state(), 0, 10)  # same kind: exact
+    cuda_like = torch.zeros(16, dtype=torch.uint8)
+    assert not restore_generator(g, cuda_like, 0, 10)
+    assert "another device kind" in capsys.readouterr().err
+    a = torch.rand(3, generator=g)
+    restore_generator(g, cuda_like, 0, 10)
+    assert torch.equal(a, torch.rand(3, generator=g))  # reproducible

@@ -39,6 +39,7 @@ class ComposedEnergy(nn.Module):
         self.weights = [float(t[2]) for t in terms]
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B,) energy of the composition: the weighted sum of the parts' energies at ``x`` (B, ...)."""
         total = None
         for energy, cond, w in zip(self.energies, self.conds, self.weights):
             e = w * energy(x, **cond)  # (B,)
@@ -73,6 +74,7 @@ class ThicknessAttribute:
 
     @classmethod
     def fit(cls, images: Tensor, labels: Tensor, num_classes: int = 10) -> "ThicknessAttribute":
+        """Fit the per-class median ink amount from labelled ``images`` (N, C, H, W) in [-1, 1]."""
         amount = ink(images)
         med = torch.stack([amount[labels == c].median() for c in range(num_classes)])
         return cls(med)

@@ -18,6 +18,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def read_array(path: str | Path) -> np.ndarray:
+    """The numpy array in a .npy, .npz (key ``x`` or the first) or .csv file; ``DataError`` with one sentence otherwise."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file {str(p)!r} does not exist; expected a .npy, .npz or .csv file of shape (N, D)")
@@ -44,20 +45,26 @@ def read_array(path: str | Path) -> np.ndarray:
 
 def load_vectors(path: str | Path) -> torch.Tensor:
     """(N, D) float32 tensor from a user file, checked for rank, size and finiteness."""
-    arr = read_array(path)
+    return check_vectors(read_array(path), f"data file {str(path)!r}")
+
+
+def check_vectors(arr: np.ndarray, where: str) -> torch.Tensor:
+    """``arr`` as an (N, D) float32 tensor; ``DataError`` naming ``where`` (e.g. "data file 'x.npy'" or
+    "the data passed to ebmlab.train") when it is not numbers, not 2-D, too small, non-finite or beyond
+    the float32 range."""
     if arr.dtype.kind not in "fiu":
-        raise DataError(f"data file {str(path)!r} must hold numbers, got dtype {arr.dtype}")
+        raise DataError(f"{where} must hold numbers, got dtype {arr.dtype}")
     if arr.ndim != 2:
-        raise DataError(f"data file {str(path)!r} must hold a 2-D array (N, D), got shape {arr.shape}")
+        raise DataError(f"{where} must hold a 2-D array (N, D), got shape {arr.shape}")
     if arr.shape[0] < MIN_ROWS or arr.shape[1] < 1:
-        raise DataError(f"data file {str(path)!r} has shape {arr.shape}; ebmlab needs at least {MIN_ROWS} rows "
+        raise DataError(f"{where} has shape {arr.shape}; ebmlab needs at least {MIN_ROWS} rows "
                         "(one tenth is held out for testing) and 1 column")
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).any(1).sum())
-        raise DataError(f"data file {str(path)!r} contains NaN or inf values in {bad} row(s); clean them first")
+        raise DataError(f"{where} contains NaN or inf values in {bad} row(s); clean them first")
     top = float(np.abs(arr).max())
     if top > FLOAT32_MAX:
-        raise DataError(f"data file {str(path)!r} holds values up to {top:.3g}, beyond the float32 range "
+        raise DataError(f"{where} holds values up to {top:.3g}, beyond the float32 range "
                         f"(about 3.4e38) that training uses; rescale the data")
     return torch.from_numpy(np.asarray(arr, dtype=np.float32))
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ebmlab.errors import DataError
+
 
 @dataclass
 class Affine:
@@ -18,9 +20,11 @@ class Affine:
     scale: Tensor
 
     def to_model(self, x: Tensor) -> Tensor:
+        """Data coordinates -> model coordinates: (x - shift) / scale."""
         return (x - self.shift.to(x)) / self.scale.to(x)
 
     def to_data(self, z: Tensor) -> Tensor:
+        """Model coordinates -> data coordinates: z * scale + shift."""
         return z * self.scale.to(z) + self.shift.to(z)
 
     @property
@@ -30,11 +34,14 @@ class Affine:
 
     @staticmethod
     def identity(dim: int | None = None) -> Affine:
+        """The identity transform (shift 0, scale 1)."""
         return Affine(torch.zeros(()), torch.ones(()))
 
 
 @dataclass
 class Dataset:
+    """A dataset in model coordinates: train/test splits, the ``transform`` back to data coordinates,
+    labels, and for toys the exact distribution ``dist`` (``sample``, ``log_prob``)."""
     name: str
     kind: str                              # "vector" | "image"
     train: Tensor                          # (N, ...) model coordinates
@@ -48,7 +55,23 @@ class Dataset:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The shape of one example, e.g. (D,) or (C, H, W)."""
         return tuple(self.train.shape[1:])
+
+    def reference_pair(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Two *disjoint* sets of data points in data coordinates for the sample metrics: one to compare
+        samples with, one for the data-vs-data floor. With an exact sampler, two independent draws of
+        ``n``; otherwise two disjoint halves of the held-out split, each of min(n, held-out // 2) rows
+        (a floor from a set compared with itself would be 0 and mean nothing)."""
+        if self.dist is not None:
+            return self.dist.sample(n, generator), self.dist.sample(n, generator)
+        m = min(n, self.test.shape[0] // 2)
+        if m < 1:
+            raise DataError(f"the held-out split of {self.name!r} has {self.test.shape[0]} row(s); the sample "
+                             "metrics need at least 2 (two disjoint halves)")
+        idx = torch.randperm(self.test.shape[0], generator=generator)
+        x = self.transform.to_data(self.test[idx[:2 * m]])
+        return x[:m], x[m:]
 
     def fresh(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n data points in data coordinates never seen in training: from the exact sampler when

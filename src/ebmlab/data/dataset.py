@@ -25,7 +25,7 @@ from ebmlab.data.base import Affine, Dataset
 from ebmlab.data.toy import TOYS
 from ebmlab.errors import DataError
 
-__all__ = ["DATASETS", "Affine", "Dataset", "build_dataset"]
+__all__ = ["DATASETS", "Affine", "Dataset", "array_dataset", "build_dataset"]
 
 
 def _standardiser(x: Tensor, on: bool) -> Affine:
@@ -46,18 +46,27 @@ def _toy(cfg) -> Dataset:
 def _array(cfg) -> Dataset:
     if not cfg.path:
         raise DataError("data.name 'array' needs a file: pass --data PATH (.npy, .npz or .csv of shape (N, D))")
-    x = load_vectors(cfg.path)
+    return array_dataset(load_vectors(cfg.path), cfg, str(cfg.path))
+
+
+def array_dataset(x: Tensor, cfg, name: str) -> Dataset:
+    """The ``Dataset`` of user vectors ``x`` (N, D) in data coordinates: a held-out split of
+    min(data.n_test, N // 10) rows drawn with ``data.seed``, the standardiser fitted on the rest. The
+    ``array`` loader and ``ebmlab.train`` (in-memory data, saved into the run) both build it here, so a
+    run reloaded from its file sees exactly the split and transform it was trained with."""
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.seed))
     n_test = min(cfg.n_test, max(1, x.shape[0] // 10))
     test, train = x[perm[:n_test]], x[perm[n_test:]]
     tf = _standardiser(train, cfg.standardize)
-    return Dataset(str(cfg.path), "vector", tf.to_model(train), tf.to_model(test), tf)
+    return Dataset(name, "vector", tf.to_model(train), tf.to_model(test), tf)
 
 
 DATASETS = {**{name: _toy for name in TOYS}, "array": _array, **images.IMAGE_LOADERS}
 
 
 def build_dataset(cfg) -> Dataset:
+    """The ``Dataset`` that ``DataConfig`` ``cfg`` names (``DATASETS``); ``DataError`` with one sentence for
+    an unknown name, a missing or bad file, or values that overflow after standardising."""
     if cfg.name not in DATASETS:
         raise DataError(f"unknown dataset {cfg.name!r}; available datasets are: {', '.join(sorted(DATASETS))}")
     data = DATASETS[cfg.name](cfg)

@@ -89,6 +89,7 @@ def centre_crop(x: Tensor, crop: int) -> Tensor:
 
 
 def set_channels(x: Tensor, channels: int | None) -> Tensor:
+    """``x`` (B, C, H, W) with ``channels`` channels: grey repeated to RGB, or RGB to luma (ITU-R 601)."""
     if channels is None or channels == x.shape[1]:
         return x
     if channels == 3 and x.shape[1] == 1:

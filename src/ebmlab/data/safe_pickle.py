@@ -60,12 +60,14 @@ class RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opcod
     dispatch = dict(pickle._Unpickler.dispatch)  # noqa: RUF012 -- the pure-Python unpickler's opcode table
 
     def find_class(self, module: str, name: str):
+        """Only the allow-listed numpy classes; anything else is refused without being imported."""
         fn = _safe_globals().get((module, name))
         if fn is None:
             raise pickle.UnpicklingError(f"refused global {module}.{name}: CIFAR batches hold only dicts, lists and arrays")
         return fn
 
     def load_build(self):
+        """BUILD (``__setstate__``) only on numpy objects."""
         if len(self.stack) < 2:
             raise pickle.UnpicklingError("malformed pickle: BUILD without an object")
         inst, state = self.stack[-2], self.stack[-1]  # load_build pops the state, updates the object

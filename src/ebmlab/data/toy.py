@@ -38,15 +38,19 @@ def _np(x: Tensor) -> np.ndarray:
 
 
 class Rings10D:
+    """Paper 004's 10-D concentric rings (App. A.1): three rings of radius 1, 2, 3 in (x1, x2), Gaussian
+    noise of std 0.1 in x1..x3 and 0.01 in the other seven coordinates; exact slice density in (x1, x2)."""
     name, dim = "rings", 10
     radii = (1.0, 2.0, 3.0)
     std_big, std_small = 0.1, 0.01
     n_big = 3  # x1, x2, x3 carry std_big
 
     def std_vector(self) -> Tensor:
+        """(10,) per-coordinate noise std."""
         return torch.tensor([self.std_big] * self.n_big + [self.std_small] * (self.dim - self.n_big))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, 10) exact samples."""
         z = torch.randint(len(self.radii), (n,), generator=generator)
         r = torch.tensor(self.radii)[z]
         phi = torch.rand(n, generator=generator) * 2 * math.pi
@@ -74,6 +78,7 @@ class Rings10D:
 
 
 class Spiral2D:
+    """Paper 000's 2-D spiral (App. C.1): points along a spiral arm with Gaussian noise; exact log-density."""
     name, dim = "spiral", 2
     turns, r_max, noise, shift, n_nodes = 1.5, 0.5, 0.02, (0.1, -0.1), 1024
 
@@ -83,10 +88,12 @@ class Spiral2D:
         return torch.stack([r * torch.cos(theta), r * torch.sin(theta)], 1) + torch.tensor(self.shift)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, 2) exact samples."""
         s = torch.rand(n, generator=generator, dtype=torch.float64)
         return (self._curve(s).float() + self.noise * torch.randn(n, 2, generator=generator))
 
     def log_prob(self, x: Tensor, chunk: int = 4096) -> Tensor:
+        """(n,) exact log-density of ``x`` (n, 2), computed in chunks of ``chunk`` points."""
         s = (torch.arange(self.n_nodes, dtype=torch.float64) + 0.5) / self.n_nodes
         nodes = self._curve(s)  # (K, 2) quadrature nodes along the curve, float64
         xs = x.detach().cpu().double()
@@ -99,10 +106,12 @@ class Spiral2D:
 
 
 class Checkerboard2D:
+    """The 2-D checkerboard: uniform on the black squares of a 4 x 4 board; exact log-density."""
     name, dim = "checkerboard", 2
     half, n_cells = 2.0, 4  # board [-2, 2]², 4x4 cells, 8 dark ones
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, 2) exact samples."""
         cell = 2 * self.half / self.n_cells
         k = torch.randint(self.n_cells * self.n_cells // 2, (n,), generator=generator)
         row = k // (self.n_cells // 2)
@@ -111,6 +120,7 @@ class Checkerboard2D:
         return torch.stack([(col + u[:, 0]) * cell - self.half, (row + u[:, 1]) * cell - self.half], 1)
 
     def log_prob(self, x: Tensor) -> Tensor:
+        """(n,) exact log-density of ``x`` (n, 2) (-inf off the board's black squares)."""
         cell = 2 * self.half / self.n_cells
         inside = (x.abs() < self.half).all(1)
         idx = torch.floor((x + self.half) / cell).long()
@@ -120,6 +130,7 @@ class Checkerboard2D:
 
 
 class EightGaussians2D:
+    """Eight Gaussians on a circle (2-D); exact log-density."""
     name, dim = "8gaussians", 2
     radius, std, k = 2.0, 0.1, 8
 
@@ -128,10 +139,12 @@ class EightGaussians2D:
         return torch.stack([torch.cos(a), torch.sin(a)], 1) * self.radius
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, 2) exact samples."""
         c = self._centres().float()[torch.randint(self.k, (n,), generator=generator)]
         return c + self.std * torch.randn(n, 2, generator=generator)
 
     def log_prob(self, x: Tensor) -> Tensor:
+        """(n,) exact log-density of ``x`` (n, 2)."""
         d = _np(x)[:, None, :] - _np(self._centres())[None]  # (n, k, 2)
         comp = _gauss_logpdf(d, self.std).sum(-1)
         return torch.from_numpy(logsumexp(comp, axis=1) - math.log(self.k)).float()
@@ -141,6 +154,7 @@ TOYS = {c.name: c for c in (Rings10D, Spiral2D, Checkerboard2D, EightGaussians2D
 
 
 def get_toy(name: str):
+    """The toy distribution named ``name`` (``TOYS``)."""
     if name not in TOYS:
         raise ValueError(f"unknown toy distribution {name!r}; expected one of {sorted(TOYS)}")
     return TOYS[name]()

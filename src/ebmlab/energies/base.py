@@ -13,6 +13,8 @@ from torch import Tensor
 
 
 class Energy(Protocol):
+    """The energy protocol: a callable mapping a batch (B, ...) (and optional conditioning) to energies (B,),
+    lower = more probable."""
     def __call__(self, x: Tensor, **cond) -> Tensor: ...  # (B, ...) -> (B,)
 
 

@@ -3,9 +3,17 @@
 Each builder takes (model_cfg, data_shape, **extra) and returns an ``nn.Module``; ``extra`` carries
 method needs such as ``out_dim`` (paper 000's T-vector head) or ``cond_dim``. This module owns the
 registry: it imports the model modules (mlp, convnet, multiscale, time), none of which imports it.
+
+``model.name: custom`` builds a user's own ``nn.Module`` energy: ``model.target`` names its class as
+``"package.module:Class"`` and ``model.kwargs`` holds its constructor's keyword arguments (JSON
+values), so a run trained on it reloads in a fresh process wherever that module is importable
+(``ebmlab.train(energy=MyEnergy(...))`` records both). The class is called as
+``Class(**kwargs, **extra)``; a method that needs ``extra`` (conditioning, a T-vector head) needs a
+class that accepts them.
 """
 from __future__ import annotations
 
+import importlib
 import math
 
 from torch import nn
@@ -13,6 +21,7 @@ from torch import nn
 from ebmlab.energies import convnet, multiscale
 from ebmlab.energies.mlp import MLPEnergy
 from ebmlab.energies.time import JointTimeEnergy, joint_energy_on
+from ebmlab.errors import ConfigError
 
 
 def _mlp(cfg, shape, out_dim: int = 1, cond_dim: int = 0, **_):
@@ -20,10 +29,38 @@ def _mlp(cfg, shape, out_dim: int = 1, cond_dim: int = 0, **_):
                      fourier=cfg.fourier, fourier_scale=cfg.fourier_scale)
 
 
-MODELS = {"mlp": _mlp, "resnet": convnet.build_resnet, "multiscale": multiscale.build_multiscale}
+def import_target(target: str) -> type:
+    """The class named by ``"package.module:Class"``; ``ConfigError`` (one sentence) when it cannot be imported."""
+    module, _, qualname = str(target).partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # noqa: BLE001 -- any failure of the user's module is reported the same way
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise ConfigError(f"model.target {target!r} cannot be imported ({text}); install its module or put it "
+                          "on PYTHONPATH where the run is trained or loaded") from None
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise ConfigError(f"model.target {target!r} is not an nn.Module class")
+    return obj
+
+
+def _custom(cfg, shape, **extra):
+    cls = import_target(cfg.target)
+    try:
+        return cls(**(cfg.kwargs or {}), **extra)
+    except TypeError as exc:
+        more = f" plus the method's {sorted(extra)}" if extra else ""
+        raise ConfigError(f"model.target {cfg.target!r} could not be built from model.kwargs "
+                          f"{sorted(cfg.kwargs or {})}{more} ({' '.join(str(exc).split())})") from None
+
+
+MODELS = {"mlp": _mlp, "resnet": convnet.build_resnet, "multiscale": multiscale.build_multiscale,
+          "custom": _custom}
 
 
 def build_energy(cfg, shape: tuple[int, ...], **extra) -> nn.Module:
+    """The energy network ``MODELS[cfg.name](cfg, shape, **extra)`` for data of shape ``shape``."""
     if cfg.name not in MODELS:
         raise ValueError(f"unknown model name {cfg.name!r}; available models are: {', '.join(sorted(MODELS))}")
     return MODELS[cfg.name](cfg, tuple(shape), **extra)

@@ -59,6 +59,7 @@ NORMS = ("group", "layer", "none")
 
 
 def make_norm(kind: str | None, channels: int) -> nn.Module:
+    """A normalisation layer for ``channels`` channels: ``group`` (GroupNorm), ``layer`` or none (identity)."""
     kind = kind or "none"
     if kind == "group":
         # at most 32 groups and at least 4 channels per group (8 -> 2, 64 -> 16, 128 -> 32 groups)
@@ -84,6 +85,7 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:  # (B, Ci, H, W) -> (B, Co, H, W)
+        """The residual block on ``x`` (B, C, H, W), with the embedding ``emb`` (B, E) added when given."""
         h = self.norm2(self.conv1(self.act1(self.norm1(x))))
         if self.emb is not None:  # added *after* the norm, which would otherwise remove a per-channel shift
             if emb is None:
@@ -103,6 +105,7 @@ class SelfAttention(nn.Module):
         self.out = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` (B, C, H, W) plus single-head self-attention over its H*W positions."""
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)  # each (B, C, N)
         att = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(c), dim=-1)  # (B, N, N)
@@ -118,6 +121,7 @@ class SubPixelDown(nn.Module):
         self.proj = nn.Conv2d(4 * channels, channels, 1)
 
     def forward(self, h: Tensor) -> Tensor:
+        """``h`` (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)) (see the class docstring)."""
         h = F.pad(h, (0, h.shape[-1] % 2, 0, h.shape[-2] % 2))  # even sides for the 2x2 unshuffle
         return self.proj(F.pixel_unshuffle(h, 2))
 
@@ -190,6 +194,7 @@ class ResNetEnergy(nn.Module):
         return self.act(h).mean(dim=(2, 3))  # (B, C_last) global mean pooling
 
     def forward(self, x: Tensor, t=None, y: Tensor | None = None) -> Tensor:
+        """(B,) energies of images ``x`` (B, C, H, W), conditioned on time ``t`` and label ``y`` when built for them."""
         return self.out(self.features(x, t, y)).squeeze(1)  # (B,)
 
 

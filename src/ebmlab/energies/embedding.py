@@ -40,6 +40,7 @@ class TimeMLPEnergy(nn.Module):
         self.net = MLPEnergy(in_dim, width, depth, activation, cond_dim=embed_dim)
 
     def forward(self, x: Tensor, t: Tensor | int | None = None) -> Tensor:
+        """(B,) energies of ``x`` (B, D) at time step ``t`` (an int or (B,) long)."""
         t = self.default_t if t is None else t
         t = torch.as_tensor(t, device=x.device)
         if t.dim() == 0:

@@ -34,6 +34,7 @@ class MLPInitializer(nn.Module):
         nn.init.zeros_(self.net.out.bias)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        """The initializer's output for ``x`` (B, D) conditioned on ``cond`` (B, E) (paper 003 Eq. 6-8)."""
         return x + self.net(x.flatten(1), cond).view_as(x)
 
 
@@ -84,6 +85,7 @@ class UNetInitializer(nn.Module):
         self.n_levels = len(channels)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        """The initializer's output for images ``x`` (B, C, H, W) conditioned on ``cond`` (paper 003 Eq. 6-8)."""
         if x.shape[-1] % (2 ** (self.n_levels - 1)) or x.shape[-2] % (2 ** (self.n_levels - 1)):
             raise ValueError(f"UNetInitializer with {self.n_levels} resolutions needs image sides divisible by "
                              f"{2 ** (self.n_levels - 1)}, got {tuple(x.shape[-2:])}")

@@ -29,12 +29,15 @@ ACTIVATIONS = {
 
 
 def make_activation(name: str) -> nn.Module:
+    """The activation module named ``name`` (``ACTIVATIONS``: silu or swish, softplus, elu, gelu, tanh,
+    leaky_relu, relu)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 
 class ResidualBlock(nn.Module):
+    """h + Linear(act(Linear(act(h)))): the residual block of ``MLPEnergy``."""
     def __init__(self, width: int, activation: str):
         super().__init__()
         self.net = nn.Sequential(
@@ -43,6 +46,7 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, h: Tensor) -> Tensor:  # (B, W) -> (B, W)
+        """The block applied to hidden features ``h`` (B, width)."""
         return h + self.net(h)
 
 
@@ -77,5 +81,7 @@ class MLPEnergy(nn.Module):
         return self.act(h)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """(B,) energies of ``x`` (B, ...) (flattened), or (B, out_dim) for a vector head; ``cond`` (B, cond_dim) is
+        concatenated to the input when the network was built with ``cond_dim``."""
         out = self.out(self.features(x, cond))  # (B, out_dim)
         return out.squeeze(1) if self.out_dim == 1 else out

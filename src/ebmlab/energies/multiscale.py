@@ -33,6 +33,7 @@ class MultiScaleEnergy(nn.Module):
         self.factors = list(factors)
 
     def forward(self, x: Tensor, **cond) -> Tensor:
+        """(B,) energy: the sum of the per-resolution energies of ``x`` (B, C, H, W)."""
         total = 0
         for net, f in zip(self.nets, self.factors):
             xs = F.avg_pool2d(x, f) if f > 1 else x  # (B, C, H/f, W/f)

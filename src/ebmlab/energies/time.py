@@ -43,6 +43,7 @@ class FeatureTrunk(nn.Module):
         self.net = net
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, feat_dim) features of ``x``."""
         return self.net.features(x)  # (B, F)
 
 
@@ -67,6 +68,7 @@ class JointTimeEnergy(nn.Module):
         self.log_prior = -math.log(T)  # log p_t(t), uniform (Sec. 3.1)
 
     def reference_log_density(self, z: Tensor) -> Tensor:
+        """(B,) log p_n(z): the Gaussian reference density N(0, sigma_n^2 I) that level 0 is fixed to."""
         return gaussian_log_density(z, self.sigma_n)  # (B,)
 
     def log_joint(self, z: Tensor) -> Tensor:
@@ -80,9 +82,11 @@ class JointTimeEnergy(nn.Module):
         return self.log_joint(z) - self.log_prior
 
     def log_marginal(self, z: Tensor) -> Tensor:
+        """(B,) log p(z) = logsumexp_t f_t(z) (paper 000 Eq. 4)."""
         return torch.logsumexp(self.log_joint(z), 1)  # (B,) Eq. 4
 
     def log_t_given_z(self, z: Tensor) -> Tensor:
+        """(B, T) log p(t | z) = log_softmax_t f_t(z) (paper 000 Eq. 5)."""
         return torch.log_softmax(self.log_joint(z), 1)  # (B, T) Eq. 5
 
     def forward(self, z: Tensor, t: Tensor | None = None, log_weights: Tensor | None = None) -> Tensor:

@@ -19,6 +19,8 @@ EXPERIMENTS = {
 
 
 def run_experiment(name: str, out: Path, quick: bool = False) -> dict:
+    """Run experiment ``name`` (``EXPERIMENTS``) into ``out``; returns its ``results.json`` content.
+    ``quick``: a smoke-test version whose numbers mean nothing."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; available experiments are: {', '.join(sorted(EXPERIMENTS))}")
     module = importlib.import_module(EXPERIMENTS[name])

@@ -38,6 +38,7 @@ from ebmlab.experiments.runner import experiment_config, train_and_evaluate, wri
 from ebmlab.metrics.density import make_grid, sample_precision
 from ebmlab.metrics.distances import energy_distance
 
+TARGET_ACCEPT = 0.6  # App. C.1: the acceptance the per-stage step sizes are fitted to (the configs' method.target_accept)
 RUNS = {"cd": ("paper000_spiral_cdce", ["method.name=cd_plain"]),
         "cd_ce": ("paper000_spiral_cdce", []),
         "joint_cd": ("paper000_spiral_jointcd", [])}
@@ -91,6 +92,8 @@ def _chain_metrics(logs: list[dict], last_step: int) -> dict:
 
 
 def run(out: Path, quick: bool = False) -> dict:
+    """Paper 000's experiment into ``out``: CD vs CD+CE vs JointCD on the spiral, annealed generation
+    (Alg. 3-4), Fig. 5; returns the results dict."""
     out.mkdir(parents=True, exist_ok=True)
     rows, per_stage = [], {}
     for name in RUNS:
@@ -130,16 +133,15 @@ def _stage_figures(out: Path, per_stage: dict) -> None:
     against the stage's level t."""
     acc = {k: (lv.tolist(), a.tolist()) for k, (lv, a, _) in per_stage.items()}
     mu = {k: (lv.tolist(), m.tolist()) for k, (lv, _, m) in per_stage.items()}
-    plots.line_plot(acc, out / "stage_accept.png", "level t", "MALA acceptance", "Alg. 3: acceptance per stage")
-    plots.line_plot(mu, out / "stage_steps.png", "level t", "mu = sqrt(2 eps)", "Alg. 3: fitted step per stage",
-                    logy=True)
+    plots.line_plot(acc, out / "stage_accept.png", "annealing level t", "MALA acceptance (fraction)",
+                    "Alg. 3: acceptance per stage", hline=(TARGET_ACCEPT, f"target {TARGET_ACCEPT:g}"))
+    plots.line_plot(mu, out / "stage_steps.png", "annealing level t", "step mu = sqrt(2 eps) (model units)",
+                    "Alg. 3: fitted step per stage", logy=True)
 
 
 def annealing_figure(obj, data, path: Path, n: int = 1000, columns: int = 5) -> None:
     """Fig. 5: rows = simulated annealing (Alg. 3) and soft annealing (Alg. 4); columns = stages;
     each panel shows the density the chain targets at that stage and the current samples."""
-    import matplotlib.pyplot as plt
-
     levels = obj.annealing_levels()
     stages = sorted({int(round(i * (len(levels) - 1) / (columns - 1))) for i in range(columns)})
     g = torch.Generator().manual_seed(0)
@@ -148,7 +150,8 @@ def annealing_figure(obj, data, path: Path, n: int = 1000, columns: int = 5) -> 
     d_s = obj.generate(n, algorithm="soft", generator=g, x0=x0, keep=stages).info
     ext = 0.9
     grid, xs, ys = make_grid(ext, 100)
-    fig, axes = plt.subplots(2, len(stages) + 1, figsize=(2.4 * (len(stages) + 1), 5))
+    fig = plots.new_figure((2.3 * (len(stages) + 1), 5.0))
+    axes = fig.subplots(2, len(stages) + 1, sharex=True, sharey=True)
     for row, (diag, kind) in enumerate([(d_a, "annealing"), (d_s, "soft")]):
         for col, s in enumerate(stages):
             lp = _stage_log_density(obj, data.transform.to_model(grid), kind, diag, s)
@@ -157,15 +160,17 @@ def annealing_figure(obj, data, path: Path, n: int = 1000, columns: int = 5) -> 
             pts = data.transform.to_data(diag["snapshots"][s])
             ax.scatter(pts[:, 0], pts[:, 1], s=0.5, c="w", alpha=0.5)
             ax.set_xlim(-ext, ext), ax.set_ylim(-ext, ext)  # stray samples must not rescale the panel
-            ax.set_title(f"{kind} t={int(diag['level'][s])}", fontsize=8), ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(f"{kind} t={int(diag['level'][s])}", fontsize=8), ax.tick_params(labelsize=6)
         true = data.dist.log_prob(grid)
         axes[row, -1].imshow(torch.softmax(true, 0).view(100, 100).numpy(), origin="lower",
                              extent=(-ext, ext, -ext, ext), cmap="viridis")
-        axes[row, -1].set_title("ground truth", fontsize=8), axes[row, -1].axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        axes[row, -1].set_title("ground truth", fontsize=8), axes[row, -1].tick_params(labelsize=6)
+        axes[row, 0].set_ylabel(f"{kind}: x2 (data units)", fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("x1 (data units)", fontsize=7)
+    fig.suptitle("targeted density per stage (colour, each panel on its own scale) and the chains (white)",
+                 fontsize=9)
+    plots._save(fig, path)
 
 
 @torch.no_grad()

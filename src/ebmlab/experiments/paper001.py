@@ -177,6 +177,7 @@ def _labels(result):
 
 
 def run(out: Path, quick: bool = False) -> dict:
+    """Paper 001's experiment into ``out`` (the KL term and its gradient ratio, Fig. 9); returns the results dict."""
     out = Path(out)
     from ebmlab.metrics.digits import get_classifier
     with torch.enable_grad():
@@ -219,6 +220,7 @@ def _claim(rows: list[dict]) -> bool:
 
 
 def summarise(out: Path, rows: list[dict], extra_rows: list[dict], fig9: dict, quick: bool) -> dict:
+    """Write ``results.md``/``results.json`` from the rows and the Fig. 9 numbers; returns the results dict."""
     claim = ("adding the KL term (L_opt, then L_ent) improves the digits feature distance or training "
              "stability (energy_gap_std) over aug_multiscale on every seed (paper 001 Table 2, Fig. 8)")
     result = {"paper": "001", "rows": rows + extra_rows, "claim": claim, "claim_holds": _claim(rows),
@@ -242,6 +244,7 @@ def _cell(row: dict, key: str) -> str:
 
 
 def markdown(result: dict) -> str:
+    """The ``results.md`` text of a results dict."""
     lines = [f"# Paper 001 on digits{' (quick smoke run)' if result['quick'] else ''}", "",
              "## Table 2 ablation", "",
              f"Mean over seeds {list(SEEDS)} (per seed in brackets); {result['settings']['ablation_steps']} iterations per run.", "",

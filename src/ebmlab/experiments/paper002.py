@@ -56,6 +56,7 @@ def train_one(out: Path, name: str, config: str, sets: list[str]):
 
 
 def toy_row(out: Path, T: int, K: int, sigma: float, quick: bool, name: str | None = None):
+    """Train and evaluate one (T, K) setting on the toy; returns its results row."""
     name = name or f"T{T}_K{K}"
     sets = [f"data.name={TOY}", f"method.T={T}", f"method.K={K}", f"method.sigma={sigma}"]
     m, trainer, secs = train_one(out, name, "paper002_8gaussians", sets + (QUICK_TOY if quick else []))
@@ -67,6 +68,7 @@ def toy_row(out: Path, T: int, K: int, sigma: float, quick: bool, name: str | No
 
 
 def digits_run(out: Path, T: int, quick: bool):
+    """Train paper 002 on digits with ``T`` time steps; returns its metrics and writes its figures."""
     sets = [f"method.T={T}", "method.K=3", f"train.steps={DIGITS_STEPS}"] + (QUICK_DIGITS if quick else [])
     m, trainer, secs = train_one(out, f"digits_T{T}_K3", "paper002_digits", sets)
     print(f"[paper002] digits T{T}_K3: digits_fd={m['digits_fd']:.4g} ({secs} s)", flush=True)
@@ -97,14 +99,16 @@ def sampling_figures(out: Path, trainer, suffix: str = "") -> None:
 
 def toy_interpolation_plot(strip, ref, ext: float, path: Path) -> None:
     """strip (P, n_points, 2): each slerp path as a line coloured from sample A to sample B."""
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.8")
+    fig = plots.new_figure((4.2, 4.2))
+    ax = fig.subplots()
+    ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.8", label="held-out data")
     for p in strip:
         ax.plot(p[:, 0], p[:, 1], "-", lw=0.8)
         ax.scatter(p[:, 0], p[:, 1], c=torch.linspace(0, 1, len(p)), cmap="viridis", s=12, zorder=3)
     ax.set_xlim(-ext, ext), ax.set_ylim(-ext, ext), ax.set_aspect("equal")
-    ax.set_title("slerp of starts and Langevin noises (Sec. 5.1)", fontsize=9)
+    ax.set_xlabel("x1 (data units)", fontsize=8), ax.set_ylabel("x2 (data units)", fontsize=8)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title("slerp of starts and Langevin noises (Sec. 5.1),\ncoloured from sample A to sample B", fontsize=9)
     plots._save(fig, path)
 
 
@@ -117,6 +121,7 @@ def grid_order(quick: bool) -> list[tuple[int, int]]:
 
 
 def run(out: Path, quick: bool = False) -> dict:
+    """Paper 002's experiment into ``out`` (the T x K ablation of Tables 4-5, Fig. 1); returns the results dict."""
     out = Path(out)
     base = (2, 3) if quick else (20, 3)
     rows, keep, ref = [], None, {}
@@ -159,11 +164,13 @@ def verdict(rows: list[dict]) -> tuple[bool, dict]:
 
 
 def summarise(out: Path, rows: list[dict], digits: dict, quick: bool) -> dict:
+    """The verdict on the T x K ablation, its figure and ``results.md``/``results.json``."""
     holds, info = verdict(rows)
     grid = [r for r in rows if r["name"].startswith("T")]
     series = {f"K={K}": ([r["T"] for r in grid if r["K"] == K], [r["sample_energy_distance"] for r in grid if r["K"] == K])
               for K in sorted({r["K"] for r in grid})}
-    plots.line_plot(series, out / "ablation_TK.png", "T", "sample energy distance", title=f"paper 002 on {TOY}",
+    plots.line_plot(series, out / "ablation_TK.png", "number of time steps T", "sample energy distance (data units)",
+                    title=f"paper 002 on {TOY}: K Langevin steps per time step",
                     logy=True)
     claim = ("sample quality has an interior optimum in the total number of sampling steps T x K "
              "(paper 002 Tables 4-5: best at T x K = 60, worse with more steps)")

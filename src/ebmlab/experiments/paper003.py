@@ -92,6 +92,7 @@ def level_density_kls(trainer, extent: float = 4.0, grid_size: int = 80, n_data:
 
 
 def reference_rows(trainer) -> list[dict]:
+    """The data-vs-data floor and the noise ceiling rows of the sample metrics for ``trainer``'s data."""
     data, n = trainer.data, trainer.cfg.eval.n_samples
     g = torch.Generator().manual_seed(trainer.cfg.train.seed + 11)
     ref, ref2 = data.fresh(n, g), data.fresh(n, g)
@@ -121,12 +122,17 @@ def figure1(out: Path, trainer) -> None:
     for t in range(T):
         tt = torch.full((grid.shape[0],), t, dtype=torch.long)
         dens[f"exp(-E_{t}) of x_{t}"] = -obj.energy.net_energy(obj.alpha[t] * grid, tt) / obj.energy.step_sq[t]
-    plots.sample_scatter(noisy, out / "fig1_data.png", extent=ext, title="paper 003 Fig. 1 (top): x_t = abar_t x + sbar_t e")
-    plots.density_maps(dens, xs, ys, out / "fig1_density.png", title="Fig. 1 (middle): fitted marginal densities per level")
-    plots.sample_scatter(samples, out / "fig1_samples.png", extent=ext, title="Fig. 1 (bottom): Alg. 2 samples per level")
+    lab = {"xlabel": "z1 (model units)", "ylabel": "z2 (model units)"}
+    plots.sample_scatter(noisy, out / "fig1_data.png", extent=ext, title="paper 003 Fig. 1 (top): x_t = abar_t x + sbar_t e",
+                         **lab)
+    plots.density_maps(dens, xs, ys, out / "fig1_density.png", title="Fig. 1 (middle): fitted marginal densities per level",
+                       shared_scale=False, **lab)  # one density per noise level: each on its own scale
+    plots.sample_scatter(samples, out / "fig1_samples.png", extent=ext, title="Fig. 1 (bottom): Alg. 2 samples per level",
+                         **lab)
 
 
 def checkerboard_part(out: Path, quick: bool) -> list[dict]:
+    """Train CDRL on the checkerboard and evaluate it per level; returns its rows."""
     trainer, secs = _train(out, "cdrl", "paper003_checkerboard", [], quick)
     rows = []
     for K in KS:
@@ -148,6 +154,7 @@ def checkerboard_part(out: Path, quick: bool) -> list[dict]:
 
 
 def digits_part(out: Path, quick: bool) -> list[dict]:
+    """Train CDRL on digits and evaluate it; returns its rows."""
     sets = ["train.steps=4", "method.n_steps=2"] if quick else []
     trainer, secs = _train(out, "digits_cond", "paper003_digits_cond", sets, quick)
     rows = guidance_rows(out, trainer, secs, 2 if quick else 20)
@@ -179,6 +186,7 @@ def guidance_rows(out: Path, trainer, secs: float, per_class: int) -> list[dict]
 
 
 def applications_figures(out: Path, trainer) -> None:
+    """Guidance, inpainting and composition figures (paper 003 Eq. 11-14, App. C) for a trained digits model."""
     from ebmlab.applications.inpainting import inpaint
     from ebmlab.applications.recovery_composition import composed_sample
     obj, data, g = trainer.objective, trainer.data, torch.Generator().manual_seed(21)
@@ -197,6 +205,7 @@ def applications_figures(out: Path, trainer) -> None:
 
 
 def run(out: Path, quick: bool = False) -> dict:
+    """Paper 003's experiment into ``out``; returns the results dict."""
     out = Path(out)
     rows = checkerboard_part(out, quick) + digits_part(out, quick)
     by = {r["name"]: r for r in rows}

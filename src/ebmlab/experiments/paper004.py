@@ -34,6 +34,7 @@ ADAPTIVE_C = 0.0005       # data / hybrid: eps = c / ||E(x)|| (Sec. 3)
 
 
 def scheme_overrides(scheme: str, steps: int, n_steps: int) -> list[str]:
+    """The config overrides of one training scheme of paper 004 at ``steps`` updates and ``n_steps`` sampler steps."""
     adaptive = scheme in ("data", "hybrid")
     return [
         "data.name=rings", "data.standardize=false", f"method.name={scheme}", "method.sampler=langevin",
@@ -48,6 +49,7 @@ def scheme_overrides(scheme: str, steps: int, n_steps: int) -> list[str]:
 
 @torch.no_grad()
 def ood_auroc(objective, data, n: int, generator) -> float:
+    """AUROC of -energy separating ``n`` held-out points from shifted ones (paper 004 Table 2)."""
     x_in = data.fresh(n, generator)
     x_out = data.fresh(n, generator)
     x_out[:, :2] *= 1.25
@@ -58,6 +60,7 @@ def ood_auroc(objective, data, n: int, generator) -> float:
 
 
 def run(out: Path, quick: bool = False) -> dict:
+    """Paper 004's experiment into ``out``: the five schemes on the rings, Fig. 2; returns the results dict."""
     steps, n_steps = (20, 5) if quick else (STEPS, L)
     rows, columns = [], {}
     grid, xs, ys = make_grid(3.8, 120)

@@ -106,6 +106,7 @@ def _fmt(v) -> str:
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    """A Markdown table of ``rows`` with ``columns`` (floats to 4 significant digits)."""
     head = "| name | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns) + "\n"
     body = "".join("| " + r["name"] + " | " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |\n"
                    for r in rows)
@@ -113,6 +114,7 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 
 def write_json(out: Path, result: dict) -> None:
+    """Write ``out/results.json`` (floats as JSON numbers)."""
     (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float))
 
 

@@ -49,4 +49,5 @@ def uniform_grid_kl(true_logp: Tensor) -> float:
 
 
 def log_mean_exp(x: Tensor, dim: int = 0) -> Tensor:
+    """log(mean(exp(x))) along ``dim``, computed stably."""
     return torch.logsumexp(x, dim) - math.log(x.shape[dim])

@@ -50,6 +50,7 @@ SPLIT_SEED = 1234
 
 @dataclass(frozen=True)
 class DigitsClassifierConfig:
+    """Architecture and training settings of the digits classifier; its ``key`` names the cached weights."""
     size: int = 8            # native input side length
     width: int = 16          # conv channels
     feat_dim: int = 64       # penultimate features (the FD space)
@@ -61,6 +62,7 @@ class DigitsClassifierConfig:
     version: int = 1         # bump when the architecture or training code changes
 
     def key(self) -> str:
+        """12 hex digits identifying these settings (the cache file name)."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -77,11 +79,13 @@ class DigitsNet(nn.Module):
         self.head = nn.Linear(cfg.feat_dim, 10)
 
     def features(self, x: Tensor) -> Tensor:
+        """(B, feat_dim) penultimate features (the space of the digits feature distance)."""
         h = F.relu(self.conv2(F.relu(self.conv1(x))))          # (B, 2w, s, s)
         h = F.relu(self.conv3(F.adaptive_avg_pool2d(h, 4)))    # (B, 2w, 4, 4): any s >= 4
         return F.relu(self.fc(h.flatten(1)))                   # (B, feat_dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, 10) class logits of images ``x`` (B, 1, s, s) in [-1, 1]."""
         return self.head(self.features(x))
 
 
@@ -111,6 +115,8 @@ def to_native(images: Tensor, size: int) -> Tensor:
 
 
 def cache_dir() -> Path:
+    """Where the trained digits classifier is cached: ``$EBMLAB_CACHE``, else ``$XDG_CACHE_HOME/ebmlab`` or
+    ``~/.cache/ebmlab``."""
     if os.environ.get("EBMLAB_CACHE"):
         return Path(os.environ["EBMLAB_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -183,6 +189,7 @@ class DigitsClassifier:
         return probs.argmax(1), probs
 
     def accuracy(self, images: Tensor, labels: Tensor) -> float:
+        """Fraction of ``images`` classified as their ``labels``."""
         return float((self.classify(images)[0] == labels.cpu()).double().mean())
 
 

@@ -56,6 +56,7 @@ class BasicConv2d(nn.Module):
         self.bn = nn.BatchNorm2d(cout, eps=1e-3)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Convolution, batch norm, ReLU."""
         return F.relu(self.bn(self.conv(x)))
 
 
@@ -78,6 +79,7 @@ class BlockA(nn.Module):
         self.branch_pool = BasicConv2d(cin, pool_features, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """InceptionV3 block A (mixed_5b-5d): four parallel branches concatenated."""
         b5 = self.branch5x5_2(self.branch5x5_1(x))
         b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
         return torch.cat([self.branch1x1(x), b5, b3, self.branch_pool(_avg3(x))], 1)
@@ -94,6 +96,7 @@ class BlockB(nn.Module):
         self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
+        """InceptionV3 block B (mixed_6a): grid reduction."""
         b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
         return torch.cat([self.branch3x3(x), b3, F.max_pool2d(x, 3, stride=2)], 1)
 
@@ -116,6 +119,7 @@ class BlockC(nn.Module):
         self.branch_pool = BasicConv2d(cin, 192, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """InceptionV3 block C (mixed_6b-6e): factorised 7x7 branches."""
         b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         d = x
         for i in range(1, 6):
@@ -136,6 +140,7 @@ class BlockD(nn.Module):
         self.branch7x7x3_4 = BasicConv2d(192, 192, 3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
+        """InceptionV3 block D (mixed_7a): grid reduction."""
         b3 = self.branch3x3_2(self.branch3x3_1(x))
         b7 = self.branch7x7x3_1(x)
         for i in range(2, 5):
@@ -162,6 +167,7 @@ class BlockE(nn.Module):
         self.branch_pool = BasicConv2d(cin, 192, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """InceptionV3 block E (mixed_7b-7c): expanded filter banks."""
         s = self.branch3x3_1(x)
         b3 = torch.cat([self.branch3x3_2a(s), self.branch3x3_2b(s)], 1)
         d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
@@ -208,12 +214,14 @@ class InceptionV3(nn.Module):
         return x.mean((2, 3))
 
     def forward(self, x: Tensor, logits_bias: bool = False) -> tuple[Tensor, Tensor]:
+        """(pool features (B, 2048), logits (B, 1008)) of images ``x`` (B, 3, H, W) in [-1, 1] (resized to 299)."""
         feats = self.pool_features(self.preprocess(x))
         logits = F.linear(feats, self.fc.weight, self.fc.bias if logits_bias else None)
         return feats, logits
 
 
 def default_weight_paths() -> list[Path]:
+    """Where ``find_weights`` looks for the FID Inception weights when no path is given (the torch hub cache)."""
     root = Path(torch.hub.get_dir()) / "checkpoints"
     return [root / FID_WEIGHTS_NAME, root / FIDELITY_WEIGHTS_NAME]
 

@@ -17,28 +17,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ebmlab.config import file_mode
+from ebmlab.config import atomic_write
 from ebmlab.errors import CheckpointError, os_error_sentence  # CheckpointError: also importable from here
 
 _NAME = re.compile(r"^step_(\d{8})\.safetensors$")
 
 
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp)``, fsync, mode 0644 minus the umask (tensor and sidecar alike), rename; the temp
-    file is removed when anything fails, so a full disk leaves only the earlier checkpoints."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+_atomic_write = atomic_write  # tensor file and sidecar alike: 0644 minus the umask, fsync, rename
 
 
 def _safetensors_os_error(exc: Exception, path: Path) -> OSError | None:
@@ -48,6 +33,7 @@ def _safetensors_os_error(exc: Exception, path: Path) -> OSError | None:
 
 
 def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write ``step_NNNNNNNN.safetensors`` (``tensors``) and its JSON sidecar (``meta`` plus the step) atomically."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / f"step_{step:08d}.safetensors"
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
@@ -76,6 +62,7 @@ def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest complete checkpoint (safetensors file with its sidecar) in ``ckpt_dir``, or None."""
     found = list_checkpoints(ckpt_dir)
     return found[-1][1] if found else None
 
@@ -167,6 +154,7 @@ def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
+    """The optimizer state dict from the tensors and JSON rest that ``flatten_optimizer`` produced."""
     state: dict = {int(pid): dict(st) for pid, st in rest["state"].items()}
     for key, v in tensors.items():
         if key.startswith("optim."):

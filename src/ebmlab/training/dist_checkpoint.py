@@ -23,12 +23,14 @@ from safetensors.torch import save_file
 
 from ebmlab.errors import DistributedError
 from ebmlab.training import checkpoint as ckpt
+from ebmlab.training.distributed import restore_generator
 from ebmlab.training.distributed import DistContext, verify_replicas
 
 _RANK_FILE = re.compile(r"^step_(\d{8})\.rank(\d+)\.safetensors$")
 
 
 def rank_file(ckpt_dir: Path, step: int, rank: int) -> Path:
+    """The path of rank ``rank``'s state at ``step`` (``step_NNNNNNNN.rankR.safetensors``)."""
     return Path(ckpt_dir) / f"step_{step:08d}.rank{rank}.safetensors"
 
 
@@ -54,12 +56,13 @@ def local_state(trainer) -> dict[str, torch.Tensor]:
 
 
 def load_local_state(trainer, tensors: dict[str, torch.Tensor]) -> None:
+    """Load rank-local buffers (``model.*`` entries that are not parameters) into the trainer's objective."""
     buffers = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     unexpected = trainer.objective.load_state_dict(buffers, strict=False).unexpected_keys
     if unexpected:
         raise ckpt.CheckpointError(f"rank checkpoint holds state the objective does not have: {unexpected[:5]}")
     trainer.g_data.set_state(tensors["rng.data"])
-    trainer.g_obj.set_state(tensors["rng.objective"])
+    restore_generator(trainer.g_obj, tensors["rng.objective"], trainer.cfg.train.seed, trainer.step)
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and trainer.device.type == "cuda":
         torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.device)

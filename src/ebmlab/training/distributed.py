@@ -76,6 +76,7 @@ import contextlib
 import hashlib
 import math
 import os
+import sys
 import zlib
 from dataclasses import dataclass
 
@@ -87,6 +88,7 @@ from ebmlab.errors import ConfigError, DistributedError
 
 @dataclass(frozen=True)
 class DistContext:
+    """The process group as training sees it: rank, world size, device (a single process is rank 0 of 1)."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -95,13 +97,16 @@ class DistContext:
 
     @property
     def enabled(self) -> bool:
+        """Whether several processes train together."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0 (the process that writes files)."""
         return self.rank == 0
 
     def barrier(self) -> None:
+        """Wait for every rank (a no-op on a single process)."""
         if self.enabled:
             if self.backend == "nccl":
                 dist.barrier(device_ids=[self.local_rank])
@@ -165,6 +170,7 @@ def setup(device: torch.device) -> DistContext:
 
 
 def teardown() -> None:
+    """Destroy the process group, if one was created."""
     global _CONTEXT
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
@@ -189,6 +195,22 @@ def main_first(ctx: DistContext, fn) -> None:
 
 
 # ----- seeds and data ---------------------------------------------------------------------------
+def restore_generator(g: torch.Generator, state: torch.Tensor, seed: int, step: int) -> bool:
+    """Set ``g`` to a saved ``state``. A state saved on the other device kind cannot be carried over
+    (a CUDA generator's state is 16 bytes, a CPU one's 5,056): a ``train.device=auto`` run moved
+    between a GPU and a CPU machine then continues with ``g`` reseeded from (seed, step) — reproducible,
+    but not bit-identical to an uninterrupted run — and a warning says so. Returns whether it was exact."""
+    try:
+        g.set_state(state)
+        return True
+    except RuntimeError:
+        g.manual_seed(derive_seed(seed, 0, 1000 + step))
+        print(f"ebmlab: warning: the checkpoint's sampler random state was saved on another device kind; "
+              f"continuing from step {step} with a fresh stream (the losses will differ from an "
+              "uninterrupted run)", file=sys.stderr)
+        return False
+
+
 def derive_seed(seed: int, rank: int, stream: int = 0) -> int:
     """Seed of random stream ``stream`` on ``rank``: rank 0 keeps the single-process seed
     ``seed + stream``; other ranks get a 63-bit hash of (seed, rank, stream), independent streams."""
@@ -321,6 +343,7 @@ def average_metrics(values: dict[str, float], ctx: DistContext) -> dict[str, flo
 
 # ----- device-side options: bf16 autocast and torch.compile -------------------------------------
 def check_device_options(tc, device: torch.device) -> None:
+    """``ConfigError`` for device options the device cannot honour (``train.amp`` off CUDA)."""
     if tc.amp and device.type != "cuda":
         raise ConfigError(f"train.amp (bf16 autocast) needs a CUDA device, but training runs on {device}; "
                           "set train.amp=false")

@@ -13,6 +13,7 @@ from torch import nn
 
 
 class EMA:
+    """An exponential moving average of a module's trainable parameters (see the module docstring)."""
     def __init__(self, module: nn.Module, decay: float):
         self.decay = decay
         self.num_updates = 0
@@ -20,6 +21,7 @@ class EMA:
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
+        """One EMA step towards ``module``'s current parameters (with the warm-up of the decay)."""
         self.num_updates += 1
         d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
         for k, p in module.named_parameters():
@@ -28,6 +30,7 @@ class EMA:
 
     @torch.no_grad()
     def copy_to(self, module: nn.Module) -> None:
+        """Copy the averaged weights into ``module``."""
         params = dict(module.named_parameters())
         for k, v in self.shadow.items():
             params[k].copy_(v)
@@ -46,9 +49,11 @@ class EMA:
                     params[k].copy_(v)
 
     def state_dict(self) -> dict:
+        """{parameter name: averaged tensor}."""
         return dict(self.shadow)
 
     def load_state_dict(self, state: dict, num_updates: int = 0) -> None:
+        """Restore the averaged weights and the update count; KeyError when a parameter is missing."""
         missing = set(self.shadow) - set(state)
         if missing:
             raise KeyError(f"EMA state lacks parameters: {sorted(missing)[:5]}")

@@ -3,14 +3,17 @@
 Vector data (``evaluate_vectors``):
 - ``sample_energy_distance``: energy distance between ``eval.n_samples`` chains from noise (the
   method's own ``sample``) and fresh data, all dimensions, data coordinates; ``..._floor`` is data vs
-  data, ``..._noise`` the chains' starting noise vs data;
+  other (disjoint) data, ``..._noise`` the chains' starting noise vs data;
 - ``sample_precision`` (exact densities only): see ``metrics/density.py``; ``..._floor`` for data;
 - ``density_kl``: KL(true || model) on a grid over the first two coordinates, the remaining
   coordinates held at 0 in data coordinates (paper 004 App. A.1 slice for the rings), both
   grid-normalised; ``density_kl_uniform`` is the uniform density's score (a ceiling);
 - ``long_run_*``: the same sample metrics for chains ``eval.long_run_factor`` times longer
   (``long_run_steps``: the total sampler steps they took);
-- ``density_kl_skipped``: the reason, for a method that defines no log-density.
+- ``density_kl_skipped``: the reason there is no ``density_kl`` (a method without a log-density, or
+  user data, whose exact density nobody knows), never a nan;
+- ``eval_n_samples``: the size of each compared set (smaller than ``eval.n_samples`` when the
+  held-out split of user data is small: the floor then uses two disjoint halves of it).
 Everything goes through the ``Objective`` contract (``prior``, ``sample``, ``n_steps_default``,
 ``has_log_density`` / ``log_density``): no probing of methods.
 Image data go through ``IMAGE_EVALUATORS`` (built here from ``training/image_eval.py``).
@@ -18,6 +21,7 @@ Image data go through ``IMAGE_EVALUATORS`` (built here from ``training/image_eva
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -30,36 +34,50 @@ from ebmlab.training import image_eval
 IMAGE_EVALUATORS: list = [image_eval.evaluate_images]  # fn(objective, data, cfg, run_dir, generator) -> dict
 
 
-def _extent(data, cfg) -> float:
+def _extent(data, cfg) -> float | tuple[float, float, float, float]:
+    """The density grid: ``eval.grid_extent`` (a half-width about 0); toys: 1.15 x the held-out data's
+    largest |x1|, |x2| about 0 (paper 004 Fig. 2); user data: their bounding box, 15 % wider per side."""
     if cfg.eval.grid_extent:
         return float(cfg.eval.grid_extent)
     x = data.transform.to_data(data.test)[:, :2]
-    return float(x.abs().max()) * 1.15
+    if data.dist is not None:
+        return float(x.abs().max()) * 1.15
+    return plots.data_box(x, 0.15)
 
 
-def _slice_points(grid2d: torch.Tensor, dim: int) -> torch.Tensor:
-    pts = torch.zeros(grid2d.shape[0], dim)
+def slice_base(data) -> torch.Tensor:
+    """(D,) where the (x1, x2) slice holds the other coordinates: 0 for toys (paper 004 App. A.1),
+    the held-out mean for user data (0 may lie far from them)."""
+    if data.dist is not None:
+        return torch.zeros(data.shape[0])
+    return data.transform.to_data(data.test).mean(0)
+
+
+def _slice_points(grid2d: torch.Tensor, dim: int, base: torch.Tensor | None = None) -> torch.Tensor:
+    pts = torch.zeros(grid2d.shape[0], dim) if base is None else base.expand(grid2d.shape[0], dim).clone()
     pts[:, :2] = grid2d
     return pts
 
 
 @torch.no_grad()
 def model_log_density_grid(objective, data, grid2d: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """(G,) unnormalised model log-density on the 2-D slice, in data coordinates."""
+    """(G,) unnormalised model log-density on the 2-D slice (``slice_base``), in data coordinates."""
     dev = next(objective.parameters()).device
-    pts = _slice_points(grid2d, data.shape[0])
+    pts = _slice_points(grid2d, data.shape[0], slice_base(data))
     out = [objective.log_density(data.transform.to_model(pts[i:i + chunk]).to(dev)).cpu()
            for i in range(0, len(pts), chunk)]
     return torch.cat(out)
 
 
 def true_log_density_grid(dist, grid2d: torch.Tensor) -> torch.Tensor:
+    """(G,) exact log-density of a toy on the grid's (x1, x2) slice (the other coordinates at 0)."""
     if hasattr(dist, "slice_log_prob"):
         return dist.slice_log_prob(grid2d)
     return dist.log_prob(_slice_points(grid2d, dist.dim))
 
 
 def sample_metrics(samples: torch.Tensor, data, ref: torch.Tensor, ref2: torch.Tensor, prefix: str) -> dict:
+    """``{prefix}energy_distance`` of ``samples`` vs ``ref``, and ``{prefix}precision`` where the data have an exact density."""
     out = {f"{prefix}energy_distance": energy_distance(samples, ref)}
     if data.dist is not None:
         out[f"{prefix}precision"] = sample_precision(data.dist.log_prob(samples), data.dist.log_prob(ref2))
@@ -67,11 +85,15 @@ def sample_metrics(samples: torch.Tensor, data, ref: torch.Tensor, ref2: torch.T
 
 
 def evaluate_vectors(objective, data, cfg, run_dir: Path | None, generator) -> dict:
-    """``generator`` lives on the objective's device (chains); data draws use their own CPU one."""
-    n = cfg.eval.n_samples
-    dev = next(objective.parameters()).device
+    """``generator`` lives on the objective's device (chains); data draws use their own CPU one.
+
+    The sample metrics compare ``n`` samples with ``n`` data points and report the floor of two
+    *disjoint* sets of ``n`` data points: ``n = eval.n_samples`` where the data have an exact sampler,
+    else min(eval.n_samples, half the held-out split) (``eval_n_samples`` says which), so that a sample
+    metric and its floor always use sets of the same size."""
     g_cpu = torch.Generator().manual_seed(cfg.train.seed + 11)
-    ref, ref2 = data.fresh(n, g_cpu), data.fresh(n, g_cpu)
+    ref, ref2 = data.reference_pair(cfg.eval.n_samples, g_cpu)
+    n = ref.shape[0]
     noise = data.transform.to_data(objective.prior(n, generator).cpu())
     out = objective.sample(n, generator=generator)
     short = data.transform.to_data(out.x.cpu())
@@ -80,53 +102,69 @@ def evaluate_vectors(objective, data, cfg, run_dir: Path | None, generator) -> d
     m["sample_energy_distance_noise"] = energy_distance(noise, ref)
     if data.dist is not None:
         m["sample_precision_floor"] = sample_precision(data.dist.log_prob(ref), data.dist.log_prob(ref2))
+    m["eval_n_samples"] = n
+    if n < cfg.eval.n_samples:
+        m["eval_n_samples_note"] = (f"the held-out split has {data.test.shape[0]} rows: the sample metrics use "
+                                    f"two disjoint halves of {n} (not eval.n_samples={cfg.eval.n_samples})")
     long = None
     if cfg.eval.long_run_factor > 1:
         steps = objective.n_steps_default * cfg.eval.long_run_factor
-        long = data.transform.to_data(objective.sample(min(n, 1000), generator=generator, n_steps=steps).x.cpu())
-        m.update(sample_metrics(long, data, ref, ref2, "long_run_"))
+        n_long = min(n, 1000)
+        long = data.transform.to_data(objective.sample(n_long, generator=generator, n_steps=steps).x.cpu())
+        # same-size sets: the V-statistic energy distance is biased by 1/n, so compare n_long with n_long
+        m.update(sample_metrics(long, data, ref[:n_long], ref2[:n_long], "long_run_"))
         m["long_run_steps"] = steps
     m.update(_density_metrics(objective, data, cfg, run_dir))
     if run_dir is not None and cfg.eval.plots:
-        _vector_plots(objective, data, run_dir, ref, short, long, out.info, dev)
+        _vector_plots(objective, data, cfg, run_dir, ref, short, long, out.info, dev=next(objective.parameters()).device)
     return m
 
 
 def _density_metrics(objective, data, cfg, run_dir: Path | None) -> dict:
     """density_kl on the (x1, x2) slice where the method defines a log-density and the data have
-    an exact one; a method without a log-density says so in ``density_kl_skipped``."""
+    an exact one; otherwise ``density_kl_skipped`` says why (never a nan)."""
     if data.shape[0] < 2:
-        return {}
+        return {"density_kl_skipped": "the data have one coordinate; the density map needs two"}
     if not objective.has_log_density:
         return {"density_kl_skipped": f"method {type(objective).__name__} defines no log-density"}
     m, panels = {}, {}
     grid, xs, ys = make_grid(_extent(data, cfg), cfg.eval.grid_size)
-    panels["model"] = model_log_density_grid(objective, data, grid)
+    model_lp = model_log_density_grid(objective, data, grid)
     if data.dist is not None:
         true_lp = true_log_density_grid(data.dist, grid)
-        m["density_kl"] = grid_kl(true_lp, panels["model"])
+        m["density_kl"] = grid_kl(true_lp, model_lp)
         m["density_kl_uniform"] = uniform_grid_kl(true_lp)
-        panels = {"true": true_lp, **panels}
+        panels["true density"] = true_lp
+    else:
+        m["density_kl_skipped"] = "no exact density for user data"
+    panels["model density"] = model_lp
     if run_dir is not None and cfg.eval.plots:
-        kl = f", KL={m['density_kl']:.3f}" if "density_kl" in m else ""
+        rest = "" if data.shape[0] <= 2 else (" (other coordinates at 0)" if data.dist is not None
+                                              else " (other coordinates at their mean)")
+        kl = m.get("density_kl")
+        kl = f"; KL(true || model) = {kl:.3f} nats" if isinstance(kl, float) and math.isfinite(kl) else ""
         plots.density_maps(panels, xs, ys, run_dir / "plots" / "density.png",
-                           title=f"density on the (x1, x2) slice{kl}")
+                           title=f"density on the (x1, x2) slice{rest}{kl}")
     return m
 
 
-def _vector_plots(objective, data, run_dir, ref, short, long, diag, dev) -> None:
-    sets = {"data": ref, "samples (short run)": short}
+def _vector_plots(objective, data, cfg, run_dir, ref, short, long, diag, dev) -> None:
+    sets = {"held-out data": ref, f"samples, {objective.n_steps_default} steps": short}
     if long is not None:
-        sets["samples (long run)"] = long
-    ext = float(ref[:, :2].abs().max()) * 1.3
-    plots.sample_scatter(sets, run_dir / "plots" / "samples.png", extent=ext, title="first two coordinates")
+        sets[f"samples, {objective.n_steps_default * cfg.eval.long_run_factor} steps"] = long
+    ext = float(ref[:, :2].abs().max()) * 1.3 if data.dist is not None else plots.data_box(ref, 0.3)
+    plots.sample_scatter(sets, run_dir / "plots" / "samples.png", extent=ext,
+                         title="first two coordinates, chains from noise")
+    last = long if long is not None else short
+    k = min(len(ref), len(last))  # equal counts: the histograms compare like with like
     with torch.no_grad():
-        energies = {"held-out data": objective.score(data.transform.to_model(ref).to(dev)).cpu()}
-        last = long if long is not None else short
-        energies["long-run samples" if long is not None else "samples"] = objective.score(
-            data.transform.to_model(last).to(dev)).cpu()
-    plots.energy_histograms(energies, run_dir / "plots" / "energy_hist.png")
-    plots.chain_curves(diag, run_dir / "plots" / "chain.png")
+        energies = {"held-out data": objective.score(data.transform.to_model(ref[:k]).to(dev)).cpu(),
+                    "long-run samples" if long is not None else "samples":
+                        objective.score(data.transform.to_model(last[:k]).to(dev)).cpu()}
+    plots.energy_histograms(energies, run_dir / "plots" / "energy_hist.png",
+                            title="energies of held-out data and samples")
+    plots.chain_curves(diag, run_dir / "plots" / "chain.png", title=f"sampler diagnostics ({cfg.method.name})",
+                       target_accept=getattr(cfg.method, "target_accept", None))
     samples_dir = run_dir / "samples"
     samples_dir.mkdir(parents=True, exist_ok=True)
     import numpy as np
@@ -147,4 +185,22 @@ def evaluate(objective, data, cfg, run_dir: Path | None, generator: torch.Genera
     objective.train()
     if run_dir is not None:
         (Path(run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def final_evaluation(trainer) -> dict:
+    """The end of a training run (``ebmlab train`` and ``ebmlab.train``): with the EMA weights swapped in,
+    the final sample figures (``training/hooks.py``) and ``evaluate`` (``metrics.json``); then the run's
+    hyper-parameters with these final metrics to TensorBoard's HParams dashboard."""
+    from contextlib import nullcontext
+
+    from ebmlab.training.hooks import sample_hook
+    from ebmlab.training.logging import write_hparams
+
+    objective = trainer.objective
+    ema = trainer.ema.applied(objective) if trainer.ema is not None else nullcontext()
+    with ema, torch.no_grad():
+        sample_hook(trainer, final=True)
+        metrics = evaluate(objective, trainer.data, trainer.cfg, trainer.run_dir)
+    write_hparams(trainer.run_dir, trainer.cfg.to_dict(), metrics, trainer.step)
     return metrics

@@ -13,8 +13,9 @@ This module only defines functions (it imports neither ``training/evaluate.py`` 
   every image dataset, ``plots/novelty.png``), and ``plots/energy_hist.png`` (held-out data vs
   samples, paper 004 Fig. 5).
 - ``SAMPLE_HOOKS``: ``grid_hook`` writes ``samples/grid_stepNNNNNN.png`` every ``train.sample_every``
-  steps with the EMA weights; every grid starts from the same noise (seed ``train.seed + 13``) so the
-  grids of a run are comparable. At the end (``final=True``) the caller has already swapped the EMA
+  steps with the EMA weights (``scatter_hook`` the scatter ``samples/scatter_stepNNNNNN.png`` for vector
+  runs), each also a TensorBoard image; every figure starts from the same noise (seed
+  ``train.seed + 13``) so the figures of a run are comparable. At the end (``final=True``) the caller has already swapped the EMA
   weights in (``cli.cmd_train``), so the hook does not swap them again.
 - ``EVAL_EXTENSIONS``: ``--fid`` (FID of the samples vs the test split with the in-house InceptionV3,
   Inception Score of samples and of the test split), ``--digits-fd`` (the digits metrics when the
@@ -63,6 +64,7 @@ def energies(objective, x: Tensor, batch_size: int = 500) -> Tensor:
 
 # ----- evaluation at the end of training / ebmlab eval -----------------------------------------------
 def evaluate_images(objective, data, cfg, run_dir: Path | None, generator) -> dict:
+    """Image-run metrics and outputs (see the module docstring); {} for vector data."""
     if data.kind != "image":
         return {}
     raw = data.transform.to_data(draw_samples(objective, cfg.eval.n_samples, generator, cfg.train.batch_size))
@@ -83,26 +85,34 @@ def evaluate_images(objective, data, cfg, run_dir: Path | None, generator) -> di
 def _write_outputs(objective, data, cfg, run_dir: Path, raw, samples, train, test) -> None:
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
     np.save(run_dir / "samples" / "samples.npy", raw.numpy())
-    plots.image_grid(samples[:100], run_dir / "samples" / "grid_final.png", title="final samples (EMA)")
+    plots.image_grid(samples[:100], run_dir / "samples" / "grid_final.png",
+                     title=f"final samples (EMA weights), {min(100, len(samples))} of {len(samples)}")
     if not cfg.eval.plots:
         return
     from ebmlab.metrics.novelty import novelty_rows
     k = 3
     plots.image_grid(novelty_rows(samples, train, k=k), run_dir / "plots" / "novelty.png", nrow=1 + k,
                      title=f"sample | {k} nearest training images (pixel L2)")
-    n = min(len(test), len(samples))
+    n = min(len(test), len(samples))  # equal counts
     sets = {"held-out data": energies(objective, data.transform.to_model(test[:n])),
             "samples": energies(objective, data.transform.to_model(samples[:n]))}
-    plots.energy_histograms(sets, run_dir / "plots" / "energy_hist.png")
+    plots.energy_histograms(sets, run_dir / "plots" / "energy_hist.png", title="energies of held-out images and samples")
 
 
 # ----- sample grids during training ------------------------------------------------------------------
-def grid_hook(trainer, final: bool = False) -> None:
-    if trainer.data.kind != "image" or not getattr(trainer, "is_main", True):
-        return
-    path = Path(trainer.run_dir) / "samples" / f"grid_step{trainer.step:06d}.png"
-    if final and path.exists():  # the periodic hook already drew this step's grid (EMA weights too)
-        return
+def _media(trainer):
+    """The trainer's TensorBoard image writer (``training/logging.TBMedia``), opened on first use."""
+    from ebmlab.training.logging import TBMedia
+
+    media = getattr(trainer, "tb_media", None)
+    if media is None:
+        media = trainer.tb_media = TBMedia(trainer.run_dir)
+    return media
+
+
+def _ema_samples(trainer, n: int, final: bool) -> Tensor:
+    """(n, ...) samples in model coordinates with the EMA weights, from a fixed noise (seed
+    ``train.seed + 13``) so the figures of a run are comparable."""
     obj, cfg = trainer.objective, trainer.cfg
     g = torch.Generator(trainer.device).manual_seed(cfg.train.seed + 13)
     ema = trainer.ema.applied(obj) if (trainer.ema is not None and not final) else nullcontext()
@@ -110,10 +120,45 @@ def grid_hook(trainer, final: bool = False) -> None:
     obj.eval()
     try:
         with ema:
-            x = obj.sample(min(GRID_N, cfg.eval.n_samples), generator=g).x.detach().cpu()
+            return obj.sample(n, generator=g).x.detach().cpu()
     finally:
         obj.train(was_training)
-    plots.image_grid(trainer.data.transform.to_data(x), path, title=f"step {trainer.step}")
+
+
+def grid_hook(trainer, final: bool = False) -> None:
+    """Image runs: ``samples/grid_stepNNNNNN.png`` and the TensorBoard image ``samples``."""
+    if trainer.data.kind != "image" or not getattr(trainer, "is_main", True):
+        return
+    path = Path(trainer.run_dir) / "samples" / f"grid_step{trainer.step:06d}.png"
+    if not (final and path.exists()):  # else the periodic hook already drew this step's grid (EMA weights too)
+        x = _ema_samples(trainer, min(GRID_N, trainer.cfg.eval.n_samples), final)
+        plots.image_grid(trainer.data.transform.to_data(x), path, title=f"samples at step {trainer.step} (EMA)")
+        _media(trainer).image("samples", plots.png_array(path), trainer.step)
+    if final:
+        _media(trainer).close()
+
+
+SCATTER_N = 1000
+
+
+def scatter_hook(trainer, final: bool = False) -> None:
+    """Vector runs with ``train.sample_every``: ``samples/scatter_stepNNNNNN.png`` (data coordinates,
+    first two coordinates, beside as many held-out points) and the TensorBoard image ``samples``."""
+    tc = trainer.cfg.train
+    if trainer.data.kind != "vector" or not getattr(trainer, "is_main", True) or not tc.sample_every:
+        return
+    path = Path(trainer.run_dir) / "samples" / f"scatter_step{trainer.step:06d}.png"
+    if not (final and path.exists()):
+        n = min(SCATTER_N, trainer.cfg.eval.n_samples, trainer.data.test.shape[0])
+        tf = trainer.data.transform
+        x = tf.to_data(_ema_samples(trainer, n, final))
+        ref = tf.to_data(trainer.data.test[:n])
+        ext = plots.data_box(ref, 0.3)
+        plots.sample_scatter({"held-out data": ref, "samples from noise (EMA)": x}, path, extent=ext,
+                             title=f"step {trainer.step}")
+        _media(trainer).image("samples", plots.png_array(path), trainer.step)
+    if final:
+        _media(trainer).close()
 
 
 # ----- ebmlab eval extensions ------------------------------------------------------------------------
@@ -129,7 +174,28 @@ def _run_samples(args, cfg, objective, data) -> Tensor:
     return x.float().clamp(-1, 1)
 
 
+VECTOR_OOD = ("shifted", "scaled")
+
+
+def check_eval_options(args, kind: str, name: str) -> None:
+    """Refuse ``ebmlab eval`` options that cannot apply to this run (data ``kind`` and ``name``) before
+    any sample is drawn: ``--fid`` on vectors or without the Inception weights, ``--digits-fd`` off
+    digits, ``--ood`` of a vector run naming neither a built-in set nor an existing file."""
+    if getattr(args, "fid", False):
+        if kind != "image":
+            raise ValueError(f"--fid needs an image run; this run's data {name!r} are vectors")
+        from ebmlab.metrics.inception import find_weights
+        find_weights(getattr(args, "inception_weights", None))
+    if getattr(args, "digits_fd", False) and name != "digits":
+        raise ValueError(f"--digits-fd scores digit images; this run's data are {name!r}")
+    for ood in getattr(args, "ood", None) or []:
+        if kind == "vector" and ood not in VECTOR_OOD and not Path(ood).is_file():
+            from ebmlab.errors import DataError
+            raise DataError(f"--ood {ood!r}: for vector runs use 'shifted', 'scaled' or a .npy/.npz/.csv file of vectors")
+
+
 def fid_extension(args, cfg, objective, data) -> dict:
+    """``--fid``: FID and Inception Scores of the run's samples vs its test split."""
     if not getattr(args, "fid", False):
         return {}
     if data.kind != "image":
@@ -146,6 +212,7 @@ def fid_extension(args, cfg, objective, data) -> dict:
 
 
 def digits_extension(args, cfg, objective, data) -> dict:
+    """``--digits-fd``: the digits feature distance and classifier scores (digits runs)."""
     if not getattr(args, "digits_fd", False):
         return {}
     if data.name != "digits":
@@ -187,6 +254,7 @@ def _slug(name: str) -> str:
 
 
 def ood_extension(args, cfg, objective, data) -> dict:
+    """``--ood NAME``: AUROC of -energy, held-out data vs each OOD set (``ood_auroc_<name>``)."""
     names = getattr(args, "ood", None) or []
     if not names:
         return {}

@@ -1,5 +1,12 @@
 """Run logging: ``metrics.jsonl`` (one JSON object per logged step, always with ``step`` and
-``loss``), TensorBoard scalars, and a tqdm progress bar. Only the main process writes."""
+``loss``), TensorBoard, and a tqdm progress bar. Only the main process writes.
+
+TensorBoard (``RUN/tb``, ``tensorboard --logdir RUN/tb``): the logged scalars (``RunLogger``); the
+sample figures written every ``train.sample_every`` steps and at the end, as images
+(``TBMedia.image``: vector runs a scatter of the first two coordinates, image runs a grid); and the
+run's hyper-parameters with its final metrics in the HParams dashboard (``write_hparams``). The JSONL
+log is the record; TensorBoard is optional at run time (a failure there is a warning, never an error).
+"""
 from __future__ import annotations
 
 import json
@@ -7,6 +14,7 @@ import math
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 
 def scalars(metrics: dict) -> dict[str, float]:
@@ -21,6 +29,7 @@ def scalars(metrics: dict) -> dict[str, float]:
 
 
 class RunLogger:
+    """``metrics.jsonl`` (one JSON object per logged step) and TensorBoard scalars of a run (main process only)."""
     def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True):
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
@@ -50,6 +59,7 @@ class RunLogger:
         tmp.replace(self.path)
 
     def log(self, step: int, values: dict[str, float]) -> None:
+        """Append one row (``step`` and ``values``; non-finite values as text) and the finite values to TensorBoard."""
         if not self.enabled:
             return
         row = {"step": step, **{k: (v if math.isfinite(v) else str(v)) for k, v in values.items()}}
@@ -73,6 +83,7 @@ class RunLogger:
             pass
 
     def close(self) -> None:
+        """Close the TensorBoard writer."""
         if self.tb is not None:
             self._drop_tb()
 
@@ -97,3 +108,84 @@ def read_metrics(run_dir: Path) -> list[dict]:
     """The rows of ``run_dir/metrics.jsonl`` (damaged lines, e.g. a truncated last one, are skipped)."""
     p = Path(run_dir) / "metrics.jsonl"
     return [row for _, row in _parse(p.read_text(errors="replace"))[0]] if p.exists() else []
+
+
+def _summary_writer(log_dir: Path) -> Any | None:
+    """A ``SummaryWriter`` on ``log_dir``, or None (with a warning) when TensorBoard is unavailable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torch.utils.tensorboard import SummaryWriter
+        return SummaryWriter(str(log_dir))
+    except Exception as exc:  # noqa: BLE001 -- tensorboard is optional at run time
+        print(f"ebmlab: warning: TensorBoard output skipped ({' '.join(str(exc).split())})", file=sys.stderr)
+        return None
+
+
+class TBMedia:
+    """Images for TensorBoard (sample scatters and grids), written to ``run_dir/tb`` by a writer of
+    their own (TensorBoard merges the event files of one directory into one run)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.writer, self.failed = Path(run_dir), None, False
+
+    def image(self, tag: str, pixels, step: int) -> None:
+        """``pixels``: (H, W, 3) uint8 array."""
+        if self.failed:
+            return
+        if self.writer is None:
+            self.writer = _summary_writer(self.run_dir / "tb")
+            if self.writer is None:
+                self.failed = True
+                return
+        try:
+            self.writer.add_image(tag, pixels, step, dataformats="HWC")
+            self.writer.flush()
+        except Exception as exc:  # noqa: BLE001
+            self.failed = True
+            print(f"ebmlab: warning: TensorBoard images stopped ({' '.join(str(exc).split())})", file=sys.stderr)
+
+    def close(self) -> None:
+        """Close the image writer (it reopens on the next image)."""
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001,S110
+                pass
+            self.writer = None
+
+
+def hparam_values(cfg_dict: dict) -> dict[str, bool | int | float | str]:
+    """{"section.key": value} of a config mapping, values TensorBoard's HParams plugin accepts (None and
+    lists as text)."""
+    out: dict[str, bool | int | float | str] = {}
+    for sec, vals in cfg_dict.items():
+        for k, v in (vals or {}).items():
+            out[f"{sec}.{k}"] = v if isinstance(v, (bool, int, float, str)) else str(v)
+    return out
+
+
+def write_hparams(run_dir: Path, cfg_dict: dict, metrics: dict, step: int) -> None:
+    """The run's hyper-parameters with its final metrics (the numbers of ``metrics.json``) in
+    TensorBoard's HParams dashboard, as run ``RUN/tb``; the metrics also as scalars ``final/<name>``."""
+    finals = {f"final/{k}": float(v) for k, v in metrics.items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    writer = _summary_writer(Path(run_dir) / "tb")
+    if writer is None:
+        return
+    try:
+        from torch.utils.tensorboard.summary import hparams
+
+        exp, ssi, sei = hparams(hparam_values(cfg_dict), finals)
+        for summary in (exp, ssi, sei):
+            writer.file_writer.add_summary(summary)
+        for k, v in finals.items():
+            writer.add_scalar(k, v, step)
+    except Exception as exc:  # noqa: BLE001
+        print(f"ebmlab: warning: TensorBoard hyper-parameters skipped ({' '.join(str(exc).split())})",
+              file=sys.stderr)
+    finally:
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001,S110
+            pass

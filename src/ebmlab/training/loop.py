@@ -48,6 +48,7 @@ def choose_threads(requested: int | None, data_kind: str, device: torch.device) 
 
 
 def make_optimizer(objective, tc) -> torch.optim.Optimizer:
+    """Adam or AdamW over the objective's parameter groups, with ``train``'s lr, betas and weight decay."""
     groups = objective.param_groups(tc.lr)
     cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
     return cls(groups, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
@@ -71,12 +72,15 @@ def lr_factor(tc, step: int, warmup: int | None = None) -> float:
 
 
 def set_lr(optimizer, tc, step: int) -> None:
+    """Set every parameter group's lr for ``step`` (``lr_factor`` of its base lr, its own warm-up and delay)."""
     for group in optimizer.param_groups:
         base = group.setdefault("base_lr", group["lr"])
         group["lr"] = base * lr_factor(tc, step - group.get("delay", 0), group.get("warmup"))
 
 
 class Trainer:
+    """Trains one objective on one dataset in a run directory: batches, optimizer, EMA, checkpoints,
+    resume; ``fit`` runs the loop (see the module docstring)."""
     def __init__(self, cfg: Config, run_dir: Path, data=None, is_main: bool = True):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         tc = cfg.train
@@ -100,6 +104,7 @@ class Trainer:
 
     # ----- state -----------------------------------------------------------------------------
     def state(self) -> tuple[dict, dict]:
+        """(tensors, meta) of a checkpoint: weights, EMA, optimizer, RNG states, config."""
         tensors = {f"model.{k}": v for k, v in self.objective.state_dict().items()}
         if self.ema is not None:
             tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
@@ -113,6 +118,7 @@ class Trainer:
         return tensors, meta
 
     def load_state(self, tensors: dict, meta: dict) -> None:
+        """Restore a checkpoint's (tensors, meta) into the trainer."""
         model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         self.objective.load_state_dict(model)
         if self.ema is not None:
@@ -120,11 +126,12 @@ class Trainer:
                                      meta.get("ema_updates", 0))
         self.optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, meta["optimizer"]))
         self.g_data.set_state(tensors["rng.data"])
-        self.g_obj.set_state(tensors["rng.objective"])
+        distributed.restore_generator(self.g_obj, tensors["rng.objective"], self.cfg.train.seed, int(meta["step"]))
         torch.set_rng_state(tensors["rng.torch"])
         self.step = int(meta["step"])
 
     def save(self) -> None:
+        """Write a checkpoint of the current step (and prune old ones)."""
         dist_checkpoint.save_rank_state(self)  # every rank's buffers and RNGs (several processes only)
         if self.is_main:
             tensors, meta = self.state()
@@ -135,6 +142,7 @@ class Trainer:
         self.dist.barrier()
 
     def resume(self) -> None:
+        """Continue from the run's latest checkpoint (config hash and weights checked; allowed changes recorded)."""
         path = ckpt.latest_checkpoint(self.run_dir / "checkpoints")
         dist_checkpoint.agree_on_checkpoint(path, self.dist)
         if path is None:
@@ -159,6 +167,7 @@ class Trainer:
 
     # ----- one step ----------------------------------------------------------------------------
     def next_batch(self):
+        """The next training batch (x, or (x, y) with labels) on the device, drawn with the data generator."""
         n, b = self.data.train.shape[0], self.cfg.train.batch_size
         idx = torch.randint(n, (b * self.dist.world_size,), generator=self.g_data)  # global batch
         idx = distributed.shard(idx, self.dist)  # (B,) this rank's disjoint slice

@@ -51,8 +51,9 @@ LOCK_NAME = "run.lock"
 INFO_NAME = "run.json"
 CHANGES_NAME = "config_changes.jsonl"
 # What ``ebmlab train`` writes into a run directory (``--overwrite`` deletes these and nothing else).
+# ``data.npy``: data that ``ebmlab.train`` received in memory, saved into the run (the run's data file).
 RUN_ENTRIES = ("config.yaml", INFO_NAME, CHANGES_NAME, "checkpoints", "metrics.jsonl", "metrics.json", "tb",
-               "samples", "plots", LOCK_NAME)
+               "samples", "plots", "data.npy", LOCK_NAME)
 
 
 class DataSpaceEnergy(nn.Module):
@@ -63,6 +64,7 @@ class DataSpaceEnergy(nn.Module):
         self.energy, self.transform = energy, transform
 
     def forward(self, x: torch.Tensor, **cond) -> torch.Tensor:
+        """(B,) energies of data-coordinate inputs ``x`` (B, ...)."""
         return self.energy(self.transform.to_model(x), **cond)
 
 
@@ -272,6 +274,7 @@ def load_weights(objective: nn.Module, tensors: dict, path: Path, cfg: Config, e
 
 
 class OpenedRun(NamedTuple):
+    """A run opened at a checkpoint: config, objective (weights loaded), data, step and checkpoint path."""
     cfg: object              # the run's resolved Config
     objective: nn.Module     # the method's Objective, weights loaded, in eval mode
     data: object             # the run's Dataset (without examples when opened with need_data=False)
@@ -405,6 +408,7 @@ class RunLock:
 
     @classmethod
     def acquire(cls, run_dir: Path) -> RunLock:
+        """Lock ``run_dir`` (``run.lock``); ``RunError`` with one sentence when another trainer holds it."""
         path = Path(run_dir) / LOCK_NAME
         for _ in range(10):
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

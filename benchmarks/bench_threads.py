@@ -1,0 +1,80 @@
+"""Thread policy under contention (issue 19, item 1): wall time of a short default training run
+(``ebmlab train``, the demo's config, ``--steps`` updates, no evaluation) with ``train.threads`` = 1,
+2 and the default (null: auto, one thread for vector data), each as its own process, interleaved
+over ``--reps`` rounds, on an idle machine and with ``--busy`` competing processes (pure-Python busy
+loops, one per core) running. Prints medians and the ratios to ``threads=1``, and a final JSON line.
+
+    python benchmarks/bench_threads.py [--steps 200] [--reps 3] [--busy 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+POLICIES = {"threads=1": "1", "threads=2": "2", "default (auto)": None}
+
+
+def _busy(stop) -> None:
+    while not stop.is_set():
+        sum(i * i for i in range(10000))
+
+
+def run_once(threads: str | None, steps: int, tmp: str) -> float:
+    out = tempfile.mkdtemp(dir=tmp)
+    cmd = [sys.executable, "-m", "ebmlab", "train", "--out", out, "--overwrite", "--set", f"train.steps={steps}",
+           "--set", "train.progress=false", "--set", f"train.checkpoint_every={steps}", "--set", "eval.n_samples=10",
+           "--set", "eval.long_run_factor=1", "--set", "eval.plots=false", "--set", "eval.grid_size=8"]
+    if threads is not None:
+        cmd += ["--set", f"train.threads={threads}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def measure(steps: int, reps: int, busy: int) -> dict[str, list[float]]:
+    stop = mp.Event()
+    workers = [mp.Process(target=_busy, args=(stop,), daemon=True) for _ in range(busy)]
+    for w in workers:
+        w.start()
+    times: dict[str, list[float]] = {k: [] for k in POLICIES}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(reps):
+                order = list(POLICIES)[r % len(POLICIES):] + list(POLICIES)[:r % len(POLICIES)]  # rotate
+                for name in order:
+                    times[name].append(run_once(POLICIES[name], steps, tmp))
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    return times
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--busy", type=int, default=2, help="competing busy processes in the contended case")
+    args = p.parse_args()
+    result = {"steps": args.steps, "reps": args.reps, "loadavg_start": os.getloadavg()}
+    for label, busy in (("idle", 0), (f"{args.busy} busy processes", args.busy)):
+        times = measure(args.steps, args.reps, busy)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        result[label] = {"median_s": med, "ratio_to_threads1": {k: med[k] / med["threads=1"] for k in med},
+                         "all_s": times}
+        print(f"{label}: " + ", ".join(f"{k} {med[k]:.1f} s ({med[k] / med['threads=1']:.2f}x)" for k in med),
+              flush=True)
+    result["loadavg_end"] = os.getloadavg()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

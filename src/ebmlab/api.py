@@ -1,0 +1,463 @@
+"""ebmlab's Python API: train a method on your own data (and, if you like, your own energy network),
+load the run later, in any process, and sample from it in your data's own coordinates.
+
+```python
+import torch, ebmlab
+from my_energies import MyEnergy          # your nn.Module: (B, D) -> (B,) energies, in a module
+
+x = torch.randn(5000, 2) * torch.tensor([2.0, 0.5])   # your data, (N, D)
+run = ebmlab.train("hybrid", data=x, energy=MyEnergy(dim=2, width=64), out="runs/mine",
+                   train={"steps": 500})
+run = ebmlab.load("runs/mine")            # later, in a fresh process
+samples = run.sample(1000)                # (1000, 2), data coordinates, the method's own sampler
+run.log_density(samples)                  # unnormalised log-density (methods that define one)
+run.metrics, run.checkpoint_step, run.config
+```
+
+- ``train`` writes a normal run directory (the same as ``ebmlab train``): ``config.yaml``,
+  ``run.json``, checkpoints, ``metrics.jsonl``, TensorBoard events, plots and ``metrics.json``.
+  Data given in memory (a tensor, an array, a ``Dataset``) are saved into the run as ``data.npy``,
+  so the run is self-contained: ``ebmlab sample``, ``ebmlab eval`` and ``ebmlab.load`` work on it.
+- Your energy's class is recorded in the config (``model.name: custom``, ``model.target:
+  "module:Class"``, ``model.kwargs``), so the run reloads wherever that module is importable; a
+  class that cannot be imported there gives one sentence (``ConfigError``) saying so. The model sees
+  *model coordinates*: each data coordinate standardised with the training split's mean and std
+  (``data.standardize``); ``Run.energy`` and ``Run.sample`` convert, so you work in data coordinates.
+- The methods (``method.name``): paper 004's schemes ``hybrid`` (the default), ``data``, ``noise``,
+  ``persistent``, ``persistent_refresh``; paper 000's ``joint_cd``, ``cd_ce``, ``cd_plain``; paper
+  001's ``improved_cd``; paper 002's ``implicit_diffusion``; paper 003's ``cdrl``, ``drl``
+  (``ebmlab.methods()`` lists them). Their papers are cited in the package documentation.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ebmlab.config import Config, apply_overrides, read_config_file
+from ebmlab.errors import ConfigError, DataError
+
+__all__ = ["Run", "datasets", "load", "methods", "models", "train"]
+
+DATA_FILE = "data.npy"  # in-memory data, saved into the run directory
+SECTION_KWARGS = ("model", "train", "eval")
+
+
+# ----- what there is -------------------------------------------------------------------------------------
+def methods() -> list[str]:
+    """The registered training methods (``method.name``), sorted."""
+    from ebmlab.objectives import METHODS
+
+    return sorted(METHODS)
+
+
+def models() -> list[str]:
+    """The energy networks ``model.name`` can select (``custom``: your own ``nn.Module``), sorted."""
+    from ebmlab.energies.build import MODELS
+
+    return sorted(MODELS)
+
+
+def datasets() -> list[str]:
+    """The dataset names ``data.name`` can select (``array``: your own vectors from a file), sorted."""
+    from ebmlab.data import DATASETS
+
+    return sorted(DATASETS)
+
+
+# ----- a trained run ---------------------------------------------------------------------------------------
+class Run:
+    """A trained run opened at a checkpoint (EMA weights), with everything in data coordinates.
+
+    Attributes: ``path`` (the run directory), ``config`` (its ``Config``), ``objective`` (the method,
+    an ``ebmlab.objectives.Objective`` in model coordinates), ``energy`` (an ``nn.Module`` mapping
+    data-coordinate inputs (B, ...) to energies (B,)), ``transform`` (model = (data - shift) / scale),
+    ``checkpoint`` and ``checkpoint_step``. Calling the run, ``run(x)``, is ``run.energy(x)``."""
+
+    def __init__(self, path: str | Path, *, device: str = "cpu", checkpoint: str | Path | None = None):
+        from ebmlab.training.run import DataSpaceEnergy, open_checkpoint
+
+        opened = open_checkpoint(path, device=device, checkpoint=checkpoint, need_data=False)
+        self.path = Path(path)
+        self.config: Config = opened.cfg
+        self.objective = opened.objective
+        self.checkpoint: Path = opened.checkpoint
+        self.checkpoint_step: int = opened.step
+        self.transform = opened.data.transform
+        self.kind: str = opened.data.kind
+        self.shape: tuple[int, ...] = tuple(opened.data.shape)
+        self.energy: nn.Module = DataSpaceEnergy(self.objective.energy, self.transform).eval()
+        self._data = None
+
+    @property
+    def device(self) -> torch.device:
+        """The device the run's networks live on."""
+        return next(self.objective.parameters()).device
+
+    @property
+    def method(self) -> str:
+        """The run's ``method.name``."""
+        return str(self.config.method.name)
+
+    @property
+    def has_log_density(self) -> bool:
+        """Whether the method defines a log-density (``log_density`` works)."""
+        return bool(self.objective.has_log_density)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The final metrics (``metrics.json``; empty when the run was not evaluated)."""
+        p = self.path / "metrics.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The training log: one dict per logged step (``metrics.jsonl``)."""
+        from ebmlab.training.logging import read_metrics
+
+        return read_metrics(self.path)
+
+    def __call__(self, x: Tensor, **cond: Any) -> Tensor:
+        """Energies (B,) of data-coordinate inputs ``x`` (B, ...)."""
+        return self.energy(x.to(self.device), **cond)
+
+    def data(self) -> Any:
+        """The run's ``Dataset`` (model coordinates; read from its data file, checked by SHA-256)."""
+        if self._data is None:
+            from ebmlab.training.run import run_dataset
+
+            self._data = run_dataset(self.path, self.config, need_data=True)
+        return self._data
+
+    def sample(self, n: int, steps: int | None = None, init: str | Tensor = "noise", seed: int = 0,
+               cond: dict | None = None, return_info: bool = False) -> Tensor | tuple[Tensor, dict]:
+        """``n`` samples in data coordinates from the method's own generation procedure (its
+        ``Objective.sample``, with the step sizes the run adapted), on CPU.
+
+        ``steps``: the total number of sampler steps (None: the method's default); ``init``:
+        ``"noise"`` (the method's prior), ``"data"`` (held-out data points of the run, which needs
+        its data file) or a tensor (n, ...) of start points in data coordinates; ``seed`` fixes the
+        draw; ``cond``: conditioning such as ``{"y": labels}``. ``return_info=True`` also returns the
+        chain diagnostics (acceptance, step sizes, energies per step)."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if steps is not None and (not isinstance(steps, int) or steps < 0):
+            raise ValueError(f"steps must be a non-negative integer or None, got {steps!r}")
+        dev = self.device
+        x0 = None
+        if isinstance(init, Tensor):
+            x0 = self.transform.to_model(init.detach().float().cpu()).to(dev)
+        elif init == "data":
+            test = self.data().test
+            idx = torch.randint(test.shape[0], (n,), generator=torch.Generator().manual_seed(seed))
+            x0 = test[idx].to(dev)
+        elif init != "noise":
+            raise ValueError(f"init must be 'noise', 'data' or a tensor of start points, got {init!r}")
+        g = torch.Generator(dev).manual_seed(seed)
+        out = self.objective.sample(n, generator=g, n_steps=steps, x0=x0, cond=cond)
+        x = self.transform.to_data(out.x.detach().cpu())
+        if not torch.isfinite(x).all():
+            raise FloatingPointError("some samples are not finite (the chains diverged)")
+        return (x, {k: v.detach().cpu() for k, v in out.info.items()}) if return_info else x
+
+    def log_density(self, x: Tensor) -> Tensor:
+        """(B,) unnormalised log-density of data-coordinate ``x`` (B, ...): the model's log p(z) at
+        z = (x - shift) / scale plus log |dz/dx|. ``NoLogDensity`` for a method without one."""
+        z = self.transform.to_model(x.detach().float().cpu()).to(self.device)
+        with torch.no_grad():
+            return self.objective.log_density(z).cpu() + self.transform.log_det
+
+    def __repr__(self) -> str:
+        return (f"Run({str(self.path)!r}, method={self.method!r}, model={self.config.model.name!r}, "
+                f"step={self.checkpoint_step}, data={self.kind} {self.shape})")
+
+
+def load(path: str | Path, device: str = "cpu", checkpoint: str | Path | None = None) -> Run:
+    """Open the run in ``path`` at its latest (or the given) checkpoint with the EMA weights.
+
+    Needs only the run directory (the data transform is stored in it); ``run.sample(n)`` draws
+    samples, ``run(x)`` gives energies. Errors are ebmlab's one-sentence exceptions
+    (``ConfigError``, ``DataError``, ``CheckpointError``, ``RunError``)."""
+    return Run(path, device=device, checkpoint=checkpoint)
+
+
+# ----- training ---------------------------------------------------------------------------------------------
+def train(method: str | None = None, data: Any = None, *, energy: nn.Module | None = None,
+          energy_kwargs: Mapping[str, Any] | None = None, config: Config | Mapping | str | Path | None = None,
+          overrides: Sequence[str] | Mapping[str, Any] | None = None, out: str | Path | None = None,
+          overwrite: bool = False, evaluate: bool = True, **sections: Mapping[str, Any]) -> Run:
+    """Train ``method`` on ``data`` and return the trained ``Run`` (EMA weights, latest checkpoint).
+
+    - ``method``: a method name (``ebmlab.methods()``; default: the config's, else ``hybrid``);
+    - ``data``: a tensor or array (N, D) of your vectors, a ``torch.utils.data.Dataset`` of vectors
+      (or of (vector, label) pairs), an ``ebmlab.data.Dataset``, the path of a .npy/.npz/.csv file, or
+      a dataset name (``ebmlab.datasets()``); None: the config's data. Data in memory are saved into
+      the run as ``data.npy``;
+    - ``energy``: your own ``nn.Module`` mapping (B, D) to (B,) energies, defined in an importable
+      module; its class and constructor arguments are recorded (``model.name: custom``). The
+      arguments are read from the instance's attributes of the same names (as scikit-learn does), or
+      given as ``energy_kwargs``. Its current weights are the starting point;
+    - ``config``: a ``Config``, a mapping of sections, a YAML file or a shipped config's name
+      (``ebmlab configs``); None: the defaults;
+    - ``overrides``: ``["train.steps=500", ...]`` or ``{"train.steps": 500, ...}``;
+      ``model=``, ``train=``, ``eval=``: mappings merged into those sections, e.g.
+      ``train={"steps": 500, "lr": 1e-3}``;
+    - ``out``: the run directory (default ``runs/<method>_<data>``); ``overwrite`` replaces an
+      existing run there; ``evaluate``: compute the final metrics and plots (``metrics.json``).
+
+    Raises ebmlab's one-sentence errors (``ConfigError``, ``DataError``, ``RunError``,
+    ``TrainingDiverged``) before any file is written when the config or the data are wrong."""
+    bad = sorted(set(sections) - set(SECTION_KWARGS))
+    if bad:
+        raise ConfigError(f"unknown keyword argument(s) {bad}; sections are given as model=, train=, eval= "
+                          "mappings, everything else as overrides={'section.key': value}")
+    raw = _raw_config(config, method, sections, overrides)
+    x_mem = _in_memory(data)
+    run_dir = Path(out) if out is not None else None
+    if x_mem is None and data is not None:
+        _data_source(raw, data)
+    if energy is not None:
+        raw["model"] = {"name": "custom", **_energy_record(energy, energy_kwargs)}
+    if run_dir is None:
+        name = raw.get("method", {}).get("name", "hybrid")
+        stem = "data" if x_mem is not None else Path(str(raw.get("data", {}).get("name", "rings"))).stem
+        run_dir = Path("runs") / f"{name}_{stem}"
+    if x_mem is not None:
+        raw["data"] = {**raw.get("data", {}), "name": "array", "path": str((run_dir / DATA_FILE).absolute())}
+    cfg = _validated(raw)
+    data_set = _dataset(cfg, x_mem)
+    if energy is not None:
+        _check_rebuilds(cfg, energy, data_set.shape)
+    return _train_in(run_dir, cfg, data_set, x_mem, energy, overwrite, evaluate)
+
+
+def _raw_config(config, method, sections, overrides) -> dict:
+    """The mapping of sections from ``config``, with ``method``, the section mappings and ``overrides``."""
+    if config is None:
+        raw: dict = {}
+    elif isinstance(config, Config):
+        raw = config.to_dict()
+    elif isinstance(config, Mapping):
+        raw = json.loads(json.dumps(dict(config), default=str))  # a deep copy of plain values
+    elif isinstance(config, (str, os.PathLike)):
+        raw = read_config_file(config)
+    else:
+        raise ConfigError(f"config must be a Config, a mapping of sections, a YAML file or a shipped config's "
+                          f"name, got a {type(config).__name__}")
+    raw = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
+    if method is not None:
+        from ebmlab.objectives import METHODS
+
+        section = raw.get("method") if isinstance(raw.get("method"), dict) else {}
+        old, new = METHODS.get(section.get("name", "hybrid")), METHODS.get(method)
+        same = old is not None and new is not None and old.config is new.config  # e.g. paper 004's five schemes
+        raw["method"] = {**section, "name": method} if same else {"name": method}  # other methods' keys differ
+    for sec, values in sections.items():
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{sec}= must be a mapping of keys to values, got a {type(values).__name__}")
+        raw[sec] = {**(raw.get(sec) or {}), **values}
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            sec, _, k = str(key).partition(".")
+            if not sec or not k:
+                raise ConfigError(f"an override key must be section.key (e.g. train.steps), got {key!r}")
+            raw[sec] = {**(raw.get(sec) or {}), k: value}
+    elif overrides is not None:
+        if isinstance(overrides, str):
+            overrides = [overrides]
+        raw = apply_overrides(raw, list(overrides))
+    return raw
+
+
+def _in_memory(data) -> np.ndarray | None:
+    """(N, D) float array of data given in memory, in data coordinates; None for a path, a name or None."""
+    if data is None or isinstance(data, (str, os.PathLike)):
+        return None
+    from ebmlab.data import Dataset as EbmDataset
+
+    if isinstance(data, EbmDataset):
+        if data.kind != "vector":
+            raise DataError("ebmlab.train takes in-memory vectors; for an image Dataset pass its name or path")
+        x = torch.cat([data.transform.to_data(data.train), data.transform.to_data(data.test)])
+    elif isinstance(data, Tensor):
+        x = data
+    elif isinstance(data, np.ndarray):
+        x = torch.from_numpy(np.asarray(data))
+    elif isinstance(data, torch.utils.data.Dataset):
+        try:
+            items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
+            x = torch.stack([torch.as_tensor(it[0] if isinstance(it, (tuple, list)) else it) for it in items])
+        except (TypeError, RuntimeError, IndexError) as exc:
+            raise DataError(f"could not read the Dataset passed to ebmlab.train as (N, D) vectors ({exc})") from None
+    else:
+        raise DataError(f"data must be a tensor or array (N, D), a Dataset, a file path or a dataset name, got a "
+                        f"{type(data).__name__}")
+    from ebmlab.data.arrays import check_vectors
+
+    arr = x.detach().cpu().numpy()
+    if arr.ndim != 2:
+        raise DataError(f"the data passed to ebmlab.train must be vectors (N, D), got shape {tuple(arr.shape)}; "
+                        "for images pass a dataset name or a file or folder path")
+    return check_vectors(arr, "the data passed to ebmlab.train").numpy()
+
+
+def _data_source(raw: dict, data: str | os.PathLike) -> None:
+    """``data`` given as a file (``array`` data, absolute path) or as a dataset name."""
+    section = dict(raw.get("data") or {})
+    p = Path(data).expanduser()
+    if p.exists():
+        section["path"] = str(p.absolute())
+        if p.is_file() and p.suffix.lower() in (".npy", ".npz", ".csv") and section.get("name") in (None, "rings", "array"):
+            section["name"] = "array"
+    else:
+        section["name"] = str(data)
+    raw["data"] = section
+
+
+def _energy_record(energy: nn.Module, energy_kwargs: Mapping[str, Any] | None) -> dict:
+    """{"target": "module:Class", "kwargs": {...}} for the user's energy instance."""
+    from ebmlab.energies.build import import_target
+
+    if not isinstance(energy, nn.Module):
+        raise ConfigError(f"energy must be an nn.Module instance, got a {type(energy).__name__}")
+    cls = type(energy)
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    if "<locals>" in cls.__qualname__:
+        raise ConfigError(f"energy class {cls.__qualname__} is defined inside a function; define it at the top "
+                          "level of a module so a run can rebuild it")
+    if cls.__module__ == "__main__":
+        warnings.warn(f"energy class {cls.__name__} is defined in __main__ (a script or notebook): the run can be "
+                      "loaded only where __main__ defines it; move it into a module to load it anywhere",
+                      stacklevel=3)
+    elif import_target(target) is not cls:
+        raise ConfigError(f"energy class {target!r} is not what importing that name gives; define it at module level")
+    kwargs = dict(energy_kwargs) if energy_kwargs is not None else _init_kwargs(energy)
+    try:
+        json.dumps(kwargs, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ConfigError(f"energy_kwargs of {cls.__name__} must be JSON values (numbers, strings, lists, "
+                          f"mappings), got {kwargs!r}") from None
+    return {"target": target, "kwargs": kwargs}
+
+
+def _init_kwargs(energy: nn.Module) -> dict:
+    """The constructor arguments of ``energy`` read from its attributes of the same names."""
+    cls = type(energy)
+    out = {}
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        value = getattr(energy, name, inspect.Parameter.empty)
+        ok = value is not inspect.Parameter.empty
+        if ok:
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                ok = False
+        if ok:
+            out[name] = value
+        elif p.default is inspect.Parameter.empty:
+            raise ConfigError(f"cannot tell {cls.__name__}'s argument {name!r} from the instance (no attribute "
+                              f"{name!r} holding a JSON value); pass energy_kwargs={{'{name}': ...}}")
+    return out
+
+
+def _validated(raw: dict) -> Config:
+    from ebmlab.training.config import from_dict
+
+    cfg = from_dict(raw)
+    if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
+        cfg.data.path = str(Path(cfg.data.path).expanduser().absolute())
+    return cfg
+
+
+def _dataset(cfg: Config, x_mem: np.ndarray | None):
+    """The ``Dataset`` training uses: built from memory exactly as the ``array`` loader will rebuild it
+    from the saved ``data.npy``, or by the registry."""
+    from ebmlab.data import build_dataset
+    from ebmlab.data.dataset import array_dataset
+
+    if x_mem is None:
+        return build_dataset(cfg.data)
+    return array_dataset(torch.from_numpy(x_mem), cfg.data, str(cfg.data.path))
+
+
+def _check_rebuilds(cfg: Config, energy: nn.Module, shape: tuple[int, ...]) -> None:
+    """The recorded class and kwargs must rebuild a network with the parameters of ``energy``."""
+    from ebmlab.energies.build import build_energy
+
+    rebuilt = build_energy(cfg.model, shape).state_dict()
+    own = energy.state_dict()
+    if {k: tuple(v.shape) for k, v in rebuilt.items()} != {k: tuple(v.shape) for k, v in own.items()}:
+        raise ConfigError(f"{cfg.model.target}(**{cfg.model.kwargs}) does not rebuild the energy you passed (its "
+                          "parameters differ), so the run could not be reloaded; pass the constructor's arguments "
+                          "as energy_kwargs")
+    probe = torch.zeros((2, *shape))
+    try:
+        with torch.no_grad():
+            e = energy(probe)
+    except Exception as exc:  # noqa: BLE001 -- the user's forward
+        raise ConfigError(f"your energy fails on a batch of shape {tuple(probe.shape)} "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    if not isinstance(e, Tensor) or tuple(e.shape) != (2,):
+        got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
+        raise ConfigError(f"your energy must map a batch (B, {', '.join(map(str, shape))}) to energies (B,), "
+                          f"got {got} for B = 2")
+
+
+def _train_in(run_dir: Path, cfg: Config, data, x_mem, energy, overwrite: bool, evaluate: bool) -> Run:
+    from ebmlab.training import run as runs
+    from ebmlab.training.evaluate import final_evaluation
+    from ebmlab.training.hooks import sample_hook
+    from ebmlab.training.loop import Trainer, prepare_run_dir
+
+    lock = prepare_run_dir(run_dir, cfg, resume=False, overwrite=overwrite, data=None if x_mem is not None else data)
+    try:
+        if x_mem is not None:
+            _save_array(run_dir / DATA_FILE, x_mem)
+            runs.write_run_info(run_dir, cfg, data)
+        trainer = Trainer(cfg, run_dir, data=data)
+        if energy is not None:
+            _start_from(trainer, energy)
+        trainer.fit(on_sample=sample_hook)
+        if evaluate:
+            final_evaluation(trainer)
+    finally:
+        lock.release()
+    return load(run_dir, device=str(trainer.device))
+
+
+def _save_array(path: Path, x: np.ndarray) -> None:
+    """``np.save`` through a temp file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, x.astype(np.float32, copy=False))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _start_from(trainer, energy: nn.Module) -> None:
+    """Training starts from the weights of the user's ``energy`` (the EMA restarts from them too)."""
+    from ebmlab.training.ema import EMA
+
+    built = [m for m in trainer.objective.modules() if type(m) is type(energy)]
+    if len(built) != 1:
+        return  # the method wraps the network in a way we cannot map: its own initialisation stands
+    built[0].load_state_dict(energy.state_dict())
+    if trainer.ema is not None:
+        trainer.ema = EMA(trainer.objective, trainer.cfg.train.ema)

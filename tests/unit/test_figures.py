@@ -1,0 +1,105 @@
+"""Figures a researcher could put in a paper (issue 14): labelled axes, one colour scale with a colorbar
+for compared densities, equal point counts across compared sample panels, the target acceptance on chain
+plots, clipped tails stated; and TensorBoard: hyper-parameters with the final metrics, sample images.
+
+The figures are inspected as matplotlib objects (``plots._save`` is wrapped to keep them), not as pixels.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ebmlab
+from ebmlab import plots
+from ebmlab.metrics.density import make_grid
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    kept = []
+    save = plots._save
+
+    def keep(fig, path):
+        kept.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return kept
+
+
+def _plot_axes(fig):
+    """The axes of a figure that are not colorbars."""
+    return [ax for ax in fig.axes if not hasattr(ax, "_colorbar")]
+
+
+def test_density_maps_share_one_colour_scale_with_a_colorbar(tmp_path, figures):
+    grid, xs, ys = make_grid(2.0, 20)
+    panels = {"true density": -(grid ** 2).sum(1), "model density": -4 * (grid ** 2).sum(1)}
+    plots.density_maps(panels, xs, ys, tmp_path / "d.png", title="t")
+    fig = figures[-1]
+    axes = _plot_axes(fig)
+    assert len(axes) == 2 and len(fig.axes) == 3  # one colorbar for both panels
+    lims = {ax.images[0].get_clim() for ax in axes}
+    assert len(lims) == 1  # the same normalisation in every panel
+    assert all(ax.get_xlabel() for ax in axes) and axes[0].get_ylabel()
+    assert fig.axes[-1].get_ylabel().startswith("density")
+    assert fig.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
+
+
+def test_sample_panels_hold_equal_point_counts(tmp_path, figures):
+    sets = {"data": torch.randn(2000, 3), "short run": torch.randn(1000, 3), "long run": torch.randn(500, 3)}
+    plots.sample_scatter(sets, tmp_path / "s.png", extent=3.0, title="x")
+    fig = figures[-1]
+    counts = [len(ax.collections[0].get_offsets()) for ax in _plot_axes(fig)]
+    assert counts == [500, 500, 500]
+    assert "500 points per panel" in fig._suptitle.get_text()
+    assert all(ax.get_xlabel() for ax in _plot_axes(fig)) and _plot_axes(fig)[0].get_ylabel()
+
+
+def test_chain_plot_draws_the_target_acceptance_against_sampler_steps(tmp_path, figures):
+    diag = {"accept_rate": torch.rand(30), "step_size": torch.linspace(0.1, 0.2, 30), "energy": torch.randn(30)}
+    plots.chain_curves(diag, tmp_path / "c.png", target_accept=0.574)
+    axes = _plot_axes(figures[-1])
+    assert [ax.get_xlabel() for ax in axes] == ["sampler step"] * 3
+    assert all(ax.get_ylabel() for ax in axes)
+    acc = axes[0]
+    assert any(np.allclose(line.get_ydata(), 0.574) for line in acc.get_lines())  # the target line
+
+
+def test_energy_histograms_state_what_lies_outside_the_range(tmp_path, figures):
+    e = torch.cat([torch.randn(1000), torch.tensor([1e6, -1e6])])
+    plots.energy_histograms({"data": e, "samples": torch.randn(1002)}, tmp_path / "e.png")
+    ax = _plot_axes(figures[-1])[0]
+    labels = [t.get_text() for t in figures[-1].legends[0].get_texts()]
+    assert "outside the range" in labels[0] and "n=1,002" in labels[0]
+    assert ax.get_xlabel().startswith("energy") and ax.get_ylabel() == "density"
+
+
+def test_run_figures_and_tensorboard(tmp_path, figures):
+    """A vector run with train.sample_every: labelled figures, no "KL=nan", TensorBoard sample images
+    and hyper-parameters with the final metrics; metrics.jsonl keeps its format."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    x = np.random.default_rng(0).normal([4.0, -2.0, 0.0], [1.0, 0.3, 2.0], (300, 3))
+    run = ebmlab.train("hybrid", data=x, out=tmp_path / "r", model={"width": 16},
+                       train={"steps": 20, "sample_every": 10, "progress": False, "batch_size": 64},
+                       eval={"n_samples": 64, "grid_size": 12, "long_run_factor": 2})
+    out = tmp_path / "r"
+    for name in ("density.png", "samples.png", "energy_hist.png", "chain.png"):
+        assert (out / "plots" / name).is_file()
+    assert (out / "samples" / "scatter_step000010.png").is_file() and (out / "samples" / "scatter_step000020.png").is_file()
+    for fig in figures:
+        for ax in _plot_axes(fig):
+            assert ax.get_xlabel(), fig
+        title = fig._suptitle.get_text() if fig._suptitle else ""
+        assert "nan" not in title.lower()
+    ea = EventAccumulator(str(out / "tb"), size_guidance={"images": 0, "scalars": 0})
+    ea.Reload()
+    tags = ea.Tags()
+    assert "samples" in tags["images"] and len(ea.Images("samples")) == 2
+    assert "loss" in tags["scalars"] and "final/sample_energy_distance" in tags["scalars"]
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(ea.PluginTagToContent("hparams"))
+    rows = [__import__("json").loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(isinstance(r["step"], int) and "loss" in r for r in rows)
+    assert run.metrics["density_kl_skipped"] == "no exact density for user data"
