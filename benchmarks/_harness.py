@@ -191,3 +191,13 @@ def training_update(overrides: list[str]):
         opt.step()
         opt.zero_grad(set_to_none=True)
     return cfg, data, objective, update, xb
+
+
+def emit(result: dict, json_path: Path | None) -> dict:
+    """Print the closing load line and the result as one JSON line (also written to ``json_path``)."""
+    import json
+    print(f"load average at the end {result['loadavg_end']}; {result['seconds']:.0f} s in all")
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, separators=(",", ":")))
+    return result

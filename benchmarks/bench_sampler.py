@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import sys
 import tempfile
@@ -67,7 +66,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (Item, fmt_q, machine_note, ratio_stats, run_interleaved, source_note, time_stats,
-                      training_update)
+                      training_update, emit)
 
 from ebmlab.config import ModelConfig
 from ebmlab.energies.base import energy_and_grad
@@ -479,11 +478,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"note: {nt}")
     for w in warnings:
         print(f"WARNING: {w}")
-    print(f"load average at the end {result['loadavg_end']}; {result['seconds']:.0f} s in all")
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, separators=(",", ":")))
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (Item, fmt_q, machine_note, ratio_stats, run_interleaved, source_note, time_stats,
-                      training_update)
+                      training_update, emit)
 
 from ebmlab.config import ModelConfig
 from ebmlab.energies.base import energy_and_grad
@@ -130,11 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
               "blocks": args.blocks, "machine": start, "loadavg_end": machine_note()["loadavg"],
               "seconds": round(time.perf_counter() - t0, 1), "points": points}
     result = json.loads(json.dumps(result), parse_float=lambda s: round(float(s), 4))
-    print(f"load average at the end {result['loadavg_end']}; {result['seconds']:.0f} s in all")
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, separators=(",", ":")))
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from ebmlab.objectives.base import LossOutput, NoLogDensity, Objective, ParamGro
 
 
 class MethodSpec(NamedTuple):
+    """A registered method: its config dataclass and ``build(cfg, data) -> Objective``."""
     config: type
     build: Callable
 
@@ -35,6 +36,7 @@ def register(name: str, config: type, build: Callable) -> None:
 
 
 def build_objective(cfg, data) -> Objective:
+    """The Objective of ``cfg.method.name`` built for ``data`` (the registry's builder)."""
     return METHODS[cfg.method.name].build(cfg, data)
 
 

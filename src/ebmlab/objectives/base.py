@@ -28,12 +28,14 @@ from torch import Tensor, nn
 
 
 class LossOutput(NamedTuple):
+    """What a training step returns: the loss to backpropagate, detached metrics, the negatives."""
     loss: Tensor                  # scalar: the only thing backpropagated
     metrics: dict[str, Tensor]    # detached scalars for logging (energy gap, accept rate, ...)
     negatives: Tensor | None = None
 
 
 class SampleOutput(NamedTuple):
+    """What ``Objective.sample`` returns: samples in model coordinates and per-step diagnostics."""
     x: Tensor                     # (n, ...) samples in model coordinates
     info: dict[str, Tensor]       # per-step chain diagnostics (accept_rate, step_size, energy,
                                   # grad_norm: (S,) each), plus per-method extras (e.g. per level)
@@ -62,20 +64,25 @@ class Objective(nn.Module):
     has_log_density: bool = True
 
     def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
+        """One training step's loss on ``batch`` (x or (x, y), model coordinates)."""
         raise NotImplementedError
 
     @property
     def n_steps_default(self) -> int:
+        """The total number of sampler steps ``sample`` takes when ``n_steps`` is None."""
         raise NotImplementedError
 
     def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, ...) draws of the distribution the method's generation starts from."""
         raise NotImplementedError
 
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
                x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:
+        """n samples by the paper's own generation procedure (see the module docstring)."""
         raise NotImplementedError
 
     def log_density(self, x: Tensor) -> Tensor:
+        """(B,) unnormalised model log-density of x; raises ``NoLogDensity`` where a method has none."""
         raise NoLogDensity(f"{type(self).__name__} defines no log-density of the data")
 
     def param_groups(self, lr: float) -> list[ParamGroup]:
@@ -114,4 +121,5 @@ def batch_data(batch) -> Tensor:
 
 
 def batch_labels(batch) -> Tensor | None:
+    """The labels of a batch that may be x or (x, y); None without labels."""
     return batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None

@@ -41,6 +41,7 @@ SCHEMES = ("data", "noise", "persistent", "persistent_refresh", "hybrid")
 
 @dataclass
 class ContrastiveConfig:
+    """``method`` keys of paper 004's five CD schemes (see the field comments)."""
     name: str = "hybrid"
     lam: float = 25.0                 # hybrid: weight of the data-initialised term (Eq. 6)
     sampler: str = "mala"             # langevin | mala
@@ -59,6 +60,7 @@ class ContrastiveConfig:
     energy_l2: float = 0.01
 
     def validate(self):
+        """Raise ``ConfigError`` (one sentence) for an out-of-range key."""
         if self.sampler not in ("langevin", "mala"):
             raise ConfigError(f"method.sampler must be langevin or mala, got {self.sampler!r}")
         for key in ("step_size", "temperature", "init_std"):
@@ -73,6 +75,7 @@ class ContrastiveConfig:
 
 
 class ContrastiveDivergence(Objective):
+    """Paper 004's objective: one of the five chain initialisations, or the hybrid loss (Eq. 6)."""
     def __init__(self, energy: torch.nn.Module, cfg: ContrastiveConfig, shape: tuple[int, ...]):
         super().__init__()
         self.energy, self.cfg, self.shape = energy, cfg, tuple(shape)
@@ -91,9 +94,11 @@ class ContrastiveDivergence(Objective):
 
     @property
     def n_steps_default(self) -> int:
+        """L, the length of the noise/bank chains."""
         return self.cfg.n_steps
 
     def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, ...) N(0, init_std^2 I): where noise-initialised chains start."""
         dev = self.last_step_size.device
         return self.cfg.init_std * torch.randn((n, *self.shape), generator=generator, device=dev)
 
@@ -122,6 +127,7 @@ class ContrastiveDivergence(Objective):
         return float(self.cfg.adaptive_c / rms)
 
     def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
+        """Alg. 1: the scheme's chains from the batch / noise / bank, then the computational loss."""
         x = batch_data(batch)  # (B, ...) model coordinates
         e_pos, start = self._positive(x)  # (B,)
         eps = self._step_size(e_pos)
@@ -178,6 +184,7 @@ class ContrastiveDivergence(Objective):
 
 
 def build(cfg, data) -> ContrastiveDivergence:
+    """Build the scheme named by ``cfg.method.name`` on ``data``."""
     energy = build_energy(cfg.model, data.shape)
     return ContrastiveDivergence(energy, cfg.method, data.shape)
 

@@ -62,6 +62,7 @@ from ebmlab.samplers.implicit_sweep import implicit_sweep, noise_schedule, sweep
 
 @dataclass
 class ImplicitDiffusionConfig:
+    """``method`` keys of paper 002 (T, K, eta, sigma, WGAN-LP weight, buffer)."""
     name: str = "implicit_diffusion"
     T: int = 20                 # time steps (Table 7: 20 at 32x32, 10 at 64x64)
     K: int = 3                  # Langevin steps per time step (Table 7: 3, 6 at 64x64)
@@ -72,6 +73,7 @@ class ImplicitDiffusionConfig:
     init_std: float = 1.0       # std of the N(0, I) start at t = T (model coordinates)
 
     def validate(self):
+        """Raise ``ConfigError`` (one sentence) for an out-of-range key."""
         if self.T < 1 or self.K < 1:
             raise ConfigError(f"method.T and method.K must be at least 1, got T={self.T}, K={self.K}")
         if self.eta <= 0 or self.init_std <= 0:
@@ -107,6 +109,7 @@ def time_energy(cfg, shape: tuple[int, ...]):
 
 # ----- the objective -------------------------------------------------------------------------------
 class ImplicitDiffusion(Objective):
+    """Paper 002's objective: the (x, t) buffer, Alg. 1's loss and the T x K sweep."""
     def __init__(self, energy: torch.nn.Module, cfg: ImplicitDiffusionConfig, shape: tuple[int, ...]):
         super().__init__()
         self.energy, self.cfg, self.shape = energy, cfg, tuple(shape)
@@ -129,6 +132,7 @@ class ImplicitDiffusion(Objective):
         return self.sched[s]
 
     def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
+        """Alg. 1: K steps per buffer element at its t, E(x+, t) - E(x-, t) + lambda WGAN-LP, t -= 1."""
         x_pos = batch_data(batch)  # (B, ...) data, model coordinates
         n = x_pos.shape[0]
         x, t, idx = self.buffer.sample(n, generator)  # (B, ...), (B,), (B,)
@@ -169,6 +173,7 @@ class ImplicitDiffusion(Objective):
 
     @property
     def n_steps_default(self) -> int:
+        """T x K, the steps of one generation sweep."""
         return self.cfg.T * self.cfg.K
 
     @torch.no_grad()
@@ -184,6 +189,7 @@ class ImplicitDiffusion(Objective):
 
 
 def build(cfg, data) -> ImplicitDiffusion:
+    """Build paper 002's objective with a time-conditioned energy for ``data``."""
     if cfg.train.batch_size > cfg.method.buffer_size:
         raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must not exceed method.buffer_size "
                           f"({cfg.method.buffer_size}): a batch draws distinct buffer slots")

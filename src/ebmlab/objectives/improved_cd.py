@@ -80,6 +80,7 @@ NN_FLOOR = 1e-8  # floor of the nearest-neighbour distance inside the log (Eq. 8
 
 @dataclass
 class ImprovedCDConfig:
+    """``method`` keys of paper 001 (App. B.2 and Table 2's switches; see the field comments)."""
     name: str = "improved_cd"
     n_steps: int = 40                 # K Langevin steps per training iteration (App. B.2: 40)
     step_size: float = 500.0          # λ: drift -λ ∇E (App. B.2: 500 CIFAR-10, 1000 CelebA-HQ)
@@ -105,6 +106,7 @@ class ImprovedCDConfig:
     grad_ratio_every: int = 0         # measure ‖∇L_KL‖ / ‖∇L_CD‖ every N iterations (Fig. 9); 0: off
 
     def validate(self):
+        """Raise ``ConfigError`` (one sentence) for an out-of-range key."""
         for key in ("step_size", "noise_scale", "kl_weight", "entropy_weight"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"method.{key} must be positive, got {getattr(self, key)}")
@@ -191,6 +193,7 @@ class ImprovedCD(Objective):
         return {"y": y} if self.cfg.conditional else {}
 
     def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
+        """Alg. 1: buffer starts, augmentation, K Langevin steps, L_CD + L_KL (Eq. 5-8)."""
         cfg = self.cfg
         x_pos = batch_data(batch)  # (B, ...) model coordinates
         y = batch_labels(batch)
@@ -250,6 +253,7 @@ class ImprovedCD(Objective):
 
     @property
     def n_steps_default(self) -> int:
+        """sample_rounds x sample_steps, the steps of Alg. 2."""
         return self.cfg.sample_rounds * self.cfg.sample_steps
 
     @torch.no_grad()
@@ -295,6 +299,7 @@ def _init_box(data) -> tuple[Tensor, Tensor]:
 
 
 def build(cfg, data) -> ImprovedCD:
+    """Build paper 001's objective (multi-scale energy and class conditioning as configured)."""
     m = cfg.method
     if data.kind != "image" and (m.augment or m.multiscale):
         raise ConfigError("method.augment and method.multiscale need image data; set them to false for "

@@ -53,6 +53,7 @@ METHOD_NAMES = ("cd_ce", "joint_cd", "cd_plain")
 
 @dataclass
 class JointTimeConfig:
+    """``method`` keys of paper 000 (series, chains, step sizes, generation; see the field comments)."""
     name: str = "cd_ce"               # cd_ce (Alg. 1) | joint_cd (Alg. 2) | cd_plain (baseline)
     T: int = 256                      # number of levels of the series (App. C.1: 256; C.2: 1024)
     sigma_n: float = 0.3              # std of the reference N(0, sigma_n^2 I) (C.1: 0.3; C.2: 0.5)
@@ -77,6 +78,7 @@ class JointTimeConfig:
     sample_adapt_rate: float = 0.5    # generation: Robbins-Monro rate of those fits (log eps)
 
     def validate(self):
+        """Raise ``ConfigError`` (one sentence) for an out-of-range key."""
         if self.name not in METHOD_NAMES:
             raise ConfigError(f"method.name must be one of {METHOD_NAMES}, got {self.name!r}")
         if self.T < 2:
@@ -152,12 +154,14 @@ class JointTime(Objective):
 
     # ----- training ------------------------------------------------------------------------------
     def n_chain_steps(self) -> int:
+        """K at the current training step (App. C.2's ramp when ``n_steps_final`` is set)."""
         if self.cfg.n_steps_final is None:
             return self.cfg.n_steps
         return chain_length(int(self.train_step), self.cfg.n_steps, self.cfg.n_steps_final,
                             self.cfg.ramp_hold, self.cfg.ramp_steps)
 
     def after_step(self, step: int) -> None:
+        """Record the optimizer step (drives the chain-length ramp)."""
         self.train_step.fill_(step)
 
     def transition(self, z: Tensor, t: Tensor, k: int, generator=None):
@@ -168,6 +172,7 @@ class JointTime(Objective):
                                 generator=generator)
 
     def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
+        """Alg. 1 (cd_ce) / Alg. 2 (joint_cd) / plain CD on one batch."""
         x = batch_data(batch)  # (B, ...) model coordinates
         if self.plain:
             return self._plain_cd(x, generator)
@@ -245,6 +250,7 @@ class JointTime(Objective):
 
     # ----- generation ----------------------------------------------------------------------------
     def annealing_levels(self) -> list[int]:
+        """The increasing levels t visited by Alg. 3 (all T, or ``sample_levels`` evenly spaced)."""
         T, L = self.cfg.T, self.cfg.sample_levels
         if L is None or L >= T:
             return list(range(T))
@@ -258,6 +264,7 @@ class JointTime(Objective):
 
     @property
     def n_steps_default(self) -> int:
+        """Stages x ``sample_steps``, the sampling steps of one annealing."""
         return self.n_stages() * self.cfg.sample_steps
 
     @torch.no_grad()
@@ -299,6 +306,7 @@ class JointTime(Objective):
 
 
 def build(cfg, data) -> JointTime:
+    """Build paper 000's objective: the joint T-vector head, or a scalar energy for cd_plain."""
     m = cfg.method
     if m.name == "cd_plain":
         energy = build_energy(cfg.model, data.shape)  # scalar energy on the same trunk

@@ -58,6 +58,7 @@ from ebmlab import schedules
 
 @dataclass
 class RecoveryConfig:
+    """``method`` keys of paper 003 (levels, Langevin steps, initializer, guidance; see the field comments)."""
     name: str = "cdrl"
     T: int = 6                        # number of EBMs / noise levels below pure noise (App. A.2)
     schedule: str = "cosine"          # cosine (App. A.3) | drl (Gao et al. 2021)
@@ -82,6 +83,7 @@ class RecoveryConfig:
     label_dropout: float = 0.1        # probability of the null label during training
 
     def validate(self):
+        """Raise ``ConfigError`` (one sentence) for an out-of-range key."""
         if self.schedule not in ("cosine", "drl"):
             raise ConfigError(f"method.schedule must be cosine or drl, got {self.schedule!r}")
         if self.init_target not in ("refined", "data"):
@@ -106,6 +108,7 @@ class DRLConfig(RecoveryConfig):
 
 
 def make_levels(cfg: RecoveryConfig) -> dict[str, Tensor]:
+    """The noise levels of ``cfg``'s schedule (``schedules.vp_levels``)."""
     lam = (schedules.cosine_logsnr(cfg.T, cfg.lam_max, cfg.lam_min) if cfg.schedule == "cosine"
            else schedules.drl_logsnr(cfg.T))
     return schedules.vp_levels(lam)
@@ -123,6 +126,7 @@ class Conditioning(nn.Module):
         self.dim = embed_dim + (num_classes + 1 if num_classes else 0)
 
     def forward(self, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        """(B, C) conditioning vector of levels t and (optional) labels."""
         c = sinusoidal_embedding(self.lam[t], self.embed_dim)  # (B, E)
         if not self.num_classes:
             return c
@@ -152,6 +156,7 @@ class RecoveryEnergy(nn.Module):
         return self.net(y, t=self.cond.lam[t], y=labels if self.cond.num_classes else None)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """(B,) the lowest-noise marginal energy E_0(x)."""
         t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         return self.net_energy(self.alpha[0] * x, t, labels) / self.step_sq[0]
 
@@ -175,6 +180,7 @@ class RecoveryLikelihood(Objective):
 
     # ----- pieces ------------------------------------------------------------------------------
     def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, ...) N(0, I): x_T, where Alg. 2 starts."""
         dev = self.abar.device
         return torch.randn((n, *self.shape), generator=generator, device=dev)
 
@@ -195,6 +201,7 @@ class RecoveryLikelihood(Objective):
                               self.abar[0], self.sbar[0], self.cfg.n_steps)
 
     def param_groups(self, lr: float) -> list[ParamGroup]:
+        """Two typed groups: the EBM at ``train.lr``, the initializer at ``init_lr`` with its head start (Eq. 15)."""
         groups = [ParamGroup(params=list(self.energy.parameters()), lr=lr, warmup=self.cfg.ebm_warmup,
                              delay=0, name="energy")]
         if self.initializer is not None:
@@ -215,6 +222,7 @@ class RecoveryLikelihood(Objective):
 
     # ----- training (Alg. 1) -------------------------------------------------------------------
     def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
+        """Alg. 1: a level per example, the pair (y_t, x_{t+1}), proposal, K steps, Eq. 7 + Eq. 8."""
         x0 = batch_data(batch)
         labels = self._labels(batch, generator)
         t = torch.randint(self.cfg.T, (x0.shape[0],), generator=generator, device=x0.device)   # (B,)
@@ -257,6 +265,7 @@ class RecoveryLikelihood(Objective):
 
     @property
     def n_steps_default(self) -> int:
+        """T x K, the Langevin steps of one Alg. 2 run."""
         return self.cfg.T * self.cfg.n_steps
 
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
@@ -290,6 +299,7 @@ class RecoveryLikelihood(Objective):
 
 
 def build(cfg, data) -> RecoveryLikelihood:
+    """Build CDRL or DRL for ``data`` (MLP or ResNet network, conditioned on the level and class)."""
     m = cfg.method
     num_classes = int(data.num_classes or 0) if m.conditional else 0
     if m.conditional and num_classes < 2:

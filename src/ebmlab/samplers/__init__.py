@@ -10,6 +10,7 @@ SAMPLERS = {"langevin": langevin, "mala": mala}
 
 
 def get_sampler(name: str):
+    """The sampler module (``langevin`` or ``mala``) of a name; ValueError for an unknown one."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")
     return SAMPLERS[name]

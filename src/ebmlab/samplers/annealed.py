@@ -55,6 +55,7 @@ class PerLevelController(StepSizeController):
 
     @torch.no_grad()
     def update(self, accept: Tensor, groups: Tensor) -> None:
+        """Adapt each visited level's step and update its acceptance average."""
         super().update(accept, groups)
         mean, seen = self.group_means(accept, groups)  # (T,), (T,)
         old = self.accept_ema
@@ -71,6 +72,7 @@ class StageRecorder:
         self.keep, self.snapshots, self.chains, self.n_adapt = set(keep), {}, [], 0
 
     def record(self, i: int, level: int, adapt: ChainInfo, chain: ChainInfo, x: Tensor) -> None:
+        """Record stage ``i`` (its level, fitting and sampling chains, optional snapshot)."""
         self.chains += [adapt, chain]
         self.n_adapt += adapt.accept_rate.numel()
         sampled = chain if chain.accept_rate.numel() else adapt
@@ -81,6 +83,7 @@ class StageRecorder:
             self.snapshots[i] = x.detach().cpu().clone()
 
     def info(self) -> dict:
+        """The per-step ChainInfo of all stages plus the per-stage summaries (a dict)."""
         last = max(1, math.ceil(0.1 * len(self.accept)))
         out = ChainInfo.cat(self.chains).as_dict()
         out.update(stage_accept_rate=self.accept, stage_step_size=self.step, level=self.level,

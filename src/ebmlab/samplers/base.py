@@ -31,12 +31,14 @@ from ebmlab.energies.base import energy_and_grad
 
 
 class ChainState(NamedTuple):
+    """A chain's points with their cached energy and gradient (one fwd+bwd per step)."""
     x: Tensor              # (B, ...) current points
     energy: Tensor | None  # (B,) E(x), cached (None only after a final step with evaluate=False)
     grad: Tensor | None    # (B, ...) dE/dx, cached
 
 
 class StepInfo(NamedTuple):
+    """What one sampler step reports: acceptance (None: unadjusted) and the step size used."""
     accept_rate: Tensor | None  # (B,) bool acceptance of this step (None: unadjusted, every move taken)
     step_size: Tensor           # (B, 1, ...) or (B,) step size used
 
@@ -51,6 +53,7 @@ class ChainInfo(NamedTuple):
 
     @staticmethod
     def empty() -> "ChainInfo":
+        """The ChainInfo of a chain of zero steps."""
         return ChainInfo(*(torch.zeros(0) for _ in range(4)))
 
     @staticmethod
@@ -61,6 +64,7 @@ class ChainInfo(NamedTuple):
         return ChainInfo(*(torch.cat(parts) for parts in zip(*infos)))
 
     def as_dict(self) -> dict[str, Tensor]:
+        """The four per-step tensors as a dict (the form ``SampleOutput.info`` uses)."""
         return dict(self._asdict())
 
 
@@ -123,10 +127,12 @@ def noise_std(step_size, noise_scale, temperature: float, x: Tensor) -> Tensor:
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard-normal noise of x's shape, dtype and device from ``generator``."""
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 def flat_norm(t: Tensor) -> Tensor:
+    """(B,) Euclidean norm of each example of t (B, ...)."""
     return t.flatten(1).norm(dim=1)
 
 

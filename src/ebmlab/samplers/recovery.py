@@ -28,6 +28,7 @@ from ebmlab.samplers.base import ChainInfo, run_chain
 
 
 class RecoveryLevels(NamedTuple):
+    """The schedule quantities Alg. 2 needs, per level t = 0..T-1 (see the field comments)."""
     alpha: Tensor            # (T,) alpha_{t+1}: y_t = alpha_{t+1} x_t
     sigma_sq: Tensor         # (T,) sigma_{t+1}^2 of p(y_t | x_{t+1})
     step_sq: Tensor          # (T,) s_t^2, the trained Langevin step (Eq. 16)

@@ -209,6 +209,7 @@ class Trainer:
 
     # ----- the loop ----------------------------------------------------------------------------
     def fit(self, on_sample=None) -> None:
+        """Train to ``train.steps`` (from the current step), logging, checkpointing and sampling as configured."""
         tc = self.cfg.train
         logger = RunLogger(self.run_dir, enabled=self.is_main)
         logger.truncate_after(self.step)
