@@ -63,9 +63,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--busy", type=int, default=2, help="competing busy processes in the contended case")
+    p.add_argument("--phases", nargs="+", choices=["idle", "busy"], default=["idle", "busy"])
     args = p.parse_args()
     result = {"steps": args.steps, "reps": args.reps, "loadavg_start": os.getloadavg()}
-    for label, busy in (("idle", 0), (f"{args.busy} busy processes", args.busy)):
+    phases = {"idle": ("idle", 0), "busy": (f"{args.busy} busy processes", args.busy)}
+    for label, busy in (phases[ph] for ph in args.phases):
         times = measure(args.steps, args.reps, busy)
         med = {k: statistics.median(v) for k, v in times.items()}
         result[label] = {"median_s": med, "ratio_to_threads1": {k: med[k] / med["threads=1"] for k in med},

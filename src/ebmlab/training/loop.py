@@ -16,6 +16,7 @@ checkpoints, rank-averaged metrics, rank 0 writes everything).
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -37,14 +38,49 @@ def resolve_device(name: str) -> torch.device:
     return run.resolve_device(name)
 
 
-def choose_threads(requested: int | None, data_kind: str, device: torch.device) -> int | None:
-    """torch CPU threads for training: ``train.threads`` when given; otherwise (null, "auto") one
-    thread for vector data and torch's default (None) for images or on a GPU. The MLPs of vector
-    data gain little from a second thread on an idle machine, and on a shared one two threads per
-    process were measured 7-15x slower than one (issue 19): one thread never loses badly."""
+def choose_threads(requested: int | None, data_kind: str, device: torch.device,
+                   load: float | None = None, cores: int | None = None) -> int | None:
+    """torch CPU threads for training: ``train.threads`` when given; otherwise (null, "auto") as many
+    as there are idle cores when training starts — cores minus the processes running elsewhere
+    (``busy_elsewhere``), at least 1 and at most torch's default — and torch's default on a GPU. On a shared machine two
+    threads per process were measured 7-15x slower than one (issue 19); on an idle one the default
+    demo gains ~10 % from its second thread (docs/performance.md). ``data_kind`` is kept for
+    policies that depend on the model; ``load`` and ``cores`` are for tests."""
     if requested is not None:
         return requested
-    return 1 if data_kind == "vector" and device.type == "cpu" else None
+    if device.type != "cpu":
+        return None
+    cores = cores if cores is not None else (os.cpu_count() or 1)
+    load = load if load is not None else busy_elsewhere()
+    return max(1, min(torch.get_num_threads(), int(cores - load + 0.5)))
+
+
+def busy_elsewhere() -> float:
+    """How many other processes are running right now (state R in /proc, this process and its own
+    threads excluded: idle OpenMP workers of this process may spin), median of three reads 10 ms
+    apart; unlike the load average it does not lag by a minute. The 1-minute load average where /proc
+    is absent."""
+    if not os.path.isdir("/proc"):
+        return os.getloadavg()[0]
+    counts = []
+    for _ in range(3):
+        counts.append(_running_processes(os.getpid()))
+        time.sleep(0.01)
+    return float(sorted(counts)[1])
+
+
+def _running_processes(me: int) -> int:
+    n = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:  # the process ended meanwhile
+            continue
+        n += stat[stat.rindex(")") + 2] == "R"
+    return n
 
 
 def make_optimizer(objective, tc) -> torch.optim.Optimizer:
