@@ -61,6 +61,7 @@ class Objective(nn.Module):
     ``forward``, ``prior``, ``sample``, ``n_steps_default`` and, where defined, ``log_density``."""
 
     energy: nn.Module
+    shape: tuple[int, ...]          # the shape of one data point (model coordinates)
     has_log_density: bool = True
 
     def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
@@ -100,9 +101,8 @@ class Objective(nn.Module):
         """The chains' start: ``x0`` (checked) or ``prior(n)``."""
         if x0 is None:
             return self.prior(n, generator)
-        shape = tuple(getattr(self, "shape", x0.shape[1:]))
-        if tuple(x0.shape) != (n, *shape):
-            raise ValueError(f"x0 must have shape {(n, *shape)}, got {tuple(x0.shape)}")
+        if tuple(x0.shape) != (n, *self.shape):
+            raise ValueError(f"x0 must have shape {(n, *self.shape)}, got {tuple(x0.shape)}")
         return x0
 
 

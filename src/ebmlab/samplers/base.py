@@ -82,9 +82,14 @@ class frozen_parameters:
         return self
 
     def __exit__(self, *exc):
+        self.release()
+        return False
+
+    def release(self) -> None:
+        """Restore the parameters now (e.g. before a chain's last, differentiable step); idempotent."""
         for p in self.params:
             p.requires_grad_(True)
-        return False
+        self.params = []
 
 
 def init(energy, x: Tensor, *, create_graph: bool = False, **cond) -> ChainState:
@@ -263,8 +268,7 @@ def _steps(sampler, energy, state: ChainState, n_steps: int, scales: _Scales, re
         last = i == n_steps - 1
         if last and grad == "last":  # recompute dE/dx at x_{K-1} with a graph to the parameters
             if frozen is not None:
-                frozen.__exit__(None, None, None)
-                frozen.params = []
+                frozen.release()
             state = sampler.init(energy, state.x.detach(), create_graph=True, **cond)
         eps, sigma = scales.at(i)
         e_before, g_before = state.energy, state.grad
