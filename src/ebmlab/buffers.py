@@ -23,13 +23,20 @@ class ReplayBuffer(nn.Module):
     mode="fifo" (paper 001): starts empty; ``push`` appends newest samples, overwriting the oldest.
     mode="bank" (paper 004 persistent): filled with ``init_fn`` noise at construction; ``update``
     writes chains back into the slots they were drawn from.
+    ``replacement``: whether a batch's slots are drawn with replacement. Default: without in bank
+    mode (paper 004 Sec. 3: "we randomly select a batch from this sample bank, run a Markov chain
+    starting from that batch, and replace the selected batch": n distinct slots, a prefix of a
+    random permutation, so no chain is run twice from one slot and no write-back is lost), with
+    replacement in FIFO mode (paper 001's replay buffer, unchanged). A batch larger than the filled
+    bank uses every slot before any repeats (concatenated permutations).
     ``reset_prob``: per-chain probability of starting from fresh noise instead of the bank
     (``reset_mode="chain"``, paper 001), or per-iteration probability that the whole batch is
     fresh noise written into random slots (``reset_mode="batch"``, paper 004's refresh variant).
     """
 
     def __init__(self, capacity: int, shape: tuple[int, ...], init_fn: InitFn, *, reset_prob: float = 0.0,
-                 reset_mode: str = "chain", mode: str = "fifo", generator: torch.Generator | None = None):
+                 reset_mode: str = "chain", mode: str = "fifo", generator: torch.Generator | None = None,
+                 replacement: bool | None = None):
         super().__init__()
         if capacity <= 0:
             raise ValueError(f"buffer capacity must be positive, got {capacity}")
@@ -39,6 +46,7 @@ class ReplayBuffer(nn.Module):
             raise ValueError(f"reset_mode must be chain|batch and mode fifo|bank, got {reset_mode}, {mode}")
         self.capacity, self.shape, self.init_fn = capacity, tuple(shape), init_fn
         self.reset_prob, self.reset_mode, self.mode = reset_prob, reset_mode, mode
+        self.replacement = (mode == "fifo") if replacement is None else bool(replacement)
         self.register_buffer("data", torch.zeros(capacity, *shape))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))   # filled slots
         self.register_buffer("cursor", torch.zeros((), dtype=torch.long))  # next FIFO write
@@ -55,7 +63,7 @@ class ReplayBuffer(nn.Module):
         fresh = self.init_fn(n, generator).to(dev)
         if int(self.count) == 0:
             return fresh, torch.full((n,), -1, dtype=torch.long, device=dev)
-        idx = torch.randint(int(self.count), (n,), generator=generator, device=dev)
+        idx = self._slots(int(self.count), n, generator)
         if self.reset_mode == "chain":
             reset = torch.rand(n, generator=generator, device=dev) < self.reset_prob
         else:
@@ -64,6 +72,16 @@ class ReplayBuffer(nn.Module):
         if self.mode == "fifo":
             idx = torch.where(reset, torch.full_like(idx, -1), idx)
         return x, idx  # in bank mode reset chains still own a slot: they overwrite it (refresh)
+
+    def _slots(self, count: int, n: int, generator: torch.Generator | None) -> Tensor:
+        """(n,) slot indices in [0, count): i.i.d. with replacement, else distinct (a random permutation's
+        prefix; permutations concatenated when n > count)."""
+        dev = self.data.device
+        if self.replacement:
+            return torch.randint(count, (n,), generator=generator, device=dev)
+        reps = -(-n // count)
+        perms = [torch.randperm(count, generator=generator, device=dev) for _ in range(reps)]
+        return (perms[0] if reps == 1 else torch.cat(perms))[:n]
 
     @torch.no_grad()
     def update(self, x: Tensor, idx: Tensor) -> None:

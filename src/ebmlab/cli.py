@@ -222,8 +222,25 @@ def cmd_eval(args) -> int:
 def cmd_experiment(args) -> int:
     """``ebmlab experiment NAME``: run one paper's experiment (``ebmlab.experiments``)."""
     from ebmlab.experiments import run_experiment
-    run_experiment(args.name, Path(args.out or f"runs/experiment_{args.name}"), quick=args.quick)
+    options = {"seeds": _seed_list(args.seeds)} if args.seeds else {}
+    if args.jobs is not None:
+        options["jobs"] = args.jobs
+    if args.full:
+        options["full"] = True
+    run_experiment(args.name, Path(args.out or f"runs/experiment_{args.name}"), quick=args.quick, **options)
     return 0
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    """``--seeds 0,1,2`` -> (0, 1, 2); one sentence on a bad list."""
+    from ebmlab.errors import ConfigError
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds must not repeat a seed, got {text!r}")
+    return seeds
 
 
 def cmd_configs(args) -> int:
@@ -352,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", metavar="RUN", help="the run directory")
     e.add_argument("--ood", action="append", metavar="DATASET", default=None,
                    help="OOD set (repeatable; default: none): vector runs 'shifted', 'scaled' or a file of vectors; image runs a "
-                        "built-in set (noise, digits_negative, digits_flipped, digits_shuffled) or a path")
+                        "built-in set (noise, digits_negative, digits_flipped, digits_shuffled, digits_interpolated, digits_occluded) or a path")
     e.add_argument("--fid", action="store_true", help="Frechet Inception Distance and Inception Score (image runs)")
     e.add_argument("--inception-weights", metavar="FILE", default=None,
                    help="path to pt_inception-2015-12-05-6726825d.pth (never downloaded); default: the torch hub cache")
@@ -367,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("name", metavar="NAME", help=f"the experiment: one of {', '.join(names)}")
     x.add_argument("--out", metavar="DIR", default=None, help="output directory; default: runs/experiment_<NAME>")
     x.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests (numbers mean nothing)")
+    x.add_argument("--seeds", metavar="S,S,...", default=None,
+                   help="seeds of every arm (default: the fixed set 0,1,2; experiments on the claim harness)")
+    x.add_argument("--full", action="store_true",
+                   help="the larger grid where an experiment has one (paper002: T up to 40, K up to 30)")
+    x.add_argument("--jobs", type=int, metavar="N", default=None,
+                   help="cells run at once, each one process with one thread (default 2; 1: serially in this process)")
     x.set_defaults(fn=cmd_experiment)
     c = sub.add_parser("configs", help="list the shipped configs, or print one (NAME)",
                        description="List the configs shipped with ebmlab, or print one of them.")

@@ -75,12 +75,13 @@ class DataConfig:
     crop: int | None = None           # images: centre crop before resize (CelebA: 140)
     classes: list | None = None       # images: keep only these labels
     seed: int = 1234                  # data generation / split seed (independent of train.seed)
+    hflip: bool | None = None         # images: random horizontal flips of training images (None/false: off)
 
 
 @dataclass
 class ModelConfig:
     """The ``model`` section: the energy network (``mlp``, ``resnet``, ``multiscale`` or your own ``custom`` class)."""
-    name: str = "mlp"                 # mlp | resnet | multiscale | custom (ebmlab.energies.build.MODELS)
+    name: str = "mlp"                 # mlp | resnet | multiscale | unet | plainconv | custom (ebmlab.energies.build.MODELS)
     target: str | None = None         # custom: "package.module:Class" of your own nn.Module energy
     kwargs: dict | None = None        # custom: its constructor's keyword arguments (JSON values)
     width: int = 128                  # mlp: hidden width
@@ -95,6 +96,10 @@ class ModelConfig:
     spectral_norm: bool = False
     time_embed_dim: int = 64          # time/noise-conditioned variants
     num_classes: int | None = None    # class-conditioned variants
+    blocks: list | None = None        # resnet: blocks per resolution, one entry per channels entry (None: depth each)
+    down_last: bool | None = None     # resnet: also down-sample after the last resolution (paper 001 Tables 5-6)
+    attention_at: int | None = None   # resnet: self-attention before resolution level i (None: lowest resolution)
+    last_activation: str | None = None  # resnet/unet: activation before the readout (None: model.activation)
 
 
 @dataclass
@@ -186,7 +191,10 @@ def _flat(raw: dict) -> dict[str, Any]:
 
 # Keys added after runs existed: left out of the hashes while at their default (None), so the checkpoints
 # of runs written before them still match their config.yaml.
-_NEW_KEYS = ("model.target", "model.kwargs")
+_NEW_KEYS = ("model.target", "model.kwargs", "data.hflip", "model.blocks", "model.down_last",
+             "model.attention_at", "model.last_activation")
+# paper 004's MALA rule (objectives/contrastive.py, issue 15): None = the Robbins-Monro rule of older runs
+_NEW_KEYS += ("method.step_rule", "method.proposal_cap")
 
 
 def _hashed(raw: dict) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Paper 004 (Revisiting CD): MALA chains with an adaptive step (Sec. 4.4) on the exact mixture
+"""Paper 004 (Revisiting CD): MALA chains with an adaptive step (Sec. 4.2.5) on the exact mixture
 energy E(x) = -log p(x), through ``ContrastiveDivergence.sample`` (objectives/contrastive.py).
 
 Settings (fixed before looking at results): the paper's sampler (MALA, step adapted towards 0.574

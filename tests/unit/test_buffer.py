@@ -48,3 +48,54 @@ def test_bank_update_writes_back_and_state_dict_round_trips():
     c = ReplayBuffer(10, (3,), _noise, mode="bank")
     c.load_state_dict(b.state_dict())
     assert torch.equal(c.data, b.data)
+
+
+# ----- paper 004's persistent bank: a batch of distinct slots (issue 15, item 2c.2) -------------------
+
+def _bank(capacity=100, **kw):
+    return ReplayBuffer(capacity, (3,), _noise, mode="bank", generator=torch.Generator().manual_seed(0), **kw)
+
+
+def test_bank_draws_distinct_slots_within_a_batch():
+    b = _bank()
+    g = torch.Generator().manual_seed(4)
+    for _ in range(50):
+        x, idx = b.sample(64, g)
+        assert idx.unique().numel() == 64 and int(idx.min()) >= 0 and int(idx.max()) < 100
+        assert torch.equal(x, b.data[idx])
+    assert torch.equal(b.sample(100, g)[1].sort().values, torch.arange(100))  # the whole bank: a permutation
+
+
+def test_bank_refresh_batches_overwrite_distinct_slots():
+    b = ReplayBuffer(30, (3,), lambda n, g=None: torch.full((n, 3), 7.0), reset_prob=1.0, reset_mode="batch",
+                     mode="bank")
+    x, idx = b.sample(30, torch.Generator().manual_seed(5))
+    assert (x == 7.0).all() and torch.equal(idx.sort().values, torch.arange(30))
+
+
+def test_bank_draw_honours_the_generator_and_is_uniform():
+    b = _bank(20)
+    i1 = b.sample(5, torch.Generator().manual_seed(6))[1]
+    assert torch.equal(i1, b.sample(5, torch.Generator().manual_seed(6))[1])
+    assert not torch.equal(i1, b.sample(5, torch.Generator().manual_seed(7))[1])
+    g = torch.Generator().manual_seed(8)
+    counts = torch.bincount(torch.cat([b.sample(5, g)[1] for _ in range(4000)]), minlength=20).float()
+    # each slot: Binomial(4000, 1/4) -> mean 1000, sd ~27
+    assert (counts - 1000).abs().max() < 5 * (4000 * 0.25 * 0.75) ** 0.5, counts
+
+
+def test_bank_batch_larger_than_the_bank_uses_every_slot_before_repeating():
+    b = _bank(10)
+    idx = b.sample(25, torch.Generator().manual_seed(9))[1]
+    counts = torch.bincount(idx, minlength=10)
+    assert int(counts.min()) >= 2 and int(counts.max()) <= 3
+    assert idx[:10].unique().numel() == 10 and idx[10:20].unique().numel() == 10
+
+
+def test_fifo_replay_buffer_still_draws_with_replacement():
+    """Paper 001's replay buffer is unchanged (i.i.d. slots); a bank can opt back in."""
+    b = ReplayBuffer(10, (3,), _noise)
+    b.push(torch.randn(10, 3))
+    assert b.replacement and not _bank().replacement and _bank(replacement=True).replacement
+    g = torch.Generator().manual_seed(10)
+    assert any(b.sample(10, g)[1].unique().numel() < 10 for _ in range(5))

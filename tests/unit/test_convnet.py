@@ -5,6 +5,7 @@ import inspect
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ebmlab.energies.build import MODELS, build_energy
 from ebmlab.energies.convnet import ResNetEnergy, make_norm
@@ -119,3 +120,78 @@ def test_multiscale_is_sum_of_scales():
     assert not torch.allclose(before[0], after[0])
     cond = build_energy(cfg, (1, 8, 8), num_classes=10)
     assert not torch.allclose(cond(x, y=torch.zeros(4, dtype=torch.long)), cond(x, y=torch.ones(4, dtype=torch.long)))
+
+
+def _final_map(net, x, **cond):
+    """(C, H, W) of the feature map the readout pools (the input of the last activation)."""
+    seen = {}
+
+    def record(module, inputs, output):
+        seen.setdefault("shape", tuple(inputs[0].shape[1:]))  # returns None: the output is kept
+
+    hook = net.act.register_forward_hook(record)
+    net(x, **cond)
+    hook.remove()
+    return seen["shape"]
+
+
+def test_layout_options_default_to_the_old_layout():
+    """blocks / down_last / attention_at / last_activation unset: the same modules and state-dict keys as before."""
+    torch.manual_seed(0)
+    old = ResNetEnergy(1, [8, 16], depth=2, attention=True)
+    new = ResNetEnergy(1, [8, 16], depth=2, attention=True, blocks=None, down_last=False, attention_at=None,
+                       last_activation=None)
+    assert list(old.state_dict()) == list(new.state_dict())
+    assert _final_map(old, _x()) == (16, 4, 4)
+    cfg = ModelConfig(name="resnet", channels=[8, 16], depth=2, attention=True)
+    assert list(build_energy(cfg, (1, 8, 8)).state_dict()) == list(old.state_dict())
+
+
+def test_down_last_blocks_and_attention_place():
+    """Paper 001 Table 5: 'ResBlock Down' also after the last resolution (32 -> 2x2), Self Attention 64 after the
+    second down-sampling; Table 6: per-resolution block counts."""
+    torch.manual_seed(0)
+    net = ResNetEnergy(3, [8, 8, 16, 32], depth=2, attention=True, down_last=True, attention_at=2)
+    x = _x(b=2, c=3, s=32)
+    assert _final_map(net, x) == (32, 2, 2)
+    seen = []
+    net.attn.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[1:])))
+    net(x)
+    assert seen == [(8, 8, 8)]  # after the second down-sampling, before the third resolution
+    six = ResNetEnergy(3, [8, 16, 16, 32, 64], blocks=[1, 1, 1, 2, 2], down_last=True, attention=True,
+                       attention_at=4)
+    assert [len(level) for level in six.levels] == [1, 1, 1, 2, 2]
+    assert _final_map(six, x) == (64, 1, 1)
+    assert six.attn.qkv.in_channels == 32
+    sub = ResNetEnergy(3, [8, 16], pool="subpixel", down_last=True)
+    assert len(sub.down) == 2 and _final_map(sub, _x(b=2, c=3, s=8)) == (16, 2, 2)
+    with pytest.raises(ValueError, match="blocks"):
+        ResNetEnergy(3, [8, 16], blocks=[1])
+    with pytest.raises(ValueError, match="attention_at"):
+        ResNetEnergy(3, [8, 16], attention=True, attention_at=3)
+
+
+def test_last_activation_is_separate_from_the_blocks():
+    """Paper 003 A.1: leaky ReLU in the blocks, ReLU on the final feature map."""
+    net = ResNetEnergy(1, [8], activation="leaky_relu", last_activation="relu", time_cond=True, embed_dim=8)
+    assert isinstance(net.act, torch.nn.ReLU)
+    assert isinstance(net.levels[0][0].act1, torch.nn.LeakyReLU)
+    cfg = ModelConfig(name="resnet", channels=[8], depth=1, activation="leaky_relu", last_activation="relu")
+    assert isinstance(build_energy(cfg, (1, 8, 8)).act, torch.nn.ReLU)
+
+
+def test_multiscale_keeps_the_attention_at_the_same_place():
+    """App. B.1: the half / quarter nets drop the first one / two resolutions; Table 5's attention stays at 8x8."""
+    cfg = ModelConfig(name="multiscale", channels=[8, 8, 16, 32], depth=2, attention=True, attention_at=2,
+                      down_last=True, norm="group")
+    net = build_energy(cfg, (3, 32, 32))
+    assert [n.attention_at for n in net.nets] == [2, 1, 0]
+    x = _x(b=2, c=3, s=32)
+    sizes = []
+    hooks = [n.attn.register_forward_hook(lambda m, i, o: sizes.append(tuple(i[0].shape[-2:]))) for n in net.nets]
+    net(x)
+    for h in hooks:
+        h.remove()
+    assert sizes == [(8, 8)] * 3
+    assert [_final_map(n, F.avg_pool2d(x, f) if f > 1 else x) for n, f in zip(net.nets, net.factors)] == \
+        [(32, 2, 2)] * 3

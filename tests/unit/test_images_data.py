@@ -243,6 +243,21 @@ def test_ood_builtins(gen):
     assert torch.equal(shuf.flatten(1).sort(1).values, like.test.flatten(1).sort(1).values)  # pixels permuted
 
 
+def test_ood_hard_sets(gen):
+    """Interpolations average each test digit with one of another class; occlusions blank a half-side square."""
+    from ebmlab.data.images import _partners
+    like = build_dataset(_cfg(name="digits"))
+    partner = _partners(like, torch.Generator().manual_seed(0))
+    assert (like.test_labels[partner] != like.test_labels).all()
+    mixed = load_ood_set("digits_interpolated", like, torch.Generator().manual_seed(0))
+    assert torch.allclose(mixed, 0.5 * (like.test + like.test[partner]))
+    occ = load_ood_set("digits_occluded", like, gen)
+    changed = (occ != like.test).flatten(1)
+    assert occ.shape == like.test.shape and (occ[occ != like.test] == -1).all()
+    assert int(changed.sum(1).max()) <= (8 // 2) * (8 // 2)  # at most one 4x4 square per 8x8 image
+    assert float(((occ == -1).flatten(1).sum(1) >= 16).float().mean()) == 1.0  # the square is all background
+
+
 def test_ood_paths_and_names(tmp_path, gen):
     like = build_dataset(_cfg(name="digits"))
     _write_svhn(tmp_path, np.random.default_rng(7))

@@ -216,7 +216,7 @@ def test_paper_scale_cifar_config_runs_one_iteration():
     one iteration on two random 32x32 images: finite loss, a gradient on every scale's network."""
     from ebmlab.objectives import build_objective
     cfg = load_config("paper001_cifar10", ["method.n_steps=2"])
-    assert (cfg.method.step_size, cfg.method.noise_scale, cfg.method.buffer_size, cfg.train.ema) == (500.0, 0.001, 10000, 0.9999)
+    assert (cfg.method.step_size, cfg.method.noise_scale, cfg.method.buffer_size, cfg.train.ema) == (2000.0, 0.002, 10000, 0.9999)  # App. B.2 on [0, 1] pixels, x4 / x2 on [-1, 1]
     obj = build_objective(cfg, _images(2, (3, 32, 32)))
     assert len(obj.energy.nets) == 3  # full, half, quarter resolution
     g = torch.Generator().manual_seed(0)
@@ -253,25 +253,30 @@ def test_grad_ratio_is_measured_on_every_nth_iteration_one_based():
     assert has == [False, True, False, True]
 
 
-def _row(name, fds, gaps, diverged=False):
-    from ebmlab.experiments.paper001 import merge_seeds
-    runs = [{"name": name, "seed": s, "kl": False, "entropy": False, "augment": True, "multiscale": True,
-             "digits_fd": fd, "energy_gap_std": gap, "energy_gap_max_abs": gap, "train_seconds": 1.0,
-             "diverged": diverged} for s, (fd, gap) in enumerate(zip(fds, gaps))]
-    return merge_seeds(runs)
+def test_paper001_claims_are_paired_with_margins():
+    """The old check passed if either of two KL rows beat the baseline on either of two metrics, or the
+    baseline diverged on any seed (27-46 % under no effect); the harness decides each sub-claim alone."""
+    from ebmlab.experiments import claims
+    from ebmlab.experiments.paper001 import FD_MARGIN, sub_claims
 
-
-def test_paper001_claim_needs_an_improvement_on_every_seed():
-    from ebmlab.experiments.paper001 import _claim
-    base = _row("aug_multiscale", [500.0, 540.0], [0.02, 0.03])
-    overlap = [base, _row("aug_multiscale_kl_opt", [490.0, 560.0], [0.02, 0.04]),
-               _row("full", [520.0, 510.0], [0.05, 0.01])]
-    assert overlap[1]["digits_fd"] == 525.0 and overlap[1]["digits_fd_seeds"] == [490.0, 560.0]
-    assert not _claim(overlap)  # lower means but overlapping seed ranges
-    better_fd = [base, overlap[1], _row("full", [450.0, 480.0], [0.05, 0.06])]
-    assert _claim(better_fd)
-    stabler = [base, _row("aug_multiscale_kl_opt", [600.0, 610.0], [0.01, 0.015]), overlap[2]]
-    assert _claim(stabler)
-    base_diverged = _row("aug_multiscale", [None, 540.0], [0.02, 0.03], diverged=True)
-    assert base_diverged["diverged"] and base_diverged["digits_fd"] == 540.0
-    assert _claim([base_diverged, overlap[1], overlap[2]])
+    def rec(arm, seed, fd, unstable, diverged=None):
+        return {"arm": arm, "seed": seed, "step": 400, "failed": None, "diverged": diverged,
+                "metrics": {} if diverged else {"digits_fd": fd, "unstable": unstable}}
+    recs = {}
+    for s, (base, kl, full) in enumerate([(500.0, 470.0, 420.0), (540.0, 560.0, 480.0), (520.0, 480.0, 450.0)]):
+        recs.update({("aug_multiscale", s): rec("aug_multiscale", s, base, 0.0),
+                     ("aug_multiscale_kl_opt", s): rec("aug_multiscale_kl_opt", s, kl, 0.0),
+                     ("full", s): rec("full", s, full, 0.0)})
+    for arch in ("plain", "sn", "attn", "sn_attn"):
+        for s in range(3):
+            recs[(f"stab_{arch}_kl", s)] = rec(f"stab_{arch}_kl", s, 400.0, 0.0)
+            recs[(f"stab_{arch}_nokl", s)] = rec(f"stab_{arch}_nokl", s, 0, 0, diverged="step 80: nan" if arch == "plain"
+                                                 else None)
+    arms = sorted({a for a, _ in recs})
+    table = claims.summary_table(recs, arms, ["digits_fd", "unstable"], (0, 1, 2))
+    verdicts = {v["text"]: v["verdict"] for v in (claims.decide(c, table) for c in sub_claims())}
+    assert FD_MARGIN > 0
+    assert verdicts["aug_multiscale_kl_opt generates better than aug_multiscale (Table 2)"] == "not shown"  # seed 1 worse
+    assert verdicts["full generates better than aug_multiscale (Table 2)"] == "holds"  # 80, 60, 70 > the spread
+    assert verdicts["plain: the KL term removes the instability (Fig. 8)"] == "holds"  # no-KL diverged on every seed
+    assert verdicts["sn: the KL term removes the instability (Fig. 8)"] == "not shown"  # both stable

@@ -102,7 +102,7 @@ def _cfg(name, *extra):
 
 
 @pytest.mark.parametrize("name,extra", [("cd_ce", []), ("joint_cd", []), ("cd_plain", []),
-                                        ("cd_ce", ["method.per_t_weight=1.0"]),
+                                        ("cd_ce", ["method.per_t_weight=1.0"]), ("per_t", []),
                                         ("joint_cd", ["method.ce_weight=0.5", "method.n_steps_final=6",
                                                       "method.ramp_hold=0", "method.ramp_steps=10"])])
 def test_objective_losses_backprop(name, extra, gen):
@@ -118,6 +118,20 @@ def test_objective_losses_backprop(name, extra, gen):
         assert 0 < out.metrics["ce"] < math.log(16) + 0.5
     x = obj.sample(20, generator=gen).x
     assert x.shape == (20, 2) and torch.isfinite(x).all()
+
+
+def test_option1_loss_is_the_per_t_cd_loss(gen):
+    """``per_t`` (Option 1): the loss is E(z | t) - E(z^c | t) on the conditional chains' negatives,
+    with no marginal or CE term (the same seed gives the same t and z as recomputed here)."""
+    cfg = _cfg("per_t")
+    data = build_dataset(cfg.data)
+    obj = build_objective(cfg, data)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    out = obj(data.train[:64], generator=g1)
+    t = torch.randint(16, (64,), generator=g2)
+    z = sample_series(data.train[:64], t, obj.alpha, obj.beta, 0.3, g2)
+    expect = obj.energy(z, t=t).mean() - obj.energy(out.negatives, t=t).mean()
+    assert torch.allclose(out.loss, expect, atol=1e-5)
 
 
 def test_cd_ce_loss_value_matches_equations(gen):

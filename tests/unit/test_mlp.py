@@ -32,3 +32,15 @@ def test_fourier_scale_sets_the_frequency_spread():
     torch.manual_seed(0)
     net = MLPEnergy(4, width=8, depth=1, fourier=2000, fourier_scale=3.0)
     assert abs(float(net.freqs.std()) - 3.0) < 0.1
+
+
+def test_plain_sigmoid_is_a_selectable_activation():
+    """Paper 002 Sec. 5 "Sigmoid activations": ``sigmoid`` is the logistic function, next to silu = x sigmoid(x)."""
+    from ebmlab.energies.mlp import ACTIVATIONS, make_activation
+    assert {"sigmoid", "silu"} <= set(ACTIVATIONS)
+    x = torch.linspace(-3, 3, 7)
+    assert torch.allclose(make_activation("sigmoid")(x), torch.sigmoid(x))
+    assert torch.allclose(make_activation("silu")(x), x * torch.sigmoid(x))
+    net = MLPEnergy(3, width=8, depth=1, activation="sigmoid")
+    assert any(isinstance(m, torch.nn.Sigmoid) for m in net.modules())
+    assert net(torch.randn(4, 3)).shape == (4,)

@@ -13,6 +13,13 @@ luma 0.299 R + 0.587 G + 0.114 B), ``classes`` (keep only these labels; labels k
 values and ``num_classes`` its original count, so a class-conditional model trained on a subset can
 still be composed with one trained on all classes).
 
+Random horizontal flips (``data.hflip: true``; paper 003's authors' code and paper 001's flip the
+training images): the training split is stored together with its mirror images (2N images, labels
+repeated; the held-out split is left as it is). The trainer draws each batch uniformly with
+replacement from the split (``training/loop.py``), so an image arrives flipped with probability 1/2,
+the distribution of a per-batch random flip, without a change to the training loop. The price is
+memory: twice the training split (CIFAR-10: 1.2 GB instead of 0.6 GB as float32).
+
 Splits. ``digits``: scikit-learn's 1,797 8x8 images, split by a permutation seeded with ``data.seed``
 into 1,500 train / 297 test images (fixed sizes). CIFAR and SVHN: the official train/test files.
 Folders and arrays: a permutation seeded with ``data.seed``; the test split holds
@@ -124,6 +131,10 @@ def _finish(name: str, cfg, train: Tensor, test: Tensor, ytr, yte, num_classes: 
         train, ytr, test, yte = train[mtr], ytr[mtr], test[mte], yte[mte]
         if train.shape[0] == 0:
             raise DataError(f"data.classes {list(cfg.classes)} keeps no training image of {name!r}")
+    if getattr(cfg, "hflip", None):  # random horizontal flips: the training split and its mirror images
+        train = torch.cat([train, train.flip(-1)])
+        ytr = None if ytr is None else torch.cat([ytr, ytr])
+        info = dict(info, hflip=True)
     return Dataset(name, "image", train.float().contiguous(), test.float().contiguous(), Affine.identity(),
                    ytr, yte, num_classes, info=dict(range="[-1, 1]", layout="NCHW", **info))
 
@@ -296,8 +307,16 @@ def _ood_builtin(name: str, like: Dataset, generator) -> Tensor | None:
 
     ``digits_negative``: the negative image 1 - x in [0, 1], i.e. -x in [-1, 1]; ``noise``: uniform
     [-1, 1]; ``digits_flipped``: upside-down images (vertical flip); ``digits_shuffled``: each image's
-    pixels permuted by its own random permutation (keeps the intensity histogram, destroys shape)."""
+    pixels permuted by its own random permutation (keeps the intensity histogram, destroys shape).
+    The two hard sets (paper 001's CIFAR-10 interpolations, Table 3, at digits scale): ``digits_interpolated``:
+    the pixel average of each test image and another test image of a different class (random pairs
+    when there are no labels), a blend that is close to the data but no digit; ``digits_occluded``:
+    each image with one random square of half its side set to the background (-1)."""
     x = like.test  # (M, C, H, W)
+    if name == "digits_interpolated":
+        return 0.5 * (x + x[_partners(like, generator)])
+    if name == "digits_occluded":
+        return _occlude(x, generator)
     if name == "digits_negative":
         return -x
     if name == "noise":
@@ -309,6 +328,32 @@ def _ood_builtin(name: str, like: Dataset, generator) -> Tensor | None:
         perm = torch.argsort(torch.rand(flat.shape[0], flat.shape[2], generator=generator), dim=1)  # (M, HW)
         return flat.gather(2, perm[:, None, :].expand_as(flat)).reshape(x.shape)
     return None
+
+
+def _partners(like: Dataset, generator) -> Tensor:
+    """(M,) for each test image the index of another one, of a different class where labels exist."""
+    m = like.test.shape[0]
+    perm = torch.randperm(m, generator=generator)
+    labels = like.test_labels
+    if labels is None or len(torch.unique(labels)) < 2:
+        return torch.roll(perm, 1)
+    partner = perm.clone()
+    for i in range(m):  # first candidate in the permutation (cyclically from i) with another class
+        j = next(int(perm[(i + k) % m]) for k in range(1, m) if labels[perm[(i + k) % m]] != labels[i])
+        partner[i] = j
+    return partner
+
+
+def _occlude(x: Tensor, generator) -> Tensor:
+    """x (M, C, H, W) with one random (H/2 x W/2) square per image set to -1 (the background)."""
+    m, _, h, w = x.shape
+    ph, pw = max(1, h // 2), max(1, w // 2)
+    top = torch.randint(0, h - ph + 1, (m,), generator=generator)
+    left = torch.randint(0, w - pw + 1, (m,), generator=generator)
+    rows, cols = torch.arange(h), torch.arange(w)
+    inside = (((rows[None, :] >= top[:, None]) & (rows[None, :] < (top + ph)[:, None]))[:, :, None]
+              & ((cols[None, :] >= left[:, None]) & (cols[None, :] < (left + pw)[:, None]))[:, None, :])  # (M, H, W)
+    return torch.where(inside[:, None], torch.full_like(x, -1.0), x)
 
 
 def _ood_from_path(p: Path, like_cfg) -> Tensor:
@@ -336,7 +381,7 @@ def load_ood_set(name_or_path: str, like: Dataset, generator: torch.Generator | 
     """(M, C, H, W) images in [-1, 1] shaped like ``like``'s images, for OOD evaluation.
 
     ``name_or_path``: a built-in synthetic set (``digits_negative``, ``noise``, ``digits_flipped``,
-    ``digits_shuffled``), an existing path (.npy/.npz, SVHN .mat, CIFAR folder, image folder; all of
+    ``digits_shuffled``, ``digits_interpolated``, ``digits_occluded``), an existing path (.npy/.npz, SVHN .mat, CIFAR folder, image folder; all of
     it is used) or an image dataset name that needs no path (e.g. ``digits``; its test split)."""
     x = _ood_builtin(name_or_path, like, generator)
     if x is not None:
@@ -351,7 +396,7 @@ def load_ood_set(name_or_path: str, like: Dataset, generator: torch.Generator | 
     if name_or_path in IMAGE_LOADERS:
         return IMAGE_LOADERS[name_or_path](_replace(like_cfg, name=name_or_path)).test
     raise DataError(f"OOD set {name_or_path!r} is neither a built-in set (digits_negative, noise, digits_flipped, "
-                    "digits_shuffled), an existing path, nor a dataset name")
+                    "digits_shuffled, digits_interpolated, digits_occluded), an existing path, nor a dataset name")
 
 
 # The image part of the dataset registry (``data/dataset.DATASETS`` merges it): name -> fn(cfg) -> Dataset.

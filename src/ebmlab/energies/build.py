@@ -2,7 +2,9 @@
 
 Each builder takes (model_cfg, data_shape, **extra) and returns an ``nn.Module``; ``extra`` carries
 method needs such as ``out_dim`` (paper 000's T-vector head) or ``cond_dim``. This module owns the
-registry: it imports the model modules (mlp, convnet, multiscale, time), none of which imports it.
+registry: it imports the model modules (mlp, convnet, multiscale, unet, plainconv, time), none of which
+imports it. ``unet``: paper 002's DDPM encoder (energies/unet.py); ``plainconv``: paper 004's plain
+ConvNet after Nijkamp et al. 2019 (energies/plainconv.py).
 
 ``model.name: custom`` builds a user's own ``nn.Module`` energy: ``model.target`` names its class as
 ``"package.module:Class"`` and ``model.kwargs`` holds its constructor's keyword arguments (JSON
@@ -18,7 +20,7 @@ import math
 
 from torch import nn
 
-from ebmlab.energies import convnet, multiscale
+from ebmlab.energies import convnet, multiscale, plainconv, unet
 from ebmlab.energies.mlp import MLPEnergy
 from ebmlab.energies.time import JointTimeEnergy, joint_energy_on
 from ebmlab.errors import ConfigError
@@ -56,7 +58,7 @@ def _custom(cfg, shape, **extra):
 
 
 MODELS = {"mlp": _mlp, "resnet": convnet.build_resnet, "multiscale": multiscale.build_multiscale,
-          "custom": _custom}
+          "unet": unet.build_unet, "plainconv": plainconv.build_plainconv, "custom": _custom}
 
 
 def build_energy(cfg, shape: tuple[int, ...], **extra) -> nn.Module:

@@ -41,6 +41,13 @@ Choices where the papers leave room (tested in tests/unit/test_convnet.py):
 - ``pool``: ``avg`` (2x2 average pooling) or ``subpixel`` (paper 002 Sec. 5: "down-sampling
   convolution layers were replaced with sub-pixel pooling"): space-to-depth ``pixel_unshuffle(2)``,
   C -> 4C at half the side, then a 1x1 conv back to C (odd sides are zero-padded by one first).
+- Layout options (defaults keep the layout above; tests/unit/test_convnet.py): ``blocks`` gives the
+  ResBlock count of each resolution (paper 001 Table 6: 1, 1, 1, 2, 2); ``down_last`` down-samples
+  after the last resolution too (Tables 5-6 end with "ResBlock Down": CIFAR 32 -> 2x2, not 4x4);
+  ``attention_at = i`` puts the self-attention before resolution level i, i.e. right after the
+  down-sampling that ends level i - 1 (Table 5: ``2``, after the second down-sampling, at 64
+  channels); ``last_activation`` is the activation before the readout (paper 003 A.1: "ReLU
+  activation is applied to the final feature map", the blocks use leaky ReLU).
 - ``spectral_norm`` wraps every conv and dense layer with ``torch.nn.utils.parametrizations.spectral_norm``
   (paper 003 A.1; paper 001 removes it, hence off by default).
 """
@@ -132,8 +139,14 @@ class ResNetEnergy(nn.Module):
     def __init__(self, in_channels: int, channels: list[int], depth: int = 1, norm: str | None = "group",
                  activation: str = "swish", attention: bool = False, spectral_norm: bool = False,
                  time_cond: bool = False, num_classes: int = 0, embed_dim: int = 64, default_t: float = 1.0,
-                 pool: str = "avg"):
+                 pool: str = "avg", blocks: list[int] | None = None, down_last: bool = False,
+                 attention_at: int | None = None, last_activation: str | None = None):
         super().__init__()
+        if blocks is not None and (len(blocks) != len(channels) or min(blocks) < 1):
+            raise ValueError(f"ResNetEnergy blocks needs one positive count per resolution ({len(channels)}), "
+                             f"got {blocks}")
+        if attention_at is not None and not 0 <= attention_at <= len(channels):
+            raise ValueError(f"attention_at must lie in [0, {len(channels)}] (a resolution level), got {attention_at}")
         if pool not in ("avg", "subpixel"):
             raise ValueError(f"unknown pool {pool!r}; expected 'avg' or 'subpixel'")
         if not channels or min(channels) <= 0 or depth < 1:
@@ -149,13 +162,19 @@ class ResNetEnergy(nn.Module):
         self.inp = nn.Conv2d(in_channels, channels[0], 3, padding=1)
         self.levels = nn.ModuleList()
         c_prev = channels[0]
-        for c in channels:
+        counts = [int(b) for b in blocks] if blocks is not None else [depth] * len(channels)
+        for c, n in zip(channels, counts):
             self.levels.append(nn.ModuleList(ResBlock(c_prev if i == 0 else c, c, norm, activation, cond_dim)
-                                             for i in range(depth)))
+                                             for i in range(n)))
             c_prev = c
-        self.down = nn.ModuleList(SubPixelDown(c) for c in channels[:-1]) if pool == "subpixel" else None
-        self.attn = SelfAttention(c_prev, norm) if attention else None
-        self.act = make_activation(activation)
+        self.down_last = bool(down_last)
+        n_down = len(channels) if self.down_last else len(channels) - 1
+        self.down = nn.ModuleList(SubPixelDown(c) for c in channels[:n_down]) if pool == "subpixel" else None
+        # attention_at = i: before level i (after the down-sampling that follows level i - 1); None: at the end
+        self.attention_at = None if attention_at is None or attention_at == len(channels) else int(attention_at)
+        c_attn = c_prev if self.attention_at is None else channels[max(0, self.attention_at - 1)]
+        self.attn = SelfAttention(c_attn, norm) if attention else None
+        self.act = make_activation(last_activation or activation)
         self.out = nn.Linear(c_prev, 1)
         if spectral_norm:
             apply_spectral_norm(self)
@@ -184,12 +203,14 @@ class ResNetEnergy(nn.Module):
         emb = self.embed(x, t, y)
         h = self.inp(x)
         for i, blocks in enumerate(self.levels):
+            if self.attn is not None and self.attention_at == i:
+                h = self.attn(h)
             for block in blocks:
                 h = block(h, emb)
-            if i < len(self.levels) - 1 and min(h.shape[-2:]) > 1:
-                # 2x2 down-sampling between resolutions
+            if (i < len(self.levels) - 1 or self.down_last) and min(h.shape[-2:]) > 1:
+                # 2x2 down-sampling between resolutions (and after the last one with down_last)
                 h = self.down[i](h) if self.down is not None else F.avg_pool2d(h, 2, ceil_mode=True)
-        if self.attn is not None:
+        if self.attn is not None and self.attention_at is None:
             h = self.attn(h)
         return self.act(h).mean(dim=(2, 3))  # (B, C_last) global mean pooling
 
@@ -222,4 +243,14 @@ def build_resnet(cfg, shape, time_cond: bool = False, num_classes: int | None = 
     return ResNetEnergy(shape[0], default_channels(cfg, shape), cfg.depth, cfg.norm or "group", cfg.activation,
                         cfg.attention, cfg.spectral_norm, time_cond=time_cond,
                         num_classes=int(num_classes or 0), embed_dim=cfg.time_embed_dim, default_t=default_t,
-                        pool=getattr(cfg, "pool", "avg"))
+                        pool=getattr(cfg, "pool", "avg"), **architecture_options(cfg))
+
+
+def architecture_options(cfg) -> dict:
+    """The optional ``ModelConfig`` keys of ``ResNetEnergy`` (blocks, down_last, attention_at,
+    last_activation); absent or None keys keep the defaults (the behaviour before they existed)."""
+    blocks = getattr(cfg, "blocks", None)
+    return {"blocks": [int(b) for b in blocks] if blocks else None,
+            "down_last": bool(getattr(cfg, "down_last", None) or False),
+            "attention_at": getattr(cfg, "attention_at", None),
+            "last_activation": getattr(cfg, "last_activation", None)}

@@ -25,12 +25,13 @@ ACTIVATIONS = {
     "tanh": nn.Tanh,
     "leaky_relu": lambda: nn.LeakyReLU(0.2),
     "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,  # plain logistic sigmoid (paper 002 Sec. 5: "Sigmoid activations")
 }
 
 
 def make_activation(name: str) -> nn.Module:
     """The activation module named ``name`` (``ACTIVATIONS``: silu or swish, softplus, elu, gelu, tanh,
-    leaky_relu, relu)."""
+    leaky_relu, relu, sigmoid)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()

@@ -11,6 +11,12 @@ residual block removed. Similarly, the quarter resolution models ... with the fi
 the half-resolution net uses ``channels[1:]`` and the quarter-resolution net ``channels[2:]`` (each at
 least one resolution level: the last entry is reused when the list is too short).
 
+The layout options of ``ResNetEnergy`` (``model.blocks``, ``down_last``, ``attention_at``,
+``last_activation``) follow the same rule: ``blocks[i:]`` at scale i, and the attention stays at the
+same place in the image, ``attention_at - i`` (Table 5: after the second down-sampling of the full
+net, after the first of the half net, right after the input convolution of the quarter net; all three
+at 8x8 for CIFAR).
+
 Choice: a scale is dropped when the image would be smaller than 2x2 there (8x8 digits keep all three:
 8, 4 and 2 pixels). Conditioning (``t=...``, ``y=...``) is passed to every scale.
 """
@@ -19,7 +25,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ebmlab.energies.convnet import ResNetEnergy, default_channels
+from ebmlab.energies.convnet import ResNetEnergy, architecture_options, default_channels
 
 
 class MultiScaleEnergy(nn.Module):
@@ -51,13 +57,19 @@ def build_multiscale(cfg, shape, time_cond: bool = False, num_classes: int | Non
     if len(shape) != 3:
         raise ValueError(f"model 'multiscale' needs image data (C, H, W), got shape {shape}")
     channels = default_channels(cfg, shape)
+    opts = architecture_options(cfg)
     nets, factors = [], []
     for i, f in enumerate((1, 2, 4)):
         if min(shape[1:]) // f < 2:
             break
         ch = channels[i:] or channels[-1:]
+        scale_opts = dict(opts)
+        if opts["blocks"] is not None:
+            scale_opts["blocks"] = opts["blocks"][i:] or opts["blocks"][-1:]
+        if opts["attention_at"] is not None:  # the same place in the image: i levels fewer before it
+            scale_opts["attention_at"] = min(len(ch), max(0, opts["attention_at"] - (len(channels) - len(ch))))
         nets.append(ResNetEnergy(shape[0], ch, cfg.depth, cfg.norm or "group", cfg.activation, cfg.attention,
                                  cfg.spectral_norm, time_cond=time_cond, num_classes=int(num_classes or 0),
-                                 embed_dim=cfg.time_embed_dim, default_t=default_t))
+                                 embed_dim=cfg.time_embed_dim, default_t=default_t, **scale_opts))
         factors.append(f)
     return MultiScaleEnergy(nets, factors)

@@ -6,7 +6,10 @@ Every experiment writes ``DIR/results.md`` and ``DIR/results.json`` =
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
+
+from ebmlab.errors import ConfigError
 
 # name -> module with ``run(out: Path, quick: bool) -> dict``; imported only when that experiment runs
 EXPERIMENTS = {
@@ -18,11 +21,16 @@ EXPERIMENTS = {
 }
 
 
-def run_experiment(name: str, out: Path, quick: bool = False) -> dict:
+def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict:
     """Run experiment ``name`` (``EXPERIMENTS``) into ``out``; returns its ``results.json`` content.
-    ``quick``: a smoke-test version whose numbers mean nothing."""
+    ``quick``: a smoke-test version whose numbers mean nothing. ``options``: ``seeds`` and ``jobs`` for
+    the experiments on the claim harness (``experiments/claims.py``); others refuse them."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; available experiments are: {', '.join(sorted(EXPERIMENTS))}")
     module = importlib.import_module(EXPERIMENTS[name])
+    accepted = inspect.signature(module.run).parameters
+    refused = [k for k in options if k not in accepted]
+    if refused:
+        raise ConfigError(f"experiment {name} does not take --{', --'.join(refused)} (it is not on the claim harness yet)")
     out.mkdir(parents=True, exist_ok=True)
-    return module.run(out, quick=quick)
+    return module.run(out, quick=quick, **options)

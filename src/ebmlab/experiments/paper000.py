@@ -1,144 +1,151 @@
-"""``ebmlab experiment paper000``: plain CD vs CD+CE vs JointCD on the 2-D shifted spiral (paper 000,
-Sec. 4.1, App. C.1, Fig. 5), at CPU scale.
+"""``ebmlab experiment paper000``: Option 1 vs CD+CE vs JointCD with the same model and annealed sampler
+(paper 000, Sec. 3.1, 3.3-3.5, App. C.1, Fig. 5), over seeds, at CPU scale.
 
-Three models with the same trunk, data, seed, sampler and number of optimiser steps
-(shipped configs ``paper000_spiral_cdce`` and ``paper000_spiral_jointcd``):
+The claim (Sec. 3.1): "substantially improved results are obtained when using the losses of Option 2
+and/or 3 in conjunction with or instead of the standard loss on p(z|t) (Option 1)". Arms, each with
+the same T-vector head, trunk, data, budget (``STEPS`` updates), MALA chains (K = 3, 60 % acceptance)
+and generation by simulated annealing (Alg. 3, each stage's step fitted to its own target), no EMA
+(the paper has none), through the claim harness (``experiments/claims.py``: seeds ``claims.SEEDS``,
+one-thread cells two at a time, the same evaluation step, paired verdicts with margins):
 
-- ``cd``: vanilla CD on the data distribution alone (``method.name: cd_plain``: no series, scalar
-  energy, K MALA steps from the data); generation = MALA from p_n for as many steps as annealing;
-- ``cd_ce``: Alg. 1; ``joint_cd``: Alg. 2; generation = simulated annealing (Alg. 3).
+- ``per_t``: Option 1, the per-t CD loss on p(z | t) alone (``method.name: per_t``);
+- ``cd_ce``: Option 2, Alg. 1 (CD on the marginal + CE); ``joint_cd``: Option 3, Alg. 2;
+- ``cd_plain``: reference row, vanilla CD with a scalar energy on the same trunk (not part of the claim).
 
-Reference rows ``data_floor`` (data vs data), ``noise`` (the N(0, sigma_n^2 I) starts vs data) and
-``uniform_density`` (density_kl of a uniform density on the grid). Columns: ``density_kl``
-(KL(true || model) on a grid, both grid-normalised; the reference is the spiral's exact density,
-``data/toy.py``), ``sample_energy_distance`` / ``sample_precision`` (Alg. 3 samples vs fresh data),
-``sample_energy_distance_soft`` / ``sample_precision_soft`` (Alg. 4, soft annealing; ``cd`` has no
-series, so its soft columns are a second draw of its MALA sampler); precision = fraction of samples
-above the 1 % quantile of the data's exact log-density; ``accept_rate`` (training chains, mean of
-the last 100 steps); ``accept_last10`` / ``accept_last10_soft`` (MALA acceptance over the last 10 %
-of the annealing stages, where each stage's step is fitted to its own target; target 0.6).
+Datasets: the shifted spiral of App. C.1 (shipped configs ``paper000_spiral_*``), and ``mixture``, a
+2-D mixture of well-separated Gaussians with unequal weights (``data/toy.py``), where stitching the
+levels together decides whether the modes get their weights: its metric is ``sample_mode_mass_error``.
 
-Figures: ``annealing_cd_ce.png``, ``annealing_joint_cd.png`` (Fig. 5: samples through simulated
-and soft annealing over the model's density at that stage, and the ground truth),
-``stage_accept.png`` and ``stage_steps.png`` (acceptance and step size of each stage of Alg. 3).
+Columns: ``sample_precision`` / ``sample_energy_distance`` (Alg. 3 samples vs fresh data; precision =
+fraction above the 1 % quantile of the data's exact log-density), ``sample_precision_soft`` (Alg. 4),
+``sample_mode_mass_error`` (largest relative error of the samples' mode masses; ``density_mode_mass_error``
+the same for the model density on the grid) and ``sample_in_support_share`` where the toy defines them, ``density_kl`` (the model's
+log p(x) = log p(z, t = T-1) on a grid vs the exact density), ``accept_last10`` (MALA acceptance over
+the last 10 % of Alg. 3's stages; target 0.6).
 
-Claim checked: the joint losses beat plain CD on the spiral's density (``density_kl`` of cd_ce or
-joint_cd below cd's) and both annealing variants generate spiral samples from noise (energy distance
-below a quarter of the noise row's, for cd_ce and joint_cd). One seed: small differences are noise.
+Sub-claims, margins fixed before any run: precision margin 0.05, mode-mass-error margin 0.10.
+Figures (seed ``seeds[0]``): ``annealing_<dataset>_<arm>.png`` (Fig. 5), ``stage_accept.png``.
 """
 from __future__ import annotations
 
-import json
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ebmlab import plots
-from ebmlab.experiments.runner import experiment_config, train_and_evaluate, write_results
+from ebmlab.experiments import claims
+from ebmlab.experiments.claims import Cell, Claim
+from ebmlab.experiments.runner import train_cell
 from ebmlab.metrics.density import make_grid, sample_precision
 from ebmlab.metrics.distances import energy_distance
 
 TARGET_ACCEPT = 0.6  # App. C.1: the acceptance the per-stage step sizes are fitted to (the configs' method.target_accept)
-RUNS = {"cd": ("paper000_spiral_cdce", ["method.name=cd_plain"]),
+STEPS = 3000
+ARMS = {"per_t": ("paper000_spiral_cdce", ["method.name=per_t", "method.ce_weight=0"]),
         "cd_ce": ("paper000_spiral_cdce", []),
-        "joint_cd": ("paper000_spiral_jointcd", [])}
+        "joint_cd": ("paper000_spiral_jointcd", []),
+        "cd_plain": ("paper000_spiral_cdce", ["method.name=cd_plain"])}
+DATASETS = {"spiral": [], "mixture": ["data.name=mixture"]}  # both in App. C.1's coordinates (standardize false)
+COMMON = [f"train.steps={STEPS}", "train.ema=null", "train.checkpoint_every=100000"]
 QUICK = ["train.steps=20", "data.n_train=2000", "eval.n_samples=200", "eval.grid_size=40", "method.T=16",
          "method.sample_levels=8", "method.soft_stages=8", "model.width=32", "model.depth=1", "train.batch_size=64"]
-COLUMNS = ["density_kl", "sample_energy_distance", "sample_energy_distance_soft", "sample_precision",
-           "sample_precision_soft", "accept_rate", "accept_last10", "accept_last10_soft", "train_seconds"]
+METRICS = ["sample_precision", "sample_precision_soft", "sample_mode_mass_error", "density_mode_mass_error",
+           "sample_in_support_share", "sample_energy_distance", "density_kl", "accept_last10"]
+PRECISION_MARGIN, MODE_MARGIN = 0.05, 0.10
 
 
-def train_one(out: Path, name: str, quick: bool, per_stage: dict) -> tuple[dict, dict]:
-    """Train one method, evaluate it with EMA weights; returns (row, evaluate()'s metrics). Writes the
-    Fig. 5 panel and fills ``per_stage`` for the joint methods."""
-    config, sets = RUNS[name]
-    run_dir = out / "runs" / name
-    arm = train_and_evaluate(run_dir, experiment_config(config, sets + (QUICK if quick else [])))
-    trainer, m = arm.trainer, arm.metrics
-    obj, cfg = trainer.objective, trainer.cfg  # EMA weights
-    row = {"name": name, "train_seconds": arm.train_seconds}
-    logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    row.update({k: m[k] for k in ("density_kl", "sample_energy_distance", "sample_precision") if k in m})
-    row.update(_generation_metrics(obj, trainer.data, cfg, per_stage, name))
-    if not obj.plain:
-        annealing_figure(obj, trainer.data, out / f"annealing_{name}.png")
-    row.update(_chain_metrics(logs, trainer.step))
-    return row, m
+def cell_fn(params: dict, seed: int, run_dir: Path) -> dict:
+    """One (dataset, arm, seed): train, evaluate (Alg. 3 samples), add Alg. 4 and the stage diagnostics."""
+    config, sets = ARMS[params["arm"]]
+    return train_cell(config, sets + params["overrides"], seed, run_dir,
+                      measure=lambda arm: _generation_metrics(arm, params["figures"]))
 
 
-def _generation_metrics(obj, data, cfg, per_stage: dict, name: str) -> dict:
-    """Soft annealing (Alg. 4) energy distance and precision vs fresh data, and the acceptance of the
-    last 10 % of stages of Alg. 3 and 4; fills ``per_stage[name]`` with Alg. 3's stage diagnostics."""
-    g = torch.Generator().manual_seed(cfg.train.seed + 21)
-    soft = obj.generate(cfg.eval.n_samples, algorithm="soft", generator=g)
-    x = data.transform.to_data(soft.x.cpu())
-    g_cpu = torch.Generator().manual_seed(cfg.train.seed + 11)  # the same reference draw as evaluate
-    ref, ref2 = data.fresh(cfg.eval.n_samples, g_cpu), data.fresh(cfg.eval.n_samples, g_cpu)
-    out = {"sample_energy_distance_soft": energy_distance(x, ref),
-           "sample_precision_soft": sample_precision(data.dist.log_prob(x), data.dist.log_prob(ref2))}
-    if not obj.plain:
+def _generation_metrics(arm, figures: bool) -> dict:
+    """Soft annealing (Alg. 4) precision and energy distance vs fresh data, the acceptance of the last
+    10 % of stages of Alg. 3 and 4; with ``figures`` the Fig. 5 panel and the stage arrays."""
+    obj, data, cfg, run_dir = arm.trainer.objective, arm.trainer.data, arm.trainer.cfg, arm.trainer.run_dir
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(cfg.train.seed + 21)
+        soft = obj.generate(cfg.eval.n_samples, algorithm="soft", generator=g)
+        x = data.transform.to_data(soft.x.cpu())
+        g_cpu = torch.Generator().manual_seed(cfg.train.seed + 11)  # the same reference draw as evaluate
+        ref, ref2 = data.fresh(cfg.eval.n_samples, g_cpu), data.fresh(cfg.eval.n_samples, g_cpu)
+        out = {"sample_energy_distance_soft": energy_distance(x, ref),
+               "sample_precision_soft": sample_precision(data.dist.log_prob(x), data.dist.log_prob(ref2))}
+        if obj.plain:
+            return out
         alg3 = obj.generate(cfg.eval.n_samples, algorithm="annealing", generator=g).info
-        per_stage[name] = (alg3["level"], alg3["stage_accept_rate"], (2 * alg3["stage_step_size"]).sqrt())
         out.update(accept_last10=float(alg3["accept_rate_last10"]),
                    accept_last10_soft=float(soft.info["accept_rate_last10"]))
+        if figures:
+            np.savez(Path(run_dir) / "stages.npz", level=alg3["level"].numpy(),
+                     accept=alg3["stage_accept_rate"].numpy(), mu=(2 * alg3["stage_step_size"]).sqrt().numpy())
+    if figures:
+        annealing_figure(obj, data, Path(run_dir) / "annealing.png")
     return out
 
 
-def _chain_metrics(logs: list[dict], last_step: int) -> dict:
-    """Training-chain acceptance averaged over the last 100 steps."""
-    last = [r for r in logs if r["step"] > last_step - 100] or logs[-1:]
-    out = {"accept_rate": sum(r["accept_rate"] for r in last) / len(last)}
+def build_cells(quick: bool, seeds) -> list[Cell]:
+    """Every (dataset, arm, seed); arms are named ``<dataset>/<arm>``."""
+    return [Cell(f"{ds}/{arm}", seed, cell_fn, {"arm": arm, "figures": seed == seeds[0],
+                                                 "overrides": COMMON + sets + (QUICK if quick else [])})
+            for ds, sets in DATASETS.items() for arm in ARMS for seed in seeds]
+
+
+def sub_claims() -> list[Claim]:
+    """Option 2 (cd_ce) and Option 3 (joint_cd) each against Option 1 (per_t), per dataset."""
+    out = []
+    for joint in ("cd_ce", "joint_cd"):
+        out.append(Claim(f"spiral: {joint} generates better than Option 1", f"spiral/{joint}", "spiral/per_t",
+                         "sample_precision", "higher", PRECISION_MARGIN))
+        out.append(Claim(f"mixture: {joint} gets the mode weights better than Option 1", f"mixture/{joint}",
+                         "mixture/per_t", "sample_mode_mass_error", "lower", MODE_MARGIN))
+        out.append(Claim(f"mixture: {joint} generates better than Option 1", f"mixture/{joint}", "mixture/per_t",
+                         "sample_precision", "higher", PRECISION_MARGIN))
     return out
 
 
-def run(out: Path, quick: bool = False) -> dict:
-    """Paper 000's experiment into ``out``: CD vs CD+CE vs JointCD on the spiral, annealed generation
-    (Alg. 3-4), Fig. 5; returns the results dict."""
-    out.mkdir(parents=True, exist_ok=True)
-    rows, per_stage = [], {}
-    for name in RUNS:
-        print(f"[paper000] training {name}")
-        row, refs = train_one(out, name, quick, per_stage)
-        rows.append(row)
-    rows.append({"name": "data_floor", "sample_energy_distance": refs["sample_energy_distance_floor"],
-                 "sample_precision": refs.get("sample_precision_floor")})
-    rows.append({"name": "noise", "sample_energy_distance": refs["sample_energy_distance_noise"]})
-    rows.append({"name": "uniform_density", "density_kl": refs.get("density_kl_uniform")})
-    _stage_figures(out, per_stage)
-    return _verdict(out, rows, quick)
+def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2) -> dict:
+    """Paper 000's experiment into ``out``; returns the results dict (``claims.write_claim_results``)."""
+    t0 = time.time()
+    cells = build_cells(quick, seeds)
+    records = claims.run_cells(out, cells, jobs=jobs)
+    claims.check_same_step(records)
+    tables = {ds: claims.summary_table(records, [f"{ds}/{a}" for a in ARMS], METRICS, seeds) for ds in DATASETS}
+    verdicts = [claims.decide(c, {**tables["spiral"], **tables["mixture"]}) for c in sub_claims()]
+    _figures(out, records, seeds[0])
+    claim = ("the joint losses (Option 2: CD+CE, Option 3: JointCD) give substantially better results than the "
+             "standard per-t loss on p(z | t) (Option 1) with the same model and annealed sampler (paper 000 Sec. 3.1)")
+    notes = (f"{'QUICK smoke run: the numbers mean nothing. ' if quick else ''}Budget: {STEPS} updates per arm, "
+             "width-128 residual MLP (paper: 256), T = 256, K = 3, batch 256, no EMA; the paper trains ~78k steps on a "
+             "GPU. cd_plain is a reference row (scalar energy, MALA from the prior for as many steps as annealing). "
+             "Figures: annealing_<dataset>_<arm>.png (Fig. 5), stage_accept.png.\n")
+    return claims.write_claim_results(out, "000", claim, tables, verdicts, seeds, {t: METRICS for t in tables}, notes,
+                                      extra={"wall_seconds": round(time.time() - t0, 1), "quick": quick})
 
 
-def _verdict(out: Path, rows: list[dict], quick: bool) -> dict:
-    by = {r["name"]: r for r in rows}
-    noise_ed = by["noise"]["sample_energy_distance"]
-    checks = {
-        "CD+CE or JointCD reaches a lower density_kl than plain CD":
-            min(by["cd_ce"]["density_kl"], by["joint_cd"]["density_kl"]) < by["cd"]["density_kl"],
-        "simulated and soft annealing of CD+CE and JointCD reach an energy distance < 1/4 of noise's":
-            all(by[n][k] < 0.25 * noise_ed for n in ("cd_ce", "joint_cd")
-                for k in ("sample_energy_distance", "sample_energy_distance_soft")),
-    }
-    claim = ("the joint losses (CD+CE or JointCD) reach a lower density KL than plain CD on the spiral, and "
-             "both simulated and soft annealing generate spiral samples from noise (energy distance < 1/4 of noise's)")
-    notes = "Sub-claims:\n" + "".join(f"- {k}: {'yes' if v else 'no'}\n" for k, v in checks.items())
-    notes += ("\nOne seed (train.seed of the configs); small differences are noise. " +
-              ("QUICK smoke run: the numbers mean nothing.\n" if quick else "") +
-              "Figures: annealing_cd_ce.png, annealing_joint_cd.png (Fig. 5), stage_accept.png, stage_steps.png.\n")
-    return write_results(out, "000", rows, COLUMNS, claim, all(checks.values()), notes)
+def _figures(out: Path, records: dict, seed: int) -> None:
+    """Copy each arm's Fig. 5 panel to ``out`` and draw the stage acceptance of Alg. 3 per arm."""
+    import shutil
+    acc = {}
+    for (arm, s), r in records.items():
+        d = Path(out) / "cells" / arm / f"seed{s}"
+        if s != seed or r["diverged"] or r["failed"]:
+            continue
+        if (d / "annealing.png").exists():
+            shutil.copy(d / "annealing.png", Path(out) / f"annealing_{arm.replace('/', '_')}.png")
+        if (d / "stages.npz").exists():
+            with np.load(d / "stages.npz", allow_pickle=False) as z:
+                acc[arm] = (z["level"].tolist(), z["accept"].tolist())
+    if acc:
+        plots.line_plot(acc, Path(out) / "stage_accept.png", "annealing level t", "MALA acceptance (fraction)",
+                        "Alg. 3: acceptance per stage", hline=(TARGET_ACCEPT, f"target {TARGET_ACCEPT:g}"))
 
 
 # ----- figures -----------------------------------------------------------------------------------
-def _stage_figures(out: Path, per_stage: dict) -> None:
-    """Acceptance and step size mu = sqrt(2 eps) of each stage of simulated annealing (Alg. 3),
-    against the stage's level t."""
-    acc = {k: (lv.tolist(), a.tolist()) for k, (lv, a, _) in per_stage.items()}
-    mu = {k: (lv.tolist(), m.tolist()) for k, (lv, _, m) in per_stage.items()}
-    plots.line_plot(acc, out / "stage_accept.png", "annealing level t", "MALA acceptance (fraction)",
-                    "Alg. 3: acceptance per stage", hline=(TARGET_ACCEPT, f"target {TARGET_ACCEPT:g}"))
-    plots.line_plot(mu, out / "stage_steps.png", "annealing level t", "step mu = sqrt(2 eps) (model units)",
-                    "Alg. 3: fitted step per stage", logy=True)
-
-
 def annealing_figure(obj, data, path: Path, n: int = 1000, columns: int = 5) -> None:
     """Fig. 5: rows = simulated annealing (Alg. 3) and soft annealing (Alg. 4); columns = stages;
     each panel shows the density the chain targets at that stage and the current samples."""
@@ -148,7 +155,7 @@ def annealing_figure(obj, data, path: Path, n: int = 1000, columns: int = 5) -> 
     x0 = obj.prior(n, g)
     d_a = obj.generate(n, algorithm="annealing", generator=g, x0=x0, keep=stages).info
     d_s = obj.generate(n, algorithm="soft", generator=g, x0=x0, keep=stages).info
-    ext = 0.9
+    ext = float(data.transform.to_data(data.test)[:, :2].abs().max()) * 1.15  # spiral: ~0.9 (App. C.1 units)
     grid, xs, ys = make_grid(ext, 100)
     fig = plots.new_figure((2.3 * (len(stages) + 1), 5.0))
     axes = fig.subplots(2, len(stages) + 1, sharex=True, sharey=True)

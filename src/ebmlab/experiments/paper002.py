@@ -1,78 +1,201 @@
-"""``ebmlab experiment paper002``: the T / K / sigma ablations of paper 002 (Tables 4-6) at CPU scale.
+"""``ebmlab experiment paper002``: the T / K / sigma ablations of paper 002 (Tables 4-6) at CPU scale,
+over seeds, with eta tuned per cell (App. A.1), through the claim harness (``experiments/claims.py``).
 
-Toy with an exact density (shipped config ``paper002_8gaussians``, dataset ``TOY``): one model per
-setting, same seed and budget (1,500 iterations each):
+Toy with an exact density (shipped config ``paper002_8gaussians``, dataset ``TOY``), every cell the same
+budget (the config's 1,500 iterations) and seeds ``claims.SEEDS`` (one-thread processes, two at a time):
 
-- the T x K grid, T in {3, 6, 10, 20} and K in {1, 3, 5} (Table 4 is the K = 3 row, Table 5 the
-  T = 20 column), sigma = 0.3; rows ``T{T}_K{K}``;
-- the sigma ablation of Table 6 at T = 20, K = 3, sigma in {0.005, 0.05, 0.1, 0.5} (0.3 is the grid's
-  ``T20_K3``); rows ``sigma{s}``.
+- the T x K grid, T in ``GRID_T`` and K in ``GRID_K`` (``--full``: ``FULL_T`` x ``FULL_K``, toward the
+  paper's Tables 4-5, which go to T 40 and K 30), sigma 0.3; arms ``T{T}_K{K}``;
+- eta per grid cell by App. A.1's rule ("we initially tuned eta so that the energy of generated samples
+  is slightly below the energy of real images at the final sampling step"):
+  ``experiments/eta_search.tune_eta_by_training`` trains one short model (``TUNE_STEPS`` iterations,
+  seed ``TUNE_SEED``, not one of the evaluation seeds) per candidate in ``ETA_CANDIDATES`` and picks the
+  smallest eta whose t = 1 gap E(x+) - E(x_gen) reaches 0 (the largest candidate if none does);
+- the sigma ablation of Table 6 at T = 20, K = 3 (eta of that grid cell), sigma in ``SIGMAS``; arms
+  ``sigma{s}``;
+- digits (shipped config ``paper002_digits``, ``DIGITS_STEPS`` iterations, its eta 0.5): Table 4's row
+  T in ``DIGITS_T`` at K = 3, arms ``digits_T{T}_K3``, column ``digits_fd``.
 
-Each row has ``sample_energy_distance`` (samples generated from N(0, I) with the T x K-step process
-vs fresh data, data coordinates), ``sample_precision`` (fraction of samples where the true density
-is above its 1 % data quantile), ``density_kl`` of exp(-E(x, t = 1)) on a grid (the Boltzmann density
-at the last time step, not the density of the samples) and the total steps T x K. Reference rows:
-``data_floor`` (data vs data) and ``noise_ceiling`` (the N(0, I) start).
+Columns: ``sample_energy_distance`` (samples from N(0, I) through the T x K-step process vs fresh data,
+data coordinates), ``sample_precision`` (fraction above the 1 % quantile of the data's exact
+log-density), ``density_kl`` of exp(-E(x, t = 1)) on a grid (the Boltzmann density at the last time
+step, not the density of the samples), ``eta`` (the tuned step) and ``digits_fd``.
 
-Digits (shipped config ``paper002_digits``, ``DIGITS_STEPS`` iterations instead of the config's 1,500
-to fit the CPU budget): Table 4's row T in {3, 10, 20} at K = 3 adds ``digits_fd`` (with its floor
-and noise ceiling in the notes) to the matching ``T{T}_K3`` rows. The rest of the grid is toy-only.
-
-Figures: ``sampling_process.png`` (toy) and ``sampling_process_digits.png`` (Fig. 1: the chains after
-each time step), ``interpolation.png`` / ``interpolation_digits.png`` (Sec. 5.1 / Fig. 3: slerp of
-starts and Langevin noises), ``ablation_TK.png``.
-
-The claim checked (Tables 4-5): sample quality has an interior optimum in the total number of sampling
-steps T x K (paper: best at T x K = 60, worse with more steps). ``claim_holds`` on the toy: the best
-grid setting's T x K lies strictly between the smallest and largest product tested AND the
-largest-product setting (T20_K5) is worse than the best by more than 2 x ``data_floor`` (the energy
-distance between two data samples of the same size, our noise scale). One seed per setting.
+The claim (Tables 4-5): sample quality has an interior optimum in the total number of steps T x K (the
+paper: best at T x K = 60, worse with more steps). Sub-claims, margins fixed before any run (energy
+distance, data units; the data-vs-data floor is ~0.005): T20_K3 (60 steps) beats the fewest steps
+(T3_K1) and the most steps (the largest T x K of the grid) by more than 0.005 on every seed.
+Figures: ``sampling_process.png`` / ``sampling_process_digits.png`` (Fig. 1), ``interpolation*.png``
+(Sec. 5.1 / Fig. 3), ``ablation_TK.png``.
 """
 from __future__ import annotations
 
-import json
+import time
 from pathlib import Path
 
 import torch
 
 from ebmlab import plots
 from ebmlab.applications.interpolation import interpolate
-from ebmlab.experiments.runner import experiment_config, train_and_evaluate, write_json, write_results
+from ebmlab.experiments import claims
+from ebmlab.experiments.claims import Cell, Claim
+from ebmlab.experiments.runner import experiment_config, train_cell
 
 TOY = "8gaussians"
-GRID_T, GRID_K, SIGMAS = (3, 6, 10, 20), (1, 3, 5), (0.005, 0.05, 0.1, 0.5)
+GRID_T, GRID_K = (3, 10, 20, 30), (1, 3, 10)
+FULL_T, FULL_K = (3, 6, 10, 20, 30, 40), (1, 3, 5, 10, 30)
+SIGMAS = (0.005, 0.05, 0.1, 0.5)
 DIGITS_T, DIGITS_STEPS = (3, 10, 20), 500
-COLUMNS = ["T", "K", "sigma", "steps", "sample_energy_distance", "sample_precision", "density_kl", "digits_fd",
-           "train_seconds"]
+ETA_CANDIDATES, TUNE_STEPS, TUNE_SEED = (0.1, 0.2, 0.4, 0.8), 300, 100
+ED_MARGIN = 0.005
+METRICS = ["sample_energy_distance", "sample_precision", "density_kl", "eta", "digits_fd"]
 QUICK_TOY = ["train.steps=20", "data.n_train=2000", "eval.n_samples=300", "eval.grid_size=40",
              "method.buffer_size=512", "train.batch_size=64"]
 QUICK_DIGITS = ["train.steps=3", "eval.n_samples=64", "train.batch_size=32", "method.buffer_size=64"]
 
 
-def train_one(out: Path, name: str, config: str, sets: list[str]):
-    """Train one setting and evaluate its EMA weights; returns (metrics, trainer, seconds)."""
-    arm = train_and_evaluate(out / "runs" / name, experiment_config(config, sets, threads=1))
-    return arm.metrics, arm.trainer, round(arm.train_seconds + arm.eval_seconds, 1)
+def toy_sets(T: int, K: int, sigma: float, quick: bool) -> list[str]:
+    """Overrides of one toy cell (before eta)."""
+    return [f"data.name={TOY}", f"method.T={T}", f"method.K={K}", f"method.sigma={sigma}"] + (QUICK_TOY if quick else [])
 
 
-def toy_row(out: Path, T: int, K: int, sigma: float, quick: bool, name: str | None = None):
-    """Train and evaluate one (T, K) setting on the toy; returns its results row."""
-    name = name or f"T{T}_K{K}"
-    sets = [f"data.name={TOY}", f"method.T={T}", f"method.K={K}", f"method.sigma={sigma}"]
-    m, trainer, secs = train_one(out, name, "paper002_8gaussians", sets + (QUICK_TOY if quick else []))
-    row = {"name": name, "T": T, "K": K, "sigma": sigma, "steps": T * K, "train_seconds": secs,
-           **{k: m.get(k) for k in ("sample_energy_distance", "sample_precision", "density_kl")}}
-    print(f"[paper002] {name}: ED={row['sample_energy_distance']:.4g} precision={row['sample_precision']:.3g} "
-          f"({secs} s)", flush=True)
-    return row, trainer, m
+def tune_fn(params: dict, seed: int, run_dir: Path) -> dict:
+    """A tuning cell: App. A.1's eta for one (T, K) (seed ``TUNE_SEED``, short trainings)."""
+    from ebmlab.experiments.eta_search import tune_eta_by_training
+    cfg = experiment_config("paper002_8gaussians", params["overrides"], threads=1)
+    res = tune_eta_by_training(cfg, params["candidates"], params["steps"], seed=seed)
+    return {"eta": res.eta, "reached": float(res.reached), **{f"gap_eta{k:g}": v for k, v in res.gaps.items()},
+            "step": params["steps"]}
 
 
-def digits_run(out: Path, T: int, quick: bool):
-    """Train paper 002 on digits with ``T`` time steps; returns its metrics and writes its figures."""
-    sets = [f"method.T={T}", "method.K=3", f"train.steps={DIGITS_STEPS}"] + (QUICK_DIGITS if quick else [])
-    m, trainer, secs = train_one(out, f"digits_T{T}_K3", "paper002_digits", sets)
-    print(f"[paper002] digits T{T}_K3: digits_fd={m['digits_fd']:.4g} ({secs} s)", flush=True)
-    return m, trainer, secs
+def cell_fn(params: dict, seed: int, run_dir: Path) -> dict:
+    """An evaluation cell: train with the tuned eta, evaluate; figures for the reference cell."""
+    eta = params.get("eta")
+    sets = params["overrides"] + ([f"method.eta={eta}"] if eta is not None else [])
+    figures = params.get("figures")  # None, or the figure files' suffix ("" for the toy)
+    out = train_cell(params["config"], sets, seed, run_dir,
+                     measure=(lambda arm: _figures(arm, run_dir, figures)) if figures is not None else None)
+    if eta is not None and not out.get("diverged"):
+        out["eta"] = eta
+    return out
+
+
+def _figures(arm, run_dir: Path, suffix: str) -> dict:
+    sampling_figures(Path(run_dir), arm.trainer, suffix)
+    return {}
+
+
+def grid(quick: bool, full: bool) -> list[tuple[int, int]]:
+    """The (T, K) cells: quick (tiny), default or ``--full``."""
+    if quick:
+        return [(2, 1), (2, 3), (3, 3)]
+    ts, ks = (FULL_T, FULL_K) if full else (GRID_T, GRID_K)
+    return [(T, K) for T in ts for K in ks]
+
+
+def reference(quick: bool) -> tuple[int, int]:
+    """The paper's best setting, T x K = 60 (quick: the middle cell)."""
+    return (2, 3) if quick else (20, 3)
+
+
+def tuning_cells(cells_tk, quick: bool) -> list[Cell]:
+    """One tuning cell per (T, K)."""
+    steps = 5 if quick else TUNE_STEPS
+    return [Cell(f"tune_T{T}_K{K}", TUNE_SEED, tune_fn, {"overrides": toy_sets(T, K, 0.3, quick),
+                                                        "candidates": list(ETA_CANDIDATES), "steps": steps})
+            for T, K in cells_tk]
+
+
+def evaluation_cells(cells_tk, etas: dict, quick: bool, seeds) -> dict[str, list[Cell]]:
+    """{table: cells}: the T x K grid, the sigma ablation, the digits row."""
+    ref = reference(quick)
+    fig = lambda name, s: name if s == seeds[0] else None  # noqa: E731 (figures from the first seed only)
+    toy = [Cell(f"T{T}_K{K}", s, cell_fn, {"config": "paper002_8gaussians", "overrides": toy_sets(T, K, 0.3, quick),
+                                           "eta": etas[(T, K)], "figures": fig("", s) if (T, K) == ref else None})
+           for T, K in cells_tk for s in seeds]
+    sig = [Cell(f"sigma{sg}", s, cell_fn, {"config": "paper002_8gaussians", "overrides": toy_sets(*ref, sg, quick),
+                                           "eta": etas[ref]}) for sg in (SIGMAS[-1:] if quick else SIGMAS) for s in seeds]
+    dig = [Cell(f"digits_T{T}_K3", s, cell_fn, {"config": "paper002_digits", "figures": fig("_digits", s) if T == 10 else None,
+                                                "overrides": [f"method.T={T}", "method.K=3", f"train.steps={DIGITS_STEPS}"]
+                                                + (QUICK_DIGITS if quick else [])})
+           for T in (DIGITS_T[:1] if quick else DIGITS_T) for s in seeds]
+    return {"T x K grid (toy)": toy, "sigma ablation (toy, T20_K3)": sig, "digits (K = 3)": dig}
+
+
+def sub_claims(cells_tk, quick: bool) -> list[Claim]:
+    """The reference (T x K = 60) against the fewest and the most steps of the grid."""
+    ref = "T{}_K{}".format(*reference(quick))
+    fewest = "T{}_K{}".format(*min(cells_tk, key=lambda tk: (tk[0] * tk[1], tk)))
+    most = "T{}_K{}".format(*max(cells_tk, key=lambda tk: (tk[0] * tk[1], tk)))
+    return [Claim(f"{ref} generates better than the fewest steps ({fewest})", ref, fewest, "sample_energy_distance",
+                  "lower", ED_MARGIN),
+            Claim(f"{ref} generates better than the most steps ({most})", ref, most, "sample_energy_distance",
+                  "lower", ED_MARGIN)]
+
+
+def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2, full: bool = False) -> dict:
+    """Paper 002's experiment into ``out``; returns the results dict (``claims.write_claim_results``)."""
+    out, t0 = Path(out), time.time()
+    cells_tk = grid(quick, full)
+    tuned = claims.run_cells(out, tuning_cells(cells_tk, quick), jobs=jobs)
+    etas = {(T, K): tuned[(f"tune_T{T}_K{K}", TUNE_SEED)]["metrics"]["eta"] for T, K in cells_tk}
+    tables_cells = evaluation_cells(cells_tk, etas, quick, seeds)
+    records = claims.run_cells(out, [c for cells in tables_cells.values() for c in cells], jobs=jobs)
+    tables = {}
+    for title, cells in tables_cells.items():
+        recs = {k: v for k, v in records.items() if k[0] in {c.arm for c in cells}}
+        claims.check_same_step(recs)
+        tables[title] = claims.summary_table(recs, list(dict.fromkeys(c.arm for c in cells)), METRICS, seeds)
+    verdicts = [claims.decide(c, tables["T x K grid (toy)"]) for c in sub_claims(cells_tk, quick)]
+    _collect_figures(out, tables_cells, seeds[0])
+    _ablation_figure(out, tables["T x K grid (toy)"], cells_tk)
+    claim = ("sample quality has an interior optimum in the total number of sampling steps T x K "
+             "(paper 002 Tables 4-5: best at T x K = 60, worse with more steps)")
+    tuning = {f"T{T}_K{K}": tuned[(f"tune_T{T}_K{K}", TUNE_SEED)]["metrics"] for T, K in cells_tk}
+    notes = _notes(quick, full, tuning, records, seeds)
+    return claims.write_claim_results(out, "002", claim, tables, verdicts, seeds, {t: METRICS for t in tables}, notes,
+                                      extra={"eta_tuning": tuning, "wall_seconds": round(time.time() - t0, 1),
+                                             "quick": quick, "full": full, "toy": TOY})
+
+
+def _notes(quick: bool, full: bool, tuning: dict, records: dict, seeds) -> str:
+    floor = [r["metrics"].get("sample_energy_distance_floor") for k, r in records.items()
+             if k[0].startswith("T") and r["metrics"]]
+    noise = [r["metrics"].get("sample_energy_distance_noise") for k, r in records.items()
+             if k[0].startswith("T") and r["metrics"]]
+    lines = [f"{'QUICK smoke run: the numbers mean nothing. ' if quick else ''}Toy: {TOY}; grid "
+             f"{'--full' if full else 'default'}; 1,500 iterations per toy cell, {DIGITS_STEPS} per digits cell.",
+             f"Energy distance floor (data vs data) {claims.fmt_number(floor[0] if floor else None)}, noise start "
+             f"{claims.fmt_number(noise[0] if noise else None)}.", "",
+             f"## eta per cell (App. A.1; short trainings of {TUNE_STEPS} iterations, seed {TUNE_SEED})", "",
+             "| cell | eta | reached gap >= 0 | gap per candidate |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['eta']:g} | {'yes' if v['reached'] else 'no'} | "
+              + ", ".join(f"{g[7:]}: {claims.fmt_number(x)}" for g, x in v.items() if g.startswith("gap_eta")) + " |"
+              for k, v in tuning.items()]
+    lines += ["", "density_kl is for exp(-E(x, t=1)), not for the samples. Figures: sampling_process*.png (Fig. 1), "
+              "interpolation*.png (Sec. 5.1), ablation_TK.png."]
+    return "\n".join(lines) + "\n"
+
+
+def _collect_figures(out: Path, tables_cells: dict, seed: int) -> None:
+    """Copy the figures the reference cells drew into ``out``."""
+    import shutil
+    for cells in tables_cells.values():
+        for c in cells:
+            if c.seed == seed and c.params.get("figures") is not None:
+                for png in claims.cell_dir(out, c).glob("*.png"):
+                    shutil.copy(png, Path(out) / png.name)
+
+
+def _ablation_figure(out: Path, table: dict, cells_tk) -> None:
+    """Mean energy distance (with seed std as error bars' stand-in: the mean only) against T, one line per K."""
+    series = {}
+    for K in sorted({k for _, k in cells_tk}):
+        ts = [T for T, k in cells_tk if k == K]
+        series[f"K={K}"] = (ts, [table[f"T{T}_K{K}"]["sample_energy_distance"]["mean"] for T in ts])
+    plots.line_plot(series, Path(out) / "ablation_TK.png", "number of time steps T",
+                    "sample energy distance (data units, mean over seeds)",
+                    title=f"paper 002 on {TOY}: K Langevin steps per time step", logy=True)
 
 
 def sampling_figures(out: Path, trainer, suffix: str = "") -> None:
@@ -110,80 +233,3 @@ def toy_interpolation_plot(strip, ref, ext: float, path: Path) -> None:
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title("slerp of starts and Langevin noises (Sec. 5.1),\ncoloured from sample A to sample B", fontsize=9)
     plots._save(fig, path)
-
-
-def grid_order(quick: bool) -> list[tuple[int, int]]:
-    """Table 4's row (K = 3, all T), then Table 5's column (T = 20, all K), then the rest of the grid."""
-    if quick:
-        return [(2, 1), (2, 3), (3, 3)]
-    first = [(T, 3) for T in GRID_T] + [(20, K) for K in GRID_K if K != 3]
-    return first + [(T, K) for T in GRID_T for K in GRID_K if (T, K) not in first]
-
-
-def run(out: Path, quick: bool = False) -> dict:
-    """Paper 002's experiment into ``out`` (the T x K ablation of Tables 4-5, Fig. 1); returns the results dict."""
-    out = Path(out)
-    base = (2, 3) if quick else (20, 3)
-    rows, keep, ref = [], None, {}
-    for T, K in grid_order(quick):
-        row, trainer, m = toy_row(out, T, K, 0.3, quick)
-        rows.append(row)
-        if (T, K) == base:
-            keep, ref = trainer, m
-        (out / "rows_partial.json").write_text(json.dumps(rows, indent=1))  # survives an interrupted run
-    for s in (SIGMAS[-1:] if quick else SIGMAS):
-        rows.append(toy_row(out, *base, s, quick, name=f"sigma{s}")[0])
-        (out / "rows_partial.json").write_text(json.dumps(rows, indent=1))
-    sampling_figures(out, keep)
-    rows += [{"name": "data_floor", "sample_energy_distance": ref["sample_energy_distance_floor"],
-              "sample_precision": ref.get("sample_precision_floor")},
-             {"name": "noise_ceiling", "sample_energy_distance": ref["sample_energy_distance_noise"]}]
-    digits = {}
-    for T in (DIGITS_T[:1] if quick else DIGITS_T):
-        m, trainer, secs = digits_run(out, T, quick)
-        row = next(r for r in rows if r["name"] == f"T{T}_K3")
-        row["digits_fd"], digits[T] = m["digits_fd"], m
-        if T == 10 or quick:
-            sampling_figures(out, trainer, "_digits")
-        (out / "rows_partial.json").write_text(json.dumps(rows, indent=1))
-    return summarise(out, rows, digits, quick)
-
-
-def verdict(rows: list[dict]) -> tuple[bool, dict]:
-    """The interior-optimum check of the module docstring on the toy T x K grid."""
-    grid = [r for r in rows if r["name"].startswith("T")]
-    best = min(grid, key=lambda r: r["sample_energy_distance"])
-    products = sorted({r["steps"] for r in grid})
-    largest = max(grid, key=lambda r: (r["steps"], -r["sample_energy_distance"]))
-    floor = next(r for r in rows if r["name"] == "data_floor")["sample_energy_distance"]
-    interior = products[0] < best["steps"] < products[-1]
-    drop = largest["sample_energy_distance"] - best["sample_energy_distance"]
-    return bool(interior and drop > 2 * floor), {"best": best["name"], "best_steps": best["steps"],
-                                                  "largest": largest["name"], "drop_at_largest": drop,
-                                                  "noise_scale": 2 * floor}
-
-
-def summarise(out: Path, rows: list[dict], digits: dict, quick: bool) -> dict:
-    """The verdict on the T x K ablation, its figure and ``results.md``/``results.json``."""
-    holds, info = verdict(rows)
-    grid = [r for r in rows if r["name"].startswith("T")]
-    series = {f"K={K}": ([r["T"] for r in grid if r["K"] == K], [r["sample_energy_distance"] for r in grid if r["K"] == K])
-              for K in sorted({r["K"] for r in grid})}
-    plots.line_plot(series, out / "ablation_TK.png", "number of time steps T", "sample energy distance (data units)",
-                    title=f"paper 002 on {TOY}: K Langevin steps per time step",
-                    logy=True)
-    claim = ("sample quality has an interior optimum in the total number of sampling steps T x K "
-             "(paper 002 Tables 4-5: best at T x K = 60, worse with more steps)")
-    notes = [f"{'Quick smoke run: numbers are meaningless. ' if quick else ''}Toy: {TOY}. Best toy setting "
-             f"{info['best']} (T x K = {info['best_steps']}); largest product {info['largest']} is worse by "
-             f"{info['drop_at_largest']:.4g} (noise scale 2 x data_floor = {info['noise_scale']:.4g}).",
-             "One seed per setting; density_kl is for exp(-E(x, t=1)), not for the samples."]
-    for T, m in digits.items():
-        notes.append(f"digits T{T}_K3 ({DIGITS_STEPS if not quick else 3} iterations): digits_fd {m['digits_fd']:.4g} "
-                     f"(floor {m['digits_fd_floor']:.4g}, noise {m['digits_fd_noise']:.4g}), "
-                     f"class entropy {m['digits_class_entropy']:.3g}, confidence {m['digits_confidence']:.3g}.")
-    notes.append("Figures: sampling_process*.png (Fig. 1), interpolation*.png (Sec. 5.1), ablation_TK.png.")
-    result = write_results(out, "002", rows, COLUMNS, claim, holds, "\n\n".join(notes))
-    result.update(info, toy=TOY, quick=quick)
-    write_json(out, result)
-    return result

@@ -130,3 +130,23 @@ def write_results(out: Path, paper: str, rows: list[dict], columns: list[str], c
     (out / "results.md").write_text(md)
     print(md)
     return result
+
+
+def train_cell(config: str | Path | None, overrides: list[str], seed: int, run_dir: Path, *,
+               measure=None, evaluate_run: bool = True) -> dict:
+    """One cell of the claim harness (``experiments/claims.py``): train ``config`` + ``overrides`` with
+    ``train.seed=seed`` on one thread in ``run_dir``, apply the EMA weights, evaluate, and return the
+    metrics with ``step``. A run that diverges returns ``{"diverged": "step S: reason", "step": S}``
+    and is not evaluated (the harness reports it as diverged at that step). ``measure(arm) -> dict``
+    adds an experiment's own metrics (called with the trained ``Arm``; its objective holds the EMA
+    weights)."""
+    cfg = experiment_config(config, list(overrides) + [f"train.seed={seed}"], threads=1)
+    arm = train_and_evaluate(Path(run_dir), cfg, evaluate_run=evaluate_run, on_diverge="record")
+    step = arm.trainer.step
+    if arm.diverged:
+        return {"diverged": f"step {step}: {arm.diverged}", "step": step}
+    metrics = {k: v for k, v in arm.metrics.items() if isinstance(v, (int, float))}
+    if measure is not None:
+        metrics.update(measure(arm))
+    metrics.update(step=step, train_seconds=arm.train_seconds, eval_seconds=arm.eval_seconds)
+    return metrics

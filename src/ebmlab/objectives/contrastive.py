@@ -4,8 +4,9 @@ Paper 004 (Revisiting Contrastive Divergence), Sec. 3 and Alg. 1. Schemes (``met
 
 - ``data``: chains start at the data batch (Hinton's CD), loss <E(x)> - <E(x̂_data-init)>;
 - ``noise``: chains start at N(0, I) (short-run MCMC), loss <E(x)> - <E(x̂_noise-init)>;
-- ``persistent``: chains start from a bank of 60,000 samples initialised with noise; the chains are
-  written back to their slots (Tieleman 2008; Nijkamp et al.);
+- ``persistent``: chains start from a bank of 60,000 samples initialised with noise, a batch of
+  distinct slots drawn without replacement ("we randomly select a batch from this sample bank");
+  the chains are written back to their slots (Tieleman 2008; Nijkamp et al.);
 - ``persistent_refresh``: as persistent, but in 5 % of iterations the whole batch restarts from noise
   and overwrites random slots (paper 004 Sec. 3, following Du et al. 2021);
 - ``hybrid``: Eq. 6, [<E(x)> - <E(x̂_noise-init)>] + lambda [<E(x)> - <E(x̂_data-init)>], lambda 25.
@@ -14,10 +15,33 @@ Samples are stop-gradient (the "computational loss" of App. A.3). The metric ``e
 d = <E(x)> - <E(x̂)> of App. A.3 Eq. 7 (for hybrid, of the noise-initialised chains; the
 data-initialised gap is ``energy_gap_data``).
 
-Sampler: ``langevin`` (Eq. 3 with temperature, App. A.4 Eq. 9) or ``mala`` (Sec. 4.4, adaptive step to
-``target_accept`` = 0.67 when set). ``adaptive_step: true`` is paper 004's eps = c / ||E(x)|| with
+Sampler: ``langevin`` (Eq. 3 with temperature, App. A.4 Eq. 9) or ``mala`` (Sec. 4.2.5). MALA's step
+rule (``step_rule``):
+
+- ``None`` / ``robbins_monro`` (default): the step adapts up and down towards ``target_accept``,
+  default 0.574, the optimal MALA acceptance of Roberts & Rosenthal (1998) (not the paper's value);
+  ``target_accept: null`` keeps eps fixed; every proposal counts as a step.
+- ``paper004``: the paper's own rule (Sec. 4.2.5): "we replace the fixed step size eps with a dynamic
+  step that decreases in proportion as the acceptance ratio falls below the optimal ratio of 0.67
+  (Neal, 2011)", and "rejected samples do not count toward Langevin steps". The step only shrinks
+  (the paper says nothing about increasing it): log eps += ``adapt_rate`` * min(0, a - 0.67) with a
+  a running average of the acceptance (``StepSizeController(rule="paper004")``); ``target_accept``
+  is not used. A chain of L steps is L accepted moves: every chain proposes until all chains have
+  made at least L accepted moves, at most ``proposal_cap`` * L proposals (default 5, samplers/base.py
+  ``PROPOSAL_CAP``); the metrics ``proposals`` (proposals used) and ``accepted_moves`` (mean accepted
+  moves per chain), ``proposals_data`` / ``accepted_moves_data`` for the data chains, report it.
+  The paper applies the rule to generation after training (its Fig. 8); here it applies to the
+  training chains and to ``sample`` alike.
+
+``adaptive_step: true`` is paper 004's eps = c / ||E(x)|| with
 c = ``adaptive_c``; the paper does not say which norm over the batch, we take the root mean square
-of the data energies of the batch so that eps does not depend on the batch size. Optional
+of the data energies of the batch so that eps does not depend on the batch size. With a MALA
+controller (``target_accept`` set, or ``step_rule: paper004``) the controller's step is used and
+this eps is not (it is only stored in ``last_step_size``). eps depends on the weights; so that
+sampling with other weights (the EMA weights swapped in at evaluation, or loaded by ``ebmlab.load``)
+uses the eps of *those* weights, the objective keeps the last data batch (up to ``REF_POINTS``
+points, a buffer ``ref_data``, which is data, not a weight-dependent number) and ``sample`` recomputes
+eps = c / rms(E(ref_data)) with the weights in place. Optional
 ``energy_l2`` adds alpha (E(x)^2 + E(x̂)^2) (Du & Mordatch 2019; not in paper 004). Default 0.01:
 without it the hybrid's noise-initialised term runs away on the standardised rings once the model
 sharpens (about update 2,000: the energy reached 1e15 and MALA acceptance 0), see docs/paper004.md;
@@ -25,6 +49,7 @@ the paper-004 experiment and configs set it to 0 to follow the paper.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +60,9 @@ from ebmlab.buffers import ReplayBuffer
 from ebmlab.energies.build import build_energy
 from ebmlab.objectives.base import LossOutput, Objective, SampleOutput, batch_data
 from ebmlab.samplers import ChainState, StepSizeController, get_sampler, run_chain
+from ebmlab.samplers.base import PROPOSAL_CAP
+
+REF_POINTS = 256   # adaptive_step: data points kept to recompute eps for the weights in place at sampling
 
 SCHEMES = ("data", "noise", "persistent", "persistent_refresh", "hybrid")
 
@@ -50,7 +78,7 @@ class ContrastiveConfig:
     step_size: float = 0.01           # eps
     temperature: float = 1.0          # T (App. A.4); noise std sqrt(2 eps T) unless noise_scale
     noise_scale: float | None = None
-    target_accept: float | None = 0.574  # mala: adapt eps towards this acceptance (None: fixed eps)
+    target_accept: float | None = 0.574  # mala, robbins_monro: adapt eps towards this acceptance (None: fixed eps)
     adapt_rate: float = 0.05
     adaptive_step: bool = False       # paper 004: eps = adaptive_c / ||E(x)||
     adaptive_c: float = 0.0005
@@ -58,6 +86,8 @@ class ContrastiveConfig:
     buffer_size: int = 60000          # persistent bank size (paper 004: 60,000)
     refresh_prob: float = 0.05        # persistent_refresh: fraction of iterations that restart
     energy_l2: float = 0.01
+    step_rule: str | None = None      # mala step rule: None = robbins_monro (to target_accept) | paper004
+    proposal_cap: float | None = None  # paper004: max proposals per chain, a multiple of L (None: 5)
 
     def validate(self):
         """Raise ``ConfigError`` (one sentence) for an out-of-range key."""
@@ -72,6 +102,14 @@ class ContrastiveConfig:
             raise ConfigError("method.n_steps and method.n_steps_data must be at least 1")
         if self.target_accept is not None and not 0 < self.target_accept < 1:
             raise ConfigError(f"method.target_accept must lie in (0, 1), got {self.target_accept}")
+        if self.step_rule not in (None, "robbins_monro", "paper004"):
+            raise ConfigError(f"method.step_rule must be robbins_monro or paper004, got {self.step_rule!r}")
+        if self.step_rule == "paper004" and self.sampler != "mala":
+            raise ConfigError("method.step_rule paper004 is a Metropolis rule: it needs method.sampler mala")
+        if self.proposal_cap is not None and self.step_rule != "paper004":
+            raise ConfigError("method.proposal_cap applies only with method.step_rule paper004")
+        if self.proposal_cap is not None and not self.proposal_cap >= 1:
+            raise ConfigError(f"method.proposal_cap must be at least 1 (a multiple of L), got {self.proposal_cap}")
 
 
 class ContrastiveDivergence(Objective):
@@ -82,11 +120,15 @@ class ContrastiveDivergence(Objective):
         self.scheme = cfg.name
         self.temperature = cfg.temperature
         self.sampler = get_sampler(cfg.sampler)
-        adapt = cfg.sampler == "mala" and cfg.target_accept is not None
+        self.paper004 = cfg.step_rule == "paper004"
+        adapt = cfg.sampler == "mala" and (cfg.target_accept is not None or self.paper004)
+        rule = {"rule": "paper004"} if self.paper004 else {"target": cfg.target_accept or 0.5}
         # One controller per chain family: noise/bank chains and data chains see different landscapes.
-        self.ctrl_noise = StepSizeController(1, cfg.step_size, cfg.target_accept or 0.5, cfg.adapt_rate) if adapt else None
-        self.ctrl_data = StepSizeController(1, cfg.step_size, cfg.target_accept or 0.5, cfg.adapt_rate) if adapt else None
+        self.ctrl_noise = StepSizeController(1, cfg.step_size, rate=cfg.adapt_rate, **rule) if adapt else None
+        self.ctrl_data = StepSizeController(1, cfg.step_size, rate=cfg.adapt_rate, **rule) if adapt else None
         self.register_buffer("last_step_size", torch.tensor(cfg.step_size))
+        if cfg.adaptive_step:  # the last data batch (data, not weights): sample() recomputes eps from it
+            self.register_buffer("ref_data", torch.zeros(0, *self.shape))
         if self.scheme in ("persistent", "persistent_refresh"):
             reset = cfg.refresh_prob if self.scheme == "persistent_refresh" else 0.0
             self.bank = ReplayBuffer(cfg.buffer_size, self.shape, self.prior, reset_prob=reset,
@@ -107,8 +149,32 @@ class ContrastiveDivergence(Objective):
         return -self.energy(x) / self.temperature
 
     def _chain(self, x0: Tensor, n_steps: int, eps, ctrl, generator, start=None):
+        if self.paper004:  # rejected proposals do not count: n_steps accepted moves, capped proposals
+            cap = math.ceil((self.cfg.proposal_cap or PROPOSAL_CAP) * n_steps)
+            return run_chain(self.sampler, self.energy, x0, n_steps, eps, noise_scale=self.cfg.noise_scale,
+                             temperature=self.cfg.temperature, generator=generator, controller=ctrl, start=start,
+                             count="accepted", max_proposals=cap)
         return run_chain(self.sampler, self.energy, x0, n_steps, eps, noise_scale=self.cfg.noise_scale,
                          temperature=self.cfg.temperature, generator=generator, controller=ctrl, start=start)
+
+    def _proposal_stats(self, diag, suffix: str = "") -> dict[str, Tensor]:
+        """paper004: proposals used (the chain's entries) and mean accepted moves per chain."""
+        if not self.paper004:
+            return {}
+        return {f"proposals{suffix}": torch.tensor(float(diag.accept_rate.numel())),
+                f"accepted_moves{suffix}": diag.accept_rate.sum()}
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """``ref_data`` takes the stored batch's size; a checkpoint written before it existed loads
+        (``sample`` then falls back to the stored ``last_step_size``)."""
+        key = prefix + "ref_data"
+        if "ref_data" in self._buffers and key in state_dict:
+            self.ref_data = torch.zeros_like(state_dict[key], dtype=self.ref_data.dtype, device=self.ref_data.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if "ref_data" in self._buffers and key in missing_keys:
+            missing_keys.remove(key)
 
     def _positive(self, x: Tensor) -> tuple[Tensor, ChainState | None]:
         """E(x) (B,) with its graph to the parameters; for data-initialised chains also dE/dx from the
@@ -126,12 +192,31 @@ class ContrastiveDivergence(Objective):
         rms = e_data.detach().pow(2).mean().sqrt().clamp_min(1e-8)
         return float(self.cfg.adaptive_c / rms)
 
+    def _keep_reference(self, x: Tensor) -> None:
+        """adaptive_step: keep (up to REF_POINTS of) the data batch for ``sample``'s eps."""
+        ref = x.detach()[:REF_POINTS]
+        if self.ref_data.shape == ref.shape:
+            self.ref_data.copy_(ref)
+        else:
+            self.ref_data = ref.to(self.ref_data.dtype).clone()
+
+    def sampling_step_size(self) -> float:
+        """The eps ``sample`` uses: with ``adaptive_step``, c / rms(E(ref_data)) computed with the weights
+        in place now (the EMA weights when they are swapped in), else the configured eps. Before any
+        training batch (or from a checkpoint older than ``ref_data``) the stored ``last_step_size``."""
+        if self.cfg.adaptive_step and self.ref_data.shape[0] > 0:
+            with torch.no_grad():
+                return self._step_size(self.energy(self.ref_data))
+        return float(self.last_step_size)
+
     def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
         """Alg. 1: the scheme's chains from the batch / noise / bank, then the computational loss."""
         x = batch_data(batch)  # (B, ...) model coordinates
         e_pos, start = self._positive(x)  # (B,)
         eps = self._step_size(e_pos)
         self.last_step_size.fill_(eps)
+        if self.cfg.adaptive_step:
+            self._keep_reference(x)
         metrics: dict[str, Tensor] = {"step_size": torch.tensor(eps)}
         loss = torch.zeros((), device=x.device)
         negs = []
@@ -141,7 +226,7 @@ class ContrastiveDivergence(Objective):
             gap, term = self._term(e_pos, x_neg)
             loss = loss + (self.cfg.lam if self.scheme == "hybrid" else 1.0) * term
             metrics.update(energy_gap_data=gap, accept_rate_data=diag.accept_rate.mean(),
-                           step_size_data=diag.step_size[-1])  # the adapted eps, if MALA adapts
+                           step_size_data=diag.step_size[-1], **self._proposal_stats(diag, "_data"))
             negs.append(x_neg)
         if self.scheme != "data":
             x0, idx = self._start(x.shape[0], generator)
@@ -150,11 +235,14 @@ class ContrastiveDivergence(Objective):
                 self.bank.update(x_neg, idx)
             gap, term = self._term(e_pos, x_neg)
             loss = loss + term
-            metrics.update(energy_gap=gap, accept_rate=diag.accept_rate.mean(), step_size=diag.step_size[-1])
+            metrics.update(energy_gap=gap, accept_rate=diag.accept_rate.mean(), step_size=diag.step_size[-1],
+                           **self._proposal_stats(diag))
             negs.insert(0, x_neg)
         else:
             metrics.update(energy_gap=metrics["energy_gap_data"], accept_rate=metrics["accept_rate_data"],
                            step_size=metrics["step_size_data"])
+            if self.paper004:
+                metrics.update(proposals=metrics["proposals_data"], accepted_moves=metrics["accepted_moves_data"])
         metrics["energy_pos"] = e_pos.detach().mean()
         return LossOutput(loss, metrics, negs[0])
 
@@ -175,11 +263,12 @@ class ContrastiveDivergence(Objective):
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
                x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:
         """Short-run generation: ``n_steps`` (default L) steps of the training sampler from
-        N(0, init_std² I) (or ``x0``), with a private copy of the adapted MALA step size."""
+        N(0, init_std² I) (or ``x0``), with a private copy of the adapted MALA step size, and with
+        ``adaptive_step`` the eps of the weights in place (``sampling_step_size``)."""
         x0 = self.start_points(n, x0, generator)
         steps = self.n_steps_default if n_steps is None else n_steps
         ctrl = self.ctrl_noise.copy() if self.ctrl_noise is not None else None  # sampling never trains
-        x, info = self._chain(x0, steps, float(self.last_step_size), ctrl, generator)
+        x, info = self._chain(x0, steps, self.sampling_step_size(), ctrl, generator)
         return SampleOutput(x, info.as_dict())
 
 

@@ -31,7 +31,10 @@ Choices where the paper is ambiguous (tested in tests/unit/test_implicit_diffusi
   last step at t = 1 has exactly 0 (``noise_schedule``). Training uses the same sigma_s for an element
   at time t as generation does, so the buffer reproduces the generative process.
 - Step size. Eq. 17's drift is -eta/2 dE/dx with eta kept constant over t (Sec. 5); eta = 1.7
-  (32x32) or 2.89 (64x64) in Table 7 for images in [-1, 1].
+  (32x32) or 2.89 (64x64) in Table 7 for images in [-1, 1]. App. A.1's tuning rule (sample energy
+  slightly below the real one at t = 1) is ``objectives/eta_tuning.py``.
+- Vector networks honour ``model.fourier`` (random Fourier input features, as the plain mlp does): the
+  8 Gaussians toy needs them to learn the 8-fold angular structure on every seed (docs/paper002.md).
 - Generation with ``n_steps`` (CLI ``--steps``, the total): K' = ceil(n_steps / T) steps per time,
   with the noise schedule stretched over T x K'.
 - The sweep is ``samplers/implicit_sweep.py`` (``run_chain`` with a per-step noise schedule and
@@ -55,6 +58,7 @@ from ebmlab.buffers_time import TimeCyclicBuffer
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.energies.build import MODELS, build_energy
 from ebmlab.energies.embedding import TimeMLPEnergy
+from ebmlab.energies.mlp import MLPEnergy
 from ebmlab.objectives.base import LossOutput, Objective, SampleOutput, batch_data, per_level_steps
 from ebmlab.samplers.base import flat_norm
 from ebmlab.samplers.implicit_sweep import implicit_sweep, noise_schedule, sweep_stage
@@ -96,7 +100,16 @@ def time_energy(cfg, shape: tuple[int, ...]):
     if m.name == "mlp":
         if len(shape) != 1:
             raise ConfigError(f"model.name 'mlp' needs vector data, got shape {shape}; use a convolutional model")
-        return TimeMLPEnergy(shape[0], m.width, m.depth, m.activation, embed_dim=m.time_embed_dim)
+        net = TimeMLPEnergy(shape[0], m.width, m.depth, m.activation, embed_dim=m.time_embed_dim)
+        if m.fourier:
+            # model.fourier / fourier_scale as for the plain mlp (energies/build.py): random Fourier input
+            # features, concatenated before the time embedding. TimeMLPEnergy has no such argument, so its
+            # trunk is rebuilt with them (same MLPEnergy, same forward). The 8 Gaussians toy needs them: the
+            # 8-fold angular structure is too high a frequency for an MLP on raw (x1, x2) to learn in a
+            # CPU-length run (docs/paper002.md, "Choices where the paper is ambiguous").
+            net.net = MLPEnergy(shape[0], m.width, m.depth, m.activation, cond_dim=m.time_embed_dim,
+                                fourier=m.fourier, fourier_scale=m.fourier_scale)
+        return net
     if m.name not in MODELS:
         raise ConfigError(f"unknown model name {m.name!r}; available models are: {', '.join(sorted(MODELS))}")
     net = build_energy(m, shape, time_cond=True, n_times=cfg.method.T)

@@ -8,6 +8,10 @@ Methods (``method.name``):
   with log p(z) = logsumexp f(z) (Eq. 4) and log p(t | z) = log_softmax f(z)_t (Eq. 5).
 - ``joint_cd`` (Sec. 3.4, Alg. 2): the same chain on p(z), then t~ ~ p(t | z~) drawn once (Eq. 9,
   App. A); loss E[log p(z~, t~) - log p(z, t)] = E[f_t~(z~) - f_t(z)] (Eq. 3).
+- ``per_t`` (Sec. 3.1, Option 1): the standard loss on each conditional p(z | t) alone, with the same
+  T-vector head: E[log p(z^c | t) - log p(z | t)], z^c from K MALA steps on p(. | t) started at z
+  (per-t step sizes); no marginal chain, no CE term unless ``ce_weight`` is set. The paper's claim
+  (Sec. 3.1) is that Options 2/3 (CD+CE, JointCD) beat this one with the same model and sampler.
 - ``cd_plain``: the baseline of the experiment: vanilla CD (Hinton 2002) on the data distribution
   alone (no series), a scalar energy on the same trunk, K MALA steps from the data with one
   adaptive step size; it samples with MALA from p_n for as many steps as annealing takes.
@@ -48,13 +52,13 @@ from ebmlab.samplers import mala, run_chain
 from ebmlab.samplers.annealed import PerLevelController, simulated_annealing, soft_annealing
 from ebmlab.schedules import chain_length, interpolation_coefficients, sample_levels, sample_series
 
-METHOD_NAMES = ("cd_ce", "joint_cd", "cd_plain")
+METHOD_NAMES = ("cd_ce", "joint_cd", "per_t", "cd_plain")
 
 
 @dataclass
 class JointTimeConfig:
     """``method`` keys of paper 000 (series, chains, step sizes, generation; see the field comments)."""
-    name: str = "cd_ce"               # cd_ce (Alg. 1) | joint_cd (Alg. 2) | cd_plain (baseline)
+    name: str = "cd_ce"               # cd_ce (Alg. 1) | joint_cd (Alg. 2) | per_t (Option 1) | cd_plain
     T: int = 256                      # number of levels of the series (App. C.1: 256; C.2: 1024)
     sigma_n: float = 0.3              # std of the reference N(0, sigma_n^2 I) (C.1: 0.3; C.2: 0.5)
     schedule: str = "linear"          # alpha_t = t / (T-1), beta_t = 1 - alpha_t (Eq. 1)
@@ -146,7 +150,8 @@ class JointTime(Objective):
         mid = cfg.T // 2
         init = initial_steps(cfg, beta if self.per_level else beta[-1:] if self.plain else beta[mid:mid + 1])
         self.ctrl = PerLevelController(init.numel(), init, cfg.target_accept, cfg.adapt_rate, cfg.accept_ema)
-        if cfg.per_t_weight > 0 and not self.plain:  # chains on p(z | t): a step per t is legitimate
+        self.per_t_only = cfg.name == "per_t"
+        if (cfg.per_t_weight > 0 or self.per_t_only) and not self.plain:  # chains on p(z | t): a step per t is legitimate
             self.ctrl_cond = PerLevelController(cfg.T, initial_steps(cfg, beta), cfg.target_accept,
                                                 cfg.adapt_rate, cfg.accept_ema)
         default_ce = 1.0 if cfg.name == "cd_ce" else 0.0
@@ -179,6 +184,8 @@ class JointTime(Objective):
         t = sample_levels(x.shape[0], self.cfg.T, generator, x.device)  # (B,) t ~ p_t
         z = sample_series(x, t, self.alpha, self.beta, self.cfg.sigma_n, generator)  # (B, ...) Eq. 1
         k = self.n_chain_steps()
+        if self.per_t_only:
+            return self._option1(z, t, k, generator)
         z_neg, t_neg, diag = self.transition(z, t, k, generator)
         f_pos = self.energy.log_joint(z)  # (B, T) Eq. 3
         f_neg = self.energy.log_joint(z_neg.detach())  # (B, T)
@@ -192,18 +199,29 @@ class JointTime(Objective):
         metrics = {"loss_cd": term.detach(), "ce": ce.detach(), "energy_gap": (lp_neg - lp_pos).mean().detach(),
                    "accept_rate": diag.accept_rate.mean(), "chain_steps": torch.tensor(float(k))}
         if self.cfg.per_t_weight > 0:
-            per_t, acc = self._per_t_loss(z, t, k, generator)
+            per_t, acc, _ = self._per_t_loss(z, t, k, generator)
             loss = loss + self.cfg.per_t_weight * per_t
             metrics.update(loss_per_t=per_t.detach(), accept_rate_per_t_chain=acc)
         metrics.update(self.step_metrics())
         return LossOutput(loss, metrics, z_neg)
 
-    def _per_t_loss(self, z: Tensor, t: Tensor, k: int, generator) -> tuple[Tensor, Tensor]:
-        """Option 1: E[log p(z^c | t) - log p(z | t)], z^c from K MALA steps on p(. | t)."""
+    def _option1(self, z: Tensor, t: Tensor, k: int, generator) -> LossOutput:
+        """Option 1 alone (``per_t``): the per-t CD loss (+ ``ce_weight`` x CE when set)."""
+        per_t, acc, z_c = self._per_t_loss(z, t, k, generator)
+        f_pos = self.energy.log_joint(z)  # (B, T)
+        ce = -(f_pos.gather(1, t[:, None]).squeeze(1) - torch.logsumexp(f_pos, 1)).mean()  # Eq. 8, for the log
+        loss = per_t + self.ce_weight * ce if self.ce_weight > 0 else per_t
+        metrics = {"loss_cd": per_t.detach(), "ce": ce.detach(), "energy_gap": per_t.detach(), "accept_rate": acc,
+                   "chain_steps": torch.tensor(float(k)), "step_size_t_median": self.ctrl_cond.log_step.exp().median()}
+        return LossOutput(loss, metrics, z_c)
+
+    def _per_t_loss(self, z: Tensor, t: Tensor, k: int, generator) -> tuple[Tensor, Tensor, Tensor]:
+        """Option 1: E[log p(z^c | t) - log p(z | t)], z^c from K MALA steps on p(. | t); returns (loss,
+        mean acceptance, z^c)."""
         z_c, diag = run_chain(mala, self.energy, z, k, None, generator=generator,
                               controller=self.ctrl_cond, groups=t, t=t)
         loss = self.energy(z, t=t).mean() - self.energy(z_c.detach(), t=t).mean()  # E = -log p(z|t)
-        return loss, diag.accept_rate.mean()
+        return loss, diag.accept_rate.mean(), z_c
 
     def _plain_cd(self, x: Tensor, generator) -> LossOutput:
         """Vanilla CD on p_x: K MALA steps from the data, loss E(x) - E(x~) (Hinton 2002)."""

@@ -16,11 +16,19 @@ tensor of shape (B,) (one per chain, e.g. gathered from per-group step sizes).
 
 Every generation procedure of the papers is built on ``run_chain``: per-step noise schedules and
 injected noises (002), a projection after every step (003's inpainting), a gradient kept through
-none / the last / all steps (001's KL term), per-group adaptive step sizes (000, 004).
+none / the last / all steps (001's KL term), per-group adaptive step sizes (000, 004), and paper
+004's Metropolis-adjusted chains whose length counts accepted moves only (``count="accepted"``).
+
+Step-size rules of ``StepSizeController``: ``robbins_monro`` (default) drives the acceptance to a
+target from both sides (0.574 is the optimal MALA acceptance of Roberts & Rosenthal 1998, the
+library default; paper 000 uses 0.6); ``paper004`` is paper 004 Sec. 4.2.5's rule, "a dynamic step
+that decreases in proportion as the acceptance ratio falls below the optimal ratio of 0.67": the
+step only shrinks (the paper says nothing about ever increasing it).
 """
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import nullcontext
 from typing import Callable, NamedTuple
 
@@ -149,6 +157,10 @@ def _noise_at(noise_scale, i: int):
     return ns if ns.dim() == 0 else ns[i]
 
 
+PAPER004_ACCEPT = 0.67     # paper 004 Sec. 4.2.5: "the optimal ratio of 0.67 (Neal, 2011)"
+PROPOSAL_CAP = 5.0         # count="accepted": default cap on the proposals, as a multiple of n_steps
+
+
 def _check_chain_args(n_steps: int, step_size, controller, noise_scale, noises, grad: str, x: Tensor) -> None:
     if n_steps < 0:
         raise ValueError(f"n_steps must be >= 0, got {n_steps}")
@@ -217,6 +229,7 @@ def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scal
               controller=None, groups: Tensor | None = None, final_energy: bool = True,
               check_finite: bool = True, callback: Callable | None = None, start: ChainState | None = None,
               diagnostics: str = "light", freeze=None, generator: torch.Generator | None = None,
+              count: str = "steps", max_proposals: int | None = None, check_every: int | None = None,
               **cond) -> tuple[Tensor, ChainInfo]:
     """Run ``n_steps`` of ``sampler`` (the langevin or mala module) from x (B, ...).
 
@@ -239,10 +252,30 @@ def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scal
       gradient norm per step, one more reduction per step; NaN in light mode).
     - ``freeze``: the module whose parameters are frozen while no step needs a gradient to them
       (default: ``energy`` itself when it is an ``nn.Module``; pass it for a closure over one).
+    - ``count``: "steps" (default: ``n_steps`` proposals) or "accepted" (paper 004 Sec. 4.2.5:
+      "rejected samples do not count toward Langevin steps"): proposals continue until every chain
+      has made at least ``n_steps`` accepted moves, or ``max_proposals`` proposals (default
+      ``PROPOSAL_CAP * n_steps``) have been made (a warning then says how many chains fell short).
+      All chains keep moving until the last one is done, which costs no more than freezing the
+      finished ones (the batch is evaluated as a whole) and avoids a bias: a chain stopped right
+      after its n-th acceptance is a draw of the embedded jump chain, whose stationary law is
+      p(x) a(x) (a = the acceptance probability from x), not p. The ``ChainInfo`` then has one entry
+      per proposal: its length is the number of proposals used, ``accept_rate.sum()`` the mean
+      number of accepted moves per chain. Whether all chains are done is checked (a host sync) after
+      ``n_steps`` proposals and then every ``check_every`` (default max(1, n_steps // 10)) proposals.
+      Needs ``grad="none"``, no ``noises``, no per-step ``noise_scale`` and no ``project``. With an
+      unadjusted sampler every proposal is accepted: exactly ``n_steps`` steps.
     Returns the final points (detached unless ``grad`` != "none") and a ``ChainInfo`` (tensors on the
-    chain's device). Nothing is logged, nothing inside the loop waits for the device.
+    chain's device). Nothing is logged, nothing inside the loop waits for the device (except the
+    checks of ``count="accepted"``).
     """
     _check_chain_args(n_steps, step_size, controller, noise_scale, noises, grad, x)
+    if count != "steps":
+        return _run_accepted(sampler, energy, x, n_steps, step_size, noise_scale=noise_scale,
+                             temperature=temperature, noises=noises, project=project, grad=grad,
+                             controller=controller, groups=groups, check_finite=check_finite, callback=callback,
+                             start=start, diagnostics=diagnostics, freeze=freeze, generator=generator,
+                             count=count, max_proposals=max_proposals, check_every=check_every, **cond)
     if groups is None and controller is not None:
         groups = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     scales, rec = _Scales(step_size, noise_scale, temperature, controller, groups, x), _Recorder(diagnostics == "full")
@@ -261,11 +294,58 @@ def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scal
     return x_out, rec.info(x)
 
 
+def _run_accepted(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scale, temperature, noises, project,
+                  grad, controller, groups, check_finite, callback, start, diagnostics, freeze, generator, count,
+                  max_proposals, check_every, **cond) -> tuple[Tensor, ChainInfo]:
+    """``run_chain`` with ``count="accepted"``: blocks of the same chain loop (``_steps``) until every chain
+    has ``n_steps`` accepted moves or ``max_proposals`` proposals are used (see ``run_chain``)."""
+    if count != "accepted":
+        raise ValueError(f"count must be steps or accepted, got {count!r}")
+    if grad != "none" or noises is not None or project is not None or (
+            torch.is_tensor(noise_scale) and noise_scale.dim() > 0):
+        raise ValueError('count="accepted" needs grad="none", no noises, no per-step noise_scale and no project')
+    cap = max(n_steps, math.ceil(PROPOSAL_CAP * n_steps) if max_proposals is None else int(max_proposals))
+    every = max(1, n_steps // 10) if check_every is None else int(check_every)
+    if every < 1:
+        raise ValueError(f"check_every must be >= 1, got {check_every}")
+    if groups is None and controller is not None:
+        groups = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    scales, rec = _Scales(step_size, noise_scale, temperature, controller, groups, x), _Recorder(diagnostics == "full")
+    kw = dict(grad="none", final_energy=True, project=None, controller=controller, groups=groups, noises=None, x=x,
+              temperature=temperature, generator=generator, callback=callback, **cond)
+    with frozen_parameters(energy if freeze is None else freeze) as fz:
+        state = start if start is not None else sampler.init(energy, x, **cond)
+        state = _steps(sampler, energy, state, n_steps, scales, rec, frozen=fz, **kw)
+        used, accepted = n_steps, _count_accepted(rec.accept, 0, n_steps)
+        while accepted is not None and used < cap and not bool((accepted >= n_steps).all()):  # host sync
+            k = min(every, cap - used)
+            state = _steps(sampler, energy, state, k, scales, rec, frozen=fz, offset=used, **kw)
+            accepted, used = accepted + _count_accepted(rec.accept, used, used + k), used + k
+    if accepted is not None and used >= cap:
+        short = int((accepted < n_steps).sum())
+        if short:
+            warnings.warn(f"{short} of {x.shape[0]} chains made fewer than {n_steps} accepted moves within the cap "
+                          f"of {cap} proposals; raise the cap or lower the step size", RuntimeWarning, stacklevel=3)
+    if check_finite:
+        check_finite_chain(state)
+    return state.x.detach(), rec.info(x)
+
+
+def _count_accepted(accept: list, a: int, b: int) -> Tensor | None:
+    """(B,) number of accepted moves of each chain in steps [a, b); None for an unadjusted sampler."""
+    if not accept or accept[0] is None:
+        return None
+    return torch.stack(accept[a:b]).sum(0, dtype=torch.long)
+
+
 def _steps(sampler, energy, state: ChainState, n_steps: int, scales: _Scales, rec: _Recorder, *, grad, final_energy,
-           project, controller, groups, noises, x, temperature, generator, callback, frozen, **cond) -> ChainState:
-    """The body of ``run_chain``: ``n_steps`` steps from ``state``."""
-    for i in range(n_steps):
-        last = i == n_steps - 1
+           project, controller, groups, noises, x, temperature, generator, callback, frozen, offset: int = 0,
+           **cond) -> ChainState:
+    """The body of ``run_chain``: ``n_steps`` steps from ``state`` (``offset``: the index of the first
+    step in the whole chain, for ``count="accepted"``'s blocks)."""
+    end = offset + n_steps - 1
+    for i in range(offset, end + 1):
+        last = i == end
         if last and grad == "last":  # recompute dE/dx at x_{K-1} with a graph to the parameters
             if frozen is not None:
                 frozen.release()
@@ -301,23 +381,43 @@ def check_finite_chain(state: ChainState) -> None:
 
 
 class StepSizeController(nn.Module):
-    """Adaptive MALA step size, one per group, driven to a target acceptance rate.
+    """Adaptive MALA step size, one per group, driven by the acceptance rate. Kept as buffers so
+    checkpoints carry it.
 
-    Robbins-Monro on the log step size: log eps_g += rate * (mean acceptance of group g - target).
-    Paper 000 keeps one step size per t at 60 % acceptance (Sec. 3.3, App. C.1); paper 004 shrinks
-    the step when acceptance drops under 0.67 (Sec. 4.4); 0.574 is the optimal MALA rate of
-    Roberts & Rosenthal (1998). Kept as a buffer so checkpoints carry it.
+    ``rule="robbins_monro"`` (default): Robbins-Monro on the log step size, log eps_g += rate * (mean
+    acceptance of group g at this step - target), up or down. The default target 0.574 is the optimal
+    MALA acceptance of Roberts & Rosenthal (1998); paper 000 keeps one step size per t at 60 %
+    (Sec. 3.3, App. C.1).
+
+    ``rule="paper004"``: paper 004 Sec. 4.2.5, "a dynamic step that decreases in proportion as the
+    acceptance ratio falls below the optimal ratio of 0.67 (Neal, 2011)". The acceptance ratio is a
+    running average a_g <- s a_g + (1 - s) (acceptance at this step) (``smoothing`` s, 0.9: about the
+    last ten proposals; the first step sets it), and log eps_g += rate * min(0, a_g - target) with
+    target 0.67 by default: the step shrinks in proportion to the shortfall and is never increased
+    (the paper says nothing about increasing it, so it is not). Our choices, not the paper's: the
+    running average, the log-scale update and its ``rate``.
     """
 
-    def __init__(self, n_groups: int = 1, init_step: float = 1e-2, target: float = 0.574,
-                 rate: float = 0.05, min_step: float = 1e-8, max_step: float = 1e3):
+    RULES = ("robbins_monro", "paper004")
+
+    def __init__(self, n_groups: int = 1, init_step: float = 1e-2, target: float | None = None,
+                 rate: float = 0.05, min_step: float = 1e-8, max_step: float = 1e3, *,
+                 rule: str = "robbins_monro", smoothing: float = 0.9):
         super().__init__()
         check_positive("init_step", init_step)
+        if rule not in self.RULES:
+            raise ValueError(f"rule must be one of {', '.join(self.RULES)}, got {rule!r}")
+        if target is None:
+            target = PAPER004_ACCEPT if rule == "paper004" else 0.574
         if not 0.0 < target < 1.0:
             raise ValueError(f"target acceptance must lie in (0, 1), got {target}")
-        self.target, self.rate = target, rate
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}")
+        self.target, self.rate, self.rule, self.smoothing = target, rate, rule, smoothing
         self.log_min, self.log_max = math.log(min_step), math.log(max_step)
         self.register_buffer("log_step", torch.full((n_groups,), math.log(init_step)))
+        if rule == "paper004":  # NaN: no acceptance seen yet
+            self.register_buffer("accept_avg", torch.full((n_groups,), float("nan")))
 
     def step_size(self, groups: Tensor) -> Tensor:
         """(B,) step size for each chain's group."""
@@ -339,7 +439,10 @@ class StepSizeController(nn.Module):
 
     @torch.no_grad()
     def update(self, accept: Tensor | None, groups: Tensor) -> None:
-        """accept (B,), groups (B,) long: nudge each visited group towards the target rate."""
+        """accept (B,), groups (B,) long: adapt each visited group's step (see the class docstring)."""
+        if self.rule == "paper004":
+            self._update_paper004(accept, groups)
+            return
         if self.log_step.shape[0] == 1 and accept is not None:  # one group: no scatter, no mask
             self.log_step.add_(accept.float().mean().sub(self.target).mul(self.rate)).clamp_(self.log_min, self.log_max)
             return
@@ -347,9 +450,22 @@ class StepSizeController(nn.Module):
         delta = torch.where(seen, self.rate * (mean - self.target), torch.zeros_like(mean))
         self.log_step.add_(delta).clamp_(self.log_min, self.log_max)
 
+    def _update_paper004(self, accept: Tensor | None, groups: Tensor) -> None:
+        """Paper 004's rule: shrink only, in proportion to the running acceptance's shortfall below target."""
+        mean, seen = self.group_means(accept, groups)
+        old = self.accept_avg
+        avg = torch.where(torch.isnan(old), mean, old * self.smoothing + mean * (1.0 - self.smoothing))
+        avg = torch.where(seen, avg, old)
+        self.accept_avg.copy_(avg)
+        delta = (avg - self.target).clamp(max=0.0).mul_(self.rate)
+        self.log_step.add_(torch.where(seen, delta, torch.zeros_like(delta))).clamp_(self.log_min, self.log_max)
+
     def copy(self) -> "StepSizeController":
         """A private copy (sampling must not change the training state)."""
-        c = StepSizeController(self.log_step.shape[0], 1.0, self.target, self.rate)
+        c = StepSizeController(self.log_step.shape[0], 1.0, self.target, self.rate, rule=self.rule,
+                               smoothing=self.smoothing)
         c.log_min, c.log_max = self.log_min, self.log_max
         c.log_step.copy_(self.log_step)
+        if self.rule == "paper004":
+            c.accept_avg.copy_(self.accept_avg)
         return c.to(self.log_step.device)

@@ -1,4 +1,4 @@
-"""Metropolis-adjusted Langevin (MALA): paper 000 Sec. 3.3 / App. C.1, paper 004 Sec. 4.4.
+"""Metropolis-adjusted Langevin (MALA): paper 000 Sec. 3.3 / App. C.1, paper 004 Sec. 4.2.5.
 
 Proposal  x' = x - eps * dE/dx(x) + sigma * z  (``langevin.propose``; sigma = noise_scale or
 sqrt(2 eps T)), i.e. q(x' | x) = N(x - eps * dE/dx(x), sigma^2 I); target p ∝ exp(-E/T); accept with
@@ -6,6 +6,10 @@ probability min(1, exp(-(E(x') - E(x))/T + log q(x | x') - log q(x' | x))).
 The state caches E and dE/dx at the current point, so a step is one forward+backward (at x') -
 the same cost as unadjusted Langevin. The MH correction is exact for any (eps, sigma) pair.
 ``StepInfo.accept_rate`` holds each chain's 0/1 acceptance.
+
+Step-size adaptation is ``run_chain``'s (``StepSizeController``: Robbins-Monro to a target, 0.574 by
+default, or paper 004's shrink-only rule below 0.67); paper 004's "rejected samples do not count
+toward Langevin steps" is ``run_chain(..., count="accepted")``.
 """
 from __future__ import annotations
 

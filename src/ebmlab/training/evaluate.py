@@ -8,6 +8,14 @@ Vector data (``evaluate_vectors``):
 - ``density_kl``: KL(true || model) on a grid over the first two coordinates, the remaining
   coordinates held at 0 in data coordinates (paper 004 App. A.1 slice for the rings), both
   grid-normalised; ``density_kl_uniform`` is the uniform density's score (a ceiling);
+- structure (toys, ``metrics/structure.py``; the toy's modes and support are defined in ``data/toy.py``):
+  ``sample_mode_mass`` (per-mode fraction of the samples, nearest-mode assignment; ``mode_mass_true``
+  the true weights), ``sample_mode_mass_error`` (max relative error of those fractions) and
+  ``sample_in_support_share`` (fraction of samples inside the true support), each with a ``..._floor``
+  from true data of the same size (``long_run_*`` too, without floors); where the method has a log-density, ``density_mode_mass`` / ``density_mode_mass_error``: the
+  same mode masses of the model density normalised on the ``density_kl`` grid (for the rings: the
+  (x1, x2) slice with the other coordinates at 0), with ``density_mode_mass_floor`` /
+  ``density_mode_mass_error_floor`` from the exact density on that grid;
 - ``long_run_*``: the same sample metrics for chains ``eval.long_run_factor`` times longer
   (``long_run_steps``: the total sampler steps they took);
 - ``density_kl_skipped``: the reason there is no ``density_kl`` (a method without a log-density, or
@@ -29,6 +37,7 @@ import torch
 from ebmlab import plots
 from ebmlab.metrics.density import grid_kl, make_grid, sample_precision, uniform_grid_kl
 from ebmlab.metrics.distances import energy_distance
+from ebmlab.metrics.structure import density_structure_metrics, has_structure, structure_metrics
 from ebmlab.training import image_eval
 
 IMAGE_EVALUATORS: list = [image_eval.evaluate_images]  # fn(objective, data, cfg, run_dir, generator) -> dict
@@ -77,10 +86,14 @@ def true_log_density_grid(dist, grid2d: torch.Tensor) -> torch.Tensor:
 
 
 def sample_metrics(samples: torch.Tensor, data, ref: torch.Tensor, ref2: torch.Tensor, prefix: str) -> dict:
-    """``{prefix}energy_distance`` of ``samples`` vs ``ref``, and ``{prefix}precision`` where the data have an exact density."""
+    """``{prefix}energy_distance`` of ``samples`` vs ``ref``, ``{prefix}precision`` where the data have an
+    exact density, and the prefixed structure metrics where they have known modes
+    (``mode_mass``, ``mode_mass_error``, ``in_support_share``)."""
     out = {f"{prefix}energy_distance": energy_distance(samples, ref)}
     if data.dist is not None:
         out[f"{prefix}precision"] = sample_precision(data.dist.log_prob(samples), data.dist.log_prob(ref2))
+    if has_structure(data.dist):
+        out.update(structure_metrics(samples, data.dist, prefix))
     return out
 
 
@@ -102,6 +115,12 @@ def evaluate_vectors(objective, data, cfg, run_dir: Path | None, generator) -> d
     m["sample_energy_distance_noise"] = energy_distance(noise, ref)
     if data.dist is not None:
         m["sample_precision_floor"] = sample_precision(data.dist.log_prob(ref), data.dist.log_prob(ref2))
+    if has_structure(data.dist):  # true data of the same size n (disjoint from ``ref``)
+        floor = structure_metrics(ref2, data.dist, "")
+        m["mode_mass_true"] = [round(float(w), 5) for w in data.dist.mode_weights]
+        m["sample_mode_mass_floor"] = floor["mode_mass"]
+        m["sample_mode_mass_error_floor"] = floor["mode_mass_error"]
+        m["sample_in_support_share_floor"] = floor["in_support_share"]
     m["eval_n_samples"] = n
     if n < cfg.eval.n_samples:
         m["eval_n_samples_note"] = (f"the held-out split has {data.test.shape[0]} rows: the sample metrics use "
@@ -134,6 +153,9 @@ def _density_metrics(objective, data, cfg, run_dir: Path | None) -> dict:
         true_lp = true_log_density_grid(data.dist, grid)
         m["density_kl"] = grid_kl(true_lp, model_lp)
         m["density_kl_uniform"] = uniform_grid_kl(true_lp)
+        if has_structure(data.dist):
+            pts = _slice_points(grid, data.shape[0], slice_base(data))
+            m.update(density_structure_metrics(model_lp, true_lp, pts, data.dist))
         panels["true density"] = true_lp
     else:
         m["density_kl_skipped"] = "no exact density for user data"
