@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 OUT ?= runs/demo
 PYTEST_ARGS ?= -n 2 -q
 
-.PHONY: demo test venv bench lint docs clean
+.PHONY: demo test test-slow venv bench lint docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The slow tests (-m slow: paper 002's toy on five seeds, two distributed launches; a few minutes)
+test-slow: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS) -m slow
 
 bench: $(STAMP)
 	$(PY) benchmarks/sampler_overhead.py

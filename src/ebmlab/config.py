@@ -195,6 +195,8 @@ _NEW_KEYS = ("model.target", "model.kwargs", "data.hflip", "model.blocks", "mode
              "model.attention_at", "model.last_activation")
 # paper 004's MALA rule (objectives/contrastive.py, issue 15): None = the Robbins-Monro rule of older runs
 _NEW_KEYS += ("method.step_rule", "method.proposal_cap")
+# where noise-initialised training chains start (docs/paper004.md, the demo's ring masses): None = init_std
+_NEW_KEYS += ("method.train_init_std",)
 
 
 def _hashed(raw: dict) -> dict[str, Any]:

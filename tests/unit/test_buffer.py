@@ -99,3 +99,15 @@ def test_fifo_replay_buffer_still_draws_with_replacement():
     assert b.replacement and not _bank().replacement and _bank(replacement=True).replacement
     g = torch.Generator().manual_seed(10)
     assert any(b.sample(10, g)[1].unique().numel() < 10 for _ in range(5))
+
+
+def test_train_init_std_moves_only_the_training_chains():
+    """``method.train_init_std``: the noise-initialised training chains start at N(0, s^2 I), generation
+    (``prior``) keeps ``init_std`` (docs/paper004.md, the demo's ring masses)."""
+    from ebmlab.objectives.contrastive import ContrastiveConfig, ContrastiveDivergence
+    from ebmlab.energies.mlp import MLPEnergy
+    obj = ContrastiveDivergence(MLPEnergy(2, 8, 1), ContrastiveConfig(name="noise", train_init_std=2.0), (2,))
+    x_train, _ = obj._start(20000, torch.Generator().manual_seed(0))
+    x_gen = obj.prior(20000, torch.Generator().manual_seed(0))
+    assert abs(float(x_train.std()) - 2.0) < 0.05 and abs(float(x_gen.std()) - 1.0) < 0.03
+    assert torch.allclose(x_train, 2.0 * x_gen)  # the same draw, scaled

@@ -120,29 +120,28 @@ def test_objective_losses_backprop(name, extra, gen):
     assert x.shape == (20, 2) and torch.isfinite(x).all()
 
 
-def test_option1_loss_is_the_per_t_cd_loss(gen):
-    """``per_t`` (Option 1): the loss is E(z | t) - E(z^c | t) on the conditional chains' negatives,
-    with no marginal or CE term (the same seed gives the same t and z as recomputed here)."""
-    cfg = _cfg("per_t")
+def _loss_and_series(name: str):
+    """One loss on 64 spiral points with seed 3, and the (t, z) the objective drew (same seed, recomputed)."""
+    cfg = _cfg(name)
     data = build_dataset(cfg.data)
     obj = build_objective(cfg, data)
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     out = obj(data.train[:64], generator=g1)
     t = torch.randint(16, (64,), generator=g2)
-    z = sample_series(data.train[:64], t, obj.alpha, obj.beta, 0.3, g2)
+    return obj, out, t, sample_series(data.train[:64], t, obj.alpha, obj.beta, 0.3, g2)
+
+
+def test_option1_loss_is_the_per_t_cd_loss(gen):
+    """``per_t`` (Option 1): the loss is E(z | t) - E(z^c | t) on the conditional chains' negatives,
+    with no marginal or CE term (the same seed gives the same t and z as recomputed here)."""
+    obj, out, t, z = _loss_and_series("per_t")
     expect = obj.energy(z, t=t).mean() - obj.energy(out.negatives, t=t).mean()
     assert torch.allclose(out.loss, expect, atol=1e-5)
 
 
 def test_cd_ce_loss_value_matches_equations(gen):
     """With K = 1 and a frozen seed the loss equals Eq. 6 + Eq. 8 recomputed outside the objective."""
-    cfg = _cfg("cd_ce")
-    data = build_dataset(cfg.data)
-    obj = build_objective(cfg, data)
-    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    out = obj(data.train[:64], generator=g1)
-    t = torch.randint(16, (64,), generator=g2)
-    z = sample_series(data.train[:64], t, obj.alpha, obj.beta, 0.3, g2)
+    obj, out, t, z = _loss_and_series("cd_ce")
     f = obj.energy.log_joint(z)
     lp_neg = obj.energy.log_marginal(out.negatives)
     expect = lp_neg.mean() - torch.logsumexp(f, 1).mean() - torch.log_softmax(f, 1).gather(1, t[:, None]).mean()

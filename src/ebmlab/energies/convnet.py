@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ebmlab.energies.embedding import sinusoidal_embedding
+from ebmlab.energies.embedding import condition_embedding
 from ebmlab.energies.mlp import make_activation
 
 NORMS = ("group", "layer", "none")
@@ -181,20 +181,7 @@ class ResNetEnergy(nn.Module):
 
     def embed(self, x: Tensor, t=None, y: Tensor | None = None) -> Tensor | None:
         """(B, embed_dim) condition embedding, or None for the unconditional model."""
-        emb = None
-        if self.t_mlp is not None:
-            t = torch.as_tensor(self.default_t if t is None else t, device=x.device)
-            t = t.expand(x.shape[0]) if t.dim() == 0 else t.reshape(-1)  # (B,)
-            emb = self.t_mlp(sinusoidal_embedding(t, self.embed_dim).to(x.dtype))
-        elif t is not None:
-            raise ValueError("this ResNetEnergy is not time-conditioned; build it with time_cond=True to pass t")
-        if self.y_emb is not None:
-            null = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
-            y = null if y is None else torch.where(y.long() < 0, null, y.long())  # -1 / None: no label
-            emb = self.y_emb(y) if emb is None else emb + self.y_emb(y)
-        elif y is not None:
-            raise ValueError("this ResNetEnergy is not class-conditioned; build it with num_classes > 0 to pass y")
-        return emb
+        return condition_embedding(self, x, t, y, self.embed_dim)
 
     def features(self, x: Tensor, t=None, y: Tensor | None = None) -> Tensor:
         """(B, C, H, W) -> (B, channels[-1]) pooled features."""

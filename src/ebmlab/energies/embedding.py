@@ -46,3 +46,25 @@ class TimeMLPEnergy(nn.Module):
         if t.dim() == 0:
             t = t.expand(x.shape[0])  # one time for the whole batch
         return self.net(x, sinusoidal_embedding(t, self.embed_dim))  # (B,)
+
+
+def condition_embedding(net: nn.Module, x: Tensor, t, y: Tensor | None, sin_dim: int) -> Tensor | None:
+    """(B, D) embedding of the conditions of an image energy ``net`` (its ``t_mlp``, ``default_t``,
+    ``y_emb``, ``num_classes``): the sinusoidal embedding of t (scalar or (B,)) through ``t_mlp`` plus
+    the class embedding of y, where label -1 / None is the extra "no label" class (classifier-free
+    guidance); None for an unconditional net. Passing a condition the net was not built for raises."""
+    name = type(net).__name__
+    emb = None
+    if net.t_mlp is not None:
+        t = torch.as_tensor(net.default_t if t is None else t, device=x.device)
+        t = t.expand(x.shape[0]) if t.dim() == 0 else t.reshape(-1)  # (B,)
+        emb = net.t_mlp(sinusoidal_embedding(t, sin_dim).to(x.dtype))
+    elif t is not None:
+        raise ValueError(f"this {name} is not time-conditioned; build it with time_cond=True to pass t")
+    if net.y_emb is not None:
+        null = torch.full((x.shape[0],), net.num_classes, dtype=torch.long, device=x.device)
+        y = null if y is None else torch.where(y.long() < 0, null, y.long())  # -1 / None: no label
+        emb = net.y_emb(y) if emb is None else emb + net.y_emb(y)
+    elif y is not None:
+        raise ValueError(f"this {name} is not class-conditioned; build it with num_classes > 0 to pass y")
+    return emb

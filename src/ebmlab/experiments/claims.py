@@ -127,6 +127,20 @@ def check_same_step(records: dict) -> int | None:
     return next(iter(steps), None)
 
 
+def run_tables(out: Path, tables_cells: dict[str, list[Cell]], metrics: Sequence[str], seeds: Sequence[int],
+               jobs: int = 2) -> tuple[dict, dict]:
+    """Run every table's cells (``run_cells``) and summarise each table (the same-step check per table).
+    Returns (records, {title: summary_table}); arms keep their order of first appearance."""
+    records = run_cells(out, [c for cells in tables_cells.values() for c in cells], jobs=jobs)
+    tables = {}
+    for title, cells in tables_cells.items():
+        arms = list(dict.fromkeys(c.arm for c in cells))
+        recs = {k: v for k, v in records.items() if k[0] in arms}
+        check_same_step(recs)
+        tables[title] = summary_table(recs, arms, metrics, seeds)
+    return records, tables
+
+
 # ----- tables ------------------------------------------------------------------------------------------
 def per_seed(records: dict, arm: str, metric: str, seeds: Sequence[int]) -> list[float | None]:
     """The metric of ``arm`` on each seed: None where the cell diverged or failed (the worst value for a

@@ -210,14 +210,8 @@ def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2) -> di
     with torch.enable_grad():
         get_classifier()  # trains and caches the digits classifier once (cells in this process reuse it)
     table2, stab = build_cells(quick, seeds)
-    records = claims.run_cells(out, table2 + stab, jobs=jobs)
-    tables = {}
-    for title, cells in (("Table 2 ablation", table2), ("Fig. 8 stability grid", stab)):
-        recs = {k: v for k, v in records.items() if k[0] in {c.arm for c in cells}}
-        claims.check_same_step(recs)
-        tables[title] = claims.summary_table(recs, list(dict.fromkeys(c.arm for c in cells)),
-                                             METRICS + (["digits_fd_floor", "digits_fd_noise"] if cells is table2 else []),
-                                             seeds)
+    records, tables = claims.run_tables(out, {"Table 2 ablation": table2, "Fig. 8 stability grid": stab},
+                                        METRICS + ["digits_fd_floor", "digits_fd_noise"], seeds, jobs)
     ood = claims.summary_table(records, ["full"], [f"ood_{n}" for n in OOD_SETS], seeds)
     verdicts = [claims.decide(c, {**tables["Table 2 ablation"], **tables["Fig. 8 stability grid"]}) for c in sub_claims()]
     fig9 = grad_ratio_figure(out, claims.cell_dir(out, next(c for c in table2 if c.arm == "full" and c.seed == seeds[0])))
@@ -225,7 +219,7 @@ def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2) -> di
     claim = ("the KL term improves generation quality (Table 2) and training stability (Fig. 8) of contrastive "
              "divergence training (paper 001)")
     notes = _notes(quick, fig9, ood["full"], composition, seeds)
-    metrics = {"Table 2 ablation": METRICS + ["digits_fd_floor", "digits_fd_noise"], "Fig. 8 stability grid": METRICS}
+    metrics = {t: METRICS + ["digits_fd_floor", "digits_fd_noise"] for t in tables}
     return claims.write_claim_results(out, "001", claim, tables, verdicts, seeds, metrics, notes,
                                       extra={"ood": ood, "composition": composition, "grad_ratio": fig9,
                                              "wall_seconds": round(time.time() - t0, 1), "quick": quick})

@@ -140,12 +140,7 @@ def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2, full:
     tuned = claims.run_cells(out, tuning_cells(cells_tk, quick), jobs=jobs)
     etas = {(T, K): tuned[(f"tune_T{T}_K{K}", TUNE_SEED)]["metrics"]["eta"] for T, K in cells_tk}
     tables_cells = evaluation_cells(cells_tk, etas, quick, seeds)
-    records = claims.run_cells(out, [c for cells in tables_cells.values() for c in cells], jobs=jobs)
-    tables = {}
-    for title, cells in tables_cells.items():
-        recs = {k: v for k, v in records.items() if k[0] in {c.arm for c in cells}}
-        claims.check_same_step(recs)
-        tables[title] = claims.summary_table(recs, list(dict.fromkeys(c.arm for c in cells)), METRICS, seeds)
+    records, tables = claims.run_tables(out, tables_cells, METRICS, seeds, jobs)
     verdicts = [claims.decide(c, tables["T x K grid (toy)"]) for c in sub_claims(cells_tk, quick)]
     _collect_figures(out, tables_cells, seeds[0])
     _ablation_figure(out, tables["T x K grid (toy)"], cells_tk)

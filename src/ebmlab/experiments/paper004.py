@@ -187,12 +187,7 @@ def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2) -> di
     import time
     t0 = time.time()
     tables_cells = build_cells(quick, seeds)
-    records = claims.run_cells(out, [c for cells in tables_cells.values() for c in cells], jobs=jobs)
-    tables = {}
-    for title, cells in tables_cells.items():
-        recs = {k: v for k, v in records.items() if k[0] in {c.arm for c in cells}}
-        claims.check_same_step(recs)
-        tables[title] = claims.summary_table(recs, list(dict.fromkeys(c.arm for c in cells)), METRICS, seeds)
+    records, tables = claims.run_tables(out, tables_cells, METRICS, seeds, jobs)
     for title, cells in tables_cells.items():
         figure(out, records, list(dict.fromkeys(c.arm for c in cells)), seeds[0], f"fig2_{title.replace(' ', '_')}.png",
                f"paper 004 Fig. 2 ({title} set-up, seed {seeds[0]}): samples from noise (top), model density (bottom)")

@@ -83,6 +83,8 @@ class ContrastiveConfig:
     adaptive_step: bool = False       # paper 004: eps = adaptive_c / ||E(x)||
     adaptive_c: float = 0.0005
     init_std: float = 1.0             # std of the N(0, sigma² I) chain initialisation
+    train_init_std: float | None = None  # noise-initialised *training* chains start at N(0, this²) (None: init_std);
+    #                                     generation (``prior``, ``sample``, evaluation) keeps init_std
     buffer_size: int = 60000          # persistent bank size (paper 004: 60,000)
     refresh_prob: float = 0.05        # persistent_refresh: fraction of iterations that restart
     energy_l2: float = 0.01
@@ -98,6 +100,8 @@ class ContrastiveConfig:
                 raise ConfigError(f"method.{key} must be positive, got {getattr(self, key)}")
         if self.noise_scale is not None and self.noise_scale <= 0:
             raise ConfigError(f"method.noise_scale must be positive, got {self.noise_scale}")
+        if self.train_init_std is not None and not self.train_init_std > 0:
+            raise ConfigError(f"method.train_init_std must be positive, got {self.train_init_std}")
         if self.n_steps < 1 or (self.n_steps_data is not None and self.n_steps_data < 1):
             raise ConfigError("method.n_steps and method.n_steps_data must be at least 1")
         if self.target_accept is not None and not 0 < self.target_accept < 1:
@@ -249,7 +253,12 @@ class ContrastiveDivergence(Objective):
     def _start(self, n: int, generator):
         if self.scheme in ("persistent", "persistent_refresh"):
             return self.bank.sample(n, generator)
-        return self.prior(n, generator), None
+        if self.cfg.train_init_std is None:
+            return self.prior(n, generator), None
+        # training chains only (docs/paper004.md, "The default demo's ring masses"): the same draw as
+        # ``prior``, scaled to train_init_std
+        dev = self.last_step_size.device
+        return self.cfg.train_init_std * torch.randn((n, *self.shape), generator=generator, device=dev), None
 
     def _term(self, e_pos: Tensor, x_neg: Tensor) -> tuple[Tensor, Tensor]:
         """Computational loss <E(x)> - <E(x̂)> on stop-gradient samples, plus optional L2."""
