@@ -123,9 +123,16 @@ def vp_levels(lam: Tensor) -> dict[str, Tensor]:
     return {"lam": lam, "abar": abar, "sbar": sbar, "alpha": alpha, "sigma": (1.0 - alpha ** 2).sqrt()}
 
 
-def recovery_step_sizes(levels: dict[str, Tensor], coef: float = 0.054) -> Tensor:
-    """(T,) Langevin step sizes s_t with s_t^2 = coef * sbar_t * sigma_{t+1}^2 (App. A.2, Eq. 16)."""
-    return (coef * levels["sbar"][:-1] * levels["sigma"] ** 2).sqrt()
+def recovery_step_sizes(levels: dict[str, Tensor], coef: float = 0.054, rule: str = "eq16") -> Tensor:
+    """(T,) Langevin step sizes s_t. ``eq16``: s_t^2 = coef * sbar_t * sigma_{t+1}^2 (App. A.2, Eq. 16;
+    Gao et al.'s DRL code has the same form, b^2 sbar_t / sbar_0 sigma_{t+1}^2). ``const``: s_t^2 =
+    coef * sigma_{t+1}^2 at every level (the authors' toy_example.py: 2 * 1e-3 / sbar_0 = 0.27 for
+    lambda_max = 9.8)."""
+    if rule == "eq16":
+        return (coef * levels["sbar"][:-1] * levels["sigma"] ** 2).sqrt()
+    if rule == "const":
+        return (coef * levels["sigma"] ** 2).sqrt()
+    raise ValueError(f"unknown recovery step rule {rule!r}; expected 'eq16' or 'const'")
 
 
 def initializer_std(levels: dict[str, Tensor]) -> Tensor:

@@ -26,7 +26,7 @@ def _check(result: dict, out, seeds) -> None:
     assert "## Claims" in (out / "results.md").read_text()
 
 
-@pytest.mark.parametrize("name", ["paper004", "paper000"])
+@pytest.mark.parametrize("name", ["paper004", "paper000", "paper003"])
 def test_quick_experiment_on_the_harness(name, tmp_path):
     seeds = (0,)
     result = run_experiment(name, tmp_path, quick=True, seeds=seeds, jobs=1)
@@ -36,5 +36,5 @@ def test_quick_experiment_on_the_harness(name, tmp_path):
 
 def test_experiment_refuses_unknown_options(tmp_path):
     from ebmlab.errors import ConfigError
-    with pytest.raises(ConfigError, match="does not take --seeds"):
-        run_experiment("paper003", tmp_path, quick=True, seeds=(0,))
+    with pytest.raises(ConfigError, match="does not take --full"):  # only paper002 has --full
+        run_experiment("paper004", tmp_path, quick=True, full=True)

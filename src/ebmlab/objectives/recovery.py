@@ -2,7 +2,13 @@
 
 Paper 003 (Zhu, Xie, Wu, Gao: "Learning energy-based models by cooperative diffusion recovery
 likelihood"), Sec. 3, Alg. 1 (training) and Alg. 2 (sampling), App. A.2-A.3. Methods ``cdrl`` and
-``drl`` (``drl`` = no initializer, chains start at x_{t+1}, DRL's schedule, K = 30).
+``drl`` (Gao et al.'s recipe from their public code: ``DRLConfig``'s docstring lists the differences).
+
+Options beyond the paper's text (defaults = the paper): the authors' toy_example.py set-up
+(``step_rule: const`` s_t^2 = step_coef sigma_{t+1}^2, 0.27 there; ``top_marginal``: level T-1 is the
+marginal EBM of x_{T-1}, no quadratic term, y = x_{T-1}; ``loss_weight: sigma``: level t's EBM term x
+sigma_1 / sigma_{t+1}; ``data_scale``: the diffusion runs on data_scale * x, 4 for their squares of side 4)
+and Table 10's initializer variants (``init_predicts: x0 | eps``, see ``init_mean``).
 
 Levels t = 0..T (``schedules.vp_levels``): x_t = abar_t x + sbar_t eps, y_t = alpha_{t+1} x_t. One EBM
 per level t < T, conditioned on the logSNR lambda_t (App. A.3), models the marginal of y_t.
@@ -81,15 +87,28 @@ class RecoveryConfig:
     denoise_coef: float = 1.0         # c multiplying the gradient in the Tweedie step (paper: 2.0)
     conditional: bool = False         # class-conditional networks with label dropout (Sec. 3.5)
     label_dropout: float = 0.1        # probability of the null label during training
+    # --- the authors' toy set-up (AlvinZhuyx/CDRL toy_example.py) and Gao et al.'s DRL code ---------
+    top_marginal: bool = False        # level T-1 is the marginal EBM of x_{T-1}: no quadratic term, y = x_{T-1}
+    loss_weight: str = "none"         # none | sigma: level t's EBM term x sigma_1 / sigma_{t+1}
+    step_rule: str = "eq16"           # eq16: s_t^2 = step_coef sbar_t sigma_{t+1}^2 | const: step_coef sigma_{t+1}^2
+    # --- Table 10: what the initializer network outputs (converted to the mean of y_t) -----------------
+    init_predicts: str = "y"          # y (CDRL) | x0 (x^_0, Xiao et al. 2022) | eps (e^, Ho et al. 2020)
+    data_scale: float = 1.0           # the diffusion runs on data_scale * x (model coordinates); samples come back / data_scale
 
     def validate(self):
         """Raise ``ConfigError`` (one sentence) for an out-of-range key."""
         if self.schedule not in ("cosine", "drl"):
             raise ConfigError(f"method.schedule must be cosine or drl, got {self.schedule!r}")
+        for key, allowed in (("loss_weight", ("none", "sigma")), ("step_rule", ("eq16", "const")),
+                             ("init_predicts", ("y", "x0", "eps"))):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"method.{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         if self.init_target not in ("refined", "data"):
             raise ConfigError(f"method.init_target must be refined or data, got {self.init_target!r}")
         if self.T < 2 or self.n_steps < 0:
             raise ConfigError(f"method.T must be >= 2 and method.n_steps >= 0, got {self.T}, {self.n_steps}")
+        if self.data_scale <= 0:
+            raise ConfigError(f"method.data_scale must be positive, got {self.data_scale}")
         if self.step_coef <= 0 or self.init_lr <= 0:
             raise ConfigError("method.step_coef and method.init_lr must be positive")
         if not 0.0 <= self.label_dropout < 1.0:
@@ -100,11 +119,31 @@ class RecoveryConfig:
 
 @dataclass
 class DRLConfig(RecoveryConfig):
-    """Plain DRL (Gao et al. 2021): no initializer, its own schedule, 30 steps per level."""
+    """DRL as Gao et al. (2021) train it (their public code ``ruiqigao/recovery_likelihood``, ``model.py``,
+    ``config.py``), the baseline of paper 003's Table 10 row 1. Differences from CDRL:
+
+    - DRL's own "T6" schedule (``schedules.drl_logsnr``: 1000-step linear beta 1e-4..0.02 read at 6
+      levels), conditioned here on lambda_t like every recovery model of ebmlab (Gao et al. feed t);
+    - K = 30 Langevin steps per level with s_t^2 = b^2 (sbar_t / sbar_0) sigma_{t+1}^2, b^2 = 2e-4
+      (``mcmc_step_size_b_square``); with sbar_0 = 0.01 that is Eq. 16's form with step_coef 0.02;
+    - no initializer: every chain starts at x_{t+1} (``cooperative: false``);
+    - no noise variance reduction: x_{t+1} = alpha_{t+1} x_t + sigma_{t+1} e' (``q_sample_pairs``);
+    - the top level is the marginal EBM of x_{T-1} (``is_recovery[-1] = 0``, ``a_s_prev[-1] = 1``);
+    - each level's loss weighted by sigma_1 / sigma_{t+1} (``training_losses``' ``loss_scale``);
+    - no final Tweedie step (samples are x_0 = y~ / alpha_1).
+
+    The 1/s_t^2 reparameterisation of the energy is *kept*: Gao et al.'s ``log_prob`` divides the
+    network by the squared step size (``b0``), and paper 003 App. A.2 says it follows them there.
+    Their EBM is trained at lr 1e-4 with 1,000 warm-up iterations, batch 64 (``config.py``)."""
     name: str = "drl"
     schedule: str = "drl"
     n_steps: int = 30
+    step_coef: float = 0.02
     cooperative: bool = False
+    variance_reduction: bool = False
+    top_marginal: bool = True
+    loss_weight: str = "sigma"
+    denoise: bool = False
 
 
 def make_levels(cfg: RecoveryConfig) -> dict[str, Tensor]:
@@ -138,9 +177,9 @@ class Conditioning(nn.Module):
 class RecoveryEnergy(nn.Module):
     """The sequence of EBMs. ``forward(x)`` is the lowest-noise marginal energy E_0(x) (B,)."""
 
-    def __init__(self, net: nn.Module, cond: Conditioning, step_sq: Tensor, alpha: Tensor):
+    def __init__(self, net: nn.Module, cond: Conditioning, step_sq: Tensor, alpha: Tensor, scale: float = 1.0):
         super().__init__()
-        self.net, self.cond = net, cond
+        self.net, self.cond, self.scale = net, cond, float(scale)
         self.register_buffer("step_sq", step_sq.float(), persistent=False)  # (T,) s_t^2
         self.register_buffer("alpha", alpha.float(), persistent=False)      # (T,) alpha_{t+1}
 
@@ -156,9 +195,9 @@ class RecoveryEnergy(nn.Module):
         return self.net(y, t=self.cond.lam[t], y=labels if self.cond.num_classes else None)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        """(B,) the lowest-noise marginal energy E_0(x)."""
+        """(B,) the lowest-noise marginal energy E_0(x) (of data_scale * x: the diffusion's coordinates)."""
         t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        return self.net_energy(self.alpha[0] * x, t, labels) / self.step_sq[0]
+        return self.net_energy(self.alpha[0] * self.scale * x, t, labels) / self.step_sq[0]
 
 
 class RecoveryLikelihood(Objective):
@@ -170,12 +209,27 @@ class RecoveryLikelihood(Objective):
         self.cfg, self.shape = cfg, tuple(shape)
         lv = make_levels(cfg)
         cond = Conditioning(lv["lam"][:-1], cfg.embed_dim, num_classes if cfg.conditional else 0)
-        self.energy = RecoveryEnergy(net, cond, schedules.recovery_step_sizes(lv, cfg.step_coef) ** 2, lv["alpha"])
+        step_sq = schedules.recovery_step_sizes(lv, cfg.step_coef, cfg.step_rule) ** 2
+        # y_t = y_scale_t x_t and the quadratic term's variance: alpha_{t+1}, sigma_{t+1}^2, except the
+        # top level of ``top_marginal`` (y = x_{T-1}, variance inf: no quadratic term)
+        y_scale, quad_var = lv["alpha"].clone(), lv["sigma"].pow(2)
+        init_std = schedules.initializer_std(lv)
+        if cfg.top_marginal:
+            init_std[-1] = init_std[-1] / y_scale[-1]
+            y_scale[-1], quad_var[-1] = 1.0, float("inf")
+        self.energy = RecoveryEnergy(net, cond, step_sq, y_scale, cfg.data_scale)
         self.initializer = (build_initializer(self.shape, cond.dim, cfg.init_width, cfg.init_depth,
                                               channels=tuple(cfg.init_channels)) if cfg.cooperative else None)
         for k in ("abar", "sbar", "alpha", "sigma"):
             self.register_buffer(k, lv[k].float(), persistent=False)
-        self.register_buffer("init_std", schedules.initializer_std(lv).float(), persistent=False)
+        self.register_buffer("y_scale", y_scale.float(), persistent=False)    # (T,) y_t = y_scale_t x_t
+        self.register_buffer("quad_var", quad_var.float(), persistent=False)  # (T,) inf: marginal level
+        self.register_buffer("init_std", init_std.float(), persistent=False)
+        sb2 = lv["sbar"] ** 2  # posterior mean of x_t given (x_0, x_{t+1}): c0 x_0 + c1 x_{t+1} (Table 10 variants)
+        self.register_buffer("post_c0", (lv["abar"][:-1] * lv["sigma"] ** 2 / sb2[1:]).float(), persistent=False)
+        self.register_buffer("post_c1", (lv["alpha"] * sb2[:-1] / sb2[1:]).float(), persistent=False)
+        self.register_buffer("loss_w", (lv["sigma"][0] / lv["sigma"] if cfg.loss_weight == "sigma"
+                                        else torch.ones_like(lv["sigma"])).float(), persistent=False)
         self.levels = {k: v for k, v in lv.items()}  # float64 copies for the pair construction
 
     # ----- pieces ------------------------------------------------------------------------------
@@ -189,14 +243,24 @@ class RecoveryLikelihood(Objective):
         return -self.energy(x)
 
     def init_mean(self, x_next: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
-        """g_phi(x_{t+1}; lambda_t [, c]) (Eq. 6); x_{t+1} itself without an initializer (DRL)."""
+        """g_phi(x_{t+1}; lambda_t [, c]) (Eq. 6); x_{t+1} itself without an initializer (DRL).
+
+        ``init_predicts`` (Table 10): ``y`` the network output is the mean of y_t; ``x0`` it is x^_0,
+        ``eps`` it is e^ with x^_0 = (x_{t+1} - sbar_{t+1} e^) / abar_{t+1}; both are turned into
+        y_scale_t E[x_t | x^_0, x_{t+1}] = y_scale_t (c0_t x^_0 + c1_t x_{t+1}), the Gaussian posterior
+        mean (c0 = abar_t sigma_{t+1}^2 / sbar_{t+1}^2, c1 = alpha_{t+1} sbar_t^2 / sbar_{t+1}^2)."""
         if self.initializer is None:
             return x_next
-        return self.initializer(x_next, self.energy.cond(t, labels))
+        h = self.initializer(x_next, self.energy.cond(t, labels))
+        if self.cfg.init_predicts == "y":
+            return h
+        bc = lambda v: v[t].view(-1, *([1] * (x_next.dim() - 1)))  # noqa: E731  (B,) -> (B, 1, ...)
+        x0 = h if self.cfg.init_predicts == "x0" else (x_next - bc(self.sbar[1:]) * h) / bc(self.abar[1:])
+        return bc(self.y_scale) * (bc(self.post_c0) * x0 + bc(self.post_c1) * x_next)
 
     def levels_for_sampling(self) -> RecoveryLevels:
         """The schedule quantities Alg. 2 needs (samplers/recovery.py)."""
-        return RecoveryLevels(self.alpha, self.sigma ** 2, self.energy.step_sq,
+        return RecoveryLevels(self.y_scale, self.quad_var, self.energy.step_sq,
                               self.init_std if self.initializer is not None else None,
                               self.abar[0], self.sbar[0], self.cfg.n_steps)
 
@@ -224,18 +288,25 @@ class RecoveryLikelihood(Objective):
     def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
         """Alg. 1: a level per example, the pair (y_t, x_{t+1}), proposal, K steps, Eq. 7 + Eq. 8."""
         x0 = batch_data(batch)
+        if self.cfg.data_scale != 1.0:  # the diffusion's coordinates (the authors' toy: squares of side 4)
+            x0 = x0 * self.cfg.data_scale
         labels = self._labels(batch, generator)
         t = torch.randint(self.cfg.T, (x0.shape[0],), generator=generator, device=x0.device)   # (B,)
         y, x_next = schedules.shared_noise_pair(x0, t, self.levels, self.cfg.variance_reduction, generator)
+        if self.cfg.top_marginal:  # the top level's y is x_{T-1} itself (y_scale / alpha = 1 / alpha there)
+            y = y * (self.y_scale / self.alpha)[t].view(-1, *([1] * (y.dim() - 1)))
         mean = self.init_mean(x_next, t, labels)                                                 # (B, ...)
         lv = self.levels_for_sampling()
         y_hat = propose(mean, t, lv.init_std, generator)
         net_e = lambda v, tt: self.energy.net_energy(v, tt, labels)  # noqa: E731
-        cond_e = conditional_energy(net_e, x_next, t, self.energy.step_sq, self.sigma ** 2)
+        cond_e = conditional_energy(net_e, x_next, t, self.energy.step_sq, self.quad_var)
         y_tilde, diag = refine(cond_e, y_hat, self.cfg.n_steps, step_sizes(lv, t, self.cfg.n_steps), generator,
                                freeze=self.energy, diagnostics="full")
         e_pos, e_neg = net_e(y, t), net_e(y_tilde, t)                                           # (B,)
-        gap = e_pos.mean() - e_neg.mean()                                                        # Eq. 7
+        if self.cfg.loss_weight == "none":
+            gap = e_pos.mean() - e_neg.mean()                                                    # Eq. 7
+        else:  # sigma_1 / sigma_{t+1} per level (the authors' toy_example.py, Gao et al.'s loss_scale)
+            gap = (self.loss_w[t] * (e_pos - e_neg)).mean()
         loss, metrics = gap, {"energy_gap": gap.detach(), "refine_shift": (y_tilde - y_hat).flatten(1).norm(dim=1).mean()}
         if self.initializer is not None:
             target = y_tilde if self.cfg.init_target == "refined" else y
@@ -254,7 +325,8 @@ class RecoveryLikelihood(Objective):
         """Alg. 2 from x_T (B, ...) with K' = ``n_steps`` steps per level. ``energy_fn(y, t)`` -> (B,)
         network energy (default: the unconditional EBM), ``init_fn(x_next, t)`` -> proposal mean
         (default: the initializer), ``project(x, level)`` -> x (inpainting). Returns (x_0 before
-        denoising, [x_T, ..., x_0] if ``keep_levels``, ChainInfo)."""
+        denoising, [x_T, ..., x_0] if ``keep_levels``, ChainInfo), in the diffusion's coordinates
+        (model coordinates x ``method.data_scale``; ``generate`` divides by it, ``inpaint`` assumes 1)."""
         init_fn = init_fn or (lambda v, tt: self.init_mean(v, tt))
         return reverse_process(self._net(energy_fn), init_fn, x_T, self.levels_for_sampling(), n_steps=n_steps,
                                generator=generator, project=project, keep_levels=keep_levels, freeze=self.energy)
@@ -295,6 +367,8 @@ class RecoveryLikelihood(Objective):
         if self.cfg.denoise:
             with torch.enable_grad():
                 x = self.denoise(x, energy_fn)
+        if self.cfg.data_scale != 1.0:
+            x = x / self.cfg.data_scale
         return SampleOutput(x, info.as_dict())
 
 
@@ -306,6 +380,10 @@ def build(cfg, data) -> RecoveryLikelihood:
         raise ConfigError(f"method.conditional=true needs a labelled dataset with classes; {data.name!r} has none")
     if len(data.shape) == 1:  # MLP on [y, embed(lambda), one-hot]
         net = build_energy(cfg.model, data.shape, cond_dim=m.embed_dim + (num_classes + 1 if num_classes else 0))
+        if getattr(cfg.model, "spectral_norm", False):  # the authors' toy EBM: spectral norm on every Linear
+            for mod in list(net.modules()):
+                if isinstance(mod, nn.Linear):
+                    nn.utils.parametrizations.spectral_norm(mod)
     else:                     # noise- (and class-) conditioned ResNet of energies/convnet.py
         net = build_energy(cfg.model, data.shape, time_cond=True, num_classes=num_classes)
     return RecoveryLikelihood(net, m, data.shape, num_classes)
