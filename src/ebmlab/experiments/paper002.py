@@ -183,7 +183,7 @@ def _collect_figures(out: Path, tables_cells: dict, seed: int) -> None:
 
 
 def _ablation_figure(out: Path, table: dict, cells_tk) -> None:
-    """Mean energy distance (with seed std as error bars' stand-in: the mean only) against T, one line per K."""
+    """Mean energy distance over seeds against T, one line per K (per-seed values are in results.md)."""
     series = {}
     for K in sorted({k for _, k in cells_tk}):
         ts = [T for T, k in cells_tk if k == K]

@@ -34,6 +34,7 @@ margin 0.05 (100 of 2,000 samples), AUROC margin 0.02, mode-mass-error margin 0.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +189,6 @@ SUB_CLAIMS = [
 
 def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2) -> dict:
     """Paper 004's experiment into ``out``; returns the results dict (``claims.write_claim_results``)."""
-    import time
     t0 = time.time()
     tables_cells = build_cells(quick, seeds)
     records, tables = claims.run_tables(out, tables_cells, METRICS, seeds, jobs)
