@@ -227,6 +227,8 @@ def cmd_experiment(args) -> int:
         options["jobs"] = args.jobs
     if args.full:
         options["full"] = True
+    if args.budget is not None:
+        options["budget"] = args.budget
     run_experiment(args.name, Path(args.out or f"runs/experiment_{args.name}"), quick=args.quick, **options)
     return 0
 
@@ -390,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the larger grid where an experiment has one (paper002: T up to 40, K up to 30)")
     x.add_argument("--jobs", type=int, metavar="N", default=None,
                    help="cells run at once, each one process with one thread (default 2; 1: serially in this process)")
+    x.add_argument("--budget", type=float, metavar="SECONDS", default=None,
+                   help="training wall-clock seconds per cell (leaderboard; default 20, with --full 120)")
     x.set_defaults(fn=cmd_experiment)
     c = sub.add_parser("configs", help="list the shipped configs, or print one (NAME)",
                        description="List the configs shipped with ebmlab, or print one of them.")

@@ -41,3 +41,26 @@ def test_mala_from_data_keeps_the_mixture(mixture, ref):
     x0 = mixture.sample(N_SAMPLES, torch.Generator().manual_seed(41))  # exact draws, independent of ref.data
     out = _objective(mixture).sample(N_SAMPLES, generator=torch.Generator().manual_seed(42), n_steps=L_DATA, x0=x0)
     assert_recovers(out.x, ref, "004 MALA from data", _accept(out.info))
+
+
+L_AIS = 30   # the default demo's L: AIS must get the masses right where short-run MALA cannot (L << 100)
+
+
+def _ais_objective(mixture):
+    cfg = ContrastiveConfig(name="hybrid", sampler="mala", step_size=0.01, target_accept=0.574,
+                            adapt_rate=0.05, init_std=1.0, noise_chain="ais")
+    return ContrastiveDivergence(mixture.energy(), cfg, shape=(2,))
+
+
+def test_ais_generation_recovers_the_mixture_in_few_stages(mixture, ref):
+    """``noise_chain: ais`` (samplers/ais.py): L_AIS stages from N(0, I), then resampling by weight."""
+    out = _ais_objective(mixture).sample(N_SAMPLES, generator=torch.Generator().manual_seed(43), n_steps=L_AIS)
+    assert_recovers(out.x, ref, "004 AIS from noise", {"ess": round(float(out.info["ais_ess"][0]), 1),
+                                                       **_accept(out.info)})
+
+
+def test_short_run_mala_misses_the_masses_at_the_same_length(mixture, ref):
+    """The control: plain MALA chains of the same length end in their start basins (the failure AIS fixes)."""
+    out = _objective(mixture).sample(N_SAMPLES, generator=torch.Generator().manual_seed(43), n_steps=L_AIS)
+    mass = mixture.mode_mass(out.x)
+    assert float((mass - mixture.weights).abs().max()) > 0.05, f"short-run masses {mass.tolist()}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ebmlab.data import images
+from ebmlab.data import images, tabular
 from ebmlab.data.arrays import load_vectors
 from ebmlab.data.base import Affine, Dataset
 from ebmlab.data.toy import TOYS
@@ -61,7 +61,12 @@ def array_dataset(x: Tensor, cfg, name: str) -> Dataset:
     return Dataset(name, "vector", tf.to_model(train), tf.to_model(test), tf)
 
 
-DATASETS = {**{name: _toy for name in TOYS}, "array": _array, **images.IMAGE_LOADERS}
+def _tabular(cfg) -> Dataset:  # a scikit-learn table's in-distribution rows, built as a user's array
+    return array_dataset(tabular.inliers(cfg.name), cfg, cfg.name)
+
+
+DATASETS = {**{name: _toy for name in TOYS}, "array": _array, **images.IMAGE_LOADERS,
+            **{name: _tabular for name in tabular.TABLES}}
 
 
 def build_dataset(cfg) -> Dataset:

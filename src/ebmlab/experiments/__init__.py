@@ -18,6 +18,7 @@ EXPERIMENTS = {
     "paper002": "ebmlab.experiments.paper002",
     "paper003": "ebmlab.experiments.paper003",
     "paper004": "ebmlab.experiments.paper004",
+    "leaderboard": "ebmlab.experiments.leaderboard",
 }
 
 

@@ -59,7 +59,8 @@ from ebmlab.errors import ConfigError
 from ebmlab.buffers import ReplayBuffer
 from ebmlab.energies.build import build_energy
 from ebmlab.objectives.base import LossOutput, Objective, SampleOutput, batch_data
-from ebmlab.samplers import ChainState, StepSizeController, get_sampler, run_chain
+from ebmlab.samplers import ChainInfo, ChainState, StepSizeController, get_sampler, run_chain
+from ebmlab.samplers.ais import ais, linear_betas, normalized_weights
 from ebmlab.samplers.base import PROPOSAL_CAP
 
 REF_POINTS = 256   # adaptive_step: data points kept to recompute eps for the weights in place at sampling
@@ -90,6 +91,8 @@ class ContrastiveConfig:
     energy_l2: float = 0.01
     step_rule: str | None = None      # mala step rule: None = robbins_monro (to target_accept) | paper004
     proposal_cap: float | None = None  # paper004: max proposals per chain, a multiple of L (None: 5)
+    noise_chain: str = "short_run"    # noise-initialised chains: short_run (paper 004) | ais (importance-weighted,
+    #                                   samplers/ais.py; not in paper 004: docs/paper004.md, the demo's ring masses)
 
     def validate(self):
         """Raise ``ConfigError`` (one sentence) for an out-of-range key."""
@@ -110,6 +113,12 @@ class ContrastiveConfig:
             raise ConfigError(f"method.step_rule must be robbins_monro or paper004, got {self.step_rule!r}")
         if self.step_rule == "paper004" and self.sampler != "mala":
             raise ConfigError("method.step_rule paper004 is a Metropolis rule: it needs method.sampler mala")
+        if self.noise_chain not in ("short_run", "ais"):
+            raise ConfigError(f"method.noise_chain must be short_run or ais, got {self.noise_chain!r}")
+        if self.noise_chain == "ais" and (self.name not in ("noise", "hybrid") or self.sampler != "mala"
+                                          or self.step_rule == "paper004" or self.target_accept is None):
+            raise ConfigError("method.noise_chain ais needs method.name noise or hybrid, method.sampler mala and "
+                              "an adapted step (method.target_accept set, the robbins_monro step rule)")
         if self.proposal_cap is not None and self.step_rule != "paper004":
             raise ConfigError("method.proposal_cap applies only with method.step_rule paper004")
         if self.proposal_cap is not None and not self.proposal_cap >= 1:
@@ -234,10 +243,15 @@ class ContrastiveDivergence(Objective):
             negs.append(x_neg)
         if self.scheme != "data":
             x0, idx = self._start(x.shape[0], generator)
-            x_neg, diag = self._chain(x0, self.cfg.n_steps, eps, self.ctrl_noise, generator)
+            weights = None
+            if self.cfg.noise_chain == "ais":
+                x_neg, weights, diag = self._ais(x0, self.ctrl_noise, generator)
+                metrics["ais_ess"] = 1.0 / weights.pow(2).sum()  # Kish's effective sample size of the batch
+            else:
+                x_neg, diag = self._chain(x0, self.cfg.n_steps, eps, self.ctrl_noise, generator)
             if idx is not None:
                 self.bank.update(x_neg, idx)
-            gap, term = self._term(e_pos, x_neg)
+            gap, term = self._term(e_pos, x_neg, weights)
             loss = loss + term
             metrics.update(energy_gap=gap, accept_rate=diag.accept_rate.mean(), step_size=diag.step_size[-1],
                            **self._proposal_stats(diag))
@@ -260,13 +274,24 @@ class ContrastiveDivergence(Objective):
         dev = self.last_step_size.device
         return self.cfg.train_init_std * torch.randn((n, *self.shape), generator=generator, device=dev), None
 
-    def _term(self, e_pos: Tensor, x_neg: Tensor) -> tuple[Tensor, Tensor]:
-        """Computational loss <E(x)> - <E(x̂)> on stop-gradient samples, plus optional L2."""
+    def _term(self, e_pos: Tensor, x_neg: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Computational loss <E(x)> - <E(x̂)> on stop-gradient samples, plus optional L2. ``weights``
+        (B,) summing to 1 (``noise_chain: ais``): <.> over the samples is the weighted mean."""
         e_neg = self.energy(x_neg.detach())
-        term = e_pos.mean() - e_neg.mean()
+        neg_mean = e_neg.mean() if weights is None else (weights * e_neg).sum()
+        term = e_pos.mean() - neg_mean
         if self.cfg.energy_l2 > 0:
-            term = term + self.cfg.energy_l2 * (e_pos.pow(2).mean() + e_neg.pow(2).mean())
-        return (e_pos.mean() - e_neg.mean()).detach(), term
+            neg_sq = e_neg.pow(2).mean() if weights is None else (weights * e_neg.pow(2)).sum()
+            term = term + self.cfg.energy_l2 * (e_pos.pow(2).mean() + neg_sq)
+        return (e_pos.mean() - neg_mean).detach(), term
+
+    def _ais(self, x0: Tensor, ctrl, generator) -> tuple[Tensor, Tensor, ChainInfo]:
+        """``noise_chain: ais``: L stages of annealed importance sampling from N(0, std² I) (the std
+        ``x0`` was drawn with); returns the points, their normalised weights (B,) and the diagnostics."""
+        std = self.cfg.train_init_std or self.cfg.init_std
+        r = ais(self.energy, x0, linear_betas(self.cfg.n_steps, x0.device), ctrl, init_std=std,
+                temperature=self.cfg.temperature, generator=generator)
+        return r.x, normalized_weights(r.log_weights), r.info
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
@@ -274,11 +299,23 @@ class ContrastiveDivergence(Objective):
         """Short-run generation: ``n_steps`` (default L) steps of the training sampler from
         N(0, init_std² I) (or ``x0``), with a private copy of the adapted MALA step size, and with
         ``adaptive_step`` the eps of the weights in place (``sampling_step_size``)."""
+        given = x0 is not None
         x0 = self.start_points(n, x0, generator)
         steps = self.n_steps_default if n_steps is None else n_steps
         ctrl = self.ctrl_noise.copy() if self.ctrl_noise is not None else None  # sampling never trains
+        if self.cfg.noise_chain == "ais" and not given:
+            return self._sample_ais(x0, steps, ctrl, generator)
         x, info = self._chain(x0, steps, self.sampling_step_size(), ctrl, generator)
         return SampleOutput(x, info.as_dict())
+
+    def _sample_ais(self, x0: Tensor, steps: int, ctrl, generator) -> SampleOutput:
+        """``noise_chain: ais`` generation: ``steps`` AIS stages from N(0, init_std² I), then n points
+        drawn with replacement in proportion to their weights (sampling-importance-resampling)."""
+        r = ais(self.energy, x0, linear_betas(steps, x0.device), ctrl, init_std=self.cfg.init_std,
+                temperature=self.cfg.temperature, generator=generator)
+        w = normalized_weights(r.log_weights)
+        idx = torch.multinomial(w, x0.shape[0], replacement=True, generator=generator)
+        return SampleOutput(r.x[idx], {**r.info.as_dict(), "ais_ess": (1.0 / w.pow(2).sum()).reshape(1)})
 
 
 def build(cfg, data) -> ContrastiveDivergence:

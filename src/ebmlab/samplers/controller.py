@@ -42,7 +42,9 @@ class StepSizeController(nn.Module):
                  rate: float = 0.05, min_step: float = 1e-8, max_step: float = 1e3, *,
                  rule: str = "robbins_monro", smoothing: float = 0.9):
         super().__init__()
-        if not bool(torch.all(torch.as_tensor(init_step) > 0)):
+        positive = (init_step > 0 if isinstance(init_step, (int, float))  # (a number: no tensor op)
+                    else bool(torch.all(torch.as_tensor(init_step) > 0)))
+        if not positive:
             raise ValueError(f"init_step must be positive, got {init_step}")
         if rule not in self.RULES:
             raise ValueError(f"rule must be one of {', '.join(self.RULES)}, got {rule!r}")
@@ -55,6 +57,7 @@ class StepSizeController(nn.Module):
         self.target, self.rate, self.rule, self.smoothing = target, rate, rule, smoothing
         self.log_min, self.log_max = math.log(min_step), math.log(max_step)
         self.register_buffer("log_step", torch.full((n_groups,), math.log(init_step)))
+        self.one_group = n_groups == 1  # (the buffer's shape is fixed: load_state_dict copies into it)
         if rule == "paper004":  # NaN: no acceptance seen yet
             self.register_buffer("accept_avg", torch.full((n_groups,), float("nan")))
 
@@ -63,6 +66,14 @@ class StepSizeController(nn.Module):
         if self.log_step.shape[0] == 1:
             return self.log_step.exp().expand(groups.shape[0])
         return self.log_step.exp()[groups]
+
+    def per_chain_step(self, groups: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """``step_size(groups)`` already broadcast to ``shape`` = (B, 1, ..., 1) (what ``run_chain``
+        uses every step: the same values, one op fewer)."""
+        log_step = self._buffers["log_step"]  # (the buffer itself, without nn.Module.__getattr__: every step)
+        if self.one_group:
+            return log_step.exp().expand(shape)
+        return log_step.exp()[groups].view(shape)
 
     def group_means(self, accept: Tensor | None, groups: Tensor) -> tuple[Tensor, Tensor]:
         """(G,) mean acceptance per group and (G,) bool "visited", in tensor arithmetic (no host sync).
@@ -76,14 +87,17 @@ class StepSizeController(nn.Module):
         count = torch.zeros(g, device=accept.device).index_add_(0, groups, torch.ones_like(accept, dtype=torch.float))
         return total / count.clamp_min(1.0), count > 0
 
-    @torch.no_grad()
     def update(self, accept: Tensor | None, groups: Tensor) -> None:
-        """accept (B,), groups (B,) long: adapt each visited group's step (see the class docstring)."""
+        """accept (B,), groups (B,) long: adapt each visited group's step (see the class docstring).
+        No ``torch.no_grad`` is needed (nor paid for, every step): the acceptance is boolean and the
+        buffers do not require grad, so no graph is recorded."""
         if self.rule == "paper004":
             self._update_paper004(accept, groups)
             return
-        if self.log_step.shape[0] == 1 and accept is not None:  # one group: no scatter, no mask
-            self.log_step.add_(accept.float().mean().sub(self.target).mul(self.rate)).clamp_(self.log_min, self.log_max)
+        if accept is not None and self.one_group:  # one group: no scatter, no mask
+            mean = torch.mean(accept, dtype=torch.float32)  # = accept.float().mean(), one op
+            step = mean.sub_(self.target).mul_(self.rate)
+            self._buffers["log_step"].add_(step).clamp_(self.log_min, self.log_max)
             return
         mean, seen = self.group_means(accept, groups)
         delta = torch.where(seen, self.rate * (mean - self.target), torch.zeros_like(mean))

@@ -4,7 +4,8 @@ Eq. 17; paper 003 Eq. 5).
 x' = x - eps * dE/dx(x) + sigma * z,  z ~ N(0, I),  sigma = noise_scale or sqrt(2 eps T).
 With sigma = sqrt(2 eps T) the continuous-time limit samples p ∝ exp(-E/T). One forward+backward
 per step: the gradient at x is cached in the state and the new point's energy and gradient are
-computed once and cached for the next step. ``propose`` is the move alone; MALA reuses it.
+computed once and cached for the next step. ``propose`` is the move alone (``scales`` then ``move``);
+MALA reuses those two.
 """
 from __future__ import annotations
 
@@ -14,20 +15,37 @@ from torch import Tensor
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.samplers.base import ChainState, StepInfo, check_positive, init, noise_std, per_chain, randn_like
 
-__all__ = ["init", "step", "propose"]
+__all__ = ["init", "step", "propose", "move", "scales"]
 
 
 def propose(state: ChainState, step_size, *, noise_scale=None, temperature: float = 1.0,
             generator: torch.Generator | None = None, noise: Tensor | None = None):
     """The Langevin move from ``state``: returns (x' (B, ...), eps (B, 1, ...), sigma (B, 1, ...),
     z (B, ...) the standard-normal draw used). ``noise`` (B, ...) replaces that draw."""
+    eps, sigma = scales(state.x, step_size, noise_scale, temperature)
+    z = randn_like(state.x, generator) if noise is None else noise
+    return move(state.x, state.grad, eps, sigma, z), eps, sigma, z
+
+
+def scales(x: Tensor, step_size, noise_scale, temperature: float) -> tuple[Tensor, Tensor]:
+    """(eps, sigma), each (B, 1, ...): as given when both already are (``run_chain`` builds them once
+    per chain or per step and checks them), else built from numbers or (B,) tensors."""
+    if _per_chain(step_size, x) and _per_chain(noise_scale, x):
+        return step_size, noise_scale
     if not torch.is_tensor(step_size):  # tensors come from run_chain/controllers, checked there
         check_positive("step_size", step_size)
-    x = state.x
     eps = per_chain(step_size, x)  # (B, 1, ...)
-    sigma = noise_std(eps, noise_scale, temperature, x)
-    z = randn_like(x, generator) if noise is None else noise
-    return (x - eps * state.grad) + sigma * z, eps, sigma, z
+    return eps, noise_std(eps, noise_scale, temperature, x)
+
+
+def move(x: Tensor, grad: Tensor, eps: Tensor, sigma: Tensor, z: Tensor) -> Tensor:
+    """x' = x - eps * dE/dx + sigma * z (B, ...): the one place the Langevin arithmetic is written."""
+    return (x - eps * grad) + sigma * z
+
+
+def _per_chain(value, x: Tensor) -> bool:
+    """Whether ``value`` is already a per-chain (B, 1, ...) tensor (``per_chain`` would return it as is)."""
+    return torch.is_tensor(value) and value.dim() == x.dim() and value.shape[0] == x.shape[0]
 
 
 def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature: float = 1.0,
@@ -36,8 +54,8 @@ def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature:
     """One unadjusted Langevin step. ``create_graph=True`` keeps the step differentiable with respect
     to the incoming x and the energy's parameters (paper 001's KL term). ``evaluate=False`` skips
     E and dE/dx at the new point (the state then carries None: a chain's final step)."""
-    x_new, eps, _, _ = propose(state, step_size, noise_scale=noise_scale, temperature=temperature,
-                               generator=generator, noise=noise)
+    eps, sigma = scales(state.x, step_size, noise_scale, temperature)
+    x_new = move(state.x, state.grad, eps, sigma, randn_like(state.x, generator) if noise is None else noise)
     info = StepInfo(None, eps)  # unadjusted: every move is taken
     if not evaluate:
         return ChainState(x_new if create_graph else x_new.detach(), None, None), info

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from ebmlab.energies.base import energy_and_grad
-from ebmlab.samplers.base import ChainState, StepInfo, init
-from ebmlab.samplers.langevin import propose
+from ebmlab.samplers.base import ChainState, StepInfo, init, randn_like
+from ebmlab.samplers.langevin import move, scales
 
 __all__ = ["init", "step", "log_accept_ratio"]
 
@@ -34,34 +34,52 @@ def log_accept_ratio(state: ChainState, prop: ChainState, eps, sigma, temperatur
     the proposal (x' = x - eps dE/dx + sigma z). Then log q(x | x') - log q(x' | x) =
     (|z|^2 - |d / sigma|^2) / 2 with d = x - x' + eps dE/dx(x'), computed as one product
     (z - d/sigma)(z + d/sigma): no proposal density is recomputed."""
-    log_target = state.energy - prop.energy
+    if z is None:
+        log_target = state.energy - prop.energy
+        if temperature != 1.0:
+            log_target = log_target / temperature
+        return log_target + _log_q(state.x, prop.x, prop.grad, eps, sigma) - _log_q(prop.x, state.x, state.grad, eps, sigma)
+    return _log_ratio(state.x, state.energy, prop.x, prop.energy, prop.grad, eps, sigma, z, temperature)
+
+
+def _log_ratio(x, e, x_prop, e_prop, g_prop, eps, sigma, z, temperature: float) -> Tensor:
+    """``log_accept_ratio`` with the proposal's draw z, on plain tensors: (B,)."""
+    log_target = e - e_prop
     if temperature != 1.0:
         log_target = log_target / temperature
-    if z is None:
-        return log_target + _log_q(state.x, prop.x, prop.grad, eps, sigma) - _log_q(prop.x, state.x, state.grad, eps, sigma)
-    ds = torch.addcmul(state.x - prop.x, eps, prop.grad).div_(sigma)  # (B, ...) d / sigma
-    return log_target + 0.5 * ((z - ds) * (z + ds)).flatten(1).sum(1)
+    ds = torch.addcmul(x - x_prop, eps, g_prop).div_(sigma)  # (B, ...) d / sigma
+    prod = (z - ds).mul_(z + ds)  # (B, ...)
+    # log_target + 0.5 * sum: alpha=0.5 scales exactly (a power of two), so the fused add rounds once,
+    # as the separate product and sum did
+    return log_target.add_(prod.sum(1) if prod.dim() == 2 else prod.flatten(1).sum(1), alpha=0.5)
 
 
 def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature: float = 1.0,
          generator: torch.Generator | None = None, noise: Tensor | None = None,
          create_graph: bool = False, evaluate: bool = True, **cond):
-    """One MALA step. The proposal's energy is always needed (``evaluate`` is ignored); the accept
-    step is not differentiable, so ``create_graph`` must stay False."""
+    """One MALA step: the Langevin proposal (``langevin.move``), E and dE/dx there (one forward+backward),
+    the MH test, and the accepted chains' new state. The proposal's energy is always needed
+    (``evaluate`` is ignored); the accept step is not differentiable, so ``create_graph`` must stay False."""
     if create_graph:
         raise ValueError("MALA's accept/reject step is not differentiable; use the langevin sampler "
                          "for a chain with a gradient")
-    x = state.x
-    x_prop, eps, sigma, z = propose(state, step_size, noise_scale=noise_scale, temperature=temperature,
-                                    generator=generator, noise=noise)
-    x_prop = x_prop.detach()
+    x, e, grad = state
+    eps, sigma = scales(x, step_size, noise_scale, temperature)
+    z = randn_like(x, generator) if noise is None else noise
+    x_prop = move(x, grad, eps, sigma, z)
+    if x_prop.requires_grad:  # (only if the incoming state carried a graph)
+        x_prop = x_prop.detach()
     e_prop, g_prop = energy_and_grad(energy, x_prop, **cond)
-    prop = ChainState(x_prop, e_prop, g_prop)
-    log_a = log_accept_ratio(state, prop, eps, sigma, temperature, z)  # (B,)
-    u = torch.rand(log_a.shape, generator=generator, device=x.device, dtype=log_a.dtype)
+    log_a = _log_ratio(x, e, x_prop, e_prop, g_prop, eps, sigma, z, temperature)  # (B,)
+    u = torch.empty_like(log_a).uniform_(generator=generator)  # (B,) U(0, 1): torch.rand's numbers, cheaper
     # A NaN ratio compares False and is rejected; run_chain then checks the final state.
     accept = u.log_() < log_a  # (B,) bool
-    keep = accept.view(-1, *([1] * (x.dim() - 1)))
-    new = ChainState(torch.where(keep, x_prop, x), torch.where(accept, e_prop, state.energy),
-                     torch.where(keep, g_prop, state.grad))
+    keep = accept.view(_column(x))
+    new = ChainState(torch.where(keep, x_prop, x), torch.where(accept, e_prop, e),
+                     torch.where(keep, g_prop, grad))
     return new, StepInfo(accept, eps)
+
+
+def _column(x: Tensor) -> tuple[int, ...]:
+    """(-1, 1, ..., 1): a (B,) mask viewed to broadcast over x (B, ...)."""
+    return (-1, 1) if x.dim() == 2 else (-1,) + (1,) * (x.dim() - 1)

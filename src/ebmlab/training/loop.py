@@ -243,19 +243,37 @@ class Trainer:
         """One update; returns its logged values as floats."""
         return scalars(self._update())
 
+    def _budget_spent(self, clock0: float) -> bool:
+        """Whether ``train.time_budget`` has run out since ``clock0`` (on any rank: every rank stops together)."""
+        budget = self.cfg.train.time_budget
+        if budget is None:
+            return False
+        spent = _clock() - clock0 >= budget
+        if self.dist.enabled:  # collective, so that no rank waits for an update the others skip
+            flag = torch.tensor(float(spent), device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            spent = bool(flag)
+        return spent
+
     # ----- the loop ----------------------------------------------------------------------------
     def fit(self, on_sample=None) -> None:
-        """Train to ``train.steps`` (from the current step), logging, checkpointing and sampling as configured."""
+        """Train to ``train.steps`` (from the current step), logging, checkpointing and sampling as configured.
+        ``train.time_budget`` (seconds) also ends it, after the first update that finishes past the budget;
+        that update is logged and checkpointed like the last of ``train.steps``. ``self.fit_stats`` then
+        holds this call's ``updates``, ``wall_seconds``, ``cpu_seconds`` and ``stopped_by_budget``."""
         tc = self.cfg.train
         logger = RunLogger(self.run_dir, enabled=self.is_main)
         logger.truncate_after(self.step)
         bar = _progress(self.step, tc.steps, enabled=self.is_main and tc.progress)
-        t0 = time.time()
+        t0, start, clock0, cpu0 = time.time(), self.step, _clock(), time.process_time()
+        out_of_time = False
         try:
-            while self.step < tc.steps:
+            while self.step < tc.steps and not out_of_time:
                 with distributed.compile_errors(tc.compile):
                     values = self._update()
-                logged = self.step % tc.log_every == 0 or self.step == tc.steps
+                out_of_time = self._budget_spent(clock0)
+                last = self.step == tc.steps or out_of_time
+                logged = self.step % tc.log_every == 0 or last
                 if logged:
                     values = scalars(values)
                     values["time"] = time.time() - t0
@@ -264,7 +282,7 @@ class Trainer:
                     bar.update(1)
                     if logged:
                         bar.set_postfix(_postfix(values), refresh=False)
-                if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
+                if self.step % tc.checkpoint_every == 0 or last:
                     self.save()
                 if on_sample is not None and self.is_main and tc.sample_every and self.step % tc.sample_every == 0:
                     on_sample(self)
@@ -272,6 +290,13 @@ class Trainer:
             if bar is not None:
                 bar.close()
             logger.close()
+            self.fit_stats = {"updates": self.step - start, "wall_seconds": round(_clock() - clock0, 3),
+                              "cpu_seconds": round(time.process_time() - cpu0, 3), "stopped_by_budget": out_of_time}
+
+
+def _clock() -> float:
+    """Seconds on a monotonic clock: what ``train.time_budget`` is measured with (tests replace it)."""
+    return time.monotonic()
 
 
 def _postfix(values: dict) -> dict:

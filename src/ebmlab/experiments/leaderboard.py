@@ -1,0 +1,350 @@
+"""``ebmlab experiment leaderboard``: every method on the same data with the same wall-clock budget (issue 18).
+
+Protocol (docs/leaderboard.md):
+
+- **Cells.** Every method of ``objectives.METHODS`` x every dataset of ``DATASETS`` x seeds
+  ``claims.SEEDS``, each cell a one-thread process on the claim harness (``claims.run_cells``: two at a
+  time, cached, a rerun skips finished cells, a failing cell is shown as failed with its reason).
+- **Same budget.** Every cell trains for ``--budget`` seconds of wall time on one thread
+  (``train.time_budget``; ``train.steps`` is set out of reach), and records the updates it made, its
+  training wall and CPU seconds. No per-method tuning: each method starts from its paper's shipped config
+  (``METHODS``: its toy config on vectors, its digits config on digits; a paper's config written for
+  that very dataset where it ships one, ``DATASET_CONFIGS``), with that paper experiment's own arm
+  overrides (paper 003's DRL, paper 000's per_t / cd_plain). What the leaderboard sets for every method
+  alike: the data (``DATA``: standardised vectors, the same rows), the evaluation (``EVAL``), one thread.
+- **Metrics**, all by ``training/evaluate.evaluate`` (the code every run is scored with): ``density_kl``
+  (toys, on the (x1, x2) slice), ``sample_precision``, ``sample_in_support_share``,
+  ``sample_mode_mass_error`` (the method's own generation procedure), ``sample_energy_distance``,
+  ``digits_fd``; ``ood_auroc_<set>`` (-energy, held-out data vs each of the dataset's fixed OOD sets);
+  and the cost: ``updates``, ``train_wall_seconds``, ``train_cpu_seconds``, ``eval_seconds`` and
+  ``sampler_evals_per_sample`` (energy-network evaluations per generated sample, counted by a forward
+  hook on the objective's ``energy`` while the figure's samples are drawn; gradient-based steps add one
+  backward to each; left out (``-``) where the procedure reaches the network other than through the
+  energy's forward: cdrl and drl).
+- **Baselines** (``metrics/baselines.py``): a Gaussian mixture and a kernel density estimate fitted on
+  the same training rows, scored by the same code through ``FittedDensity`` (the part of the
+  ``Objective`` contract that evaluation uses).
+
+Output: ``results.md`` (mean +- std and the rank per dataset and metric, failed cells with reasons),
+``results.json`` (per-seed values), ``samples_grid.png`` (methods x datasets, seed ``seeds[0]``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ebmlab import plots
+from ebmlab.data import build_dataset
+from ebmlab.data.tabular import outliers
+from ebmlab.experiments import claims, paper000, paper003
+from ebmlab.experiments.claims import Cell
+from ebmlab.experiments.runner import device_generator, experiment_config, train_cell
+from ebmlab.metrics.baselines import BASELINES
+from ebmlab.metrics.ood import auroc
+from ebmlab.objectives.base import SampleOutput
+from ebmlab.training import image_eval
+from ebmlab.training.evaluate import evaluate
+
+BUDGET, BUDGET_FULL, QUICK_BUDGET = 20.0, 120.0, 1.0   # seconds of training per cell (see docs/leaderboard.md)
+NEVER = 10**9                                           # train.steps: out of reach, the budget decides
+FIG_N = {"vector": 500, "image": 64}                    # samples per figure panel
+
+# dataset -> (data overrides, OOD sets): toys shifted (+1 std per coordinate) / scaled (x1.5) held-out data
+# (training/image_eval.ood_set), digits flipped / pixel-shuffled, the table's other class
+TOY = ["data.standardize=true", "data.n_train=20000", "data.n_test=5000"]
+DATASETS = {
+    "mixture": (["data.name=mixture"] + TOY, ("shifted", "scaled")),
+    "checkerboard": (["data.name=checkerboard"] + TOY, ("shifted", "scaled")),
+    "rings": (["data.name=rings"] + TOY, ("shifted", "scaled")),
+    "digits": (["data.name=digits"], ("digits_flipped", "digits_shuffled")),
+    "breast_cancer": (["data.name=breast_cancer", "data.standardize=true"], ("other_class", "scaled")),
+}
+IMAGE_DATASETS = ("digits",)
+# method -> (vector config, digits config, that paper's arm overrides): the papers' shipped configs
+_SCHEME = {s: (f"paper004_rings_{s}", "digits_hybrid", [f"method.name={s}"])
+           for s in ("data", "noise", "persistent", "persistent_refresh", "hybrid")}
+METHODS = {**_SCHEME,
+           "improved_cd": ("paper001_toy", "paper001_digits", []),
+           "implicit_diffusion": ("paper002_8gaussians", "paper002_digits", []),
+           "cdrl": ("paper003_checkerboard", "paper003_digits", []),
+           "drl": ("paper003_checkerboard", "paper003_digits", paper003.DRL),
+           "cd_ce": ("paper000_spiral_cdce", "paper000_digits_cdce", []),
+           "joint_cd": ("paper000_spiral_jointcd", "paper000_digits_cdce", ["method.name=joint_cd", "method.ce_weight=0"]),
+           "per_t": ("paper000_spiral_cdce", "paper000_digits_cdce", paper000.ARMS["per_t"][1]),
+           "cd_plain": ("paper000_spiral_cdce", "paper000_digits_cdce", paper000.ARMS["cd_plain"][1])}
+DATASET_CONFIGS = {("implicit_diffusion", "checkerboard"): "paper002_checkerboard"}
+EVAL = {"vector": ["eval.n_samples=1000", "eval.grid_size=100", "eval.long_run_factor=1", "eval.plots=false"],
+        "image": ["eval.n_samples=500", "eval.long_run_factor=1", "eval.plots=false", "eval.digits_fd=true"]}
+QUICK_METHODS, QUICK_DATASETS = ("hybrid", "improved_cd"), ("mixture", "breast_cancer")
+QUICK = ["model.width=32", "model.depth=1", "data.n_train=2000", "eval.n_samples=200", "eval.grid_size=30"]
+
+LOWER = ("density_kl", "sample_mode_mass_error", "sample_energy_distance", "digits_fd")
+HIGHER = ("sample_precision", "sample_in_support_share")
+COST = ["updates", "train_wall_seconds", "train_cpu_seconds", "eval_seconds", "sampler_evals_per_sample"]
+QUALITY = {"toy": ["density_kl", "sample_precision", "sample_in_support_share", "sample_mode_mass_error",
+                   "sample_energy_distance"],
+           "image": ["digits_fd"], "table": ["sample_energy_distance"]}
+
+
+def kind(dataset: str) -> str:
+    """"image" for the image datasets (``IMAGE_DATASETS``), else "vector"."""
+    return "image" if dataset in IMAGE_DATASETS else "vector"
+
+
+def metrics_of(dataset: str) -> list[str]:
+    """The ranked metrics of ``dataset`` (quality, then one OOD AUROC per OOD set)."""
+    group = "image" if kind(dataset) == "image" else ("table" if dataset == "breast_cancer" else "toy")
+    return QUALITY[group] + [f"ood_auroc_{s}" for s in DATASETS[dataset][1]]
+
+
+def better(metric: str) -> str:
+    """"lower" or "higher": which direction of ``metric`` ranks first."""
+    return "lower" if metric in LOWER else "higher"
+
+
+# ----- one cell ------------------------------------------------------------------------------------
+def method_overrides(method: str, dataset: str, budget: float, quick: bool) -> tuple[str, list[str]]:
+    """(base config, overrides) of one method on one dataset: the paper's config, the leaderboard's data,
+    evaluation and budget."""
+    vec_cfg, img_cfg, arm = METHODS[method]
+    config = DATASET_CONFIGS.get((method, dataset), img_cfg if kind(dataset) == "image" else vec_cfg)
+    sets = arm + DATASETS[dataset][0] + EVAL[kind(dataset)]
+    sets += [f"train.steps={NEVER}", f"train.time_budget={budget}"] + (QUICK if quick and kind(dataset) == "vector" else [])
+    return config, sets
+
+
+def cell_fn(params: dict, seed: int, run_dir: Path) -> dict:
+    """One method cell: train for the budget, evaluate, add OOD AUROCs, cost and the figure's samples."""
+    def measure(arm) -> dict:
+        obj, data = arm.trainer.objective, arm.trainer.data
+        stats = arm.trainer.fit_stats
+        x, evals = figure_samples(obj, data, seed, count=True)
+        np.save(Path(run_dir) / "figure_samples.npy", x)
+        return {"updates": stats["updates"], "train_wall_seconds": stats["wall_seconds"],
+                "train_cpu_seconds": stats["cpu_seconds"], "sampler_evals_per_sample": evals,
+                **ood_aurocs(obj, data, params["ood"], seed)}
+    return train_cell(params["config"], params["overrides"], seed, Path(run_dir), measure=measure)
+
+
+class FittedDensity(nn.Module):
+    """A fitted baseline behind the part of the ``Objective`` contract that evaluation uses: ``prior``,
+    ``sample`` (independent draws), ``log_density`` (exact), ``score`` = -log-density."""
+    has_log_density = True
+    n_steps_default = 0
+
+    def __init__(self, fitted):
+        super().__init__()
+        self.fitted = fitted
+        self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)  # where evaluation finds the device
+
+    def prior(self, n: int, generator=None) -> torch.Tensor:
+        """(n, ...) N(0, I) draws (the contract's start points; a baseline's samples do not use them)."""
+        return torch.randn(n, *self.fitted.shape, generator=generator)
+
+    def sample(self, n: int, *, generator=None, n_steps=None, x0=None, cond=None) -> SampleOutput:
+        """n independent draws of the fitted density (``n_steps``, ``x0``, ``cond`` do not apply)."""
+        return SampleOutput(self.fitted.sample(n, generator), {})
+
+    def log_density(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) the fitted (normalised) log-density."""
+        return self.fitted.log_density(x)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) -log-density: the energy the OOD metrics rank by."""
+        return -self.fitted.log_density(x)
+
+
+def baseline_fn(params: dict, seed: int, run_dir: Path) -> dict:
+    """One baseline cell: fit on the training rows (model coordinates), evaluate with the same code."""
+    cfg = experiment_config(None, params["overrides"] + [f"train.seed={seed}"], threads=1)
+    data = build_dataset(cfg.data)
+    t0 = time.time()
+    fitted = BASELINES[params["baseline"]](data.train, seed)
+    fit_seconds = time.time() - t0
+    model = FittedDensity(fitted)
+    t1 = time.time()
+    m = {k: v for k, v in evaluate(model, data, cfg, None).items() if isinstance(v, (int, float))}
+    m.update(ood_aurocs(model, data, params["ood"], seed), eval_seconds=round(time.time() - t1, 1))
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    np.save(Path(run_dir) / "figure_samples.npy", figure_samples(model, data, seed)[0])
+    (Path(run_dir) / "search.json").write_text(json.dumps({"chosen": fitted.chosen, "search": fitted.search}, indent=1))
+    chosen = {f"chosen_{k}": v for k, v in fitted.chosen.items()}
+    return {**m, **chosen, "train_wall_seconds": round(fit_seconds, 1), "step": 0}
+
+
+def figure_samples(objective, data, seed: int, count: bool = False) -> tuple[np.ndarray, float | None]:
+    """(samples for the figure in data coordinates, projected to 2-D for vectors; energy-network
+    evaluations per sample while drawing them when ``count``, counted by a hook on ``objective.energy``)."""
+    n = FIG_N[data.kind]
+    rows = [0]
+    hook = objective.energy.register_forward_hook(lambda m, a, o: rows.__setitem__(0, rows[0] + o.shape[0])) \
+        if count else None
+    try:
+        x = objective.sample(n, generator=device_generator(objective, seed + 23)).x.detach().cpu()
+    finally:
+        if hook is not None:
+            hook.remove()
+    # 0 rows: the procedure calls the network through other methods of its energy (cdrl, drl): not counted
+    return project(data.transform.to_data(x), data).numpy(), (rows[0] / n if count and rows[0] else None)
+
+
+def project(x: torch.Tensor, data) -> torch.Tensor:
+    """Images unchanged; vectors: the first two coordinates (toys: the rings' structured slice), user
+    or tabular data: the top two principal axes of the training rows (in data coordinates)."""
+    if data.kind == "image" or x.shape[1] <= 2 or data.dist is not None:
+        return x if data.kind == "image" else x[:, :2]
+    train = data.transform.to_data(data.train)
+    mean = train.mean(0)
+    _, _, v = torch.linalg.svd(train - mean, full_matrices=False)
+    return (x - mean) @ v[:2].T
+
+
+def ood_inputs(name: str, data, generator) -> torch.Tensor:
+    """The OOD set ``name`` in model coordinates: ``other_class`` = the table's other class, else
+    ``training/image_eval.ood_set`` (shifted / scaled vectors, the digits' built-in sets)."""
+    if name == "other_class":
+        return data.transform.to_model(outliers(data.name))
+    return image_eval.ood_set(name, data, generator)
+
+
+def ood_aurocs(objective, data, names, seed: int) -> dict:
+    """AUROC of -energy, held-out data vs each OOD set (higher = better separated)."""
+    e_in = image_eval.energies(objective, data.test)
+    g = torch.Generator().manual_seed(seed + 19)
+    return {f"ood_auroc_{n}": auroc(-e_in, -image_eval.energies(objective, ood_inputs(n, data, g))) for n in names}
+
+
+# ----- the grid --------------------------------------------------------------------------------------
+def build_cells(quick: bool, full: bool, budget: float | None, seeds) -> dict[str, list[Cell]]:
+    """{dataset: cells}: every method (then each baseline) on it, every seed."""
+    budget = budget or (QUICK_BUDGET if quick else BUDGET_FULL if full else BUDGET)
+    methods, datasets = (QUICK_METHODS, QUICK_DATASETS) if quick else (tuple(METHODS), tuple(DATASETS))
+    grid = {}
+    for ds in datasets:
+        ood = list(DATASETS[ds][1])
+        cells = []
+        for m in methods:
+            config, sets = method_overrides(m, ds, budget, quick)
+            cells += [Cell(f"{ds}/{m}", s, cell_fn, {"config": config, "overrides": sets, "ood": ood}) for s in seeds]
+        base = DATASETS[ds][0] + EVAL[kind(ds)] + (QUICK if quick and kind(ds) == "vector" else [])
+        cells += [Cell(f"{ds}/baseline_{b}", s, baseline_fn, {"baseline": b, "overrides": base, "ood": ood})
+                  for b in BASELINES for s in seeds]
+        grid[ds] = cells
+    return grid
+
+
+def ranks(table: dict, metrics) -> dict:
+    """{metric: {arm: rank}} by mean (1 = best; ties share the smaller rank; unmeasured arms unranked)."""
+    out = {}
+    for m in metrics:
+        sign = 1.0 if better(m) == "lower" else -1.0
+        vals = {a: sign * row[m]["mean"] for a, row in table.items() if math.isfinite(row[m]["mean"])}
+        out[m] = {a: 1 + sum(w < v for w in vals.values()) for a, v in vals.items()}
+    return out
+
+
+def verdicts(table: dict, metrics) -> list[str]:
+    """Per metric: whether the best EBM or a baseline is best (by mean)."""
+    lines = []
+    for m in metrics:
+        r = ranks(table, [m])[m]
+        if not r:
+            continue
+        best = min(r, key=r.get)
+        who = "a baseline" if "/baseline_" in best else "an EBM"
+        lines.append(f"{m}: best is {best.split('/', 1)[1]} ({who})")
+    return lines
+
+
+def dataset_markdown(ds: str, table: dict, rank: dict, metrics, seeds) -> str:
+    """One dataset's table: mean +- std (rank) per ranked metric, the cost means, failures."""
+    cols = metrics + COST
+    head = f"## {ds}\n\n| method | " + " | ".join(cols) + " | failed / diverged |\n|---|" + "---|" * (len(cols) + 1) + "\n"
+    body = ""
+    for arm, row in table.items():
+        cells = [f"{claims.fmt_number(row[m]['mean'])} ± {claims.fmt_number(row[m]['std'])}"
+                 + (f" ({rank[m][arm]})" if arm in rank.get(m, {}) else "") for m in metrics]
+        cells += [claims.fmt_number(row[m]["mean"]) for m in COST]
+        body += f"| {arm.split('/', 1)[1]} | " + " | ".join(cells) + f" | {'; '.join(row['diverged'] + row['failed']) or '-'} |\n"
+    lines = "".join(f"- {v}\n" for v in verdicts(table, metrics))
+    return head + body + "\n" + lines
+
+
+def figure(out: Path, records: dict, grid: dict, seed: int) -> None:
+    """``samples_grid.png``: one row per method / baseline, one column per dataset, seed ``seed``'s samples."""
+    arms = list(dict.fromkeys(c.arm.split("/", 1)[1] for cells in grid.values() for c in cells))
+    fig = plots.new_figure((2.0 * len(grid), 1.9 * len(arms)))
+    axes = np.atleast_2d(fig.subplots(len(arms), len(grid), squeeze=False))
+    for j, ds in enumerate(grid):
+        for i, arm in enumerate(arms):
+            ax, path = axes[i, j], Path(out) / "cells" / ds / arm / f"seed{seed}" / "figure_samples.npy"
+            r = records.get((f"{ds}/{arm}", seed))
+            ok = r is not None and not (r["failed"] or r["diverged"]) and path.exists()
+            _panel(ax, np.load(path, allow_pickle=False) if ok else None, r)
+            if i == 0:
+                ax.set_title(ds, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(arm, fontsize=8)
+    fig.suptitle(f"samples from each method's own generation procedure (seed {seed}); vectors: first two "
+                 "coordinates (tables: top two principal axes)", fontsize=9)
+    plots._save(fig, Path(out) / "samples_grid.png")
+
+
+def _panel(ax, x, record) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if x is None:
+        why = "not run" if record is None else ("failed" if record["failed"] else "diverged")
+        ax.text(0.5, 0.5, why, ha="center", va="center", fontsize=8, transform=ax.transAxes)
+    elif x.ndim == 4:  # images (N, C, H, W) in [-1, 1]: an 8 x 8 mosaic
+        k = int(math.sqrt(min(len(x), 64)))
+        tiles = np.clip((x[:k * k, 0] + 1) / 2, 0, 1).reshape(k, k, *x.shape[2:])
+        ax.imshow(tiles.transpose(0, 2, 1, 3).reshape(k * x.shape[2], k * x.shape[3]), cmap="gray", vmin=0, vmax=1)
+    else:
+        x = x[np.isfinite(x).all(1)]
+        ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5)
+        if len(x):
+            lo, hi = np.percentile(x, [1, 99], axis=0)
+            pad = 0.2 * (hi - lo) + 1e-6
+            ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+            ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+
+
+# ----- the experiment --------------------------------------------------------------------------------
+def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2, full: bool = False,
+        budget: float | None = None) -> dict:
+    """The leaderboard into ``out`` (module docstring); returns the ``results.json`` content."""
+    if budget is not None and not budget > 0:
+        raise ValueError(f"--budget must be positive seconds, got {budget}")
+    t0 = time.time()
+    seeds = tuple(seeds[:1]) if quick else tuple(seeds)
+    grid = build_cells(quick, full, budget, seeds)
+    records = claims.run_cells(out, [c for cells in grid.values() for c in cells], jobs=jobs)
+    spent = budget or (QUICK_BUDGET if quick else BUDGET_FULL if full else BUDGET)
+    result = {"experiment": "leaderboard", "quick": quick, "full": full, "budget_seconds": spent,
+              "seeds": list(seeds), "datasets": {}}
+    md = [f"# Leaderboard: every method, the same {spent:g} s of training on one thread per cell\n",
+          (f"Seeds {list(seeds)}; mean ± std over seeds, (rank) among methods and baselines on that dataset "
+           "and metric (1 = best). Cost columns are means. Protocol: docs/leaderboard.md.\n")]
+    for ds, cells in grid.items():
+        arms = list(dict.fromkeys(c.arm for c in cells))
+        metrics = metrics_of(ds)
+        table = claims.summary_table(records, arms, metrics + COST, seeds)
+        rank = ranks({a: r for a, r in table.items()}, metrics)
+        result["datasets"][ds] = {"metrics": metrics, "better": {m: better(m) for m in metrics}, "table": table,
+                                  "ranks": rank, "ood_sets": list(DATASETS[ds][1])}
+        md.append(dataset_markdown(ds, table, rank, metrics, seeds))
+    figure(out, records, grid, seeds[0])
+    result["wall_seconds"] = round(time.time() - t0, 1)
+    md.append(f"{'QUICK smoke run: the numbers mean nothing. ' if quick else ''}"
+              f"Wall time of this command: {result['wall_seconds']} s (finished cells are reused on a rerun).\n")
+    (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float))
+    (Path(out) / "results.md").write_text("\n".join(md))
+    print("\n".join(md))
+    return result

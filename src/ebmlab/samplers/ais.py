@@ -1,0 +1,108 @@
+"""Annealed importance sampling (AIS) from N(0, s² I) to p ∝ exp(-E/T), with one MALA move per stage.
+
+Neal (2001), "Annealed importance sampling" (Statistics and Computing 11), Sec. 2: intermediate
+targets f_k(x) = exp(-beta_k E(x)/T - (1 - beta_k) |x|²/(2 s²)), 0 = beta_0 < beta_1 < ... < beta_K = 1;
+x_0 ~ N(0, s² I); for k = 1..K the log weight gains log f_k(x_{k-1}) - log f_{k-1}(x_{k-1}) =
+-(beta_k - beta_{k-1}) (E(x_{k-1})/T - |x_{k-1}|²/(2 s²)), then x_k is one MALA move that leaves
+f_k invariant (``mala.log_accept_ratio`` on the stage's energy). Self-normalised weights
+w_i / sum_j w_j make sum_i w_i h(x_i) a consistent estimate of E_p[h] however far the chains are from
+mixing: chains that end in a mode too often carry proportionally less weight.
+
+Why ebmlab has it (docs/paper004.md, "The default demo's ring masses"): short-run chains from noise end
+in the mode whose basin they start in, so a contrastive loss on their samples cannot learn how mass is
+split between separated modes (the 10-D rings' outer ring gets too much). With AIS weights on the
+negative samples the noise-initialised term is an estimate of the maximum-likelihood gradient
+(``method.noise_chain: ais`` in ``objectives/contrastive.py``). This is not part of paper 004.
+
+One forward+backward per stage (E and dE/dx at the proposal; the stage energy and gradient are
+formed from them in closed form), as for the plain chains. The step size is one number carried from
+stage to stage and adapted by a ``StepSizeController`` (neighbouring targets are close, as in
+``samplers/annealed.py``).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ebmlab.energies.base import energy_and_grad
+from ebmlab.samplers import mala
+from ebmlab.samplers.base import ChainInfo, ChainState, StepSizeController, check_finite_chain, frozen_parameters
+from ebmlab.samplers.langevin import propose
+
+
+class AISResult(NamedTuple):
+    """Final points (B, ...), their log importance weights (B,) and the per-stage diagnostics."""
+    x: Tensor
+    log_weights: Tensor
+    info: ChainInfo
+
+
+def linear_betas(n_stages: int, device=None) -> Tensor:
+    """(K,) beta_1..beta_K = k / K: the inverse temperatures of ``n_stages`` stages ending at 1."""
+    if n_stages < 1:
+        raise ValueError(f"AIS needs at least one stage, got {n_stages}")
+    return torch.arange(1, n_stages + 1, device=device, dtype=torch.float32) / n_stages
+
+
+def normalized_weights(log_weights: Tensor) -> Tensor:
+    """(B,) self-normalised importance weights, summing to 1."""
+    return torch.softmax(log_weights, 0)
+
+
+def effective_sample_size(log_weights: Tensor) -> Tensor:
+    """Kish's ESS of the weights, 1 / sum w_i² (between 1 and B)."""
+    w = normalized_weights(log_weights)
+    return 1.0 / w.pow(2).sum()
+
+
+def _stage(e: Tensor, g: Tensor, x: Tensor, beta: Tensor, temperature: float, inv_var: float) -> tuple[Tensor, Tensor]:
+    """The stage energy -log f_beta(x) (B,) and its gradient (B, ...) from E(x) and dE/dx."""
+    quad = 0.5 * inv_var * x.flatten(1).pow(2).sum(1)
+    return beta * e / temperature + (1 - beta) * quad, beta * g / temperature + (1 - beta) * inv_var * x
+
+
+@torch.no_grad()
+def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, init_std: float = 1.0,
+        temperature: float = 1.0, generator: torch.Generator | None = None, check_finite: bool = True) -> AISResult:
+    """Anneal ``x0`` (B, ...) ~ N(0, init_std² I) to exp(-E/T) along ``betas`` (K,) (increasing, ending
+    at 1; ``linear_betas``) with one MALA move per stage, the step size from ``controller`` (adapted in
+    place after every stage). Returns the points, log weights and a ``ChainInfo`` with one entry per
+    stage."""
+    inv_var = 1.0 / init_std ** 2
+    groups = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
+    accepts, steps, energies = [], [], []
+    with frozen_parameters(energy):
+        x = x0.detach()
+        e, g = energy_and_grad(energy, x)          # raw E and dE/dx at the current points
+        log_w = torch.zeros_like(e)
+        beta_prev = torch.zeros((), device=x.device)
+        for beta in betas:
+            quad = 0.5 * inv_var * x.flatten(1).pow(2).sum(1)
+            log_w = log_w - (beta - beta_prev) * (e / temperature - quad)   # f_k / f_{k-1} at x_{k-1}
+            energies.append(e.mean())                                         # E before the move
+            x, e, g, accept, eps = _mala_move(energy, x, e, g, beta, controller.step_size(groups), temperature,
+                                              inv_var, generator)
+            controller.update(accept, groups)
+            accepts.append(accept.float().mean())
+            steps.append(eps.flatten()[0])
+            beta_prev = beta
+    if check_finite:
+        check_finite_chain(ChainState(x, e, g))
+    nan = torch.full((len(accepts),), float("nan"))
+    info = ChainInfo(torch.stack(accepts).cpu(), torch.stack(steps).cpu(), torch.stack(energies).cpu(), nan)
+    return AISResult(x, log_w, info)
+
+
+def _mala_move(energy, x, e, g, beta, step_size, temperature, inv_var, generator):
+    """One MALA move on the stage target f_beta; returns the new (x, E, dE/dx), acceptance and eps."""
+    state = ChainState(x, *_stage(e, g, x, beta, temperature, inv_var))
+    x_prop, eps, sigma, z = propose(state, step_size, generator=generator)
+    e_p, g_p = energy_and_grad(energy, x_prop)
+    prop = ChainState(x_prop, *_stage(e_p, g_p, x_prop, beta, temperature, inv_var))
+    log_a = mala.log_accept_ratio(state, prop, eps, sigma, 1.0, z)
+    u = torch.rand(log_a.shape, generator=generator, device=x.device, dtype=log_a.dtype)
+    accept = u.log_() < log_a                           # (B,) bool; NaN ratios are rejected
+    keep = accept.view(-1, *([1] * (x.dim() - 1)))
+    return (torch.where(keep, x_prop, x), torch.where(accept, e_p, e), torch.where(keep, g_p, g), accept, eps)

@@ -1,0 +1,52 @@
+"""The leaderboard (experiments/leaderboard.py): the --quick smoke version end to end (2 methods x 2 datasets,
+1 seed, tiny budgets), the grid covering every method and dataset, and every cell's config loading."""
+import json
+
+import pytest
+
+from ebmlab.experiments import leaderboard
+from ebmlab.experiments.runner import experiment_config
+from ebmlab.objectives import METHODS
+
+
+def test_quick_leaderboard_writes_tables_json_and_figure(tmp_path):
+    result = leaderboard.run(tmp_path, quick=True, jobs=1, budget=0.5)
+    assert set(result["datasets"]) == set(leaderboard.QUICK_DATASETS)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    mix = saved["datasets"]["mixture"]["table"]
+    assert set(mix) == {f"mixture/{m}" for m in leaderboard.QUICK_METHODS} | {"mixture/baseline_gmm", "mixture/baseline_kde"}
+    for arm, row in mix.items():
+        assert not row["failed"], (arm, row["failed"])
+        assert len(row["density_kl"]["per_seed"]) == 1
+    hybrid = mix["mixture/hybrid"]
+    assert hybrid["updates"]["per_seed"][0] >= 1 and hybrid["sampler_evals_per_sample"]["per_seed"][0] > 0
+    assert hybrid["train_wall_seconds"]["per_seed"][0] >= 0.5  # stopped by the budget, not by train.steps
+    assert "ood_auroc_other_class" in saved["datasets"]["breast_cancer"]["metrics"]
+    md = (tmp_path / "results.md").read_text()
+    assert "## mixture" in md and "baseline_gmm" in md and "(1)" in md
+    assert (tmp_path / "samples_grid.png").stat().st_size > 0
+
+
+def test_the_default_grid_is_every_method_on_every_dataset():
+    grid = leaderboard.build_cells(quick=False, full=False, budget=None, seeds=(0, 1, 2))
+    assert set(grid) == {"mixture", "checkerboard", "rings", "digits", "breast_cancer"}
+    for ds, cells in grid.items():
+        arms = {c.arm.split("/", 1)[1] for c in cells}
+        assert arms == set(METHODS) | {"baseline_gmm", "baseline_kde"}, ds
+        assert len(cells) == 3 * len(arms)
+        assert all(f"train.time_budget={leaderboard.BUDGET}" in c.params["overrides"] for c in cells
+                   if c.fn is leaderboard.cell_fn)
+
+
+@pytest.mark.parametrize("dataset", list(leaderboard.DATASETS))
+def test_every_method_config_loads_on_every_dataset(dataset):
+    for method in METHODS:
+        config, sets = leaderboard.method_overrides(method, dataset, 10.0, quick=False)
+        cfg = experiment_config(config, sets, threads=1)
+        assert cfg.method.name == method and cfg.data.name == dataset and cfg.train.time_budget == 10.0
+
+
+def test_ranks_put_the_best_mean_first_and_share_ties():
+    table = {"a": {"density_kl": {"mean": 0.5}}, "b": {"density_kl": {"mean": 0.1}},
+             "c": {"density_kl": {"mean": 0.1}}, "d": {"density_kl": {"mean": float("nan")}}}
+    assert leaderboard.ranks(table, ["density_kl"]) == {"density_kl": {"a": 3, "b": 1, "c": 1}}
