@@ -21,7 +21,7 @@ L_DATA = 200     # from exact samples: long enough that many chains change mode 
 
 def _objective(mixture):
     cfg = ContrastiveConfig(name="hybrid", sampler="mala", step_size=0.01, target_accept=0.574,
-                            adapt_rate=0.05, init_std=1.0)
+                            adapt_rate=0.05, init_std=1.0, noise_chain="short_run")
     return ContrastiveDivergence(mixture.energy(), cfg, shape=(2,))
 
 

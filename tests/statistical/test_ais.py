@@ -105,12 +105,21 @@ def test_config_validation(bad, match):
         ContrastiveConfig(**bad).validate()
 
 
-def test_noise_chain_at_its_default_keeps_old_run_hashes():
+def test_noise_chain_resolves_and_short_run_keeps_old_run_hashes():
+    """``noise_chain: null`` is written out resolved; at short_run (every Langevin config, every paper-004
+    config) the run hash is the one of runs made before the key existed; AIS changes it."""
     from ebmlab.config import run_hash
     from ebmlab.training.config import load_config
-    cfg = load_config(None, [])
+    assert load_config(None, []).method.noise_chain == "ais"          # the default: hybrid, MALA, adapted step
+    for over in (["method.sampler=langevin"], ["method.name=persistent"], ["method.step_rule=paper004"],
+                 ["method.target_accept=null"]):
+        assert load_config(None, over).method.noise_chain == "short_run", over
+    cfg = load_config("paper004_rings_hybrid", [])
+    assert cfg.method.noise_chain == "short_run"
     raw = cfg.to_dict()
     old = {sec: dict(vals) for sec, vals in raw.items()}
     del old["method"]["noise_chain"]
     assert run_hash(raw) == run_hash(old)
-    assert load_config(None, ["method.noise_chain=ais"]).run_hash() != cfg.run_hash()
+    assert load_config("paper004_rings_hybrid", ["method.sampler=mala", "method.target_accept=0.574"]).run_hash() != \
+        load_config("paper004_rings_hybrid", ["method.sampler=mala", "method.target_accept=0.574",
+                                               "method.noise_chain=short_run"]).run_hash()

@@ -20,12 +20,16 @@ EXPECTED = {
     "implicit_diffusion": [0.00189328194, 0.00361759961, -0.00185145438, -0.000414207578, -0.00374026597],
     "cdrl": [0.28053391, 0.315762997, 0.209375381, 0.235750377, 0.189898998],
 }
-EXTRA = {"improved_cd": ["method.augment=false"], "cd_ce": ["method.T=16"]}
+# hybrid: the short-run chains and lambda 25 these values were recorded with (the built-in default is
+# AIS noise chains with lambda 5 since issue 15's demo fix; the AIS values below)
+EXTRA = {"improved_cd": ["method.augment=false"], "cd_ce": ["method.T=16"], "hybrid": ["method.noise_chain=short_run", "method.lam=25"]}
+# the hybrid with AIS noise chains (samplers/ais.py), recorded when they became the default (after d4a9b86)
+EXPECTED_AIS = [0.20430243, 0.0338713191, -0.117918253, 0.0252876505, 0.140341207]
 
 
-def _losses(name: str) -> list[float]:
+def _losses(name: str, extra: list[str] | None = None) -> list[float]:
     over = [f"method.name={name}", "model.width=32", "model.depth=1", "data.n_train=512", "data.n_test=64",
-            "train.batch_size=64", "data.name=checkerboard"] + EXTRA.get(name, [])
+            "train.batch_size=64", "data.name=checkerboard"] + (EXTRA.get(name, []) if extra is None else extra)
     cfg = load_config(None, over)
     torch.manual_seed(0)
     data = build_dataset(cfg.data)
@@ -45,3 +49,7 @@ def _losses(name: str) -> list[float]:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_losses_match_recorded_values(name):
     assert _losses(name) == pytest.approx(EXPECTED[name], rel=1e-4, abs=1e-6)
+
+
+def test_hybrid_with_ais_noise_chains_matches_recorded_values():
+    assert _losses("hybrid", ["method.noise_chain=ais", "method.lam=25"]) == pytest.approx(EXPECTED_AIS, rel=1e-4, abs=1e-6)

@@ -72,7 +72,8 @@ SCHEMES = ("data", "noise", "persistent", "persistent_refresh", "hybrid")
 class ContrastiveConfig:
     """``method`` keys of paper 004's five CD schemes (see the field comments)."""
     name: str = "hybrid"
-    lam: float = 25.0                 # hybrid: weight of the data-initialised term (Eq. 6)
+    lam: float = 5.0                  # hybrid: weight of the data-initialised term (Eq. 6; the paper: 25, which its
+    #                                   configs set; 5 with AIS noise chains is the demo's, docs/paper004.md)
     sampler: str = "mala"             # langevin | mala
     n_steps: int = 30                 # Langevin steps from noise / bank (L)
     n_steps_data: int | None = 10     # steps of data-initialised chains (None: n_steps)
@@ -91,8 +92,13 @@ class ContrastiveConfig:
     energy_l2: float = 0.01
     step_rule: str | None = None      # mala step rule: None = robbins_monro (to target_accept) | paper004
     proposal_cap: float | None = None  # paper004: max proposals per chain, a multiple of L (None: 5)
-    noise_chain: str = "short_run"    # noise-initialised chains: short_run (paper 004) | ais (importance-weighted,
-    #                                   samplers/ais.py; not in paper 004: docs/paper004.md, the demo's ring masses)
+    noise_chain: str | None = None    # noise-initialised chains: short_run (paper 004) | ais (importance-weighted,
+    #   samplers/ais.py; not in paper 004: docs/paper004.md, the demo's ring masses) | None: resolved when the
+    #   config is built (``resolved_noise_chain``): ais where it applies, else short_run
+
+    def __post_init__(self):
+        if self.noise_chain is None:  # written out resolved, so config.yaml and the run hash say what ran
+            self.noise_chain = resolved_noise_chain(self)
 
     def validate(self):
         """Raise ``ConfigError`` (one sentence) for an out-of-range key."""
@@ -123,6 +129,15 @@ class ContrastiveConfig:
             raise ConfigError("method.proposal_cap applies only with method.step_rule paper004")
         if self.proposal_cap is not None and not self.proposal_cap >= 1:
             raise ConfigError(f"method.proposal_cap must be at least 1 (a multiple of L), got {self.proposal_cap}")
+
+
+def resolved_noise_chain(cfg: ContrastiveConfig) -> str:
+    """``noise_chain: null``: "ais" where importance-weighted chains apply (the noise and hybrid schemes,
+    MALA with an adapted step, the Robbins-Monro rule), else "short_run" (every paper-004 config: their
+    Langevin chains keep the paper's short-run scheme)."""
+    applies = (cfg.name in ("noise", "hybrid") and cfg.sampler == "mala" and cfg.target_accept is not None
+               and cfg.step_rule in (None, "robbins_monro"))
+    return "ais" if applies else "short_run"
 
 
 class ContrastiveDivergence(Objective):
