@@ -38,7 +38,7 @@ def new_figure(figsize: tuple[float, float]) -> Any:
     return Figure(figsize=figsize, layout="constrained")
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     """Write ``fig`` to ``path`` (PNG, parent directories created) and release it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ def density_maps(panels: dict[str, Tensor], xs: Tensor, ys: Tensor, path: Path, 
         cb.ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def data_box(x: Tensor, margin: float = 0.15) -> tuple[float, float, float, float]:
@@ -141,7 +141,7 @@ def sample_scatter(sets: dict[str, Tensor], path: Path, extent: float | tuple[fl
             ax.set_ylabel(ylabel if x.shape[1] > 1 else xlabel, fontsize=8)
         ax.tick_params(labelsize=7)
     fig.suptitle(f"{title}{' — ' if title else ''}{n:,} points per panel", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def energy_histograms(sets: dict[str, Tensor], path: Path, title: str = "energies",
@@ -166,7 +166,7 @@ def energy_histograms(sets: dict[str, Tensor], path: Path, title: str = "energie
     ax.tick_params(labelsize=7)
     fig.legend(fontsize=7, loc="outside lower center", ncols=1, frameon=False)
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 _CHAIN_PANELS = {"accept_rate": ("Metropolis acceptance rate", "acceptance (fraction)"),
@@ -199,7 +199,7 @@ def chain_curves(diag: dict[str, Tensor], path: Path, title: str = "chain diagno
             ax.set_yscale("log")
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def image_grid(images: Tensor, path: Path, nrow: int | None = None, title: str = "") -> Path:
@@ -220,7 +220,7 @@ def image_grid(images: Tensor, path: Path, nrow: int | None = None, title: str =
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def line_plot(series: dict[str, tuple], path: Path, xlabel: str, ylabel: str, title: str = "",
@@ -247,7 +247,7 @@ def line_plot(series: dict[str, tuple], path: Path, xlabel: str, ylabel: str, ti
         ax.set_yscale("log")
         ax.yaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def scheme_columns(columns: dict[str, tuple], xs: Tensor, ys: Tensor, path: Path, title: str = "",
@@ -280,7 +280,7 @@ def scheme_columns(columns: dict[str, tuple], xs: Tensor, ys: Tensor, path: Path
     fig.colorbar(im_d, ax=list(axes[1]), shrink=0.9).set_label("density (normalised on the grid)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def png_array(path: Path) -> np.ndarray:

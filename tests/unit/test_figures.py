@@ -2,7 +2,7 @@
 for compared densities, equal point counts across compared sample panels, the target acceptance on chain
 plots, clipped tails stated; and TensorBoard: hyper-parameters with the final metrics, sample images.
 
-The figures are inspected as matplotlib objects (``plots._save`` is wrapped to keep them), not as pixels.
+The figures are inspected as matplotlib objects (``plots.save_figure`` is wrapped to keep them), not as pixels.
 """
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from ebmlab.metrics.density import make_grid
 @pytest.fixture
 def figures(monkeypatch):
     kept = []
-    save = plots._save
+    save = plots.save_figure
 
     def keep(fig, path):
         kept.append(fig)
         return save(fig, path)
 
-    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(plots, "save_figure", keep)
     return kept
 
 

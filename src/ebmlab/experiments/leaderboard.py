@@ -293,7 +293,7 @@ def figure(out: Path, records: dict, grid: dict, seed: int) -> None:
                 ax.set_ylabel(arm, fontsize=8)
     fig.suptitle(f"samples from each method's own generation procedure (seed {seed}); vectors: first two "
                  "coordinates (tables: top two principal axes)", fontsize=9)
-    plots._save(fig, Path(out) / "samples_grid.png")
+    plots.save_figure(fig, Path(out) / "samples_grid.png")
 
 
 def _panel(ax, x, record) -> None:

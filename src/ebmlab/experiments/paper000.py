@@ -177,7 +177,7 @@ def annealing_figure(obj, data, path: Path, n: int = 1000, columns: int = 5) -> 
         ax.set_xlabel("x1 (data units)", fontsize=7)
     fig.suptitle("targeted density per stage (colour, each panel on its own scale) and the chains (white)",
                  fontsize=9)
-    plots._save(fig, path)
+    plots.save_figure(fig, path)
 
 
 @torch.no_grad()

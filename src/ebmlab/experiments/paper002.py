@@ -227,4 +227,4 @@ def toy_interpolation_plot(strip, ref, ext: float, path: Path) -> None:
     ax.set_xlabel("x1 (data units)", fontsize=8), ax.set_ylabel("x2 (data units)", fontsize=8)
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title("slerp of starts and Langevin noises (Sec. 5.1),\ncoloured from sample A to sample B", fontsize=9)
-    plots._save(fig, path)
+    plots.save_figure(fig, path)
