@@ -57,9 +57,14 @@ def effective_sample_size(log_weights: Tensor) -> Tensor:
     return 1.0 / w.pow(2).sum()
 
 
-def _stage(e: Tensor, g: Tensor, x: Tensor, beta: Tensor, temperature: float, inv_var: float) -> tuple[Tensor, Tensor]:
-    """The stage energy -log f_beta(x) (B,) and its gradient (B, ...) from E(x) and dE/dx."""
-    quad = 0.5 * inv_var * x.flatten(1).pow(2).sum(1)
+def _quad(x: Tensor, inv_var: float) -> Tensor:
+    """(B,) |x|² / (2 s²), the reference's energy."""
+    return 0.5 * inv_var * x.flatten(1).pow(2).sum(1)
+
+
+def _stage(e: Tensor, g: Tensor, x: Tensor, quad: Tensor, beta: Tensor, temperature: float,
+           inv_var: float) -> tuple[Tensor, Tensor]:
+    """The stage energy -log f_beta(x) (B,) and its gradient (B, ...) from E(x), dE/dx and ``_quad(x)``."""
     return beta * e / temperature + (1 - beta) * quad, beta * g / temperature + (1 - beta) * inv_var * x
 
 
@@ -79,11 +84,11 @@ def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, in
         log_w = torch.zeros_like(e)
         beta_prev = torch.zeros((), device=x.device)
         for beta in betas:
-            quad = 0.5 * inv_var * x.flatten(1).pow(2).sum(1)
+            quad = _quad(x, inv_var)
             log_w = log_w - (beta - beta_prev) * (e / temperature - quad)   # f_k / f_{k-1} at x_{k-1}
             energies.append(e.mean())                                         # E before the move
-            x, e, g, accept, eps = _mala_move(energy, x, e, g, beta, controller.step_size(groups), temperature,
-                                              inv_var, generator)
+            x, e, g, accept, eps = _mala_move(energy, x, e, g, quad, beta, controller.step_size(groups),
+                                              temperature, inv_var, generator)
             controller.update(accept, groups)
             accepts.append(accept.float().mean())
             steps.append(eps.flatten()[0])
@@ -95,12 +100,13 @@ def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, in
     return AISResult(x, log_w, info)
 
 
-def _mala_move(energy, x, e, g, beta, step_size, temperature, inv_var, generator):
-    """One MALA move on the stage target f_beta; returns the new (x, E, dE/dx), acceptance and eps."""
-    state = ChainState(x, *_stage(e, g, x, beta, temperature, inv_var))
+def _mala_move(energy, x, e, g, quad, beta, step_size, temperature, inv_var, generator):
+    """One MALA move on the stage target f_beta from x (``quad`` = ``_quad(x)``); returns the new
+    (x, E, dE/dx), acceptance and eps."""
+    state = ChainState(x, *_stage(e, g, x, quad, beta, temperature, inv_var))
     x_prop, eps, sigma, z = propose(state, step_size, generator=generator)
     e_p, g_p = energy_and_grad(energy, x_prop)
-    prop = ChainState(x_prop, *_stage(e_p, g_p, x_prop, beta, temperature, inv_var))
+    prop = ChainState(x_prop, *_stage(e_p, g_p, x_prop, _quad(x_prop, inv_var), beta, temperature, inv_var))
     log_a = mala.log_accept_ratio(state, prop, eps, sigma, 1.0, z)
     u = torch.rand(log_a.shape, generator=generator, device=x.device, dtype=log_a.dtype)
     accept = u.log_() < log_a                           # (B,) bool; NaN ratios are rejected
