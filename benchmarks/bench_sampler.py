@@ -369,9 +369,12 @@ def goals(cases: dict) -> list[dict]:
             add(f"{name}/256 ebmlab MALA faster than {n}", r["ebmlab_mala"] / v, 1.0, r["ebmlab_mala"] < v)
         peer_lang = {n: r[n] for n in ("ebmkit_langevin", "torchebm_langevin") if n in r}
         if peer_lang:
+            # like for like: the peers make K passes for K steps and return no energy, so ebmlab's chain
+            # is compared without its final evaluation (K + 1 passes otherwise) where that row was timed
+            mine = "ebmlab_langevin_nofinal" if "ebmlab_langevin_nofinal" in r else "ebmlab_langevin"
             best = min(peer_lang, key=peer_lang.get)
-            add(f"{name}/256 ebmlab Langevin within 5 % of the faster peer ({best})",
-                r["ebmlab_langevin"] / peer_lang[best], 1.05, r["ebmlab_langevin"] <= 1.05 * peer_lang[best])
+            add(f"{name}/256 ebmlab Langevin ({mine}) within 5 % of the faster peer ({best})",
+                r[mine] / peer_lang[best], 1.05, r[mine] <= 1.05 * peer_lang[best])
     return out
 
 

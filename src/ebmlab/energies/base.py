@@ -35,7 +35,9 @@ def energy_and_grad(energy, x: Tensor, *, create_graph: bool = False, **cond) ->
         e = energy(x, **cond)  # (B,)
         if e.dim() != 1 or e.shape[0] != x.shape[0]:
             raise ValueError(f"an energy must return shape ({x.shape[0]},), got {tuple(e.shape)}")
-        (g,) = torch.autograd.grad(e.sum(), x, create_graph=create_graph)
+        # seeding the backward with ones gives the gradient of e.sum() bit for bit, without the sum
+        # and its backward node (one op fewer per pass: the chains make ~40 passes per update)
+        (g,) = torch.autograd.grad(e, x, torch.ones_like(e), create_graph=create_graph)
     if not create_graph:
         e = e.detach()
     return e, g
