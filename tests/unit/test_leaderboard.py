@@ -32,7 +32,7 @@ def test_the_default_grid_is_every_method_on_every_dataset():
     assert set(grid) == {"mixture", "checkerboard", "rings", "digits", "breast_cancer"}
     for ds, cells in grid.items():
         arms = {c.arm.split("/", 1)[1] for c in cells}
-        assert arms == set(METHODS) | {"baseline_gmm", "baseline_kde"}, ds
+        assert arms == set(METHODS) | {leaderboard.DEFAULT_ROW, "baseline_gmm", "baseline_kde"}, ds
         assert len(cells) == 3 * len(arms)
         assert all(f"train.time_budget={leaderboard.BUDGET}" in c.params["overrides"] for c in cells
                    if c.fn is leaderboard.cell_fn)
@@ -40,13 +40,25 @@ def test_the_default_grid_is_every_method_on_every_dataset():
 
 @pytest.mark.parametrize("dataset", list(leaderboard.DATASETS))
 def test_every_method_config_loads_on_every_dataset(dataset):
-    for method in METHODS:
+    for method in [*METHODS, leaderboard.DEFAULT_ROW]:
         config, sets = leaderboard.method_overrides(method, dataset, 10.0, quick=False)
         cfg = experiment_config(config, sets, threads=1)
-        assert cfg.method.name == method and cfg.data.name == dataset and cfg.train.time_budget == 10.0
+        assert cfg.method.name == (method if method in METHODS else "hybrid")
+        assert cfg.data.name == dataset and cfg.train.time_budget == 10.0
 
 
 def test_ranks_put_the_best_mean_first_and_share_ties():
     table = {"a": {"density_kl": {"mean": 0.5}}, "b": {"density_kl": {"mean": 0.1}},
              "c": {"density_kl": {"mean": 0.1}}, "d": {"density_kl": {"mean": float("nan")}}}
     assert leaderboard.ranks(table, ["density_kl"]) == {"density_kl": {"a": 3, "b": 1, "c": 1}}
+
+
+def test_verdicts_say_whether_the_defaults_match_the_best_baseline():
+    row = lambda v: {"density_kl": {"mean": v}}  # noqa: E731
+    table = {"mixture/hybrid": row(0.3), "mixture/ebmlab_default": row(0.2), "mixture/baseline_gmm": row(0.1),
+             "mixture/baseline_kde": row(0.4)}
+    (line,) = leaderboard.verdicts(table, ["density_kl"])
+    assert "best is baseline_gmm (a baseline)" in line and "defaults rank 2, behind the best baseline" in line
+    table["mixture/ebmlab_default"] = row(0.05)
+    (line,) = leaderboard.verdicts(table, ["density_kl"])
+    assert "best is ebmlab_default (an EBM)" in line and "rank 1, at least as good as the best baseline" in line

@@ -10,7 +10,9 @@ Protocol (docs/leaderboard.md):
   training wall and CPU seconds. No per-method tuning: each method starts from its paper's shipped config
   (``METHODS``: its toy config on vectors, its digits config on digits; a paper's config written for
   that very dataset where it ships one, ``DATASET_CONFIGS``), with that paper experiment's own arm
-  overrides (paper 003's DRL, paper 000's per_t / cd_plain). What the leaderboard sets for every method
+  overrides (paper 003's DRL, paper 000's per_t / cd_plain). One more row, ``ebmlab_default``, is the
+  library's own defaults (the default config; ``digits_hybrid`` on digits): what a user's ``--data``
+  run trains, compared with the baselines. What the leaderboard sets for every method
   alike: the data (``DATA``: standardised vectors, the same rows), the evaluation (``EVAL``), one thread.
 - **Metrics**, all by ``training/evaluate.evaluate`` (the code every run is scored with): ``density_kl``
   (toys, on the (x1, x2) slice), ``sample_precision``, ``sample_in_support_share``,
@@ -67,6 +69,7 @@ DATASETS = {
 }
 IMAGE_DATASETS = ("digits",)
 # method -> (vector config, digits config, that paper's arm overrides): the papers' shipped configs
+DEFAULT_ROW = "ebmlab_default"
 _SCHEME = {s: (f"paper004_rings_{s}", "digits_hybrid", [f"method.name={s}"])
            for s in ("data", "noise", "persistent", "persistent_refresh", "hybrid")}
 METHODS = {**_SCHEME,
@@ -77,7 +80,10 @@ METHODS = {**_SCHEME,
            "cd_ce": ("paper000_spiral_cdce", "paper000_digits_cdce", []),
            "joint_cd": ("paper000_spiral_jointcd", "paper000_digits_cdce", ["method.name=joint_cd", "method.ce_weight=0"]),
            "per_t": ("paper000_spiral_cdce", "paper000_digits_cdce", paper000.ARMS["per_t"][1]),
-           "cd_plain": ("paper000_spiral_cdce", "paper000_digits_cdce", paper000.ARMS["cd_plain"][1])}
+           "cd_plain": ("paper000_spiral_cdce", "paper000_digits_cdce", paper000.ARMS["cd_plain"][1]),
+           # not a paper's method: the library's defaults, what `ebmlab train --data FILE` trains (the
+           # default config on vectors: hybrid, lambda 5, AIS noise chains), and the shipped digits config
+           DEFAULT_ROW: ("default", "digits_hybrid", [])}
 DATASET_CONFIGS = {("implicit_diffusion", "checkerboard"): "paper002_checkerboard"}
 EVAL = {"vector": ["eval.n_samples=1000", "eval.grid_size=100", "eval.long_run_factor=1", "eval.plots=false"],
         "image": ["eval.n_samples=500", "eval.long_run_factor=1", "eval.plots=false", "eval.digits_fd=true"]}
@@ -258,7 +264,13 @@ def verdicts(table: dict, metrics) -> list[str]:
             continue
         best = min(r, key=r.get)
         who = "a baseline" if "/baseline_" in best else "an EBM"
-        lines.append(f"{m}: best is {best.split('/', 1)[1]} ({who})")
+        line = f"{m}: best is {best.split('/', 1)[1]} ({who})"
+        default = next((a for a in r if a.endswith("/" + DEFAULT_ROW)), None)
+        baselines = [r[a] for a in r if "/baseline_" in a]
+        if default is not None and baselines:
+            line += (f"; ebmlab's defaults rank {r[default]}, "
+                     f"{'at least as good as' if r[default] <= min(baselines) else 'behind'} the best baseline")
+        lines.append(line)
     return lines
 
 
