@@ -32,6 +32,8 @@ def test_quick_experiment_on_the_harness(name, tmp_path):
     result = run_experiment(name, tmp_path, quick=True, seeds=seeds, jobs=1)
     _check(result, tmp_path, seeds)
     assert list(tmp_path.glob("*.png"))
+    if name == "paper003":  # Table 2 on both data sets
+        assert {"sampling steps K' (Table 2, cdrl models)", "sampling steps K' (Table 2, digits)"} <= set(result["tables"])
 
 
 def test_experiment_refuses_unknown_options(tmp_path):
