@@ -200,6 +200,8 @@ _NEW_KEYS += ("method.step_rule", "method.proposal_cap")
 _NEW_KEYS += ("method.train_init_std",)
 # a wall-clock cap on training (issue 18, the leaderboard): None = off
 _NEW_KEYS += ("train.time_budget",)
+# resample-move AIS for the noise chains (samplers/ais.py): None = plain AIS
+_NEW_KEYS += ("method.ais_resample",)
 # Keys added with a non-None default that equals the older behaviour: left out of the hash at that default.
 _NEW_KEY_DEFAULTS = {
     # importance-weighted noise chains (samplers/ais.py; docs/paper004.md, the demo's ring masses)

@@ -92,6 +92,8 @@ class ContrastiveConfig:
     energy_l2: float = 0.01
     step_rule: str | None = None      # mala step rule: None = robbins_monro (to target_accept) | paper004
     proposal_cap: float | None = None  # paper004: max proposals per chain, a multiple of L (None: 5)
+    ais_resample: float | None = None  # noise_chain ais: resample when the ESS < this fraction of the chains
+    #   (a resample-move SMC sampler, samplers/ais.py); None: plain AIS
     noise_chain: str | None = None    # noise-initialised chains: short_run (paper 004) | ais (importance-weighted,
     #   samplers/ais.py; not in paper 004: docs/paper004.md, the demo's ring masses) | None: resolved when the
     #   config is built (``resolved_noise_chain``): ais where it applies, else short_run
@@ -119,6 +121,8 @@ class ContrastiveConfig:
             raise ConfigError(f"method.step_rule must be robbins_monro or paper004, got {self.step_rule!r}")
         if self.step_rule == "paper004" and self.sampler != "mala":
             raise ConfigError("method.step_rule paper004 is a Metropolis rule: it needs method.sampler mala")
+        if self.ais_resample is not None and not 0.0 < self.ais_resample <= 1.0:
+            raise ConfigError(f"method.ais_resample must lie in (0, 1] (a fraction of the chains), got {self.ais_resample}")
         if self.noise_chain not in ("short_run", "ais"):
             raise ConfigError(f"method.noise_chain must be short_run or ais, got {self.noise_chain!r}")
         if self.noise_chain == "ais" and (self.name not in ("noise", "hybrid") or self.sampler != "mala"
@@ -305,7 +309,7 @@ class ContrastiveDivergence(Objective):
         ``x0`` was drawn with); returns the points, their normalised weights (B,) and the diagnostics."""
         std = self.cfg.train_init_std or self.cfg.init_std
         r = ais(self.energy, x0, linear_betas(self.cfg.n_steps, x0.device), ctrl, init_std=std,
-                temperature=self.cfg.temperature, generator=generator)
+                temperature=self.cfg.temperature, generator=generator, resample_below=self.cfg.ais_resample)
         return r.x, normalized_weights(r.log_weights), r.info
 
     @torch.no_grad()
@@ -327,7 +331,7 @@ class ContrastiveDivergence(Objective):
         """``noise_chain: ais`` generation: ``steps`` AIS stages from N(0, init_std² I), then n points
         drawn with replacement in proportion to their weights (sampling-importance-resampling)."""
         r = ais(self.energy, x0, linear_betas(steps, x0.device), ctrl, init_std=self.cfg.init_std,
-                temperature=self.cfg.temperature, generator=generator)
+                temperature=self.cfg.temperature, generator=generator, resample_below=self.cfg.ais_resample)
         w = normalized_weights(r.log_weights)
         idx = torch.multinomial(w, x0.shape[0], replacement=True, generator=generator)
         return SampleOutput(r.x[idx], {**r.info.as_dict(), "ais_ess": (1.0 / w.pow(2).sum()).reshape(1)})

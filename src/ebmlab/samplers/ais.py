@@ -14,6 +14,12 @@ split between separated modes (the 10-D rings' outer ring gets too much). With A
 negative samples the noise-initialised term is an estimate of the maximum-likelihood gradient
 (``method.noise_chain: ais`` in ``objectives/contrastive.py``). This is not part of paper 004.
 
+``resample_below`` (off by default) makes it a resample-move SMC sampler (Del Moral, Doucet & Jasra
+2006, "Sequential Monte Carlo samplers", JRSS B 68, Sec. 3.3): after a stage's reweighting, if Kish's
+ESS falls below ``resample_below`` x B the chains are resampled in proportion to their weights
+(multinomial) and the weights reset to their mean, so that the MALA moves that follow spread the
+surviving chains again instead of carrying weights that one chain dominates (high dimensions).
+
 One forward+backward per stage (E and dE/dx at the proposal; the stage energy and gradient are
 formed from them in closed form), as for the plain chains. The step size is one number carried from
 stage to stage and adapted by a ``StepSizeController`` (neighbouring targets are close, as in
@@ -70,11 +76,15 @@ def _stage(e: Tensor, g: Tensor, x: Tensor, quad: Tensor, beta: Tensor, temperat
 
 @torch.no_grad()
 def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, init_std: float = 1.0,
-        temperature: float = 1.0, generator: torch.Generator | None = None, check_finite: bool = True) -> AISResult:
+        temperature: float = 1.0, generator: torch.Generator | None = None, check_finite: bool = True,
+        resample_below: float | None = None) -> AISResult:
     """Anneal ``x0`` (B, ...) ~ N(0, init_std² I) to exp(-E/T) along ``betas`` (K,) (increasing, ending
     at 1; ``linear_betas``) with one MALA move per stage, the step size from ``controller`` (adapted in
-    place after every stage). Returns the points, log weights and a ``ChainInfo`` with one entry per
-    stage."""
+    place after every stage). ``resample_below``: resample when the ESS falls below this fraction of
+    the chains (module docstring; one host read of the ESS per stage). Returns the points, log weights
+    and a ``ChainInfo`` with one entry per stage."""
+    if resample_below is not None and not 0.0 < resample_below <= 1.0:
+        raise ValueError(f"resample_below must lie in (0, 1], got {resample_below}")
     inv_var = 1.0 / init_std ** 2
     groups = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
     accepts, steps, energies = [], [], []
@@ -86,6 +96,8 @@ def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, in
         for beta in betas:
             quad = _quad(x, inv_var)
             log_w = log_w - (beta - beta_prev) * (e / temperature - quad)   # f_k / f_{k-1} at x_{k-1}
+            if resample_below is not None and float(effective_sample_size(log_w)) < resample_below * x.shape[0]:
+                x, e, g, quad, log_w = _resample(log_w, generator, x, e, g, quad)
             energies.append(e.mean())                                         # E before the move
             x, e, g, accept, eps = _mala_move(energy, x, e, g, quad, beta, controller.step_size(groups),
                                               temperature, inv_var, generator)
@@ -98,6 +110,16 @@ def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, in
     nan = torch.full((len(accepts),), float("nan"))
     info = ChainInfo(torch.stack(accepts).cpu(), torch.stack(steps).cpu(), torch.stack(energies).cpu(), nan)
     return AISResult(x, log_w, info)
+
+
+def _resample(log_w: Tensor, generator, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Multinomial resampling of the chains' (B, ...) ``tensors`` in proportion to exp(``log_w``) (B,);
+    returns them and the new log weights, all equal to the old mean weight (the estimate of the
+    normalising constant is kept)."""
+    b = log_w.shape[0]
+    idx = torch.multinomial(normalized_weights(log_w), b, replacement=True, generator=generator)
+    mean = torch.logsumexp(log_w, 0) - torch.log(torch.tensor(float(b), device=log_w.device))
+    return (*(t[idx] for t in tensors), mean.expand(b).clone())
 
 
 def _mala_move(energy, x, e, g, quad, beta, step_size, temperature, inv_var, generator):
