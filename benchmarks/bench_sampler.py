@@ -190,7 +190,7 @@ class LeanReference:
         loss = self.lam * self._term(e_pos, energy(self.x)) + self._term(e_pos, energy(self.x_noise))
         loss.backward()
         if trainer:
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(float(loss.detach())):
                 raise FloatingPointError("reference loss is not finite")
             gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in self.params])))
             if not bool(torch.isfinite(gnorm)):
