@@ -27,6 +27,7 @@ stage to stage and adapted by a ``StepSizeController`` (neighbouring targets are
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -118,7 +119,7 @@ def _resample(log_w: Tensor, generator, *tensors: Tensor) -> tuple[Tensor, ...]:
     normalising constant is kept)."""
     b = log_w.shape[0]
     idx = torch.multinomial(normalized_weights(log_w), b, replacement=True, generator=generator)
-    mean = torch.logsumexp(log_w, 0) - torch.log(torch.tensor(float(b), device=log_w.device))
+    mean = torch.logsumexp(log_w, 0) - math.log(b)
     return (*(t[idx] for t in tensors), mean.expand(b).clone())
 
 
