@@ -206,7 +206,29 @@ _NEW_KEYS += ("method.ais_resample",)
 _NEW_KEY_DEFAULTS = {
     # importance-weighted noise chains (samplers/ais.py; docs/paper004.md, the demo's ring masses)
     "method.noise_chain": "short_run",
+    # AIS noise chains resample by default since issue 18; 0 (never) is what AIS runs before did
+    "method.ais_resample": 0.0,
 }
+# Keys whose resolved default changed after runs existed: {key: (condition on the stored run's keys, the
+# value those runs ran with)}. A stored config.yaml without the key, or with null, ran with that value
+# (``stored_run_defaults``; the key is not hashed at it, above, so their checkpoints still match).
+_STORED_RUN_DEFAULTS = {
+    "method.ais_resample": ({"method.noise_chain": "ais"}, 0.0),
+}
+
+
+def stored_run_defaults(raw: dict) -> dict:
+    """A run's stored config mapping ``raw`` with the values older runs ran with filled in for keys whose
+    default changed since (``_STORED_RUN_DEFAULTS``); a new mapping, ``raw`` is not changed."""
+    out = {sec: dict(vals) if isinstance(vals, dict) else vals for sec, vals in raw.items()}
+    for key, (when, value) in _STORED_RUN_DEFAULTS.items():
+        sec, name = key.split(".", 1)
+        vals = out.get(sec)
+        if not isinstance(vals, dict) or vals.get(name) is not None:
+            continue
+        if all(_flat(out).get(k) == v for k, v in when.items()):
+            vals[name] = value
+    return out
 
 
 def _hashed(raw: dict) -> dict[str, Any]:

@@ -158,5 +158,39 @@ def test_resampling_threshold_is_checked_and_off_means_plain_ais():
     assert torch.equal(a.x, b.x) and torch.equal(a.log_weights, b.log_weights)
     with pytest.raises(ValueError, match="resample_below"):
         _run_smc(_gauss, 10, 3, 0, D, 1.5)
-    with pytest.raises(ConfigError, match="ais_resample"):
-        ContrastiveConfig(name="hybrid", sampler="mala", noise_chain="ais", ais_resample=0.0).validate()
+    c = _run_smc(_gauss, 200, 10, 5, D, 0.0)  # 0: never resample
+    assert torch.equal(c.x, b.x) and torch.equal(c.log_weights, b.log_weights)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match="ais_resample"):
+            ContrastiveConfig(name="hybrid", sampler="mala", noise_chain="ais", ais_resample=bad).validate()
+    with pytest.raises(ConfigError, match="only with method.noise_chain ais"):
+        ContrastiveConfig(name="hybrid", sampler="mala", noise_chain="short_run", ais_resample=0.5).validate()
+
+
+def test_ais_resample_default_resolves_and_old_ais_runs_load_as_plain_ais(tmp_path):
+    """AIS chains resample at ESS < B/2 by default (AIS_RESAMPLE); other chains keep None (their run hashes
+    unchanged). A run written before (config.yaml without the key, or null, with noise_chain ais) ran plain
+    AIS: read back it is 0 (never) and hashes as it did."""
+    import yaml
+
+    from ebmlab.config import run_hash
+    from ebmlab.objectives.contrastive import AIS_RESAMPLE
+    from ebmlab.training.config import load_config
+    from ebmlab.training.run import read_run_config
+    cfg = load_config(None, [])
+    assert cfg.method.noise_chain == "ais" and cfg.method.ais_resample == AIS_RESAMPLE == 0.5
+    assert load_config("default", []).method.ais_resample == 0.5  # the shipped file says the same
+    assert load_config(None, ["method.sampler=langevin"]).method.ais_resample is None
+    for stored in ("absent", None):
+        old = load_config(None, ["method.ais_resample=0"]).to_dict()
+        if stored == "absent":
+            del old["method"]["ais_resample"]
+        else:
+            old["method"]["ais_resample"] = None
+        old_hash = run_hash(old)  # what the run's checkpoints were stamped with
+        run = tmp_path / f"run_{stored}"
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump(old))
+        back = read_run_config(run)
+        assert back.method.ais_resample == 0.0 and back.run_hash() == old_hash, stored
+    assert load_config(None, []).run_hash() != old_hash  # the new default is another run

@@ -23,8 +23,10 @@ EXPECTED = {
 # hybrid: the short-run chains and lambda 25 these values were recorded with (the built-in default is
 # AIS noise chains with lambda 5 since issue 15's demo fix; the AIS values below)
 EXTRA = {"improved_cd": ["method.augment=false"], "cd_ce": ["method.T=16"], "hybrid": ["method.noise_chain=short_run", "method.lam=25"]}
-# the hybrid with AIS noise chains (samplers/ais.py), recorded when they became the default (after d4a9b86)
+# the hybrid with plain AIS noise chains (samplers/ais.py), recorded when they became the default (after d4a9b86)
 EXPECTED_AIS = [0.20430243, 0.0338713191, -0.117918253, 0.0252876505, 0.140341207]
+# the same with resampling at ESS < B/2 (method.ais_resample 0.5, the default since issue 18), recorded then
+EXPECTED_AIS_RESAMPLE = [0.188795343, 0.662135422, 0.0426116362, -0.1915209, 0.0498309731]
 
 
 def _losses(name: str, extra: list[str] | None = None) -> list[float]:
@@ -52,4 +54,10 @@ def test_losses_match_recorded_values(name):
 
 
 def test_hybrid_with_ais_noise_chains_matches_recorded_values():
-    assert _losses("hybrid", ["method.noise_chain=ais", "method.lam=25"]) == pytest.approx(EXPECTED_AIS, rel=1e-4, abs=1e-6)
+    assert _losses("hybrid", ["method.noise_chain=ais", "method.lam=25", "method.ais_resample=0"]) == pytest.approx(
+        EXPECTED_AIS, rel=1e-4, abs=1e-6)
+
+
+def test_hybrid_with_resampled_ais_matches_recorded_values():
+    assert _losses("hybrid", ["method.noise_chain=ais", "method.lam=25"]) == pytest.approx(
+        EXPECTED_AIS_RESAMPLE, rel=1e-4, abs=1e-6)

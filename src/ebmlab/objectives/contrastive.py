@@ -63,6 +63,9 @@ from ebmlab.samplers import ChainInfo, ChainState, StepSizeController, get_sampl
 from ebmlab.samplers.ais import ais, linear_betas, normalized_weights
 from ebmlab.samplers.base import PROPOSAL_CAP
 
+# noise_chain ais: resample when Kish's ESS falls below half the chains (samplers/ais.py, resample-move SMC;
+# docs/leaderboard.md: in 30-D plain AIS kept 1-5 effective chains of 256)
+AIS_RESAMPLE = 0.5
 REF_POINTS = 256   # adaptive_step: data points kept to recompute eps for the weights in place at sampling
 
 SCHEMES = ("data", "noise", "persistent", "persistent_refresh", "hybrid")
@@ -93,7 +96,8 @@ class ContrastiveConfig:
     step_rule: str | None = None      # mala step rule: None = robbins_monro (to target_accept) | paper004
     proposal_cap: float | None = None  # paper004: max proposals per chain, a multiple of L (None: 5)
     ais_resample: float | None = None  # noise_chain ais: resample when the ESS < this fraction of the chains
-    #   (a resample-move SMC sampler, samplers/ais.py); None: plain AIS
+    #   (a resample-move SMC sampler, samplers/ais.py); 0: never (plain AIS); None: resolved when the config
+    #   is built, to AIS_RESAMPLE for ais chains (kept None otherwise)
     noise_chain: str | None = None    # noise-initialised chains: short_run (paper 004) | ais (importance-weighted,
     #   samplers/ais.py; not in paper 004: docs/paper004.md, the demo's ring masses) | None: resolved when the
     #   config is built (``resolved_noise_chain``): ais where it applies, else short_run
@@ -101,6 +105,8 @@ class ContrastiveConfig:
     def __post_init__(self):
         if self.noise_chain is None:  # written out resolved, so config.yaml and the run hash say what ran
             self.noise_chain = resolved_noise_chain(self)
+        if self.ais_resample is None and self.noise_chain == "ais":  # (runs stored before: training/run.py)
+            self.ais_resample = AIS_RESAMPLE
 
     def validate(self):
         """Raise ``ConfigError`` (one sentence) for an out-of-range key."""
@@ -121,14 +127,17 @@ class ContrastiveConfig:
             raise ConfigError(f"method.step_rule must be robbins_monro or paper004, got {self.step_rule!r}")
         if self.step_rule == "paper004" and self.sampler != "mala":
             raise ConfigError("method.step_rule paper004 is a Metropolis rule: it needs method.sampler mala")
-        if self.ais_resample is not None and not 0.0 < self.ais_resample <= 1.0:
-            raise ConfigError(f"method.ais_resample must lie in (0, 1] (a fraction of the chains), got {self.ais_resample}")
+        if self.ais_resample is not None and not 0.0 <= self.ais_resample <= 1.0:
+            raise ConfigError(f"method.ais_resample must lie in [0, 1] (a fraction of the chains; 0: never resample), "
+                              f"got {self.ais_resample}")
         if self.noise_chain not in ("short_run", "ais"):
             raise ConfigError(f"method.noise_chain must be short_run or ais, got {self.noise_chain!r}")
         if self.noise_chain == "ais" and (self.name not in ("noise", "hybrid") or self.sampler != "mala"
                                           or self.step_rule == "paper004" or self.target_accept is None):
             raise ConfigError("method.noise_chain ais needs method.name noise or hybrid, method.sampler mala and "
                               "an adapted step (method.target_accept set, the robbins_monro step rule)")
+        if self.ais_resample is not None and self.noise_chain != "ais":
+            raise ConfigError("method.ais_resample applies only with method.noise_chain ais")
         if self.proposal_cap is not None and self.step_rule != "paper004":
             raise ConfigError("method.proposal_cap applies only with method.step_rule paper004")
         if self.proposal_cap is not None and not self.proposal_cap >= 1:

@@ -14,7 +14,7 @@ split between separated modes (the 10-D rings' outer ring gets too much). With A
 negative samples the noise-initialised term is an estimate of the maximum-likelihood gradient
 (``method.noise_chain: ais`` in ``objectives/contrastive.py``). This is not part of paper 004.
 
-``resample_below`` (off by default) makes it a resample-move SMC sampler (Del Moral, Doucet & Jasra
+``resample_below`` (None or 0: off) makes it a resample-move SMC sampler (Del Moral, Doucet & Jasra
 2006, "Sequential Monte Carlo samplers", JRSS B 68, Sec. 3.3): after a stage's reweighting, if Kish's
 ESS falls below ``resample_below`` x B the chains are resampled in proportion to their weights
 (multinomial) and the weights reset to their mean, so that the MALA moves that follow spread the
@@ -82,10 +82,11 @@ def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, in
     """Anneal ``x0`` (B, ...) ~ N(0, init_std² I) to exp(-E/T) along ``betas`` (K,) (increasing, ending
     at 1; ``linear_betas``) with one MALA move per stage, the step size from ``controller`` (adapted in
     place after every stage). ``resample_below``: resample when the ESS falls below this fraction of
-    the chains (module docstring; one host read of the ESS per stage). Returns the points, log weights
+    the chains (module docstring; one host read of the ESS per stage; None or 0: never). Returns the points, log weights
     and a ``ChainInfo`` with one entry per stage."""
-    if resample_below is not None and not 0.0 < resample_below <= 1.0:
-        raise ValueError(f"resample_below must lie in (0, 1], got {resample_below}")
+    if resample_below is not None and not 0.0 <= resample_below <= 1.0:
+        raise ValueError(f"resample_below must lie in [0, 1] (0: never), got {resample_below}")
+    resample = bool(resample_below)  # None and 0: plain AIS (no ESS is computed)
     inv_var = 1.0 / init_std ** 2
     groups = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
     accepts, steps, energies = [], [], []
@@ -97,7 +98,7 @@ def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, in
         for beta in betas:
             quad = _quad(x, inv_var)
             log_w = log_w - (beta - beta_prev) * (e / temperature - quad)   # f_k / f_{k-1} at x_{k-1}
-            if resample_below is not None and float(effective_sample_size(log_w)) < resample_below * x.shape[0]:
+            if resample and float(effective_sample_size(log_w)) < resample_below * x.shape[0]:
                 x, e, g, quad, log_w = _resample(log_w, generator, x, e, g, quad)
             energies.append(e.mean())                                         # E before the move
             x, e, g, accept, eps = _mala_move(energy, x, e, g, quad, beta, controller.step_size(groups),

@@ -40,6 +40,7 @@ from ebmlab.config import (
     config_changes,
     is_mutable,
     run_hash,
+    stored_run_defaults,
     write_text_atomic,
     yaml_load,
 )
@@ -109,7 +110,7 @@ def read_run_raw(run_dir: str | Path) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"run config {str(p)!r} must hold a mapping of sections, got a "
                           f"{type(raw).__name__}; it is damaged, restore it from a checkpoint sidecar's 'config'")
-    return raw
+    return stored_run_defaults(raw)  # keys whose default changed since the run was written: what it ran with
 
 
 def read_run_config(run_dir: str | Path) -> Config:
@@ -234,9 +235,10 @@ def check_config_hash(meta: dict, cfg: Config, path: Path) -> None:
     diff = ""
     if isinstance(meta.get("config"), dict):
         with contextlib.suppress(Exception):
-            keys = [k for k, (a, b) in config_changes(from_dict(meta["config"]), cfg).items() if not is_mutable(k)]
+            stored = from_dict(stored_run_defaults(meta["config"]))
+            keys = [k for k, (a, b) in config_changes(stored, cfg).items() if not is_mutable(k)]
             if keys:
-                old = from_dict(meta["config"]).to_dict()
+                old = stored.to_dict()
                 sec, key = keys[0].split(".", 1)
                 diff = f" ({keys[0]} is {old[sec][key]!r} there, {cfg.to_dict()[sec][key]!r} in config.yaml)"
     raise CheckpointError(f"checkpoint {str(path)!r} was written with another config than the run's config.yaml"
