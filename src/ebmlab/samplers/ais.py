@@ -35,8 +35,9 @@ from torch import Tensor
 
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.samplers import mala
-from ebmlab.samplers.base import ChainInfo, ChainState, StepSizeController, check_finite_chain, frozen_parameters
-from ebmlab.samplers.langevin import propose
+from ebmlab.samplers.base import (ChainInfo, ChainState, StepSizeController, check_finite_chain, frozen_parameters,
+                                  randn_like)
+from ebmlab.samplers.langevin import move
 
 
 class AISResult(NamedTuple):
@@ -69,10 +70,31 @@ def _quad(x: Tensor, inv_var: float) -> Tensor:
     return 0.5 * inv_var * x.flatten(1).pow(2).sum(1)
 
 
-def _stage(e: Tensor, g: Tensor, x: Tensor, quad: Tensor, beta: Tensor, temperature: float,
-           inv_var: float) -> tuple[Tensor, Tensor]:
-    """The stage energy -log f_beta(x) (B,) and its gradient (B, ...) from E(x), dE/dx and ``_quad(x)``."""
-    return beta * e / temperature + (1 - beta) * quad, beta * g / temperature + (1 - beta) * inv_var * x
+class _Schedule(NamedTuple):
+    """Per-stage scalars as Python numbers, each the float32 value of the 0-d tensor arithmetic it stands
+    for (so every (B, ...) op computes the same bits as with the tensors, with no per-stage scalar op)."""
+    beta: list[float]       # beta_k
+    rest: list[float]       # 1 - beta_k
+    rest_iv: list[float]    # (1 - beta_k) * inv_var
+    dbeta: list[float]      # beta_k - beta_{k-1}
+
+
+def _schedule(betas: Tensor, inv_var: float) -> _Schedule:
+    b = betas.detach().float().cpu()
+    prev = torch.cat([b.new_zeros(1), b[:-1]])
+    return _Schedule(b.tolist(), (1 - b).tolist(), ((1 - b) * inv_var).tolist(), (b - prev).tolist())
+
+
+def _stage(e: Tensor, g: Tensor, x: Tensor, quad: Tensor, beta: float, rest: float, rest_iv: float,
+           temperature: float) -> tuple[Tensor, Tensor]:
+    """The stage energy -log f_beta(x) = beta E/T + (1 - beta) |x|²/(2 s²) (B,) and its gradient (B, ...)
+    from E(x), dE/dx and ``_quad(x)``; ``rest`` = 1 - beta, ``rest_iv`` = (1 - beta) / s². Dividing by
+    T = 1 is skipped (exact), as is the multiplication by 1/s² = 1 (``rest_iv`` is then ``rest``)."""
+    if temperature != 1.0:
+        e, g = beta * e / temperature, beta * g / temperature
+    else:
+        e, g = beta * e, beta * g
+    return e + rest * quad, g + rest_iv * x
 
 
 @torch.no_grad()
@@ -82,36 +104,46 @@ def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, in
     """Anneal ``x0`` (B, ...) ~ N(0, init_std² I) to exp(-E/T) along ``betas`` (K,) (increasing, ending
     at 1; ``linear_betas``) with one MALA move per stage, the step size from ``controller`` (adapted in
     place after every stage). ``resample_below``: resample when the ESS falls below this fraction of
-    the chains (module docstring; one host read of the ESS per stage; None or 0: never). Returns the points, log weights
-    and a ``ChainInfo`` with one entry per stage."""
+    the chains (module docstring; one host read of the ESS per stage; None or 0: never). Returns the
+    points, log weights and a ``ChainInfo`` with one entry per stage."""
     if resample_below is not None and not 0.0 <= resample_below <= 1.0:
         raise ValueError(f"resample_below must lie in [0, 1] (0: never), got {resample_below}")
     resample = bool(resample_below)  # None and 0: plain AIS (no ESS is computed)
     inv_var = 1.0 / init_std ** 2
+    sched = _schedule(betas, inv_var)
     groups = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
+    shape = (x0.shape[0],) + (1,) * (x0.dim() - 1)
     accepts, steps, energies = [], [], []
     with frozen_parameters(energy):
         x = x0.detach()
         e, g = energy_and_grad(energy, x)          # raw E and dE/dx at the current points
+        quad = _quad(x, inv_var)
         log_w = torch.zeros_like(e)
-        beta_prev = torch.zeros((), device=x.device)
-        for beta in betas:
-            quad = _quad(x, inv_var)
-            log_w = log_w - (beta - beta_prev) * (e / temperature - quad)   # f_k / f_{k-1} at x_{k-1}
+        for k in range(len(sched.beta)):
+            log_w = log_w - sched.dbeta[k] * ((e / temperature if temperature != 1.0 else e) - quad)  # f_k / f_{k-1}
             if resample and float(effective_sample_size(log_w)) < resample_below * x.shape[0]:
                 x, e, g, quad, log_w = _resample(log_w, generator, x, e, g, quad)
-            energies.append(e.mean())                                         # E before the move
-            x, e, g, accept, eps = _mala_move(energy, x, e, g, quad, beta, controller.step_size(groups),
-                                              temperature, inv_var, generator)
+            energies.append(e)                                                # E before the move
+            # the stage target exp(-stage energy) has its temperature inside: noise sqrt(2 eps)
+            eps = controller.per_chain_step(groups, shape).to(x.dtype)        # (B, 1, ...)
+            x, e, g, quad, accept = _mala_move(energy, x, e, g, quad, sched, k, eps, torch.sqrt(eps * 2.0),
+                                               temperature, inv_var, generator)
             controller.update(accept, groups)
-            accepts.append(accept.float().mean())
-            steps.append(eps.flatten()[0])
-            beta_prev = beta
+            accepts.append(accept)
+            steps.append(eps)
     if check_finite:
         check_finite_chain(ChainState(x, e, g))
-    nan = torch.full((len(accepts),), float("nan"))
-    info = ChainInfo(torch.stack(accepts).cpu(), torch.stack(steps).cpu(), torch.stack(energies).cpu(), nan)
-    return AISResult(x, log_w, info)
+    return AISResult(x, log_w, _info(accepts, steps, energies))
+
+
+def _info(accepts: list[Tensor], steps: list[Tensor], energies: list[Tensor]) -> ChainInfo:
+    """The per-stage diagnostics, reduced once after the chain: mean acceptance, step size and energy."""
+    if not accepts:
+        return ChainInfo.empty()
+    acc = torch.stack([torch.mean(a, dtype=torch.float32) for a in accepts]).cpu()
+    eps = torch.stack([t.flatten()[0] for t in steps]).cpu()
+    energy = torch.stack([t.mean() for t in energies]).cpu()
+    return ChainInfo(acc, eps, energy, torch.full((len(accepts),), float("nan")))
 
 
 def _resample(log_w: Tensor, generator, *tensors: Tensor) -> tuple[Tensor, ...]:
@@ -124,15 +156,19 @@ def _resample(log_w: Tensor, generator, *tensors: Tensor) -> tuple[Tensor, ...]:
     return (*(t[idx] for t in tensors), mean.expand(b).clone())
 
 
-def _mala_move(energy, x, e, g, quad, beta, step_size, temperature, inv_var, generator):
-    """One MALA move on the stage target f_beta from x (``quad`` = ``_quad(x)``); returns the new
-    (x, E, dE/dx), acceptance and eps."""
-    state = ChainState(x, *_stage(e, g, x, quad, beta, temperature, inv_var))
-    x_prop, eps, sigma, z = propose(state, step_size, generator=generator)
+def _mala_move(energy, x, e, g, quad, sched: _Schedule, k: int, eps, sigma, temperature, inv_var, generator):
+    """One MALA move on stage k's target f_beta from x (``quad`` = ``_quad(x)``), with step ``eps`` and
+    noise ``sigma`` (B, 1, ...); returns the new (x, E, dE/dx, quad) and the (B,) bool acceptance."""
+    beta, rest, rest_iv = sched.beta[k], sched.rest[k], sched.rest_iv[k]
+    e_s, g_s = _stage(e, g, x, quad, beta, rest, rest_iv, temperature)
+    z = randn_like(x, generator)
+    x_prop = move(x, g_s, eps, sigma, z)
     e_p, g_p = energy_and_grad(energy, x_prop)
-    prop = ChainState(x_prop, *_stage(e_p, g_p, x_prop, _quad(x_prop, inv_var), beta, temperature, inv_var))
-    log_a = mala.log_accept_ratio(state, prop, eps, sigma, 1.0, z)
-    u = torch.rand(log_a.shape, generator=generator, device=x.device, dtype=log_a.dtype)
+    quad_p = _quad(x_prop, inv_var)
+    e_ps, g_ps = _stage(e_p, g_p, x_prop, quad_p, beta, rest, rest_iv, temperature)
+    log_a = mala.log_accept_ratio(ChainState(x, e_s, g_s), ChainState(x_prop, e_ps, g_ps), eps, sigma, 1.0, z)
+    u = torch.empty_like(log_a).uniform_(generator=generator)  # (B,) torch.rand's numbers
     accept = u.log_() < log_a                           # (B,) bool; NaN ratios are rejected
     keep = accept.view(-1, *([1] * (x.dim() - 1)))
-    return (torch.where(keep, x_prop, x), torch.where(accept, e_p, e), torch.where(keep, g_p, g), accept, eps)
+    return (torch.where(keep, x_prop, x), torch.where(accept, e_p, e), torch.where(keep, g_p, g),
+            torch.where(accept, quad_p, quad), accept)
