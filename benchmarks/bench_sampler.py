@@ -201,8 +201,9 @@ class LeanReference:
             torch._foreach_lerp_(self.shadow, self.params, 1.0 - self.ema)
 
 
-def training_items(spec: dict, batch: int, device, threads: int, with_trainer: bool, tmp: Path):
-    overrides = spec["overrides"] + [f"train.batch_size={batch}", "train.progress=false",
+def training_items(spec: dict, batch: int, device, threads: int, with_trainer: bool, tmp: Path,
+                   extra: list[str] | None = None):
+    overrides = spec["overrides"] + list(extra or []) + [f"train.batch_size={batch}", "train.progress=false",
                                      f"train.threads={threads}", f"train.device={device}"]
     cfg, data, objective, update, xb = training_update(overrides)
     ref = LeanReference(copy.deepcopy(objective.energy), cfg, xb, torch.Generator(device).manual_seed(3))
@@ -261,7 +262,7 @@ def measure_case(name: str, batch: int, args, peers: dict, tmp: Path) -> dict:
     n_fb = None
     if not args.no_train:
         t_items, t_modules, n_fb, _ = training_items(spec, batch, device, args.threads,
-                                                     small_batch and not args.no_trainer, tmp)
+                                                     small_batch and not args.no_trainer, tmp, args.set)
         items += t_items
         modules.update(t_modules)
     # One untimed call of every item counts its forwards; it is also the first warm-up call and,
@@ -438,6 +439,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-train", action="store_true", help="skip the training-update rows")
     p.add_argument("--no-trainer", action="store_true", help="skip the Trainer.train_step rows")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 blocks, 20 ms items, batch 256 unless --batches")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for the training-update rows (repeatable), e.g. "
+                        "method.noise_chain=short_run: the short-run noise chains instead of the default's AIS")
     p.add_argument("--json", type=Path, default=None, help="also write the JSON result to this file")
     args = p.parse_args(argv)
     if args.quick:
@@ -453,6 +457,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{args.blocks} blocks, K={args.steps}, eps={args.step_size}, device {args.device}; "
           f"load average {start['loadavg']} on {start['cpu_count']} cores")
     print(f"peers: {', '.join(f'{k} {v}' for k, v in peers.items())}")
+    if args.set:
+        print(f"training-update rows with: {' '.join(args.set)}")
     t0 = time.perf_counter()
     cases, warnings, notes = {}, [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -468,7 +474,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"benchmark": "bench_sampler", "command": command,
               "source": source_note(), "torch": start["torch"], "threads": args.threads, "clock": args.clock,
               "device": args.device,
-              "blocks": args.blocks, "K": args.steps, "step_size": args.step_size, "machine": start,
+              "blocks": args.blocks, "K": args.steps, "step_size": args.step_size, "train_overrides": args.set,
+              "machine": start,
               "loadavg_end": machine_note()["loadavg"], "seconds": round(time.perf_counter() - t0, 1),
               "peers": peers, "cases": cases, "goals": goals(cases), "warnings": warnings,
               "notes": notes}

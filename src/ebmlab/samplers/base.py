@@ -137,8 +137,9 @@ def noise_std(step_size, noise_scale, temperature: float, x: Tensor) -> Tensor:
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard-normal noise of x's shape, dtype and device from ``generator`` (contiguous): the same
     numbers as ``torch.randn(x.shape, ...)``, which runs these two ops under a wrapper op (13 -> 11 us
-    at (256, 10) on the CPU)."""
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device).normal_(generator=generator)
+    at (256, 10) on the CPU); ``empty_like`` allocates in 0.75 us where ``torch.empty(x.shape, dtype=...,
+    device=...)`` parses its arguments in 2 us."""
+    return torch.empty_like(x, memory_format=torch.contiguous_format).normal_(generator=generator)
 
 
 def flat_norm(t: Tensor) -> Tensor:
