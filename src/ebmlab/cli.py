@@ -229,6 +229,9 @@ def cmd_experiment(args) -> int:
         options["full"] = True
     if args.budget is not None:
         options["budget"] = args.budget
+    for key in ("methods", "datasets"):
+        if getattr(args, key) is not None:
+            options[key] = _name_list(key, getattr(args, key))
     run_experiment(args.name, Path(args.out or f"runs/experiment_{args.name}"), quick=args.quick, **options)
     return 0
 
@@ -243,6 +246,15 @@ def _seed_list(text: str) -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds must not repeat a seed, got {text!r}")
     return seeds
+
+
+def _name_list(option: str, text: str) -> tuple[str, ...]:
+    """``--methods a,b`` -> ("a", "b"); one sentence on an empty list."""
+    from ebmlab.errors import ConfigError
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ConfigError(f"--{option} needs comma-separated names, got {text!r}")
+    return names
 
 
 def cmd_configs(args) -> int:
@@ -394,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cells run at once, each one process with one thread (default 2; 1: serially in this process)")
     x.add_argument("--budget", type=float, metavar="SECONDS", default=None,
                    help="training wall-clock seconds per cell (leaderboard; default 20, with --full 120)")
+    x.add_argument("--methods", metavar="M,M,...", default=None,
+                   help="leaderboard: only these methods (rows; the GMM and KDE baselines always run)")
+    x.add_argument("--datasets", metavar="D,D,...", default=None, help="leaderboard: only these datasets (columns)")
     x.set_defaults(fn=cmd_experiment)
     c = sub.add_parser("configs", help="list the shipped configs, or print one (NAME)",
                        description="List the configs shipped with ebmlab, or print one of them.")

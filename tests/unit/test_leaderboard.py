@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from ebmlab.errors import ConfigError
 from ebmlab.experiments import leaderboard
 from ebmlab.experiments.runner import experiment_config
 from ebmlab.objectives import METHODS
@@ -62,3 +63,33 @@ def test_verdicts_say_whether_the_defaults_match_the_best_baseline():
     table["mixture/ebmlab_default"] = row(0.05)
     (line,) = leaderboard.verdicts(table, ["density_kl"])
     assert "best is ebmlab_default (an EBM)" in line and "rank 1, at least as good as the best baseline" in line
+
+
+def test_a_subset_of_methods_and_datasets_keeps_the_baselines_and_refuses_unknown_names():
+    grid = leaderboard.build_cells(quick=False, full=False, budget=None, seeds=(0,), methods=["ebmlab_default"],
+                                   datasets=["breast_cancer", "rings"])
+    assert list(grid) == ["breast_cancer", "rings"]
+    for ds, cells in grid.items():
+        assert {c.arm for c in cells} == {f"{ds}/ebmlab_default", f"{ds}/baseline_gmm", f"{ds}/baseline_kde"}
+    # the same cells (keys) as in the full grid: a subset run reuses, and is reused by, the full grid's cache
+    full = {c.key() for cs in leaderboard.build_cells(False, False, None, (0,)).values() for c in cs}
+    assert {c.key() for cs in grid.values() for c in cs} <= full
+    with pytest.raises(ConfigError, match="unknown leaderboard method 'nope'.*ebmlab_default"):
+        leaderboard.build_cells(False, False, None, (0,), methods=["hybrid", "nope"])
+    with pytest.raises(ConfigError, match="unknown leaderboard dataset"):
+        leaderboard.build_cells(False, False, None, (0,), datasets=["cifar10"])
+
+
+def test_cli_passes_methods_and_datasets(monkeypatch, tmp_path):
+    from ebmlab import cli, experiments
+    seen = {}
+    monkeypatch.setattr(experiments, "run_experiment", lambda name, out, quick=False, **kw: seen.update(kw, name=name))
+    assert cli.main(["experiment", "leaderboard", "--out", str(tmp_path), "--methods", "hybrid, ebmlab_default",
+                     "--datasets", "rings"]) == 0
+    assert seen == {"name": "leaderboard", "methods": ("hybrid", "ebmlab_default"), "datasets": ("rings",)}
+
+
+def test_other_experiments_refuse_methods(tmp_path):
+    from ebmlab.experiments import run_experiment
+    with pytest.raises(ConfigError, match="does not take --methods"):
+        run_experiment("paper004", tmp_path, methods=("hybrid",))
