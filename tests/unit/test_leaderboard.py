@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from ebmlab.errors import ConfigError
 from ebmlab.experiments import leaderboard
@@ -93,3 +94,32 @@ def test_other_experiments_refuse_methods(tmp_path):
     from ebmlab.experiments import run_experiment
     with pytest.raises(ConfigError, match="does not take --methods"):
         run_experiment("paper004", tmp_path, methods=("hybrid",))
+
+
+def test_evaluation_counter_counts_the_energy_or_its_network_once():
+    from torch import nn
+
+    class Wrapped(nn.Module):  # forward calls net (counted once), net_energy bypasses forward (cdrl, drl)
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(2, 1)
+
+        def forward(self, x):
+            return self.net(x).squeeze(1)
+
+        def net_energy(self, x):
+            return self.net(x).squeeze(1)
+
+    e = Wrapped()
+    with leaderboard.evaluation_counter(e) as c:
+        e(torch.zeros(5, 2))
+        e(torch.zeros(3, 2))
+    assert c() == 8
+    with leaderboard.evaluation_counter(e) as c:
+        e.net_energy(torch.zeros(4, 2))
+    assert c() == 4
+    plain = nn.Linear(2, 1)
+    with leaderboard.evaluation_counter(plain) as c:
+        plain(torch.zeros(6, 2))
+    assert c() == 6
+    assert not e._forward_hooks and not e.net._forward_hooks  # removed on exit

@@ -94,3 +94,27 @@ def test_controlled_chain_reports_the_steps_it_used():
                         callback=lambda i, s, inf: steps.append(inf.step_size.float().mean()))
     assert torch.equal(info.step_size, torch.stack(steps))
     assert info.accept_rate.shape == info.energy.shape == (6,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kw", [{}, {"final_energy": False}, {"temperature": 0.5}, {"noise_scale": 0.03},
+                                {"step_size": "per_chain"}, {"shape": (8, 1, 2, 2)}])
+def test_fixed_step_langevin_loop_equals_the_general_loop(monkeypatch, dtype, kw):
+    """``langevin.fixed_step_chain`` (run_chain's loop for a fixed-step unadjusted chain) gives the points
+    and every diagnostic of the general loop, bit for bit."""
+    kw = dict(kw)
+    shape = kw.pop("shape", (64, 3))
+    step = 0.02
+    if kw.pop("step_size", None) == "per_chain":
+        step = torch.rand(shape[0], generator=torch.Generator().manual_seed(2), dtype=dtype) * 0.02 + 0.001
+    outs, calls, real = [], [], langevin.fixed_step_chain
+    monkeypatch.setattr(langevin, "fixed_step_chain", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for fast in (True, False):
+        if not fast:
+            assert calls  # the first run took the fixed-step loop
+            monkeypatch.setattr(langevin, "fixed_step_chain", None)
+        x = torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(0))
+        y, info = run_chain(langevin, quad, x, 12, step, generator=torch.Generator().manual_seed(1), **kw)
+        outs.append((y, *info))
+    for a, b in zip(*outs):
+        assert torch.equal(a, b) or (a.isnan().all() and b.isnan().all())

@@ -19,10 +19,10 @@ Protocol (docs/leaderboard.md):
   ``sample_mode_mass_error`` (the method's own generation procedure), ``sample_energy_distance``,
   ``digits_fd``; ``ood_auroc_<set>`` (-energy, held-out data vs each of the dataset's fixed OOD sets);
   and the cost: ``updates``, ``train_wall_seconds``, ``train_cpu_seconds``, ``eval_seconds`` and
-  ``sampler_evals_per_sample`` (energy-network evaluations per generated sample, counted by a forward
-  hook on the objective's ``energy`` while the figure's samples are drawn; gradient-based steps add one
-  backward to each; left out (``-``) where the procedure reaches the network other than through the
-  energy's forward: cdrl and drl).
+  ``sampler_evals_per_sample`` (energy-network evaluations per generated sample, counted by forward
+  hooks on the objective's ``energy`` or, for cdrl and drl whose levels call it through ``net_energy``,
+  on ``energy.net``, while the figure's samples are drawn; gradient-based steps add one backward to
+  each; cdrl's initializer network is not an energy evaluation and is not counted).
 - **Baselines** (``metrics/baselines.py``): a Gaussian mixture and a kernel density estimate fitted on
   the same training rows, scored by the same code through ``FittedDensity`` (the part of the
   ``Objective`` contract that evaluation uses).
@@ -32,6 +32,7 @@ Output: ``results.md`` (mean +- std and the rank per dataset and metric, failed 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -187,18 +188,40 @@ def baseline_fn(params: dict, seed: int, run_dir: Path) -> dict:
 
 def figure_samples(objective, data, seed: int, count: bool = False) -> tuple[np.ndarray, float | None]:
     """(samples for the figure in data coordinates, projected to 2-D for vectors; energy-network
-    evaluations per sample while drawing them when ``count``, counted by a hook on ``objective.energy``)."""
+    evaluations per sample while drawing them when ``count``: ``evaluation_counter``)."""
     n = FIG_N[data.kind]
-    rows = [0]
-    hook = objective.energy.register_forward_hook(lambda m, a, o: rows.__setitem__(0, rows[0] + o.shape[0])) \
-        if count else None
-    try:
+    counter = evaluation_counter(objective.energy) if count else None
+    with counter or contextlib.nullcontext():
         x = objective.sample(n, generator=device_generator(objective, seed + 23)).x.detach().cpu()
-    finally:
-        if hook is not None:
-            hook.remove()
-    # 0 rows: the procedure calls the network through other methods of its energy (cdrl, drl): not counted
-    return project(data.transform.to_data(x), data).numpy(), (rows[0] / n if count and rows[0] else None)
+    return project(data.transform.to_data(x), data).numpy(), (counter() / n if counter and counter() else None)
+
+
+class evaluation_counter:
+    """Context manager counting the rows ``energy`` evaluates: forward hooks on ``energy`` and, for an
+    energy whose procedures call its network through other methods (cdrl and drl's ``net_energy`` on
+    every noise level), on ``energy.net``. The call returns the count: the energy's own rows when it was
+    called, else its network's (never both: an energy whose forward calls ``net`` counts each row once)."""
+
+    def __init__(self, energy: nn.Module):
+        self.modules = [energy] + ([energy.net] if isinstance(getattr(energy, "net", None), nn.Module) else [])
+        self.rows = [0] * len(self.modules)
+
+    def _hook(self, i: int):
+        def add(module, args, out):
+            self.rows[i] += out.shape[0]
+        return add
+
+    def __enter__(self):
+        self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.modules)]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        return False
+
+    def __call__(self) -> int:
+        return next((r for r in self.rows if r), 0)
 
 
 def project(x: torch.Tensor, data) -> torch.Tensor:

@@ -14,6 +14,10 @@ discretisation of Langevin dynamics for p ∝ exp(-E/T)). Paper 001 sets noise_s
 (step 10-1000, noise 0.001-0.005); paper 002 anneals it per step. ``step_size`` may be a float or a
 tensor of shape (B,) (one per chain, e.g. gathered from per-group step sizes).
 
+A fixed-step unadjusted chain with nothing per step (no controller, projection, injected noise, callback,
+gradient or full diagnostics) runs in the sampler's ``fixed_step_chain`` (``langevin``), the same numbers
+without the general loop's per-step bookkeeping (3 % of a small network's step).
+
 Every generation procedure of the papers is built on ``run_chain``: per-step noise schedules and
 injected noises (002), a projection after every step (003's inpainting), a gradient kept through
 none / the last / all steps (001's KL term), per-group adaptive step sizes (000, 004), and paper
@@ -223,6 +227,12 @@ class _Recorder:
     def __init__(self, full: bool):
         self.full, self.accept, self.eps, self.energy, self.gnorm = full, [], [], [], []
 
+    def add_unadjusted(self, eps: Tensor, e_before: Tensor) -> None:
+        """``add`` for an unadjusted step with a detached energy and light diagnostics."""
+        self.accept.append(None)
+        self.eps.append(eps)
+        self.energy.append(e_before)
+
     def add(self, info: "StepInfo", e_before: Tensor, grad_before: Tensor | None) -> None:
         self.accept.append(info.accept_rate)
         self.eps.append(info.step_size)
@@ -396,6 +406,10 @@ def _steps(sampler, energy, state: ChainState, n_steps: int, scales: _Scales, re
            **cond) -> ChainState:
     """The body of ``run_chain``: ``n_steps`` steps from ``state`` (``offset``: the index of the first
     step in the whole chain, for ``count="accepted"``'s blocks)."""
+    if (getattr(sampler, "fixed_step_chain", None) is not None and scales.fixed is not None and grad == "none"
+            and project is None and noises is None and callback is None and controller is None and not rec.full):
+        return sampler.fixed_step_chain(energy, state, n_steps, *scales.fixed, rec, final_energy=final_energy,
+                                        generator=generator, **cond)
     end = offset + n_steps - 1
     step, at, record = sampler.step, scales.at, rec.add  # bound once: the loop below runs every step
     update = controller.update if controller is not None else None

@@ -15,7 +15,7 @@ from torch import Tensor
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.samplers.base import ChainState, StepInfo, check_positive, init, noise_std, per_chain, randn_like
 
-__all__ = ["init", "step", "propose", "move", "scales"]
+__all__ = ["init", "step", "propose", "move", "scales", "fixed_step_chain"]
 
 
 def propose(state: ChainState, step_size, *, noise_scale=None, temperature: float = 1.0,
@@ -63,3 +63,21 @@ def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature:
     if not create_graph:
         x_new = x_new.detach()
     return ChainState(x_new, e_new, g_new), info
+
+
+def fixed_step_chain(energy, state: ChainState, n_steps: int, eps: Tensor, sigma: Tensor, recorder, *,
+                     final_energy: bool = True, generator: torch.Generator | None = None, **cond) -> ChainState:
+    """``n_steps`` of ``step`` with one (eps, sigma) pair, no gradient kept and nothing else per step: what
+    ``run_chain`` runs for a fixed-step unadjusted chain with light diagnostics (the same numbers as its
+    general loop, without the per-step bookkeeping that loop needs for controllers, projections, injected
+    noises and differentiable steps). ``recorder.add_unadjusted(eps, E before the step)`` per step."""
+    x, e, g = state
+    record = recorder.add_unadjusted
+    for i in range(n_steps):
+        record(eps, e)
+        x = move(x, g, eps, sigma, randn_like(x, generator))
+        if final_energy or i < n_steps - 1:
+            e, g = energy_and_grad(energy, x, **cond)
+        else:
+            e = g = None
+    return ChainState(x, e, g)
