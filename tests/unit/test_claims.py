@@ -112,6 +112,37 @@ def test_run_cells_caches_and_records_failures(tmp_path):
     assert len(CALLS) == n + 1
 
 
+VERSION = ["v1"]
+
+
+def _fingerprint(params: dict, seed: int) -> str:
+    return f"{VERSION[0]}:{params['x']}:{seed}"
+
+
+def test_a_changed_fingerprint_makes_a_cached_cell_stale(tmp_path):
+    """A cell with a ``fingerprint`` (what the library would now build: leaderboard cells hash their
+    resolved config) is rerun when it changes; cells without one, and unchanged ones, are reused."""
+    CALLS.clear()
+    cells = [Cell("a", 0, _cell_fn, {"x": 1}, fingerprint=_fingerprint), Cell("b", 0, _cell_fn, {"x": 3})]
+    VERSION[0] = "v1"
+    claims.run_cells(tmp_path, cells, jobs=1)
+    assert json.loads((tmp_path / "cells" / "a" / "seed0" / "cell.json").read_text())["fingerprint"] == "v1:1:0"
+    claims.run_cells(tmp_path, cells, jobs=1)
+    assert len(CALLS) == 2  # both reused
+    VERSION[0] = "v2"  # e.g. a default changed
+    recs = claims.run_cells(tmp_path, cells, jobs=1)
+    assert CALLS[2:] == [(1, 0)] and recs[("a", 0)]["fingerprint"] == "v2:1:0"  # only the fingerprinted cell reran
+    assert cells[0] == Cell("a", 0, _cell_fn, {"x": 1}) and cells[0].key() == Cell("a", 0, _cell_fn, {"x": 1}).key()
+
+
+def test_leaderboard_fingerprint_follows_the_resolved_config():
+    from ebmlab.experiments import leaderboard
+    params = {"config": "default", "overrides": ["data.name=rings"], "ood": []}
+    a = leaderboard.config_fingerprint(params, 0)
+    assert a == leaderboard.config_fingerprint(dict(params), 0) and a != leaderboard.config_fingerprint(params, 1)
+    assert a != leaderboard.config_fingerprint({**params, "overrides": ["data.name=rings", "method.ais_resample=0"]}, 0)
+
+
 def test_results_files(tmp_path):
     t = _table({"a": [0.1, 0.12, 0.11], "b": [0.5, 0.55, 0.52]})
     v = [claims.decide(Claim("a beats b", "a", "b", "m", "lower", 0.05), t)]

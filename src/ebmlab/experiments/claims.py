@@ -8,7 +8,8 @@ Protocol (issue 15, item 1), the same for every paper:
   runs in its own process with one torch thread (``run_cells``, ``jobs`` at once, two on two cores;
   two threads per process were measured 7-15x slower than one under contention, docs/performance.md).
   A cell writes ``cells/<arm>/seed<k>/cell.json``; a rerun with the same parameters skips it, so an
-  experiment can be finished over several sittings.
+  experiment can be finished over several sittings (unless the cell has a ``fingerprint`` and the
+  library now gives another one: then it is stale and runs again).
 - **The same step.** A cell reports the step it was evaluated at; every evaluated cell of one table
   must share it (``check_same_step``). A cell whose training diverges is *reported as diverged at that
   step* (``diverged`` = the step and reason) and is not evaluated elsewhere (no last-good checkpoint).
@@ -51,6 +52,10 @@ class Cell:
     seed: int
     fn: Callable[[dict, int, Path], dict]
     params: dict = field(default_factory=dict)
+    # optional ``fingerprint(params, seed) -> str``: what the library would now build from ``params`` (e.g.
+    # the hash of the resolved config). Stored with the result; a cached cell whose stored fingerprint
+    # differs (a changed default, a new key) is run again. Not part of ``key``.
+    fingerprint: Callable[[dict, int], str] | None = field(default=None, compare=False)
 
     def key(self) -> str:
         """A hash of what determines the cell's result (function, parameters, seed)."""
@@ -98,6 +103,7 @@ def _run_cell(cell: Cell, run_dir: Path) -> dict:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / "failure.txt").write_text(traceback.format_exc())
     return {"arm": cell.arm, "seed": cell.seed, "key": cell.key(), "params": cell.params,
+            "fingerprint": cell.fingerprint(cell.params, cell.seed) if cell.fingerprint else None,
             "step": metrics.pop("step", None), "diverged": metrics.pop("diverged", None), "failed": failed,
             "metrics": metrics, "wall_seconds": round(time.time() - t0, 1),
             "cpu_seconds": round(time.process_time() - process_t0, 1)}
@@ -116,7 +122,11 @@ def _cached(out: Path, cell: Cell) -> dict | None:
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    return record if record.get("key") == cell.key() else None
+    if record.get("key") != cell.key():
+        return None
+    if cell.fingerprint is not None and record.get("fingerprint") != cell.fingerprint(cell.params, cell.seed):
+        return None  # the library now builds something else from the same parameters: stale
+    return record
 
 
 def check_same_step(records: dict) -> int | None:

@@ -263,12 +263,20 @@ def build_cells(quick: bool, full: bool, budget: float | None, seeds, methods=No
         cells = []
         for m in methods:
             config, sets = method_overrides(m, ds, budget, quick)
-            cells += [Cell(f"{ds}/{m}", s, cell_fn, {"config": config, "overrides": sets, "ood": ood}) for s in seeds]
+            cells += [Cell(f"{ds}/{m}", s, cell_fn, {"config": config, "overrides": sets, "ood": ood},
+                           fingerprint=config_fingerprint) for s in seeds]
         base = DATASETS[ds][0] + EVAL[kind(ds)] + (QUICK if quick and kind(ds) == "vector" else [])
-        cells += [Cell(f"{ds}/baseline_{b}", s, baseline_fn, {"baseline": b, "overrides": base, "ood": ood})
-                  for b in BASELINES for s in seeds]
+        cells += [Cell(f"{ds}/baseline_{b}", s, baseline_fn, {"baseline": b, "overrides": base, "ood": ood},
+                       fingerprint=config_fingerprint) for b in BASELINES for s in seeds]
         grid[ds] = cells
     return grid
+
+
+def config_fingerprint(params: dict, seed: int) -> str:
+    """The hash of the config a cell trains (or fits its baseline's data from), resolved by the library as
+    it is now: a changed default or a new key makes a cached cell stale (``claims.Cell.fingerprint``)."""
+    sets = list(params["overrides"]) + [f"train.seed={seed}"]
+    return experiment_config(params.get("config"), sets, threads=1).hash()
 
 
 def _subset(what: str, names, known) -> tuple[str, ...] | None:
