@@ -119,8 +119,11 @@ def _fit_and_evaluate(args, cfg, run_dir: Path, ctx, data) -> int:
         if ctx.is_main:
             print(f"resumed {run_dir} at step {trainer.step}", flush=True)  # stdout: stderr is for errors
     trainer.fit(on_sample=sample_hook)
-    if trainer.step < cfg.train.steps or not ctx.is_main:
+    if not ctx.is_main:
         return 0
+    if trainer.fit_stats["stopped_by_budget"]:  # a finished run like one at train.steps: evaluated
+        print(f"train.time_budget of {cfg.train.time_budget:g} s spent: stopped after update {trainer.step} "
+              f"({trainer.fit_stats['updates']} updates in this call)", flush=True)
     print("evaluating (EMA weights) ...", flush=True)
     _report(run_dir, final_evaluation(trainer))
     return 0

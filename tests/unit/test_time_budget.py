@@ -89,3 +89,18 @@ def test_budget_is_left_out_of_old_hashes():
     """A run written before the key existed still matches its checkpoints (the key is new, default None)."""
     a, b = load_config(None, []), load_config(None, ["train.time_budget=60"])
     assert a.run_hash() == b.run_hash()  # mutable: a resumed run may change its budget
+
+
+def test_cli_evaluates_a_run_stopped_by_its_budget(tmp_path, clock, capsys):
+    """``ebmlab train`` with a time budget writes metrics.json like a run that reached train.steps (it used
+    to return silently when the budget, not train.steps, ended the run)."""
+    import json
+
+    from ebmlab import cli
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run)] + [a for kv in TINY + ["train.steps=1000", "train.time_budget=2"]
+                                           for a in ("--set", kv)]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "train.time_budget of 2 s spent: stopped after update 2" in out and "evaluating" in out
+    assert "density_kl" in json.loads((run / "metrics.json").read_text())
