@@ -10,7 +10,6 @@ from ebmlab.data.dataset import build_dataset
 from ebmlab.energies.mlp import MLPEnergy
 from ebmlab.energies.time import FeatureTrunk, JointTimeEnergy, gaussian_log_density
 from ebmlab.objectives import build_objective
-from ebmlab.objectives.joint_time import JointTime, JointTimeConfig
 from ebmlab.schedules import (annealing_level, chain_length, interpolation_coefficients, sample_series,
                               soft_annealing_log_weights)
 from ebmlab.training.config import ConfigError, load_config

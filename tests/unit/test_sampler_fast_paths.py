@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ebmlab.samplers import StepSizeController, langevin, mala, run_chain
-from ebmlab.samplers.base import ChainState, _row_means, _step_means, init
+from ebmlab.samplers.base import ChainState, init
+from ebmlab.samplers.diagnostics import _row_means, _step_means
 
 
 def quad(x, **cond):  # (B, ...) -> (B,)

@@ -35,7 +35,6 @@ Parameter counts (``model.channels`` [128, 256, 256, 128], depth 2, time_embed_d
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ebmlab.energies.convnet import NORMS, SubPixelDown, apply_spectral_norm, default_channels, make_norm

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["EtaTuning", "t1_energy_gap", "choose_eta", "tune_eta", "tune_eta_by_training"]
+__all__ = ["EtaTuning", "t1_energy_gap", "choose_eta", "tune_eta"]  # tune_eta_by_training: experiments/eta_search.py
 
 
 @dataclass

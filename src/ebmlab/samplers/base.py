@@ -1,5 +1,6 @@
-"""The chain state, per-step diagnostics and ``run_chain`` (THE one chain loop); the adaptive step-size
-controller is ``samplers/controller.py`` (re-exported here).
+"""The chain state and ``run_chain`` (THE one chain loop); the adaptive step-size controller is
+``samplers/controller.py`` and the per-step diagnostics (``ChainInfo``, their recorder) are
+``samplers/diagnostics.py`` (both re-exported here).
 
 Every sampler module (``langevin``, ``mala``) exposes ``init(energy, x, **cond) -> ChainState`` and
 ``step(energy, state, step_size, *, noise_scale=None, temperature=1.0, generator=None, noise=None,
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.samplers.controller import PAPER004_ACCEPT, StepSizeController  # noqa: F401 (re-exported)
+from ebmlab.samplers.diagnostics import ChainInfo, Recorder, flat_norm  # noqa: F401 (re-exported)
 
 
 class ChainState(NamedTuple):
@@ -48,31 +50,6 @@ class StepInfo(NamedTuple):
     """What one sampler step reports: acceptance (None: unadjusted) and the step size used."""
     accept_rate: Tensor | None  # (B,) bool acceptance of this step (None: unadjusted, every move taken)
     step_size: Tensor           # (B, 1, ...) or (B,) step size used
-
-
-class ChainInfo(NamedTuple):
-    """Diagnostics of a chain, one entry per step (each (K,), float32 on the CPU). Every sampler and
-    generation procedure reports this type; ``as_dict`` gives the form ``SampleOutput.info`` uses."""
-    accept_rate: Tensor  # mean acceptance of the step over chains
-    step_size: Tensor    # mean step size
-    energy: Tensor       # mean E at the chains' points *before* the step
-    grad_norm: Tensor    # mean ||dE/dx|| before the step (NaN unless diagnostics="full")
-
-    @staticmethod
-    def empty() -> "ChainInfo":
-        """The ChainInfo of a chain of zero steps."""
-        return ChainInfo(*(torch.zeros(0) for _ in range(4)))
-
-    @staticmethod
-    def cat(infos: list["ChainInfo"]) -> "ChainInfo":
-        """Concatenate the per-step entries of consecutive chains (e.g. the levels of an annealing)."""
-        if not infos:
-            return ChainInfo.empty()
-        return ChainInfo(*(torch.cat(parts) for parts in zip(*infos)))
-
-    def as_dict(self) -> dict[str, Tensor]:
-        """The four per-step tensors as a dict (the form ``SampleOutput.info`` uses)."""
-        return dict(self._asdict())
 
 
 class frozen_parameters:
@@ -146,11 +123,6 @@ def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.empty_like(x, memory_format=torch.contiguous_format).normal_(generator=generator)
 
 
-def flat_norm(t: Tensor) -> Tensor:
-    """(B,) Euclidean norm of each example of t (B, ...)."""
-    return t.flatten(1).norm(dim=1)
-
-
 def _noise_at(noise_scale, i: int):
     """The noise std of step i: None, a number, or row i of a (K,) / (K, B) per-step schedule."""
     if noise_scale is None or isinstance(noise_scale, (int, float)):
@@ -219,73 +191,6 @@ class _Scales:
         return eps, noise_std(eps, _noise_at(self.noise_scale, i), self.temperature, self.x)
 
 
-class _Recorder:
-    """Per-step diagnostics kept as references to (B,) tensors and reduced once at the end of the
-    chain (no per-step reductions, no host sync). Gradient norms cost an extra reduction per step and
-    are recorded only with ``full`` (else NaN)."""
-
-    def __init__(self, full: bool):
-        self.full, self.accept, self.eps, self.energy, self.gnorm = full, [], [], [], []
-
-    def add_unadjusted(self, eps: Tensor, e_before: Tensor) -> None:
-        """``add`` for an unadjusted step with a detached energy and light diagnostics."""
-        self.accept.append(None)
-        self.eps.append(eps)
-        self.energy.append(e_before)
-
-    def add(self, info: "StepInfo", e_before: Tensor, grad_before: Tensor | None) -> None:
-        self.accept.append(info.accept_rate)
-        self.eps.append(info.step_size)
-        self.energy.append(e_before.detach() if e_before.requires_grad else e_before)  # (cached: detached)
-        if self.full:
-            self.gnorm.append(flat_norm(grad_before.detach()))
-
-    def info(self, x: Tensor) -> ChainInfo:
-        if not self.energy:
-            return ChainInfo.empty()
-        ones = torch.ones((), device=x.device)
-        if x.device.type == "cpu" and self.energy[0].numel() < _STACKED_MEAN_MAX:  # one reduction per column
-            acc = (_row_means(self.accept) if all(a is not None for a in self.accept)
-                   else torch.stack([a.float().mean() if a is not None else ones for a in self.accept]))
-            eps, energy = _step_means(self.eps), _row_means(self.energy)
-        else:
-            acc = torch.stack([a.float().mean() if a is not None else ones for a in self.accept])
-            eps, energy = (torch.stack([t.float().mean() for t in col]) for col in (self.eps, self.energy))
-        gnorm = (torch.stack([t.float().mean() for t in self.gnorm]) if self.full
-                 else torch.full_like(energy, float("nan")))
-        return ChainInfo(acc, eps, energy, gnorm)
-
-
-# Below this many elements a mean over one (B,) tensor is a single sequential reduction on the CPU
-# (torch splits a reduction over threads from at::internal::GRAIN_SIZE = 32768 elements on), the same
-# as the reduction of one row of a stacked (K, B) tensor: the per-step means of a chain's diagnostics
-# are then taken in one op per column, with bit-identical results (checked from 1 to 10,000 elements
-# with one and two threads; at 40,000 with two threads they differ, hence the bound). Not on CUDA,
-# whose reduction kernels are laid out by shape: one mean per step there.
-_STACKED_MEAN_MAX = 32768
-
-
-def _row_means(col: list[Tensor]) -> Tensor:
-    """(K,) the mean of each of K same-shape tensors, as ``torch.stack([t.float().mean() for t in col])``."""
-    return torch.stack(col).flatten(1).float().mean(1)
-
-
-def _step_means(col: list[Tensor]) -> Tensor:
-    """(K,) mean step size of each step. A step that is one value broadcast to every chain (a fixed eps
-    or a one-group controller: a stride-0 view) is reduced as the same broadcast, which is what
-    ``t.mean()`` of that view computes, bit for bit; the same tensor at every step is reduced once."""
-    first, k = col[0], len(col)
-    if all(t is first for t in col):
-        return first.float().mean().expand(k).clone()
-    shape, n = first.shape, first.numel()
-    if first.dim() and first.stride(0) == 0 and n == shape[0] and all(
-            t.shape == shape and t.stride(0) == 0 for t in col):  # (B, 1, ...) views of one value each
-        return torch.stack(col).flatten(1)[:, :1].float().expand(k, n).mean(1)
-    if all(t.shape == shape for t in col):
-        return _row_means(col)
-    return torch.stack([t.float().mean() for t in col])
-
-
 def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scale=None,
               temperature: float = 1.0, noises: Tensor | None = None,
               project: Callable[[Tensor], Tensor] | None = None, grad: str = "none",
@@ -341,7 +246,7 @@ def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scal
                              count=count, max_proposals=max_proposals, check_every=check_every, **cond)
     if groups is None and controller is not None:
         groups = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    scales, rec = _Scales(step_size, noise_scale, temperature, controller, groups, x), _Recorder(diagnostics == "full")
+    scales, rec = _Scales(step_size, noise_scale, temperature, controller, groups, x), Recorder(diagnostics == "full")
     with frozen_parameters(energy if freeze is None else freeze) if grad != "all" else nullcontext() as fz:
         if start is not None:
             state = start
@@ -373,7 +278,7 @@ def _run_accepted(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_
         raise ValueError(f"check_every must be >= 1, got {check_every}")
     if groups is None and controller is not None:
         groups = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    scales, rec = _Scales(step_size, noise_scale, temperature, controller, groups, x), _Recorder(diagnostics == "full")
+    scales, rec = _Scales(step_size, noise_scale, temperature, controller, groups, x), Recorder(diagnostics == "full")
     kw = dict(grad="none", final_energy=True, project=None, controller=controller, groups=groups, noises=None, x=x,
               temperature=temperature, generator=generator, callback=callback, **cond)
     with frozen_parameters(energy if freeze is None else freeze) as fz:
@@ -401,7 +306,7 @@ def _count_accepted(accept: list, a: int, b: int) -> Tensor | None:
     return torch.stack(accept[a:b]).sum(0, dtype=torch.long)
 
 
-def _steps(sampler, energy, state: ChainState, n_steps: int, scales: _Scales, rec: _Recorder, *, grad, final_energy,
+def _steps(sampler, energy, state: ChainState, n_steps: int, scales: _Scales, rec: Recorder, *, grad, final_energy,
            project, controller, groups, noises, x, temperature, generator, callback, frozen, offset: int = 0,
            **cond) -> ChainState:
     """The body of ``run_chain``: ``n_steps`` steps from ``state`` (``offset``: the index of the first
