@@ -88,8 +88,8 @@ def _schedule(betas: Tensor, inv_var: float) -> _Schedule:
 def _stage(e: Tensor, g: Tensor, x: Tensor, quad: Tensor, beta: float, rest: float, rest_iv: float,
            temperature: float) -> tuple[Tensor, Tensor]:
     """The stage energy -log f_beta(x) = beta E/T + (1 - beta) |x|²/(2 s²) (B,) and its gradient (B, ...)
-    from E(x), dE/dx and ``_quad(x)``; ``rest`` = 1 - beta, ``rest_iv`` = (1 - beta) / s². Dividing by
-    T = 1 is skipped (exact), as is the multiplication by 1/s² = 1 (``rest_iv`` is then ``rest``)."""
+    from E(x), dE/dx and ``_quad(x)``; ``rest`` = 1 - beta, ``rest_iv`` = (1 - beta) / s², each one number
+    (``_schedule``). Dividing by T = 1 is skipped (exact)."""
     if temperature != 1.0:
         e, g = beta * e / temperature, beta * g / temperature
     else:
