@@ -22,6 +22,8 @@ Vector data (``evaluate_vectors``):
   user data, whose exact density nobody knows), never a nan;
 - ``eval_n_samples``: the size of each compared set (smaller than ``eval.n_samples`` when the
   held-out split of user data is small: the floor then uses two disjoint halves of it).
+Every data kind: ``energy_heldout_gap`` (mean energy of held-out rows minus that of training rows) and
+``energy_heldout_gap_z`` (over the training energies' std): a memorisation signal for small data sets.
 Everything goes through the ``Objective`` contract (``prior``, ``sample``, ``n_steps_default``,
 ``has_log_density`` / ``log_density``): no probing of methods.
 Image data go through ``IMAGE_EVALUATORS`` (built here from ``training/image_eval.py``).
@@ -204,10 +206,29 @@ def evaluate(objective, data, cfg, run_dir: Path | None, generator: torch.Genera
         metrics = {}
         for fn in IMAGE_EVALUATORS:
             metrics.update(fn(objective, data, cfg, run_dir, generator))
+    metrics.update(heldout_energy_gap(objective, data))
     objective.train()
     if run_dir is not None:
         (Path(run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def heldout_energy_gap(objective, data, n: int = 1000, batch_size: int = 500) -> dict:
+    """``energy_heldout_gap``: the mean energy (``score``) of up to ``n`` held-out rows minus that of as
+    many training rows, and ``energy_heldout_gap_z``: that gap over the training energies' std. About 0
+    when the energy generalises; large and positive when the network has learned its training rows
+    (docs/leaderboard.md, breast cancer). {} when either split is too small or an energy is not finite."""
+    k = min(n, data.train.shape[0], data.test.shape[0])
+    if k < 2:
+        return {}
+    dev = next(objective.parameters()).device
+    with torch.no_grad():
+        e_train, e_test = (torch.cat([objective.score(x[i:i + batch_size].to(dev)).float().cpu()
+                                      for i in range(0, k, batch_size)]) for x in (data.train[:k], data.test[:k]))
+    if not (torch.isfinite(e_train).all() and torch.isfinite(e_test).all()):
+        return {}
+    gap = float(e_test.mean() - e_train.mean())
+    return {"energy_heldout_gap": gap, "energy_heldout_gap_z": gap / max(float(e_train.std()), 1e-12)}
 
 
 def final_evaluation(trainer) -> dict:
