@@ -153,3 +153,33 @@ def test_results_files(tmp_path):
     assert saved["claims"][0]["margin"] == 0.05 and saved["claims"][0]["verdict"] == "holds"
     md = (tmp_path / "results.md").read_text()
     assert "0.11 ± 0.01" in md and "**holds**" in md and "seed 2" in md
+
+
+def _rescore(params: dict, seed: int, run_dir) -> dict:
+    CALLS.append(("rescore", params["x"], seed))
+    return {"m": params["x"] * 10 + seed + params.get("drift", 0), "new": 7.0, "step": 5}
+
+
+def test_a_cached_cell_lacking_a_required_metric_is_rescored_not_retrained(tmp_path):
+    """``Cell.requires`` + ``Cell.rescore``: a metric added after a cell ran is computed from its stored run;
+    the stored metrics are kept and any the rescore computes differently are listed; a failed cell is left
+    alone; without ``rescore`` the cell runs again."""
+    CALLS.clear()
+    old = [Cell("a", 0, _cell_fn, {"x": 1}), Cell("bad", 0, _cell_fn, {"x": "boom"})]
+    claims.run_cells(tmp_path, old, jobs=1)
+    new = [Cell(c.arm, c.seed, c.fn, c.params, requires=("new",), rescore=_rescore) for c in old]
+    recs = claims.run_cells(tmp_path, new, jobs=1)
+    assert CALLS[2:] == [("rescore", 1, 0)]  # the failed cell is not rescored, nothing retrained
+    r = recs[("a", 0)]
+    assert r["metrics"] == {"m": 10, "new": 7.0} and r["rescored"]["added"] == ["new"] and not r["rescored"]["mismatched"]
+    claims.run_cells(tmp_path, new, jobs=1)
+    assert len(CALLS) == 3  # complete now: cached
+    drift = Cell("b", 0, _cell_fn, {"x": 2, "drift": 1})
+    claims.run_cells(tmp_path, [drift], jobs=1)
+    r = claims.run_cells(tmp_path, [Cell("b", 0, _cell_fn, drift.params, requires=("new",), rescore=_rescore)],
+                         jobs=1)[("b", 0)]
+    assert r["metrics"]["m"] == 20 and r["rescored"]["mismatched"] == {"m": [20, 21]}  # stored value kept, flagged
+    n = len(CALLS)
+    claims.run_cells(tmp_path, [Cell("c", 0, _cell_fn, {"x": 3})], jobs=1)
+    claims.run_cells(tmp_path, [Cell("c", 0, _cell_fn, {"x": 3}, requires=("new",))], jobs=1)
+    assert CALLS[n:] == [(3, 0), (3, 0)]  # no rescore given: run again

@@ -56,6 +56,11 @@ class Cell:
     # the hash of the resolved config). Stored with the result; a cached cell whose stored fingerprint
     # differs (a changed default, a new key) is run again. Not part of ``key``.
     fingerprint: Callable[[dict, int], str] | None = field(default=None, compare=False)
+    # optional: metrics a finished cached cell must hold (a metric added since it ran); one that lacks
+    # any is completed by ``rescore(params, seed, run_dir) -> metrics`` from its stored run (no training)
+    # when given, else run again. Neither is part of ``key``.
+    requires: tuple[str, ...] = field(default=(), compare=False)
+    rescore: Callable[[dict, int, Path], dict] | None = field(default=None, compare=False)
 
     def key(self) -> str:
         """A hash of what determines the cell's result (function, parameters, seed)."""
@@ -71,19 +76,58 @@ def cell_dir(out: Path, cell: Cell) -> Path:
 def run_cells(out: Path, cells: Sequence[Cell], jobs: int = 2) -> dict[tuple[str, int], dict]:
     """Run every cell not already finished (same key) ``jobs`` at a time, each in its own process with
     one thread (``jobs=1``: in this process, serially). Returns {(arm, seed): cell record}."""
-    todo = [c for c in cells if _cached(out, c) is None]
-    if todo:
-        print(f"[experiment] {len(todo)} of {len(cells)} cells to run, {jobs} at a time", flush=True)
+    work = []  # (cell, cached record to complete, or None: run it)
+    for c in cells:
+        record = _cached(out, c)
+        if record is None or (_lacks(record, c.requires) and c.rescore is None):
+            work.append((c, None))
+        elif _lacks(record, c.requires):
+            work.append((c, record))
+    if work:
+        n_rescore = sum(r is not None for _, r in work)
+        print(f"[experiment] {len(work) - n_rescore} of {len(cells)} cells to run"
+              f"{f', {n_rescore} to rescore from their stored runs' if n_rescore else ''}, {jobs} at a time", flush=True)
     if jobs <= 1:
-        for c in todo:
-            _finish(out, c, _run_cell(c, cell_dir(out, c)))
+        for c, record in work:
+            _finish(out, c, _do(c, cell_dir(out, c), record))
     else:
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_one_thread) as pool:
-            futures = [(c, pool.submit(_run_cell, c, cell_dir(out, c))) for c in todo]
+            futures = [(c, pool.submit(_do, c, cell_dir(out, c), record)) for c, record in work]
             for c, fut in futures:
                 _finish(out, c, fut.result())
     return {(c.arm, c.seed): _cached(out, c) for c in cells}
+
+
+def _lacks(record: dict, requires: Sequence[str]) -> bool:
+    """Whether a finished (not failed, not diverged) record lacks one of the ``requires`` metrics."""
+    done = not (record.get("failed") or record.get("diverged"))
+    return done and any(m not in record.get("metrics", {}) for m in requires)
+
+
+def _do(cell: Cell, run_dir: Path, record: dict | None) -> dict:
+    """Run ``cell``, or complete its cached ``record`` with ``_rescore_cell``."""
+    return _run_cell(cell, run_dir) if record is None else _rescore_cell(cell, run_dir, record)
+
+
+def _rescore_cell(cell: Cell, run_dir: Path, record: dict) -> dict:
+    """``record`` with the metrics it lacks, from ``cell.rescore`` on the stored run. The metrics it already
+    has are kept; where the rescore computes one of them differently, ``rescored.mismatched`` says so
+    (old, new): a rescore of a deterministic evaluation must reproduce them."""
+    t0 = time.time()
+    try:
+        new = dict(cell.rescore(cell.params, cell.seed, run_dir))
+    except Exception as err:
+        (Path(run_dir) / "rescore_failure.txt").write_text(traceback.format_exc())
+        return {**record, "rescored": {"failed": f"{type(err).__name__}: {err}"}}
+    old = record["metrics"]
+    for k in ("step", "diverged"):
+        new.pop(k, None)
+    added = {k: v for k, v in new.items() if k not in old}
+    mismatched = {k: [old[k], v] for k, v in new.items() if k in old and not k.endswith("_seconds")  # (timings vary)
+                  and _number(v) and _number(old[k]) and not math.isclose(old[k], v, rel_tol=1e-9, abs_tol=1e-12)}
+    return {**record, "metrics": {**old, **added}, "rescored": {
+        "added": sorted(added), "mismatched": mismatched, "wall_seconds": round(time.time() - t0, 1)}}
 
 
 def _one_thread() -> None:
@@ -114,7 +158,19 @@ def _finish(out: Path, cell: Cell, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1, default=float))
     state = record["failed"] or (f"diverged: {record['diverged']}" if record["diverged"] else "done")
-    print(f"[experiment] {cell.arm} seed {cell.seed}: {state} ({record['wall_seconds']} s)", flush=True)
+    state = _rescore_state(record["rescored"]) if "rescored" in record else f"{state} ({record['wall_seconds']} s)"
+    print(f"[experiment] {cell.arm} seed {cell.seed}: {state}", flush=True)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _rescore_state(r: dict) -> str:
+    if "failed" in r:
+        return f"rescore failed: {r['failed']}"
+    differ = f"; {len(r['mismatched'])} stored metrics came out different" if r["mismatched"] else ""
+    return f"rescored from its run (+{len(r['added'])} metrics{differ}, {r['wall_seconds']} s)"
 
 
 def _cached(out: Path, cell: Cell) -> dict | None:

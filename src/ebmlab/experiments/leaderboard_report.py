@@ -12,7 +12,8 @@ from ebmlab import plots
 from ebmlab.experiments import claims
 
 # which direction ranks first: these metrics lower, every other (precision, in-support share, AUROCs) higher
-LOWER = ("density_kl", "sample_mode_mass_error", "sample_energy_distance", "digits_fd")
+LOWER = ("density_kl", "sample_mode_mass_error", "sample_energy_distance", "sample_energy_distance_heldout",
+         "digits_fd")
 
 
 def better(metric: str) -> str:

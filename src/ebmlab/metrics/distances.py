@@ -16,10 +16,23 @@ def _mean_pdist(a: Tensor, b: Tensor, chunk: int = 2048) -> Tensor:
     return total / (a.shape[0] * b.shape[0])
 
 
-def energy_distance(x: Tensor, y: Tensor) -> float:
-    """Székely's energy distance 2E|X-Y| - E|X-X'| - E|Y-Y'| (V-statistic; 0 iff equal in law)."""
+def energy_distance(x: Tensor, y: Tensor, unbiased: bool = False) -> float:
+    """Székely's energy distance 2E|X-Y| - E|X-X'| - E|Y-Y'| (0 iff equal in law). V-statistic by default
+    (the within-set means include each point's zero distance to itself: biased up by about
+    E|X-X'|/n + E|Y-Y'|/m); ``unbiased=True`` leaves those out (the U-statistic, for sets of different
+    sizes, whose V-statistic biases differ)."""
     x, y = x.flatten(1), y.flatten(1)
-    return float(2 * _mean_pdist(x, y) - _mean_pdist(x, x) - _mean_pdist(y, y))
+    return float(2 * _mean_pdist(x, y) - _self_mean(x, unbiased) - _self_mean(y, unbiased))
+
+
+def _self_mean(a: Tensor, unbiased: bool) -> Tensor:
+    """E|A-A'| over all n^2 pairs, or (``unbiased``) over the n(n-1) pairs of distinct points."""
+    n = a.shape[0]
+    if not unbiased:
+        return _mean_pdist(a, a)
+    if n < 2:
+        raise ValueError("the unbiased energy distance needs at least 2 points per set")
+    return _mean_pdist(a, a) * (n / (n - 1))
 
 
 def mmd(x: Tensor, y: Tensor, bandwidth: float | None = None) -> float:
