@@ -183,3 +183,27 @@ def test_a_cached_cell_lacking_a_required_metric_is_rescored_not_retrained(tmp_p
     claims.run_cells(tmp_path, [Cell("c", 0, _cell_fn, {"x": 3})], jobs=1)
     claims.run_cells(tmp_path, [Cell("c", 0, _cell_fn, {"x": 3}, requires=("new",))], jobs=1)
     assert CALLS[n:] == [(3, 0), (3, 0)]  # no rescore given: run again
+
+
+def test_a_record_from_before_fingerprints_is_reused_when_its_stored_run_matches(tmp_path):
+    """``Cell.run_fingerprint``: a cached record without a fingerprint is current when the fingerprint of its
+    stored run equals today's (it is then written into the record), else it runs again."""
+    CALLS.clear()
+    VERSION[0] = "v1"
+    claims.run_cells(tmp_path, [Cell("a", 0, _cell_fn, {"x": 1}), Cell("b", 0, _cell_fn, {"x": 2})], jobs=1)
+    stored = {"a": "v1:1:0", "b": "v0:2:0"}  # b's run was built by an older library
+    cells = [Cell(arm, 0, _cell_fn, {"x": x}, fingerprint=_fingerprint,
+                  run_fingerprint=lambda run_dir: stored[run_dir.parent.name]) for arm, x in (("a", 1), ("b", 2))]
+    claims.run_cells(tmp_path, cells, jobs=1)
+    assert CALLS[2:] == [(2, 0)]  # only b reran
+    assert json.loads((tmp_path / "cells" / "a" / "seed0" / "cell.json").read_text())["fingerprint"] == "v1:1:0"
+
+
+def test_leaderboard_run_fingerprint_is_the_hash_of_the_stored_config(tmp_path):
+    from ebmlab.config import save_config
+    from ebmlab.experiments import leaderboard
+    params = {"config": "default", "overrides": ["data.name=rings"], "ood": []}
+    save_config(leaderboard.experiment_config("default", ["data.name=rings", "train.seed=0"], threads=1),
+                tmp_path / "config.yaml")
+    assert leaderboard.run_config_fingerprint(tmp_path) == leaderboard.config_fingerprint(params, 0)
+    assert leaderboard.run_config_fingerprint(tmp_path / "nothing") is None

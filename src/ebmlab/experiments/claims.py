@@ -61,6 +61,10 @@ class Cell:
     # when given, else run again. Neither is part of ``key``.
     requires: tuple[str, ...] = field(default=(), compare=False)
     rescore: Callable[[dict, int, Path], dict] | None = field(default=None, compare=False)
+    # optional ``run_fingerprint(run_dir) -> str | None``: the fingerprint of what a cell's *stored run* was
+    # built from (the leaderboard: the hash of its config.yaml), for records cached before fingerprints were
+    # stored: one that matches today's fingerprint is current (and gets it written in), else it is stale.
+    run_fingerprint: Callable[[Path], str | None] | None = field(default=None, compare=False)
 
     def key(self) -> str:
         """A hash of what determines the cell's result (function, parameters, seed)."""
@@ -180,9 +184,14 @@ def _cached(out: Path, cell: Cell) -> dict | None:
     record = json.loads(path.read_text())
     if record.get("key") != cell.key():
         return None
-    if cell.fingerprint is not None and record.get("fingerprint") != cell.fingerprint(cell.params, cell.seed):
-        return None  # the library now builds something else from the same parameters: stale
-    return record
+    if cell.fingerprint is None:
+        return record
+    now = cell.fingerprint(cell.params, cell.seed)
+    if record.get("fingerprint") is None and cell.run_fingerprint is not None and (
+            cell.run_fingerprint(path.parent) == now):  # a record from before fingerprints, its run current
+        record["fingerprint"] = now
+        path.write_text(json.dumps(record, indent=1, default=float))
+    return record if record.get("fingerprint") == now else None  # else the library now builds something else
 
 
 def check_same_step(records: dict) -> int | None:

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ebmlab.config import yaml_load
 from ebmlab.data import build_dataset
 from ebmlab.data.tabular import outliers
 from ebmlab.errors import ConfigError
@@ -53,6 +54,7 @@ from ebmlab.metrics.baselines import BASELINES
 from ebmlab.metrics.ood import auroc
 from ebmlab.objectives.base import SampleOutput
 from ebmlab.training import image_eval
+from ebmlab.training.config import from_dict
 from ebmlab.training.evaluate import evaluate
 from ebmlab.training.run import open_run
 
@@ -273,7 +275,8 @@ def build_cells(quick: bool, full: bool, budget: float | None, seeds, methods=No
         for m in methods:
             config, sets = method_overrides(m, ds, budget, quick)
             cells += [Cell(f"{ds}/{m}", s, cell_fn, {"config": config, "overrides": sets, "ood": ood},
-                           fingerprint=config_fingerprint, requires=needs, rescore=rescore_fn) for s in seeds]
+                           fingerprint=config_fingerprint, run_fingerprint=run_config_fingerprint,
+                           requires=needs, rescore=rescore_fn) for s in seeds]
         base = DATASETS[ds][0] + EVAL[kind(ds)] + (QUICK if quick and kind(ds) == "vector" else [])
         cells += [Cell(f"{ds}/baseline_{b}", s, baseline_fn, {"baseline": b, "overrides": base, "ood": ood},
                        fingerprint=config_fingerprint, requires=needs, rescore=baseline_fn)
@@ -287,6 +290,14 @@ def config_fingerprint(params: dict, seed: int) -> str:
     it is now: a changed default or a new key makes a cached cell stale (``claims.Cell.fingerprint``)."""
     sets = list(params["overrides"]) + [f"train.seed={seed}"]
     return experiment_config(params.get("config"), sets, threads=1).hash()
+
+
+def run_config_fingerprint(run_dir: Path) -> str | None:
+    """The hash of the config a method cell's stored run was trained with (its ``config.yaml`` as written,
+    which is what ``config_fingerprint`` returned then), for cells cached before fingerprints were stored;
+    None without one (a baseline cell, a failed start)."""
+    path = Path(run_dir) / "config.yaml"
+    return from_dict(yaml_load(path.read_text(), str(path))).hash() if path.is_file() else None
 
 
 def _subset(what: str, names, known) -> tuple[str, ...] | None:
