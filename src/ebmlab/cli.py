@@ -232,6 +232,8 @@ def cmd_experiment(args) -> int:
         options["full"] = True
     if args.budget is not None:
         options["budget"] = args.budget
+    if args.rescore:
+        options["rescore"] = True
     for key in ("methods", "datasets"):
         if getattr(args, key) is not None:
             options[key] = _name_list(key, getattr(args, key))
@@ -412,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--methods", metavar="M,M,...", default=None,
                    help="leaderboard: only these methods (rows; the GMM and KDE baselines always run)")
     x.add_argument("--datasets", metavar="D,D,...", default=None, help="leaderboard: only these datasets (columns)")
+    x.add_argument("--rescore", action="store_true",
+                   help="leaderboard: evaluate every finished cell again from its stored run, without training "
+                        "(after a change to the evaluation code; each cell.json lists what changed)")
     x.set_defaults(fn=cmd_experiment)
     c = sub.add_parser("configs", help="list the shipped configs, or print one (NAME)",
                        description="List the configs shipped with ebmlab, or print one of them.")

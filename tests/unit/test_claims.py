@@ -162,8 +162,8 @@ def _rescore(params: dict, seed: int, run_dir) -> dict:
 
 def test_a_cached_cell_lacking_a_required_metric_is_rescored_not_retrained(tmp_path):
     """``Cell.requires`` + ``Cell.rescore``: a metric added after a cell ran is computed from its stored run;
-    the stored metrics are kept and any the rescore computes differently are listed; a failed cell is left
-    alone; without ``rescore`` the cell runs again."""
+    a stored metric the rescore computes differently is replaced and listed; a failed cell is left alone;
+    without ``rescore`` the cell runs again."""
     CALLS.clear()
     old = [Cell("a", 0, _cell_fn, {"x": 1}), Cell("bad", 0, _cell_fn, {"x": "boom"})]
     claims.run_cells(tmp_path, old, jobs=1)
@@ -171,14 +171,18 @@ def test_a_cached_cell_lacking_a_required_metric_is_rescored_not_retrained(tmp_p
     recs = claims.run_cells(tmp_path, new, jobs=1)
     assert CALLS[2:] == [("rescore", 1, 0)]  # the failed cell is not rescored, nothing retrained
     r = recs[("a", 0)]
-    assert r["metrics"] == {"m": 10, "new": 7.0} and r["rescored"]["added"] == ["new"] and not r["rescored"]["mismatched"]
+    assert r["metrics"] == {"m": 10, "new": 7.0} and r["rescored"]["added"] == ["new"] and not r["rescored"]["changed"]
     claims.run_cells(tmp_path, new, jobs=1)
     assert len(CALLS) == 3  # complete now: cached
     drift = Cell("b", 0, _cell_fn, {"x": 2, "drift": 1})
     claims.run_cells(tmp_path, [drift], jobs=1)
     r = claims.run_cells(tmp_path, [Cell("b", 0, _cell_fn, drift.params, requires=("new",), rescore=_rescore)],
                          jobs=1)[("b", 0)]
-    assert r["metrics"]["m"] == 20 and r["rescored"]["mismatched"] == {"m": [20, 21]}  # stored value kept, flagged
+    assert r["metrics"]["m"] == 21 and r["rescored"]["changed"] == {"m": [20, 21]}  # today's value, the old one listed
+    claims.run_cells(tmp_path, [Cell("b", 0, _cell_fn, drift.params, requires=("new",), rescore=_rescore)], jobs=1)
+    k = len(CALLS)
+    claims.run_cells(tmp_path, [Cell("b", 0, _cell_fn, drift.params, rescore=_rescore)], jobs=1, rescore=True)
+    assert CALLS[k:] == [("rescore", 2, 0)]  # rescore=True: every finished cell that can be
     n = len(CALLS)
     claims.run_cells(tmp_path, [Cell("c", 0, _cell_fn, {"x": 3})], jobs=1)
     claims.run_cells(tmp_path, [Cell("c", 0, _cell_fn, {"x": 3}, requires=("new",))], jobs=1)

@@ -77,15 +77,17 @@ def cell_dir(out: Path, cell: Cell) -> Path:
     return Path(out) / "cells" / cell.arm / f"seed{cell.seed}"
 
 
-def run_cells(out: Path, cells: Sequence[Cell], jobs: int = 2) -> dict[tuple[str, int], dict]:
+def run_cells(out: Path, cells: Sequence[Cell], jobs: int = 2, rescore: bool = False) -> dict[tuple[str, int], dict]:
     """Run every cell not already finished (same key) ``jobs`` at a time, each in its own process with
-    one thread (``jobs=1``: in this process, serially). Returns {(arm, seed): cell record}."""
-    work = []  # (cell, cached record to complete, or None: run it)
+    one thread (``jobs=1``: in this process, serially). A finished cell lacking one of its ``requires``
+    metrics is rescored from its stored run (``Cell.rescore``); ``rescore=True`` rescores every finished
+    cell that can be (after a change to the evaluation code). Returns {(arm, seed): cell record}."""
+    work = []  # (cell, cached record to rescore, or None: run it)
     for c in cells:
         record = _cached(out, c)
         if record is None or (_lacks(record, c.requires) and c.rescore is None):
             work.append((c, None))
-        elif _lacks(record, c.requires):
+        elif c.rescore is not None and (_lacks(record, c.requires) or (rescore and _finished(record))):
             work.append((c, record))
     if work:
         n_rescore = sum(r is not None for _, r in work)
@@ -103,10 +105,14 @@ def run_cells(out: Path, cells: Sequence[Cell], jobs: int = 2) -> dict[tuple[str
     return {(c.arm, c.seed): _cached(out, c) for c in cells}
 
 
+def _finished(record: dict) -> bool:
+    """Whether a record was evaluated (not failed, not diverged)."""
+    return not (record.get("failed") or record.get("diverged"))
+
+
 def _lacks(record: dict, requires: Sequence[str]) -> bool:
-    """Whether a finished (not failed, not diverged) record lacks one of the ``requires`` metrics."""
-    done = not (record.get("failed") or record.get("diverged"))
-    return done and any(m not in record.get("metrics", {}) for m in requires)
+    """Whether a finished record lacks one of the ``requires`` metrics."""
+    return _finished(record) and any(m not in record.get("metrics", {}) for m in requires)
 
 
 def _do(cell: Cell, run_dir: Path, record: dict | None) -> dict:
@@ -115,9 +121,10 @@ def _do(cell: Cell, run_dir: Path, record: dict | None) -> dict:
 
 
 def _rescore_cell(cell: Cell, run_dir: Path, record: dict) -> dict:
-    """``record`` with the metrics it lacks, from ``cell.rescore`` on the stored run. The metrics it already
-    has are kept; where the rescore computes one of them differently, ``rescored.mismatched`` says so
-    (old, new): a rescore of a deterministic evaluation must reproduce them."""
+    """``record`` with its metrics computed again by ``cell.rescore`` on the stored run (today's evaluation
+    code): new metrics are added (``rescored.added``), and a stored one that now comes out different is
+    replaced and listed in ``rescored.changed`` as [old, new] (a deterministic evaluation whose code did not
+    change reproduces every stored value; timings are not compared)."""
     t0 = time.time()
     try:
         new = dict(cell.rescore(cell.params, cell.seed, run_dir))
@@ -127,11 +134,12 @@ def _rescore_cell(cell: Cell, run_dir: Path, record: dict) -> dict:
     old = record["metrics"]
     for k in ("step", "diverged"):
         new.pop(k, None)
-    added = {k: v for k, v in new.items() if k not in old}
-    mismatched = {k: [old[k], v] for k, v in new.items() if k in old and not k.endswith("_seconds")  # (timings vary)
-                  and _number(v) and _number(old[k]) and not math.isclose(old[k], v, rel_tol=1e-9, abs_tol=1e-12)}
-    return {**record, "metrics": {**old, **added}, "rescored": {
-        "added": sorted(added), "mismatched": mismatched, "wall_seconds": round(time.time() - t0, 1)}}
+    added = sorted(k for k in new if k not in old)
+    changed = {k: [old[k], v] for k, v in new.items() if k in old and not k.endswith("_seconds")  # (timings vary)
+               and _number(v) and _number(old[k]) and not math.isclose(old[k], v, rel_tol=1e-9, abs_tol=1e-12)}
+    timings = {k: old[k] for k in old if k.endswith("_seconds")}  # the training run's, not the rescore's
+    return {**record, "metrics": {**old, **new, **timings}, "rescored": {
+        "added": added, "changed": changed, "wall_seconds": round(time.time() - t0, 1)}}
 
 
 def _one_thread() -> None:
@@ -173,7 +181,7 @@ def _number(v) -> bool:
 def _rescore_state(r: dict) -> str:
     if "failed" in r:
         return f"rescore failed: {r['failed']}"
-    differ = f"; {len(r['mismatched'])} stored metrics came out different" if r["mismatched"] else ""
+    differ = f"; {len(r['changed'])} stored metrics changed: {', '.join(r['changed'])}" if r["changed"] else ""
     return f"rescored from its run (+{len(r['added'])} metrics{differ}, {r['wall_seconds']} s)"
 
 

@@ -135,6 +135,7 @@ def cell_fn(params: dict, seed: int, run_dir: Path) -> dict:
     def measure(arm) -> dict:
         obj, data = arm.trainer.objective, arm.trainer.data
         stats = arm.trainer.fit_stats
+        obj.eval()  # as evaluate measures (evaluate leaves it in train mode: spectral norm's power iterations)
         x, evals = figure_samples(obj, data, seed, count=True)
         np.save(Path(run_dir) / "figure_samples.npy", x)
         return {"updates": stats["updates"], "train_wall_seconds": stats["wall_seconds"],
@@ -147,8 +148,9 @@ def rescore_fn(params: dict, seed: int, run_dir: Path) -> dict:
     """A finished method cell's evaluation and OOD AUROCs again, from its stored run (the final checkpoint,
     EMA weights): the metrics ``cell_fn`` records after training, without training (``claims.Cell.rescore``)."""
     cfg, objective, data = open_run(run_dir)
-    return {**{k: v for k, v in evaluate(objective, data, cfg, None).items() if isinstance(v, (int, float))},
-            **ood_aurocs(objective, data, params["ood"], seed)}
+    m = {k: v for k, v in evaluate(objective, data, cfg, None).items() if isinstance(v, (int, float))}
+    objective.eval()  # (evaluate leaves it in train mode), as ``cell_fn`` measures
+    return {**m, **ood_aurocs(objective, data, params["ood"], seed)}
 
 
 class FittedDensity(nn.Module):
@@ -314,15 +316,17 @@ def _subset(what: str, names, known) -> tuple[str, ...] | None:
 
 # ----- the experiment --------------------------------------------------------------------------------
 def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2, full: bool = False,
-        budget: float | None = None, methods=None, datasets=None) -> dict:
+        budget: float | None = None, methods=None, datasets=None, rescore: bool = False) -> dict:
     """The leaderboard into ``out`` (module docstring); returns the ``results.json`` content. ``methods``,
-    ``datasets``: run (and rank) only these rows and columns; the baselines always run."""
+    ``datasets``: run (and rank) only these rows and columns; the baselines always run. ``rescore``:
+    evaluate every finished cell again from its stored run (baselines: refitted), for a change to the
+    evaluation code; a metric a cell lacks is always computed that way."""
     if budget is not None and not budget > 0:
         raise ValueError(f"--budget must be positive seconds, got {budget}")
     t0 = time.time()
     seeds = tuple(seeds[:1]) if quick else tuple(seeds)
     grid = build_cells(quick, full, budget, seeds, methods, datasets)
-    records = claims.run_cells(out, [c for cells in grid.values() for c in cells], jobs=jobs)
+    records = claims.run_cells(out, [c for cells in grid.values() for c in cells], jobs=jobs, rescore=rescore)
     spent = budget or (QUICK_BUDGET if quick else BUDGET_FULL if full else BUDGET)
     result = {"experiment": "leaderboard", "quick": quick, "full": full, "budget_seconds": spent,
               "seeds": list(seeds), "methods": list(dict.fromkeys(c.arm.split("/", 1)[1] for cs in grid.values()
