@@ -89,6 +89,7 @@ class ModelConfig:
     activation: str = "silu"
     fourier: int = 0                  # mlp: random Fourier input features (0: none); see energies/mlp.py
     fourier_scale: float = 1.0        # mlp: std of their frequencies, in units of the model coordinates
+    base_std: float | None = None     # mlp: + |x|^2 / (2 base_std^2), a Gaussian base measure (energies/mlp.py)
     channels: list | None = None      # resnet: channels per resolution
     norm: str | None = None           # resnet: group | layer | none
     attention: bool = False           # resnet: self-attention at the lowest resolution
@@ -202,6 +203,8 @@ _NEW_KEYS += ("method.train_init_std",)
 _NEW_KEYS += ("train.time_budget",)
 # resample-move AIS for the noise chains (samplers/ais.py): None = plain AIS
 _NEW_KEYS += ("method.ais_resample",)
+# the MLP's Gaussian base measure (energies/mlp.py): None = none
+_NEW_KEYS += ("model.base_std",)
 # Keys added with a non-None default that equals the older behaviour: left out of the hash at that default.
 _NEW_KEY_DEFAULTS = {
     # importance-weighted noise chains (samplers/ais.py; docs/paper004.md, the demo's ring masses)
@@ -401,6 +404,9 @@ def _validate_model(m: ModelConfig) -> None:
     _at_least("model", m, 0, ("depth", "fourier"))
     if not m.fourier_scale > 0:
         raise ConfigError(f"model.fourier_scale must be positive, got {m.fourier_scale}")
+    if m.base_std is not None and not (m.name == "mlp" and m.base_std > 0):
+        raise ConfigError(f"model.base_std (a Gaussian base measure) must be positive and applies to model.name mlp, "
+                          f"got {m.base_std} with {m.name!r}")
     if m.channels is not None and not (m.channels and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
                                                           for c in m.channels)):
         raise ConfigError(f"model.channels must be a non-empty list of positive integers, got {_short(m.channels)}")

@@ -10,6 +10,12 @@ low-frequency functions first ("spectral bias"); densities with thin structure (
 are 0.065 wide in standardised units) need energies that change by several nats over that width,
 which a plain MLP reaches only after many thousand updates. The features make such energies cheap. ``out_dim > 1`` returns (B, out_dim) for heads that need a
 vector (paper 000's joint time head).
+
+``base_std = s`` adds |x|^2 / (2 s^2) to the energy: the model becomes an exponential tilt of the Gaussian
+base measure N(0, s^2 I) (model coordinates), p(x) ∝ N(x; 0, s^2 I) exp(-net(x)). The network grows at most
+linearly far from the data, so the quadratic wins there: the density is normalisable and a chain that
+wanders off is pulled back, where a plain network can slope downwards into a sink no short-run training
+chain ever reaches (docs/leaderboard.md, breast cancer). Not in the papers; None (default): no base term.
 """
 from __future__ import annotations
 
@@ -55,11 +61,17 @@ class MLPEnergy(nn.Module):
     """Residual MLP; ``forward(x)`` returns (B,) energies, or (B, out_dim) when out_dim > 1."""
 
     def __init__(self, in_dim: int, width: int = 128, depth: int = 3, activation: str = "silu",
-                 out_dim: int = 1, cond_dim: int = 0, fourier: int = 0, fourier_scale: float = 1.0):
+                 out_dim: int = 1, cond_dim: int = 0, fourier: int = 0, fourier_scale: float = 1.0,
+                 base_std: float | None = None):
         super().__init__()
         if in_dim <= 0 or width <= 0 or depth < 0:
             raise ValueError(f"MLPEnergy needs in_dim>0, width>0, depth>=0; got {in_dim}, {width}, {depth}")
+        if base_std is not None and (out_dim != 1 or not base_std > 0):
+            raise ValueError(f"base_std must be positive and needs a scalar energy (out_dim 1); got {base_std}, "
+                             f"out_dim {out_dim}")
         self.in_dim, self.out_dim = in_dim, out_dim
+        # 1 / (2 s^2) of the Gaussian base term, or None (a number, not a buffer: the config carries it)
+        self.base_coef = None if base_std is None else 0.5 / float(base_std) ** 2
         # (D, F) fixed random frequencies; a buffer so that checkpoints carry it
         freqs = torch.randn(in_dim, fourier) * fourier_scale if fourier > 0 else None
         self.register_buffer("freqs", freqs)  # None: not in the state dict (plain MLP checkpoints)
@@ -85,4 +97,8 @@ class MLPEnergy(nn.Module):
         """(B,) energies of ``x`` (B, ...) (flattened), or (B, out_dim) for a vector head; ``cond`` (B, cond_dim) is
         concatenated to the input when the network was built with ``cond_dim``."""
         out = self.out(self.features(x, cond))  # (B, out_dim)
-        return out.squeeze(1) if self.out_dim == 1 else out
+        if self.out_dim != 1:
+            return out
+        if self.base_coef is None:
+            return out.squeeze(1)
+        return out.squeeze(1) + self.base_coef * x.flatten(1).pow(2).sum(1)  # (B,) + |x|^2 / (2 s^2)
