@@ -1,4 +1,5 @@
 """The residual MLP energy: shapes, gradients, the optional random Fourier features, checkpoints."""
+import pytest
 import torch
 
 from ebmlab.energies.base import energy_and_grad
@@ -44,3 +45,31 @@ def test_plain_sigmoid_is_a_selectable_activation():
     net = MLPEnergy(3, width=8, depth=1, activation="sigmoid")
     assert any(isinstance(m, torch.nn.Sigmoid) for m in net.modules())
     assert net(torch.randn(4, 3)).shape == (4,)
+
+
+def test_base_std_adds_the_gaussian_base_measure():
+    """``base_std = s``: E(x) = net(x) + |x|^2 / (2 s^2) with the same network, and its gradient x / s^2 more."""
+    torch.manual_seed(0)
+    plain = MLPEnergy(3, width=8, depth=1)
+    tilted = MLPEnergy(3, width=8, depth=1, base_std=2.0)
+    tilted.load_state_dict(plain.state_dict())
+    x = torch.randn(6, 3)
+    assert torch.allclose(tilted(x), plain(x) + x.pow(2).sum(1) / 8.0)
+    assert torch.allclose(energy_and_grad(tilted, x)[1], energy_and_grad(plain, x)[1] + x / 4.0)
+    with pytest.raises(ValueError, match="base_std"):
+        MLPEnergy(3, width=8, depth=1, base_std=0.0)
+    with pytest.raises(ValueError, match="scalar energy"):
+        MLPEnergy(3, width=8, depth=1, out_dim=2, base_std=1.0)
+
+
+def test_base_std_config_is_checked_and_left_out_of_older_hashes():
+    from ebmlab.config import ConfigError
+    from ebmlab.energies.build import build_energy
+    from ebmlab.training.config import load_config
+    cfg = load_config("default", ["model.base_std=3"])
+    assert build_energy(cfg.model, (10,)).base_coef == pytest.approx(0.5 / 9)
+    assert load_config("default").hash() != cfg.hash()
+    assert load_config("default", ["model.base_std=null"]).hash() == load_config("default").hash()
+    for bad in (["model.base_std=-1"], ["model.base_std=1", "model.name=resnet"]):
+        with pytest.raises(ConfigError, match="base_std"):
+            load_config("default", bad)

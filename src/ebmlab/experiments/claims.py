@@ -27,11 +27,14 @@ Protocol (issue 15, item 1), the same for every paper:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import multiprocessing
 import os
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -98,11 +101,40 @@ def run_cells(out: Path, cells: Sequence[Cell], jobs: int = 2, rescore: bool = F
             _finish(out, c, _do(c, cell_dir(out, c), record))
     else:
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_one_thread) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_one_thread) as pool, \
+                _workers_stop_with(pool):
             futures = [(c, pool.submit(_do, c, cell_dir(out, c), record)) for c, record in work]
             for c, fut in futures:
                 _finish(out, c, fut.result())
     return {(c.arm, c.seed): _cached(out, c) for c in cells}
+
+
+@contextlib.contextmanager
+def _workers_stop_with(pool: ProcessPoolExecutor):
+    """Stop ``pool``'s workers when this process is stopped (Ctrl-C, or SIGTERM, which it turns into
+    SystemExit here): a worker left running would go on training its queued cells into their directories
+    after the experiment is gone (seen: a killed leaderboard's two workers retrained 48 cells over the
+    directories a user had restored)."""
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main else None
+    try:
+        yield
+    except BaseException:
+        if hasattr(pool, "terminate_workers"):  # Python >= 3.14
+            pool.terminate_workers()
+        else:  # (no public way before 3.14; shutdown forgets the processes, so they are taken first)
+            procs = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                proc.terminate()
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def _finished(record: dict) -> bool:
