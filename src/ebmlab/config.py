@@ -70,6 +70,7 @@ class DataConfig:
     n_train: int = 50000              # toy: samples drawn for training
     n_test: int = 5000                # toy: held-out samples; arrays: size of the held-out split
     standardize: bool = True          # vectors: divide each coordinate by its std (see data/dataset.py)
+    whiten: bool = False              # vectors: then ZCA-whiten (identity covariance; needs standardize)
     image_size: int | None = None     # images: resize to this side length
     channels: int | None = None       # images: force 1 or 3 channels
     crop: int | None = None           # images: centre crop before resize (CelebA: 140)
@@ -211,6 +212,8 @@ _NEW_KEY_DEFAULTS = {
     "method.noise_chain": "short_run",
     # AIS noise chains resample by default since issue 18; 0 (never) is what AIS runs before did
     "method.ais_resample": 0.0,
+    # ZCA whitening of vector data (data/dataset.py): off is what runs before did
+    "data.whiten": False,
 }
 # Keys whose resolved default changed after runs existed: {key: (condition on the stored run's keys, the
 # value those runs ran with)}. A stored config.yaml without the key, or with null, ran with that value
@@ -382,6 +385,8 @@ def _validate_data(d: DataConfig) -> None:
     if d.classes is not None and not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
                                          for c in d.classes):
         raise ConfigError(f"data.classes must be a list of non-negative integer labels, got {_short(d.classes)}")
+    if d.whiten and not d.standardize:
+        raise ConfigError("data.whiten whitens the standardised vectors: it needs data.standardize=true")
 
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")

@@ -15,22 +15,29 @@ from ebmlab.errors import DataError
 
 @dataclass
 class Affine:
-    """z = (x - shift) / scale, per coordinate (vectors) or scalar (images)."""
+    """z = (x - shift) / scale, per coordinate (vectors) or scalar (images); with ``matrix`` (vectors,
+    ``data.whiten``) the standardised point is then whitened, z = W (x - shift) / scale, W (D, D)."""
     shift: Tensor
     scale: Tensor
+    matrix: Tensor | None = None   # (D, D) W, or None
+    inverse: Tensor | None = None  # (D, D) W^-1 (stored, so a reloaded run maps back exactly as it trained)
 
     def to_model(self, x: Tensor) -> Tensor:
-        """Data coordinates -> model coordinates: (x - shift) / scale."""
-        return (x - self.shift.to(x)) / self.scale.to(x)
+        """Data coordinates -> model coordinates: (x - shift) / scale [then W]."""
+        z = (x - self.shift.to(x)) / self.scale.to(x)
+        return z if self.matrix is None else z @ self.matrix.to(z).T
 
     def to_data(self, z: Tensor) -> Tensor:
-        """Model coordinates -> data coordinates: z * scale + shift."""
+        """Model coordinates -> data coordinates: [W^-1 z then] z * scale + shift."""
+        if self.inverse is not None:
+            z = z @ self.inverse.to(z).T
         return z * self.scale.to(z) + self.shift.to(z)
 
     @property
     def log_det(self) -> float:
         """log |dz/dx| per example."""
-        return float(-torch.log(self.scale).sum()) if self.scale.dim() else 0.0
+        out = float(-torch.log(self.scale).sum()) if self.scale.dim() else 0.0
+        return out if self.matrix is None else out + float(torch.linalg.slogdet(self.matrix.double())[1])
 
     @staticmethod
     def identity(dim: int | None = None) -> Affine:

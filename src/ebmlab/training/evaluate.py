@@ -21,7 +21,8 @@ Vector data (``evaluate_vectors``):
 - ``density_kl_skipped``: the reason there is no ``density_kl`` (a method without a log-density, or
   user data, whose exact density nobody knows), never a nan;
 - ``sample_energy_distance_heldout`` (data without an exact sampler: user arrays, tables): the energy
-  distance in model (standardised) coordinates between ``eval.n_samples`` samples and every held-out row,
+  distance in z-scored data coordinates (the training rows' column means and stds) between
+  ``eval.n_samples`` samples and every held-out row,
   with ``..._train`` (training rows) and ``..._noise`` (the prior's draws) on the same rows
   (``heldout_energy_distance``);
 - ``eval_n_samples``: the size of each compared set (smaller than ``eval.n_samples`` when the
@@ -149,25 +150,29 @@ def evaluate_vectors(objective, data, cfg, run_dir: Path | None, generator) -> d
 
 
 def heldout_energy_distance(objective, data, n: int, generator, samples: torch.Tensor | None = None) -> dict:
-    """For data without an exact sampler: the energy distance (U-statistic) in *model* coordinates
-    (standardised columns when ``data.standardize``) between ``n`` samples (``samples``, model
-    coordinates, or drawn here) and every held-out row, ``sample_energy_distance_heldout``, with two
-    references on the same held-out rows: ``..._train`` (min(n, N) training rows, what replaying the
-    training set scores) and ``..._noise`` (n draws of the prior). Unlike ``sample_energy_distance``
-    (data coordinates, two halves of the held-out split), no column dominates by its units and the
-    samples are not cut to half the held-out split (docs/leaderboard.md, breast cancer). {} when the
-    held-out split has fewer than 2 rows."""
-    test = data.test.flatten(1).float()
-    if test.shape[0] < 2:
+    """For data without an exact sampler: the energy distance (U-statistic) between ``n`` samples
+    (``samples``, model coordinates, or drawn here) and every held-out row, in *z-scored data coordinates*
+    (each column centred and scaled by the training rows' mean and std, whatever the model's own transform),
+    ``sample_energy_distance_heldout``, with two references on the same held-out rows: ``..._train``
+    (min(n, N) training rows, what replaying the training set scores) and ``..._noise`` (n draws of the
+    prior). Unlike ``sample_energy_distance`` (data coordinates, two halves of the held-out split), no
+    column dominates by its units and the samples are not cut to half the held-out split
+    (docs/leaderboard.md, breast cancer). {} when the held-out split has fewer than 2 rows."""
+    if data.test.shape[0] < 2:
         return {}
     if samples is None:
         samples = objective.sample(n, generator=generator).x
+    train = data.transform.to_data(data.train).double()  # (N, D) data coordinates
+    mean, std = train.mean(0), train.std(0).clamp_min(1e-12)
+
+    def z(x_model: torch.Tensor) -> torch.Tensor:  # model coordinates -> z-scored data coordinates, (B, D)
+        return (data.transform.to_data(x_model.detach().cpu().float()).double() - mean) / std
+
     g = torch.Generator().manual_seed(0)
-    train = data.train[torch.randperm(data.train.shape[0], generator=g)[:n]]
-    noise = objective.prior(n, generator=generator)
-    ed = {"": samples, "_train": train, "_noise": noise}
-    return {f"sample_energy_distance_heldout{k}": energy_distance(x.detach().cpu().float(), test, unbiased=True)
-            for k, x in ed.items()}
+    rows = data.train[torch.randperm(data.train.shape[0], generator=g)[:n]]
+    sets = {"": samples, "_train": rows, "_noise": objective.prior(n, generator=generator)}
+    test = z(data.test)
+    return {f"sample_energy_distance_heldout{k}": energy_distance(z(x), test, unbiased=True) for k, x in sets.items()}
 
 
 def _density_metrics(objective, data, cfg, run_dir: Path | None) -> dict:

@@ -147,9 +147,26 @@ def write_run_info(run_dir: Path, cfg: Config, data) -> None:
                      "n_test": int(data.test.shape[0]),
                      "path": str(Path(cfg.data.path).resolve()) if cfg.data.path else None,
                      "sha256": file_sha256(f) if f is not None else None},
-            "transform": {"shift": tf.shift.tolist(), "scale": tf.scale.tolist(),
-                          "note": "model = (data - shift) / scale" + (", images in [-1, 1]" if data.kind == "image" else "")}}
+            "transform": _transform_info(tf, data.kind)}
     write_text_atomic(run_dir / INFO_NAME, json.dumps(info, indent=1))
+
+
+def _transform_info(tf, kind: str) -> dict:
+    """run.json's ``transform``: shift and scale, and with whitening the matrix W and its inverse."""
+    out = {"shift": tf.shift.tolist(), "scale": tf.scale.tolist(),
+           "note": "model = (data - shift) / scale" + (", images in [-1, 1]" if kind == "image" else "")}
+    if tf.matrix is not None:
+        out.update(matrix=tf.matrix.tolist(), inverse=tf.inverse.tolist(), note="model = W (data - shift) / scale")
+    return out
+
+
+def stored_transform(tf: dict):
+    """The ``Affine`` of run.json's ``transform`` (ValueError/TypeError/KeyError if it is malformed)."""
+    from ebmlab.data.base import Affine
+
+    def t(key):
+        return torch.tensor(tf[key], dtype=torch.float32)
+    return Affine(t("shift"), t("scale"), *((t("matrix"), t("inverse")) if "matrix" in tf else ()))
 
 
 def read_run_info(run_dir: Path) -> dict | None:
@@ -161,8 +178,7 @@ def read_run_info(run_dir: Path) -> dict | None:
         info = json.loads(p.read_text())
         ok = isinstance(info, dict) and isinstance(info.get("data"), dict) and isinstance(info.get("transform"), dict)
         if ok:
-            torch.tensor(info["transform"]["shift"], dtype=torch.float32)
-            torch.tensor(info["transform"]["scale"], dtype=torch.float32)
+            stored_transform(info["transform"])
             [int(s) for s in info["data"]["shape"]]
     except (OSError, ValueError, TypeError, KeyError, RuntimeError):
         ok = False
@@ -191,13 +207,12 @@ def verify_data(run_dir: Path, cfg: Config, info: dict | None) -> bool:
 
 def _stub_dataset(info: dict):
     """A ``Dataset`` with the run's stored transform and shape but no examples (the file is absent)."""
-    from ebmlab.data.base import Affine, Dataset
+    from ebmlab.data.base import Dataset
 
-    d, tf = info["data"], info["transform"]
+    d = info["data"]
     shape = tuple(int(s) for s in d["shape"])
     empty = torch.zeros((2, *shape))
-    transform = Affine(torch.tensor(tf["shift"], dtype=torch.float32), torch.tensor(tf["scale"], dtype=torch.float32))
-    return Dataset(str(d.get("path") or d.get("name")), d["kind"], empty, empty[:0], transform,
+    return Dataset(str(d.get("path") or d.get("name")), d["kind"], empty, empty[:0], stored_transform(info["transform"]),
                    num_classes=int(d.get("num_classes") or 0), info={"stub": True})
 
 

@@ -1,0 +1,64 @@
+"""``data.whiten``: ZCA whitening of standardised vectors (data/dataset.py). Known answers: the training rows'
+covariance becomes I, the transform round-trips, ``log_det`` is the log-determinant of its Jacobian, the
+whitening matrix is the symmetric C^(-1/2), and a run stores and reloads it exactly."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import ebmlab
+from ebmlab.config import ConfigError
+from ebmlab.data import build_dataset
+from ebmlab.training.config import load_config
+
+
+def _correlated(n=2000, seed=0) -> np.ndarray:
+    g = np.random.default_rng(seed)
+    z = g.normal(size=(n, 3))
+    return np.stack([100 * z[:, 0], 100 * z[:, 0] + 5 * z[:, 1], 0.01 * z[:, 2] - 0.002 * z[:, 0]], 1) + [3, -1, 7]
+
+
+@pytest.fixture
+def table(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, _correlated())
+    return path
+
+
+def test_whitened_training_rows_have_identity_covariance_and_the_map_round_trips(table):
+    cfg = load_config(None, ["data.name=array", f"data.path={table}", "data.whiten=true"])
+    d = build_dataset(cfg.data)
+    assert torch.allclose(torch.cov(d.train.T), torch.eye(3), atol=1e-4)
+    w = d.transform.matrix
+    assert torch.allclose(w, w.T, atol=1e-5) and torch.allclose(w @ d.transform.inverse, torch.eye(3), atol=1e-4)
+    x = torch.from_numpy(_correlated(50, seed=1)).float()
+    assert torch.allclose(d.transform.to_data(d.transform.to_model(x)), x, rtol=1e-4, atol=1e-3)
+    jac = torch.autograd.functional.jacobian(lambda v: d.transform.to_model(v[None].double())[0], x[0].double())
+    assert d.transform.log_det == pytest.approx(float(torch.linalg.slogdet(jac)[1]), rel=1e-5)
+    plain = build_dataset(load_config(None, ["data.name=array", f"data.path={table}"]).data)
+    corr = torch.cov(plain.train.T)
+    assert torch.cov(plain.train.T)[0, 1] > 0.99 and plain.transform.matrix is None
+    evals, evecs = torch.linalg.eigh(corr.double())
+    assert torch.allclose(w.double(), evecs @ torch.diag(evals.rsqrt()) @ evecs.T, rtol=1e-3, atol=1e-3)
+
+
+def test_whiten_needs_standardize_and_leaves_older_hashes_alone():
+    with pytest.raises(ConfigError, match="standardize"):
+        load_config("default", ["data.whiten=true", "data.standardize=false"])
+    assert load_config("default", ["data.whiten=false"]).hash() == load_config("default").hash()
+    assert load_config("default", ["data.whiten=true"]).hash() != load_config("default").hash()
+
+
+def test_a_run_stores_its_whitening_and_reloads_it(tmp_path):
+    x = _correlated(400)
+    run = ebmlab.train("data", data=x, out=tmp_path / "r", train={"steps": 5, "batch_size": 32, "progress": False},
+                       eval={"n_samples": 20, "plots": False, "long_run_factor": 1},
+                       overrides={"model.width": 16, "data.whiten": True})
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert np.array(info["transform"]["matrix"]).shape == (3, 3) and "W" in info["transform"]["note"]
+    again = ebmlab.load(tmp_path / "r")
+    pts = torch.from_numpy(x[:6]).float()
+    assert torch.equal(again(pts), run(pts))  # the energy in data coordinates: the same transform
+    s = again.sample(200, steps=0, seed=0)  # the prior, mapped to data coordinates through W^-1
+    assert np.corrcoef(s.numpy().T)[0, 1] > 0.9
