@@ -27,6 +27,14 @@ def test_quick_leaderboard_writes_tables_json_and_figure(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "## mixture" in md and "baseline_gmm" in md and "(1)" in md
     assert (tmp_path / "samples_grid.png").stat().st_size > 0
+    assert "sample_energy_distance_heldout" in saved["datasets"]["breast_cancer"]["table"]["breast_cancer/hybrid"]
+    # --rescore: every cell evaluated again from its stored run (baselines refitted) reproduces every stored value
+    leaderboard.run(tmp_path, quick=True, jobs=1, budget=0.5, rescore=True)
+    cells = sorted(tmp_path.glob("cells/*/*/seed0/cell.json"))
+    assert len(cells) == 8
+    for path in cells:
+        record = json.loads(path.read_text())
+        assert record["rescored"]["changed"] == {} and record["rescored"]["added"] == [], (path, record["rescored"])
 
 
 def test_the_default_grid_is_every_method_on_every_dataset():
