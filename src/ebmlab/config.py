@@ -71,6 +71,8 @@ class DataConfig:
     n_test: int = 5000                # toy: held-out samples; arrays: size of the held-out split
     standardize: bool = True          # vectors: divide each coordinate by its std (see data/dataset.py)
     whiten: bool = False              # vectors: then ZCA-whiten (identity covariance; needs standardize)
+    jitter: float | None = None       # std of Gaussian noise added to each training example as it is drawn,
+                                      # model coordinates (training/loop.py; None: none)
     image_size: int | None = None     # images: resize to this side length
     channels: int | None = None       # images: force 1 or 3 channels
     crop: int | None = None           # images: centre crop before resize (CelebA: 140)
@@ -206,6 +208,8 @@ _NEW_KEYS += ("train.time_budget",)
 _NEW_KEYS += ("method.ais_resample",)
 # the MLP's Gaussian base measure (energies/mlp.py): None = none
 _NEW_KEYS += ("model.base_std",)
+# noise on the training examples as they are drawn (training/loop.py): None = none
+_NEW_KEYS += ("data.jitter",)
 # Keys added with a non-None default that equals the older behaviour: left out of the hash at that default.
 _NEW_KEY_DEFAULTS = {
     # importance-weighted noise chains (samplers/ais.py; docs/paper004.md, the demo's ring masses)
@@ -385,6 +389,8 @@ def _validate_data(d: DataConfig) -> None:
     if d.classes is not None and not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
                                          for c in d.classes):
         raise ConfigError(f"data.classes must be a list of non-negative integer labels, got {_short(d.classes)}")
+    if d.jitter is not None and not d.jitter > 0:
+        raise ConfigError(f"data.jitter (the std of the noise on training examples) must be positive or null, got {d.jitter}")
     if d.whiten and not d.standardize:
         raise ConfigError("data.whiten whitens the standardised vectors: it needs data.standardize=true")
 

@@ -205,9 +205,14 @@ class Trainer:
     def next_batch(self):
         """The next training batch (x, or (x, y) with labels) on the device, drawn with the data generator."""
         n, b = self.data.train.shape[0], self.cfg.train.batch_size
-        idx = torch.randint(n, (b * self.dist.world_size,), generator=self.g_data)  # global batch
-        idx = distributed.shard(idx, self.dist)  # (B,) this rank's disjoint slice
-        x = self.data.train[idx].to(self.device)
+        global_idx = torch.randint(n, (b * self.dist.world_size,), generator=self.g_data)
+        idx = distributed.shard(global_idx, self.dist)  # (B,) this rank's disjoint slice
+        x = self.data.train[idx]
+        if self.cfg.data.jitter:  # fresh Gaussian noise on every drawn example (model coordinates), drawn for
+            # the global batch from the shared generator and sliced like it: ranks stay in step, noises differ
+            noise = torch.randn((global_idx.shape[0], *x.shape[1:]), generator=self.g_data, dtype=x.dtype)
+            x = x + self.cfg.data.jitter * distributed.shard(noise, self.dist)
+        x = x.to(self.device)
         if self.data.train_labels is not None:
             return x, self.data.train_labels[idx].to(self.device)
         return x
