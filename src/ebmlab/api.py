@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ebmlab.config import Config, apply_overrides, read_config_file
+from ebmlab.config import Config, apply_overrides, read_config_file, user_data_overrides
 from ebmlab.errors import ConfigError, DataError
 
 __all__ = ["Run", "datasets", "load", "methods", "models", "train"]
@@ -232,6 +232,8 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
         run_dir = Path("runs") / f"{name}_{stem}"
     if x_mem is not None:
         raw["data"] = {**raw.get("data", {}), "name": "array", "path": str((run_dir / DATA_FILE).absolute())}
+    if config is None and (raw.get("data") or {}).get("name") == "array":  # the user's vectors, no config
+        raw = apply_overrides(raw, user_data_overrides(raw))
     cfg = _validated(raw)
     data_set = _dataset(cfg, x_mem)
     if energy is not None:

@@ -38,12 +38,17 @@ def _user_errors() -> tuple:
 
 
 def _train_overrides(args) -> list[str]:
-    """--set overrides, with --data as data.path (absolute: the run must not depend on the cwd)."""
+    """--set overrides, with --data as data.path (absolute: the run must not depend on the cwd); --data
+    without --config (or --resume) also gets the user-data defaults (``config.USER_DATA_DEFAULTS``)."""
+    from ebmlab.config import apply_overrides, user_data_overrides
+
     overrides = list(args.set or [])
     if args.data:
         overrides += [f"data.path={Path(args.data).expanduser().absolute()}"]
         if not any(o.startswith("data.name=") for o in overrides):
             overrides += ["data.name=array"]
+        if not args.config and not args.resume:
+            overrides = user_data_overrides(apply_overrides({}, overrides)) + overrides
     return overrides
 
 

@@ -62,3 +62,41 @@ def test_a_run_stores_its_whitening_and_reloads_it(tmp_path):
     assert torch.equal(again(pts), run(pts))  # the energy in data coordinates: the same transform
     s = again.sample(200, steps=0, seed=0)  # the prior, mapped to data coordinates through W^-1
     assert np.corrcoef(s.numpy().T)[0, 1] > 0.9
+
+
+def test_the_users_vectors_get_the_user_data_defaults_unless_a_config_or_override_says_otherwise(tmp_path):
+    """``config.USER_DATA_DEFAULTS`` (whitening, row noise) for ``ebmlab train --data FILE`` and
+    ``ebmlab.train(data=...)`` without a config; a config, an explicit override or standardize=false wins."""
+    from argparse import Namespace
+
+    from ebmlab.cli import _train_overrides
+    from ebmlab.config import USER_DATA_DEFAULTS
+    assert USER_DATA_DEFAULTS == {"data.whiten": True, "data.jitter": 0.3}
+
+    def cli(config=None, sets=(), resume=False):
+        args = Namespace(set=list(sets), data=str(tmp_path / "x.npy"), config=config, resume=resume)
+        return load_config(config, _train_overrides(args)).data
+    np.save(tmp_path / "x.npy", _correlated(200))
+    d = cli()
+    assert d.name == "array" and d.whiten is True and d.jitter == 0.3
+    assert cli(config="default").whiten is False and cli(config="default").jitter is None
+    d = cli(sets=["data.jitter=0.1", "data.whiten=false"])
+    assert d.jitter == 0.1 and d.whiten is False
+    d = cli(sets=["data.standardize=false"])
+    assert d.whiten is False and d.jitter is None
+    tiny = {"steps": 2, "batch_size": 16, "progress": False}
+    ev = {"n_samples": 10, "plots": False, "long_run_factor": 1}
+    run = ebmlab.train(None, data=_correlated(120), out=tmp_path / "a", train=tiny, eval=ev, evaluate=False)
+    assert run.config.data.whiten is True and run.config.data.jitter == 0.3
+    run = ebmlab.train(None, data=_correlated(120), config="default", out=tmp_path / "b", train=tiny, eval=ev,
+                       evaluate=False)
+    assert run.config.data.whiten is False and run.config.data.jitter is None
+    assert load_config(None).data.whiten is False  # the built-in defaults (toys, the demo) are unchanged
+
+
+def test_the_leaderboards_default_row_trains_what_data_runs_train():
+    from ebmlab.experiments import leaderboard
+    _, sets = leaderboard.method_overrides(leaderboard.DEFAULT_ROW, "breast_cancer", 20.0, False)
+    assert "data.whiten=true" in sets and "data.jitter=0.3" in sets
+    for method, ds in ((leaderboard.DEFAULT_ROW, "rings"), ("hybrid", "breast_cancer")):
+        assert not any(s.startswith(("data.whiten", "data.jitter")) for s in leaderboard.method_overrides(method, ds, 20.0, False)[1])

@@ -11,9 +11,9 @@ Protocol (docs/leaderboard.md):
   (``METHODS``: its toy config on vectors, its digits config on digits; a paper's config written for
   that very dataset where it ships one, ``DATASET_CONFIGS``), with that paper experiment's own arm
   overrides (paper 003's DRL, paper 000's per_t / cd_plain). One more row, ``ebmlab_default``, is the
-  library's own defaults (the default config; ``digits_hybrid`` on digits): what a user's ``--data``
-  run trains, compared with the baselines. What the leaderboard sets for every method
-  alike: the data (``DATA``: standardised vectors, the same rows), the evaluation (``EVAL``), one thread.
+  library's own defaults (the default config; ``digits_hybrid`` on digits; on a table also the user-data
+  defaults, ``config.USER_DATA_DEFAULTS``): what a user's ``--data`` run trains, compared with the
+  baselines. What the leaderboard sets for every method alike: the data (``DATA``: standardised vectors, the same rows), the evaluation (``EVAL``), one thread.
 - **Metrics**, all by ``training/evaluate.evaluate`` (the code every run is scored with): ``density_kl``
   (toys, on the (x1, x2) slice), ``sample_precision``, ``sample_in_support_share``,
   ``sample_mode_mass_error`` (the method's own generation procedure), ``sample_energy_distance``,
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ebmlab.config import yaml_load
+from ebmlab.config import apply_overrides, user_data_overrides, yaml_load
 from ebmlab.data import build_dataset
 from ebmlab.data.tabular import outliers
 from ebmlab.errors import ConfigError
@@ -126,6 +126,8 @@ def method_overrides(method: str, dataset: str, budget: float, quick: bool) -> t
     vec_cfg, img_cfg, arm = METHODS[method]
     config = DATASET_CONFIGS.get((method, dataset), img_cfg if kind(dataset) == "image" else vec_cfg)
     sets = arm + DATASETS[dataset][0] + EVAL[kind(dataset)]
+    if method == DEFAULT_ROW and group(dataset) == "table":  # what `ebmlab train --data FILE` adds for user vectors
+        sets = user_data_overrides(apply_overrides({}, sets)) + sets
     sets += [f"train.steps={NEVER}", f"train.time_budget={budget}"] + (QUICK if quick and kind(dataset) == "vector" else [])
     return config, sets
 
