@@ -13,7 +13,8 @@ Protocol (docs/leaderboard.md):
   overrides (paper 003's DRL, paper 000's per_t / cd_plain). One more row, ``ebmlab_default``, is the
   library's own defaults (the default config; ``digits_hybrid`` on digits; on a table also the user-data
   defaults, ``config.USER_DATA_DEFAULTS``): what a user's ``--data`` run trains, compared with the
-  baselines. What the leaderboard sets for every method alike: the data (``DATA``: standardised vectors, the same rows), the evaluation (``EVAL``), one thread.
+  baselines. What the leaderboard sets for every method alike: the data (``DATA``: standardised vectors,
+  the same rows), the evaluation (``EVAL``), one thread.
 - **Metrics**, all by ``training/evaluate.evaluate`` (the code every run is scored with): ``density_kl``
   (toys, on the (x1, x2) slice), ``sample_precision``, ``sample_in_support_share``,
   ``sample_mode_mass_error`` (the method's own generation procedure), ``sample_energy_distance``,
@@ -44,7 +45,7 @@ from torch import nn
 
 from ebmlab.config import apply_overrides, user_data_overrides, yaml_load
 from ebmlab.data import build_dataset
-from ebmlab.data.tabular import outliers
+from ebmlab.data.tabular import TABLES, outliers
 from ebmlab.errors import ConfigError
 from ebmlab.experiments import claims, paper000, paper003
 from ebmlab.experiments.claims import Cell
@@ -111,7 +112,7 @@ def kind(dataset: str) -> str:
 
 def group(dataset: str) -> str:
     """"image", "table" (no exact density: a user's ``--data`` case) or "toy"."""
-    return "image" if kind(dataset) == "image" else ("table" if dataset == "breast_cancer" else "toy")
+    return "image" if kind(dataset) == "image" else ("table" if dataset in TABLES else "toy")
 
 
 def metrics_of(dataset: str) -> list[str]:
