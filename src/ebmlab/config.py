@@ -406,7 +406,8 @@ def _validate_data(d: DataConfig) -> None:
                                          for c in d.classes):
         raise ConfigError(f"data.classes must be a list of non-negative integer labels, got {_short(d.classes)}")
     if d.jitter is not None and not d.jitter > 0:
-        raise ConfigError(f"data.jitter (the std of the noise on training examples) must be positive or null, got {d.jitter}")
+        raise ConfigError(f"data.jitter (the std of the noise on training examples) must be positive or null, "
+                          f"got {d.jitter}")
     if d.whiten and not d.standardize:
         raise ConfigError("data.whiten whitens the standardised vectors: it needs data.standardize=true")
 
