@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ebmlab.config import apply_overrides, user_data_overrides, yaml_load
+from ebmlab.config import apply_overrides, user_data_overrides
 from ebmlab.data import build_dataset
 from ebmlab.data.tabular import TABLES, outliers
 from ebmlab.errors import ConfigError
@@ -55,9 +55,8 @@ from ebmlab.metrics.baselines import BASELINES
 from ebmlab.metrics.ood import auroc
 from ebmlab.objectives.base import SampleOutput
 from ebmlab.training import image_eval
-from ebmlab.training.config import from_dict
 from ebmlab.training.evaluate import evaluate
-from ebmlab.training.run import open_run
+from ebmlab.training.run import open_run, read_run_config
 
 BUDGET, BUDGET_FULL, QUICK_BUDGET = 20.0, 120.0, 1.0   # seconds of training per cell (see docs/leaderboard.md)
 NEVER = 10**9                                           # train.steps: out of reach, the budget decides
@@ -298,11 +297,10 @@ def config_fingerprint(params: dict, seed: int) -> str:
 
 
 def run_config_fingerprint(run_dir: Path) -> str | None:
-    """The hash of the config a method cell's stored run was trained with (its ``config.yaml`` as written,
-    which is what ``config_fingerprint`` returned then), for cells cached before fingerprints were stored;
-    None without one (a baseline cell, a failed start)."""
-    path = Path(run_dir) / "config.yaml"
-    return from_dict(yaml_load(path.read_text(), str(path))).hash() if path.is_file() else None
+    """The hash of the config a method cell's stored run was trained with (``training/run.read_run_config``:
+    its ``config.yaml`` with the values older runs ran with for keys whose default changed since, e.g. plain
+    AIS), for cells cached before fingerprints were stored; None without one (a baseline cell, a failed start)."""
+    return read_run_config(run_dir).hash() if (Path(run_dir) / "config.yaml").is_file() else None
 
 
 def _subset(what: str, names, known) -> tuple[str, ...] | None:
