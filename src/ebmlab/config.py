@@ -73,6 +73,8 @@ class DataConfig:
     whiten: bool = False              # vectors: then ZCA-whiten (identity covariance; needs standardize)
     jitter: float | None = None       # std of Gaussian noise added to each training example as it is drawn,
                                       # model coordinates (training/loop.py; None: none)
+    val_fraction: float | None = None  # vectors: this fraction of the training rows becomes a validation
+                                      # split (train.select_every scores on it; data/dataset.py; None: none)
     image_size: int | None = None     # images: resize to this side length
     channels: int | None = None       # images: force 1 or 3 channels
     crop: int | None = None           # images: centre crop before resize (CelebA: 140)
@@ -133,6 +135,8 @@ class TrainConfig:
     compile: bool = False             # torch.compile the energy
     progress: bool = True
     time_budget: float | None = None  # seconds of training wall time per fit; stops at the first update after (None: off)
+    select_every: int | None = None   # every N updates, score the EMA weights on data.val_fraction's rows and keep
+                                      # the best as the run's result (training/selection.py; None: off)
 
 
 @dataclass
@@ -210,6 +214,8 @@ _NEW_KEYS += ("method.ais_resample",)
 _NEW_KEYS += ("model.base_std",)
 # noise on the training examples as they are drawn (training/loop.py): None = none
 _NEW_KEYS += ("data.jitter",)
+# a validation split and the checkpoint chosen on it (training/selection.py): None = none
+_NEW_KEYS += ("data.val_fraction", "train.select_every")
 # Keys added with a non-None default that equals the older behaviour: left out of the hash at that default.
 _NEW_KEY_DEFAULTS = {
     # importance-weighted noise chains (samplers/ais.py; docs/paper004.md, the demo's ring masses)
@@ -230,17 +236,22 @@ _STORED_RUN_DEFAULTS = {
 # What training on the user's own vectors adds when no config is given (``ebmlab train --data FILE``,
 # ``ebmlab.train(data=...)``): whitening and noise on the rows. Chosen on scikit-learn's breast-cancer table
 # and checked, with its rule fixed first, on the wine table (docs/leaderboard.md, "the --data default").
-USER_DATA_DEFAULTS = {"data.whiten": True, "data.jitter": 0.3}
+USER_DATA_DEFAULTS = {"data.whiten": True, "data.jitter": 0.3, "data.val_fraction": 0.1, "train.select_every": 50}
 
 
 def user_data_overrides(raw: dict) -> list[str]:
-    """``section.key=value`` overrides for the ``USER_DATA_DEFAULTS`` that the config mapping ``raw`` (after
-    the user's own overrides) leaves unset; none when it turns standardising off (both act on z-scores)."""
+    """``section.key=value`` overrides for the ``USER_DATA_DEFAULTS`` that the config mapping ``raw`` (the user's
+    own keys only) leaves out (a key given, even as null, is the user's); none when it turns standardising off
+    (whitening and the noise act on z-scores)."""
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     if data.get("standardize") is False:
         return []
-    return [f"{key}={str(value).lower()}" for key, value in USER_DATA_DEFAULTS.items()
-            if data.get(key.split(".", 1)[1]) is None]
+    out = []
+    for key, value in USER_DATA_DEFAULTS.items():
+        sec, name = key.split(".", 1)
+        if name not in (raw.get(sec) if isinstance(raw.get(sec), dict) else {}):
+            out.append(f"{key}={str(value).lower()}")
+    return out
 
 
 def stored_run_defaults(raw: dict) -> dict:
@@ -410,6 +421,9 @@ def _validate_data(d: DataConfig) -> None:
                           f"got {d.jitter}")
     if d.whiten and not d.standardize:
         raise ConfigError("data.whiten whitens the standardised vectors: it needs data.standardize=true")
+    if d.val_fraction is not None and not 0 < d.val_fraction < 0.5:
+        raise ConfigError(f"data.val_fraction (the share of training rows kept for validation) must lie in "
+                          f"(0, 0.5) or be null, got {d.val_fraction}")
 
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -450,7 +464,10 @@ def _validate_eval(e: EvalConfig) -> None:
 
 
 def _validate_train(t: TrainConfig, d: DataConfig) -> None:
-    _at_least("train", t, 1, ("steps", "batch_size", "checkpoint_every", "log_every", "threads"))
+    _at_least("train", t, 1, ("steps", "batch_size", "checkpoint_every", "log_every", "threads", "select_every"))
+    if t.select_every is not None and d.val_fraction is None:
+        raise ConfigError("train.select_every scores the weights on a validation split: set data.val_fraction "
+                          "(e.g. 0.1) too")
     _at_least("train", t, 0, ("warmup_steps", "lr_decay_steps", "lr_restart_steps", "keep_checkpoints",
                               "sample_every"))
     _at_most("train", t, MAX_THREADS, ("threads",))

@@ -84,3 +84,10 @@ def run_copy(trained_root, tmp_path, capsys):
 
 def latest(run: Path) -> Path:
     return max((run / "checkpoints").glob("step_*.safetensors"))
+
+
+def opened(run: Path) -> Path:
+    """The checkpoint that ``ebmlab sample`` / ``eval`` and ``ebmlab.load`` open: the validation best of a
+    ``--data`` run (``train.select_every``), else the latest."""
+    from ebmlab.training.checkpoint import result_checkpoint
+    return result_checkpoint(run / "checkpoints")

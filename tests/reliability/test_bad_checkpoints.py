@@ -16,7 +16,7 @@ import ebmlab
 from ebmlab import errors
 from ebmlab.training.run import open_checkpoint
 
-from .conftest import assert_one_sentence, cli, latest, snapshot
+from .conftest import assert_one_sentence, cli, latest, opened, snapshot
 
 
 class _Evil:
@@ -48,9 +48,11 @@ def _nan_weights(t):
     return t
 
 
-def _break(case: str, run, trained_root, marker):
-    """Damage ``run`` as ``case`` says; the needle its error must contain."""
-    ck = latest(run)
+def _break(case: str, run, trained_root, marker, resume: bool = False):
+    """Damage ``run`` as ``case`` says (its checkpoint: the one ``--resume`` continues from, or the one
+    ``sample`` / ``eval`` / ``ebmlab.load`` open, the validation best of a ``--data`` run); the needle its
+    error must contain."""
+    ck = latest(run) if resume else opened(run)
     if case == "list sidecar":
         _edit_sidecar(ck, lambda m: json.dumps([m]))
         return "sidecar"
@@ -133,7 +135,7 @@ CASES = ["list sidecar", "malformed sidecar", "sidecar step is text", "sidecar w
 @pytest.mark.parametrize("case", CASES)
 def test_damaged_run_is_one_sentence(case, command, run_copy, trained_root, tmp_path, capsys):
     marker = tmp_path / "executed"
-    needle = _break(case, run_copy, trained_root, marker)
+    needle = _break(case, run_copy, trained_root, marker, resume=command == "resume")
     before = snapshot(run_copy)
     argv = {"sample": ["sample", run_copy, "--n", "4", "--steps", "1", "--out", tmp_path / "s.npy"],
             "eval": ["eval", run_copy],

@@ -59,6 +59,7 @@ class Dataset:
     num_classes: int = 0
     dist: object | None = None             # toy distribution with exact sample/log_prob (data coords)
     info: dict = field(default_factory=dict)
+    val: Tensor | None = None               # (V, ...) model coordinates: the validation split (data.val_fraction)
 
     @property
     def shape(self) -> tuple[int, ...]:

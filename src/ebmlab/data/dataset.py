@@ -15,6 +15,10 @@ Per-coordinate scaling cannot undo correlations: scikit-learn's breast-cancer ta
 correlation eigenvalues from 0.00016 to 9, so the data fill a thin slab of N(0, I) where an isotropic
 sampler step must resolve a 0.013-wide direction (docs/leaderboard.md).
 
+``data.val_fraction`` (vectors, off by default) moves that share of the training rows (at least 2) into a
+validation split ``Dataset.val``, drawn with ``data.seed`` and left out of the standardiser's fit: rows no
+weight and no statistic has seen, for ``train.select_every`` (``training/selection.py``).
+
 Registry: ``DATASETS[name] = fn(cfg: DataConfig) -> Dataset``, built here from its parts: toys from
 ``data/toy.py``, ``array`` reads ``data.path``, the image loaders from ``data/images.IMAGE_LOADERS``.
 ``Affine`` and ``Dataset`` live in ``data/base.py`` (re-exported here).
@@ -59,12 +63,32 @@ def _zca(z: Tensor) -> tuple[Tensor, Tensor]:
     return w.float(), w_inv.float()
 
 
+def split_validation(rows: Tensor, fraction: float | None) -> tuple[Tensor | None, Tensor]:
+    """(validation, training) rows: the first max(2, round(fraction x N)) of ``rows`` (N, D), which come in
+    random order, and the rest; (None, rows) without a fraction. DataError when fewer than 2 would train."""
+    if fraction is None:
+        return None, rows
+    n_val = max(2, round(fraction * rows.shape[0]))
+    if rows.shape[0] - n_val < 2:
+        raise DataError(f"data.val_fraction={fraction} leaves {rows.shape[0] - n_val} of {rows.shape[0]} training "
+                        "rows; the data are too few for a validation split: set data.val_fraction=null")
+    return rows[:n_val], rows[n_val:]
+
+
+def _vector_dataset(name: str, train: Tensor, test: Tensor, cfg, dist=None) -> Dataset:
+    """A vector ``Dataset`` from data-coordinate splits: the validation rows split off ``train`` (in random
+    order), the standardiser fitted on the remaining training rows."""
+    val, train = split_validation(train, cfg.val_fraction)
+    tf = _standardiser(train, cfg.standardize, cfg.whiten)
+    return Dataset(name, "vector", tf.to_model(train), tf.to_model(test), tf, dist=dist,
+                   val=None if val is None else tf.to_model(val))
+
+
 def _toy(cfg) -> Dataset:
     dist = TOYS[cfg.name]()
     g = torch.Generator().manual_seed(cfg.seed)
     train, test = dist.sample(cfg.n_train, g), dist.sample(cfg.n_test, g)
-    tf = _standardiser(train, cfg.standardize, cfg.whiten)
-    return Dataset(cfg.name, "vector", tf.to_model(train), tf.to_model(test), tf, dist=dist)
+    return _vector_dataset(cfg.name, train, test, cfg, dist)
 
 
 def _array(cfg) -> Dataset:
@@ -75,14 +99,13 @@ def _array(cfg) -> Dataset:
 
 def array_dataset(x: Tensor, cfg, name: str) -> Dataset:
     """The ``Dataset`` of user vectors ``x`` (N, D) in data coordinates: a held-out split of
-    min(data.n_test, N // 10) rows drawn with ``data.seed``, the standardiser fitted on the rest. The
+    min(data.n_test, N // 10) rows drawn with ``data.seed`` (then ``data.val_fraction``'s validation rows),
+    the standardiser fitted on the rest. The
     ``array`` loader and ``ebmlab.train`` (in-memory data, saved into the run) both build it here, so a
     run reloaded from its file sees exactly the split and transform it was trained with."""
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.seed))
     n_test = min(cfg.n_test, max(1, x.shape[0] // 10))
-    test, train = x[perm[:n_test]], x[perm[n_test:]]
-    tf = _standardiser(train, cfg.standardize, cfg.whiten)
-    return Dataset(name, "vector", tf.to_model(train), tf.to_model(test), tf)
+    return _vector_dataset(name, x[perm[n_test:]], x[perm[:n_test]], cfg)
 
 
 def _tabular(cfg) -> Dataset:  # a scikit-learn table's in-distribution rows, built as a user's array
@@ -99,6 +122,8 @@ def build_dataset(cfg) -> Dataset:
     if cfg.name not in DATASETS:
         raise DataError(f"unknown dataset {cfg.name!r}; available datasets are: {', '.join(sorted(DATASETS))}")
     data = DATASETS[cfg.name](cfg)
+    if cfg.val_fraction is not None and data.kind != "vector":
+        raise DataError(f"data.val_fraction splits vector data; {cfg.name!r} holds images: set data.val_fraction=null")
     if not (torch.isfinite(data.train).all() and torch.isfinite(data.test).all()):
         where = f"data file {str(cfg.path)!r}" if cfg.path else f"dataset {cfg.name!r}"
         raise DataError(f"{where} gives non-finite values in model coordinates (its spread overflows "

@@ -49,7 +49,8 @@ class Arm:
 
 def train_and_evaluate(run_dir: Path, cfg: Config, *, data=None, evaluate_run: bool = True,
                        on_diverge: str = "raise", save_config: bool = True) -> Arm:
-    """Train ``cfg`` afresh in ``run_dir`` (deleted first), apply the EMA weights, evaluate.
+    """Train ``cfg`` afresh in ``run_dir`` (deleted first), apply the EMA weights (of the best validation
+    check with ``train.select_every``), evaluate.
 
     ``data``: a prepared ``Dataset`` instead of ``cfg.data`` (then pass ``save_config=False``: the
     run's ``config.yaml`` could not rebuild it). ``evaluate_run=False`` skips ``evaluate`` for
@@ -73,11 +74,13 @@ def train_and_evaluate(run_dir: Path, cfg: Config, *, data=None, evaluate_run: b
             raise
         trainer, diverged = _last_good(cfg, run_dir, data, err)
     arm = Arm(trainer, train_seconds=round(time.time() - t0, 1), diverged=diverged)
+    # train.select_every: the best validation check's weights are the run's result (training/selection.py)
+    selected = trainer.selector.load_best(trainer) if trainer.selector is not None else {}
     if trainer.ema is not None:
         trainer.ema.copy_to(trainer.objective)  # the one place the EMA weights are applied
     if evaluate_run:
         t1 = time.time()  # not under no_grad: a metric may train its model on first use (digits classifier)
-        arm.metrics = evaluate(trainer.objective, trainer.data, cfg, None)
+        arm.metrics = evaluate(trainer.objective, trainer.data, cfg, None, extra=selected)
         arm.eval_seconds = round(time.time() - t1, 1)
     return arm
 

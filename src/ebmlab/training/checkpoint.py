@@ -1,6 +1,7 @@
 """Checkpoints: safetensors for every tensor, a JSON sidecar for everything else.
 
-``checkpoints/step_00001000.safetensors`` + ``step_00001000.json``. A write is atomic (temp file,
+``checkpoints/step_00001000.safetensors`` + ``step_00001000.json`` (and, with ``train.select_every``, the
+validation best ``best.safetensors`` + ``best.json``: ``training/selection.py``). A write is atomic (temp file,
 fsync, rename) and the sidecar is written last, so a checkpoint counts only when both files exist
 and the sidecar names the tensor file's size. Reading never unpickles: a file that is not valid
 safetensors (e.g. a pickle planted in its place) is refused with ``CheckpointError`` before
@@ -32,10 +33,12 @@ def _safetensors_os_error(exc: Exception, path: Path) -> OSError | None:
     return OSError(int(m.group(1)), os.strerror(int(m.group(1))), str(path)) if m else None
 
 
-def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Write ``step_NNNNNNNN.safetensors`` (``tensors``) and its JSON sidecar (``meta`` plus the step) atomically."""
+def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict,
+                    name: str | None = None) -> Path:
+    """Write ``step_NNNNNNNN.safetensors`` (or ``<name>.safetensors``: the validation best of
+    ``training/selection.py``) with ``tensors`` and its JSON sidecar (``meta`` plus the step) atomically."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / f"step_{step:08d}.safetensors"
+    path = ckpt_dir / f"{name or f'step_{step:08d}'}.safetensors"
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     try:
         _atomic_write(path, lambda p: save_file(tensors, str(p)))
@@ -65,6 +68,13 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     """The newest complete checkpoint (safetensors file with its sidecar) in ``ckpt_dir``, or None."""
     found = list_checkpoints(ckpt_dir)
     return found[-1][1] if found else None
+
+
+def result_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The checkpoint that is the run's result: the validation best (``best.safetensors`` with its sidecar,
+    ``train.select_every``) when there is one, else the newest step checkpoint; None if there is neither."""
+    best = ckpt_dir / "best.safetensors"
+    return best if best.is_file() and best.with_suffix(".json").is_file() else latest_checkpoint(ckpt_dir)
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

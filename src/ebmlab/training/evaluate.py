@@ -46,6 +46,7 @@ from ebmlab.metrics.density import grid_kl, make_grid, sample_precision, uniform
 from ebmlab.metrics.distances import energy_distance
 from ebmlab.metrics.structure import density_structure_metrics, has_structure, structure_metrics
 from ebmlab.training import image_eval
+from ebmlab.training.selection import zscorer
 
 IMAGE_EVALUATORS: list = [image_eval.evaluate_images]  # fn(objective, data, cfg, run_dir, generator) -> dict
 
@@ -162,12 +163,7 @@ def heldout_energy_distance(objective, data, n: int, generator, samples: torch.T
         return {}
     if samples is None:
         samples = objective.sample(n, generator=generator).x
-    train = data.transform.to_data(data.train).double()  # (N, D) data coordinates
-    mean, std = train.mean(0), train.std(0).clamp_min(1e-12)
-
-    def z(x_model: torch.Tensor) -> torch.Tensor:  # model coordinates -> z-scored data coordinates, (B, D)
-        return (data.transform.to_data(x_model.detach().cpu().float()).double() - mean) / std
-
+    z = zscorer(data)  # model coordinates -> z-scored data coordinates, (B, D)
     g = torch.Generator().manual_seed(0)
     rows = data.train[torch.randperm(data.train.shape[0], generator=g)[:n]]
     sets = {"": samples, "_train": rows, "_noise": objective.prior(n, generator=generator)}
@@ -229,8 +225,9 @@ def _vector_plots(objective, data, cfg, run_dir, ref, short, long, diag, dev) ->
     np.save(samples_dir / "samples.npy", short.numpy())
 
 
-def evaluate(objective, data, cfg, run_dir: Path | None, generator: torch.Generator | None = None) -> dict:
-    """Compute the metrics for this data kind and write ``run_dir/metrics.json``."""
+def evaluate(objective, data, cfg, run_dir: Path | None, generator: torch.Generator | None = None,
+             extra: dict | None = None) -> dict:
+    """Compute the metrics for this data kind and write ``run_dir/metrics.json`` (with ``extra``'s entries)."""
     dev = next(objective.parameters()).device
     generator = generator or torch.Generator(dev).manual_seed(cfg.train.seed + 7)
     objective.eval()
@@ -241,6 +238,7 @@ def evaluate(objective, data, cfg, run_dir: Path | None, generator: torch.Genera
         for fn in IMAGE_EVALUATORS:
             metrics.update(fn(objective, data, cfg, run_dir, generator))
     metrics.update(heldout_energy_gap(objective, data))
+    metrics.update(extra or {})
     objective.train()
     if run_dir is not None:
         (Path(run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -265,7 +263,8 @@ def heldout_energy_gap(objective, data, n: int = 1000, batch_size: int = 500) ->
 
 
 def final_evaluation(trainer) -> dict:
-    """The end of a training run (``ebmlab train`` and ``ebmlab.train``): with the EMA weights swapped in,
+    """The end of a training run (``ebmlab train`` and ``ebmlab.train``): with the EMA weights swapped in (those
+    of the best validation check with ``train.select_every``, whose step and score join the metrics),
     the final sample figures (``training/hooks.py``) and ``evaluate`` (``metrics.json``); then the run's
     hyper-parameters with these final metrics to TensorBoard's HParams dashboard."""
     from contextlib import nullcontext
@@ -274,9 +273,11 @@ def final_evaluation(trainer) -> dict:
     from ebmlab.training.logging import write_hparams
 
     objective = trainer.objective
+    # train.select_every: the best validation check's weights are the run's result (training/selection.py)
+    selected = trainer.selector.load_best(trainer) if getattr(trainer, "selector", None) is not None else {}
     ema = trainer.ema.applied(objective) if trainer.ema is not None else nullcontext()
     with ema, torch.no_grad():
         sample_hook(trainer, final=True)
-        metrics = evaluate(objective, trainer.data, trainer.cfg, trainer.run_dir)
+        metrics = evaluate(objective, trainer.data, trainer.cfg, trainer.run_dir, extra=selected)
     write_hparams(trainer.run_dir, trainer.cfg.to_dict(), metrics, trainer.step)
     return metrics

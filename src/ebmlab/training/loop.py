@@ -7,7 +7,9 @@ Per run directory (DESIGN.md "Runs on disk"): ``config.yaml``, ``checkpoints/``,
 in checkpoints so that ``--resume`` reproduces an uninterrupted run exactly on the same machine:
 the data generator (batch indices), the objective's generator (chain noise, buffer draws) and
 torch's global RNG. A non-finite loss or gradient raises ``TrainingDiverged`` naming the step and
-the quantity; nothing is written after it, so the last good checkpoint is kept.
+the quantity; nothing is written after it, so the last good checkpoint is kept. With
+``train.select_every`` the weights are scored on a validation split every N updates and the best check is
+kept as the run's result (``training/selection.py``); training itself is unchanged by the checks.
 
 Several processes (``torchrun``): see ``training/distributed.py`` for the rules (explicit gradient
 all-reduce after ``backward``, per-rank batch shards, per-rank seeds and buffers, rank files in
@@ -31,6 +33,7 @@ from ebmlab.training import checkpoint as ckpt
 from ebmlab.training import dist_checkpoint, distributed, run
 from ebmlab.training.ema import EMA
 from ebmlab.training.logging import RunLogger, scalars
+from ebmlab.training.selection import Selector
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,6 +140,8 @@ class Trainer:
         self.g_data = torch.Generator().manual_seed(tc.seed + 1)  # shared: global batch indices
         self.g_obj = torch.Generator(self.device).manual_seed(distributed.derive_seed(tc.seed, self.dist.rank, 2))
         self.step = 0
+        self.selector = (Selector(tc.select_every, self.run_dir / "checkpoints", tc.seed)
+                         if tc.select_every is not None else None)  # training/selection.py
 
     # ----- state -----------------------------------------------------------------------------
     def state(self) -> tuple[dict, dict]:
@@ -198,6 +203,8 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
             raise run._fit_error(path, self.cfg, exc) from None
         dist_checkpoint.restore_rank_state(self, meta)  # world size check; this rank's buffers and RNGs
+        if self.selector is not None:
+            self.selector.resume(self.step)
         if self.is_main and (self.run_dir / "config.yaml").is_file():  # --set train.steps=... and the like
             run.record_changes(self.run_dir, self.cfg, run.check_resume_changes(self.run_dir, self.cfg), self.step)
 
@@ -278,7 +285,10 @@ class Trainer:
                     values = self._update()
                 out_of_time = self._budget_spent(clock0)
                 last = self.step == tc.steps or out_of_time
-                logged = self.step % tc.log_every == 0 or last
+                checked = self.selector is not None and self.selector.due(self.step, last)
+                if checked:  # the validation score joins this step's row of the log
+                    values["val_energy_distance"] = self.selector.check(self)
+                logged = self.step % tc.log_every == 0 or last or checked
                 if logged:
                     values = scalars(values)
                     values["time"] = time.time() - t0

@@ -301,7 +301,8 @@ class OpenedRun(NamedTuple):
 
 def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu",
                     checkpoint: str | Path | None = None, need_data: bool = True) -> OpenedRun:
-    """Open a run at its latest (or the given) checkpoint, EMA weights swapped in (``ema``).
+    """Open a run at its result (the validation best of ``train.select_every``, else the latest checkpoint) or
+    at the given checkpoint, EMA weights swapped in (``ema``).
 
     Every failure is one of ebmlab's errors with one sentence (ConfigError, DataError, CheckpointError,
     RunError): a damaged config.yaml or sidecar, a checkpoint of another run, NaN weights, a bad device."""
@@ -311,7 +312,7 @@ def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu
     dev = resolve_device(device)
     cfg = read_run_config(run_dir)
     try:
-        path = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(run_dir / "checkpoints")
+        path = Path(checkpoint) if checkpoint else ckpt.result_checkpoint(run_dir / "checkpoints")
         if path is None:
             raise CheckpointError(f"no checkpoint in {str(run_dir / 'checkpoints')!r}; train the run first")
         if path.is_dir():

@@ -1,0 +1,182 @@
+"""``data.val_fraction`` and ``train.select_every`` (training/selection.py): a validation split no statistic has
+seen, checks that leave training exactly as it was, the best check's weights as the run's result (evaluation,
+``ebmlab.load``), and a resume that keeps or drops the best as the run's history says."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ebmlab
+from ebmlab.config import ConfigError, apply_overrides, user_data_overrides
+from ebmlab.data import build_dataset
+from ebmlab.data.dataset import array_dataset
+from ebmlab.errors import DataError
+from ebmlab.experiments import leaderboard
+from ebmlab.training import selection
+from ebmlab.training.config import load_config
+from ebmlab.training.evaluate import final_evaluation
+from ebmlab.training.logging import read_metrics
+from ebmlab.training.loop import Trainer, prepare_run_dir
+
+TINY = ["data.name=mixture", "data.n_train=400", "data.n_test=100", "model.width=16", "model.depth=1",
+        "method.n_steps=3", "method.n_steps_data=2", "train.batch_size=32", "train.log_every=1",
+        "train.checkpoint_every=1000", "train.progress=false", "train.threads=1", "eval.n_samples=50",
+        "eval.grid_size=20", "eval.long_run_factor=1", "eval.plots=false"]
+
+
+def _rows(n=200, d=3, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).normal(size=(n, d)) * [1.0, 5.0, 0.1][:d] + 3.0).float()
+
+
+def test_validation_rows_come_out_of_the_training_split_and_out_of_the_standardisers_fit():
+    x = _rows()
+    plain = array_dataset(x, load_config(None, ["data.name=array"]).data, "x")
+    split = array_dataset(x, load_config(None, ["data.name=array", "data.val_fraction=0.1"]).data, "x")
+    assert plain.val is None and split.val.shape == (18, 3) and split.train.shape == (162, 3)
+    back = lambda ds, z: ds.transform.to_data(z)  # noqa: E731
+    assert torch.allclose(back(split, split.test), back(plain, plain.test), atol=1e-4)  # the held-out split of before
+    rows = torch.cat([back(split, split.val), back(split, split.train)])
+    assert torch.allclose(rows, back(plain, plain.train), atol=1e-4)  # the same rows, in the same order
+    # the standardiser saw the remaining training rows only
+    assert torch.allclose(split.transform.shift, back(split, split.train).mean(0), atol=1e-4)
+    assert not torch.allclose(split.transform.shift, plain.transform.shift, atol=1e-4)
+    toy = build_dataset(load_config(None, TINY + ["data.val_fraction=0.25"]).data)
+    assert toy.val.shape[0] == 100 and toy.train.shape[0] == 300
+
+
+def test_the_options_are_checked_and_out_of_older_hashes():
+    with pytest.raises(ConfigError, match="val_fraction"):
+        load_config(None, ["data.val_fraction=0.5"])
+    with pytest.raises(ConfigError, match="data.val_fraction"):
+        load_config(None, ["train.select_every=10"])
+    with pytest.raises(ConfigError, match="select_every"):
+        load_config(None, ["train.select_every=0", "data.val_fraction=0.1"])
+    with pytest.raises(DataError, match="too few"):
+        array_dataset(_rows(4), load_config(None, ["data.name=array", "data.val_fraction=0.4"]).data, "x")
+    with pytest.raises(DataError, match="images"):
+        build_dataset(load_config(None, ["data.name=digits", "data.val_fraction=0.1"]).data)
+    nulls = ["data.val_fraction=null", "train.select_every=null"]
+    assert load_config("default", nulls).hash() == load_config("default").hash()
+
+
+def _fit(run_dir, extra, resume=False):
+    cfg = load_config(None, TINY + extra)
+    lock = prepare_run_dir(run_dir, cfg, resume=resume, overwrite=False)
+    try:
+        trainer = Trainer(cfg, run_dir)
+        if resume:
+            trainer.resume()
+        trainer.fit()
+        metrics = final_evaluation(trainer)
+    finally:
+        lock.release()
+    return trainer, metrics
+
+
+def _losses(run_dir):
+    return [r["loss"] for r in read_metrics(run_dir) if "loss" in r]
+
+
+@pytest.mark.parametrize("method", ["ebmlab_default", "improved_cd", "cdrl", "joint_cd"])
+def test_checks_leave_training_exactly_as_it_was(tmp_path, method):
+    """The checks sample from their own generator with the network in eval mode: the losses and the final
+    weights of a run with checks equal those of the same run without."""
+    config, sets = leaderboard.method_overrides(method, "mixture", 20.0, quick=True)
+    sets = [s for s in sets if not s.startswith(("train.time_budget", "train.steps"))]
+    base = sets + ["train.steps=6", "train.log_every=1", "train.progress=false", "train.threads=1",
+                   "data.val_fraction=0.1", "eval.n_samples=20"]
+    runs = {}
+    for arm, extra in (("plain", []), ("checked", ["train.select_every=2"])):
+        cfg = load_config(config, base + extra)
+        lock = prepare_run_dir(tmp_path / arm, cfg, resume=False, overwrite=False)
+        try:
+            trainer = Trainer(cfg, tmp_path / arm)
+            trainer.fit()
+        finally:
+            lock.release()
+        runs[arm] = (_losses(tmp_path / arm), {k: v.clone() for k, v in trainer.objective.state_dict().items()})
+    assert runs["plain"][0] == runs["checked"][0] and len(runs["plain"][0]) == 6
+    assert all(torch.equal(v, runs["checked"][1][k]) for k, v in runs["plain"][1].items())
+    logged = [r for r in read_metrics(tmp_path / "checked") if "val_energy_distance" in r]
+    assert [r["step"] for r in logged] == [2, 4, 6]
+
+
+def _scripted(monkeypatch, scores):
+    """validation_score returns ``scores`` in turn (the checks' order), recording the steps scored."""
+    it = iter(scores)
+    monkeypatch.setattr(selection, "validation_score", lambda *a, **k: next(it))
+
+
+def test_the_best_check_is_the_runs_result(tmp_path, monkeypatch):
+    _scripted(monkeypatch, [3.0, 1.0, math.nan, 2.0])  # checks at 5, 10, 15, 20: the best is step 10
+    trainer, metrics = _fit(tmp_path / "r", ["train.steps=20", "train.select_every=5", "data.val_fraction=0.1"])
+    assert trainer.selector.best_step == 10 and metrics["selected_step"] == 10
+    assert metrics["val_energy_distance"] == 1.0
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["selected_step"] == 10
+    side = json.loads((tmp_path / "r" / "checkpoints" / "best.json").read_text())
+    assert side["step"] == 10 and side["val_energy_distance"] == 1.0
+    run = ebmlab.load(tmp_path / "r")
+    assert run.checkpoint_step == 10 and run.checkpoint.name == "best.safetensors"
+    assert ebmlab.load(tmp_path / "r", checkpoint=tmp_path / "r" / "checkpoints" / "step_00000020.safetensors"
+                       ).checkpoint_step == 20
+    # the run's energy is the step-10 EMA's, not the last one's
+    x = torch.randn(5, 2)
+    assert not torch.allclose(run(x), ebmlab.load(tmp_path / "r", checkpoint=tmp_path / "r" / "checkpoints" /
+                                                  "step_00000020.safetensors")(x))
+
+
+def test_a_real_check_scores_samples_against_the_validation_rows(tmp_path):
+    trainer, metrics = _fit(tmp_path / "r", ["train.steps=4", "train.select_every=2", "data.val_fraction=0.1"])
+    scores = [r["val_energy_distance"] for r in read_metrics(tmp_path / "r")
+              if "val_energy_distance" in r]
+    assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+    assert metrics["val_energy_distance"] == min(scores)
+    # the prior against the validation rows: a score the same function gives by hand
+    z = selection.zscorer(trainer.data)
+    from ebmlab.metrics.distances import energy_distance
+    prior = trainer.objective.prior(200, torch.Generator().manual_seed(0))
+    assert energy_distance(z(prior), z(trainer.data.val), unbiased=True) > 0.1  # far from the mixture's rows
+
+
+def test_resume_keeps_a_best_from_before_and_drops_one_from_after_the_checkpoint(tmp_path, monkeypatch):
+    extra = ["train.select_every=5", "data.val_fraction=0.1", "train.checkpoint_every=10"]
+    _scripted(monkeypatch, [3.0, 1.0, 2.0, 4.0])  # best at step 10
+    _fit(tmp_path / "r", extra + ["train.steps=20"])
+    _scripted(monkeypatch, [5.0, 0.5])  # resumed at 20: checks at 25 (worse) and 30 (better)
+    trainer, metrics = _fit(tmp_path / "r", extra + ["train.steps=30"], resume=True)
+    assert trainer.selector.best_step == 30 and metrics["selected_step"] == 30
+    # a best written after the checkpoint the run resumes from belongs to the abandoned part: dropped
+    for p in (tmp_path / "r" / "checkpoints").glob("step_0000003*"):
+        p.unlink()
+    _scripted(monkeypatch, [7.0, 6.0])  # resumed at 20 again: checks at 25 and 30
+    with pytest.warns(RuntimeWarning, match="dropped"):
+        trainer, metrics = _fit(tmp_path / "r", extra + ["train.steps=30"], resume=True)
+    assert metrics["selected_step"] == 30 and metrics["val_energy_distance"] == 6.0
+
+
+def test_the_users_vectors_get_selection_by_default_and_an_explicit_null_turns_it_off():
+    sets = user_data_overrides(apply_overrides({}, ["data.name=array"]))
+    assert "data.val_fraction=0.1" in sets and "train.select_every=50" in sets
+    off = user_data_overrides(apply_overrides({}, ["data.name=array", "train.select_every=null"]))
+    assert not any(s.startswith("train.select_every") for s in off)
+    cfg = load_config(None, off + ["data.name=array", "train.select_every=null", "data.path=x.npy"])
+    assert cfg.train.select_every is None and cfg.data.val_fraction == 0.1
+
+
+def test_the_experiment_harness_evaluates_the_best_check_too(tmp_path, monkeypatch):
+    """``experiments/runner.train_cell`` (the leaderboard's and the claims' cells) scores the selected weights."""
+    from ebmlab.experiments.runner import train_cell
+    _scripted(monkeypatch, [2.0, 1.0, 3.0])  # checks at 4, 8, 12: the best is step 8
+    seen = {}
+
+    def measure(arm):
+        seen["weights"] = {k: v.clone() for k, v in arm.trainer.objective.state_dict().items()}
+        return {}
+    m = train_cell(None, TINY + ["train.steps=12", "train.select_every=4", "data.val_fraction=0.1"], 0,
+                   tmp_path / "cell", measure=measure)
+    assert m["selected_step"] == 8 and m["val_energy_distance"] == 1.0 and m["step"] == 12
+    best = ebmlab.load(tmp_path / "cell")  # EMA weights of step 8
+    assert best.checkpoint_step == 8
+    assert all(torch.equal(v, seen["weights"][k]) for k, v in best.objective.state_dict().items())
