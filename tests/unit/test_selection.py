@@ -18,7 +18,8 @@ from ebmlab.training import selection
 from ebmlab.training.config import load_config
 from ebmlab.training.evaluate import final_evaluation
 from ebmlab.training.logging import read_metrics
-from ebmlab.training.loop import Trainer, prepare_run_dir
+
+from ..runs import fit_in
 
 TINY = ["data.name=mixture", "data.n_train=400", "data.n_test=100", "model.width=16", "model.depth=1",
         "method.n_steps=3", "method.n_steps_data=2", "train.batch_size=32", "train.log_every=1",
@@ -62,16 +63,9 @@ def test_the_options_are_checked_and_out_of_older_hashes():
 
 
 def _fit(run_dir, extra, resume=False):
-    cfg = load_config(None, TINY + extra)
-    lock = prepare_run_dir(run_dir, cfg, resume=resume, overwrite=False)
-    try:
-        trainer = Trainer(cfg, run_dir)
-        if resume:
-            trainer.resume()
-        trainer.fit()
-        metrics = final_evaluation(trainer)
-    finally:
-        lock.release()
+    metrics = {}
+    trainer = fit_in(run_dir, load_config(None, TINY + extra), resume,
+                     after=lambda t: metrics.update(final_evaluation(t)))
     return trainer, metrics
 
 
@@ -89,13 +83,7 @@ def test_checks_leave_training_exactly_as_it_was(tmp_path, method):
                    "data.val_fraction=0.1", "eval.n_samples=20"]
     runs = {}
     for arm, extra in (("plain", []), ("checked", ["train.select_every=2"])):
-        cfg = load_config(config, base + extra)
-        lock = prepare_run_dir(tmp_path / arm, cfg, resume=False, overwrite=False)
-        try:
-            trainer = Trainer(cfg, tmp_path / arm)
-            trainer.fit()
-        finally:
-            lock.release()
+        trainer = fit_in(tmp_path / arm, load_config(config, base + extra))
         runs[arm] = (_losses(tmp_path / arm), {k: v.clone() for k, v in trainer.objective.state_dict().items()})
     assert runs["plain"][0] == runs["checked"][0] and len(runs["plain"][0]) == 6
     assert all(torch.equal(v, runs["checked"][1][k]) for k, v in runs["plain"][1].items())

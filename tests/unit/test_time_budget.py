@@ -9,7 +9,8 @@ from ebmlab.training import loop
 from ebmlab.training.config import load_config
 from ebmlab.training.evaluate import evaluate
 from ebmlab.training.logging import read_metrics
-from ebmlab.training.loop import Trainer, prepare_run_dir
+
+from ..runs import fit_in
 
 TINY = ["train.batch_size=32", "train.checkpoint_every=1000", "train.log_every=1000", "train.progress=false",
         "model.width=16", "model.depth=1", "method.n_steps=3", "method.n_steps_data=2", "data.n_train=500",
@@ -42,14 +43,7 @@ def clock(monkeypatch):
 
 
 def _fit(run_dir, overrides):
-    cfg = load_config(None, TINY + overrides)
-    lock = prepare_run_dir(run_dir, cfg, resume=False, overwrite=False)
-    try:
-        trainer = Trainer(cfg, run_dir)
-        trainer.fit()
-    finally:
-        lock.release()
-    return trainer
+    return fit_in(run_dir, load_config(None, TINY + overrides))
 
 
 def test_budget_stops_at_first_update_past_it(tmp_path, clock):
