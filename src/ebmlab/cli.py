@@ -138,10 +138,14 @@ def _report(run_dir: Path, metrics: dict) -> None:
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}, indent=1))
     print(f"\nrun directory: {run_dir}\n  metrics: {run_dir / 'metrics.json'}\n  plots:   {run_dir / 'plots'}"
           f"\n  samples: {run_dir / 'samples'}\n  log:     {run_dir / 'metrics.jsonl'} (TensorBoard: {run_dir / 'tb'})")
+    if "selected_step" in metrics:  # train.select_every: the run's result is its best validation check
+        print(f"  result:  {run_dir / 'checkpoints' / 'best.safetensors'} (step {metrics['selected_step']}, the best "
+              f"validation check; sample, eval and ebmlab.load use it)")
 
 
 def _open(args, need_data: bool = True):
-    """Open ``args.run`` at ``--checkpoint`` (default: the latest) on ``--device``, and say which."""
+    """Open ``args.run`` at ``--checkpoint`` (default: the run's result, the validation best or the latest) on
+    ``--device``, and say which."""
     from ebmlab.training.run import open_checkpoint
 
     return open_checkpoint(args.run, device=args.device, checkpoint=args.checkpoint, need_data=need_data)
@@ -284,7 +288,8 @@ def cmd_configs(args) -> int:
 
 def _add_open_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", metavar="FILE", default=None,
-                   help="checkpoint file (step_NNNNNNNN.safetensors) to use; default: the run's latest")
+                   help="checkpoint file (step_NNNNNNNN.safetensors) to use; default: the run's result "
+                        "(checkpoints/best.safetensors when train.select_every chose one, else the latest)")
     p.add_argument("--device", default="cpu", help="device to run on: cpu | cuda | cuda:N | mps | auto")
 
 
