@@ -18,6 +18,7 @@ from ebmlab.training import selection
 from ebmlab.training.config import load_config
 from ebmlab.training.evaluate import final_evaluation
 from ebmlab.training.logging import read_metrics
+from ebmlab.training.loop import Trainer
 
 from ..runs import fit_in
 
@@ -168,3 +169,10 @@ def test_the_experiment_harness_evaluates_the_best_check_too(tmp_path, monkeypat
     best = ebmlab.load(tmp_path / "cell")  # EMA weights of step 8
     assert best.checkpoint_step == 8
     assert all(torch.equal(v, seen["weights"][k]) for k, v in best.objective.state_dict().items())
+
+
+def test_a_prepared_dataset_without_a_validation_split_is_refused(tmp_path):
+    cfg = load_config(None, TINY + ["train.select_every=5", "data.val_fraction=0.1"])
+    plain = build_dataset(load_config(None, TINY).data)
+    with pytest.raises(ConfigError, match="validation split"):
+        Trainer(cfg, tmp_path / "r", data=plain)

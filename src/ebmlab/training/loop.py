@@ -142,6 +142,9 @@ class Trainer:
         self.step = 0
         self.selector = (Selector(tc.select_every, self.run_dir / "checkpoints", tc.seed)
                          if tc.select_every is not None else None)  # training/selection.py
+        if self.selector is not None and self.data.val is None:  # a prepared Dataset built without the split
+            raise ConfigError("train.select_every scores on the validation split, and this dataset has none "
+                              "(build it with data.val_fraction set)")
 
     # ----- state -----------------------------------------------------------------------------
     def state(self) -> tuple[dict, dict]:
