@@ -1,0 +1,121 @@
+"""Preparing a run directory for ``ebmlab train``, ``ebmlab.train`` and the experiments: create it atomically
+or reuse an empty one or an earlier start that never wrote a checkpoint, lock it (``run.RunLock``), write
+``config.yaml`` and ``run.json``, and refuse (one sentence, nothing deleted) whatever is not an ebmlab run of
+this user's. ``--overwrite`` deletes only what ``ebmlab train`` writes (``run.RUN_ENTRIES``), never a link's
+target. Split out of ``training/loop.py``, which trains in the directory this prepares.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ebmlab.config import Config, save_config
+from ebmlab.errors import ConfigError
+from ebmlab.training import checkpoint as ckpt
+from ebmlab.training import run
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, data=None) -> run.RunLock:
+    """Lock ``run_dir`` and make it ready; returns the lock (hold it while training, then ``release``).
+
+    Call it after the config and the data have validated. New run: the directory is created atomically,
+    or reused when it is empty or an earlier start that never wrote a checkpoint; ``overwrite`` replaces
+    an ebmlab run (deleting only what ``ebmlab train`` writes there) and never touches another directory.
+    ``config.yaml`` and ``run.json`` (with ``data``: the data transform, path and SHA-256) are written.
+    Resume: the run must hold a checkpoint; changes of keys other than ``MUTABLE_KEYS`` are refused (the
+    allowed ones are recorded by ``Trainer.resume`` once the checkpoint has loaded)."""
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it; pass only one of them")
+    _check_out_path(run_dir)
+    if resume:
+        if not run_dir.is_dir():
+            raise run.RunNotFound(f"--resume: run directory {str(run_dir)!r} does not exist")
+        lock = run.RunLock.acquire(run_dir)
+        try:
+            if ckpt.latest_checkpoint(run_dir / "checkpoints") is None:
+                raise ckpt.CheckpointError(f"--resume: no checkpoint found in {str(run_dir / 'checkpoints')!r}; the "
+                                           "run stopped before its first one: start it again without --resume "
+                                           "(the directory is reused)")
+            run.check_resume_changes(run_dir, cfg)  # recorded by Trainer.resume once the checkpoint loaded
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+    created = _make_run_dir(run_dir)
+    lock = run.RunLock.acquire(run_dir)
+    try:
+        if not created:
+            _clear_for_new_run(run_dir, overwrite)
+        save_config(cfg, run_dir / "config.yaml")
+        if data is not None:
+            run.write_run_info(run_dir, cfg, data)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_out_path(run_dir: Path) -> None:
+    """--out must be a directory or not exist, and no part of it may be a file."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise run.RunError(f"--out {str(run_dir)!r} is a file, not a directory; choose another --out")
+    for parent in run_dir.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise run.RunError(f"--out {str(run_dir)!r} lies under {str(parent)!r}, which is a file; "
+                                   "choose another --out")
+            break
+
+
+def _make_run_dir(run_dir: Path) -> bool:
+    """Create ``run_dir`` (and its parents) atomically: True if this call created it."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        if not run_dir.is_dir():
+            raise run.RunError(f"--out {str(run_dir)!r} is a file, not a directory; choose another --out") from None
+        return False
+    return True
+
+
+def is_run_dir(run_dir: Path) -> bool:
+    """An ebmlab run: ``config.yaml`` plus ``checkpoints/`` or ``metrics.jsonl``."""
+    return (run_dir / "config.yaml").is_file() and ((run_dir / "checkpoints").is_dir()
+                                                     or (run_dir / "metrics.jsonl").is_file())
+
+
+def _clear_for_new_run(run_dir: Path, overwrite: bool) -> None:
+    """Make an existing directory ready for a new run, or refuse (nothing deleted) with one sentence."""
+    entries = [p for p in run_dir.iterdir() if p.name != run.LOCK_NAME]
+    if not entries:
+        return
+    ours = all(p.name in run.RUN_ENTRIES or p.name.endswith(".tmp") for p in entries)
+    checkpoints = ckpt.list_checkpoints(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else []
+    if ours and not checkpoints and (run_dir / "config.yaml").is_file():
+        _remove_run_files(run_dir)  # an earlier start that never wrote a checkpoint: nothing to keep
+        return
+    if is_run_dir(run_dir):
+        if overwrite:
+            _remove_run_files(run_dir)
+            return
+        last = f" (checkpoints up to step {checkpoints[-1][0]})" if checkpoints else ""
+        raise run.RunError(f"run directory {str(run_dir)!r} already exists and holds a run{last}; pass --resume to "
+                           "continue it, --overwrite to replace it, or choose another --out")
+    if overwrite:
+        raise run.RunError(f"--overwrite refused: {str(run_dir)!r} is not an ebmlab run (no config.yaml with "
+                           "checkpoints/ or metrics.jsonl), so nothing was deleted; choose another --out")
+    raise run.RunError(f"directory {str(run_dir)!r} already exists and is not an ebmlab run; choose another --out "
+                       "(an empty or new directory)")
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    """Delete what ``ebmlab train`` writes in ``run_dir`` (links themselves, never their targets)."""
+    for p in run_dir.iterdir():
+        if p.name == run.LOCK_NAME or not (p.name in run.RUN_ENTRIES or p.name.endswith(".tmp")):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
