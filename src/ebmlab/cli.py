@@ -139,7 +139,8 @@ def _report(run_dir: Path, metrics: dict) -> None:
     print(f"\nrun directory: {run_dir}\n  metrics: {run_dir / 'metrics.json'}\n  plots:   {run_dir / 'plots'}"
           f"\n  samples: {run_dir / 'samples'}\n  log:     {run_dir / 'metrics.jsonl'} (TensorBoard: {run_dir / 'tb'})")
     if "selected_step" in metrics:  # train.select_every: the run's result is its best validation check
-        print(f"  result:  {run_dir / 'checkpoints' / 'best.safetensors'} (step {metrics['selected_step']}, the best "
+        from ebmlab.training.checkpoint import best_path
+        print(f"  result:  {best_path(run_dir / 'checkpoints')} (step {metrics['selected_step']}, the best "
               f"validation check; sample, eval and ebmlab.load use it)")
 
 

@@ -22,6 +22,7 @@ from ebmlab.config import atomic_write
 from ebmlab.errors import CheckpointError, os_error_sentence  # CheckpointError: also importable from here
 
 _NAME = re.compile(r"^step_(\d{8})\.safetensors$")
+BEST = "best"  # checkpoints/best.safetensors + best.json: the validation best (training/selection.py)
 
 
 _atomic_write = atomic_write  # tensor file and sidecar alike: 0644 minus the umask, fsync, rename
@@ -70,10 +71,15 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def best_path(ckpt_dir: Path) -> Path:
+    """Where the validation best of ``train.select_every`` lives (its sidecar beside it)."""
+    return Path(ckpt_dir) / f"{BEST}.safetensors"
+
+
 def result_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The checkpoint that is the run's result: the validation best (``best.safetensors`` with its sidecar,
+    """The checkpoint that is the run's result: the validation best (``best_path`` with its sidecar,
     ``train.select_every``) when there is one, else the newest step checkpoint; None if there is neither."""
-    best = ckpt_dir / "best.safetensors"
+    best = best_path(ckpt_dir)
     return best if best.is_file() and best.with_suffix(".json").is_file() else latest_checkpoint(ckpt_dir)
 
 

@@ -148,27 +148,35 @@ class Trainer:
                               "(build it with data.val_fraction set)")
 
     # ----- state -----------------------------------------------------------------------------
-    def state(self) -> tuple[dict, dict]:
-        """(tensors, meta) of a checkpoint: weights, EMA, optimizer, RNG states, config."""
+    def weights(self) -> tuple[dict, dict]:
+        """(tensors, meta) of the weights alone: ``model.*`` (parameters and buffers), ``ema.*``, and the
+        config with its hash (what ``open_checkpoint`` needs; the validation best stores just this)."""
         tensors = {f"model.{k}": v for k, v in self.objective.state_dict().items()}
         if self.ema is not None:
             tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        meta = {"ema_updates": self.ema.num_updates if self.ema else 0,
+                "config": self.cfg.to_dict(), "config_hash": self.cfg.run_hash()}
+        return tensors, meta
+
+    def load_weights(self, tensors: dict, ema_updates: int) -> None:
+        """Put ``weights()``'s ``model.*`` and ``ema.*`` tensors back into the objective and the EMA."""
+        self.objective.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        if self.ema is not None:
+            self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, ema_updates)
+
+    def state(self) -> tuple[dict, dict]:
+        """(tensors, meta) of a checkpoint: weights, EMA, optimizer, RNG states, config."""
+        tensors, meta = self.weights()
         opt_t, opt_rest = ckpt.flatten_optimizer(self.optimizer.state_dict())
         tensors.update(opt_t)
         tensors["rng.data"] = self.g_data.get_state()
         tensors["rng.objective"] = self.g_obj.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
-        meta = {"optimizer": opt_rest, "ema_updates": self.ema.num_updates if self.ema else 0,
-                "config": self.cfg.to_dict(), "config_hash": self.cfg.run_hash()}
-        return tensors, meta
+        return tensors, {"optimizer": opt_rest, **meta}
 
     def load_state(self, tensors: dict, meta: dict) -> None:
         """Restore a checkpoint's (tensors, meta) into the trainer."""
-        model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        self.objective.load_state_dict(model)
-        if self.ema is not None:
-            self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")},
-                                     meta.get("ema_updates", 0))
+        self.load_weights(tensors, meta.get("ema_updates", 0))
         self.optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, meta["optimizer"]))
         self.g_data.set_state(tensors["rng.data"])
         distributed.restore_generator(self.g_obj, tensors["rng.objective"], self.cfg.train.seed, int(meta["step"]))

@@ -10,8 +10,8 @@ weights that evaluation uses (the EMA's, the network in eval mode) are scored:
             generation procedure (``Objective.sample``) and the validation rows (``data.val_fraction``),
             both in z-scored data coordinates (the training rows' column means and stds)
 
-- ``training/evaluate.py``'s ``sample_energy_distance_heldout`` on rows that no weight and no statistic
-has seen. The check draws from a generator of its own and leaves the network's state as it found it, so
+that is, ``training/evaluate.py``'s ``sample_energy_distance_heldout`` on rows that no weight and no
+statistic has seen. The check draws from a generator of its own and leaves the network's state as it found it, so
 training runs exactly as without it (tested). The best check's weights (model and EMA) are written to
 ``checkpoints/best.safetensors`` with ``best.json`` (its step and ``val_energy_distance``) and are the
 run's result: the final evaluation, ``ebmlab.load``, ``ebmlab sample`` and ``ebmlab eval`` open it
@@ -34,7 +34,6 @@ from ebmlab.metrics.distances import energy_distance
 from ebmlab.training import checkpoint as ckpt
 
 SELECT_SAMPLES = 1000  # samples per check: ~1/20 of 50 updates' time for the default MLP on a table
-BEST = "best"          # checkpoints/best.safetensors + best.json
 _SEED_OFFSET = 7919    # the checks' generator: train.seed + this, advanced by the step (training's own streams untouched)
 
 
@@ -86,18 +85,15 @@ class Selector:
         return score
 
     def _save(self, trainer) -> None:
-        tensors = {f"model.{k}": v for k, v in trainer.objective.state_dict().items()}  # the trained weights
-        if trainer.ema is not None:
-            tensors.update({f"ema.{k}": v for k, v in trainer.ema.state_dict().items()})
-        meta = {"config": trainer.cfg.to_dict(), "config_hash": trainer.cfg.run_hash(),
-                "val_energy_distance": self.best_score}
-        ckpt.save_checkpoint(self.dir, trainer.step, tensors, meta, name=BEST)
+        tensors, meta = trainer.weights()  # the trained weights and their EMA, as a checkpoint holds them
+        ckpt.save_checkpoint(self.dir, trainer.step, tensors, {**meta, "val_energy_distance": self.best_score},
+                             name=ckpt.BEST)
 
     def resume(self, step: int) -> None:
         """Pick the tracker up from ``best.json`` when the run resumes at ``step``. A best written after that
         step belongs to the abandoned part of the run and is deleted; an unreadable one is left for the next
         check to replace; either way selection restarts here, with a warning."""
-        best = self.dir / f"{BEST}.safetensors"
+        best = ckpt.best_path(self.dir)
         if not best.with_suffix(".json").is_file():
             return
         try:
@@ -119,9 +115,6 @@ class Selector:
         ``selected_step`` and ``val_energy_distance`` for ``metrics.json`` ({} before any check)."""
         if self.best_step is None:
             return {}
-        tensors, _ = ckpt.load_checkpoint(self.dir / f"{BEST}.safetensors")
-        trainer.objective.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        if trainer.ema is not None:
-            trainer.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")},
-                                        trainer.ema.num_updates)
+        tensors, _ = ckpt.load_checkpoint(ckpt.best_path(self.dir))
+        trainer.load_weights(tensors, trainer.ema.num_updates if trainer.ema is not None else 0)
         return {"selected_step": self.best_step, "val_energy_distance": self.best_score}
