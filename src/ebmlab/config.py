@@ -137,6 +137,7 @@ class TrainConfig:
     time_budget: float | None = None  # seconds of training wall time per fit; stops at the first update after (None: off)
     select_every: int | None = None   # every N updates, score the EMA weights on data.val_fraction's rows and keep
                                       # the best as the run's result (training/selection.py; None: off)
+    select_window: int = 1            # checks averaged for the choice, centred on each (odd; 1: each check alone)
 
 
 @dataclass
@@ -224,6 +225,8 @@ _NEW_KEY_DEFAULTS = {
     "method.ais_resample": 0.0,
     # ZCA whitening of vector data (data/dataset.py): off is what runs before did
     "data.whiten": False,
+    # a check chosen on its own score (training/selection.py) is what runs before the window did
+    "train.select_window": 1,
 }
 # Keys whose resolved default changed after runs existed: {key: (condition on the stored run's keys, the
 # value those runs ran with)}. A stored config.yaml without the key, or with null, ran with that value
@@ -465,6 +468,9 @@ def _validate_eval(e: EvalConfig) -> None:
 
 def _validate_train(t: TrainConfig, d: DataConfig) -> None:
     _at_least("train", t, 1, ("steps", "batch_size", "checkpoint_every", "log_every", "threads", "select_every"))
+    if not (isinstance(t.select_window, int) and t.select_window >= 1 and t.select_window % 2 == 1):
+        raise ConfigError(f"train.select_window (the checks averaged, centred on each) must be an odd integer "
+                          f">= 1, got {t.select_window!r}")
     if t.select_every is not None and d.val_fraction is None:
         raise ConfigError("train.select_every scores the weights on a validation split: set data.val_fraction "
                           "(e.g. 0.1) too")

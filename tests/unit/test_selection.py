@@ -59,7 +59,9 @@ def test_the_options_are_checked_and_out_of_older_hashes():
         array_dataset(_rows(4), load_config(None, ["data.name=array", "data.val_fraction=0.4"]).data, "x")
     with pytest.raises(DataError, match="images"):
         build_dataset(load_config(None, ["data.name=digits", "data.val_fraction=0.1"]).data)
-    nulls = ["data.val_fraction=null", "train.select_every=null"]
+    with pytest.raises(ConfigError, match="odd"):
+        load_config(None, ["train.select_window=2"])
+    nulls = ["data.val_fraction=null", "train.select_every=null", "train.select_window=1"]
     assert load_config("default", nulls).hash() == load_config("default").hash()
 
 
@@ -114,6 +116,23 @@ def test_the_best_check_is_the_runs_result(tmp_path, monkeypatch):
     x = torch.randn(5, 2)
     assert not torch.allclose(run(x), ebmlab.load(tmp_path / "r", checkpoint=tmp_path / "r" / "checkpoints" /
                                                   "step_00000020.safetensors")(x))
+
+
+def test_a_window_chooses_the_check_whose_neighbours_agree_and_keeps_its_own_weights(tmp_path, monkeypatch):
+    """``train.select_window=3``: each check is judged by the mean of its score and its neighbours' (two at
+    the ends), so a lone lucky check loses; the chosen check's weights were kept while its neighbour trained."""
+    _scripted(monkeypatch, [0.5, 3.0, 1.0, 1.2, 0.9, 4.0])  # checks at 5 .. 30
+    # window means: 1.75, 1.5, 1.733, 1.033 (step 20), 2.03, 2.45
+    trainer, metrics = _fit(tmp_path / "r", ["train.steps=30", "train.select_every=5", "data.val_fraction=0.1",
+                                             "train.select_window=3", "train.checkpoint_every=10"])
+    assert metrics["selected_step"] == 20 and metrics["val_energy_distance"] == 1.2
+    assert metrics["val_window_score"] == pytest.approx((1.0 + 1.2 + 0.9) / 3)
+    side = json.loads((tmp_path / "r" / "checkpoints" / "best.json").read_text())
+    assert side["step"] == 20 and side["val_window_score"] == pytest.approx(metrics["val_window_score"])
+    best = ebmlab.load(tmp_path / "r")
+    at20 = ebmlab.load(tmp_path / "r", checkpoint=tmp_path / "r" / "checkpoints" / "step_00000020.safetensors")
+    assert best.checkpoint_step == 20
+    assert all(torch.equal(v, at20.objective.state_dict()[k]) for k, v in best.objective.state_dict().items())
 
 
 def test_a_real_check_scores_samples_against_the_validation_rows(tmp_path):

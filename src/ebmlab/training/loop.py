@@ -141,7 +141,7 @@ class Trainer:
         self.g_data = torch.Generator().manual_seed(tc.seed + 1)  # shared: global batch indices
         self.g_obj = torch.Generator(self.device).manual_seed(distributed.derive_seed(tc.seed, self.dist.rank, 2))
         self.step = 0
-        self.selector = (Selector(tc.select_every, self.run_dir / "checkpoints", tc.seed)
+        self.selector = (Selector(tc.select_every, self.run_dir / "checkpoints", tc.seed, window=tc.select_window)
                          if tc.select_every is not None else None)  # training/selection.py
         if self.selector is not None and self.data.val is None:  # a prepared Dataset built without the split
             raise ConfigError("train.select_every scores on the validation split, and this dataset has none "
@@ -299,7 +299,7 @@ class Trainer:
                 last = self.step == tc.steps or out_of_time
                 checked = self.selector is not None and self.selector.due(self.step, last)
                 if checked:  # the validation score joins this step's row of the log
-                    values["val_energy_distance"] = self.selector.check(self)
+                    values["val_energy_distance"] = self.selector.check(self, last)
                 logged = self.step % tc.log_every == 0 or last or checked
                 if logged:
                     values = scalars(values)

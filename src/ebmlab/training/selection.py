@@ -11,18 +11,23 @@ weights that evaluation uses (the EMA's, the network in eval mode) are scored:
             both in z-scored data coordinates (the training rows' column means and stds)
 
 that is, ``training/evaluate.py``'s ``sample_energy_distance_heldout`` on rows that no weight and no
-statistic has seen. The check draws from a generator of its own and leaves the network's state as it found it, so
+statistic has seen. One check's score is noisy (a few dozen validation rows, one draw of a sampler whose draws
+are heavy-tailed), and the minimum over many noisy checks favours a lucky one; ``train.select_window = w``
+(odd) chooses instead by the mean score of the w checks centred on each (fewer at the ends of the run), so a
+check wins only with its neighbours. A check's weights are then kept in memory (CPU) until its later
+neighbours are scored. The check draws from a generator of its own and leaves the network's state as it found it, so
 training runs exactly as without it (tested). The best check's weights (model and EMA) are written to
 ``checkpoints/best.safetensors`` with ``best.json`` (its step and ``val_energy_distance``) and are the
 run's result: the final evaluation, ``ebmlab.load``, ``ebmlab sample`` and ``ebmlab eval`` open it
 (``checkpoint.result_checkpoint``). Training itself runs to its end, and ``--resume`` continues from the
 newest step checkpoint; a best file written after that checkpoint belongs to the abandoned part of the
-run and is dropped (selection then restarts from the resumed step).
+run and is dropped (selection then restarts from the resumed step, with a fresh window).
 """
 from __future__ import annotations
 
 import math
 import warnings
+from collections import deque
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -52,20 +57,38 @@ def validation_score(objective, data, n: int, generator: torch.Generator) -> flo
 
 
 class Selector:
-    """Tracks the best validation check of one run and keeps its weights in ``checkpoints/best.*``."""
+    """Tracks the best validation check of one run and keeps its weights in ``checkpoints/best.*``.
+    ``window`` (odd): a check is chosen by the mean score of the ``window`` checks centred on it."""
 
-    def __init__(self, every: int, ckpt_dir: Path, seed: int, n: int = SELECT_SAMPLES):
+    def __init__(self, every: int, ckpt_dir: Path, seed: int, n: int = SELECT_SAMPLES, window: int = 1):
         self.every, self.dir, self.seed, self.n = every, Path(ckpt_dir), seed, n
+        self.half = window // 2
         self.best_step: int | None = None
-        self.best_score = math.inf
+        self.best_score = math.inf       # the choosing score: the window's mean (one check's own when window 1)
+        self.best_check = math.nan       # the chosen check's own score
+        self._scores: list[float] = []   # every check's score since the (re)start, in order
+        self._pending: deque = deque()   # (index, step, weights or None) of checks still missing later neighbours
 
     def due(self, step: int, last: bool) -> bool:
         """Whether ``step`` is checked: every ``every`` updates and the last one."""
         return last or step % self.every == 0
 
-    def check(self, trainer) -> float:
-        """Score the trainer's evaluation weights now; write them as the best when they beat every earlier
-        check (main process). Returns the score (NaN when the samples are not finite: never the best)."""
+    def check(self, trainer, last: bool = False) -> float:
+        """Score the trainer's evaluation weights now; decide every earlier check whose window is complete (all
+        of them when ``last``), writing one as the best when its window beats every earlier one (main process).
+        Returns this check's score (NaN when the samples are not finite: such a window never wins)."""
+        score = self._score(trainer)
+        self._scores.append(score)
+        weights = None
+        if trainer.is_main:  # the weights wait (on the CPU) for their later neighbours unless window 1
+            weights = trainer.weights() if self.half == 0 else _to_cpu(trainer.weights())
+        self._pending.append((len(self._scores) - 1, trainer.step, weights))
+        while self._pending and (last or self._pending[0][0] + self.half < len(self._scores)):
+            self._decide(*self._pending.popleft())
+        return score
+
+    def _score(self, trainer) -> float:
+        """The validation score of the trainer's EMA weights in eval mode, from the checks' own generator."""
         obj, mode = trainer.objective, trainer.objective.training
         g = torch.Generator(trainer.device).manual_seed(self.seed + _SEED_OFFSET + trainer.step)
         ema = trainer.ema.applied(obj) if trainer.ema is not None else nullcontext()
@@ -73,21 +96,22 @@ class Selector:
             obj.eval()  # spectral norm's power iteration must not move with a check
             with ema, torch.no_grad():
                 try:
-                    score = validation_score(obj, trainer.data, self.n, g)
+                    return validation_score(obj, trainer.data, self.n, g)
                 except FloatingPointError:
-                    score = math.nan
+                    return math.nan
         finally:
             obj.train(mode)
-        if score < self.best_score:  # NaN compares False
-            self.best_step, self.best_score = trainer.step, score
-            if trainer.is_main:
-                self._save(trainer)
-        return score
 
-    def _save(self, trainer) -> None:
-        tensors, meta = trainer.weights()  # the trained weights and their EMA, as a checkpoint holds them
-        ckpt.save_checkpoint(self.dir, trainer.step, tensors, {**meta, "val_energy_distance": self.best_score},
-                             name=ckpt.BEST)
+    def _decide(self, index: int, step: int, weights) -> None:
+        """Check ``index`` (at ``step``) becomes the best when its window's mean beats every earlier one's."""
+        window = self._scores[max(0, index - self.half):index + self.half + 1]
+        mean = sum(window) / len(window)
+        if mean < self.best_score:  # NaN compares False
+            self.best_step, self.best_score, self.best_check = step, mean, self._scores[index]
+            if weights is not None:
+                tensors, meta = weights
+                ckpt.save_checkpoint(self.dir, step, tensors, {**meta, "val_energy_distance": self.best_check,
+                                                               "val_window_score": mean}, name=ckpt.BEST)
 
     def resume(self, step: int) -> None:
         """Pick the tracker up from ``best.json`` when the run resumes at ``step``. A best written after that
@@ -103,7 +127,8 @@ class Selector:
                           RuntimeWarning, stacklevel=2)
             return
         if meta["step"] <= step:
-            self.best_step, self.best_score = meta["step"], float(meta.get("val_energy_distance", math.inf))
+            self.best_step, self.best_check = meta["step"], float(meta.get("val_energy_distance", math.inf))
+            self.best_score = float(meta.get("val_window_score", self.best_check))  # older bests: one check's
             return
         for p in (best, best.with_suffix(".json")):
             p.unlink(missing_ok=True)
@@ -112,9 +137,17 @@ class Selector:
 
     def load_best(self, trainer) -> dict:
         """Put the best check's weights into the trainer (model and EMA) for the final evaluation; returns
-        ``selected_step`` and ``val_energy_distance`` for ``metrics.json`` ({} before any check)."""
+        ``selected_step`` and ``val_energy_distance`` (the chosen check's score; ``val_window_score``, its
+        window's mean, when the window is wider than one) for ``metrics.json`` ({} before any check)."""
         if self.best_step is None:
             return {}
         tensors, _ = ckpt.load_checkpoint(ckpt.best_path(self.dir))
         trainer.load_weights(tensors, trainer.ema.num_updates if trainer.ema is not None else 0)
-        return {"selected_step": self.best_step, "val_energy_distance": self.best_score}
+        out = {"selected_step": self.best_step, "val_energy_distance": self.best_check}
+        return out if self.half == 0 else {**out, "val_window_score": self.best_score}
+
+
+def _to_cpu(weights: tuple[dict, dict]) -> tuple[dict, dict]:
+    """A copy of ``Trainer.weights()``'s tensors on the CPU (they change with the next update)."""
+    tensors, meta = weights
+    return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}, meta
