@@ -124,7 +124,7 @@ def test_a_window_chooses_the_check_whose_neighbours_agree_and_keeps_its_own_wei
     _scripted(monkeypatch, [0.5, 3.0, 1.0, 1.2, 0.9, 4.0])  # checks at 5 .. 30
     # window means: 1.75, 1.5, 1.733, 1.033 (step 20), 2.03, 2.45
     _, metrics = _fit(tmp_path / "r", ["train.steps=30", "train.select_every=5", "data.val_fraction=0.1",
-                                             "train.select_window=3", "train.checkpoint_every=10"])
+                                   "train.select_window=3", "train.checkpoint_every=10"])
     assert metrics["selected_step"] == 20 and metrics["val_energy_distance"] == 1.2
     assert metrics["val_window_score"] == pytest.approx((1.0 + 1.2 + 0.9) / 3)
     side = json.loads((tmp_path / "r" / "checkpoints" / "best.json").read_text())
