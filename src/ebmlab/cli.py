@@ -405,6 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inception-weights", metavar="FILE", default=None,
                    help="path to pt_inception-2015-12-05-6726825d.pth (never downloaded); default: the torch hub cache")
     e.add_argument("--digits-fd", action="store_true", help="digits feature distance (digits runs)")
+    e.add_argument("--heldout-draws", type=int, metavar="K", default=None,
+                   help="vector runs: the held-out energy distance of K independent draws of eval.n_samples samples "
+                        "and their mean (one draw is noisy when the sampler's draws are heavy-tailed)")
+    e.add_argument("--draw-seed", type=int, metavar="S", default=0,
+                   help="the k-th of --heldout-draws uses generator seed S + k (default 0)")
     _add_open_args(e)
     e.set_defaults(fn=cmd_eval)
     names = _experiment_names()

@@ -74,11 +74,31 @@ def test_eval_options_are_checked_before_any_work(vector_run, monkeypatch, capsy
 
     monkeypatch.setattr(ev, "evaluate", boom)
     for argv, text in ((["--fid"], "needs an image run"), (["--digits-fd"], "scores digit images"),
-                       (["--ood", "nowhere"], "for vector runs use")):
+                       (["--ood", "nowhere"], "for vector runs use"), (["--heldout-draws", "0"], "positive count")):
         capsys.readouterr()
         assert main(["eval", str(vector_run), *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and text in err
+
+
+def test_eval_heldout_draws_are_the_single_draws_of_their_seeds(vector_run, capsys):
+    """``--heldout-draws K --draw-seed S``: K held-out energy distances, the k-th exactly what one draw from a
+    generator seeded S + k gives, and their mean, in metrics.json."""
+    import json
+
+    import torch
+
+    from ebmlab.training.heldout import heldout_energy_distance
+    from ebmlab.training.run import open_run
+
+    assert main(["eval", str(vector_run), "--heldout-draws", "3", "--draw-seed", "5"]) == 0
+    m = json.loads((vector_run / "metrics.json").read_text())
+    cfg, obj, data = open_run(vector_run)
+    one = [heldout_energy_distance(obj, data, cfg.eval.n_samples, torch.Generator().manual_seed(5 + k))
+           ["sample_energy_distance_heldout"] for k in range(3)]
+    assert m["sample_energy_distance_heldout_draws"] == one and len(set(one)) == 3
+    assert m["sample_energy_distance_heldout_mean"] == pytest.approx(sum(one) / 3)
+    assert m["heldout_draw_seeds"] == [5, 7]
 
 
 def test_sample_output_name(vector_run, capsys):

@@ -1,4 +1,4 @@
-"""``sample_energy_distance_heldout`` (training/evaluate.heldout_energy_distance) and the unbiased energy
+"""``sample_energy_distance_heldout`` (training/heldout.heldout_energy_distance) and the unbiased energy
 distance it uses: known answers by hand, and the metric's order on samples from the data's law, from a
 shifted law and from training rows."""
 from types import SimpleNamespace
@@ -10,7 +10,7 @@ from torch import nn
 from ebmlab.data.base import Affine
 from ebmlab.metrics.distances import energy_distance
 from ebmlab.objectives.base import SampleOutput
-from ebmlab.training.evaluate import heldout_energy_distance
+from ebmlab.training.heldout import heldout_energy_distance
 
 
 def test_energy_distance_by_hand():

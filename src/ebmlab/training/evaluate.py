@@ -24,7 +24,7 @@ Vector data (``evaluate_vectors``):
   distance in z-scored data coordinates (the training rows' column means and stds) between
   ``eval.n_samples`` samples and every held-out row,
   with ``..._train`` (training rows) and ``..._noise`` (the prior's draws) on the same rows
-  (``heldout_energy_distance``);
+  (``training/heldout.py``; ``ebmlab eval --heldout-draws K`` adds K draws and their mean);
 - ``eval_n_samples``: the size of each compared set (smaller than ``eval.n_samples`` when the
   held-out split of user data is small: the floor then uses two disjoint halves of it).
 Every data kind: ``energy_heldout_gap`` (mean energy of held-out rows minus that of training rows) and
@@ -46,7 +46,7 @@ from ebmlab.metrics.density import grid_kl, make_grid, sample_precision, uniform
 from ebmlab.metrics.distances import energy_distance
 from ebmlab.metrics.structure import density_structure_metrics, has_structure, structure_metrics
 from ebmlab.training import image_eval
-from ebmlab.training.selection import zscorer
+from ebmlab.training.heldout import heldout_energy_distance
 
 IMAGE_EVALUATORS: list = [image_eval.evaluate_images]  # fn(objective, data, cfg, run_dir, generator) -> dict
 
@@ -148,27 +148,6 @@ def evaluate_vectors(objective, data, cfg, run_dir: Path | None, generator) -> d
         m.update(heldout_energy_distance(objective, data, cfg.eval.n_samples, generator,
                                          out.x if n == cfg.eval.n_samples else None))
     return m
-
-
-def heldout_energy_distance(objective, data, n: int, generator, samples: torch.Tensor | None = None) -> dict:
-    """For data without an exact sampler: the energy distance (U-statistic) between ``n`` samples
-    (``samples``, model coordinates, or drawn here) and every held-out row, in *z-scored data coordinates*
-    (each column centred and scaled by the training rows' mean and std, whatever the model's own transform),
-    ``sample_energy_distance_heldout``, with two references on the same held-out rows: ``..._train``
-    (min(n, N) training rows, what replaying the training set scores) and ``..._noise`` (n draws of the
-    prior). Unlike ``sample_energy_distance`` (data coordinates, two halves of the held-out split), no
-    column dominates by its units and the samples are not cut to half the held-out split
-    (docs/leaderboard.md, breast cancer). {} when the held-out split has fewer than 2 rows."""
-    if data.test.shape[0] < 2:
-        return {}
-    if samples is None:
-        samples = objective.sample(n, generator=generator).x
-    z = zscorer(data)  # model coordinates -> z-scored data coordinates, (B, D)
-    g = torch.Generator().manual_seed(0)
-    rows = data.train[torch.randperm(data.train.shape[0], generator=g)[:n]]
-    sets = {"": samples, "_train": rows, "_noise": objective.prior(n, generator=generator)}
-    test = z(data.test)
-    return {f"sample_energy_distance_heldout{k}": energy_distance(z(x), test, unbiased=True) for k, x in sets.items()}
 
 
 def _density_metrics(objective, data, cfg, run_dir: Path | None) -> dict:

@@ -5,14 +5,15 @@ The lists are built here from ``training/image_eval.py`` (which does not import 
   (the image stack writes ``samples/grid_stepNNNN.png``, vector runs
   ``samples/scatter_stepNNNN.png``; both also TensorBoard images);
 - ``EVAL_EXTENSIONS``: fn(args, cfg, objective, data) -> dict for ``ebmlab eval`` options
-  (``--ood``, ``--fid``, ``--digits-fd``).
+  (``--ood``, ``--fid``, ``--digits-fd``, ``--heldout-draws``).
 """
 from __future__ import annotations
 
-from ebmlab.training import image_eval
+from ebmlab.training import heldout, image_eval
 
 SAMPLE_HOOKS: list = [image_eval.grid_hook, image_eval.scatter_hook]
-EVAL_EXTENSIONS: list = [image_eval.fid_extension, image_eval.digits_extension, image_eval.ood_extension]
+EVAL_EXTENSIONS: list = [image_eval.fid_extension, image_eval.digits_extension, image_eval.ood_extension,
+                         heldout.draws_extension]
 
 
 def sample_hook(trainer, final: bool = False) -> None:

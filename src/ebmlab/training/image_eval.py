@@ -180,7 +180,8 @@ VECTOR_OOD = ("shifted", "scaled")
 def check_eval_options(args, kind: str, name: str) -> None:
     """Refuse ``ebmlab eval`` options that cannot apply to this run (data ``kind`` and ``name``) before
     any sample is drawn: ``--fid`` on vectors or without the Inception weights, ``--digits-fd`` off
-    digits, ``--ood`` of a vector run naming neither a built-in set nor an existing file."""
+    digits, ``--heldout-draws`` on images or below 1, ``--ood`` of a vector run naming neither a built-in set
+    nor an existing file."""
     if getattr(args, "fid", False):
         if kind != "image":
             raise ValueError(f"--fid needs an image run; this run's data {name!r} are vectors")
@@ -188,6 +189,9 @@ def check_eval_options(args, kind: str, name: str) -> None:
         find_weights(getattr(args, "inception_weights", None))
     if getattr(args, "digits_fd", False) and name != "digits":
         raise ValueError(f"--digits-fd scores digit images; this run's data are {name!r}")
+    draws = getattr(args, "heldout_draws", None)
+    if draws is not None and (kind != "vector" or draws < 1):
+        raise ValueError(f"--heldout-draws takes a positive count and vector data; got {draws} on {name!r} ({kind})")
     for ood in getattr(args, "ood", None) or []:
         if kind == "vector" and ood not in VECTOR_OOD and not Path(ood).is_file():
             from ebmlab.errors import DataError

@@ -10,7 +10,7 @@ weights that evaluation uses (the EMA's, the network in eval mode) are scored:
             generation procedure (``Objective.sample``) and the validation rows (``data.val_fraction``),
             both in z-scored data coordinates (the training rows' column means and stds)
 
-that is, ``training/evaluate.py``'s ``sample_energy_distance_heldout`` on rows that no weight and no
+that is, ``sample_energy_distance_heldout`` (``training/heldout.py``) on rows that no weight and no
 statistic has seen. One check's score is noisy (a few dozen validation rows, one draw of a sampler whose draws
 are heavy-tailed), and the minimum over many noisy checks favours a lucky one; ``train.select_window = w``
 (odd) chooses instead by the mean score of the w checks centred on each (fewer at the ends of the run), so a
@@ -28,26 +28,17 @@ from __future__ import annotations
 import math
 import warnings
 from collections import deque
-from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 from ebmlab.metrics.distances import energy_distance
 from ebmlab.training import checkpoint as ckpt
+from ebmlab.training.heldout import zscorer
 
 SELECT_SAMPLES = 1000  # samples per check: ~1/20 of 50 updates' time for the default MLP on a table
 _SEED_OFFSET = 7919    # the checks' generator: train.seed + this, advanced by the step (training's own streams untouched)
-
-
-def zscorer(data) -> Callable[[Tensor], Tensor]:
-    """model coordinates (B, D) -> z-scored data coordinates (B, D) float64: each column centred and scaled
-    by the training rows' mean and std, whatever the model's own transform (whitening, none)."""
-    train = data.transform.to_data(data.train).double()  # (N, D)
-    mean, std = train.mean(0), train.std(0).clamp_min(1e-12)
-    return lambda x: (data.transform.to_data(x.detach().cpu().float()).double() - mean) / std
 
 
 def validation_score(objective, data, n: int, generator: torch.Generator) -> float:

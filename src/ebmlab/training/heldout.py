@@ -1,0 +1,69 @@
+"""The held-out energy distance: how close a run's samples are to rows no weight and no statistic has seen
+(not from the papers: issue 18, docs/leaderboard.md "breast cancer").
+
+For data without an exact sampler (user arrays, tables) the sample metrics compare equal-sized halves of a
+small held-out split in data units, where one wide column dominates. Here instead, in *z-scored data
+coordinates* (each column centred and scaled by the training rows' mean and std, whatever the model's own
+transform), the energy distance (U-statistic, ``metrics.distances.energy_distance(unbiased=True)``) between
+n samples and every held-out row: ``sample_energy_distance_heldout`` in ``metrics.json``; the validation
+checks (``training/selection.py``) score the same way against the validation rows. One draw of samples is one
+reading, and a sampler's draws can be heavy-tailed (AIS on a small table), so ``heldout_draws`` repeats it
+over independently seeded draws (``ebmlab eval --heldout-draws K --draw-seed S``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ebmlab.metrics.distances import energy_distance
+
+
+def zscorer(data) -> Callable[[Tensor], Tensor]:
+    """model coordinates (B, D) -> z-scored data coordinates (B, D) float64: each column centred and scaled
+    by the training rows' mean and std, whatever the model's own transform (whitening, none)."""
+    train = data.transform.to_data(data.train).double()  # (N, D)
+    mean, std = train.mean(0), train.std(0).clamp_min(1e-12)
+    return lambda x: (data.transform.to_data(x.detach().cpu().float()).double() - mean) / std
+
+
+def heldout_energy_distance(objective, data, n: int, generator, samples: torch.Tensor | None = None) -> dict:
+    """For data without an exact sampler: the energy distance (U-statistic) between ``n`` samples
+    (``samples``, model coordinates, or drawn here) and every held-out row, in *z-scored data coordinates*
+    (each column centred and scaled by the training rows' mean and std, whatever the model's own transform),
+    ``sample_energy_distance_heldout``, with two references on the same held-out rows: ``..._train``
+    (min(n, N) training rows, what replaying the training set scores) and ``..._noise`` (n draws of the
+    prior). Unlike ``sample_energy_distance`` (data coordinates, two halves of the held-out split), no
+    column dominates by its units and the samples are not cut to half the held-out split
+    (docs/leaderboard.md, breast cancer). {} when the held-out split has fewer than 2 rows."""
+    if data.test.shape[0] < 2:
+        return {}
+    if samples is None:
+        samples = objective.sample(n, generator=generator).x
+    z = zscorer(data)  # model coordinates -> z-scored data coordinates, (B, D)
+    g = torch.Generator().manual_seed(0)
+    rows = data.train[torch.randperm(data.train.shape[0], generator=g)[:n]]
+    sets = {"": samples, "_train": rows, "_noise": objective.prior(n, generator=generator)}
+    test = z(data.test)
+    return {f"sample_energy_distance_heldout{k}": energy_distance(z(x), test, unbiased=True) for k, x in sets.items()}
+
+
+def heldout_draws(objective, data, n: int, draws: int, seed: int) -> dict:
+    """``heldout_energy_distance`` of ``draws`` independent draws of ``n`` samples, the k-th from a generator
+    seeded ``seed + k``: one draw is a noisy reading when the sampler's draws are heavy-tailed (AIS on a small
+    table: docs/leaderboard.md). ``sample_energy_distance_heldout_draws`` (each), ``..._mean`` and the seeds."""
+    dev = next(objective.parameters()).device
+    values = [heldout_energy_distance(objective, data, n, torch.Generator(dev).manual_seed(seed + k))
+              ["sample_energy_distance_heldout"] for k in range(draws)]
+    return {"sample_energy_distance_heldout_draws": values,
+            "sample_energy_distance_heldout_mean": sum(values) / draws, "heldout_draw_seeds": [seed, seed + draws - 1]}
+
+
+def draws_extension(args, cfg, objective, data) -> dict:
+    """``ebmlab eval --heldout-draws K [--draw-seed S]``: ``heldout_draws`` of ``eval.n_samples`` samples."""
+    k = getattr(args, "heldout_draws", None)
+    if not k:
+        return {}
+    with torch.no_grad():
+        return heldout_draws(objective, data, cfg.eval.n_samples, k, getattr(args, "draw_seed", 0))
