@@ -23,8 +23,7 @@ from safetensors.torch import save_file
 
 from ebmlab.errors import DistributedError
 from ebmlab.training import checkpoint as ckpt
-from ebmlab.training.distributed import restore_generator
-from ebmlab.training.distributed import DistContext, verify_replicas
+from ebmlab.training.distributed import DistContext, restore_generator, verify_replicas
 
 _RANK_FILE = re.compile(r"^step_(\d{8})\.rank(\d+)\.safetensors$")
 
