@@ -30,13 +30,16 @@ def _oserror(code: int, path="x"):
     return OSError(code, os.strerror(code), str(path))
 
 
-def _fail_on_call(n: int, exc, real):
+def _fail_on_call(n: int, exc, real, only: str | None = None):
+    """``real`` that raises ``exc`` from its ``n``-th call on (counting only calls with a path argument whose
+    name starts with ``only`` when given; the others pass through)."""
     calls = {"n": 0}
 
     def fake(*a, **k):
-        calls["n"] += 1
-        if calls["n"] >= n:
-            raise exc
+        if only is None or any(isinstance(x, (str, os.PathLike)) and pathlib.Path(x).name.startswith(only) for x in a):
+            calls["n"] += 1
+            if calls["n"] >= n:
+                raise exc
         return real(*a, **k)
     return fake
 
@@ -47,11 +50,11 @@ def test_full_disk_at_a_checkpoint_keeps_the_earlier_ones(kind, trained_root, tm
     if kind == "safetensors io error":
         exc = SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
                               'message: "No space left on device" })')
-        monkeypatch.setattr(ckpt, "save_file", _fail_on_call(3, exc, ckpt.save_file))
+        monkeypatch.setattr(ckpt, "save_file", _fail_on_call(3, exc, ckpt.save_file, only="step_"))
     elif kind == "os error":
-        monkeypatch.setattr(ckpt, "save_file", _fail_on_call(3, _oserror(errno.ENOSPC), ckpt.save_file))
-    else:
-        monkeypatch.setattr(ckpt.os, "replace", _fail_on_call(7, _oserror(errno.ENOSPC), os.replace))
+        monkeypatch.setattr(ckpt, "save_file", _fail_on_call(3, _oserror(errno.ENOSPC), ckpt.save_file, only="step_"))
+    else:  # two renames per checkpoint (tensors, sidecar): the 5th is the third checkpoint's tensor file
+        monkeypatch.setattr(ckpt.os, "replace", _fail_on_call(5, _oserror(errno.ENOSPC), os.replace, only="step_"))
     code, _, err = cli(capsys, "train", "--out", out, "--data", trained_root / "points.npy", *sets("train.steps=5"))
     assert_one_sentence(code, err, "no space left")
     monkeypatch.undo()

@@ -51,9 +51,13 @@ def test_base_std_adds_the_gaussian_base_measure():
     """``base_std = s``: E(x) = net(x) + |x|^2 / (2 s^2) with the same network, and its gradient x / s^2 more."""
     torch.manual_seed(0)
     plain = MLPEnergy(3, width=8, depth=1)
+    torch.manual_seed(0)
     tilted = MLPEnergy(3, width=8, depth=1, base_std=2.0)
-    tilted.load_state_dict(plain.state_dict())
     x = torch.randn(6, 3)
+    # the tilt starts at zero (the base exactly); the trunk is the plain network's with the same seed
+    assert torch.equal(tilted(x), x.pow(2).sum(1) / 8.0) and not tilted.out.weight.any()
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in tilted.state_dict().items() if not k.startswith("out."))
+    tilted.load_state_dict(plain.state_dict())
     assert torch.allclose(tilted(x), plain(x) + x.pow(2).sum(1) / 8.0)
     assert torch.allclose(energy_and_grad(tilted, x)[1], energy_and_grad(plain, x)[1] + x / 4.0)
     with pytest.raises(ValueError, match="base_std"):

@@ -61,7 +61,12 @@ def test_the_options_are_checked_and_out_of_older_hashes():
         build_dataset(load_config(None, ["data.name=digits", "data.val_fraction=0.1"]).data)
     with pytest.raises(ConfigError, match="odd"):
         load_config(None, ["train.select_window=2"])
-    nulls = ["data.val_fraction=null", "train.select_every=null", "train.select_window=1"]
+    with pytest.raises(ConfigError, match="select_draws"):
+        load_config(None, ["train.select_draws=0"])
+    with pytest.raises(ConfigError, match="set one of them"):
+        load_config(None, ["train.select_draws=3", "train.select_window=3"])
+    nulls = ["data.val_fraction=null", "train.select_every=null", "train.select_window=1", "train.select_draws=1",
+             "train.select_start=false"]
     assert load_config("default", nulls).hash() == load_config("default").hash()
 
 
@@ -135,6 +140,36 @@ def test_a_window_chooses_the_check_whose_neighbours_agree_and_keeps_its_own_wei
     assert all(torch.equal(v, at20.objective.state_dict()[k]) for k, v in best.objective.state_dict().items())
 
 
+def test_draws_score_a_check_by_its_worst_and_stop_once_it_cannot_win(tmp_path, monkeypatch):
+    """``train.select_draws=3`` with ``train.select_start``: checks at 0, 5, 10, 15, each drawing only while its
+    worst draw still beats the best check (the script has exactly the draws that rule makes: one more would
+    raise StopIteration)."""
+    _scripted(monkeypatch, [1.0, 1.2, 1.1,   # step 0: the first check draws all three, worst 1.2
+                            0.5, 2.0,        # step 5: a lucky first draw, then one that cannot win: stops
+                            1.5,             # step 10: loses on its first draw
+                            0.9, 1.0, 1.1])  # step 15: every draw beats 1.2: the best, scored 1.1
+    _, metrics = _fit(tmp_path / "r", ["train.steps=15", "train.select_every=5", "data.val_fraction=0.1",
+                                       "train.select_draws=3", "train.select_start=true"])
+    assert metrics["selected_step"] == 15 and metrics["val_energy_distance"] == 1.1
+    assert metrics["val_energy_distance_start"] == 1.2  # the start's check is in metrics.json, not in the log
+    logged = {r["step"]: r["val_energy_distance"] for r in read_metrics(tmp_path / "r") if "val_energy_distance" in r}
+    assert logged == {5: 2.0, 10: 1.5, 15: 1.1}
+
+
+def test_the_starting_point_can_be_the_result_and_is_then_the_base_measure(tmp_path, monkeypatch):
+    """``train.select_start``: the starting weights are a candidate; with ``model.base_std`` the tilt starts at
+    zero, so a run whose first check wins returns the Gaussian base itself, E(x) = |x|^2 / 2."""
+    _scripted(monkeypatch, [0.1, 1.0, 2.0])  # checks at 0, 5, 10
+    _, metrics = _fit(tmp_path / "r", ["train.steps=10", "train.select_every=5", "data.val_fraction=0.1",
+                                       "train.select_start=true", "model.base_std=1"])
+    assert metrics["selected_step"] == 0 and metrics["val_energy_distance"] == 0.1
+    run = ebmlab.load(tmp_path / "r")
+    x = torch.randn(7, 2)
+    assert run.checkpoint_step == 0 and torch.allclose(run.objective.energy(x), x.pow(2).sum(1) / 2)
+    last = ebmlab.load(tmp_path / "r", checkpoint=tmp_path / "r" / "checkpoints" / "step_00000010.safetensors")
+    assert not torch.allclose(last.objective.energy(x), x.pow(2).sum(1) / 2)  # training moved the tilt
+
+
 def test_a_real_check_scores_samples_against_the_validation_rows(tmp_path):
     trainer, metrics = _fit(tmp_path / "r", ["train.steps=4", "train.select_every=2", "data.val_fraction=0.1"])
     scores = [r["val_energy_distance"] for r in read_metrics(tmp_path / "r")
@@ -171,6 +206,22 @@ def test_the_users_vectors_get_selection_by_default_and_an_explicit_null_turns_i
     assert not any(s.startswith("train.select_every") for s in off)
     cfg = load_config(None, off + ["data.name=array", "train.select_every=null", "data.path=x.npy"])
     assert cfg.train.select_every is None and cfg.data.val_fraction == 0.1
+
+
+def test_the_users_vectors_start_from_the_gaussian_where_the_model_and_method_allow():
+    """The ``--data`` defaults add the base measure to the MLP only, and turn the energy penalty off only for the
+    default method with a base measure; every other key as before."""
+    def added(*sets):
+        return {s.split("=")[0] for s in user_data_overrides(apply_overrides({}, ["data.name=array", *sets]))}
+    new = {"model.base_std", "method.energy_l2", "train.select_draws", "train.select_start"}
+    assert new <= added()
+    assert added("method.name=improved_cd") == added() - {"method.energy_l2"}  # its own penalty setting
+    assert added("model.base_std=null") == added() - {"model.base_std", "method.energy_l2"}
+    assert added("model.base_std=2") == added() - {"model.base_std"}  # the user's base, still without the penalty
+    assert added("model.name=custom") == added() - {"model.base_std", "method.energy_l2"}
+    sets = user_data_overrides(apply_overrides({}, ["data.name=array"]))
+    cfg = load_config(None, sets + ["data.name=array", "data.path=x.npy"])
+    assert (cfg.model.base_std, cfg.method.energy_l2, cfg.train.select_draws, cfg.train.select_start) == (1.0, 0.0, 5, True)
 
 
 def test_the_experiment_harness_evaluates_the_best_check_too(tmp_path, monkeypatch):

@@ -15,7 +15,9 @@ vector (paper 000's joint time head).
 base measure N(0, s^2 I) (model coordinates), p(x) ∝ N(x; 0, s^2 I) exp(-net(x)). The network grows at most
 linearly far from the data, so the quadratic wins there: the density is normalisable and a chain that
 wanders off is pulled back, where a plain network can slope downwards into a sink no short-run training
-chain ever reaches (docs/leaderboard.md, breast cancer). Not in the papers; None (default): no base term.
+chain ever reaches (docs/leaderboard.md, breast cancer). The output layer starts at zero, so the untrained
+model is the base itself (drawn after the rest of the initialisation: the other weights are those of the
+plain network with the same seed). Not in the papers; None (default): no base term.
 """
 from __future__ import annotations
 
@@ -79,6 +81,9 @@ class MLPEnergy(nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(width, activation) for _ in range(depth))
         self.act = make_activation(activation)
         self.out = nn.Linear(width, out_dim)
+        if base_std is not None:  # the tilt starts at zero: the untrained model is its base measure exactly
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def features(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """(B, D) [+ (B, C) conditioning] -> (B, width) trunk features."""

@@ -141,7 +141,8 @@ class Trainer:
         self.g_data = torch.Generator().manual_seed(tc.seed + 1)  # shared: global batch indices
         self.g_obj = torch.Generator(self.device).manual_seed(distributed.derive_seed(tc.seed, self.dist.rank, 2))
         self.step = 0
-        self.selector = (Selector(tc.select_every, self.run_dir / "checkpoints", tc.seed, window=tc.select_window)
+        self.selector = (Selector(tc.select_every, self.run_dir / "checkpoints", tc.seed, window=tc.select_window,
+                                  draws=tc.select_draws)
                          if tc.select_every is not None else None)  # training/selection.py
         if self.selector is not None and self.data.val is None:  # a prepared Dataset built without the split
             raise ConfigError("train.select_every scores on the validation split, and this dataset has none "
@@ -292,6 +293,8 @@ class Trainer:
         t0, start, clock0, cpu0 = time.time(), self.step, _clock(), time.process_time()
         out_of_time = False
         try:
+            if self.selector is not None and tc.select_start and self.step == 0:  # the starting point is a candidate
+                self.selector.check(self, tc.steps == 0)  # (no log row: every row is an update's; metrics.json has it)
             while self.step < tc.steps and not out_of_time:
                 with distributed.compile_errors(tc.compile):
                     values = self._update()

@@ -12,10 +12,15 @@ weights that evaluation uses (the EMA's, the network in eval mode) are scored:
 
 that is, ``sample_energy_distance_heldout`` (``training/heldout.py``) on rows that no weight and no
 statistic has seen. One check's score is noisy (a few dozen validation rows, one draw of a sampler whose draws
-are heavy-tailed), and the minimum over many noisy checks favours a lucky one; ``train.select_window = w``
-(odd) chooses instead by the mean score of the w checks centred on each (fewer at the ends of the run), so a
-check wins only with its neighbours. A check's weights are then kept in memory (CPU) until its later
-neighbours are scored. The check draws from a generator of its own and leaves the network's state as it found it, so
+are heavy-tailed), and the minimum over many noisy checks favours a lucky one. Two remedies, one at a time:
+``train.select_window = w`` (odd) chooses by the mean score of the w checks centred on each (fewer at the ends
+of the run), so a check wins only with its neighbours (its weights are then kept in memory, on the CPU, until
+its later neighbours are scored); ``train.select_draws = k`` scores a check by the *worst* of k independent
+draws, drawn one after another only while that worst still beats the best check so far (a check that loses on
+its first draw costs one draw), so a model whose draws are good only some of the time does not win on a lucky
+one. ``train.select_start`` also checks the starting weights before the first update: with a base measure
+whose tilt starts at zero (``model.base_std``, ``energies/mlp.py``) that is the base itself, and the run's
+result stays the base unless a check beats it. The check draws from a generator of its own and leaves the network's state as it found it, so
 training runs exactly as without it (tested). The best check's weights (model and EMA) are written to
 ``checkpoints/best.safetensors`` with ``best.json`` (its step and ``val_energy_distance``) and are the
 run's result: the final evaluation, ``ebmlab.load``, ``ebmlab sample`` and ``ebmlab eval`` open it
@@ -51,14 +56,18 @@ class Selector:
     """Tracks the best validation check of one run and keeps its weights in ``checkpoints/best.*``.
     ``window`` (odd): a check is chosen by the mean score of the ``window`` checks centred on it."""
 
-    def __init__(self, every: int, ckpt_dir: Path, seed: int, n: int = SELECT_SAMPLES, window: int = 1):
-        self.every, self.dir, self.seed, self.n = every, Path(ckpt_dir), seed, n
+    def __init__(self, every: int, ckpt_dir: Path, seed: int, n: int = SELECT_SAMPLES, window: int = 1,
+                 draws: int = 1):
+        if draws > 1 and window > 1:
+            raise ValueError("a check is scored by its worst draw (draws > 1) or with its neighbours (window > 1)")
+        self.every, self.dir, self.seed, self.n, self.draws = every, Path(ckpt_dir), seed, n, draws
         self.half = window // 2
         self.best_step: int | None = None
         self.best_score = math.inf       # the choosing score: the window's mean (one check's own when window 1)
         self.best_check = math.nan       # the chosen check's own score
         self._scores: list[float] = []   # every check's score since the (re)start, in order
         self._pending: deque = deque()   # (index, step, weights or None) of checks still missing later neighbours
+        self.start_score: float | None = None  # the score of a check of the starting weights (step 0), if made
 
     def due(self, step: int, last: bool) -> bool:
         """Whether ``step`` is checked: every ``every`` updates and the last one."""
@@ -70,6 +79,8 @@ class Selector:
         Returns this check's score (NaN when the samples are not finite: such a window never wins)."""
         score = self._score(trainer)
         self._scores.append(score)
+        if trainer.step == 0:
+            self.start_score = score
         weights = None
         if trainer.is_main:  # the weights wait (on the CPU) for their later neighbours unless window 1
             weights = trainer.weights() if self.half == 0 else _to_cpu(trainer.weights())
@@ -79,17 +90,27 @@ class Selector:
         return score
 
     def _score(self, trainer) -> float:
-        """The validation score of the trainer's EMA weights in eval mode, from the checks' own generator."""
+        """The validation score of the trainer's EMA weights in eval mode, from the checks' own generator: the
+        worst of up to ``draws`` draws, which stops drawing once it cannot beat the best check (NaN when a
+        draw's samples are not finite)."""
         obj, mode = trainer.objective, trainer.objective.training
         g = torch.Generator(trainer.device).manual_seed(self.seed + _SEED_OFFSET + trainer.step)
         ema = trainer.ema.applied(obj) if trainer.ema is not None else nullcontext()
+        worst = -math.inf
         try:
             obj.eval()  # spectral norm's power iteration must not move with a check
             with ema, torch.no_grad():
-                try:
-                    return validation_score(obj, trainer.data, self.n, g)
-                except FloatingPointError:
-                    return math.nan
+                for _ in range(self.draws):  # the draws follow each other on the one generator
+                    try:
+                        score = validation_score(obj, trainer.data, self.n, g)
+                    except FloatingPointError:
+                        return math.nan
+                    if math.isnan(score):
+                        return score
+                    worst = max(worst, score)
+                    if not worst < self.best_score:  # this check cannot win any more
+                        break
+                return worst
         finally:
             obj.train(mode)
 
@@ -129,12 +150,15 @@ class Selector:
     def load_best(self, trainer) -> dict:
         """Put the best check's weights into the trainer (model and EMA) for the final evaluation; returns
         ``selected_step`` and ``val_energy_distance`` (the chosen check's score; ``val_window_score``, its
-        window's mean, when the window is wider than one) for ``metrics.json`` ({} before any check)."""
+        window's mean, when the window is wider than one; ``val_energy_distance_start``, the starting weights'
+        score, when they were checked) for ``metrics.json`` ({} before any check)."""
         if self.best_step is None:
             return {}
         tensors, _ = ckpt.load_checkpoint(ckpt.best_path(self.dir))
         trainer.load_weights(tensors, trainer.ema.num_updates if trainer.ema is not None else 0)
         out = {"selected_step": self.best_step, "val_energy_distance": self.best_check}
+        if self.start_score is not None:
+            out["val_energy_distance_start"] = self.start_score
         return out if self.half == 0 else {**out, "val_window_score": self.best_score}
 
 
