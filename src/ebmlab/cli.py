@@ -374,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key (repeatable), e.g. train.steps=100 or method.name=noise")
     t.add_argument("--data", metavar="FILE", default=None,
                    help="your own vectors: .npy/.npz/.csv of shape (N, D) (sets data.name=array; without --config also "
-                        "data.whiten=true and data.jitter=0.3 unless set: config.USER_DATA_DEFAULTS)")
+                        "whitening, a Gaussian base measure, row noise and the result chosen on a validation split, "
+                        "unless set: config.USER_DATA_DEFAULTS, README)")
     t.add_argument("--out", metavar="DIR", default=None, help="run directory; default: runs/<method>_<data>")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--overwrite", action="store_true",
