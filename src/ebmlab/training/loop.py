@@ -9,8 +9,9 @@ in checkpoints so that ``--resume`` reproduces an uninterrupted run exactly on t
 the data generator (batch indices), the objective's generator (chain noise, buffer draws) and
 torch's global RNG. A non-finite loss or gradient raises ``TrainingDiverged`` naming the step and
 the quantity; nothing is written after it, so the last good checkpoint is kept. With
-``train.select_every`` the weights are scored on a validation split every N updates and the best check is
-kept as the run's result (``training/selection.py``); training itself is unchanged by the checks.
+``train.select_every`` the weights are scored on a validation split every N updates (and before the first
+with ``train.select_start``) and the best check is kept as the run's result (``training/selection.py``);
+training itself is unchanged by the checks.
 
 Several processes (``torchrun``): see ``training/distributed.py`` for the rules (explicit gradient
 all-reduce after ``backward``, per-rank batch shards, per-rank seeds and buffers, rank files in
