@@ -16,7 +16,7 @@ base measure N(0, s^2 I) (model coordinates), p(x) ∝ N(x; 0, s^2 I) exp(-net(x
 linearly far from the data, so the quadratic wins there: the density is normalisable and a chain that
 wanders off is pulled back, where a plain network can slope downwards into a sink no short-run training
 chain ever reaches (docs/leaderboard.md, breast cancer). The output layer starts at zero, so the untrained
-model is the base itself (drawn after the rest of the initialisation: the other weights are those of the
+model is the base itself (zeroed after the usual initialisation, so the other weights are those of the
 plain network with the same seed). Not in the papers; None (default): no base term.
 """
 from __future__ import annotations

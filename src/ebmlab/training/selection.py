@@ -10,24 +10,23 @@ weights that evaluation uses (the EMA's, the network in eval mode) are scored:
             generation procedure (``Objective.sample``) and the validation rows (``data.val_fraction``),
             both in z-scored data coordinates (the training rows' column means and stds)
 
-that is, ``sample_energy_distance_heldout`` (``training/heldout.py``) on rows that no weight and no
-statistic has seen. One check's score is noisy (a few dozen validation rows, one draw of a sampler whose draws
-are heavy-tailed), and the minimum over many noisy checks favours a lucky one. Two remedies, one at a time:
-``train.select_window = w`` (odd) chooses by the mean score of the w checks centred on each (fewer at the ends
-of the run), so a check wins only with its neighbours (its weights are then kept in memory, on the CPU, until
-its later neighbours are scored); ``train.select_draws = k`` scores a check by the *worst* of k independent
-draws, drawn one after another only while that worst still beats the best check so far (a check that loses on
-its first draw costs one draw), so a model whose draws are good only some of the time does not win on a lucky
-one. ``train.select_start`` also checks the starting weights before the first update: with a base measure
-whose tilt starts at zero (``model.base_std``, ``energies/mlp.py``) that is the base itself, and the run's
-result stays the base unless a check beats it. The check draws from a generator of its own and leaves the network's state as it found it, so
-training runs exactly as without it (tested). The best check's weights (model and EMA) are written to
-``checkpoints/best.safetensors`` with ``best.json`` (its step and ``val_energy_distance``) and are the
-run's result: the final evaluation, ``ebmlab.load``, ``ebmlab sample`` and ``ebmlab eval`` open it
-(``checkpoint.result_checkpoint``). Training itself runs to its end, and ``--resume`` continues from the
-newest step checkpoint; a best file written after that checkpoint belongs to the abandoned part of the
-run and is dropped (selection then restarts from the resumed step, with a fresh window).
-"""
+that is, ``sample_energy_distance_heldout`` (``training/heldout.py``) on rows that no weight and no statistic has
+seen. One check's score is noisy (a few dozen validation rows, one draw of a sampler whose draws are heavy-tailed),
+and the minimum over many noisy checks favours a lucky one. Two remedies, one at a time: ``train.select_window
+= w`` (odd) chooses by the mean score of the w checks centred on each (fewer at the ends of the run), so a check wins
+only with its neighbours (its weights are then kept in memory, on the CPU, until its later neighbours are scored);
+``train.select_draws = k`` scores a check by the *worst* of k independent draws, drawn one after another only while
+that worst still beats the best check so far (a check that loses on its first draw costs one draw), so a model
+whose draws are good only some of the time does not win on a lucky one. ``train.select_start`` also checks the
+starting weights before the first update: with a base measure whose tilt starts at zero (``model.base_std``,
+``energies/mlp.py``) that is the base itself, and the run's result stays the base unless a check beats it. The
+check draws from a generator of its own and leaves the network's state as it found it, so training runs exactly as
+without it (tested). The best check's weights (model and EMA) are written to ``checkpoints/best.safetensors`` with
+``best.json`` (its step and ``val_energy_distance``) and are the run's result: the final evaluation,
+``ebmlab.load``, ``ebmlab sample`` and ``ebmlab eval`` open it (``checkpoint.result_checkpoint``). Training itself
+runs to its end, and ``--resume`` continues from the newest step checkpoint; a best file written after that
+checkpoint belongs to the abandoned part of the run and is dropped (selection then restarts from the resumed step,
+with a fresh window)."""
 from __future__ import annotations
 
 import math
@@ -54,7 +53,8 @@ def validation_score(objective, data, n: int, generator: torch.Generator) -> flo
 
 class Selector:
     """Tracks the best validation check of one run and keeps its weights in ``checkpoints/best.*``.
-    ``window`` (odd): a check is chosen by the mean score of the ``window`` checks centred on it."""
+    ``window`` (odd): a check is chosen by the mean score of the ``window`` checks centred on it; ``draws``: a
+    check is scored by its worst of up to that many draws (one of the two above 1)."""
 
     def __init__(self, every: int, ckpt_dir: Path, seed: int, n: int = SELECT_SAMPLES, window: int = 1,
                  draws: int = 1):
