@@ -168,6 +168,10 @@ def test_the_starting_point_can_be_the_result_and_is_then_the_base_measure(tmp_p
     assert run.checkpoint_step == 0 and torch.allclose(run.objective.energy(x), x.pow(2).sum(1) / 2)
     last = ebmlab.load(tmp_path / "r", checkpoint=tmp_path / "r" / "checkpoints" / "step_00000010.safetensors")
     assert not torch.allclose(last.objective.energy(x), x.pow(2).sum(1) / 2)  # training moved the tilt
+    _scripted(monkeypatch, [0.5])  # resumed at 10: the start is not checked again, and still wins
+    _, metrics = _fit(tmp_path / "r", ["train.steps=15", "train.select_every=5", "data.val_fraction=0.1",
+                                       "train.select_start=true", "model.base_std=1"], resume=True)
+    assert metrics["selected_step"] == 0 and metrics["val_energy_distance_start"] == 0.1
 
 
 def test_a_real_check_scores_samples_against_the_validation_rows(tmp_path):

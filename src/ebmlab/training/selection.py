@@ -140,6 +140,8 @@ class Selector:
             return
         if meta["step"] <= step:
             self.best_step, self.best_check = meta["step"], float(meta.get("val_energy_distance", math.inf))
+            if meta["step"] == 0:  # the start's check won before the resume: its score is known
+                self.start_score = self.best_check
             self.best_score = float(meta.get("val_window_score", self.best_check))  # older bests: one check's
             return
         for p in (best, best.with_suffix(".json")):
