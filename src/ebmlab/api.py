@@ -134,7 +134,8 @@ class Run:
         if self._data is None:
             from ebmlab.training.run import run_dataset
 
-            self._data = run_dataset(self.path, self.config, need_data=True)
+            # a refitted result's own transform (training/selection.py): the rows in its coordinates
+            self._data = run_dataset(self.path, self.config, need_data=True).with_transform(self.transform)
         return self._data
 
     def sample(self, n: int, steps: int | None = None, init: str | Tensor = "noise", seed: int = 0,

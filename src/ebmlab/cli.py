@@ -140,8 +140,9 @@ def _report(run_dir: Path, metrics: dict) -> None:
           f"\n  samples: {run_dir / 'samples'}\n  log:     {run_dir / 'metrics.jsonl'} (TensorBoard: {run_dir / 'tb'})")
     if "selected_step" in metrics:  # train.select_every: the run's result is its best validation check
         from ebmlab.training.checkpoint import best_path
+        refit = ", its transform refitted on the training and validation rows" if metrics.get("selected_refit") else ""
         print(f"  result:  {best_path(run_dir / 'checkpoints')} (step {metrics['selected_step']}, the best "
-              f"validation check; sample, eval and ebmlab.load use it)")
+              f"validation check{refit}; sample, eval and ebmlab.load use it)")
 
 
 def _open(args, need_data: bool = True):

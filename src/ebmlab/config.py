@@ -140,6 +140,8 @@ class TrainConfig:
     select_window: int = 1            # checks averaged for the choice, centred on each (odd; 1: each check alone)
     select_draws: int = 1             # validation draws per check, scored by the worst (stops once it cannot win)
     select_start: bool = False        # also check the starting weights (step 0): the result can be the untrained model
+    select_refit: bool = False        # when the start wins, refit the data transform on training + validation rows
+    select_paired: bool = False       # every check draws the same noise (common random numbers) instead of its step's
 
 
 @dataclass
@@ -233,6 +235,10 @@ _NEW_KEY_DEFAULTS = {
     "train.select_draws": 1,
     # the starting point was never a candidate before
     "train.select_start": False,
+    # the transform was fitted on the training rows alone before the refit
+    "train.select_refit": False,
+    # each check drew noise seeded by its step before paired checks
+    "train.select_paired": False,
 }
 # Keys whose resolved default changed after runs existed: {key: (condition on the stored run's keys, the
 # value those runs ran with)}. A stored config.yaml without the key, or with null, ran with that value

@@ -12,7 +12,7 @@ import ebmlab
 from ebmlab.config import ConfigError, apply_overrides, user_data_overrides
 from ebmlab.data import build_dataset
 from ebmlab.data.dataset import array_dataset
-from ebmlab.errors import DataError
+from ebmlab.errors import CheckpointError, DataError
 from ebmlab.experiments import leaderboard
 from ebmlab.training import selection
 from ebmlab.training.config import load_config
@@ -66,7 +66,7 @@ def test_the_options_are_checked_and_out_of_older_hashes():
     with pytest.raises(ConfigError, match="set one of them"):
         load_config(None, ["train.select_draws=3", "train.select_window=3"])
     nulls = ["data.val_fraction=null", "train.select_every=null", "train.select_window=1", "train.select_draws=1",
-             "train.select_start=false"]
+             "train.select_start=false", "train.select_refit=false", "train.select_paired=false"]
     assert load_config("default", nulls).hash() == load_config("default").hash()
 
 
@@ -172,6 +172,62 @@ def test_the_starting_point_can_be_the_result_and_is_then_the_base_measure(tmp_p
     _, metrics = _fit(tmp_path / "r", ["train.steps=15", "train.select_every=5", "data.val_fraction=0.1",
                                        "train.select_start=true", "model.base_std=1"], resume=True)
     assert metrics["selected_step"] == 0 and metrics["val_energy_distance_start"] == 0.1
+
+
+def _gaussian_energy(rows):
+    """E(x) = (x - m)^T S^-1 (x - m) / 2 of the Gaussian with the mean m and covariance S (N - 1) of ``rows``."""
+    mean, prec = rows.double().mean(0), torch.linalg.inv(torch.cov(rows.double().T))
+    return lambda x: 0.5 * torch.einsum("bi,ij,bj->b", x.double() - mean, prec, x.double() - mean)
+
+
+def test_a_chosen_start_is_refitted_on_the_training_and_validation_rows(tmp_path, monkeypatch):
+    """``train.select_refit``: when the start wins, the result is the base measure of a transform fitted on the
+    training and validation rows together, i.e. the Gaussian of all those rows; its sidecar carries the transform;
+    the step checkpoints and a trained winner keep the transform of the training rows."""
+    sets = ["train.steps=10", "train.select_every=5", "data.val_fraction=0.1", "train.select_start=true",
+            "model.base_std=1", "data.whiten=true", "train.select_refit=true"]
+    _scripted(monkeypatch, [0.1, 1.0, 2.0])  # checks at 0, 5, 10: the start wins
+    trainer, metrics = _fit(tmp_path / "r", sets)
+    assert metrics["selected_step"] == 0 and metrics["selected_refit"] == 1
+    split = build_dataset(load_config(None, TINY + sets).data)
+    train = split.transform.to_data(split.train)
+    every = torch.cat([split.transform.to_data(split.val), train])  # (400, 2): training + validation rows
+    x = torch.randn(9, 2) * 2
+    run = ebmlab.load(tmp_path / "r")
+    assert run.checkpoint_step == 0
+    assert torch.allclose(run(x).double(), _gaussian_energy(every)(x), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(run(x).double(), _gaussian_energy(train)(x), rtol=1e-3, atol=1e-3)
+    assert torch.allclose(trainer.data.transform.shift, every.mean(0), atol=1e-5)  # what the final evaluation used
+    data = run.data()  # the same rows, in the result's coordinates
+    assert torch.allclose(data.transform.shift, every.mean(0), atol=1e-5)
+    assert torch.allclose(data.transform.to_data(data.train), train, atol=1e-4)
+    assert "transform" in json.loads((tmp_path / "r" / "checkpoints" / "best.json").read_text())
+    step = ebmlab.load(tmp_path / "r", checkpoint=tmp_path / "r" / "checkpoints" / "step_00000010.safetensors")
+    assert torch.allclose(step.transform.shift, train.mean(0), atol=1e-5)
+    _scripted(monkeypatch, [1.0, 0.5, 2.0])  # a trained check wins: kept as it is
+    _, metrics = _fit(tmp_path / "t", sets)
+    assert metrics["selected_step"] == 5 and "selected_refit" not in metrics
+    assert "transform" not in json.loads((tmp_path / "t" / "checkpoints" / "best.json").read_text())
+    assert torch.allclose(ebmlab.load(tmp_path / "t").transform.shift, train.mean(0), atol=1e-5)
+    side = tmp_path / "r" / "checkpoints" / "best.json"
+    side.write_text(json.dumps({**json.loads(side.read_text()), "transform": {"shift": "x"}}))
+    with pytest.raises(CheckpointError, match="damaged 'transform'"):
+        ebmlab.load(tmp_path / "r")
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_paired_checks_draw_the_same_noise(tmp_path, monkeypatch, paired):
+    """``train.select_paired``: every check's generator starts from train.seed + 7919; otherwise from that plus
+    its step."""
+    seeds = []
+
+    def score(objective, data, n, generator):
+        seeds.append(generator.initial_seed())
+        return 1.0
+    monkeypatch.setattr(selection, "validation_score", score)
+    _fit(tmp_path / "r", ["train.steps=10", "train.select_every=5", "data.val_fraction=0.1", "train.seed=3",
+                          "train.select_start=true", f"train.select_paired={str(paired).lower()}"])
+    assert seeds == ([3 + 7919] * 3 if paired else [3 + 7919, 3 + 7924, 3 + 7929])
 
 
 def test_a_real_check_scores_samples_against_the_validation_rows(tmp_path):

@@ -5,7 +5,7 @@ A leaf of ``ebmlab.data``: the registry (``data/dataset.py``) and the loaders (`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -38,6 +38,12 @@ class Affine:
         """log |dz/dx| per example."""
         out = float(-torch.log(self.scale).sum()) if self.scale.dim() else 0.0
         return out if self.matrix is None else out + float(torch.linalg.slogdet(self.matrix.double())[1])
+
+    def same_as(self, other: Affine) -> bool:
+        """Whether ``other`` maps the same way (equal shift, scale and matrices)."""
+        def eq(a: Tensor | None, b: Tensor | None) -> bool:
+            return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+        return all(eq(getattr(self, k), getattr(other, k)) for k in ("shift", "scale", "matrix", "inverse"))
 
     @staticmethod
     def identity(dim: int | None = None) -> Affine:
@@ -88,3 +94,14 @@ class Dataset:
             return self.dist.sample(n, generator)
         idx = torch.randperm(self.test.shape[0], generator=generator)[:n]
         return self.transform.to_data(self.test[idx])
+
+    def with_transform(self, transform: Affine) -> Dataset:
+        """The same rows, splits and labels in the model coordinates of another ``transform`` (each split mapped
+        to data coordinates and back): a run's result may carry its own (``training/selection.py``, refit).
+        ``self`` when ``transform`` is the one it has (equal tensors)."""
+        if transform.same_as(self.transform):
+            return self
+
+        def move(z: Tensor | None) -> Tensor | None:
+            return None if z is None else transform.to_model(self.transform.to_data(z))
+        return replace(self, train=move(self.train), test=move(self.test), val=move(self.val), transform=transform)

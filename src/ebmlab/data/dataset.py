@@ -17,7 +17,8 @@ sampler step must resolve a 0.013-wide direction (docs/leaderboard.md).
 
 ``data.val_fraction`` (vectors, off by default) moves that share of the training rows (at least 2) into a
 validation split ``Dataset.val``, drawn with ``data.seed`` and left out of the standardiser's fit: rows no
-weight and no statistic has seen, for ``train.select_every`` (``training/selection.py``).
+weight and no statistic has seen, for ``train.select_every`` (``training/selection.py``); ``refit_transform`` fits
+the standardiser on training and validation rows together once that choice is made (``train.select_refit``).
 
 Registry: ``DATASETS[name] = fn(cfg: DataConfig) -> Dataset``, built here from its parts: toys from
 ``data/toy.py``, ``array`` reads ``data.path``, the image loaders from ``data/images.IMAGE_LOADERS``.
@@ -34,7 +35,7 @@ from ebmlab.data.base import Affine, Dataset
 from ebmlab.data.toy import TOYS
 from ebmlab.errors import DataError
 
-__all__ = ["DATASETS", "Affine", "Dataset", "array_dataset", "build_dataset"]
+__all__ = ["DATASETS", "Affine", "Dataset", "array_dataset", "build_dataset", "refit_transform"]
 
 
 WHITEN_FLOOR = 1e-6  # eigenvalues of the correlation matrix below this x the largest are raised to it
@@ -82,6 +83,14 @@ def _vector_dataset(name: str, train: Tensor, test: Tensor, cfg, dist=None) -> D
     tf = _standardiser(train, cfg.standardize, cfg.whiten)
     return Dataset(name, "vector", tf.to_model(train), tf.to_model(test), tf, dist=dist,
                    val=None if val is None else tf.to_model(val))
+
+
+def refit_transform(data: Dataset, cfg) -> Dataset:
+    """``data`` in the coordinates of a standardiser (``DataConfig`` ``cfg``'s) fitted on its training and
+    validation rows together: the refit of a run whose validation check chose the untrained model
+    (``train.select_refit``, ``training/selection.py``), as a model search refits its choice on all its rows."""
+    rows = data.transform.to_data(data.train if data.val is None else torch.cat([data.val, data.train]))
+    return data.with_transform(_standardiser(rows, cfg.standardize, cfg.whiten))
 
 
 def _toy(cfg) -> Dataset:

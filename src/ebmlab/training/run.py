@@ -141,11 +141,11 @@ def write_run_info(run_dir: Path, cfg: Config, data) -> None:
                      "n_test": int(data.test.shape[0]),
                      "path": str(Path(cfg.data.path).resolve()) if cfg.data.path else None,
                      "sha256": file_sha256(f) if f is not None else None},
-            "transform": _transform_info(tf, data.kind)}
+            "transform": transform_info(tf, data.kind)}
     write_text_atomic(run_dir / INFO_NAME, json.dumps(info, indent=1))
 
 
-def _transform_info(tf, kind: str) -> dict:
+def transform_info(tf, kind: str) -> dict:
     """run.json's ``transform``: shift and scale, and with whitening the matrix W and its inverse."""
     out = {"shift": tf.shift.tolist(), "scale": tf.scale.tolist(),
            "note": "model = (data - shift) / scale" + (", images in [-1, 1]" if kind == "image" else "")}
@@ -161,6 +161,15 @@ def stored_transform(tf: dict):
     def t(key):
         return torch.tensor(tf[key], dtype=torch.float32)
     return Affine(t("shift"), t("scale"), *((t("matrix"), t("inverse")) if "matrix" in tf else ()))
+
+
+def _checkpoint_transform(meta: dict, path: Path):
+    """The ``Affine`` of a checkpoint sidecar's ``transform``; CheckpointError if it is malformed."""
+    try:
+        return stored_transform(meta["transform"])
+    except (ValueError, TypeError, KeyError, RuntimeError):
+        raise CheckpointError(f"checkpoint sidecar {str(path.with_suffix('.json'))!r} has a damaged 'transform'; "
+                              "restore it or retrain the run") from None
 
 
 def read_run_info(run_dir: Path) -> dict | None:
@@ -316,6 +325,8 @@ def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu
         tensors, meta = ckpt.load_checkpoint(path)
         check_config_hash(meta, cfg, path)
         data = run_dataset(run_dir, cfg, need_data=need_data)
+        if "transform" in meta:  # a refitted result carries its own transform (training/selection.py)
+            data = data.with_transform(_checkpoint_transform(meta, path))
         objective = build_objective(cfg, data)
         load_weights(objective, tensors, path, cfg, ema)
         objective.to(dev).eval()

@@ -19,8 +19,11 @@ only with its neighbours (its weights are then kept in memory, on the CPU, until
 that worst still beats the best check so far (a check that loses on its first draw costs one draw), so a model
 whose draws are good only some of the time does not win on a lucky one. ``train.select_start`` also checks the
 starting weights before the first update: with a base measure whose tilt starts at zero (``model.base_std``,
-``energies/mlp.py``) that is the base itself, and the run's result stays the base unless a check beats it. The
-check draws from a generator of its own and leaves the network's state as it found it, so training runs exactly as
+``energies/mlp.py``) that is the base itself, and the run's result stays the base unless a check beats it;
+``train.select_refit`` then refits a chosen start on the training and validation rows together (its data transform
+is all it has fitted: ``Selector._refit``). Each check draws from a generator of its own, seeded by its step, or with
+``train.select_paired`` by the same seed for every check (common random numbers: two checks then differ by their
+weights, not by their draws' luck). The check draws from a generator of its own and leaves the network's state as it found it, so training runs exactly as
 without it (tested). The best check's weights (model and EMA) are written to ``checkpoints/best.safetensors`` with
 ``best.json`` (its step and ``val_energy_distance``) and are the run's result: the final evaluation,
 ``ebmlab.load``, ``ebmlab sample`` and ``ebmlab eval`` open it (``checkpoint.result_checkpoint``). Training itself
@@ -42,7 +45,8 @@ from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.heldout import zscorer
 
 SELECT_SAMPLES = 1000  # samples per check: ~1/20 of 50 updates' time for the default MLP on a table
-_SEED_OFFSET = 7919    # the checks' generator: train.seed + this, advanced by the step (training's own streams untouched)
+_SEED_OFFSET = 7919    # the checks' generator: train.seed + this, advanced by the step unless paired (training's own
+                       # streams untouched)
 
 
 def validation_score(objective, data, n: int, generator: torch.Generator) -> float:
@@ -57,10 +61,12 @@ class Selector:
     check is scored by its worst of up to that many draws (one of the two above 1)."""
 
     def __init__(self, every: int, ckpt_dir: Path, seed: int, n: int = SELECT_SAMPLES, window: int = 1,
-                 draws: int = 1):
+                 draws: int = 1, refit: bool = False, paired: bool = False):
         if draws > 1 and window > 1:
             raise ValueError("a check is scored by its worst draw (draws > 1) or with its neighbours (window > 1)")
         self.every, self.dir, self.seed, self.n, self.draws = every, Path(ckpt_dir), seed, n, draws
+        self.refit = refit  # a chosen start's transform is refitted on the training and validation rows
+        self.paired = paired  # every check draws the same noise (common random numbers), not noise of its step
         self.half = window // 2
         self.best_step: int | None = None
         self.best_score = math.inf       # the choosing score: the window's mean (one check's own when window 1)
@@ -94,7 +100,8 @@ class Selector:
         worst of up to ``draws`` draws, which stops drawing once it cannot beat the best check (NaN when a
         draw's samples are not finite)."""
         obj, mode = trainer.objective, trainer.objective.training
-        g = torch.Generator(trainer.device).manual_seed(self.seed + _SEED_OFFSET + trainer.step)
+        offset = _SEED_OFFSET if self.paired else _SEED_OFFSET + trainer.step  # paired: every check the same noise
+        g = torch.Generator(trainer.device).manual_seed(self.seed + offset)
         ema = trainer.ema.applied(obj) if trainer.ema is not None else nullcontext()
         worst = -math.inf
         try:
@@ -150,18 +157,39 @@ class Selector:
                       f"resumes from; it was dropped and selection restarts here", RuntimeWarning, stacklevel=2)
 
     def load_best(self, trainer) -> dict:
-        """Put the best check's weights into the trainer (model and EMA) for the final evaluation; returns
-        ``selected_step`` and ``val_energy_distance`` (the chosen check's score; ``val_window_score``, its
-        window's mean, when the window is wider than one; ``val_energy_distance_start``, the starting weights'
-        score, when they were checked) for ``metrics.json`` ({} before any check)."""
+        """Put the best check's weights into the trainer (model and EMA) for the final evaluation, and with
+        ``refit`` a chosen start's refitted data (``_refit``); returns ``selected_step`` and
+        ``val_energy_distance`` (the chosen check's score; ``val_window_score``, its window's mean, when the
+        window is wider than one; ``val_energy_distance_start``, the starting weights' score, when they were
+        checked; ``selected_refit``, 1 when the transform was refitted) for ``metrics.json`` ({} before any
+        check)."""
         if self.best_step is None:
             return {}
-        tensors, _ = ckpt.load_checkpoint(ckpt.best_path(self.dir))
+        tensors, meta = ckpt.load_checkpoint(ckpt.best_path(self.dir))
         trainer.load_weights(tensors, trainer.ema.num_updates if trainer.ema is not None else 0)
         out = {"selected_step": self.best_step, "val_energy_distance": self.best_check}
+        if self.refit and self.best_step == 0:
+            self._refit(trainer, tensors, meta)
+            out["selected_refit"] = 1
         if self.start_score is not None:
             out["val_energy_distance_start"] = self.start_score
         return out if self.half == 0 else {**out, "val_window_score": self.best_score}
+
+    def _refit(self, trainer, tensors: dict, meta: dict) -> None:
+        """The untrained model won: its only fitted part is the data transform, so the result is refitted on the
+        training and validation rows together, as a model search refits its choice on all its rows (with a base
+        measure: the Gaussian of every row). ``trainer.data`` moves to the new coordinates and the best
+        checkpoint's sidecar carries the transform (``transform``), which opening the result then applies
+        (``training/run.open_checkpoint``); the step checkpoints keep the run's own. A trained check is kept as
+        it is: a retrained one would be another stochastic run whose weights no check has scored."""
+        from ebmlab.data.dataset import refit_transform
+        from ebmlab.training.run import transform_info
+
+        trainer.data = refit_transform(trainer.data, trainer.cfg.data)
+        if trainer.is_main:
+            kept = {k: v for k, v in meta.items() if k not in ("step", "tensor_file", "tensor_bytes")}
+            ckpt.save_checkpoint(self.dir, 0, tensors, {**kept, "transform": transform_info(trainer.data.transform, "vector")},
+                                 name=ckpt.BEST)
 
 
 def _to_cpu(weights: tuple[dict, dict]) -> tuple[dict, dict]:
