@@ -23,8 +23,8 @@ starting weights before the first update: with a base measure whose tilt starts 
 ``train.select_refit`` then refits a chosen start on the training and validation rows together (its data transform
 is all it has fitted: ``Selector._refit``). Each check draws from a generator of its own, seeded by its step, or with
 ``train.select_paired`` by the same seed for every check (common random numbers: two checks then differ by their
-weights, not by their draws' luck). The check draws from a generator of its own and leaves the network's state as it found it, so training runs exactly as
-without it (tested). The best check's weights (model and EMA) are written to ``checkpoints/best.safetensors`` with
+weights, not by their draws' luck). A check leaves the network's state as it found it, so training runs exactly
+as without it (tested). The best check's weights (model and EMA) are written to ``checkpoints/best.safetensors`` with
 ``best.json`` (its step and ``val_energy_distance``) and are the run's result: the final evaluation,
 ``ebmlab.load``, ``ebmlab sample`` and ``ebmlab eval`` open it (``checkpoint.result_checkpoint``). Training itself
 runs to its end, and ``--resume`` continues from the newest step checkpoint; a best file written after that
@@ -188,8 +188,8 @@ class Selector:
         trainer.data = refit_transform(trainer.data, trainer.cfg.data)
         if trainer.is_main:
             kept = {k: v for k, v in meta.items() if k not in ("step", "tensor_file", "tensor_bytes")}
-            ckpt.save_checkpoint(self.dir, 0, tensors, {**kept, "transform": transform_info(trainer.data.transform, "vector")},
-                                 name=ckpt.BEST)
+            kept["transform"] = transform_info(trainer.data.transform, "vector")
+            ckpt.save_checkpoint(self.dir, 0, tensors, kept, name=ckpt.BEST)
 
 
 def _to_cpu(weights: tuple[dict, dict]) -> tuple[dict, dict]:

@@ -1,0 +1,54 @@
+"""``benchmarks/bench_cold_ops.py`` (issue 19, docs/performance.md "Cold ops"): its hand-written MLP gradient is
+the autograd one, its NumPy arithmetic is MALA's, and a short run reports every quantity."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ebmlab.config import ModelConfig
+from ebmlab.energies.base import energy_and_grad
+from ebmlab.energies.build import build_energy
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_cold_ops.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("ebmlab_bench_cold_ops", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_the_hand_written_gradient_is_autograds(bench):
+    torch.manual_seed(1)
+    net = build_energy(ModelConfig(), (10,))
+    torch.nn.init.normal_(net.out.weight)  # not the tiny default head: the blocks' terms must matter
+    x = torch.randn(64, 10)
+    e, g = bench.manual_energy_and_grad(net, x)
+    e_ref, g_ref = energy_and_grad(net, x)
+    assert torch.allclose(e, e_ref, atol=1e-5) and torch.allclose(g, g_ref, atol=1e-5, rtol=1e-4)
+
+
+def test_the_numpy_arithmetic_is_malas(bench):
+    x, e, g = torch.randn(32, 3), torch.randn(32), torch.randn(32, 3)
+    eps = torch.full((32, 1), 0.05)
+    args = (x, e, g, e + torch.randn(32), g + torch.randn(32, 3), eps, torch.sqrt(2 * eps))
+    ref = bench.mh_ops(*args, torch.Generator().manual_seed(3))
+    got = bench.numpy_ops(*args, torch.Generator().manual_seed(3))
+    assert all(torch.allclose(r, torch.from_numpy(v), atol=1e-5) for r, v in zip(ref, got))
+
+
+def test_a_short_run_reports_every_quantity(bench, tmp_path, capsys):
+    out = bench.main(["--reps", "2", "--json", str(tmp_path / "r.json")])
+    assert set(out["cpu_us"]) == {"pass", "mh_cold", "mh_warm", "numpy_cold", "numpy_warm", "manual_grad", "autograd"}
+    assert all(q["median"] > 0 for q in out["cpu_us"].values())
+    assert json.loads((tmp_path / "r.json").read_text())["ratios_cpu"].keys() == out["ratios_cpu"].keys()
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("{")
