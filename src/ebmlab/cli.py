@@ -429,10 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--jobs", type=int, metavar="N", default=None,
                    help="cells run at once, each one process with one thread (default 2; 1: serially in this process)")
     x.add_argument("--budget", type=float, metavar="SECONDS", default=None,
-                   help="training wall-clock seconds per cell (leaderboard; default 20, with --full 120)")
+                   help="training wall-clock seconds per cell (leaderboard, data_defaults; default 20, with --full 120)")
     x.add_argument("--methods", metavar="M,M,...", default=None,
-                   help="leaderboard: only these methods (rows; the GMM and KDE baselines always run)")
-    x.add_argument("--datasets", metavar="D,D,...", default=None, help="leaderboard: only these datasets (columns)")
+                   help="leaderboard: only these methods (rows; the GMM and KDE baselines always run); "
+                        "data_defaults: only these arms (default, refit, paired)")
+    x.add_argument("--datasets", metavar="D,D,...", default=None, help="leaderboard, data_defaults: only these datasets")
     x.add_argument("--rescore", action="store_true",
                    help="leaderboard: evaluate every finished cell again from its stored run, without training "
                         "(after a change to the evaluation code; each cell.json lists what changed)")

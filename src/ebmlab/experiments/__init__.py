@@ -19,6 +19,7 @@ EXPERIMENTS = {
     "paper003": "ebmlab.experiments.paper003",
     "paper004": "ebmlab.experiments.paper004",
     "leaderboard": "ebmlab.experiments.leaderboard",
+    "data_defaults": "ebmlab.experiments.data_defaults",  # the --data defaults against candidates (issue 18)
 }
 
 
