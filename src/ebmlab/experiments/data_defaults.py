@@ -91,20 +91,24 @@ def reference_fn(params: dict, seed: int, run_dir: Path) -> dict:
     cfg = experiment_config(None, sets + [f"train.seed={seed}"], threads=1)
     draw, data = _sampler(params["reference"], build_dataset(cfg.data), cfg, seed)
     z, test = zscorer(data), data.test
-    values = [energy_distance(z(data.transform.to_model(draw(SAMPLES, torch.Generator().manual_seed(DRAW_SEED + k)))),
-                              z(test), unbiased=True) for k in range(params["draws"])]
-    mean = sum(values) / len(values)
-    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) if len(values) > 1 else math.nan
-    return {"heldout_ed_expected": mean, "heldout_ed_expected_se": se, "heldout_ed7": sum(values[:DRAWS]) / min(DRAWS, len(values)),
-            "step": 0}
+    values = []
+    for k in range(params["draws"]):  # draw k from generator seed DRAW_SEED + k, as heldout_draws seeds them
+        x = data.transform.to_model(draw(SAMPLES, torch.Generator().manual_seed(DRAW_SEED + k)))
+        values.append(energy_distance(z(x), z(test), unbiased=True))
+    n = len(values)
+    mean = sum(values) / n
+    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else math.nan
+    return {"heldout_ed_expected": mean, "heldout_ed_expected_se": se,
+            "heldout_ed7": sum(values[:DRAWS]) / min(DRAWS, n), "step": 0}
 
 
 def build_cells(datasets, arms, seeds, budget: float, quick: bool) -> dict[str, list[Cell]]:
     """{dataset: cells}: every arm x seed, then the reference rows (seed 0)."""
     grid = {}
     for ds in datasets:
-        cells = [Cell(f"{ds}/{arm}", s, cell_fn, {"config": "default", "overrides": overrides(ds, arm, budget, quick),
-                                                   "quick": quick, "draws": 2 if quick else DRAWS},
+        params = {arm: {"config": "default", "overrides": overrides(ds, arm, budget, quick), "quick": quick,
+                        "draws": 2 if quick else DRAWS} for arm in arms}
+        cells = [Cell(f"{ds}/{arm}", s, cell_fn, params[arm],
                       fingerprint=lb.config_fingerprint, run_fingerprint=lb.run_config_fingerprint)
                  for arm in arms for s in seeds]
         cells += [Cell(f"{ds}/exact_{r}", 0, reference_fn, {"dataset": ds, "reference": r, "quick": quick,
@@ -123,24 +127,34 @@ def verdicts(table: dict, ds: str, arms) -> list[dict]:
         row = table[f"{ds}/{arm}"]
         ed, auroc = row["heldout_ed7"]["mean"], row["ood_auroc_other_class"]["mean"]
         ok = ed <= base["heldout_ed7"]["mean"] and auroc >= base["ood_auroc_other_class"]["mean"] - AUROC_SLACK
-        out.append({"dataset": ds, "candidate": arm, "heldout_ed7": ed, "default_heldout_ed7": base["heldout_ed7"]["mean"],
-                    "auroc": auroc, "default_auroc": base["ood_auroc_other_class"]["mean"], "passes": bool(ok)})
+        out.append({"dataset": ds, "candidate": arm, "heldout_ed7": ed, "auroc": auroc, "passes": bool(ok),
+                    "default_heldout_ed7": base["heldout_ed7"]["mean"],
+                    "default_auroc": base["ood_auroc_other_class"]["mean"]})
     return out
 
 
-def _markdown(result: dict, records: dict) -> str:
-    md = [f"# The `--data` defaults against candidates: {result['budget_seconds']:g} s per cell, seeds {result['seeds']}\n",
-          "Mean ± std over seeds (per seed below); verdict: the candidate's mean heldout_ed7 <= the default's and its "
-          f"mean AUROC >= the default's - {AUROC_SLACK}. Protocol: src/ebmlab/experiments/data_defaults.py.\n"]
+def _verdict_rows(entry: dict) -> str:
+    f = claims.fmt_number
+    return "\n| candidate | heldout_ed7 (default) | AUROC (default) | verdict |\n|---|---|---|---|\n" + "".join(
+        f"| {v['candidate']} | {f(v['heldout_ed7'])} ({f(v['default_heldout_ed7'])}) | {f(v['auroc'])} "
+        f"({f(v['default_auroc'])}) | **{'passes' if v['passes'] else 'fails'}** |\n" for v in entry["verdicts"])
+
+
+def _reference_rows(entry: dict) -> str:
+    f = claims.fmt_number
+    return ("\n| exact draws of | expected held-out energy distance ± s.e. | mean of the first 7 |\n|---|---|---|\n"
+            + "".join(f"| {r} | {f(m.get('heldout_ed_expected'))} ± {f(m.get('heldout_ed_expected_se'))} | "
+                      f"{f(m.get('heldout_ed7'))} |\n" for r, m in entry["references"].items()))
+
+
+def _markdown(result: dict) -> str:
+    md = [(f"# The `--data` defaults against candidates: {result['budget_seconds']:g} s per cell, "
+           f"seeds {result['seeds']}\n"),
+          ("Mean ± std over seeds (per seed below); verdict: the candidate's mean heldout_ed7 <= the default's and "
+           f"its mean AUROC >= the default's - {AUROC_SLACK}. Protocol: src/ebmlab/experiments/data_defaults.py.\n")]
     for ds, entry in result["datasets"].items():
         md.append(f"## {ds}\n\n" + claims.table_markdown(entry["table"], METRICS, result["seeds"]))
-        md.append("\n| candidate | heldout_ed7 (default) | AUROC (default) | verdict |\n|---|---|---|---|\n" + "".join(
-            f"| {v['candidate']} | {claims.fmt_number(v['heldout_ed7'])} ({claims.fmt_number(v['default_heldout_ed7'])}) | "
-            f"{claims.fmt_number(v['auroc'])} ({claims.fmt_number(v['default_auroc'])}) | "
-            f"**{'passes' if v['passes'] else 'fails'}** |\n" for v in entry["verdicts"]))
-        md.append("\n| exact draws of | expected held-out energy distance ± s.e. | mean of the first 7 |\n|---|---|---|\n" + "".join(
-            f"| {r} | {claims.fmt_number(m.get('heldout_ed_expected'))} ± {claims.fmt_number(m.get('heldout_ed_expected_se'))} | "
-            f"{claims.fmt_number(m.get('heldout_ed7'))} |\n" for r, m in entry["references"].items()))
+        md += [_verdict_rows(entry), _reference_rows(entry)]
     md.append(f"{'QUICK smoke run: the numbers mean nothing. ' if result['quick'] else ''}"
               f"Wall time of this command: {result['wall_seconds']} s (finished cells are reused on a rerun).\n")
     return "\n".join(md)
@@ -178,7 +192,7 @@ def run(out: Path, quick: bool = False, seeds=SEEDS, jobs: int = 2, full: bool =
         refs = {r: (records.get((f"{ds}/exact_{r}", 0)) or {}).get("metrics", {}) for r in REFERENCES}
         result["datasets"][ds] = {"table": table, "verdicts": verdicts(table, ds, arms), "references": refs}
     result["wall_seconds"] = round(time.time() - t0, 1)
-    md = _markdown(result, records)
+    md = _markdown(result)
     (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float))
     (Path(out) / "results.md").write_text(md)
     print(md)
