@@ -187,9 +187,8 @@ class Selector:
 
         trainer.data = refit_transform(trainer.data, trainer.cfg.data)
         if trainer.is_main:
-            kept = {k: v for k, v in meta.items() if k not in ("step", "tensor_file", "tensor_bytes")}
-            kept["transform"] = transform_info(trainer.data.transform, "vector")
-            ckpt.save_checkpoint(self.dir, 0, tensors, kept, name=ckpt.BEST)
+            tf = transform_info(trainer.data.transform, "vector")  # (save_checkpoint rewrites step and sizes)
+            ckpt.save_checkpoint(self.dir, 0, tensors, {**meta, "transform": tf}, name=ckpt.BEST)
 
 
 def _to_cpu(weights: tuple[dict, dict]) -> tuple[dict, dict]:
