@@ -248,19 +248,21 @@ def cmd_experiment(args) -> int:
     for key in ("methods", "datasets"):
         if getattr(args, key) is not None:
             options[key] = _name_list(key, getattr(args, key))
+    if args.data_seeds:
+        options["data_seeds"] = _seed_list(args.data_seeds, "--data-seeds")
     run_experiment(args.name, Path(args.out or f"runs/experiment_{args.name}"), quick=args.quick, **options)
     return 0
 
 
-def _seed_list(text: str) -> tuple[int, ...]:
+def _seed_list(text: str, option: str = "--seeds") -> tuple[int, ...]:
     """``--seeds 0,1,2`` -> (0, 1, 2); one sentence on a bad list."""
     from ebmlab.errors import ConfigError
     try:
         seeds = tuple(int(s) for s in text.split(","))
     except ValueError:
-        raise ConfigError(f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}") from None
+        raise ConfigError(f"{option} must be comma-separated integers such as 0,1,2, got {text!r}") from None
     if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds must not repeat a seed, got {text!r}")
+        raise ConfigError(f"{option} must not repeat a seed, got {text!r}")
     return seeds
 
 
@@ -434,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leaderboard: only these methods (rows; the GMM and KDE baselines always run); "
                         "data_defaults: only these arms (default, refit, paired)")
     x.add_argument("--datasets", metavar="D,D,...", default=None, help="leaderboard, data_defaults: only these datasets")
+    x.add_argument("--data-seeds", metavar="S,S,...", default=None,
+                   help="data_defaults: every cell on each of these splits of the tables (data.seed), and the "
+                        "results pooled over them (default: the leaderboard's one split)")
     x.add_argument("--rescore", action="store_true",
                    help="leaderboard: evaluate every finished cell again from its stored run, without training "
                         "(after a change to the evaluation code; each cell.json lists what changed)")

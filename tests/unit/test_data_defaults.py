@@ -12,15 +12,43 @@ from ebmlab.training.config import load_config
 
 
 def test_quick_run_writes_the_table_the_verdict_and_the_references(tmp_path):
-    result = dd.run(tmp_path, quick=True, jobs=1, methods=["refit"], datasets=["wine"])
-    assert result["arms"] == ["default", "refit"] and list(result["datasets"]) == ["wine"]
-    entry = json.loads((tmp_path / "results.json").read_text())["datasets"]["wine"]
-    assert set(entry["table"]) == {"wine/default", "wine/refit"}
+    result = dd.run(tmp_path, quick=True, jobs=1, methods=["refit"], datasets=["wine"], data_seeds=[1, 2])
+    assert result["arms"] == ["default", "refit"] and list(result["datasets"]) == ["wine@1", "wine@2"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    entry = saved["datasets"]["wine@2"]
+    assert set(entry["table"]) == {"wine@2/default", "wine@2/refit"}
     assert all(entry["table"][a]["heldout_ed7"]["per_seed"][0] is not None for a in entry["table"])
     assert [v["candidate"] for v in entry["verdicts"]] == ["refit"]
     assert set(entry["references"]) == set(dd.REFERENCES)
-    assert all("heldout_ed_expected" in m for m in entry["references"].values())
-    assert "## wine" in (tmp_path / "results.md").read_text()
+    assert all(0 <= m["ood_auroc_other_class"] <= 1 and "heldout_ed_expected" in m for m in entry["references"].values())
+    # the two splits hold out different rows: the same Gaussian start scores differently on them
+    refs = [saved["datasets"][k]["references"]["gaussian_train"]["heldout_ed_expected"] for k in ("wine@1", "wine@2")]
+    assert refs[0] != refs[1]
+    pooled = saved["pooled"]["wine"]
+    assert pooled["splits"] == ["wine@1", "wine@2"] and [b["baseline"] for b in pooled["baselines"]] == ["gmm", "kde"]
+    assert pooled["means"]["gmm"]["heldout_ed7"] == pytest.approx(sum(
+        saved["datasets"][k]["references"]["gmm"]["heldout_ed_expected"] for k in pooled["splits"]) / 2)
+    md = (tmp_path / "results.md").read_text()
+    assert "## wine@1" in md and "## wine over 2 splits" in md
+
+
+def test_pooled_means_and_the_baselines_rule():
+    def split(key, default, gmm):
+        return {"table": {f"{key}/default": {"heldout_ed7": {"mean": default[0]}, dd.AUROC: {"mean": default[1]}}},
+                "references": {r: {"heldout_ed_expected": gmm[0], dd.AUROC: gmm[1]} for r in dd.REFERENCES}}
+    # the default wins on samples in both splits; on AUROC it loses one split by more than it wins the other
+    p = dd.pooled({"t@1": split("t@1", (0.01, 0.95), (0.02, 0.94)),
+                   "t@2": split("t@2", (0.01, 0.90), (0.03, 0.92))}, ["default"])
+    assert p["means"]["default"] == pytest.approx({"heldout_ed7": 0.01, dd.AUROC: 0.925})
+    gmm = p["baselines"][0]
+    assert gmm["baseline"] == "gmm" and not gmm["at_least_as_good"]
+    assert gmm["difference_mean_se"]["heldout_ed7"] == pytest.approx((-0.015, 0.005))
+    p = dd.pooled({"t@1": split("t@1", (0.01, 0.95), (0.02, 0.94)),
+                   "t@2": split("t@2", (0.01, 0.93), (0.03, 0.92))}, ["default"])
+    assert all(b["at_least_as_good"] for b in p["baselines"])
+    p = dd.pooled({"t@1": split("t@1", (None, 0.95), (0.02, 0.94)),  # a failed cell: no verdict can pass
+                   "t@2": split("t@2", (0.01, 0.93), (0.03, 0.92))}, ["default"])
+    assert not any(b["at_least_as_good"] for b in p["baselines"])
 
 
 def test_each_arm_is_the_user_data_default_plus_its_keys():
@@ -40,3 +68,13 @@ def test_the_rule_and_unknown_names():
     assert got == {"a": True, "b": False, "c": False}
     with pytest.raises(ConfigError, match="unknown data_defaults arm"):
         dd.run(None, methods=["nope"])
+
+
+def test_cli_passes_the_splits_and_refuses_a_bad_list(monkeypatch, tmp_path, capsys):
+    from ebmlab import cli, experiments
+    seen = {}
+    monkeypatch.setattr(experiments, "run_experiment", lambda name, out, quick=False, **kw: seen.update(kw, name=name))
+    assert cli.main(["experiment", "data_defaults", "--out", str(tmp_path), "--data-seeds", "1,2,3"]) == 0
+    assert seen == {"name": "data_defaults", "data_seeds": (1, 2, 3)}
+    assert cli.main(["experiment", "data_defaults", "--out", str(tmp_path), "--data-seeds", "1,x"]) == 2
+    assert "--data-seeds must be comma-separated integers" in capsys.readouterr().err

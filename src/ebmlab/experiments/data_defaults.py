@@ -15,9 +15,17 @@ the checks"). Not from the papers: the protocol every change of ``config.USER_DA
 - **Verdict** per candidate and dataset, the rule each adoption used: *passes* iff its mean ``heldout_ed7`` is at
   most the default's and its mean AUROC at least the default's - ``AUROC_SLACK``.
 - **Reference rows** (no training, ``REFERENCES``): exact draws of the training rows' Gaussian (what the default's
-  start is), of the Gaussian of training and validation rows (a refitted start) and of the leaderboard's GMM
-  baseline (seed 0), ``EXACT_DRAWS`` draws each: the expected held-out energy distance, which 7 draws only
-  estimate (mean and standard error).
+  start is), of the Gaussian of training and validation rows (a refitted start) and of the leaderboard's GMM and
+  KDE baselines (seed 0), ``EXACT_DRAWS`` draws each: the expected held-out energy distance, which 7 draws only
+  estimate (mean and standard error), and each density's other-class AUROC.
+- **Splits** (``--data-seeds``; default: the leaderboard's one split, ``data.seed`` 1234): every cell and
+  reference row again on each split of the table's rows (``data.seed``: the held-out rows, then the validation
+  rows). One split of breast cancer holds out 35 benign rows, so its numbers are a noisy reading of the
+  split; over several splits the result is ``pooled``: each arm's and reference's mean over the splits of its
+  per-split mean, the candidates' verdicts on those means, and the baselines' verdict: the default is *at
+  least as good as* a baseline iff its pooled heldout_ed7 is at most the baseline's pooled expected held-out
+  energy distance and its pooled AUROC at least the baseline's (with the per-split paired differences, mean
+  and standard error over the splits).
 
 Output: ``results.md``, ``results.json`` (per-seed values, verdicts).
 """
@@ -38,7 +46,7 @@ from ebmlab.experiments import claims
 from ebmlab.experiments import leaderboard as lb
 from ebmlab.experiments.claims import Cell
 from ebmlab.experiments.runner import experiment_config, train_cell
-from ebmlab.metrics.baselines import fit_gmm
+from ebmlab.metrics.baselines import fit_gmm, fit_kde
 from ebmlab.metrics.distances import energy_distance
 from ebmlab.training.heldout import heldout_draws, zscorer
 
@@ -48,14 +56,17 @@ CANDIDATES = {"refit": ["train.select_refit=true"], "paired": ["train.select_pai
 DRAWS, DRAW_SEED, SAMPLES = 7, 100, 1000
 EXACT_DRAWS = 200
 AUROC_SLACK = 0.01
-REFERENCES = ("gaussian_train", "gaussian_train_val", "gmm")
-METRICS = ["heldout_ed7", "ood_auroc_other_class", "selected_step", "updates"]
+REFERENCES = ("gaussian_train", "gaussian_train_val", "gmm", "kde")
+BASELINES = ("gmm", "kde")      # the leaderboard's baselines among REFERENCES
+AUROC = "ood_auroc_other_class"
+METRICS = ["heldout_ed7", AUROC, "selected_step", "updates"]
 QUICK_SETS = ["model.width=16", "model.depth=1", "method.n_steps=3", "method.n_steps_data=2", "eval.n_samples=50"]
 
 
-def overrides(dataset: str, arm: str, budget: float, quick: bool) -> list[str]:
-    """The ``--set`` list of one arm on one table: the user-data defaults, the arm's keys, the budget."""
-    base = [f"data.name={dataset}", "data.standardize=true"] + lb.EVAL["vector"]
+def overrides(dataset: str, arm: str, budget: float, quick: bool, data_seed: int | None = None) -> list[str]:
+    """The ``--set`` list of one arm on one table: the user-data defaults, the arm's keys, the budget (and the
+    split, ``data.seed``, unless None: the leaderboard's)."""
+    base = _table(dataset, data_seed) + lb.EVAL["vector"]
     sets = user_data_overrides(apply_overrides({}, base)) + base + CANDIDATES.get(arm, [])
     return sets + [f"train.steps={lb.NEVER}", f"train.time_budget={budget}"] + (QUICK_SETS if quick else [])
 
@@ -74,46 +85,84 @@ def cell_fn(params: dict, seed: int, run_dir: Path) -> dict:
     return {**m, "selected_step": m.get("selected_step", m.get("step"))}
 
 
-def _sampler(reference: str, data, cfg, seed: int):
-    """(draw(n, generator) -> data-coordinate rows, its Dataset) of a reference row."""
-    if reference == "gmm":
-        fitted = fit_gmm(data.train, seed)
-        return (lambda n, g: data.transform.to_data(fitted.sample(n, g))), data
+def _table(dataset: str, data_seed: int | None) -> list[str]:
+    return [f"data.name={dataset}", "data.standardize=true"] + ([f"data.seed={data_seed}"] if data_seed is not None else [])
+
+
+class StandardNormal:
+    """N(0, I) in a Dataset's model coordinates, as a fitted baseline (``metrics/baselines.FittedBaseline``'s
+    ``log_density`` / ``sample``): the whitened rows' Gaussian, i.e. the default's start."""
+    name, chosen, search = "gaussian", {}, {}
+
+    def __init__(self, dim: int):
+        self.shape = (dim,)
+
+    def log_density(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) normalised log-density."""
+        return -0.5 * (x * x).sum(1) - 0.5 * self.shape[0] * math.log(2 * math.pi)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, D) draws (torch.randn with ``generator``)."""
+        return torch.randn(n, *self.shape, generator=generator)
+
+
+def _reference(reference: str, data, cfg, seed: int):
+    """(the fitted density in model coordinates, its Dataset) of a reference row."""
+    if reference in BASELINES:
+        return (fit_gmm if reference == "gmm" else fit_kde)(data.train, seed), data
     d = data if reference == "gaussian_train" else refit_transform(data, cfg.data)
-    return (lambda n, g: d.transform.to_data(torch.randn(n, d.train.shape[1], generator=g))), d
+    return StandardNormal(d.train.shape[1]), d
 
 
 def reference_fn(params: dict, seed: int, run_dir: Path) -> dict:
-    """Exact draws of one reference density, scored as a run's result is (its own Dataset's z-scoring)."""
-    sets = overrides(params["dataset"], "default", 1.0, params["quick"])
-    if params["reference"] == "gmm":  # the leaderboard's baseline rows: all training rows, no whitening
-        sets = [f"data.name={params['dataset']}", "data.standardize=true"] + lb.EVAL["vector"]
+    """Exact draws of one reference density, scored as a run's result is (its own Dataset's z-scoring), and its
+    other-class AUROC."""
+    sets = overrides(params["dataset"], "default", 1.0, params["quick"], params.get("data_seed"))
+    if params["reference"] in BASELINES:  # the leaderboard's baseline rows: all training rows, no whitening
+        sets = _table(params["dataset"], params.get("data_seed")) + lb.EVAL["vector"]
     cfg = experiment_config(None, sets + [f"train.seed={seed}"], threads=1)
-    draw, data = _sampler(params["reference"], build_dataset(cfg.data), cfg, seed)
+    fitted, data = _reference(params["reference"], build_dataset(cfg.data), cfg, seed)
     z, test = zscorer(data), data.test
     values = []
     for k in range(params["draws"]):  # draw k from generator seed DRAW_SEED + k, as heldout_draws seeds them
-        x = data.transform.to_model(draw(SAMPLES, torch.Generator().manual_seed(DRAW_SEED + k)))
+        x = fitted.sample(SAMPLES, torch.Generator().manual_seed(DRAW_SEED + k))
         values.append(energy_distance(z(x), z(test), unbiased=True))
+    mean, se = _mean_se(values)
+    return {"heldout_ed_expected": mean, "heldout_ed_expected_se": se,
+            "heldout_ed7": sum(values[:DRAWS]) / min(DRAWS, len(values)), "step": 0,
+            **lb.ood_aurocs(lb.FittedDensity(fitted), data, ("other_class",), seed)}
+
+
+def _mean_se(values) -> tuple[float, float]:
+    """Mean and standard error of a list (s.e. NaN for one value; both NaN if a value is missing: a failed cell)."""
+    if any(v is None for v in values):
+        return math.nan, math.nan
     n = len(values)
     mean = sum(values) / n
-    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else math.nan
-    return {"heldout_ed_expected": mean, "heldout_ed_expected_se": se,
-            "heldout_ed7": sum(values[:DRAWS]) / min(DRAWS, n), "step": 0}
+    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else math.nan)
 
 
-def build_cells(datasets, arms, seeds, budget: float, quick: bool) -> dict[str, list[Cell]]:
-    """{dataset: cells}: every arm x seed, then the reference rows (seed 0)."""
+def split_key(dataset: str, data_seed: int | None) -> str:
+    """The name of one table's split in cell names and results: ``breast_cancer`` (the leaderboard's split) or
+    ``breast_cancer@3`` (``data.seed`` 3)."""
+    return dataset if data_seed is None else f"{dataset}@{data_seed}"
+
+
+def build_cells(datasets, arms, seeds, budget: float, quick: bool, data_seeds=(None,)) -> dict[str, list[Cell]]:
+    """{split key: cells}: on every split of every table, every arm x seed, then the reference rows (seed 0)."""
     grid = {}
     for ds in datasets:
-        params = {arm: {"config": "default", "overrides": overrides(ds, arm, budget, quick), "quick": quick,
-                        "draws": 2 if quick else DRAWS} for arm in arms}
-        cells = [Cell(f"{ds}/{arm}", s, cell_fn, params[arm],
-                      fingerprint=lb.config_fingerprint, run_fingerprint=lb.run_config_fingerprint)
-                 for arm in arms for s in seeds]
-        cells += [Cell(f"{ds}/exact_{r}", 0, reference_fn, {"dataset": ds, "reference": r, "quick": quick,
-                                                           "draws": 5 if quick else EXACT_DRAWS}) for r in REFERENCES]
-        grid[ds] = cells
+        for split in data_seeds:
+            key = split_key(ds, split)
+            params = {arm: {"config": "default", "overrides": overrides(ds, arm, budget, quick, split), "quick": quick,
+                            "draws": 2 if quick else DRAWS} for arm in arms}
+            cells = [Cell(f"{key}/{arm}", s, cell_fn, params[arm],
+                          fingerprint=lb.config_fingerprint, run_fingerprint=lb.run_config_fingerprint)
+                     for arm in arms for s in seeds]
+            cells += [Cell(f"{key}/exact_{r}", 0, reference_fn,
+                           {"dataset": ds, "data_seed": split, "reference": r, "quick": quick,
+                            "draws": 5 if quick else EXACT_DRAWS}) for r in REFERENCES]
+            grid[key] = cells
     return grid
 
 
@@ -125,11 +174,11 @@ def verdicts(table: dict, ds: str, arms) -> list[dict]:
         if arm == "default":
             continue
         row = table[f"{ds}/{arm}"]
-        ed, auroc = row["heldout_ed7"]["mean"], row["ood_auroc_other_class"]["mean"]
-        ok = ed <= base["heldout_ed7"]["mean"] and auroc >= base["ood_auroc_other_class"]["mean"] - AUROC_SLACK
+        ed, auroc = row["heldout_ed7"]["mean"], row[AUROC]["mean"]
+        ok = ed <= base["heldout_ed7"]["mean"] and auroc >= base[AUROC]["mean"] - AUROC_SLACK
         out.append({"dataset": ds, "candidate": arm, "heldout_ed7": ed, "auroc": auroc, "passes": bool(ok),
                     "default_heldout_ed7": base["heldout_ed7"]["mean"],
-                    "default_auroc": base["ood_auroc_other_class"]["mean"]})
+                    "default_auroc": base[AUROC]["mean"]})
     return out
 
 
@@ -142,9 +191,53 @@ def _verdict_rows(entry: dict) -> str:
 
 def _reference_rows(entry: dict) -> str:
     f = claims.fmt_number
-    return ("\n| exact draws of | expected held-out energy distance ± s.e. | mean of the first 7 |\n|---|---|---|\n"
+    return ("\n| exact draws of | expected held-out energy distance ± s.e. | mean of the first 7 | AUROC |\n"
+            "|---|---|---|---|\n"
             + "".join(f"| {r} | {f(m.get('heldout_ed_expected'))} ± {f(m.get('heldout_ed_expected_se'))} | "
-                      f"{f(m.get('heldout_ed7'))} |\n" for r, m in entry["references"].items()))
+                      f"{f(m.get('heldout_ed7'))} | {f(m.get('ood_auroc_other_class'))} |\n"
+                      for r, m in entry["references"].items()))
+
+
+def pooled(splits: dict, arms) -> dict:
+    """Over the splits of one table (``splits``: {split key: its entry in ``results.json``}): each arm's and
+    reference's mean of its per-split means, the candidates' verdicts on those means (``verdicts``' rule) and the
+    baselines' verdict (module docstring), with the per-split paired differences default - baseline."""
+    keys = list(splits)
+    arm_means = {a: {m: [splits[k]["table"][f"{k}/{a}"][m]["mean"] for k in keys] for m in ("heldout_ed7", AUROC)}
+                 for a in arms}
+    ref_means = {r: {"heldout_ed7": [splits[k]["references"][r].get("heldout_ed_expected") for k in keys],
+                     AUROC: [splits[k]["references"][r].get(AUROC) for k in keys]} for r in REFERENCES}
+    means = {name: {m: _mean_se(v)[0] for m, v in d.items()} for name, d in {**arm_means, **ref_means}.items()}
+    table = {f"pooled/{a}": {m: {"mean": means[a][m]} for m in ("heldout_ed7", AUROC)} for a in arms}
+    out = {"splits": keys, "per_split": {**arm_means, **ref_means}, "means": means,
+           "verdicts": verdicts(table, "pooled", arms), "baselines": []}
+    d = means["default"]
+    for b in BASELINES:
+        diff = {m: _mean_se([None if x is None or y is None else x - y
+                             for x, y in zip(arm_means["default"][m], ref_means[b][m])])
+                for m in ("heldout_ed7", AUROC)}
+        ok = d["heldout_ed7"] <= means[b]["heldout_ed7"] and d[AUROC] >= means[b][AUROC]
+        out["baselines"].append({"baseline": b, "at_least_as_good": bool(ok), "default": d, "baseline_means": means[b],
+                                 "difference_mean_se": diff})
+    return out
+
+
+def _pooled_markdown(ds: str, p: dict) -> str:
+    f = claims.fmt_number
+    md = [f"## {ds} over {len(p['splits'])} splits ({', '.join(p['splits'])})\n",
+          "Mean over the splits of each per-split mean (references: the expected held-out energy distance).\n",
+          "| row | heldout_ed7 | AUROC | per split: heldout_ed7 / AUROC |\n|---|---|---|---|"]
+    md += [f"| {name} | {f(m['heldout_ed7'])} | {f(m[AUROC])} | "
+           + ", ".join(f"{f(e)} / {f(a)}" for e, a in zip(p["per_split"][name]["heldout_ed7"], p["per_split"][name][AUROC]))
+           + " |" for name, m in p["means"].items()]
+    md.append(_verdict_rows(p).replace("\n| candidate", "\n(candidates against the default)\n\n| candidate", 1))
+    md.append("| default against | heldout_ed7 difference, mean ± s.e. over splits | AUROC difference | "
+              "at least as good |\n|---|---|---|---|")
+    md += [f"| {b['baseline']} | {f(b['difference_mean_se']['heldout_ed7'][0])} ± "
+           f"{f(b['difference_mean_se']['heldout_ed7'][1])} | {f(b['difference_mean_se'][AUROC][0])} ± "
+           f"{f(b['difference_mean_se'][AUROC][1])} | **{'yes' if b['at_least_as_good'] else 'no'}** |"
+           for b in p["baselines"]]
+    return "\n".join(md) + "\n"
 
 
 def _markdown(result: dict) -> str:
@@ -155,6 +248,7 @@ def _markdown(result: dict) -> str:
     for ds, entry in result["datasets"].items():
         md.append(f"## {ds}\n\n" + claims.table_markdown(entry["table"], METRICS, result["seeds"]))
         md += [_verdict_rows(entry), _reference_rows(entry)]
+    md += [_pooled_markdown(ds, p) for ds, p in result.get("pooled", {}).items()]
     md.append(f"{'QUICK smoke run: the numbers mean nothing. ' if result['quick'] else ''}"
               f"Wall time of this command: {result['wall_seconds']} s (finished cells are reused on a rerun).\n")
     return "\n".join(md)
@@ -172,9 +266,10 @@ def _names(what: str, names, known: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def run(out: Path, quick: bool = False, seeds=SEEDS, jobs: int = 2, full: bool = False, budget: float | None = None,
-        methods=None, datasets=None) -> dict:
+        methods=None, datasets=None, data_seeds=None) -> dict:
     """The comparison into ``out`` (module docstring); returns the ``results.json`` content. ``methods``: the arms
-    (``default`` and names of ``CANDIDATES``; default all); ``datasets``: a subset of ``DATASETS``."""
+    (``default`` and names of ``CANDIDATES``; default all); ``datasets``: a subset of ``DATASETS``; ``data_seeds``:
+    the splits (``data.seed`` values; default the leaderboard's split)."""
     if budget is not None and not budget > 0:
         raise ValueError(f"--budget must be positive seconds, got {budget}")
     arms = _names("arm (--methods)", methods, ("default", *CANDIDATES))
@@ -182,15 +277,20 @@ def run(out: Path, quick: bool = False, seeds=SEEDS, jobs: int = 2, full: bool =
     datasets = _names("dataset", datasets, DATASETS)
     seeds = tuple(seeds[:1]) if quick else tuple(seeds)
     budget = budget or (lb.QUICK_BUDGET if quick else lb.BUDGET_FULL if full else lb.BUDGET)
+    splits = (None,) if data_seeds is None else tuple(dict.fromkeys(data_seeds))
     t0 = time.time()
-    grid = build_cells(datasets, arms, seeds, budget, quick)
+    grid = build_cells(datasets, arms, seeds, budget, quick, splits)
     records = claims.run_cells(out, [c for cells in grid.values() for c in cells], jobs=jobs)
     result = {"experiment": "data_defaults", "quick": quick, "budget_seconds": budget, "seeds": list(seeds),
-              "arms": list(arms), "candidates": {a: CANDIDATES[a] for a in arms if a in CANDIDATES}, "datasets": {}}
-    for ds in datasets:
-        table = claims.summary_table(records, [f"{ds}/{a}" for a in arms], METRICS, seeds)
-        refs = {r: (records.get((f"{ds}/exact_{r}", 0)) or {}).get("metrics", {}) for r in REFERENCES}
-        result["datasets"][ds] = {"table": table, "verdicts": verdicts(table, ds, arms), "references": refs}
+              "data_seeds": list(splits), "arms": list(arms),
+              "candidates": {a: CANDIDATES[a] for a in arms if a in CANDIDATES}, "datasets": {}}
+    for key in grid:
+        table = claims.summary_table(records, [f"{key}/{a}" for a in arms], METRICS, seeds)
+        refs = {r: (records.get((f"{key}/exact_{r}", 0)) or {}).get("metrics", {}) for r in REFERENCES}
+        result["datasets"][key] = {"table": table, "verdicts": verdicts(table, key, arms), "references": refs}
+    if len(splits) > 1:
+        result["pooled"] = {ds: pooled({split_key(ds, s): result["datasets"][split_key(ds, s)] for s in splits}, arms)
+                            for ds in datasets}
     result["wall_seconds"] = round(time.time() - t0, 1)
     md = _markdown(result)
     (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float))
