@@ -1,7 +1,7 @@
 """Where a MALA step's excess over its forward+backward goes: the same small ops cost several times more
 right after a network pass than when run again at once (issue 19, item 2; docs/performance.md, "Cold ops").
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_cold_ops.py [--reps 300] [--json FILE]
+    OMP_NUM_THREADS=1 python benchmarks/bench_cold_ops.py [--reps 300] [--compile] [--json FILE]
 
 The default MLP (``build_energy(ModelConfig(), (10,))``: residual MLP, width 128, depth 3, SiLU), batch 256,
 parameters frozen as a sampler has them. Each repetition times, with the CPU clock and the wall clock:
@@ -15,7 +15,10 @@ parameters frozen as a sampler has them. Each repetition times, with the CPU clo
   and uniform draws still torch's: is it torch's dispatch that goes cold, or the machine's caches?
 - ``manual_grad`` and ``autograd``: the MLP's energy and input gradient written by hand (forward keeping the
   pre-activations, backward through the blocks, no autograd graph) against ``energy_and_grad``: how much of
-  a pass is the autograd engine rather than arithmetic.
+  a pass is the autograd engine rather than arithmetic;
+- with ``--compile``, ``compiled_cold`` / ``compiled_warm``: that arithmetic as one ``torch.compile``d function
+  (inductor, the default backend: fused C++ kernels, built once; the two draws stay eager, as in ``mh_ops``),
+  i.e. the fusion the two unmet targets would need, with what it costs per call.
 
 Medians and quartiles over the repetitions (microseconds), the ratios cold / warm and manual / autograd per
 repetition, and the whole result as one JSON line (``--json FILE`` too). Nothing here is a target: it
@@ -55,6 +58,23 @@ def mh_ops(x, e, g, e_prop, g_prop, eps, sigma, generator):
     accept = torch.empty_like(log_a).uniform_(generator=generator).log_() < log_a
     keep = accept.view(-1, 1)
     return torch.where(keep, x_prop, x), torch.where(accept, e_prop, e), torch.where(keep, g_prop, g)
+
+
+def _fusable(x, e, g, e_prop, g_prop, eps, sigma, z, log_u):
+    """``mh_ops`` after its two draws: the move, the log-ratio, the test, the selects (what a compiler can fuse)."""
+    x_prop = move(x, g, eps, sigma, z)
+    accept = log_u < mala._log_ratio(x, e, x_prop, e_prop, g_prop, eps, sigma, z, 1.0)
+    keep = accept.view(-1, 1)
+    return torch.where(keep, x_prop, x), torch.where(accept, e_prop, e), torch.where(keep, g_prop, g)
+
+
+def compiled_ops(fused):
+    """``mh_ops`` with its arithmetic in ``fused`` (``torch.compile(_fusable)``); the draws as ``mh_ops`` makes them."""
+    def ops(x, e, g, e_prop, g_prop, eps, sigma, generator):
+        z = randn_like(x, generator)
+        log_u = torch.empty_like(e).uniform_(generator=generator).log_()
+        return fused(x, e, g, e_prop, g_prop, eps, sigma, z, log_u)
+    return ops
 
 
 def numpy_ops(x, e, g, e_prop, g_prop, eps, sigma, generator):
@@ -98,7 +118,7 @@ def _clocked(fn, *args):
     return out, time.process_time() - c0, time.perf_counter() - w0
 
 
-def measure(reps: int) -> dict:
+def measure(reps: int, compile: bool = False) -> dict:
     torch.manual_seed(0)
     net = build_energy(ModelConfig(), (10,))
     x = torch.randn(256, 10)
@@ -107,6 +127,14 @@ def measure(reps: int) -> dict:
     sigma = torch.sqrt(eps * 2.0)
     e_max = (manual_energy_and_grad(net, x)[1] - energy_and_grad(net, x)[1]).abs().max()
     names = ("pass", "mh_cold", "mh_warm", "numpy_cold", "numpy_warm", "manual_grad", "autograd")
+    fused, compile_seconds = None, None
+    if compile:
+        names += ("compiled_cold", "compiled_warm")
+        t0 = time.time()
+        fused = compiled_ops(torch.compile(_fusable, dynamic=False))
+        e, g = energy_and_grad(net, x)
+        fused(x, e, g, e + 0.1, g * 1.01, eps, sigma, gen)  # the build, timed once
+        compile_seconds = round(time.time() - t0, 1)
     cpu = {k: [] for k in names}
     wall = {k: [] for k in names}
     with frozen_parameters(net):
@@ -120,6 +148,10 @@ def measure(reps: int) -> dict:
             energy_and_grad(net, x)
             _, *t["numpy_cold"] = _clocked(numpy_ops, *args)
             _, *t["numpy_warm"] = _clocked(numpy_ops, *args)
+            if fused is not None:
+                energy_and_grad(net, x)
+                _, *t["compiled_cold"] = _clocked(fused, *args)
+                _, *t["compiled_warm"] = _clocked(fused, *args)
             first, second = ("manual_grad", "autograd") if r % 2 == 0 else ("autograd", "manual_grad")
             for k in (first, second):
                 _, *t[k] = _clocked(manual_energy_and_grad if k == "manual_grad" else energy_and_grad, net, x)
@@ -129,23 +161,26 @@ def measure(reps: int) -> dict:
                     cpu[k].append(c)
                     wall[k].append(w)
     us = {k: {q: round(v * 1e6, 1) for q, v in quartiles(cpu[k]).items()} for k in names}
-    ratio = {f"{a}/{b}": quartiles([p / q for p, q in zip(cpu[a], cpu[b])])
-             for a, b in (("mh_cold", "mh_warm"), ("numpy_cold", "numpy_warm"), ("mh_cold", "pass"),
-                          ("manual_grad", "autograd"))}
+    pairs = [("mh_cold", "mh_warm"), ("numpy_cold", "numpy_warm"), ("mh_cold", "pass"), ("manual_grad", "autograd")]
+    if fused is not None:
+        pairs += [("compiled_cold", "mh_cold"), ("compiled_warm", "mh_warm")]
+    ratio = {f"{a}/{b}": quartiles([p / q for p, q in zip(cpu[a], cpu[b])]) for a, b in pairs}
     return {"cpu_us": us, "wall_us_median": {k: round(quartiles(v)["median"] * 1e6, 1) for k, v in wall.items()},
             "ratios_cpu": {k: {q: round(v, 3) for q, v in d.items()} for k, d in ratio.items()},
-            "manual_grad_max_abs_diff": float(e_max)}
+            "manual_grad_max_abs_diff": float(e_max), "compile_seconds": compile_seconds}
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=300, help="timed repetitions (default 300)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the arithmetic torch.compile'd (inductor: needs a C++ compiler; ~30 s to build)")
     ap.add_argument("--json", type=Path, default=None, help="also write the result to this file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    result = {"machine": machine_note(), "source": source_note(), **measure(args.reps)}
+    result = {"machine": machine_note(), "source": source_note(), **measure(args.reps, args.compile)}
     for k, q in result["cpu_us"].items():
         print(f"{k:12s} {q['median']:9.1f} us CPU [{q['q1']:.1f}-{q['q3']:.1f}]")
     for k, q in result["ratios_cpu"].items():

@@ -52,3 +52,13 @@ def test_a_short_run_reports_every_quantity(bench, tmp_path, capsys):
     assert all(q["median"] > 0 for q in out["cpu_us"].values())
     assert json.loads((tmp_path / "r.json").read_text())["ratios_cpu"].keys() == out["ratios_cpu"].keys()
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("{")
+
+
+def test_the_fusable_arithmetic_is_malas(bench):
+    """What ``--compile`` hands to torch.compile, run eagerly, gives mh_ops's numbers from the same draws."""
+    x, e, g = torch.randn(32, 3), torch.randn(32), torch.randn(32, 3)
+    eps = torch.full((32, 1), 0.05)
+    args = (x, e, g, e + torch.randn(32), g + torch.randn(32, 3), eps, torch.sqrt(2 * eps))
+    ref = bench.mh_ops(*args, torch.Generator().manual_seed(3))
+    got = bench.compiled_ops(bench._fusable)(*args, torch.Generator().manual_seed(3))
+    assert all(torch.equal(r, v) for r, v in zip(ref, got))
