@@ -102,6 +102,8 @@ def test_other_experiments_refuse_methods(tmp_path):
     from ebmlab.experiments import run_experiment
     with pytest.raises(ConfigError, match="does not take --methods"):
         run_experiment("paper004", tmp_path, methods=("hybrid",))
+    with pytest.raises(ConfigError, match="leaderboard does not take --data-seeds; it takes --seeds, --jobs, --full"):
+        run_experiment("leaderboard", tmp_path, data_seeds=(1, 2))
 
 
 def test_evaluation_counter_counts_the_energy_or_its_network_once():

@@ -33,6 +33,13 @@ def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict
     accepted = inspect.signature(module.run).parameters
     refused = [k for k in options if k not in accepted]
     if refused:
-        raise ConfigError(f"experiment {name} does not take --{', --'.join(refused)} (it is not on the claim harness yet)")
+        takes = [_flag(k) for k in accepted if k not in ("out", "quick")]
+        raise ConfigError(f"experiment {name} does not take {', '.join(map(_flag, refused))}; it takes "
+                          f"{', '.join(takes) or 'no option'} besides --out and --quick")
     out.mkdir(parents=True, exist_ok=True)
     return module.run(out, quick=quick, **options)
+
+
+def _flag(option: str) -> str:
+    """``data_seeds`` -> ``--data-seeds``: the command-line spelling of a ``run`` keyword."""
+    return "--" + option.replace("_", "-")
