@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
                  for it in point_items(b, d, device, args.threads, Path(tmp))]
         items.append(anchor_item(device))
         torch.set_num_threads(args.threads)
-        show = lambda s: print(f"  {s}", end="\r", file=sys.stderr, flush=True)
+        show = lambda s: print(f"  {s}", end="\r", file=sys.stderr, flush=True)  # noqa: E731
         times = run_interleaved(items, blocks=args.blocks, item_s=args.item_ms / 1000, clock=args.clock,
                                 anchor="anchor", anchor_s=args.anchor_ms / 1000, device=device, progress=show)
     print(" " * 40, end="\r", file=sys.stderr)

@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT / "src"))
 
-import torch
+import torch  # noqa: E402  (after the sys.path line above)
 
 SCHEMA = "ebmlab-gpu-check/1"
 PEAK_BF16_TFLOPS = 790.0  # H200 dense bf16, as measured on that machine (issue 20)
@@ -270,7 +270,7 @@ class EnergyCalls:
             x = args[0] if args and torch.is_tensor(args[0]) else None
             rec[1] += int(x.shape[0]) if x is not None and x.dim() > 0 else 0
             if x is not None and (rec[2] is None or (rec[2][0].shape[0] != self.batch and x.shape[0] == self.batch)):
-                clone = lambda v: v.detach().clone() if torch.is_tensor(v) else v
+                clone = lambda v: v.detach().clone() if torch.is_tensor(v) else v  # noqa: E731
                 rec[2] = (clone(x), tuple(clone(a) for a in args[1:]), {k: clone(v) for k, v in kwargs.items()})
         return hook
 
@@ -312,7 +312,7 @@ def measure_energy(cfg, captured, device, amp: bool, args, flops_floor: float | 
     from ebmlab.samplers import StepSizeController, langevin, mala, run_chain
 
     module, _, _, (x0, extra, kwargs) = captured
-    call = lambda v: module(v, *extra, **kwargs)
+    call = lambda v: module(v, *extra, **kwargs)  # noqa: E731
     kind = sampler_of(cfg)
     k = args.chain_steps
     g = torch.Generator(device).manual_seed(0)

@@ -79,7 +79,7 @@ def test_it_does_not_depend_on_the_models_transform_or_the_columns_units():
     a = heldout_energy_distance(Drawn(0.0), SimpleNamespace(**{**vars(data), "transform": units}), 500, None,
                                 samples=data.train[:200] + 0.3)
     # the same data-coordinate points, expressed in another model's coordinates
-    moved = lambda x: other.to_model(units.to_data(x))
+    moved = lambda x: other.to_model(units.to_data(x))  # noqa: E731
     b = heldout_energy_distance(Drawn(0.0), SimpleNamespace(train=moved(data.train), test=moved(data.test),
                                                             transform=other), 500, None,
                                 samples=moved(data.train[:200] + 0.3))

@@ -8,13 +8,13 @@ from torch import nn
 
 from ebmlab.objectives.improved_cd import ImprovedCD, ImprovedCDConfig, frozen_energy, nn_entropy_loss
 from ebmlab.samplers import langevin, run_chain
+from ebmlab.training.config import ConfigError, load_config
 
 
 def langevin_chain(energy, x0, k, lam, sigma, *, grad_mode, generator):
     """Paper 001's training chain: ``run_chain`` with a gradient through none / the last / all steps."""
     return run_chain(langevin, energy, x0, k, lam, noise_scale=sigma, grad=grad_mode, final_energy=False,
                      generator=generator)
-from ebmlab.training.config import ConfigError, load_config
 
 
 class Quadratic(nn.Module):

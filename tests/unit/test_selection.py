@@ -37,7 +37,7 @@ def test_validation_rows_come_out_of_the_training_split_and_out_of_the_standardi
     plain = array_dataset(x, load_config(None, ["data.name=array"]).data, "x")
     split = array_dataset(x, load_config(None, ["data.name=array", "data.val_fraction=0.1"]).data, "x")
     assert plain.val is None and split.val.shape == (18, 3) and split.train.shape == (162, 3)
-    back = lambda ds, z: ds.transform.to_data(z)
+    back = lambda ds, z: ds.transform.to_data(z)  # noqa: E731
     assert torch.allclose(back(split, split.test), back(plain, plain.test), atol=1e-4)  # the held-out split of before
     rows = torch.cat([back(split, split.val), back(split, split.train)])
     assert torch.allclose(rows, back(plain, plain.train), atol=1e-4)  # the same rows, in the same order

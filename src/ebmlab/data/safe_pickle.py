@@ -28,9 +28,11 @@ def _latin1_encode(text, encoding="latin1"):
 
 def _numpy_core():
     try:
-        import numpy._core.multiarray as multiarray, numpy._core.numeric as numeric  # numpy >= 2
+        import numpy._core.multiarray as multiarray  # numpy >= 2
+        import numpy._core.numeric as numeric
     except ImportError:  # pragma: no cover - numpy 1.x
-        import numpy.core.multiarray as multiarray, numpy.core.numeric as numeric
+        import numpy.core.multiarray as multiarray
+        import numpy.core.numeric as numeric
     return multiarray, numeric
 
 
