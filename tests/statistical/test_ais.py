@@ -14,7 +14,7 @@ import torch
 from ebmlab.errors import ConfigError
 from ebmlab.objectives.contrastive import ContrastiveConfig, ContrastiveDivergence
 from ebmlab.samplers import StepSizeController
-from ebmlab.samplers.ais import ais, effective_sample_size, linear_betas, normalized_weights
+from ebmlab.samplers.ais import ais, effective_sample_size, linear_betas, normalized_weights, systematic_resample
 
 MU, S, D = 1.5, 0.5, 3
 
@@ -83,6 +83,36 @@ def test_objective_weights_the_noise_term_and_logs_the_ess():
     assert 1.0 <= float(out.metrics["ais_ess"]) <= 64.0
     out.loss.backward()
     assert all(p.grad is not None for p in obj.energy.parameters())
+
+
+def test_systematic_resampling_draws_each_chain_floor_or_ceil_of_its_share_times_and_is_unbiased():
+    for seed in range(10):  # equal weights, n = B: every chain exactly once (draws with replacement keep ~63 %)
+        idx = systematic_resample(torch.full((64,), 1 / 64), 64, torch.Generator().manual_seed(seed))
+        assert torch.equal(idx.sort().values, torch.arange(64))
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(50, generator=g) ** 3
+    w[7] = 0.0  # a chain of weight 0 is never drawn
+    w = w / w.sum()
+    n, reps = 200, 4000
+    counts = torch.stack([torch.bincount(systematic_resample(w, n, g), minlength=50) for _ in range(reps)]).double()
+    share = n * w.double()
+    assert ((counts >= share.floor() - 1e-9) & (counts <= share.ceil() + 1e-9)).all()
+    assert counts[:, 7].max() == 0
+    # unbiased: each chain's mean count is n w_i; a count takes two neighbouring values, so its s.d. is at
+    # most 1/2 and the mean over reps has s.e. <= 0.5 / sqrt(reps); 5 s.e.
+    assert (counts.mean(0) - share).abs().max() <= 5 * 0.5 / math.sqrt(reps)
+
+
+def test_objective_sampling_with_equal_weights_returns_every_chain_once():
+    """The generation's resampling on an exact energy whose AIS weights are all equal (the target is the
+    start, N(0, I)): the n samples are the n chains, none repeated."""
+    class StandardNormal(torch.nn.Module):
+        def forward(self, x):
+            return 0.5 * x.pow(2).sum(1)
+    obj = ContrastiveDivergence(StandardNormal(), ContrastiveConfig(name="hybrid", n_steps=5, noise_chain="ais"), (2,))
+    s = obj.sample(256, generator=torch.Generator().manual_seed(0))
+    assert float(s.info["ais_ess"][0]) == pytest.approx(256, rel=1e-4)
+    assert torch.unique(s.x, dim=0).shape[0] == 256
 
 
 def test_objective_sampling_resamples_by_weight_and_honours_x0():

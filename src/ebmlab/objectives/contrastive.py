@@ -60,7 +60,7 @@ from ebmlab.buffers import ReplayBuffer
 from ebmlab.energies.build import build_energy
 from ebmlab.objectives.base import LossOutput, Objective, SampleOutput, batch_data
 from ebmlab.samplers import ChainInfo, ChainState, StepSizeController, get_sampler, run_chain
-from ebmlab.samplers.ais import ais, linear_betas, normalized_weights
+from ebmlab.samplers.ais import ais, linear_betas, normalized_weights, systematic_resample
 from ebmlab.samplers.base import PROPOSAL_CAP
 
 # noise_chain ais: resample when Kish's ESS falls below half the chains (samplers/ais.py, resample-move SMC;
@@ -338,11 +338,12 @@ class ContrastiveDivergence(Objective):
 
     def _sample_ais(self, x0: Tensor, steps: int, ctrl, generator) -> SampleOutput:
         """``noise_chain: ais`` generation: ``steps`` AIS stages from N(0, init_std² I), then n points
-        drawn with replacement in proportion to their weights (sampling-importance-resampling)."""
+        drawn in proportion to their weights (sampling-importance-resampling, by systematic resampling:
+        equal weights return every chain once)."""
         r = ais(self.energy, x0, linear_betas(steps, x0.device), ctrl, init_std=self.cfg.init_std,
                 temperature=self.cfg.temperature, generator=generator, resample_below=self.cfg.ais_resample)
         w = normalized_weights(r.log_weights)
-        idx = torch.multinomial(w, x0.shape[0], replacement=True, generator=generator)
+        idx = systematic_resample(w, x0.shape[0], generator)
         return SampleOutput(r.x[idx], {**r.info.as_dict(), "ais_ess": (1.0 / w.pow(2).sum()).reshape(1)})
 
 

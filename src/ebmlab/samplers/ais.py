@@ -59,6 +59,21 @@ def normalized_weights(log_weights: Tensor) -> Tensor:
     return torch.softmax(log_weights, 0)
 
 
+def systematic_resample(weights: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """(n,) indices of n draws from the chains in proportion to ``weights`` (B,), normalised: systematic
+    resampling (Kitagawa 1996; Douc, Cappé & Moulines 2005, "Comparison of resampling schemes for particle
+    filtering", Sec. 2): one uniform U, positions (U + j)/n, j = 0..n-1, read off the weights' CDF. Chain i
+    is drawn n w_i times in expectation, as with multinomial draws, but always floor or ceil of n w_i times:
+    with equal weights and n = B every chain exactly once, where draws with replacement would keep only
+    ~63 % of them (1 - 1/e) and repeat the rest, which biases any sample statistic built on distinct points
+    (an energy distance's within-sample term sees the copies as zero distances)."""
+    cdf = torch.cumsum(weights.double(), 0)  # float64: the positions of n = B equal weights fall on chain j
+    cdf = cdf / cdf[-1]
+    u = (torch.rand(1, generator=generator, device=weights.device).double()
+         + torch.arange(n, device=weights.device, dtype=torch.float64)) / n  # (n,) in [0, 1)
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=weights.shape[0] - 1)
+
+
 def effective_sample_size(log_weights: Tensor) -> Tensor:
     """Kish's ESS of the weights, 1 / sum w_i² (between 1 and B)."""
     w = normalized_weights(log_weights)
