@@ -86,6 +86,7 @@ def cell_fn(params: dict, seed: int, run_dir: Path) -> dict:
 
 
 def _table(dataset: str, data_seed: int | None) -> list[str]:
+    """The ``--set`` list naming one table, standardised, on one split (``data.seed``; None: the default)."""
     return [f"data.name={dataset}", "data.standardize=true"] + ([f"data.seed={data_seed}"] if data_seed is not None else [])
 
 
