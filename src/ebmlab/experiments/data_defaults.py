@@ -135,12 +135,12 @@ def reference_fn(params: dict, seed: int, run_dir: Path) -> dict:
 
 
 def _mean_se(values) -> tuple[float, float]:
-    """Mean and standard error of a list (s.e. NaN for one value; both NaN if a value is missing: a failed cell)."""
-    if any(v is None for v in values):
+    """Mean and standard error of a list (s.e. NaN for one value; both NaN if a value is missing or not finite: a
+    failed cell, so that no verdict passes on missing data)."""
+    if any(v is None or not math.isfinite(v) for v in values):
         return math.nan, math.nan
-    n = len(values)
-    mean = sum(values) / n
-    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else math.nan)
+    mean, sd = claims.mean_std(values)
+    return mean, sd / math.sqrt(len(values))
 
 
 def split_key(dataset: str, data_seed: int | None) -> str:
