@@ -142,6 +142,8 @@ class TrainConfig:
     select_start: bool = False        # also check the starting weights (step 0): the result can be the untrained model
     select_refit: bool = False        # when the start wins, refit the data transform on training + validation rows
     select_paired: bool = False       # every check draws the same noise (common random numbers) instead of its step's
+    select_margin: float | None = None  # a trained check replaces the start only when it beats it by this many standard
+                                        # errors over the validation rows (one-SE rule; needs select_start; None: off)
 
 
 @dataclass
@@ -221,6 +223,8 @@ _NEW_KEYS += ("model.base_std",)
 _NEW_KEYS += ("data.jitter",)
 # a validation split and the checkpoint chosen on it (training/selection.py): None = none
 _NEW_KEYS += ("data.val_fraction", "train.select_every")
+# the start kept unless a check beats it by a margin (training/selection.py): None = the plain minimum
+_NEW_KEYS += ("train.select_margin",)
 # Keys added with a non-None default that equals the older behaviour: left out of the hash at that default.
 _NEW_KEY_DEFAULTS = {
     # importance-weighted noise chains (samplers/ais.py; docs/paper004.md, the demo's ring masses)
@@ -497,6 +501,10 @@ def _validate_train(t: TrainConfig, d: DataConfig) -> None:
     if t.select_draws > 1 and t.select_window > 1:
         raise ConfigError("train.select_draws > 1 (a check scored by its worst draw) and train.select_window > 1 "
                           "(checks averaged with their neighbours) are two ways of choosing: set one of them")
+    if t.select_margin is not None and not (t.select_margin >= 0 and t.select_start and t.select_window == 1):
+        raise ConfigError(f"train.select_margin (standard errors a check must beat the start by) must be >= 0 and "
+                          f"needs train.select_start=true and train.select_window=1, got {t.select_margin!r} with "
+                          f"select_start={t.select_start}, select_window={t.select_window}")
     if t.select_every is not None and d.val_fraction is None:
         raise ConfigError("train.select_every scores the weights on a validation split: set data.val_fraction "
                           "(e.g. 0.1) too")

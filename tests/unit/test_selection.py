@@ -65,8 +65,15 @@ def test_the_options_are_checked_and_out_of_older_hashes():
         load_config(None, ["train.select_draws=0"])
     with pytest.raises(ConfigError, match="set one of them"):
         load_config(None, ["train.select_draws=3", "train.select_window=3"])
+    start = ["train.select_start=true"]
+    for bad in (["train.select_margin=1"], start + ["train.select_margin=-1"],
+                start + ["train.select_margin=1", "train.select_window=3"]):
+        with pytest.raises(ConfigError, match="select_margin"):
+            load_config(None, bad)
+    assert load_config(None, start + ["train.select_margin=0"]).train.select_margin == 0
     nulls = ["data.val_fraction=null", "train.select_every=null", "train.select_window=1", "train.select_draws=1",
-             "train.select_start=false", "train.select_refit=false", "train.select_paired=false"]
+             "train.select_start=false", "train.select_refit=false", "train.select_paired=false",
+             "train.select_margin=null"]
     assert load_config("default", nulls).hash() == load_config("default").hash()
 
 
@@ -306,3 +313,60 @@ def test_a_prepared_dataset_without_a_validation_split_is_refused(tmp_path):
     plain = build_dataset(load_config(None, TINY).data)
     with pytest.raises(ConfigError, match="validation split"):
         Trainer(cfg, tmp_path / "r", data=plain)
+
+
+def test_the_margin_over_the_start_is_the_paired_standard_error_over_the_validation_rows():
+    """``clears_margin``: the difference of two scores against m standard errors of the per-row difference."""
+    start = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    shifted = start - 0.5  # the same 0.5 lower on every row: a standard error of 0, any margin is cleared
+    assert selection.clears_margin(0.5, shifted, 1.0, start, margin=10.0)
+    noisy = start + torch.tensor([-2.0, 1.5, -1.0, 1.3], dtype=torch.float64)  # se = std / 2 = 0.87
+    se = float((noisy - start).std()) / 2
+    assert selection.clears_margin(1.0 - 1.01 * se, noisy, 1.0, start, margin=1.0)
+    assert not selection.clears_margin(1.0 - 0.99 * se, noisy, 1.0, start, margin=1.0)
+    assert selection.clears_margin(0.999, noisy, 1.0, start, margin=0.0)  # margin 0: the plain minimum
+    assert not selection.clears_margin(1.0, noisy, 1.0, start, margin=0.0)  # a tie keeps the start
+    one = torch.tensor([1.0], dtype=torch.float64)
+    assert not selection.clears_margin(-5.0, one - 3, 1.0, one, margin=1.0)  # one row: no standard error
+
+
+def _scripted_terms(monkeypatch, draws):
+    """validation_terms returns ``draws`` (score, per-row terms) in turn."""
+    it = iter(draws)
+    monkeypatch.setattr(selection, "validation_terms", lambda *a, **k: next(it))
+    monkeypatch.setattr(selection, "validation_score", lambda *a, **k: pytest.fail("the margin needs the rows"))
+
+
+def test_with_a_margin_a_check_replaces_the_start_only_with_evidence(tmp_path, monkeypatch):
+    """``train.select_margin=1``: a check whose lower score rests on rows that disagree is held back, one lower on
+    every row wins; a later check then only needs to beat it and the start's margin. The start's terms are kept
+    for a resumed run."""
+    r0 = torch.arange(6, dtype=torch.float64)
+    wild = r0 + torch.tensor([3.0, -3.0, 2.0, -2.0, 1.0, -1.5], dtype=torch.float64)
+    draws = [(1.0, r0), (0.8, wild), (0.7, r0 - 0.3), (0.75, r0 - 0.25), (0.6, wild)]  # checks at 0, 5, .., 20
+    _scripted_terms(monkeypatch, draws)
+    sets = ["train.steps=20", "train.select_every=5", "data.val_fraction=0.1", "train.select_start=true",
+            "train.select_margin=1", "train.checkpoint_every=10"]
+    trainer, metrics = _fit(tmp_path / "r", sets)
+    assert metrics["selected_step"] == 10 and metrics["val_energy_distance"] == 0.7
+    assert metrics["select_held_back"] == 2 and metrics["val_energy_distance_start"] == 1.0
+    saved = json.loads((tmp_path / "r" / "checkpoints" / selection.START_FILE).read_text())
+    assert saved == {"score": 1.0, "rows": r0.tolist()}
+    _scripted_terms(monkeypatch, [(0.65, wild), (0.65, r0 - 0.35)])  # resumed at 20: checks at 25 and 30
+    _, metrics = _fit(tmp_path / "r", sets[1:] + ["train.steps=30"], resume=True)
+    assert metrics["selected_step"] == 30 and metrics["select_held_back"] == 1
+
+
+def test_validation_terms_are_the_scores_cross_term_per_row(tmp_path):
+    """A real check's per-row terms: 2 E|X - y_j| of the same draw that gives the score."""
+    trainer, _ = _fit(tmp_path / "r", ["train.steps=2", "train.select_every=2", "data.val_fraction=0.1"])
+    obj, data = trainer.objective, trainer.data
+    score, rows = selection.validation_terms(obj, data, 300, torch.Generator().manual_seed(5))
+    assert score == pytest.approx(selection.validation_score(obj, data, 300, torch.Generator().manual_seed(5)))
+    z = selection.zscorer(data)
+    x = z(obj.sample(300, generator=torch.Generator().manual_seed(5)).x).double()
+    y = z(data.val).double()
+    assert rows.shape == (len(data.val),)
+    assert torch.allclose(rows, 2 * (x[:, None, :] - y[None]).norm(dim=2).mean(0))
+    within = lambda a: torch.pdist(a).mean()  # noqa: E731  (distinct pairs: the U-statistic)
+    assert score == pytest.approx(float(rows.mean() - within(x) - within(y)), rel=1e-4)

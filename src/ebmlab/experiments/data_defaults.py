@@ -52,7 +52,8 @@ from ebmlab.training.heldout import heldout_draws, zscorer
 
 SEEDS = (0, 1, 2, 3, 4, 5)      # the seeds of every rule in docs/leaderboard.md
 DATASETS = ("breast_cancer", "wine")
-CANDIDATES = {"refit": ["train.select_refit=true"], "paired": ["train.select_paired=true"]}
+CANDIDATES = {"refit": ["train.select_refit=true"], "paired": ["train.select_paired=true"],
+              "margin": ["train.select_margin=1.0"]}
 DRAWS, DRAW_SEED, SAMPLES = 7, 100, 1000
 EXACT_DRAWS = 200
 AUROC_SLACK = 0.01

@@ -21,7 +21,15 @@ whose draws are good only some of the time does not win on a lucky one. ``train.
 starting weights before the first update: with a base measure whose tilt starts at zero (``model.base_std``,
 ``energies/mlp.py``) that is the base itself, and the run's result stays the base unless a check beats it;
 ``train.select_refit`` then refits a chosen start on the training and validation rows together (its data transform
-is all it has fitted: ``Selector._refit``). Each check draws from a generator of its own, seeded by its step, or with
+is all it has fitted: ``Selector._refit``). ``train.select_margin = m`` makes the start the simpler model of a
+one-standard-error rule (Breiman, Friedman, Olshen & Stone 1984, "Classification and Regression Trees", Sec. 3.4.3;
+Hastie, Tibshirani & Friedman 2009, "The Elements of Statistical Learning", Sec. 7.10): a trained check replaces the
+start only when its score is lower than the start's by more than m standard errors of their difference. The two
+scores share the validation rows, and the only part of their difference that depends on which rows were held out is
+2 (E|X_check - y_j| - E|X_start - y_j|) averaged over the rows y_j (the rows' own term cancels, the samples' own
+terms do not depend on the rows), so the standard error is that per-row difference's standard deviation over
+sqrt(rows) (``validation_terms``). On a few dozen rows the minimum over many checks mostly finds the checks that fit
+those rows by chance; the margin keeps the start unless the rows give evidence against it. Each check draws from a generator of its own, seeded by its step, or with
 ``train.select_paired`` by the same seed for every check (common random numbers: two checks then differ by their
 weights, not by their draws' luck). A check leaves the network's state as it found it, so training runs exactly
 as without it (tested). The best check's weights (model and EMA) are written to ``checkpoints/best.safetensors`` with
@@ -32,6 +40,7 @@ checkpoint belongs to the abandoned part of the run and is dropped (selection th
 with a fresh window)."""
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections import deque
@@ -55,15 +64,39 @@ def validation_score(objective, data, n: int, generator: torch.Generator) -> flo
     return energy_distance(z(objective.sample(n, generator=generator).x), z(data.val), unbiased=True)
 
 
+def validation_terms(objective, data, n: int, generator: torch.Generator) -> tuple[float, torch.Tensor]:
+    """``validation_score`` of one draw and its per-row terms (m,): 2 E|X - y_j| over the draw's samples X for
+    each validation row y_j (float64; what a difference of two scores on the same rows varies with)."""
+    z = zscorer(data)
+    x, y = z(objective.sample(n, generator=generator).x), z(data.val)
+    rows = 2 * torch.cdist(x.flatten(1).double(), y.flatten(1).double()).mean(0)  # (n, m) -> (m,)
+    return energy_distance(x, y, unbiased=True), rows.cpu()
+
+
+def clears_margin(score: float, rows: torch.Tensor, start_score: float, start_rows: torch.Tensor,
+                  margin: float) -> bool:
+    """Whether ``score`` beats ``start_score`` by more than ``margin`` standard errors of their paired difference
+    over the validation rows (``rows`` - ``start_rows``, (m,); module docstring). Fewer than two rows give no
+    standard error: the start is kept."""
+    diff = rows - start_rows
+    if diff.numel() < 2:
+        return False
+    se = float(diff.std()) / math.sqrt(diff.numel())
+    return score - start_score < -margin * se
+
+
 class Selector:
     """Tracks the best validation check of one run and keeps its weights in ``checkpoints/best.*``.
     ``window`` (odd): a check is chosen by the mean score of the ``window`` checks centred on it; ``draws``: a
     check is scored by its worst of up to that many draws (one of the two above 1)."""
 
     def __init__(self, every: int, ckpt_dir: Path, seed: int, n: int = SELECT_SAMPLES, window: int = 1,
-                 draws: int = 1, refit: bool = False, paired: bool = False):
+                 draws: int = 1, refit: bool = False, paired: bool = False, margin: float | None = None):
         if draws > 1 and window > 1:
             raise ValueError("a check is scored by its worst draw (draws > 1) or with its neighbours (window > 1)")
+        if margin is not None and window > 1:
+            raise ValueError("the margin over the start compares one check with it: it needs window 1")
+        self.margin = margin  # standard errors a trained check must beat the start by (None: plain minimum)
         self.every, self.dir, self.seed, self.n, self.draws = every, Path(ckpt_dir), seed, n, draws
         self.refit = refit  # a chosen start's transform is refitted on the training and validation rows
         self.paired = paired  # every check draws the same noise (common random numbers), not noise of its step
@@ -74,6 +107,9 @@ class Selector:
         self._scores: list[float] = []   # every check's score since the (re)start, in order
         self._pending: deque = deque()   # (index, step, weights or None) of checks still missing later neighbours
         self.start_score: float | None = None  # the score of a check of the starting weights (step 0), if made
+        self.start_rows: torch.Tensor | None = None  # with a margin: the start's per-row terms (validation_terms)
+        self._rows: torch.Tensor | None = None  # with a margin: the last check's per-row terms
+        self.held_back = 0  # checks that beat the best score but not the start by the margin
 
     def due(self, step: int, last: bool) -> bool:
         """Whether ``step`` is checked: every ``every`` updates and the last one."""
@@ -86,7 +122,9 @@ class Selector:
         score = self._score(trainer)
         self._scores.append(score)
         if trainer.step == 0:
-            self.start_score = score
+            self.start_score, self.start_rows = score, self._rows
+            if self.margin is not None and trainer.is_main and self._rows is not None:
+                _write_start(self.dir, score, self._rows)
         weights = None
         if trainer.is_main:  # the weights wait (on the CPU) for their later neighbours unless window 1
             weights = trainer.weights() if self.half == 0 else _to_cpu(trainer.weights())
@@ -107,13 +145,19 @@ class Selector:
         try:
             obj.eval()  # spectral norm's power iteration must not move with a check
             with ema, torch.no_grad():
+                self._rows = None
                 for _ in range(self.draws):  # the draws follow each other on the one generator
                     try:
-                        score = validation_score(obj, trainer.data, self.n, g)
+                        if self.margin is None:
+                            score = validation_score(obj, trainer.data, self.n, g)
+                        else:
+                            score, rows = validation_terms(obj, trainer.data, self.n, g)
                     except FloatingPointError:
                         return math.nan
                     if math.isnan(score):
                         return score
+                    if self.margin is not None and score > worst:  # the rows of the draw that scores the check
+                        self._rows = rows
                     worst = max(worst, score)
                     if not worst < self.best_score:  # this check cannot win any more
                         break
@@ -125,6 +169,9 @@ class Selector:
         """Check ``index`` (at ``step``) becomes the best when its window's mean beats every earlier one's."""
         window = self._scores[max(0, index - self.half):index + self.half + 1]
         mean = sum(window) / len(window)
+        if mean < self.best_score and step > 0 and not self._clears_start(mean):
+            self.held_back += 1
+            return
         if mean < self.best_score:  # NaN compares False
             self.best_step, self.best_score, self.best_check = step, mean, self._scores[index]
             if weights is not None:
@@ -132,10 +179,19 @@ class Selector:
                 ckpt.save_checkpoint(self.dir, step, tensors, {**meta, "val_energy_distance": self.best_check,
                                                                "val_window_score": mean}, name=ckpt.BEST)
 
+    def _clears_start(self, score: float) -> bool:
+        """Whether a trained check scoring ``score`` (its rows: the last ones scored, window 1) may replace the
+        start: always without a margin or a scored start, else ``clears_margin``."""
+        if self.margin is None or self.start_rows is None or self._rows is None:
+            return True
+        return clears_margin(score, self._rows, self.start_score, self.start_rows, self.margin)
+
     def resume(self, step: int) -> None:
         """Pick the tracker up from ``best.json`` when the run resumes at ``step``. A best written after that
         step belongs to the abandoned part of the run and is deleted; an unreadable one is left for the next
         check to replace; either way selection restarts here, with a warning."""
+        if self.margin is not None:
+            self.start_score, self.start_rows = _read_start(self.dir)
         best = ckpt.best_path(self.dir)
         if not best.with_suffix(".json").is_file():
             return
@@ -173,6 +229,8 @@ class Selector:
             out["selected_refit"] = 1
         if self.start_score is not None:
             out["val_energy_distance_start"] = self.start_score
+        if self.margin is not None:
+            out["select_held_back"] = self.held_back
         return out if self.half == 0 else {**out, "val_window_score": self.best_score}
 
     def _refit(self, trainer, tensors: dict, meta: dict) -> None:
@@ -195,3 +253,21 @@ def _to_cpu(weights: tuple[dict, dict]) -> tuple[dict, dict]:
     """A copy of ``Trainer.weights()``'s tensors on the CPU (they change with the next update)."""
     tensors, meta = weights
     return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}, meta
+
+
+START_FILE = "select_start.json"  # with a margin: the start's score and per-row terms, for a resumed run
+
+
+def _write_start(ckpt_dir: Path, score: float, rows: torch.Tensor) -> None:
+    Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
+    (Path(ckpt_dir) / START_FILE).write_text(json.dumps({"score": score, "rows": rows.tolist()}))
+
+
+def _read_start(ckpt_dir: Path) -> tuple[float | None, torch.Tensor | None]:
+    """The start's score and rows written at step 0, or (None, None) when the run has none (no start check, or an
+    unreadable file: the margin is then not applied)."""
+    try:
+        saved = json.loads((Path(ckpt_dir) / START_FILE).read_text())
+        return float(saved["score"]), torch.tensor(saved["rows"], dtype=torch.float64)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
