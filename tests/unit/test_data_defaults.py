@@ -12,13 +12,13 @@ from ebmlab.training.config import load_config
 
 
 def test_quick_run_writes_the_table_the_verdict_and_the_references(tmp_path):
-    result = dd.run(tmp_path, quick=True, jobs=1, methods=["refit"], datasets=["wine"], data_seeds=[1, 2])
-    assert result["arms"] == ["default", "refit"] and list(result["datasets"]) == ["wine@1", "wine@2"]
+    result = dd.run(tmp_path, quick=True, jobs=1, methods=["gaussian_refit"], datasets=["wine"], data_seeds=[1, 2])
+    assert result["arms"] == ["default", "gaussian_refit"] and list(result["datasets"]) == ["wine@1", "wine@2"]
     saved = json.loads((tmp_path / "results.json").read_text())
     entry = saved["datasets"]["wine@2"]
-    assert set(entry["table"]) == {"wine@2/default", "wine@2/refit"}
+    assert set(entry["table"]) == {"wine@2/default", "wine@2/gaussian_refit"}
     assert all(entry["table"][a]["heldout_ed7"]["per_seed"][0] is not None for a in entry["table"])
-    assert [v["candidate"] for v in entry["verdicts"]] == ["refit"]
+    assert [v["candidate"] for v in entry["verdicts"]] == ["gaussian_refit"]
     assert set(entry["references"]) == set(dd.REFERENCES)
     assert all(0 <= m["ood_auroc_other_class"] <= 1 and "heldout_ed_expected" in m for m in entry["references"].values())
     # the two splits hold out different rows: the same Gaussian start scores differently on them
@@ -55,9 +55,17 @@ def test_each_arm_is_the_user_data_default_plus_its_keys():
     default = dd.overrides("breast_cancer", "default", 20.0, False)
     cfg = load_config("default", default)
     assert (cfg.data.whiten, cfg.train.select_start, cfg.train.time_budget) == (True, True, 20.0)
-    refit = load_config("default", dd.overrides("breast_cancer", "refit", 20.0, False))
+    assert (cfg.model.base, cfg.model.base_std, cfg.train.select_margin) == ("gmm", None, 1.0)
+    refit = load_config("default", dd.overrides("breast_cancer", "gaussian_refit", 20.0, False))
     assert refit.train.select_refit and not cfg.train.select_refit
+    assert (refit.model.base, refit.model.base_std, refit.train.select_margin) == (None, 1.0, None)
     assert refit.to_dict()["data"] == cfg.to_dict()["data"]
+
+
+def test_arm_names_differ_from_the_reference_rows():
+    """Arms and reference rows share one namespace in the pooled tables: an arm named like a reference would
+    overwrite it (a first version named an arm "gmm")."""
+    assert not (set(dd.CANDIDATES) | {"default"}) & set(dd.REFERENCES)
 
 
 def test_the_rule_and_unknown_names():

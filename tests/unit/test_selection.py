@@ -275,20 +275,32 @@ def test_the_users_vectors_get_selection_by_default_and_an_explicit_null_turns_i
     assert cfg.train.select_every is None and cfg.data.val_fraction == 0.1
 
 
-def test_the_users_vectors_start_from_the_gaussian_where_the_model_and_method_allow():
-    """The ``--data`` defaults add the base measure to the MLP only, and turn the energy penalty off only for the
-    default method with a base measure; every other key as before."""
+def test_the_users_vectors_start_from_the_mixture_or_the_gaussian_where_the_model_and_method_allow():
+    """The ``--data`` defaults add the mixture base to the MLP of paper 004's objectives, the Gaussian base to any
+    other MLP (or where the user chose select_refit), no base to other models; the energy penalty is turned off
+    only for the default method with a base measure, and the margin only where a start is checked alone."""
     def added(*sets):
         return {s.split("=")[0] for s in user_data_overrides(apply_overrides({}, ["data.name=array", *sets]))}
-    new = {"model.base_std", "method.energy_l2", "train.select_draws", "train.select_start"}
-    assert new <= added()
-    assert added("method.name=improved_cd") == added() - {"method.energy_l2"}  # its own penalty setting
-    assert added("model.base_std=null") == added() - {"model.base_std", "method.energy_l2"}
-    assert added("model.base_std=2") == added() - {"model.base_std"}  # the user's base, still without the penalty
-    assert added("model.name=custom") == added() - {"model.base_std", "method.energy_l2"}
+    new = {"model.base", "method.energy_l2", "train.select_draws", "train.select_start", "train.select_margin"}
+    assert new <= added() and "model.base_std" not in added()
+    gaussian = added() - {"model.base"} | {"model.base_std"}
+    assert added("method.name=improved_cd") == gaussian - {"method.energy_l2"}  # its own penalty setting
+    assert added("method.name=noise") == added() - {"method.energy_l2"}         # paper 004's: the mixture
+    assert added("train.select_refit=true") == gaussian
+    assert added("model.base_std=null") == added() - {"model.base", "method.energy_l2"}
+    assert added("model.base_std=2") == added() - {"model.base"}  # the user's base, still without the penalty
+    assert added("model.base=gmm") == added() - {"model.base"}
+    assert added("model.base=null") == gaussian - {"model.base_std"} | {"model.base_std"}
+    assert added("model.name=custom") == added() - {"model.base", "method.energy_l2"}
+    assert added("train.select_start=false") == added() - {"train.select_margin", "train.select_start"}
+    assert added("train.select_window=3") == added() - {"train.select_margin"}
     sets = user_data_overrides(apply_overrides({}, ["data.name=array"]))
     cfg = load_config(None, sets + ["data.name=array", "data.path=x.npy"])
-    assert (cfg.model.base_std, cfg.method.energy_l2, cfg.train.select_draws, cfg.train.select_start) == (1.0, 0.0, 5, True)
+    assert (cfg.model.base, cfg.model.base_std, cfg.method.energy_l2, cfg.train.select_draws, cfg.train.select_start,
+            cfg.train.select_margin) == ("gmm", None, 0.0, 5, True, 1.0)
+    sets = user_data_overrides(apply_overrides({}, ["data.name=array", "method.name=improved_cd"]))
+    cfg = load_config(None, sets + ["data.name=array", "data.path=x.npy", "method.name=improved_cd"])
+    assert (cfg.model.base, cfg.model.base_std) == (None, 1.0)
 
 
 def test_the_experiment_harness_evaluates_the_best_check_too(tmp_path, monkeypatch):

@@ -73,7 +73,8 @@ def test_the_users_vectors_get_the_user_data_defaults_unless_a_config_or_overrid
     from ebmlab.config import USER_DATA_DEFAULTS
     assert USER_DATA_DEFAULTS == {"data.whiten": True, "data.jitter": 0.3, "data.val_fraction": 0.1,
                                   "train.select_every": 50, "train.select_draws": 5, "train.select_start": True,
-                                  "model.base_std": 1.0, "method.energy_l2": 0.0}
+                                  "train.select_margin": 1.0, "model.base": "gmm", "model.base_std": 1.0,
+                                  "method.energy_l2": 0.0}
 
     def cli(config=None, sets=(), resume=False):
         args = Namespace(set=list(sets), data=str(tmp_path / "x.npy"), config=config, resume=resume)

@@ -29,7 +29,8 @@ from ebmlab.errors import ConfigError
 def _mlp(cfg, shape, out_dim: int = 1, cond_dim: int = 0, **_):
     return MLPEnergy(math.prod(shape), cfg.width, cfg.depth, cfg.activation, out_dim=out_dim, cond_dim=cond_dim,
                      fourier=cfg.fourier, fourier_scale=cfg.fourier_scale,
-                     base_std=cfg.base_std if out_dim == 1 else None)
+                     base_std=cfg.base_std if out_dim == 1 else None,
+                     base_mixture=cfg.base == "gmm" and out_dim == 1)
 
 
 def import_target(target: str) -> type:

@@ -17,12 +17,16 @@ linearly far from the data, so the quadratic wins there: the density is normalis
 wanders off is pulled back, where a plain network can slope downwards into a sink no short-run training
 chain ever reaches (docs/leaderboard.md, breast cancer). The output layer starts at zero, so the untrained
 model is the base itself (zeroed after the usual initialisation, so the other weights are those of the
-plain network with the same seed). Not in the papers; None (default): no base term.
+plain network with the same seed). Not in the papers; None (default): no base term. ``base_mixture=True``
+adds a fitted Gaussian mixture's -log q(x) instead (``energies/mixture_base.py``, ``model.base: gmm``), with
+the output layer zeroed the same way.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from ebmlab.energies.mixture_base import GaussianMixtureBase
 
 ACTIVATIONS = {
     "silu": nn.SiLU,
@@ -64,14 +68,18 @@ class MLPEnergy(nn.Module):
 
     def __init__(self, in_dim: int, width: int = 128, depth: int = 3, activation: str = "silu",
                  out_dim: int = 1, cond_dim: int = 0, fourier: int = 0, fourier_scale: float = 1.0,
-                 base_std: float | None = None):
+                 base_std: float | None = None, base_mixture: bool = False):
         super().__init__()
         if in_dim <= 0 or width <= 0 or depth < 0:
             raise ValueError(f"MLPEnergy needs in_dim>0, width>0, depth>=0; got {in_dim}, {width}, {depth}")
         if base_std is not None and (out_dim != 1 or not base_std > 0):
             raise ValueError(f"base_std must be positive and needs a scalar energy (out_dim 1); got {base_std}, "
                              f"out_dim {out_dim}")
+        if base_mixture and (out_dim != 1 or base_std is not None):
+            raise ValueError("a mixture base measure needs a scalar energy (out_dim 1) and no base_std")
         self.in_dim, self.out_dim = in_dim, out_dim
+        # -log q(x) of a fitted Gaussian mixture (a submodule of buffers), or None
+        self.base = GaussianMixtureBase(in_dim) if base_mixture else None
         # 1 / (2 s^2) of the Gaussian base term, or None (a number, not a buffer: the config carries it)
         self.base_coef = None if base_std is None else 0.5 / float(base_std) ** 2
         # (D, F) fixed random frequencies; a buffer so that checkpoints carry it
@@ -81,7 +89,7 @@ class MLPEnergy(nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(width, activation) for _ in range(depth))
         self.act = make_activation(activation)
         self.out = nn.Linear(width, out_dim)
-        if base_std is not None:  # the tilt starts at zero: the untrained model is its base measure exactly
+        if base_std is not None or base_mixture:  # the tilt starts at zero: the untrained model is its base exactly
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
 
@@ -104,6 +112,8 @@ class MLPEnergy(nn.Module):
         out = self.out(self.features(x, cond))  # (B, out_dim)
         if self.out_dim != 1:
             return out
+        if self.base is not None:
+            return out.squeeze(1) + self.base(x)  # (B,) + -log q(x)
         if self.base_coef is None:
             return out.squeeze(1)
         return out.squeeze(1) + self.base_coef * x.flatten(1).pow(2).sum(1)  # (B,) + |x|^2 / (2 s^2)

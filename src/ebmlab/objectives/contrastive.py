@@ -50,6 +50,7 @@ the paper-004 experiment and configs set it to 0 to follow the paper.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -58,11 +59,14 @@ from torch import Tensor
 from ebmlab.errors import ConfigError
 from ebmlab.buffers import ReplayBuffer
 from ebmlab.energies.build import build_energy
+from ebmlab.energies.mixture_base import GaussianMixtureBase
+from ebmlab.metrics.baselines import fit_gmm
 from ebmlab.objectives.base import LossOutput, Objective, SampleOutput, batch_data
 from ebmlab.samplers import ChainInfo, ChainState, StepSizeController, get_sampler, run_chain
 from ebmlab.samplers.ais import ais, linear_betas, normalized_weights, systematic_resample
 from ebmlab.samplers.base import PROPOSAL_CAP
 
+BASE_FIT_ROWS = 5000  # model.base gmm: rows the mixture is fitted on (EM's cost grows with them; a subsample beyond)
 # noise_chain ais: resample when Kish's ESS falls below half the chains (samplers/ais.py, resample-move SMC;
 # docs/leaderboard.md: in 30-D plain AIS kept 1-5 effective chains of 256)
 AIS_RESAMPLE = 0.5
@@ -181,9 +185,19 @@ class ContrastiveDivergence(Objective):
         return self.cfg.n_steps
 
     def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """(n, ...) N(0, init_std^2 I): where noise-initialised chains start."""
+        """(n, ...) N(0, init_std^2 I), or exact draws of the energy's mixture base measure (``model.base: gmm``):
+        where noise-initialised chains start."""
+        base = self.mixture_base()
+        if base is not None:
+            return base.sample(n, generator).view(n, *self.shape)
         dev = self.last_step_size.device
         return self.cfg.init_std * torch.randn((n, *self.shape), generator=generator, device=dev)
+
+    def mixture_base(self) -> GaussianMixtureBase | None:
+        """The energy's fitted mixture base measure (``energies/mixture_base.py``), or None. Looked up on every call
+        (not kept as an attribute: it would be a second submodule path in the state dict)."""
+        base = getattr(self.energy, "base", None)
+        return base if isinstance(base, GaussianMixtureBase) else None
 
     def log_density(self, x: Tensor) -> Tensor:
         """(B,) unnormalised log p(x) = -E(x)/T (App. A.4)."""
@@ -295,7 +309,7 @@ class ContrastiveDivergence(Objective):
     def _start(self, n: int, generator):
         if self.scheme in ("persistent", "persistent_refresh"):
             return self.bank.sample(n, generator)
-        if self.cfg.train_init_std is None:
+        if self.cfg.train_init_std is None or self.mixture_base() is not None:
             return self.prior(n, generator), None
         # training chains only (docs/paper004.md, "The default demo's ring masses"): the same draw as
         # ``prior``, scaled to train_init_std
@@ -318,7 +332,8 @@ class ContrastiveDivergence(Objective):
         ``x0`` was drawn with); returns the points, their normalised weights (B,) and the diagnostics."""
         std = self.cfg.train_init_std or self.cfg.init_std
         r = ais(self.energy, x0, linear_betas(self.cfg.n_steps, x0.device), ctrl, init_std=std,
-                temperature=self.cfg.temperature, generator=generator, resample_below=self.cfg.ais_resample)
+                temperature=self.cfg.temperature, generator=generator, resample_below=self.cfg.ais_resample,
+                base=self.mixture_base())
         return r.x, normalized_weights(r.log_weights), r.info
 
     @torch.no_grad()
@@ -341,7 +356,8 @@ class ContrastiveDivergence(Objective):
         drawn in proportion to their weights (sampling-importance-resampling, by systematic resampling:
         equal weights return every chain once)."""
         r = ais(self.energy, x0, linear_betas(steps, x0.device), ctrl, init_std=self.cfg.init_std,
-                temperature=self.cfg.temperature, generator=generator, resample_below=self.cfg.ais_resample)
+                temperature=self.cfg.temperature, generator=generator, resample_below=self.cfg.ais_resample,
+                base=self.mixture_base())
         w = normalized_weights(r.log_weights)
         idx = systematic_resample(w, x0.shape[0], generator)
         return SampleOutput(r.x[idx], {**r.info.as_dict(), "ais_ess": (1.0 / w.pow(2).sum()).reshape(1)})
@@ -350,5 +366,21 @@ class ContrastiveDivergence(Objective):
 def build(cfg, data) -> ContrastiveDivergence:
     """Build the scheme named by ``cfg.method.name`` on ``data``."""
     energy = build_energy(cfg.model, data.shape)
+    if getattr(cfg.model, "base", None) == "gmm" and not (getattr(data, "info", None) or {}).get("stub"):
+        _fit_base(energy.base, data.train, cfg.train.seed)  # opened without its rows: the stored buffers come next
     return ContrastiveDivergence(energy, cfg.method, data.shape)
+
+
+def _fit_base(base: GaussianMixtureBase, rows: Tensor, seed: int) -> None:
+    """``model.base: gmm``: the leaderboard's GMM baseline (``metrics/baselines.fit_gmm``) fitted on the training
+    rows (model coordinates; at most ``BASE_FIT_ROWS`` of them), or N(0, I) with a warning where no mixture can be
+    fitted (too few rows)."""
+    if len(rows) > BASE_FIT_ROWS:
+        rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:BASE_FIT_ROWS]]
+    try:
+        base.fit_from_sklearn(fit_gmm(rows, seed).model)
+    except ValueError as exc:
+        warnings.warn(f"model.base gmm: {exc}; the base measure is N(0, I) in model coordinates instead",
+                      RuntimeWarning, stacklevel=3)
+        base.standard_normal()
 

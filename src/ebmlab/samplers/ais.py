@@ -20,6 +20,11 @@ ESS falls below ``resample_below`` x B the chains are resampled in proportion to
 (multinomial) and the weights reset to their mean, so that the MALA moves that follow spread the
 surviving chains again instead of carrying weights that one chain dominates (high dimensions).
 
+``base`` replaces the Gaussian reference by a base measure q = exp(-B) that the energy carries (a module
+with ``energy_and_grad``: ``energies/mixture_base.py``): f_k(x) = exp(-beta_k E(x)/T - (1 - beta_k) B(x)),
+x_0 ~ q drawn by the caller. For an energy E = B + net (a tilt of q) at T = 1 the stages are B + beta_k net:
+an untrained tilt (net = 0) gives equal weights and exact draws of q.
+
 One forward+backward per stage (E and dE/dx at the proposal; the stage energy and gradient are
 formed from them in closed form), as for the plain chains. The step size is one number carried from
 stage to stage and adapted by a ``StepSizeController`` (neighbouring targets are close, as in
@@ -100,31 +105,41 @@ def _schedule(betas: Tensor, inv_var: float) -> _Schedule:
     return _Schedule(b.tolist(), (1 - b).tolist(), ((1 - b) * inv_var).tolist(), (b - prev).tolist())
 
 
-def _stage(e: Tensor, g: Tensor, x: Tensor, quad: Tensor, beta: float, rest: float, rest_iv: float,
+def _reference(x: Tensor, inv_var: float, base) -> tuple[Tensor, Tensor]:
+    """The reference's energy (B,) at ``x`` and the tensor its gradient is ``inv_var`` times: |x|²/(2 s²) and
+    ``x`` itself for the Gaussian (the 1/s² sits in the schedule), or B(x) and dB/dx of a ``base`` (inv_var 1)."""
+    if base is None:
+        return _quad(x, inv_var), x
+    return base.energy_and_grad(x)
+
+
+def _stage(e: Tensor, g: Tensor, qg: Tensor, quad: Tensor, beta: float, rest: float, rest_iv: float,
            temperature: float) -> tuple[Tensor, Tensor]:
     """The stage energy -log f_beta(x) = beta E/T + (1 - beta) |x|²/(2 s²) (B,) and its gradient (B, ...)
-    from E(x), dE/dx and ``_quad(x)``; ``rest`` = 1 - beta, ``rest_iv`` = (1 - beta) / s², each one number
-    (``_schedule``). Dividing by T = 1 is skipped (exact)."""
+    from E(x), dE/dx, the reference's energy ``quad`` and gradient direction ``qg`` (``_reference``);
+    ``rest`` = 1 - beta, ``rest_iv`` = (1 - beta) / s², each one number (``_schedule``). Dividing by T = 1 is
+    skipped (exact)."""
     if temperature != 1.0:
         e, g = beta * e / temperature, beta * g / temperature
     else:
         e, g = beta * e, beta * g
-    return e + rest * quad, g + rest_iv * x
+    return e + rest * quad, g + rest_iv * qg
 
 
 @torch.no_grad()
 def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, init_std: float = 1.0,
         temperature: float = 1.0, generator: torch.Generator | None = None, check_finite: bool = True,
-        resample_below: float | None = None) -> AISResult:
-    """Anneal ``x0`` (B, ...) ~ N(0, init_std² I) to exp(-E/T) along ``betas`` (K,) (increasing, ending
-    at 1; ``linear_betas``) with one MALA move per stage, the step size from ``controller`` (adapted in
-    place after every stage). ``resample_below``: resample when the ESS falls below this fraction of
-    the chains (module docstring; one host read of the ESS per stage; None or 0: never). Returns the
-    points, log weights and a ``ChainInfo`` with one entry per stage."""
+        resample_below: float | None = None, base=None) -> AISResult:
+    """Anneal ``x0`` (B, ...) ~ N(0, init_std² I) (or ~ ``base``, whose -log density then replaces the
+    Gaussian's: module docstring) to exp(-E/T) along ``betas`` (K,) (increasing, ending at 1;
+    ``linear_betas``) with one MALA move per stage, the step size from ``controller`` (adapted in place after
+    every stage). ``resample_below``: resample when the ESS falls below this fraction of the chains (module
+    docstring; one host read of the ESS per stage; None or 0: never). Returns the points, log weights and a
+    ``ChainInfo`` with one entry per stage."""
     if resample_below is not None and not 0.0 <= resample_below <= 1.0:
         raise ValueError(f"resample_below must lie in [0, 1] (0: never), got {resample_below}")
     resample = bool(resample_below)  # None and 0: plain AIS (no ESS is computed)
-    inv_var = 1.0 / init_std ** 2
+    inv_var = 1.0 / init_std ** 2 if base is None else 1.0
     sched = _schedule(betas, inv_var)
     groups = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
     shape = (x0.shape[0],) + (1,) * (x0.dim() - 1)
@@ -132,17 +147,21 @@ def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, in
     with frozen_parameters(energy):
         x = x0.detach()
         e, g = energy_and_grad(energy, x)          # raw E and dE/dx at the current points
-        quad = _quad(x, inv_var)
+        quad, qg = _reference(x, inv_var, base)    # the reference's energy and gradient direction
         log_w = torch.zeros_like(e)
         for k in range(len(sched.beta)):
             log_w = log_w - sched.dbeta[k] * ((e / temperature if temperature != 1.0 else e) - quad)  # f_k / f_{k-1}
             if resample and float(effective_sample_size(log_w)) < resample_below * x.shape[0]:
-                x, e, g, quad, log_w = _resample(log_w, generator, x, e, g, quad)
+                if base is None:  # the Gaussian's gradient direction is x itself
+                    x, e, g, quad, log_w = _resample(log_w, generator, x, e, g, quad)
+                    qg = x
+                else:
+                    x, e, g, quad, qg, log_w = _resample(log_w, generator, x, e, g, quad, qg)
             energies.append(e)                                                # E before the move
             # the stage target exp(-stage energy) has its temperature inside: noise sqrt(2 eps)
             eps = controller.per_chain_step(groups, shape).to(x.dtype)        # (B, 1, ...)
-            x, e, g, quad, accept = _mala_move(energy, x, e, g, quad, sched, k, eps, torch.sqrt(eps * 2.0),
-                                               temperature, inv_var, generator)
+            x, e, g, quad, qg, accept = _mala_move(energy, (x, e, g, quad, qg), sched, k, eps,
+                                                   torch.sqrt(eps * 2.0), temperature, inv_var, base, generator)
             controller.update(accept, groups)
             accepts.append(accept)
             steps.append(eps)
@@ -171,19 +190,23 @@ def _resample(log_w: Tensor, generator, *tensors: Tensor) -> tuple[Tensor, ...]:
     return (*(t[idx] for t in tensors), mean.expand(b).clone())
 
 
-def _mala_move(energy, x, e, g, quad, sched: _Schedule, k: int, eps, sigma, temperature, inv_var, generator):
-    """One MALA move on stage k's target f_beta from x (``quad`` = ``_quad(x)``), with step ``eps`` and
-    noise ``sigma`` (B, 1, ...); returns the new (x, E, dE/dx, quad) and the (B,) bool acceptance."""
+def _mala_move(energy, state, sched: _Schedule, k: int, eps, sigma, temperature, inv_var, base, generator):
+    """One MALA move on stage k's target f_beta from ``state`` = (x, E, dE/dx, quad, qg) (the last two:
+    ``_reference(x)``), with step ``eps`` and noise ``sigma`` (B, 1, ...); returns the new state and the (B,)
+    bool acceptance."""
+    x, e, g, quad, qg = state
     beta, rest, rest_iv = sched.beta[k], sched.rest[k], sched.rest_iv[k]
-    e_s, g_s = _stage(e, g, x, quad, beta, rest, rest_iv, temperature)
+    e_s, g_s = _stage(e, g, qg, quad, beta, rest, rest_iv, temperature)
     z = randn_like(x, generator)
     x_prop = move(x, g_s, eps, sigma, z)
     e_p, g_p = energy_and_grad(energy, x_prop)
-    quad_p = _quad(x_prop, inv_var)
-    e_ps, g_ps = _stage(e_p, g_p, x_prop, quad_p, beta, rest, rest_iv, temperature)
+    quad_p, qg_p = _reference(x_prop, inv_var, base)
+    e_ps, g_ps = _stage(e_p, g_p, qg_p, quad_p, beta, rest, rest_iv, temperature)
     log_a = mala.log_accept_ratio(ChainState(x, e_s, g_s), ChainState(x_prop, e_ps, g_ps), eps, sigma, 1.0, z)
     u = torch.empty_like(log_a).uniform_(generator=generator)  # (B,) torch.rand's numbers
     accept = u.log_() < log_a                           # (B,) bool; NaN ratios are rejected
     keep = accept.view(-1, *([1] * (x.dim() - 1)))
-    return (torch.where(keep, x_prop, x), torch.where(accept, e_p, e), torch.where(keep, g_p, g),
-            torch.where(accept, quad_p, quad), accept)
+    x_new = torch.where(keep, x_prop, x)
+    qg_new = x_new if base is None else torch.where(keep, qg_p, qg)
+    return (x_new, torch.where(accept, e_p, e), torch.where(keep, g_p, g), torch.where(accept, quad_p, quad),
+            qg_new, accept)

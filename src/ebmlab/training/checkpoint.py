@@ -137,6 +137,18 @@ def check_sidecar(meta, side: Path) -> None:
         raise CheckpointError(f"checkpoint sidecar {str(side)!r} has a negative step {meta['step']}")
 
 
+def finite_names(objective: torch.nn.Module) -> set[str]:
+    """The state-dict names ``check_finite`` checks: every parameter, and the buffers of a fitted base measure
+    (``energies/mixture_base.py``: fitted numbers, never NaN by design)."""
+    from ebmlab.energies.mixture_base import GaussianMixtureBase
+
+    names = {n for n, _ in objective.named_parameters()}
+    for prefix, module in objective.named_modules():
+        if isinstance(module, GaussianMixtureBase):
+            names |= {f"{prefix}.{b}" for b, _ in module.named_buffers(recurse=False)}
+    return names
+
+
 def check_finite(tensors: dict[str, torch.Tensor], path: Path, params: set[str]) -> None:
     """Refuse a checkpoint whose weights (``model.<p>`` for ``p`` in ``params``), EMA weights or optimizer
     state hold NaN or inf. Other buffers are not checked: some use NaN as "not measured yet"."""

@@ -210,7 +210,7 @@ class Trainer:
             if key not in meta:
                 raise ckpt.CheckpointError(f"checkpoint sidecar {str(side)!r} lacks {key!r}, which resuming needs; "
                                            "it is damaged: delete this checkpoint pair to resume from the one before")
-        ckpt.check_finite(tensors, path, {n for n, _ in self.objective.named_parameters()})
+        ckpt.check_finite(tensors, path, ckpt.finite_names(self.objective))
         try:
             self.load_state(tensors, meta)
         except ckpt.CheckpointError:

@@ -279,7 +279,7 @@ def load_weights(objective: nn.Module, tensors: dict, path: Path, cfg: Config, e
     """Load ``model.*`` (strict) and, with ``ema``, the ``ema.*`` parameters; CheckpointError if they do
     not fit the objective or hold NaN/inf."""
     params = dict(objective.named_parameters())
-    ckpt.check_finite(tensors, path, set(params))
+    ckpt.check_finite(tensors, path, ckpt.finite_names(objective))
     try:
         objective.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         if ema:

@@ -19,9 +19,10 @@ only with its neighbours (its weights are then kept in memory, on the CPU, until
 that worst still beats the best check so far (a check that loses on its first draw costs one draw), so a model
 whose draws are good only some of the time does not win on a lucky one. ``train.select_start`` also checks the
 starting weights before the first update: with a base measure whose tilt starts at zero (``model.base_std``,
-``energies/mlp.py``) that is the base itself, and the run's result stays the base unless a check beats it;
-``train.select_refit`` then refits a chosen start on the training and validation rows together (its data transform
-is all it has fitted: ``Selector._refit``). ``train.select_margin = m`` makes the start the simpler model of a
+``energies/mlp.py``; ``model.base: gmm``, ``energies/mixture_base.py``) that is the base itself, and the run's
+result stays the base unless a check beats it; ``train.select_refit`` then refits a chosen start on the training
+and validation rows together (its data transform is all it has fitted: ``Selector._refit``; not with the mixture
+base, whose fit the new coordinates would invalidate). ``train.select_margin = m`` makes the start the simpler model of a
 one-standard-error rule (Breiman, Friedman, Olshen & Stone 1984, "Classification and Regression Trees", Sec. 3.4.3;
 Hastie, Tibshirani & Friedman 2009, "The Elements of Statistical Learning", Sec. 7.10): a trained check replaces the
 start only when its score is lower than the start's by more than m standard errors of their difference. The two
