@@ -14,6 +14,7 @@ from ebmlab.energies.mixture_base import GaussianMixtureBase
 from ebmlab.energies.mlp import MLPEnergy
 from ebmlab.metrics.baselines import fit_gmm
 from ebmlab.training.config import load_config
+from ebmlab.training.evaluate import final_evaluation
 
 from ..runs import fit_in
 
@@ -127,8 +128,10 @@ def test_a_run_starts_from_the_leaderboards_gmm_and_reloads_it(tmp_path):
             "method.n_steps=3", "method.n_steps_data=2", "train.batch_size=32", "train.steps=4",
             "train.progress=false", "train.threads=1", "train.seed=2", "eval.n_samples=50", "eval.plots=false"]
     cfg = load_config(None, sets)
-    trainer = fit_in(tmp_path / "r", cfg)
+    metrics = {}
+    trainer = fit_in(tmp_path / "r", cfg, after=lambda t: metrics.update(final_evaluation(t)))
     gmm = fit_gmm(trainer.data.train, 2)
+    assert metrics["base_components"] == gmm.chosen["n_components"]
     x = trainer.data.test[:20]
     base = trainer.objective.energy.base
     assert torch.allclose(base(x), -gmm.log_density(x), atol=1e-4)
