@@ -59,6 +59,10 @@ class GaussianMixtureBase(nn.Module):
         self.register_buffer("prec_chol", torch.zeros(components, dim, dim))     # (K, D, D) U_k, Sigma^-1 = U U^T
         self.register_buffer("cov_factor", torch.zeros(components, dim, dim))    # (K, D, D) A_k = U_k^-T
         self.register_buffer("log_norm", torch.zeros(components))                # (K,) log|U_k| - D/2 log 2 pi
+        # derived from the above (not stored; ``_refresh`` after every change): the per-call work is a few ops
+        self.register_buffer("u_cat", torch.zeros(dim, components * dim), persistent=False)  # (D, K D) [U_1..U_K]
+        self.register_buffer("mu_u", torch.zeros(components, dim), persistent=False)         # (K, D) mu_k U_k
+        self.register_buffer("const", torch.zeros(components), persistent=False)             # (K,) log pi_k + log_norm
 
     @property
     def components(self) -> int:
@@ -86,6 +90,15 @@ class GaussianMixtureBase(nn.Module):
                   "log_norm": log_norm}
         for name, value in values.items():
             setattr(self, name, value.to(self.means.dtype).contiguous().clone())
+        return self._refresh()
+
+    @torch.no_grad()
+    def _refresh(self) -> GaussianMixtureBase:
+        """Recompute the derived buffers from the stored ones; returns self."""
+        k, d = self.means.shape
+        self.u_cat = self.prec_chol.permute(1, 0, 2).reshape(d, k * d).contiguous()
+        self.mu_u = torch.einsum("kd,kde->ke", self.means, self.prec_chol)
+        self.const = self.log_weights + self.log_norm
         return self
 
     @torch.no_grad()
@@ -96,7 +109,7 @@ class GaussianMixtureBase(nn.Module):
         self.log_weights, self.means = like.new_zeros(1), like.new_zeros(1, d)
         self.prec_chol, self.cov_factor = eye.clone(), eye.clone()
         self.log_norm = like.new_full((1,), -0.5 * d * math.log(2 * math.pi))
-        return self
+        return self._refresh()
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -109,6 +122,7 @@ class GaussianMixtureBase(nn.Module):
                 setattr(self, name, self.means.new_zeros(shape))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+        self._refresh()
 
     def _log_joint(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(B, K) log pi_k + log N_k(x) and (B, K, D) y = (x - mu_k) U_k, for flattened ``x`` (B, D)."""
@@ -116,10 +130,8 @@ class GaussianMixtureBase(nn.Module):
             raise RuntimeError("the mixture base measure has not been fitted (model.base gmm is fitted on the "
                                "training rows when the objective is built)")
         k, d = self.means.shape
-        u = self.prec_chol.permute(1, 0, 2).reshape(d, k * d)                          # (D, K D): [U_1 .. U_K]
-        mu_u = torch.einsum("kd,kde->ke", self.means, self.prec_chol)                  # (K, D) mu_k U_k
-        y = (x @ u).view(-1, k, d) - mu_u                                              # (B, K, D), one matmul
-        return self.log_weights + self.log_norm - 0.5 * y.pow(2).sum(2), y
+        y = (x @ self.u_cat).view(-1, k, d) - self.mu_u                                # (B, K, D), one matmul
+        return torch.add(self.const, y.pow(2).sum(2), alpha=-0.5), y
 
     def forward(self, x: Tensor) -> Tensor:
         """(B,) B(x) = -log q(x), normalised, of points ``x`` (B, ...) (flattened). With a gradient to ``x`` the
@@ -132,9 +144,7 @@ class GaussianMixtureBase(nn.Module):
         """(B,) B(x) and (B, ...) dB/dx = sum_k r_k U_k U_k^T (x - mu_k), in closed form (no autograd)."""
         log_joint, y = self._log_joint(x.flatten(1))
         r = torch.softmax(log_joint, 1)                                                  # (B, K) responsibilities
-        k, d = self.means.shape
-        u = self.prec_chol.permute(1, 0, 2).reshape(d, k * d)                          # (D, K D)
-        grad = (r.unsqueeze(2) * y).reshape(-1, k * d) @ u.T                           # (B, D): sum_k r_k U_k y_k
+        grad = (r.unsqueeze(2) * y).flatten(1) @ self.u_cat.T                          # (B, D): sum_k r_k U_k y_k
         return -torch.logsumexp(log_joint, 1), grad.view_as(x)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
