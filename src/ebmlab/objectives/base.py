@@ -97,6 +97,11 @@ class Objective(nn.Module):
         """(B,) energy used for density evaluation and OOD scoring (lower = more in-distribution)."""
         return self.energy(x)
 
+    def mixture_base(self):
+        """The fitted Gaussian-mixture base measure the energy carries (``model.base: gmm``,
+        ``energies/mixture_base.py``), or None; paper 004's objective, which fits it, overrides this."""
+        return None
+
     def start_points(self, n: int, x0: Tensor | None, generator) -> Tensor:
         """The chains' start: ``x0`` (checked) or ``prior(n)``."""
         if x0 is None:

@@ -254,7 +254,7 @@ def final_evaluation(trainer) -> dict:
     objective = trainer.objective
     # train.select_every: the best validation check's weights are the run's result (training/selection.py)
     selected = trainer.selector.load_best(trainer) if getattr(trainer, "selector", None) is not None else {}
-    base = objective.mixture_base() if hasattr(objective, "mixture_base") else None
+    base = objective.mixture_base()
     if base is not None:  # model.base gmm: how many components the fitted base measure has
         selected = {**selected, "base_components": base.components}
     ema = trainer.ema.applied(objective) if trainer.ema is not None else nullcontext()
