@@ -1,4 +1,4 @@
-"""Annealed importance sampling (AIS) from N(0, s² I) to p ∝ exp(-E/T), with one MALA move per stage.
+"""Annealed importance sampling (AIS) from N(0, s² I) (or a base measure) to p ∝ exp(-E/T), one MALA move per stage.
 
 Neal (2001), "Annealed importance sampling" (Statistics and Computing 11), Sec. 2: intermediate
 targets f_k(x) = exp(-beta_k E(x)/T - (1 - beta_k) |x|²/(2 s²)), 0 = beta_0 < beta_1 < ... < beta_K = 1;
@@ -115,7 +115,8 @@ def _reference(x: Tensor, inv_var: float, base) -> tuple[Tensor, Tensor]:
 
 def _stage(e: Tensor, g: Tensor, qg: Tensor, quad: Tensor, beta: float, rest: float, rest_iv: float,
            temperature: float) -> tuple[Tensor, Tensor]:
-    """The stage energy -log f_beta(x) = beta E/T + (1 - beta) |x|²/(2 s²) (B,) and its gradient (B, ...)
+    """The stage energy -log f_beta(x) = beta E/T + (1 - beta) |x|²/(2 s²) (or + (1 - beta) B(x) from a base)
+    (B,) and its gradient (B, ...)
     from E(x), dE/dx, the reference's energy ``quad`` and gradient direction ``qg`` (``_reference``);
     ``rest`` = 1 - beta, ``rest_iv`` = (1 - beta) / s², each one number (``_schedule``). Dividing by T = 1 is
     skipped (exact)."""
