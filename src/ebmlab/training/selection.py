@@ -22,15 +22,16 @@ starting weights before the first update: with a base measure whose tilt starts 
 ``energies/mlp.py``; ``model.base: gmm``, ``energies/mixture_base.py``) that is the base itself, and the run's
 result stays the base unless a check beats it; ``train.select_refit`` then refits a chosen start on the training
 and validation rows together (its data transform is all it has fitted: ``Selector._refit``; not with the mixture
-base, whose fit the new coordinates would invalidate). ``train.select_margin = m`` makes the start the simpler model of a
-one-standard-error rule (Breiman, Friedman, Olshen & Stone 1984, "Classification and Regression Trees", Sec. 3.4.3;
-Hastie, Tibshirani & Friedman 2009, "The Elements of Statistical Learning", Sec. 7.10): a trained check replaces the
+base, whose fit the new coordinates would invalidate). ``train.select_margin = m`` makes the start the simpler
+model of a one-standard-error rule (Breiman, Friedman, Olshen & Stone 1984, "Classification and Regression
+Trees", Sec. 3.4.3; Hastie, Tibshirani & Friedman 2009, "The Elements of Statistical Learning", Sec. 7.10): a trained check replaces the
 start only when its score is lower than the start's by more than m standard errors of their difference. The two
 scores share the validation rows, and the only part of their difference that depends on which rows were held out is
 2 (E|X_check - y_j| - E|X_start - y_j|) averaged over the rows y_j (the rows' own term cancels, the samples' own
 terms do not depend on the rows), so the standard error is that per-row difference's standard deviation over
 sqrt(rows) (``validation_terms``). On a few dozen rows the minimum over many checks mostly finds the checks that fit
-those rows by chance; the margin keeps the start unless the rows give evidence against it. Each check draws from a generator of its own, seeded by its step, or with
+those rows by chance; the margin keeps the start unless the rows give evidence against it. Each check draws from
+a generator of its own, seeded by its step, or with
 ``train.select_paired`` by the same seed for every check (common random numbers: two checks then differ by their
 weights, not by their draws' luck). A check leaves the network's state as it found it, so training runs exactly
 as without it (tested). The best check's weights (model and EMA) are written to ``checkpoints/best.safetensors`` with
@@ -50,6 +51,7 @@ from pathlib import Path
 
 import torch
 
+from ebmlab.config import atomic_write
 from ebmlab.metrics.distances import energy_distance
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.heldout import zscorer
@@ -261,7 +263,8 @@ START_FILE = "select_start.json"  # with a margin: the start's score and per-row
 
 def _write_start(ckpt_dir: Path, score: float, rows: torch.Tensor) -> None:
     Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
-    (Path(ckpt_dir) / START_FILE).write_text(json.dumps({"score": score, "rows": rows.tolist()}))
+    text = json.dumps({"score": score, "rows": rows.tolist()})
+    atomic_write(Path(ckpt_dir) / START_FILE, lambda p: p.write_text(text))  # a crash leaves no half-written file
 
 
 def _read_start(ckpt_dir: Path) -> tuple[float | None, torch.Tensor | None]:
