@@ -142,10 +142,13 @@ class TrainConfig:
     select_window: int = 1            # checks averaged for the choice, centred on each (odd; 1: each check alone)
     select_draws: int = 1             # validation draws per check, scored by the worst (stops once it cannot win)
     select_start: bool = False        # also check the starting weights (step 0): the result can be the untrained model
-    select_refit: bool = False        # when the start wins, refit the data transform on training + validation rows
+    select_refit: bool = False        # when the start wins, refit what it fitted (the data transform; with model.base
+                                      # gmm, the mixture) on training + validation rows
     select_paired: bool = False       # every check draws the same noise (common random numbers) instead of its step's
     select_margin: float | None = None  # a trained check replaces the start only when it beats it by this many standard
                                         # errors over the validation rows (one-SE rule; needs select_start; None: off)
+    select_likelihood: bool = False   # a trained check replaces the start only when it does not lower the validation
+                                      # rows' log-likelihood below the base's (needs model.base gmm and select_start)
 
 
 @dataclass
@@ -245,6 +248,8 @@ _NEW_KEY_DEFAULTS = {
     "train.select_refit": False,
     # each check drew noise seeded by its step before paired checks
     "train.select_paired": False,
+    # no likelihood condition on a check before it
+    "train.select_likelihood": False,
 }
 # Keys whose resolved default changed after runs existed: {key: (condition on the stored run's keys, the
 # value those runs ran with)}. A stored config.yaml without the key, or with null, ran with that value
@@ -270,7 +275,7 @@ def user_data_overrides(raw: dict) -> list[str]:
     """``section.key=value`` overrides for the ``USER_DATA_DEFAULTS`` that the config mapping ``raw`` (the user's
     own keys only) leaves out (a key given, even as null, is the user's); none when it turns standardising off
     (whitening and the noise act on z-scores). The mixture base goes to the MLP of paper 004's objectives
-    (``MIXTURE_BASE_METHODS``) unless the user chose a base or ``select_refit``; the Gaussian base to any other
+    (``MIXTURE_BASE_METHODS``) unless the user chose a base; the Gaussian base to any other
     MLP; the energy penalty is turned off only for the default method and only with a base measure (the penalty
     on the total energy pulls the tilt down to cancel the base: docs/leaderboard.md); the margin only where it
     applies (a checked start, one check at a time)."""
@@ -280,7 +285,7 @@ def user_data_overrides(raw: dict) -> list[str]:
         return []
     model, method, train = own("model"), own("method"), own("train")
     mlp = model.get("name", "mlp") == "mlp"
-    mixture = (mlp and "base" not in model and "base_std" not in model and not train.get("select_refit")
+    mixture = (mlp and "base" not in model and "base_std" not in model
                and method.get("name", "hybrid") in MIXTURE_BASE_METHODS)
     skip = set() if mixture else {"model.base"}
     if mixture or not mlp or model.get("base") == "gmm":
@@ -442,9 +447,10 @@ def _validate(cfg: Config) -> None:
     if cfg.model.base == "gmm" and cfg.method.name not in MIXTURE_BASE_METHODS:
         raise ConfigError(f"model.base gmm is fitted by paper 004's objectives ({', '.join(MIXTURE_BASE_METHODS)}), "
                           f"not by method {cfg.method.name!r}")
-    if cfg.model.base == "gmm" and cfg.train.select_refit:
-        raise ConfigError("train.select_refit refits a chosen start's transform, which would leave a fitted mixture "
-                          "base in the old coordinates: it does not apply with model.base gmm")
+    if cfg.train.select_likelihood and not (cfg.model.base == "gmm" and cfg.train.select_start
+                                            and cfg.train.select_window == 1):
+        raise ConfigError("train.select_likelihood compares a check's validation log-likelihood with its base measure's "
+                          "(the start): it needs model.base gmm, train.select_start=true and train.select_window=1")
 
 
 def _at_most(section: str, obj, high: int, keys) -> None:

@@ -79,10 +79,10 @@ def test_second_derivatives_through_the_base_are_the_mixtures():
 
 
 def test_too_few_rows_give_the_standard_normal_with_a_warning():
-    from ebmlab.objectives.contrastive import _fit_base
+    from ebmlab.objectives.contrastive import fit_mixture_base
     base = GaussianMixtureBase(3)
     with pytest.warns(RuntimeWarning, match="N\\(0, I\\)"):
-        _fit_base(base, torch.randn(2, 3), 0)
+        fit_mixture_base(base, torch.randn(2, 3), 0)
     x = torch.randn(5, 3)
     assert base.components == 1 and torch.allclose(base(x), 0.5 * x.pow(2).sum(1) + 1.5 * math.log(2 * math.pi))
 
@@ -115,8 +115,10 @@ def test_the_config_checks_the_base():
     for bad, match in ((["model.base=flow"], "gmm"), (["model.base=gmm", "model.base_std=1"], "base_std"),
                        (["model.base=gmm", "model.name=resnet", "data.name=digits"], "mlp"),
                        (["model.base=gmm", "method.name=improved_cd"], "improved_cd"),
-                       (["model.base=gmm", "train.select_refit=true", "train.select_every=5",
-                         "data.val_fraction=0.1"], "select_refit")):
+                       (["model.base=gmm", "train.select_likelihood=true", "train.select_every=5",
+                         "data.val_fraction=0.1"], "select_likelihood"),
+                       (["train.select_likelihood=true", "train.select_start=true", "train.select_every=5",
+                         "data.val_fraction=0.1"], "select_likelihood")):
         with pytest.raises(ConfigError, match=match):
             load_config("default" if "method.name=improved_cd" not in bad else None, bad)
     assert load_config("default", ["model.base=null"]).hash() == load_config("default").hash()

@@ -277,7 +277,7 @@ def test_the_users_vectors_get_selection_by_default_and_an_explicit_null_turns_i
 
 def test_the_users_vectors_start_from_the_mixture_or_the_gaussian_where_the_model_and_method_allow():
     """The ``--data`` defaults add the mixture base to the MLP of paper 004's objectives, the Gaussian base to any
-    other MLP (or where the user chose select_refit), no base to other models; the energy penalty is turned off
+    other MLP (select_refit refits either), no base to other models; the energy penalty is turned off
     only for the default method with a base measure, and the margin only where a start is checked alone."""
     def added(*sets):
         return {s.split("=")[0] for s in user_data_overrides(apply_overrides({}, ["data.name=array", *sets]))}
@@ -286,7 +286,7 @@ def test_the_users_vectors_start_from_the_mixture_or_the_gaussian_where_the_mode
     gaussian = added() - {"model.base"} | {"model.base_std"}
     assert added("method.name=improved_cd") == gaussian - {"method.energy_l2"}  # its own penalty setting
     assert added("method.name=noise") == added() - {"method.energy_l2"}         # paper 004's: the mixture
-    assert added("train.select_refit=true") == gaussian
+    assert added("train.select_refit=true") == added()
     assert added("model.base_std=null") == added() - {"model.base", "method.energy_l2"}
     assert added("model.base_std=2") == added() - {"model.base"}  # the user's base, still without the penalty
     assert added("model.base=gmm") == added() - {"model.base"}

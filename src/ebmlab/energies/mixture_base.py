@@ -89,7 +89,7 @@ class GaussianMixtureBase(nn.Module):
                   "means": torch.as_tensor(gmm.means_, dtype=torch.float64), "prec_chol": u, "cov_factor": a,
                   "log_norm": log_norm}
         for name, value in values.items():
-            setattr(self, name, value.to(self.means.dtype).contiguous().clone())
+            setattr(self, name, value.to(device=self.means.device, dtype=self.means.dtype).contiguous().clone())
         return self._refresh()
 
     @torch.no_grad()

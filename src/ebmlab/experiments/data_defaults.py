@@ -58,7 +58,9 @@ GAUSSIAN_START = ["model.base=null", "model.base_std=1.0", "train.select_margin=
 # candidates measured against the default (docs/leaderboard.md); their names must differ from REFERENCES' (one
 # namespace in the pooled tables: tests/unit/test_data_defaults.py)
 CANDIDATES = {"gaussian_start": GAUSSIAN_START, "gaussian_refit": GAUSSIAN_START + ["train.select_refit=true"],
-              "paired": ["train.select_paired=true"], "no_margin": ["train.select_margin=null"]}
+              "paired": ["train.select_paired=true"], "no_margin": ["train.select_margin=null"],
+              "refit": ["train.select_refit=true"],
+              "refit_likelihood": ["train.select_refit=true", "train.select_likelihood=true"]}
 DRAWS, DRAW_SEED, SAMPLES = 7, 100, 1000
 EXACT_DRAWS = 200
 AUROC_SLACK = 0.01

@@ -367,11 +367,11 @@ def build(cfg, data) -> ContrastiveDivergence:
     """Build the scheme named by ``cfg.method.name`` on ``data``."""
     energy = build_energy(cfg.model, data.shape)
     if getattr(cfg.model, "base", None) == "gmm" and not (getattr(data, "info", None) or {}).get("stub"):
-        _fit_base(energy.base, data.train, cfg.train.seed)  # opened without its rows: the stored buffers come next
+        fit_mixture_base(energy.base, data.train, cfg.train.seed)  # opened without its rows: the stored buffers come next
     return ContrastiveDivergence(energy, cfg.method, data.shape)
 
 
-def _fit_base(base: GaussianMixtureBase, rows: Tensor, seed: int) -> None:
+def fit_mixture_base(base: GaussianMixtureBase, rows: Tensor, seed: int) -> None:
     """``model.base: gmm``: the leaderboard's GMM baseline (``metrics/baselines.fit_gmm``) fitted on the training
     rows (model coordinates; at most ``BASE_FIT_ROWS`` of them), or N(0, I) with a warning where no mixture can be
     fitted (too few rows)."""

@@ -144,7 +144,7 @@ class Trainer:
         self.step = 0
         self.selector = (Selector(tc.select_every, self.run_dir / "checkpoints", tc.seed, window=tc.select_window,
                                   draws=tc.select_draws, refit=tc.select_refit, paired=tc.select_paired,
-                                  margin=tc.select_margin)
+                                  margin=tc.select_margin, likelihood=tc.select_likelihood)
                          if tc.select_every is not None else None)  # training/selection.py
         if self.selector is not None and self.data.val is None:  # a prepared Dataset built without the split
             raise ConfigError("train.select_every scores on the validation split, and this dataset has none "

@@ -20,9 +20,9 @@ that worst still beats the best check so far (a check that loses on its first dr
 whose draws are good only some of the time does not win on a lucky one. ``train.select_start`` also checks the
 starting weights before the first update: with a base measure whose tilt starts at zero (``model.base_std``,
 ``energies/mlp.py``; ``model.base: gmm``, ``energies/mixture_base.py``) that is the base itself, and the run's
-result stays the base unless a check beats it; ``train.select_refit`` then refits a chosen start on the training
-and validation rows together (its data transform is all it has fitted: ``Selector._refit``; not with the mixture
-base, whose fit the new coordinates would invalidate). ``train.select_margin = m`` makes the start the simpler
+result stays the base unless a check beats it; ``train.select_refit`` then refits what a chosen start has fitted on
+the training and validation rows together (``Selector._refit``: the data transform, or with the mixture base the
+mixture, in the run's coordinates). ``train.select_margin = m`` makes the start the simpler
 model of a one-standard-error rule (Breiman, Friedman, Olshen & Stone 1984, "Classification and Regression
 Trees", Sec. 3.4.3; Hastie, Tibshirani & Friedman 2009, "The Elements of Statistical Learning", Sec. 7.10): a trained check replaces the
 start only when its score is lower than the start's by more than m standard errors of their difference. The two
@@ -30,7 +30,14 @@ scores share the validation rows, and the only part of their difference that dep
 2 (E|X_check - y_j| - E|X_start - y_j|) averaged over the rows y_j (the rows' own term cancels, the samples' own
 terms do not depend on the rows), so the standard error is that per-row difference's standard deviation over
 sqrt(rows) (``validation_terms``). On a few dozen rows the minimum over many checks mostly finds the checks that fit
-those rows by chance; the margin keeps the start unless the rows give evidence against it. Each check draws from
+those rows by chance; the margin keeps the start unless the rows give evidence against it. ``train.select_likelihood``
+(with the mixture base) adds a second condition for a trained check to replace the start: the validation rows' mean
+log-likelihood under the check's density may not be lower than under the base measure q, the start
+(``likelihood_gain``). The check's density is exp(-E/T) / Z with E = -log q + f, and Z = E_q[exp(-E/T - log q)]
+is estimated from ``LIKELIHOOD_DRAWS`` exact draws of q (importance sampling: unbiased for Z, so the log is biased
+low by about half the weights' relative variance over the draws, a small favour to the check). The energy distance
+sees where samples fall, not how the energy ranks rows; a check that moves samples towards the validation rows but
+lowers their density is the one whose out-of-distribution ranking got worse (docs/leaderboard.md). Each check draws from
 a generator of its own, seeded by its step, or with
 ``train.select_paired`` by the same seed for every check (common random numbers: two checks then differ by their
 weights, not by their draws' luck). A check leaves the network's state as it found it, so training runs exactly
@@ -56,6 +63,7 @@ from ebmlab.metrics.distances import energy_distance
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.heldout import zscorer
 
+LIKELIHOOD_DRAWS = 10_000  # exact base draws of select_likelihood's normaliser: forward passes only
 SELECT_SAMPLES = 1000  # samples per check: ~1/20 of 50 updates' time for the default MLP on a table
 _SEED_OFFSET = 7919    # the checks' generator: train.seed + this, advanced by the step unless paired (training's own
                        # streams untouched)
@@ -76,6 +84,17 @@ def validation_terms(objective, data, n: int, generator: torch.Generator) -> tup
     return energy_distance(x, y, unbiased=True), rows.cpu()
 
 
+def likelihood_gain(objective, data, n: int, generator: torch.Generator) -> float:
+    """The validation rows' mean log-likelihood (nats per row) under ``objective``'s density exp(-E/T) / Z minus
+    under its mixture base measure q, with log Z from ``n`` exact draws of q (module docstring)."""
+    base = objective.mixture_base()
+    x = base.sample(n, generator)                                   # (n, D) exact draws of q
+    log_w = objective.log_density(x) + base(x)                      # (n,) log of exp(-E/T) / q
+    log_z = torch.logsumexp(log_w.double(), 0) - math.log(n)
+    y = data.val.to(x.device)
+    return float((objective.log_density(y) + base(y)).double().mean() - log_z)
+
+
 def clears_margin(score: float, rows: torch.Tensor, start_score: float, start_rows: torch.Tensor,
                   margin: float) -> bool:
     """Whether ``score`` beats ``start_score`` by more than ``margin`` standard errors of their paired difference
@@ -94,11 +113,15 @@ class Selector:
     check is scored by its worst of up to that many draws (one of the two above 1)."""
 
     def __init__(self, every: int, ckpt_dir: Path, seed: int, n: int = SELECT_SAMPLES, window: int = 1,
-                 draws: int = 1, refit: bool = False, paired: bool = False, margin: float | None = None):
+                 draws: int = 1, refit: bool = False, paired: bool = False, margin: float | None = None,
+                 likelihood: bool = False):
         if draws > 1 and window > 1:
             raise ValueError("a check is scored by its worst draw (draws > 1) or with its neighbours (window > 1)")
-        if margin is not None and window > 1:
-            raise ValueError("the margin over the start compares one check with it: it needs window 1")
+        if (margin is not None or likelihood) and window > 1:
+            raise ValueError("the margin and the likelihood over the start compare one check with it: they need "
+                             "window 1")
+        self.likelihood = likelihood  # a trained check must not lower the validation log-likelihood below the base's
+        self._gain = math.nan  # with likelihood: the last check's likelihood_gain
         self.margin = margin  # standard errors a trained check must beat the start by (None: plain minimum)
         self.every, self.dir, self.seed, self.n, self.draws = every, Path(ckpt_dir), seed, n, draws
         self.refit = refit  # a chosen start's transform is refitted on the training and validation rows
@@ -112,7 +135,8 @@ class Selector:
         self.start_score: float | None = None  # the score of a check of the starting weights (step 0), if made
         self.start_rows: torch.Tensor | None = None  # with a margin: the start's per-row terms (validation_terms)
         self._rows: torch.Tensor | None = None  # with a margin: the last check's per-row terms
-        self.held_back = 0  # checks that beat the best score but not the start by the margin
+        self.held_back = 0  # checks that beat the best score but not the start's conditions (margin, likelihood)
+        self.best_gain = math.nan  # with likelihood: the chosen check's likelihood_gain
 
     def due(self, step: int, last: bool) -> bool:
         """Whether ``step`` is checked: every ``every`` updates and the last one."""
@@ -144,7 +168,7 @@ class Selector:
         offset = _SEED_OFFSET if self.paired else _SEED_OFFSET + trainer.step  # paired: every check the same noise
         g = torch.Generator(trainer.device).manual_seed(self.seed + offset)
         ema = trainer.ema.applied(obj) if trainer.ema is not None else nullcontext()
-        worst = -math.inf
+        worst, self._gain = -math.inf, math.nan
         try:
             obj.eval()  # spectral norm's power iteration must not move with a check
             with ema, torch.no_grad():
@@ -164,6 +188,8 @@ class Selector:
                     worst = max(worst, score)
                     if not worst < self.best_score:  # this check cannot win any more
                         break
+                if self.likelihood and trainer.step > 0 and worst < self.best_score:
+                    self._gain = likelihood_gain(obj, trainer.data, LIKELIHOOD_DRAWS, g)
                 return worst
         finally:
             obj.train(mode)
@@ -172,15 +198,22 @@ class Selector:
         """Check ``index`` (at ``step``) becomes the best when its window's mean beats every earlier one's."""
         window = self._scores[max(0, index - self.half):index + self.half + 1]
         mean = sum(window) / len(window)
-        if mean < self.best_score and step > 0 and not self._clears_start(mean):
+        if mean < self.best_score and step > 0 and not (self._clears_start(mean) and self._likely()):
             self.held_back += 1
             return
         if mean < self.best_score:  # NaN compares False
             self.best_step, self.best_score, self.best_check = step, mean, self._scores[index]
+            self.best_gain = self._gain if self.likelihood and step > 0 else math.nan
             if weights is not None:
                 tensors, meta = weights
+                gain = {} if math.isnan(self.best_gain) else {"val_loglik_gain": self.best_gain}
                 ckpt.save_checkpoint(self.dir, step, tensors, {**meta, "val_energy_distance": self.best_check,
-                                                               "val_window_score": mean}, name=ckpt.BEST)
+                                                               "val_window_score": mean, **gain}, name=ckpt.BEST)
+
+    def _likely(self) -> bool:
+        """Whether the last check (window 1) keeps the validation log-likelihood at least the base's (always
+        without ``likelihood``); a NaN gain (non-finite energies) does not."""
+        return not self.likelihood or self._gain >= 0.0
 
     def _clears_start(self, score: float) -> bool:
         """Whether a trained check scoring ``score`` (its rows: the last ones scored, window 1) may replace the
@@ -232,8 +265,10 @@ class Selector:
             out["selected_refit"] = 1
         if self.start_score is not None:
             out["val_energy_distance_start"] = self.start_score
-        if self.margin is not None:
+        if self.margin is not None or self.likelihood:
             out["select_held_back"] = self.held_back
+        if not math.isnan(self.best_gain):
+            out["val_loglik_gain"] = self.best_gain
         return out if self.half == 0 else {**out, "val_window_score": self.best_score}
 
     def _refit(self, trainer, tensors: dict, meta: dict) -> None:
@@ -246,10 +281,29 @@ class Selector:
         from ebmlab.data.dataset import refit_transform
         from ebmlab.training.run import transform_info
 
+        base = trainer.objective.mixture_base()
+        if base is not None:
+            self._refit_base(trainer, base, meta)
+            return
         trainer.data = refit_transform(trainer.data, trainer.cfg.data)
         if trainer.is_main:
             tf = transform_info(trainer.data.transform, "vector")  # (save_checkpoint rewrites step and sizes)
             ckpt.save_checkpoint(self.dir, 0, tensors, {**meta, "transform": tf}, name=ckpt.BEST)
+
+
+    def _refit_base(self, trainer, base, meta: dict) -> None:
+        """``_refit`` with the mixture base (``model.base: gmm``): the untrained model is the mixture, so the mixture
+        is fitted again (``objectives/contrastive.fit_mixture_base``, the run's seed) on the training and validation
+        rows, in the run's coordinates (the transform stays: a mixture with full covariances fits the same density in
+        any affine coordinates, up to its regulariser), and the best checkpoint is rewritten with it."""
+        from ebmlab.objectives.contrastive import fit_mixture_base
+
+        data = trainer.data
+        rows = data.train if data.val is None else torch.cat([data.val, data.train])
+        fit_mixture_base(base, rows, trainer.cfg.train.seed)
+        if trainer.is_main:
+            tensors, _ = trainer.weights()  # the start's weights, now with the refitted mixture's buffers
+            ckpt.save_checkpoint(self.dir, 0, tensors, {**meta, "base_refit_rows": len(rows)}, name=ckpt.BEST)
 
 
 def _to_cpu(weights: tuple[dict, dict]) -> tuple[dict, dict]:
