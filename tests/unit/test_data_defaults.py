@@ -49,6 +49,15 @@ def test_pooled_means_and_the_baselines_rule():
     p = dd.pooled({"t@1": split("t@1", (None, 0.95), (0.02, 0.94)),  # a failed cell: no verdict can pass
                    "t@2": split("t@2", (0.01, 0.93), (0.03, 0.92))}, ["default"])
     assert not any(b["at_least_as_good"] for b in p["baselines"])
+    # a candidate arm is held to the same rule against the baselines: level on samples, ahead on AUROC passes
+    one, two = split("t@1", (0.01, 0.95), (0.02, 0.94)), split("t@2", (0.01, 0.90), (0.03, 0.92))
+    one["table"]["t@1/c"] = {"heldout_ed7": {"mean": 0.02}, dd.AUROC: {"mean": 0.95}}
+    two["table"]["t@2/c"] = {"heldout_ed7": {"mean": 0.03}, dd.AUROC: {"mean": 0.93}}
+    p = dd.pooled({"t@1": one, "t@2": two}, ["default", "c"])
+    assert p["baselines"] == p["arms_vs_baselines"]["default"] and not p["baselines"][0]["at_least_as_good"]
+    gmm_c = p["arms_vs_baselines"]["c"][0]
+    assert gmm_c["at_least_as_good"] and gmm_c["difference_mean_se"][dd.AUROC][0] == pytest.approx(0.01)
+    assert "| c | gmm |" in dd._pooled_markdown("t", p)
 
 
 def test_each_arm_is_the_user_data_default_plus_its_keys():

@@ -55,7 +55,7 @@ def test_the_untrained_model_gains_nothing_over_its_base():
 
 def test_a_check_that_lowers_the_validation_likelihood_does_not_replace_the_start(tmp_path, monkeypatch):
     """Step 5 beats the start's score but lowers the likelihood: held back; step 10 beats it and raises it: chosen;
-    step 15 does not beat step 10, so its likelihood is not estimated."""
+    step 15 does not beat step 10, so its likelihood is not estimated. A resumed run keeps the best's gain."""
     _scripted(monkeypatch, [1.0, 0.5, 0.6, 0.7])  # checks at 0, 5, 10, 15
     gains = iter([-0.1, 0.05])
     monkeypatch.setattr(selection, "likelihood_gain", lambda *a, **k: next(gains))
@@ -63,6 +63,9 @@ def test_a_check_that_lowers_the_validation_likelihood_does_not_replace_the_star
     assert (metrics["selected_step"], metrics["select_held_back"], metrics["val_loglik_gain"]) == (10, 1, 0.05)
     best = json.loads((tmp_path / "r" / "checkpoints" / "best.json").read_text())
     assert best["val_loglik_gain"] == 0.05 and best["step"] == 10
+    _scripted(monkeypatch, [0.9])  # resumed at 15: the check at 20 does not win; the best keeps its gain
+    _, metrics = _fit(tmp_path / "r", MIXTURE + ["train.steps=20", "train.select_likelihood=true"], resume=True)
+    assert (metrics["selected_step"], metrics["val_loglik_gain"]) == (10, 0.05)
     _scripted(monkeypatch, [1.0, 0.5, 0.6])
     gains = iter([-0.1, -0.01])
     _, metrics = _fit(tmp_path / "s", MIXTURE + ["train.steps=10", "train.select_likelihood=true"])

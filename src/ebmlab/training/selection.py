@@ -124,7 +124,7 @@ class Selector:
         self._gain = math.nan  # with likelihood: the last check's likelihood_gain
         self.margin = margin  # standard errors a trained check must beat the start by (None: plain minimum)
         self.every, self.dir, self.seed, self.n, self.draws = every, Path(ckpt_dir), seed, n, draws
-        self.refit = refit  # a chosen start's transform is refitted on the training and validation rows
+        self.refit = refit  # a chosen start's fitted part (transform or mixture) is refitted on training + validation rows
         self.paired = paired  # every check draws the same noise (common random numbers), not noise of its step
         self.half = window // 2
         self.best_step: int | None = None
@@ -239,6 +239,7 @@ class Selector:
             return
         if meta["step"] <= step:
             self.best_step, self.best_check = meta["step"], float(meta.get("val_energy_distance", math.inf))
+            self.best_gain = float(meta.get("val_loglik_gain", math.nan))
             if meta["step"] == 0:  # the start's check won before the resume: its score is known
                 self.start_score = self.best_check
             self.best_score = float(meta.get("val_window_score", self.best_check))  # older bests: one check's
@@ -272,12 +273,13 @@ class Selector:
         return out if self.half == 0 else {**out, "val_window_score": self.best_score}
 
     def _refit(self, trainer, tensors: dict, meta: dict) -> None:
-        """The untrained model won: its only fitted part is the data transform, so the result is refitted on the
-        training and validation rows together, as a model search refits its choice on all its rows (with a base
-        measure: the Gaussian of every row). ``trainer.data`` moves to the new coordinates and the best
-        checkpoint's sidecar carries the transform (``transform``), which opening the result then applies
-        (``training/run.open_checkpoint``); the step checkpoints keep the run's own. A trained check is kept as
-        it is: a retrained one would be another stochastic run whose weights no check has scored."""
+        """The untrained model won, so what it has fitted is fitted again on the training and validation rows
+        together, as a model search refits its choice on all its rows: with the mixture base the mixture
+        (``_refit_base``), otherwise the data transform (with a Gaussian base measure: the Gaussian of every row).
+        ``trainer.data`` then moves to the new coordinates and the best checkpoint's sidecar carries the transform
+        (``transform``), which opening the result applies (``training/run.open_checkpoint``); the step checkpoints
+        keep the run's own. A trained check is kept as it is: a retrained one would be another stochastic run whose
+        weights no check has scored."""
         from ebmlab.data.dataset import refit_transform
         from ebmlab.training.run import transform_info
 
@@ -289,7 +291,6 @@ class Selector:
         if trainer.is_main:
             tf = transform_info(trainer.data.transform, "vector")  # (save_checkpoint rewrites step and sizes)
             ckpt.save_checkpoint(self.dir, 0, tensors, {**meta, "transform": tf}, name=ckpt.BEST)
-
 
     def _refit_base(self, trainer, base, meta: dict) -> None:
         """``_refit`` with the mixture base (``model.base: gmm``): the untrained model is the mixture, so the mixture
