@@ -43,6 +43,8 @@ def test_the_likelihood_gain_of_an_exact_tilt_is_its_log_density_ratio():
     assert abs(gain - exact) < 4 * se
     flat = selection.likelihood_gain(_Tilted(torch.zeros(2)), SimpleNamespace(val=y), 100, torch.Generator())
     assert flat == 0.0  # no tilt: every weight is exactly 1
+    with pytest.raises(ValueError, match="mixture base"):
+        selection.likelihood_gain(SimpleNamespace(mixture_base=lambda: None), SimpleNamespace(val=y), 10, None)
 
 
 def test_the_untrained_model_gains_nothing_over_its_base():

@@ -88,6 +88,9 @@ def likelihood_gain(objective, data, n: int, generator: torch.Generator) -> floa
     """The validation rows' mean log-likelihood (nats per row) under ``objective``'s density exp(-E/T) / Z minus
     under its mixture base measure q, with log Z from ``n`` exact draws of q (module docstring)."""
     base = objective.mixture_base()
+    if base is None or base.components == 0:
+        raise ValueError("train.select_likelihood compares with the energy's fitted mixture base (model.base gmm), "
+                         "and this objective has none")
     x = base.sample(n, generator)                                   # (n, D) exact draws of q
     log_w = objective.log_density(x) + base(x)                      # (n,) log of exp(-E/T) / q
     log_z = torch.logsumexp(log_w.double(), 0) - math.log(n)
