@@ -34,10 +34,11 @@ those rows by chance; the margin keeps the start unless the rows give evidence a
 (with the mixture base) adds a second condition for a trained check to replace the start: the validation rows' mean
 log-likelihood under the check's density may not be lower than under the base measure q, the start
 (``likelihood_gain``). The check's density is exp(-E/T) / Z with E = -log q + f, and Z = E_q[exp(-E/T - log q)]
-is estimated from ``LIKELIHOOD_DRAWS`` exact draws of q (importance sampling: unbiased for Z, so the log is biased
-low by about half the weights' relative variance over the draws, a small favour to the check). The energy distance
-sees where samples fall, not how the energy ranks rows; a check that moves samples towards the validation rows but
-lowers their density is the one whose out-of-distribution ranking got worse (docs/leaderboard.md). Each check draws from
+is estimated from ``LIKELIHOOD_DRAWS`` = n exact draws of q (importance sampling with weights w = exp(-E/T) / q:
+unbiased for Z, so log Z is biased low by about Var(w) / (2 n E[w]^2), a small favour to the check). The energy
+distance sees where samples fall, not how the energy ranks rows (which is what out-of-distribution detection uses);
+the condition keeps a check that moves its samples towards the validation rows while lowering their density from
+replacing the start. Each check draws from
 a generator of its own, seeded by its step, or with
 ``train.select_paired`` by the same seed for every check (common random numbers: two checks then differ by their
 weights, not by their draws' luck). A check leaves the network's state as it found it, so training runs exactly
@@ -298,8 +299,8 @@ class Selector:
     def _refit_base(self, trainer, base, meta: dict) -> None:
         """``_refit`` with the mixture base (``model.base: gmm``): the untrained model is the mixture, so the mixture
         is fitted again (``objectives/contrastive.fit_mixture_base``, the run's seed) on the training and validation
-        rows, in the run's coordinates (the transform stays: a mixture with full covariances fits the same density in
-        any affine coordinates, up to its regulariser), and the best checkpoint is rewritten with it."""
+        rows, in the run's coordinates (the transform stays, so nothing else in the run moves; the extra rows go into
+        the mixture), and the best checkpoint is rewritten with it."""
         from ebmlab.objectives.contrastive import fit_mixture_base
 
         data = trainer.data
