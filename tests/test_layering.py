@@ -7,7 +7,7 @@ else to ``ebmlab.x``. Two checks on that module graph:
 
 - no cycle between modules;
 - no upward edge against the layer order (``LAYERS``): a module may import modules of its own layer
-  or below. ``data``, ``schedules``, ``metrics`` and ``plots`` are leaves: anyone above ``errors`` may
+  or below. ``data``, ``schedules``, ``metrics``, ``plots`` and ``files`` are leaves: anyone above ``errors`` may
   import them, they import only ``ebmlab.errors`` and their own package (``plots`` only ``errors``).
 
 ``ebmlab/__init__.py`` is a facade (``ebmlab.load`` imports ``training`` lazily) and is exempt;
@@ -24,16 +24,16 @@ PKG = "ebmlab"
 # first component below ``ebmlab`` -> layer; a module may import its own layer or lower ones
 LAYERS = {
     "errors": 0,
-    "config": 1,
+    "config": 1, "config_checks": 1, "config_files": 1, "config_hash": 1,
     "energies": 2,
     "samplers": 3, "buffers": 3, "buffers_time": 3,
     "objectives": 4,
     "applications": 5, "training": 5,
-    "experiments": 6, "api": 6,
-    "cli": 7,
+    "experiments": 6, "api": 6, "api_energy": 6,
+    "cli": 7, "cli_commands": 7,
     "__main__": 8,
 }
-LEAVES = {"data", "schedules", "metrics", "plots"}  # importable from layer 1 up; import only errors + own package
+LEAVES = {"data", "schedules", "metrics", "plots", "files"}  # importable from layer 1 up; import only errors + own package
 LEAF_LAYER = 0.5
 FACADE = PKG  # ebmlab/__init__.py: may import anything (lazily); not checked
 

@@ -19,7 +19,7 @@ run.metrics, run.checkpoint_step, run.config
   Data given in memory (a tensor, an array, a ``Dataset``) are saved into the run as ``data.npy``,
   so the run is self-contained: ``ebmlab sample``, ``ebmlab eval`` and ``ebmlab.load`` work on it.
 - Your energy's class is recorded in the config (``model.name: custom``, ``model.target:
-  "module:Class"``, ``model.kwargs``), so the run reloads wherever that module is importable; a
+  "module:Class"``, ``model.kwargs``; ``api_energy.py``), so the run reloads wherever that module is importable; a
   class that cannot be imported there gives one sentence (``ConfigError``) saying so. The model sees
   *model coordinates*: each data coordinate standardised with the training split's mean and std
   (``data.standardize``); ``Run.energy`` and ``Run.sample`` convert, so you work in data coordinates.
@@ -30,10 +30,8 @@ run.metrics, run.checkpoint_step, run.config
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,8 +40,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ebmlab.api_energy import check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, read_config_file, user_data_overrides
 from ebmlab.errors import ConfigError, DataError
+from ebmlab.files import atomic_write
 
 __all__ = ["Run", "datasets", "load", "methods", "models", "train"]
 
@@ -226,7 +226,7 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     if x_mem is None and data is not None:
         _data_source(raw, data)
     if energy is not None:
-        raw["model"] = {"name": "custom", **_energy_record(energy, energy_kwargs)}
+        raw["model"] = {"name": "custom", **energy_record(energy, energy_kwargs)}
     if run_dir is None:
         name = raw.get("method", {}).get("name", "hybrid")
         stem = "data" if x_mem is not None else Path(str(raw.get("data", {}).get("name", "rings"))).stem
@@ -238,7 +238,7 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     cfg = _validated(raw)
     data_set = _dataset(cfg, x_mem)
     if energy is not None:
-        _check_rebuilds(cfg, energy, data_set.shape)
+        check_rebuilds(cfg, energy, data_set.shape)
     return _train_in(run_dir, cfg, data_set, x_mem, energy, overwrite, evaluate)
 
 
@@ -327,54 +327,6 @@ def _data_source(raw: dict, data: str | os.PathLike) -> None:
     raw["data"] = section
 
 
-def _energy_record(energy: nn.Module, energy_kwargs: Mapping[str, Any] | None) -> dict:
-    """{"target": "module:Class", "kwargs": {...}} for the user's energy instance."""
-    from ebmlab.energies.build import import_target
-
-    if not isinstance(energy, nn.Module):
-        raise ConfigError(f"energy must be an nn.Module instance, got a {type(energy).__name__}")
-    cls = type(energy)
-    target = f"{cls.__module__}:{cls.__qualname__}"
-    if "<locals>" in cls.__qualname__:
-        raise ConfigError(f"energy class {cls.__qualname__} is defined inside a function; define it at the top "
-                          "level of a module so a run can rebuild it")
-    if cls.__module__ == "__main__":
-        warnings.warn(f"energy class {cls.__name__} is defined in __main__ (a script or notebook): the run can be "
-                      "loaded only where __main__ defines it; move it into a module to load it anywhere",
-                      stacklevel=3)
-    elif import_target(target) is not cls:
-        raise ConfigError(f"energy class {target!r} is not what importing that name gives; define it at module level")
-    kwargs = dict(energy_kwargs) if energy_kwargs is not None else _init_kwargs(energy)
-    try:
-        json.dumps(kwargs, allow_nan=False)
-    except (TypeError, ValueError):
-        raise ConfigError(f"energy_kwargs of {cls.__name__} must be JSON values (numbers, strings, lists, "
-                          f"mappings), got {kwargs!r}") from None
-    return {"target": target, "kwargs": kwargs}
-
-
-def _init_kwargs(energy: nn.Module) -> dict:
-    """The constructor arguments of ``energy`` read from its attributes of the same names."""
-    cls = type(energy)
-    out = {}
-    for name, p in inspect.signature(cls.__init__).parameters.items():
-        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        value = getattr(energy, name, inspect.Parameter.empty)
-        ok = value is not inspect.Parameter.empty
-        if ok:
-            try:
-                json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError):
-                ok = False
-        if ok:
-            out[name] = value
-        elif p.default is inspect.Parameter.empty:
-            raise ConfigError(f"cannot tell {cls.__name__}'s argument {name!r} from the instance (no attribute "
-                              f"{name!r} holding a JSON value); pass energy_kwargs={{'{name}': ...}}")
-    return out
-
-
 def _validated(raw: dict) -> Config:
     from ebmlab.training.config import from_dict
 
@@ -395,29 +347,6 @@ def _dataset(cfg: Config, x_mem: np.ndarray | None):
     return array_dataset(torch.from_numpy(x_mem), cfg.data, str(cfg.data.path))
 
 
-def _check_rebuilds(cfg: Config, energy: nn.Module, shape: tuple[int, ...]) -> None:
-    """The recorded class and kwargs must rebuild a network with the parameters of ``energy``."""
-    from ebmlab.energies.build import build_energy
-
-    rebuilt = build_energy(cfg.model, shape).state_dict()
-    own = energy.state_dict()
-    if {k: tuple(v.shape) for k, v in rebuilt.items()} != {k: tuple(v.shape) for k, v in own.items()}:
-        raise ConfigError(f"{cfg.model.target}(**{cfg.model.kwargs}) does not rebuild the energy you passed (its "
-                          "parameters differ), so the run could not be reloaded; pass the constructor's arguments "
-                          "as energy_kwargs")
-    probe = torch.zeros((2, *shape))
-    try:
-        with torch.no_grad():
-            e = energy(probe)
-    except Exception as exc:  # noqa: BLE001 -- the user's forward
-        raise ConfigError(f"your energy fails on a batch of shape {tuple(probe.shape)} "
-                          f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
-    if not isinstance(e, Tensor) or tuple(e.shape) != (2,):
-        got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
-        raise ConfigError(f"your energy must map a batch (B, {', '.join(map(str, shape))}) to energies (B,), "
-                          f"got {got} for B = 2")
-
-
 def _train_in(run_dir: Path, cfg: Config, data, x_mem, energy, overwrite: bool, evaluate: bool) -> Run:
     from ebmlab.training import run as runs
     from ebmlab.training.evaluate import final_evaluation
@@ -431,7 +360,7 @@ def _train_in(run_dir: Path, cfg: Config, data, x_mem, energy, overwrite: bool, 
             runs.write_run_info(run_dir, cfg, data)
         trainer = Trainer(cfg, run_dir, data=data)
         if energy is not None:
-            _start_from(trainer, energy)
+            start_from(trainer, energy)
         trainer.fit(on_sample=sample_hook)
         if evaluate:
             final_evaluation(trainer)
@@ -441,26 +370,8 @@ def _train_in(run_dir: Path, cfg: Config, data, x_mem, energy, overwrite: bool, 
 
 
 def _save_array(path: Path, x: np.ndarray) -> None:
-    """``np.save`` through a temp file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
+    """``np.save`` as float32, atomically (``files.atomic_write``: a temp file, fsync and a rename)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # (a file object: np.save would append .npy to the temp file's name)
             np.save(fh, x.astype(np.float32, copy=False))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _start_from(trainer, energy: nn.Module) -> None:
-    """Training starts from the weights of the user's ``energy`` (the EMA restarts from them too)."""
-    from ebmlab.training.ema import EMA
-
-    built = [m for m in trainer.objective.modules() if type(m) is type(energy)]
-    if len(built) != 1:
-        return  # the method wraps the network in a way we cannot map: its own initialisation stands
-    built[0].load_state_dict(energy.state_dict())
-    if trainer.ema is not None:
-        trainer.ema = EMA(trainer.objective, trainer.cfg.train.ema)
+    atomic_write(path, write)

@@ -98,14 +98,14 @@ def test_run_directory_cannot_be_created(code_, needle, trained_root, tmp_path, 
 
 @pytest.mark.parametrize("code_", [errno.EACCES, errno.EROFS, errno.ENOSPC])
 def test_config_cannot_be_written(code_, trained_root, tmp_path, monkeypatch, capsys):
-    import ebmlab.config as config_module
+    import ebmlab.files as files_module  # config.yaml is written by files.write_text_atomic
     real = builtins.open
 
     def fake(file, mode="r", *a, **k):
         if "w" in mode:
             raise _oserror(code_, file)
         return real(file, mode, *a, **k)
-    monkeypatch.setattr(config_module, "open", fake, raising=False)
+    monkeypatch.setattr(files_module, "open", fake, raising=False)
     out = tmp_path / "run"
     code, _, err = cli(capsys, "train", "--out", out, "--data", trained_root / "points.npy", *sets())
     assert_one_sentence(code, err, os.strerror(code_))

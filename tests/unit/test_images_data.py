@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ebmlab.data.dataset import build_dataset
-from ebmlab.data.images import RestrictedUnpickler, load_ood_set, safe_unpickle
+from ebmlab.data.image_ood import load_ood_set
+from ebmlab.data.images import RestrictedUnpickler, safe_unpickle
 from ebmlab.errors import DataError
 from ebmlab.training.config import DataConfig
 
@@ -245,7 +246,7 @@ def test_ood_builtins(gen):
 
 def test_ood_hard_sets(gen):
     """Interpolations average each test digit with one of another class; occlusions blank a half-side square."""
-    from ebmlab.data.images import _partners
+    from ebmlab.data.image_ood import _partners
     like = build_dataset(_cfg(name="digits"))
     partner = _partners(like, torch.Generator().manual_seed(0))
     assert (like.test_labels[partner] != like.test_labels).all()

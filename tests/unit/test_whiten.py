@@ -69,7 +69,7 @@ def test_the_users_vectors_get_the_user_data_defaults_unless_a_config_or_overrid
     ``ebmlab.train(data=...)`` without a config; a config, an explicit override or standardize=false wins."""
     from argparse import Namespace
 
-    from ebmlab.cli import _train_overrides
+    from ebmlab.cli_commands import _train_overrides
     from ebmlab.config import USER_DATA_DEFAULTS
     assert USER_DATA_DEFAULTS == {"data.whiten": True, "data.jitter": 0.3, "data.val_fraction": 0.1,
                                   "train.select_every": 50, "train.select_draws": 5, "train.select_start": True,

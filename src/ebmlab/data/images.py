@@ -32,13 +32,12 @@ numpy's ndarray/dtype reconstruction functions and ``_codecs.encode`` (latin-1 o
 other global *before* anything is called. ``.npy``/``.npz`` use ``allow_pickle=False``; ``.mat`` files
 go through ``scipy.io.loadmat`` (no code execution).
 
-``load_ood_set(name_or_path, like, generator)`` gives out-of-distribution images shaped like a
-dataset's test split, for OOD AUROC (paper 001 Sec. 3.3, paper 004 Sec. 4.2.4).
+Out-of-distribution image sets shaped like a dataset's test split (``load_ood_set``) are in
+``data/image_ood.py``.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -107,7 +106,9 @@ def set_channels(x: Tensor, channels: int | None) -> Tensor:
     raise DataError(f"data.channels must be 1 or 3, got {channels}")
 
 
-def _postprocess(x: Tensor, cfg) -> Tensor:
+def postprocess(x: Tensor, cfg) -> Tensor:
+    """x (N, C, H, W) after the data config's crop is applied by the loader: resized to ``cfg.image_size`` and
+    given ``cfg.channels`` channels (the module docstring's order)."""
     if cfg.image_size is not None:
         if cfg.image_size < 1:
             raise DataError(f"data.image_size must be positive, got {cfg.image_size}")
@@ -121,7 +122,7 @@ def _labels(y) -> Tensor | None:
 
 def _finish(name: str, cfg, train: Tensor, test: Tensor, ytr, yte, num_classes: int, **info) -> Dataset:
     """Resize / channel conversion, class filter, and the Dataset in [-1, 1]."""
-    train, test = _postprocess(train, cfg), _postprocess(test, cfg)
+    train, test = postprocess(train, cfg), postprocess(test, cfg)
     ytr, yte = _labels(ytr), _labels(yte)
     if cfg.classes is not None:
         if ytr is None:
@@ -299,104 +300,6 @@ def _svhn(cfg) -> Dataset:
         raise DataError(f"SVHN folder {str(p)!r} lacks {', '.join(missing)}; expected train_32x32.mat and test_32x32.mat")
     (xtr, ytr), (xte, yte) = (read_svhn_mat(f) for f in files)
     return _finish("svhn", cfg, xtr, xte, ytr, yte, 10, source=str(p))
-
-
-# ----- out-of-distribution sets ------------------------------------------------------------------------
-def _ood_builtin(name: str, like: Dataset, generator) -> Tensor | None:
-    """Synthetic OOD sets built from ``like``'s test split; None for other names.
-
-    ``digits_negative``: the negative image 1 - x in [0, 1], i.e. -x in [-1, 1]; ``noise``: uniform
-    [-1, 1]; ``digits_flipped``: upside-down images (vertical flip); ``digits_shuffled``: each image's
-    pixels permuted by its own random permutation (keeps the intensity histogram, destroys shape).
-    The two hard sets (paper 001's CIFAR-10 interpolations, Table 3, at digits scale): ``digits_interpolated``:
-    the pixel average of each test image and another test image of a different class (random pairs
-    when there are no labels), a blend that is close to the data but no digit; ``digits_occluded``:
-    each image with one random square of half its side set to the background (-1)."""
-    x = like.test  # (M, C, H, W)
-    if name == "digits_interpolated":
-        return 0.5 * (x + x[_partners(like, generator)])
-    if name == "digits_occluded":
-        return _occlude(x, generator)
-    if name == "digits_negative":
-        return -x
-    if name == "noise":
-        return torch.rand(x.shape, generator=generator) * 2 - 1
-    if name == "digits_flipped":
-        return x.flip(-2)
-    if name == "digits_shuffled":
-        flat = x.flatten(2)  # (M, C, H*W)
-        perm = torch.argsort(torch.rand(flat.shape[0], flat.shape[2], generator=generator), dim=1)  # (M, HW)
-        return flat.gather(2, perm[:, None, :].expand_as(flat)).reshape(x.shape)
-    return None
-
-
-def _partners(like: Dataset, generator) -> Tensor:
-    """(M,) for each test image the index of another one, of a different class where labels exist."""
-    m = like.test.shape[0]
-    perm = torch.randperm(m, generator=generator)
-    labels = like.test_labels
-    if labels is None or len(torch.unique(labels)) < 2:
-        return torch.roll(perm, 1)
-    partner = perm.clone()
-    for i in range(m):  # first candidate in the permutation (cyclically from i) with another class
-        j = next(int(perm[(i + k) % m]) for k in range(1, m) if labels[perm[(i + k) % m]] != labels[i])
-        partner[i] = j
-    return partner
-
-
-def _occlude(x: Tensor, generator) -> Tensor:
-    """x (M, C, H, W) with one random (H/2 x W/2) square per image set to -1 (the background)."""
-    m, _, h, w = x.shape
-    ph, pw = max(1, h // 2), max(1, w // 2)
-    top = torch.randint(0, h - ph + 1, (m,), generator=generator)
-    left = torch.randint(0, w - pw + 1, (m,), generator=generator)
-    rows, cols = torch.arange(h), torch.arange(w)
-    inside = (((rows[None, :] >= top[:, None]) & (rows[None, :] < (top + ph)[:, None]))[:, :, None]
-              & ((cols[None, :] >= left[:, None]) & (cols[None, :] < (left + pw)[:, None]))[:, None, :])  # (M, H, W)
-    return torch.where(inside[:, None], torch.full_like(x, -1.0), x)
-
-
-def _ood_from_path(p: Path, like_cfg) -> Tensor:
-    suffix = p.suffix.lower()
-    if suffix in (".npy", ".npz"):
-        return _postprocess(to_unit_range(read_image_array(p)[0], str(p)), like_cfg)
-    if suffix == ".mat":
-        return _postprocess(read_svhn_mat(p)[0], like_cfg)
-    if p.is_dir():
-        for name, (sub, train_files, test_files, _, _) in CIFAR_LAYOUT.items():
-            if any((c / test_files[0]).is_file() for c in (p, p / sub)):
-                return IMAGE_LOADERS[name](_replace(like_cfg, name=name, path=str(p))).test
-        if (p / "test_32x32.mat").is_file():
-            return _postprocess(read_svhn_mat(p / "test_32x32.mat")[0], like_cfg)
-        return IMAGE_LOADERS["imagefolder"](_replace(like_cfg, name="imagefolder", path=str(p), n_test=10**9)).test
-    raise DataError(f"OOD set {str(p)!r} is not a .npy/.npz/.mat file or a folder of images or CIFAR batches")
-
-
-def _replace(cfg, **kw):
-    """A copy of a data config (DataConfig or namespace) with some fields changed."""
-    return SimpleNamespace(**{**vars(cfg), **kw})
-
-
-def load_ood_set(name_or_path: str, like: Dataset, generator: torch.Generator | None = None) -> Tensor:
-    """(M, C, H, W) images in [-1, 1] shaped like ``like``'s images, for OOD evaluation.
-
-    ``name_or_path``: a built-in synthetic set (``digits_negative``, ``noise``, ``digits_flipped``,
-    ``digits_shuffled``, ``digits_interpolated``, ``digits_occluded``), an existing path (.npy/.npz, SVHN .mat, CIFAR folder, image folder; all of
-    it is used) or an image dataset name that needs no path (e.g. ``digits``; its test split)."""
-    x = _ood_builtin(name_or_path, like, generator)
-    if x is not None:
-        return x
-    c, h, _ = like.shape
-    # the DataConfig fields the loaders read (data stays a leaf: no import of ebmlab.training)
-    like_cfg = SimpleNamespace(name=like.name, path=None, image_size=h, channels=c, crop=None, classes=None,
-                               n_test=10**9, seed=0)
-    p = Path(name_or_path).expanduser()
-    if p.exists():
-        return _ood_from_path(p, like_cfg)
-    if name_or_path in IMAGE_LOADERS:
-        return IMAGE_LOADERS[name_or_path](_replace(like_cfg, name=name_or_path)).test
-    raise DataError(f"OOD set {name_or_path!r} is neither a built-in set (digits_negative, noise, digits_flipped, "
-                    "digits_shuffled, digits_interpolated, digits_occluded), an existing path, nor a dataset name")
 
 
 # The image part of the dataset registry (``data/dataset.DATASETS`` merges it): name -> fn(cfg) -> Dataset.

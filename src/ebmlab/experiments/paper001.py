@@ -164,7 +164,7 @@ def grad_ratio_figure(out: Path, run_dir: Path) -> dict:
 @torch.no_grad()
 def ood_rows(trainer) -> list[dict]:
     """Table 3 analogue: AUROC of -E (held-out digits vs each OOD set)."""
-    from ebmlab.data.images import load_ood_set
+    from ebmlab.data.image_ood import load_ood_set
     from ebmlab.metrics.ood import auroc
     obj, data = trainer.objective, trainer.data
     dev = next(obj.parameters()).device

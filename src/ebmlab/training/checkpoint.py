@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ebmlab.config import atomic_write
+from ebmlab.files import atomic_write
 from ebmlab.errors import CheckpointError, os_error_sentence  # CheckpointError: also importable from here
 
 _NAME = re.compile(r"^step_(\d{8})\.safetensors$")

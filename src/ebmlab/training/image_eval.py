@@ -16,11 +16,11 @@ This module only defines functions (it imports neither ``training/evaluate.py`` 
   steps with the EMA weights (``scatter_hook`` the scatter ``samples/scatter_stepNNNNNN.png`` for vector
   runs), each also a TensorBoard image; every figure starts from the same noise (seed
   ``train.seed + 13``) so the figures of a run are comparable. At the end (``final=True``) the caller has already swapped the EMA
-  weights in (``cli.cmd_train``), so the hook does not swap them again.
+  weights in (``cli_commands.cmd_train``), so the hook does not swap them again.
 - ``EVAL_EXTENSIONS``: ``--fid`` (FID of the samples vs the test split with the in-house InceptionV3,
   Inception Score of samples and of the test split), ``--digits-fd`` (the digits metrics when the
   config did not already compute them), ``--ood NAME`` (AUROC of -energy, held-out data vs the OOD
-  set; images via ``data.images.load_ood_set``, vectors ``shifted`` = held-out + 1 standard
+  set; images via ``data.image_ood.load_ood_set``, vectors ``shifted`` = held-out + 1 standard
   deviation in every coordinate, ``scaled`` = held-out scaled by 1.5 about the training mean, both in
   model coordinates, or a .npy/.npz/.csv file of vectors). The extensions reuse the
   ``samples/samples.npy`` that ``evaluate`` has just written in the same ``ebmlab eval`` command.
@@ -233,7 +233,7 @@ def ood_set(name: str, data, generator) -> Tensor:
     """OOD inputs in model coordinates, shaped like ``data.test``."""
     if data.kind == "image":
         try:
-            from ebmlab.data.images import load_ood_set
+            from ebmlab.data.image_ood import load_ood_set
         except ImportError:
             raise ValueError("--ood on images needs ebmlab.data.images (the image stack), which is not installed") from None
         return data.transform.to_model(load_ood_set(name, data, generator).float())

@@ -27,18 +27,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ebmlab.config import (
-    MUTABLE_KEYS,
-    Config,
-    apply_overrides,
-    config_changes,
-    is_mutable,
-    run_hash,
-    stored_run_defaults,
-    write_text_atomic,
-    yaml_load,
-)
+from ebmlab.config import Config, apply_overrides
+from ebmlab.config_files import yaml_load
+from ebmlab.config_hash import MUTABLE_KEYS, config_changes, is_mutable, run_hash, stored_run_defaults
 from ebmlab.errors import CheckpointError, ConfigError, DataError, RunError, RunNotFound, os_error_sentence
+from ebmlab.files import write_text_atomic
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.config import from_dict
 from ebmlab.training.lock import LOCK_NAME, RunLock  # noqa: F401 (re-exported)

@@ -59,7 +59,7 @@ from pathlib import Path
 
 import torch
 
-from ebmlab.config import atomic_write
+from ebmlab.files import atomic_write
 from ebmlab.metrics.distances import energy_distance
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.heldout import zscorer

@@ -1,0 +1,104 @@
+"""A user's own energy network in a run (``ebmlab.train(..., energy=MyEnergy(...))``): its class is recorded in
+the config (``model.name: custom``, ``model.target: "module:Class"``, ``model.kwargs``: the constructor's
+arguments, read from the instance's attributes when not given), checked to rebuild a network with the same
+parameters and the (B, ...) -> (B,) energy contract before any training, and its weights become training's
+starting point.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ebmlab.config import Config
+from ebmlab.errors import ConfigError
+
+__all__ = ["check_rebuilds", "energy_record", "start_from"]
+
+
+def energy_record(energy: nn.Module, energy_kwargs: Mapping[str, Any] | None) -> dict:
+    """{"target": "module:Class", "kwargs": {...}} for the user's energy instance."""
+    from ebmlab.energies.build import import_target
+
+    if not isinstance(energy, nn.Module):
+        raise ConfigError(f"energy must be an nn.Module instance, got a {type(energy).__name__}")
+    cls = type(energy)
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    if "<locals>" in cls.__qualname__:
+        raise ConfigError(f"energy class {cls.__qualname__} is defined inside a function; define it at the top "
+                          "level of a module so a run can rebuild it")
+    if cls.__module__ == "__main__":
+        warnings.warn(f"energy class {cls.__name__} is defined in __main__ (a script or notebook): the run can be "
+                      "loaded only where __main__ defines it; move it into a module to load it anywhere",
+                      stacklevel=3)
+    elif import_target(target) is not cls:
+        raise ConfigError(f"energy class {target!r} is not what importing that name gives; define it at module level")
+    kwargs = dict(energy_kwargs) if energy_kwargs is not None else _init_kwargs(energy)
+    try:
+        json.dumps(kwargs, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ConfigError(f"energy_kwargs of {cls.__name__} must be JSON values (numbers, strings, lists, "
+                          f"mappings), got {kwargs!r}") from None
+    return {"target": target, "kwargs": kwargs}
+
+
+def _init_kwargs(energy: nn.Module) -> dict:
+    """The constructor arguments of ``energy`` read from its attributes of the same names."""
+    cls = type(energy)
+    out = {}
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        value = getattr(energy, name, inspect.Parameter.empty)
+        ok = value is not inspect.Parameter.empty
+        if ok:
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                ok = False
+        if ok:
+            out[name] = value
+        elif p.default is inspect.Parameter.empty:
+            raise ConfigError(f"cannot tell {cls.__name__}'s argument {name!r} from the instance (no attribute "
+                              f"{name!r} holding a JSON value); pass energy_kwargs={{'{name}': ...}}")
+    return out
+
+
+def check_rebuilds(cfg: Config, energy: nn.Module, shape: tuple[int, ...]) -> None:
+    """The recorded class and kwargs must rebuild a network with the parameters of ``energy``."""
+    from ebmlab.energies.build import build_energy
+
+    rebuilt = build_energy(cfg.model, shape).state_dict()
+    own = energy.state_dict()
+    if {k: tuple(v.shape) for k, v in rebuilt.items()} != {k: tuple(v.shape) for k, v in own.items()}:
+        raise ConfigError(f"{cfg.model.target}(**{cfg.model.kwargs}) does not rebuild the energy you passed (its "
+                          "parameters differ), so the run could not be reloaded; pass the constructor's arguments "
+                          "as energy_kwargs")
+    probe = torch.zeros((2, *shape))
+    try:
+        with torch.no_grad():
+            e = energy(probe)
+    except Exception as exc:  # noqa: BLE001 -- the user's forward
+        raise ConfigError(f"your energy fails on a batch of shape {tuple(probe.shape)} "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    if not isinstance(e, Tensor) or tuple(e.shape) != (2,):
+        got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
+        raise ConfigError(f"your energy must map a batch (B, {', '.join(map(str, shape))}) to energies (B,), "
+                          f"got {got} for B = 2")
+
+
+def start_from(trainer, energy: nn.Module) -> None:
+    """Training starts from the weights of the user's ``energy`` (the EMA restarts from them too)."""
+    from ebmlab.training.ema import EMA
+
+    built = [m for m in trainer.objective.modules() if type(m) is type(energy)]
+    if len(built) != 1:
+        return  # the method wraps the network in a way we cannot map: its own initialisation stands
+    built[0].load_state_dict(energy.state_dict())
+    if trainer.ema is not None:
+        trainer.ema = EMA(trainer.objective, trainer.cfg.train.ema)

@@ -1,0 +1,265 @@
+"""What each ``ebmlab`` command does (``cmd_train``, ``cmd_sample``, ``cmd_eval``, ``cmd_experiment``,
+``cmd_configs``): each takes the parsed arguments (``cli.build_parser``) and returns the exit status. Errors a
+user can fix are raised as ``ebmlab.errors`` exceptions; ``cli.main`` turns them into one sentence and
+status 2. Heavy imports (torch, the methods) happen inside the commands, so ``ebmlab --help`` stays quick.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["cmd_configs", "cmd_eval", "cmd_experiment", "cmd_sample", "cmd_train"]
+
+
+def _train_overrides(args) -> list[str]:
+    """--set overrides, with --data as data.path (absolute: the run must not depend on the cwd); --data
+    without --config (or --resume) also gets the user-data defaults (``config.USER_DATA_DEFAULTS``)."""
+    from ebmlab.config import apply_overrides, user_data_overrides
+
+    overrides = list(args.set or [])
+    if args.data:
+        overrides += [f"data.path={Path(args.data).expanduser().absolute()}"]
+        if not any(o.startswith("data.name=") for o in overrides):
+            overrides += ["data.name=array"]
+        if not args.config and not args.resume:
+            overrides = user_data_overrides(apply_overrides({}, overrides)) + overrides
+    return overrides
+
+
+def _absolute_data_path(cfg) -> None:
+    """A relative data.path (from a config file) is made absolute against the current directory."""
+    if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
+        cfg.data.path = str(Path(cfg.data.path).expanduser().absolute())
+
+
+def cmd_train(args) -> int:
+    """``ebmlab train``: validate the config and the data, prepare (and lock) the run directory, train, evaluate."""
+    from ebmlab.training import distributed
+    from ebmlab.training.config import load_config
+    from ebmlab.training.loop import resolve_device
+    from ebmlab.training.run import resume_config
+
+    overrides = _train_overrides(args)
+    if args.resume and args.overwrite:
+        from ebmlab.errors import ConfigError
+        raise ConfigError("--resume continues a run and --overwrite replaces it; pass only one of them")
+    if args.out:
+        run_dir = Path(args.out)
+    else:
+        named = load_config(args.config, overrides)
+        run_dir = Path(f"runs/{named.method.name}_{Path(str(named.data.name)).stem}")
+    # --resume: the run's own config.yaml (or --config) plus --set; check_resume_changes refuses fixed keys
+    if args.resume:  # the run's stored data.path as it is; a --config file's relative one made absolute
+        cfg = resume_config(run_dir, overrides, args.config)
+        if args.config:
+            _absolute_data_path(cfg)
+    else:
+        cfg = load_config(args.config, overrides)
+        _absolute_data_path(cfg)
+    # torchrun: one process per GPU/CPU worker; rank 0 prepares the directory, trains as everyone
+    # and alone evaluates (training/distributed.py). A single process skips all of this.
+    ctx = distributed.setup(resolve_device(cfg.train.device))
+    try:
+        return _train_and_evaluate(args, cfg, run_dir, ctx)
+    finally:
+        distributed.teardown()
+
+
+def _train_and_evaluate(args, cfg, run_dir: Path, ctx) -> int:
+    from ebmlab.training import distributed
+    from ebmlab.training.loop import prepare_run_dir
+    from ebmlab.training.run import check_resume_changes, run_dataset
+
+    # Everything is validated before the directory is touched: config (above), data (here).
+    if args.resume:
+        check_resume_changes(run_dir, cfg)
+        data = run_dataset(run_dir, cfg)  # a changed data file is refused by name
+    else:
+        from ebmlab.data import build_dataset
+        data = build_dataset(cfg.data)
+    held = []
+    distributed.main_first(ctx, lambda: held.append(prepare_run_dir(run_dir, cfg, resume=args.resume,
+                                                                    overwrite=args.overwrite, data=data)))
+    try:
+        return _fit_and_evaluate(args, cfg, run_dir, ctx, data)
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _fit_and_evaluate(args, cfg, run_dir: Path, ctx, data) -> int:
+    from ebmlab.training.evaluate import final_evaluation
+    from ebmlab.training.hooks import sample_hook
+    from ebmlab.training.loop import Trainer
+
+    trainer = Trainer(cfg, run_dir, data=data)
+    if args.resume:
+        trainer.resume()
+        if ctx.is_main:
+            print(f"resumed {run_dir} at step {trainer.step}", flush=True)  # stdout: stderr is for errors
+    trainer.fit(on_sample=sample_hook)
+    if not ctx.is_main:
+        return 0
+    if trainer.fit_stats["stopped_by_budget"]:  # a finished run like one at train.steps: evaluated
+        print(f"train.time_budget of {cfg.train.time_budget:g} s spent: stopped after update {trainer.step} "
+              f"({trainer.fit_stats['updates']} updates in this call)", flush=True)
+    print("evaluating (EMA weights) ...", flush=True)
+    _report(run_dir, final_evaluation(trainer))
+    return 0
+
+
+def _report(run_dir: Path, metrics: dict) -> None:
+    print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}, indent=1))
+    print(f"\nrun directory: {run_dir}\n  metrics: {run_dir / 'metrics.json'}\n  plots:   {run_dir / 'plots'}"
+          f"\n  samples: {run_dir / 'samples'}\n  log:     {run_dir / 'metrics.jsonl'} (TensorBoard: {run_dir / 'tb'})")
+    if "selected_step" in metrics:  # train.select_every: the run's result is its best validation check
+        from ebmlab.training.checkpoint import best_path
+        refit = ", its transform refitted on the training and validation rows" if metrics.get("selected_refit") else ""
+        print(f"  result:  {best_path(run_dir / 'checkpoints')} (step {metrics['selected_step']}, the best "
+              f"validation check{refit}; sample, eval and ebmlab.load use it)")
+
+
+def _open(args, need_data: bool = True):
+    """Open ``args.run`` at ``--checkpoint`` (default: the run's result, the validation best or the latest) on
+    ``--device``, and say which."""
+    from ebmlab.training.run import open_checkpoint
+
+    return open_checkpoint(args.run, device=args.device, checkpoint=args.checkpoint, need_data=need_data)
+
+
+def _used(args, run) -> None:
+    """Say which checkpoint a successful sample/eval used (after the work: a failure stays one line)."""
+    print(f"used {run.checkpoint} (step {run.step}, EMA weights) on {args.device}", file=sys.stderr)
+
+
+def cmd_sample(args) -> int:
+    """``ebmlab sample``: draw samples with the method's own procedure; write a .npy (data coordinates) and a .png."""
+    import numpy as np
+    import torch
+
+    from ebmlab import plots
+
+    if args.n <= 0 or (args.steps is not None and args.steps < 0):
+        raise ValueError(f"--n must be positive and --steps non-negative, got {args.n} and {args.steps}")
+    if args.out:
+        _check_output_file(Path(args.out))
+    run = _open(args, need_data=args.init == "data")
+    objective, data = run.objective, run.data
+    dev = next(objective.parameters()).device
+    g = torch.Generator(dev).manual_seed(args.seed)
+    x0 = None
+    if args.init == "data":  # held-out points, model coordinates: the method's procedure starts there
+        idx = torch.randint(data.test.shape[0], (args.n,), generator=torch.Generator().manual_seed(args.seed))
+        x0 = data.test[idx].to(dev)
+    out = objective.sample(args.n, generator=g, n_steps=args.steps, x0=x0)
+    x = data.transform.to_data(out.x.detach().cpu())
+    steps = objective.n_steps_default if args.steps is None else args.steps
+    name = f"samples_{args.init}_{steps}steps_seed{args.seed}.npy"
+    path = Path(args.out or Path(args.run) / "samples" / name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, x.numpy())
+    png = path.with_suffix(".png")
+    if data.kind == "image":
+        plots.image_grid(x[:100], png)
+    else:
+        plots.sample_scatter({f"{args.init} start, {steps} sampler steps": x}, png, extent=plots.data_box(x, 0.1),
+                             title=f"samples of {Path(args.run).name}")
+    print(f"wrote {path} and {png}")
+    _used(args, run)
+    return 0
+
+
+def _check_output_file(path: Path) -> None:
+    """An output file's path: not a directory, and no part of its folder is a file."""
+    if path.is_dir():
+        raise ValueError(f"--out {str(path)!r} is a directory; give a file name such as {str(path / 'samples.npy')!r}")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {str(path)!r} lies under {str(parent)!r}, which is a file, not a "
+                                 "directory; choose another --out")
+            break
+
+
+def cmd_eval(args) -> int:
+    """``ebmlab eval``: check the options, recompute the run's metrics and plots, run the options' extensions."""
+    import torch
+
+    from ebmlab.training.evaluate import evaluate
+    from ebmlab.training.hooks import eval_extensions
+    from ebmlab.training.image_eval import check_eval_options
+    from ebmlab.training.run import read_run_config, read_run_info
+
+    info = read_run_info(Path(args.run)) or {}  # the options are checked before any work
+    if info:
+        check_eval_options(args, info["data"]["kind"], str(read_run_config(args.run).data.name))
+    run = _open(args)
+    check_eval_options(args, run.data.kind, str(run.data.name if run.data.kind == "image" else run.cfg.data.name))
+    run_dir = Path(args.run)
+    with torch.no_grad():
+        metrics = evaluate(run.objective, run.data, run.cfg, run_dir)
+    for fn in eval_extensions():
+        metrics.update(fn(args, run.cfg, run.objective, run.data) or {})
+    metrics["checkpoint_step"] = run.step
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    _report(run_dir, metrics)
+    _used(args, run)
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    """``ebmlab experiment NAME``: run one paper's experiment (``ebmlab.experiments``)."""
+    from ebmlab.experiments import run_experiment
+    options = {"seeds": _seed_list(args.seeds)} if args.seeds else {}
+    if args.jobs is not None:
+        options["jobs"] = args.jobs
+    if args.full:
+        options["full"] = True
+    if args.budget is not None:
+        options["budget"] = args.budget
+    if args.rescore:
+        options["rescore"] = True
+    for key in ("methods", "datasets"):
+        if getattr(args, key) is not None:
+            options[key] = _name_list(key, getattr(args, key))
+    if args.data_seeds:
+        options["data_seeds"] = _seed_list(args.data_seeds, "--data-seeds")
+    run_experiment(args.name, Path(args.out or f"runs/experiment_{args.name}"), quick=args.quick, **options)
+    return 0
+
+
+def _seed_list(text: str, option: str = "--seeds") -> tuple[int, ...]:
+    """``--seeds 0,1,2`` -> (0, 1, 2); one sentence on a bad list."""
+    from ebmlab.errors import ConfigError
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{option} must be comma-separated integers such as 0,1,2, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{option} must not repeat a seed, got {text!r}")
+    return seeds
+
+
+def _name_list(option: str, text: str) -> tuple[str, ...]:
+    """``--methods a,b`` -> ("a", "b"); one sentence on an empty list."""
+    from ebmlab.errors import ConfigError
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ConfigError(f"--{option} needs comma-separated names, got {text!r}")
+    return names
+
+
+def cmd_configs(args) -> int:
+    """``ebmlab configs [NAME]``: list the shipped configs with their first comment line, or print one."""
+    from ebmlab.config import config_description, shipped_config_text, shipped_configs
+
+    if args.name:
+        print(shipped_config_text(args.name), end="")
+        return 0
+    names = shipped_configs()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {config_description(shipped_config_text(name))}")
+    print("\nshow one: ebmlab configs NAME; train one: ebmlab train --config NAME", file=sys.stderr)
+    return 0

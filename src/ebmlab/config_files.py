@@ -1,0 +1,119 @@
+"""Reading config files: the YAML reader (``yaml_load``: ``yaml.safe_load`` rules plus floats written
+without a dot, minus aliases) and the configs shipped inside the package (``src/ebmlab/configs/*.yaml``,
+package data read with ``importlib.resources``), found by file path or by name (``resolve_config``).
+``config.py`` builds and validates a ``Config`` from what these return.
+"""
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ebmlab.errors import ConfigError
+
+__all__ = ["MAX_CONFIG_BYTES", "config_description", "read_config_file", "resolve_config", "shipped_config_text",
+           "shipped_configs", "yaml_load"]
+
+
+# ----- YAML -----------------------------------------------------------------------------------------------
+# YAML 1.1 (PyYAML) reads 1e-4 as a string (its floats need a dot); YAML 1.2 and every user read it as a
+# number. This resolver adds the dot-less exponent form. Aliases (*name) are refused: a 400-byte file of
+# nested aliases expands to gigabytes ("billion laughs"), and a config never needs them.
+_EXP_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$")
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class _NoAlias(Exception):
+    pass
+
+
+class _Loader(yaml.SafeLoader):
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _NoAlias(self.peek_event().anchor)
+        return super().compose_node(parent, index)
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789"))
+
+
+def yaml_load(text: str, where: str):
+    """``text`` parsed by ``yaml.safe_load`` rules (plus 1e-4 floats, minus aliases); ConfigError naming
+    ``where`` for anything that is not plain YAML."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where} is {len(text)} bytes, more than a config may hold ({MAX_CONFIG_BYTES})")
+    try:
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no python tags
+    except _NoAlias as exc:
+        raise ConfigError(f"{where} uses a YAML alias (*{exc.args[0]}); ebmlab configs do not accept "
+                          "anchors and aliases, write the values out") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML ({' '.join(str(exc).split())})") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. an invalid timestamp
+        raise ConfigError(f"{where} holds a value YAML cannot read ({' '.join(str(exc).split())})") from None
+
+
+# ----- shipped configs (package data) ------------------------------------------------------------------
+def _shipped_dir():
+    return resources.files("ebmlab") / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names (file stems) of the configs shipped in ``ebmlab/configs/``, sorted."""
+    return sorted(p.name[:-5] for p in _shipped_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def shipped_config_text(name: str) -> str:
+    """The YAML text of a shipped config; ``ConfigError`` listing the names if there is none."""
+    names = shipped_configs()
+    if name not in names:
+        raise ConfigError(f"no shipped config named {name!r}; available configs are: {', '.join(names)}")
+    return (_shipped_dir() / f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def config_description(text: str) -> str:
+    """The first comment line of a YAML text, without its ``#`` (empty if the file starts otherwise)."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            return line.lstrip("#").strip().rstrip(",:")
+        if line:
+            break
+    return ""
+
+
+def resolve_config(path_or_name: str | Path) -> tuple[str, str]:
+    """(where, YAML text) of a config: an existing file, else a shipped config by name ("default",
+    "paper004_rings_hybrid"). Anything else is a ``ConfigError`` that lists the shipped names."""
+    p = Path(path_or_name).expanduser()
+    if p.is_file():
+        try:
+            if p.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"config file {str(p)!r} is {p.stat().st_size} bytes, more than a config may hold "
+                                  f"({MAX_CONFIG_BYTES})")
+            return str(p), p.read_text()
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {str(p)!r} is not UTF-8 text; pass a YAML file") from None
+    if p.is_dir():
+        raise ConfigError(f"--config {str(p)!r} is a directory; pass a YAML file or a shipped config's name")
+    text = str(path_or_name)
+    names = shipped_configs()
+    looks_like_path = p.name != text or p.suffix.lower() in (".yaml", ".yml")
+    if not looks_like_path and text in names:
+        return f"{text} (shipped)", shipped_config_text(text)
+    what = f"config file {text!r} does not exist" if looks_like_path else \
+        f"{text!r} is neither a config file nor a shipped config"
+    raise ConfigError(f"{what}; the shipped configs (pass a name, e.g. --config {names[0]}) are: "
+                      f"{', '.join(names)}")
+
+
+def read_config_file(path_or_name: str | Path) -> dict:
+    """The raw mapping of sections of a config file or shipped config (see ``resolve_config``)."""
+    where, text = resolve_config(path_or_name)
+    raw = yaml_load(text, f"config {where!r}") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {where!r} must hold a mapping of sections (data, model, method, train, eval), "
+                          f"got a {type(raw).__name__}")
+    return raw

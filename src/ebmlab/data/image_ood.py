@@ -1,0 +1,117 @@
+"""Out-of-distribution image sets for OOD AUROC (paper 001 Sec. 3.3 and Table 3, paper 004 Sec. 4.2.4):
+``load_ood_set(name_or_path, like, generator)`` gives (M, C, H, W) images in [-1, 1] shaped like the dataset
+``like``'s test split: a synthetic set built from that split (``_ood_builtin``: negatives, noise, flips,
+shuffled pixels, and the two hard sets, class-crossing blends and occlusions, the analogue at digits scale of
+paper 001's CIFAR-10 interpolations), or another image dataset read by ``data/images.py``'s loaders and
+resized to ``like``'s shape.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import Tensor
+
+from ebmlab.data.base import Dataset
+from ebmlab.data.images import CIFAR_LAYOUT, IMAGE_LOADERS, postprocess, read_image_array, read_svhn_mat, to_unit_range
+from ebmlab.errors import DataError
+
+__all__ = ["load_ood_set"]
+
+
+def _ood_builtin(name: str, like: Dataset, generator) -> Tensor | None:
+    """Synthetic OOD sets built from ``like``'s test split; None for other names.
+
+    ``digits_negative``: the negative image 1 - x in [0, 1], i.e. -x in [-1, 1]; ``noise``: uniform
+    [-1, 1]; ``digits_flipped``: upside-down images (vertical flip); ``digits_shuffled``: each image's
+    pixels permuted by its own random permutation (keeps the intensity histogram, destroys shape).
+    The two hard sets (paper 001's CIFAR-10 interpolations, Table 3, at digits scale): ``digits_interpolated``:
+    the pixel average of each test image and another test image of a different class (random pairs
+    when there are no labels), a blend that is close to the data but no digit; ``digits_occluded``:
+    each image with one random square of half its side set to the background (-1)."""
+    x = like.test  # (M, C, H, W)
+    if name == "digits_interpolated":
+        return 0.5 * (x + x[_partners(like, generator)])
+    if name == "digits_occluded":
+        return _occlude(x, generator)
+    if name == "digits_negative":
+        return -x
+    if name == "noise":
+        return torch.rand(x.shape, generator=generator) * 2 - 1
+    if name == "digits_flipped":
+        return x.flip(-2)
+    if name == "digits_shuffled":
+        flat = x.flatten(2)  # (M, C, H*W)
+        perm = torch.argsort(torch.rand(flat.shape[0], flat.shape[2], generator=generator), dim=1)  # (M, HW)
+        return flat.gather(2, perm[:, None, :].expand_as(flat)).reshape(x.shape)
+    return None
+
+
+def _partners(like: Dataset, generator) -> Tensor:
+    """(M,) for each test image the index of another one, of a different class where labels exist."""
+    m = like.test.shape[0]
+    perm = torch.randperm(m, generator=generator)
+    labels = like.test_labels
+    if labels is None or len(torch.unique(labels)) < 2:
+        return torch.roll(perm, 1)
+    partner = perm.clone()
+    for i in range(m):  # first candidate in the permutation (cyclically from i) with another class
+        j = next(int(perm[(i + k) % m]) for k in range(1, m) if labels[perm[(i + k) % m]] != labels[i])
+        partner[i] = j
+    return partner
+
+
+def _occlude(x: Tensor, generator) -> Tensor:
+    """x (M, C, H, W) with one random (H/2 x W/2) square per image set to -1 (the background)."""
+    m, _, h, w = x.shape
+    ph, pw = max(1, h // 2), max(1, w // 2)
+    top = torch.randint(0, h - ph + 1, (m,), generator=generator)
+    left = torch.randint(0, w - pw + 1, (m,), generator=generator)
+    rows, cols = torch.arange(h), torch.arange(w)
+    inside = (((rows[None, :] >= top[:, None]) & (rows[None, :] < (top + ph)[:, None]))[:, :, None]
+              & ((cols[None, :] >= left[:, None]) & (cols[None, :] < (left + pw)[:, None]))[:, None, :])  # (M, H, W)
+    return torch.where(inside[:, None], torch.full_like(x, -1.0), x)
+
+
+def _ood_from_path(p: Path, like_cfg) -> Tensor:
+    suffix = p.suffix.lower()
+    if suffix in (".npy", ".npz"):
+        return postprocess(to_unit_range(read_image_array(p)[0], str(p)), like_cfg)
+    if suffix == ".mat":
+        return postprocess(read_svhn_mat(p)[0], like_cfg)
+    if p.is_dir():
+        for name, (sub, train_files, test_files, _, _) in CIFAR_LAYOUT.items():
+            if any((c / test_files[0]).is_file() for c in (p, p / sub)):
+                return IMAGE_LOADERS[name](_replace(like_cfg, name=name, path=str(p))).test
+        if (p / "test_32x32.mat").is_file():
+            return postprocess(read_svhn_mat(p / "test_32x32.mat")[0], like_cfg)
+        return IMAGE_LOADERS["imagefolder"](_replace(like_cfg, name="imagefolder", path=str(p), n_test=10**9)).test
+    raise DataError(f"OOD set {str(p)!r} is not a .npy/.npz/.mat file or a folder of images or CIFAR batches")
+
+
+def _replace(cfg, **kw):
+    """A copy of a data config (DataConfig or namespace) with some fields changed."""
+    return SimpleNamespace(**{**vars(cfg), **kw})
+
+
+def load_ood_set(name_or_path: str, like: Dataset, generator: torch.Generator | None = None) -> Tensor:
+    """(M, C, H, W) images in [-1, 1] shaped like ``like``'s images, for OOD evaluation.
+
+    ``name_or_path``: a built-in synthetic set (``digits_negative``, ``noise``, ``digits_flipped``,
+    ``digits_shuffled``, ``digits_interpolated``, ``digits_occluded``), an existing path (.npy/.npz, SVHN .mat, CIFAR folder, image folder; all of
+    it is used) or an image dataset name that needs no path (e.g. ``digits``; its test split)."""
+    x = _ood_builtin(name_or_path, like, generator)
+    if x is not None:
+        return x
+    c, h, _ = like.shape
+    # the DataConfig fields the loaders read (data stays a leaf: no import of ebmlab.training)
+    like_cfg = SimpleNamespace(name=like.name, path=None, image_size=h, channels=c, crop=None, classes=None,
+                               n_test=10**9, seed=0)
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        return _ood_from_path(p, like_cfg)
+    if name_or_path in IMAGE_LOADERS:
+        return IMAGE_LOADERS[name_or_path](_replace(like_cfg, name=name_or_path)).test
+    raise DataError(f"OOD set {name_or_path!r} is neither a built-in set (digits_negative, noise, digits_flipped, "
+                    "digits_shuffled, digits_interpolated, digits_occluded), an existing path, nor a dataset name")
