@@ -23,6 +23,8 @@ def test_quick_leaderboard_writes_tables_json_and_figure(tmp_path):
     hybrid = mix["mixture/hybrid"]
     assert hybrid["updates"]["per_seed"][0] >= 1 and hybrid["sampler_evals_per_sample"]["per_seed"][0] > 0
     assert hybrid["train_wall_seconds"]["per_seed"][0] >= 0.5  # stopped by the budget, not by train.steps
+    assert 0 < hybrid["host_floor_ms"]["per_seed"][0] < 1e3  # the host's speed, recorded beside the cost
+    assert all(v != v for v in mix["mixture/baseline_gmm"]["host_floor_ms"]["per_seed"])  # NaN: a baseline does not train
     assert "ood_auroc_other_class" in saved["datasets"]["breast_cancer"]["metrics"]
     md = (tmp_path / "results.md").read_text()
     assert "## mixture" in md and "baseline_gmm" in md and "(1)" in md
@@ -133,3 +135,13 @@ def test_evaluation_counter_counts_the_energy_or_its_network_once():
         plain(torch.zeros(6, 2))
     assert c() == 6
     assert not e._forward_hooks and not e.net._forward_hooks  # removed on exit
+
+
+def test_host_floor_is_a_positive_time_and_leaves_the_random_stream_alone():
+    from ebmlab.experiments.host_speed import floor_ms
+
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    ms = floor_ms(blocks=2, calls=2)
+    assert 0 < ms < 1e3
+    assert torch.equal(torch.get_rng_state(), state)

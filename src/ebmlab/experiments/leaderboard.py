@@ -23,7 +23,9 @@ Protocol (docs/leaderboard.md):
   ``sampler_evals_per_sample`` (energy-network evaluations per generated sample, counted by forward
   hooks on the objective's ``energy`` or, for cdrl and drl whose levels call it through ``net_energy``,
   on ``energy.net``, while the figure's samples are drawn; gradient-based steps add one backward to
-  each; cdrl's initializer network is not an energy evaluation and is not counted).
+  each; cdrl's initializer network is not an energy evaluation and is not counted); ``host_floor_ms``, the
+  CPU ms of one forward+backward of the default energy on the cell's host (``experiments/host_speed``,
+  measured after training), since a wall-clock budget buys updates in inverse proportion to it.
 - **Baselines** (``metrics/baselines.py``): a Gaussian mixture and a kernel density estimate fitted on
   the same training rows, scored by the same code through ``FittedDensity`` (the part of the
   ``Objective`` contract that evaluation uses).
@@ -49,6 +51,7 @@ from ebmlab.data.tabular import TABLES, outliers
 from ebmlab.errors import ConfigError
 from ebmlab.experiments import claims, paper000, paper003
 from ebmlab.experiments.claims import Cell
+from ebmlab.experiments.host_speed import floor_ms
 from ebmlab.experiments.leaderboard_report import better, dataset_markdown, figure, ranks, verdicts  # noqa: F401
 from ebmlab.experiments.runner import device_generator, experiment_config, train_cell
 from ebmlab.metrics.baselines import BASELINES
@@ -95,7 +98,10 @@ EVAL = {"vector": ["eval.n_samples=1000", "eval.grid_size=100", "eval.long_run_f
 QUICK_METHODS, QUICK_DATASETS = ("hybrid", "improved_cd"), ("mixture", "breast_cancer")
 QUICK = ["model.width=32", "model.depth=1", "data.n_train=2000", "eval.n_samples=200", "eval.grid_size=30"]
 
-COST = ["updates", "train_wall_seconds", "train_cpu_seconds", "eval_seconds", "sampler_evals_per_sample"]
+# host_floor_ms: the CPU ms of one forward+backward of the default energy on the cell's host (experiments/host_speed):
+# a wall-clock budget buys updates in inverse proportion to it
+COST = ["updates", "train_wall_seconds", "train_cpu_seconds", "eval_seconds", "sampler_evals_per_sample",
+        "host_floor_ms"]
 QUALITY = {"toy": ["density_kl", "sample_precision", "sample_in_support_share", "sample_mode_mass_error",
                    "sample_energy_distance"],
            "image": ["digits_fd"], "table": ["sample_energy_distance_heldout", "sample_energy_distance"]}
@@ -142,7 +148,7 @@ def cell_fn(params: dict, seed: int, run_dir: Path) -> dict:
         np.save(Path(run_dir) / "figure_samples.npy", x)
         return {"updates": stats["updates"], "train_wall_seconds": stats["wall_seconds"],
                 "train_cpu_seconds": stats["cpu_seconds"], "sampler_evals_per_sample": evals,
-                **ood_aurocs(obj, data, params["ood"], seed)}
+                **ood_aurocs(obj, data, params["ood"], seed), "host_floor_ms": floor_ms()}
     return train_cell(params["config"], params["overrides"], seed, Path(run_dir), measure=measure)
 
 
