@@ -196,7 +196,7 @@ class Config:
 # Gaussian, ``model.base_std``, where the mixture does not apply), and the result chosen on a validation split
 # among the checks and the start, each check scored by its worst of up to 5 draws, the start kept unless a check
 # beats it by one standard error. Each key adopted by a rule fixed before its runs, on scikit-learn's breast-cancer
-# and wine tables (docs/leaderboard.md, "the --data default" and after).
+# and wine tables (docs/data_defaults.md).
 USER_DATA_DEFAULTS = {"data.whiten": True, "data.jitter": 0.3, "data.val_fraction": 0.1, "train.select_every": 50,
                       "train.select_draws": 5, "train.select_start": True, "train.select_margin": 1.0,
                       "model.base": "gmm", "model.base_std": 1.0, "method.energy_l2": 0.0}
@@ -208,7 +208,7 @@ def user_data_overrides(raw: dict) -> list[str]:
     (whitening and the noise act on z-scores). The mixture base goes to the MLP of paper 004's objectives
     (``MIXTURE_BASE_METHODS``) unless the user chose a base; the Gaussian base to any other
     MLP; the energy penalty is turned off only for the default method and only with a base measure (the penalty
-    on the total energy pulls the tilt down to cancel the base: docs/leaderboard.md); the margin only where it
+    on the total energy pulls the tilt down to cancel the base: docs/data_defaults.md); the margin only where it
     applies (a checked start, one check at a time)."""
     def own(section: str) -> dict:  # the user's keys of one section
         return raw[section] if isinstance(raw.get(section), dict) else {}

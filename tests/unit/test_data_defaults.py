@@ -95,3 +95,40 @@ def test_cli_passes_the_splits_and_refuses_a_bad_list(monkeypatch, tmp_path, cap
     assert seen == {"name": "data_defaults", "data_seeds": (1, 2, 3)}
     assert cli.main(["experiment", "data_defaults", "--out", str(tmp_path), "--data-seeds", "1,x"]) == 2
     assert "--data-seeds must be comma-separated integers" in capsys.readouterr().err
+
+
+def test_non_inferiority_bound_and_margins():
+    # t_{0.95, 9} = 1.8331: the one-sided 95 % bound of a difference over 10 splits
+    ok, bound = dd.non_inferior(0.01, 0.01, 10, 0.03, lower_is_better=True)
+    assert ok and bound == pytest.approx(0.01 + 1.8331 * 0.01, abs=1e-4)
+    assert not dd.non_inferior(0.01, 0.01, 10, 0.028, lower_is_better=True)[0]
+    ok, bound = dd.non_inferior(-0.002, 0.002, 10, 0.006, lower_is_better=False)  # an AUROC a little behind
+    assert ok and bound == pytest.approx(-0.002 - 1.8331 * 0.002, abs=1e-5)
+    assert not dd.non_inferior(-0.002, 0.002, 10, 0.005, lower_is_better=False)[0]
+    assert not dd.non_inferior(float("nan"), float("nan"), 10, 1.0, lower_is_better=True)[0]  # a failed cell
+    assert not dd.non_inferior(0.0, float("nan"), 1, 1.0, lower_is_better=True)[0]  # one split: no bound
+    means = {"gmm": {"heldout_ed7": 0.01, dd.AUROC: 0.97}, "kde": {"heldout_ed7": 0.05, dd.AUROC: 0.95}}
+    assert dd.ni_margins(means) == pytest.approx({"heldout_ed7": 0.02, dd.AUROC: 0.01})
+
+
+def test_pooled_non_inferiority_against_each_baseline():
+    def split(key, default, gmm, kde):
+        refs = {r: {"heldout_ed_expected": gmm[0], dd.AUROC: gmm[1]} for r in dd.REFERENCES}
+        refs["kde"] = {"heldout_ed_expected": kde[0], dd.AUROC: kde[1]}
+        return {"table": {f"{key}/default": {"heldout_ed7": {"mean": default[0]}, dd.AUROC: {"mean": default[1]}}},
+                "references": refs}
+    # level with GMM up to a small loss on both metrics; far ahead of KDE: margins 0.5 x (0.10, 0.04)
+    p = dd.pooled({"t@1": split("t@1", (0.022, 0.955), (0.02, 0.96), (0.12, 0.92)),
+                   "t@2": split("t@2", (0.031, 0.957), (0.03, 0.96), (0.13, 0.92)),
+                   "t@3": split("t@3", (0.041, 0.953), (0.04, 0.96), (0.14, 0.92))}, ["default"])
+    assert p["ni_margins"] == pytest.approx({"heldout_ed7": 0.05, dd.AUROC: 0.02})
+    gmm, kde = p["baselines"]
+    assert not gmm["at_least_as_good"] and gmm["non_inferior"] == {"heldout_ed7": True, dd.AUROC: True}
+    assert kde["at_least_as_good"] and kde["non_inferior"] == {"heldout_ed7": True, dd.AUROC: True}
+    # the bound lies beyond the mean difference on the arm's worse side
+    assert gmm["ni_bound"]["heldout_ed7"] > gmm["difference_mean_se"]["heldout_ed7"][0] > 0
+    assert gmm["ni_bound"][dd.AUROC] < gmm["difference_mean_se"][dd.AUROC][0] < 0
+    assert "non-inferior" in dd._pooled_markdown("t", p)
+    # behind GMM's AUROC by more than the margin: not non-inferior
+    p = dd.pooled({k: split(k, (0.03, 0.93), (0.03, 0.96), (0.13, 0.92)) for k in ("t@1", "t@2")}, ["default"])
+    assert p["baselines"][0]["non_inferior"][dd.AUROC] is False

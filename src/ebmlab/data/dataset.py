@@ -13,7 +13,7 @@ coordinates is p_z(z) * exp(log_det).
 whitening of the standardised training rows (their covariance becomes I; ``log_det`` adds log |det W|).
 Per-coordinate scaling cannot undo correlations: scikit-learn's breast-cancer table, standardised, has
 correlation eigenvalues from 0.00016 to 9, so the data fill a thin slab of N(0, I) where an isotropic
-sampler step must resolve a 0.013-wide direction (docs/leaderboard.md).
+sampler step must resolve a 0.013-wide direction (docs/data_defaults.md).
 
 ``data.val_fraction`` (vectors, off by default) moves that share of the training rows (at least 2) into a
 validation split ``Dataset.val``, drawn with ``data.seed`` and left out of the standardiser's fit: rows no

@@ -11,7 +11,7 @@ like a user's array: a held-out split of min(``data.n_test``, N // 10) rows draw
 ``wine``: scikit-learn's wine recognition set (``load_wine``, bundled: 178 rows x 13 chemical measurements of
 wines from three cultivars; UCI, Forina et al.). Trained on cultivar 1, the largest class (71 rows: 64 for
 training, 7 held out); cultivars 0 and 2 (107 rows) are its out-of-distribution set. A second, smaller table,
-added to check a choice made on breast cancer on data it was not made on (docs/leaderboard.md).
+added to check a choice made on breast cancer on data it was not made on (docs/data_defaults.md).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``ebmlab experiment data_defaults``: the ``--data`` defaults against candidate changes, on two tables that ship
-with scikit-learn (issue 18; docs/leaderboard.md, "Starting from the Gaussian" and "Refitting the start, pairing
+with scikit-learn (issue 18; docs/data_defaults.md, "Starting from the Gaussian" and "Refitting the start, pairing
 the checks"). Not from the papers: the protocol every change of ``config.USER_DATA_DEFAULTS`` was judged by.
 
 - **Arms.** ``default``: what ``ebmlab train --data FILE`` trains (the default config with
@@ -27,6 +27,13 @@ the checks"). Not from the papers: the protocol every change of ``config.USER_DA
   arm is *at least as good as* a baseline iff its pooled heldout_ed7 is at most the baseline's pooled expected
   held-out energy distance and its pooled AUROC at least the baseline's (with the per-split paired differences,
   mean and standard error over the splits).
+- **Non-inferiority** (over several splits; issue 18's "at least as good" read as the standard test of a new
+  treatment against an active control: ICH E9 Sec. 3.3.2, E10 Sec. 1.5; FDA 2016, "Non-Inferiority Clinical
+  Trials to Establish Effectiveness"): the margin of a table's metric is ``NI_FRACTION`` of the better baseline's
+  pooled advantage over the other (``ni_margins``: the arm must keep at least half of what the best classical
+  estimator gains over the second), and an arm is *non-inferior* to a baseline on a metric iff the one-sided
+  ``NI_LEVEL`` confidence bound of its per-split paired difference (Student's t, splits - 1 degrees of freedom)
+  stays within it: mean + t se <= margin for the energy distance, mean - t se >= -margin for the AUROC.
 
 Output: ``results.md``, ``results.json`` (per-seed values, verdicts).
 """
@@ -51,11 +58,11 @@ from ebmlab.metrics.baselines import fit_gmm, fit_kde
 from ebmlab.metrics.distances import energy_distance
 from ebmlab.training.heldout import heldout_draws, zscorer
 
-SEEDS = (0, 1, 2, 3, 4, 5)      # the seeds of every rule in docs/leaderboard.md
+SEEDS = (0, 1, 2, 3, 4, 5)      # the seeds of every rule in docs/data_defaults.md
 DATASETS = ("breast_cancer", "wine")
 # the --data default before the mixture base (the whitened rows' Gaussian, the plain minimum over the checks)
 GAUSSIAN_START = ["model.base=null", "model.base_std=1.0", "train.select_margin=null"]
-# candidates measured against the default (docs/leaderboard.md); their names must differ from REFERENCES' (one
+# candidates measured against the default (docs/data_defaults.md); their names must differ from REFERENCES' (one
 # namespace in the pooled tables: tests/unit/test_data_defaults.py)
 CANDIDATES = {"gaussian_start": GAUSSIAN_START, "gaussian_refit": GAUSSIAN_START + ["train.select_refit=true"],
               "paired": ["train.select_paired=true"], "no_margin": ["train.select_margin=null"],
@@ -64,6 +71,7 @@ CANDIDATES = {"gaussian_start": GAUSSIAN_START, "gaussian_refit": GAUSSIAN_START
 DRAWS, DRAW_SEED, SAMPLES = 7, 100, 1000
 EXACT_DRAWS = 200
 AUROC_SLACK = 0.01
+NI_FRACTION, NI_LEVEL = 0.5, 0.95   # non-inferiority: the margin's share of the baselines' gap; one-sided level
 REFERENCES = ("gaussian_train", "gaussian_train_val", "gmm", "kde")
 BASELINES = ("gmm", "kde")      # the leaderboard's baselines among REFERENCES
 AUROC = "ood_auroc_other_class"
@@ -218,21 +226,41 @@ def pooled(splits: dict, arms) -> dict:
                      AUROC: [splits[k]["references"][r].get(AUROC) for k in keys]} for r in REFERENCES}
     means = {name: {m: _mean_se(v)[0] for m, v in d.items()} for name, d in {**arm_means, **ref_means}.items()}
     table = {f"pooled/{a}": {m: {"mean": means[a][m]} for m in ("heldout_ed7", AUROC)} for a in arms}
-    against = {a: _against_baselines(arm_means[a], means[a], ref_means, means) for a in arms}
-    return {"splits": keys, "per_split": {**arm_means, **ref_means}, "means": means,
+    margins = ni_margins(means)
+    against = {a: _against_baselines(arm_means[a], means[a], ref_means, means, margins) for a in arms}
+    return {"splits": keys, "per_split": {**arm_means, **ref_means}, "means": means, "ni_margins": margins,
             "verdicts": verdicts(table, "pooled", arms), "baselines": against["default"], "arms_vs_baselines": against}
 
 
-def _against_baselines(per_split: dict, d: dict, ref_means: dict, means: dict) -> list[dict]:
+def ni_margins(means: dict) -> dict:
+    """{metric: the non-inferiority margin}: ``NI_FRACTION`` x |pooled GMM - pooled KDE| (module docstring)."""
+    return {m: NI_FRACTION * abs(means["gmm"][m] - means["kde"][m]) for m in ("heldout_ed7", AUROC)}
+
+
+def non_inferior(mean: float, se: float, n: int, margin: float, lower_is_better: bool) -> tuple[bool, float]:
+    """(verdict, bound): the one-sided ``NI_LEVEL`` confidence bound of a paired difference arm - baseline over
+    ``n`` splits (mean and standard error), and whether it stays within ``margin`` on the arm's worse side. NaN
+    (a failed cell, one split) never passes."""
+    from scipy.stats import t
+
+    q = float(t.ppf(NI_LEVEL, n - 1)) if n > 1 else math.nan
+    bound = mean + q * se if lower_is_better else mean - q * se
+    return bool(bound <= margin if lower_is_better else bound >= -margin), bound
+
+
+def _against_baselines(per_split: dict, d: dict, ref_means: dict, means: dict, margins: dict) -> list[dict]:
     """One arm against each baseline (module docstring): at least as good iff its pooled heldout_ed7 is at most the
-    baseline's and its pooled AUROC at least the baseline's; with the per-split paired differences arm - baseline."""
+    baseline's and its pooled AUROC at least the baseline's; with the per-split paired differences arm - baseline
+    and, per metric, the non-inferiority verdict and its confidence bound (``non_inferior``)."""
     out = []
     for b in BASELINES:
         diff = {m: _mean_se([None if x is None or y is None else x - y for x, y in zip(per_split[m], ref_means[b][m])])
                 for m in ("heldout_ed7", AUROC)}
         ok = d["heldout_ed7"] <= means[b]["heldout_ed7"] and d[AUROC] >= means[b][AUROC]
+        ni = {m: non_inferior(*diff[m], len(per_split[m]), margins[m], m == "heldout_ed7") for m in diff}
         out.append({"baseline": b, "at_least_as_good": bool(ok), "arm_means": d, "baseline_means": means[b],
-                    "difference_mean_se": diff})
+                    "difference_mean_se": diff, "non_inferior": {m: v[0] for m, v in ni.items()},
+                    "ni_bound": {m: v[1] for m, v in ni.items()}})
     return out
 
 
@@ -246,11 +274,17 @@ def _pooled_markdown(ds: str, p: dict) -> str:
            + " |" for name, m in p["means"].items()]
     md.append(_verdict_rows(p).replace("\n| candidate", "\n(candidates against the default)\n\n| candidate", 1))
     md.append("| arm | against | heldout_ed7 difference, mean ± s.e. over splits | AUROC difference | "
-              "at least as good |\n|---|---|---|---|---|")
+              "at least as good (pooled means) | non-inferior: heldout_ed7 (bound) | AUROC (bound) |\n"
+              "|---|---|---|---|---|---|---|")
     md += [f"| {arm} | {b['baseline']} | {f(b['difference_mean_se']['heldout_ed7'][0])} ± "
            f"{f(b['difference_mean_se']['heldout_ed7'][1])} | {f(b['difference_mean_se'][AUROC][0])} ± "
-           f"{f(b['difference_mean_se'][AUROC][1])} | **{'yes' if b['at_least_as_good'] else 'no'}** |"
+           f"{f(b['difference_mean_se'][AUROC][1])} | **{'yes' if b['at_least_as_good'] else 'no'}** | "
+           + " | ".join(f"**{'yes' if b['non_inferior'][m] else 'no'}** ({f(b['ni_bound'][m])})"
+                        for m in ("heldout_ed7", AUROC)) + " |"
            for arm, rows in p.get("arms_vs_baselines", {"default": p["baselines"]}).items() for b in rows]
+    md.append(f"\nNon-inferiority margins ({NI_FRACTION:g} x |GMM - KDE|): heldout_ed7 {f(p['ni_margins']['heldout_ed7'])}, "
+              f"AUROC {f(p['ni_margins'][AUROC])}; one-sided {NI_LEVEL:.0%} bound (Student's t, "
+              f"{len(p['splits']) - 1} degrees of freedom).\n")
     return "\n".join(md) + "\n"
 
 

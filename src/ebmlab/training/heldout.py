@@ -52,7 +52,7 @@ def heldout_energy_distance(objective, data, n: int, generator, samples: torch.T
 def heldout_draws(objective, data, n: int, draws: int, seed: int) -> dict:
     """``heldout_energy_distance`` of ``draws`` independent draws of ``n`` samples, the k-th from a generator
     seeded ``seed + k``: one draw is a noisy reading when the sampler's draws are heavy-tailed (AIS on a small
-    table: docs/leaderboard.md). ``sample_energy_distance_heldout_draws`` (each), ``..._mean`` and the seeds."""
+    table: docs/data_defaults.md). ``sample_energy_distance_heldout_draws`` (each), ``..._mean`` and the seeds."""
     dev = next(objective.parameters()).device
     values = [heldout_energy_distance(objective, data, n, torch.Generator(dev).manual_seed(seed + k))
               ["sample_energy_distance_heldout"] for k in range(draws)]

@@ -2,7 +2,7 @@
 
 On a small table an energy network memorises its training rows: on scikit-learn's breast-cancer set the
 samples of the ``--data`` defaults are best after a few hundred updates and then drift away from the data
-while the held-out rows' energy climbs above the training rows' (docs/leaderboard.md, "Choosing the
+while the held-out rows' energy climbs above the training rows' (docs/data_defaults.md, "Choosing the
 result on a validation split"). So every ``train.select_every`` updates, and after the last one, the
 weights that evaluation uses (the EMA's, the network in eval mode) are scored:
 
