@@ -23,7 +23,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The slow tests (-m slow: paper 002's toy on five seeds, two distributed launches; a few minutes)
+# The slow tests (-m slow: paper 002's toy on five seeds, two distributed launches, the fused-MALA probe's
+# C++ build; a few minutes)
 test-slow: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) -m slow
 

@@ -1,0 +1,70 @@
+"""``benchmarks/bench_fused_mala.py`` (issue 19, docs/performance.md "A fused MALA step: the probe"): its two C++
+kernels make the same decisions and the same new state as ``samplers/mala.step`` from the same draws, its fused
+chain adapts the step as ``run_chain`` does, and a short run reports every quantity. Slow: the first build of the
+kernels takes about a minute; skipped where no C++ compiler or ninja is installed."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ebmlab.config import ModelConfig
+from ebmlab.energies.build import build_energy
+from ebmlab.samplers import mala
+from ebmlab.samplers.base import StepSizeController, run_chain
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_fused_mala.py"
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("c++") is None or shutil.which("ninja") is None,
+                                 reason="building the probe's kernels needs a C++ compiler and ninja")]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("ebmlab_bench_fused_mala", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def ext(bench):
+    return bench.build()
+
+
+def test_the_kernels_decide_as_mala_step(bench, ext):
+    torch.manual_seed(3)
+    energy = build_energy(ModelConfig(), (10,))
+    out = bench.check(ext, energy, torch.randn(256, 10))
+    assert 0 < out["accepted"] < out["chains"]  # both branches of the test ran
+    assert out["decisions_differ"] == 0
+    assert out["max_abs_diff_x"] == 0.0 and out["max_abs_diff_energy"] == 0.0 and out["max_abs_diff_grad"] == 0.0
+
+
+def test_the_fused_chain_is_run_chains_chain(bench, ext):
+    # the same draws in the same order and the same controller: the same points after 20 adapting steps
+    torch.manual_seed(4)
+    energy = build_energy(ModelConfig(width=64, depth=2), (2,))
+    torch.nn.init.normal_(energy.out.weight)
+    x = torch.randn(128, 2)
+    ref = run_chain(mala, energy, x, 20, 0.5, controller=StepSizeController(1, 0.5),
+                    generator=torch.Generator().manual_seed(0))
+    fused = bench.fused_chain(ext, energy, x, 20, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(fused.x, ref[0])
+
+
+def test_a_short_run_reports_every_quantity(bench, tmp_path, capsys):
+    result = bench.main(["--blocks", "2", "--energies", "small_mlp", "--json", str(tmp_path / "out.json")])
+    case = result["cases"]["small_mlp"]
+    assert case["check"]["decisions_differ"] == 0
+    assert set(case["over_floor"]) == {"ebmlab_mala", "fused_mala"}
+    assert case["over_floor"]["fused_mala"]["cpu"]["median"] > 0
+    assert json.loads((tmp_path / "out.json").read_text())["cases"]["small_mlp"]["check"] == case["check"]
+    assert "fused / ebmlab" in capsys.readouterr().out
