@@ -2,10 +2,7 @@
 the autograd one, its NumPy arithmetic is MALA's, and a short run reports every quantity."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,18 +10,14 @@ import torch
 from ebmlab.config import ModelConfig
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.energies.build import build_energy
+from tests.scripts import script_module
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_cold_ops.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("ebmlab_bench_cold_ops", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with script_module("benchmarks/bench_cold_ops.py", "ebmlab_bench_cold_ops") as module:
+        yield module
 
 
 def test_the_hand_written_gradient_is_autograds(bench):

@@ -4,11 +4,8 @@ chain adapts the step as ``run_chain`` does, and a short run reports every quant
 kernels takes about a minute; skipped where no C++ compiler or ninja is installed."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +14,8 @@ from ebmlab.config import ModelConfig
 from ebmlab.energies.build import build_energy
 from ebmlab.samplers import mala
 from ebmlab.samplers.base import StepSizeController, run_chain
+from tests.scripts import script_module
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_fused_mala.py"
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("c++") is None or shutil.which("ninja") is None,
                                  reason="building the probe's kernels needs a C++ compiler and ninja")]
@@ -26,12 +23,8 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("ebmlab_bench_fused_mala", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with script_module("benchmarks/bench_fused_mala.py", "ebmlab_bench_fused_mala") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")

@@ -5,26 +5,20 @@ stops with exit status 2 and still writes both files, every configuration marked
 time budget skips the remaining configurations and says so."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tests.scripts import script_module
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("ebmlab_gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with script_module("benchmarks/gpu_check.py", "ebmlab_gpu_check") as module:
+        yield module
 
 
 def _table_rows(md: str) -> list[str]:
