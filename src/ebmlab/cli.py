@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training wall-clock seconds per cell (leaderboard, data_defaults; default 20, with --full 120)")
     x.add_argument("--methods", metavar="M,M,...", default=None,
                    help="leaderboard: only these methods (rows; the GMM and KDE baselines always run); "
-                        "data_defaults: only these arms (default, gaussian_start, gaussian_refit, paired, no_margin)")
+                        "data_defaults: only these arms (default, gaussian_start, gaussian_refit, paired, no_margin, refit, "
+                        "refit_likelihood)")
     x.add_argument("--datasets", metavar="D,D,...", default=None, help="leaderboard, data_defaults: only these datasets")
     x.add_argument("--data-seeds", metavar="S,S,...", default=None,
                    help="data_defaults: every cell on each of these splits of the tables (data.seed), and the "

@@ -97,6 +97,14 @@ def test_cli_passes_the_splits_and_refuses_a_bad_list(monkeypatch, tmp_path, cap
     assert "--data-seeds must be comma-separated integers" in capsys.readouterr().err
 
 
+def test_the_cli_help_names_every_arm():
+    from ebmlab import cli
+    experiment = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "experiment")
+    methods = next(a.help for a in experiment[1]._actions if "--methods" in a.option_strings)
+    listed = methods.split("data_defaults: only these arms (")[1].rstrip(")").split(", ")
+    assert listed == ["default", *dd.CANDIDATES]
+
+
 def test_non_inferiority_bound_and_margins():
     # t_{0.95, 9} = 1.8331: the one-sided 95 % bound of a difference over 10 splits
     ok, bound = dd.non_inferior(0.01, 0.01, 10, 0.03, lower_is_better=True)
