@@ -21,8 +21,10 @@ class ReplayBuffer(nn.Module):
     """A bank of ``capacity`` samples of shape ``shape``.
 
     mode="fifo" (paper 001): starts empty; ``push`` appends newest samples, overwriting the oldest.
-    mode="bank" (paper 004 persistent): filled with ``init_fn`` noise at construction; ``update``
-    writes chains back into the slots they were drawn from.
+    mode="bank" (paper 004 persistent): filled with ``init_fn`` noise at construction (``fill=False``: at
+    the first ``sample``, for a bank whose stored state is loaded next, or whose ``init_fn`` cannot draw
+    yet: a mixture base measure not yet fitted or loaded); ``update`` writes chains back into the slots
+    they were drawn from.
     ``replacement``: whether a batch's slots are drawn with replacement. Default: without in bank
     mode (paper 004 Sec. 3: "we randomly select a batch from this sample bank, run a Markov chain
     starting from that batch, and replace the selected batch": n distinct slots, a prefix of a
@@ -36,7 +38,7 @@ class ReplayBuffer(nn.Module):
 
     def __init__(self, capacity: int, shape: tuple[int, ...], init_fn: InitFn, *, reset_prob: float = 0.0,
                  reset_mode: str = "chain", mode: str = "fifo", generator: torch.Generator | None = None,
-                 replacement: bool | None = None):
+                 replacement: bool | None = None, fill: bool = True):
         super().__init__()
         if capacity <= 0:
             raise ValueError(f"buffer capacity must be positive, got {capacity}")
@@ -50,9 +52,13 @@ class ReplayBuffer(nn.Module):
         self.register_buffer("data", torch.zeros(capacity, *shape))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))   # filled slots
         self.register_buffer("cursor", torch.zeros((), dtype=torch.long))  # next FIFO write
-        if mode == "bank":
-            self.data.copy_(init_fn(capacity, generator))
-            self.count.fill_(capacity)
+        if mode == "bank" and fill:
+            self._fill(generator)
+
+    def _fill(self, generator: torch.Generator | None) -> None:
+        """Bank mode: every slot from ``init_fn``."""
+        self.data.copy_(self.init_fn(self.capacity, generator))
+        self.count.fill_(self.capacity)
 
     def __len__(self) -> int:
         return int(self.count)
@@ -60,6 +66,8 @@ class ReplayBuffer(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """(n, *shape) starting points and (n,) slot indices (-1 where the chain starts from noise)."""
         dev = self.data.device
+        if self.mode == "bank" and int(self.count) == 0:  # built with fill=False and never loaded
+            self._fill(generator)
         fresh = self.init_fn(n, generator).to(dev)
         if int(self.count) == 0:
             return fresh, torch.full((n,), -1, dtype=torch.long, device=dev)

@@ -50,6 +50,20 @@ def test_bank_update_writes_back_and_state_dict_round_trips():
     assert torch.equal(c.data, b.data)
 
 
+def test_an_unfilled_bank_takes_a_loaded_state_or_fills_at_its_first_draw():
+    """``fill=False``: nothing is drawn at construction (a bank whose stored state is loaded next)."""
+    def refuse(n, g=None):
+        raise AssertionError("drawn before the load")
+    stored = ReplayBuffer(10, (3,), _noise, mode="bank", generator=torch.Generator().manual_seed(0))
+    loaded = ReplayBuffer(10, (3,), refuse, mode="bank", fill=False)
+    assert len(loaded) == 0
+    loaded.load_state_dict(stored.state_dict())
+    assert len(loaded) == 10 and torch.equal(loaded.data, stored.data)
+    lazy = ReplayBuffer(10, (3,), _noise, mode="bank", fill=False)
+    x, idx = lazy.sample(4, torch.Generator().manual_seed(1))
+    assert len(lazy) == 10 and (idx >= 0).all() and torch.equal(x, lazy.data[idx])
+
+
 # ----- paper 004's persistent bank: a batch of distinct slots (issue 15, item 2c.2) -------------------
 
 def _bank(capacity=100, **kw):

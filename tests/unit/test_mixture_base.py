@@ -153,6 +153,24 @@ def test_a_run_starts_from_the_leaderboards_gmm_and_reloads_it(tmp_path):
     assert start.shape == (5, 3)
 
 
+@pytest.mark.parametrize("method", ["persistent", "persistent_refresh"])
+def test_a_persistent_run_with_a_mixture_base_reopens_without_its_rows(tmp_path, method):
+    """Paper 004's persistent bank starts from draws of the base measure; a run opened without its rows
+    (``ebmlab.load``, ``ebmlab sample --init noise``) builds the objective before the fitted base is loaded, so its
+    bank is filled from the checkpoint, not drawn from an unfitted mixture (which crashed ``load``)."""
+    path = tmp_path / "rows.npy"
+    np.save(path, _rows(200).numpy())
+    sets = [f"data.path={path}", "data.name=array", "model.base=gmm", "model.width=16", "model.depth=1",
+            f"method.name={method}", "method.n_steps=3", "method.buffer_size=64", "train.batch_size=32",
+            "train.steps=3", "train.progress=false", "train.threads=1"]
+    trainer = fit_in(tmp_path / "r", load_config(None, sets))
+    run = ebmlab.load(tmp_path / "r")
+    assert torch.equal(run.objective.bank.data, trainer.objective.bank.data) and len(run.objective.bank) == 64
+    assert run.sample(8, steps=2).shape == (8, 3)
+    with pytest.raises(ValueError, match="no components yet"):
+        GaussianMixtureBase(3).sample(4)
+
+
 @pytest.mark.parametrize("cov", ["full", "diag"])
 def test_draws_have_the_mixtures_exact_mean_and_covariance(cov):
     """20,000 draws against the mixture's exact first two moments: sum pi_k mu_k and sum pi_k (Sigma_k +

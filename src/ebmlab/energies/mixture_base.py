@@ -149,6 +149,9 @@ class GaussianMixtureBase(nn.Module):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, D) exact draws: components by weight (multinomial), then mu_k + A_k z, z ~ N(0, I)."""
+        if self.components == 0:
+            raise ValueError("the Gaussian-mixture base measure has no components yet: fit it on the training rows "
+                             "(fit_from_sklearn) or load a checkpoint that holds it")
         comp = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=generator)  # (n,)
         z = torch.randn(n, self.dim, generator=generator, device=self.means.device, dtype=self.means.dtype)
         return self.means[comp] + torch.einsum("nde,ne->nd", self.cov_factor[comp], z)

@@ -176,8 +176,10 @@ class ContrastiveDivergence(Objective):
             self.register_buffer("ref_data", torch.zeros(0, *self.shape))
         if self.scheme in ("persistent", "persistent_refresh"):
             reset = cfg.refresh_prob if self.scheme == "persistent_refresh" else 0.0
+            # a run opened without its rows has an unfitted mixture base: its stored bank is loaded next
+            base = self.mixture_base()
             self.bank = ReplayBuffer(cfg.buffer_size, self.shape, self.prior, reset_prob=reset,
-                                     reset_mode="batch", mode="bank")
+                                     reset_mode="batch", mode="bank", fill=base is None or base.components > 0)
 
     @property
     def n_steps_default(self) -> int:
