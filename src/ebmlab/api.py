@@ -352,13 +352,15 @@ def _train_in(run_dir: Path, cfg: Config, data, x_mem, energy, overwrite: bool, 
     from ebmlab.training.evaluate import final_evaluation
     from ebmlab.training.hooks import sample_hook
     from ebmlab.training.loop import Trainer, prepare_run_dir
+    from ebmlab.training.run_dir import check_run_dir
 
+    check_run_dir(run_dir, resume=False, overwrite=overwrite)  # a refused directory is said at once
+    trainer = Trainer(cfg, run_dir, data=data)  # writes nothing; a method's or model's demands on the data raise here
     lock = prepare_run_dir(run_dir, cfg, resume=False, overwrite=overwrite, data=None if x_mem is not None else data)
     try:
         if x_mem is not None:
             _save_array(run_dir / DATA_FILE, x_mem)
             runs.write_run_info(run_dir, cfg, data)
-        trainer = Trainer(cfg, run_dir, data=data)
         if energy is not None:
             start_from(trainer, energy)
         trainer.fit(on_sample=sample_hook)

@@ -68,32 +68,35 @@ def cmd_train(args) -> int:
 
 def _train_and_evaluate(args, cfg, run_dir: Path, ctx) -> int:
     from ebmlab.training import distributed
-    from ebmlab.training.loop import prepare_run_dir
+    from ebmlab.training.loop import Trainer, prepare_run_dir
     from ebmlab.training.run import check_resume_changes, run_dataset
+    from ebmlab.training.run_dir import check_run_dir
 
-    # Everything is validated before the directory is touched: config (above), data (here).
+    # Everything is validated before the directory is touched: config (above), the directory's refusals, data and
+    # the objective built on it (a method's demands on the data, the model's on its shape) (here).
+    check_run_dir(run_dir, args.resume, args.overwrite)
     if args.resume:
         check_resume_changes(run_dir, cfg)
         data = run_dataset(run_dir, cfg)  # a changed data file is refused by name
     else:
         from ebmlab.data import build_dataset
         data = build_dataset(cfg.data)
+    trainer = Trainer(cfg, run_dir, data=data)  # (writes nothing)
     held = []
     distributed.main_first(ctx, lambda: held.append(prepare_run_dir(run_dir, cfg, resume=args.resume,
                                                                     overwrite=args.overwrite, data=data)))
     try:
-        return _fit_and_evaluate(args, cfg, run_dir, ctx, data)
+        return _fit_and_evaluate(args, run_dir, ctx, trainer)
     finally:
         for lock in held:
             lock.release()
 
 
-def _fit_and_evaluate(args, cfg, run_dir: Path, ctx, data) -> int:
+def _fit_and_evaluate(args, run_dir: Path, ctx, trainer) -> int:
     from ebmlab.training.evaluate import final_evaluation
     from ebmlab.training.hooks import sample_hook
-    from ebmlab.training.loop import Trainer
 
-    trainer = Trainer(cfg, run_dir, data=data)
+    cfg = trainer.cfg
     if args.resume:
         trainer.resume()
         if ctx.is_main:

@@ -200,6 +200,8 @@ class Config:
 USER_DATA_DEFAULTS = {"data.whiten": True, "data.jitter": 0.3, "data.val_fraction": 0.1, "train.select_every": 50,
                       "train.select_draws": 5, "train.select_start": True, "train.select_margin": 1.0,
                       "model.base": "gmm", "model.base_std": 1.0, "method.energy_l2": 0.0}
+# a method's image-only components, off on a user's vectors unless set (as in paper001_toy.yaml)
+VECTOR_METHOD_DEFAULTS = {"improved_cd": {"method.augment": False, "method.multiscale": False}}
 
 
 def user_data_overrides(raw: dict) -> list[str]:
@@ -209,7 +211,8 @@ def user_data_overrides(raw: dict) -> list[str]:
     (``MIXTURE_BASE_METHODS``) unless the user chose a base; the Gaussian base to any other
     MLP; the energy penalty is turned off only for the default method and only with a base measure (the penalty
     on the total energy pulls the tilt down to cancel the base: docs/data_defaults.md); the margin only where it
-    applies (a checked start, one check at a time)."""
+    applies (a checked start, one check at a time); a method's image-only components off
+    (``VECTOR_METHOD_DEFAULTS``)."""
     def own(section: str) -> dict:  # the user's keys of one section
         return raw[section] if isinstance(raw.get(section), dict) else {}
     if own("data").get("standardize") is False:
@@ -226,8 +229,9 @@ def user_data_overrides(raw: dict) -> list[str]:
         skip.add("method.energy_l2")
     if train.get("select_start") is False or train.get("select_window", 1) != 1:
         skip.add("train.select_margin")
-    keys = [(key, *key.split(".", 1)) for key in USER_DATA_DEFAULTS if key not in skip]
-    return [f"{key}={str(USER_DATA_DEFAULTS[key]).lower()}" for key, sec, name in keys if name not in own(sec)]
+    defaults = {**USER_DATA_DEFAULTS, **VECTOR_METHOD_DEFAULTS.get(method.get("name", "hybrid"), {})}
+    keys = [(key, *key.split(".", 1)) for key in defaults if key not in skip]
+    return [f"{key}={str(defaults[key]).lower()}" for key, sec, name in keys if name not in own(sec)]
 
 
 def _type_ok(value, tp) -> bool:

@@ -25,9 +25,9 @@ def _make(case: str, tmp_path):
         d = tmp_path / "folder.npy"
         d.mkdir()
         return d, "is a directory"
-    if case == "two rows":
-        np.save(p, np.array([[0.0, 1.0], [1.0, 2.0]]))
-        return p, "at least 3 rows"
+    if case == "too few rows":  # 19 rows: a held-out tenth of 1 row, too few for the evaluation
+        np.save(p, np.arange(38.0).reshape(19, 2))
+        return p, "at least 20 rows"
     if case == "beyond float32":
         np.save(p, np.full((50, 2), 1e39))
         return p, "float32"
@@ -75,7 +75,7 @@ def _make(case: str, tmp_path):
     raise AssertionError(case)
 
 
-CASES = ["missing", "directory", "two rows", "beyond float32", "nan", "inf", "pickled objects", "rank 3",
+CASES = ["missing", "directory", "too few rows", "beyond float32", "nan", "inf", "pickled objects", "rank 3",
          "text in csv", "empty file", "booleans", "unsupported suffix", "zero columns", "empty npz",
          "pickle renamed npy"]
 
@@ -89,3 +89,14 @@ def test_bad_data_file(case, tmp_path, capsys):
     assert str(path.name) in err  # the file is named
     assert not out.exists()
     assert not (tmp_path / "executed").exists()
+
+
+def test_a_csv_header_of_column_names_is_skipped(tmp_path):
+    """The common .csv form (one row of column names) reads as the numbers below it; a headerless one as all rows."""
+    from ebmlab.data.arrays import load_vectors
+    x = np.arange(60.0).reshape(20, 3) / 7
+    with_header, plain = tmp_path / "h.csv", tmp_path / "p.csv"
+    np.savetxt(with_header, x, delimiter=",", header="a, b,c", comments="")
+    np.savetxt(plain, x, delimiter=",")
+    for p in (with_header, plain):
+        assert np.allclose(load_vectors(p).numpy(), x, atol=1e-6), p.name

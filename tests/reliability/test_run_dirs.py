@@ -15,7 +15,7 @@ import yaml
 from ebmlab.training.logging import read_metrics
 from ebmlab.training.run import LOCK_NAME, RunLock
 
-from .conftest import assert_one_sentence, cli, latest, sets, snapshot, write_points
+from .conftest import TINY, assert_one_sentence, cli, latest, sets, snapshot, write_points
 
 
 def _victim(tmp_path):
@@ -34,20 +34,42 @@ def test_overwrite_never_deletes_a_non_run_directory(data, trained_root, tmp_pat
     before = snapshot(v)
     path = tmp_path / "nope.npy" if data == "missing" else trained_root / "points.npy"
     code, _, err = cli(capsys, "train", "--out", v, "--overwrite", "--data", path, *sets())
-    assert_one_sentence(code, err, "does not exist" if data == "missing" else "not an ebmlab run")
+    assert_one_sentence(code, err, "not an ebmlab run")  # said first: the directory is checked before the data
     assert snapshot(v) == before
 
 
-@pytest.mark.parametrize("bad", ["nan data", "bad config", "missing data"])
+# the objective's own demands on the data, checked when it is built: a model for images on vectors, a method's
+# image-only component, a method that needs a time-conditioned model given the MLP
+REFUSED_BY_THE_OBJECTIVE = {"model for images": ["model.name=resnet"],
+                            "image-only component": ["method.name=improved_cd", "method.augment=true"],
+                            "mlp without a noise level": ["method.name=cdrl", "data.name=digits"]}
+
+
+def _refused(bad: str) -> list[str]:
+    """``--set`` arguments of a tiny run the objective refuses (TINY's method keys are the default method's)."""
+    return [a for o in TINY if not o.startswith("method.") for a in ("--set", o)] + [
+        a for o in REFUSED_BY_THE_OBJECTIVE[bad] for a in ("--set", o)]
+
+
+@pytest.mark.parametrize("bad", ["nan data", "bad config", "missing data", *REFUSED_BY_THE_OBJECTIVE])
 def test_overwrite_of_a_run_validates_first(bad, run_copy, tmp_path, capsys):
     before = snapshot(run_copy)
     nan = tmp_path / "nan.npy"
     np.save(nan, np.full((40, 2), np.nan))
-    extra = {"nan data": ["--data", nan], "bad config": ["--set", "train.lr=-1"],
-             "missing data": ["--data", tmp_path / "none.npy"]}[bad]
-    code, _, err = cli(capsys, "train", "--out", run_copy, "--overwrite", *sets(), *extra)
+    args = {"nan data": [*sets(), "--data", nan], "bad config": [*sets(), "--set", "train.lr=-1"],
+            "missing data": [*sets(), "--data", tmp_path / "none.npy"]}.get(bad) or _refused(bad)
+    code, _, err = cli(capsys, "train", "--out", run_copy, "--overwrite", *args)
     assert_one_sentence(code, err)
     assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize("bad", sorted(REFUSED_BY_THE_OBJECTIVE))
+def test_a_start_the_objective_refuses_writes_nothing(bad, tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    code, _, err = cli(capsys, "train", "--out", out, *_refused(bad))
+    assert_one_sentence(code, err, {"model for images": "needs image data", "image-only component": "need image data",
+                                    "mlp without a noise level": "takes no time"}[bad])
+    assert not out.exists()
 
 
 def test_overwrite_replaces_a_run_but_keeps_foreign_files(run_copy, trained_root, capsys):

@@ -23,7 +23,7 @@ def _one_sentence(err: str) -> bool:
 
 def _cases(tmp_path):
     nan = tmp_path / "nan.npy"
-    np.save(nan, np.array([[0.0, 1.0], [np.nan, 2.0], [1.0, 1.0]]))
+    np.save(nan, np.r_[[[0.0, 1.0], [np.nan, 2.0]], np.ones((20, 2))])
     rank3 = tmp_path / "rank3.npy"
     np.save(rank3, np.zeros((4, 2, 2)))
     text = tmp_path / "bad.npy"

@@ -171,7 +171,11 @@ def test_bad_input_is_refused_before_any_file_is_written(tmp_path):
     with pytest.raises(errors.DataError, match=r"vectors \(N, D\)"):
         ebmlab.train("hybrid", data=np.zeros((10, 2, 2)), out=out)
     with pytest.raises(errors.DataError, match="NaN or inf"):
-        ebmlab.train("hybrid", data=np.array([[0.0, 1.0], [np.nan, 1.0], [1.0, 2.0]]), out=out)
+        ebmlab.train("hybrid", data=np.r_[[[np.nan, 1.0]], _blobs(40)], out=out)
+    with pytest.raises(errors.DataError, match="at least 20 rows"):  # a held-out tenth of 1 row: no evaluation
+        ebmlab.train("hybrid", data=_blobs(19), out=out)
+    with pytest.raises(errors.DataError, match="data.n_test=1"):
+        ebmlab.train("hybrid", data=_blobs(40), out=out, overrides={"data.n_test": 1})
     with pytest.raises(errors.ConfigError, match="available methods"):
         ebmlab.train("magic", data=_blobs(), out=out)
     with pytest.raises(errors.ConfigError, match="unknown keyword"):

@@ -11,7 +11,7 @@ import torch
 import ebmlab
 from ebmlab.config import ConfigError, apply_overrides, user_data_overrides
 from ebmlab.data import build_dataset
-from ebmlab.data.dataset import array_dataset
+from ebmlab.data.dataset import array_dataset, split_validation
 from ebmlab.errors import CheckpointError, DataError
 from ebmlab.experiments import leaderboard
 from ebmlab.training import selection
@@ -56,6 +56,8 @@ def test_the_options_are_checked_and_out_of_older_hashes():
     with pytest.raises(ConfigError, match="select_every"):
         load_config(None, ["train.select_every=0", "data.val_fraction=0.1"])
     with pytest.raises(DataError, match="too few"):
+        split_validation(_rows(3), 0.4)
+    with pytest.raises(DataError, match="4 rows .* 1 held-out row"):
         array_dataset(_rows(4), load_config(None, ["data.name=array", "data.val_fraction=0.4"]).data, "x")
     with pytest.raises(DataError, match="images"):
         build_dataset(load_config(None, ["data.name=digits", "data.val_fraction=0.1"]).data)
@@ -284,7 +286,10 @@ def test_the_users_vectors_start_from_the_mixture_or_the_gaussian_where_the_mode
     new = {"model.base", "method.energy_l2", "train.select_draws", "train.select_start", "train.select_margin"}
     assert new <= added() and "model.base_std" not in added()
     gaussian = added() - {"model.base"} | {"model.base_std"}
-    assert added("method.name=improved_cd") == gaussian - {"method.energy_l2"}  # its own penalty setting
+    image_only = {"method.augment", "method.multiscale"}  # paper 001's image components: off on vectors
+    assert added("method.name=improved_cd") == gaussian - {"method.energy_l2"} | image_only  # its own penalty
+    assert added("method.name=improved_cd", "method.augment=true") == added("method.name=improved_cd") - {
+        "method.augment"}  # the user's choice is kept (and refused on vectors by the method's build)
     assert added("method.name=noise") == added() - {"method.energy_l2"}         # paper 004's: the mixture
     assert added("train.select_refit=true") == added()
     assert added("model.base_std=null") == added() - {"model.base", "method.energy_l2"}
@@ -300,7 +305,7 @@ def test_the_users_vectors_start_from_the_mixture_or_the_gaussian_where_the_mode
             cfg.train.select_margin) == ("gmm", None, 0.0, 5, True, 1.0)
     sets = user_data_overrides(apply_overrides({}, ["data.name=array", "method.name=improved_cd"]))
     cfg = load_config(None, sets + ["data.name=array", "data.path=x.npy", "method.name=improved_cd"])
-    assert (cfg.model.base, cfg.model.base_std) == (None, 1.0)
+    assert (cfg.model.base, cfg.model.base_std, cfg.method.augment, cfg.method.multiscale) == (None, 1.0, False, False)
 
 
 def test_the_experiment_harness_evaluates_the_best_check_too(tmp_path, monkeypatch):

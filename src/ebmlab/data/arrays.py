@@ -1,4 +1,5 @@
-"""Load a user's vector data from .npy, .npz or .csv as a float tensor (N, D).
+"""Load a user's vector data from .npy, .npz or .csv (commas; an optional header row of column names) as a float
+tensor (N, D).
 
 Errors are one sentence for the user (``DataError``): missing or unreadable file, wrong rank,
 non-finite values. ``.npy``/``.npz`` are read with ``allow_pickle=False``.
@@ -13,7 +14,8 @@ import torch
 
 from ebmlab.errors import DataError  # also importable from here, its older home
 
-MIN_ROWS = 3                    # at least one held-out row and two training rows (a standard deviation)
+MIN_ROWS = 20                   # the held-out tenth (``data/dataset.array_dataset``) needs 2 rows: the sample metrics
+#                                 compare two disjoint halves of it
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -35,12 +37,28 @@ def read_array(path: str | Path) -> np.ndarray:
                     raise DataError(f"data file {str(p)!r} holds no arrays")
                 return z["x"] if "x" in keys else z[keys[0]]
         if suffix == ".csv":
-            return np.loadtxt(p, delimiter=",", dtype=np.float64, ndmin=2)
+            return _read_csv(p)
     except DataError:
         raise
     except Exception as exc:  # numpy raises many types for unreadable files
         raise DataError(f"could not read data file {str(p)!r} ({type(exc).__name__}: {exc})") from None
     raise DataError(f"data file {str(p)!r} has unsupported suffix {suffix!r}; expected .npy, .npz or .csv")
+
+
+def _read_csv(p: Path) -> np.ndarray:
+    """A comma-separated table of numbers, with or without one header row (column names: a first row whose fields
+    are not all numbers is skipped; any later text is an error)."""
+    with open(p, newline="") as fh:
+        first = fh.readline()
+    return np.loadtxt(p, delimiter=",", dtype=np.float64, ndmin=2, skiprows=0 if _numbers(first) else 1)
+
+
+def _numbers(line: str) -> bool:
+    try:
+        [float(f) for f in line.split(",") if f.strip()]
+    except ValueError:
+        return False
+    return True
 
 
 def load_vectors(path: str | Path) -> torch.Tensor:
@@ -58,7 +76,7 @@ def check_vectors(arr: np.ndarray, where: str) -> torch.Tensor:
         raise DataError(f"{where} must hold a 2-D array (N, D), got shape {arr.shape}")
     if arr.shape[0] < MIN_ROWS or arr.shape[1] < 1:
         raise DataError(f"{where} has shape {arr.shape}; ebmlab needs at least {MIN_ROWS} rows "
-                        "(one tenth is held out for testing) and 1 column")
+                        "(one tenth, at least 2, is held out for the evaluation) and 1 column")
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).any(1).sum())
         raise DataError(f"{where} contains NaN or inf values in {bad} row(s); clean them first")

@@ -114,6 +114,10 @@ def array_dataset(x: Tensor, cfg, name: str) -> Dataset:
     run reloaded from its file sees exactly the split and transform it was trained with."""
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.seed))
     n_test = min(cfg.n_test, max(1, x.shape[0] // 10))
+    if n_test < 2:  # (a file or ebmlab.train's array with fewer than arrays.MIN_ROWS rows is refused when read)
+        cause = f"data.n_test={cfg.n_test}" if cfg.n_test < 2 else f"{x.shape[0]} rows (a tenth is held out)"
+        raise DataError(f"{cause} leave {n_test} held-out row of {name!r}; the evaluation's sample metrics need at "
+                        "least 2 (two disjoint halves)")
     return _vector_dataset(name, x[perm[n_test:]], x[perm[:n_test]], cfg)
 
 

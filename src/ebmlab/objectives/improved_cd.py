@@ -303,7 +303,7 @@ def build(cfg, data) -> ImprovedCD:
     m = cfg.method
     if data.kind != "image" and (m.augment or m.multiscale):
         raise ConfigError("method.augment and method.multiscale need image data; set them to false for "
-                          f"vector data ({data.name!r})")
+                          f"vector data ({data.name!r}), or start from --config paper001_toy")
     if m.conditional and not data.num_classes:
         raise ConfigError(f"method.conditional needs a labelled dataset; {data.name!r} has no labels")
     model_cfg = dataclasses.replace(cfg.model, name="multiscale") if m.multiscale else cfg.model

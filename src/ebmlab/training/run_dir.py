@@ -18,19 +18,16 @@ from ebmlab.training import run
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, data=None) -> run.RunLock:
     """Lock ``run_dir`` and make it ready; returns the lock (hold it while training, then ``release``).
 
-    Call it after the config and the data have validated. New run: the directory is created atomically,
+    Call it after the config, the data and the objective have validated (``check_run_dir`` before them says a
+    refused directory at once). New run: the directory is created atomically,
     or reused when it is empty or an earlier start that never wrote a checkpoint; ``overwrite`` replaces
     an ebmlab run (deleting only what ``ebmlab train`` writes there) and never touches another directory.
     ``config.yaml`` and ``run.json`` (with ``data``: the data transform, path and SHA-256) are written.
     Resume: the run must hold a checkpoint; changes of keys other than ``MUTABLE_KEYS`` are refused (the
     allowed ones are recorded by ``Trainer.resume`` once the checkpoint has loaded)."""
     run_dir = Path(run_dir)
-    if resume and overwrite:
-        raise ConfigError("--resume continues a run and --overwrite replaces it; pass only one of them")
-    _check_out_path(run_dir)
+    check_run_dir(run_dir, resume, overwrite)
     if resume:
-        if not run_dir.is_dir():
-            raise run.RunNotFound(f"--resume: run directory {str(run_dir)!r} does not exist")
         lock = run.RunLock.acquire(run_dir)
         try:
             if ckpt.latest_checkpoint(run_dir / "checkpoints") is None:
@@ -88,18 +85,23 @@ def is_run_dir(run_dir: Path) -> bool:
 
 def _clear_for_new_run(run_dir: Path, overwrite: bool) -> None:
     """Make an existing directory ready for a new run, or refuse (nothing deleted) with one sentence."""
+    if _new_run_needs_clearing(run_dir, overwrite):
+        _remove_run_files(run_dir)
+
+
+def _new_run_needs_clearing(run_dir: Path, overwrite: bool) -> bool:
+    """Whether an existing directory must be cleared for a new run (False: empty); refuses (one sentence) what
+    may not be reused. Reads only."""
     entries = [p for p in run_dir.iterdir() if p.name != run.LOCK_NAME]
     if not entries:
-        return
+        return False
     ours = all(p.name in run.RUN_ENTRIES or p.name.endswith(".tmp") for p in entries)
     checkpoints = ckpt.list_checkpoints(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else []
     if ours and not checkpoints and (run_dir / "config.yaml").is_file():
-        _remove_run_files(run_dir)  # an earlier start that never wrote a checkpoint: nothing to keep
-        return
+        return True  # an earlier start that never wrote a checkpoint: nothing to keep
     if is_run_dir(run_dir):
         if overwrite:
-            _remove_run_files(run_dir)
-            return
+            return True
         last = f" (checkpoints up to step {checkpoints[-1][0]})" if checkpoints else ""
         raise run.RunError(f"run directory {str(run_dir)!r} already exists and holds a run{last}; pass --resume to "
                            "continue it, --overwrite to replace it, or choose another --out")
@@ -108,6 +110,22 @@ def _clear_for_new_run(run_dir: Path, overwrite: bool) -> None:
                            "checkpoints/ or metrics.jsonl), so nothing was deleted; choose another --out")
     raise run.RunError(f"directory {str(run_dir)!r} already exists and is not an ebmlab run; choose another --out "
                        "(an empty or new directory)")
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """``prepare_run_dir``'s refusals, read-only: called before the objective is built (which may take seconds and
+    raise its own config/data errors) so that a refused ``--out`` is said at once, and a run that
+    ``--overwrite`` would replace is deleted only once everything else has validated. ``prepare_run_dir``
+    checks again under the lock."""
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it; pass only one of them")
+    _check_out_path(run_dir)
+    if resume:
+        if not run_dir.is_dir():
+            raise run.RunNotFound(f"--resume: run directory {str(run_dir)!r} does not exist")
+    elif run_dir.is_dir():
+        _new_run_needs_clearing(run_dir, overwrite)
 
 
 def _remove_run_files(run_dir: Path) -> None:
