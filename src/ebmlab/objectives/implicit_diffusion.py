@@ -99,7 +99,8 @@ def time_energy(cfg, shape: tuple[int, ...]):
     m = cfg.model
     if m.name == "mlp":
         if len(shape) != 1:
-            raise ConfigError(f"model.name 'mlp' needs vector data, got shape {shape}; use a convolutional model")
+            raise ConfigError(f"model.name 'mlp' needs vector data, got shape {shape}; use a time-conditioned image "
+                              "model: model.name unet or resnet")
         net = TimeMLPEnergy(shape[0], m.width, m.depth, m.activation, embed_dim=m.time_embed_dim)
         if m.fourier:
             # model.fourier / fourier_scale as for the plain mlp (energies/build.py): random Fourier input
