@@ -65,13 +65,14 @@ class ReplayBuffer(nn.Module):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """(n, *shape) starting points and (n,) slot indices (-1 where the chain starts from noise)."""
-        dev = self.data.device
-        if self.mode == "bank" and int(self.count) == 0:  # built with fill=False and never loaded
+        dev, count = self.data.device, int(self.count)  # (one host read)
+        if self.mode == "bank" and count == 0:  # built with fill=False and never loaded
             self._fill(generator)
+            count = self.capacity
         fresh = self.init_fn(n, generator).to(dev)
-        if int(self.count) == 0:
+        if count == 0:
             return fresh, torch.full((n,), -1, dtype=torch.long, device=dev)
-        idx = self._slots(int(self.count), n, generator)
+        idx = self._slots(count, n, generator)
         if self.reset_mode == "chain":
             reset = torch.rand(n, generator=generator, device=dev) < self.reset_prob
         else:
