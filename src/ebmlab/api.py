@@ -310,7 +310,8 @@ def _in_memory(data) -> np.ndarray | None:
     arr = x.detach().cpu().numpy()
     if arr.ndim != 2:
         raise DataError(f"the data passed to ebmlab.train must be vectors (N, D), got shape {tuple(arr.shape)}; "
-                        "for images pass a dataset name or a file or folder path")
+                        "for images save them as a .npy of (N, H, W[, C]) and pass its path with "
+                        "overrides={'data.name': 'npy'}, or pass a dataset name or an image folder")
     return check_vectors(arr, "the data passed to ebmlab.train").numpy()
 
 

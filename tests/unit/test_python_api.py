@@ -168,7 +168,7 @@ def test_train_takes_config_name_dict_and_dataset(tmp_path):
 
 def test_bad_input_is_refused_before_any_file_is_written(tmp_path):
     out = tmp_path / "never"
-    with pytest.raises(errors.DataError, match=r"vectors \(N, D\)"):
+    with pytest.raises(errors.DataError, match=r"vectors \(N, D\).*'data.name': 'npy'"):
         ebmlab.train("hybrid", data=np.zeros((10, 2, 2)), out=out)
     with pytest.raises(errors.DataError, match="NaN or inf"):
         ebmlab.train("hybrid", data=np.r_[[[np.nan, 1.0]], _blobs(40)], out=out)
@@ -181,6 +181,17 @@ def test_bad_input_is_refused_before_any_file_is_written(tmp_path):
     with pytest.raises(errors.ConfigError, match="unknown keyword"):
         ebmlab.train("hybrid", data=_blobs(), out=out, trian={"steps": 1})
     assert not out.exists()
+
+
+def test_images_in_a_npy_train_by_the_route_the_refusal_names(tmp_path):
+    """The refusal of an image-shaped array names data.name=npy; that route trains and samples images."""
+    imgs = (np.random.default_rng(0).random((60, 8, 8)) * 255).astype(np.uint8)
+    np.save(tmp_path / "imgs.npy", imgs)
+    with pytest.raises(errors.DataError, match="data.name=npy"):
+        ebmlab.train("hybrid", data=tmp_path / "imgs.npy", out=tmp_path / "never")
+    run = ebmlab.train("hybrid", data=tmp_path / "imgs.npy", overrides={"data.name": "npy", "model.width": 8},
+                       out=tmp_path / "r", train=TINY, evaluate=False)
+    assert run.sample(2, steps=1).shape == (2, 1, 8, 8) and not (tmp_path / "never").exists()
 
 
 def _user_module(tmp_path, monkeypatch, name: str, body: str):

@@ -73,7 +73,8 @@ def check_vectors(arr: np.ndarray, where: str) -> torch.Tensor:
     if arr.dtype.kind not in "fiu":
         raise DataError(f"{where} must hold numbers, got dtype {arr.dtype}")
     if arr.ndim != 2:
-        raise DataError(f"{where} must hold a 2-D array (N, D), got shape {arr.shape}")
+        images = " (images of shape (N, H, W[, C]) are read by data.name=npy)" if arr.ndim in (3, 4) else ""
+        raise DataError(f"{where} must hold a 2-D array (N, D), got shape {arr.shape}{images}")
     if arr.shape[0] < MIN_ROWS or arr.shape[1] < 1:
         raise DataError(f"{where} has shape {arr.shape}; ebmlab needs at least {MIN_ROWS} rows "
                         "(one tenth, at least 2, is held out for the evaluation) and 1 column")

@@ -30,7 +30,7 @@ def _mlp(cfg, shape, out_dim: int = 1, cond_dim: int = 0, time_cond: bool = Fals
     if time_cond or num_classes:  # refused, not dropped: the energy would be blind to what the method conditions on
         what = "time / noise-level" if time_cond else "class"
         raise ConfigError(f"model 'mlp' takes no {what} input, which this method needs on data of shape {tuple(shape)}; use "
-                          "model.name resnet for images")
+                          "model.name resnet for images (as the shipped image configs do: ebmlab configs)")
     return MLPEnergy(math.prod(shape), cfg.width, cfg.depth, cfg.activation, out_dim=out_dim, cond_dim=cond_dim,
                      fourier=cfg.fourier, fourier_scale=cfg.fourier_scale,
                      base_std=cfg.base_std if out_dim == 1 else None,
