@@ -3,13 +3,14 @@ seen, checks that leave training exactly as it was, the best check's weights as 
 ``ebmlab.load``), and a resume that keeps or drops the best as the run's history says."""
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 import ebmlab
-from ebmlab.config import ConfigError, apply_overrides, user_data_overrides
+from ebmlab.config import VECTOR_METHOD_DEFAULTS, ConfigError, apply_overrides, user_data_overrides
 from ebmlab.data import build_dataset
 from ebmlab.data.dataset import array_dataset, split_validation
 from ebmlab.errors import CheckpointError, DataError
@@ -112,6 +113,35 @@ def _scripted(monkeypatch, scores):
     """validation_score returns ``scores`` in turn (the checks' order), recording the steps scored."""
     it = iter(scores)
     monkeypatch.setattr(selection, "validation_score", lambda *a, **k: next(it))
+
+
+class _Clock:
+    """selection's ``time.monotonic``: a check's scoring advances it by ``check`` s, anything else by 1 s per
+    reading (the loop's own clock is untouched)."""
+    def __init__(self, check: float):
+        self.now, self.check, self.inside = 0.0, check, False
+
+    def monotonic(self) -> float:
+        self.now += self.check if self.inside else 1.0
+        self.inside = not self.inside  # readings alternate: a check's start, its end
+        return self.now
+
+
+@pytest.mark.parametrize("check_seconds", [0.5, 30.0])
+def test_checks_are_timed_and_a_check_dearer_than_its_updates_is_said_once(tmp_path, monkeypatch, check_seconds):
+    _scripted(monkeypatch, [3.0, 2.0, 1.0, 0.5])  # checks at 0, 5, 10, 15
+    monkeypatch.setattr(selection, "time", _Clock(check_seconds))
+    sets = ["train.steps=15", "train.select_every=5", "data.val_fraction=0.1", "train.select_start=true"]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        trainer, metrics = _fit(tmp_path / "r", sets)
+    said = [str(w.message) for w in seen if "more than doubles" in str(w.message)]
+    assert metrics["select_seconds"] == pytest.approx(4 * check_seconds)
+    assert [r["select_seconds"] for r in read_metrics(tmp_path / "r") if "select_seconds" in r] == [check_seconds] * 3
+    if check_seconds < 1.0:  # 1 s between two checks: selection is the cheaper part
+        assert said == []
+    else:  # said at the first trained check, with its numbers, and only once
+        assert len(said) == 1 and "check at update 5 took 30.0 s and the 5 updates before it 1.0 s" in said[0]
 
 
 def test_the_best_check_is_the_runs_result(tmp_path, monkeypatch):
@@ -286,8 +316,10 @@ def test_the_users_vectors_start_from_the_mixture_or_the_gaussian_where_the_mode
     new = {"model.base", "method.energy_l2", "train.select_draws", "train.select_start", "train.select_margin"}
     assert new <= added() and "model.base_std" not in added()
     gaussian = added() - {"model.base"} | {"model.base_std"}
-    image_only = {"method.augment", "method.multiscale"}  # paper 001's image components: off on vectors
-    assert added("method.name=improved_cd") == gaussian - {"method.energy_l2"} | image_only  # its own penalty
+    vector = set(VECTOR_METHOD_DEFAULTS["improved_cd"])  # paper 001's image components off, its vector step
+    assert added("method.name=improved_cd") == gaussian - {"method.energy_l2"} | vector  # its own penalty setting
+    toy = load_config("paper001_toy").method  # the vector settings are the shipped toy config's
+    assert {k: getattr(toy, k.split(".")[1]) for k in vector} == VECTOR_METHOD_DEFAULTS["improved_cd"]
     assert added("method.name=improved_cd", "method.augment=true") == added("method.name=improved_cd") - {
         "method.augment"}  # the user's choice is kept (and refused on vectors by the method's build)
     assert added("method.name=noise") == added() - {"method.energy_l2"}         # paper 004's: the mixture

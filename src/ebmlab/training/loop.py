@@ -305,6 +305,7 @@ class Trainer:
                 checked = self.selector is not None and self.selector.due(self.step, last)
                 if checked:  # the validation score joins this step's row of the log
                     values["val_energy_distance"] = self.selector.check(self, last)
+                    values["select_seconds"] = self.selector.last_seconds  # (the check's wall time)
                 logged = self.step % tc.log_every == 0 or last or checked
                 if logged:
                     values = scalars(values)

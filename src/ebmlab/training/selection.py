@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from collections import deque
 from contextlib import nullcontext
@@ -140,6 +141,9 @@ class Selector:
         self.start_rows: torch.Tensor | None = None  # with a margin: the start's per-row terms (validation_terms)
         self._rows: torch.Tensor | None = None  # with a margin: the last check's per-row terms
         self.held_back = 0  # checks that beat the best score but not the start's conditions (margin, likelihood)
+        self.seconds, self.last_seconds = 0.0, 0.0  # wall time spent in checks: in all, and in the last one
+        self._since: tuple[float, int] | None = None  # (clock, step) when the last check ended: the updates since
+        self._warned = False
         self.best_gain = math.nan  # with likelihood: the chosen check's likelihood_gain
 
     def due(self, step: int, last: bool) -> bool:
@@ -150,7 +154,9 @@ class Selector:
         """Score the trainer's evaluation weights now; decide every earlier check whose window is complete (all
         of them when ``last``), writing one as the best when its window beats every earlier one (main process).
         Returns this check's score (NaN when the samples are not finite: such a window never wins)."""
+        t0 = time.monotonic()
         score = self._score(trainer)
+        self._account(t0, trainer)
         self._scores.append(score)
         if trainer.step == 0:
             self.start_score, self.start_rows = score, self._rows
@@ -163,6 +169,25 @@ class Selector:
         while self._pending and (last or self._pending[0][0] + self.half < len(self._scores)):
             self._decide(*self._pending.popleft())
         return score
+
+    def _account(self, t0: float, trainer) -> None:
+        """Time this check (``seconds``, ``last_seconds``) and say once, in a warning with the numbers, when a check
+        costs more than the updates since the previous one: selection then more than doubles the run's time (a
+        method whose generation procedure is long, e.g. an annealed chain over many levels, ``SELECT_SAMPLES`` times
+        and up to ``draws`` times per check)."""
+        end = time.monotonic()
+        self.last_seconds = end - t0
+        self.seconds += self.last_seconds
+        since, self._since = self._since, (end, trainer.step)
+        if since is None or self._warned or self.last_seconds <= t0 - since[0]:
+            return
+        self._warned = True
+        warnings.warn(f"train.select_every: the validation check at update {trainer.step} took {self.last_seconds:.1f} "
+                      f"s and the {trainer.step - since[1]} updates before it {t0 - since[0]:.1f} s, so selection "
+                      f"more than doubles this run's time ({trainer.cfg.method.name}'s generation draws {self.n} "
+                      f"samples per check{f', up to {self.draws} times' if self.draws > 1 else ''}); raise "
+                      "train.select_every, lower train.select_draws, or set train.select_every=null", RuntimeWarning,
+                      stacklevel=3)
 
     def _score(self, trainer) -> float:
         """The validation score of the trainer's EMA weights in eval mode, from the checks' own generator: the
@@ -258,13 +283,14 @@ class Selector:
         ``refit`` a chosen start's refitted data (``_refit``); returns ``selected_step`` and
         ``val_energy_distance`` (the chosen check's score; ``val_window_score``, its window's mean, when the
         window is wider than one; ``val_energy_distance_start``, the starting weights' score, when they were
-        checked; ``selected_refit``, 1 when the transform was refitted) for ``metrics.json`` ({} before any
-        check)."""
+        checked; ``selected_refit``, 1 when the transform was refitted; ``select_seconds``, the checks' time in this
+        process: a resumed run counts from its resume) for ``metrics.json`` ({} before any check)."""
         if self.best_step is None:
             return {}
         tensors, meta = ckpt.load_checkpoint(ckpt.best_path(self.dir))
         trainer.load_weights(tensors, trainer.ema.num_updates if trainer.ema is not None else 0)
-        out = {"selected_step": self.best_step, "val_energy_distance": self.best_check}
+        out = {"selected_step": self.best_step, "val_energy_distance": self.best_check,
+               "select_seconds": round(self.seconds, 2)}
         if self.refit and self.best_step == 0:
             self._refit(trainer, tensors, meta)
             out["selected_refit"] = 1
