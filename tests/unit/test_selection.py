@@ -144,6 +144,24 @@ def test_checks_are_timed_and_a_check_dearer_than_its_updates_is_said_once(tmp_p
         assert len(said) == 1 and "check at update 5 took 30.0 s and the 5 updates before it 1.0 s" in said[0]
 
 
+def test_a_last_check_soon_after_the_one_before_it_is_not_judged(tmp_path, monkeypatch):
+    """Only a full interval of ``every`` updates is compared with a check: a run of 51 updates checks at 50 and 51."""
+    from types import SimpleNamespace
+    ends = iter([1.0, 102.0, 105.0, 306.0])  # each check's end; its start is passed in
+    monkeypatch.setattr(selection, "time", SimpleNamespace(monotonic=lambda: next(ends)))
+    sel = selection.Selector(50, tmp_path, 0)
+    trainer = SimpleNamespace(step=0, cfg=SimpleNamespace(method=SimpleNamespace(name="m")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for step, t0 in ((0, 0.0), (50, 101.0), (51, 103.0)):  # checks of 1 s, 1 s and 2 s; updates 100 s, 1 s
+            trainer.step = step
+            sel._account(t0, trainer)
+    trainer.step = 101
+    with pytest.warns(RuntimeWarning, match="took 201.0 s and the 50 updates before it 0.0 s"):
+        sel._account(105.0, trainer)
+    assert sel.seconds == pytest.approx(1 + 1 + 2 + 201)
+
+
 def test_the_best_check_is_the_runs_result(tmp_path, monkeypatch):
     _scripted(monkeypatch, [3.0, 1.0, math.nan, 2.0])  # checks at 5, 10, 15, 20: the best is step 10
     trainer, metrics = _fit(tmp_path / "r", ["train.steps=20", "train.select_every=5", "data.val_fraction=0.1"])

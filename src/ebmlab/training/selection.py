@@ -172,15 +172,15 @@ class Selector:
 
     def _account(self, t0: float, trainer) -> None:
         """Time this check (``seconds``, ``last_seconds``) and say once, in a warning with the numbers, when a check
-        costs more than the updates since the previous one: selection then more than doubles the run's time (a
+        costs more than the ``every`` updates since the previous one: selection then more than doubles the run's time (a
         method whose generation procedure is long, e.g. an annealed chain over many levels, ``SELECT_SAMPLES`` times
         and up to ``draws`` times per check)."""
         end = time.monotonic()
         self.last_seconds = end - t0
         self.seconds += self.last_seconds
         since, self._since = self._since, (end, trainer.step)
-        if since is None or self._warned or self.last_seconds <= t0 - since[0]:
-            return
+        if since is None or self._warned or trainer.step - since[1] < self.every or self.last_seconds <= t0 - since[0]:
+            return  # (judged on full intervals: a last check soon after the one before it says nothing)
         self._warned = True
         warnings.warn(f"train.select_every: the validation check at update {trainer.step} took {self.last_seconds:.1f} "
                       f"s and the {trainer.step - since[1]} updates before it {t0 - since[0]:.1f} s, so selection "
