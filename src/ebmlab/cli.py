@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--data-seeds", metavar="S,S,...", default=None,
                    help="data_defaults: every cell on each of these splits of the tables (data.seed), and the "
                         "results pooled over them (default: the leaderboard's one split)")
+    x.add_argument("--auroc-margin", type=float, metavar="X", default=None,
+                   help="data_defaults: the AUROC's non-inferiority margin in AUROC units (default: half the gap "
+                        "between the GMM and KDE baselines)")
     x.add_argument("--rescore", action="store_true",
                    help="leaderboard: evaluate every finished cell again from its stored run, without training "
                         "(after a change to the evaluation code; each cell.json lists what changed)")

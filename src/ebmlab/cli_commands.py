@@ -223,6 +223,8 @@ def cmd_experiment(args) -> int:
         options["budget"] = args.budget
     if args.rescore:
         options["rescore"] = True
+    if args.auroc_margin is not None:
+        options["auroc_margin"] = args.auroc_margin
     for key in ("methods", "datasets"):
         if getattr(args, key) is not None:
             options[key] = _name_list(key, getattr(args, key))

@@ -95,6 +95,16 @@ def test_cli_passes_the_splits_and_refuses_a_bad_list(monkeypatch, tmp_path, cap
     assert seen == {"name": "data_defaults", "data_seeds": (1, 2, 3)}
     assert cli.main(["experiment", "data_defaults", "--out", str(tmp_path), "--data-seeds", "1,x"]) == 2
     assert "--data-seeds must be comma-separated integers" in capsys.readouterr().err
+    seen.clear()
+    assert cli.main(["experiment", "data_defaults", "--out", str(tmp_path), "--auroc-margin", "0.01"]) == 0
+    assert seen == {"name": "data_defaults", "auroc_margin": 0.01}
+
+
+def test_an_auroc_margin_out_of_range_is_refused_before_any_cell(tmp_path):
+    for bad in (0.0, 1.5, -0.01):
+        with pytest.raises(ConfigError, match="--auroc-margin must lie between 0 and 1"):
+            dd.run(tmp_path, auroc_margin=bad)
+    assert not any(tmp_path.iterdir())
 
 
 def test_the_cli_help_names_every_arm():
@@ -117,6 +127,8 @@ def test_non_inferiority_bound_and_margins():
     assert not dd.non_inferior(0.0, float("nan"), 1, 1.0, lower_is_better=True)[0]  # one split: no bound
     means = {"gmm": {"heldout_ed7": 0.01, dd.AUROC: 0.97}, "kde": {"heldout_ed7": 0.05, dd.AUROC: 0.95}}
     assert dd.ni_margins(means) == pytest.approx({"heldout_ed7": 0.02, dd.AUROC: 0.01})
+    # a margin given in AUROC units replaces the AUROC's half-gap only
+    assert dd.ni_margins(means, 0.003) == pytest.approx({"heldout_ed7": 0.02, dd.AUROC: 0.003})
 
 
 def test_pooled_non_inferiority_against_each_baseline():
@@ -140,3 +152,7 @@ def test_pooled_non_inferiority_against_each_baseline():
     # behind GMM's AUROC by more than the margin: not non-inferior
     p = dd.pooled({k: split(k, (0.03, 0.93), (0.03, 0.96), (0.13, 0.92)) for k in ("t@1", "t@2")}, ["default"])
     assert p["baselines"][0]["non_inferior"][dd.AUROC] is False
+    # the same splits with an AUROC margin wider than the 0.03 loss: non-inferior, and the table says which margin
+    p = dd.pooled({k: split(k, (0.03, 0.93), (0.03, 0.96), (0.13, 0.92)) for k in ("t@1", "t@2")}, ["default"], 0.031)
+    assert p["ni_margins"][dd.AUROC] == 0.031 and p["baselines"][0]["non_inferior"][dd.AUROC] is True
+    assert "given: --auroc-margin" in dd._pooled_markdown("t", p)

@@ -34,6 +34,8 @@ the checks"). Not from the papers: the protocol every change of ``config.USER_DA
   estimator gains over the second), and an arm is *non-inferior* to a baseline on a metric iff the one-sided
   ``NI_LEVEL`` confidence bound of its per-split paired difference (Student's t, splits - 1 degrees of freedom)
   stays within it: mean + t se <= margin for the energy distance, mean - t se >= -margin for the AUROC.
+  ``--auroc-margin X`` states the AUROC's margin in AUROC units instead (the half-gap is untestable where the two
+  baselines nearly tie: docs/data_defaults.md, "How many splits the fixed test would need").
 
 Output: ``results.md``, ``results.json`` (per-seed values, verdicts).
 """
@@ -215,10 +217,11 @@ def _reference_rows(entry: dict) -> str:
                       for r, m in entry["references"].items()))
 
 
-def pooled(splits: dict, arms) -> dict:
+def pooled(splits: dict, arms, auroc_margin: float | None = None) -> dict:
     """Over the splits of one table (``splits``: {split key: its entry in ``results.json``}): each arm's and
     reference's mean of its per-split means, the candidates' verdicts on those means (``verdicts``' rule) and the
-    baselines' verdict (module docstring), with the per-split paired differences default - baseline."""
+    baselines' verdict (module docstring), with the per-split paired differences default - baseline.
+    ``auroc_margin``: the AUROC's non-inferiority margin in AUROC units (None: ``ni_margins``' half-gap)."""
     keys = list(splits)
     arm_means = {a: {m: [splits[k]["table"][f"{k}/{a}"][m]["mean"] for k in keys] for m in ("heldout_ed7", AUROC)}
                  for a in arms}
@@ -226,15 +229,18 @@ def pooled(splits: dict, arms) -> dict:
                      AUROC: [splits[k]["references"][r].get(AUROC) for k in keys]} for r in REFERENCES}
     means = {name: {m: _mean_se(v)[0] for m, v in d.items()} for name, d in {**arm_means, **ref_means}.items()}
     table = {f"pooled/{a}": {m: {"mean": means[a][m]} for m in ("heldout_ed7", AUROC)} for a in arms}
-    margins = ni_margins(means)
+    margins = ni_margins(means, auroc_margin)
     against = {a: _against_baselines(arm_means[a], means[a], ref_means, means, margins) for a in arms}
     return {"splits": keys, "per_split": {**arm_means, **ref_means}, "means": means, "ni_margins": margins,
+            "ni_auroc_margin": "half-gap" if auroc_margin is None else "given",
             "verdicts": verdicts(table, "pooled", arms), "baselines": against["default"], "arms_vs_baselines": against}
 
 
-def ni_margins(means: dict) -> dict:
-    """{metric: the non-inferiority margin}: ``NI_FRACTION`` x |pooled GMM - pooled KDE| (module docstring)."""
-    return {m: NI_FRACTION * abs(means["gmm"][m] - means["kde"][m]) for m in ("heldout_ed7", AUROC)}
+def ni_margins(means: dict, auroc_margin: float | None = None) -> dict:
+    """{metric: the non-inferiority margin}: ``NI_FRACTION`` x |pooled GMM - pooled KDE| (module docstring); the
+    AUROC's is ``auroc_margin`` instead where one is given."""
+    margins = {m: NI_FRACTION * abs(means["gmm"][m] - means["kde"][m]) for m in ("heldout_ed7", AUROC)}
+    return margins if auroc_margin is None else {**margins, AUROC: float(auroc_margin)}
 
 
 def non_inferior(mean: float, se: float, n: int, margin: float, lower_is_better: bool) -> tuple[bool, float]:
@@ -282,8 +288,9 @@ def _pooled_markdown(ds: str, p: dict) -> str:
            + " | ".join(f"**{'yes' if b['non_inferior'][m] else 'no'}** ({f(b['ni_bound'][m])})"
                         for m in ("heldout_ed7", AUROC)) + " |"
            for arm, rows in p.get("arms_vs_baselines", {"default": p["baselines"]}).items() for b in rows]
-    md.append(f"\nNon-inferiority margins ({NI_FRACTION:g} x |GMM - KDE|): heldout_ed7 {f(p['ni_margins']['heldout_ed7'])}, "
-              f"AUROC {f(p['ni_margins'][AUROC])}; one-sided {NI_LEVEL:.0%} bound (Student's t, "
+    given = p.get("ni_auroc_margin") == "given"
+    md.append(f"\nNon-inferiority margins: heldout_ed7 {f(p['ni_margins']['heldout_ed7'])} ({NI_FRACTION:g} x |GMM - KDE|), "
+              f"AUROC {f(p['ni_margins'][AUROC])} ({'given: --auroc-margin' if given else f'{NI_FRACTION:g} x |GMM - KDE|'}); one-sided {NI_LEVEL:.0%} bound (Student's t, "
               f"{len(p['splits']) - 1} degrees of freedom).\n")
     return "\n".join(md) + "\n"
 
@@ -314,12 +321,15 @@ def _names(what: str, names, known: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def run(out: Path, quick: bool = False, seeds=SEEDS, jobs: int = 2, full: bool = False, budget: float | None = None,
-        methods=None, datasets=None, data_seeds=None) -> dict:
+        methods=None, datasets=None, data_seeds=None, auroc_margin: float | None = None) -> dict:
     """The comparison into ``out`` (module docstring); returns the ``results.json`` content. ``methods``: the arms
     (``default`` and names of ``CANDIDATES``; default all); ``datasets``: a subset of ``DATASETS``; ``data_seeds``:
-    the splits (``data.seed`` values; default the leaderboard's split)."""
+    the splits (``data.seed`` values; default the leaderboard's split); ``auroc_margin``: the AUROC's
+    non-inferiority margin in AUROC units (default: half the baselines' gap, ``ni_margins``)."""
     if budget is not None and not budget > 0:
         raise ValueError(f"--budget must be positive seconds, got {budget}")
+    if auroc_margin is not None and not 0 < auroc_margin < 1:
+        raise ConfigError(f"--auroc-margin must lie between 0 and 1 (AUROC units), got {auroc_margin}")
     arms = _names("arm (--methods)", methods, ("default", *CANDIDATES))
     arms = arms if "default" in arms else ("default", *arms)  # every verdict is against the default
     datasets = _names("dataset", datasets, DATASETS)
@@ -330,6 +340,7 @@ def run(out: Path, quick: bool = False, seeds=SEEDS, jobs: int = 2, full: bool =
     grid = build_cells(datasets, arms, seeds, budget, quick, splits)
     records = claims.run_cells(out, [c for cells in grid.values() for c in cells], jobs=jobs)
     result = {"experiment": "data_defaults", "quick": quick, "budget_seconds": budget, "seeds": list(seeds),
+              "auroc_margin": auroc_margin,
               "data_seeds": list(splits), "arms": list(arms),
               "candidates": {a: CANDIDATES[a] for a in arms if a in CANDIDATES}, "datasets": {}}
     for key in grid:
@@ -337,8 +348,8 @@ def run(out: Path, quick: bool = False, seeds=SEEDS, jobs: int = 2, full: bool =
         refs = {r: (records.get((f"{key}/exact_{r}", 0)) or {}).get("metrics", {}) for r in REFERENCES}
         result["datasets"][key] = {"table": table, "verdicts": verdicts(table, key, arms), "references": refs}
     if len(splits) > 1:
-        result["pooled"] = {ds: pooled({split_key(ds, s): result["datasets"][split_key(ds, s)] for s in splits}, arms)
-                            for ds in datasets}
+        result["pooled"] = {ds: pooled({split_key(ds, s): result["datasets"][split_key(ds, s)] for s in splits}, arms,
+                                       auroc_margin) for ds in datasets}
     result["wall_seconds"] = round(time.time() - t0, 1)
     md = _markdown(result)
     (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float))
