@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start the method's generation procedure from its prior (noise) or from held-out data")
     s.add_argument("--seed", type=int, default=0, help="random seed of the draw")
     s.add_argument("--out", metavar="FILE", default=None,
-                   help="output .npy (a .png beside it); default: RUN/samples/samples_<init>_<steps>steps_seed<seed>.npy")
+                   help="output .npy, or .csv for vectors (a .png of the same name beside it); default: "
+                        "RUN/samples/samples_<init>_<steps>steps_seed<seed>.npy")
     _add_open_args(s)
     s.set_defaults(fn=cmd_sample)
     e = sub.add_parser("eval", help="evaluate a trained run; writes RUN/metrics.json",

@@ -145,10 +145,11 @@ def cmd_sample(args) -> int:
 
     if args.n <= 0 or (args.steps is not None and args.steps < 0):
         raise ValueError(f"--n must be positive and --steps non-negative, got {args.n} and {args.steps}")
-    if args.out:
-        _check_output_file(Path(args.out))
+    out_file = _output_file(Path(args.out)) if args.out else None
     run = _open(args, need_data=args.init == "data")
     objective, data = run.objective, run.data
+    if out_file is not None and out_file.suffix == ".csv" and data.kind == "image":
+        raise ValueError(f"--out {args.out!r}: images are written as .npy (N, C, H, W), not .csv; give a .npy name")
     dev = next(objective.parameters()).device
     g = torch.Generator(dev).manual_seed(args.seed)
     x0 = None
@@ -159,9 +160,12 @@ def cmd_sample(args) -> int:
     x = data.transform.to_data(out.x.detach().cpu())
     steps = objective.n_steps_default if args.steps is None else args.steps
     name = f"samples_{args.init}_{steps}steps_seed{args.seed}.npy"
-    path = Path(args.out or Path(args.run) / "samples" / name)
+    path = out_file or Path(args.run) / "samples" / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, x.numpy())
+    if path.suffix == ".csv":  # one row per sample, readable by --data and numpy.loadtxt(..., delimiter=",")
+        np.savetxt(path, x.numpy(), delimiter=",", fmt="%.9g")
+    else:
+        np.save(path, x.numpy())
     png = path.with_suffix(".png")
     if data.kind == "image":
         plots.image_grid(x[:100], png)
@@ -173,16 +177,22 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def _check_output_file(path: Path) -> None:
-    """An output file's path: not a directory, and no part of its folder is a file."""
+def _output_file(path: Path) -> Path:
+    """``sample --out``'s file: a .npy or .csv name (no suffix: .npy is added, as numpy would), not a directory, and
+    no part of its folder a file."""
     if path.is_dir():
         raise ValueError(f"--out {str(path)!r} is a directory; give a file name such as {str(path / 'samples.npy')!r}")
+    if path.suffix == "":
+        path = path.with_suffix(".npy")
+    if path.suffix not in (".npy", ".csv"):
+        raise ValueError(f"--out {str(path)!r}: samples are written as .npy or .csv; give a name ending in one of them")
     for parent in path.absolute().parents:
         if parent.exists():
             if not parent.is_dir():
                 raise ValueError(f"--out {str(path)!r} lies under {str(parent)!r}, which is a file, not a "
                                  "directory; choose another --out")
             break
+    return path
 
 
 def cmd_eval(args) -> int:

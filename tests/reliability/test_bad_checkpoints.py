@@ -184,6 +184,20 @@ def test_sample_out_under_a_file(run_copy, tmp_path, capsys):
     assert f.read_text() == "keep"
 
 
+def test_sample_out_names_the_file_it_writes(run_copy, tmp_path, capsys):
+    """numpy appends .npy to any other name: --out s.csv used to write s.csv.npy and report s.csv."""
+    import numpy as np
+    for name, read in (("s.csv", lambda p: np.loadtxt(p, delimiter=",", ndmin=2)), ("t", None), ("u.npy", np.load)):
+        code, out, _ = cli(capsys, "sample", run_copy, "--n", "3", "--steps", "1", "--out", tmp_path / name)
+        path = tmp_path / (name if read else name + ".npy")
+        assert code == 0 and f"wrote {path} and {path.with_suffix('.png')}" in out
+        assert (read or np.load)(path).shape == (3, 2) and path.with_suffix(".png").is_file()
+    assert not list(tmp_path.glob("*.csv.npy"))
+    code, _, err = cli(capsys, "sample", run_copy, "--out", tmp_path / "s.txt")
+    assert_one_sentence(code, err, "written as .npy or .csv")
+    assert not (tmp_path / "s.txt").exists()
+
+
 def test_sidecar_without_optimizer_blocks_only_resume(run_copy, tmp_path, capsys):
     _edit_sidecar(latest(run_copy), lambda m: json.dumps({k: v for k, v in m.items() if k != "optimizer"}))
     code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=3")
