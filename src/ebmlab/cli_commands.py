@@ -199,7 +199,7 @@ def cmd_eval(args) -> int:
     """``ebmlab eval``: check the options, recompute the run's metrics and plots, run the options' extensions."""
     import torch
 
-    from ebmlab.training.evaluate import evaluate
+    from ebmlab.training.evaluate import evaluate, kept_result_facts, result_facts, write_metrics
     from ebmlab.training.hooks import eval_extensions
     from ebmlab.training.image_eval import check_eval_options
     from ebmlab.training.run import read_run_config, read_run_info
@@ -210,12 +210,13 @@ def cmd_eval(args) -> int:
     run = _open(args)
     check_eval_options(args, run.data.kind, str(run.data.name if run.data.kind == "image" else run.cfg.data.name))
     run_dir = Path(args.run)
+    facts = result_facts(run.objective, kept_result_facts(run_dir))  # how training chose the result: kept
     with torch.no_grad():
-        metrics = evaluate(run.objective, run.data, run.cfg, run_dir)
+        metrics = evaluate(run.objective, run.data, run.cfg, run_dir, extra=facts)
     for fn in eval_extensions():
         metrics.update(fn(args, run.cfg, run.objective, run.data) or {})
     metrics["checkpoint_step"] = run.step
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_metrics(run_dir, metrics)
     _report(run_dir, metrics)
     _used(args, run)
     return 0

@@ -180,6 +180,20 @@ def test_the_best_check_is_the_runs_result(tmp_path, monkeypatch):
                                                   "step_00000020.safetensors")(x))
 
 
+def test_ebmlab_eval_keeps_how_training_chose_the_result(tmp_path, monkeypatch, capsys):
+    """``ebmlab eval`` rewrites metrics.json; the selection's entries (its checks ran in training) used to go."""
+    from ebmlab import cli
+    _scripted(monkeypatch, [3.0, 1.0, 2.0, 2.5])
+    _fit(tmp_path / "r", ["train.steps=20", "train.select_every=5", "data.val_fraction=0.1"])
+    before = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert cli.main(["eval", str(tmp_path / "r")]) == 0
+    after = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    kept = {k: before[k] for k in selection.Selector.RESULT_KEYS if k in before}
+    assert kept.keys() >= {"selected_step", "val_energy_distance", "select_seconds"} and kept["selected_step"] == 10
+    assert {k: after[k] for k in kept} == kept and after["checkpoint_step"] == 10
+    assert "(step 10, the best validation check" in capsys.readouterr().out
+
+
 def test_a_window_chooses_the_check_whose_neighbours_agree_and_keeps_its_own_weights(tmp_path, monkeypatch):
     """``train.select_window=3``: each check is judged by the mean of its score and its neighbours' (two at
     the ends), so a lone lucky check loses; the chosen check's weights were kept while its neighbour trained."""

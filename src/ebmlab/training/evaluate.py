@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from ebmlab import plots
+from ebmlab.files import write_text_atomic
 from ebmlab.metrics.density import grid_kl, make_grid, sample_precision, uniform_grid_kl
 from ebmlab.metrics.distances import energy_distance
 from ebmlab.metrics.structure import density_structure_metrics, has_structure, structure_metrics
@@ -220,8 +221,32 @@ def evaluate(objective, data, cfg, run_dir: Path | None, generator: torch.Genera
     metrics.update(extra or {})
     objective.train()
     if run_dir is not None:
-        (Path(run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        write_metrics(run_dir, metrics)
     return metrics
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> None:
+    """``run_dir/metrics.json``, written atomically (a kill mid-write leaves the previous file)."""
+    write_text_atomic(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=1))
+
+
+def result_facts(objective, selected: dict) -> dict:
+    """The entries of ``metrics.json`` that say how the run's result was chosen rather than what it does: the
+    validation selection's (``Selector.load_best``) and, with ``model.base: gmm``, the base's component count."""
+    base = objective.mixture_base()
+    return selected if base is None else {**selected, "base_components": base.components}
+
+
+def kept_result_facts(run_dir: Path) -> dict:
+    """The selection's entries (``Selector.RESULT_KEYS``) of a run's existing ``metrics.json``: its checks ran
+    during training, so ``ebmlab eval`` cannot recompute them and keeps them ({} if there is no readable file)."""
+    from ebmlab.training.selection import Selector
+
+    try:
+        old = json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: old[k] for k in Selector.RESULT_KEYS if isinstance(old, dict) and k in old}
 
 
 def heldout_energy_gap(objective, data, n: int = 1000, batch_size: int = 500) -> dict:
@@ -254,9 +279,7 @@ def final_evaluation(trainer) -> dict:
     objective = trainer.objective
     # train.select_every: the best validation check's weights are the run's result (training/selection.py)
     selected = trainer.selector.load_best(trainer) if getattr(trainer, "selector", None) is not None else {}
-    base = objective.mixture_base()
-    if base is not None:  # model.base gmm: how many components the fitted base measure has
-        selected = {**selected, "base_components": base.components}
+    selected = result_facts(objective, selected)
     ema = trainer.ema.applied(objective) if trainer.ema is not None else nullcontext()
     with ema, torch.no_grad():
         sample_hook(trainer, final=True)

@@ -278,6 +278,10 @@ class Selector:
         warnings.warn(f"the validation best in {str(self.dir)!r} was written after step {step}, which the run "
                       f"resumes from; it was dropped and selection restarts here", RuntimeWarning, stacklevel=2)
 
+    # the entries load_best gives metrics.json: facts of the training run that a later ``ebmlab eval`` keeps
+    RESULT_KEYS = ("selected_step", "val_energy_distance", "select_seconds", "selected_refit",
+                   "val_energy_distance_start", "select_held_back", "val_loglik_gain", "val_window_score")
+
     def load_best(self, trainer) -> dict:
         """Put the best check's weights into the trainer (model and EMA) for the final evaluation, and with
         ``refit`` a chosen start's refitted data (``_refit``); returns ``selected_step`` and
