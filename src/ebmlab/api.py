@@ -8,6 +8,7 @@ from my_energies import MyEnergy          # your nn.Module: (B, D) -> (B,) energ
 x = torch.randn(5000, 2) * torch.tensor([2.0, 0.5])   # your data, (N, D)
 run = ebmlab.train("hybrid", data=x, energy=MyEnergy(dim=2, width=64), out="runs/mine",
                    train={"steps": 500})
+run = ebmlab.resume("runs/mine", train={"steps": 1000})   # train on from the latest checkpoint
 run = ebmlab.load("runs/mine")            # later, in a fresh process
 samples = run.sample(1000)                # (1000, 2), data coordinates, the method's own sampler
 run.log_density(samples)                  # unnormalised log-density (methods that define one)
@@ -36,18 +37,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ebmlab.api_data import DATA_FILE, data_source, dataset, in_memory, save_array
 from ebmlab.api_energy import check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, read_config_file, user_data_overrides
-from ebmlab.errors import ConfigError, DataError
-from ebmlab.files import atomic_write
+from ebmlab.errors import ConfigError
 
-__all__ = ["Run", "datasets", "load", "methods", "models", "train"]
+__all__ = ["Run", "datasets", "load", "methods", "models", "resume", "train"]
 
-DATA_FILE = "data.npy"  # in-memory data, saved into the run directory
 SECTION_KWARGS = ("model", "train", "eval")
 
 
@@ -221,10 +220,10 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
         raise ConfigError(f"unknown keyword argument(s) {bad}; sections are given as model=, train=, eval= "
                           "mappings, everything else as overrides={'section.key': value}")
     raw = _raw_config(config, method, sections, overrides)
-    x_mem = _in_memory(data)
+    x_mem = in_memory(data)
     run_dir = Path(out) if out is not None else None
     if x_mem is None and data is not None:
-        _data_source(raw, data)
+        data_source(raw, data)
     if energy is not None:
         raw["model"] = {"name": "custom", **energy_record(energy, energy_kwargs)}
     if run_dir is None:
@@ -236,10 +235,33 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     if config is None and (raw.get("data") or {}).get("name") == "array":  # the user's vectors, no config
         raw = apply_overrides(raw, user_data_overrides(raw))
     cfg = _validated(raw)
-    data_set = _dataset(cfg, x_mem)
+    data_set = dataset(cfg, x_mem)
     if energy is not None:
         check_rebuilds(cfg, energy, data_set.shape)
-    return _train_in(run_dir, cfg, data_set, x_mem, energy, overwrite, evaluate)
+    return _train_in(run_dir, cfg, data_set, x_mem=x_mem, energy=energy, overwrite=overwrite, evaluate=evaluate)
+
+
+def resume(path: str | Path, *, overrides: Sequence[str] | Mapping[str, Any] | None = None, evaluate: bool = True,
+           **sections: Mapping[str, Any]) -> Run:
+    """Continue the run in ``path`` from its latest checkpoint, as ``ebmlab train --out PATH --resume`` does, and
+    return it, e.g. ``ebmlab.resume("runs/mine", train={"steps": 2000})`` trains on to update 2000.
+
+    The run's own ``config.yaml`` is used (its data, from ``data.npy`` for data given in memory); ``overrides``,
+    ``train=`` and ``eval=`` may change only what a resumed run may (``train.steps``, ``train.time_budget``, the
+    logging, checkpoint and sample intervals, ``train.progress``, ``eval.*``: ``ebmlab.config_hash.MUTABLE_KEYS``), recorded in
+    ``config_changes.jsonl``; any other change, a run without a checkpoint or a data file changed since training
+    raise one-sentence errors (``ConfigError``, ``CheckpointError``, ``DataError``, ``RunError``) before anything
+    is written. A run on your own energy needs its module importable, as for ``load``."""
+    from ebmlab.training.config import from_dict
+    from ebmlab.training.run import resume_config, run_dataset
+
+    bad = sorted(set(sections) - {"train", "eval"})
+    if bad:
+        raise ConfigError(f"ebmlab.resume takes train= and eval= mappings and overrides=, not {bad}: the rest of a "
+                          "run's config is fixed by its checkpoints")
+    run_dir = Path(path)
+    cfg = from_dict(_raw_config(resume_config(run_dir, None), None, sections, overrides))
+    return _train_in(run_dir, cfg, run_dataset(run_dir, cfg), evaluate=evaluate, resume=True)
 
 
 def _raw_config(config, method, sections, overrides) -> dict:
@@ -282,52 +304,6 @@ def _raw_config(config, method, sections, overrides) -> dict:
     return raw
 
 
-def _in_memory(data) -> np.ndarray | None:
-    """(N, D) float array of data given in memory, in data coordinates; None for a path, a name or None."""
-    if data is None or isinstance(data, (str, os.PathLike)):
-        return None
-    from ebmlab.data import Dataset as EbmDataset
-
-    if isinstance(data, EbmDataset):
-        if data.kind != "vector":
-            raise DataError("ebmlab.train takes in-memory vectors; for an image Dataset pass its name or path")
-        x = torch.cat([data.transform.to_data(data.train), data.transform.to_data(data.test)])
-    elif isinstance(data, Tensor):
-        x = data
-    elif isinstance(data, np.ndarray):
-        x = torch.from_numpy(np.asarray(data))
-    elif isinstance(data, torch.utils.data.Dataset):
-        try:
-            items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
-            x = torch.stack([torch.as_tensor(it[0] if isinstance(it, (tuple, list)) else it) for it in items])
-        except (TypeError, RuntimeError, IndexError) as exc:
-            raise DataError(f"could not read the Dataset passed to ebmlab.train as (N, D) vectors ({exc})") from None
-    else:
-        raise DataError(f"data must be a tensor or array (N, D), a Dataset, a file path or a dataset name, got a "
-                        f"{type(data).__name__}")
-    from ebmlab.data.arrays import check_vectors
-
-    arr = x.detach().cpu().numpy()
-    if arr.ndim != 2:
-        raise DataError(f"the data passed to ebmlab.train must be vectors (N, D), got shape {tuple(arr.shape)}; "
-                        "for images save them as a .npy of (N, H, W[, C]) and pass its path with "
-                        "overrides={'data.name': 'npy'}, or pass a dataset name or an image folder")
-    return check_vectors(arr, "the data passed to ebmlab.train").numpy()
-
-
-def _data_source(raw: dict, data: str | os.PathLike) -> None:
-    """``data`` given as a file (``array`` data, absolute path) or as a dataset name."""
-    section = dict(raw.get("data") or {})
-    p = Path(data).expanduser()
-    if p.exists():
-        section["path"] = str(p.absolute())
-        if p.is_file() and p.suffix.lower() in (".npy", ".npz", ".csv") and section.get("name") in (None, "rings", "array"):
-            section["name"] = "array"
-    else:
-        section["name"] = str(data)
-    raw["data"] = section
-
-
 def _validated(raw: dict) -> Config:
     from ebmlab.training.config import from_dict
 
@@ -337,44 +313,32 @@ def _validated(raw: dict) -> Config:
     return cfg
 
 
-def _dataset(cfg: Config, x_mem: np.ndarray | None):
-    """The ``Dataset`` training uses: built from memory exactly as the ``array`` loader will rebuild it
-    from the saved ``data.npy``, or by the registry."""
-    from ebmlab.data import build_dataset
-    from ebmlab.data.dataset import array_dataset
-
-    if x_mem is None:
-        return build_dataset(cfg.data)
-    return array_dataset(torch.from_numpy(x_mem), cfg.data, str(cfg.data.path))
-
-
-def _train_in(run_dir: Path, cfg: Config, data, x_mem, energy, overwrite: bool, evaluate: bool) -> Run:
+def _train_in(run_dir: Path, cfg: Config, data, *, x_mem=None, energy=None, overwrite: bool = False,
+              evaluate: bool = True, resume: bool = False) -> Run:
+    """Train (``resume``: on, from the latest checkpoint) in ``run_dir``; everything that can refuse is checked
+    before the directory is touched, as ``ebmlab train`` does (``cli_commands._train_and_evaluate``)."""
     from ebmlab.training import run as runs
     from ebmlab.training.evaluate import final_evaluation
     from ebmlab.training.hooks import sample_hook
     from ebmlab.training.loop import Trainer, prepare_run_dir
     from ebmlab.training.run_dir import check_run_dir
 
-    check_run_dir(run_dir, resume=False, overwrite=overwrite)  # a refused directory is said at once
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)  # a refused directory is said at once
+    if resume:
+        runs.check_resume_changes(run_dir, cfg)
     trainer = Trainer(cfg, run_dir, data=data)  # writes nothing; a method's or model's demands on the data raise here
-    lock = prepare_run_dir(run_dir, cfg, resume=False, overwrite=overwrite, data=None if x_mem is not None else data)
+    lock = prepare_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite, data=None if x_mem is not None else data)
     try:
         if x_mem is not None:
-            _save_array(run_dir / DATA_FILE, x_mem)
+            save_array(run_dir / DATA_FILE, x_mem)
             runs.write_run_info(run_dir, cfg, data)
         if energy is not None:
             start_from(trainer, energy)
+        if resume:
+            trainer.resume()
         trainer.fit(on_sample=sample_hook)
         if evaluate:
             final_evaluation(trainer)
     finally:
         lock.release()
     return load(run_dir, device=str(trainer.device))
-
-
-def _save_array(path: Path, x: np.ndarray) -> None:
-    """``np.save`` as float32, atomically (``files.atomic_write``: a temp file, fsync and a rename)."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # (a file object: np.save would append .npy to the temp file's name)
-            np.save(fh, x.astype(np.float32, copy=False))
-    atomic_write(path, write)

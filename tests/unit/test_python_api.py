@@ -183,6 +183,28 @@ def test_bad_input_is_refused_before_any_file_is_written(tmp_path):
     assert not out.exists()
 
 
+def test_resume_continues_a_run_in_python_as_the_cli_does(tmp_path):
+    x, out = _blobs(200), tmp_path / "r"
+    kw = dict(eval={**TINY_EVAL, "plots": False}, overrides={"model.width": 16, "train.select_every": None})
+    short = {**TINY, "steps": 6, "log_every": 1}
+    ebmlab.train("noise", data=x, out=out, train=short, evaluate=False, **kw)
+    files = sorted(p.name for p in (out / "checkpoints").iterdir())
+    for bad, match in (({"model": {"width": 8}}, "takes train= and eval="),
+                       ({"overrides": {"train.lr": 0.5}}, "cannot change train.lr")):
+        with pytest.raises(errors.ConfigError, match=match):
+            ebmlab.resume(out, **bad)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == files and not (out / "metrics.json").exists()
+    run = ebmlab.resume(out, train={"steps": 12})
+    assert run.checkpoint_step == 12 and run.metrics["sample_energy_distance_floor"] > 0
+    row = json.loads((out / "config_changes.jsonl").read_text().splitlines()[-1])
+    assert row["resumed_at_step"] == 6 and row["changes"]["train.steps"] == {"old": 6, "new": 12}
+    # the losses of one uninterrupted run of 12 updates
+    whole = ebmlab.train("noise", data=x, out=tmp_path / "w", train={**short, "steps": 12}, evaluate=False, **kw)
+    assert [r["loss"] for r in run.history] == [r["loss"] for r in whole.history] and len(run.history) == 12
+    with pytest.raises(errors.RunError, match="does not exist"):
+        ebmlab.resume(tmp_path / "nope")
+
+
 def test_images_in_a_npy_train_by_the_route_the_refusal_names(tmp_path):
     """The refusal of an image-shaped array names data.name=npy; that route trains and samples images."""
     imgs = (np.random.default_rng(0).random((60, 8, 8)) * 255).astype(np.uint8)

@@ -1,0 +1,85 @@
+"""The user's data in ``ebmlab.train`` (``api.py``): data given in memory (a tensor, an array, a ``Dataset``) read
+as (N, D) vectors in data coordinates and saved into the run as ``data.npy``, so the run is self-contained; data
+given as a file or a dataset name go into the config's ``data`` section.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ebmlab.config import Config
+from ebmlab.errors import DataError
+from ebmlab.files import atomic_write
+
+__all__ = ["DATA_FILE", "data_source", "dataset", "in_memory", "save_array"]
+
+DATA_FILE = "data.npy"  # in-memory data, saved into the run directory
+
+
+def in_memory(data) -> np.ndarray | None:
+    """(N, D) float array of data given in memory, in data coordinates; None for a path, a name or None."""
+    if data is None or isinstance(data, (str, os.PathLike)):
+        return None
+    from ebmlab.data import Dataset as EbmDataset
+
+    if isinstance(data, EbmDataset):
+        if data.kind != "vector":
+            raise DataError("ebmlab.train takes in-memory vectors; for an image Dataset pass its name or path")
+        x = torch.cat([data.transform.to_data(data.train), data.transform.to_data(data.test)])
+    elif isinstance(data, Tensor):
+        x = data
+    elif isinstance(data, np.ndarray):
+        x = torch.from_numpy(np.asarray(data))
+    elif isinstance(data, torch.utils.data.Dataset):
+        try:
+            items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
+            x = torch.stack([torch.as_tensor(it[0] if isinstance(it, (tuple, list)) else it) for it in items])
+        except (TypeError, RuntimeError, IndexError) as exc:
+            raise DataError(f"could not read the Dataset passed to ebmlab.train as (N, D) vectors ({exc})") from None
+    else:
+        raise DataError(f"data must be a tensor or array (N, D), a Dataset, a file path or a dataset name, got a "
+                        f"{type(data).__name__}")
+    from ebmlab.data.arrays import check_vectors
+
+    arr = x.detach().cpu().numpy()
+    if arr.ndim != 2:
+        raise DataError(f"the data passed to ebmlab.train must be vectors (N, D), got shape {tuple(arr.shape)}; "
+                        "for images save them as a .npy of (N, H, W[, C]) and pass its path with "
+                        "overrides={'data.name': 'npy'}, or pass a dataset name or an image folder")
+    return check_vectors(arr, "the data passed to ebmlab.train").numpy()
+
+
+def data_source(raw: dict, data: str | os.PathLike) -> None:
+    """``data`` given as a file (``array`` data, absolute path) or as a dataset name."""
+    section = dict(raw.get("data") or {})
+    p = Path(data).expanduser()
+    if p.exists():
+        section["path"] = str(p.absolute())
+        if p.is_file() and p.suffix.lower() in (".npy", ".npz", ".csv") and section.get("name") in (None, "rings", "array"):
+            section["name"] = "array"
+    else:
+        section["name"] = str(data)
+    raw["data"] = section
+
+
+def dataset(cfg: Config, x_mem: np.ndarray | None):
+    """The ``Dataset`` training uses: built from memory exactly as the ``array`` loader will rebuild it
+    from the saved ``data.npy``, or by the registry."""
+    from ebmlab.data import build_dataset
+    from ebmlab.data.dataset import array_dataset
+
+    if x_mem is None:
+        return build_dataset(cfg.data)
+    return array_dataset(torch.from_numpy(x_mem), cfg.data, str(cfg.data.path))
+
+
+def save_array(path: Path, x: np.ndarray) -> None:
+    """``np.save`` as float32, atomically (``files.atomic_write``: a temp file, fsync and a rename)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # (a file object: np.save would append .npy to the temp file's name)
+            np.save(fh, x.astype(np.float32, copy=False))
+    atomic_write(path, write)
