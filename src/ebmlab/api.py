@@ -168,6 +168,30 @@ class Run:
             raise FloatingPointError("some samples are not finite (the chains diverged)")
         return (x, {k: v.detach().cpu() for k, v in out.info.items()}) if return_info else x
 
+    def evaluate(self, *, ood: Sequence[str] = (), heldout_draws: int | None = None, draw_seed: int = 0,
+                 digits_fd: bool = False, fid: bool = False, inception_weights: str | Path | None = None
+                 ) -> dict[str, Any]:
+        """Recompute the run's metrics and plots at this checkpoint, as ``ebmlab eval RUN`` does with the same
+        options (the same numbers), rewrite ``metrics.json`` (keeping how training chose the result) and return
+        the metrics. ``ood``: out-of-distribution sets (vector runs ``"shifted"``, ``"scaled"`` or a file of
+        vectors; image runs a built-in set or a path); ``heldout_draws``: K more held-out energy distances
+        (vector runs; the k-th from seed ``draw_seed`` + k); ``digits_fd``, ``fid`` (with ``inception_weights``,
+        never downloaded): image scores. An option that cannot apply to the run raises before any work."""
+        from types import SimpleNamespace
+
+        from ebmlab.training.evaluate import evaluate_checkpoint
+
+        if isinstance(ood, str):
+            ood = [ood]
+        options = SimpleNamespace(ood=list(ood), heldout_draws=heldout_draws, draw_seed=draw_seed,
+                                  digits_fd=digits_fd, fid=fid, inception_weights=inception_weights)
+        was_training = self.objective.training
+        try:
+            return evaluate_checkpoint(self.path, self.objective, self.data(), self.config, self.checkpoint_step,
+                                       options)
+        finally:
+            self.objective.train(was_training)
+
     def log_density(self, x: Tensor) -> Tensor:
         """(B,) unnormalised log-density of data-coordinate ``x`` (B, ...): the model's log p(z) at
         z = (x - shift) / scale plus log |dz/dx|. ``NoLogDensity`` for a method without one."""

@@ -197,26 +197,16 @@ def _output_file(path: Path) -> Path:
 
 def cmd_eval(args) -> int:
     """``ebmlab eval``: check the options, recompute the run's metrics and plots, run the options' extensions."""
-    import torch
-
-    from ebmlab.training.evaluate import evaluate, kept_result_facts, result_facts, write_metrics
-    from ebmlab.training.hooks import eval_extensions
+    from ebmlab.training.evaluate import evaluate_checkpoint
     from ebmlab.training.image_eval import check_eval_options
     from ebmlab.training.run import read_run_config, read_run_info
 
-    info = read_run_info(Path(args.run)) or {}  # the options are checked before any work
+    info = read_run_info(Path(args.run)) or {}  # the options are checked before any work (loading the data)
     if info:
         check_eval_options(args, info["data"]["kind"], str(read_run_config(args.run).data.name))
     run = _open(args)
-    check_eval_options(args, run.data.kind, str(run.data.name if run.data.kind == "image" else run.cfg.data.name))
     run_dir = Path(args.run)
-    facts = result_facts(run.objective, kept_result_facts(run_dir))  # how training chose the result: kept
-    with torch.no_grad():
-        metrics = evaluate(run.objective, run.data, run.cfg, run_dir, extra=facts)
-    for fn in eval_extensions():
-        metrics.update(fn(args, run.cfg, run.objective, run.data) or {})
-    metrics["checkpoint_step"] = run.step
-    write_metrics(run_dir, metrics)
+    metrics = evaluate_checkpoint(run_dir, run.objective, run.data, run.cfg, run.step, args)
     _report(run_dir, metrics)
     _used(args, run)
     return 0

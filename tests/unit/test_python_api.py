@@ -205,6 +205,26 @@ def test_resume_continues_a_run_in_python_as_the_cli_does(tmp_path):
         ebmlab.resume(tmp_path / "nope")
 
 
+def test_run_evaluate_gives_ebmlab_evals_numbers(tmp_path, capsys):
+    from ebmlab import cli
+    out = tmp_path / "r"
+    ebmlab.train("noise", data=_blobs(200), out=out, train={**TINY, "steps": 4}, eval={**TINY_EVAL, "plots": False},
+                 overrides={"model.width": 16, "train.select_every": None}, evaluate=False)
+    assert cli.main(["eval", str(out), "--ood", "shifted", "--heldout-draws", "2"]) == 0
+    by_cli = json.loads((out / "metrics.json").read_text())
+    run = ebmlab.load(out)
+    got = run.evaluate(ood="shifted", heldout_draws=2)
+    assert got == by_cli == run.metrics and "sample_energy_distance_heldout_mean" in got
+    assert any(k.startswith("ood_auroc") for k in got) and got["checkpoint_step"] == 4
+    assert not run.objective.training  # left in the mode it was opened in
+    (out / "metrics.json").unlink()
+    for bad, match in (({"fid": True}, "--fid needs an image run"), ({"heldout_draws": 0}, "positive count"),
+                       ({"ood": ["nowhere"]}, "for vector runs use")):
+        with pytest.raises(ValueError, match=match):
+            run.evaluate(**bad)
+    assert not (out / "metrics.json").exists()
+
+
 def test_images_in_a_npy_train_by_the_route_the_refusal_names(tmp_path):
     """The refusal of an image-shaped array names data.name=npy; that route trains and samples images."""
     imgs = (np.random.default_rng(0).random((60, 8, 8)) * 255).astype(np.uint8)

@@ -225,6 +225,24 @@ def evaluate(objective, data, cfg, run_dir: Path | None, generator: torch.Genera
     return metrics
 
 
+def evaluate_checkpoint(run_dir: Path, objective, data, cfg, step: int, options) -> dict:
+    """``ebmlab eval`` and ``Run.evaluate``: check the ``options`` (``--ood``, ``--fid``, ``--digits-fd``,
+    ``--heldout-draws``, as attributes: ``image_eval.check_eval_options``) against the run's data, recompute the
+    metrics and plots of the opened checkpoint (``evaluate``; the selection's entries of the old ``metrics.json``
+    kept), add each option's scores (``hooks.EVAL_EXTENSIONS``) and ``checkpoint_step``; rewrite ``metrics.json``."""
+    from ebmlab.training.hooks import eval_extensions
+
+    image_eval.check_eval_options(options, data.kind, str(data.name if data.kind == "image" else cfg.data.name))
+    facts = result_facts(objective, kept_result_facts(run_dir))  # how training chose the result: kept
+    with torch.no_grad():
+        metrics = evaluate(objective, data, cfg, run_dir, extra=facts)
+    for fn in eval_extensions():
+        metrics.update(fn(options, cfg, objective, data) or {})
+    metrics["checkpoint_step"] = step
+    write_metrics(run_dir, metrics)
+    return metrics
+
+
 def write_metrics(run_dir: Path, metrics: dict) -> None:
     """``run_dir/metrics.json``, written atomically (a kill mid-write leaves the previous file)."""
     write_text_atomic(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=1))
