@@ -40,3 +40,26 @@ def test_experiment_refuses_unknown_options(tmp_path):
     from ebmlab.errors import ConfigError
     with pytest.raises(ConfigError, match="does not take --full"):  # only paper002 has --full
         run_experiment("paper004", tmp_path, quick=True, full=True)
+
+
+def test_an_experiment_never_writes_into_a_directory_of_other_files(tmp_path):
+    import ebmlab.experiments as ex
+    from ebmlab.errors import ConfigError
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.md").write_text("my notes")
+    with pytest.raises(ConfigError, match="holds other files and is not an experiment's directory"):
+        run_experiment("paper004", mine, quick=True)
+    assert [p.name for p in mine.iterdir()] == ["results.md"] and (mine / "results.md").read_text() == "my notes"
+    with pytest.raises(ConfigError, match="is a file"):
+        run_experiment("paper004", mine / "results.md", quick=True)
+    # a new directory is claimed; the same experiment reuses it, another is refused
+    ex._claim_out(tmp_path / "a", "paper004")
+    (tmp_path / "a" / "results.md").write_text("table")
+    ex._claim_out(tmp_path / "a", "paper004")
+    with pytest.raises(ConfigError, match="holds the results of experiment 'paper004'"):
+        ex._claim_out(tmp_path / "a", "paper003")
+    # a directory of an experiment from before the marker (results.json or cells/) is reused and claimed
+    (tmp_path / "old" / "cells").mkdir(parents=True)
+    ex._claim_out(tmp_path / "old", "leaderboard")
+    assert json.loads((tmp_path / "old" / ex.MARKER).read_text()) == {"experiment": "leaderboard"}

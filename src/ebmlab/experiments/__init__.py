@@ -36,8 +36,38 @@ def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict
         takes = [_flag(k) for k in accepted if k not in ("out", "quick")]
         raise ConfigError(f"experiment {name} does not take {', '.join(map(_flag, refused))}; it takes "
                           f"{', '.join(takes) or 'no option'} besides --out and --quick")
-    out.mkdir(parents=True, exist_ok=True)
+    _claim_out(Path(out), name)
     return module.run(out, quick=quick, **options)
+
+
+MARKER = "experiment.json"  # {"experiment": NAME}: the directory is that experiment's, and a rerun may reuse it
+
+
+def _claim_out(out: Path, name: str) -> None:
+    """Make ``out`` experiment ``name``'s directory (``MARKER``), or refuse one that holds other files: an
+    experiment writes ``results.md``, ``results.json``, figures and cells there and must not replace a user's
+    files of those names. A directory of an earlier run of the same experiment (the marker, or from before it:
+    ``results.json`` or ``cells/``) is reused, as a rerun skips its finished cells."""
+    import json
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; give a directory for the experiment's results")
+    marker = out / MARKER
+    if marker.is_file():
+        try:
+            owner = json.loads(marker.read_text()).get("experiment")
+        except (OSError, ValueError, AttributeError):
+            owner = None
+        if owner != name:
+            raise ConfigError(f"--out {str(out)!r} holds the results of experiment {owner!r}; give experiment "
+                              f"{name} a directory of its own")
+        return
+    earlier = (out / "results.json").is_file() or (out / "cells").is_dir()
+    if out.is_dir() and any(out.iterdir()) and not earlier:
+        raise ConfigError(f"--out {str(out)!r} holds other files and is not an experiment's directory; give a new or "
+                          "empty directory (the experiment writes results.md, results.json, figures and cells there)")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"experiment": name}) + "\n")
 
 
 def _flag(option: str) -> str:
