@@ -138,19 +138,25 @@ class Run:
         return self._data
 
     def sample(self, n: int, steps: int | None = None, init: str | Tensor = "noise", seed: int = 0,
-               cond: dict | None = None, return_info: bool = False) -> Tensor | tuple[Tensor, dict]:
+               cond: dict | None = None, return_info: bool = False, label: int | None = None
+               ) -> Tensor | tuple[Tensor, dict]:
         """``n`` samples in data coordinates from the method's own generation procedure (its
         ``Objective.sample``, with the step sizes the run adapted), on CPU.
 
         ``steps``: the total number of sampler steps (None: the method's default); ``init``:
         ``"noise"`` (the method's prior), ``"data"`` (held-out data points of the run, which needs
         its data file) or a tensor (n, ...) of start points in data coordinates; ``seed`` fixes the
-        draw; ``cond``: conditioning such as ``{"y": labels}``. ``return_info=True`` also returns the
-        chain diagnostics (acceptance, step sizes, energies per step)."""
+        draw; ``cond``: conditioning such as ``{"y": labels}``; ``label``: samples of that class only, for a
+        class-conditional run (``method.conditional``; ``ebmlab sample --label``). ``return_info=True`` also
+        returns the chain diagnostics (acceptance, step sizes, energies per step)."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         if steps is not None and (not isinstance(steps, int) or steps < 0):
             raise ValueError(f"steps must be a non-negative integer or None, got {steps!r}")
+        if label is not None:
+            if cond:
+                raise ValueError("give label or cond, not both")
+            cond = self.objective.class_cond(label, n)
         dev = self.device
         x0 = None
         if isinstance(init, Tensor):

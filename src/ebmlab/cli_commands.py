@@ -151,15 +151,17 @@ def cmd_sample(args) -> int:
     if out_file is not None and out_file.suffix == ".csv" and data.kind == "image":
         raise ValueError(f"--out {args.out!r}: images are written as .npy (N, C, H, W), not .csv; give a .npy name")
     dev = next(objective.parameters()).device
+    cond = None if args.label is None else objective.class_cond(args.label, args.n)
     g = torch.Generator(dev).manual_seed(args.seed)
     x0 = None
     if args.init == "data":  # held-out points, model coordinates: the method's procedure starts there
         idx = torch.randint(data.test.shape[0], (args.n,), generator=torch.Generator().manual_seed(args.seed))
         x0 = data.test[idx].to(dev)
-    out = objective.sample(args.n, generator=g, n_steps=args.steps, x0=x0)
+    out = objective.sample(args.n, generator=g, n_steps=args.steps, x0=x0, cond=cond)
     x = data.transform.to_data(out.x.detach().cpu())
     steps = objective.n_steps_default if args.steps is None else args.steps
-    name = f"samples_{args.init}_{steps}steps_seed{args.seed}.npy"
+    label = "" if args.label is None else f"_label{args.label}"
+    name = f"samples_{args.init}_{steps}steps_seed{args.seed}{label}.npy"
     path = out_file or Path(args.run) / "samples" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".csv":  # one row per sample, readable by --data and numpy.loadtxt(..., delimiter=",")

@@ -280,3 +280,24 @@ def test_paper001_claims_are_paired_with_margins():
     assert verdicts["full generates better than aug_multiscale (Table 2)"] == "holds"  # 80, 60, 70 > the spread
     assert verdicts["plain: the KL term removes the instability (Fig. 8)"] == "holds"  # no-KL diverged on every seed
     assert verdicts["sn: the KL term removes the instability (Fig. 8)"] == "not shown"  # both stable
+
+
+def test_class_cond_samples_one_class_and_refuses_what_the_model_lacks():
+    """``Objective.class_cond`` (``ebmlab sample --label``, ``Run.sample(label=)``) on both conditional methods."""
+    from ebmlab.objectives import build_objective
+    data = _images(8, (1, 8, 8))
+    g = torch.Generator().manual_seed(0)
+    for name, sets in (("paper001_digits", ["method.n_steps=2"]),
+                       ("paper003_digits", ["method.n_steps=1", "method.T=2", "model.width=8"])):
+        obj = build_objective(load_config(name, ["method.conditional=true", *sets]), data)
+        assert obj.num_classes == data.num_classes > 3
+        cond = obj.class_cond(3, 4)
+        assert torch.equal(cond["y"], torch.full((4,), 3))
+        assert obj.sample(4, generator=g, cond=cond, n_steps=2).x.shape == (4, 1, 8, 8)
+        for bad in (-1, data.num_classes, 1.0, True):
+            with pytest.raises(ValueError, match=f"integer in 0..{data.num_classes - 1}"):
+                obj.class_cond(bad, 4)
+        unconditional = build_objective(load_config(name, sets), data)
+        assert unconditional.num_classes == 0
+        with pytest.raises(ValueError, match="unconditional"):
+            unconditional.class_cond(0, 4)

@@ -225,6 +225,25 @@ def test_run_evaluate_gives_ebmlab_evals_numbers(tmp_path, capsys):
     assert not (out / "metrics.json").exists()
 
 
+def test_one_class_of_a_conditional_run_from_the_cli_and_from_python(tmp_path, capsys):
+    from ebmlab import cli
+    out = tmp_path / "c"
+    sets = {"method.n_steps": 2, "train.steps": 2, "train.progress": False, "model.width": 8}
+    run = ebmlab.train(config="paper001_digits", out=out, overrides={**sets, "method.conditional": True},
+                       evaluate=False)
+    assert run.sample(5, steps=2, label=7).shape == (5, 1, 8, 8)
+    with pytest.raises(ValueError, match="label or cond, not both"):
+        run.sample(2, label=1, cond={"y": torch.tensor([1, 1])})
+    assert cli.main(["sample", str(out), "--n", "4", "--steps", "2", "--label", "7"]) == 0
+    saved = out / "samples" / "samples_noise_2steps_seed0_label7.npy"
+    assert np.load(saved).shape == (4, 1, 8, 8) and str(saved) in capsys.readouterr().out
+    assert cli.main(["sample", str(out), "--n", "4", "--label", "10"]) == 2
+    assert "integer in 0..9, got 10" in capsys.readouterr().err
+    plain = ebmlab.train(config="paper001_digits", out=tmp_path / "u", overrides=sets, evaluate=False)
+    with pytest.raises(ValueError, match="unconditional"):
+        plain.sample(2, label=0)
+
+
 def test_images_in_a_npy_train_by_the_route_the_refusal_names(tmp_path):
     """The refusal of an image-shaped array names data.name=npy; that route trains and samples images."""
     imgs = (np.random.default_rng(0).random((60, 8, 8)) * 255).astype(np.uint8)

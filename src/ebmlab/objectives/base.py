@@ -14,7 +14,9 @@ Evaluation, the CLI, the experiments and the Python API call only what is declar
 - ``log_density(x)``: the unnormalised model log-density of x in model coordinates, where the method
   defines one (``has_log_density``); a method without one raises ``NoLogDensity`` and evaluation
   reports that instead of skipping silently;
-- ``param_groups(lr)`` -> list of ``ParamGroup`` (typed optimizer groups; paper 003 has two).
+- ``param_groups(lr)`` -> list of ``ParamGroup`` (typed optimizer groups; paper 003 has two);
+- ``num_classes``: the classes a class-conditional model was trained on (0: unconditional), and
+  ``class_cond(label, n)`` -> ``{"y": labels}``, the ``cond`` that samples one class.
 
 An objective owns its energy, its buffers and its sampler settings. Buffers registered as
 modules/buffers go into ``state_dict()`` and therefore into checkpoints.
@@ -63,6 +65,7 @@ class Objective(nn.Module):
     energy: nn.Module
     shape: tuple[int, ...]          # the shape of one data point (model coordinates)
     has_log_density: bool = True
+    num_classes: int = 0            # > 0: a class-conditional model (papers 001 and 003, method.conditional)
 
     def forward(self, batch, *, generator: torch.Generator | None = None) -> LossOutput:
         """One training step's loss on ``batch`` (x or (x, y), model coordinates)."""
@@ -101,6 +104,17 @@ class Objective(nn.Module):
         """The fitted Gaussian-mixture base measure the energy carries (``model.base: gmm``,
         ``energies/mixture_base.py``), or None; paper 004's objective, which fits it, overrides this."""
         return None
+
+    def class_cond(self, label: int, n: int) -> dict[str, Tensor]:
+        """``cond`` of ``sample`` for ``n`` samples of class ``label``: {"y": (n,) labels}; ValueError for an
+        unconditional model or a label outside 0 .. num_classes - 1."""
+        if not self.num_classes:
+            raise ValueError("this model is unconditional (trained without method.conditional); it has no classes "
+                             "to sample")
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < self.num_classes:
+            raise ValueError(f"the class label must be an integer in 0..{self.num_classes - 1}, got {label!r}")
+        device = next(self.parameters()).device
+        return {"y": torch.full((n,), label, dtype=torch.long, device=device)}
 
     def start_points(self, n: int, x0: Tensor | None, generator) -> Tensor:
         """The chains' start: ``x0`` (checked) or ``prior(n)``."""

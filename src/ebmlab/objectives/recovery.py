@@ -207,8 +207,9 @@ class RecoveryLikelihood(Objective):
                  ebm_lr_warmup: int | None = None):
         super().__init__()
         self.cfg, self.shape = cfg, tuple(shape)
+        self.num_classes = num_classes if cfg.conditional else 0
         lv = make_levels(cfg)
-        cond = Conditioning(lv["lam"][:-1], cfg.embed_dim, num_classes if cfg.conditional else 0)
+        cond = Conditioning(lv["lam"][:-1], cfg.embed_dim, self.num_classes)
         step_sq = schedules.recovery_step_sizes(lv, cfg.step_coef, cfg.step_rule) ** 2
         # y_t = y_scale_t x_t and the quadratic term's variance: alpha_{t+1}, sigma_{t+1}^2, except the
         # top level of ``top_marginal`` (y = x_{T-1}, variance inf: no quadratic term)
