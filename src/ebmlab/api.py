@@ -138,8 +138,8 @@ class Run:
         return self._data
 
     def sample(self, n: int, steps: int | None = None, init: str | Tensor = "noise", seed: int = 0,
-               cond: dict | None = None, return_info: bool = False, label: int | None = None
-               ) -> Tensor | tuple[Tensor, dict]:
+               cond: dict | None = None, return_info: bool = False, label: int | None = None,
+               guidance: float | None = None) -> Tensor | tuple[Tensor, dict]:
         """``n`` samples in data coordinates from the method's own generation procedure (its
         ``Objective.sample``, with the step sizes the run adapted), on CPU.
 
@@ -147,8 +147,9 @@ class Run:
         ``"noise"`` (the method's prior), ``"data"`` (held-out data points of the run, which needs
         its data file) or a tensor (n, ...) of start points in data coordinates; ``seed`` fixes the
         draw; ``cond``: conditioning such as ``{"y": labels}``; ``label``: samples of that class only, for a
-        class-conditional run (``method.conditional``; ``ebmlab sample --label``). ``return_info=True`` also
-        returns the chain diagnostics (acceptance, step sizes, energies per step)."""
+        class-conditional run (``method.conditional``; ``ebmlab sample --label``), with ``guidance`` w >= 0 for
+        paper 003's classifier-free guidance (``applications/guidance.py``; from the prior, no diagnostics).
+        ``return_info=True`` also returns the chain diagnostics (acceptance, step sizes, energies per step)."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         if steps is not None and (not isinstance(steps, int) or steps < 0):
@@ -168,7 +169,15 @@ class Run:
         elif init != "noise":
             raise ValueError(f"init must be 'noise', 'data' or a tensor of start points, got {init!r}")
         g = torch.Generator(dev).manual_seed(seed)
-        out = self.objective.sample(n, generator=g, n_steps=steps, x0=x0, cond=cond)
+        if guidance is not None:
+            from ebmlab.applications.guidance import guided_sample
+            from ebmlab.objectives.base import SampleOutput
+            if label is None or x0 is not None or return_info:
+                raise ValueError("guidance samples one class from the prior: give label=, and neither init data "
+                                 "nor return_info")
+            out = SampleOutput(guided_sample(self.objective, cond["y"], guidance, generator=g, n_steps=steps), {})
+        else:
+            out = self.objective.sample(n, generator=g, n_steps=steps, x0=x0, cond=cond)
         x = self.transform.to_data(out.x.detach().cpu())
         if not torch.isfinite(x).all():
             raise FloatingPointError("some samples are not finite (the chains diverged)")

@@ -157,10 +157,17 @@ def cmd_sample(args) -> int:
     if args.init == "data":  # held-out points, model coordinates: the method's procedure starts there
         idx = torch.randint(data.test.shape[0], (args.n,), generator=torch.Generator().manual_seed(args.seed))
         x0 = data.test[idx].to(dev)
-    out = objective.sample(args.n, generator=g, n_steps=args.steps, x0=x0, cond=cond)
-    x = data.transform.to_data(out.x.detach().cpu())
+    if args.guidance is None:
+        xs = objective.sample(args.n, generator=g, n_steps=args.steps, x0=x0, cond=cond).x
+    else:
+        from ebmlab.applications.guidance import guided_sample
+        if cond is None or x0 is not None:
+            raise ValueError("--guidance W samples one class from the prior: give --label K, and not --init data")
+        xs = guided_sample(objective, cond["y"], args.guidance, generator=g, n_steps=args.steps)
+    x = data.transform.to_data(xs.detach().cpu())
     steps = objective.n_steps_default if args.steps is None else args.steps
     label = "" if args.label is None else f"_label{args.label}"
+    label += "" if args.guidance is None else f"_w{args.guidance:g}"
     name = f"samples_{args.init}_{steps}steps_seed{args.seed}{label}.npy"
     path = out_file or Path(args.run) / "samples" / name
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -242,6 +242,17 @@ def test_one_class_of_a_conditional_run_from_the_cli_and_from_python(tmp_path, c
     plain = ebmlab.train(config="paper001_digits", out=tmp_path / "u", overrides=sets, evaluate=False)
     with pytest.raises(ValueError, match="unconditional"):
         plain.sample(2, label=0)
+    with pytest.raises(ValueError, match="guidance needs a cdrl or drl model"):  # paper 003's only
+        run.sample(2, label=1, guidance=1.0)
+    # paper 003: classifier-free guidance from the CLI and from Python, the same draw
+    cdrl = ebmlab.train(config="paper003_digits", out=tmp_path / "g", evaluate=False,
+                        overrides={**sets, "method.n_steps": 1, "method.T": 2, "method.conditional": True})
+    x = cdrl.sample(3, steps=2, label=4, guidance=1.5, seed=2)
+    assert cli.main(["sample", str(tmp_path / "g"), "--n", "3", "--steps", "2", "--label", "4", "--guidance", "1.5",
+                     "--seed", "2"]) == 0
+    assert np.allclose(np.load(tmp_path / "g" / "samples" / "samples_noise_2steps_seed2_label4_w1.5.npy"), x.numpy())
+    assert cli.main(["sample", str(tmp_path / "g"), "--n", "3", "--guidance", "1"]) == 2
+    assert "give --label K" in capsys.readouterr().err
 
 
 def test_images_in_a_npy_train_by_the_route_the_refusal_names(tmp_path):

@@ -18,8 +18,10 @@ from torch import Tensor
 
 
 def _check(objective) -> None:
-    if not getattr(objective.cfg, "conditional", False):
-        raise ValueError("classifier-free guidance needs a cdrl model trained with method.conditional=true")
+    from ebmlab.objectives.recovery import RecoveryLikelihood
+
+    if not isinstance(objective, RecoveryLikelihood) or not objective.cfg.conditional:
+        raise ValueError("classifier-free guidance needs a cdrl or drl model trained with method.conditional=true")
 
 
 def guided_energy(objective, labels: Tensor, w: float):
