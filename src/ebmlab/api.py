@@ -198,7 +198,7 @@ class Run:
 
         if isinstance(ood, str):
             ood = [ood]
-        options = SimpleNamespace(ood=list(ood), heldout_draws=heldout_draws, draw_seed=draw_seed,
+        options = SimpleNamespace(run=str(self.path), ood=list(ood), heldout_draws=heldout_draws, draw_seed=draw_seed,
                                   digits_fd=digits_fd, fid=fid, inception_weights=inception_weights)
         was_training = self.objective.training
         try:

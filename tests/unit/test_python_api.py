@@ -229,9 +229,10 @@ def test_one_class_of_a_conditional_run_from_the_cli_and_from_python(tmp_path, c
     from ebmlab import cli
     out = tmp_path / "c"
     sets = {"method.n_steps": 2, "train.steps": 2, "train.progress": False, "model.width": 8}
-    run = ebmlab.train(config="paper001_digits", out=out, overrides={**sets, "method.conditional": True},
-                       evaluate=False)
+    run = ebmlab.train(config="paper001_digits", out=out, evaluate=False,
+                       overrides={**sets, "method.conditional": True, "eval.digits_fd": False})
     assert run.sample(5, steps=2, label=7).shape == (5, 1, 8, 8)
+    assert run.evaluate(digits_fd=True)["digits_fd"] > 0  # the option's extension reads the run's samples
     with pytest.raises(ValueError, match="label or cond, not both"):
         run.sample(2, label=1, cond={"y": torch.tensor([1, 1])})
     assert cli.main(["sample", str(out), "--n", "4", "--steps", "2", "--label", "7"]) == 0
