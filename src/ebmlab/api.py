@@ -139,45 +139,35 @@ class Run:
 
     def sample(self, n: int, steps: int | None = None, init: str | Tensor = "noise", seed: int = 0,
                cond: dict | None = None, return_info: bool = False, label: int | None = None,
-               guidance: float | None = None) -> Tensor | tuple[Tensor, dict]:
+               guidance: float | None = None, batch_size: int | None = None) -> Tensor | tuple[Tensor, dict]:
         """``n`` samples in data coordinates from the method's own generation procedure (its
-        ``Objective.sample``, with the step sizes the run adapted), on CPU.
+        ``Objective.sample``, with the step sizes the run adapted), on CPU; ``ebmlab sample`` with the same
+        arguments draws the same samples.
 
         ``steps``: the total number of sampler steps (None: the method's default); ``init``:
         ``"noise"`` (the method's prior), ``"data"`` (held-out data points of the run, which needs
         its data file) or a tensor (n, ...) of start points in data coordinates; ``seed`` fixes the
         draw; ``cond``: conditioning such as ``{"y": labels}``; ``label``: samples of that class only, for a
         class-conditional run (``method.conditional``; ``ebmlab sample --label``), with ``guidance`` w >= 0 for
-        paper 003's classifier-free guidance (``applications/guidance.py``; from the prior, no diagnostics).
-        ``return_info=True`` also returns the chain diagnostics (acceptance, step sizes, energies per step)."""
+        paper 003's classifier-free guidance (``applications/guidance.py``; from the prior, no diagnostics);
+        ``batch_size``: chains of at most that many at once (for n too large for one). ``return_info=True`` also
+        returns the chain diagnostics (acceptance, step sizes, energies per step; the first batch's)."""
+        from ebmlab.training.drawing import data_starts, draw
+
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         if steps is not None and (not isinstance(steps, int) or steps < 0):
             raise ValueError(f"steps must be a non-negative integer or None, got {steps!r}")
-        if label is not None:
-            if cond:
-                raise ValueError("give label or cond, not both")
-            cond = self.objective.class_cond(label, n)
         dev = self.device
         x0 = None
         if isinstance(init, Tensor):
             x0 = self.transform.to_model(init.detach().float().cpu()).to(dev)
         elif init == "data":
-            test = self.data().test
-            idx = torch.randint(test.shape[0], (n,), generator=torch.Generator().manual_seed(seed))
-            x0 = test[idx].to(dev)
+            x0 = data_starts(self.data().test, n, seed, dev)
         elif init != "noise":
             raise ValueError(f"init must be 'noise', 'data' or a tensor of start points, got {init!r}")
-        g = torch.Generator(dev).manual_seed(seed)
-        if guidance is not None:
-            from ebmlab.applications.guidance import guided_sample
-            from ebmlab.objectives.base import SampleOutput
-            if label is None or x0 is not None or return_info:
-                raise ValueError("guidance samples one class from the prior: give label=, and neither init data "
-                                 "nor return_info")
-            out = SampleOutput(guided_sample(self.objective, cond["y"], guidance, generator=g, n_steps=steps), {})
-        else:
-            out = self.objective.sample(n, generator=g, n_steps=steps, x0=x0, cond=cond)
+        out = draw(self.objective, n, torch.Generator(dev).manual_seed(seed), steps=steps, x0=x0, cond=cond,
+                   label=label, guidance=guidance, batch_size=batch_size)
         x = self.transform.to_data(out.x.detach().cpu())
         if not torch.isfinite(x).all():
             raise FloatingPointError("some samples are not finite (the chains diverged)")

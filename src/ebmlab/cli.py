@@ -1,7 +1,7 @@
 """The ``ebmlab`` command line: train | sample | eval | experiment | configs.
 
     ebmlab train [--config FILE|NAME] [--set k=v ...] [--data PATH] [--out DIR] [--resume] [--overwrite]
-    ebmlab sample RUN [--n N] [--steps L] [--init noise|data] [--seed S] [--label K [--guidance W]] [--out FILE] [--checkpoint FILE] [--device DEV]
+    ebmlab sample RUN [--n N] [--steps L] [--init noise|data] [--seed S] [--label K [--guidance W]] [--batch-size B] [--out FILE] [--checkpoint FILE] [--device DEV]
     ebmlab eval RUN [--ood DATASET ...] [--fid --inception-weights PATH] [--digits-fd] [--checkpoint FILE] [--device DEV]
     ebmlab experiment NAME [--out DIR] [--quick]
     ebmlab configs [NAME]     (list the shipped configs with their first comment line, or print one)
@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", type=int, metavar="K", default=None,
                    help="class-conditional runs (method.conditional=true): samples of class K only (default: the "
                         "method's own choice of labels)")
+    s.add_argument("--batch-size", type=int, metavar="B", default=None,
+                   help="draw the chains B at a time (default: all --n at once; the same samples when --n <= B)")
     s.add_argument("--guidance", type=float, metavar="W", default=None,
                    help="with --label, conditional cdrl/drl runs: classifier-free guidance of weight W >= 0 "
                         "(paper 003 Eq. 11-12; 0 is the plain conditional model)")

@@ -142,6 +142,7 @@ def cmd_sample(args) -> int:
     import torch
 
     from ebmlab import plots
+    from ebmlab.training.drawing import data_starts, draw
 
     if args.n <= 0 or (args.steps is not None and args.steps < 0):
         raise ValueError(f"--n must be positive and --steps non-negative, got {args.n} and {args.steps}")
@@ -151,19 +152,10 @@ def cmd_sample(args) -> int:
     if out_file is not None and out_file.suffix == ".csv" and data.kind == "image":
         raise ValueError(f"--out {args.out!r}: images are written as .npy (N, C, H, W), not .csv; give a .npy name")
     dev = next(objective.parameters()).device
-    cond = None if args.label is None else objective.class_cond(args.label, args.n)
-    g = torch.Generator(dev).manual_seed(args.seed)
-    x0 = None
-    if args.init == "data":  # held-out points, model coordinates: the method's procedure starts there
-        idx = torch.randint(data.test.shape[0], (args.n,), generator=torch.Generator().manual_seed(args.seed))
-        x0 = data.test[idx].to(dev)
-    if args.guidance is None:
-        xs = objective.sample(args.n, generator=g, n_steps=args.steps, x0=x0, cond=cond).x
-    else:
-        from ebmlab.applications.guidance import guided_sample
-        if cond is None or x0 is not None:
-            raise ValueError("--guidance W samples one class from the prior: give --label K, and not --init data")
-        xs = guided_sample(objective, cond["y"], args.guidance, generator=g, n_steps=args.steps)
+    # --init data: held-out points, model coordinates: the method's procedure starts there
+    x0 = data_starts(data.test, args.n, args.seed, dev) if args.init == "data" else None
+    xs = draw(objective, args.n, torch.Generator(dev).manual_seed(args.seed), steps=args.steps, x0=x0,
+              label=args.label, guidance=args.guidance, batch_size=args.batch_size).x
     x = data.transform.to_data(xs.detach().cpu())
     steps = objective.n_steps_default if args.steps is None else args.steps
     label = "" if args.label is None else f"_label{args.label}"

@@ -131,6 +131,7 @@ def _blobs(n: int = 400, seed: int = 0) -> np.ndarray:
 
 
 def test_train_array_returns_run_with_honest_user_data_metrics(tmp_path):
+    from ebmlab import cli
     x = _blobs(400)
     run = ebmlab.train("noise", data=x, out=tmp_path / "r", train=TINY, eval=TINY_EVAL,
                        overrides={"model.width": 16})
@@ -147,6 +148,15 @@ def test_train_array_returns_run_with_honest_user_data_metrics(tmp_path):
     s = run.sample(30, steps=4, seed=3)
     assert s.shape == (30, 2) and torch.equal(s, run.sample(30, steps=4, seed=3))
     assert run(torch.from_numpy(x[:5]).float()).shape == (5,)
+    # in batches: the first batch is the unbatched draw of its size, and the CLI draws the same
+    batched = run.sample(10, steps=4, seed=3, batch_size=4)
+    assert batched.shape == (10, 2) and torch.equal(batched[:4], run.sample(4, steps=4, seed=3))
+    assert torch.equal(run.sample(4, steps=4, seed=3, batch_size=9), run.sample(4, steps=4, seed=3))
+    assert cli.main(["sample", str(tmp_path / "r"), "--n", "10", "--steps", "4", "--seed", "3", "--batch-size", "4",
+                     "--out", str(tmp_path / "b.npy")]) == 0
+    assert np.allclose(np.load(tmp_path / "b.npy"), batched.numpy())
+    with pytest.raises(ValueError, match="batch size must be a positive integer"):
+        run.sample(3, batch_size=0)
     start = torch.from_numpy(x[:7]).float()
     assert torch.allclose(run.sample(7, steps=0, init=start), start, atol=1e-5)  # 0 steps: the start points
     with pytest.raises(ValueError, match="init must be"):
@@ -253,7 +263,7 @@ def test_one_class_of_a_conditional_run_from_the_cli_and_from_python(tmp_path, c
                      "--seed", "2"]) == 0
     assert np.allclose(np.load(tmp_path / "g" / "samples" / "samples_noise_2steps_seed2_label4_w1.5.npy"), x.numpy())
     assert cli.main(["sample", str(tmp_path / "g"), "--n", "3", "--guidance", "1"]) == 2
-    assert "give --label K" in capsys.readouterr().err
+    assert "give a class label" in capsys.readouterr().err
 
 
 def test_images_in_a_npy_train_by_the_route_the_refusal_names(tmp_path):

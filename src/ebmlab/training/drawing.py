@@ -1,0 +1,52 @@
+"""Drawing samples from a trained run: what ``ebmlab sample`` and ``Run.sample`` share.
+
+The draw is the method's own generation procedure (``Objective.sample``, DESIGN.md "Interfaces"), from its
+prior or from held-out rows (``--init data``), for one class of a class-conditional model
+(``Objective.class_cond``), with paper 003's classifier-free guidance (``applications/guidance.py``, Eq. 11-12),
+and in batches of chains when ``n`` is too large for one (``--batch-size``: a paper-scale image model's 50,000
+samples for an external FID tool).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ebmlab.objectives.base import SampleOutput
+
+__all__ = ["data_starts", "draw"]
+
+
+def data_starts(test: Tensor, n: int, seed: int, device) -> Tensor:
+    """``n`` held-out rows (model coordinates; drawn with replacement by ``seed``) as chain starts."""
+    idx = torch.randint(test.shape[0], (n,), generator=torch.Generator().manual_seed(seed))
+    return test[idx].to(device)
+
+
+def draw(objective, n: int, generator: torch.Generator, *, steps: int | None = None, x0: Tensor | None = None,
+         cond: dict | None = None, label: int | None = None, guidance: float | None = None,
+         batch_size: int | None = None) -> SampleOutput:
+    """``n`` samples (model coordinates) by the method's procedure: ``steps`` sampler steps in all (None: the
+    method's), from ``x0`` (n, ...) or the prior, with ``cond`` or the class ``label``, and ``guidance`` w >= 0
+    (one class from the prior). ``batch_size``: chains of at most that many at once, drawn in order with the one
+    generator (None: one chain of n, as is any n <= batch_size); the diagnostics are then the first batch's."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"the batch size must be a positive integer, got {batch_size!r}")
+    if label is not None:
+        if cond:
+            raise ValueError("give a class label or cond, not both")
+        cond = objective.class_cond(label, n)
+    if guidance is not None and (label is None or x0 is not None):
+        raise ValueError("guidance samples one class from the prior: give a class label, and no start points "
+                         "(not --init data)")
+    size = n if batch_size is None else batch_size
+    parts = [_draw_one(objective, min(size, n - i), generator, steps, None if x0 is None else x0[i:i + size],
+                       None if cond is None else {k: v[i:i + size] for k, v in cond.items()}, guidance)
+             for i in range(0, n, size)]
+    return parts[0] if len(parts) == 1 else SampleOutput(torch.cat([p.x for p in parts]), parts[0].info)
+
+
+def _draw_one(objective, n: int, generator, steps, x0, cond, guidance) -> SampleOutput:
+    if guidance is None:
+        return objective.sample(n, generator=generator, n_steps=steps, x0=x0, cond=cond)
+    from ebmlab.applications.guidance import guided_sample
+    return SampleOutput(guided_sample(objective, cond["y"], guidance, generator=generator, n_steps=steps), {})
