@@ -82,6 +82,22 @@ def test_overwrite_replaces_a_run_but_keeps_foreign_files(run_copy, trained_root
     assert not (run_copy / LOCK_NAME).exists()
 
 
+@pytest.mark.parametrize("inside", ["data.npy", "samples/kept.npy"])
+def test_overwrite_keeps_the_data_file_the_new_run_reads_from_the_old_one(inside, run_copy, trained_root, capsys):
+    """Retraining a run on its own saved array (or on its samples) used to delete that file while clearing the run:
+    the new run trained, then could not be evaluated or resumed."""
+    data = run_copy / inside
+    data.parent.mkdir(exist_ok=True)
+    np.save(data, np.load(trained_root / "points.npy"))
+    (run_copy / "samples").mkdir(exist_ok=True)
+    (run_copy / "samples" / "other.npy").write_bytes(b"x")
+    code, _, _ = cli(capsys, "train", "--out", run_copy, "--overwrite", "--data", data, *sets("train.steps=1"))
+    assert code == 0 and np.array_equal(np.load(data), np.load(trained_root / "points.npy"))
+    assert not (run_copy / "samples" / "other.npy").exists()  # the rest of the old run went
+    assert cli(capsys, "eval", run_copy)[0] == 0  # the new run's data file is there, with its SHA-256
+    assert cli(capsys, "train", "--out", run_copy, "--resume", *sets("train.steps=2"))[0] == 0
+
+
 def test_existing_run_without_overwrite(run_copy, trained_root, capsys):
     before = snapshot(run_copy)
     code, _, err = cli(capsys, "train", "--out", run_copy, "--data", trained_root / "points.npy", *sets())

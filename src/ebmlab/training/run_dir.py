@@ -6,6 +6,7 @@ target. Split out of ``training/loop.py``, which trains in the directory this pr
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -42,8 +43,8 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, d
     created = _make_run_dir(run_dir)
     lock = run.RunLock.acquire(run_dir)
     try:
-        if not created:
-            _clear_for_new_run(run_dir, overwrite)
+        if not created:  # the new run's own data file may lie in the old run (its data.npy, its samples): kept
+            _clear_for_new_run(run_dir, overwrite, keep=cfg.data.path)
         save_config(cfg, run_dir / "config.yaml")
         if data is not None:
             run.write_run_info(run_dir, cfg, data)
@@ -83,10 +84,11 @@ def is_run_dir(run_dir: Path) -> bool:
                                                      or (run_dir / "metrics.jsonl").is_file())
 
 
-def _clear_for_new_run(run_dir: Path, overwrite: bool) -> None:
-    """Make an existing directory ready for a new run, or refuse (nothing deleted) with one sentence."""
+def _clear_for_new_run(run_dir: Path, overwrite: bool, keep: str | None = None) -> None:
+    """Make an existing directory ready for a new run, or refuse (nothing deleted) with one sentence; ``keep``:
+    a path that is not deleted (the new run's data file)."""
     if _new_run_needs_clearing(run_dir, overwrite):
-        _remove_run_files(run_dir)
+        _remove_run_files(run_dir, keep)
 
 
 def _new_run_needs_clearing(run_dir: Path, overwrite: bool) -> bool:
@@ -128,12 +130,29 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         _new_run_needs_clearing(run_dir, overwrite)
 
 
-def _remove_run_files(run_dir: Path) -> None:
-    """Delete what ``ebmlab train`` writes in ``run_dir`` (links themselves, never their targets)."""
-    for p in run_dir.iterdir():
-        if p.name == run.LOCK_NAME or not (p.name in run.RUN_ENTRIES or p.name.endswith(".tmp")):
-            continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
+def _remove_run_files(run_dir: Path, keep: str | None = None) -> None:
+    """Delete what ``ebmlab train`` writes in ``run_dir`` (links themselves, never their targets), except ``keep``
+    (compared as absolute, normalised paths, links not followed) and the directories holding it."""
+    base = _plain(run_dir)
+    kept = _plain(Path(keep).expanduser()) if keep else None
+    for p in base.iterdir():
+        if p.name != run.LOCK_NAME and (p.name in run.RUN_ENTRIES or p.name.endswith(".tmp")):
+            _remove(p, kept)
+
+
+def _plain(path: Path) -> Path:
+    return Path(os.path.normpath(path.absolute()))
+
+
+def _remove(p: Path, keep: Path | None) -> None:
+    """Delete ``p`` (a link itself, never its target), except ``keep`` and the directories holding it."""
+    if p == keep:
+        return
+    if p.is_dir() and not p.is_symlink():
+        if keep is not None and keep.is_relative_to(p):
+            for q in p.iterdir():
+                _remove(q, keep)
+            return
+        shutil.rmtree(p)
+    else:
+        p.unlink()
