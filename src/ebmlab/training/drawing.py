@@ -28,7 +28,8 @@ def draw(objective, n: int, generator: torch.Generator, *, steps: int | None = N
     """``n`` samples (model coordinates) by the method's procedure: ``steps`` sampler steps in all (None: the
     method's), from ``x0`` (n, ...) or the prior, with ``cond`` or the class ``label``, and ``guidance`` w >= 0
     (one class from the prior). ``batch_size``: chains of at most that many at once, drawn in order with the one
-    generator (None: one chain of n, as is any n <= batch_size); the diagnostics are then the first batch's."""
+    generator (None: one chain of n, as is any n <= batch_size), ``x0`` and ``cond``'s (n, ...) tensors split with
+    them; the diagnostics are then the first batch's."""
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"the batch size must be a positive integer, got {batch_size!r}")
     if label is not None:
