@@ -84,6 +84,8 @@ def _fit(run_dir, extra, resume=False):
     metrics = {}
     trainer = fit_in(run_dir, load_config(None, TINY + extra), resume,
                      after=lambda t: metrics.update(final_evaluation(t)))
+    # every entry the selection gives metrics.json is one that `ebmlab eval` keeps
+    assert {k for k in metrics if k.startswith(("select", "val_"))} <= set(selection.Selector.RESULT_KEYS)
     return trainer, metrics
 
 
