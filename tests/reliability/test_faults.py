@@ -146,15 +146,20 @@ def test_sample_output_on_a_full_disk(run_copy, monkeypatch, capsys, tmp_path):
 
 
 def test_eval_metrics_on_a_full_disk(run_copy, monkeypatch, capsys):
-    real = pathlib.Path.write_text
+    real = open
 
-    def fake(self, *a, **k):
-        if self.name == "metrics.json":
-            raise _oserror(errno.ENOSPC, self)
-        return real(self, *a, **k)
-    monkeypatch.setattr(pathlib.Path, "write_text", fake)
+    import ebmlab.files
+
+    def fake(path, mode="r", *a, **k):  # metrics.json is written atomically: metrics.json.tmp, then a rename
+        if pathlib.Path(path).name.startswith("metrics.json") and "w" in mode:
+            raise _oserror(errno.ENOSPC, path)
+        return real(path, mode, *a, **k)
+    monkeypatch.setattr(ebmlab.files, "open", fake, raising=False)
+    before = (run_copy / "metrics.json").read_bytes() if (run_copy / "metrics.json").exists() else None
     code, _, err = cli(capsys, "eval", run_copy)
     assert_one_sentence(code, err, "metrics.json")
+    after = (run_copy / "metrics.json").read_bytes() if (run_copy / "metrics.json").exists() else None
+    assert after == before and not (run_copy / "metrics.json.tmp").exists()  # the old file stands, no temp left
 
 
 def test_tensorboard_failure_is_a_warning(trained_root, tmp_path, monkeypatch, capsys):
