@@ -227,8 +227,9 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
 
     - ``method``: a method name (``ebmlab.methods()``; default: the config's, else ``hybrid``);
     - ``data``: a tensor or array (N, D) of your vectors, a ``torch.utils.data.Dataset`` of vectors
-      (or of (vector, label) pairs), an ``ebmlab.data.Dataset``, the path of a .npy/.npz/.csv file, or
-      a dataset name (``ebmlab.datasets()``); None: the config's data. Data in memory are saved into
+      (or of (vector, label) pairs), an ``ebmlab.data.Dataset``, the path of a .npy/.npz/.csv file, a
+      folder of images (``imagefolder``: .png/.jpg, one sub-folder per class gives labels) or a dataset name
+      (``ebmlab.datasets()``); None: the config's data. Data in memory are saved into
       the run as ``data.npy``;
     - ``energy``: your own ``nn.Module`` mapping (B, D) to (B,) energies, defined in an importable
       module; its class and constructor arguments are recorded (``model.name: custom``). The

@@ -54,13 +54,17 @@ def in_memory(data) -> np.ndarray | None:
 
 
 def data_source(raw: dict, data: str | os.PathLike) -> None:
-    """``data`` given as a file (``array`` data, absolute path) or as a dataset name."""
+    """``data`` given as a file (``array`` data, absolute path), a folder (``imagefolder``: images, one sub-folder
+    per class) or a dataset name."""
     section = dict(raw.get("data") or {})
     p = Path(data).expanduser()
     if p.exists():
         section["path"] = str(p.absolute())
-        if p.is_file() and p.suffix.lower() in (".npy", ".npz", ".csv") and section.get("name") in (None, "rings", "array"):
-            section["name"] = "array"
+        if section.get("name") in (None, "rings", "array"):  # no data named by the config: the path says which
+            if p.is_dir():
+                section["name"] = "imagefolder"
+            elif p.suffix.lower() in (".npy", ".npz", ".csv"):
+                section["name"] = "array"
     else:
         section["name"] = str(data)
     raw["data"] = section

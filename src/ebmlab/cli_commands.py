@@ -13,17 +13,20 @@ __all__ = ["cmd_configs", "cmd_eval", "cmd_experiment", "cmd_sample", "cmd_train
 
 
 def _train_overrides(args) -> list[str]:
-    """--set overrides, with --data as data.path (absolute: the run must not depend on the cwd); --data
-    without --config (or --resume) also gets the user-data defaults (``config.USER_DATA_DEFAULTS``)."""
+    """--set overrides, with --data as data.path (absolute: the run must not depend on the cwd): a file is read as
+    vectors (``array``), a folder as images (``imagefolder``); vectors without --config (or --resume) also get the
+    user-data defaults (``config.USER_DATA_DEFAULTS``)."""
     from ebmlab.config import apply_overrides, user_data_overrides
 
     overrides = list(args.set or [])
     if args.data:
-        overrides += [f"data.path={Path(args.data).expanduser().absolute()}"]
-        if not any(o.startswith("data.name=") for o in overrides):
-            overrides += ["data.name=array"]
-        if not args.config and not args.resume:
-            overrides = user_data_overrides(apply_overrides({}, overrides)) + overrides
+        path = Path(args.data).expanduser().absolute()
+        overrides += [f"data.path={path}"]
+        if not any(o.startswith("data.name=") for o in overrides):  # a folder holds images, a file vectors
+            overrides += ["data.name=imagefolder" if path.is_dir() else "data.name=array"]
+        raw = apply_overrides({}, overrides)
+        if not args.config and not args.resume and raw["data"]["name"] == "array":  # defaults for a table
+            overrides = user_data_overrides(raw) + overrides
     return overrides
 
 

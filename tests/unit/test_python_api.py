@@ -266,6 +266,26 @@ def test_one_class_of_a_conditional_run_from_the_cli_and_from_python(tmp_path, c
     assert "give a class label" in capsys.readouterr().err
 
 
+def test_a_folder_of_images_is_read_as_images_by_the_api_and_the_cli(tmp_path, capsys):
+    """A folder passed as data used to keep the config's data name: ``ebmlab.train(data=folder)`` trained on the
+    default rings (the folder ignored) and ``ebmlab train --data folder`` stopped on "is a directory"."""
+    from PIL import Image
+
+    from ebmlab import cli
+    g = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(g.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    quick = {"steps": 2, "progress": False, "batch_size": 8}
+    run = ebmlab.train("hybrid", data=tmp_path / "imgs", out=tmp_path / "api", train=quick, evaluate=False)
+    assert run.config.data.name == "imagefolder" and run.kind == "image" and run.shape == (3, 8, 8)
+    assert cli.main(["train", "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "cli"), "--set",
+                     "train.steps=2", "--set", "train.progress=false", "--set", "eval.n_samples=8"]) == 0
+    cfg = ebmlab.load(tmp_path / "cli").config
+    assert cfg.data.name == "imagefolder" and cfg.model.base is None  # a table's --data defaults are not applied
+
+
 def test_images_in_a_npy_train_by_the_route_the_refusal_names(tmp_path):
     """The refusal of an image-shaped array names data.name=npy; that route trains and samples images."""
     imgs = (np.random.default_rng(0).random((60, 8, 8)) * 255).astype(np.uint8)
