@@ -63,7 +63,7 @@ def data_source(raw: dict, data: str | os.PathLike) -> None:
         if section.get("name") in (None, "rings", "array"):  # no data named by the config: the path says which
             if p.is_dir():
                 section["name"] = "imagefolder"
-            elif p.suffix.lower() in (".npy", ".npz", ".csv"):
+            else:  # a file: vectors (the array loader names the formats it reads)
                 section["name"] = "array"
     else:
         section["name"] = str(data)

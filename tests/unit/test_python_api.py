@@ -186,6 +186,9 @@ def test_bad_input_is_refused_before_any_file_is_written(tmp_path):
         ebmlab.train("hybrid", data=_blobs(19), out=out)
     with pytest.raises(errors.DataError, match="data.n_test=1"):
         ebmlab.train("hybrid", data=_blobs(40), out=out, overrides={"data.n_test": 1})
+    (tmp_path / "points.txt").write_text("1 2\n3 4\n")  # used to train on the default rings, the file ignored
+    with pytest.raises(errors.DataError, match="unsupported suffix '.txt'"):
+        ebmlab.train("hybrid", data=tmp_path / "points.txt", out=out)
     with pytest.raises(errors.ConfigError, match="available methods"):
         ebmlab.train("magic", data=_blobs(), out=out)
     with pytest.raises(errors.ConfigError, match="unknown keyword"):
