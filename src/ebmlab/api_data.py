@@ -65,6 +65,9 @@ def data_source(raw: dict, data: str | os.PathLike) -> None:
                 section["name"] = "imagefolder"
             else:  # a file: vectors (the array loader names the formats it reads)
                 section["name"] = "array"
+    elif isinstance(data, os.PathLike) or "/" in str(data) or os.sep in str(data) or p.suffix:
+        raise DataError(f"data {str(data)!r} does not exist (a path: dataset names such as 'digits' have no "
+                        f"folder or suffix)")
     else:
         section["name"] = str(data)
     raw["data"] = section

@@ -189,6 +189,11 @@ def test_bad_input_is_refused_before_any_file_is_written(tmp_path):
     (tmp_path / "points.txt").write_text("1 2\n3 4\n")  # used to train on the default rings, the file ignored
     with pytest.raises(errors.DataError, match="unsupported suffix '.txt'"):
         ebmlab.train("hybrid", data=tmp_path / "points.txt", out=out)
+    for missing in (tmp_path / "nope.npy", str(tmp_path / "nope.npy"), "nope.csv", str(tmp_path / "folder")):
+        with pytest.raises(errors.DataError, match="does not exist"):  # was "unknown dataset '/.../nope.npy'"
+            ebmlab.train("hybrid", data=missing, out=out)
+    with pytest.raises(errors.DataError, match="unknown dataset 'rngs'"):
+        ebmlab.train("hybrid", data="rngs", out=out)
     with pytest.raises(errors.ConfigError, match="available methods"):
         ebmlab.train("magic", data=_blobs(), out=out)
     with pytest.raises(errors.ConfigError, match="unknown keyword"):
