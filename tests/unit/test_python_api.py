@@ -292,6 +292,15 @@ def test_a_folder_of_images_is_read_as_images_by_the_api_and_the_cli(tmp_path, c
                      "train.steps=2", "--set", "train.progress=false", "--set", "eval.n_samples=8"]) == 0
     cfg = ebmlab.load(tmp_path / "cli").config
     assert cfg.data.name == "imagefolder" and cfg.model.base is None  # a table's --data defaults are not applied
+    # a folder that changed under the run (another image: other splits) is refused by name, as a changed file is
+    extra = tmp_path / "imgs" / "a" / "new.png"
+    Image.fromarray(g.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(extra)
+    with pytest.raises(errors.DataError, match="data folder .* has changed since run"):
+        ebmlab.load(tmp_path / "api")
+    assert cli.main(["train", "--out", str(tmp_path / "cli"), "--resume", "--set", "train.steps=3"]) == 2
+    assert "has changed since run" in capsys.readouterr().err
+    extra.unlink()
+    assert ebmlab.load(tmp_path / "api").sample(2, steps=1, init="data").shape == (2, 3, 8, 8)
 
 
 def test_images_in_a_npy_train_by_the_route_the_refusal_names(tmp_path):

@@ -118,7 +118,7 @@ def write_run_info(run_dir: Path, cfg: Config, data) -> None:
     """``run.json``: what ``load``/``sample``/``eval`` need without the original command line."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from ebmlab.data.arrays import file_sha256
+    from ebmlab.data.arrays import file_sha256, folder_fingerprint
 
     try:
         __version__ = version("ebmlab")
@@ -133,7 +133,8 @@ def write_run_info(run_dir: Path, cfg: Config, data) -> None:
                      "num_classes": int(data.num_classes or 0), "n_train": int(data.train.shape[0]),
                      "n_test": int(data.test.shape[0]),
                      "path": str(Path(cfg.data.path).resolve()) if cfg.data.path else None,
-                     "sha256": file_sha256(f) if f is not None else None},
+                     "sha256": file_sha256(f) if f is not None else None,
+                     "listing_sha256": folder_fingerprint(cfg.data.path) if _is_folder(cfg) else None},
             "transform": transform_info(tf, data.kind)}
     write_text_atomic(run_dir / INFO_NAME, json.dumps(info, indent=1))
 
@@ -184,11 +185,20 @@ def read_run_info(run_dir: Path) -> dict | None:
     return info
 
 
+def _is_folder(cfg: Config) -> bool:
+    return bool(cfg.data.path) and Path(cfg.data.path).is_dir()
+
+
 def verify_data(run_dir: Path, cfg: Config, info: dict | None) -> bool:
     """True when the run's data file is present and unchanged, False when it is absent; DataError naming
-    the file when its bytes differ from those the run was trained on."""
-    from ebmlab.data.arrays import file_sha256
+    the file when its bytes differ from those the run was trained on (a data folder: when its files' names or
+    sizes differ, ``folder_fingerprint``)."""
+    from ebmlab.data.arrays import file_sha256, folder_fingerprint
 
+    listing = (info or {}).get("data", {}).get("listing_sha256")
+    if listing and _is_folder(cfg) and folder_fingerprint(cfg.data.path) != listing:
+        raise DataError(f"data folder {str(cfg.data.path)!r} has changed since run {str(run_dir)!r} was trained "
+                        "(files added, removed, renamed or resized); restore it or train a new run on the new data")
     want = (info or {}).get("data", {}).get("sha256")
     if not want or not cfg.data.path:
         return cfg.data.path is None or Path(cfg.data.path).exists()
