@@ -226,7 +226,8 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     """Train ``method`` on ``data`` and return the trained ``Run`` (EMA weights, latest checkpoint).
 
     - ``method``: a method name (``ebmlab.methods()``; default: the config's, else ``hybrid``);
-    - ``data``: a tensor or array (N, D) of your vectors, a ``torch.utils.data.Dataset`` of vectors
+    - ``data``: a tensor or array (N, D) of your vectors (or anything ``numpy.asarray`` reads: nested lists, a
+      pandas DataFrame of numeric columns), a ``torch.utils.data.Dataset`` of vectors
       (or of (vector, label) pairs), an ``ebmlab.data.Dataset``, the path of a .npy/.npz/.csv file, a
       folder of images (``imagefolder``: .png/.jpg, one sub-folder per class gives labels) or a dataset name
       (``ebmlab.datasets()``); None: the config's data. Data in memory are saved into

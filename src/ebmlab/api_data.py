@@ -32,14 +32,14 @@ def in_memory(data) -> np.ndarray | None:
         x = torch.cat([data.transform.to_data(data.train), data.transform.to_data(data.test)])
     elif isinstance(data, Tensor):
         x = data
-    elif isinstance(data, np.ndarray):
-        x = torch.from_numpy(np.asarray(data))
     elif isinstance(data, torch.utils.data.Dataset):
         try:
             items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
             x = torch.stack([torch.as_tensor(it[0] if isinstance(it, (tuple, list)) else it) for it in items])
         except (TypeError, RuntimeError, IndexError) as exc:
             raise DataError(f"could not read the Dataset passed to ebmlab.train as (N, D) vectors ({exc})") from None
+    elif isinstance(data, (np.ndarray, list, tuple)) or hasattr(data, "__array__"):  # e.g. a pandas DataFrame
+        x = torch.from_numpy(_numbers(data))
     else:
         raise DataError(f"data must be a tensor or array (N, D), a Dataset, a file path or a dataset name, got a "
                         f"{type(data).__name__}")
@@ -51,6 +51,21 @@ def in_memory(data) -> np.ndarray | None:
                         "for images save them as a .npy of (N, H, W[, C]) and pass its path with "
                         "overrides={'data.name': 'npy'}, or pass a dataset name or an image folder")
     return check_vectors(arr, "the data passed to ebmlab.train").numpy()
+
+
+def _numbers(data) -> np.ndarray:
+    """An array-like (a NumPy array, nested lists, a pandas DataFrame: what ``numpy.asarray`` reads) as a real
+    array; DataError for values that are not real numbers (text, complex, missing objects)."""
+    arr = np.asarray(data)
+    if arr.dtype.kind in "biuf":
+        return arr
+    if arr.dtype.kind != "c":
+        try:
+            return np.asarray(data, dtype=np.float64)
+        except (TypeError, ValueError):
+            pass
+    raise DataError(f"the data passed to ebmlab.train must be real numbers; got values of type {arr.dtype} "
+                    "(convert or drop the columns that are not numbers first)")
 
 
 def data_source(raw: dict, data: str | os.PathLike) -> None:

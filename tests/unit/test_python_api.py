@@ -163,6 +163,20 @@ def test_train_array_returns_run_with_honest_user_data_metrics(tmp_path):
         run.sample(3, init="nowhere")
 
 
+def test_train_takes_array_likes_such_as_nested_lists_and_data_frames(tmp_path):
+    class Frame:  # what pandas.DataFrame offers numpy (pandas is not a dependency)
+        def __init__(self, a):
+            self.a = a
+
+        def __array__(self, dtype=None, copy=None):
+            return np.asarray(self.a, dtype=dtype)
+    x = _blobs(100)
+    for data, name in ((x.tolist(), "l"), (Frame(x), "f")):
+        run = ebmlab.train("noise", data=data, out=tmp_path / name, train={"steps": 1, "progress": False},
+                           overrides={"model.width": 8}, evaluate=False)
+        assert np.allclose(np.load(tmp_path / name / "data.npy"), x.astype(np.float32)) and run.shape == (2,)
+
+
 def test_train_takes_config_name_dict_and_dataset(tmp_path):
     x = torch.from_numpy(_blobs(300)).float()
     ds = torch.utils.data.TensorDataset(x, torch.zeros(len(x)))
@@ -192,6 +206,9 @@ def test_bad_input_is_refused_before_any_file_is_written(tmp_path):
     for missing in (tmp_path / "nope.npy", str(tmp_path / "nope.npy"), "nope.csv", str(tmp_path / "folder")):
         with pytest.raises(errors.DataError, match="does not exist"):  # was "unknown dataset '/.../nope.npy'"
             ebmlab.train("hybrid", data=missing, out=out)
+    for text in (np.array([["a", "b"]] * 30), _blobs(40).astype(complex)):  # were raw TypeErrors from torch
+        with pytest.raises(errors.DataError, match="must be real numbers"):
+            ebmlab.train("hybrid", data=text, out=out)
     with pytest.raises(errors.DataError, match="unknown dataset 'rngs'"):
         ebmlab.train("hybrid", data="rngs", out=out)
     with pytest.raises(errors.ConfigError, match="available methods"):
