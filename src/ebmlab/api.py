@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -124,9 +125,9 @@ class Run:
 
         return read_metrics(self.path)
 
-    def __call__(self, x: Tensor, **cond: Any) -> Tensor:
-        """Energies (B,) of data-coordinate inputs ``x`` (B, ...)."""
-        return self.energy(x.to(self.device), **cond)
+    def __call__(self, x: Tensor | np.ndarray, **cond: Any) -> Tensor:
+        """Energies (B,) of data-coordinate inputs ``x`` (B, ...), a tensor or an array."""
+        return self.energy(_points(x).to(self.device), **cond)
 
     def data(self) -> Any:
         """The run's ``Dataset`` (model coordinates; read from its data file, checked by SHA-256)."""
@@ -137,7 +138,7 @@ class Run:
             self._data = run_dataset(self.path, self.config, need_data=True).with_transform(self.transform)
         return self._data
 
-    def sample(self, n: int, steps: int | None = None, init: str | Tensor = "noise", seed: int = 0,
+    def sample(self, n: int, steps: int | None = None, init: str | Tensor | np.ndarray = "noise", seed: int = 0,
                cond: dict | None = None, return_info: bool = False, label: int | None = None,
                guidance: float | None = None, batch_size: int | None = None) -> Tensor | tuple[Tensor, dict]:
         """``n`` samples in data coordinates from the method's own generation procedure (its
@@ -146,7 +147,7 @@ class Run:
 
         ``steps``: the total number of sampler steps (None: the method's default); ``init``:
         ``"noise"`` (the method's prior), ``"data"`` (held-out data points of the run, which needs
-        its data file) or a tensor (n, ...) of start points in data coordinates; ``seed`` fixes the
+        its data file) or start points (n, ...) in data coordinates (a tensor or an array); ``seed`` fixes the
         draw; ``cond``: conditioning such as ``{"y": labels}``; ``label``: samples of that class only, for a
         class-conditional run (``method.conditional``; ``ebmlab sample --label``), with ``guidance`` w >= 0 for
         paper 003's classifier-free guidance (``applications/guidance.py``; from the prior, no diagnostics);
@@ -160,8 +161,8 @@ class Run:
             raise ValueError(f"steps must be a non-negative integer or None, got {steps!r}")
         dev = self.device
         x0 = None
-        if isinstance(init, Tensor):
-            x0 = self.transform.to_model(init.detach().float().cpu()).to(dev)
+        if not isinstance(init, str):  # start points (n, ...), a tensor or an array
+            x0 = self.transform.to_model(_points(init).cpu()).to(dev)
         elif init == "data":
             x0 = data_starts(self.data().test, n, seed, dev)
         elif init != "noise":
@@ -197,16 +198,24 @@ class Run:
         finally:
             self.objective.train(was_training)
 
-    def log_density(self, x: Tensor) -> Tensor:
-        """(B,) unnormalised log-density of data-coordinate ``x`` (B, ...): the model's log p(z) at
-        z = (x - shift) / scale plus log |dz/dx|. ``NoLogDensity`` for a method without one."""
-        z = self.transform.to_model(x.detach().float().cpu()).to(self.device)
+    def log_density(self, x: Tensor | np.ndarray) -> Tensor:
+        """(B,) unnormalised log-density of data-coordinate ``x`` (B, ...), a tensor or an array: the model's
+        log p(z) at z = (x - shift) / scale plus log |dz/dx|. ``NoLogDensity`` for a method without one."""
+        z = self.transform.to_model(_points(x).cpu()).to(self.device)
         with torch.no_grad():
             return self.objective.log_density(z).cpu() + self.transform.log_det
 
     def __repr__(self) -> str:
         return (f"Run({str(self.path)!r}, method={self.method!r}, model={self.config.model.name!r}, "
                 f"step={self.checkpoint_step}, data={self.kind} {self.shape})")
+
+
+def _points(x) -> Tensor:
+    """Data-coordinate points given as a tensor or an array (anything ``numpy.asarray`` reads) as a float32
+    tensor without a graph."""
+    if isinstance(x, Tensor):
+        return x.detach().float()
+    return torch.from_numpy(np.asarray(x, dtype=np.float32))
 
 
 def load(path: str | Path, device: str = "cpu", checkpoint: str | Path | None = None) -> Run:

@@ -159,6 +159,9 @@ def test_train_array_returns_run_with_honest_user_data_metrics(tmp_path):
         run.sample(3, batch_size=0)
     start = torch.from_numpy(x[:7]).float()
     assert torch.allclose(run.sample(7, steps=0, init=start), start, atol=1e-5)  # 0 steps: the start points
+    # arrays work wherever tensors do (they raised AttributeError: no .detach / .to)
+    assert torch.equal(run.sample(7, steps=0, init=x[:7]), run.sample(7, steps=0, init=start))
+    assert torch.equal(run(x[:5]), run(start[:5])) and torch.equal(run.log_density(x[:5]), run.log_density(start[:5]))
     with pytest.raises(ValueError, match="init must be"):
         run.sample(3, init="nowhere")
 
