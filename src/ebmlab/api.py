@@ -139,7 +139,7 @@ class Run:
         return self._data
 
     def sample(self, n: int, steps: int | None = None, init: str | Tensor | np.ndarray = "noise", seed: int = 0,
-               cond: dict | None = None, return_info: bool = False, label: int | None = None,
+               cond: dict | None = None, return_info: bool = False, label: int | str | None = None,
                guidance: float | None = None, batch_size: int | None = None) -> Tensor | tuple[Tensor, dict]:
         """``n`` samples in data coordinates from the method's own generation procedure (its
         ``Objective.sample``, with the step sizes the run adapted), on CPU; ``ebmlab sample`` with the same
@@ -148,12 +148,12 @@ class Run:
         ``steps``: the total number of sampler steps (None: the method's default); ``init``:
         ``"noise"`` (the method's prior), ``"data"`` (held-out data points of the run, which needs
         its data file) or start points (n, ...) in data coordinates (a tensor or an array); ``seed`` fixes the
-        draw; ``cond``: conditioning such as ``{"y": labels}``; ``label``: samples of that class only, for a
-        class-conditional run (``method.conditional``; ``ebmlab sample --label``), with ``guidance`` w >= 0 for
+        draw; ``cond``: conditioning such as ``{"y": labels}``; ``label``: samples of that class only (its index,
+        or an image folder's class name), for a class-conditional run (``method.conditional``; ``ebmlab sample --label``), with ``guidance`` w >= 0 for
         paper 003's classifier-free guidance (``applications/guidance.py``; from the prior, no diagnostics);
         ``batch_size``: chains of at most that many at once (for n too large for one). ``return_info=True`` also
         returns the chain diagnostics (acceptance, step sizes, energies per step; the first batch's)."""
-        from ebmlab.training.drawing import data_starts, draw
+        from ebmlab.training.drawing import class_index, class_names, data_starts, draw
 
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -168,7 +168,8 @@ class Run:
         elif init != "noise":
             raise ValueError(f"init must be 'noise', 'data' or a tensor of start points, got {init!r}")
         out = draw(self.objective, n, torch.Generator(dev).manual_seed(seed), steps=steps, x0=x0, cond=cond,
-                   label=label, guidance=guidance, batch_size=batch_size)
+                   label=None if label is None else class_index(label, class_names(self.path)),
+                   guidance=guidance, batch_size=batch_size)
         x = self.transform.to_data(out.x.detach().cpu())
         if not torch.isfinite(x).all():
             raise FloatingPointError("some samples are not finite (the chains diverged)")

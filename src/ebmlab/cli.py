@@ -143,9 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init", choices=["noise", "data"], default="noise",
                    help="start the method's generation procedure from its prior (noise) or from held-out data")
     s.add_argument("--seed", type=int, default=0, help="random seed of the draw")
-    s.add_argument("--label", type=int, metavar="K", default=None,
-                   help="class-conditional runs (method.conditional=true): samples of class K only (default: the "
-                        "method's own choice of labels)")
+    s.add_argument("--label", metavar="K", default=None,
+                   help="class-conditional runs (method.conditional=true): samples of class K only, an index or an "
+                        "image folder's class name (default: the method's own choice of labels)")
     s.add_argument("--batch-size", type=int, metavar="B", default=None,
                    help="draw the chains B at a time (default: all --n at once; the same samples when --n <= B)")
     s.add_argument("--guidance", type=float, metavar="W", default=None,

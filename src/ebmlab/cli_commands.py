@@ -145,7 +145,7 @@ def cmd_sample(args) -> int:
     import torch
 
     from ebmlab import plots
-    from ebmlab.training.drawing import data_starts, draw
+    from ebmlab.training.drawing import class_index, class_names, data_starts, draw
 
     if args.n <= 0 or (args.steps is not None and args.steps < 0):
         raise ValueError(f"--n must be positive and --steps non-negative, got {args.n} and {args.steps}")
@@ -157,13 +157,14 @@ def cmd_sample(args) -> int:
     dev = next(objective.parameters()).device
     # --init data: held-out points, model coordinates: the method's procedure starts there
     x0 = data_starts(data.test, args.n, args.seed, dev) if args.init == "data" else None
+    label = None if args.label is None else class_index(args.label, class_names(args.run))
     xs = draw(objective, args.n, torch.Generator(dev).manual_seed(args.seed), steps=args.steps, x0=x0,
-              label=args.label, guidance=args.guidance, batch_size=args.batch_size).x
+              label=label, guidance=args.guidance, batch_size=args.batch_size).x
     x = data.transform.to_data(xs.detach().cpu())
     steps = objective.n_steps_default if args.steps is None else args.steps
-    label = "" if args.label is None else f"_label{args.label}"
-    label += "" if args.guidance is None else f"_w{args.guidance:g}"
-    name = f"samples_{args.init}_{steps}steps_seed{args.seed}{label}.npy"
+    tag = "" if args.label is None else f"_label{args.label}"
+    tag += "" if args.guidance is None else f"_w{args.guidance:g}"
+    name = f"samples_{args.init}_{steps}steps_seed{args.seed}{tag}.npy"
     path = out_file or Path(args.run) / "samples" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".csv":  # one row per sample, readable by --data and numpy.loadtxt(..., delimiter=",")

@@ -321,6 +321,15 @@ def test_a_folder_of_images_is_read_as_images_by_the_api_and_the_cli(tmp_path, c
     assert "has changed since run" in capsys.readouterr().err
     extra.unlink()
     assert ebmlab.load(tmp_path / "api").sample(2, steps=1, init="data").shape == (2, 3, 8, 8)
+    # a conditional run on the folder samples a class by its sub-folder's name
+    cond = ebmlab.train("improved_cd", data=tmp_path / "imgs", out=tmp_path / "cond", train=quick, evaluate=False,
+                        overrides={"model.name": "resnet", "model.width": 8, "method.conditional": True,
+                                   "method.n_steps": 1})
+    assert torch.equal(cond.sample(2, steps=1, label="b"), cond.sample(2, steps=1, label=1))
+    with pytest.raises(ValueError, match="unknown class 'c': the label is one of a, b or its index"):
+        cond.sample(2, label="c")
+    assert cli.main(["sample", str(tmp_path / "cond"), "--n", "2", "--steps", "1", "--label", "b"]) == 0
+    assert (tmp_path / "cond" / "samples" / "samples_noise_1steps_seed0_labelb.npy").is_file()
 
 
 def test_images_in_a_npy_train_by_the_route_the_refusal_names(tmp_path):

@@ -13,7 +13,25 @@ from torch import Tensor
 
 from ebmlab.objectives.base import SampleOutput
 
-__all__ = ["data_starts", "draw"]
+__all__ = ["class_index", "class_names", "data_starts", "draw"]
+
+
+def class_names(run_dir) -> list[str]:
+    """The class names ``run.json`` stores for data that name them (an image folder's sub-folders), else []."""
+    from ebmlab.training.run import read_run_info
+
+    return list(((read_run_info(run_dir) or {}).get("data") or {}).get("classes") or [])
+
+
+def class_index(label: int | str, classes: list[str]) -> int:
+    """A class given as its index or, for data that name their classes (an image folder's sub-folders, stored in
+    ``run.json``), its name; ValueError listing the names for an unknown one."""
+    if isinstance(label, int) or (isinstance(label, str) and label.lstrip("-").isdigit()):
+        return int(label)
+    if label in classes:
+        return classes.index(label)
+    named = f"one of {', '.join(classes)} or its index" if classes else "an integer: this run's data name no classes"
+    raise ValueError(f"unknown class {label!r}: the label is {named}")
 
 
 def data_starts(test: Tensor, n: int, seed: int, device) -> Tensor:
