@@ -15,9 +15,10 @@ from ebmlab.config import Config
 from ebmlab.errors import DataError
 from ebmlab.files import atomic_write
 
-__all__ = ["DATA_FILE", "data_source", "dataset", "in_memory", "save_array"]
+__all__ = ["ARRAY_SUFFIXES", "DATA_FILE", "data_source", "dataset", "in_memory", "is_image_folder", "save_array"]
 
 DATA_FILE = "data.npy"  # in-memory data, saved into the run directory
+ARRAY_SUFFIXES = (".npy", ".npz", ".csv")  # files of vectors (the array loader)
 
 
 def in_memory(data) -> np.ndarray | None:
@@ -68,6 +69,12 @@ def _numbers(data) -> np.ndarray:
                     "(convert or drop the columns that are not numbers first)")
 
 
+def is_image_folder(path: Path) -> bool:
+    """Whether a data path names a folder of images: a directory not named like an array file (a directory
+    ``x.npy`` is a mistaken array path and is refused as one)."""
+    return path.is_dir() and path.suffix.lower() not in ARRAY_SUFFIXES
+
+
 def data_source(raw: dict, data: str | os.PathLike) -> None:
     """``data`` given as a file (``array`` data, absolute path), a folder (``imagefolder``: images, one sub-folder
     per class) or a dataset name."""
@@ -76,7 +83,7 @@ def data_source(raw: dict, data: str | os.PathLike) -> None:
     if p.exists():
         section["path"] = str(p.absolute())
         if section.get("name") in (None, "rings", "array"):  # no data named by the config: the path says which
-            if p.is_dir():
+            if is_image_folder(p):
                 section["name"] = "imagefolder"
             else:  # a file: vectors (the array loader names the formats it reads)
                 section["name"] = "array"

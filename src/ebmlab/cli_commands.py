@@ -16,6 +16,7 @@ def _train_overrides(args) -> list[str]:
     """--set overrides, with --data as data.path (absolute: the run must not depend on the cwd): a file is read as
     vectors (``array``), a folder as images (``imagefolder``); vectors without --config (or --resume) also get the
     user-data defaults (``config.USER_DATA_DEFAULTS``)."""
+    from ebmlab.api_data import is_image_folder
     from ebmlab.config import apply_overrides, user_data_overrides
 
     overrides = list(args.set or [])
@@ -23,7 +24,7 @@ def _train_overrides(args) -> list[str]:
         path = Path(args.data).expanduser().absolute()
         overrides += [f"data.path={path}"]
         if not any(o.startswith("data.name=") for o in overrides):  # a folder holds images, a file vectors
-            overrides += ["data.name=imagefolder" if path.is_dir() else "data.name=array"]
+            overrides += ["data.name=imagefolder" if is_image_folder(path) else "data.name=array"]
         raw = apply_overrides({}, overrides)
         if not args.config and not args.resume and raw["data"]["name"] == "array":  # defaults for a table
             overrides = user_data_overrides(raw) + overrides
