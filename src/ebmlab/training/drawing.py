@@ -47,7 +47,8 @@ def draw(objective, n: int, generator: torch.Generator, *, steps: int | None = N
     method's), from ``x0`` (n, ...) or the prior, with ``cond`` or the class ``label``, and ``guidance`` w >= 0
     (one class from the prior). ``batch_size``: chains of at most that many at once, drawn in order with the one
     generator (None: one chain of n, as is any n <= batch_size), ``x0`` and ``cond``'s (n, ...) tensors split with
-    them; the diagnostics are then the first batch's."""
+    them; the batches' samples are gathered on the CPU (the device holds one batch of chains at a time) and the
+    diagnostics are the first batch's."""
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"the batch size must be a positive integer, got {batch_size!r}")
     if label is not None:
@@ -61,7 +62,7 @@ def draw(objective, n: int, generator: torch.Generator, *, steps: int | None = N
     parts = [_draw_one(objective, min(size, n - i), generator, steps, None if x0 is None else x0[i:i + size],
                        None if cond is None else {k: v[i:i + size] for k, v in cond.items()}, guidance)
              for i in range(0, n, size)]
-    return parts[0] if len(parts) == 1 else SampleOutput(torch.cat([p.x for p in parts]), parts[0].info)
+    return parts[0] if len(parts) == 1 else SampleOutput(torch.cat([p.x.detach().cpu() for p in parts]), parts[0].info)
 
 
 def _draw_one(objective, n: int, generator, steps, x0, cond, guidance) -> SampleOutput:

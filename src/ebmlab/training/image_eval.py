@@ -43,10 +43,9 @@ GRID_N = 64
 # ----- sampling ------------------------------------------------------------------------------------
 def draw_samples(objective, n: int, generator, batch_size: int) -> Tensor:
     """(n, C, H, W) samples in model coordinates, on CPU, drawn in batches with one generator."""
-    out = []
-    for i in range(0, n, batch_size):
-        out.append(objective.sample(min(batch_size, n - i), generator=generator).x.detach().cpu())
-    x = torch.cat(out)
+    from ebmlab.training.drawing import draw
+
+    x = draw(objective, n, generator, batch_size=batch_size).x.detach().cpu()
     if not torch.isfinite(x).all():
         raise FloatingPointError(f"{int((~torch.isfinite(x)).flatten(1).any(1).sum())} of {n} samples are not finite")
     return x
