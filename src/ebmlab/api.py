@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ebmlab.api_data import DATA_FILE, data_source, dataset, in_memory, save_array
+from ebmlab.api_data import DATA_FILE, data_source, dataset, in_memory, ood_inputs, save_array
 from ebmlab.api_energy import check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, read_config_file, user_data_overrides
 from ebmlab.errors import ConfigError
@@ -175,23 +175,23 @@ class Run:
             raise FloatingPointError("some samples are not finite (the chains diverged)")
         return (x, {k: v.detach().cpu() for k, v in out.info.items()}) if return_info else x
 
-    def evaluate(self, *, ood: Sequence[str] = (), heldout_draws: int | None = None, draw_seed: int = 0,
-                 digits_fd: bool = False, fid: bool = False, inception_weights: str | Path | None = None
-                 ) -> dict[str, Any]:
+    def evaluate(self, *, ood: str | Path | Sequence[str | Path] | Mapping[str, Any] = (),
+                 heldout_draws: int | None = None, draw_seed: int = 0, digits_fd: bool = False, fid: bool = False,
+                 inception_weights: str | Path | None = None) -> dict[str, Any]:
         """Recompute the run's metrics and plots at this checkpoint, as ``ebmlab eval RUN`` does with the same
         options (the same numbers), rewrite ``metrics.json`` (keeping how training chose the result) and return
         the metrics. ``ood``: out-of-distribution sets (vector runs ``"shifted"``, ``"scaled"`` or a file of
-        vectors; image runs a built-in set or a path); ``heldout_draws``: K more held-out energy distances
+        vectors; image runs a built-in set or a path), or a mapping {name: array (N, *run.shape) in data
+        coordinates} of sets held in memory (``ood_auroc_<name>``); ``heldout_draws``: K more held-out energy distances
         (vector runs; the k-th from seed ``draw_seed`` + k); ``digits_fd``, ``fid`` (with ``inception_weights``,
         never downloaded): image scores. An option that cannot apply to the run raises before any work."""
         from types import SimpleNamespace
 
         from ebmlab.training.evaluate import evaluate_checkpoint
 
-        if isinstance(ood, str):
-            ood = [ood]
-        options = SimpleNamespace(run=str(self.path), ood=list(ood), heldout_draws=heldout_draws, draw_seed=draw_seed,
-                                  digits_fd=digits_fd, fid=fid, inception_weights=inception_weights)
+        names, arrays = ood_inputs(ood, self.shape)
+        options = SimpleNamespace(run=str(self.path), ood=names, ood_arrays=arrays, heldout_draws=heldout_draws,
+                                  draw_seed=draw_seed, digits_fd=digits_fd, fid=fid, inception_weights=inception_weights)
         was_training = self.objective.training
         try:
             return evaluate_checkpoint(self.path, self.objective, self.data(), self.config, self.checkpoint_step,

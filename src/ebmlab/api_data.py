@@ -1,10 +1,12 @@
 """The user's data in ``ebmlab.train`` (``api.py``): data given in memory (a tensor, an array, a ``Dataset``) read
 as (N, D) vectors in data coordinates and saved into the run as ``data.npy``, so the run is self-contained; data
-given as a file or a dataset name go into the config's ``data`` section.
+given as a file or a dataset name go into the config's ``data`` section. Also ``Run.evaluate``'s out-of-distribution
+sets, by name, by file or in memory (``ood_inputs``).
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,8 @@ from ebmlab.config import Config
 from ebmlab.errors import DataError
 from ebmlab.files import atomic_write
 
-__all__ = ["ARRAY_SUFFIXES", "DATA_FILE", "data_source", "dataset", "in_memory", "is_image_folder", "save_array"]
+__all__ = ["ARRAY_SUFFIXES", "DATA_FILE", "data_source", "dataset", "in_memory", "is_image_folder", "ood_inputs",
+           "save_array"]
 
 DATA_FILE = "data.npy"  # in-memory data, saved into the run directory
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv")  # files of vectors (the array loader)
@@ -54,7 +57,7 @@ def in_memory(data) -> np.ndarray | None:
     return check_vectors(arr, "the data passed to ebmlab.train").numpy()
 
 
-def _numbers(data) -> np.ndarray:
+def _numbers(data, what: str = "the data passed to ebmlab.train") -> np.ndarray:
     """An array-like (a NumPy array, nested lists, a pandas DataFrame: what ``numpy.asarray`` reads) as a real
     array; DataError for values that are not real numbers (text, complex, missing objects)."""
     arr = np.asarray(data)
@@ -65,8 +68,32 @@ def _numbers(data) -> np.ndarray:
             return np.asarray(data, dtype=np.float64)
         except (TypeError, ValueError):
             pass
-    raise DataError(f"the data passed to ebmlab.train must be real numbers; got values of type {arr.dtype} "
+    raise DataError(f"{what} must be real numbers; got values of type {arr.dtype} "
                     "(convert or drop the columns that are not numbers first)")
+
+
+def ood_inputs(ood, shape: tuple[int, ...]) -> tuple[list[str], dict[str, Tensor]]:
+    """``Run.evaluate(ood=...)`` as (names, arrays). Names and files (a string, a path, or a sequence of them) are
+    what ``ebmlab eval --ood`` takes; a mapping {name: tensor or array (N, *shape)} gives sets held in memory, in data
+    coordinates like the run's data, each scored as ``ood_auroc_<name>``. DataError for a set that is not finite
+    real numbers of the run's point shape ``shape``."""
+    if isinstance(ood, (str, os.PathLike)):
+        return [str(ood)], {}
+    if not isinstance(ood, Mapping):
+        return [str(name) for name in ood], {}
+    arrays = {}
+    for name, x in ood.items():
+        what = f"the out-of-distribution set {name!r}"
+        if not isinstance(name, str) or not name:
+            raise DataError(f"ood= takes a mapping of non-empty names to arrays; got the key {name!r}")
+        t = x.detach().cpu().float() if isinstance(x, Tensor) else torch.from_numpy(_numbers(x, what).astype(np.float32))
+        if t.dim() != len(shape) + 1 or tuple(t.shape[1:]) != tuple(shape) or len(t) == 0:
+            raise DataError(f"{what} has shape {tuple(t.shape)}; the run's points are {tuple(shape)}, so give (N, "
+                            f"{', '.join(map(str, shape))}) with N >= 1")
+        if not torch.isfinite(t).all():
+            raise DataError(f"{what} contains NaN or inf")
+        arrays[name] = t
+    return [], arrays
 
 
 def is_image_folder(path: Path) -> bool:

@@ -30,7 +30,7 @@ class TrainingDiverged(FloatingPointError):
 
 
 class RunError(RuntimeError):
-    """A run directory cannot be used: not an ebmlab run, in use by another trainer (locked), already
+    """A run directory cannot be used: not an ebmlab run, in use by another trainer or evaluation (locked), already
     holding a run, or not writable. One sentence naming the path and what to do."""
 
 

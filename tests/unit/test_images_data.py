@@ -79,6 +79,20 @@ def test_cifar10_roundtrip(tmp_path, protocol):
     assert torch.equal(d.test, d2.test)
 
 
+def test_cifar_class_names_come_from_the_meta_file(tmp_path):
+    """CIFAR runs stored no class names, so ``--label airplane`` could not work (only the index)."""
+    folder, _ = _write_cifar10(tmp_path)
+    assert build_dataset(_cfg(name="cifar10", path=str(folder))).info["classes"] == []  # no batches.meta: indices
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names, b"num_vis": 3072}, protocol=2))
+    assert build_dataset(_cfg(name="cifar10", path=str(folder))).info["classes"][::9] == ["airplane", "truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names[:3]}, protocol=2))  # not 10 names
+    assert build_dataset(_cfg(name="cifar10", path=str(folder))).info["classes"] == []
+    (folder / "batches.meta").write_bytes(pickle.dumps(_Evil(tmp_path / "pwned")))  # refused, never run
+    assert build_dataset(_cfg(name="cifar10", path=str(folder))).info["classes"] == []
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_cifar100_roundtrip(tmp_path):
     rng = np.random.default_rng(1)
     folder = tmp_path / "cifar-100-python"

@@ -263,6 +263,46 @@ def test_run_evaluate_gives_ebmlab_evals_numbers(tmp_path, capsys):
     assert not (out / "metrics.json").exists()
 
 
+def test_run_evaluate_scores_ood_sets_held_in_memory(tmp_path):
+    """``ood=`` took only names and files; a mapping {name: array} in data coordinates gives the AUROC the same
+    points saved to a file give through ``--ood FILE``."""
+    out = tmp_path / "r"
+    ebmlab.train("noise", data=_blobs(200), out=out, train={**TINY, "steps": 4}, eval={**TINY_EVAL, "plots": False},
+                 overrides={"model.width": 16, "train.select_every": None}, evaluate=False)
+    far = _blobs(60) + 3.0
+    np.save(tmp_path / "far.npy", far)
+    run = ebmlab.load(out)
+    by_file = run.evaluate(ood=[tmp_path / "far.npy"])["ood_auroc_far"]
+    got = run.evaluate(ood={"far": far, "far_tensor": torch.from_numpy(far), "listed": far.tolist()})
+    assert got["ood_auroc_far"] == got["ood_auroc_far_tensor"] == got["ood_auroc_listed"] == by_file
+    assert 0.0 <= by_file <= 1.0
+    for bad, match in (({"x": far[:, :1]}, r"has shape \(60, 1\); the run's points are \(2,\)"),
+                       ({"x": far[:0]}, "N >= 1"), ({"x": np.full((3, 2), np.nan)}, "NaN or inf"),
+                       ({"x": np.array([["a", "b"]])}, "must be real numbers"), ({"": far}, "non-empty names")):
+        with pytest.raises(errors.DataError, match=match):
+            run.evaluate(ood=bad)
+
+
+def test_an_evaluation_locks_the_run_against_a_trainer_or_another_evaluation(tmp_path, capsys):
+    """``ebmlab eval`` and ``Run.evaluate`` rewrote ``metrics.json`` and the plots with no lock: one beside a trainer
+    (or a second evaluation) of the same run wrote the same files at once."""
+    from ebmlab import cli
+    from ebmlab.training.lock import LOCK_NAME, RunLock
+    out = tmp_path / "r"
+    ebmlab.train("noise", data=_blobs(200), out=out, train={**TINY, "steps": 4}, eval={**TINY_EVAL, "plots": False},
+                 overrides={"model.width": 16, "train.select_every": None}, evaluate=False)
+    run = ebmlab.load(out)
+    with RunLock.acquire(out):  # what a trainer (or an evaluation) holds
+        with pytest.raises(errors.RunError, match="in use by another ebmlab process"):
+            run.evaluate()
+        assert cli.main(["eval", str(out)]) == 2
+        assert "in use by another ebmlab process" in capsys.readouterr().err
+        with pytest.raises(errors.RunError, match="in use by another ebmlab process"):
+            ebmlab.resume(out, train={"steps": 5})
+    assert not (out / "metrics.json").exists()
+    assert run.evaluate()["checkpoint_step"] == 4 and not (out / LOCK_NAME).exists()  # released after
+
+
 def test_one_class_of_a_conditional_run_from_the_cli_and_from_python(tmp_path, capsys):
     from ebmlab import cli
     out = tmp_path / "c"

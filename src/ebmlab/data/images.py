@@ -182,6 +182,20 @@ CIFAR_LAYOUT = {  # name: (sub-folder, train files, test files, label key, class
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10),
     "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100),
 }
+CIFAR_META = {"cifar10": ("batches.meta", "label_names"), "cifar100": ("meta", "fine_label_names")}  # class names
+
+
+def _cifar_class_names(name: str, root: Path, k: int) -> list[str]:
+    """The k class names from the official meta file (``--label airplane``), or [] where it is missing or does not
+    hold k names (the labels' indices still work)."""
+    meta, key = CIFAR_META[name]
+    try:
+        names = safe_unpickle(root / meta).get(key) if (root / meta).is_file() else None
+    except DataError:
+        return []
+    if not isinstance(names, list) or len(names) != k or not all(isinstance(n, (bytes, str)) for n in names):
+        return []
+    return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
 
 
 def _cifar_dir(name: str, cfg) -> Path:
@@ -201,7 +215,7 @@ def _cifar(cfg) -> Dataset:
     xtr, ytr = (np.concatenate(a) for a in zip(*parts["train"]))
     xte, yte = (np.concatenate(a) for a in zip(*parts["test"]))
     return _finish(cfg.name, cfg, to_unit_range(xtr, str(root)), to_unit_range(xte, str(root)), ytr, yte, k,
-                   source=str(root))
+                   source=str(root), classes=_cifar_class_names(cfg.name, root, k))
 
 
 # ----- image folder ------------------------------------------------------------------------------------

@@ -229,10 +229,18 @@ def evaluate_checkpoint(run_dir: Path, objective, data, cfg, step: int, options)
     """``ebmlab eval`` and ``Run.evaluate``: check the ``options`` (``--ood``, ``--fid``, ``--digits-fd``,
     ``--heldout-draws``, as attributes: ``image_eval.check_eval_options``) against the run's data, recompute the
     metrics and plots of the opened checkpoint (``evaluate``; the selection's entries of the old ``metrics.json``
-    kept), add each option's scores (``hooks.EVAL_EXTENSIONS``) and ``checkpoint_step``; rewrite ``metrics.json``."""
-    from ebmlab.training.hooks import eval_extensions
+    kept), add each option's scores (``hooks.EVAL_EXTENSIONS``) and ``checkpoint_step``; rewrite ``metrics.json``.
+    The run is locked meanwhile (``run.lock``): a trainer or another evaluation of it is refused, not interleaved."""
+    from ebmlab.training.lock import RunLock
 
     image_eval.check_eval_options(options, data.kind, str(data.name if data.kind == "image" else cfg.data.name))
+    with RunLock.acquire(run_dir):
+        return _evaluate_locked(run_dir, objective, data, cfg, step, options)
+
+
+def _evaluate_locked(run_dir: Path, objective, data, cfg, step: int, options) -> dict:
+    from ebmlab.training.hooks import eval_extensions
+
     facts = result_facts(objective, kept_result_facts(run_dir))  # how training chose the result: kept
     with torch.no_grad():
         metrics = evaluate(objective, data, cfg, run_dir, extra=facts)

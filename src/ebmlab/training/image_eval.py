@@ -257,15 +257,18 @@ def _slug(name: str) -> str:
 
 
 def ood_extension(args, cfg, objective, data) -> dict:
-    """``--ood NAME``: AUROC of -energy, held-out data vs each OOD set (``ood_auroc_<name>``)."""
+    """``--ood NAME``: AUROC of -energy, held-out data vs each OOD set (``ood_auroc_<name>``); also the sets held in
+    memory that ``Run.evaluate(ood={name: array})`` passes as ``args.ood_arrays`` (data coordinates)."""
     names = getattr(args, "ood", None) or []
-    if not names:
+    arrays = getattr(args, "ood_arrays", None) or {}
+    if not names and not arrays:
         return {}
     from ebmlab.metrics.ood import auroc
     e_in = energies(objective, data.test)
     out = {}
-    for name in names:
+    for name in names:  # each set's draw from the same seed, whichever sets come before it
         x = ood_set(name, data, torch.Generator().manual_seed(cfg.train.seed + 19))
-        e_out = energies(objective, x)
-        out[f"ood_auroc_{_slug(name)}"] = auroc(-e_in, -e_out)  # higher -E = more in-distribution
+        out[f"ood_auroc_{_slug(name)}"] = auroc(-e_in, -energies(objective, x))  # higher -E = more in-distribution
+    for name, x in arrays.items():  # data coordinates, checked by api_data.ood_inputs
+        out[f"ood_auroc_{_slug(name)}"] = auroc(-e_in, -energies(objective, data.transform.to_model(x)))
     return out

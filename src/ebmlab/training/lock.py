@@ -1,5 +1,6 @@
-"""The lock on a run directory: ``run.lock``, held with ``flock`` while a trainer runs, holding the owner's
-pid and host. A second trainer is refused with one sentence; the lock of a killed trainer (kill -9, power
+"""The lock on a run directory: ``run.lock``, held with ``flock`` while a trainer runs or an evaluation
+(``ebmlab eval``, ``Run.evaluate``) rewrites the run's metrics and plots, holding the owner's pid and host. A
+second trainer or evaluation is refused with one sentence; the lock of a killed trainer (kill -9, power
 loss) is released by the kernel, and a lock file naming a dead pid on this host is taken over. On file
 systems without ``flock`` (some network mounts) the pid check alone is the lock. Split out of
 ``training/run.py`` (which re-exports ``RunLock`` and ``LOCK_NAME``).
@@ -57,7 +58,7 @@ class RunLock:
 
     @classmethod
     def acquire(cls, run_dir: Path) -> RunLock:
-        """Lock ``run_dir`` (``run.lock``); ``RunError`` with one sentence when another trainer holds it."""
+        """Lock ``run_dir`` (``run.lock``); ``RunError`` with one sentence when another process holds it."""
         path = Path(run_dir) / LOCK_NAME
         for _ in range(10):
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -70,11 +71,12 @@ class RunLock:
                 return lock
             os.close(fd)  # the file was replaced or removed while we locked it: try again
         raise RunError(f"could not lock run directory {str(run_dir)!r}: its {LOCK_NAME} keeps changing; "
-                       "is another trainer starting there?")
+                       "is another ebmlab process starting there?")
 
     @classmethod
     def _try(cls, path: Path, fd: int, run_dir: Path) -> RunLock | None:
-        busy = f"run directory {str(run_dir)!r} is in use by another ebmlab trainer"
+        busy = (f"run directory {str(run_dir)!r} is in use by another ebmlab process (training it or evaluating "
+                "it)")
         try:
             import fcntl
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
