@@ -132,7 +132,7 @@ class Run:
     def data(self) -> Any:
         """The run's ``Dataset`` (model coordinates; read from its data file, checked by SHA-256)."""
         if self._data is None:
-            from ebmlab.training.run import run_dataset
+            from ebmlab.training.run_data import run_dataset
 
             # a refitted result's own transform (training/selection.py): the rows in its coordinates
             self._data = run_dataset(self.path, self.config, need_data=True).with_transform(self.transform)
@@ -294,7 +294,8 @@ def resume(path: str | Path, *, overrides: Sequence[str] | Mapping[str, Any] | N
     raise one-sentence errors (``ConfigError``, ``CheckpointError``, ``DataError``, ``RunError``) before anything
     is written. A run on your own energy needs its module importable, as for ``load``."""
     from ebmlab.training.config import from_dict
-    from ebmlab.training.run import resume_config, run_dataset
+    from ebmlab.training.run import resume_config
+    from ebmlab.training.run_data import run_dataset
 
     bad = sorted(set(sections) - {"train", "eval"})
     if bad:
@@ -362,6 +363,7 @@ def _train_in(run_dir: Path, cfg: Config, data, *, x_mem=None, energy=None, over
     from ebmlab.training.evaluate import final_evaluation
     from ebmlab.training.hooks import sample_hook
     from ebmlab.training.loop import Trainer, prepare_run_dir
+    from ebmlab.training.run_data import write_run_info
     from ebmlab.training.run_dir import check_run_dir
 
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)  # a refused directory is said at once
@@ -372,7 +374,7 @@ def _train_in(run_dir: Path, cfg: Config, data, *, x_mem=None, energy=None, over
     try:
         if x_mem is not None:
             save_array(run_dir / DATA_FILE, x_mem)
-            runs.write_run_info(run_dir, cfg, data)
+            write_run_info(run_dir, cfg, data)
         if energy is not None:
             start_from(trainer, energy)
         if resume:

@@ -16,11 +16,11 @@ from torch import Tensor
 from ebmlab.config import Config
 from ebmlab.errors import DataError
 from ebmlab.files import atomic_write
+from ebmlab.training.run_data import DATA_FILE  # in-memory data, saved into the run directory
 
 __all__ = ["ARRAY_SUFFIXES", "DATA_FILE", "data_source", "dataset", "in_memory", "is_image_folder", "ood_inputs",
            "save_array"]
 
-DATA_FILE = "data.npy"  # in-memory data, saved into the run directory
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv")  # files of vectors (the array loader)
 
 

@@ -73,7 +73,8 @@ def cmd_train(args) -> int:
 def _train_and_evaluate(args, cfg, run_dir: Path, ctx) -> int:
     from ebmlab.training import distributed
     from ebmlab.training.loop import Trainer, prepare_run_dir
-    from ebmlab.training.run import check_resume_changes, run_dataset
+    from ebmlab.training.run import check_resume_changes
+    from ebmlab.training.run_data import run_dataset
     from ebmlab.training.run_dir import check_run_dir
 
     # Everything is validated before the directory is touched: config (above), the directory's refusals, data and

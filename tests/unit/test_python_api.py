@@ -263,6 +263,33 @@ def test_run_evaluate_gives_ebmlab_evals_numbers(tmp_path, capsys):
     assert not (out / "metrics.json").exists()
 
 
+def test_a_run_of_data_given_in_memory_still_reads_them_after_it_is_moved(tmp_path, capsys):
+    """``data.npy`` moves with the run, but the run read the old absolute path: ``sample --init data``, ``eval``,
+    ``--resume`` and ``run.sample(init="data")`` all said the file did not exist."""
+    import shutil
+
+    from ebmlab import cli
+    old, new = tmp_path / "a" / "r", tmp_path / "b" / "r"
+    kw = dict(eval={**TINY_EVAL, "plots": False}, overrides={"model.width": 16, "train.select_every": None})
+    ebmlab.train("noise", data=_blobs(200), out=old, train={**TINY, "steps": 4}, evaluate=False, **kw)
+    want = ebmlab.load(old).sample(5, steps=2, init="data")
+    new.parent.mkdir()
+    shutil.move(old, new)
+    run = ebmlab.load(new)
+    assert torch.equal(run.sample(5, steps=2, init="data"), want)
+    assert cli.main(["eval", str(new)]) == 0 and cli.main(["sample", str(new), "--init", "data", "--n", "3"]) == 0
+    assert ebmlab.resume(new, train={"steps": 6}, evaluate=False).checkpoint_step == 6
+    info = json.loads((new / "run.json").read_text())
+    assert info["data"]["path_in_run"] == "data.npy"
+    want = ebmlab.load(new).sample(5, steps=2, init="data", seed=1)
+    del info["data"]["path_in_run"]  # a run written before path_in_run: its data.npy is found all the same
+    (new / "run.json").write_text(json.dumps(info))
+    assert torch.equal(ebmlab.load(new).sample(5, steps=2, init="data", seed=1), want)
+    np.save(new / "data.npy", _blobs(200) + 1.0)  # another file in its place is refused, as at the old path
+    with pytest.raises(errors.DataError, match="has changed since run"):
+        ebmlab.load(new).sample(5, init="data")
+
+
 def test_run_evaluate_scores_ood_sets_held_in_memory(tmp_path):
     """``ood=`` took only names and files; a mapping {name: array} in data coordinates gives the AUROC the same
     points saved to a file give through ``--ood FILE``."""

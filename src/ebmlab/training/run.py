@@ -12,7 +12,8 @@ training is refused by name (``DataError``). Every checkpoint sidecar stores ``c
 (``Config.run_hash``: the config without the keys a resumed run may change); it is compared with the
 run's ``config.yaml`` on every load, so a checkpoint from another run or method is refused.
 
-The lock on a run directory (``RunLock``, ``run.lock``) is ``training/lock.py``, re-exported here.
+The lock on a run directory (``RunLock``, ``run.lock``) is ``training/lock.py``, re-exported here; the run's data
+(``run.json``'s data entries, finding and checking the data file, the run's ``Dataset``) are ``training/run_data.py``.
 """
 from __future__ import annotations
 
@@ -30,8 +31,7 @@ from torch import nn
 from ebmlab.config import Config, apply_overrides
 from ebmlab.config_files import yaml_load
 from ebmlab.config_hash import MUTABLE_KEYS, config_changes, is_mutable, run_hash, stored_run_defaults
-from ebmlab.errors import CheckpointError, ConfigError, DataError, RunError, RunNotFound, os_error_sentence
-from ebmlab.files import write_text_atomic
+from ebmlab.errors import CheckpointError, ConfigError, RunError, RunNotFound, os_error_sentence
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.config import from_dict
 from ebmlab.training.lock import LOCK_NAME, RunLock  # noqa: F401 (re-exported)
@@ -109,37 +109,6 @@ def read_run_config(run_dir: str | Path) -> Config:
         raise ConfigError(f"run config {str(Path(run_dir) / 'config.yaml')!r} is invalid: {exc}") from None
 
 
-def data_file(cfg: Config) -> Path | None:
-    """The data file whose bytes a run depends on (``data.path`` when it is a regular file), else None."""
-    return Path(cfg.data.path) if cfg.data.path and Path(cfg.data.path).is_file() else None
-
-
-def write_run_info(run_dir: Path, cfg: Config, data) -> None:
-    """``run.json``: what ``load``/``sample``/``eval`` need without the original command line."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from ebmlab.data.arrays import file_sha256, folder_fingerprint
-
-    try:
-        __version__ = version("ebmlab")
-    except PackageNotFoundError:  # pragma: no cover - a source tree without installation
-        __version__ = "unknown"
-
-    f = data_file(cfg)
-    tf = data.transform
-    info = {"format": 1, "ebmlab": __version__, "method": cfg.method.name, "model": cfg.model.name,
-            "config_hash": cfg.run_hash(),
-            "data": {"name": cfg.data.name, "kind": data.kind, "shape": list(data.shape),
-                     "num_classes": int(data.num_classes or 0), "classes": [str(c) for c in data.info.get("classes", [])],
-                     "n_train": int(data.train.shape[0]),
-                     "n_test": int(data.test.shape[0]),
-                     "path": str(Path(cfg.data.path).resolve()) if cfg.data.path else None,
-                     "sha256": file_sha256(f) if f is not None else None,
-                     "listing_sha256": folder_fingerprint(cfg.data.path) if _is_folder(cfg) else None},
-            "transform": transform_info(tf, data.kind)}
-    write_text_atomic(run_dir / INFO_NAME, json.dumps(info, indent=1))
-
-
 def transform_info(tf, kind: str) -> dict:
     """run.json's ``transform``: shift and scale, and with whitening the matrix W and its inverse."""
     out = {"shift": tf.shift.tolist(), "scale": tf.scale.tolist(),
@@ -184,62 +153,6 @@ def read_run_info(run_dir: Path) -> dict | None:
         raise CheckpointError(f"run file {str(p)!r} is damaged (expected ebmlab's JSON with 'data' and "
                               "'transform'); restore it or retrain the run")
     return info
-
-
-def _is_folder(cfg: Config) -> bool:
-    return bool(cfg.data.path) and Path(cfg.data.path).is_dir()
-
-
-def verify_data(run_dir: Path, cfg: Config, info: dict | None) -> bool:
-    """True when the run's data file is present and unchanged, False when it is absent; DataError naming
-    the file when its bytes differ from those the run was trained on (a data folder: when its files' names or
-    sizes differ, ``folder_fingerprint``)."""
-    from ebmlab.data.arrays import file_sha256, folder_fingerprint
-
-    listing = (info or {}).get("data", {}).get("listing_sha256")
-    if listing and _is_folder(cfg) and folder_fingerprint(cfg.data.path) != listing:
-        raise DataError(f"data folder {str(cfg.data.path)!r} has changed since run {str(run_dir)!r} was trained "
-                        "(files added, removed, renamed or resized); restore it or train a new run on the new data")
-    want = (info or {}).get("data", {}).get("sha256")
-    if not want or not cfg.data.path:
-        return cfg.data.path is None or Path(cfg.data.path).exists()
-    p = Path(cfg.data.path)
-    if not p.is_file():
-        return False
-    if file_sha256(p) != want:
-        raise DataError(f"data file {str(p)!r} has changed since run {str(run_dir)!r} was trained (SHA-256 "
-                        "differs); restore the original file or train a new run on the new data")
-    return True
-
-
-def _stub_dataset(info: dict):
-    """A ``Dataset`` with the run's stored transform and shape but no examples (the file is absent)."""
-    from ebmlab.data.base import Dataset
-
-    d = info["data"]
-    shape = tuple(int(s) for s in d["shape"])
-    empty = torch.zeros((2, *shape))
-    return Dataset(str(d.get("path") or d.get("name")), d["kind"], empty, empty[:0], stored_transform(info["transform"]),
-                   num_classes=int(d.get("num_classes") or 0), info={"stub": True})
-
-
-def run_dataset(run_dir: Path, cfg: Config, *, need_data: bool = True):
-    """The run's ``Dataset``: rebuilt from ``config.yaml`` when ``need_data`` (training, ``eval``,
-    ``sample --init data``), else a stub with the stored transform (no data read). A changed data
-    file is refused in both cases; a missing one only when the data are needed."""
-    from ebmlab.data import build_dataset
-
-    info = read_run_info(run_dir)
-    present = verify_data(run_dir, cfg, info)
-    if info is not None and not need_data:
-        return _stub_dataset(info)
-    if not present:
-        raise DataError(f"data file {str(cfg.data.path)!r} of run {str(run_dir)!r} does not exist; restore it "
-                        "(ebmlab.load and sample --init noise work without it)")
-    data = build_dataset(cfg.data)
-    if info is not None:  # the stored transform is the one the weights were trained with
-        data.transform = _stub_dataset(info).transform
-    return data
 
 
 # ----- checkpoints of a run ----------------------------------------------------------------------------
@@ -314,6 +227,7 @@ def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu
     Every failure is one of ebmlab's errors with one sentence (ConfigError, DataError, CheckpointError,
     RunError): a damaged config.yaml or sidecar, a checkpoint of another run, NaN weights, a bad device."""
     from ebmlab.objectives import build_objective
+    from ebmlab.training import run_data
 
     run_dir = Path(run_dir)
     dev = resolve_device(device)
@@ -328,7 +242,7 @@ def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu
             raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
         tensors, meta = ckpt.load_checkpoint(path)
         check_config_hash(meta, cfg, path)
-        data = run_dataset(run_dir, cfg, need_data=need_data)
+        data = run_data.run_dataset(run_dir, cfg, need_data=need_data)
         if "transform" in meta:  # a refitted result carries its own transform (training/selection.py)
             data = data.with_transform(_checkpoint_transform(meta, path))
         objective = build_objective(cfg, data)

@@ -13,7 +13,7 @@ from pathlib import Path
 from ebmlab.config import Config, save_config
 from ebmlab.errors import ConfigError
 from ebmlab.training import checkpoint as ckpt
-from ebmlab.training import run
+from ebmlab.training import run, run_data
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, data=None) -> run.RunLock:
@@ -47,7 +47,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, d
             _clear_for_new_run(run_dir, overwrite, keep=cfg.data.path)
         save_config(cfg, run_dir / "config.yaml")
         if data is not None:
-            run.write_run_info(run_dir, cfg, data)
+            run_data.write_run_info(run_dir, cfg, data)
     except BaseException:
         lock.release()
         raise

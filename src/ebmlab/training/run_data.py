@@ -1,0 +1,141 @@
+"""A run's data (DESIGN.md "Runs on disk"): what ``run.json`` records of them, where the data file is, whether it is
+the one the run was trained on, and the run's ``Dataset``. Split out of ``training/run.py``.
+
+``run.json`` stores the data file's absolute path and SHA-256 (a folder: the SHA-256 of its listing), and, when the
+data lay inside the run directory at training time (``ebmlab.train``'s ``data.npy`` of data given in memory, a run
+trained on another's ``samples/``), the path inside the run (``path_in_run``). A run moved or copied to another
+place then reads its data there; the fingerprint decides whether the file found is the run's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from ebmlab.config import Config
+from ebmlab.errors import DataError
+from ebmlab.files import write_text_atomic
+from ebmlab.training.run import INFO_NAME, read_run_info, stored_transform, transform_info
+
+__all__ = ["DATA_FILE", "data_file", "located_config", "run_dataset", "verify_data", "write_run_info"]
+
+DATA_FILE = "data.npy"  # ebmlab.train's copy of data given in memory (``api.py``)
+
+
+def data_file(cfg: Config) -> Path | None:
+    """The data file whose bytes a run depends on (``data.path`` when it is a regular file), else None."""
+    return Path(cfg.data.path) if cfg.data.path and Path(cfg.data.path).is_file() else None
+
+
+def write_run_info(run_dir: Path, cfg: Config, data) -> None:
+    """``run.json``: what ``load``/``sample``/``eval`` need without the original command line."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ebmlab.data.arrays import file_sha256, folder_fingerprint
+
+    try:
+        __version__ = version("ebmlab")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without installation
+        __version__ = "unknown"
+
+    f = data_file(cfg)
+    tf = data.transform
+    info = {"format": 1, "ebmlab": __version__, "method": cfg.method.name, "model": cfg.model.name,
+            "config_hash": cfg.run_hash(),
+            "data": {"name": cfg.data.name, "kind": data.kind, "shape": list(data.shape),
+                     "num_classes": int(data.num_classes or 0), "classes": [str(c) for c in data.info.get("classes", [])],
+                     "n_train": int(data.train.shape[0]),
+                     "n_test": int(data.test.shape[0]),
+                     "path": str(Path(cfg.data.path).resolve()) if cfg.data.path else None,
+                     "path_in_run": _path_in_run(run_dir, cfg.data.path),
+                     "sha256": file_sha256(f) if f is not None else None,
+                     "listing_sha256": folder_fingerprint(cfg.data.path) if _is_folder(cfg) else None},
+            "transform": transform_info(tf, data.kind)}
+    write_text_atomic(run_dir / INFO_NAME, json.dumps(info, indent=1))
+
+
+def _path_in_run(run_dir: Path, path: str | None) -> str | None:
+    """``path`` relative to the run directory (POSIX form) when it lies inside it, else None."""
+    if not path:
+        return None
+    try:
+        return Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def located_config(run_dir: Path, cfg: Config, info: dict | None) -> Config:
+    """``cfg`` reading its data where they are now: ``data.path`` as stored, or, when that path is gone and the
+    data lay inside the run directory at training time, the same place inside ``run_dir`` (a moved or copied run;
+    ``verify_data`` then checks its fingerprint). The returned config is for reading the data only: the run's
+    identity (its hash, ``config.yaml``) keeps the stored path."""
+    stored = cfg.data.path
+    if not stored or Path(stored).exists():
+        return cfg
+    d = (info or {}).get("data") or {}
+    inside = d.get("path_in_run")
+    if inside is None and d.get("sha256") and Path(stored).name == DATA_FILE:  # a run written before path_in_run
+        inside = DATA_FILE
+    if not inside or not (Path(run_dir) / inside).exists():
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str((Path(run_dir) / inside).absolute())))
+
+
+def _is_folder(cfg: Config) -> bool:
+    return bool(cfg.data.path) and Path(cfg.data.path).is_dir()
+
+
+def verify_data(run_dir: Path, cfg: Config, info: dict | None) -> bool:
+    """True when the run's data file is present and unchanged, False when it is absent; DataError naming
+    the file when its bytes differ from those the run was trained on (a data folder: when its files' names or
+    sizes differ, ``folder_fingerprint``)."""
+    from ebmlab.data.arrays import file_sha256, folder_fingerprint
+
+    listing = (info or {}).get("data", {}).get("listing_sha256")
+    if listing and _is_folder(cfg) and folder_fingerprint(cfg.data.path) != listing:
+        raise DataError(f"data folder {str(cfg.data.path)!r} has changed since run {str(run_dir)!r} was trained "
+                        "(files added, removed, renamed or resized); restore it or train a new run on the new data")
+    want = (info or {}).get("data", {}).get("sha256")
+    if not want or not cfg.data.path:
+        return cfg.data.path is None or Path(cfg.data.path).exists()
+    p = Path(cfg.data.path)
+    if not p.is_file():
+        return False
+    if file_sha256(p) != want:
+        raise DataError(f"data file {str(p)!r} has changed since run {str(run_dir)!r} was trained (SHA-256 "
+                        "differs); restore the original file or train a new run on the new data")
+    return True
+
+
+def _stub_dataset(info: dict):
+    """A ``Dataset`` with the run's stored transform and shape but no examples (the file is absent)."""
+    from ebmlab.data.base import Dataset
+
+    d = info["data"]
+    shape = tuple(int(s) for s in d["shape"])
+    empty = torch.zeros((2, *shape))
+    return Dataset(str(d.get("path") or d.get("name")), d["kind"], empty, empty[:0], stored_transform(info["transform"]),
+                   num_classes=int(d.get("num_classes") or 0), info={"stub": True})
+
+
+def run_dataset(run_dir: Path, cfg: Config, *, need_data: bool = True):
+    """The run's ``Dataset``: rebuilt from ``config.yaml`` when ``need_data`` (training, ``eval``,
+    ``sample --init data``), else a stub with the stored transform (no data read). A changed data
+    file is refused in both cases; a missing one only when the data are needed. Data that lay inside the run
+    are read where the run now is (``located_config``)."""
+    from ebmlab.data import build_dataset
+
+    info = read_run_info(run_dir)
+    located = located_config(run_dir, cfg, info)
+    present = verify_data(run_dir, located, info)
+    if info is not None and not need_data:
+        return _stub_dataset(info)
+    if not present:
+        raise DataError(f"data file {str(cfg.data.path)!r} of run {str(run_dir)!r} does not exist; restore it "
+                        "(ebmlab.load and sample --init noise work without it)")
+    data = build_dataset(located.data)
+    if info is not None:  # the stored transform is the one the weights were trained with
+        data.transform = _stub_dataset(info).transform
+    return data
