@@ -32,7 +32,6 @@ run.metrics, run.checkpoint_step, run.config
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,9 +40,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ebmlab.api_config import raw_config, validated
 from ebmlab.api_data import DATA_FILE, data_source, dataset, in_memory, ood_inputs, save_array
 from ebmlab.api_energy import check_rebuilds, energy_record, start_from
-from ebmlab.config import Config, apply_overrides, read_config_file, user_data_overrides
+from ebmlab.config import Config, apply_overrides, user_data_overrides
 from ebmlab.errors import ConfigError
 
 __all__ = ["Run", "datasets", "load", "methods", "models", "resume", "train"]
@@ -127,7 +127,7 @@ class Run:
 
     def __call__(self, x: Tensor | np.ndarray, **cond: Any) -> Tensor:
         """Energies (B,) of data-coordinate inputs ``x`` (B, ...), a tensor or an array."""
-        return self.energy(_points(x).to(self.device), **cond)
+        return self.energy(self._points(x).to(self.device), **cond)
 
     def data(self) -> Any:
         """The run's ``Dataset`` (model coordinates; read from its data file, checked by SHA-256)."""
@@ -155,14 +155,12 @@ class Run:
         returns the chain diagnostics (acceptance, step sizes, energies per step; the first batch's)."""
         from ebmlab.training.drawing import class_index, class_names, data_starts, draw
 
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        if steps is not None and (not isinstance(steps, int) or steps < 0):
-            raise ValueError(f"steps must be a non-negative integer or None, got {steps!r}")
+        n, seed = _integer(n, "n", 1), _integer(seed, "seed")
+        steps = None if steps is None else _integer(steps, "steps", 0)
         dev = self.device
         x0 = None
         if not isinstance(init, str):  # start points (n, ...), a tensor or an array
-            x0 = self.transform.to_model(_points(init).cpu()).to(dev)
+            x0 = self.transform.to_model(self._points(init, "init").cpu()).to(dev)
         elif init == "data":
             x0 = data_starts(self.data().test, n, seed, dev)
         elif init != "noise":
@@ -173,7 +171,7 @@ class Run:
         x = self.transform.to_data(out.x.detach().cpu())
         if not torch.isfinite(x).all():
             raise FloatingPointError("some samples are not finite (the chains diverged)")
-        return (x, {k: v.detach().cpu() for k, v in out.info.items()}) if return_info else x
+        return (x, _detached(out.info)) if return_info else x
 
     def evaluate(self, *, ood: str | Path | Sequence[str | Path] | Mapping[str, Any] = (),
                  heldout_draws: int | None = None, draw_seed: int = 0, digits_fd: bool = False, fid: bool = False,
@@ -202,13 +200,44 @@ class Run:
     def log_density(self, x: Tensor | np.ndarray) -> Tensor:
         """(B,) unnormalised log-density of data-coordinate ``x`` (B, ...), a tensor or an array: the model's
         log p(z) at z = (x - shift) / scale plus log |dz/dx|. ``NoLogDensity`` for a method without one."""
-        z = self.transform.to_model(_points(x).cpu()).to(self.device)
+        z = self.transform.to_model(self._points(x).cpu()).to(self.device)
         with torch.no_grad():
             return self.objective.log_density(z).cpu() + self.transform.log_det
+
+    def _points(self, x, what: str = "x") -> Tensor:
+        """``_points(x)``, refused in one sentence unless it is a batch (B, *self.shape) of the run's points."""
+        t = _points(x)
+        if t.dim() != len(self.shape) + 1 or tuple(t.shape[1:]) != self.shape:
+            dims = ", ".join(map(str, self.shape))
+            raise ValueError(f"{what} must be a batch of the run's points, shape (B, {dims}) in its data coordinates; "
+                             f"got {tuple(t.shape)}")
+        return t
 
     def __repr__(self) -> str:
         return (f"Run({str(self.path)!r}, method={self.method!r}, model={self.config.model.name!r}, "
                 f"step={self.checkpoint_step}, data={self.kind} {self.shape})")
+
+
+def _detached(info):
+    """Chain diagnostics on the CPU without a graph: tensors, and the dicts and lists of them that some samplers
+    return (paper 000's annealing keeps ``snapshots``, a dict of tensors); anything else as it is."""
+    if isinstance(info, Tensor):
+        return info.detach().cpu()
+    if isinstance(info, dict):
+        return {k: _detached(v) for k, v in info.items()}
+    if isinstance(info, (list, tuple)):
+        return type(info)(_detached(v) for v in info)
+    return info
+
+
+def _integer(value, name: str, minimum: int | None = None) -> int:
+    """``value`` as an int (a Python or NumPy integer, not a bool); ValueError naming ``name`` otherwise or below
+    ``minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or (
+            minimum is not None and value < minimum):
+        need = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}[minimum]
+        raise ValueError(f"{name} must be {need}, got {value!r}")
+    return int(value)
 
 
 def _points(x) -> Tensor:
@@ -260,7 +289,7 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     if bad:
         raise ConfigError(f"unknown keyword argument(s) {bad}; sections are given as model=, train=, eval= "
                           "mappings, everything else as overrides={'section.key': value}")
-    raw = _raw_config(config, method, sections, overrides)
+    raw = raw_config(config, method, sections, overrides)
     x_mem = in_memory(data)
     run_dir = Path(out) if out is not None else None
     if x_mem is None and data is not None:
@@ -275,7 +304,7 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
         raw["data"] = {**raw.get("data", {}), "name": "array", "path": str((run_dir / DATA_FILE).absolute())}
     if config is None and (raw.get("data") or {}).get("name") == "array":  # the user's vectors, no config
         raw = apply_overrides(raw, user_data_overrides(raw))
-    cfg = _validated(raw)
+    cfg = validated(raw)
     data_set = dataset(cfg, x_mem)
     if energy is not None:
         check_rebuilds(cfg, energy, data_set.shape)
@@ -302,57 +331,8 @@ def resume(path: str | Path, *, overrides: Sequence[str] | Mapping[str, Any] | N
         raise ConfigError(f"ebmlab.resume takes train= and eval= mappings and overrides=, not {bad}: the rest of a "
                           "run's config is fixed by its checkpoints")
     run_dir = Path(path)
-    cfg = from_dict(_raw_config(resume_config(run_dir, None), None, sections, overrides))
+    cfg = from_dict(raw_config(resume_config(run_dir, None), None, sections, overrides))
     return _train_in(run_dir, cfg, run_dataset(run_dir, cfg), evaluate=evaluate, resume=True)
-
-
-def _raw_config(config, method, sections, overrides) -> dict:
-    """The mapping of sections from ``config``, with ``method``, the section mappings and ``overrides``."""
-    if config is None:
-        raw: dict = {}
-    elif isinstance(config, Config):
-        raw = config.to_dict()
-    elif isinstance(config, Mapping):
-        raw = json.loads(json.dumps(dict(config), default=str))  # a deep copy of plain values
-    elif isinstance(config, (str, os.PathLike)):
-        raw = read_config_file(config)
-    else:
-        raise ConfigError(f"config must be a Config, a mapping of sections, a YAML file or a shipped config's "
-                          f"name, got a {type(config).__name__}")
-    raw = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
-    if method is not None:
-        from ebmlab.objectives import METHODS
-
-        section = raw.get("method") if isinstance(raw.get("method"), dict) else {}
-        old, new = METHODS.get(section.get("name", "hybrid")), METHODS.get(method)
-        same = old is not None and new is not None and old.config is new.config  # e.g. paper 004's five schemes
-        raw["method"] = {**section, "name": method} if same else {"name": method}  # other methods' keys differ
-    for sec, values in sections.items():
-        if values is None:
-            continue
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{sec}= must be a mapping of keys to values, got a {type(values).__name__}")
-        raw[sec] = {**(raw.get(sec) or {}), **values}
-    if isinstance(overrides, Mapping):
-        for key, value in overrides.items():
-            sec, _, k = str(key).partition(".")
-            if not sec or not k:
-                raise ConfigError(f"an override key must be section.key (e.g. train.steps), got {key!r}")
-            raw[sec] = {**(raw.get(sec) or {}), k: value}
-    elif overrides is not None:
-        if isinstance(overrides, str):
-            overrides = [overrides]
-        raw = apply_overrides(raw, list(overrides))
-    return raw
-
-
-def _validated(raw: dict) -> Config:
-    from ebmlab.training.config import from_dict
-
-    cfg = from_dict(raw)
-    if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
-        cfg.data.path = str(Path(cfg.data.path).expanduser().absolute())
-    return cfg
 
 
 def _train_in(run_dir: Path, cfg: Config, data, *, x_mem=None, energy=None, overwrite: bool = False,

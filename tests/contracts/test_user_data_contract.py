@@ -29,3 +29,6 @@ def test_every_method_trains_on_a_users_array_and_reopens(name, tmp_path):
     for init in ("noise", "data"):
         x = run.sample(8, init=init, seed=1)
         assert x.shape == (8, 2) and torch.isfinite(x).all(), init
+    # with the chain diagnostics (paper 000's annealing returns a dict of snapshots among them: it crashed)
+    x, info = run.sample(8, seed=1, return_info=True)
+    assert torch.equal(x, run.sample(8, seed=1)) and isinstance(info, dict) and info

@@ -290,6 +290,31 @@ def test_a_run_of_data_given_in_memory_still_reads_them_after_it_is_moved(tmp_pa
         ebmlab.load(new).sample(5, init="data")
 
 
+def test_the_run_refuses_points_and_counts_of_the_wrong_kind_in_one_sentence(tmp_path):
+    """Points of another dimension reached torch ("The size of tensor a (3) must match ..."), a single point without
+    its batch axis an IndexError, ``seed=None`` a RuntimeError inside ``manual_seed``; NumPy integers were refused
+    and ``steps=True`` was taken as one step."""
+    out = tmp_path / "r"
+    ebmlab.train("noise", data=_blobs(200), out=out, train={**TINY, "steps": 2}, evaluate=False,
+                 overrides={"model.width": 16, "train.select_every": None})
+    run = ebmlab.load(out)
+    wrong = r"must be a batch of the run's points, shape \(B, 2\) in its data coordinates; got "
+    for call, got in ((lambda: run.sample(5, init=torch.zeros(5, 3)), r"\(5, 3\)"),
+                      (lambda: run.log_density(np.zeros((4, 3))), r"\(4, 3\)"),
+                      (lambda: run(torch.zeros(4, 3)), r"\(4, 3\)"), (lambda: run.log_density(torch.zeros(2)), r"\(2,\)")):
+        with pytest.raises(ValueError, match=wrong + got):
+            call()
+    for kwargs, match in (({"seed": None}, "seed must be an integer, got None"),
+                          ({"steps": True}, "steps must be a non-negative integer, got True"),
+                          ({"steps": -1}, "non-negative"), ({"seed": 1.5}, "seed must be an integer")):
+        with pytest.raises(ValueError, match=match):
+            run.sample(5, **kwargs)
+    with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
+        run.sample(0)
+    assert torch.equal(run.sample(np.int64(3), steps=np.int32(2), seed=np.int64(4)), run.sample(3, steps=2, seed=4))
+    assert run(torch.zeros(4, 2)).shape == run.log_density(np.zeros((4, 2))).shape == (4,)
+
+
 def test_run_evaluate_scores_ood_sets_held_in_memory(tmp_path):
     """``ood=`` took only names and files; a mapping {name: array} in data coordinates gives the AUROC the same
     points saved to a file give through ``--ood FILE``."""
