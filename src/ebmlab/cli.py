@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from ebmlab.cli_commands import cmd_configs, cmd_eval, cmd_experiment, cmd_sample, cmd_train
 
@@ -234,8 +235,24 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail("input nested too deeply to read (a damaged or hostile file?)")
     except KeyboardInterrupt:
-        print("ebmlab: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        print(f"ebmlab: interrupted{_after_interrupt(args)}", file=sys.stderr)
         return 130
+
+
+def _after_interrupt(args) -> str:
+    """What a Ctrl-C left and how to go on: a training run's last checkpoint (``cmd_train`` sets ``args.run_dir``)
+    or that it has none yet, an experiment's finished cells; nothing for commands that only read a run."""
+    if args.fn is cmd_experiment:
+        return "; its finished cells are kept (the same command again skips them)"
+    run_dir = getattr(args, "run_dir", None)
+    if args.fn is not cmd_train or run_dir is None:
+        return ""
+    from ebmlab.training.checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(Path(run_dir) / "checkpoints")
+    if last is None:
+        return "; no checkpoint was written yet, so start it again without --resume (the directory is reused)"
+    return f"; the last checkpoint, {last.name}, is kept: continue with ebmlab train --out {run_dir} --resume"
 
 
 def _sentence(exc: BaseException) -> str:

@@ -53,6 +53,7 @@ def cmd_train(args) -> int:
     else:
         named = load_config(args.config, overrides)
         run_dir = Path(f"runs/{named.method.name}_{Path(str(named.data.name)).stem}")
+    args.run_dir = run_dir  # (what a Ctrl-C message names: cli._after_interrupt)
     # --resume: the run's own config.yaml (or --config) plus --set; check_resume_changes refuses fixed keys
     if args.resume:  # the run's stored data.path as it is; a --config file's relative one made absolute
         cfg = resume_config(run_dir, overrides, args.config)

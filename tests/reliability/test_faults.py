@@ -196,3 +196,23 @@ def test_kill_minus_nine_leaves_a_lock_that_resume_takes_over(trained_root, tmp_
         assert (out / "checkpoints" / name).read_bytes() == blob
     steps = [r["step"] for r in read_metrics(out)]
     assert steps == list(range(1, step + 3))
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_go_on(run_copy, trained_root, tmp_path, monkeypatch, capsys):
+    """Every Ctrl-C said "the last checkpoint is kept (continue with --resume)": false before the first checkpoint
+    (``--resume`` then refuses) and meaningless for ``sample`` and ``eval``."""
+    from ebmlab.training.loop import Trainer
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Trainer, "fit", interrupt)
+    new = tmp_path / "new"
+    code, _, err = cli(capsys, "train", "--out", new, "--data", trained_root / "points.npy", *sets())
+    assert code == 130 and "no checkpoint was written yet, so start it again without --resume" in err
+    code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=9")
+    assert code == 130 and f"the last checkpoint, {latest(run_copy).name}, is kept" in err
+    assert f"ebmlab train --out {run_copy} --resume" in err
+    from ebmlab.training import drawing
+    monkeypatch.setattr(drawing, "draw", interrupt)
+    code, _, err = cli(capsys, "sample", run_copy, "--n", "3")
+    assert code == 130 and err.strip() == "ebmlab: interrupted"

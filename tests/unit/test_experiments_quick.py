@@ -40,6 +40,12 @@ def test_experiment_refuses_unknown_options(tmp_path):
     from ebmlab.errors import ConfigError
     with pytest.raises(ConfigError, match="does not take --full"):  # only paper002 has --full
         run_experiment("paper004", tmp_path, quick=True, full=True)
+    for jobs in (0, -1, 1.5, True):  # 0 and -1 ran serially, "-1 at a time"
+        with pytest.raises(ConfigError, match="--jobs must be a positive integer"):
+            run_experiment("paper004", tmp_path / "j", quick=True, jobs=jobs)
+    with pytest.raises(ConfigError, match="--budget must be a positive number"):
+        run_experiment("leaderboard", tmp_path / "j", quick=True, budget=0.0)
+    assert not (tmp_path / "j").exists()
 
 
 def test_an_experiment_never_writes_into_a_directory_of_other_files(tmp_path):

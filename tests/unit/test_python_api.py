@@ -328,6 +328,11 @@ def test_run_evaluate_scores_ood_sets_held_in_memory(tmp_path):
     got = run.evaluate(ood={"far": far, "far_tensor": torch.from_numpy(far), "listed": far.tolist()})
     assert got["ood_auroc_far"] == got["ood_auroc_far_tensor"] == got["ood_auroc_listed"] == by_file
     assert 0.0 <= by_file <= 1.0
+    np.save(tmp_path / "one.npy", far[:1])  # an OOD set is not split: one row is scored (the training rule refused it)
+    assert run.evaluate(ood=[str(tmp_path / "one.npy")])["ood_auroc_one"] == run.evaluate(ood={"one": far[:1]})["ood_auroc_one"]
+    np.save(tmp_path / "none.npy", far[:0])
+    with pytest.raises(errors.DataError, match="needs at least 1 row and 1 column"):
+        run.evaluate(ood=[str(tmp_path / "none.npy")])
     for bad, match in (({"x": far[:, :1]}, r"has shape \(60, 1\); the run's points are \(2,\)"),
                        ({"x": far[:0]}, "N >= 1"), ({"x": np.full((3, 2), np.nan)}, "NaN or inf"),
                        ({"x": np.array([["a", "b"]])}, "must be real numbers"), ({"": far}, "non-empty names")):

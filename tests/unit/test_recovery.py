@@ -141,6 +141,18 @@ def test_guidance_and_composition_coefficients():
     comp0 = composed_energy(obj, [c1, c2], 0.0)(y, t)
     assert torch.allclose(comp0, e(y, t, c1) + e(y, t, c2) - e(y, t, None), atol=1e-5)
     assert guided_sample(obj, c1, 1.0, generator=g).shape == (4, 2)
+    for bad in (-1.0, float("nan"), float("inf")):  # NaN passed "w < 0" and ran the chain into NaN
+        with pytest.raises(ValueError, match="a finite number >= 0"):
+            guided_sample(obj, c1, bad, generator=g)
+
+
+def test_inpainting_refuses_a_model_without_paper_003s_noise_levels():
+    """It raised AttributeError ('... has no attribute abar') on any other method."""
+    from ebmlab.objectives.contrastive import ContrastiveDivergence
+
+    other = ContrastiveDivergence.__new__(ContrastiveDivergence)  # the type is all inpaint looks at first
+    with pytest.raises(ValueError, match="inpainting needs a cdrl or drl model"):
+        inpaint(other, torch.zeros(2, 6), torch.ones(2, 6))
 
 
 def test_unet_initializer_shapes():

@@ -13,6 +13,8 @@ final Tweedie step uses the guided level-0 energy too).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -48,8 +50,8 @@ def guided_init(objective, labels: Tensor, w: float):
 def guided_sample(objective, labels: Tensor, w: float, *, generator: torch.Generator | None = None,
                   n_steps: int | None = None) -> Tensor:
     """(B, ...) samples of class ``labels`` (B,) long with guidance weight ``w`` >= 0."""
-    if w < 0:
-        raise ValueError(f"the guidance weight w must be >= 0, got {w}")
+    if not math.isfinite(w) or w < 0:  # (a NaN weight passed "w < 0" and ran the whole chain into NaN)
+        raise ValueError(f"the guidance weight w must be a finite number >= 0, got {w}")
     x_T = objective.prior(labels.shape[0], generator)
     return objective.generate(x_T, generator=generator, n_steps=n_steps, energy_fn=guided_energy(objective, labels, w),
                               init_fn=guided_init(objective, labels, w)).x

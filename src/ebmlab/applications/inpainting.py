@@ -21,6 +21,10 @@ def inpaint(objective, x_obs: Tensor, mask: Tensor, *, generator: torch.Generato
 
     ``mask`` (B, ...) or broadcastable, 1 = known, 0 = to fill. Returns (B, ...) (and the list of
     x_t per level when ``keep_levels``)."""
+    from ebmlab.objectives.recovery import RecoveryLikelihood
+
+    if not isinstance(objective, RecoveryLikelihood):  # (its noise levels and reverse process are what it uses)
+        raise ValueError(f"inpainting needs a cdrl or drl model (paper 003); this model is {type(objective).__name__}")
     if mask.shape != x_obs.shape:
         mask = mask.expand_as(x_obs)
     known = (mask > 0.5).to(x_obs)

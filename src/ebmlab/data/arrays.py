@@ -61,12 +61,13 @@ def _numbers(line: str) -> bool:
     return True
 
 
-def load_vectors(path: str | Path) -> torch.Tensor:
-    """(N, D) float32 tensor from a user file, checked for rank, size and finiteness."""
-    return check_vectors(read_array(path), f"data file {str(path)!r}")
+def load_vectors(path: str | Path, min_rows: int = MIN_ROWS, what: str = "data file") -> torch.Tensor:
+    """(N, D) float32 tensor from a user file, checked for rank, size and finiteness (``min_rows``: training data
+    are split, an out-of-distribution set is not and needs 1)."""
+    return check_vectors(read_array(path), f"{what} {str(path)!r}", min_rows)
 
 
-def check_vectors(arr: np.ndarray, where: str) -> torch.Tensor:
+def check_vectors(arr: np.ndarray, where: str, min_rows: int = MIN_ROWS) -> torch.Tensor:
     """``arr`` as an (N, D) float32 tensor; ``DataError`` naming ``where`` (e.g. "data file 'x.npy'" or
     "the data passed to ebmlab.train") when it is not numbers, not 2-D, too small, non-finite or beyond
     the float32 range."""
@@ -75,9 +76,10 @@ def check_vectors(arr: np.ndarray, where: str) -> torch.Tensor:
     if arr.ndim != 2:
         images = " (images of shape (N, H, W[, C]) are read by data.name=npy)" if arr.ndim in (3, 4) else ""
         raise DataError(f"{where} must hold a 2-D array (N, D), got shape {arr.shape}{images}")
-    if arr.shape[0] < MIN_ROWS or arr.shape[1] < 1:
-        raise DataError(f"{where} has shape {arr.shape}; ebmlab needs at least {MIN_ROWS} rows "
-                        "(one tenth, at least 2, is held out for the evaluation) and 1 column")
+    if arr.shape[0] < min_rows or arr.shape[1] < 1:
+        why = " (one tenth, at least 2, is held out for the evaluation)" if min_rows == MIN_ROWS else ""
+        raise DataError(f"{where} has shape {arr.shape}; ebmlab needs at least {min_rows} row{'s' * (min_rows > 1)}"
+                        f"{why} and 1 column")
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).any(1).sum())
         raise DataError(f"{where} contains NaN or inf values in {bad} row(s); clean them first")

@@ -36,8 +36,19 @@ def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict
         takes = [_flag(k) for k in accepted if k not in ("out", "quick")]
         raise ConfigError(f"experiment {name} does not take {', '.join(map(_flag, refused))}; it takes "
                           f"{', '.join(takes) or 'no option'} besides --out and --quick")
+    _check_counts(options)
     _claim_out(Path(out), name)
     return module.run(out, quick=quick, **options)
+
+
+def _check_counts(options: dict) -> None:
+    """``jobs`` must be a positive integer and ``budget`` positive seconds (``--jobs 0`` / ``-1`` ran serially and
+    said "-1 at a time")."""
+    jobs, budget = options.get("jobs"), options.get("budget")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ConfigError(f"--jobs must be a positive integer (cells run at once), got {jobs!r}")
+    if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget < float("inf")):
+        raise ConfigError(f"--budget must be a positive number of seconds, got {budget!r}")
 
 
 MARKER = "experiment.json"  # {"experiment": NAME}: the directory is that experiment's, and a rerun may reuse it

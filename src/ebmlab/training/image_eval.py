@@ -244,7 +244,7 @@ def ood_set(name: str, data, generator) -> Tensor:
     from ebmlab.errors import DataError
     if not Path(name).exists():
         raise DataError(f"--ood {name!r}: for vector runs use 'shifted', 'scaled' or a .npy/.npz/.csv file of vectors")
-    x = load_vectors(name)
+    x = load_vectors(name, min_rows=1, what="--ood file")  # an OOD set is scored whole, not split
     if x.shape[1:] != data.test.shape[1:]:
         raise DataError(f"--ood {name!r} has vectors of shape {tuple(x.shape[1:])}, the run's data {tuple(data.test.shape[1:])}")
     return data.transform.to_model(x)
