@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", metavar="FILE", default=None,
                    help="your own vectors: .npy/.npz/.csv of shape (N, D) (sets data.name=array; without --config also "
                         "whitening, a Gaussian base measure, row noise and the result chosen on a validation split, "
-                        "unless set: config.USER_DATA_DEFAULTS, README)")
+                        "unless set: config.USER_DATA_DEFAULTS, README); a folder of images (data.name=imagefolder); "
+                        "or a dataset's name (digits, 8gaussians...: data.name)")
     t.add_argument("--out", metavar="DIR", default=None, help="run directory; default: runs/<method>_<data>")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--overwrite", action="store_true",
@@ -185,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seeds", metavar="S,S,...", default=None,
                    help="seeds of every arm (default: the fixed set 0,1,2; experiments on the claim harness)")
     x.add_argument("--full", action="store_true",
-                   help="the larger grid where an experiment has one (paper002: T up to 40, K up to 30)")
+                   help="the larger grid where an experiment has one (paper002: T up to 40, K up to 30; paper003: the "
+                        "checkerboard arms at the shipped config's 8,000 iterations)")
     x.add_argument("--jobs", type=int, metavar="N", default=None,
                    help="cells run at once, each one process with one thread (default 2; 1: serially in this process)")
     x.add_argument("--budget", type=float, metavar="SECONDS", default=None,

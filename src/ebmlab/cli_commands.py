@@ -20,6 +20,8 @@ def _train_overrides(args) -> list[str]:
     from ebmlab.config import apply_overrides, user_data_overrides
 
     overrides = list(args.set or [])
+    if args.data and not Path(args.data).expanduser().exists() and _dataset_name(args.data):
+        return [f"data.name={args.data}"] + overrides  # a name, as ebmlab.train(data="digits") takes it
     if args.data:
         path = Path(args.data).expanduser().absolute()
         overrides += [f"data.path={path}"]
@@ -29,6 +31,13 @@ def _train_overrides(args) -> list[str]:
         if not args.config and not args.resume and raw["data"]["name"] == "array":  # defaults for a table
             overrides = user_data_overrides(raw) + overrides
     return overrides
+
+
+def _dataset_name(text: str) -> bool:
+    """Whether ``--data TEXT`` names a registered dataset (``digits``, ``8gaussians``...) rather than a path; a
+    file or folder of that name in the current directory is read as the path."""
+    from ebmlab.data import DATASETS
+    return text in DATASETS and text not in ("array", "imagefolder", "npy")
 
 
 def _absolute_data_path(cfg) -> None:

@@ -29,11 +29,29 @@ class _NoAlias(Exception):
     pass
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
 class _Loader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             raise _NoAlias(self.peek_event().anchor)
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        """A key given twice in one mapping is refused (YAML forbids it; PyYAML keeps the last one silently, so
+        ``method:`` written twice trained the second section's method without a word)."""
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)):
+                    continue  # (an unhashable key: construct_mapping says so)
+                if key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789"))
@@ -49,6 +67,9 @@ def yaml_load(text: str, where: str):
     except _NoAlias as exc:
         raise ConfigError(f"{where} uses a YAML alias (*{exc.args[0]}); ebmlab configs do not accept "
                           "anchors and aliases, write the values out") from None
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{where} gives the key {exc.args[0]!r} twice in one mapping (again on line {exc.args[1]}); "
+                          "keep one of them") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where} is not valid YAML ({' '.join(str(exc).split())})") from None
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. an invalid timestamp

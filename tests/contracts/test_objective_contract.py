@@ -57,7 +57,8 @@ def test_sample_contract(name):
     obj, data = _objective(name)
     with torch.no_grad():
         x = obj.sample(5, generator=torch.Generator().manual_seed(2)).x
-    assert x.shape == (5, *data.shape) and torch.isfinite(x).all()
+        x0 = obj.sample(5, n_steps=0, generator=torch.Generator().manual_seed(2)).x  # AIS refused 0 stages
+    assert x.shape == x0.shape == (5, *data.shape) and torch.isfinite(x).all() and torch.isfinite(x0).all()
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -85,6 +85,8 @@ BAD_FILES = {
     "python tag": ("train: !!python/object/apply:os.system ['touch {marker}']\n", "not valid YAML"),
     "unknown section": ("trian:\n  steps: 3\n", "unknown config section"),
     "merge key": ("base: &b {steps: 3}\ntrain:\n  <<: *b\n", "alias"),
+    "a section twice": ("method:\n  name: noise\nmethod:\n  name: hybrid\n", "gives the key 'method' twice"),
+    "a key twice": ("train:\n  steps: 3\n  lr: 0.1\n  steps: 5\n", "'steps' twice in one mapping (again on line 4)"),
     "not utf-8": (b"\xff\xfe\x00train", "UTF-8"),
 }
 

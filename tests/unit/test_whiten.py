@@ -97,6 +97,26 @@ def test_the_users_vectors_get_the_user_data_defaults_unless_a_config_or_overrid
     assert load_config(None).data.whiten is False  # the built-in defaults (toys, the demo) are unchanged
 
 
+def test_train_data_takes_a_dataset_name_as_the_python_api_does(tmp_path, monkeypatch):
+    """``ebmlab train --data 8gaussians`` said the file did not exist, where ``ebmlab.train(data="8gaussians")``
+    trains on the toy; a file or folder of that name in the current directory is still the path."""
+    from argparse import Namespace
+
+    from ebmlab.cli_commands import _train_overrides
+
+    def data(arg, sets=()):
+        return load_config(None, _train_overrides(Namespace(set=list(sets), data=arg, config=None, resume=False))).data
+    monkeypatch.chdir(tmp_path)
+    d = data("8gaussians")
+    assert d.name == "8gaussians" and d.path is None and d.whiten is False  # the toy's own settings
+    assert data("digits", ["data.n_test=50"]).name == "digits"
+    assert data("nope").name == "array"  # not a dataset: a path, refused by the loader as missing
+    np.save(tmp_path / "digits", _correlated(40))
+    (tmp_path / "digits.npy").rename(tmp_path / "digits")
+    d = data("digits")
+    assert d.name == "array" and d.path == str(tmp_path / "digits")
+
+
 def test_the_leaderboards_default_row_trains_what_data_runs_train():
     from ebmlab.experiments import leaderboard
     _, sets = leaderboard.method_overrides(leaderboard.DEFAULT_ROW, "breast_cancer", 20.0, False)

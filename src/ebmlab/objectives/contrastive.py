@@ -348,7 +348,7 @@ class ContrastiveDivergence(Objective):
         x0 = self.start_points(n, x0, generator)
         steps = self.n_steps_default if n_steps is None else n_steps
         ctrl = self.ctrl_noise.copy() if self.ctrl_noise is not None else None  # sampling never trains
-        if self.cfg.noise_chain == "ais" and not given:
+        if self.cfg.noise_chain == "ais" and not given and steps > 0:  # (0 steps: the start, as every method gives)
             return self._sample_ais(x0, steps, ctrl, generator)
         x, info = self._chain(x0, steps, self.sampling_step_size(), ctrl, generator)
         return SampleOutput(x, info.as_dict())
