@@ -13,7 +13,7 @@ training is refused by name (``DataError``). Every checkpoint sidecar stores ``c
 run's ``config.yaml`` on every load, so a checkpoint from another run or method is refused.
 
 The lock on a run directory (``RunLock``, ``run.lock``) is ``training/lock.py``, re-exported here; the run's data
-(``run.json``'s data entries, finding and checking the data file, the run's ``Dataset``) are ``training/run_data.py``.
+(``run.json``, finding and checking the data file, the run's ``Dataset``) are ``training/run_data.py``.
 """
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ from ebmlab.errors import CheckpointError, ConfigError, RunError, RunNotFound, o
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.config import from_dict
 from ebmlab.training.lock import LOCK_NAME, RunLock  # noqa: F401 (re-exported)
+from ebmlab.training.run_data import (INFO_NAME, read_run_info, run_dataset, stored_transform,  # noqa: F401
+                                      transform_info)
 
-INFO_NAME = "run.json"
 CHANGES_NAME = "config_changes.jsonl"
 # What ``ebmlab train`` writes into a run directory (``--overwrite`` deletes these and nothing else).
 # ``data.npy``: data that ``ebmlab.train`` received in memory, saved into the run (the run's data file).
@@ -109,24 +110,6 @@ def read_run_config(run_dir: str | Path) -> Config:
         raise ConfigError(f"run config {str(Path(run_dir) / 'config.yaml')!r} is invalid: {exc}") from None
 
 
-def transform_info(tf, kind: str) -> dict:
-    """run.json's ``transform``: shift and scale, and with whitening the matrix W and its inverse."""
-    out = {"shift": tf.shift.tolist(), "scale": tf.scale.tolist(),
-           "note": "model = (data - shift) / scale" + (", images in [-1, 1]" if kind == "image" else "")}
-    if tf.matrix is not None:
-        out.update(matrix=tf.matrix.tolist(), inverse=tf.inverse.tolist(), note="model = W (data - shift) / scale")
-    return out
-
-
-def stored_transform(tf: dict):
-    """The ``Affine`` of run.json's ``transform`` (ValueError/TypeError/KeyError if it is malformed)."""
-    from ebmlab.data.base import Affine
-
-    def t(key):
-        return torch.tensor(tf[key], dtype=torch.float32)
-    return Affine(t("shift"), t("scale"), *((t("matrix"), t("inverse")) if "matrix" in tf else ()))
-
-
 def _checkpoint_transform(meta: dict, path: Path):
     """The ``Affine`` of a checkpoint sidecar's ``transform``; CheckpointError if it is malformed."""
     try:
@@ -134,25 +117,6 @@ def _checkpoint_transform(meta: dict, path: Path):
     except (ValueError, TypeError, KeyError, RuntimeError):
         raise CheckpointError(f"checkpoint sidecar {str(path.with_suffix('.json'))!r} has a damaged 'transform'; "
                               "restore it or retrain the run") from None
-
-
-def read_run_info(run_dir: Path) -> dict | None:
-    """``run.json`` as a dict, None for a run written before it existed; CheckpointError if damaged."""
-    p = Path(run_dir) / INFO_NAME
-    if not p.is_file():
-        return None
-    try:
-        info = json.loads(p.read_text())
-        ok = isinstance(info, dict) and isinstance(info.get("data"), dict) and isinstance(info.get("transform"), dict)
-        if ok:
-            stored_transform(info["transform"])
-            [int(s) for s in info["data"]["shape"]]
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError):
-        ok = False
-    if not ok:
-        raise CheckpointError(f"run file {str(p)!r} is damaged (expected ebmlab's JSON with 'data' and "
-                              "'transform'); restore it or retrain the run")
-    return info
 
 
 # ----- checkpoints of a run ----------------------------------------------------------------------------
@@ -227,7 +191,6 @@ def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu
     Every failure is one of ebmlab's errors with one sentence (ConfigError, DataError, CheckpointError,
     RunError): a damaged config.yaml or sidecar, a checkpoint of another run, NaN weights, a bad device."""
     from ebmlab.objectives import build_objective
-    from ebmlab.training import run_data
 
     run_dir = Path(run_dir)
     dev = resolve_device(device)
@@ -242,7 +205,7 @@ def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu
             raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
         tensors, meta = ckpt.load_checkpoint(path)
         check_config_hash(meta, cfg, path)
-        data = run_data.run_dataset(run_dir, cfg, need_data=need_data)
+        data = run_dataset(run_dir, cfg, need_data=need_data)
         if "transform" in meta:  # a refitted result carries its own transform (training/selection.py)
             data = data.with_transform(_checkpoint_transform(meta, path))
         objective = build_objective(cfg, data)

@@ -1,5 +1,6 @@
-"""A run's data (DESIGN.md "Runs on disk"): what ``run.json`` records of them, where the data file is, whether it is
-the one the run was trained on, and the run's ``Dataset``. Split out of ``training/run.py``.
+"""A run's data (DESIGN.md "Runs on disk"): ``run.json`` (written, read, its data transform), where the data file
+is, whether it is the one the run was trained on, and the run's ``Dataset``. Split out of ``training/run.py``, which
+re-exports what its importers used from it.
 
 ``run.json`` stores the data file's absolute path and SHA-256 (a folder: the SHA-256 of its listing), and, when the
 data lay inside the run directory at training time (``ebmlab.train``'s ``data.npy`` of data given in memory, a run
@@ -15,12 +16,13 @@ from pathlib import Path
 import torch
 
 from ebmlab.config import Config
-from ebmlab.errors import DataError
+from ebmlab.errors import CheckpointError, DataError
 from ebmlab.files import write_text_atomic
-from ebmlab.training.run import INFO_NAME, read_run_info, stored_transform, transform_info
 
-__all__ = ["DATA_FILE", "data_file", "located_config", "run_dataset", "verify_data", "write_run_info"]
+__all__ = ["DATA_FILE", "INFO_NAME", "data_file", "located_config", "read_run_info", "run_dataset", "stored_transform",
+           "transform_info", "verify_data", "write_run_info"]
 
+INFO_NAME = "run.json"
 DATA_FILE = "data.npy"  # ebmlab.train's copy of data given in memory (``api.py``)
 
 
@@ -54,6 +56,43 @@ def write_run_info(run_dir: Path, cfg: Config, data) -> None:
                      "listing_sha256": folder_fingerprint(cfg.data.path) if _is_folder(cfg) else None},
             "transform": transform_info(tf, data.kind)}
     write_text_atomic(run_dir / INFO_NAME, json.dumps(info, indent=1))
+
+
+def transform_info(tf, kind: str) -> dict:
+    """run.json's ``transform``: shift and scale, and with whitening the matrix W and its inverse."""
+    out = {"shift": tf.shift.tolist(), "scale": tf.scale.tolist(),
+           "note": "model = (data - shift) / scale" + (", images in [-1, 1]" if kind == "image" else "")}
+    if tf.matrix is not None:
+        out.update(matrix=tf.matrix.tolist(), inverse=tf.inverse.tolist(), note="model = W (data - shift) / scale")
+    return out
+
+
+def stored_transform(tf: dict):
+    """The ``Affine`` of run.json's ``transform`` (ValueError/TypeError/KeyError if it is malformed)."""
+    from ebmlab.data.base import Affine
+
+    def t(key):
+        return torch.tensor(tf[key], dtype=torch.float32)
+    return Affine(t("shift"), t("scale"), *((t("matrix"), t("inverse")) if "matrix" in tf else ()))
+
+
+def read_run_info(run_dir: Path) -> dict | None:
+    """``run.json`` as a dict, None for a run written before it existed; CheckpointError if damaged."""
+    p = Path(run_dir) / INFO_NAME
+    if not p.is_file():
+        return None
+    try:
+        info = json.loads(p.read_text())
+        ok = isinstance(info, dict) and isinstance(info.get("data"), dict) and isinstance(info.get("transform"), dict)
+        if ok:
+            stored_transform(info["transform"])
+            [int(s) for s in info["data"]["shape"]]
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"run file {str(p)!r} is damaged (expected ebmlab's JSON with 'data' and "
+                              "'transform'); restore it or retrain the run")
+    return info
 
 
 def _path_in_run(run_dir: Path, path: str | None) -> str | None:
