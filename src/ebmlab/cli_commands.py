@@ -162,6 +162,8 @@ def cmd_sample(args) -> int:
     if args.n <= 0 or (args.steps is not None and args.steps < 0):
         raise ValueError(f"--n must be positive and --steps non-negative, got {args.n} and {args.steps}")
     out_file = _output_file(Path(args.out)) if args.out else None
+    if out_file is not None:
+        _not_the_runs_data(Path(args.run), [out_file, out_file.with_suffix(".png")])
     run = _open(args, need_data=args.init == "data")
     objective, data = run.objective, run.data
     if out_file is not None and out_file.suffix == ".csv" and data.kind == "image":
@@ -210,6 +212,24 @@ def _output_file(path: Path) -> Path:
                                  "directory; choose another --out")
             break
     return path
+
+
+def _not_the_runs_data(run_dir: Path, files: list[Path]) -> None:
+    """Refuse ``sample --out`` files that are the run's data file or lie in its data folder: writing there replaced
+    the user's data with samples, and every later ``sample``/``eval`` of the run refused the changed data."""
+    from ebmlab.training.run import read_run_config, read_run_info
+    from ebmlab.training.run_data import located_config
+
+    cfg = read_run_config(run_dir)
+    path = located_config(run_dir, cfg, read_run_info(run_dir)).data.path
+    if not path:
+        return
+    data = Path(path).resolve()
+    for f in files:
+        target = f.resolve()
+        if target == data or data in target.parents:
+            raise ValueError(f"--out {str(f)!r} would write into the run's data ({str(data)!r}), which the run needs "
+                             "unchanged; choose another --out")
 
 
 def cmd_eval(args) -> int:

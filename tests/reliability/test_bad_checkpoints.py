@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,6 +197,18 @@ def test_sample_out_names_the_file_it_writes(run_copy, tmp_path, capsys):
     code, _, err = cli(capsys, "sample", run_copy, "--out", tmp_path / "s.txt")
     assert_one_sentence(code, err, "written as .npy or .csv")
     assert not (tmp_path / "s.txt").exists()
+
+
+def test_sample_out_never_writes_over_the_runs_data(run_copy, trained_root, capsys):
+    """``--out`` naming the run's own data file replaced the user's data with samples (and every later sample or eval
+    of the run then refused the changed file)."""
+    from ebmlab.training.run import read_run_config
+    data = Path(read_run_config(run_copy).data.path)
+    before = data.read_bytes()
+    code, _, err = cli(capsys, "sample", run_copy, "--n", "3", "--steps", "1", "--out", data)
+    assert_one_sentence(code, err, "would write into the run's data")
+    assert data.read_bytes() == before and not data.with_suffix(".png").exists()
+    assert cli(capsys, "sample", run_copy, "--n", "3", "--steps", "1", "--init", "data")[0] == 0  # still its data
 
 
 def test_sidecar_without_optimizer_blocks_only_resume(run_copy, tmp_path, capsys):

@@ -188,6 +188,25 @@ def test_imagefolder_crop_resize_flat_jpeg(tmp_path):
 def test_imagefolder_empty(tmp_path):
     with pytest.raises(DataError, match="no .png"):
         build_dataset(_cfg(name="imagefolder", path=str(tmp_path)))
+    _write_png(tmp_path / "only.png", np.zeros((4, 4, 3), dtype=np.uint8))  # was a RuntimeError from torch
+    with pytest.raises(DataError, match="holds 1 image; ebmlab needs at least 2"):
+        build_dataset(_cfg(name="imagefolder", path=str(tmp_path)))
+
+
+def test_sixteen_bit_pngs_are_scaled_not_clipped(tmp_path):
+    """Pillow's convert clips 16-bit values above 255, so a folder of 16-bit grayscale PNGs became white images."""
+    from PIL import Image
+    rng = np.random.default_rng(7)
+    raw = [rng.integers(0, 65536, size=(6, 6)).astype(np.uint16) for _ in range(3)]
+    for i, a in enumerate(raw):
+        Image.fromarray(a).save(tmp_path / f"{i}.png")  # a 16-bit grayscale PNG
+    assert Image.open(tmp_path / "0.png").mode.startswith("I")
+    d = build_dataset(_cfg(name="imagefolder", path=str(tmp_path), channels=1, n_test=1))
+    got = torch.cat([d.train, d.test])
+    for a in raw:  # each image, at 8 bits (v * 255 / 65535, rounded), in [-1, 1]
+        want = _expected(np.round(a.astype(np.float64) * 255 / 65535).astype(np.uint8)[None, :, :, None])
+        assert ((got - want).abs().flatten(1).amax(1) < 1e-6).sum() == 1
+    assert got.std() > 0.3  # not one white image
 
 
 # ----- .npy / .npz ---------------------------------------------------------------------------------

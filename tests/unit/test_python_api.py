@@ -592,3 +592,16 @@ def test_public_functions_and_classes_have_docstrings():
                         walk(n.body, f"{prefix}{n.name}.", rel)
         walk(ast.parse(p.read_text()).body)
     assert not missing, missing
+
+
+def test_a_label_that_names_a_class_folder_is_that_folder():
+    """With class folders named 1 and 2, ``--label 1`` sampled folder 2 (index 1) and ``--label 2`` was refused;
+    folders 0..10 sort as 0, 1, 10, 2, ..., so ``--label 2`` gave folder 10. A name wins; an int is an index."""
+    from ebmlab.training.drawing import class_index
+    numbered = ["1", "2"]
+    assert class_index("1", numbered) == 0 and class_index("2", numbered) == 1 and class_index(1, numbered) == 1
+    ten = sorted(str(k) for k in range(11))
+    assert class_index("2", ten) == ten.index("2") == 3 and class_index(2, ten) == 2
+    assert class_index("7", []) == 7 and class_index("cat", ["cat", "dog"]) == 0  # no names: the index
+    with pytest.raises(ValueError, match="one of cat, dog or its index"):
+        class_index("cow", ["cat", "dog"])

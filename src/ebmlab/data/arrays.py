@@ -48,9 +48,10 @@ def read_array(path: str | Path) -> np.ndarray:
 def _read_csv(p: Path) -> np.ndarray:
     """A comma-separated table of numbers, with or without one header row (column names: a first row whose fields
     are not all numbers is skipped; any later text is an error)."""
-    with open(p, newline="") as fh:
-        first = fh.readline()
-    return np.loadtxt(p, delimiter=",", dtype=np.float64, ndmin=2, skiprows=0 if _numbers(first) else 1)
+    with open(p, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark (Excel writes one) is dropped: it made
+        first = fh.readline()                                # a first row of numbers look like a header, skipped
+        rows = fh if not _numbers(first) else [first, *fh]
+        return np.loadtxt(rows, delimiter=",", dtype=np.float64, ndmin=2)
 
 
 def _numbers(line: str) -> bool:

@@ -140,8 +140,12 @@ def _finish(name: str, cfg, train: Tensor, test: Tensor, ytr, yte, num_classes: 
                    ytr, yte, num_classes, info=dict(range="[-1, 1]", layout="NCHW", **info))
 
 
-def _split(n: int, n_test: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Seeded permutation -> (train indices, test indices) with min(n_test, n // 10) test items."""
+def _split(n: int, n_test: int, seed: int, where: str) -> tuple[Tensor, Tensor]:
+    """Seeded permutation -> (train indices, test indices) with min(n_test, n // 10) test items (at least 1: a
+    DataError naming ``where`` for fewer than 2 images, which leave none to train on)."""
+    if n < 2:
+        raise DataError(f"{where} holds {n} image; ebmlab needs at least 2 (one tenth, at least 1, is held out for "
+                        "the evaluation)")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     k = min(n_test, max(1, n // 10))
     return perm[k:], perm[:k]
@@ -235,12 +239,30 @@ def _read_image(path: Path, mode: str, crop: int | None, size: int | None) -> Te
     from PIL import Image
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert(mode), dtype=np.uint8)
+            arr = np.asarray(_eight_bit(im, path).convert(mode), dtype=np.uint8)
+    except DataError:
+        raise
     except Exception as exc:  # Pillow raises many types for broken files
         raise DataError(f"could not read image {str(path)!r} ({type(exc).__name__}: {exc})") from None
     x = to_unit_range(arr[None], str(path))  # (1, C, H, W)
     x = centre_crop(x, crop) if crop else x
     return resize(x, size) if size else x
+
+
+def _eight_bit(im, path: Path):
+    """``im`` with 8-bit channels. 16-bit grayscale (modes ``I;16*``, and ``I`` within 0..65535: scientific and
+    medical PNGs) is scaled by 255/65535: Pillow's ``convert`` clips every value above 255, which made such a
+    folder a set of white images. Float or wider images are refused."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":
+        v = np.asarray(im, dtype=np.float64)
+        if v.min() < 0 or v.max() > 65535:
+            raise DataError(f"image {str(path)!r} holds {im.mode} values outside 0..65535; save it as 8- or 16-bit")
+        return Image.fromarray(np.round(v * (255.0 / 65535.0)).astype(np.uint8), "L")
+    if im.mode == "F":
+        raise DataError(f"image {str(path)!r} holds floating-point pixels (mode F); save it as 8- or 16-bit")
+    return im
 
 
 def _folder(cfg) -> Dataset:
@@ -252,7 +274,7 @@ def _folder(cfg) -> Dataset:
     if len(sizes) > 1:
         raise DataError(f"images in {str(root)!r} have different sizes {sorted(sizes)[:3]}...; set data.image_size")
     x = torch.cat(images)  # (N, C, H, W)
-    tr, te = _split(x.shape[0], cfg.n_test, cfg.seed)
+    tr, te = _split(x.shape[0], cfg.n_test, cfg.seed, f"image folder {str(root)!r}")
     y = np.asarray(labels) if labels is not None else None
     return _finish(str(root), cfg, x[tr], x[te], None if y is None else y[tr.numpy()],
                    None if y is None else y[te.numpy()], len(classes), classes=classes)
@@ -285,7 +307,7 @@ def _npy(cfg) -> Dataset:
     x = to_unit_range(arr, str(p))
     if y is not None and len(y) != x.shape[0]:
         raise DataError(f"{str(p)!r} has {x.shape[0]} images but {len(y)} labels")
-    tr, te = _split(x.shape[0], cfg.n_test, cfg.seed)
+    tr, te = _split(x.shape[0], cfg.n_test, cfg.seed, f"image file {str(p)!r}")
     k = int(y.max()) + 1 if y is not None else 0
     return _finish(str(p), cfg, x[tr], x[te], None if y is None else y[tr.numpy()],
                    None if y is None else y[te.numpy()], k)

@@ -25,11 +25,13 @@ def class_names(run_dir) -> list[str]:
 
 def class_index(label: int | str, classes: list[str]) -> int:
     """A class given as its index or, for data that name their classes (an image folder's sub-folders, stored in
-    ``run.json``), its name; ValueError listing the names for an unknown one."""
+    ``run.json``), its name; ValueError listing the names for an unknown one. A string that names a class is that
+    class, before it is read as an index (folders named ``1`` and ``2``: ``--label 1`` is folder ``1``, index 0);
+    an int is always the index."""
+    if isinstance(label, str) and label in classes:
+        return classes.index(label)
     if isinstance(label, int) or (isinstance(label, str) and label.lstrip("-").isdigit()):
         return int(label)
-    if label in classes:
-        return classes.index(label)
     named = f"one of {', '.join(classes)} or its index" if classes else "an integer: this run's data name no classes"
     raise ValueError(f"unknown class {label!r}: the label is {named}")
 
