@@ -168,6 +168,20 @@ def test_imagefolder_classes_roundtrip(tmp_path):
         assert hit.sum() == 1 and labels[hit].item() == ["cat", "dog"].index(cls)
 
 
+def test_imagefolder_labels_at_any_depth_and_a_warning_for_loose_images(tmp_path):
+    """Nested class folders (cat/indoor/x.png) and one stray top-level image each made the folder unlabelled
+    without a word."""
+    for rel in ("cat/a.png", "cat/indoor/b.png", "dog/c.png", "dog/out/door/d.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        _write_png(tmp_path / rel, np.zeros((4, 4, 3), dtype=np.uint8))
+    d = build_dataset(_cfg(name="imagefolder", path=str(tmp_path), n_test=1))
+    assert d.info["classes"] == ["cat", "dog"] and sorted(torch.cat([d.train_labels, d.test_labels]).tolist()) == [0, 0, 1, 1]
+    _write_png(tmp_path / "preview.png", np.zeros((4, 4, 3), dtype=np.uint8))
+    with pytest.warns(UserWarning, match=r"1 image\(s\) lie outside the class sub-folders \(preview.png\)"):
+        d = build_dataset(_cfg(name="imagefolder", path=str(tmp_path), n_test=1))
+    assert d.num_classes == 0 and d.train_labels is None
+
+
 def test_imagefolder_crop_resize_flat_jpeg(tmp_path):
     rng = np.random.default_rng(3)
     for i in range(3):

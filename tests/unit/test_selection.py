@@ -194,6 +194,14 @@ def test_ebmlab_eval_keeps_how_training_chose_the_result(tmp_path, monkeypatch, 
     assert kept.keys() >= {"selected_step", "val_energy_distance", "select_seconds"} and kept["selected_step"] == 10
     assert {k: after[k] for k in kept} == kept and after["checkpoint_step"] == 10
     assert "(step 10, the best validation check" in capsys.readouterr().out
+    # another checkpoint is not the chosen result: its metrics.json looked like the result's (selected_step 10)
+    other = tmp_path / "r" / "checkpoints" / "step_00000020.safetensors"
+    assert cli.main(["eval", str(tmp_path / "r"), "--checkpoint", str(other)]) == 0
+    after = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert after["checkpoint_step"] == 20 and after["checkpoint_is_selected"] is False
+    assert {k: after[k] for k in kept} == kept  # and the facts stay: only training's checks could recompute them
+    assert cli.main(["eval", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["checkpoint_is_selected"] is True
 
 
 def test_a_window_chooses_the_check_whose_neighbours_agree_and_keeps_its_own_weights(tmp_path, monkeypatch):

@@ -224,14 +224,21 @@ def _cifar(cfg) -> Dataset:
 
 # ----- image folder ------------------------------------------------------------------------------------
 def _list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
-    """Image files under root; labels from class sub-folders when every image sits in one."""
+    """Image files under root; labels from the first-level sub-folders (classes) when every image lies under one, at
+    any depth; with images both in and outside sub-folders, none (a warning names the loose ones)."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"image folder {str(root)!r} holds no .png/.jpg/.jpeg files")
     rel_parts = [f.relative_to(root).parts for f in files]
-    if all(len(parts) == 2 for parts in rel_parts):
+    loose = [f.name for f, parts in zip(files, rel_parts) if len(parts) == 1]
+    if not loose:  # every image under a class sub-folder, at any depth (cat/x.png, cat/indoor/y.png): labelled
         classes = sorted({parts[0] for parts in rel_parts})
         return files, [classes.index(parts[0]) for parts in rel_parts], classes
+    if len(loose) < len(files):  # some in sub-folders, some not: no labels, and the user is told which broke them
+        import warnings
+        warnings.warn(f"image folder {str(root)!r}: {len(loose)} image(s) lie outside the class sub-folders "
+                      f"({', '.join(loose[:3])}{', ...' if len(loose) > 3 else ''}), so the folder is read without "
+                      "class labels; move them into a sub-folder (or remove them) for labels", UserWarning, stacklevel=2)
     return files, None, []
 
 

@@ -241,7 +241,10 @@ def evaluate_checkpoint(run_dir: Path, objective, data, cfg, step: int, options)
 def _evaluate_locked(run_dir: Path, objective, data, cfg, step: int, options) -> dict:
     from ebmlab.training.hooks import eval_extensions
 
-    facts = result_facts(objective, kept_result_facts(run_dir))  # how training chose the result: kept
+    kept = kept_result_facts(run_dir)  # how training chose the result: kept (only training's checks know it)
+    if "selected_step" in kept:  # eval --checkpoint of another step says that these metrics are not the result's
+        kept["checkpoint_is_selected"] = kept["selected_step"] == step
+    facts = result_facts(objective, kept)
     with torch.no_grad():
         metrics = evaluate(objective, data, cfg, run_dir, extra=facts)
     for fn in eval_extensions():
