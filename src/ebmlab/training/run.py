@@ -70,7 +70,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={name!r} but CUDA is not available on this machine; use cpu or auto")
+            raise ConfigError(f"device {name!r} (train.device or --device) needs CUDA, which is not available on this "
+                              "machine; use cpu or auto")
         if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
             raise ConfigError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} "
                               "CUDA device(s)")
