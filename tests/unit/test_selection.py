@@ -196,7 +196,8 @@ def test_ebmlab_eval_keeps_how_training_chose_the_result(tmp_path, monkeypatch, 
     assert "(step 10, the best validation check" in capsys.readouterr().out
     # another checkpoint is not the chosen result: its metrics.json looked like the result's (selected_step 10)
     other = tmp_path / "r" / "checkpoints" / "step_00000020.safetensors"
-    assert cli.main(["eval", str(tmp_path / "r"), "--checkpoint", str(other)]) == 0
+    monkeypatch.chdir(tmp_path)  # a bare name is looked up in RUN/checkpoints/ (it was taken from the cwd only)
+    assert cli.main(["eval", str(tmp_path / "r"), "--checkpoint", other.name]) == 0
     after = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert after["checkpoint_step"] == 20 and after["checkpoint_is_selected"] is False
     assert {k: after[k] for k in kept} == kept  # and the facts stay: only training's checks could recompute them

@@ -197,7 +197,7 @@ def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu
     dev = resolve_device(device)
     cfg = read_run_config(run_dir)
     try:
-        path = Path(checkpoint) if checkpoint else ckpt.result_checkpoint(run_dir / "checkpoints")
+        path = _checkpoint_path(run_dir, checkpoint) if checkpoint else ckpt.result_checkpoint(run_dir / "checkpoints")
         if path is None:
             raise CheckpointError(f"no checkpoint in {str(run_dir / 'checkpoints')!r}; train the run first")
         if path.is_dir():
@@ -233,6 +233,14 @@ def load(run_dir: str | Path, device: str = "cpu") -> nn.Module:
 
 
 # ----- resuming ---------------------------------------------------------------------------------------
+def _checkpoint_path(run_dir: Path, checkpoint: str | Path) -> Path:
+    """``--checkpoint FILE`` as given, or a bare name that is not a file here (``step_00000040.safetensors``)
+    in the run's ``checkpoints/``."""
+    path = Path(checkpoint)
+    inside = run_dir / "checkpoints" / path
+    return inside if not path.exists() and len(path.parts) == 1 and inside.is_file() else path
+
+
 def resume_config(run_dir: Path, overrides: list[str] | None, config: str | None = None) -> Config:
     """The config of ``--resume``: the run's own ``config.yaml`` (or ``--config``, compared below) with
     ``--set`` overrides applied. ``check_resume_changes`` then refuses changes of fixed keys."""
