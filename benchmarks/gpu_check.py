@@ -154,16 +154,19 @@ def environment(device: torch.device) -> dict:
 
 
 # ----- the CUDA tests ------------------------------------------------------------------------------
-def run_tests(out: Path, timeout_s: float, cpu_smoke: bool) -> dict:
+def run_tests(out: Path, timeout_s: float, cpu_smoke: bool, workers: int = 0) -> dict:
     """``pytest -m cuda tests/cuda`` in a subprocess with a junit report; counts and failures. At the
     time limit pytest gets SIGINT (it then still writes its summary and the junit file of the tests
-    that ran), and is killed 30 s later if it has not stopped."""
+    that ran), and is killed 30 s later if it has not stopped. ``workers`` > 0 spreads the tests over
+    that many pytest-xdist processes sharing the GPU (when xdist is installed)."""
     if importlib.util.find_spec("pytest") is None:
         return {"ran": False, "reason": "pytest is not installed"}
     xml, log = out / "cuda_tests.xml", out / "cuda_tests.log"
     xml.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "tests/cuda", "-v", "-p", "no:cacheprovider",
            "-rfEsxX", "--durations=15", f"--junitxml={xml}"]
+    if workers > 0 and importlib.util.find_spec("xdist") is not None:
+        cmd += ["-n", str(workers)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["PYTHONUNBUFFERED"] = "1"
@@ -585,6 +588,8 @@ def parse_args(argv=None):
     p.add_argument("--cpu-smoke", action="store_true", help="the same code path on the CPU, tiny (checks, not speed)")
     p.add_argument("--budget-s", type=float, default=None, help="total wall-time budget (default 480; smoke 120)")
     p.add_argument("--tests-budget-s", type=float, default=240.0, help="at most this much for the CUDA tests (default 240)")
+    p.add_argument("--test-workers", type=int, default=0,
+                   help="pytest-xdist processes for the CUDA tests, sharing the GPU (default 0: one process)")
     p.add_argument("--skip-tests", action="store_true", help="do not run pytest -m cuda tests/cuda")
     p.add_argument("--configs", help="comma-separated subset of: " + ", ".join(s.name for s in CONFIGS))
     p.add_argument("--steps", type=int, default=None, help="timed training steps per precision (default 20; smoke 1)")
@@ -634,7 +639,8 @@ def main(argv=None) -> int:
     deadline = t0 + args.budget_s
     if not args.skip_tests:
         print(f"gpu_check: running the CUDA tests (at most {args.tests_budget_s:.0f} s) ...", flush=True)
-        result["tests"] = run_tests(out, min(args.tests_budget_s, 0.5 * args.budget_s), args.cpu_smoke)
+        result["tests"] = run_tests(out, min(args.tests_budget_s, 0.5 * args.budget_s), args.cpu_smoke,
+                                    args.test_workers)
         t = result["tests"]
         print(f"gpu_check: tests rc={t.get('rc')} passed={t.get('passed')} failed={t.get('failures')} "
               f"errors={t.get('errors')} skipped={t.get('skipped')} ({t.get('wall_s')} s)", flush=True)
