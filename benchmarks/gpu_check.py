@@ -313,6 +313,7 @@ def _time_blocks(fns: dict, device: torch.device, blocks: int, min_block_s: floa
 def measure_energy(cfg, captured, device, amp: bool, args, flops_floor: float | None) -> dict:
     """Sampler step / bare forward+backward on the captured call, and the FLOP rate of the latter."""
     from ebmlab.samplers import StepSizeController, langevin, mala, run_chain
+    from ebmlab.samplers.base import frozen_parameters
 
     module, _, _, (x0, extra, kwargs) = captured
     call = lambda v: module(v, *extra, **kwargs)  # noqa: E731
@@ -321,9 +322,9 @@ def measure_energy(cfg, captured, device, amp: bool, args, flops_floor: float | 
     g = torch.Generator(device).manual_seed(0)
     no_check = {"check_finite": False} if "check_finite" in inspect.signature(run_chain).parameters else {}
 
-    def floor():
+    def floor():  # parameters frozen, as in every chain: the gradient to the input alone
         x = x0.detach().requires_grad_(True)
-        with _autocast(device, amp), torch.enable_grad():
+        with _autocast(device, amp), torch.enable_grad(), frozen_parameters(module):
             e = call(x)
             torch.autograd.grad(e.sum(), x)
 
@@ -331,9 +332,9 @@ def measure_energy(cfg, captured, device, amp: bool, args, flops_floor: float | 
         with _autocast(device, amp):
             if kind == "mala":
                 ctrl = StepSizeController(1, init_step=1e-4).to(device)
-                run_chain(mala, lambda v: call(v), x0, k, None, controller=ctrl, generator=g, **no_check)
+                run_chain(mala, call, x0, k, None, controller=ctrl, generator=g, freeze=module, **no_check)
             else:
-                run_chain(langevin, lambda v: call(v), x0, k, 1e-4, final_energy=False, generator=g, **no_check)
+                run_chain(langevin, call, x0, k, 1e-4, final_energy=False, generator=g, freeze=module, **no_check)
 
     for fn in (floor, chain):  # warm-up
         fn()
@@ -434,8 +435,11 @@ def run_precision(spec: Spec, args, device, amp: bool, box_s: float, data, flops
                     module, _, _, (x0, extra, kwargs) = captured
 
                     def one_floor():
+                        from ebmlab.samplers.base import frozen_parameters
+
                         x = x0.detach().requires_grad_(True)
-                        torch.autograd.grad(module(x, *extra, **kwargs).sum(), x)
+                        with frozen_parameters(module):
+                            torch.autograd.grad(module(x, *extra, **kwargs).sum(), x)
 
                     flops["floor"] = count_flops(one_floor)
                 res["energy"] = measure_energy(cfg, captured, device, amp, args, flops.get("floor"))

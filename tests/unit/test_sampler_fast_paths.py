@@ -119,3 +119,16 @@ def test_fixed_step_langevin_loop_equals_the_general_loop(monkeypatch, dtype, kw
         outs.append((y, *info))
     for a, b in zip(*outs):
         assert torch.equal(a, b) or (a.isnan().all() and b.isnan().all())
+
+
+def test_chain_info_cat_keeps_the_device_of_the_chains_that_stepped():
+    """Issue 20 (found on the GPU): paper 000's annealing concatenates a zero-step fitting chain (made on
+    the CPU) with the GPU chains' diagnostics; ``cat`` puts every part on the stepping chains' device
+    (the meta device stands in for CUDA here) and a recorder of no steps reports on the chain's device."""
+    from ebmlab.samplers.diagnostics import ChainInfo, Recorder
+
+    stepped = ChainInfo(*(torch.zeros(3, device="meta") for _ in range(4)))
+    out = ChainInfo.cat([ChainInfo.empty(), stepped, ChainInfo.empty()])
+    assert out.energy.device.type == "meta" and out.energy.shape == (3,)
+    assert Recorder(full=False).info(torch.zeros(2, device="meta")).energy.device.type == "meta"
+    assert ChainInfo.cat([ChainInfo.empty(), ChainInfo.empty()]).energy.shape == (0,)

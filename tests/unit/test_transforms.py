@@ -86,3 +86,15 @@ def test_augment_options():
     assert geo.shape == x.shape
     xr = x.requires_grad_()
     assert not augment(xr, torch.Generator().manual_seed(0)).requires_grad  # a sampler move, detached
+
+
+def test_augment_inside_bf16_autocast_keeps_fp32():
+    """Issue 20 (found on the GPU with train.amp): under bf16 autocast the hue rotation's einsum ran in
+    bf16 and its write into the fp32 batch failed. The transition is a data transform: same result,
+    same dtype with or without the autocast (CPU autocast takes the same path)."""
+    x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    plain = augment(x, torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = augment(x, torch.Generator().manual_seed(1))
+    assert inside.dtype == torch.float32
+    assert torch.equal(inside, plain)

@@ -25,13 +25,17 @@ def augment(x: Tensor, generator: torch.Generator | None = None, *, strength: fl
     """One augmentation transition D(x) per image (detached: it is a sampler move, not a loss term)."""
     if strength < 0:
         raise ValueError(f"augmentation strength must be non-negative, got {strength}")
-    x = x.detach()
-    x = T.random_resized_crop(x, generator, scale=scale)
-    if flip:
-        x = T.random_flip(x, generator)
-    if strength > 0:
-        x = T.color_jitter(x, generator, strength=strength)
-        x = T.random_grayscale(x, generator)
-    if blur:
-        x = T.gaussian_blur(x, generator)
+    # A data transform, computed in the images' own precision even inside training's bf16 autocast
+    # (train.amp): there the hue rotation's einsum ran in bf16 and its write into the fp32 batch failed
+    # (found on the GPU, issue 20).
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.detach()
+        x = T.random_resized_crop(x, generator, scale=scale)
+        if flip:
+            x = T.random_flip(x, generator)
+        if strength > 0:
+            x = T.color_jitter(x, generator, strength=strength)
+            x = T.random_grayscale(x, generator)
+        if blur:
+            x = T.gaussian_blur(x, generator)
     return x

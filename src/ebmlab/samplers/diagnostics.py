@@ -10,24 +10,28 @@ from torch import Tensor
 
 
 class ChainInfo(NamedTuple):
-    """Diagnostics of a chain, one entry per step (each (K,), float32 on the CPU). Every sampler and
-    generation procedure reports this type; ``as_dict`` gives the form ``SampleOutput.info`` uses."""
+    """Diagnostics of a chain, one entry per step (each (K,), float32, on the chain's device: reading them
+    is the caller's one host sync). Every sampler and generation procedure reports this type;
+    ``as_dict`` gives the form ``SampleOutput.info`` uses."""
     accept_rate: Tensor  # mean acceptance of the step over chains
     step_size: Tensor    # mean step size
     energy: Tensor       # mean E at the chains' points *before* the step
     grad_norm: Tensor    # mean ||dE/dx|| before the step (NaN unless diagnostics="full")
 
     @staticmethod
-    def empty() -> "ChainInfo":
+    def empty(device: torch.device | str | None = None) -> "ChainInfo":
         """The ChainInfo of a chain of zero steps."""
-        return ChainInfo(*(torch.zeros(0) for _ in range(4)))
+        return ChainInfo(*(torch.zeros(0, device=device) for _ in range(4)))
 
     @staticmethod
     def cat(infos: list["ChainInfo"]) -> "ChainInfo":
-        """Concatenate the per-step entries of consecutive chains (e.g. the levels of an annealing)."""
+        """Concatenate the per-step entries of consecutive chains (e.g. the levels of an annealing), on
+        the device of the first chain that took a step (a chain of zero steps may have been made
+        elsewhere: on CUDA, paper 000's annealing mixed CPU and GPU entries, issue 20)."""
         if not infos:
             return ChainInfo.empty()
-        return ChainInfo(*(torch.cat(parts) for parts in zip(*infos)))
+        device = next((i.accept_rate.device for i in infos if i.accept_rate.numel()), infos[0].accept_rate.device)
+        return ChainInfo(*(torch.cat([p.to(device) for p in parts]) for parts in zip(*infos)))
 
     def as_dict(self) -> dict[str, Tensor]:
         """The four per-step tensors as a dict (the form ``SampleOutput.info`` uses)."""
@@ -65,7 +69,7 @@ class Recorder:
         """The chain's ``ChainInfo``: every recorded column reduced to one mean per step (``x``: the chain's
         points, for the device)."""
         if not self.energy:
-            return ChainInfo.empty()
+            return ChainInfo.empty(x.device)
         ones = torch.ones((), device=x.device)
         if x.device.type == "cpu" and self.energy[0].numel() < _STACKED_MEAN_MAX:  # one reduction per column
             acc = (_row_means(self.accept) if all(a is not None for a in self.accept)

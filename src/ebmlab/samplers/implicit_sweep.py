@@ -32,7 +32,7 @@ def sweep_stage(energy, x: Tensor, t: Tensor, eta: float, sigmas: Tensor, *, noi
                 generator: torch.Generator | None = None, diagnostics: str = "light") -> tuple[Tensor, ChainInfo]:
     """K steps of Eq. 17 at times t (B,) long: sigmas (K,) or (K, B) noise stds; noises (K, B, ...)."""
     if sigmas.shape[0] == 0:
-        return x, ChainInfo.empty()
+        return x, ChainInfo.empty(x.device)
     x, info = run_chain(langevin, energy, x, sigmas.shape[0], 0.5 * eta, noise_scale=sigmas, noises=noises,
                         final_energy=False, diagnostics=diagnostics, generator=generator, t=t)
     return x, info
