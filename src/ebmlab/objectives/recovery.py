@@ -183,6 +183,12 @@ class RecoveryEnergy(nn.Module):
         self.register_buffer("step_sq", step_sq.float(), persistent=False)  # (T,) s_t^2
         self.register_buffer("alpha", alpha.float(), persistent=False)      # (T,) alpha_{t+1}
 
+    def compile(self, *args, **kwargs) -> None:
+        """``train.compile``: compile the network in place, not this wrapper. Training and every
+        sampler call ``net_energy``, which calls ``self.net`` directly, so a compiled wrapper would
+        run nothing compiled (found by reading, issue 20); ``forward`` reaches the compiled net too."""
+        self.net.compile(*args, **kwargs)
+
     def net_energy(self, y: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         """(B,) E_net(y; lambda_t, c) = -f^_theta (the network output, before the 1/s_t^2).
 
