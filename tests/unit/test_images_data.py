@@ -182,6 +182,38 @@ def test_imagefolder_labels_at_any_depth_and_a_warning_for_loose_images(tmp_path
     assert d.num_classes == 0 and d.train_labels is None
 
 
+def test_imagefolder_skips_macos_resource_forks(tmp_path):
+    """A folder copied from a Mac holds "._name.png" AppleDouble files (and __MACOSX/ in zips): not images;
+    they stopped the whole folder from loading ("could not read image")."""
+    for rel in ("cat/a.png", "cat/b.png", "dog/c.png", "dog/d.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        _write_png(tmp_path / rel, np.zeros((4, 4, 3), dtype=np.uint8))
+    for rel in ("cat/._a.png", "__MACOSX/cat/._b.png", "._top.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"\x00\x05\x16\x07 Mac OS X resource fork")
+    d = build_dataset(_cfg(name="imagefolder", path=str(tmp_path), n_test=1))
+    assert d.info["classes"] == ["cat", "dog"] and d.train.shape[0] + d.test.shape[0] == 4
+
+
+def test_npz_with_several_arrays_and_no_data_key_is_refused(tmp_path):
+    """An .npz of several arrays without the data key silently trained on whichever came first."""
+    from ebmlab.data.arrays import read_array
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "v.npz", weights=rng.random(5), points=rng.random((40, 2)))
+    with pytest.raises(DataError, match=r"holds 2 arrays \('weights', 'points'\) and none named 'x'"):
+        read_array(tmp_path / "v.npz")
+    np.savez(tmp_path / "one.npz", rng.random((40, 2)))  # a single array (arr_0) is unambiguous
+    assert read_array(tmp_path / "one.npz").shape == (40, 2)
+    images = rng.integers(0, 256, size=(20, 4, 4, 3), dtype=np.uint8)
+    np.savez(tmp_path / "im.npz", data=images, labels=rng.integers(0, 2, 20))  # one array besides labels
+    d = build_dataset(_cfg(name="npy", path=str(tmp_path / "im.npz"), n_test=2))
+    assert d.train.shape[1:] == (3, 4, 4) and d.num_classes == 2
+    np.savez(tmp_path / "two.npz", a=images, b=images)
+    with pytest.raises(DataError, match="none named 'x' or 'images' or 'arr_0'"):
+        build_dataset(_cfg(name="npy", path=str(tmp_path / "two.npz"), n_test=2))
+
+
 def test_imagefolder_crop_resize_flat_jpeg(tmp_path):
     rng = np.random.default_rng(3)
     for i in range(3):

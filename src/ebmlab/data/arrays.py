@@ -19,8 +19,27 @@ MIN_ROWS = 20                   # the held-out tenth (``data/dataset.array_datas
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+def npz_key(z, path: Path, names: tuple[str, ...], what: str, others: tuple[str, ...] = ()) -> str:
+    """The key of the data array in an opened .npz: the first of ``names`` it holds, else its only array
+    besides ``others`` (e.g. labels). Several candidates and none of ``names`` is a ``DataError`` naming
+    them (picking one silently could train on the wrong array)."""
+    keys = list(z.keys())
+    found = next((k for k in names if k in keys), None)
+    if found is not None:
+        return found
+    rest = [k for k in keys if k not in others]
+    if len(rest) == 1:
+        return rest[0]
+    if not keys:
+        raise DataError(f"{what} {str(path)!r} holds no arrays")
+    listed = ", ".join(repr(k) for k in keys[:6]) + (", ..." if len(keys) > 6 else "")
+    raise DataError(f"{what} {str(path)!r} holds {len(keys)} arrays ({listed}) and none named "
+                    f"{' or '.join(repr(n) for n in names)}; save the data under that key "
+                    f"(np.savez(path, {names[0]}=array)) or in a file of its own")
+
+
 def read_array(path: str | Path) -> np.ndarray:
-    """The numpy array in a .npy, .npz (key ``x`` or the first) or .csv file; ``DataError`` with one sentence otherwise."""
+    """The numpy array in a .npy, .npz (key ``x``, or its only array) or .csv file; ``DataError`` with one sentence otherwise."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file {str(p)!r} does not exist; expected a .npy, .npz or .csv file of shape (N, D)")
@@ -32,10 +51,7 @@ def read_array(path: str | Path) -> np.ndarray:
             return np.load(p, allow_pickle=False)
         if suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
-                keys = list(z.keys())
-                if not keys:
-                    raise DataError(f"data file {str(p)!r} holds no arrays")
-                return z["x"] if "x" in keys else z[keys[0]]
+                return z[npz_key(z, p, ("x",), "data file")]
         if suffix == ".csv":
             return _read_csv(p)
     except DataError:

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ebmlab.data.arrays import npz_key
 from ebmlab.data.base import Affine, Dataset
 from ebmlab.data.safe_pickle import RestrictedUnpickler, safe_unpickle  # noqa: F401  (re-exported)
 from ebmlab.errors import DataError
@@ -224,9 +225,12 @@ def _cifar(cfg) -> Dataset:
 
 # ----- image folder ------------------------------------------------------------------------------------
 def _list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
-    """Image files under root; labels from the first-level sub-folders (classes) when every image lies under one, at
+    """Image files under root (macOS "._*" resource forks skipped); labels from the first-level sub-folders (classes) when every image lies under one, at
     any depth; with images both in and outside sub-folders, none (a warning names the loose ones)."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    # macOS writes "._name.png" resource forks (AppleDouble, also under __MACOSX/ in zips) beside images
+    # copied to other disks; they are not images, so a folder that holds them could not be read at all.
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.name.startswith("._"))
     if not files:
         raise DataError(f"image folder {str(root)!r} holds no .png/.jpg/.jpeg files")
     rel_parts = [f.relative_to(root).parts for f in files]
@@ -289,16 +293,13 @@ def _folder(cfg) -> Dataset:
 
 # ----- .npy / .npz arrays ------------------------------------------------------------------------------
 def read_image_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(images, labels or None) from .npy or .npz (keys x/images and y/labels, else the first array)."""
+    """(images, labels or None) from .npy or .npz (keys x/images/arr_0 and y/labels, or its only array)."""
     try:
         if path.suffix.lower() == ".npy":
             return np.load(path, allow_pickle=False), None
         with np.load(path, allow_pickle=False) as z:
-            keys = list(z.keys())
-            xk = next((k for k in ("x", "images", "arr_0") if k in keys), keys[0] if keys else None)
-            if xk is None:
-                raise DataError(f"image file {str(path)!r} holds no arrays")
-            yk = next((k for k in ("y", "labels") if k in keys), None)
+            xk = npz_key(z, path, ("x", "images", "arr_0"), "image file", others=("y", "labels"))
+            yk = next((k for k in ("y", "labels") if k in z.keys()), None)
             return z[xk], (z[yk] if yk else None)
     except DataError:
         raise
