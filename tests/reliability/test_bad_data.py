@@ -50,7 +50,15 @@ def _make(case: str, tmp_path):
     if case == "text in csv":
         c = tmp_path / "data.csv"
         c.write_text("a,b\nc,d\n1,2\n")
-        return c, "could not read"
+        return c, "line 2 holds 'c', which is not a number"
+    if case == "semicolons in csv":  # a spreadsheet's CSV in locales with a decimal comma
+        c = tmp_path / "data.csv"
+        c.write_text("a;b\n1;2\n3;4\n")
+        return c, "line 2 is separated by semicolons"
+    if case == "ragged csv":
+        c = tmp_path / "data.csv"
+        c.write_text("1,2\n3,4\n5\n")
+        return c, "line 3 has 1 column(s) where the lines before it have 2"
     if case == "empty file":
         p.write_bytes(b"")
         return p, "could not read"
@@ -76,7 +84,7 @@ def _make(case: str, tmp_path):
 
 
 CASES = ["missing", "directory", "too few rows", "beyond float32", "nan", "inf", "pickled objects", "rank 3",
-         "text in csv", "empty file", "booleans", "unsupported suffix", "zero columns", "empty npz",
+         "text in csv", "semicolons in csv", "ragged csv", "empty file", "booleans", "unsupported suffix", "zero columns", "empty npz",
          "pickle renamed npy"]
 
 

@@ -67,7 +67,38 @@ def _read_csv(p: Path) -> np.ndarray:
     with open(p, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark (Excel writes one) is dropped: it made
         first = fh.readline()                                # a first row of numbers look like a header, skipped
         rows = fh if not _numbers(first) else [first, *fh]
-        return np.loadtxt(rows, delimiter=",", dtype=np.float64, ndmin=2)
+        try:
+            return np.loadtxt(rows, delimiter=",", dtype=np.float64, ndmin=2)
+        except ValueError:
+            raise DataError(f"data file {str(p)!r}: {_csv_problem(p)}") from None
+
+
+_OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs"}  # what spreadsheets in some locales, and TSV, use
+
+
+def _csv_problem(p: Path) -> str:
+    """The first line of a CSV that numpy could not read, said in the file's own line numbers (numpy counts
+    rows from 0 after the header), with the likely cause: another separator, text, or a ragged row."""
+    with open(p, newline="", encoding="utf-8-sig") as fh:
+        lines = [(n, line.rstrip("\r\n")) for n, line in enumerate(fh, 1)]
+    data = [(n, line) for n, line in lines if line.strip()]
+    if data and not _numbers(data[0][1]):
+        data = data[1:]  # the header row
+    width = None
+    for n, line in data:
+        fields = line.split(",")
+        if not _numbers(line):
+            sep = next((s for s in _OTHER_SEPARATORS if s in line and "," not in line), None)
+            if sep:
+                return (f"line {n} is separated by {_OTHER_SEPARATORS[sep]}, but ebmlab reads comma-separated files; "
+                        f"save it with commas (e.g. pandas.read_csv(path, sep={sep!r}).to_csv(path, index=False))")
+            bad = next(f.strip() for f in fields if f.strip() and not _numbers(f))
+            return f"line {n} holds {bad!r}, which is not a number (only a first header row may hold text)"
+        width = width or len(fields)
+        if len(fields) != width:
+            return f"line {n} has {len(fields)} column(s) where the lines before it have {width}"
+    return "it is not a table of numbers separated by commas"
+
 
 
 def _numbers(line: str) -> bool:
