@@ -249,7 +249,8 @@ def _points(x) -> Tensor:
 
 
 def load(path: str | Path, device: str = "cpu", checkpoint: str | Path | None = None) -> Run:
-    """Open the run in ``path`` at its latest (or the given) checkpoint with the EMA weights.
+    """Open the run in ``path`` at its result (the validation best when ``train.select_every`` chose one, as
+    for user data by default; else the latest checkpoint), or at ``checkpoint``, with the EMA weights.
 
     Needs only the run directory (the data transform is stored in it); ``run.sample(n)`` draws
     samples, ``run(x)`` gives energies. Errors are ebmlab's one-sentence exceptions
@@ -262,7 +263,7 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
           energy_kwargs: Mapping[str, Any] | None = None, config: Config | Mapping | str | Path | None = None,
           overrides: Sequence[str] | Mapping[str, Any] | None = None, out: str | Path | None = None,
           overwrite: bool = False, evaluate: bool = True, **sections: Mapping[str, Any]) -> Run:
-    """Train ``method`` on ``data`` and return the trained ``Run`` (EMA weights, latest checkpoint).
+    """Train ``method`` on ``data`` and return the trained ``Run`` (EMA weights, at the run's result: see ``load``).
 
     - ``method``: a method name (``ebmlab.methods()``; default: the config's, else ``hybrid``);
     - ``data``: a tensor or array (N, D) of your vectors (or anything ``numpy.asarray`` reads: nested lists, a

@@ -605,3 +605,14 @@ def test_a_label_that_names_a_class_folder_is_that_folder():
     assert class_index("7", []) == 7 and class_index("cat", ["cat", "dog"]) == 0  # no names: the index
     with pytest.raises(ValueError, match="one of cat, dog or its index"):
         class_index("cow", ["cat", "dog"])
+
+
+def test_energy_defined_in_main_says_where_it_can_be_loaded():
+    """A class from a script or notebook (``__main__``) gave "install its module or put it on PYTHONPATH",
+    which cannot help; the sentence says which process can load the run."""
+    from ebmlab.energies.build import import_target
+
+    with pytest.raises(errors.ConfigError, match=r"defined in the script or notebook that trained the run, so only "
+                       r"a Python process that defines NoSuchEnergy in its own __main__ can load it") as exc:
+        import_target("__main__:NoSuchEnergy")
+    assert "\n" not in str(exc.value)

@@ -46,6 +46,11 @@ def import_target(target: str) -> type:
             obj = getattr(obj, part)
     except Exception as exc:  # noqa: BLE001 -- any failure of the user's module is reported the same way
         text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        if module == "__main__":  # trained from a script or notebook (api.train warned then)
+            raise ConfigError(f"model.target {target!r} was defined in the script or notebook that trained the run, "
+                              f"so only a Python process that defines {qualname} in its own __main__ can load it (not "
+                              "the ebmlab command): define it there before ebmlab.load (to load a run anywhere, train it "
+                              "with the class in an importable module)") from None
         raise ConfigError(f"model.target {target!r} cannot be imported ({text}); install its module or put it "
                           "on PYTHONPATH where the run is trained or loaded") from None
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
