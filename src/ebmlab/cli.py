@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default:" in text or "%(default)" in text or action.default is argparse.SUPPRESS:
+        if re.search(r"\bdefault\b", text) or "%(default)" in text or action.default is argparse.SUPPRESS:
             return text
         if isinstance(action, argparse._StoreTrueAction):
             return f"{text} (default: off)"
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "methods on shared parts). `ebmlab COMMAND --help` describes each command.")
     p.add_argument("--version", action="version", version=f"ebmlab {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    p.command_parsers = sub.choices  # {command: its parser}, filled by add_parser below
     t = sub.add_parser("train", help="train a model (default: hybrid CD on the 10-D rings)",
                        description="Train a method on a dataset and evaluate it; writes a run directory.",
                        epilog_fn=_train_epilog)
@@ -219,9 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``ebmlab`` command line on ``argv`` (default: ``sys.argv[1:]``); returns the exit status
     (0, or 2 with one sentence on stderr for a user error)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's own parser (its usage, not the top level's), with the likely fix
+        parser.command_parsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}{_extra_hint(extra)}")
     try:
         return args.fn(args)
+    except BrokenPipeError:  # stdout closed by the reader (`ebmlab configs | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail too
+        return 141  # 128 + SIGPIPE, a shell's status for a command its pipe closed
     except _user_errors() as exc:
         if os.environ.get("EBMLAB_DEBUG"):
             raise
@@ -240,6 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ebmlab: interrupted{_after_interrupt(args)}", file=sys.stderr)
         return 130
+
+
+def _extra_hint(extra: list[str]) -> str:
+    """Why arguments were not recognised, for the two usual slips: a config key given as an option, and
+    several KEY=VALUE after one --set."""
+    if any("=" in a and not a.startswith("-") for a in extra):
+        return "; give --set once per key (--set train.steps=30 --set eval.n_samples=200)"
+    if any(a.startswith("--") for a in extra):
+        return "; config keys are set with --set SECTION.KEY=VALUE (e.g. --set train.steps=10), see --help"
+    return ""
 
 
 def _after_interrupt(args) -> str:

@@ -122,7 +122,7 @@ def _fit_and_evaluate(args, run_dir: Path, ctx, trainer) -> int:
     if trainer.fit_stats["stopped_by_budget"]:  # a finished run like one at train.steps: evaluated
         print(f"train.time_budget of {cfg.train.time_budget:g} s spent: stopped after update {trainer.step} "
               f"({trainer.fit_stats['updates']} updates in this call)", flush=True)
-    print("evaluating (EMA weights) ...", flush=True)
+    print(f"evaluating ({_weights(cfg)}) ...", flush=True)
     _report(run_dir, final_evaluation(trainer))
     return 0
 
@@ -148,7 +148,12 @@ def _open(args, need_data: bool = True):
 
 def _used(args, run) -> None:
     """Say which checkpoint a successful sample/eval used (after the work: a failure stays one line)."""
-    print(f"used {run.checkpoint} (step {run.step}, EMA weights) on {args.device}", file=sys.stderr)
+    print(f"used {run.checkpoint} (step {run.step}, {_weights(run.cfg)}) on {args.device}", file=sys.stderr)
+
+
+def _weights(cfg) -> str:
+    """Which weights a run is used with: its EMA when it keeps one (train.ema), else the trained ones."""
+    return "EMA weights" if cfg.train.ema is not None else "weights: train.ema is off"
 
 
 def cmd_sample(args) -> int:
@@ -175,7 +180,9 @@ def cmd_sample(args) -> int:
     xs = draw(objective, args.n, torch.Generator(dev).manual_seed(args.seed), steps=args.steps, x0=x0,
               label=label, guidance=args.guidance, batch_size=args.batch_size).x
     x = data.transform.to_data(xs.detach().cpu())
-    steps = objective.n_steps_default if args.steps is None else args.steps
+    steps = objective.steps_run(args.steps)  # what ran: --steps rounded up to whole levels (papers 000, 002, 003)
+    rounded = "" if args.steps in (None, steps) else (f", --steps {args.steps} rounded up to whole levels "
+                                                      f"({objective.sample_levels})")
     tag = "" if args.label is None else f"_label{args.label}"
     tag += "" if args.guidance is None else f"_w{args.guidance:g}"
     name = f"samples_{args.init}_{steps}steps_seed{args.seed}{tag}.npy"
@@ -191,7 +198,7 @@ def cmd_sample(args) -> int:
     else:
         plots.sample_scatter({f"{args.init} start, {steps} sampler steps": x}, png, extent=plots.data_box(x, 0.1),
                              title=f"samples of {Path(args.run).name}")
-    print(f"wrote {path} and {png}")
+    print(f"wrote {path} and {png} ({steps} sampler steps{rounded})")
     _used(args, run)
     return 0
 

@@ -71,9 +71,20 @@ def yaml_load(text: str, where: str):
         raise ConfigError(f"{where} gives the key {exc.args[0]!r} twice in one mapping (again on line {exc.args[1]}); "
                           "keep one of them") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{where} is not valid YAML ({' '.join(str(exc).split())})") from None
+        raise ConfigError(f"{where} is not valid YAML{_yaml_problem(exc)}") from None
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. an invalid timestamp
         raise ConfigError(f"{where} holds a value YAML cannot read ({' '.join(str(exc).split())})") from None
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """Where and what, in the file's own line numbers: ' at line 3, column 6: expected ...' (PyYAML's text
+    quotes the parser state and the source, which is no help in one sentence)."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return f" ({' '.join(str(exc).split())})"
+    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    started = f" that starts at line {cmark.line + 1}, column {cmark.column + 1}" if cmark is not None else ""
+    return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context}{started})" if context else "")
 
 
 # ----- shipped configs (package data) ------------------------------------------------------------------

@@ -47,6 +47,17 @@ def test_sample_from_noise_and_data(runs, name, init, tmp_path, capsys):
     assert "step 2" in capsys.readouterr().err  # the checkpoint used is named
 
 
+@pytest.mark.parametrize("name", ["hybrid", "implicit_diffusion"])
+def test_sample_names_the_steps_that_ran(runs, name, capsys):
+    """--steps 5 on a 4-level procedure runs 8 steps: the file name and the message say 8 (they said 5)."""
+    assert main(["sample", str(runs[name]), "--n", "3", "--steps", "5"]) == 0
+    out = capsys.readouterr()
+    ran = 5 if name == "hybrid" else 8
+    assert (runs[name] / "samples" / f"samples_noise_{ran}steps_seed0.npy").is_file()
+    assert f"({ran} sampler steps" in out.out and ("rounded up" in out.out) == (ran != 5)
+    assert "EMA weights" in out.err
+
+
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_eval_reports_checkpoint_step(runs, name, capsys):
     ckpt = sorted((runs[name] / "checkpoints").glob("*.safetensors"))[-1]

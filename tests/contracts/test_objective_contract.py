@@ -62,6 +62,17 @@ def test_sample_contract(name):
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
+def test_steps_run_is_what_sample_runs(name):
+    """``steps_run(n)`` (what `ebmlab sample` names its file by) is the number of steps ``sample(n_steps=n)``
+    records, n rounded up to whole levels; it printed the requested n for papers 000, 002 and 003."""
+    obj, _ = _objective(name)
+    with torch.no_grad():
+        info = obj.sample(3, n_steps=5, generator=torch.Generator().manual_seed(2)).info
+    assert len(info["energy"]) == obj.steps_run(5) >= 5 and obj.steps_run(5) % obj.sample_levels == 0
+    assert obj.steps_run(None) == obj.n_steps_default
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_same_seed_same_loss(name):
     losses = []
     for _ in range(2):

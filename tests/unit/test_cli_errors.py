@@ -72,3 +72,32 @@ def test_user_array_data_trains_end_to_end(tmp_path, capsys):
                  "--set", "eval.n_samples=100", "--set", "method.n_steps=3"])
     assert code == 0
     assert (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_unrecognized_arguments_are_said_by_the_command_with_the_likely_fix(capsys):
+    """`train --steps 10` and `--set a=1 b=2` printed the top-level usage and no hint."""
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--steps", "10"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "usage: ebmlab train" in err and "--set SECTION.KEY=VALUE" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--set", "train.steps=30", "eval.n_samples=200"])
+    assert "give --set once per key" in capsys.readouterr().err
+
+
+def test_yaml_error_names_the_line_and_column(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  steps: [1, 2\nmodel: {}\n")
+    code, err = _run(capsys, ["train", "--config", str(bad)])
+    assert code == 2 and _one_sentence(err)
+    assert "at line 3, column 6: expected ',' or ']'" in err and "starts at line 2, column 10" in err
+    assert "<unicode string>" not in err
+
+
+def test_a_closed_pipe_stops_quietly():
+    """`ebmlab configs | head -1` printed an operating-system error about a broken pipe."""
+    proc = subprocess.Popen([sys.executable, "-m", "ebmlab", "configs"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before the first line is written (import takes longer)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == ""

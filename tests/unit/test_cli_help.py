@@ -4,6 +4,7 @@ options checked before expensive work; sensible output names."""
 from __future__ import annotations
 
 import argparse
+import re
 
 import numpy as np
 import pytest
@@ -36,6 +37,7 @@ def test_every_argument_has_help_and_a_default():
             text = fmt._get_help_string(action)
             if action.option_strings:
                 assert "default" in text, f"{name} {action.option_strings}: no default in {text!r}"
+                assert len(re.findall(r"(?<!%)\(default", text)) <= 1, f"{name} {action.option_strings}: the default twice: {text!r}"
 
 
 def test_train_help_lists_methods_models_datasets(capsys):
@@ -107,3 +109,12 @@ def test_sample_output_name(vector_run, capsys):
     assert main(["sample", str(vector_run), "--n", "4"]) == 0  # the method's default steps, by number
     names = [p.name for p in (vector_run / "samples").glob("samples_noise_*.npy")]
     assert len(names) == 2 and not any("None" in n for n in names)
+
+
+def test_the_weights_named_follow_train_ema():
+    """sample/eval said "EMA weights" for runs trained without an EMA (paper 000's configs: train.ema null)."""
+    from ebmlab.cli_commands import _weights
+    from ebmlab.training.config import load_config
+
+    assert _weights(load_config(None, [])) == "EMA weights"
+    assert _weights(load_config(None, ["train.ema=null"])) == "weights: train.ema is off"

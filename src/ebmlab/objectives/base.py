@@ -28,6 +28,8 @@ from typing import NamedTuple, TypedDict
 import torch
 from torch import Tensor, nn
 
+from ebmlab.errors import ConfigError
+
 
 class LossOutput(NamedTuple):
     """What a training step returns: the loss to backpropagate, detached metrics, the negatives."""
@@ -76,6 +78,19 @@ class Objective(nn.Module):
         """The total number of sampler steps ``sample`` takes when ``n_steps`` is None."""
         raise NotImplementedError
 
+    @property
+    def sample_levels(self) -> int:
+        """Levels a multi-level procedure spreads ``n_steps`` over (paper 000's stages, the T times of 002/003):
+        ``sample`` rounds ``n_steps`` up to a multiple of it. 1 for a single chain."""
+        return 1
+
+    def steps_run(self, n_steps: int | None) -> int:
+        """The total sampler steps ``sample(n_steps=...)`` takes: ``n_steps`` (None: ``n_steps_default``)
+        rounded up to whole levels."""
+        if n_steps is None:
+            return self.n_steps_default
+        return per_level_steps(n_steps, 0, self.sample_levels) * self.sample_levels
+
     def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, ...) draws of the distribution the method's generation starts from."""
         raise NotImplementedError
@@ -106,13 +121,13 @@ class Objective(nn.Module):
         return None
 
     def class_cond(self, label: int, n: int) -> dict[str, Tensor]:
-        """``cond`` of ``sample`` for ``n`` samples of class ``label``: {"y": (n,) labels}; ValueError for an
+        """``cond`` of ``sample`` for ``n`` samples of class ``label``: {"y": (n,) labels}; ConfigError (a ValueError) for an
         unconditional model or a label outside 0 .. num_classes - 1."""
         if not self.num_classes:
-            raise ValueError("this model is unconditional (trained without method.conditional); it has no classes "
+            raise ConfigError("this model is unconditional (trained without method.conditional); it has no classes "
                              "to sample")
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < self.num_classes:
-            raise ValueError(f"the class label must be an integer in 0..{self.num_classes - 1}, got {label!r}")
+            raise ConfigError(f"the class label must be an integer in 0..{self.num_classes - 1}, got {label!r}")
         device = next(self.parameters()).device
         return {"y": torch.full((n,), label, dtype=torch.long, device=device)}
 

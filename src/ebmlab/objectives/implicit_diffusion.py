@@ -190,6 +190,11 @@ class ImplicitDiffusion(Objective):
         """T x K, the steps of one generation sweep."""
         return self.cfg.T * self.cfg.K
 
+    @property
+    def sample_levels(self) -> int:
+        """T, the times of the sweep."""
+        return self.cfg.T
+
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
                x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:

@@ -285,6 +285,11 @@ class JointTime(Objective):
         """Stages x ``sample_steps``, the sampling steps of one annealing."""
         return self.n_stages() * self.cfg.sample_steps
 
+    @property
+    def sample_levels(self) -> int:
+        """The annealing's stages (``sample`` runs ``n_steps`` / stages steps on each)."""
+        return self.n_stages()
+
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
                x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:

@@ -347,6 +347,11 @@ class RecoveryLikelihood(Objective):
         """T x K, the Langevin steps of one Alg. 2 run."""
         return self.cfg.T * self.cfg.n_steps
 
+    @property
+    def sample_levels(self) -> int:
+        """T, the noise levels of Alg. 2."""
+        return self.cfg.T
+
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
                x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:
         """Alg. 2 from x_T ~ N(0, I) (``x0`` replaces x_T), ``n_steps`` Langevin steps in all

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ebmlab.errors import ConfigError
 from ebmlab.objectives.base import SampleOutput
 
 __all__ = ["class_index", "class_names", "data_starts", "draw"]
@@ -25,15 +26,17 @@ def class_names(run_dir) -> list[str]:
 
 def class_index(label: int | str, classes: list[str]) -> int:
     """A class given as its index or, for data that name their classes (an image folder's sub-folders, stored in
-    ``run.json``), its name; ValueError listing the names for an unknown one. A string that names a class is that
+    ``run.json``), its name; ConfigError (a ValueError) listing the names for an unknown one. A string that names a class is that
     class, before it is read as an index (folders named ``1`` and ``2``: ``--label 1`` is folder ``1``, index 0);
     an int is always the index."""
     if isinstance(label, str) and label in classes:
         return classes.index(label)
     if isinstance(label, int) or (isinstance(label, str) and label.lstrip("-").isdigit()):
         return int(label)
-    named = f"one of {', '.join(classes)} or its index" if classes else "an integer: this run's data name no classes"
-    raise ValueError(f"unknown class {label!r}: the label is {named}")
+    if classes:
+        raise ConfigError(f"unknown class {label!r}: the label is one of {', '.join(classes)} or its index")
+    raise ConfigError(f"unknown class {label!r}: this run's data have no class names, so the label is a class "
+                      "index (an integer)")
 
 
 def data_starts(test: Tensor, n: int, seed: int, device) -> Tensor:
@@ -52,14 +55,14 @@ def draw(objective, n: int, generator: torch.Generator, *, steps: int | None = N
     them; the batches' samples are gathered on the CPU (the device holds one batch of chains at a time) and the
     diagnostics are the first batch's."""
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"the batch size must be a positive integer, got {batch_size!r}")
+        raise ConfigError(f"the batch size must be a positive integer, got {batch_size!r}")
     if label is not None:
         if cond:
-            raise ValueError("give a class label or cond, not both")
+            raise ConfigError("give a class label or cond, not both")
         cond = objective.class_cond(label, n)
     if guidance is not None and (label is None or x0 is not None):
-        raise ValueError("guidance samples one class from the prior: give a class label, and no start points "
-                         "(not --init data)")
+        raise ConfigError("guidance samples one class from the prior: give a class label (--label K; label= in "
+                          "Python) and no start points (not --init data; init= in Python)")
     size = n if batch_size is None else batch_size
     parts = [_draw_one(objective, min(size, n - i), generator, steps, None if x0 is None else x0[i:i + size],
                        None if cond is None else {k: v[i:i + size] for k, v in cond.items()}, guidance)

@@ -265,7 +265,7 @@ def check_resume_changes(run_dir: Path, cfg: Config) -> dict[str, tuple]:
         if not is_mutable(key):
             raise ConfigError(f"--resume cannot change {key} ({a!r} -> {b!r}): the run's checkpoints were "
                               f"trained with it; only {', '.join(MUTABLE_KEYS)} may change, or start a new run "
-                              "with another --out")
+                              "with another --out (--resume without --config reads the run's own config.yaml)")
     return changes
 
 
