@@ -186,6 +186,27 @@ def test_resume_records_allowed_changes_from_any_directory(run_copy, tmp_path, m
     assert [r["step"] for r in read_metrics(run_copy)] == [1, 2, 3]
 
 
+def test_resume_to_fewer_steps_than_ran_is_refused(run_copy, capsys):
+    """Resuming a run at step 2 to train.steps=1 trained nothing and rewrote config.yaml to 1 step."""
+    before = snapshot(run_copy)
+    code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=1")
+    assert_one_sentence(code, err, "the run is already at step 2")
+    assert snapshot(run_copy) == before
+
+
+def test_resume_to_other_steps_under_a_cosine_schedule_is_refused(trained_root, tmp_path, capsys):
+    """The cosine decay is laid out over train.steps: resuming to more steps restarted it (the learning rate
+    jumped back up) and no uninterrupted run gives those losses."""
+    out = tmp_path / "cos"
+    code, _, err = cli(capsys, "train", "--out", out, "--data", trained_root / "points.npy",
+                       *sets("train.lr_schedule=cosine"))
+    assert code == 0, err
+    before = snapshot(out)
+    code, _, err = cli(capsys, "train", "--out", out, "--resume", "--set", "train.steps=4")
+    assert_one_sentence(code, err, "train.lr_schedule cosine")
+    assert snapshot(out) == before
+
+
 def test_resume_with_another_data_file_is_refused(run_copy, tmp_path, capsys):
     other = write_points(tmp_path / "other.npy", seed=5)
     code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--data", other)

@@ -341,6 +341,38 @@ def test_resume_keeps_a_best_from_before_and_drops_one_from_after_the_checkpoint
     assert metrics["selected_step"] == 30 and metrics["val_energy_distance"] == 6.0
 
 
+def _scripted_until(monkeypatch, scores):
+    """validation_score returns ``scores`` in turn; the next check is a Ctrl-C (the run stops before saving)."""
+    it = iter(scores)
+
+    def score(*a, **k):
+        try:
+            return next(it)
+        except StopIteration:
+            raise KeyboardInterrupt from None
+    monkeypatch.setattr(selection, "validation_score", score)
+
+
+def test_a_run_stopped_and_resumed_chooses_as_the_uninterrupted_run(tmp_path, monkeypatch):
+    """A window of 3 checks, scores 1, 1, 0.5, 0.2, 1, 1 at steps 10-60: the uninterrupted run chooses step 30
+    (its window's mean 0.567). Stopped at the check of step 40 and resumed from the checkpoint of step 30, the
+    tracker forgot its scores and the still-open check of step 30, and chose step 40 (window [0.2, 1]); the
+    checkpoint now keeps them (``Selector.state``), and the held-back count too."""
+    extra = ["train.select_every=10", "train.select_window=3", "train.select_start=false", "data.val_fraction=0.1",
+             "train.checkpoint_every=10", "train.steps=60"]
+    _scripted(monkeypatch, [1.0, 1.0, 0.5, 0.2, 1.0, 1.0])
+    _, whole = _fit(tmp_path / "whole", extra)
+    assert whole["selected_step"] == 30
+    _scripted_until(monkeypatch, [1.0, 1.0, 0.5])
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path / "cut", extra)
+    assert max((tmp_path / "cut" / "checkpoints").glob("step_*.json")).name == "step_00000030.json"
+    _scripted(monkeypatch, [0.2, 1.0, 1.0])  # the checks of steps 40, 50, 60 after the resume
+    trainer, resumed = _fit(tmp_path / "cut", extra, resume=True)
+    assert resumed["selected_step"] == 30 and resumed["val_window_score"] == pytest.approx(whole["val_window_score"])
+    assert trainer.selector._scores == [1.0, 1.0, 0.5, 0.2, 1.0, 1.0]
+
+
 def test_the_users_vectors_get_selection_by_default_and_an_explicit_null_turns_it_off():
     sets = user_data_overrides(apply_overrides({}, ["data.name=array"]))
     assert "data.val_fraction=0.1" in sets and "train.select_every=50" in sets

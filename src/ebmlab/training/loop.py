@@ -175,6 +175,8 @@ class Trainer:
         tensors["rng.data"] = self.g_data.get_state()
         tensors["rng.objective"] = self.g_obj.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
+        if self.selector is not None:  # the validation checks' history: a resumed run chooses as an uninterrupted one
+            meta["selection"] = self.selector.state()
         return tensors, {"optimizer": opt_rest, **meta}
 
     def load_state(self, tensors: dict, meta: dict) -> None:
@@ -217,9 +219,13 @@ class Trainer:
             raise
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
             raise run._fit_error(path, self.cfg, exc) from None
+        if self.cfg.train.steps < self.step:  # nothing to train, and config.yaml would say fewer steps than ran
+            raise ConfigError(f"--resume to train.steps {self.cfg.train.steps}: the run is already at step "
+                              f"{self.step} ({path.name}); give train.steps >= {self.step}")
         dist_checkpoint.restore_rank_state(self, meta)  # world size check; this rank's buffers and RNGs
         if self.selector is not None:
             self.selector.resume(self.step)
+            self.selector.restore(meta.get("selection"), self)
         if self.is_main and (self.run_dir / "config.yaml").is_file():  # --set train.steps=... and the like
             run.record_changes(self.run_dir, self.cfg, run.check_resume_changes(self.run_dir, self.cfg), self.step)
 

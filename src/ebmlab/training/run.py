@@ -266,6 +266,12 @@ def check_resume_changes(run_dir: Path, cfg: Config) -> dict[str, tuple]:
             raise ConfigError(f"--resume cannot change {key} ({a!r} -> {b!r}): the run's checkpoints were "
                               f"trained with it; only {', '.join(MUTABLE_KEYS)} may change, or start a new run "
                               "with another --out (--resume without --config reads the run's own config.yaml)")
+    if "train.steps" in changes and cfg.train.lr_schedule == "cosine":
+        a, b = changes["train.steps"]
+        raise ConfigError(f"--resume cannot change train.steps ({a!r} -> {b!r}) of a run with train.lr_schedule "
+                          "cosine: its decay is laid out over train.steps, so the learning rate would jump back up "
+                          "and the run would match no uninterrupted one; resume with the same train.steps, or start "
+                          "a new run with another --out")
     return changes
 
 

@@ -251,6 +251,32 @@ class Selector:
             return True
         return clears_margin(score, self._rows, self.start_score, self.start_rows, self.margin)
 
+    def state(self) -> dict:
+        """What a checkpoint keeps of the tracker so that a resumed run decides as the uninterrupted one: every
+        check's score (NaN as None: JSON), the checks held back, and the (index, step) of the checks whose
+        windows were still open."""
+        return {"scores": [None if math.isnan(v) else v for v in self._scores], "held_back": self.held_back,
+                "pending": [[i, st] for i, st, _ in self._pending]}
+
+    def restore(self, state: dict | None, trainer) -> None:
+        """Undo ``state`` into a tracker resumed at ``trainer.step`` (whose weights are the checkpoint's). A check
+        still open at that step is the checkpoint's own (checks come before saves): its weights are the trainer's.
+        An older open check (windows of 5 and more) kept its weights only in memory: it is dropped, with a warning."""
+        if not state:  # a checkpoint written before this was kept: windows restart here
+            return
+        self._scores = [math.nan if v is None else float(v) for v in state["scores"]]
+        self.held_back = int(state["held_back"])
+        for index, step in state["pending"]:
+            if step == trainer.step:
+                weights = None
+                if trainer.is_main:
+                    weights = trainer.weights() if self.half == 0 else _to_cpu(trainer.weights())
+                self._pending.append((index, step, weights))
+            else:
+                warnings.warn(f"train.select_window: the check at step {step} was still waiting for later checks "
+                              f"when the run stopped and its weights were not kept; it can no longer be chosen",
+                              RuntimeWarning, stacklevel=2)
+
     def resume(self, step: int) -> None:
         """Pick the tracker up from ``best.json`` when the run resumes at ``step``. A best written after that
         step belongs to the abandoned part of the run and is deleted; an unreadable one is left for the next
