@@ -242,3 +242,13 @@ def test_hflip_doubles_the_training_split_with_mirror_images():
     assert torch.equal(flipped.train_labels, torch.cat([plain.train_labels, plain.train_labels]))
     assert torch.equal(flipped.test, plain.test) and flipped.info.get("hflip") is True
     assert load_config("paper003_digits").data.hflip is None  # off unless asked for
+
+
+@pytest.mark.parametrize("method", ["persistent", "data", "persistent_refresh", "noise"])
+def test_the_default_config_takes_another_method(method):
+    """`--config default --set method.name=persistent` was refused ("noise_chain ais needs method.name noise or
+    hybrid") because default.yaml wrote the resolved ais out; it now says null and resolves per method, and
+    default.yaml is still the library default run, hash for hash."""
+    assert load_config("default").run_hash() == load_config(None).run_hash()
+    other = [f"method.name={method}"]
+    assert load_config("default", other).to_dict() == load_config(None, other).to_dict()
