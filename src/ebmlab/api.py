@@ -44,7 +44,7 @@ from ebmlab.api_config import raw_config, validated
 from ebmlab.api_data import DATA_FILE, data_source, dataset, in_memory, ood_inputs, save_array
 from ebmlab.api_energy import check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, user_data_overrides
-from ebmlab.errors import ConfigError
+from ebmlab.errors import ConfigError, DataError
 
 __all__ = ["Run", "datasets", "load", "methods", "models", "resume", "train"]
 
@@ -94,7 +94,7 @@ class Run:
         self.transform = opened.data.transform
         self.kind: str = opened.data.kind
         self.shape: tuple[int, ...] = tuple(opened.data.shape)
-        self.energy: nn.Module = DataSpaceEnergy(self.objective.energy, self.transform).eval()
+        self.energy: nn.Module = DataSpaceEnergy(self.objective.data_energy, self.transform).eval()
         self._data = None
 
     @property
@@ -155,16 +155,20 @@ class Run:
         returns the chain diagnostics (acceptance, step sizes, energies per step; the first batch's)."""
         from ebmlab.training.drawing import class_index, class_names, data_starts, draw
 
-        n, seed = _integer(n, "n", 1), _integer(seed, "seed")
+        n, seed = _integer(n, "n", 1), _integer(seed, "seed", 0, 2**63 - 1)
         steps = None if steps is None else _integer(steps, "steps", 0)
         dev = self.device
         x0 = None
         if not isinstance(init, str):  # start points (n, ...), a tensor or an array
-            x0 = self.transform.to_model(self._points(init, "init").cpu()).to(dev)
+            x0 = self._points(init, "init").detach().cpu()
+            if x0.shape[0] != n or not torch.isfinite(x0).all():
+                raise DataError(f"init must hold n = {n} finite start points, got {x0.shape[0]} rows"
+                                f"{'' if torch.isfinite(x0).all() else ' with NaN or inf values'}")
+            x0 = self.transform.to_model(x0).to(dev)
         elif init == "data":
             x0 = data_starts(self.data().test, n, seed, dev)
         elif init != "noise":
-            raise ValueError(f"init must be 'noise', 'data' or a tensor of start points, got {init!r}")
+            raise ConfigError(f"init must be 'noise', 'data' or a tensor of start points, got {init!r}")
         out = draw(self.objective, n, torch.Generator(dev).manual_seed(seed), steps=steps, x0=x0, cond=cond,
                    label=None if label is None else class_index(label, class_names(self.path)),
                    guidance=guidance, batch_size=batch_size)
@@ -209,7 +213,7 @@ class Run:
         t = _points(x)
         if t.dim() != len(self.shape) + 1 or tuple(t.shape[1:]) != self.shape:
             dims = ", ".join(map(str, self.shape))
-            raise ValueError(f"{what} must be a batch of the run's points, shape (B, {dims}) in its data coordinates; "
+            raise DataError(f"{what} must be a batch of the run's points, shape (B, {dims}) in its data coordinates; "
                              f"got {tuple(t.shape)}")
         return t
 
@@ -230,22 +234,26 @@ def _detached(info):
     return info
 
 
-def _integer(value, name: str, minimum: int | None = None) -> int:
-    """``value`` as an int (a Python or NumPy integer, not a bool); ValueError naming ``name`` otherwise or below
-    ``minimum``."""
+def _integer(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int (a Python or NumPy integer, not a bool); ConfigError (a ValueError) naming ``name``
+    otherwise or outside ``minimum`` .. ``maximum``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or (
-            minimum is not None and value < minimum):
+            minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         need = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}[minimum]
-        raise ValueError(f"{name} must be {need}, got {value!r}")
+        raise ConfigError(f"{name} must be {need}{f' up to {maximum}' if maximum is not None else ''}, got {value!r}")
     return int(value)
 
 
 def _points(x) -> Tensor:
-    """Data-coordinate points given as a tensor or an array (anything ``numpy.asarray`` reads) as a float32
-    tensor without a graph."""
+    """Data-coordinate points given as a tensor (its graph kept: ``run(x)`` is differentiable in x) or an array
+    (anything ``numpy.asarray`` reads) as float32; DataError for what is not numbers."""
     if isinstance(x, Tensor):
-        return x.detach().float()
-    return torch.from_numpy(np.asarray(x, dtype=np.float32))
+        return x.float()
+    try:
+        return torch.from_numpy(np.asarray(x, dtype=np.float32))
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"points must be numbers, a tensor or an array (B, ...), got {type(x).__name__} "
+                        f"({' '.join(str(exc).split())[:120]})") from None
 
 
 def load(path: str | Path, device: str = "cpu", checkpoint: str | Path | None = None) -> Run:

@@ -164,8 +164,9 @@ def cmd_sample(args) -> int:
     from ebmlab import plots
     from ebmlab.training.drawing import class_index, class_names, data_starts, draw
 
-    if args.n <= 0 or (args.steps is not None and args.steps < 0):
-        raise ValueError(f"--n must be positive and --steps non-negative, got {args.n} and {args.steps}")
+    if args.n <= 0 or (args.steps is not None and args.steps < 0) or not 0 <= args.seed < 2**63:
+        raise ValueError(f"--n must be positive, --steps non-negative and --seed in 0..2**63-1, got {args.n}, "
+                         f"{args.steps} and {args.seed}")
     out_file = _output_file(Path(args.out)) if args.out else None
     if out_file is not None:
         _not_the_runs_data(Path(args.run), [out_file, out_file.with_suffix(".png")])

@@ -79,3 +79,19 @@ def test_same_seed_same_loss(name):
         obj, data = _objective(name, seed=3)
         losses.append(float(obj(data.train[:16], generator=torch.Generator().manual_seed(4)).loss.detach()))
     assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_data_energy_is_the_energy_of_the_data_distribution(name):
+    """``ebmlab.load(RUN)(x)`` is ``data_energy``: the energy itself, except for paper 000, whose energy is the
+    mixture over its T levels; there it is -log p(x | t = T-1), so it agrees with ``log_density`` (it gave the
+    mixture: run(x) + log_density(x) was not constant)."""
+    obj, data = _objective(name)
+    x = data.test[:8]
+    with torch.no_grad():
+        e = obj.data_energy(x)
+        if obj.has_log_density and METHODS[name].build.__module__.endswith(".joint_time"):
+            torch.testing.assert_close(e, -obj.log_density(x))
+        else:
+            torch.testing.assert_close(e, obj.energy(x))
+    assert e.shape == (8,)

@@ -304,15 +304,41 @@ def test_the_run_refuses_points_and_counts_of_the_wrong_kind_in_one_sentence(tmp
                       (lambda: run(torch.zeros(4, 3)), r"\(4, 3\)"), (lambda: run.log_density(torch.zeros(2)), r"\(2,\)")):
         with pytest.raises(ValueError, match=wrong + got):
             call()
-    for kwargs, match in (({"seed": None}, "seed must be an integer, got None"),
+    for kwargs, match in (({"seed": None}, "seed must be a non-negative integer up to 9223372036854775807, got None"),
                           ({"steps": True}, "steps must be a non-negative integer, got True"),
-                          ({"steps": -1}, "non-negative"), ({"seed": 1.5}, "seed must be an integer")):
+                          ({"steps": -1}, "non-negative"), ({"seed": 1.5}, "seed must be a non-negative integer")):
         with pytest.raises(ValueError, match=match):
             run.sample(5, **kwargs)
     with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
         run.sample(0)
     assert torch.equal(run.sample(np.int64(3), steps=np.int32(2), seed=np.int64(4)), run.sample(3, steps=2, seed=4))
     assert run(torch.zeros(4, 2)).shape == run.log_density(np.zeros((4, 2))).shape == (4,)
+
+
+def test_the_runs_arguments_are_checked_as_ebmlab_errors_and_run_x_is_differentiable(tmp_path):
+    """Found by an audit: 8 start points for n = 3 were cut to 3 silently, NaN starts blamed the step size, a cond
+    on an unconditional run was ignored and cond={"k": 1} raised a TypeError, a seed of 2**63 overflowed inside
+    torch, batch_size=np.int64(2) was refused, refusals were plain ValueErrors, and run(x) cut the graph."""
+    out = tmp_path / "r"
+    ebmlab.train("noise", data=_blobs(200), out=out, train={**TINY, "steps": 2}, evaluate=False,
+                 overrides={"model.width": 16, "train.select_every": None})
+    run = ebmlab.load(out)
+    for call, error, match in (
+            (lambda: run.sample(3, init=torch.zeros(8, 2)), errors.DataError, "n = 3 finite start points, got 8"),
+            (lambda: run.sample(2, init=torch.full((2, 2), float("nan"))), errors.DataError, "NaN or inf"),
+            (lambda: run.sample(2, cond={"y": torch.zeros(2)}), errors.ConfigError, "unconditional"),
+            (lambda: run.sample(2, cond={"k": 1}), errors.ConfigError, "unconditional"),
+            (lambda: run.sample(2, seed=2**63), errors.ConfigError, "seed must be a non-negative integer up to"),
+            (lambda: run.sample(0), errors.ConfigError, "n must be a positive integer"),
+            (lambda: run.sample(2, init="Data"), errors.ConfigError, "init must be"),
+            (lambda: run("abc"), errors.DataError, "points must be numbers"),
+            (lambda: run(torch.zeros(4, 3)), errors.DataError, "shape \\(B, 2\\)")):
+        with pytest.raises(error, match=match):
+            call()
+    assert torch.equal(run.sample(4, batch_size=np.int64(2)), run.sample(4, batch_size=2))
+    x = torch.zeros(3, 2, requires_grad=True)
+    (g,) = torch.autograd.grad(run(x).sum(), x)
+    assert g.shape == (3, 2) and torch.isfinite(g).all()
 
 
 def test_run_evaluate_scores_ood_sets_held_in_memory(tmp_path):

@@ -102,6 +102,22 @@ class JointTimeEnergy(nn.Module):
         return -torch.logsumexp(f, 1)
 
 
+class AtLevel(nn.Module):
+    """A ``JointTimeEnergy`` read at one level: (B,) -log p(z | t) for a fixed t (the data's, T-1, for
+    ``ebmlab.load``'s ``run(x)``: the joint's default, the marginal over all levels, is not the data's energy).
+    ``t`` or ``log_weights`` given to the call still reach the joint energy."""
+
+    def __init__(self, joint: JointTimeEnergy, t: int):
+        super().__init__()
+        self.joint, self.t = joint, int(t)
+
+    def forward(self, z: Tensor, t: Tensor | None = None, log_weights: Tensor | None = None) -> Tensor:
+        """(B,) -log p(z | t) at the fixed level, unless ``t`` or ``log_weights`` is given."""
+        if t is None and log_weights is None:
+            t = torch.full((z.shape[0],), self.t, dtype=torch.long, device=z.device)  # (B,)
+        return self.joint(z, t=t, log_weights=log_weights)
+
+
 def joint_energy_on(net: nn.Module, shape: tuple[int, ...], T: int, sigma_n: float) -> JointTimeEnergy:
     """The T-vector head on ``net``'s ``features`` (``mlp``; the image ``resnet``) as the trunk.
     ``energies/build.build_joint_energy`` builds ``net`` from a ``ModelConfig`` and calls this."""

@@ -100,6 +100,12 @@ class Objective(nn.Module):
         """n samples by the paper's own generation procedure (see the module docstring)."""
         raise NotImplementedError
 
+    @property
+    def data_energy(self) -> nn.Module:
+        """The energy of the data distribution, (B, ...) -> (B,), model coordinates: what ``ebmlab.load(RUN)(x)``
+        gives. ``energy`` itself for every method but paper 000, whose ``energy`` is the mixture over its levels."""
+        return self.energy
+
     def log_density(self, x: Tensor) -> Tensor:
         """(B,) unnormalised model log-density of x; raises ``NoLogDensity`` where a method has none."""
         raise NoLogDensity(f"{type(self).__name__} defines no log-density of the data")

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from ebmlab.errors import ConfigError
 from ebmlab.energies.build import build_energy, build_joint_energy
-from ebmlab.energies.time import JointTimeEnergy
+from ebmlab.energies.time import AtLevel, JointTimeEnergy
 from ebmlab.objectives.base import LossOutput, Objective, SampleOutput, batch_data, per_level_steps
 from ebmlab.samplers import mala, run_chain
 from ebmlab.samplers.annealed import PerLevelController, simulated_annealing, soft_annealing
@@ -252,6 +252,11 @@ class JointTime(Objective):
         return out
 
     # ----- densities -----------------------------------------------------------------------------
+    @property
+    def data_energy(self) -> nn.Module:
+        """-log p(z | t = T-1), the data's energy (``log_density``'s); plain CD: its one energy."""
+        return self.energy if self.plain else AtLevel(self.energy, self.cfg.T - 1)
+
     def log_density(self, x: Tensor) -> Tensor:
         """(B,) the model's log-density of the *data*: log p(z | t = T-1), since p_{v_{T-1}} = p_x
         (Sec. 3.1). The marginal log p(z) of Eq. 4 (``energy.log_marginal``) is the density of the

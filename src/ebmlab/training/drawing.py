@@ -8,6 +8,7 @@ samples for an external FID tool).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -54,20 +55,42 @@ def draw(objective, n: int, generator: torch.Generator, *, steps: int | None = N
     generator (None: one chain of n, as is any n <= batch_size), ``x0`` and ``cond``'s (n, ...) tensors split with
     them; the batches' samples are gathered on the CPU (the device holds one batch of chains at a time) and the
     diagnostics are the first batch's."""
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
         raise ConfigError(f"the batch size must be a positive integer, got {batch_size!r}")
     if label is not None:
         if cond:
             raise ConfigError("give a class label or cond, not both")
         cond = objective.class_cond(label, n)
+    elif cond:
+        cond = _checked_cond(objective, cond, n)
     if guidance is not None and (label is None or x0 is not None):
         raise ConfigError("guidance samples one class from the prior: give a class label (--label K; label= in "
                           "Python) and no start points (not --init data; init= in Python)")
-    size = n if batch_size is None else batch_size
+    size = n if batch_size is None else int(batch_size)
     parts = [_draw_one(objective, min(size, n - i), generator, steps, None if x0 is None else x0[i:i + size],
                        None if cond is None else {k: v[i:i + size] for k, v in cond.items()}, guidance)
              for i in range(0, n, size)]
     return parts[0] if len(parts) == 1 else SampleOutput(torch.cat([p.x.detach().cpu() for p in parts]), parts[0].info)
+
+
+def _checked_cond(objective, cond, n: int) -> dict[str, Tensor]:
+    """``cond`` as the objectives take it, {"y": (n,) long labels in 0..num_classes-1} on their device; ConfigError
+    for anything else (an unconditional run ignored it silently; a wrong key or value failed deep inside)."""
+    if not objective.num_classes:
+        raise ConfigError(f"this run is unconditional (trained without method.conditional); it takes no cond, got "
+                          f"{cond!r:.80}")
+    if not isinstance(cond, dict) or set(cond) != {"y"}:
+        raise ConfigError(f"cond must be {{'y': labels}} with {n} class labels, got {cond!r:.80}")
+    try:
+        y = torch.as_tensor(cond["y"])
+    except (TypeError, ValueError, RuntimeError):
+        y = None
+    if y is None or y.shape != (n,) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or (
+            n and not 0 <= int(y.min()) <= int(y.max()) < objective.num_classes):
+        raise ConfigError(f"cond['y'] must be {n} integer class labels in 0..{objective.num_classes - 1}, got "
+                          f"{cond['y']!r:.80}")
+    return {"y": y.to(next(objective.parameters()).device, torch.long)}
 
 
 def _draw_one(objective, n: int, generator, steps, x0, cond, guidance) -> SampleOutput:

@@ -229,7 +229,7 @@ def load(run_dir: str | Path, device: str = "cpu") -> nn.Module:
     """The trained energy (EMA weights) of a run, mapping data-coordinate (B, D) to (B,). Needs only the
     run directory: the data transform is stored in the run (``run.json``)."""
     run = open_checkpoint(run_dir, device=device, need_data=False)
-    return DataSpaceEnergy(run.objective.energy, run.data.transform).eval()
+    return DataSpaceEnergy(run.objective.data_energy, run.data.transform).eval()
 
 
 # ----- resuming ---------------------------------------------------------------------------------------
