@@ -349,16 +349,30 @@ def _train_in(run_dir: Path, cfg: Config, data, *, x_mem=None, energy=None, over
     """Train (``resume``: on, from the latest checkpoint) in ``run_dir``; everything that can refuse is checked
     before the directory is touched, as ``ebmlab train`` does (``cli_commands._train_and_evaluate``)."""
     from ebmlab.training import run as runs
-    from ebmlab.training.evaluate import final_evaluation
-    from ebmlab.training.hooks import sample_hook
-    from ebmlab.training.loop import Trainer, prepare_run_dir
-    from ebmlab.training.run_data import write_run_info
+    from ebmlab.training.loop import Trainer
     from ebmlab.training.run_dir import check_run_dir
 
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)  # a refused directory is said at once
     if resume:
         runs.check_resume_changes(run_dir, cfg)
-    trainer = Trainer(cfg, run_dir, data=data)  # writes nothing; a method's or model's demands on the data raise here
+    threads = torch.get_num_threads()  # train.threads is the run's, not the caller's process's: restored below
+    try:
+        trainer = Trainer(cfg, run_dir, data=data)  # writes nothing; a method's or model's demands on the data raise
+        _fit_in(trainer, run_dir, cfg, data, x_mem, energy, overwrite, evaluate, resume)
+    finally:
+        torch.set_num_threads(threads)
+    return load(run_dir, device=str(trainer.device))
+
+
+def _fit_in(trainer, run_dir: Path, cfg: Config, data, x_mem, energy, overwrite: bool, evaluate: bool,
+            resume: bool) -> None:
+    """``_train_in``'s work under the run's lock: the in-memory data saved, the user's energy copied in, training
+    (resumed), the final evaluation."""
+    from ebmlab.training.evaluate import final_evaluation
+    from ebmlab.training.hooks import sample_hook
+    from ebmlab.training.loop import prepare_run_dir
+    from ebmlab.training.run_data import write_run_info
+
     lock = prepare_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite, data=None if x_mem is not None else data)
     try:
         if x_mem is not None:
@@ -373,4 +387,3 @@ def _train_in(run_dir: Path, cfg: Config, data, *, x_mem=None, energy=None, over
             final_evaluation(trainer)
     finally:
         lock.release()
-    return load(run_dir, device=str(trainer.device))

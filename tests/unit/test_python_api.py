@@ -341,6 +341,21 @@ def test_the_runs_arguments_are_checked_as_ebmlab_errors_and_run_x_is_differenti
     assert g.shape == (3, 2) and torch.isfinite(g).all()
 
 
+def test_training_leaves_the_callers_thread_count_and_a_file_is_not_a_run(tmp_path):
+    """ebmlab.train set the process's torch threads to train.threads for good; load(a file) said "does not exist"."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ebmlab.train("noise", data=_blobs(200), out=tmp_path / "r", train={**TINY, "steps": 1, "threads": 1},
+                     evaluate=False, overrides={"model.width": 8, "train.select_every": None})
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    (tmp_path / "f.py").write_text("x = 1\n")
+    with pytest.raises(errors.RunNotFound, match="it is a file: give the run's directory"):
+        ebmlab.load(tmp_path / "f.py")
+
+
 def test_run_evaluate_scores_ood_sets_held_in_memory(tmp_path):
     """``ood=`` took only names and files; a mapping {name: array} in data coordinates gives the AUROC the same
     points saved to a file give through ``--ood FILE``."""

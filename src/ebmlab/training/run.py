@@ -86,7 +86,8 @@ def read_run_raw(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     p = run_dir / "config.yaml"
     if not run_dir.is_dir():
-        raise RunNotFound(f"{str(run_dir)!r} is not an ebmlab run directory (it does not exist)")
+        why = "it is a file: give the run's directory" if run_dir.exists() else "it does not exist"
+        raise RunNotFound(f"{str(run_dir)!r} is not an ebmlab run directory ({why})")
     if not p.is_file():
         raise RunNotFound(f"{str(run_dir)!r} is not an ebmlab run directory (no config.yaml)")
     try:
