@@ -356,6 +356,26 @@ def test_training_leaves_the_callers_thread_count_and_a_file_is_not_a_run(tmp_pa
         ebmlab.load(tmp_path / "f.py")
 
 
+@pytest.mark.parametrize("method,needle", [("cd_ce", "needs a features"), ("implicit_diffusion", "time_cond=True"),
+                                           ("cdrl", "cond_dim=K")])
+def test_a_custom_energy_that_a_method_cannot_use_is_told_what_it_needs(method, needle, tmp_path, monkeypatch):
+    """paper 000's methods raised a TypeError ("no .features(x) method"), papers 002/003 named only the keyword."""
+    _user_module(tmp_path, monkeypatch, "plain_energy", """
+import torch
+class Plain(torch.nn.Module):
+    def __init__(self, dim=2):
+        super().__init__()
+        self.dim, self.lin = dim, torch.nn.Linear(dim, 1)
+    def forward(self, x):
+        return self.lin(x).squeeze(-1)
+""")
+    from plain_energy import Plain
+    with pytest.raises(errors.ConfigError, match=needle) as exc:
+        ebmlab.train(method, data=_blobs(200), energy=Plain(dim=2), out=tmp_path / "r", evaluate=False,
+                     train={**TINY, "steps": 1})
+    assert "hybrid, noise, data" in str(exc.value) and not (tmp_path / "r").exists()
+
+
 def test_run_evaluate_scores_ood_sets_held_in_memory(tmp_path):
     """``ood=`` took only names and files; a mapping {name: array} in data coordinates gives the AUROC the same
     points saved to a file give through ``--ood FILE``."""

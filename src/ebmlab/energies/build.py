@@ -58,12 +58,22 @@ def import_target(target: str) -> type:
     return obj
 
 
+# What a method asks of a custom energy through each ``extra`` argument (said when the class does not take it).
+_NEEDS = {"cond_dim": "cond_dim=K and forward(x, cond) with cond (B, K) (paper 003's vector energies)",
+          "time_cond": "time_cond=True, n_times=T and forward(x, t) with t (B,) long (paper 002; paper 003 images)",
+          "num_classes": "num_classes=C and forward(x, y=labels) (class-conditional runs)",
+          "out_dim": "out_dim=T and an output (B, T)"}
+ANY_ENERGY = "hybrid, noise, data, persistent, persistent_refresh, improved_cd and cd_plain take any (B, ...) -> (B,) module"
+
+
 def _custom(cfg, shape, **extra):
     cls = import_target(cfg.target)
     try:
         return cls(**(cfg.kwargs or {}), **extra)
     except TypeError as exc:
-        more = f" plus the method's {sorted(extra)}" if extra else ""
+        needs = "; ".join(_NEEDS[k] for k in extra if k in _NEEDS)
+        more = f" plus the method's {sorted(extra)}: this method needs an energy that takes {needs} ({ANY_ENERGY})" \
+            if extra else ""
         raise ConfigError(f"model.target {cfg.target!r} could not be built from model.kwargs "
                           f"{sorted(cfg.kwargs or {})}{more} ({' '.join(str(exc).split())})") from None
 
@@ -82,4 +92,9 @@ def build_energy(cfg, shape: tuple[int, ...], **extra) -> nn.Module:
 def build_joint_energy(model_cfg, shape: tuple[int, ...], T: int, sigma_n: float) -> JointTimeEnergy:
     """Paper 000's joint (z, t) energy: any registered model with a ``features`` method (``mlp``; the
     image ``resnet``) as the trunk of the T-vector head (``energies/time.py``)."""
-    return joint_energy_on(build_energy(model_cfg, shape), tuple(shape), T, sigma_n)
+    net = build_energy(model_cfg, shape)
+    if not hasattr(net, "features"):
+        raise ConfigError(f"paper 000's joint (z, t) methods put a T-vector head on the energy's trunk, so model "
+                          f"{model_cfg.name!r} ({type(net).__name__}) needs a features(x) -> (B, F) method (as "
+                          f"ebmlab's mlp and resnet have; {ANY_ENERGY})")
+    return joint_energy_on(net, tuple(shape), T, sigma_n)
