@@ -44,7 +44,7 @@ from ebmlab.api_config import raw_config, validated
 from ebmlab.api_data import DATA_FILE, data_source, dataset, in_memory, ood_inputs, save_array
 from ebmlab.api_energy import check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, user_data_overrides
-from ebmlab.errors import ConfigError, DataError
+from ebmlab.errors import ConfigError, DataError, RunError
 
 __all__ = ["Run", "datasets", "load", "methods", "models", "resume", "train"]
 
@@ -169,23 +169,28 @@ class Run:
             x0 = data_starts(self.data().test, n, seed, dev)
         elif init != "noise":
             raise ConfigError(f"init must be 'noise', 'data' or a tensor of start points, got {init!r}")
-        out = draw(self.objective, n, torch.Generator(dev).manual_seed(seed), steps=steps, x0=x0, cond=cond,
-                   label=None if label is None else class_index(label, class_names(self.path)),
-                   guidance=guidance, batch_size=batch_size)
+        try:
+            out = draw(self.objective, n, torch.Generator(dev).manual_seed(seed), steps=steps, x0=x0, cond=cond,
+                       label=None if label is None else class_index(label, class_names(self.path)),
+                       guidance=guidance, batch_size=batch_size)
+        except (MemoryError, RuntimeError) as exc:  # the allocator's "can't allocate" / CUDA's "out of memory"
+            if not isinstance(exc, MemoryError) and "allocate" not in str(exc) and "out of memory" not in str(exc):
+                raise
+            raise RunError(f"sampling {n} points ran out of memory; draw fewer, or in batches (batch_size=)") from None
         x = self.transform.to_data(out.x.detach().cpu())
         if not torch.isfinite(x).all():
             raise FloatingPointError("some samples are not finite (the chains diverged)")
         return (x, _detached(out.info)) if return_info else x
 
     def evaluate(self, *, ood: str | Path | Sequence[str | Path] | Mapping[str, Any] = (),
-                 heldout_draws: int | None = None, draw_seed: int = 0, digits_fd: bool = False, fid: bool = False,
+                 heldout_draws: int | None = None, draw_seed: int | None = None, digits_fd: bool = False, fid: bool = False,
                  inception_weights: str | Path | None = None) -> dict[str, Any]:
         """Recompute the run's metrics and plots at this checkpoint, as ``ebmlab eval RUN`` does with the same
         options (the same numbers), rewrite ``metrics.json`` (keeping how training chose the result) and return
         the metrics. ``ood``: out-of-distribution sets (vector runs ``"shifted"``, ``"scaled"`` or a file of
         vectors; image runs a built-in set or a path), or a mapping {name: array (N, *run.shape) in data
         coordinates} of sets held in memory (``ood_auroc_<name>``); ``heldout_draws``: K more held-out energy distances
-        (vector runs; the k-th from seed ``draw_seed`` + k); ``digits_fd``, ``fid`` (with ``inception_weights``,
+        (vector runs; the k-th from seed ``draw_seed`` + k, default 0); ``digits_fd``, ``fid`` (with ``inception_weights``,
         never downloaded): image scores. An option that cannot apply to the run raises before any work."""
         from types import SimpleNamespace
 

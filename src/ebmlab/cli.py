@@ -174,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--heldout-draws", type=int, metavar="K", default=None,
                    help="vector runs: the held-out energy distance of K independent draws of eval.n_samples samples "
                         "and their mean (one draw is noisy when the sampler's draws are heavy-tailed)")
-    e.add_argument("--draw-seed", type=int, metavar="S", default=0,
-                   help="the k-th of --heldout-draws uses generator seed S + k (default 0)")
+    e.add_argument("--draw-seed", type=int, metavar="S", default=None,
+                   help="with --heldout-draws: the k-th draw uses generator seed S + k (default 0)")
     _add_open_args(e)
     e.set_defaults(fn=cmd_eval)
     names = _experiment_names()
@@ -239,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         if not (isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text) \
                 or os.environ.get("EBMLAB_DEBUG"):
             raise
-        return _fail("ran out of memory; reduce model.width, model.depth, train.batch_size or eval.n_samples "
-                     f"({' '.join(text.split())[:120]})")
+        fix = ("draw fewer (--n) or in batches (--batch-size B)" if args.fn is cmd_sample else
+               "reduce model.width, model.depth, train.batch_size or eval.n_samples")
+        return _fail(f"ran out of memory; {fix} ({' '.join(text.split())[:120]})")
     except RecursionError:
         if os.environ.get("EBMLAB_DEBUG"):
             raise

@@ -101,6 +101,10 @@ def test_eval_heldout_draws_are_the_single_draws_of_their_seeds(vector_run, caps
     assert m["sample_energy_distance_heldout_draws"] == one and len(set(one)) == 3
     assert m["sample_energy_distance_heldout_mean"] == pytest.approx(sum(one) / 3)
     assert m["heldout_draw_seeds"] == [5, 7]
+    before = (vector_run / "metrics.json").read_text()
+    assert main(["eval", str(vector_run), "--draw-seed", "3"]) == 2  # it was ignored without --heldout-draws
+    assert "--draw-seed seeds the draws of --heldout-draws K" in capsys.readouterr().err
+    assert (vector_run / "metrics.json").read_text() == before
 
 
 def test_sample_output_name(vector_run, capsys):

@@ -315,7 +315,7 @@ def test_the_run_refuses_points_and_counts_of_the_wrong_kind_in_one_sentence(tmp
     assert run(torch.zeros(4, 2)).shape == run.log_density(np.zeros((4, 2))).shape == (4,)
 
 
-def test_the_runs_arguments_are_checked_as_ebmlab_errors_and_run_x_is_differentiable(tmp_path):
+def test_the_runs_arguments_are_checked_as_ebmlab_errors_and_run_x_is_differentiable(tmp_path, capsys):
     """Found by an audit: 8 start points for n = 3 were cut to 3 silently, NaN starts blamed the step size, a cond
     on an unconditional run was ignored and cond={"k": 1} raised a TypeError, a seed of 2**63 overflowed inside
     torch, batch_size=np.int64(2) was refused, refusals were plain ValueErrors, and run(x) cut the graph."""
@@ -336,6 +336,19 @@ def test_the_runs_arguments_are_checked_as_ebmlab_errors_and_run_x_is_differenti
         with pytest.raises(error, match=match):
             call()
     assert torch.equal(run.sample(4, batch_size=np.int64(2)), run.sample(4, batch_size=2))
+    from ebmlab import cli
+    from ebmlab.training import drawing
+
+    def too_big(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 80000000000 bytes. Error code 12 (Cannot allocate memory)")
+    with pytest.MonkeyPatch.context() as mp:  # run.sample(10**10) raised the allocator's error
+        mp.setattr(drawing, "draw", too_big)
+        with pytest.raises(errors.RunError, match="ran out of memory; draw fewer, or in batches"):
+            run.sample(10)
+        assert cli.main(["sample", str(out), "--n", "10"]) == 2  # the CLI's advice names --batch-size
+
+    assert "draw fewer (--n) or in batches (--batch-size B)" in capsys.readouterr().err
     x = torch.zeros(3, 2, requires_grad=True)
     (g,) = torch.autograd.grad(run(x).sum(), x)
     assert g.shape == (3, 2) and torch.isfinite(g).all()

@@ -66,4 +66,4 @@ def draws_extension(args, cfg, objective, data) -> dict:
     if not k:
         return {}
     with torch.no_grad():
-        return heldout_draws(objective, data, cfg.eval.n_samples, k, getattr(args, "draw_seed", 0))
+        return heldout_draws(objective, data, cfg.eval.n_samples, k, getattr(args, "draw_seed", None) or 0)

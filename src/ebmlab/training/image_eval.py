@@ -191,6 +191,8 @@ def check_eval_options(args, kind: str, name: str) -> None:
     draws = getattr(args, "heldout_draws", None)
     if draws is not None and (kind != "vector" or draws < 1):
         raise ValueError(f"--heldout-draws takes a positive count and vector data; got {draws} on {name!r} ({kind})")
+    if getattr(args, "draw_seed", None) is not None and draws is None:  # it was ignored without a word
+        raise ValueError("--draw-seed seeds the draws of --heldout-draws K; give --heldout-draws too")
     for ood in getattr(args, "ood", None) or []:
         if kind == "vector" and ood not in VECTOR_OOD and not Path(ood).is_file():
             from ebmlab.errors import DataError
