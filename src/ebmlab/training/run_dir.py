@@ -106,12 +106,13 @@ def _new_run_needs_clearing(run_dir: Path, overwrite: bool) -> bool:
             return True
         last = f" (checkpoints up to step {checkpoints[-1][0]})" if checkpoints else ""
         raise run.RunError(f"run directory {str(run_dir)!r} already exists and holds a run{last}; pass --resume to "
-                           "continue it, --overwrite to replace it, or choose another --out")
+                           "continue it, --overwrite to replace it, or choose another --out (in Python: "
+                           "ebmlab.resume(path), overwrite=True, another out=)")
     if overwrite:
         raise run.RunError(f"--overwrite refused: {str(run_dir)!r} is not an ebmlab run (no config.yaml with "
-                           "checkpoints/ or metrics.jsonl), so nothing was deleted; choose another --out")
+                           "checkpoints/ or metrics.jsonl), so nothing was deleted; choose another --out (out= in Python)")
     raise run.RunError(f"directory {str(run_dir)!r} already exists and is not an ebmlab run; choose another --out "
-                       "(an empty or new directory)")
+                       "(out= in Python: an empty or new directory)")
 
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
