@@ -79,7 +79,7 @@ class Run:
 
     Attributes: ``path`` (the run directory), ``config`` (its ``Config``), ``objective`` (the method,
     an ``ebmlab.objectives.Objective`` in model coordinates), ``energy`` (an ``nn.Module`` mapping
-    data-coordinate inputs (B, ...) to energies (B,)), ``transform`` (model = (data - shift) / scale),
+    data-coordinate inputs (B, ...) to the data distribution's energies (B,): ``Objective.data_energy``), ``transform`` (model = (data - shift) / scale),
     ``checkpoint`` and ``checkpoint_step``. Calling the run, ``run(x)``, is ``run.energy(x)``."""
 
     def __init__(self, path: str | Path, *, device: str = "cpu", checkpoint: str | Path | None = None):
