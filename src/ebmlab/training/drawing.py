@@ -27,9 +27,9 @@ def class_names(run_dir) -> list[str]:
 
 def class_index(label: int | str, classes: list[str]) -> int:
     """A class given as its index or, for data that name their classes (an image folder's sub-folders, stored in
-    ``run.json``), its name; ConfigError (a ValueError) listing the names for an unknown one. A string that names a class is that
-    class, before it is read as an index (folders named ``1`` and ``2``: ``--label 1`` is folder ``1``, index 0);
-    an int is always the index."""
+    ``run.json``), its name; ConfigError (a ValueError) listing the names for an unknown one. A string that names
+    a class is that class, before it is read as an index (folders named ``1`` and ``2``: ``--label 1`` is folder
+    ``1``, index 0); an int is always the index."""
     if isinstance(label, str) and label in classes:
         return classes.index(label)
     if isinstance(label, int) or (isinstance(label, str) and label.lstrip("-").isdigit()):
