@@ -214,8 +214,11 @@ class Run:
             return self.objective.log_density(z).cpu() + self.transform.log_det
 
     def _points(self, x, what: str = "x") -> Tensor:
-        """``_points(x)``, refused in one sentence unless it is a batch (B, *self.shape) of the run's points."""
+        """``_points(x)``, refused in one sentence unless it is a batch (B, *self.shape) of the run's points. Images
+        given as uint8 (0..255) are read as the image loaders read them, v / 127.5 - 1 (they were taken as is)."""
         t = _points(x)
+        if self.kind == "image" and getattr(x, "dtype", None) in (torch.uint8, np.uint8):
+            t = t / 127.5 - 1
         if t.dim() != len(self.shape) + 1 or tuple(t.shape[1:]) != self.shape:
             dims = ", ".join(map(str, self.shape))
             raise DataError(f"{what} must be a batch of the run's points, shape (B, {dims}) in its data coordinates; "
@@ -307,7 +310,8 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     x_mem = in_memory(data)
     run_dir = Path(out) if out is not None else None
     if x_mem is None and data is not None:
-        data_source(raw, data)
+        named = any(str(k).startswith("data.name") for k in (overrides or ()))  # keys of a mapping, items of a list
+        data_source(raw, data, named)
     if energy is not None:
         raw["model"] = {"name": "custom", **energy_record(energy, energy_kwargs)}
     if run_dir is None:

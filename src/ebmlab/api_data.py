@@ -102,14 +102,16 @@ def is_image_folder(path: Path) -> bool:
     return path.is_dir() and path.suffix.lower() not in ARRAY_SUFFIXES
 
 
-def data_source(raw: dict, data: str | os.PathLike) -> None:
+def data_source(raw: dict, data: str | os.PathLike, named: bool = False) -> None:
     """``data`` given as a file (``array`` data, absolute path), a folder (``imagefolder``: images, one sub-folder
-    per class) or a dataset name."""
+    per class) or a dataset name. The path says which loader reads it, as ``ebmlab train --data`` does, unless the
+    caller's overrides name ``data.name`` (``named``): a config's own dataset (``digits`` of ``digits_hybrid``) is
+    not the data given (it trained on digits silently)."""
     section = dict(raw.get("data") or {})
     p = Path(data).expanduser()
     if p.exists():
         section["path"] = str(p.absolute())
-        if section.get("name") in (None, "rings", "array"):  # no data named by the config: the path says which
+        if not named:
             if is_image_folder(p):
                 section["name"] = "imagefolder"
             else:  # a file: vectors (the array loader names the formats it reads)

@@ -214,6 +214,18 @@ def test_npz_with_several_arrays_and_no_data_key_is_refused(tmp_path):
         build_dataset(_cfg(name="npy", path=str(tmp_path / "two.npz"), n_test=2))
 
 
+def test_ebmlabs_own_sample_files_read_back_as_images(tmp_path):
+    """`ebmlab sample` writes (N, C, H, W) floats in [-1, 1]; --data (npy) and --ood refused them ("must hold
+    images of shape (N, H, W, C)"). Channels-first arrays read back as the same images."""
+    x = torch.rand(20, 3, 5, 6, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    np.save(tmp_path / "s.npy", x.numpy())
+    d = build_dataset(_cfg(name="npy", path=str(tmp_path / "s.npy"), n_test=2))
+    assert d.train.shape[1:] == (3, 5, 6)
+    assert torch.allclose(torch.cat([d.train, d.test]).sort(0).values, x.sort(0).values)
+    np.save(tmp_path / "g.npy", x[:, :1].numpy())  # one channel
+    assert build_dataset(_cfg(name="npy", path=str(tmp_path / "g.npy"), n_test=2)).train.shape[1:] == (1, 5, 6)
+
+
 def test_imagefolder_crop_resize_flat_jpeg(tmp_path):
     rng = np.random.default_rng(3)
     for i in range(3):
@@ -277,7 +289,7 @@ def test_npz_float_labels_and_errors(tmp_path):
     np.save(tmp_path / "big.npy", np.full((4, 3, 3, 3), 5.0, np.float32))
     with pytest.raises(DataError, match="expected uint8"):
         build_dataset(_cfg(name="npy", path=str(tmp_path / "big.npy")))
-    np.save(tmp_path / "bad.npy", np.zeros((4, 3, 3, 5), np.uint8))
+    np.save(tmp_path / "bad.npy", np.zeros((4, 5, 3, 5), np.uint8))  # (4, 3, 3, 5) now reads as channels first
     with pytest.raises(DataError, match="C = 1 or 3"):
         build_dataset(_cfg(name="npy", path=str(tmp_path / "bad.npy")))
     with pytest.raises(DataError, match=r"\.npy or \.npz"):

@@ -452,6 +452,11 @@ def test_one_class_of_a_conditional_run_from_the_cli_and_from_python(tmp_path, c
     plain = ebmlab.train(config="paper001_digits", out=tmp_path / "u", overrides=sets, evaluate=False)
     with pytest.raises(ValueError, match="unconditional"):
         plain.sample(2, label=0)
+    with pytest.raises(errors.ConfigError, match="guidance needs a class-conditional run"):  # it asked for a label
+        plain.sample(2, guidance=1.0)
+    assert torch.equal(run.sample(3, steps=2, label=torch.tensor(7)), run.sample(3, steps=2, label=7))  # a 0-d tensor
+    u8 = torch.full((2, 1, 8, 8), 255, dtype=torch.uint8)  # read as the loaders read images: 1.0, not 255.0
+    assert torch.equal(run(u8), run(torch.ones(2, 1, 8, 8)))
     with pytest.raises(ValueError, match="guidance needs a cdrl or drl model"):  # paper 003's only
         run.sample(2, label=1, guidance=1.0)
     # paper 003: classifier-free guidance from the CLI and from Python, the same draw
@@ -512,6 +517,22 @@ def test_images_in_a_npy_train_by_the_route_the_refusal_names(tmp_path):
     run = ebmlab.train("hybrid", data=tmp_path / "imgs.npy", overrides={"data.name": "npy", "model.width": 8},
                        out=tmp_path / "r", train=TINY, evaluate=False)
     assert run.sample(2, steps=1).shape == (2, 1, 8, 8) and not (tmp_path / "never").exists()
+
+
+def test_data_given_to_train_is_the_data_trained_on_whatever_the_config_names(tmp_path):
+    """ebmlab.train(config="digits_hybrid", data=<a folder of images>) trained on scikit-learn's digits (the config's
+    data.name) without a word; the CLI's --data read the folder. Both read the given path now."""
+    from PIL import Image
+
+    g = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(g.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    run = ebmlab.train(config="digits_hybrid", data=tmp_path / "imgs", out=tmp_path / "r", evaluate=False,
+                       train={"steps": 1, "progress": False, "batch_size": 8, "threads": 1},
+                       overrides={"method.n_steps": 1, "method.n_steps_data": 1})
+    assert run.config.data.name == "imagefolder" and run.shape == (3, 8, 8)
 
 
 def _user_module(tmp_path, monkeypatch, name: str, body: str):

@@ -55,14 +55,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 # ----- conversion helpers ----------------------------------------------------------------------------
 def to_unit_range(arr: np.ndarray, where: str) -> Tensor:
-    """(N, H, W, C) or (N, H, W) uint8 or float array -> (N, C, H, W) float32 in [-1, 1].
+    """(N, H, W, C) or (N, H, W) uint8 or float array -> (N, C, H, W) float32 in [-1, 1]. (N, C, H, W) with
+    C = 1 or 3 and a last axis that is not (what ``ebmlab sample`` writes) is read as such.
 
     uint8: v / 127.5 - 1. Float: read as [0, 1] when no value is negative, as [-1, 1] otherwise;
     anything outside [-1, 1] is refused (we do not guess other scalings)."""
     if arr.ndim == 3:
         arr = arr[..., None]
+    if arr.ndim == 4 and arr.shape[-1] not in (1, 3) and arr.shape[1] in (1, 3):  # channels first
+        arr = arr.transpose(0, 2, 3, 1)
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
-        raise DataError(f"{where} must hold images of shape (N, H, W, C) with C = 1 or 3, got shape {arr.shape}")
+        raise DataError(f"{where} must hold images of shape (N, H, W, C) or (N, C, H, W) with C = 1 or 3, got shape {arr.shape}")
     if arr.dtype == np.uint8:
         x = torch.from_numpy(np.array(arr, dtype=np.uint8)).float() / 127.5 - 1.0  # copy: read-only arrays
     elif arr.dtype.kind == "f":

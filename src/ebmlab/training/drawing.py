@@ -32,6 +32,9 @@ def class_index(label: int | str, classes: list[str]) -> int:
     ``1``, index 0); an int is always the index."""
     if isinstance(label, str) and label in classes:
         return classes.index(label)
+    if isinstance(label, (np.integer, Tensor)) and not isinstance(label, bool) and (
+            not isinstance(label, Tensor) or (label.dim() == 0 and not label.is_floating_point())):
+        label = int(label)  # a NumPy integer or a 0-d integer tensor (an element of a label tensor)
     if isinstance(label, int) or (isinstance(label, str) and label.lstrip("-").isdigit()):
         return int(label)
     if classes:
@@ -64,6 +67,8 @@ def draw(objective, n: int, generator: torch.Generator, *, steps: int | None = N
         cond = objective.class_cond(label, n)
     elif cond:
         cond = _checked_cond(objective, cond, n)
+    if guidance is not None and not objective.num_classes:
+        raise ConfigError("guidance needs a class-conditional run (method.conditional=true); this run is unconditional")
     if guidance is not None and (label is None or x0 is not None):
         raise ConfigError("guidance samples one class from the prior: give a class label (--label K; label= in "
                           "Python) and no start points (not --init data; init= in Python)")
