@@ -184,9 +184,8 @@ class RecoveryEnergy(nn.Module):
         self.register_buffer("alpha", alpha.float(), persistent=False)      # (T,) alpha_{t+1}
 
     def compile(self, *args, **kwargs) -> None:
-        """``train.compile``: compile the network in place, not this wrapper. Training and every
-        sampler call ``net_energy``, which calls ``self.net`` directly, so a compiled wrapper would
-        run nothing compiled (found by reading, issue 20); ``forward`` reaches the compiled net too."""
+        """``train.compile``: the network in place (training and the samplers call ``net_energy`` -> ``self.net``,
+        so a compiled wrapper ran nothing compiled, issue 20); ``forward`` reaches it too."""
         self.net.compile(*args, **kwargs)
 
     def net_energy(self, y: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -347,10 +346,7 @@ class RecoveryLikelihood(Objective):
         """T x K, the Langevin steps of one Alg. 2 run."""
         return self.cfg.T * self.cfg.n_steps
 
-    @property
-    def sample_levels(self) -> int:
-        """T, the noise levels of Alg. 2."""
-        return self.cfg.T
+    sample_levels = property(lambda self: self.cfg.T, doc="T, the noise levels of Alg. 2.")
 
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
                x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:
