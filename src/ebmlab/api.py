@@ -44,7 +44,7 @@ from ebmlab.api_config import raw_config, validated
 from ebmlab.api_data import DATA_FILE, data_source, dataset, in_memory, ood_inputs, save_array
 from ebmlab.api_energy import check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, user_data_overrides
-from ebmlab.errors import ConfigError, DataError, RunError
+from ebmlab.errors import ConfigError, DataError, RunError, is_out_of_memory
 
 __all__ = ["Run", "datasets", "load", "methods", "models", "resume", "train"]
 
@@ -79,8 +79,8 @@ class Run:
 
     Attributes: ``path`` (the run directory), ``config`` (its ``Config``), ``objective`` (the method,
     an ``ebmlab.objectives.Objective`` in model coordinates), ``energy`` (an ``nn.Module`` mapping
-    data-coordinate inputs (B, ...) to the data distribution's energies (B,): ``Objective.data_energy``), ``transform`` (model = (data - shift) / scale),
-    ``checkpoint`` and ``checkpoint_step``. Calling the run, ``run(x)``, is ``run.energy(x)``."""
+    data-coordinate inputs (B, ...) to the data distribution's energies (B,): ``Objective.data_energy``),
+    ``transform`` (model = (data - shift) / scale), ``checkpoint`` and ``checkpoint_step``. ``run(x)`` is ``run.energy(x)``."""
 
     def __init__(self, path: str | Path, *, device: str = "cpu", checkpoint: str | Path | None = None):
         from ebmlab.training.run import DataSpaceEnergy, open_checkpoint
@@ -161,9 +161,10 @@ class Run:
         x0 = None
         if not isinstance(init, str):  # start points (n, ...), a tensor or an array
             x0 = self._points(init, "init").detach().cpu()
-            if x0.shape[0] != n or not torch.isfinite(x0).all():
+            finite = bool(torch.isfinite(x0).all())
+            if x0.shape[0] != n or not finite:
                 raise DataError(f"init must hold n = {n} finite start points, got {x0.shape[0]} rows"
-                                f"{'' if torch.isfinite(x0).all() else ' with NaN or inf values'}")
+                                f"{'' if finite else ' with NaN or inf values'}")
             x0 = self.transform.to_model(x0).to(dev)
         elif init == "data":
             x0 = data_starts(self.data().test, n, seed, dev)
@@ -173,8 +174,8 @@ class Run:
             out = draw(self.objective, n, torch.Generator(dev).manual_seed(seed), steps=steps, x0=x0, cond=cond,
                        label=None if label is None else class_index(label, class_names(self.path)),
                        guidance=guidance, batch_size=batch_size)
-        except (MemoryError, RuntimeError) as exc:  # the allocator's "can't allocate" / CUDA's "out of memory"
-            if not isinstance(exc, MemoryError) and "allocate" not in str(exc) and "out of memory" not in str(exc):
+        except (MemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
                 raise
             raise RunError(f"sampling {n} points ran out of memory; draw fewer, or in batches (batch_size=)") from None
         x = self.transform.to_data(out.x.detach().cpu())

@@ -235,9 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(_sentence(exc))
     except (MemoryError, RuntimeError) as exc:  # out of memory (CPU allocator or CUDA); others are bugs
+        from ebmlab.errors import is_out_of_memory
+
         text = str(exc)
-        if not (isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text) \
-                or os.environ.get("EBMLAB_DEBUG"):
+        if not is_out_of_memory(exc) or os.environ.get("EBMLAB_DEBUG"):
             raise
         fix = ("draw fewer (--n) or in batches (--batch-size B)" if args.fn is cmd_sample else
                "reduce model.width, model.depth, train.batch_size or eval.n_samples")

@@ -62,5 +62,13 @@ def os_error_sentence(exc: OSError, doing: str = "") -> str:
     return f"{verb}{where}: {what.rstrip('.')}; {hint}"
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is running out of memory: a MemoryError, the CPU allocator's "can't allocate memory" or
+    CUDA's "out of memory" (both RuntimeErrors); other RuntimeErrors are bugs."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text))
+
+
 __all__ = ["CheckpointError", "ConfigError", "DataError", "DistributedError", "RunError", "RunNotFound",
-           "TrainingDiverged", "os_error_sentence"]
+           "TrainingDiverged", "is_out_of_memory", "os_error_sentence"]
