@@ -126,8 +126,10 @@ class Run:
         return read_metrics(self.path)
 
     def __call__(self, x: Tensor | np.ndarray, **cond: Any) -> Tensor:
-        """Energies (B,) of data-coordinate inputs ``x`` (B, ...), a tensor or an array."""
-        return self.energy(self._points(x).to(self.device), **cond)
+        """Energies (B,) of data-coordinate inputs ``x`` (B, ...), a tensor or an array; ``cond``: the keywords of
+        ``objective.energy_conditions`` (``y=`` labels, paper 000's level ``t=``, paper 002's time ``t=``)."""
+        x = self._points(x).to(self.device)
+        return self.energy(x, **self.objective.energy_cond(cond, x.shape[0]))
 
     def data(self) -> Any:
         """The run's ``Dataset`` (model coordinates; read from its data file, checked by SHA-256)."""
@@ -153,7 +155,7 @@ class Run:
         paper 003's classifier-free guidance (``applications/guidance.py``; from the prior, no diagnostics);
         ``batch_size``: chains of at most that many at once (for n too large for one). ``return_info=True`` also
         returns the chain diagnostics (acceptance, step sizes, energies per step; the first batch's)."""
-        from ebmlab.training.drawing import class_index, class_names, data_starts, draw
+        from ebmlab.training.drawing import class_index, class_names, data_starts, detached, draw
 
         n, seed = _integer(n, "n", 1), _integer(seed, "seed", 0, 2**63 - 1)
         steps = None if steps is None else _integer(steps, "steps", 0)
@@ -181,7 +183,7 @@ class Run:
         x = self.transform.to_data(out.x.detach().cpu())
         if not torch.isfinite(x).all():
             raise FloatingPointError("some samples are not finite (the chains diverged)")
-        return (x, _detached(out.info)) if return_info else x
+        return (x, detached(out.info)) if return_info else x
 
     def evaluate(self, *, ood: str | Path | Sequence[str | Path] | Mapping[str, Any] = (),
                  heldout_draws: int | None = None, draw_seed: int | None = None, digits_fd: bool = False, fid: bool = False,
@@ -229,18 +231,6 @@ class Run:
     def __repr__(self) -> str:
         return (f"Run({str(self.path)!r}, method={self.method!r}, model={self.config.model.name!r}, "
                 f"step={self.checkpoint_step}, data={self.kind} {self.shape})")
-
-
-def _detached(info):
-    """Chain diagnostics on the CPU without a graph: tensors, and the dicts and lists of them that some samplers
-    return (paper 000's annealing keeps ``snapshots``, a dict of tensors); anything else as it is."""
-    if isinstance(info, Tensor):
-        return info.detach().cpu()
-    if isinstance(info, dict):
-        return {k: _detached(v) for k, v in info.items()}
-    if isinstance(info, (list, tuple)):
-        return type(info)(_detached(v) for v in info)
-    return info
 
 
 def _integer(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:

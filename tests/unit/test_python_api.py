@@ -332,7 +332,8 @@ def test_the_runs_arguments_are_checked_as_ebmlab_errors_and_run_x_is_differenti
             (lambda: run.sample(0), errors.ConfigError, "n must be a positive integer"),
             (lambda: run.sample(2, init="Data"), errors.ConfigError, "init must be"),
             (lambda: run("abc"), errors.DataError, "points must be numbers"),
-            (lambda: run(torch.zeros(4, 3)), errors.DataError, "shape \\(B, 2\\)")):
+            (lambda: run(torch.zeros(4, 3)), errors.DataError, "shape \\(B, 2\\)"),
+            (lambda: run(torch.zeros(4, 2), t=1), errors.ConfigError, "takes no conditions; got 't'")):
         with pytest.raises(error, match=match):
             call()
     assert torch.equal(run.sample(4, batch_size=np.int64(2)), run.sample(4, batch_size=2))

@@ -16,7 +16,10 @@ Evaluation, the CLI, the experiments and the Python API call only what is declar
   reports that instead of skipping silently;
 - ``param_groups(lr)`` -> list of ``ParamGroup`` (typed optimizer groups; paper 003 has two);
 - ``num_classes``: the classes a class-conditional model was trained on (0: unconditional), and
-  ``class_cond(label, n)`` -> ``{"y": labels}``, the ``cond`` that samples one class.
+  ``class_cond(label, n)`` -> ``{"y": labels}``, the ``cond`` that samples one class;
+- ``data_energy`` (the data's energy, ``ebmlab.load(RUN)(x)``) and ``energy_conditions``, the keywords it
+  takes (``y`` of a class-conditional model, paper 000's level ``t``, paper 002's time ``t``) with their
+  integer ranges; ``energy_cond(cond, n)`` checks a ``cond`` against them.
 
 An objective owns its energy, its buffers and its sampler settings. Buffers registered as
 modules/buffers go into ``state_dict()`` and therefore into checkpoints.
@@ -106,6 +109,17 @@ class Objective(nn.Module):
         gives. ``energy`` itself for every method but paper 000, whose ``energy`` is the mixture over its levels."""
         return self.energy
 
+    @property
+    def energy_conditions(self) -> dict[str, tuple[int, int]]:
+        """The keywords ``data_energy`` takes, each an integer range (lo, hi), both included: a class-conditional
+        model's labels ``y``; paper 000 (level ``t``) and paper 002 (time ``t``) override this. {}: none."""
+        return {"y": (0, self.num_classes - 1)} if self.num_classes else {}
+
+    def energy_cond(self, cond: dict, n: int) -> dict[str, Tensor]:
+        """``cond`` for ``data_energy`` of ``n`` points, each value one integer or n integers in its range of
+        ``energy_conditions``, as (n,) long tensors on the model's device; ConfigError (a ValueError) otherwise."""
+        return checked_conditions(cond, self.energy_conditions, n, next(self.parameters()).device)
+
     def log_density(self, x: Tensor) -> Tensor:
         """(B,) unnormalised model log-density of x; raises ``NoLogDensity`` where a method has none."""
         raise NoLogDensity(f"{type(self).__name__} defines no log-density of the data")
@@ -144,6 +158,29 @@ class Objective(nn.Module):
         if tuple(x0.shape) != (n, *self.shape):
             raise ValueError(f"x0 must have shape {(n, *self.shape)}, got {tuple(x0.shape)}")
         return x0
+
+
+def checked_conditions(cond: dict, ranges: dict[str, tuple[int, int]], n: int, device) -> dict[str, Tensor]:
+    """``cond`` ({key: an integer or n integers}) checked against ``ranges`` ({key: (lo, hi)}, both included) and
+    returned as (n,) long tensors on ``device``; ConfigError naming what is accepted for an unknown key or a value
+    of another type, shape or range (the energies raised their own TypeError, or read past an embedding)."""
+    takes = ", ".join(f"{k} (integers {lo}..{hi})" for k, (lo, hi) in ranges.items()) or "no conditions"
+    unknown = sorted(set(cond) - set(ranges))
+    if unknown:
+        raise ConfigError(f"this run's energy takes {takes}; got {', '.join(map(repr, unknown))}")
+    out = {}
+    for key, value in cond.items():
+        lo, hi = ranges[key]
+        try:
+            v = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            v = None
+        ok = v is not None and not (v.is_floating_point() or v.is_complex() or v.dtype == torch.bool) and (
+            v.shape in ((), (n,)))
+        if not ok or (v.numel() and not lo <= int(v.min()) <= int(v.max()) <= hi):
+            raise ConfigError(f"{key} must be one integer or {n} integers in {lo}..{hi}, got {value!r:.80}")
+        out[key] = v.to(device, torch.long).expand(n)
+    return out
 
 
 def per_level_steps(n_steps: int | None, default_per_level: int, n_levels: int) -> int:

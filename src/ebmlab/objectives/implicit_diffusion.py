@@ -135,6 +135,11 @@ class ImplicitDiffusion(Objective):
         dev = self.sched.device
         return self.cfg.init_std * torch.randn((n, *self.shape), generator=generator, device=dev)
 
+    @property
+    def energy_conditions(self) -> dict[str, tuple[int, int]]:
+        """``t``: the time step of f(., t), 1..T (1, the data's, by default)."""
+        return {**super().energy_conditions, "t": (1, self.cfg.T)}
+
     def log_density(self, x: Tensor) -> Tensor:
         """(B,) unnormalised log p_theta(x_1) = -E(x, t=1) (Eq. 8 at t = 1; see the module docstring)."""
         return -self.energy(x)

@@ -257,6 +257,11 @@ class JointTime(Objective):
         """-log p(z | t = T-1), the data's energy (``log_density``'s); plain CD: its one energy."""
         return self.energy if self.plain else AtLevel(self.energy, self.cfg.T - 1)
 
+    @property
+    def energy_conditions(self) -> dict[str, tuple[int, int]]:
+        """``t``: the level read (0..T-1; the data's, T-1, by default); plain CD has one energy and none."""
+        return {} if self.plain else {"t": (0, self.cfg.T - 1)}
+
     def log_density(self, x: Tensor) -> Tensor:
         """(B,) the model's log-density of the *data*: log p(z | t = T-1), since p_{v_{T-1}} = p_x
         (Sec. 3.1). The marginal log p(z) of Eq. 4 (``energy.log_marginal``) is the density of the

@@ -199,10 +199,11 @@ class RecoveryEnergy(nn.Module):
             labels = torch.where(labels == self.cond.num_classes, torch.full_like(labels, -1), labels)
         return self.net(y, t=self.cond.lam[t], y=labels if self.cond.num_classes else None)
 
-    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        """(B,) the lowest-noise marginal energy E_0(x) (of data_scale * x: the diffusion's coordinates)."""
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """(B,) the lowest-noise marginal energy E_0(x) (of data_scale * x: the diffusion's coordinates), of class
+        ``y`` (B,) for a class-conditional model (None: the null label, the unconditional energy)."""
         t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        return self.net_energy(self.alpha[0] * self.scale * x, t, labels) / self.step_sq[0]
+        return self.net_energy(self.alpha[0] * self.scale * x, t, y) / self.step_sq[0]
 
 
 class RecoveryLikelihood(Objective):

@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 from ebmlab.errors import ConfigError
-from ebmlab.objectives.base import SampleOutput
+from ebmlab.objectives.base import SampleOutput, checked_conditions
 
-__all__ = ["class_index", "class_names", "data_starts", "draw"]
+__all__ = ["class_index", "class_names", "data_starts", "detached", "draw"]
 
 
 def class_names(run_dir) -> list[str]:
@@ -87,15 +87,8 @@ def _checked_cond(objective, cond, n: int) -> dict[str, Tensor]:
                           f"{cond!r:.80}")
     if not isinstance(cond, dict) or set(cond) != {"y"}:
         raise ConfigError(f"cond must be {{'y': labels}} with {n} class labels, got {cond!r:.80}")
-    try:
-        y = torch.as_tensor(cond["y"])
-    except (TypeError, ValueError, RuntimeError):
-        y = None
-    if y is None or y.shape != (n,) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or (
-            n and not 0 <= int(y.min()) <= int(y.max()) < objective.num_classes):
-        raise ConfigError(f"cond['y'] must be {n} integer class labels in 0..{objective.num_classes - 1}, got "
-                          f"{cond['y']!r:.80}")
-    return {"y": y.to(next(objective.parameters()).device, torch.long)}
+    ranges = {"y": (0, objective.num_classes - 1)}
+    return checked_conditions(cond, ranges, n, next(objective.parameters()).device)
 
 
 def _draw_one(objective, n: int, generator, steps, x0, cond, guidance) -> SampleOutput:
@@ -103,3 +96,15 @@ def _draw_one(objective, n: int, generator, steps, x0, cond, guidance) -> Sample
         return objective.sample(n, generator=generator, n_steps=steps, x0=x0, cond=cond)
     from ebmlab.applications.guidance import guided_sample
     return SampleOutput(guided_sample(objective, cond["y"], guidance, generator=generator, n_steps=steps), {})
+
+
+def detached(info):
+    """Chain diagnostics on the CPU without a graph: tensors, and the dicts and lists of them that some samplers
+    return (paper 000's annealing keeps ``snapshots``, a dict of tensors); anything else as it is."""
+    if isinstance(info, Tensor):
+        return info.detach().cpu()
+    if isinstance(info, dict):
+        return {k: detached(v) for k, v in info.items()}
+    if isinstance(info, (list, tuple)):
+        return type(info)(detached(v) for v in info)
+    return info
