@@ -32,6 +32,7 @@ run.metrics, run.checkpoint_step, run.config
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from ebmlab.api_config import raw_config, validated
-from ebmlab.api_data import DATA_FILE, data_source, dataset, in_memory, ood_inputs, save_array
+from ebmlab.api_data import DATA_FILE, data_source, dataset, image_config_note, in_memory, ood_inputs, save_array
 from ebmlab.api_energy import check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, user_data_overrides
 from ebmlab.errors import ConfigError, DataError, RunError, is_out_of_memory
@@ -315,6 +316,9 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
         raw = apply_overrides(raw, user_data_overrides(raw))
     cfg = validated(raw)
     data_set = dataset(cfg, x_mem)
+    note = image_config_note(data_set.kind, cfg.model.name, config is not None or "name" in (raw.get("model") or {}))
+    if note:
+        warnings.warn(note, stacklevel=2)
     if energy is not None:
         check_rebuilds(cfg, energy, data_set.shape)
     return _train_in(run_dir, cfg, data_set, x_mem=x_mem, energy=energy, overwrite=overwrite, evaluate=evaluate)

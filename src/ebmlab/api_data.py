@@ -18,8 +18,8 @@ from ebmlab.errors import DataError
 from ebmlab.files import atomic_write
 from ebmlab.training.run_data import DATA_FILE  # in-memory data, saved into the run directory
 
-__all__ = ["ARRAY_SUFFIXES", "DATA_FILE", "data_source", "dataset", "in_memory", "is_image_folder", "ood_inputs",
-           "save_array"]
+__all__ = ["ARRAY_SUFFIXES", "DATA_FILE", "data_source", "dataset", "image_config_note", "in_memory", "is_image_folder",
+           "ood_inputs", "save_array"]
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv")  # files of vectors (the array loader)
 
@@ -100,6 +100,16 @@ def is_image_folder(path: Path) -> bool:
     """Whether a data path names a folder of images: a directory not named like an array file (a directory
     ``x.npy`` is a mistaken array path and is refused as one)."""
     return path.is_dir() and path.suffix.lower() not in ARRAY_SUFFIXES
+
+
+def image_config_note(kind: str, model: str, chosen: bool) -> str | None:
+    """The note for images trained on the default vector model because no config chose one (``chosen``: a config
+    or the user's ``model.name``): the run works, with the MLP on flattened pixels and vector sampler settings."""
+    if kind != "image" or model != "mlp" or chosen:
+        return None
+    return ("the data are images and no config was given: training the default vector MLP on flattened pixels with "
+            "vector sampler settings; for an image model choose an image config, e.g. digits_hybrid (small images) "
+            "or paper004_cifar10 (32x32; `ebmlab configs` lists them)")
 
 
 def data_source(raw: dict, data: str | os.PathLike, named: bool = False) -> None:

@@ -97,6 +97,7 @@ def _train_and_evaluate(args, cfg, run_dir: Path, ctx) -> int:
         from ebmlab.data import build_dataset
         data = build_dataset(cfg.data)
     trainer = Trainer(cfg, run_dir, data=data)  # (writes nothing)
+    _image_config_note(args, cfg, data, ctx)
     held = []
     distributed.main_first(ctx, lambda: held.append(prepare_run_dir(run_dir, cfg, resume=args.resume,
                                                                     overwrite=args.overwrite, data=data)))
@@ -105,6 +106,16 @@ def _train_and_evaluate(args, cfg, run_dir: Path, ctx) -> int:
     finally:
         for lock in held:
             lock.release()
+
+
+def _image_config_note(args, cfg, data, ctx) -> None:
+    """A note on stderr when images train on the default vector MLP because nothing chose a model."""
+    from ebmlab.api_data import image_config_note
+
+    chosen = bool(args.config or args.resume) or any(o.startswith("model.name=") for o in args.set or [])
+    note = image_config_note(data.kind, cfg.model.name, chosen)
+    if note and ctx.is_main:
+        print(f"note: {note}", file=sys.stderr, flush=True)
 
 
 def _fit_and_evaluate(args, run_dir: Path, ctx, trainer) -> int:

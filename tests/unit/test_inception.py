@@ -88,3 +88,19 @@ def test_missing_weights_say_where_to_put_them(tmp_path):
         assert inc.find_weights(None) == target
     finally:
         torch.hub.set_dir(old)
+
+
+def test_a_damaged_weight_file_is_one_sentence_and_an_ebmlab_error(tmp_path):
+    """A truncated download or another file printed torch's many-line unpickling error (found by an audit)."""
+    import pickle
+
+    from ebmlab.errors import ConfigError
+    for name, content in (("empty.pth", b""), ("text.pth", b"<html>rate limited</html>"),
+                          ("object.pth", pickle.dumps({"fc.weight": object}))):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ConfigError, match="not a PyTorch weight file of tensors") as err:
+            inc.load_inception(path)
+        assert "\n" not in str(err.value) and inc.FID_WEIGHTS_URL in str(err.value) and len(str(err.value)) < 600
+    assert issubclass(inc.InceptionWeightsMissing, ConfigError) and issubclass(inc.InceptionWeightsMissing,
+                                                                               FileNotFoundError)

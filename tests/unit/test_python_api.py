@@ -483,10 +483,17 @@ def test_a_folder_of_images_is_read_as_images_by_the_api_and_the_cli(tmp_path, c
         for i in range(12):
             Image.fromarray(g.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
     quick = {"steps": 2, "progress": False, "batch_size": 8}
-    run = ebmlab.train("hybrid", data=tmp_path / "imgs", out=tmp_path / "api", train=quick, evaluate=False)
+    with pytest.warns(UserWarning, match="no config was given: training the default vector MLP"):
+        run = ebmlab.train("hybrid", data=tmp_path / "imgs", out=tmp_path / "api", train=quick, evaluate=False)
     assert run.config.data.name == "imagefolder" and run.kind == "image" and run.shape == (3, 8, 8)
+    capsys.readouterr()
     assert cli.main(["train", "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "cli"), "--set",
                      "train.steps=2", "--set", "train.progress=false", "--set", "eval.n_samples=8"]) == 0
+    assert "note: the data are images and no config was given" in capsys.readouterr().err  # it said nothing
+    assert cli.main(["train", "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "mlp"), "--set",
+                     "model.name=mlp", "--set", "train.steps=1", "--set", "train.progress=false", "--set",
+                     "eval.n_samples=8"]) == 0
+    assert "note:" not in capsys.readouterr().err  # the user chose the MLP
     cfg = ebmlab.load(tmp_path / "cli").config
     assert cfg.data.name == "imagefolder" and cfg.model.base is None  # a table's --data defaults are not applied
     # a folder that changed under the run (another image: other splits) is refused by name, as a changed file is
@@ -515,8 +522,9 @@ def test_images_in_a_npy_train_by_the_route_the_refusal_names(tmp_path):
     np.save(tmp_path / "imgs.npy", imgs)
     with pytest.raises(errors.DataError, match="data.name=npy"):
         ebmlab.train("hybrid", data=tmp_path / "imgs.npy", out=tmp_path / "never")
-    run = ebmlab.train("hybrid", data=tmp_path / "imgs.npy", overrides={"data.name": "npy", "model.width": 8},
-                       out=tmp_path / "r", train=TINY, evaluate=False)
+    with pytest.warns(UserWarning, match="the default vector MLP on flattened pixels"):
+        run = ebmlab.train("hybrid", data=tmp_path / "imgs.npy", overrides={"data.name": "npy", "model.width": 8},
+                           out=tmp_path / "r", train=TINY, evaluate=False)
     assert run.sample(2, steps=1).shape == (2, 1, 8, 8) and not (tmp_path / "never").exists()
 
 

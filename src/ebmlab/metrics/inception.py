@@ -31,11 +31,14 @@ Weights are never downloaded: ``load_inception(path)`` reads ``path`` or
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ebmlab.errors import ConfigError
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FIDELITY_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
@@ -43,8 +46,9 @@ FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid
 N_PARAMS = 23_850_960
 
 
-class InceptionWeightsMissing(FileNotFoundError):
-    """The FID Inception weight file is not where we looked; the message says where to put it."""
+class InceptionWeightsMissing(ConfigError, FileNotFoundError):
+    """The FID Inception weight file is not where we looked; the message says where to put it. An ebmlab
+    ``ConfigError`` and a ``FileNotFoundError``."""
 
 
 class BasicConv2d(nn.Module):
@@ -246,9 +250,14 @@ def load_inception(path: str | Path | None = None, device: str | torch.device = 
     """InceptionV3 with the FID weights (``torch.load(weights_only=True)``), in eval mode."""
     p = find_weights(path)
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated download or a non-tensor pickle
-        raise ValueError(f"could not read Inception weights {str(p)!r} ({type(exc).__name__}: {exc})") from None
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning precedes the sentence below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated download or a non-tensor pickle: torch's message runs over many lines
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise ConfigError(f"could not read Inception weights {str(p)!r}: not a PyTorch weight file of tensors (a "
+                          f"truncated download or another file; {type(exc).__name__}: {first}); download "
+                          f"{FID_WEIGHTS_URL} again") from None
     model = InceptionV3()
     load_checked(model, state, str(p))
     return model.to(device).eval()
@@ -257,7 +266,7 @@ def load_inception(path: str | Path | None = None, device: str | torch.device = 
 def load_checked(model: nn.Module, state: dict, where: str = "state dict") -> None:
     """Strict load that names missing, unexpected or mis-shaped keys in one sentence."""
     if not isinstance(state, dict):
-        raise ValueError(f"{where} does not hold a state dict (got {type(state).__name__})")
+        raise ConfigError(f"{where} does not hold a state dict (got {type(state).__name__})")
     expected = model.state_dict()
     state = dict(state)
     for k, v in expected.items():  # older files may not store BatchNorm's step counter
@@ -267,7 +276,7 @@ def load_checked(model: nn.Module, state: dict, where: str = "state dict") -> No
     unexpected = sorted(set(state) - set(expected))
     shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or shapes:
-        raise ValueError(f"{where} does not match the FID InceptionV3: missing {missing[:5]}, "
+        raise ConfigError(f"{where} does not match the FID InceptionV3: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}, wrong shapes {shapes[:5]}")
     model.load_state_dict(state)
 

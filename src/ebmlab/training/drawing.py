@@ -44,8 +44,12 @@ def class_index(label: int | str, classes: list[str]) -> int:
 
 
 def data_starts(test: Tensor, n: int, seed: int, device) -> Tensor:
-    """``n`` held-out rows (model coordinates; drawn with replacement by ``seed``) as chain starts."""
-    idx = torch.randint(test.shape[0], (n,), generator=torch.Generator().manual_seed(seed))
+    """``n`` held-out rows (model coordinates) as chain starts, in an order drawn by ``seed``: distinct rows when
+    n <= the held-out count, else every row once per round of shuffled rounds (rows were drawn with replacement:
+    repeats among 100 starts of 400 rows)."""
+    g = torch.Generator().manual_seed(seed)
+    rounds = -(-n // max(test.shape[0], 1))
+    idx = torch.cat([torch.randperm(test.shape[0], generator=g) for _ in range(rounds)])[:n]  # (n,)
     return test[idx].to(device)
 
 
