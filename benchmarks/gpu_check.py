@@ -231,7 +231,8 @@ def build_config(spec: Spec, args, amp: bool):
 
     base = load_config(spec.config, list(spec.overrides))
     over = list(spec.overrides) + ["train.progress=false", f"train.device={args.device}",
-                                   f"train.amp={'true' if amp else 'false'}", "train.compile=false"]
+                                   f"train.amp={'true' if amp else 'false'}",
+                                   f"train.compile={'true' if args.compile else 'false'}"]
     if args.cpu_smoke:
         fields = {f.name for f in dataclasses.fields(METHODS[base.method.name].config)}
         smoke_model = SMOKE_MODEL_BY_NAME.get(base.model.name, SMOKE_MODEL)
@@ -392,13 +393,17 @@ def run_precision(spec: Spec, args, device, amp: bool, box_s: float, data, flops
         res["params"] = sum(p.numel() for p in trainer.objective.parameters())
         res["energy_params"] = sum(p.numel() for p in trainer.objective.energy.parameters())
         res["build_s"] = _now() - t_start
-        probe = EnergyCalls(trainer.objective.energy, cfg.train.batch_size)
+        # The probe's Python counters would be guarded by the compiled code (a recompile per call, until dynamo's
+        # limit falls back to eager): under --compile there is no probe and no energy measurement.
+        probe = None if args.compile else EnergyCalls(trainer.objective.energy, cfg.train.batch_size)
         t0 = _now()
         first = trainer.train_step()  # warm-up 1, with the probe
         _sync(device)
         res["first_step_s"] = _now() - t0
-        probe.remove()
-        captured = probe.outermost()
+        captured = None
+        if probe is not None:
+            probe.remove()
+            captured = probe.outermost()
         res["first_loss"] = first["loss"]
         if captured is not None:
             res["energy_module"] = type(captured[0]).__name__
@@ -525,7 +530,8 @@ def markdown(result: dict) -> str:
     gpu = env.get("gpu", "no GPU")
     lines += [f"{result['started']} · {gpu} · torch {env['torch']} (CUDA {env.get('cuda_build')}) · "
               f"bf16 peak assumed {result['peak_tflops']:g} TFLOP/s · wall {result['wall_s']:.0f} s of a "
-              f"{result['budget_s']:.0f} s budget" + (" · **over budget: later configs skipped**"
+              f"{result['budget_s']:.0f} s budget" + (" · **train.compile=true**" if result["args"].get("compile")
+                                                    else "") + (" · **over budget: later configs skipped**"
                                                     if result.get("budget_exhausted") else ""), ""]
     if env.get("deps_missing"):
         lines += [f"Missing packages: {', '.join(env['deps_missing'])}", ""]
@@ -604,6 +610,9 @@ def parse_args(argv=None):
     p.add_argument("--max-reps", type=int, default=50, help="calls per timing block at most")
     p.add_argument("--min-config-s", type=float, default=None, help="skip a config with less left (default 25)")
     p.add_argument("--no-amp", action="store_true", help="fp32 only")
+    p.add_argument("--compile", action="store_true",
+                   help="train.compile=true (inductor) for every config: compare steps/s with a run without it; "
+                        "the first step's time (first_step_s) includes the compilation")
     p.add_argument("--peak-tflops", type=float, default=PEAK_BF16_TFLOPS, help="bf16 peak for the %% columns")
     p.add_argument("--smoke-batch", type=int, default=4, help="batch size of --cpu-smoke")
     a = p.parse_args(argv)

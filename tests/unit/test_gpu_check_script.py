@@ -102,3 +102,14 @@ def test_diverging_chains_are_timed_again_with_smaller_steps(gpu_check, tmp_path
     fp32 = row["precisions"]["fp32"]
     assert row["status"] == "ok" and fp32["steps_per_s"] > 0
     assert fp32["retried"]["overrides"] == ["method.eta=0.017"] and calls[1] == ("method.eta=0.017",)
+
+
+def test_cpu_smoke_with_compile_trains_the_compiled_energy_without_the_probe(gpu_check, tmp_path):
+    """``--compile`` (train.compile=true): the energy probe's Python counters made dynamo recompile on every call
+    until its limit sent the energy back to eager, so the probe and the energy rows are left out under it."""
+    assert gpu_check.main(["--cpu-smoke", "--skip-tests", "--configs", "paper004_cifar10", "--compile",
+                           "--out", str(tmp_path)]) == 0
+    result = _one_row_per_config(tmp_path, ["paper004_cifar10"])
+    fp32 = result["configs"][0]["precisions"]["fp32"]
+    assert fp32["status"] == "ok" and "energy" not in fp32 and fp32["steps_per_s"] > 0
+    assert "train.compile=true" in (tmp_path / "gpu_check.md").read_text()
