@@ -291,3 +291,29 @@ def test_time_mlp_honours_model_fourier():
     plain = time_energy(load_config("paper002_8gaussians", ["model.fourier=0"]), (2,))
     assert plain.net.freqs is None and plain.net.inp.in_features == 2 + cfg.model.time_embed_dim
     assert load_config("paper002_8gaussians").model.fourier > 0  # the shipped toy uses them
+
+
+class _TimeSpy(nn.Module):
+    """A quadratic energy that records the time of every call (one t per call: a stage runs at one time)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.times = []
+
+    def forward(self, x, t=None):
+        assert t is not None and t.unique().numel() == 1
+        self.times.append(int(t[0]))
+        return 0.5 * self.w * x.pow(2).sum(1)
+
+
+@pytest.mark.parametrize("n_steps", [None, 7])
+def test_the_sweep_runs_k_steps_at_each_time_from_t_equals_T_down_to_1(n_steps):
+    """Eq. 9 / Alg. 1: K Langevin steps at t = T, then T - 1, ..., 1, never at t = 0 (a mutation audit shifted the
+    sweep to T - 1 .. 0 and every oracle still passed: its levels share one target)."""
+    T, K = 4, 3
+    spy = _TimeSpy()
+    obj = ImplicitDiffusion(spy, ImplicitDiffusionConfig(T=T, K=K, eta=0.1, sigma=0.1), shape=(2,))
+    obj.sample(5, generator=torch.Generator().manual_seed(0), n_steps=n_steps)
+    k = K if n_steps is None else -(-n_steps // T)
+    assert spy.times == [t for t in range(T, 0, -1) for _ in range(k)]

@@ -218,3 +218,37 @@ def test_cifar10_config_builds_app_c2_model():
     z = torch.randn(2, 3, 32, 32)
     assert head.log_joint(z).shape == (2, 1024)
     assert torch.allclose(head.log_conditional(z)[:, 0], gaussian_log_density(z, cfg.method.sigma_n))
+
+
+@pytest.mark.parametrize("T", [16, 256])
+@pytest.mark.parametrize("L", [2, 3, 7, 15, 128, None, 300])
+def test_annealing_levels_start_at_the_reference_and_end_at_the_data(T, L):
+    """Alg. 3 visits increasing levels from t = 0 (p_n) to t = T-1 (the data), evenly spaced when fewer than T.
+    A mutation audit found the last level could be 253 of 255 with every oracle still passing."""
+    obj = build_objective(_cfg("cd_ce", f"method.T={T}", f"method.sample_levels={L if L else 'null'}"),
+                          build_dataset(_cfg("cd_ce").data))
+    levels = obj.annealing_levels()
+    want = T if L is None or L >= T else L
+    assert levels[0] == 0 and levels[-1] == T - 1 and len(levels) == want
+    gaps = [b - a for a, b in zip(levels, levels[1:])]
+    assert min(gaps) >= 1 and max(gaps) - min(gaps) <= 1  # strictly increasing, evenly spaced
+
+
+def test_simulated_annealing_evaluates_each_level_in_order_and_ends_on_the_data_level(gen):
+    """The levels the energy is called at during Alg. 3 (a forward pre-hook reads ``t``): the planned levels in
+    increasing order, each stage at one level, the last at T - 1."""
+    obj = build_objective(_cfg("cd_ce", "method.sample_levels=5", "method.sample_steps=2"),
+                          build_dataset(_cfg("cd_ce").data))
+    seen = []
+
+    def spy(module, args, kwargs):
+        t = kwargs.get("t")
+        assert t is not None and t.unique().numel() == 1, "every call of a stage is at one level"
+        if not seen or seen[-1] != int(t[0]):
+            seen.append(int(t[0]))
+    hook = obj.energy.register_forward_pre_hook(spy, with_kwargs=True)
+    try:
+        obj.generate(8, algorithm="annealing", generator=gen)
+    finally:
+        hook.remove()
+    assert seen == obj.annealing_levels() == [0, 4, 8, 11, 15]

@@ -98,3 +98,19 @@ def test_augment_inside_bf16_autocast_keeps_fp32():
         inside = augment(x, torch.Generator().manual_seed(1))
     assert inside.dtype == torch.float32
     assert torch.equal(inside, plain)
+
+
+def test_augment_at_the_default_strength_jitters_and_greys_at_simclrs_rates():
+    """``augment()`` as paper 001 calls it (strength 1.0): on constant-colour images (the crop, flip and blur keep
+    them constant) a colour is kept only when neither the jitter (p = 0.8) nor the grayscale (p = 0.2) fired,
+    0.2 x 0.8 = 0.16, and an image is grey with p = 0.2; tolerances 4 binomial standard errors of 4,000 images.
+    A mutation audit turned the colour stages off at the default strength and no test noticed."""
+    n = 4000
+    colour = torch.rand(n, 3, 1, 1, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
+    y = augment(colour.expand(n, 3, 8, 8).contiguous(), torch.Generator().manual_seed(1))
+    mean = y.mean((2, 3), keepdim=True)
+    assert (y - mean).abs().max() < 1e-5  # still constant images
+    kept = ((mean - colour).abs().amax((1, 2, 3)) < 1e-4).float().mean().item()
+    grey = ((mean - mean.mean(1, keepdim=True)).abs().amax((1, 2, 3)) < 1e-5).float().mean().item()
+    assert abs(kept - 0.16) < 4 * (0.16 * 0.84 / n) ** 0.5, kept
+    assert abs(grey - 0.2) < 4 * (0.2 * 0.8 / n) ** 0.5, grey
