@@ -29,7 +29,7 @@ LAYERS = {
     "samplers": 3, "buffers": 3, "buffers_time": 3,
     "objectives": 4,
     "applications": 5, "training": 5,
-    "experiments": 6, "api": 6, "api_energy": 6, "api_data": 6, "api_config": 6,
+    "experiments": 6, "api": 6, "api_energy": 6, "api_data": 6, "api_config": 6, "api_catalog": 6,
     "cli": 7, "cli_commands": 7,
     "__main__": 8,
 }

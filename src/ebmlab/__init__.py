@@ -46,10 +46,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names below are imported on first use
-    from ebmlab.api import Run, datasets, load, methods, models, resume, train
+    from ebmlab.api import Run, configs, datasets, experiment, experiment_names, load, methods, models, resume, train
 
-_API = ("Run", "train", "resume", "load", "methods", "models", "datasets")
-__all__ = ["Run", "__version__", "datasets", "load", "methods", "models", "resume", "train"]
+_API = ("Run", "train", "resume", "load", "methods", "models", "datasets", "configs", "experiment_names", "experiment")
+__all__ = ["Run", "__version__", "configs", "datasets", "experiment", "experiment_names", "load", "methods", "models",
+           "resume", "train"]
 
 
 def __getattr__(name: str) -> Any:

@@ -41,37 +41,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ebmlab.api_catalog import configs, datasets, experiment, experiment_names, methods, models
 from ebmlab.api_config import raw_config, validated
 from ebmlab.api_data import DATA_FILE, data_source, dataset, image_config_note, in_memory, ood_inputs, save_array
 from ebmlab.api_energy import check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, user_data_overrides
 from ebmlab.errors import ConfigError, DataError, RunError, is_out_of_memory
 
-__all__ = ["Run", "datasets", "load", "methods", "models", "resume", "train"]
+__all__ = ["Run", "configs", "datasets", "experiment", "experiment_names", "load", "methods", "models", "resume",
+           "train"]
 
 SECTION_KWARGS = ("model", "train", "eval")
-
-
-# ----- what there is -------------------------------------------------------------------------------------
-def methods() -> list[str]:
-    """The registered training methods (``method.name``), sorted."""
-    from ebmlab.objectives import METHODS
-
-    return sorted(METHODS)
-
-
-def models() -> list[str]:
-    """The energy networks ``model.name`` can select (``custom``: your own ``nn.Module``), sorted."""
-    from ebmlab.energies.build import MODELS
-
-    return sorted(MODELS)
-
-
-def datasets() -> list[str]:
-    """The dataset names ``data.name`` can select (``array``: your own vectors from a file), sorted."""
-    from ebmlab.data import DATASETS
-
-    return sorted(DATASETS)
 
 
 # ----- a trained run ---------------------------------------------------------------------------------------

@@ -69,3 +69,32 @@ def test_an_experiment_never_writes_into_a_directory_of_other_files(tmp_path):
     (tmp_path / "old" / "cells").mkdir(parents=True)
     ex._claim_out(tmp_path / "old", "leaderboard")
     assert json.loads((tmp_path / "old" / ex.MARKER).read_text()) == {"experiment": "leaderboard"}
+
+
+def test_the_python_api_runs_an_experiment_as_the_command_does(tmp_path, monkeypatch):
+    """``ebmlab.experiment`` (the Python API had no way to run one) passes the command's options, checks seeds as
+    ``--seeds`` is checked (a repeated or non-integer seed was taken silently from Python), and lists what there is."""
+    import importlib
+
+    import numpy as np
+
+    import ebmlab
+    from ebmlab.errors import ConfigError
+    calls = []
+
+    def fake_run(out, quick=False, seeds=(0, 1, 2), jobs=2):
+        calls.append((out, quick, seeds, jobs))
+        return {"ok": True}
+    monkeypatch.setattr(importlib.import_module("ebmlab.experiments.paper004"), "run", fake_run)
+    assert ebmlab.experiment("paper004", tmp_path / "e", quick=True, seeds=np.arange(2), jobs=1) == {"ok": True}
+    assert calls == [(tmp_path / "e", True, (0, 1), 1)] and type(calls[0][2][0]) is int
+    for bad in ((0, 0), (0, 1.5), "012", ()):
+        with pytest.raises(ConfigError, match="--seeds must be distinct integers"):
+            ebmlab.experiment("paper004", tmp_path / "b", seeds=bad)
+    with pytest.raises(ConfigError, match="does not take --full"):
+        ebmlab.experiment("paper004", tmp_path / "b", full=True)
+    with pytest.raises(ValueError, match="unknown experiment 'paper9'"):
+        ebmlab.experiment("paper9")
+    assert not (tmp_path / "b").exists() and len(calls) == 1
+    assert "paper004" in ebmlab.experiment_names() and "digits_hybrid" in ebmlab.configs()
+    assert ebmlab.methods() and ebmlab.models() and ebmlab.datasets()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import numbers
 from pathlib import Path
 
 from ebmlab.errors import ConfigError
@@ -42,8 +43,16 @@ def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict
 
 
 def _check_counts(options: dict) -> None:
-    """``jobs`` must be a positive integer and ``budget`` positive seconds (``--jobs 0`` / ``-1`` ran serially and
-    said "-1 at a time")."""
+    """``seeds`` and ``data_seeds`` must be distinct integers, ``jobs`` a positive integer and ``budget`` positive
+    seconds (``--jobs 0`` / ``-1`` ran serially and said "-1 at a time")."""
+    for key in ("seeds", "data_seeds"):  # ebmlab.experiment(seeds=...) is checked as --seeds is
+        seeds = options.get(key)
+        if seeds is None:
+            continue
+        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__") or len(seeds) == 0 or any(
+                isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in seeds) or len(set(seeds)) != len(seeds):
+            raise ConfigError(f"--{key.replace('_', '-')} must be distinct integers such as 0,1,2, got {seeds!r}")
+        options[key] = tuple(int(s) for s in seeds)  # NumPy integers as ints (results.json)
     jobs, budget = options.get("jobs"), options.get("budget")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"--jobs must be a positive integer (cells run at once), got {jobs!r}")

@@ -1,0 +1,57 @@
+"""What ebmlab offers, from Python as from the command line: the methods, models, datasets and shipped configs
+(``ebmlab train --help``, ``ebmlab configs``), and the papers' experiments (``ebmlab experiment NAME``), which
+``experiment`` runs with the same options and the same results. Re-exported by ``ebmlab.api`` and ``ebmlab``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["configs", "datasets", "experiment", "experiment_names", "methods", "models"]
+
+
+def methods() -> list[str]:
+    """The registered training methods (``method.name``), sorted."""
+    from ebmlab.objectives import METHODS
+
+    return sorted(METHODS)
+
+
+def models() -> list[str]:
+    """The energy networks ``model.name`` can select (``custom``: your own ``nn.Module``), sorted."""
+    from ebmlab.energies.build import MODELS
+
+    return sorted(MODELS)
+
+
+def datasets() -> list[str]:
+    """The dataset names ``data.name`` can select (``array``: your own vectors from a file), sorted."""
+    from ebmlab.data import DATASETS
+
+    return sorted(DATASETS)
+
+
+def configs() -> list[str]:
+    """The shipped configs (``ebmlab configs``), which ``train(config=NAME)`` and ``--config NAME`` take, sorted."""
+    from ebmlab.config import shipped_configs
+
+    return sorted(shipped_configs())
+
+
+def experiment_names() -> list[str]:  # not ``experiments``: ``ebmlab.experiments`` is the subpackage
+    """The experiments ``experiment`` (``ebmlab experiment NAME``) runs: one per paper, and the leaderboard and the
+    --data defaults' comparison, sorted."""
+    from ebmlab.experiments import EXPERIMENTS
+
+    return sorted(EXPERIMENTS)
+
+
+def experiment(name: str, out: str | Path | None = None, *, quick: bool = False, **options: Any) -> dict:
+    """Run experiment ``name`` into ``out`` (default ``runs/experiment_NAME``) as ``ebmlab experiment NAME --out
+    OUT`` does, and return its ``results.json`` content; a rerun into the same directory reuses its finished
+    cells. ``quick``: the smoke-test version (its numbers mean nothing). ``options`` are the command's, by their
+    Python names: ``seeds=(0, 1, 2)``, ``jobs=2``, ``full=True``, ``budget=60.0``, ``methods=(...)``,
+    ``datasets=(...)``, ``rescore=True``, ``data_seeds=(...)``, ``auroc_margin=0.01``, as the experiment takes
+    them (``ConfigError`` names the ones it does not)."""
+    from ebmlab.experiments import run_experiment
+
+    return run_experiment(name, Path(out if out is not None else f"runs/experiment_{name}"), quick=quick, **options)
