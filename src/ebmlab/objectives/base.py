@@ -179,7 +179,7 @@ def checked_conditions(cond: dict, ranges: dict[str, tuple[int, int]], n: int, d
             v.shape in ((), (n,)))
         if not ok or (v.numel() and not lo <= int(v.min()) <= int(v.max()) <= hi):
             raise ConfigError(f"{key} must be one integer or {n} integers in {lo}..{hi}, got {value!r:.80}")
-        out[key] = v.to(device, torch.long).expand(n)
+        out[key] = v.to(device, torch.long).expand(n).contiguous()  # (n,): a scalar broadcast, writable
     return out
 
 
