@@ -1,8 +1,9 @@
-"""Paper 004's five schemes (``objectives/contrastive.py``) start their chains where Sec. 3 says: the data scheme
+"""Paper 004's five schemes (``objectives/contrastive.py``) start their chains where Sec. 3 says (the data scheme
 from the data batch, the persistent schemes from their bank, ``persistent_refresh`` restarting the whole batch from
-noise with probability ``refresh_prob`` per iteration. Found by a mutation audit: a misspelt scheme name that
-turned the refresh off, and a data chain started from noise, left every other test green (the second was caught
-only by a recorded loss value)."""
+noise with probability ``refresh_prob`` per iteration) and their loss is the computational loss of the reported
+energy gaps. Found by mutation audits (docs/testing.md): a misspelt scheme name that turned the refresh off, a data
+chain started from noise, and the loss's sign, lambda, L2 term and AIS weights left every other test green, or
+were seen only by recorded loss values."""
 import pytest
 import torch
 
@@ -50,3 +51,51 @@ def test_the_data_chain_starts_at_the_data_batch():
     out = obj(x, generator=torch.Generator().manual_seed(2))
     ratio = ((out.negatives - x).pow(2).sum(1).mean() / (2 * 1e-4 * x.shape[1])).item()
     assert abs(ratio - 1) < 0.25, ratio
+
+
+class _Linear(torch.nn.Module):
+    """E(x) = w . x: the chains stay finite and every energy is read back exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([0.7, -1.3]))
+
+    def forward(self, x):
+        return x @ self.w
+
+
+@pytest.mark.parametrize("name, lam, l2", [("noise", 1.0, 0.0), ("hybrid", 25.0, 0.0), ("noise", 1.0, 0.3)])
+def test_the_loss_is_the_reported_energy_gaps(name, lam, l2):
+    """Sec. 3's computational loss: <E(x)> - <E(x^-)> per chain family, the data chain's weighted by lambda in the
+    hybrid, plus energy_l2 (<E(x)^2> + <E(x^-)^2>). A mutation audit flipped the sign, moved lambda to the noise
+    chain and dropped the L2 term: only recorded loss values saw it."""
+    from ebmlab.objectives.contrastive import ContrastiveConfig, ContrastiveDivergence
+    cfg = ContrastiveConfig(name=name, lam=lam, sampler="langevin", n_steps=3, n_steps_data=2, step_size=0.01,
+                            energy_l2=l2, noise_chain="short_run", target_accept=None)
+    obj = ContrastiveDivergence(_Linear(), cfg, (2,))
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    out = obj(x, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        e_pos, e_neg = obj.energy(x), obj.energy(out.negatives)  # the noise chain's negatives
+        want = e_pos.mean() - e_neg.mean() + (lam * out.metrics["energy_gap_data"] if name == "hybrid" else 0.0)
+        assert torch.allclose(out.metrics["energy_gap"], e_pos.mean() - e_neg.mean())
+        want = want + l2 * (e_pos.pow(2).mean() + e_neg.pow(2).mean())
+    assert float(out.loss.detach()) == pytest.approx(float(want), rel=1e-6, abs=1e-7)
+
+
+def test_ais_negatives_enter_the_loss_with_their_weights(monkeypatch):
+    """``noise_chain: ais``: <E(x^-)> is the importance-weighted mean. One-hot weights on point 3 make the loss
+    <E(x)> - E(point 3) exactly (the unweighted mean was used in a mutation and only a recorded value saw it)."""
+    from types import SimpleNamespace
+
+    from ebmlab.objectives.contrastive import ContrastiveConfig, ContrastiveDivergence
+    obj = ContrastiveDivergence(_Linear(), ContrastiveConfig(name="noise", energy_l2=0.0, noise_chain="ais"), (2,))
+    pts = torch.randn(8, 2, generator=torch.Generator().manual_seed(2))
+    weights = torch.zeros(8).index_fill_(0, torch.tensor([3]), 1.0)
+    info = SimpleNamespace(accept_rate=torch.ones(1), step_size=torch.ones(1))
+    monkeypatch.setattr(obj, "_ais", lambda x0, ctrl, g: (pts, weights, info))
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    out = obj(x, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = obj.energy(x).mean() - obj.energy(pts[3:4]).mean()
+    assert float(out.loss.detach()) == pytest.approx(float(want), rel=1e-6)

@@ -71,3 +71,11 @@ def test_inception_score_bounds():
     assert 9.0 < mean <= 10.0 and std < 0.5
     collapsed = torch.nn.functional.one_hot(torch.zeros(1000, dtype=torch.long), 10).float() * 50.0
     assert inception_score(collapsed)[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_gaussian_stats_is_the_unbiased_covariance_by_hand():
+    """The four points (+-1, 0), (0, +-1): mean 0 and covariance diag(2/3, 2/3) (sum of squares 2 over n - 1 = 3).
+    The biased 1/n covariance (diag(1/2, 1/2)) went unnoticed: every FD test compared sets of one size."""
+    mu, s = gaussian_stats(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]))
+    np.testing.assert_allclose(mu, [0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(s, [[2 / 3, 0.0], [0.0, 2 / 3]], atol=1e-12)

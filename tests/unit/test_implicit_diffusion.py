@@ -317,3 +317,27 @@ def test_the_sweep_runs_k_steps_at_each_time_from_t_equals_T_down_to_1(n_steps):
     obj.sample(5, generator=torch.Generator().manual_seed(0), n_steps=n_steps)
     k = K if n_steps is None else -(-n_steps // T)
     assert spy.times == [t for t in range(T, 0, -1) for _ in range(k)]
+
+
+class _TimeLinear(nn.Module):
+    """E(x, t) = c t sum(x): the energy of a point depends on the time it is read at."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = nn.Parameter(torch.tensor(float(c)))
+
+    def forward(self, x, t=None):
+        t = torch.ones(x.shape[0]) if t is None else torch.as_tensor(t).float()
+        return self.c * t * x.sum(1)
+
+
+def test_the_positives_are_read_at_their_chains_time():
+    """Eq. 10: E(x+, t) - E(x-, t) with x+ paired with the chain's t. Every buffer element at t = 3 and lambda = 0:
+    the loss is 3 c (<sum x+> - <sum x->). A mutation read the positives at t = 1 and only a recorded value saw it."""
+    c = 0.2
+    obj = make(_TimeLinear(c), lam=0.0)
+    obj.buffer.t.fill_(3)
+    x_pos = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    out = obj(x_pos, generator=torch.Generator().manual_seed(1))
+    want = 3 * c * (x_pos.sum(1).mean() - out.negatives.sum(1).mean())
+    assert float(out.loss.detach()) == pytest.approx(float(want), rel=1e-5, abs=1e-6)

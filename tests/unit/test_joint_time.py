@@ -119,11 +119,20 @@ def test_objective_losses_backprop(name, extra, gen):
     assert x.shape == (20, 2) and torch.isfinite(x).all()
 
 
-def _loss_and_series(name: str):
-    """One loss on 64 spiral points with seed 3, and the (t, z) the objective drew (same seed, recomputed)."""
+def _loss_and_series(name: str, perturb: bool = False, transition=None):
+    """One loss on 64 spiral points with seed 3, and the (t, z) the objective drew (same seed, recomputed).
+    ``perturb``: the head's parameters moved off their start, where every level is the reference density and
+    log p(t | z) = -log T for every t (a cross-entropy with the wrong target level would match there);
+    ``transition``: replaces the objective's chain (z, t, k, generator) -> (z~, t~, diagnostics)."""
     cfg = _cfg(name)
     data = build_dataset(cfg.data)
     obj = build_objective(cfg, data)
+    if transition is not None:
+        obj.transition = transition
+    if perturb:
+        with torch.no_grad():
+            for p in obj.energy.parameters():
+                p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     out = obj(data.train[:64], generator=g1)
     t = torch.randint(16, (64,), generator=g2)
@@ -138,13 +147,46 @@ def test_option1_loss_is_the_per_t_cd_loss(gen):
     assert torch.allclose(out.loss, expect, atol=1e-5)
 
 
-def test_cd_ce_loss_value_matches_equations(gen):
-    """With K = 1 and a frozen seed the loss equals Eq. 6 + Eq. 8 recomputed outside the objective."""
-    obj, out, t, z = _loss_and_series("cd_ce")
+@pytest.mark.parametrize("perturb", [False, True])
+def test_cd_ce_loss_value_matches_equations(perturb):
+    """With K = 1 and a frozen seed the loss equals Eq. 6 + Eq. 8 recomputed outside the objective, also for a
+    head whose levels differ (a mutation audit moved the CE target to t + 1 and only a recorded value saw it)."""
+    obj, out, t, z = _loss_and_series("cd_ce", perturb)
     f = obj.energy.log_joint(z)
+    if perturb:
+        assert float(torch.log_softmax(f, 1).detach().std()) > 0.01  # log p(t | z) depends on t
     lp_neg = obj.energy.log_marginal(out.negatives)
     expect = lp_neg.mean() - torch.logsumexp(f, 1).mean() - torch.log_softmax(f, 1).gather(1, t[:, None]).mean()
     assert torch.allclose(out.loss, expect, atol=1e-5)
+
+
+def test_joint_cd_reads_the_negatives_at_the_levels_their_chains_ended_on():
+    """Alg. 2: loss = log p(z~, t~) - log p(z, t) + ce_weight CE, with each negative at its own level t~ (a mutation
+    audit read them at the positives' t and no test noticed). The chain is replaced by fixed points and levels."""
+    from types import SimpleNamespace
+    z_neg = torch.randn(64, 2, generator=torch.Generator().manual_seed(9))
+    levels = {}
+
+    def fixed(z, t, k, generator):
+        levels["t_neg"] = (t + 5) % 16  # other levels than the positives'
+        return z_neg, levels["t_neg"], SimpleNamespace(accept_rate=torch.ones(1))
+    obj, out, t, z = _loss_and_series("joint_cd", perturb=True, transition=fixed)
+    with torch.no_grad():
+        f_pos, f_neg = obj.energy.log_joint(z), obj.energy.log_joint(z_neg)
+        ce = -(f_pos.gather(1, t[:, None]) - torch.logsumexp(f_pos, 1, keepdim=True)).mean()
+        want = f_neg.gather(1, levels["t_neg"][:, None]).mean() - f_pos.gather(1, t[:, None]).mean() + obj.ce_weight * ce
+    assert float(out.loss.detach()) == pytest.approx(float(want), rel=1e-5, abs=1e-6)
+
+
+def test_the_per_t_weight_scales_the_per_t_loss():
+    """loss = loss_cd + ce_weight ce + per_t_weight loss_per_t, read from the reported terms (the weight was tested
+    only at 1.0, so an ignored weight went unnoticed)."""
+    cfg = _cfg("cd_ce", "method.per_t_weight=0.37", "method.ce_weight=0.6")
+    data = build_dataset(cfg.data)
+    out = build_objective(cfg, data)(data.train[:64], generator=torch.Generator().manual_seed(3))
+    m = out.metrics
+    want = m["loss_cd"] + 0.6 * m["ce"] + 0.37 * m["loss_per_t"]
+    assert float(out.loss.detach()) == pytest.approx(float(want), rel=1e-5, abs=1e-6)
 
 
 def test_chain_ramp_follows_training_step():
