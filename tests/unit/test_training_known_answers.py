@@ -8,6 +8,7 @@ from torch import nn
 
 import ebmlab
 from ebmlab.training.config import load_config
+from tests.runs import fit_in
 
 TINY = ["train.steps=20", "train.batch_size=32", "train.checkpoint_every=5", "train.log_every=1",
         "train.progress=false", "model.width=16", "model.depth=1", "method.n_steps=5",
@@ -19,18 +20,7 @@ SEL = ["data.name=mixture", "data.n_train=400", "data.n_test=100", "model.width=
 
 
 def _fit(run_dir, overrides, resume=False):
-    from ebmlab.training.loop import Trainer, prepare_run_dir
-    cfg = load_config(None, overrides)
-    lock = prepare_run_dir(run_dir, cfg, resume=resume, overwrite=False)
-    try:
-        t = Trainer(cfg, run_dir)
-        if resume:
-            t.resume()
-        t.fit()
-    finally:
-        lock.release()
-    return t
-
+    return fit_in(run_dir, load_config(None, overrides), resume=resume)
 
 
 # ----- EMA ------------------------------------------------------------------------------------------------
