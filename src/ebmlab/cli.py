@@ -1,7 +1,7 @@
 """The ``ebmlab`` command line: train | sample | eval | experiment | configs.
 
     ebmlab train [--config FILE|NAME] [--set k=v ...] [--data PATH] [--out DIR] [--resume] [--overwrite]
-    ebmlab sample RUN [--n N] [--steps L] [--init noise|data] [--seed S] [--label K [--guidance W]] [--batch-size B] [--out FILE] [--checkpoint FILE] [--device DEV]
+    ebmlab sample RUN [--n N] [--steps L] [--init noise|data] [--seed S] [--label K [--guidance W]] [--batch-size B] [--out FILE [--overwrite]] [--checkpoint FILE] [--device DEV]
     ebmlab eval RUN [--ood DATASET ...] [--fid --inception-weights PATH] [--digits-fd] [--checkpoint FILE] [--device DEV]
     ebmlab experiment NAME [--out DIR] [--quick]
     ebmlab configs [NAME]     (list the shipped configs with their first comment line, or print one)
@@ -157,8 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --label, conditional cdrl/drl runs: classifier-free guidance of weight W >= 0 "
                         "(paper 003 Eq. 11-12; 0 is the plain conditional model)")
     s.add_argument("--out", metavar="FILE", default=None,
-                   help="output .npy, or .csv for vectors (a .png of the same name beside it); default: "
+                   help="output .npy, or .csv for vectors (a .png of the same name beside it); an existing FILE "
+                        "or .png is refused without --overwrite; default: "
                         "RUN/samples/samples_<init>_<steps>steps_seed<seed>.npy")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out FILE and the .png of the same name beside it")
     _add_open_args(s)
     s.set_defaults(fn=cmd_sample)
     e = sub.add_parser("eval", help="evaluate a trained run; writes RUN/metrics.json",

@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from ebmlab.files import atomic_write
+
 __all__ = ["cmd_configs", "cmd_eval", "cmd_experiment", "cmd_sample", "cmd_train"]
 
 
@@ -169,7 +171,6 @@ def _weights(cfg) -> str:
 
 def cmd_sample(args) -> int:
     """``ebmlab sample``: draw samples with the method's own procedure; write a .npy (data coordinates) and a .png."""
-    import numpy as np
     import torch
 
     from ebmlab import plots
@@ -181,6 +182,7 @@ def cmd_sample(args) -> int:
     out_file = _output_file(Path(args.out)) if args.out else None
     if out_file is not None:
         _not_the_runs_data(Path(args.run), [out_file, out_file.with_suffix(".png")])
+        _not_replaced(out_file, args.overwrite)
     run = _open(args, need_data=args.init == "data")
     objective, data = run.objective, run.data
     if out_file is not None and out_file.suffix == ".csv" and data.kind == "image":
@@ -200,10 +202,7 @@ def cmd_sample(args) -> int:
     name = f"samples_{args.init}_{steps}steps_seed{args.seed}{tag}.npy"
     path = out_file or Path(args.run) / "samples" / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".csv":  # one row per sample, readable by --data and numpy.loadtxt(..., delimiter=",")
-        np.savetxt(path, x.numpy(), delimiter=",", fmt="%.9g")
-    else:
-        np.save(path, x.numpy())
+    _write_samples(path, x.numpy())
     png = path.with_suffix(".png")
     if data.kind == "image":
         plots.image_grid(x[:100], png)
@@ -231,6 +230,30 @@ def _output_file(path: Path) -> Path:
                                  "directory; choose another --out")
             break
     return path
+
+
+def _not_replaced(out_file: Path, overwrite: bool) -> None:
+    """Refuse a ``sample --out`` that would replace the user's files (the named file or the .png of the same name
+    beside it, which the user did not name) unless ``--overwrite`` says so."""
+    existing = [str(f) for f in (out_file, out_file.with_suffix(".png")) if f.exists()]
+    if existing and not overwrite:
+        raise ValueError(f"--out {str(out_file)!r}: {' and '.join(repr(f) for f in existing)} already "
+                         f"exist{'s' if len(existing) == 1 else ''}; pass --overwrite to replace "
+                         f"{'it' if len(existing) == 1 else 'them'}, or choose another --out")
+
+
+def _write_samples(path: Path, x) -> None:
+    """Samples (N, ...) as .npy, or .csv of one row per sample (readable by --data and
+    ``numpy.loadtxt(..., delimiter=",")``), written atomically: a failed write keeps a file it replaces."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a handle: np.save would add .npy to the temp name
+            if path.suffix == ".csv":
+                np.savetxt(fh, x, delimiter=",", fmt="%.9g")
+            else:
+                np.save(fh, x)
+    atomic_write(path, write)
 
 
 def _not_the_runs_data(run_dir: Path, files: list[Path]) -> None:

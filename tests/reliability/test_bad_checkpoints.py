@@ -211,6 +211,42 @@ def test_sample_out_never_writes_over_the_runs_data(run_copy, trained_root, caps
     assert cli(capsys, "sample", run_copy, "--n", "3", "--steps", "1", "--init", "data")[0] == 0  # still its data
 
 
+def test_sample_out_never_replaces_a_users_files_without_overwrite(run_copy, tmp_path, capsys):
+    """``--out FILE`` replaced an existing FILE, and the .png of the same name beside it, without a word."""
+    import numpy as np
+    mine = tmp_path / "s.npy"
+    mine.write_bytes(b"mine")
+    code, _, err = cli(capsys, "sample", run_copy, "--n", "3", "--steps", "1", "--out", mine)
+    assert_one_sentence(code, err, "pass --overwrite")
+    assert mine.read_bytes() == b"mine" and not (tmp_path / "s.png").exists()
+    figure = tmp_path / "t.png"  # the .png beside FILE is the part the user did not name
+    figure.write_bytes(b"figure")
+    code, _, err = cli(capsys, "sample", run_copy, "--n", "3", "--steps", "1", "--out", tmp_path / "t.csv")
+    assert_one_sentence(code, err, "t.png' already exists")
+    assert figure.read_bytes() == b"figure" and not (tmp_path / "t.csv").exists()
+    for out in (mine, tmp_path / "t.csv"):
+        assert cli(capsys, "sample", run_copy, "--n", "3", "--steps", "1", "--out", out, "--overwrite")[0] == 0
+    assert np.load(mine).shape == (3, 2) and np.loadtxt(tmp_path / "t.csv", delimiter=",").shape == (3, 2)
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "s.png").is_file()
+    for _ in range(2):  # the default file under RUN/samples is the run's own: a second draw rewrites it
+        assert cli(capsys, "sample", run_copy, "--n", "3", "--steps", "1")[0] == 0
+
+
+def test_sample_out_keeps_the_file_it_would_replace_when_the_write_fails(run_copy, tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    mine = tmp_path / "out" / "s.npy"
+    mine.parent.mkdir()
+    np.save(mine, np.zeros(4))
+    monkeypatch.setattr(np, "save", full_disk)
+    code, _, err = cli(capsys, "sample", run_copy, "--n", "3", "--steps", "1", "--out", mine, "--overwrite")
+    assert code != 0 and "No space left" in err
+    monkeypatch.undo()
+    assert np.array_equal(np.load(mine), np.zeros(4)) and [p.name for p in mine.parent.iterdir()] == ["s.npy"]
+
+
 def test_sidecar_without_optimizer_blocks_only_resume(run_copy, tmp_path, capsys):
     _edit_sidecar(latest(run_copy), lambda m: json.dumps({k: v for k, v in m.items() if k != "optimizer"}))
     code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=3")
