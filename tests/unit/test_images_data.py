@@ -251,6 +251,33 @@ def test_imagefolder_empty(tmp_path):
         build_dataset(_cfg(name="imagefolder", path=str(tmp_path)))
 
 
+def test_imagefolder_turns_images_as_their_exif_orientation_says(tmp_path):
+    """Cameras store a photo as shot and its turn in the EXIF Orientation tag, which every viewer applies: the folder
+    was read unturned (portrait photos lying on their side). Orientations 1 (none), 2 (mirrored), 3 (180),
+    6 (90 clockwise) and 8 (90 anticlockwise), each against NumPy's turn of the stored pixels."""
+    from PIL import Image
+    rng = np.random.default_rng(11)
+    shown = {1: lambda a: a, 2: np.fliplr, 3: lambda a: np.rot90(a, 2), 6: lambda a: np.rot90(a, -1),
+             8: lambda a: np.rot90(a, 1)}
+    stored = {o: rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8) for o in shown}
+    for o, a in stored.items():
+        exif = Image.Exif()
+        exif[0x0112] = o  # Orientation
+        Image.fromarray(a).save(tmp_path / f"{o}.png", exif=exif)
+    d = build_dataset(_cfg(name="imagefolder", path=str(tmp_path), n_test=1))
+    got = torch.cat([d.train, d.test])
+    for o, a in stored.items():
+        want = _expected(np.ascontiguousarray(shown[o](a))[None])
+        assert ((got - want).abs().flatten(1).amax(1) < 1e-6).sum() == 1, f"orientation {o}"
+    tall = rng.integers(0, 256, size=(4, 8, 3), dtype=np.uint8)  # stored 8 wide, 4 high; shown 4 wide, 8 high
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "tall").mkdir()
+    for i in range(2):
+        Image.fromarray(tall).save(tmp_path / "tall" / f"{i}.png", exif=exif)
+    assert build_dataset(_cfg(name="imagefolder", path=str(tmp_path / "tall"), n_test=1)).train.shape == (1, 3, 8, 4)
+
+
 def test_sixteen_bit_pngs_are_scaled_not_clipped(tmp_path):
     """Pillow's convert clips 16-bit values above 255, so a folder of 16-bit grayscale PNGs became white images."""
     from PIL import Image

@@ -250,10 +250,11 @@ def _list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
 
 
 def _read_image(path: Path, mode: str, crop: int | None, size: int | None) -> Tensor:
-    from PIL import Image
+    """(1, C, H, W) in [-1, 1], turned as its EXIF Orientation tag says (as viewers show a camera's photo)."""
+    from PIL import Image, ImageOps
     try:
         with Image.open(path) as im:
-            arr = np.asarray(_eight_bit(im, path).convert(mode), dtype=np.uint8)
+            arr = np.asarray(_eight_bit(ImageOps.exif_transpose(im), path).convert(mode), dtype=np.uint8)
     except DataError:
         raise
     except Exception as exc:  # Pillow raises many types for broken files
