@@ -6,6 +6,8 @@ import os
 import numpy as np
 import pytest
 
+from ebmlab.errors import DataError
+
 from .conftest import assert_one_sentence, cli, sets
 
 
@@ -112,3 +114,24 @@ def test_a_csv_header_of_column_names_is_skipped(tmp_path):
     bom_header.write_bytes(b"\xef\xbb\xbf" + with_header.read_bytes())
     for p in (with_header, plain, bom, bom_header):
         assert np.allclose(load_vectors(p).numpy(), x, atol=1e-6), p.name
+
+
+def test_pandas_defaults_in_a_csv_are_never_read_silently_as_data(tmp_path):
+    """``pandas.DataFrame(x).to_csv(path)`` writes its row index as a first column without a name (it became a
+    feature spanning 0..N-1); with ``index=False`` its column names 0,1,... are numbers (they became a sample)."""
+    from ebmlab.data.arrays import load_vectors
+    x = np.arange(60.0).reshape(20, 3) / 7
+    rows = [",".join(f"{v:.9g}" for v in r) for r in x]
+    indexed, unnamed, plain = tmp_path / "i.csv", tmp_path / "u.csv", tmp_path / "p.csv"
+    indexed.write_text(",0,1,2\n" + "".join(f"{i},{r}\n" for i, r in enumerate(rows)))
+    unnamed.write_text("Unnamed: 0,0,1,2\n" + "".join(f"{i + 5},{r}\n" for i, r in enumerate(rows)))
+    plain.write_text("0,1,2\n" + "".join(f"{r}\n" for r in rows))
+    for p in (indexed, unnamed):
+        with pytest.raises(DataError, match="index=False"):
+            load_vectors(p)
+    with pytest.warns(UserWarning, match="read as a row of data"):
+        got = load_vectors(plain).numpy()
+    assert got.shape == (21, 3) and np.allclose(got[1:], x, atol=1e-6)  # read, and said
+    named = tmp_path / "n.csv"  # a named first column of whole numbers is data; a first row 0.5,1 is data
+    named.write_text("id,a,b,c\n" + "".join(f"{i},{r}\n" for i, r in enumerate(rows)))
+    assert load_vectors(named).shape == (20, 4)

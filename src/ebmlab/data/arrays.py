@@ -66,11 +66,29 @@ def _read_csv(p: Path) -> np.ndarray:
     are not all numbers is skipped; any later text is an error)."""
     with open(p, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark (Excel writes one) is dropped: it made
         first = fh.readline()                                # a first row of numbers look like a header, skipped
-        rows = fh if not _numbers(first) else [first, *fh]
+        header = _is_header(first)
         try:
-            return np.loadtxt(rows, delimiter=",", dtype=np.float64, ndmin=2)
+            x = np.loadtxt(fh if header else [first, *fh], delimiter=",", dtype=np.float64, ndmin=2)
         except ValueError:
             raise DataError(f"data file {str(p)!r}: {_csv_problem(p)}") from None
+    _not_pandas_defaults(p, first, header, x)
+    return x
+
+
+def _not_pandas_defaults(p: Path, first: str, header: bool, x: np.ndarray) -> None:
+    """Refuse pandas' row index read as a feature, and warn of its default column names read as a row of data:
+    ``DataFrame(x).to_csv(path)`` writes the header ``,0,1,...`` (the index has no name) and a first column
+    0, 1, 2, ...; with ``index=False``, the header ``0,1,...`` is numbers."""
+    names = [f.strip() for f in first.rstrip("\r\n").split(",")]
+    if header and names[0] in ("", "Unnamed: 0") and x.shape[1] > 1 and np.array_equal(x[:, 0], np.round(x[:, 0])):
+        raise DataError(f"data file {str(p)!r}: its first column has no name and holds whole numbers, as pandas' "
+                        "to_csv writes a DataFrame's row index; save it with df.to_csv(path, index=False), or name "
+                        "the column if it is data")
+    if not header and len(names) > 1 and names == [str(i) for i in range(len(names))]:
+        import warnings
+        warnings.warn(f"data file {str(p)!r}: its first row, {first.strip()}, is read as a row of data; if it is "
+                      "pandas' default column names (to_csv of a DataFrame without them), delete that row or name "
+                      "the columns", UserWarning, stacklevel=4)
 
 
 _OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs"}  # what spreadsheets in some locales, and TSV, use
@@ -82,7 +100,7 @@ def _csv_problem(p: Path) -> str:
     with open(p, newline="", encoding="utf-8-sig") as fh:
         lines = [(n, line.rstrip("\r\n")) for n, line in enumerate(fh, 1)]
     data = [(n, line) for n, line in lines if line.strip()]
-    if data and not _numbers(data[0][1]):
+    if data and _is_header(data[0][1]):
         data = data[1:]  # the header row
     width = None
     for n, line in data:
@@ -99,6 +117,11 @@ def _csv_problem(p: Path) -> str:
             return f"line {n} has {len(fields)} column(s) where the lines before it have {width}"
     return "it is not a table of numbers separated by commas"
 
+
+
+def _is_header(line: str) -> bool:
+    """A first row of column names: a field that is not a number, or an empty one (pandas' unnamed index)."""
+    return not _numbers(line) or any(not f.strip() for f in line.rstrip("\r\n").split(","))
 
 
 def _numbers(line: str) -> bool:
