@@ -278,6 +278,31 @@ def test_imagefolder_turns_images_as_their_exif_orientation_says(tmp_path):
     assert build_dataset(_cfg(name="imagefolder", path=str(tmp_path / "tall"), n_test=1)).train.shape == (1, 3, 8, 4)
 
 
+def test_imagefolder_shows_transparent_pixels_over_white(tmp_path):
+    """A transparent PNG's hidden colour was read as it is stored (Pillow's convert drops the alpha): here black for
+    an RGBA image, the palette entry for a paletted one. Over white, as viewers show them: alpha a gives
+    c a/255 + 255 (1 - a/255) per channel (to within Pillow's rounding of one level)."""
+    from PIL import Image
+    rgba = np.zeros((6, 6, 4), dtype=np.uint8)
+    rgba[..., :3] = (200, 40, 10)
+    rgba[:2, ..., 3] = 255  # opaque rows, half-transparent rows, invisible rows (colour black underneath)
+    rgba[2:4, ..., 3] = 128
+    rgba[4:, ..., :3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    pal = Image.fromarray(np.array([[0, 1] * 3] * 6, dtype=np.uint8), "P")
+    pal.putpalette([0, 0, 255, 0, 255, 0] + [0] * 762)
+    pal.save(tmp_path / "b.png", transparency=0)  # palette entry 0 (blue) transparent
+    d = build_dataset(_cfg(name="imagefolder", path=str(tmp_path), n_test=1))
+    got = ((torch.cat([d.train, d.test]) + 1) * 127.5).round()  # back to 0..255
+    k = int(got[:, 1].eq(255).flatten(1).all(1).float().argmax())  # b.png: white or green, so green is all 255
+    a, b_img = got[1 - k], got[k]
+    alpha = np.array([1.0] * 2 + [128 / 255] * 2 + [0.0] * 2)[:, None]
+    for c, v in enumerate((200, 40, 10)):
+        want = torch.tensor(np.broadcast_to(v * alpha + 255 * (1 - alpha), (6, 6)).copy(), dtype=b_img.dtype)
+        assert (a[c] - want).abs().max() <= 1.0, c
+    assert b_img[:, :, 0::2].eq(255).all() and b_img[:, :, 1::2].eq(torch.tensor([0, 255, 0]).view(3, 1, 1)).all()
+
+
 def test_sixteen_bit_pngs_are_scaled_not_clipped(tmp_path):
     """Pillow's convert clips 16-bit values above 255, so a folder of 16-bit grayscale PNGs became white images."""
     from PIL import Image

@@ -254,7 +254,7 @@ def _read_image(path: Path, mode: str, crop: int | None, size: int | None) -> Te
     from PIL import Image, ImageOps
     try:
         with Image.open(path) as im:
-            arr = np.asarray(_eight_bit(ImageOps.exif_transpose(im), path).convert(mode), dtype=np.uint8)
+            arr = np.asarray(_opaque(_eight_bit(ImageOps.exif_transpose(im), path)).convert(mode), dtype=np.uint8)
     except DataError:
         raise
     except Exception as exc:  # Pillow raises many types for broken files
@@ -262,6 +262,18 @@ def _read_image(path: Path, mode: str, crop: int | None, size: int | None) -> Te
     x = to_unit_range(arr[None], str(path))  # (1, C, H, W)
     x = centre_crop(x, crop) if crop else x
     return resize(x, size) if size else x
+
+
+def _opaque(im):
+    """``im`` over a white background where it has transparency (an alpha channel, or a palette or colour marked
+    transparent), as viewers show it: ``convert`` drops the alpha and keeps whatever colour the transparent
+    pixels hold (often black, sometimes leftovers of an editor)."""
+    from PIL import Image
+
+    if im.mode not in ("RGBA", "LA", "PA", "La", "RGBa") and "transparency" not in im.info:
+        return im
+    rgba = im.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
 
 
 def _eight_bit(im, path: Path):
