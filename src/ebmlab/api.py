@@ -257,7 +257,7 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     - ``data``: a tensor or array (N, D) of your vectors (or anything ``numpy.asarray`` reads: nested lists, a
       pandas DataFrame of numeric columns), a ``torch.utils.data.Dataset`` of vectors
       (or of (vector, label) pairs), an ``ebmlab.data.Dataset``, the path of a .npy/.npz/.csv file, a
-      folder of images (``imagefolder``: .png/.jpg, one sub-folder per class gives labels) or a dataset name
+      folder of images (``imagefolder``: .png, .jpg, .bmp, .gif, .tif, .webp; one sub-folder per class gives labels) or a dataset name
       (``ebmlab.datasets()``); None: the config's data. Data in memory are saved into
       the run as ``data.npy``;
     - ``energy``: your own ``nn.Module`` mapping (B, D) to (B,) energies, defined in an importable

@@ -244,7 +244,7 @@ def test_imagefolder_crop_resize_flat_jpeg(tmp_path):
 
 
 def test_imagefolder_empty(tmp_path):
-    with pytest.raises(DataError, match="no .png"):
+    with pytest.raises(DataError, match="holds no image files"):
         build_dataset(_cfg(name="imagefolder", path=str(tmp_path)))
     _write_png(tmp_path / "only.png", np.zeros((4, 4, 3), dtype=np.uint8))  # was a RuntimeError from torch
     with pytest.raises(DataError, match="holds 1 image; ebmlab needs at least 2"):
@@ -301,6 +301,21 @@ def test_imagefolder_shows_transparent_pixels_over_white(tmp_path):
         want = torch.tensor(np.broadcast_to(v * alpha + 255 * (1 - alpha), (6, 6)).copy(), dtype=b_img.dtype)
         assert (a[c] - want).abs().max() <= 1.0, c
     assert b_img[:, :, 0::2].eq(255).all() and b_img[:, :, 1::2].eq(torch.tensor([0, 255, 0]).view(3, 1, 1)).all()
+
+
+@pytest.mark.parametrize("suffix", [".bmp", ".gif", ".tif", ".TIFF", ".webp"])
+def test_imagefolder_reads_every_format_pillow_writes_losslessly(tmp_path, suffix):
+    """A folder of .bmp, .gif, .tif or .webp images was "a folder with no .png/.jpg/.jpeg files"."""
+    from PIL import Image
+    rng = np.random.default_rng(3)
+    raw = [rng.integers(0, 256, size=(6, 6), dtype=np.uint8) for _ in range(3)]
+    for i, a in enumerate(raw):
+        Image.fromarray(a).save(tmp_path / f"{i}{suffix}", **({"lossless": True} if suffix == ".webp" else {}))
+    d = build_dataset(_cfg(name="imagefolder", path=str(tmp_path), channels=1, n_test=1))
+    got = torch.cat([d.train, d.test])
+    assert got.shape == (3, 1, 6, 6)
+    for a in raw:
+        assert ((got - _expected(a[None, :, :, None])).abs().flatten(1).amax(1) < 1e-6).sum() == 1
 
 
 def test_sixteen_bit_pngs_are_scaled_not_clipped(tmp_path):

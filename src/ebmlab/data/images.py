@@ -50,7 +50,7 @@ from ebmlab.data.safe_pickle import RestrictedUnpickler, safe_unpickle  # noqa: 
 from ebmlab.errors import DataError
 
 DIGITS_TRAIN = 1500
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # what Pillow reads (GIF: first frame)
 
 
 # ----- conversion helpers ----------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def _list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                    and not p.name.startswith("._"))
     if not files:
-        raise DataError(f"image folder {str(root)!r} holds no .png/.jpg/.jpeg files")
+        raise DataError(f"image folder {str(root)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     rel_parts = [f.relative_to(root).parts for f in files]
     loose = [f.name for f, parts in zip(files, rel_parts) if len(parts) == 1]
     if not loose:  # every image under a class sub-folder, at any depth (cat/x.png, cat/indoor/y.png): labelled
@@ -293,7 +293,7 @@ def _eight_bit(im, path: Path):
 
 
 def _folder(cfg) -> Dataset:
-    root = _need_path(cfg, "a folder of .png/.jpg/.jpeg images, optionally in one sub-folder per class")
+    root = _need_path(cfg, "a folder of images (.png, .jpg, .webp, ...), optionally in one sub-folder per class")
     files, labels, classes = _list_images(root)
     mode = "L" if cfg.channels == 1 else "RGB"
     images = [_read_image(f, mode, cfg.crop, cfg.image_size) for f in files]
