@@ -282,7 +282,7 @@ def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
 
 
 def summary_table(records: dict, arms: Sequence[str], metrics: Sequence[str], seeds: Sequence[int]) -> dict:
-    """{arm: {metric: {"mean", "std", "per_seed"}, "diverged": [...], "failed": [...]}}."""
+    """{arm: {metric: {"mean", "std", "per_seed"}, "diverged": [...], "failed": [...], "cells": [each seed's state]}}."""
     table = {}
     for arm in arms:
         row = {m: dict(zip(("mean", "std"), mean_std(vals := per_seed(records, arm, m, seeds))), per_seed=vals)
@@ -291,6 +291,8 @@ def summary_table(records: dict, arms: Sequence[str], metrics: Sequence[str], se
                            if records.get((arm, s)) and records[(arm, s)]["diverged"]]
         row["failed"] = [f"seed {s}: {records[(arm, s)]['failed']}" for s in seeds
                          if records.get((arm, s)) and records[(arm, s)]["failed"]]
+        row["cells"] = ["missing" if (r := records.get((arm, s))) is None else "failed" if r["failed"]  # each seed's
+                        else "diverged" if r["diverged"] else "done" for s in seeds]
         table[arm] = row
     return table
 
@@ -359,7 +361,10 @@ def table_markdown(table: dict, metrics: Sequence[str], seeds: Sequence[int]) ->
     rows = "".join(f"| {arm} | " + " | ".join(f"{fmt_number(row[m]['mean'])} ± {fmt_number(row[m]['std'])}" for m in metrics)
                    + f" | {'; '.join(row['diverged'] + row['failed']) or '-'} |\n" for arm, row in table.items())
     seeds_head = "\n| arm | metric | " + " | ".join(f"seed {s}" for s in seeds) + " |\n|---|---|" + "---|" * len(seeds) + "\n"
-    seed_rows = "".join(f"| {arm} | {m} | " + " | ".join("diverged" if v is None else fmt_number(v) for v in row[m]["per_seed"])
+    # what became of a cell without a value; tables of older results.json files do not say
+    cells = {arm: row.get("cells") or ["diverged / failed"] * len(seeds) for arm, row in table.items()}
+    seed_rows = "".join(f"| {arm} | {m} | " + " | ".join(c if v is None else fmt_number(v)
+                                                         for v, c in zip(row[m]["per_seed"], cells[arm]))
                         + " |\n" for arm, row in table.items() for m in metrics)
     return head + rows + seeds_head + seed_rows
 
