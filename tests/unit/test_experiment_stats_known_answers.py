@@ -216,6 +216,11 @@ def test_a_default_tied_with_the_best_baseline_is_at_least_as_good_as_it():
         "d/hybrid": 3, "d/ebmlab_default": 1, "d/baseline_gmm": 1, "d/baseline_kde": 4}
     (line,) = leaderboard_report.verdicts(table, ["sample_precision"])
     assert "defaults rank 1, at least as good as the best baseline" in line
+    # both rank 1: the line named whichever came first ("best is ebmlab_default (an EBM)")
+    assert line.startswith("sample_precision: best are ebmlab_default, baseline_gmm, tied (a baseline and an EBM)")
+    table["d/baseline_gmm"] = row(0.8)
+    assert leaderboard_report.verdicts(table, ["sample_precision"])[0].startswith(
+        "sample_precision: best is ebmlab_default (an EBM)")
 
 
 # ----- OOD AUROC ---------------------------------------------------------------------------------------

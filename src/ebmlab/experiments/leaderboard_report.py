@@ -39,9 +39,10 @@ def verdicts(table: dict, metrics, default_row: str = "ebmlab_default") -> list[
         r = ranks(table, [m])[m]
         if not r:
             continue
-        best = min(r, key=r.get)
-        who = "a baseline" if "/baseline_" in best else "an EBM"
-        line = f"{m}: best is {best.split('/', 1)[1]} ({who})"
+        top = [a for a in r if r[a] == 1]  # several where tied: an EBM tied with a baseline is not "the best"
+        who = " and ".join(sorted({"a baseline" if "/baseline_" in a else "an EBM" for a in top}))
+        names = ", ".join(a.split("/", 1)[1] for a in top)
+        line = f"{m}: best is {names} ({who})" if len(top) == 1 else f"{m}: best are {names}, tied ({who})"
         default = next((a for a in r if a.endswith("/" + default_row)), None)
         baselines = [r[a] for a in r if "/baseline_" in a]
         if default is not None and baselines:
