@@ -123,7 +123,8 @@ class Run:
 
     def sample(self, n: int, steps: int | None = None, init: str | Tensor | np.ndarray = "noise", seed: int = 0,
                cond: dict | None = None, return_info: bool = False, label: int | str | None = None,
-               guidance: float | None = None, batch_size: int | None = None) -> Tensor | tuple[Tensor, dict]:
+               guidance: float | None = None, batch_size: int | None = None,
+               progress: bool = False) -> Tensor | tuple[Tensor, dict]:
         """``n`` samples in data coordinates from the method's own generation procedure (its
         ``Objective.sample``, with the step sizes the run adapted), on CPU; ``ebmlab sample`` with the same
         arguments draws the same samples.
@@ -134,7 +135,8 @@ class Run:
         draw; ``cond``: conditioning such as ``{"y": labels}``; ``label``: samples of that class only (its index,
         or an image folder's class name), for a class-conditional run (``method.conditional``; ``ebmlab sample --label``), with ``guidance`` w >= 0 for
         paper 003's classifier-free guidance (``applications/guidance.py``; from the prior, no diagnostics);
-        ``batch_size``: chains of at most that many at once (for n too large for one). ``return_info=True`` also
+        ``batch_size``: chains of at most that many at once (for n too large for one); ``progress``: a tqdm bar over
+        the sampler steps (``ebmlab sample`` shows one on a terminal). ``return_info=True`` also
         returns the chain diagnostics (acceptance, step sizes, energies per step; the first batch's)."""
         from ebmlab.training.drawing import class_index, class_names, data_starts, detached, draw
 
@@ -156,7 +158,7 @@ class Run:
         try:
             out = draw(self.objective, n, torch.Generator(dev).manual_seed(seed), steps=steps, x0=x0, cond=cond,
                        label=None if label is None else class_index(label, class_names(self.path)),
-                       guidance=guidance, batch_size=batch_size)
+                       guidance=guidance, batch_size=batch_size, progress=bool(progress))
         except (MemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc):
                 raise

@@ -43,6 +43,7 @@ from ebmlab.samplers import mala
 from ebmlab.samplers.base import (ChainInfo, ChainState, StepSizeController, check_finite_chain, frozen_parameters,
                                   randn_like)
 from ebmlab.samplers.langevin import move
+from ebmlab.samplers.progress import step_counter
 
 
 class AISResult(NamedTuple):
@@ -149,7 +150,7 @@ def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, in
         x = x0.detach()
         e, g = energy_and_grad(energy, x)          # raw E and dE/dx at the current points
         quad, qg = _reference(x, inv_var, base)    # the reference's energy and gradient direction
-        log_w = torch.zeros_like(e)
+        log_w, tick = torch.zeros_like(e), step_counter()
         for k in range(len(sched.beta)):
             log_w = log_w - sched.dbeta[k] * ((e / temperature if temperature != 1.0 else e) - quad)  # f_k / f_{k-1}
             if resample and float(effective_sample_size(log_w)) < resample_below * x.shape[0]:
@@ -166,6 +167,8 @@ def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, in
             controller.update(accept, groups)
             accepts.append(accept)
             steps.append(eps)
+            if tick is not None:
+                tick()
     if check_finite:
         check_finite_chain(ChainState(x, e, g))
     return AISResult(x, log_w, _info(accepts, steps, energies))

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.samplers.controller import PAPER004_ACCEPT, StepSizeController  # noqa: F401 (re-exported)
 from ebmlab.samplers.diagnostics import ChainInfo, Recorder, flat_norm  # noqa: F401 (re-exported)
+from ebmlab.samplers.progress import step_counter
 
 
 class ChainState(NamedTuple):
@@ -319,6 +320,7 @@ def _steps(sampler, energy, state: ChainState, n_steps: int, scales: _Scales, re
     step, at, record = sampler.step, scales.at, rec.add  # bound once: the loop below runs every step
     update = controller.update if controller is not None else None
     graph_all, evaluate = grad == "all", project is None
+    tick = step_counter()
     for i in range(offset, end + 1):
         last = i == end
         if last and grad == "last":  # recompute dE/dx at x_{K-1} with a graph to the parameters
@@ -338,6 +340,8 @@ def _steps(sampler, energy, state: ChainState, n_steps: int, scales: _Scales, re
         record(info, e_before, g_before)
         if callback is not None:
             callback(i, state, info)
+        if tick is not None:
+            tick()
     return state
 
 

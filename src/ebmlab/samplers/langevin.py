@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.samplers.base import ChainState, StepInfo, check_positive, init, noise_std, per_chain, randn_like
+from ebmlab.samplers.progress import step_counter
 
 __all__ = ["init", "step", "propose", "move", "scales", "fixed_step_chain"]
 
@@ -72,7 +73,7 @@ def fixed_step_chain(energy, state: ChainState, n_steps: int, eps: Tensor, sigma
     general loop, without the per-step bookkeeping that loop needs for controllers, projections, injected
     noises and differentiable steps). ``recorder.add_unadjusted(eps, E before the step)`` per step."""
     x, e, g = state
-    record = recorder.add_unadjusted
+    record, tick = recorder.add_unadjusted, step_counter()
     for i in range(n_steps):
         record(eps, e)
         x = move(x, g, eps, sigma, randn_like(x, generator))
@@ -80,4 +81,6 @@ def fixed_step_chain(energy, state: ChainState, n_steps: int, eps: Tensor, sigma
             e, g = energy_and_grad(energy, x, **cond)
         else:
             e = g = None
+        if tick is not None:
+            tick()
     return ChainState(x, e, g)

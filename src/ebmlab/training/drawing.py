@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ebmlab.errors import ConfigError
 from ebmlab.objectives.base import SampleOutput, checked_conditions
+from ebmlab.samplers.progress import sampling_progress
 
 __all__ = ["class_index", "class_names", "data_starts", "detached", "draw"]
 
@@ -55,13 +56,14 @@ def data_starts(test: Tensor, n: int, seed: int, device) -> Tensor:
 
 def draw(objective, n: int, generator: torch.Generator, *, steps: int | None = None, x0: Tensor | None = None,
          cond: dict | None = None, label: int | None = None, guidance: float | None = None,
-         batch_size: int | None = None) -> SampleOutput:
+         batch_size: int | None = None, progress: bool | None = False) -> SampleOutput:
     """``n`` samples (model coordinates) by the method's procedure: ``steps`` sampler steps in all (None: the
     method's), from ``x0`` (n, ...) or the prior, with ``cond`` or the class ``label``, and ``guidance`` w >= 0
     (one class from the prior). ``batch_size``: chains of at most that many at once, drawn in order with the one
     generator (None: one chain of n, as is any n <= batch_size), ``x0`` and ``cond``'s (n, ...) tensors split with
     them; the batches' samples are gathered on the CPU (the device holds one batch of chains at a time) and the
-    diagnostics are the first batch's."""
+    diagnostics are the first batch's. ``progress``: a bar over the sampler steps (``samplers/progress.py``;
+    None: only where stderr is a terminal)."""
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                    or batch_size < 1):
         raise ConfigError(f"the batch size must be a positive integer, got {batch_size!r}")
@@ -77,9 +79,11 @@ def draw(objective, n: int, generator: torch.Generator, *, steps: int | None = N
         raise ConfigError("guidance samples one class from the prior: give a class label (--label K; label= in "
                           "Python) and no start points (not --init data; init= in Python)")
     size = n if batch_size is None else int(batch_size)
-    parts = [_draw_one(objective, min(size, n - i), generator, steps, None if x0 is None else x0[i:i + size],
-                       None if cond is None else {k: v[i:i + size] for k, v in cond.items()}, guidance)
-             for i in range(0, n, size)]
+    total = 0 if progress is False else objective.steps_run(steps) * -(-n // size)  # steps x batches
+    with sampling_progress(total, enabled=progress):
+        parts = [_draw_one(objective, min(size, n - i), generator, steps, None if x0 is None else x0[i:i + size],
+                           None if cond is None else {k: v[i:i + size] for k, v in cond.items()}, guidance)
+                 for i in range(0, n, size)]
     return parts[0] if len(parts) == 1 else SampleOutput(torch.cat([p.x.detach().cpu() for p in parts]), parts[0].info)
 
 

@@ -41,11 +41,12 @@ GRID_N = 64
 
 
 # ----- sampling ------------------------------------------------------------------------------------
-def draw_samples(objective, n: int, generator, batch_size: int) -> Tensor:
-    """(n, C, H, W) samples in model coordinates, on CPU, drawn in batches with one generator."""
+def draw_samples(objective, n: int, generator, batch_size: int, progress: bool = False) -> Tensor:
+    """(n, C, H, W) samples in model coordinates, on CPU, drawn in batches with one generator; ``progress``
+    (``train.progress``): a bar over the sampler steps where stderr is a terminal."""
     from ebmlab.training.drawing import draw
 
-    x = draw(objective, n, generator, batch_size=batch_size).x.detach().cpu()
+    x = draw(objective, n, generator, batch_size=batch_size, progress=None if progress else False).x.detach().cpu()
     if not torch.isfinite(x).all():
         raise FloatingPointError(f"{int((~torch.isfinite(x)).flatten(1).any(1).sum())} of {n} samples are not finite")
     return x
@@ -66,7 +67,8 @@ def evaluate_images(objective, data, cfg, run_dir: Path | None, generator) -> di
     """Image-run metrics and outputs (see the module docstring); {} for vector data."""
     if data.kind != "image":
         return {}
-    raw = data.transform.to_data(draw_samples(objective, cfg.eval.n_samples, generator, cfg.train.batch_size))
+    raw = data.transform.to_data(draw_samples(objective, cfg.eval.n_samples, generator, cfg.train.batch_size,
+                                                    cfg.train.progress))
     m = {"sample_out_of_range": float(((raw < -1) | (raw > 1)).double().mean())}
     samples = raw.clamp(-1, 1)
     train, test = data.transform.to_data(data.train), data.transform.to_data(data.test)
@@ -169,7 +171,8 @@ def _run_samples(args, cfg, objective, data) -> Tensor:
     else:
         dev = next(objective.parameters()).device
         g = torch.Generator(dev).manual_seed(cfg.train.seed + 7)
-        x = data.transform.to_data(draw_samples(objective, cfg.eval.n_samples, g, cfg.train.batch_size))
+        x = data.transform.to_data(draw_samples(objective, cfg.eval.n_samples, g, cfg.train.batch_size,
+                                                        cfg.train.progress))
     return x.float().clamp(-1, 1)
 
 
