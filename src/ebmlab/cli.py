@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key (repeatable), e.g. train.steps=100 or method.name=noise")
     t.add_argument("--data", metavar="FILE", default=None,
                    help="your own vectors: .npy/.npz/.csv of shape (N, D) (sets data.name=array; without --config also "
-                        "whitening, a Gaussian base measure, row noise and the result chosen on a validation split, "
+                        "whitening, a Gaussian-mixture base measure, row noise and the result chosen on a validation split, "
                         "unless set: config.USER_DATA_DEFAULTS, README); a folder of images (data.name=imagefolder); "
                         "or a dataset's name (digits, 8gaussians...: data.name)")
     t.add_argument("--out", metavar="DIR", default=None, help="run directory; default: runs/<method>_<data>")
@@ -190,14 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", metavar="DIR", default=None, help="output directory; default: runs/experiment_<NAME>")
     x.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests (numbers mean nothing)")
     x.add_argument("--seeds", metavar="S,S,...", default=None,
-                   help="seeds of every arm (default: the fixed set 0,1,2; experiments on the claim harness)")
+                   help="seeds of every arm (default: the fixed set 0,1,2; data_defaults: 0,...,5; leaderboard and "
+                        "data_defaults with --quick: the first one only)")
     x.add_argument("--full", action="store_true",
                    help="the larger grid where an experiment has one (paper002: T up to 40, K up to 30; paper003: the "
                         "checkerboard arms at the shipped config's 8,000 iterations)")
     x.add_argument("--jobs", type=int, metavar="N", default=None,
                    help="cells run at once, each one process with one thread (default 2; 1: serially in this process)")
     x.add_argument("--budget", type=float, metavar="SECONDS", default=None,
-                   help="training wall-clock seconds per cell (leaderboard, data_defaults; default 20, with --full 120)")
+                   help="training wall-clock seconds per cell (leaderboard, data_defaults; default 20, with --full 120, "
+                        "with --quick 1)")
     x.add_argument("--methods", metavar="M,M,...", default=None,
                    help="leaderboard: only these methods (rows; the GMM and KDE baselines always run); "
                         "data_defaults: only these arms (default, gaussian_start, gaussian_refit, paired, no_margin, refit, "
@@ -211,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "between the GMM and KDE baselines)")
     x.add_argument("--rescore", action="store_true",
                    help="leaderboard: evaluate every finished cell again from its stored run, without training "
-                        "(after a change to the evaluation code; each cell.json lists what changed)")
+                        "(after a change to the evaluation code; each cell.json lists what changed; give the "
+                        "options the cells ran with: a cell that never ran is refused)")
     x.set_defaults(fn=cmd_experiment)
     c = sub.add_parser("configs", help="list the shipped configs, or print one (NAME)",
                        description="List the configs shipped with ebmlab, or print one of them.")

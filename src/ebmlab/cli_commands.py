@@ -294,7 +294,7 @@ def cmd_eval(args) -> int:
 def cmd_experiment(args) -> int:
     """``ebmlab experiment NAME``: run one paper's experiment (``ebmlab.experiments``)."""
     from ebmlab.experiments import run_experiment
-    options = {"seeds": _seed_list(args.seeds)} if args.seeds else {}
+    options = {"seeds": _seed_list(args.seeds)} if args.seeds is not None else {}  # --seeds "": refused, not the default
     if args.jobs is not None:
         options["jobs"] = args.jobs
     if args.full:
@@ -308,7 +308,7 @@ def cmd_experiment(args) -> int:
     for key in ("methods", "datasets"):
         if getattr(args, key) is not None:
             options[key] = _name_list(key, getattr(args, key))
-    if args.data_seeds:
+    if args.data_seeds is not None:
         options["data_seeds"] = _seed_list(args.data_seeds, "--data-seeds")
     run_experiment(args.name, Path(args.out or f"runs/experiment_{args.name}"), quick=args.quick, **options)
     return 0

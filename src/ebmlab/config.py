@@ -132,9 +132,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 0         # 0 keeps every checkpoint
     log_every: int = 10
-    sample_every: int = 0             # image runs: write a sample grid every N steps (0: only at the end)
+    sample_every: int = 0             # write a sample figure (image grid, vector scatter) every N steps (0: only at the end)
     device: str = "auto"              # auto | cpu | cuda | cuda:N
-    threads: int | None = None        # torch CPU threads (None: auto, 1 for vector data; see training/loop.py)
+    threads: int | None = None        # torch CPU threads (None: auto, the cores idle at the start; see training/loop.py)
     amp: bool = False                 # bf16 autocast on CUDA
     compile: bool = False             # torch.compile the energy
     progress: bool = True

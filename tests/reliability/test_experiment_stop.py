@@ -1,4 +1,4 @@
-"""A stopped experiment stops its workers (``claims._workers_stop_with``): SIGTERM or Ctrl-C to the process
+"""A stopped experiment stops its workers (``cells._workers_stop_with``): SIGTERM or Ctrl-C to the process
 that runs the cells must not leave worker processes training the queued cells into their directories."""
 import os
 import signal

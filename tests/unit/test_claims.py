@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from ebmlab.errors import ConfigError
 from ebmlab.experiments import claims
 from ebmlab.experiments.claims import Cell, Claim
 
@@ -183,6 +184,9 @@ def test_a_cached_cell_lacking_a_required_metric_is_rescored_not_retrained(tmp_p
     k = len(CALLS)
     claims.run_cells(tmp_path, [Cell("b", 0, _cell_fn, drift.params, rescore=_rescore)], jobs=1, rescore=True)
     assert CALLS[k:] == [("rescore", 2, 0)]  # rescore=True: every finished cell that can be
+    with pytest.raises(ConfigError, match="--rescore evaluates finished cells again without training, but 1 of"):
+        claims.run_cells(tmp_path, [Cell("never_ran", 0, _cell_fn, {"x": 9}, rescore=_rescore)], jobs=1, rescore=True)
+    assert CALLS[k:] == [("rescore", 2, 0)]  # ... and trains none: a cell that never ran is refused before any work
     n = len(CALLS)
     claims.run_cells(tmp_path, [Cell("c", 0, _cell_fn, {"x": 3})], jobs=1)
     claims.run_cells(tmp_path, [Cell("c", 0, _cell_fn, {"x": 3}, requires=("new",))], jobs=1)

@@ -76,7 +76,8 @@ def test_eval_options_are_checked_before_any_work(vector_run, monkeypatch, capsy
 
     monkeypatch.setattr(ev, "evaluate", boom)
     for argv, text in ((["--fid"], "needs an image run"), (["--digits-fd"], "scores digit images"),
-                       (["--ood", "nowhere"], "for vector runs use"), (["--heldout-draws", "0"], "positive count")):
+                       (["--ood", "nowhere"], "for vector runs use"), (["--heldout-draws", "0"], "positive count"),
+                       (["--inception-weights", "w.pth"], "give --fid too")):
         capsys.readouterr()
         assert main(["eval", str(vector_run), *argv]) == 2
         err = capsys.readouterr().err

@@ -98,3 +98,31 @@ def test_the_python_api_runs_an_experiment_as_the_command_does(tmp_path, monkeyp
     assert not (tmp_path / "b").exists() and len(calls) == 1
     assert "paper004" in ebmlab.experiment_names() and "digits_hybrid" in ebmlab.configs()
     assert ebmlab.methods() and ebmlab.models() and ebmlab.datasets()
+
+
+def test_experiment_names_in_the_commands_comma_form_are_names_not_letters():
+    """``ebmlab.experiment(..., methods="default,no_margin")`` was read letter by letter ("unknown arm 'd', 'e',
+    ..."); a string is the command's comma-separated list, and a seed string is refused saying what Python takes."""
+    from ebmlab.errors import ConfigError
+    from ebmlab.experiments import _check_counts
+
+    options = {"methods": "default, no_margin", "datasets": "wine"}
+    _check_counts(options)
+    assert options == {"methods": ("default", "no_margin"), "datasets": ("wine",)}
+    with pytest.raises(ConfigError, match="needs comma-separated names"):
+        _check_counts({"methods": " , "})
+    with pytest.raises(ConfigError, match=r"in Python a sequence: seeds=\(0, 1, 2\)"):
+        _check_counts({"seeds": "0,1"})
+
+
+@pytest.mark.parametrize("flag", ["--seeds", "--data-seeds"])
+def test_an_empty_seed_list_is_refused_not_replaced_by_the_default(flag, tmp_path, capsys, monkeypatch):
+    """``--seeds ""`` (an unset shell variable) ran the default seeds without a word."""
+    import ebmlab.experiments
+    from ebmlab.cli import main
+
+    def ran(*args, **kwargs):
+        raise AssertionError(f"the experiment ran with {kwargs}")
+    monkeypatch.setattr(ebmlab.experiments, "run_experiment", ran)
+    assert main(["experiment", "data_defaults", "--out", str(tmp_path / "x"), flag, ""]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err and not (tmp_path / "x").exists()

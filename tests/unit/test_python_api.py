@@ -720,3 +720,19 @@ def test_energy_defined_in_main_says_where_it_can_be_loaded():
                        r"a Python process that defines NoSuchEnergy in its own __main__ can load it") as exc:
         import_target("__main__:NoSuchEnergy")
     assert "\n" not in str(exc.value)
+
+
+def test_energy_module_in_the_current_directory_names_the_fix(tmp_path, monkeypatch):
+    """The README's example trains from the folder of my_energy.py, where ``python`` finds it; the ``ebmlab``
+    command (a console script) does not search the current directory, and the sentence says how to make it."""
+    from ebmlab.energies.build import import_target
+
+    (tmp_path / "cwd_only_energy.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".") and Path(p).resolve() != tmp_path.resolve()])
+    with pytest.raises(errors.ConfigError, match=r"cwd_only_energy lies in the current directory.*PYTHONPATH=\. ebmlab"):
+        import_target("cwd_only_energy:E")
+    monkeypatch.chdir(tmp_path.parent)  # elsewhere: no such hint
+    with pytest.raises(errors.ConfigError) as exc:
+        import_target("cwd_only_energy:E")
+    assert "current directory" not in str(exc.value)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
+from pathlib import Path
 
 from torch import nn
 
@@ -52,10 +54,25 @@ def import_target(target: str) -> type:
                               "the ebmlab command): define it there before ebmlab.load (to load a run anywhere, train it "
                               "with the class in an importable module)") from None
         raise ConfigError(f"model.target {target!r} cannot be imported ({text}); install its module or put it "
-                          "on PYTHONPATH where the run is trained or loaded") from None
+                          f"on PYTHONPATH where the run is trained or loaded{_cwd_hint(exc, module)}") from None
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise ConfigError(f"model.target {target!r} is not an nn.Module class")
     return obj
+
+
+def _cwd_hint(exc: Exception, module: str) -> str:
+    """The likely fix when the module lies in the current directory, which the ``ebmlab`` command (a console
+    script, unlike ``python script.py`` or ``python -m``) does not search."""
+    top = module.split(".")[0]
+    cwd = Path.cwd()
+    if not (isinstance(exc, ModuleNotFoundError) and exc.name == top):
+        return ""
+    if not ((cwd / f"{top}.py").is_file() or (cwd / top / "__init__.py").is_file()):
+        return ""
+    if any(p in ("", ".") or Path(p).resolve() == cwd for p in sys.path if isinstance(p, str)):
+        return ""
+    return (f" ({top} lies in the current directory, which the ebmlab command does not search: run "
+            "PYTHONPATH=. ebmlab ... or python -m ebmlab ...)")
 
 
 # What a method asks of a custom energy through each ``extra`` argument (said when the class does not take it).

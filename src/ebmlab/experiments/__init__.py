@@ -43,13 +43,23 @@ def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict
 
 
 def _check_counts(options: dict) -> None:
-    """``seeds`` and ``data_seeds`` must be distinct integers, ``jobs`` a positive integer and ``budget`` positive
-    seconds (``--jobs 0`` / ``-1`` ran serially and said "-1 at a time")."""
+    """``seeds`` and ``data_seeds`` must be distinct integers (a sequence, not a string), ``methods`` and
+    ``datasets`` names (a sequence, or the command's "a,b"), ``jobs`` a positive integer and ``budget`` positive seconds
+    (``--jobs 0`` / ``-1`` ran serially and said "-1 at a time")."""
+    for key in ("methods", "datasets"):  # the command's form, "a,b", is taken too (it was read letter by letter)
+        names = options.get(key)
+        if isinstance(names, str):
+            options[key] = tuple(n.strip() for n in names.split(",") if n.strip())
+            if not options[key]:
+                raise ConfigError(f"--{key} needs comma-separated names, got {names!r}")
     for key in ("seeds", "data_seeds"):  # ebmlab.experiment(seeds=...) is checked as --seeds is
         seeds = options.get(key)
         if seeds is None:
             continue
-        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__") or len(seeds) == 0 or any(
+        if isinstance(seeds, (str, bytes)):  # "012" is not read as anything: say what Python takes
+            raise ConfigError(f"--{key.replace('_', '-')} must be distinct integers such as 0,1,2, got the string "
+                              f"{seeds!r} (in Python a sequence: {key}=(0, 1, 2))")
+        if not hasattr(seeds, "__len__") or len(seeds) == 0 or any(
                 isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in seeds) or len(set(seeds)) != len(seeds):
             raise ConfigError(f"--{key.replace('_', '-')} must be distinct integers such as 0,1,2, got {seeds!r}")
         options[key] = tuple(int(s) for s in seeds)  # NumPy integers as ints (results.json)

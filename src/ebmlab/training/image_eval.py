@@ -182,8 +182,10 @@ VECTOR_OOD = ("shifted", "scaled")
 def check_eval_options(args, kind: str, name: str) -> None:
     """Refuse ``ebmlab eval`` options that cannot apply to this run (data ``kind`` and ``name``) before
     any sample is drawn: ``--fid`` on vectors or without the Inception weights, ``--digits-fd`` off
-    digits, ``--heldout-draws`` on images or below 1, ``--ood`` of a vector run naming neither a built-in set
-    nor an existing file."""
+    digits, ``--heldout-draws`` on images or below 1, ``--inception-weights`` without ``--fid``, ``--ood`` of a
+    vector run naming neither a built-in set nor an existing file."""
+    if getattr(args, "inception_weights", None) is not None and not getattr(args, "fid", False):
+        raise ValueError("--inception-weights is the weight file of --fid's Inception network; give --fid too")
     if getattr(args, "fid", False):
         if kind != "image":
             raise ValueError(f"--fid needs an image run; this run's data {name!r} are vectors")
@@ -199,7 +201,8 @@ def check_eval_options(args, kind: str, name: str) -> None:
     for ood in getattr(args, "ood", None) or []:
         if kind == "vector" and ood not in VECTOR_OOD and not Path(ood).is_file():
             from ebmlab.errors import DataError
-            raise DataError(f"--ood {ood!r}: for vector runs use 'shifted', 'scaled' or a .npy/.npz/.csv file of vectors")
+            raise DataError(f"--ood {ood!r} is neither 'shifted', 'scaled' nor an existing file: for vector runs use "
+                            "one of those two or a .npy/.npz/.csv file of vectors")
 
 
 def fid_extension(args, cfg, objective, data) -> dict:
@@ -248,7 +251,8 @@ def ood_set(name: str, data, generator) -> Tensor:
     from ebmlab.data.arrays import load_vectors
     from ebmlab.errors import DataError
     if not Path(name).exists():
-        raise DataError(f"--ood {name!r}: for vector runs use 'shifted', 'scaled' or a .npy/.npz/.csv file of vectors")
+        raise DataError(f"--ood {name!r} is neither 'shifted', 'scaled' nor an existing file: for vector runs use "
+                        "one of those two or a .npy/.npz/.csv file of vectors")
     x = load_vectors(name, min_rows=1, what="--ood file")  # an OOD set is scored whole, not split
     if x.shape[1:] != data.test.shape[1:]:
         raise DataError(f"--ood {name!r} has vectors of shape {tuple(x.shape[1:])}, the run's data {tuple(data.test.shape[1:])}")

@@ -84,8 +84,8 @@ class RunLock:
             pass
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunError(f"{busy} ({_describe(_holder(fd))}); wait for it to finish or choose another "
-                               "--out") from None
+                raise RunError(f"{busy} ({_describe(_holder(fd))}); wait for it to finish (or train into another "
+                               "--out)") from None
             # ENOLCK/EOPNOTSUPP (some network file systems): fall back to the pid check below
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
