@@ -18,9 +18,11 @@ traceback; ``EBMLAB_DEBUG=1`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from ebmlab.cli_commands import cmd_configs, cmd_eval, cmd_experiment, cmd_sample, cmd_train
@@ -224,6 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _plain_warnings():
+    """Warnings said as the command's other messages, ``ebmlab: warning: ...`` (Python's form names a source line
+    inside ebmlab and repeats its ``warnings.warn`` call)."""
+    old = warnings.formatwarning
+    warnings.formatwarning = lambda message, *args, **kwargs: f"ebmlab: warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = old
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``ebmlab`` command line on ``argv`` (default: ``sys.argv[1:]``); returns the exit status
     (0, or 2 with one sentence on stderr for a user error)."""
@@ -232,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:  # said by the command's own parser (its usage, not the top level's), with the likely fix
         parser.command_parsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}{_extra_hint(extra)}")
     try:
-        return args.fn(args)
+        with _plain_warnings():
+            return args.fn(args)
     except BrokenPipeError:  # stdout closed by the reader (`ebmlab configs | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail too
         return 141  # 128 + SIGPIPE, a shell's status for a command its pipe closed

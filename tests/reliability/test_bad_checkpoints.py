@@ -292,12 +292,17 @@ def test_changed_data_file_is_detected_and_named(trained_root, tmp_path, capsys)
     x = np.load(data)
     x[0, 0] += 1.0
     np.save(data, x)
-    for argv in (["sample", run, "--out", tmp_path / "s.npy"], ["eval", run]):
+    for argv in (["sample", run, "--init", "data", "--out", tmp_path / "s.npy"], ["eval", run]):
         code, _, err = cli(capsys, *argv)
         assert_one_sentence(code, err, "has changed")
         assert str(data) in err
+    # what does not read the data works, and says the file changed (the weights and transform do not depend on it)
+    with pytest.warns(UserWarning, match="has changed since run .*; loaded without it"):
+        assert cli(capsys, "sample", run, "--n", "3", "--steps", "1", "--out", tmp_path / "s.npy")[0] == 0
+    with pytest.warns(UserWarning, match="has changed"):
+        run_ = ebmlab.load(run)
     with pytest.raises(errors.DataError, match="has changed"):
-        ebmlab.load(run)
+        run_.sample(3, steps=1, init="data")
 
 
 def test_sidecar_of_an_older_version_still_resumes(run_copy, capsys):

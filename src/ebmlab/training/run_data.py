@@ -161,16 +161,23 @@ def _stub_dataset(info: dict):
 
 def run_dataset(run_dir: Path, cfg: Config, *, need_data: bool = True):
     """The run's ``Dataset``: rebuilt from ``config.yaml`` when ``need_data`` (training, ``eval``,
-    ``sample --init data``), else a stub with the stored transform (no data read). A changed data
-    file is refused in both cases; a missing one only when the data are needed. Data that lay inside the run
-    are read where the run now is (``located_config``)."""
+    ``sample --init data``), else a stub with the stored transform (no data read). A changed or missing data
+    file is refused only when the data are needed (a changed one is said in a warning otherwise: the weights and
+    the stored transform do not depend on it). Data that lay inside the run are read where the run now is
+    (``located_config``)."""
     from ebmlab.data import build_dataset
 
     info = read_run_info(run_dir)
     located = located_config(run_dir, cfg, info)
-    present = verify_data(run_dir, located, info)
     if info is not None and not need_data:
+        try:
+            verify_data(run_dir, located, info)
+        except DataError as exc:
+            import warnings
+            warnings.warn(f"{exc}; loaded without it (starts from the data and eval refuse it)",
+                          UserWarning, stacklevel=3)
         return _stub_dataset(info)
+    present = verify_data(run_dir, located, info)
     if not present:
         raise DataError(f"data file {str(cfg.data.path)!r} of run {str(run_dir)!r} does not exist; restore it "
                         "(ebmlab.load and sample --init noise work without it)")
