@@ -271,7 +271,8 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     - ``overrides``: ``["train.steps=500", ...]`` or ``{"train.steps": 500, ...}``;
       ``model=``, ``train=``, ``eval=``: mappings merged into those sections, e.g.
       ``train={"steps": 500, "lr": 1e-3}``;
-    - ``out``: the run directory (default ``runs/<method>_<data>``); ``overwrite`` replaces an
+    - ``out``: the run directory (default ``runs/<method>_<data.name>``, as the CLI; data given in memory:
+      ``runs/<method>_data``); ``overwrite`` replaces an
       existing run there; ``evaluate``: compute the final metrics and plots (``metrics.json``).
 
     Raises ebmlab's one-sentence errors (``ConfigError``, ``DataError``, ``RunError``,
