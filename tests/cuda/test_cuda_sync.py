@@ -114,3 +114,29 @@ def test_langevin_chain_never_syncs(kind, variant, amp):
     assert info.step_size.shape == (K,)
     if variant == "grad_last":
         assert x_out.requires_grad
+
+
+@pytest.mark.parametrize("sampler", ["mala", "langevin"])
+def test_a_progress_bar_over_the_chain_adds_no_sync(sampler, monkeypatch):
+    """``ebmlab sample``'s bar (samplers/progress.py) is ticked on the host once per step: with it open, the
+    chains (MALA with the controller; the fixed-step Langevin fast path) still never synchronise."""
+    import tqdm.auto
+
+    from ebmlab.samplers.progress import sampling_progress
+
+    bars = []
+    real = tqdm.auto.tqdm
+    monkeypatch.setattr(tqdm.auto, "tqdm", lambda *a, **kw: bars.append(real(*a, **kw)) or bars[-1])
+    energy, shape = _energy("mlp")
+    x = torch.randn(shape, device="cuda")
+    g = torch.Generator("cuda").manual_seed(3)
+    ctrl = StepSizeController(1, init_step=1e-3).cuda()
+
+    def chain():
+        with sampling_progress(K, enabled=True):
+            if sampler == "mala":
+                return run_chain(mala, energy, x, K, None, controller=ctrl, generator=g, **NO_FINAL_CHECK)
+            return run_chain(langevin, energy, x, K, 1e-3, generator=g, **NO_FINAL_CHECK)
+
+    x_out, _ = _no_sync(chain)
+    assert torch.isfinite(x_out).all() and [b.n for b in bars] == [K, K]  # the warm-up's bar and the checked one
