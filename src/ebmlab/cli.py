@@ -228,10 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _plain_warnings():
-    """Warnings said as the command's other messages, ``ebmlab: warning: ...`` (Python's form names a source line
-    inside ebmlab and repeats its ``warnings.warn`` call)."""
+    """ebmlab's warnings said as the command's other messages, ``ebmlab: warning: ...`` (Python's form names a
+    source line inside ebmlab and repeats its ``warnings.warn`` call); other libraries' keep Python's form."""
     old = warnings.formatwarning
-    warnings.formatwarning = lambda message, *args, **kwargs: f"ebmlab: warning: {message}\n"
+
+    def say(message, category, filename, lineno, line=None):
+        ours = "ebmlab" in Path(filename).parts
+        return f"ebmlab: warning: {message}\n" if ours else old(message, category, filename, lineno, line)
+    warnings.formatwarning = say
     try:
         yield
     finally:

@@ -123,3 +123,16 @@ def test_the_weights_named_follow_train_ema():
 
     assert _weights(load_config(None, [])) == "EMA weights"
     assert _weights(load_config(None, ["train.ema=null"])) == "weights: train.ema is off"
+
+
+def test_ebmlabs_warnings_are_one_line_messages_and_others_keep_pythons_form():
+    """A warning of ebmlab's printed Python's two lines (a source path inside ebmlab and its warnings.warn call)."""
+    import warnings
+
+    from ebmlab.cli import _plain_warnings
+    with _plain_warnings():
+        ours = warnings.formatwarning("data file 'x' has changed", UserWarning, "/site/ebmlab/training/run_data.py", 9)
+        theirs = warnings.formatwarning("old API", FutureWarning, "/site/torch/nn/module.py", 3)
+    assert ours == "ebmlab: warning: data file 'x' has changed\n"
+    assert theirs.startswith("/site/torch/nn/module.py:3: FutureWarning: old API")
+    assert warnings.formatwarning("m", UserWarning, "/site/ebmlab/a.py", 1).startswith("/site/ebmlab/a.py:1")  # restored
