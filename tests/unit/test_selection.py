@@ -256,6 +256,21 @@ def test_the_starting_point_can_be_the_result_and_is_then_the_base_measure(tmp_p
     assert metrics["selected_step"] == 0 and metrics["val_energy_distance_start"] == 0.1
 
 
+def test_a_resumed_run_reports_the_starts_score_as_the_uninterrupted_run_without_a_margin(tmp_path, monkeypatch):
+    """``train.select_start`` without ``train.select_margin``: the start's score (no ``select_start.json``) is kept
+    in the checkpoint, so a run resumed past the start writes the ``val_energy_distance_start`` of the
+    uninterrupted run when a trained check won (it was missing from the resumed run's metrics.json)."""
+    extra = ["train.select_every=5", "data.val_fraction=0.1", "train.select_start=true", "train.checkpoint_every=5"]
+    _scripted(monkeypatch, [1.0, 0.5, 2.0, 3.0])  # checks at 0, 5, 10, 15
+    _, whole = _fit(tmp_path / "whole", extra + ["train.steps=15"])
+    _scripted(monkeypatch, [1.0, 0.5, 2.0])
+    _fit(tmp_path / "cut", extra + ["train.steps=10"])
+    _scripted(monkeypatch, [3.0])  # resumed at 10: the check of step 15
+    _, resumed = _fit(tmp_path / "cut", extra + ["train.steps=15"], resume=True)
+    assert whole["selected_step"] == resumed["selected_step"] == 5
+    assert whole["val_energy_distance_start"] == resumed["val_energy_distance_start"] == 1.0
+
+
 def _gaussian_energy(rows):
     """E(x) = (x - m)^T S^-1 (x - m) / 2 of the Gaussian with the mean m and covariance S (N - 1) of ``rows``."""
     mean, prec = rows.double().mean(0), torch.linalg.inv(torch.cov(rows.double().T))

@@ -253,10 +253,11 @@ class Selector:
 
     def state(self) -> dict:
         """What a checkpoint keeps of the tracker so that a resumed run decides as the uninterrupted one: every
-        check's score (NaN as None: JSON), the checks held back, and the (index, step) of the checks whose
-        windows were still open."""
+        check's score (NaN as None: JSON), the checks held back, the (index, step) of the checks whose
+        windows were still open, and the start's score (``metrics.json``'s ``val_energy_distance_start``)."""
+        start = None if self.start_score is None or math.isnan(self.start_score) else self.start_score
         return {"scores": [None if math.isnan(v) else v for v in self._scores], "held_back": self.held_back,
-                "pending": [[i, st] for i, st, _ in self._pending]}
+                "pending": [[i, st] for i, st, _ in self._pending], "start_score": start}
 
     def restore(self, state: dict | None, trainer) -> None:
         """Undo ``state`` into a tracker resumed at ``trainer.step`` (whose weights are the checkpoint's). A check
@@ -266,6 +267,8 @@ class Selector:
             return
         self._scores = [math.nan if v is None else float(v) for v in state["scores"]]
         self.held_back = int(state["held_back"])
+        if self.start_score is None and state.get("start_score") is not None:  # the start's check, for metrics.json
+            self.start_score = float(state["start_score"])  # (with a margin it comes from select_start.json)
         for index, step in state["pending"]:
             if step == trainer.step:
                 weights = None
