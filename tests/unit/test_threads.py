@@ -27,3 +27,31 @@ def test_gpu_keeps_torch_default():
 
 def test_busy_elsewhere_is_a_small_non_negative_count():
     assert 0.0 <= busy_elsewhere() < 1000
+
+
+def test_a_resumed_auto_run_takes_its_checkpoints_thread_count(tmp_path, monkeypatch):
+    """``train.threads: null`` chose the idle cores again on --resume, so a convolution's reductions (summed per
+    thread) could differ from the uninterrupted run's; the checkpoint now records the count and resume takes it."""
+    import json
+
+    from ebmlab.training import loop
+    from ebmlab.training.config import load_config
+    from ebmlab.training.loop import resume_threads
+    from tests.runs import fit_in
+
+    before = torch.get_num_threads()
+    try:
+        sets = ["train.steps=2", "train.checkpoint_every=2", "model.width=8", "data.n_train=256", "eval.plots=false",
+                "train.progress=false", "eval.n_samples=16"]
+        monkeypatch.setattr(loop, "choose_threads", lambda *a, **k: 1)
+        fit_in(tmp_path, load_config(None, sets))
+        side = json.loads((tmp_path / "checkpoints" / "step_00000002.json").read_text())
+        assert side["threads"] == 1
+        monkeypatch.setattr(loop, "choose_threads", lambda *a, **k: 2)  # busier or idler today
+        fit_in(tmp_path, load_config(None, [*sets[1:], "train.steps=4"]), resume=True)
+        assert torch.get_num_threads() == 1  # the checkpoint's count, not today's
+        resume_threads(3, CPU, 1)  # an explicit train.threads wins (it was set at start)
+        assert torch.get_num_threads() == 1
+        resume_threads(None, torch.device("cuda"), 1)  # GPU runs: nothing to do
+    finally:
+        torch.set_num_threads(before)

@@ -60,6 +60,14 @@ def choose_threads(requested: int | None, data_kind: str, device: torch.device,
     return max(1, min(torch.get_num_threads(), int(cores - load + 0.5)))
 
 
+def resume_threads(requested: int | None, device: torch.device, stored: int | None) -> None:
+    """A resumed CPU run with ``train.threads: null`` takes the thread count its checkpoint ran with, not today's
+    idle cores: a convolution's weight gradients are summed in another order on another count (a digits ResNet's
+    weights differed by up to 1e-5 after 3 updates on 1 and 2 threads), and resuming must reproduce the run."""
+    if requested is None and device.type == "cpu" and stored:
+        torch.set_num_threads(int(stored))
+
+
 def busy_elsewhere() -> float:
     """How many other processes are running right now (state R in /proc, this process and its own
     threads excluded: idle OpenMP workers of this process may spin), median of three reads 10 ms
@@ -177,6 +185,8 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         if self.selector is not None:  # the validation checks' history: a resumed run chooses as an uninterrupted one
             meta["selection"] = self.selector.state()
+        if self.device.type == "cpu":  # what train.threads: null chose (resume_threads)
+            meta["threads"] = torch.get_num_threads()
         return tensors, {"optimizer": opt_rest, **meta}
 
     def load_state(self, tensors: dict, meta: dict) -> None:
@@ -223,6 +233,7 @@ class Trainer:
             raise ConfigError(f"--resume to train.steps {self.cfg.train.steps}: the run is already at step "
                               f"{self.step} ({path.name}); give train.steps >= {self.step}")
         dist_checkpoint.restore_rank_state(self, meta)  # world size check; this rank's buffers and RNGs
+        resume_threads(self.cfg.train.threads, self.device, meta.get("threads"))
         if self.selector is not None:
             self.selector.resume(self.step)
             self.selector.restore(meta.get("selection"), self)
