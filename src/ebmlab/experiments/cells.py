@@ -1,6 +1,6 @@
 """Running an experiment's cells (the claim harness, ``experiments/claims.py``): one (arm, seed) per process
-with one torch thread, ``jobs`` at once (two threads per process were measured 7-15x slower than one under
-contention, docs/performance.md); each cell's record cached in ``cells/<arm>/seed<k>/cell.json``, so an
+with one torch thread, ``jobs`` at once (two threads per process lose badly to one under contention:
+docs/performance.md); each cell's record cached in ``cells/<arm>/seed<k>/cell.json``, so an
 experiment can be finished over several sittings, rerun when the library now builds something else (its
 ``fingerprint``), or rescored from its stored runs without training (``--rescore``)."""
 from __future__ import annotations

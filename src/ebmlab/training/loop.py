@@ -62,8 +62,8 @@ def choose_threads(requested: int | None, data_kind: str, device: torch.device,
 
 def resume_threads(requested: int | None, device: torch.device, stored: int | None) -> None:
     """A resumed CPU run with ``train.threads: null`` takes the thread count its checkpoint ran with, not today's
-    idle cores: a convolution's weight gradients are summed in another order on another count (a digits ResNet's
-    weights differed by up to 1e-5 after 3 updates on 1 and 2 threads), and resuming must reproduce the run."""
+    idle cores: a convolution's weight gradients are summed in another order on another count (measured in
+    docs/performance.md, "Thread policy"), and resuming must reproduce the run."""
     if requested is None and device.type == "cpu" and stored:
         torch.set_num_threads(int(stored))
 
