@@ -293,7 +293,7 @@ def cmd_eval(args) -> int:
 
 def cmd_experiment(args) -> int:
     """``ebmlab experiment NAME``: run one paper's experiment (``ebmlab.experiments``)."""
-    from ebmlab.experiments import run_experiment
+    from ebmlab.experiments import name_list, run_experiment
     options = {"seeds": _seed_list(args.seeds)} if args.seeds is not None else {}  # --seeds "": refused, not the default
     if args.jobs is not None:
         options["jobs"] = args.jobs
@@ -307,7 +307,7 @@ def cmd_experiment(args) -> int:
         options["auroc_margin"] = args.auroc_margin
     for key in ("methods", "datasets"):
         if getattr(args, key) is not None:
-            options[key] = _name_list(key, getattr(args, key))
+            options[key] = name_list(key, getattr(args, key))
     if args.data_seeds is not None:
         options["data_seeds"] = _seed_list(args.data_seeds, "--data-seeds")
     run_experiment(args.name, Path(args.out or f"runs/experiment_{args.name}"), quick=args.quick, **options)
@@ -324,15 +324,6 @@ def _seed_list(text: str, option: str = "--seeds") -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{option} must not repeat a seed, got {text!r}")
     return seeds
-
-
-def _name_list(option: str, text: str) -> tuple[str, ...]:
-    """``--methods a,b`` -> ("a", "b"); one sentence on an empty list."""
-    from ebmlab.errors import ConfigError
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    if not names:
-        raise ConfigError(f"--{option} needs comma-separated names, got {text!r}")
-    return names
 
 
 def cmd_configs(args) -> int:

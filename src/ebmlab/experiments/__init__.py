@@ -42,16 +42,21 @@ def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict
     return module.run(out, quick=quick, **options)
 
 
+def name_list(option: str, text: str) -> tuple[str, ...]:
+    """``--methods a,b`` (or ``methods="a,b"``) -> ("a", "b"); one sentence on an empty list."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ConfigError(f"--{option} needs comma-separated names, got {text!r}")
+    return names
+
+
 def _check_counts(options: dict) -> None:
     """``seeds`` and ``data_seeds`` must be distinct integers (a sequence, not a string), ``methods`` and
     ``datasets`` names (a sequence, or the command's "a,b"), ``jobs`` a positive integer and ``budget`` positive seconds
     (``--jobs 0`` / ``-1`` ran serially and said "-1 at a time")."""
     for key in ("methods", "datasets"):  # the command's form, "a,b", is taken too (it was read letter by letter)
-        names = options.get(key)
-        if isinstance(names, str):
-            options[key] = tuple(n.strip() for n in names.split(",") if n.strip())
-            if not options[key]:
-                raise ConfigError(f"--{key} needs comma-separated names, got {names!r}")
+        if isinstance(options.get(key), str):
+            options[key] = name_list(key, options[key])
     for key in ("seeds", "data_seeds"):  # ebmlab.experiment(seeds=...) is checked as --seeds is
         seeds = options.get(key)
         if seeds is None:

@@ -200,9 +200,14 @@ def check_eval_options(args, kind: str, name: str) -> None:
         raise ValueError("--draw-seed seeds the draws of --heldout-draws K; give --heldout-draws too")
     for ood in getattr(args, "ood", None) or []:
         if kind == "vector" and ood not in VECTOR_OOD and not Path(ood).is_file():
-            from ebmlab.errors import DataError
-            raise DataError(f"--ood {ood!r} is neither 'shifted', 'scaled' nor an existing file: for vector runs use "
-                            "one of those two or a .npy/.npz/.csv file of vectors")
+            raise _not_a_vector_ood_set(ood)
+
+
+def _not_a_vector_ood_set(name: str):
+    """The DataError for a vector run's ``--ood`` naming neither a built-in set nor an existing file."""
+    from ebmlab.errors import DataError
+    return DataError(f"--ood {name!r} is neither 'shifted', 'scaled' nor an existing file: for vector runs use one "
+                     "of those two or a .npy/.npz/.csv file of vectors")
 
 
 def fid_extension(args, cfg, objective, data) -> dict:
@@ -251,8 +256,7 @@ def ood_set(name: str, data, generator) -> Tensor:
     from ebmlab.data.arrays import load_vectors
     from ebmlab.errors import DataError
     if not Path(name).exists():
-        raise DataError(f"--ood {name!r} is neither 'shifted', 'scaled' nor an existing file: for vector runs use "
-                        "one of those two or a .npy/.npz/.csv file of vectors")
+        raise _not_a_vector_ood_set(name)
     x = load_vectors(name, min_rows=1, what="--ood file")  # an OOD set is scored whole, not split
     if x.shape[1:] != data.test.shape[1:]:
         raise DataError(f"--ood {name!r} has vectors of shape {tuple(x.shape[1:])}, the run's data {tuple(data.test.shape[1:])}")
