@@ -614,6 +614,23 @@ def test_import_has_no_side_effects():
     assert "Run" in res.stdout and "train" in res.stdout
 
 
+def test_training_updates_import_no_plotting_library(tmp_path):
+    """Issue 19 item 3: matplotlib (0.3-1 s) is imported when a run plots, not to train. (torch._dynamo is: the
+    Adam constructor and step import it, docs/performance.md "Start-up".)"""
+    code = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from ebmlab.training.config import from_dict
+        from ebmlab.training.loop import Trainer
+        trainer = Trainer(from_dict({{"train": {{"steps": 2, "threads": 1, "batch_size": 32}}}}), Path({str(tmp_path / 'run')!r}))
+        for _ in range(2):
+            trainer.train_step()
+        assert "matplotlib" not in sys.modules, "matplotlib imported by training"
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_env(ROOT / "src"))
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
 def test_evaluation_and_plots_never_switch_the_matplotlib_backend(tmp_path):
     code = textwrap.dedent(f"""
         import sys, matplotlib
