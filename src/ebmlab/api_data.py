@@ -49,7 +49,8 @@ def in_memory(data) -> np.ndarray | None:
                         f"{type(data).__name__}")
     from ebmlab.data.arrays import check_vectors
 
-    arr = x.detach().cpu().numpy()
+    x = x.detach().cpu()
+    arr = (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # (numpy has no bfloat16)
     if arr.ndim != 2:
         raise DataError(f"the data passed to ebmlab.train must be vectors (N, D), got shape {tuple(arr.shape)}; "
                         "for images save them as a .npy of (N, H, W[, C]) and pass its path with "
@@ -60,7 +61,11 @@ def in_memory(data) -> np.ndarray | None:
 def _numbers(data, what: str = "the data passed to ebmlab.train") -> np.ndarray:
     """An array-like (a NumPy array, nested lists, a pandas DataFrame: what ``numpy.asarray`` reads) as a real
     array; DataError for values that are not real numbers (text, complex, missing objects)."""
-    arr = np.asarray(data)
+    try:
+        arr = np.asarray(data)
+    except ValueError:  # ragged: rows of different lengths, or a tuple (x, y) of features and labels
+        raise DataError(f"{what} must be one array (N, D); got a {type(data).__name__} of parts numpy cannot stack "
+                        "(rows of different lengths, or (x, y): pass x alone)") from None
     if arr.dtype.kind in "biuf":
         return arr
     if arr.dtype.kind != "c":

@@ -7,6 +7,7 @@ non-finite values. ``.npy``/``.npz`` are read with ``allow_pickle=False``.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,9 @@ def read_array(path: str | Path) -> np.ndarray:
     if p.is_dir():
         raise DataError(f"data file {str(p)!r} is a directory; expected a .npy, .npz or .csv file of shape (N, D)")
     suffix = p.suffix.lower()
+    if suffix in (".npy", ".npz", ".csv") and p.stat().st_size == 0:
+        raise DataError(f"could not read data file {str(p)!r}: it is empty (0 bytes); expected a {suffix} file of "
+                        "shape (N, D)")
     try:
         if suffix == ".npy":
             return np.load(p, allow_pickle=False)
@@ -68,9 +72,14 @@ def _read_csv(p: Path) -> np.ndarray:
         first = fh.readline()                                # a first row of numbers look like a header, skipped
         header = _is_header(first)
         try:
-            x = np.loadtxt(fh if header else [first, *fh], delimiter=",", dtype=np.float64, ndmin=2)
+            with warnings.catch_warnings():  # numpy's warning names its file object; the DataError below says it
+                warnings.filterwarnings("ignore", "loadtxt: input contained no data", UserWarning)
+                x = np.loadtxt(fh if header else [first, *fh], delimiter=",", dtype=np.float64, ndmin=2)
         except ValueError:
             raise DataError(f"data file {str(p)!r}: {_csv_problem(p)}") from None
+    if x.size == 0:
+        raise DataError(f"data file {str(p)!r} holds no rows of data{' (only a header row)' if first.strip() else ''}; "
+                        "expected a table of shape (N, D)")
     _not_pandas_defaults(p, first, header, x)
     return x
 
@@ -85,7 +94,6 @@ def _not_pandas_defaults(p: Path, first: str, header: bool, x: np.ndarray) -> No
                         "to_csv writes a DataFrame's row index; save it with df.to_csv(path, index=False), or name "
                         "the column if it is data")
     if not header and len(names) > 1 and names == [str(i) for i in range(len(names))]:
-        import warnings
         warnings.warn(f"data file {str(p)!r}: its first row, {first.strip()}, is read as a row of data; if it is "
                       "pandas' default column names (to_csv of a DataFrame without them), delete that row or name "
                       "the columns", UserWarning, stacklevel=4)
@@ -112,6 +120,10 @@ def _csv_problem(p: Path) -> str:
                         f"save it with commas (e.g. pandas.read_csv(path, sep={sep!r}).to_csv(path, index=False))")
             bad = next(f.strip() for f in fields if f.strip() and not _numbers(f))
             return f"line {n} holds {bad!r}, which is not a number (only a first header row may hold text)"
+        empty = next((k for k, f in enumerate(fields, 1) if not f.strip()), None)
+        if empty is not None and len(fields) > 1:
+            return (f"line {n} has an empty field in column {empty} (a missing value); fill or drop the "
+                    "rows with missing values first")
         width = width or len(fields)
         if len(fields) != width:
             return f"line {n} has {len(fields)} column(s) where the lines before it have {width}"
@@ -145,8 +157,9 @@ def check_vectors(arr: np.ndarray, where: str, min_rows: int = MIN_ROWS) -> torc
     if arr.dtype.kind not in "fiu":
         raise DataError(f"{where} must hold numbers, got dtype {arr.dtype}")
     if arr.ndim != 2:
-        images = " (images of shape (N, H, W[, C]) are read by data.name=npy)" if arr.ndim in (3, 4) else ""
-        raise DataError(f"{where} must hold a 2-D array (N, D), got shape {arr.shape}{images}")
+        images = " (images of shape (N, H, W[, C]) are read by data.name=npy)"
+        hint = {1: " (for N values of one column: x.reshape(-1, 1))", 3: images, 4: images}.get(arr.ndim, "")
+        raise DataError(f"{where} must hold a 2-D array (N, D), got shape {arr.shape}{hint}")
     if arr.shape[0] < min_rows or arr.shape[1] < 1:
         why = " (one tenth, at least 2, is held out for the evaluation)" if min_rows == MIN_ROWS else ""
         raise DataError(f"{where} has shape {arr.shape}; ebmlab needs at least {min_rows} row{'s' * (min_rows > 1)}"

@@ -35,9 +35,11 @@ from ebmlab.data.base import Affine, Dataset
 from ebmlab.data.toy import TOYS
 from ebmlab.errors import DataError
 
-__all__ = ["DATASETS", "Affine", "Dataset", "array_dataset", "build_dataset", "refit_transform"]
+__all__ = ["DATASETS", "Affine", "Dataset", "array_dataset", "build_dataset", "column_scale", "refit_transform"]
 
 
+CONSTANT_SCALE = 1e-8  # a constant column's scale, x the widest column's std: N(0, 1) in it maps back to that value
+NEGLIGIBLE_SPREAD = 1e-12  # a column whose std is at most this x the widest column's is constant
 WHITEN_FLOOR = 1e-6  # eigenvalues of the correlation matrix below this x the largest are raised to it
 
 
@@ -45,10 +47,21 @@ def _standardiser(x: Tensor, on: bool, whiten: bool = False) -> Affine:
     if not on:
         return Affine(torch.zeros(x.shape[1]), torch.ones(x.shape[1]))
     x64 = x.double()  # float32 squares overflow for values beyond ~1e19
-    mean, std = x64.mean(0), x64.std(0).clamp_min(1e-8)
+    mean, std = x64.mean(0), column_scale(x64.std(0), CONSTANT_SCALE)
     if not whiten:
         return Affine(mean.float(), std.float())
     return Affine(mean.float(), std.float(), *_zca((x64 - mean) / std))
+
+
+def column_scale(std: Tensor, constant: float) -> Tensor:
+    """Each column's std (D,), with a constant column's (at most ``NEGLIGIBLE_SPREAD`` x the widest column's std:
+    rounding, e.g. after whitening's round trip) replaced by ``constant`` x the widest column's std. Relative to the
+    data's own units, as an absolute floor is not (1e-8 made data of spread 1e-10 train as if constant, their
+    samples 100x too wide). DataError when every column is constant."""
+    top = float(std.max())
+    if not top > 0:
+        raise DataError("every column of the data holds one value; there is no spread to learn")
+    return torch.where(std > NEGLIGIBLE_SPREAD * top, std, std.new_tensor(constant * top))
 
 
 def _zca(z: Tensor) -> tuple[Tensor, Tensor]:
@@ -112,6 +125,9 @@ def array_dataset(x: Tensor, cfg, name: str) -> Dataset:
     the standardiser fitted on the rest. The
     ``array`` loader and ``ebmlab.train`` (in-memory data, saved into the run) both build it here, so a
     run reloaded from its file sees exactly the split and transform it was trained with."""
+    if bool((x == x[:1]).all()):
+        raise DataError(f"{name!r} holds one value in every column (all its rows are the same point); there is "
+                        "nothing to learn")
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.seed))
     n_test = min(cfg.n_test, max(1, x.shape[0] // 10))
     if n_test < 2:  # (a file or ebmlab.train's array with fewer than arrays.MIN_ROWS rows is refused when read)

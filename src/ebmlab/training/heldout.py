@@ -17,14 +17,16 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ebmlab.data.dataset import column_scale
 from ebmlab.metrics.distances import energy_distance
 
 
 def zscorer(data) -> Callable[[Tensor], Tensor]:
     """model coordinates (B, D) -> z-scored data coordinates (B, D) float64: each column centred and scaled
-    by the training rows' mean and std, whatever the model's own transform (whitening, none)."""
+    by the training rows' mean and std, whatever the model's own transform (whitening, none); a constant column by
+    the widest column's std (a 1e-12 floor put samples 1e-8 off a column of zeros 1e4 z-units away)."""
     train = data.transform.to_data(data.train).double()  # (N, D)
-    mean, std = train.mean(0), train.std(0).clamp_min(1e-12)
+    mean, std = train.mean(0), column_scale(train.std(0), 1.0)  # a constant column in the widest column's units
     return lambda x: (data.transform.to_data(x.detach().cpu().float()).double() - mean) / std
 
 
