@@ -7,7 +7,8 @@ across levels, x_t^obs = abar_t x + sbar_t e (the interpolation of Eq. 9; the pa
 which noise, this choice keeps the known region consistent from level to level); at level t the
 chain variable is y_t = alpha_{t+1} x_t, so the reset writes alpha_{t+1} x_t^obs. After the final
 Tweedie step the known region is set to the observation itself, so the output agrees with it
-exactly there.
+exactly there. With ``method.data_scale`` s the diffusion runs on s x_obs and the filled region
+comes back divided by s, as ``generate``'s samples do.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def inpaint(objective, x_obs: Tensor, mask: Tensor, *, generator: torch.Generato
     """Fill the region where ``mask`` == 0 of ``x_obs`` (B, ...) (model coordinates).
 
     ``mask`` (B, ...) or broadcastable, 1 = known, 0 = to fill. Returns (B, ...) (and the list of
-    x_t per level when ``keep_levels``)."""
+    x_t per level when ``keep_levels``, in the diffusion's coordinates: data_scale * x)."""
     from ebmlab.objectives.recovery import RecoveryLikelihood
 
     if not isinstance(objective, RecoveryLikelihood):  # (its noise levels and reverse process are what it uses)
@@ -30,7 +31,8 @@ def inpaint(objective, x_obs: Tensor, mask: Tensor, *, generator: torch.Generato
     known = (mask > 0.5).to(x_obs)
     T = objective.cfg.T
     e = torch.randn(x_obs.shape, generator=generator, device=x_obs.device, dtype=x_obs.dtype)
-    noisy = lambda t: objective.abar[t] * x_obs * known + objective.sbar[t] * e  # noqa: E731  x_t^obs
+    scale = objective.cfg.data_scale  # the diffusion runs on data_scale * x
+    noisy = lambda t: objective.abar[t] * scale * x_obs * known + objective.sbar[t] * e  # noqa: E731  x_t^obs
 
     def project(y: Tensor, level: int) -> Tensor:
         y_obs = objective.alpha[level] * noisy(level)
@@ -41,5 +43,5 @@ def inpaint(objective, x_obs: Tensor, mask: Tensor, *, generator: torch.Generato
                                             keep_levels=keep_levels)
     if objective.cfg.denoise:
         x0 = objective.denoise(x0)
-    out = known * x_obs + (1 - known) * x0
+    out = known * x_obs + (1 - known) * (x0 / scale)
     return (out, path) if keep_levels else out

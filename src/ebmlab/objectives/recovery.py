@@ -333,7 +333,7 @@ class RecoveryLikelihood(Objective):
         network energy (default: the unconditional EBM), ``init_fn(x_next, t)`` -> proposal mean
         (default: the initializer), ``project(x, level)`` -> x (inpainting). Returns (x_0 before
         denoising, [x_T, ..., x_0] if ``keep_levels``, ChainInfo), in the diffusion's coordinates
-        (model coordinates x ``method.data_scale``; ``generate`` divides by it, ``inpaint`` assumes 1)."""
+        (model coordinates x ``method.data_scale``; ``generate`` and ``inpaint`` divide by it)."""
         init_fn = init_fn or (lambda v, tt: self.init_mean(v, tt))
         return reverse_process(self._net(energy_fn), init_fn, x_T, self.levels_for_sampling(), n_steps=n_steps,
                                generator=generator, project=project, keep_levels=keep_levels, freeze=self.energy)
