@@ -109,7 +109,10 @@ def data_box(x: Tensor, margin: float = 0.15) -> tuple[float, float, float, floa
     x = x.detach().cpu().flatten(1).double()
     x = x[:, :2] if x.shape[1] >= 2 else x[:, :1].repeat(1, 2)
     lo, hi = x.min(0).values, x.max(0).values
-    pad = (hi - lo).clamp_min(1e-6) * margin
+    # the spread itself, however small (data of spread 1e-10 filled a thousandth of a 1e-6 floor's box); a constant
+    # coordinate gets a thousandth of its magnitude, or 1 at zero
+    size = x.abs().max(0).values
+    pad = torch.where(hi > lo, hi - lo, torch.where(size > 0, size * 1e-3, torch.ones_like(size))) * margin
     return float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1])
 
 

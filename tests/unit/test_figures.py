@@ -78,6 +78,16 @@ def test_energy_histograms_state_what_lies_outside_the_range(tmp_path, figures):
     assert ax.get_xlabel().startswith("energy") and ax.get_ylabel() == "density"
 
 
+def test_data_box_fits_data_of_any_spread_and_pads_a_constant_coordinate():
+    """The box is the data's own range plus the margin, at a spread of 1e-10 as at 1e4 (a floor of 1e-6 on the
+    range squashed small-unit data into a thousandth of the plot); a constant coordinate still gets a box."""
+    for unit in (1e-10, 1.0, 1e4):
+        x = torch.tensor([[0.0, -1.0], [2.0, 3.0]], dtype=torch.float64) * unit
+        assert np.allclose(plots.data_box(x, 0.25), np.array([-0.5, 2.5, -2.0, 4.0]) * unit, rtol=1e-9, atol=0)
+    x0, x1, y0, y1 = plots.data_box(torch.tensor([[5.0, 0.0], [5.0, 0.0]]), 0.5)
+    assert x0 < 5.0 < x1 and x1 - x0 == pytest.approx(5e-3) and (y0, y1) == (-0.5, 0.5)
+
+
 def test_energy_histograms_of_a_set_wholly_outside_the_range_warn_of_nothing(tmp_path, figures):
     """Two held-out rows (a 25-row table) both beyond the pooled percentiles: numpy's "invalid value encountered
     in divide" of an empty density histogram leaked to the user's terminal."""
