@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor
@@ -46,8 +45,3 @@ def sample_precision(sample_logp: Tensor, heldout_logp: Tensor, q: float = 0.01)
 def uniform_grid_kl(true_logp: Tensor) -> float:
     """KL of the grid-normalised true density against the uniform density on the grid (a ceiling)."""
     return grid_kl(true_logp, torch.zeros_like(true_logp))
-
-
-def log_mean_exp(x: Tensor, dim: int = 0) -> Tensor:
-    """log(mean(exp(x))) along ``dim``, computed stably."""
-    return torch.logsumexp(x, dim) - math.log(x.shape[dim])
