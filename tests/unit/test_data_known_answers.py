@@ -33,6 +33,16 @@ def test_the_transform_round_trips_and_its_log_det_is_the_log_jacobian(whiten):
         assert tf.log_det == pytest.approx(-float(torch.log(tf.scale.double()).sum()), abs=1e-6)
 
 
+def test_a_scalar_scale_has_log_det_zero_only_when_it_is_one():
+    """Images' identity transform (scalar shift 0, scale 1) has log|dz/dx| = 0; any other scalar scale's is D log(1/s),
+    which the transform cannot know without D: refused, not 0 (a silent 0 was the old answer)."""
+    from ebmlab.data.base import Affine
+    from ebmlab.errors import DataError
+    assert Affine.identity().log_det == 0.0
+    with pytest.raises(DataError, match="scalar scale"):
+        _ = Affine(torch.zeros(()), torch.tensor(2.0)).log_det
+
+
 # ----- splits -----------------------------------------------------------------------------------------------
 def test_the_held_out_validation_and_training_rows_partition_the_data():
     """array_dataset: every row is in exactly one of test, validation and training (rows told apart by an index

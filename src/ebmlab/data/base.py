@@ -35,7 +35,11 @@ class Affine:
 
     @property
     def log_det(self) -> float:
-        """log |dz/dx| per example."""
+        """log |dz/dx| per example. A scalar scale (images) must be 1: its log|det| is D log(1/scale), and the
+        transform does not know D."""
+        if not self.scale.dim() and float(self.scale) != 1.0:
+            raise DataError(f"log|dz/dx| of a scalar scale {float(self.scale)} needs the data's dimension; give "
+                            "the scale per coordinate")
         out = float(-torch.log(self.scale).sum()) if self.scale.dim() else 0.0
         return out if self.matrix is None else out + float(torch.linalg.slogdet(self.matrix.double())[1])
 
