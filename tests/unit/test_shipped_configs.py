@@ -164,7 +164,7 @@ def test_paper002_table7_columns():
     assert isinstance(time_energy(load_config("paper002_celeba64"), (3, 64, 64)), UNetEncoderEnergy)
 
 
-P003 = {"paper003_cifar10": ([128, 256, 256, 256], 8, 512), "paper003_imagenet32": ([128, 256, 256, 256], 8, 512),
+P003 = {"paper003_cifar10": ([128, 256, 256, 256], 8, 512), "paper003_imagenet32": ([256, 512, 512, 512], 8, 1024),
         "paper003_imagenet32_cond": ([128, 256, 256, 256], 8, 512),
         "paper003_cifar10_drl_t8": ([128, 256, 256, 256], 8, 512),
         "paper003_cifar10_large": ([256, 512, 512, 512], 8, 1024),
