@@ -134,7 +134,7 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 0             # write a sample figure (image grid, vector scatter) every N steps (0: only at the end)
     device: str = "auto"              # auto | cpu | cuda | cuda:N
-    threads: int | None = None        # torch CPU threads (None: auto, the cores idle at the start; see training/loop.py)
+    threads: int | None = None        # torch CPU threads (None: auto, the idle cores, re-counted every 10 s; training/threads.py)
     amp: bool = False                 # bf16 autocast on CUDA
     compile: bool = False             # torch.compile the energy
     progress: bool = True

@@ -55,3 +55,56 @@ def test_a_resumed_auto_run_takes_its_checkpoints_thread_count(tmp_path, monkeyp
         resume_threads(None, torch.device("cuda"), 1)  # GPU runs: nothing to do
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_auto_run_follows_the_idle_cores_while_it_trains(monkeypatch):
+    """A count chosen at start held while other work started beside the run: two threads on a 2-core machine
+    that a test run then shared went from 13 to 1.2 updates per second. The governor re-counts every ``every``
+    seconds (and not in between) and sets the new count; an explicit train.threads and a GPU run are left alone."""
+    from ebmlab.training import threads as th
+
+    now = [0.0]
+    idle = [2]
+    monkeypatch.setattr(th, "idle_threads", lambda most, *a: min(most, idle[0]))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        gov = th.ThreadGovernor(None, CPU, most=2, every=10.0, clock=lambda: now[0])
+        idle[0] = 1                      # another process starts
+        now[0] = 9.9
+        gov.tick()
+        assert torch.get_num_threads() == 2 and gov.changes == 0   # not yet: 10 s between counts
+        now[0] = 10.0
+        gov.tick()
+        assert torch.get_num_threads() == 1 and gov.changes == 1
+        idle[0] = 2                      # it ended
+        now[0] = 15.0
+        gov.tick()
+        assert torch.get_num_threads() == 1                        # the next count is due at 20 s
+        now[0] = 20.0
+        gov.tick()
+        assert torch.get_num_threads() == 2 and gov.changes == 2
+        for fixed in (th.ThreadGovernor(2, CPU, most=2, every=10.0, clock=lambda: now[0]),
+                      th.ThreadGovernor(None, torch.device("cuda"), most=2, every=10.0, clock=lambda: now[0])):
+            idle[0] = 1
+            now[0] += 100.0
+            fixed.tick()
+            assert torch.get_num_threads() == 2 and fixed.changes == 0
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_training_loop_consults_the_governor_once_per_update(tmp_path, monkeypatch):
+    from ebmlab.training import threads as th
+    from ebmlab.training.config import load_config
+    from tests.runs import fit_in
+
+    calls = []
+    monkeypatch.setattr(th.ThreadGovernor, "tick", lambda self: calls.append(self.active))
+    before = torch.get_num_threads()
+    try:
+        fit_in(tmp_path, load_config(None, ["train.steps=3", "model.width=8", "data.n_train=256", "eval.plots=false",
+                                            "train.progress=false", "eval.n_samples=16"]))
+    finally:
+        torch.set_num_threads(before)
+    assert calls == [True, True, True]  # train.threads: null (auto) on the CPU

@@ -20,7 +20,6 @@ checkpoints, rank-averaged metrics, rank 0 writes everything).
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -36,64 +35,13 @@ from ebmlab.training.ema import EMA
 from ebmlab.training.logging import RunLogger, scalars
 from ebmlab.training.run_dir import is_run_dir, prepare_run_dir  # noqa: F401 (re-exported)
 from ebmlab.training.selection import Selector
+from ebmlab.training.threads import (ThreadGovernor, busy_elsewhere,  # noqa: F401 (busy_elsewhere re-exported)
+                                     choose_threads, resume_threads)
 
 
 def resolve_device(name: str) -> torch.device:
     """A validated torch device for ``auto | cpu | cuda | cuda:N | mps`` (``training/run.py``)."""
     return run.resolve_device(name)
-
-
-def choose_threads(requested: int | None, data_kind: str, device: torch.device,
-                   load: float | None = None, cores: int | None = None) -> int | None:
-    """torch CPU threads for training: ``train.threads`` when given; otherwise (null, "auto") as many
-    as there are idle cores when training starts — cores minus the processes running elsewhere
-    (``busy_elsewhere``), at least 1 and at most torch's default — and torch's default on a GPU. On a shared machine two
-    threads per process were measured 7-15x slower than one (issue 19); on an idle one the default
-    demo gains ~10 % from its second thread (docs/performance.md). ``data_kind`` is kept for
-    policies that depend on the model; ``load`` and ``cores`` are for tests."""
-    if requested is not None:
-        return requested
-    if device.type != "cpu":
-        return None
-    cores = cores if cores is not None else (os.cpu_count() or 1)
-    load = load if load is not None else busy_elsewhere()
-    return max(1, min(torch.get_num_threads(), int(cores - load + 0.5)))
-
-
-def resume_threads(requested: int | None, device: torch.device, stored: int | None) -> None:
-    """A resumed CPU run with ``train.threads: null`` takes the thread count its checkpoint ran with, not today's
-    idle cores: a convolution's weight gradients are summed in another order on another count (measured in
-    docs/performance.md, "Thread policy"), and resuming must reproduce the run."""
-    if requested is None and device.type == "cpu" and stored:
-        torch.set_num_threads(int(stored))
-
-
-def busy_elsewhere() -> float:
-    """How many other processes are running right now (state R in /proc, this process and its own
-    threads excluded: idle OpenMP workers of this process may spin), median of three reads 10 ms
-    apart; unlike the load average it does not lag by a minute. The 1-minute load average where /proc
-    is absent."""
-    if not os.path.isdir("/proc"):
-        return os.getloadavg()[0]
-    counts = []
-    for _ in range(3):
-        counts.append(_running_processes(os.getpid()))
-        time.sleep(0.01)
-    return float(sorted(counts)[1])
-
-
-def _running_processes(me: int) -> int:
-    n = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:  # the process ended meanwhile
-            continue
-        n += stat[stat.rindex(")") + 2] == "R"
-    return n
 
 
 def make_optimizer(objective, tc) -> torch.optim.Optimizer:
@@ -138,9 +86,11 @@ class Trainer:
         distributed.check_device_options(tc, self.device)
         torch.manual_seed(distributed.derive_seed(tc.seed, self.dist.rank))  # init; rank-local buffers
         self.data = data if data is not None else build_dataset(cfg.data)
+        most = torch.get_num_threads()  # the process's count: the most an auto run takes
         threads = choose_threads(tc.threads, self.data.kind, self.device)
         if threads is not None:
             torch.set_num_threads(threads)
+        self.threads = ThreadGovernor(tc.threads, self.device, most)  # auto: follows the idle cores (threads.py)
         self.objective = build_objective(cfg, self.data).to(self.device)
         distributed.broadcast_parameters(self.objective, self.dist)  # identical networks on all ranks
         if tc.compile:
@@ -315,6 +265,7 @@ class Trainer:
             if self.selector is not None and tc.select_start and self.step == 0:  # the starting point is a candidate
                 self.selector.check(self, tc.steps == 0)  # (no log row: every row is an update's; metrics.json has it)
             while self.step < tc.steps and not out_of_time:
+                self.threads.tick()
                 with distributed.compile_errors(tc.compile):
                     values = self._update()
                 out_of_time = self._budget_spent(clock0)
