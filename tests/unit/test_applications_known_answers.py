@@ -11,16 +11,9 @@ from ebmlab.applications.guidance import guided_init, guided_sample
 from ebmlab.applications.inpainting import inpaint
 from ebmlab.applications.interpolation import interpolate, slerp
 from ebmlab.applications.recovery_composition import composed_energy, composed_sample
-from ebmlab.energies.mlp import MLPEnergy
-from ebmlab.objectives.recovery import RecoveryConfig, RecoveryLikelihood
+from tests.builders import recovery_objective as _objective
 
 
-def _objective(dim=2, num_classes=0, **kw):
-    cfg = RecoveryConfig(conditional=num_classes > 0, **kw)
-    cond_dim = cfg.embed_dim + (num_classes + 1 if num_classes else 0)
-    torch.manual_seed(0)
-    net = MLPEnergy(dim, 32, 1, cond_dim=cond_dim)
-    return RecoveryLikelihood(net, cfg, (dim,), num_classes)
 
 
 def _shift_init(obj):

@@ -12,6 +12,7 @@ from ebmlab.energies.embedding import TimeMLPEnergy, sinusoidal_embedding
 from ebmlab.objectives.implicit_diffusion import (ImplicitDiffusion, ImplicitDiffusionConfig, noise_schedule,
                                                   wgan_lp)
 from ebmlab.training.config import ConfigError, load_config
+from tests.builders import LinearEnergy as Linear
 
 
 class Quadratic(nn.Module):
@@ -26,15 +27,6 @@ class Quadratic(nn.Module):
         return 0.5 * self.scale * (x - self.centre).pow(2).sum(1)
 
 
-class Linear(nn.Module):
-    """E(x, t) = c * sum(x): gradient norm c * sqrt(D) everywhere."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.c = nn.Parameter(torch.tensor(float(c)))
-
-    def forward(self, x, t=None):
-        return self.c * x.sum(1)
 
 
 def make(energy, **kw):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ebmlab.objectives.improved_cd import ImprovedCD, ImprovedCDConfig, _init_box, nn_entropy_loss
+from tests.builders import LinearEnergy as Linear
 
 
 # ----- paper 001 (improved CD) --------------------------------------------------------------------------------
@@ -176,15 +177,6 @@ class Centred(nn.Module):
         return 0.5 * self.s * (x - self.m).pow(2).sum(1)
 
 
-class Linear(nn.Module):
-    """E(x, t) = c sum(x): gradient norm c sqrt(D) everywhere."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.c = nn.Parameter(torch.tensor(float(c)))
-
-    def forward(self, x, t=None):
-        return self.c * x.sum(1)
 
 
 def _implicit(energy, **kw):

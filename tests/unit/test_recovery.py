@@ -10,18 +10,11 @@ from ebmlab.applications.guidance import guided_energy, guided_init, guided_samp
 from ebmlab.applications.inpainting import inpaint
 from ebmlab.applications.recovery_composition import composed_energy
 from ebmlab.energies.initializer import UNetInitializer
-from ebmlab.objectives.recovery import RecoveryConfig, RecoveryLikelihood
 from ebmlab.samplers.recovery import conditional_energy, step_sizes
-from ebmlab.energies.mlp import MLPEnergy
 from ebmlab.training.config import ConfigError, load_config
+from tests.builders import recovery_objective as _objective
 
 
-def _objective(dim=2, num_classes=0, **kw):
-    cfg = RecoveryConfig(conditional=num_classes > 0, **kw)
-    cond_dim = cfg.embed_dim + (num_classes + 1 if num_classes else 0)
-    torch.manual_seed(0)
-    net = MLPEnergy(dim, 32, 1, cond_dim=cond_dim)
-    return RecoveryLikelihood(net, cfg, (dim,), num_classes)
 
 
 def test_cosine_schedule_hits_ends_and_decreases():

@@ -76,10 +76,7 @@ def test_a_csv_without_rows_of_data_is_refused_in_one_sentence(tmp_path, text):
     'input contained no data: <_io.TextIOWrapper ...>' and then 'has shape (0, 1)')."""
     p = tmp_path / "x.csv"
     p.write_text(text)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with pytest.raises(DataError, match="no rows of data"):
-            load_vectors(p)
+    _refused_without_a_warning(p, "no rows of data")
 
 
 def test_a_missing_value_in_a_csv_is_named_by_line_and_column(tmp_path):
@@ -97,10 +94,15 @@ def test_an_empty_file_is_refused_as_empty(tmp_path, suffix):
     """0 bytes: 'is empty', not numpy's 'EOFError: No data left in file' (nor, for a CSV, its warning)."""
     p = tmp_path / f"x{suffix}"
     p.write_bytes(b"")
+    _refused_without_a_warning(p, "is empty")
+
+
+def _refused_without_a_warning(path, match: str) -> None:
+    """``load_vectors(path)`` raises one DataError matching ``match`` and warns of nothing first."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(DataError, match="is empty"):
-            load_vectors(p)
+        with pytest.raises(DataError, match=match):
+            load_vectors(path)
 
 
 def test_a_one_dimensional_array_is_told_how_to_make_it_one_column(tmp_path):
