@@ -90,7 +90,7 @@ class Trainer:
         threads = choose_threads(tc.threads, self.data.kind, self.device)
         if threads is not None:
             torch.set_num_threads(threads)
-        self.threads = ThreadGovernor(tc.threads, self.device, most)  # auto: follows the idle cores (threads.py)
+        self.governor = ThreadGovernor(tc.threads, self.device, most)  # auto: follows the idle cores (threads.py)
         self.objective = build_objective(cfg, self.data).to(self.device)
         distributed.broadcast_parameters(self.objective, self.dist)  # identical networks on all ranks
         if tc.compile:
@@ -265,7 +265,7 @@ class Trainer:
             if self.selector is not None and tc.select_start and self.step == 0:  # the starting point is a candidate
                 self.selector.check(self, tc.steps == 0)  # (no log row: every row is an update's; metrics.json has it)
             while self.step < tc.steps and not out_of_time:
-                self.threads.tick()
+                self.governor.tick()
                 with distributed.compile_errors(tc.compile):
                     values = self._update()
                 out_of_time = self._budget_spent(clock0)
