@@ -229,3 +229,14 @@ def test_every_make_target_the_docs_name_is_in_the_makefile():
     targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.M))
     named = {t for page in PAGES for t in re.findall(r"`make ([\w-]+)", page.read_text())}
     assert {"demo", "test"} <= named and named <= targets, named - targets
+
+
+def test_every_option_the_librarys_messages_name_is_one_of_its_commands():
+    # an error or docstring that tells the user "--something" names a real option; the others are torchrun's and
+    # TensorBoard's, which the distributed and logging modules quote
+    parser = build_parser()
+    options = {o for p in [parser, *parser.command_parsers.values()] for o in p._option_string_actions}
+    others = {"--nnodes", "--nproc", "--node", "--rdzv", "--standalone", "--logdir"}
+    named = {(m, f.name) for f in (ROOT / "src/ebmlab").rglob("*.py")
+             for m in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", f.read_text())}
+    assert not {(m, f) for m, f in named if m not in options | others}
