@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import importlib
 import inspect
 import io
@@ -22,8 +23,11 @@ import pytest
 
 from ebmlab.cli import build_parser
 from ebmlab.cli_commands import _train_overrides
+from ebmlab.data import DATASETS
+from ebmlab.energies.build import MODELS
 from ebmlab.errors import ConfigError
 from ebmlab.experiments import EXPERIMENTS
+from ebmlab.objectives import METHODS
 from ebmlab.training.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,3 +244,21 @@ def test_every_option_the_librarys_messages_name_is_one_of_its_commands():
     named = {(m, f.name) for f in (ROOT / "src/ebmlab").rglob("*.py")
              for m in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", f.read_text())}
     assert not {(m, f) for m, f in named if m not in options | others}
+
+
+def test_every_config_key_and_name_the_docs_quote_exists():
+    # `section.key` (method keys: of any method's config) and `data/model/method.name=X` in prose, as well as in
+    # commands; `data.npy`, `train.py`... are file names
+    cfg = load_config(None, [])
+    keys = {s: {f.name for f in dataclasses.fields(getattr(cfg, s))} for s in ("data", "model", "train", "eval")}
+    keys["method"] = {f.name for spec in METHODS.values() for f in dataclasses.fields(spec.config)}
+    names = {"data": DATASETS, "model": MODELS, "method": METHODS}
+    wrong = []
+    for page in PAGES:
+        for section, key, value in re.findall(r"`(data|model|method|train|eval)\.(\w+)(?:=(\w+))?(?=[`=: ])",
+                                              page.read_text()):
+            if key not in keys[section] and key not in ("npy", "npz", "csv", "py", "yaml", "json", "md"):
+                wrong.append(f"{page.name}: {section}.{key}")
+            if key == "name" and value and value not in names[section]:
+                wrong.append(f"{page.name}: {section}.name={value}")
+    assert not wrong, wrong
