@@ -285,7 +285,8 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     x_mem = in_memory(data)
     run_dir = Path(out) if out is not None else None
     if x_mem is None and data is not None:
-        named = any(str(k).startswith("data.name") for k in (overrides or ()))  # keys of a mapping, items of a list
+        given = [overrides] if isinstance(overrides, str) else (overrides or ())  # one override as a string too
+        named = any(str(k).startswith("data.name") for k in given)  # keys of a mapping, items of a list
         data_source(raw, data, named)
     if energy is not None:
         raw["model"] = {"name": "custom", **energy_record(energy, energy_kwargs)}

@@ -33,7 +33,8 @@ def in_memory(data) -> np.ndarray | None:
     if isinstance(data, EbmDataset):
         if data.kind != "vector":
             raise DataError("ebmlab.train takes in-memory vectors; for an image Dataset pass its name or path")
-        x = torch.cat([data.transform.to_data(data.train), data.transform.to_data(data.test)])
+        parts = [p for p in (data.train, data.val, data.test) if p is not None]  # every row: a split one's too
+        x = torch.cat([data.transform.to_data(p) for p in parts])
     elif isinstance(data, Tensor):
         x = data
     elif isinstance(data, torch.utils.data.Dataset):
