@@ -34,12 +34,13 @@ def _user_errors() -> tuple:
         ConfigError,
         DataError,
         DistributedError,
+        ExperimentError,
         RunError,
         TrainingDiverged,
     )
     # FloatingPointError: TrainingDiverged, and chains that went non-finite (a step size far too large)
     return (ConfigError, DataError, CheckpointError, RunError, TrainingDiverged, FloatingPointError, ValueError,
-            KeyError, DistributedError, OSError)
+            KeyError, DistributedError, ExperimentError, OSError)
 
 
 def _add_open_args(p: argparse.ArgumentParser) -> None:

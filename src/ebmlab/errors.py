@@ -34,6 +34,11 @@ class RunError(RuntimeError):
     holding a run, or not writable. One sentence naming the path and what to do."""
 
 
+class ExperimentError(RuntimeError):
+    """An experiment cannot go on: a cell the later cells depend on (paper 002's eta tuning) failed or diverged.
+    One sentence naming the cell, its reason and where its traceback is; finished cells are reused on a rerun."""
+
+
 class RunNotFound(RunError, FileNotFoundError):
     """The run directory (or its ``config.yaml``) does not exist; also a ``FileNotFoundError``."""
 

@@ -117,6 +117,9 @@ def check_command(cmd: str) -> None:
     argv = _filled(cmd)
     if "--help" in argv or "--version" in argv or len(argv) == 1 and argv[0] in ("sample", "eval", "experiment"):
         return  # the command named in prose, or its help
+    if len(argv) == 2 and argv[1].startswith("--"):  # an option named in prose (`ebmlab train --data`)
+        assert argv[1] in build_parser().command_parsers[argv[0]]._option_string_actions, f"no option {cmd}"
+        return
     args = _parse(argv)
     options = build_parser().command_parsers[argv[0]]._option_string_actions  # spelt out: argparse takes a prefix
     assert {a.split("=")[0] for a in argv if a.startswith("--")} <= set(options), f"an abbreviated option in {cmd}"

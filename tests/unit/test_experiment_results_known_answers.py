@@ -16,6 +16,8 @@ from types import SimpleNamespace
 import pytest
 
 from ebmlab import plots
+from ebmlab.cli import main
+from ebmlab.errors import ExperimentError
 from ebmlab.experiments import claims, paper000, paper001, paper002, paper004
 
 SEEDS = (0, 1, 2)
@@ -268,6 +270,18 @@ def test_paper002_each_cell_trains_and_reports_its_own_tuning_cells_eta(monkeypa
     assert grid["T30_K10"]["eta"]["per_seed"] == [_eta(30, 10)] * 3  # the eta the cell reports
     assert {c.params["eta"] for c in asked if c.arm.startswith("sigma")} == {_eta(20, 3)}  # Table 6 at T20_K3
     assert res["eta_tuning"]["T30_K10"]["eta"] == _eta(30, 10) and len(res["eta_tuning"]) == 12
+
+
+def test_paper002_stops_with_one_sentence_when_a_tuning_cell_did_not_finish(monkeypatch, tmp_path, capsys):
+    # the protocol trains each (T, K) with its own tuned eta: without it no evaluation cell may run (it was a bare
+    # KeyError: 'eta' after the tuning), and the command says which cell, why, and how to run it again
+    asked = _script(monkeypatch, _p002, diverged=["tune_T20_K3"])
+    with pytest.raises(ExperimentError, match=r"tune_T20_K3 did not finish \(diverged: step 7: non-finite loss\)"):
+        paper002.run(tmp_path, seeds=SEEDS, jobs=1)
+    assert asked and all(c.arm.startswith("tune_") for c in asked)
+    assert main(["experiment", "paper002", "--out", str(tmp_path / "cli")]) == 2
+    err = capsys.readouterr().err
+    assert "tune_T20_K3" in err and "seed100" in err and "Traceback" not in err
 
 
 def test_paper002_verdicts_and_tables(monkeypatch, tmp_path):

@@ -38,6 +38,7 @@ import torch
 from ebmlab import plots
 from ebmlab.applications.interpolation import interpolate
 from ebmlab.experiments import claims
+from ebmlab.errors import ExperimentError
 from ebmlab.experiments.claims import Cell, Claim
 from ebmlab.experiments.runner import experiment_config, train_cell
 
@@ -137,8 +138,9 @@ def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2, full:
     """Paper 002's experiment into ``out``; returns the results dict (``claims.write_claim_results``)."""
     out, t0 = Path(out), time.time()
     cells_tk = grid(quick, full)
-    tuned = claims.run_cells(out, tuning_cells(cells_tk, quick), jobs=jobs)
-    etas = {(T, K): tuned[(f"tune_T{T}_K{K}", TUNE_SEED)]["metrics"]["eta"] for T, K in cells_tk}
+    tune = tuning_cells(cells_tk, quick)  # one per (T, K), in the grid's order
+    tuned = claims.run_cells(out, tune, jobs=jobs)
+    etas = {tk: _tuned_eta(out, tuned, cell) for tk, cell in zip(cells_tk, tune)}
     tables_cells = evaluation_cells(cells_tk, etas, quick, seeds)
     records, tables = claims.run_tables(out, tables_cells, METRICS, seeds, jobs)
     verdicts = [claims.decide(c, tables["T x K grid (toy)"]) for c in sub_claims(cells_tk, quick)]
@@ -151,6 +153,19 @@ def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2, full:
     return claims.write_claim_results(out, "002", claim, tables, verdicts, seeds, {t: METRICS for t in tables}, notes,
                                       extra={"eta_tuning": tuning, "wall_seconds": round(time.time() - t0, 1),
                                              "quick": quick, "full": full, "toy": TOY})
+
+
+def _tuned_eta(out: Path, tuned: dict, cell: Cell) -> float:
+    """The eta of a tuning cell; ExperimentError if that cell failed or diverged (its evaluation cells would have
+    no eta to train with: the protocol's eta is the tuned one, not a default)."""
+    record = tuned[(cell.arm, cell.seed)]
+    if "eta" not in record["metrics"]:
+        reason = record["failed"] or f"diverged: {record['diverged']}"
+        where = claims.cell_dir(out, cell)  # (a failed cell is a result: kept, and reused by a rerun)
+        raise ExperimentError(f"the eta tuning cell {cell.arm} did not finish ({reason}), so its (T, K) has no eta to "
+                              f"train with; its traceback is in {where / 'failure.txt'}; to try it again, remove "
+                              f"{where} and rerun the same command (the finished cells are reused)")
+    return record["metrics"]["eta"]
 
 
 def _notes(quick: bool, full: bool, tuning: dict, records: dict, seeds) -> str:
