@@ -245,20 +245,27 @@ def test_paper003_drl_is_gao_et_als_recipe_on_the_same_data_and_network(monkeypa
     assert drl.train.lr == cdrl.train.lr and drl.train.batch_size == cdrl.train.batch_size
 
 
-def test_paper003_each_digits_cell_trains_its_own_seed(monkeypatch, tmp_path):
+class _Stop(Exception):
+    """Raised by ``_configs_resolved``'s recorder: the cell stops once its config is known."""
+
+
+def _configs_resolved(module, cells, monkeypatch, tmp_path) -> list:
+    """The config each of ``cells`` resolves through ``module.experiment_config`` (the cell stops right after)."""
     seen = []
 
-    class Stop(Exception):
-        pass
-
     def record(config, overrides, **kw):
-        seen.append(experiment_config(config, overrides, **kw).train.seed)
-        raise Stop
-    monkeypatch.setattr(paper003, "experiment_config", record)
-    for c in paper003.build_cells(False, SEEDS)["digits"]:
-        with pytest.raises(Stop):
+        seen.append(experiment_config(config, overrides, **kw))
+        raise _Stop
+    monkeypatch.setattr(module, "experiment_config", record)
+    for c in cells:
+        with pytest.raises(_Stop):
             c.fn(c.params, c.seed, tmp_path)
-    assert seen == [0, 1, 2]
+    return seen
+
+
+def test_paper003_each_digits_cell_trains_its_own_seed(monkeypatch, tmp_path):
+    cfgs = _configs_resolved(paper003, paper003.build_cells(False, SEEDS)["digits"], monkeypatch, tmp_path)
+    assert [c.train.seed for c in cfgs] == [0, 1, 2]
 
 
 def test_paper003_each_K_pseudo_arm_reads_its_own_K_metrics():
@@ -379,21 +386,10 @@ def test_leaderboard_baselines_are_scored_on_every_ood_set_of_their_dataset():
 
 def test_data_defaults_reference_rows_use_their_own_split(monkeypatch):
     # --data-seeds: every reference row again on each split (data.seed) of the table's rows
-    seen = []
-
-    class Stop(Exception):
-        pass
-
-    def record(config, sets, **kw):
-        seen.append(experiment_config(config, sets, **kw).data.seed)
-        raise Stop
-    monkeypatch.setattr(dd, "experiment_config", record)
     grid = dd.build_cells(["wine"], ["default"], (0,), 20.0, False, data_seeds=(3, 4))
     refs = [c for cells in grid.values() for c in cells if c.fn is dd.reference_fn]
-    for c in refs:
-        with pytest.raises(Stop):
-            c.fn(c.params, c.seed, Path("unused"))
-    assert seen == [3] * 4 + [4] * 4
+    cfgs = _configs_resolved(dd, refs, monkeypatch, Path("unused"))
+    assert [c.data.seed for c in cfgs] == [3] * 4 + [4] * 4
 
 
 def test_data_defaults_heldout_ed7_is_the_mean_over_the_draws(monkeypatch, tmp_path):
