@@ -111,7 +111,7 @@ def test_image_evaluation_writes_metrics_grid_and_samples(clf, tmp_path):
     from ebmlab.training.evaluate import evaluate
     data = _digits_data()
     cfg = SimpleNamespace(eval=SimpleNamespace(n_samples=300, digits_fd=True, plots=True),
-                          train=SimpleNamespace(seed=0, batch_size=128, progress=False))
+                          train=SimpleNamespace(seed=0, batch_size=128, progress=False, ema=0.999))
     m = evaluate(_FakeObjective(data.train), data, cfg, tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     for k in ("digits_fd", "digits_fd_floor", "digits_fd_noise", "digits_confidence", "novelty_frac_close"):
@@ -127,7 +127,7 @@ def test_grid_hook_and_eval_extensions(clf, tmp_path):
     from ebmlab.training import image_eval
     data = _digits_data()
     cfg = SimpleNamespace(eval=SimpleNamespace(n_samples=100, digits_fd=False, plots=False),
-                          train=SimpleNamespace(seed=0, batch_size=64, progress=False))
+                          train=SimpleNamespace(seed=0, batch_size=64, progress=False, ema=None))
     trainer = SimpleNamespace(data=data, run_dir=tmp_path, step=250, objective=_FakeObjective(data.train),
                               cfg=cfg, device=torch.device("cpu"), ema=None, is_main=True)
     image_eval.grid_hook(trainer)

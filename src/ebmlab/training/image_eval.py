@@ -86,8 +86,9 @@ def evaluate_images(objective, data, cfg, run_dir: Path | None, generator) -> di
 def _write_outputs(objective, data, cfg, run_dir: Path, raw, samples, train, test) -> None:
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
     np.save(run_dir / "samples" / "samples.npy", raw.numpy())
+    shown = f"{min(100, len(samples))} of {len(samples)}"
     plots.image_grid(samples[:100], run_dir / "samples" / "grid_final.png",
-                     title=f"final samples (EMA weights), {min(100, len(samples))} of {len(samples)}")
+                     title=f"final samples{_ema_note(cfg, ' weights')}, {shown}")
     if not cfg.eval.plots:
         return
     from ebmlab.metrics.novelty import novelty_rows
@@ -98,6 +99,12 @@ def _write_outputs(objective, data, cfg, run_dir: Path, raw, samples, train, tes
     sets = {"held-out data": energies(objective, data.transform.to_model(test[:n])),
             "samples": energies(objective, data.transform.to_model(samples[:n]))}
     plots.energy_histograms(sets, run_dir / "plots" / "energy_hist.png", title="energies of held-out images and samples")
+
+
+def _ema_note(cfg, what: str = "") -> str:
+    """The note ' (EMA)' for a sample figure's title where the run averages its weights (``train.ema``), else '':
+    the paper 000 configs set ``train.ema: null``, and their figures said "(EMA)" all the same."""
+    return f" (EMA{what})" if cfg.train.ema is not None else ""
 
 
 # ----- sample grids during training ------------------------------------------------------------------
@@ -133,7 +140,8 @@ def grid_hook(trainer, final: bool = False) -> None:
     path = Path(trainer.run_dir) / "samples" / f"grid_step{trainer.step:06d}.png"
     if not (final and path.exists()):  # else the periodic hook already drew this step's grid (EMA weights too)
         x = _ema_samples(trainer, min(GRID_N, trainer.cfg.eval.n_samples), final)
-        plots.image_grid(trainer.data.transform.to_data(x), path, title=f"samples at step {trainer.step} (EMA)")
+        plots.image_grid(trainer.data.transform.to_data(x), path,
+                         title=f"samples at step {trainer.step}{_ema_note(trainer.cfg)}")
         _media(trainer).image("samples", plots.png_array(path), trainer.step)
     if final:
         _media(trainer).close()
@@ -155,8 +163,8 @@ def scatter_hook(trainer, final: bool = False) -> None:
         x = tf.to_data(_ema_samples(trainer, n, final))
         ref = tf.to_data(trainer.data.test[:n])
         ext = plots.data_box(ref, 0.3)
-        plots.sample_scatter({"held-out data": ref, "samples from noise (EMA)": x}, path, extent=ext,
-                             title=f"step {trainer.step}")
+        plots.sample_scatter({"held-out data": ref, f"samples from noise{_ema_note(trainer.cfg)}": x}, path,
+                             extent=ext, title=f"step {trainer.step}")
         _media(trainer).image("samples", plots.png_array(path), trainer.step)
     if final:
         _media(trainer).close()
