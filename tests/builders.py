@@ -1,8 +1,11 @@
 """Small energies and objectives that several test files build (one definition each)."""
+import math
+
 import torch
 from torch import nn
 
 from ebmlab.energies.mlp import MLPEnergy
+from ebmlab.objectives.base import Objective, SampleOutput
 from ebmlab.objectives.recovery import RecoveryConfig, RecoveryLikelihood
 
 
@@ -24,3 +27,44 @@ def recovery_objective(dim: int = 2, num_classes: int = 0, **kw) -> RecoveryLike
     torch.manual_seed(0)
     net = MLPEnergy(dim, 32, 1, cond_dim=cond_dim)
     return RecoveryLikelihood(net, cfg, (dim,), num_classes)
+
+
+class Quadratic(nn.Module):
+    """E(z) = |z|^2 / 2."""
+
+    def forward(self, z, **_):
+        return 0.5 * z.flatten(1).pow(2).sum(1)
+
+
+class GaussianStandIn(Objective):
+    """An exact N(0, I) in model coordinates (energy |z|^2 / 2, normalised log-density) whose "chains" move their
+    start by ``10 y`` (a class label) and by ``n_steps`` x one uniform draw per chain from the generator: 0 steps
+    return the start, and the generator's use is visible in the output. ``calls``: every ``sample`` call's
+    arguments; its diagnostics: the batch size and a two-step chain's acceptance and step size."""
+
+    def __init__(self, shape=(2,), num_classes=0):
+        super().__init__()
+        self.shape, self.num_classes = tuple(shape), num_classes
+        self.energy = Quadratic()
+        self.anchor = nn.Parameter(torch.zeros(()))  # a parameter: the device
+        self.calls = []
+
+    @property
+    def n_steps_default(self):
+        return 2
+
+    def prior(self, n, generator=None):
+        return torch.randn(n, *self.shape, generator=generator)
+
+    def sample(self, n, *, generator=None, n_steps=None, x0=None, cond=None):
+        self.calls.append({"n": n, "n_steps": n_steps, "x0": x0, "cond": cond})
+        x = self.start_points(n, x0, generator).clone()
+        steps = self.n_steps_default if n_steps is None else n_steps
+        x = x + steps * torch.rand(n, *[1] * len(self.shape), generator=generator)
+        if cond is not None:
+            x = x + 10 * cond["y"].float().view(n, *[1] * len(self.shape))
+        return SampleOutput(x, {"n": torch.tensor(n), "accept_rate": torch.tensor([0.5, 0.6]),
+                                "step_size": torch.tensor([0.1, 0.1])})
+
+    def log_density(self, z):
+        return -0.5 * z.flatten(1).pow(2).sum(1) - 0.5 * z[0].numel() * math.log(2 * math.pi)

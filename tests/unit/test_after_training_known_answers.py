@@ -12,50 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
 
 from ebmlab.data.base import Affine, Dataset
-from ebmlab.objectives.base import Objective, SampleOutput
 from ebmlab.training.config import load_config
-
-
-# ----- a stand-in objective ---------------------------------------------------------------------------------
-class Quadratic(nn.Module):
-    def forward(self, z, **_):
-        return 0.5 * z.flatten(1).pow(2).sum(1)
-
-
-class Gaussian(Objective):
-    """An exact N(0, I) in model coordinates (energy |z|^2 / 2, normalised log-density) whose "chains" move their
-    start by ``10 y`` (a class label) and by ``n_steps`` x one uniform draw per chain from the generator: 0 steps
-    return the start, and the generator's use is visible in the output."""
-
-    def __init__(self, shape=(2,), num_classes=3):
-        super().__init__()
-        self.shape, self.num_classes = tuple(shape), num_classes
-        self.energy = Quadratic()
-        self.anchor = nn.Parameter(torch.zeros(()))  # a parameter: the device
-        self.calls = []
-
-    @property
-    def n_steps_default(self):
-        return 2
-
-    def prior(self, n, generator=None):
-        return torch.randn(n, *self.shape, generator=generator)
-
-    def sample(self, n, *, generator=None, n_steps=None, x0=None, cond=None):
-        self.calls.append({"n": n, "n_steps": n_steps, "x0": x0, "cond": cond})
-        x = self.start_points(n, x0, generator).clone()
-        steps = self.n_steps_default if n_steps is None else n_steps
-        x = x + steps * torch.rand(n, *[1] * len(self.shape), generator=generator)
-        if cond is not None:
-            x = x + 10 * cond["y"].float().view(n, *[1] * len(self.shape))
-        return SampleOutput(x, {"n": torch.tensor(n)})
-
-    def log_density(self, z):
-        d = z[0].numel()
-        return -0.5 * z.flatten(1).pow(2).sum(1) - 0.5 * d * math.log(2 * math.pi)
+from tests.builders import GaussianStandIn  # (an exact N(0, I) whose chains move by known amounts)
 
 
 def _expected_draw(sizes, seed, x0=None, y=None, steps=2, dim=2):
@@ -77,7 +37,7 @@ def test_batches_are_the_chains_of_their_own_rows_in_order_with_one_generator_th
     """n = 7 in batches of 3: 3 + 3 + 1 chains, each batch from its own slice of x0 and of the labels, in order,
     the generator advanced from batch to batch (not restarted: batches would repeat each other)."""
     from ebmlab.training.drawing import draw
-    obj = Gaussian()
+    obj = GaussianStandIn(num_classes=3)
     x0 = torch.arange(14.0).view(7, 2) * 100
     y = torch.tensor([0, 1, 2, 0, 1, 2, 1])
     got = draw(obj, 7, torch.Generator().manual_seed(5), x0=x0, cond={"y": y}, batch_size=3).x
@@ -99,7 +59,7 @@ def test_guidance_reaches_guided_sample_unchanged_for_every_batch(monkeypatch):
         seen.append((labels.tolist(), w, n_steps))
         return torch.zeros(labels.shape[0], 2)
     monkeypatch.setattr(guidance, "guided_sample", fake)
-    out = draw(Gaussian(), 5, torch.Generator().manual_seed(0), label=1, guidance=2.5, steps=4, batch_size=2)
+    out = draw(GaussianStandIn(num_classes=3), 5, torch.Generator().manual_seed(0), label=1, guidance=2.5, steps=4, batch_size=2)
     assert out.x.shape == (5, 2)
     assert seen == [([1, 1], 2.5, 4), ([1, 1], 2.5, 4), ([1], 2.5, 4)]
 
@@ -141,7 +101,7 @@ def test_run_log_density_is_the_exact_density_of_the_data_coordinates(whiten):
     tf, a = _transform(whiten)
     law = torch.distributions.MultivariateNormal(tf.shift.double(), scale_tril=torch.linalg.cholesky(a @ a.T))
     x = _correlated(20, seed=1) + torch.tensor([0.5, -0.2])
-    assert torch.allclose(_run(Gaussian(), tf).log_density(x).double(), law.log_prob(x.double()), atol=1e-4)
+    assert torch.allclose(_run(GaussianStandIn(num_classes=3), tf).log_density(x).double(), law.log_prob(x.double()), atol=1e-4)
     assert torch.allclose(tf.to_data(tf.to_model(x)), x, atol=1e-4)
     assert torch.allclose(tf.to_data(torch.eye(2)).double(), (a.T + tf.shift.double()), atol=1e-4)
 
@@ -152,7 +112,7 @@ def test_run_energy_maps_data_coordinates_to_model_coordinates_once(whiten):
     tf, a = _transform(whiten)
     x = _correlated(20, seed=1) + torch.tensor([0.5, -0.2])
     maha = torch.linalg.solve(a, (x.double() - tf.shift.double()).T).T.pow(2).sum(1)
-    assert torch.allclose(_run(Gaussian(), tf)(x).double(), 0.5 * maha, atol=1e-4)
+    assert torch.allclose(_run(GaussianStandIn(num_classes=3), tf)(x).double(), 0.5 * maha, atol=1e-4)
 
 
 def test_run_samples_from_data_start_at_held_out_rows_and_come_back_in_data_coordinates():
@@ -162,7 +122,7 @@ def test_run_samples_from_data_start_at_held_out_rows_and_come_back_in_data_coor
     tf = Affine(torch.tensor([5.0, -3.0]), torch.tensor([2.0, 0.5]))
     train, test = torch.arange(0.0, 40.0).view(20, 2), torch.arange(100.0, 124.0).view(12, 2)
     data = Dataset("t", "vector", train, test, transform=tf)
-    run = _run(Gaussian(), tf, data=data)
+    run = _run(GaussianStandIn(num_classes=3), tf, data=data)
     rows = {tuple(r) for r in tf.to_data(test).tolist()}
     got = [tuple(r) for r in run.sample(12, steps=0, init="data").tolist()]
     assert len(set(got)) == 12 and set(got) == rows
@@ -175,7 +135,7 @@ def test_run_samples_from_data_start_at_held_out_rows_and_come_back_in_data_coor
 
 def test_uint8_images_are_read_as_the_image_loaders_read_them():
     """``run(x)`` of uint8 images: 0 -> -1 and 255 -> 1, so the energy |z|^2 / 2 of four such pixels is 2."""
-    img = Gaussian(shape=(1, 2, 2), num_classes=0)
+    img = GaussianStandIn((1, 2, 2))
     run = _run(img, Affine.identity(), kind="image", shape=(1, 2, 2))
     x = torch.tensor([[0, 255, 0, 255]], dtype=torch.uint8).view(1, 1, 2, 2)
     assert run(x).tolist() == [2.0]
@@ -195,7 +155,7 @@ def test_the_training_reference_replays_the_training_rows_and_each_draw_has_its_
     rows (an energy distance ignores order); ``heldout_draws``' k-th value is the draw of seed + k."""
     from ebmlab.metrics.distances import energy_distance
     from ebmlab.training.heldout import heldout_draws, heldout_energy_distance, zscorer
-    data, obj = _table(), Gaussian(shape=(3,), num_classes=0)
+    data, obj = _table(), GaussianStandIn((3,))
     z = zscorer(data)
     got = heldout_energy_distance(obj, data, 100, torch.Generator().manual_seed(1))
     assert got["sample_energy_distance_heldout_train"] == pytest.approx(
@@ -218,7 +178,7 @@ def test_evaluate_scores_the_chains_samples_in_their_model_coordinates_against_t
     from ebmlab.metrics.distances import energy_distance
     from ebmlab.training.evaluate import evaluate_vectors
     from ebmlab.training.heldout import zscorer
-    data, obj = _table(), Gaussian(shape=(3,), num_classes=0)
+    data, obj = _table(), GaussianStandIn((3,))
     m = evaluate_vectors(obj, data, _eval_cfg(), None, torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
     obj.prior(20, g)  # the chains' noise reference is drawn first
@@ -230,7 +190,7 @@ def test_evaluate_scores_the_chains_samples_in_their_model_coordinates_against_t
 
 def test_the_long_run_takes_long_run_factor_times_the_methods_steps():
     from ebmlab.training.evaluate import evaluate_vectors
-    data, obj = _table(), Gaussian(shape=(3,), num_classes=0)
+    data, obj = _table(), GaussianStandIn((3,))
     m = evaluate_vectors(obj, data, _eval_cfg(long_run_factor=3), None, torch.Generator().manual_seed(3))
     assert m["long_run_steps"] == 6
     assert [c["n_steps"] for c in obj.calls] == [None, 6]
@@ -248,7 +208,7 @@ def test_the_density_grid_is_the_model_density_of_the_grid_points_in_model_coord
     pts = torch.cat([grid, torch.zeros(3, 1)], 1)
     z = (pts - tf.shift) / tf.scale
     want = -0.5 * z.pow(2).sum(1) - 1.5 * math.log(2 * math.pi)
-    assert torch.allclose(model_log_density_grid(Gaussian(shape=(3,), num_classes=0), data, grid), want, atol=1e-5)
+    assert torch.allclose(model_log_density_grid(GaussianStandIn((3,)), data, grid), want, atol=1e-5)
     # data coordinates: x1 = 2 * 1.5 + 1 = 4 (model coordinates: at most 3), x2 = 0.5 * (-3) - 1 = -2.5
     assert _extent(data, _eval_cfg()) == pytest.approx(1.15 * 4.0)
 

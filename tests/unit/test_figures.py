@@ -17,19 +17,6 @@ from ebmlab import plots
 from ebmlab.metrics.density import make_grid
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    kept = []
-    save = plots.save_figure
-
-    def keep(fig, path):
-        kept.append(fig)
-        return save(fig, path)
-
-    monkeypatch.setattr(plots, "save_figure", keep)
-    return kept
-
-
 def _plot_axes(fig):
     """The axes of a figure that are not colorbars."""
     return [ax for ax in fig.axes if not hasattr(ax, "_colorbar")]

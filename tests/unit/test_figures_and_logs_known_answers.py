@@ -8,33 +8,17 @@ No training: the objective is a stand-in (an exact N(0, I) in model coordinates 
 n_steps x one uniform draw per chain), and the loop's updates are replaced by scripted losses.
 """
 import json
-import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from ebmlab import plots
 from ebmlab.data.base import Affine, Dataset
 from ebmlab.metrics.density import make_grid
-from ebmlab.objectives.base import Objective, SampleOutput
 from ebmlab.training.config import load_config
-
-
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures ``plots.save_figure`` is given, kept for inspection (and still written)."""
-    kept = []
-    save = plots.save_figure
-
-    def keep(fig, path):
-        kept.append(fig)
-        return save(fig, path)
-
-    monkeypatch.setattr(plots, "save_figure", keep)
-    return kept
+from tests.builders import GaussianStandIn
 
 
 def _axes(fig):
@@ -165,36 +149,6 @@ def test_scheme_columns_show_each_schemes_samples_and_density_in_x1_x2_order(tmp
 
 
 # ----- evaluate.py -------------------------------------------------------------------------------------------
-class Quadratic(nn.Module):
-    def forward(self, z, **_):
-        return 0.5 * z.flatten(1).pow(2).sum(1)
-
-
-class Gaussian(Objective):
-    """An exact N(0, I) in model coordinates whose "chains" move their start by n_steps x one uniform draw per chain."""
-
-    def __init__(self, dim=3, shape=None):
-        super().__init__()
-        self.shape, self.num_classes = shape or (dim,), 0
-        self.energy = Quadratic()
-        self.anchor = nn.Parameter(torch.zeros(()))
-
-    @property
-    def n_steps_default(self):
-        return 2
-
-    def prior(self, n, generator=None):
-        return torch.randn(n, *self.shape, generator=generator)
-
-    def sample(self, n, *, generator=None, n_steps=None, x0=None, cond=None):
-        x = self.start_points(n, x0, generator).clone()
-        x = x + (2 if n_steps is None else n_steps) * torch.rand(n, *[1] * len(self.shape), generator=generator)
-        return SampleOutput(x, {"accept_rate": torch.tensor([0.5, 0.6]), "step_size": torch.tensor([0.1, 0.1])})
-
-    def log_density(self, z):
-        return -0.5 * z.flatten(1).pow(2).sum(1) - 0.5 * z[0].numel() * math.log(2 * math.pi)
-
-
 class Toy:
     """An exact distribution in data coordinates: N((4, -4, 0), I) (its sampler and log-density)."""
     dim = 3
@@ -249,7 +203,7 @@ def test_the_samples_figure_shows_data_short_and_long_chains_in_data_coordinates
     a box of 1.3 x the reference's largest |x1|, |x2|; samples.npy is the 2-step chains in data coordinates."""
     from ebmlab.training.evaluate import evaluate_vectors
     cfg = _cfg()
-    evaluate_vectors(Gaussian(), _toy_data(), cfg, tmp_path, torch.Generator().manual_seed(3))
+    evaluate_vectors(GaussianStandIn((3,)), _toy_data(), cfg, tmp_path, torch.Generator().manual_seed(3))
     ref, short, long = _replay(cfg)
     (sets, _path), kw = drawn["sample_scatter"]
     assert list(sets) == ["held-out data", "samples, 2 steps", "samples, 6 steps"]
@@ -264,7 +218,7 @@ def test_the_energy_histogram_compares_held_out_and_long_run_energies_in_model_c
     both at z = to_model(x)."""
     from ebmlab.training.evaluate import evaluate_vectors
     cfg = _cfg()
-    evaluate_vectors(Gaussian(), _toy_data(), cfg, tmp_path, torch.Generator().manual_seed(3))
+    evaluate_vectors(GaussianStandIn((3,)), _toy_data(), cfg, tmp_path, torch.Generator().manual_seed(3))
     ref, _, long = _replay(cfg)
     (sets, _path), _ = drawn["energy_histograms"]
     assert list(sets) == ["held-out data", "long-run samples"]
@@ -276,7 +230,7 @@ def test_the_density_figure_shows_the_true_and_the_model_density_and_names_the_m
     """density.png: "true density" is the toy's log-density on the grid, "model density" the stand-in's; the title
     gives density_kl (not the uniform density's score)."""
     from ebmlab.training.evaluate import evaluate_vectors, model_log_density_grid
-    data, obj = _toy_data(), Gaussian()
+    data, obj = _toy_data(), GaussianStandIn((3,))
     m = evaluate_vectors(obj, data, _cfg(), tmp_path, torch.Generator().manual_seed(3))
     (panels, xs, ys, _path), kw = drawn["density_maps"]
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
@@ -290,7 +244,7 @@ def test_the_density_figure_shows_the_true_and_the_model_density_and_names_the_m
 
 def test_metrics_json_holds_the_returned_metrics_with_the_extra_entries(tmp_path):
     from ebmlab.training.evaluate import evaluate
-    m = evaluate(Gaussian(), _toy_data(), _cfg(plots="false"), tmp_path, extra={"selected_step": 7})
+    m = evaluate(GaussianStandIn((3,)), _toy_data(), _cfg(plots="false"), tmp_path, extra={"selected_step": 7})
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["selected_step"] == 7 and "energy_heldout_gap" in written
     assert written == json.loads(json.dumps(m))
@@ -300,7 +254,7 @@ def test_eval_writes_the_checkpoint_step_and_each_options_scores_to_metrics_json
     from ebmlab.training import hooks
     from ebmlab.training.evaluate import _evaluate_locked
     monkeypatch.setattr(hooks, "EVAL_EXTENSIONS", [lambda options, cfg, objective, data: {"ext_score": 1.5}])
-    m = _evaluate_locked(tmp_path, Gaussian(), _toy_data(), _cfg(plots="false"), 5, None)
+    m = _evaluate_locked(tmp_path, GaussianStandIn((3,)), _toy_data(), _cfg(plots="false"), 5, None)
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["checkpoint_step"] == 5 and written["ext_score"] == 1.5
     assert written == json.loads(json.dumps(m))
@@ -405,7 +359,7 @@ def test_the_training_scatter_shows_held_out_rows_and_ema_samples_in_data_coordi
     cfg = _cfg(n_samples=8)
     data = _toy_data()
     trainer = SimpleNamespace(cfg=load_config(None, ["train.sample_every=5", "eval.n_samples=8"]), data=data,
-                              objective=Gaussian(), run_dir=tmp_path, step=5, ema=None, device=torch.device("cpu"),
+                              objective=GaussianStandIn((3,)), run_dir=tmp_path, step=5, ema=None, device=torch.device("cpu"),
                               tb_media=SimpleNamespace(image=lambda tag, px, step: images.append((tag, step))))
     image_eval.scatter_hook(trainer)
     g = torch.Generator().manual_seed(cfg.train.seed + 13)
@@ -428,12 +382,12 @@ def test_sample_figures_say_ema_only_where_the_run_averages_its_weights(tmp_path
     images = Dataset("img", "image", torch.zeros(4, 1, 2, 2), torch.zeros(4, 1, 2, 2))
     for ema, note in (("null", ""), ("0.99", " (EMA)")):
         cfg = load_config(None, [f"train.ema={ema}", "train.sample_every=5", "eval.n_samples=4", "eval.plots=false"])
-        for data, obj in ((_toy_data(), Gaussian()), (images, Gaussian(shape=(1, 2, 2)))):
+        for data, obj in ((_toy_data(), GaussianStandIn((3,))), (images, GaussianStandIn((1, 2, 2)))):
             trainer = SimpleNamespace(cfg=cfg, data=data, objective=obj, run_dir=tmp_path, step=5, ema=None,
                                       device=torch.device("cpu"), tb_media=media)
             image_eval.scatter_hook(trainer)
             image_eval.grid_hook(trainer)
-        image_eval._write_outputs(Gaussian(shape=(1, 2, 2)), images, cfg, tmp_path, torch.zeros(4, 1, 2, 2),
+        image_eval._write_outputs(GaussianStandIn((1, 2, 2)), images, cfg, tmp_path, torch.zeros(4, 1, 2, 2),
                                   torch.zeros(4, 1, 2, 2), images.train, images.test)
     assert seen == ["samples from noise", "samples at step 5", "final samples, 4 of 4",
                     "samples from noise (EMA)", "samples at step 5 (EMA)", "final samples (EMA weights), 4 of 4"]
@@ -450,5 +404,5 @@ def test_the_image_energy_histogram_compares_held_out_images_with_the_samples(tm
     images = Dataset("img", "image", train, test)
     cfg = load_config(None, ["eval.plots=true"])
     samples = torch.full((3, 1, 2, 2), -0.25)
-    image_eval._write_outputs(Gaussian(shape=(1, 2, 2)), images, cfg, tmp_path, samples, samples, train, test)
+    image_eval._write_outputs(GaussianStandIn((1, 2, 2)), images, cfg, tmp_path, samples, samples, train, test)
     assert seen["held-out data"].tolist() == [0.5] * 3 and seen["samples"].tolist() == [0.125] * 3
