@@ -37,8 +37,8 @@ import torch
 
 from ebmlab import plots
 from ebmlab.applications.interpolation import interpolate
-from ebmlab.experiments import claims
 from ebmlab.errors import ExperimentError
+from ebmlab.experiments import claims
 from ebmlab.experiments.claims import Cell, Claim
 from ebmlab.experiments.runner import experiment_config, train_cell
 
