@@ -278,7 +278,8 @@ class Trainer:
                 if logged:
                     values = scalars(values)
                     values["time"] = time.time() - t0
-                    logger.log(self.step, distributed.average_metrics(values, self.dist))
+                    values = distributed.average_metrics(values, self.dist)  # the bar shows what the log holds
+                    logger.log(self.step, values)
                 if bar is not None:
                     bar.update(1)
                     if logged:
