@@ -110,6 +110,17 @@ def test_paper000_results_json_and_md_are_paper_000s_with_every_column(monkeypat
     assert md.count("| arm | " + " | ".join(paper000.METRICS) + " | diverged / failed |") == 2
 
 
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_paper000_quick_notes_say_what_was_trained_and_that_the_budget_is_the_full_runs(monkeypatch, tmp_path, quick):
+    """A --quick run's results.md said "Budget: 3000 updates per arm" after training 20."""
+    _script(monkeypatch, _p000)
+    paper000.run(tmp_path, quick=quick, seeds=SEEDS, jobs=1)
+    md = (tmp_path / "results.md").read_text()
+    note = "QUICK smoke run (20 updates per arm, tiny model; the budgets below are the full run's)"
+    assert (note in md) is quick and ("QUICK" in md) is quick
+    assert "Budget: 3000 updates per arm" in md and "train.steps=20" in paper000.QUICK
+
 def test_paper000_cells_evaluated_at_different_steps_are_refused(monkeypatch, tmp_path):
     # the harness's rule: every evaluated cell of one table at the same step (claims.check_same_step)
     _script(monkeypatch, lambda c: {**_p000(c), "step": 2999 if c.arm == "mixture/cd_plain" else 3000})
@@ -197,6 +208,13 @@ def test_paper001_quick_composition_draws_4_per_pair(monkeypatch, tmp_path):
     _, asked = _run001(monkeypatch, tmp_path, quick=True)
     assert asked == [4]
 
+
+
+def test_paper001_quick_notes_say_what_was_trained(monkeypatch, tmp_path):
+    _run001(monkeypatch, tmp_path, quick=True)
+    md = (tmp_path / "results.md").read_text()
+    assert "QUICK smoke run (10 iterations per cell; the budgets below are the full run's)" in md
+    assert "Table 2: 400 iterations per cell" in md
 
 def test_paper001_fig9_numbers_come_from_the_full_run_of_the_first_seed(monkeypatch, tmp_path):
     res, _ = _run001(monkeypatch, tmp_path)

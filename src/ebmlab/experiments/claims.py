@@ -152,6 +152,13 @@ def _paired_p(diffs: Sequence[float]) -> float:
 
 
 # ----- results -----------------------------------------------------------------------------------------
+def quick_note(quick: bool, trained: str) -> str:
+    """The first words of an experiment's notes: empty for a real run; for ``--quick``, what it trained (the
+    budgets the notes go on to state are the full run's, which a quick run does not train)."""
+    return (f"QUICK smoke run ({trained}; the budgets below are the full run's): the numbers mean nothing. "
+            if quick else "")
+
+
 def fmt_number(v: float | None) -> str:
     """A value for the tables: 4 significant digits, ``-`` for None/NaN (not measured), no ``-0``."""
     if v is None or (isinstance(v, float) and math.isnan(v)):

@@ -49,7 +49,8 @@ ARMS = {"per_t": ("paper000_spiral_cdce", ["method.name=per_t", "method.ce_weigh
         "cd_plain": ("paper000_spiral_cdce", ["method.name=cd_plain"])}
 DATASETS = {"spiral": [], "mixture": ["data.name=mixture"]}  # both in App. C.1's coordinates (standardize false)
 COMMON = [f"train.steps={STEPS}", "train.ema=null", "train.checkpoint_every=100000"]
-QUICK = ["train.steps=20", "data.n_train=2000", "eval.n_samples=200", "eval.grid_size=40", "method.T=16",
+QUICK_STEPS = 20
+QUICK = [f"train.steps={QUICK_STEPS}", "data.n_train=2000", "eval.n_samples=200", "eval.grid_size=40", "method.T=16",
          "method.sample_levels=8", "method.soft_stages=8", "model.width=32", "model.depth=1", "train.batch_size=64"]
 METRICS = ["sample_precision", "sample_precision_soft", "sample_mode_mass_error", "density_mode_mass_error",
            "sample_in_support_share", "sample_energy_distance", "density_kl", "accept_last10"]
@@ -119,7 +120,7 @@ def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2) -> di
     _figures(out, records, seeds[0])
     claim = ("the joint losses (Option 2: CD+CE, Option 3: JointCD) give substantially better results than the "
              "standard per-t loss on p(z | t) (Option 1) with the same model and annealed sampler (paper 000 Sec. 3.1)")
-    notes = (f"{'QUICK smoke run: the numbers mean nothing. ' if quick else ''}Budget: {STEPS} updates per arm, "
+    notes = (f"{claims.quick_note(quick, f'{QUICK_STEPS} updates per arm, tiny model')}Budget: {STEPS} updates per arm, "
              "width-128 residual MLP (paper: 256), T = 256, K = 3, batch 256, no EMA; the paper trains ~78k steps on a "
              "GPU. cd_plain is a reference row (scalar energy, MALA from the prior for as many steps as annealing). "
              "Figures: annealing_<dataset>_<arm>.png (Fig. 5), stage_accept.png.\n")

@@ -226,7 +226,7 @@ def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2) -> di
 
 
 def _notes(quick: bool, fig9: dict, ood: dict, composition: list[dict], seeds) -> str:
-    lines = [f"{'QUICK smoke run: the numbers mean nothing. ' if quick else ''}Table 2: {ABLATION_STEPS} iterations "
+    lines = [f"{claims.quick_note(quick, f'{QUICK_STEPS} iterations per cell')}Table 2: {ABLATION_STEPS} iterations "
              f"per cell; stability grid: {STABILITY_STEPS} iterations with {' '.join(STABILITY_SETUP)} (the digits "
              "config's step 10 and lr 1e-3 never diverge at this scale).", "",
              "## OOD detection (AUROC of -E of the full model, held-out digits vs each set; mean ± std over seeds)", "",

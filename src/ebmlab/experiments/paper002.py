@@ -50,9 +50,10 @@ DIGITS_T, DIGITS_STEPS = (3, 10, 20), 500
 ETA_CANDIDATES, TUNE_STEPS, TUNE_SEED = (0.1, 0.2, 0.4, 0.8), 300, 100
 ED_MARGIN = 0.005
 METRICS = ["sample_energy_distance", "sample_precision", "density_kl", "eta", "digits_fd"]
-QUICK_TOY = ["train.steps=20", "data.n_train=2000", "eval.n_samples=300", "eval.grid_size=40",
+QUICK_TOY_STEPS, QUICK_DIGITS_STEPS = 20, 3
+QUICK_TOY = [f"train.steps={QUICK_TOY_STEPS}", "data.n_train=2000", "eval.n_samples=300", "eval.grid_size=40",
              "method.buffer_size=512", "train.batch_size=64"]
-QUICK_DIGITS = ["train.steps=3", "eval.n_samples=64", "train.batch_size=32", "method.buffer_size=64"]
+QUICK_DIGITS = [f"train.steps={QUICK_DIGITS_STEPS}", "eval.n_samples=64", "train.batch_size=32", "method.buffer_size=64"]
 
 
 def toy_sets(T: int, K: int, sigma: float, quick: bool) -> list[str]:
@@ -173,7 +174,8 @@ def _notes(quick: bool, full: bool, tuning: dict, records: dict, seeds) -> str:
              if k[0].startswith("T") and r["metrics"]]
     noise = [r["metrics"].get("sample_energy_distance_noise") for k, r in records.items()
              if k[0].startswith("T") and r["metrics"]]
-    lines = [f"{'QUICK smoke run: the numbers mean nothing. ' if quick else ''}Toy: {TOY}; grid "
+    trained = f"{QUICK_TOY_STEPS} updates per toy cell, {QUICK_DIGITS_STEPS} per digits cell"
+    lines = [f"{claims.quick_note(quick, trained)}Toy: {TOY}; grid "
              f"{'--full' if full else 'default'}; 1,500 iterations per toy cell, {DIGITS_STEPS} per digits cell.",
              f"Energy distance floor (data vs data) {claims.fmt_number(floor[0] if floor else None)}, noise start "
              f"{claims.fmt_number(noise[0] if noise else None)}.", "",
