@@ -33,7 +33,8 @@ blocks, rotated order, per-block ratios, median [q1-q3]):
   network: the loss forward of the data batch x (with x requiring grad) and one backward of it to x
   with the graph kept (the data chain's start state, E and dE/dx at x, needs no pass of its own);
   n_steps_data bare ``energy_and_grad`` passes (the data chain's steps) and n_steps + 1 (the noise
-  chain's start and steps), all at the batch size; the 2 loss forwards at the chains' end points; the
+  chain's start and steps), all at the batch size with the parameters frozen (as the objective's chains
+  run them: ``samplers.base.frozen_parameters``); the 2 loss forwards at the chains' end points; the
   hybrid loss lam * [<E(x)> - <E(x_d)> + a (<E(x)^2> + <E(x_d)^2>)] + [same for x_n]; one backward
   to the weights; one Adam step and zero_grad. For the default: 44 forwards and 42 backwards to the
   input (10 + 31 bare passes + the start's backward), + the weight backward and Adam. It leaves out
@@ -72,6 +73,7 @@ from ebmlab.config import ModelConfig
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.energies.build import build_energy
 from ebmlab.samplers import StepSizeController, langevin, mala, run_chain
+from ebmlab.samplers.base import frozen_parameters
 from ebmlab.training.loop import Trainer
 
 ENERGIES = {
@@ -183,10 +185,11 @@ class LeanReference:
         x_in = self.x.detach().requires_grad_(True)
         e_pos = energy(x_in)  # loss forward 1, with its graph to the weights and to x
         torch.autograd.grad(e_pos.sum(), x_in, retain_graph=True)  # the data chain's start: dE/dx at x
-        for _ in range(self.n_data):  # the data chain's steps
-            energy_and_grad(energy, self.x)
-        for _ in range(self.n_noise + 1):  # the noise chain: its start and its steps
-            energy_and_grad(energy, self.x_noise)
+        with frozen_parameters(energy):  # as the objective's chains: no weight-side autograd state in their passes
+            for _ in range(self.n_data):  # the data chain's steps
+                energy_and_grad(energy, self.x)
+            for _ in range(self.n_noise + 1):  # the noise chain: its start and its steps
+                energy_and_grad(energy, self.x_noise)
         loss = self.lam * self._term(e_pos, energy(self.x)) + self._term(e_pos, energy(self.x_noise))
         loss.backward()
         if trainer:
