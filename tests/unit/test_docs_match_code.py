@@ -164,7 +164,7 @@ def _script_options(script: Path) -> set[str]:
 
 
 BENCH = [(p, c) for p, c in page_commands("benchmarks/") + page_commands("python benchmarks/")
-         if re.match(r"(python )?benchmarks/\w+\.(py|sh)\b", c)]
+         if re.match(r"(python )?benchmarks/\w+\.(py|sh)(\s|$)", c)]  # not a `file.py:line` reference
 
 
 @pytest.mark.parametrize("page,cmd", BENCH, ids=[f"{p}:{c[:60]}" for p, c in BENCH])
