@@ -98,10 +98,18 @@ def cosine_logsnr(T: int = 6, lam_max: float = 9.8, lam_min: float = -5.1) -> Te
     return -2.0 * torch.log(torch.tan(a * u + b))
 
 
+def drl_max_T(n_fine: int = 1000) -> int:
+    """The most levels ``drl_logsnr`` can read from ``n_fine`` fine steps (its stride n_fine // (2 (T-1)) >= 1)."""
+    return n_fine // 2 + 1
+
+
 def drl_logsnr(T: int = 6, beta_start: float = 1e-4, beta_end: float = 0.02, n_fine: int = 1000) -> Tensor:
-    """(T+1,) float64 logSNR of DRL's original schedule (see the section comment)."""
-    if T < 2:
-        raise ValueError(f"DRL's schedule needs T >= 2, got T={T}")
+    """(T+1,) float64 logSNR of DRL's original schedule (see the section comment). Needs
+    2 <= T <= n_fine // 2 + 1 (501 for the default 1000 fine steps): beyond that the read stride
+    n_fine // (2 (T-1)) is 0 and the levels would repeat (not strictly decreasing)."""
+    if not 2 <= T <= drl_max_T(n_fine):
+        raise ValueError(f"DRL's schedule needs 2 <= T <= {drl_max_T(n_fine)} ({n_fine} fine steps read at "
+                         f"stride n_fine // (2 (T-1))), got T={T}")
     betas = torch.linspace(beta_start, beta_end, n_fine, dtype=torch.float64)      # (n_fine,)
     abar2 = torch.cumprod(1.0 - betas, 0)                                           # (n_fine,)
     idx = torch.cat([torch.arange(T) * (n_fine // (2 * (T - 1))), torch.tensor([n_fine - 1])])

@@ -161,6 +161,11 @@ def test_config_errors():
         load_config(None, ["method.name=cdrl", "method.schedule=linear"])
     with pytest.raises(ConfigError, match="init_target"):
         load_config(None, ["method.name=cdrl", "method.init_target=x0"])
+    # DRL's schedule reads 1000 fine steps at stride 1000 // (2 (T - 1)): above T = 501 its levels repeat
+    load_config(None, ["method.name=drl", "method.T=501"])
+    with pytest.raises(ConfigError, match=r"method.T must be >= 2 \(<= 501 with method.schedule drl\).*got 502"):
+        load_config(None, ["method.name=drl", "method.T=502"])
+    load_config(None, ["method.name=cdrl", "method.T=600"])  # the cosine schedule has no such bound
     cfg = load_config(None, ["method.name=drl"])
     assert cfg.method.cooperative is False and cfg.method.n_steps == 30 and cfg.method.schedule == "drl"
 

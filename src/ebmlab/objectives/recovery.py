@@ -100,13 +100,13 @@ class RecoveryConfig:
         if self.schedule not in ("cosine", "drl"):
             raise ConfigError(f"method.schedule must be cosine or drl, got {self.schedule!r}")
         for key, allowed in (("loss_weight", ("none", "sigma")), ("step_rule", ("eq16", "const")),
-                             ("init_predicts", ("y", "x0", "eps"))):
+                             ("init_predicts", ("y", "x0", "eps")), ("init_target", ("refined", "data"))):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"method.{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-        if self.init_target not in ("refined", "data"):
-            raise ConfigError(f"method.init_target must be refined or data, got {self.init_target!r}")
-        if self.T < 2 or self.n_steps < 0:
-            raise ConfigError(f"method.T must be >= 2 and method.n_steps >= 0, got {self.T}, {self.n_steps}")
+        t_max = schedules.drl_max_T() if self.schedule == "drl" else self.T  # DRL's schedule: a fixed fine grid
+        if not 2 <= self.T <= t_max or self.n_steps < 0:
+            raise ConfigError(f"method.T must be >= 2 (<= {schedules.drl_max_T()} with method.schedule drl) and "
+                              f"method.n_steps >= 0, got {self.T}, {self.n_steps}")
         if self.data_scale <= 0:
             raise ConfigError(f"method.data_scale must be positive, got {self.data_scale}")
         if self.step_coef <= 0 or self.init_lr <= 0:
