@@ -74,10 +74,14 @@ _NEW_KEY_DEFAULTS = {
     # no likelihood condition on a check before it
     "train.select_likelihood": False,
 }
-# Keys whose resolved default changed after runs existed: {key: (condition on the stored run's keys, the
-# value those runs ran with)}. A stored config.yaml without the key, or with null, ran with that value
-# (``stored_run_defaults``; the key is not hashed at it, above, so their checkpoints still match).
+# Keys whose resolved default changed after runs existed: {key: (condition on the stored run's keys (a value, or
+# a tuple of the values it may have), the value those runs ran with)}. A stored config.yaml without the key, or
+# with null, ran with that value (``stored_run_defaults``; the key is not hashed at it, above, so their checkpoints
+# still match).
 _STORED_RUN_DEFAULTS = {
+    # runs before the key ran short-run noise chains; a missing one now resolves to AIS for these two schemes
+    # (first: the entry below reads the chain filled in)
+    "method.noise_chain": ({"method.name": ("noise", "hybrid")}, "short_run"),
     "method.ais_resample": ({"method.noise_chain": "ais"}, 0.0),
 }
 
@@ -91,7 +95,7 @@ def stored_run_defaults(raw: dict) -> dict:
         vals = out.get(sec)
         if not isinstance(vals, dict) or vals.get(name) is not None:
             continue
-        if all(_flat(out).get(k) == v for k, v in when.items()):
+        if all(_flat(out).get(k) in (v if isinstance(v, tuple) else (v,)) for k, v in when.items()):
             vals[name] = value
     return out
 
