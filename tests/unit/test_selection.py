@@ -93,6 +93,8 @@ def _losses(run_dir):
     return [r["loss"] for r in read_metrics(run_dir) if "loss" in r]
 
 
+# the run is a few updates, so a check costs more than its updates: the library's warning, expected here
+@pytest.mark.filterwarnings("ignore:train.select_every. the validation check:RuntimeWarning")
 @pytest.mark.parametrize("method", ["ebmlab_default", "improved_cd", "cdrl", "joint_cd"])
 def test_checks_leave_training_exactly_as_it_was(tmp_path, method):
     """The checks sample from their own generator with the network in eval mode: the losses and the final
