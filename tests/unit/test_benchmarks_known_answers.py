@@ -18,28 +18,19 @@ from ebmlab.training.config import load_config
 from tests.scripts import script_module
 
 
-@pytest.fixture(scope="module")
-def harness():
-    with script_module("benchmarks/_harness.py", "ebmlab_bench_harness") as module:
-        yield module
+def _script(path: str, name: str):
+    """A module-scoped fixture that loads the benchmark script ``path`` as module ``name``."""
+    @pytest.fixture(scope="module")
+    def fixture():
+        with script_module(path, name) as module:
+            yield module
+    return fixture
 
 
-@pytest.fixture(scope="module")
-def sampler():
-    with script_module("benchmarks/bench_sampler.py", "ebmlab_bench_sampler") as module:
-        yield module
-
-
-@pytest.fixture(scope="module")
-def scaling():
-    with script_module("benchmarks/bench_scaling.py", "ebmlab_bench_scaling") as module:
-        yield module
-
-
-@pytest.fixture(scope="module")
-def threads():
-    with script_module("benchmarks/bench_threads.py", "ebmlab_bench_threads") as module:
-        yield module
+harness = _script("benchmarks/_harness.py", "ebmlab_bench_harness")
+sampler = _script("benchmarks/bench_sampler.py", "ebmlab_bench_sampler")
+scaling = _script("benchmarks/bench_scaling.py", "ebmlab_bench_scaling")
+threads = _script("benchmarks/bench_threads.py", "ebmlab_bench_threads")
 
 
 # ----- the harness on a scripted clock ------------------------------------------------------------------------
