@@ -42,6 +42,9 @@ class _AnnealingStandIn:
     def annealing_levels(self):
         return list(range(90, -1, -10))
 
+    def n_stages(self, algorithm=None):
+        return 10
+
     def prior(self, n, g):
         return torch.randn(n, 2, generator=g) * 0.1
 

@@ -150,18 +150,21 @@ def _figures(out: Path, records: dict, seed: int) -> None:
 def annealing_figure(obj, data, path: Path, n: int = 1000, columns: int = 5) -> None:
     """Fig. 5: rows = simulated annealing (Alg. 3) and soft annealing (Alg. 4); columns = stages;
     each panel shows the density the chain targets at that stage and the current samples."""
-    levels = obj.annealing_levels()
-    stages = sorted({int(round(i * (len(levels) - 1) / (columns - 1))) for i in range(columns)})
+    def spread(count: int) -> list[int]:  # ``columns`` stages from the first to the last of ``count``
+        return sorted({int(round(i * (count - 1) / (columns - 1))) for i in range(columns)})
+    # Alg. 4 may run another number of stages (``soft_stages``) than Alg. 3 visits levels
+    kept = {"annealing": spread(len(obj.annealing_levels())), "soft": spread(obj.n_stages("soft"))}
+    stages = max(kept.values(), key=len)
     g = torch.Generator().manual_seed(0)
     x0 = obj.prior(n, g)
-    d_a = obj.generate(n, algorithm="annealing", generator=g, x0=x0, keep=stages).info
-    d_s = obj.generate(n, algorithm="soft", generator=g, x0=x0, keep=stages).info
+    d_a = obj.generate(n, algorithm="annealing", generator=g, x0=x0, keep=kept["annealing"]).info
+    d_s = obj.generate(n, algorithm="soft", generator=g, x0=x0, keep=kept["soft"]).info
     ext = float(data.transform.to_data(data.test)[:, :2].abs().max()) * 1.15  # spiral: ~0.9 (App. C.1 units)
     grid, xs, ys = make_grid(ext, 100)
     fig = plots.new_figure((2.3 * (len(stages) + 1), 5.0))
     axes = fig.subplots(2, len(stages) + 1, sharex=True, sharey=True)
     for row, (diag, kind) in enumerate([(d_a, "annealing"), (d_s, "soft")]):
-        for col, s in enumerate(stages):
+        for col, s in enumerate(kept[kind]):
             lp = _stage_log_density(obj, data.transform.to_model(grid), kind, diag, s)
             ax = axes[row, col]
             ax.imshow(lp.view(100, 100).exp().numpy(), origin="lower", extent=(-ext, ext, -ext, ext), cmap="viridis")
