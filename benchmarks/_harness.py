@@ -198,6 +198,6 @@ def emit(result: dict, json_path: Path | None) -> dict:
     import json
     print(f"load average at the end {result['loadavg_end']}; {result['seconds']:.0f} s in all")
     if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=1) + "\n")
+        json_path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(result, separators=(",", ":")))
     return result

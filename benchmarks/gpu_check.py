@@ -174,7 +174,7 @@ def run_tests(out: Path, timeout_s: float, cpu_smoke: bool, workers: int = 0) ->
         env.setdefault("OMP_NUM_THREADS", "1")
     t0 = _now()
     timed_out = False
-    with open(log, "w") as fh:
+    with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
         try:
             rc = proc.wait(timeout=max(1.0, timeout_s))
@@ -186,7 +186,7 @@ def run_tests(out: Path, timeout_s: float, cpu_smoke: bool, workers: int = 0) ->
             except subprocess.TimeoutExpired:
                 proc.kill()
                 rc = proc.wait()
-    text = log.read_text(errors="replace")
+    text = log.read_text(errors="replace", encoding="utf-8")
     result = {"ran": True, "command": "python " + " ".join(cmd[1:]), "rc": rc, "timed_out": timed_out,
               "wall_s": round(_now() - t0, 1), "log": log.name, "tail": text[-3000:]}
     if xml.is_file():
@@ -587,8 +587,8 @@ def markdown(result: dict) -> str:
 def write(result: dict, out: Path) -> None:
     result["wall_s"] = _now() - result["_t0"]
     data = {k: v for k, v in result.items() if not k.startswith("_")}
-    (out / "gpu_check.json").write_text(json.dumps(data, indent=1, default=str))
-    (out / "gpu_check.md").write_text(markdown(data))
+    (out / "gpu_check.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    (out / "gpu_check.md").write_text(markdown(data), encoding="utf-8")
 
 
 # ----- main ----------------------------------------------------------------------------------------

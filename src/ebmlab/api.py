@@ -97,7 +97,7 @@ class Run:
     def metrics(self) -> dict[str, Any]:
         """The final metrics (``metrics.json``; empty when the run was not evaluated)."""
         p = self.path / "metrics.json"
-        return json.loads(p.read_text()) if p.is_file() else {}
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
 
     @property
     def history(self) -> list[dict[str, Any]]:

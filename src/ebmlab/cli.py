@@ -18,6 +18,7 @@ traceback; ``EBMLAB_DEBUG=1`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import os
 import re
@@ -243,9 +244,33 @@ def _plain_warnings():
         warnings.formatwarning = old
 
 
+def _escape_unencodable(exc: UnicodeEncodeError):
+    """An encoding error handler: a command-line argument's undecodable bytes (surrogates) back as those bytes, as
+    ``surrogateescape`` does; any other character it cannot encode as an escape (``\\u2016``)."""
+    try:
+        return codecs.lookup_error("surrogateescape")(exc)
+    except UnicodeError:
+        return codecs.backslashreplace_errors(exc)
+
+
+def _tolerant_stdout() -> None:
+    """Where standard output cannot encode every character (an ASCII locale, a Windows code page when output goes
+    to a file), write the ones it cannot as escapes instead of raising ``UnicodeEncodeError``: an experiment's
+    report (``±``, ``‖∇L‖``) is printed after hours of training. (Files ebmlab writes are UTF-8 everywhere.)"""
+    out = sys.stdout
+    if not (getattr(out, "encoding", None) and hasattr(out, "reconfigure")):
+        return  # (replaced by a caller, e.g. a test's capture: its own business)
+    try:
+        "±‖∇σ≤—".encode(out.encoding)
+    except (UnicodeEncodeError, LookupError):
+        codecs.register_error("ebmlab_escape", _escape_unencodable)
+        out.reconfigure(errors="ebmlab_escape")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``ebmlab`` command line on ``argv`` (default: ``sys.argv[1:]``); returns the exit status
     (0, or 2 with one sentence on stderr for a user error)."""
+    _tolerant_stdout()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # said by the command's own parser (its usage, not the top level's), with the likely fix

@@ -125,7 +125,7 @@ def resolve_config(path_or_name: str | Path) -> tuple[str, str]:
             if p.stat().st_size > MAX_CONFIG_BYTES:
                 raise ConfigError(f"config file {str(p)!r} is {p.stat().st_size} bytes, more than a config may hold "
                                   f"({MAX_CONFIG_BYTES})")
-            return str(p), p.read_text()
+            return str(p), p.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise ConfigError(f"config file {str(p)!r} is not UTF-8 text; pass a YAML file") from None
     if p.is_dir():

@@ -14,7 +14,7 @@ __all__ = ["atomic_write", "file_mode", "write_text_atomic"]
 def file_mode() -> int:
     """0o666 minus the process umask: the mode ``open()`` gives a new file (0644 under umask 022)."""
     try:  # Linux: read it without changing it (os.umask is process-wide, not thread-safe)
-        with open("/proc/self/status") as fh:
+        with open("/proc/self/status", encoding="utf-8") as fh:
             mask = next(int(ln.split()[1], 8) for ln in fh if ln.startswith("Umask:"))
     except (OSError, StopIteration, ValueError, IndexError):
         mask = os.umask(0o022)
@@ -43,6 +43,6 @@ def atomic_write(path: Path, write) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (``atomic_write``)."""
     def write(tmp: Path) -> None:
-        with open(tmp, "w") as fh:
+        with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
     atomic_write(Path(path), write)

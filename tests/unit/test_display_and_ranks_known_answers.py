@@ -346,7 +346,7 @@ def test_running_processes_counts_others_in_state_r_after_the_last_parenthesis(m
              "400": "400 (sleeper) S 1 2"}
     monkeypatch.setattr(th.os, "listdir", lambda path: ["self", "100", "200", "300", "400", "500"])
 
-    def fake_open(path):
+    def fake_open(path, **kw):
         pid = path.split("/")[2]
         if pid not in stats:
             raise FileNotFoundError(path)

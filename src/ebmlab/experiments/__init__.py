@@ -90,7 +90,7 @@ def _claim_out(out: Path, name: str) -> None:
     marker = out / MARKER
     if marker.is_file():
         try:
-            owner = json.loads(marker.read_text()).get("experiment")
+            owner = json.loads(marker.read_text(encoding="utf-8")).get("experiment")
         except (OSError, ValueError, AttributeError):
             owner = None
         if owner != name:
@@ -102,7 +102,7 @@ def _claim_out(out: Path, name: str) -> None:
         raise ConfigError(f"--out {str(out)!r} holds other files and is not an experiment's directory; give a new or "
                           "empty directory (the experiment writes results.md, results.json, figures and cells there)")
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"experiment": name}) + "\n")
+    marker.write_text(json.dumps({"experiment": name}) + "\n", encoding="utf-8")
 
 
 def _flag(option: str) -> str:

@@ -148,7 +148,7 @@ def _rescore_cell(cell: Cell, run_dir: Path, record: dict) -> dict:
     try:
         new = dict(cell.rescore(cell.params, cell.seed, run_dir))
     except Exception as err:
-        (Path(run_dir) / "rescore_failure.txt").write_text(traceback.format_exc())
+        (Path(run_dir) / "rescore_failure.txt").write_text(traceback.format_exc(), encoding="utf-8")
         return {**record, "rescored": {"failed": f"{type(err).__name__}: {err}"}}
     old = record["metrics"]
     for k in ("step", "diverged"):
@@ -176,7 +176,7 @@ def _run_cell(cell: Cell, run_dir: Path) -> dict:
     except Exception as err:  # a failing method is a result (shown as failed); the traceback is kept
         metrics, failed = {}, f"{type(err).__name__}: {err}"
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        (Path(run_dir) / "failure.txt").write_text(traceback.format_exc())
+        (Path(run_dir) / "failure.txt").write_text(traceback.format_exc(), encoding="utf-8")
     return {"arm": cell.arm, "seed": cell.seed, "key": cell.key(), "params": cell.params,
             "fingerprint": cell.fingerprint(cell.params, cell.seed) if cell.fingerprint else None,
             "step": metrics.pop("step", None), "diverged": metrics.pop("diverged", None), "failed": failed,
@@ -187,7 +187,7 @@ def _run_cell(cell: Cell, run_dir: Path) -> dict:
 def _finish(out: Path, cell: Cell, record: dict) -> None:
     path = cell_dir(out, cell) / "cell.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, default=float))
+    path.write_text(json.dumps(record, indent=1, default=float), encoding="utf-8")
     state = record["failed"] or (f"diverged: {record['diverged']}" if record["diverged"] else "done")
     state = _rescore_state(record["rescored"]) if "rescored" in record else f"{state} ({record['wall_seconds']} s)"
     print(f"[experiment] {cell.arm} seed {cell.seed}: {state}", flush=True)
@@ -208,7 +208,7 @@ def _cached(out: Path, cell: Cell) -> dict | None:
     path = cell_dir(out, cell) / "cell.json"
     if not path.exists():
         return None
-    record = json.loads(path.read_text())
+    record = json.loads(path.read_text(encoding="utf-8"))
     if record.get("key") != cell.key():
         return None
     if cell.fingerprint is None:
@@ -217,5 +217,5 @@ def _cached(out: Path, cell: Cell) -> dict | None:
     if record.get("fingerprint") is None and cell.run_fingerprint is not None and (
             cell.run_fingerprint(path.parent) == now):  # a record from before fingerprints, its run current
         record["fingerprint"] = now
-        path.write_text(json.dumps(record, indent=1, default=float))
+        path.write_text(json.dumps(record, indent=1, default=float), encoding="utf-8")
     return record if record.get("fingerprint") == now else None  # else the library now builds something else

@@ -352,7 +352,7 @@ def run(out: Path, quick: bool = False, seeds=SEEDS, jobs: int = 2, full: bool =
                                        auroc_margin) for ds in datasets}
     result["wall_seconds"] = round(time.time() - t0, 1)
     md = _markdown(result)
-    (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float))
-    (Path(out) / "results.md").write_text(md)
+    (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
+    (Path(out) / "results.md").write_text(md, encoding="utf-8")
     print(md)
     return result

@@ -202,7 +202,8 @@ def baseline_fn(params: dict, seed: int, run_dir: Path) -> dict:
     m.update(ood_aurocs(model, data, params["ood"], seed), eval_seconds=round(time.time() - t1, 1))
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     np.save(Path(run_dir) / "figure_samples.npy", figure_samples(model, data, seed)[0])
-    (Path(run_dir) / "search.json").write_text(json.dumps({"chosen": fitted.chosen, "search": fitted.search}, indent=1))
+    (Path(run_dir) / "search.json").write_text(json.dumps({"chosen": fitted.chosen, "search": fitted.search}, indent=1),
+                                               encoding="utf-8")
     chosen = {f"chosen_{k}": v for k, v in fitted.chosen.items()}
     return {**m, **chosen, "train_wall_seconds": round(fit_seconds, 1), "step": 0}
 
@@ -353,7 +354,7 @@ def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2, full:
     result["wall_seconds"] = round(time.time() - t0, 1)
     md.append(f"{'QUICK smoke run: the numbers mean nothing. ' if quick else ''}"
               f"Wall time of this command: {result['wall_seconds']} s (finished cells are reused on a rerun).\n")
-    (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float))
-    (Path(out) / "results.md").write_text("\n".join(md))
+    (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
+    (Path(out) / "results.md").write_text("\n".join(md), encoding="utf-8")
     print("\n".join(md))
     return result

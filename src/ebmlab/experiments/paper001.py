@@ -82,7 +82,8 @@ def _gaps(run_dir: Path) -> list[float]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line)["energy_gap"] for line in path.read_text().splitlines() if "energy_gap" in line]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["energy_gap"] for line in lines if "energy_gap" in line]
 
 
 def cell_fn(params: dict, seed: int, run_dir: Path) -> dict:
@@ -146,7 +147,7 @@ def sub_claims() -> list[Claim]:
 def grad_ratio_figure(out: Path, run_dir: Path) -> dict:
     """Fig. 9 from the full run's log: ‖∇L_KL‖ and ‖∇L_CD‖ over iterations; returns summary numbers."""
     path = run_dir / "metrics.jsonl"
-    recs = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
     recs = [r for r in recs if "grad_ratio_kl_cd" in r]
     if not recs:
         return {}

@@ -118,7 +118,7 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 def write_json(out: Path, result: dict) -> None:
     """Write ``out/results.json`` (floats as JSON numbers)."""
-    (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float))
+    (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
 
 
 def write_results(out: Path, paper: str, rows: list[dict], columns: list[str], claim: str,
@@ -130,7 +130,7 @@ def write_results(out: Path, paper: str, rows: list[dict], columns: list[str], c
     verdict = "HOLDS" if claim_holds else "DOES NOT HOLD"
     md = (f"# Experiment: paper {paper}\n\n{markdown_table(rows, columns)}\n"
           f"**Claim:** {claim}\n\n**Verdict at this scale:** the claim {verdict}.\n\n{notes}\n")
-    (out / "results.md").write_text(md)
+    (out / "results.md").write_text(md, encoding="utf-8")
     print(md)
     return result
 

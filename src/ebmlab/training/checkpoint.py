@@ -48,7 +48,7 @@ def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, torch.Tensor],
             f"could not write checkpoint {str(path)!r} ({' '.join(str(exc).split())}); "
             "earlier checkpoints are kept") from None
     meta = dict(meta, step=step, tensor_file=path.name, tensor_bytes=path.stat().st_size)
-    _atomic_write(path.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta, indent=1)))
+    _atomic_write(path.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
     return path
 
 
@@ -102,7 +102,7 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     if len(head) < 8 or int.from_bytes(head, "little") > path.stat().st_size:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a safetensors file; refusing to read it")
     try:
-        meta = json.loads(side.read_text())
+        meta = json.loads(side.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"checkpoint sidecar {str(side)!r} is not valid JSON "
                               f"({' '.join(str(exc).split())}); it is damaged, use another checkpoint") from None

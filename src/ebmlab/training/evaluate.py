@@ -272,7 +272,7 @@ def kept_result_facts(run_dir: Path) -> dict:
     from ebmlab.training.selection import Selector
 
     try:
-        old = json.loads((Path(run_dir) / "metrics.json").read_text())
+        old = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return {k: old[k] for k in Selector.RESULT_KEYS if isinstance(old, dict) and k in old}

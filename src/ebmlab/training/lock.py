@@ -31,7 +31,7 @@ def _alive(pid: int) -> bool:
     except (OSError, OverflowError, ValueError):
         return False
     try:
-        with open(f"/proc/{pid}/stat") as fh:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True

@@ -49,13 +49,13 @@ class RunLogger:
         damaged line (a truncated last line is what a full disk or a kill leaves), with a warning."""
         if not (self.enabled and self.path.exists()):
             return
-        rows, bad = _parse(self.path.read_text(errors="replace"))
+        rows, bad = _parse(self.path.read_text(errors="replace", encoding="utf-8"))
         if bad:
             where = "its last line" if bad == ["last"] else f"{len(bad)} damaged line(s)"
             print(f"ebmlab: warning: {str(self.path)!r}: dropped {where} (truncated or not JSON)", file=sys.stderr)
         keep = [ln for ln, row in rows if row["step"] <= step]
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
+        tmp.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
         tmp.replace(self.path)
 
     def log(self, step: int, values: dict[str, float]) -> None:
@@ -63,7 +63,7 @@ class RunLogger:
         if not self.enabled:
             return
         row = {"step": step, **{k: (v if math.isfinite(v) else str(v)) for k, v in values.items()}}
-        with open(self.path, "a") as fh:
+        with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
         if self.tb is not None:
             try:
@@ -107,7 +107,7 @@ def _parse(text: str) -> tuple[list[tuple[str, dict]], list[str]]:
 def read_metrics(run_dir: Path) -> list[dict]:
     """The rows of ``run_dir/metrics.jsonl`` (damaged lines, e.g. a truncated last one, are skipped)."""
     p = Path(run_dir) / "metrics.jsonl"
-    return [row for _, row in _parse(p.read_text(errors="replace"))[0]] if p.exists() else []
+    return [row for _, row in _parse(p.read_text(errors="replace", encoding="utf-8"))[0]] if p.exists() else []
 
 
 def _summary_writer(log_dir: Path) -> Any | None:

@@ -91,7 +91,7 @@ def read_run_raw(run_dir: str | Path) -> dict:
     if not p.is_file():
         raise RunNotFound(f"{str(run_dir)!r} is not an ebmlab run directory (no config.yaml)")
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         if isinstance(exc, OSError):
             raise RunError(os_error_sentence(exc, "read the run's config")) from None
@@ -284,6 +284,6 @@ def record_changes(run_dir: Path, cfg: Config, changes: dict[str, tuple], step: 
         return
     row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed_at_step": step,
            "changes": {k: {"old": a, "new": b} for k, (a, b) in changes.items()}}
-    with open(run_dir / CHANGES_NAME, "a") as fh:
+    with open(run_dir / CHANGES_NAME, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row, default=str) + "\n")
     save_config(cfg, run_dir / "config.yaml")

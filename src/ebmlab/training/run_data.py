@@ -82,7 +82,7 @@ def read_run_info(run_dir: Path) -> dict | None:
     if not p.is_file():
         return None
     try:
-        info = json.loads(p.read_text())
+        info = json.loads(p.read_text(encoding="utf-8"))
         ok = isinstance(info, dict) and isinstance(info.get("data"), dict) and isinstance(info.get("transform"), dict)
         if ok:
             stored_transform(info["transform"])

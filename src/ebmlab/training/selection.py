@@ -382,14 +382,15 @@ START_FILE = "select_start.json"  # with a margin: the start's score and per-row
 def _write_start(ckpt_dir: Path, score: float, rows: torch.Tensor) -> None:
     Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
     text = json.dumps({"score": score, "rows": rows.tolist()})
-    atomic_write(Path(ckpt_dir) / START_FILE, lambda p: p.write_text(text))  # a crash leaves no half-written file
+    # a crash leaves no half-written file
+    atomic_write(Path(ckpt_dir) / START_FILE, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def _read_start(ckpt_dir: Path) -> tuple[float | None, torch.Tensor | None]:
     """The start's score and rows written at step 0, or (None, None) when the run has none (no start check, or an
     unreadable file: the margin is then not applied)."""
     try:
-        saved = json.loads((Path(ckpt_dir) / START_FILE).read_text())
+        saved = json.loads((Path(ckpt_dir) / START_FILE).read_text(encoding="utf-8"))
         return float(saved["score"]), torch.tensor(saved["rows"], dtype=torch.float64)
     except (OSError, ValueError, KeyError, TypeError):
         return None, None

@@ -71,7 +71,7 @@ def _running_processes(me: int) -> int:
         if not entry.isdigit() or int(entry) == me:
             continue
         try:
-            with open(f"/proc/{entry}/stat") as fh:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as fh:
                 stat = fh.read()
         except OSError:  # the process ended meanwhile
             continue
