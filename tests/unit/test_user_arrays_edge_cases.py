@@ -79,6 +79,18 @@ def test_a_csv_without_rows_of_data_is_refused_in_one_sentence(tmp_path, text):
     _refused_without_a_warning(p, "no rows of data")
 
 
+@pytest.mark.parametrize("header", ["température,b", None])
+def test_a_csv_in_another_encoding_is_refused_with_the_fix(tmp_path, header):
+    """A Latin-1 .csv (Excel's "CSV" on a Windows code page) in its header or, past numpy's first read, in a
+    row: 'not UTF-8 text' and how to save it, not a UnicodeDecodeError's codec message."""
+    rows = [f"{i},{i + 1}" for i in range(30)]
+    rows[25] = "25,26 ° "  # a degree sign, 0xb0 in Latin-1
+    p = tmp_path / "x.csv"
+    p.write_bytes("\n".join(([header] if header else []) + rows).encode("latin-1"))
+    with pytest.raises(DataError, match=r"is not UTF-8 text \(a byte 0x(e9|b0)\); save it as UTF-8"):
+        load_vectors(p)
+
+
 def test_a_missing_value_in_a_csv_is_named_by_line_and_column(tmp_path):
     """An empty field (a missing value) said where it is, not 'it is not a table of numbers separated by commas'."""
     p = tmp_path / "x.csv"

@@ -60,6 +60,9 @@ def read_array(path: str | Path) -> np.ndarray:
             return _read_csv(p)
     except DataError:
         raise
+    except UnicodeDecodeError as exc:  # a .csv in another encoding (Excel's "CSV" on Windows: a code page)
+        raise DataError(f"could not read data file {str(p)!r}: it is not UTF-8 text (a byte "
+                        f"{exc.object[exc.start]:#04x}); save it as UTF-8 (e.g. Excel's \"CSV UTF-8\")") from None
     except Exception as exc:  # numpy raises many types for unreadable files
         raise DataError(f"could not read data file {str(p)!r} ({type(exc).__name__}: {exc})") from None
     raise DataError(f"data file {str(p)!r} has unsupported suffix {suffix!r}; expected .npy, .npz or .csv")
