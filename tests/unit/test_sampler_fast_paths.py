@@ -132,3 +132,22 @@ def test_chain_info_cat_keeps_the_device_of_the_chains_that_stepped():
     assert out.energy.device.type == "meta" and out.energy.shape == (3,)
     assert Recorder(full=False).info(torch.zeros(2, device="meta")).energy.device.type == "meta"
     assert ChainInfo.cat([ChainInfo.empty(), ChainInfo.empty()]).energy.shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ais_resampling_test_agrees_with_the_ess_away_from_its_bound(dtype):
+    """``ais._below`` (sum w² > 1 / bound, a dot product) says what ``effective_sample_size(w) < bound`` says, for
+    weights from equal to one-dominated, at every bound not within 1e-5 of the ESS (the dot product may round the
+    sum's last bit otherwise)."""
+    from ebmlab.samplers.ais import _below, effective_sample_size
+    g = torch.Generator().manual_seed(0)
+    checked = 0
+    for spread in (0.0, 0.1, 1.0, 3.0, 10.0, 50.0):
+        for b in (2, 17, 256, 4096):
+            lw = spread * torch.randn(b, generator=g, dtype=dtype) + 7.0
+            ess = float(effective_sample_size(lw))
+            for bound in torch.linspace(0.5, b + 0.5, 41, dtype=torch.float64).tolist():
+                if abs(ess - bound) > 1e-5 * ess:
+                    assert _below(lw, bound) == (ess < bound), (spread, b, bound, ess)
+                    checked += 1
+    assert checked > 900
