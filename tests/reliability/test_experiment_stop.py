@@ -36,16 +36,16 @@ def _alive(pid: int) -> bool:
 def test_sigterm_stops_the_workers(tmp_path):
     (tmp_path / "cells_mod.py").write_text(textwrap.dedent(CELLS))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "cells_mod.py"), str(tmp_path / "out")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     pid_files = [tmp_path / "out" / "cells" / "a" / f"seed{s}" / "pid" for s in (0, 1)]
-    deadline = time.time() + 60
-    while not all(p.exists() and p.read_text() for p in pid_files):
-        assert time.time() < deadline and proc.poll() is None, proc.stdout.read().decode()
-        time.sleep(0.2)
-    workers = [int(p.read_text()) for p in pid_files]
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    with subprocess.Popen([sys.executable, str(tmp_path / "cells_mod.py"), str(tmp_path / "out")], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:  # (the with closes the pipe)
+        deadline = time.time() + 60
+        while not all(p.exists() and p.read_text() for p in pid_files):
+            assert time.time() < deadline and proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.2)
+        workers = [int(p.read_text()) for p in pid_files]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     deadline = time.time() + 10
     while any(_alive(w) for w in workers) and time.time() < deadline:
         time.sleep(0.2)

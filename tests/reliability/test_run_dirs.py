@@ -260,7 +260,7 @@ def test_two_new_trainings_into_one_directory(trained_root, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
-    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    results = [(p.returncode, err) for p in procs for _, err in [p.communicate(timeout=120)]]  # (closes the pipes)
     codes = sorted(c for c, _ in results)
     assert codes == [0, 2], results
     err = next(e for c, e in results if c == 2)

@@ -96,8 +96,8 @@ def test_yaml_error_names_the_line_and_column(tmp_path, capsys):
 
 def test_a_closed_pipe_stops_quietly():
     """`ebmlab configs | head -1` printed an operating-system error about a broken pipe."""
-    proc = subprocess.Popen([sys.executable, "-m", "ebmlab", "configs"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    proc.stdout.close()  # the reader is gone before the first line is written (import takes longer)
-    err = proc.stderr.read()
-    assert proc.wait(timeout=120) == 141 and err == ""
+    with subprocess.Popen([sys.executable, "-m", "ebmlab", "configs"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:  # (the with closes the pipes)
+        proc.stdout.close()  # the reader is gone before the first line is written (import takes longer)
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 141 and err == ""

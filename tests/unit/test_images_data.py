@@ -325,7 +325,8 @@ def test_sixteen_bit_pngs_are_scaled_not_clipped(tmp_path):
     raw = [rng.integers(0, 65536, size=(6, 6)).astype(np.uint16) for _ in range(3)]
     for i, a in enumerate(raw):
         Image.fromarray(a).save(tmp_path / f"{i}.png")  # a 16-bit grayscale PNG
-    assert Image.open(tmp_path / "0.png").mode.startswith("I")
+    with Image.open(tmp_path / "0.png") as im:
+        assert im.mode.startswith("I")
     d = build_dataset(_cfg(name="imagefolder", path=str(tmp_path), channels=1, n_test=1))
     got = torch.cat([d.train, d.test])
     for a in raw:  # each image, at 8 bits (v * 255 / 65535, rounded), in [-1, 1]
