@@ -271,16 +271,28 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``ebmlab`` command line on ``argv`` (default: ``sys.argv[1:]``); returns the exit status
     (0, or 2 with one sentence on stderr for a user error)."""
     _tolerant_stdout()
+    try:
+        try:
+            return _run(argv)
+        finally:  # output into a pipe is buffered (unless PYTHONUNBUFFERED is set): flushed here, where a reader that
+            # is gone is the BrokenPipeError below, not a failed flush at exit (status 120, "Exception ignored")
+            sys.stdout.flush()
+    except BrokenPipeError:  # stdout closed by the reader (`ebmlab configs | head`, `--help | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail too
+        return 141  # 128 + SIGPIPE, a shell's status for a command its pipe closed
+
+
+def _run(argv: list[str] | None) -> int:
+    """``main`` without its handling of a closed standard output."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(argv)  # (--help and --version print and exit here)
     if extra:  # said by the command's own parser (its usage, not the top level's), with the likely fix
         parser.command_parsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}{_extra_hint(extra)}")
     try:
         with _plain_warnings():
             return args.fn(args)
-    except BrokenPipeError:  # stdout closed by the reader (`ebmlab configs | head`): stop quietly, as Unix tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail too
-        return 141  # 128 + SIGPIPE, a shell's status for a command its pipe closed
+    except BrokenPipeError:  # (an OSError, but not the user's: ``main`` handles it)
+        raise
     except _user_errors() as exc:
         if os.environ.get("EBMLAB_DEBUG"):
             raise

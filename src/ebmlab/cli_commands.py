@@ -337,5 +337,6 @@ def cmd_configs(args) -> int:
     width = max(map(len, names))
     for name in names:
         print(f"{name:<{width}}  {config_description(shipped_config_text(name))}")
+    sys.stdout.flush()  # the list before the hint; into a closed pipe, the error before the hint is said
     print("\nshow one: ebmlab configs NAME; train one: ebmlab train --config NAME", file=sys.stderr)
     return 0
