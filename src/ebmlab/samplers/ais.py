@@ -88,9 +88,9 @@ def effective_sample_size(log_weights: Tensor) -> Tensor:
 
 def _below(log_weights: Tensor, ess_min: float) -> bool:
     """Whether Kish's ESS 1 / sum w_i² of the weights is below ``ess_min``, tested as sum w_i² > 1 / ess_min: two ops
-    and one host read per stage (the softmax and a dot product), where ``effective_sample_size`` takes four (measured
-    46 against 18 us right after a network's pass, batch 256, docs/performance.md). The sum is a dot product, so its
-    last bit may differ from ``pow(2).sum()``'s: the test can come out otherwise only within a rounding of the bound."""
+    and one host read per stage (the softmax and a dot product), where ``effective_sample_size`` takes four
+    (docs/performance.md). The sum is a dot product, so its last bit may differ from ``pow(2).sum()``'s: the test can
+    come out otherwise only within a rounding of the bound."""
     w = normalized_weights(log_weights)
     return float(torch.dot(w, w)) > 1.0 / ess_min
 
