@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 OUT ?= runs/demo
 PYTEST_ARGS ?= -n 2 -q
 
-.PHONY: demo test test-slow venv bench lint docs clean
+.PHONY: demo test test-slow test-min venv bench lint docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) -m slow
 
+# The suite on the oldest versions ebmlab declares (constraints-min.txt: torch 2.3, NumPy 1.24, ...) and the oldest
+# Python, in .venv-min (PyPI's torch 2.3 for Linux is a CUDA build: about 5 GB, downloaded once; it runs on the CPU)
+PYTHON_MIN ?= python3.10
+test-min:
+	$(PYTHON_MIN) -m venv .venv-min
+	.venv-min/bin/python -m pip install -q -c constraints-min.txt -e '.[dev]'
+	.venv-min/bin/python -m pytest $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	$(PY) benchmarks/sampler_overhead.py
 
@@ -39,4 +47,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache docs/api
+	rm -rf $(VENV) .venv-min runs .pytest_cache docs/api

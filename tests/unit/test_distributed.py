@@ -255,7 +255,16 @@ def test_compile_reaches_the_network_that_recovery_training_calls(tmp_path, monk
 
 
 def test_compile_with_double_backward_objective_is_refused(tmp_path, monkeypatch):
+    """Where torch.compile refuses double backward (torch 2.13: "does not currently support double backward"),
+    the run stops with the one-sentence ConfigError, not torch's traceback. Where it does not (torch 2.3 trains
+    this objective compiled, measured), the run must train as the eager run does."""
     over = TINY + ["method.name=improved_cd", "method.augment=false", "method.buffer_size=64",
-                   "method.n_entropy=8", "train.steps=1"]
-    with pytest.raises(ConfigError, match="train.compile=true cannot train this objective"):
-        _compiled(tmp_path, over, monkeypatch)
+                   "method.n_entropy=8", "train.steps=2"]
+    try:
+        _compiled(tmp_path / "comp", over, monkeypatch)
+    except ConfigError as exc:
+        assert "train.compile=true cannot train this objective" in str(exc)
+        return
+    _single_process(tmp_path / "plain", over)
+    losses = [torch.tensor([r["loss"] for r in read_metrics(tmp_path / run)]) for run in ("comp", "plain")]
+    torch.testing.assert_close(*losses, rtol=1e-3, atol=1e-5)

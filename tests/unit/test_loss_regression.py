@@ -53,8 +53,22 @@ def _losses(name: str, extra: list[str] | None = None) -> list[float]:
     return losses
 
 
+# cd_ce draws t~ ~ p(t | z~) with torch.multinomial without replacement, whose random stream torch changed between
+# 2.3 and 2.13 (its first draws from a seeded generator differ); the values were recorded with torch 2.13.
+MULTINOMIAL = {"cd_ce"}
+
+
+def _multinomial_stream_as_recorded() -> bool:
+    """Whether this torch's ``multinomial`` (without replacement) draws what torch 2.13.0 drew from seed 1."""
+    g = torch.Generator().manual_seed(1)
+    return torch.multinomial(torch.ones(64, 16), 1, generator=g)[:6, 0].tolist() == [0, 9, 3, 11, 6, 0]
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_losses_match_recorded_values(name):
+    if name in MULTINOMIAL and not _multinomial_stream_as_recorded():
+        pytest.skip(f"torch {torch.__version__}'s multinomial draws another random stream than torch 2.13's, "
+                    "with which these values were recorded")
     n = CONDITIONED.get(name, 5)
     assert _losses(name)[:n] == pytest.approx(EXPECTED[name][:n], rel=1e-4, abs=1e-6)
 
