@@ -793,3 +793,26 @@ def test_the_oldest_versions_tested_are_the_declared_lower_bounds():
         assert name in pins, f"constraints-min.txt pins no version of {name} (declared >={bound})"
         minor = ".".join(bound.split(".")[:2])
         assert pins[name] == minor or pins[name].startswith(minor + "."), (name, bound, pins[name])
+
+
+@pytest.mark.parametrize("python", ["3.10", "3.11", "3.12", "3.13"])
+def test_the_pinned_versions_install_on_every_declared_python(python):
+    """``make demo`` / ``make test`` install with ``-c constraints.txt``: on each Python the package declares, every
+    runtime dependency has exactly one pin whose marker applies, inside pyproject's range. (Whether each pinned
+    release has a wheel for that Python is pip's to say, with the registry: NumPy 2.4 and five others need 3.11, so
+    Python 3.10 takes older pins; checked by ``make test`` on 3.10, docs/testing.md "The declared versions".)"""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    env = {"python_version": python, "python_full_version": python + ".0"}
+    pins: dict[str, list[str]] = {}
+    for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate(env):
+                (spec,) = req.specifier
+                pins.setdefault(req.name.lower(), []).append(spec.version)
+    for name, bound in _declared_lower_bounds().items():
+        assert len(pins.get(name, [])) == 1, f"Python {python}: pins of {name}: {pins.get(name)}"
+        assert Version(pins[name][0]) >= Version(bound), (python, name, pins[name], bound)
