@@ -32,6 +32,9 @@ def raw_config(config, method, sections, overrides) -> dict:
     if method is not None:
         from ebmlab.objectives import METHODS
 
+        if not isinstance(method, str):  # e.g. ebmlab.train(x), as scikit-learn's fit(X): the data go in data=
+            raise ConfigError(f"method must be a method's name (ebmlab.methods()), got a {type(method).__name__}; "
+                              "pass your data as data=, e.g. ebmlab.train(data=x) or ebmlab.train('hybrid', data=x)")
         section = raw.get("method") if isinstance(raw.get("method"), dict) else {}
         old, new = METHODS.get(section.get("name", "hybrid")), METHODS.get(method)
         same = old is not None and new is not None and old.config is new.config  # e.g. paper 004's five schemes

@@ -8,7 +8,6 @@ The README's example is run verbatim: its three ``python`` blocks (``my_energy.p
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import inspect
 import json
 import os
@@ -218,6 +217,9 @@ def test_bad_input_is_refused_before_any_file_is_written(tmp_path):
         ebmlab.train("hybrid", data="rngs", out=out)
     with pytest.raises(errors.ConfigError, match="available methods"):
         ebmlab.train("magic", data=_blobs(), out=out)
+    for first in (_blobs(), torch.as_tensor(_blobs()), [[0.0, 1.0]] * 30):  # fit(X)'s habit: was "unhashable type"
+        with pytest.raises(errors.ConfigError, match=r"method must be a method's name .*pass your data as data="):
+            ebmlab.train(first, out=out)
     with pytest.raises(errors.ConfigError, match="unknown keyword"):
         ebmlab.train("hybrid", data=_blobs(), out=out, trian={"steps": 1})
     assert not out.exists()
@@ -668,19 +670,22 @@ def test_public_api_functions_have_type_hints_and_docstrings():
 
 
 def _builds_wheels_without_isolation() -> bool:
-    """Whether ``pip wheel --no-build-isolation`` can build here: setuptools >= 70.1 ships ``bdist_wheel``,
-    older ones need the ``wheel`` package."""
-    version = tuple(int(p) for p in importlib.metadata.version("setuptools").split(".")[:2] if p.isdigit())
-    return version >= (70, 1) or importlib.util.find_spec("wheel") is not None
+    """Whether ``pip wheel --no-build-isolation`` can build here: this environment's setuptools meets
+    pyproject.toml's ``build-system.requires`` (77: ``license`` as an SPDX expression; it also has ``bdist_wheel``)."""
+    from packaging.requirements import Requirement
+
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    (req,) = re.findall(r'^requires = \["([^"]+)"\]', text, re.M)
+    return Requirement(req).specifier.contains(importlib.metadata.version("setuptools"))
 
 
 def test_wheel_ships_the_configs_and_py_typed(tmp_path):
     """The wheel built from a clean copy of the tree (no stale build/) lists every shipped config. Built without
-    isolation (offline), so with this environment's setuptools: before 70.1 its ``bdist_wheel`` came from the
-    separate ``wheel`` package (a Python 3.10 venv starts with setuptools 65.5 and no ``wheel``); skipped there."""
+    isolation (offline), so with this environment's setuptools; skipped where it is older than the build needs (a
+    Python 3.10 venv starts with setuptools 65.5), as pip's isolated build would fetch a newer one."""
     if not _builds_wheels_without_isolation():
-        pytest.skip("this environment's setuptools (< 70.1, no `wheel` package) has no bdist_wheel; "
-                    "pip builds ebmlab's wheel in an isolated environment instead")
+        pytest.skip(f"this environment's setuptools {importlib.metadata.version('setuptools')} is older than "
+                    "pyproject.toml's build-system requires; pip builds ebmlab in an isolated environment instead")
     src = tmp_path / "tree"
     shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
     for f in ("pyproject.toml", "README.md"):
@@ -695,6 +700,8 @@ def test_wheel_ships_the_configs_and_py_typed(tmp_path):
     assert {"ebmlab/py.typed", "ebmlab/api.py", "ebmlab/cli.py"} <= names
     entry = [n for n in names if n.endswith("entry_points.txt")]
     assert entry and "ebmlab = ebmlab.cli:main" in zipfile.ZipFile(wheel).read(entry[0]).decode()
+    (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    assert "License-Expression: MIT" in zipfile.ZipFile(wheel).read(meta).decode().splitlines()
 
 
 def test_api_reference_builds_offline(tmp_path):
