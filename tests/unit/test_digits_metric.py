@@ -157,3 +157,31 @@ def test_vector_ood_shift_and_scale():
     assert out["ood_auroc_shifted"] > 0.6 and out["ood_auroc_scaled"] > 0.55
     with pytest.raises(ValueError, match="shifted"):
         image_eval.ood_extension(SimpleNamespace(ood=["nonsense"]), cfg, obj, data)
+
+
+def test_a_cache_that_cannot_be_written_warns_and_the_classifier_is_used_from_memory(tmp_path, monkeypatch):
+    """A read-only home or a full disk must not fail the evaluation after training (it did: 'operating-system error
+    on ~/.cache/ebmlab', exit 2, no metrics.json): the classifier is used from memory, with a warning."""
+    import errno
+    import safetensors.torch
+
+    cfg = D.DigitsClassifierConfig(epochs=1, width=8, feat_dim=16)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("EBMLAB_CACHE", str(blocker / "cache"))  # mkdir fails, even as root
+    monkeypatch.setattr(D, "_LOADED", {})
+    with pytest.warns(RuntimeWarning, match="could not cache the digits classifier .*set EBMLAB_CACHE"):
+        clf = D.get_classifier(cfg)
+    assert clf.classify(D.digits_split()[2][:5])[0].shape == (5,)
+
+    def full_disk(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setenv("EBMLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(D, "_LOADED", {})
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.warns(RuntimeWarning, match="No space left on device"):
+        D.get_classifier(cfg)
+    assert list((tmp_path / "cache").iterdir()) == []  # the half-written file is gone

@@ -30,10 +30,12 @@ name holds a hash of every training setting (size included), so changing a setti
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -195,7 +197,7 @@ class DigitsClassifier:
 
 def get_classifier(cfg: DigitsClassifierConfig | None = None) -> DigitsClassifier:
     """Load the classifier from the cache, training and caching it first when absent."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     cfg = cfg or DigitsClassifierConfig()
     path = cache_dir() / f"digits_classifier_{cfg.key()}.safetensors"
@@ -206,13 +208,29 @@ def get_classifier(cfg: DigitsClassifierConfig | None = None) -> DigitsClassifie
         net.load_state_dict(load_file(str(path)))
     else:
         net = _train(cfg)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp),
-                  metadata={"settings": json.dumps(asdict(cfg))})
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
+        _store(net, cfg, path)
     _LOADED[str(path)] = clf = DigitsClassifier(net, cfg)
     return clf
+
+
+def _store(net: DigitsNet, cfg: DigitsClassifierConfig, path: Path) -> None:
+    """Cache the trained classifier at ``path``, atomically (a concurrent reader sees the whole file or none). A
+    cache that cannot be written (read-only home, full disk) costs a retraining in the next process, not the
+    evaluation that needs the classifier now: a warning, and the classifier is used from memory."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp),
+                  metadata={"settings": json.dumps(asdict(cfg))})
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # a half-written file on a full disk (no folder: nothing to remove)
+            tmp.unlink(missing_ok=True)
+        warnings.warn(f"could not cache the digits classifier in {str(path.parent)!r} ({exc.strerror or exc}); it is "
+                      "used from memory and trained again next time: set EBMLAB_CACHE to a writable folder",
+                      RuntimeWarning, stacklevel=2)
 
 
 def classify(images: Tensor) -> tuple[Tensor, Tensor]:
