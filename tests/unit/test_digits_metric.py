@@ -1,6 +1,7 @@
 """Digits feature distance (metrics/digits.py) and the image evaluation wiring (training/image_eval.py)."""
 import json
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -185,3 +186,21 @@ def test_a_cache_that_cannot_be_written_warns_and_the_classifier_is_used_from_me
     with pytest.warns(RuntimeWarning, match="No space left on device"):
         D.get_classifier(cfg)
     assert list((tmp_path / "cache").iterdir()) == []  # the half-written file is gone
+
+
+def test_the_cache_folder_follows_the_environment_and_needs_no_home(tmp_path, monkeypatch):
+    """$EBMLAB_CACHE, then $XDG_CACHE_HOME/ebmlab, then ~/.cache/ebmlab; a process with no home (a container's
+    arbitrary user: no $HOME, no password entry) caches in the temporary folder, not in a folder named "~"."""
+    import tempfile
+
+    monkeypatch.setenv("EBMLAB_CACHE", str(tmp_path / "mine"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert D.cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("EBMLAB_CACHE")
+    assert D.cache_dir() == tmp_path / "xdg" / "ebmlab"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert D.cache_dir() == tmp_path / "home" / ".cache" / "ebmlab"
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr(os.path, "expanduser", lambda p: p)  # what it does with no home: "~" stays "~"
+    assert D.cache_dir() == Path(tempfile.gettempdir()) / "ebmlab-cache"

@@ -25,8 +25,9 @@ Sizes. The classifier's native size is ``size`` (default 8, the digits' own); in
 size are resized to it bilinearly (antialiased when shrinking, as ``data/images.py`` resizes). Three
 channels are averaged to one.
 
-Cache: ``$EBMLAB_CACHE`` if set, else ``$XDG_CACHE_HOME/ebmlab``, else ``~/.cache/ebmlab``; the file
-name holds a hash of every training setting (size included), so changing a setting retrains.
+Cache: ``$EBMLAB_CACHE`` if set, else ``$XDG_CACHE_HOME/ebmlab``, else ``~/.cache/ebmlab`` (without a home,
+as for a container's arbitrary user: ``ebmlab-cache`` in the temporary folder); the file name holds a hash of every
+training setting (size included), so changing a setting retrains.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -118,11 +120,16 @@ def to_native(images: Tensor, size: int) -> Tensor:
 
 def cache_dir() -> Path:
     """Where the trained digits classifier is cached: ``$EBMLAB_CACHE``, else ``$XDG_CACHE_HOME/ebmlab`` or
-    ``~/.cache/ebmlab``."""
+    ``~/.cache/ebmlab``; with no home (no ``$HOME`` and no password entry: ``Path.home()`` raises on Python 3.12+
+    and gives a folder named "~" in the working directory before), ``ebmlab-cache`` in the temporary folder."""
     if os.environ.get("EBMLAB_CACHE"):
         return Path(os.environ["EBMLAB_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "ebmlab"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "ebmlab"
+    home = os.path.expanduser("~")  # (returns "~" itself when there is no home)
+    if home == "~":
+        return Path(tempfile.gettempdir()) / "ebmlab-cache"
+    return Path(home) / ".cache" / "ebmlab"
 
 
 def _train(cfg: DigitsClassifierConfig) -> DigitsNet:
