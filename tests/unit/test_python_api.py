@@ -788,18 +788,34 @@ def _declared_lower_bounds() -> dict[str, str]:
     return {m[0].lower(): m[1] for m in re.findall(r'"([A-Za-z0-9_.-]+)>=([0-9.]+)"', block)}
 
 
+def _pins(file: str, python: str = "3.10") -> dict[str, list[str]]:
+    """{name: [version, ...]} of the ``==`` pins in a constraints file whose environment marker (if any) holds on
+    ``python``."""
+    from packaging.requirements import Requirement
+
+    env = {"python_version": python, "python_full_version": python + ".0"}
+    pins: dict[str, list[str]] = {}
+    for line in (ROOT / file).read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate(env):
+                (spec,) = req.specifier
+                pins.setdefault(req.name.lower(), []).append(spec.version)
+    return pins
+
+
 def test_the_oldest_versions_tested_are_the_declared_lower_bounds():
     """constraints-min.txt (``make test-min``) pins, for every runtime dependency, a release of the very minor version
     pyproject.toml declares as its lower bound: a raised bound or a new dependency must be tested there too."""
     declared = _declared_lower_bounds()
     assert {"torch", "numpy", "scipy", "scikit-learn", "pillow"} <= declared.keys(), declared
-    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([0-9.]+)$", (ROOT / "constraints-min.txt").read_text(encoding="utf-8"),
-                           re.M))
-    pins = {name.lower(): version for name, version in pins.items()}
+    pins = _pins("constraints-min.txt")
     for name, bound in declared.items():
         assert name in pins, f"constraints-min.txt pins no version of {name} (declared >={bound})"
         minor = ".".join(bound.split(".")[:2])
-        assert pins[name] == minor or pins[name].startswith(minor + "."), (name, bound, pins[name])
+        (pin,) = pins[name]
+        assert pin == minor or pin.startswith(minor + "."), (name, bound, pin)
 
 
 @pytest.mark.parametrize("python", ["3.10", "3.11", "3.12", "3.13"])
@@ -808,18 +824,9 @@ def test_the_pinned_versions_install_on_every_declared_python(python):
     runtime dependency has exactly one pin whose marker applies, inside pyproject's range. (Whether each pinned
     release has a wheel for that Python is pip's to say, with the registry: NumPy 2.4 and five others need 3.11, so
     Python 3.10 takes older pins; checked by ``make test`` on 3.10, docs/testing.md "The declared versions".)"""
-    from packaging.requirements import Requirement
     from packaging.version import Version
 
-    env = {"python_version": python, "python_full_version": python + ".0"}
-    pins: dict[str, list[str]] = {}
-    for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            req = Requirement(line)
-            if req.marker is None or req.marker.evaluate(env):
-                (spec,) = req.specifier
-                pins.setdefault(req.name.lower(), []).append(spec.version)
+    pins = _pins("constraints.txt", python)
     for name, bound in _declared_lower_bounds().items():
         assert len(pins.get(name, [])) == 1, f"Python {python}: pins of {name}: {pins.get(name)}"
         assert Version(pins[name][0]) >= Version(bound), (python, name, pins[name], bound)
