@@ -46,6 +46,7 @@ from ebmlab.api_config import raw_config, validated
 from ebmlab.api_data import DATA_FILE, data_source, dataset, image_config_note, in_memory, ood_inputs, save_array
 from ebmlab.api_energy import check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, user_data_overrides
+from ebmlab.config_checks import check_integer
 from ebmlab.errors import ConfigError, DataError, RunError, is_out_of_memory
 
 __all__ = ["Run", "configs", "datasets", "experiment", "experiment_names", "load", "methods", "models", "resume",
@@ -140,8 +141,8 @@ class Run:
         returns the chain diagnostics (acceptance, step sizes, energies per step; the first batch's)."""
         from ebmlab.training.drawing import class_index, class_names, data_starts, detached, draw
 
-        n, seed = _integer(n, "n", 1), _integer(seed, "seed", 0, 2**63 - 1)
-        steps = None if steps is None else _integer(steps, "steps", 0)
+        n, seed = check_integer(n, "n", 1), check_integer(seed, "seed", 0, 2**63 - 1)
+        steps = None if steps is None else check_integer(steps, "steps", 0)
         dev = self.device
         x0 = None
         if not isinstance(init, str):  # start points (n, ...), a tensor or an array
@@ -214,16 +215,6 @@ class Run:
     def __repr__(self) -> str:
         return (f"Run({str(self.path)!r}, method={self.method!r}, model={self.config.model.name!r}, "
                 f"step={self.checkpoint_step}, data={self.kind} {self.shape})")
-
-
-def _integer(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
-    """``value`` as an int (a Python or NumPy integer, not a bool); ConfigError (a ValueError) naming ``name``
-    otherwise or outside ``minimum`` .. ``maximum``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or (
-            minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        need = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}[minimum]
-        raise ConfigError(f"{name} must be {need}{f' up to {maximum}' if maximum is not None else ''}, got {value!r}")
-    return int(value)
 
 
 def _points(x) -> Tensor:

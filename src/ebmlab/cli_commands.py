@@ -176,9 +176,12 @@ def cmd_sample(args) -> int:
     from ebmlab import plots
     from ebmlab.training.drawing import class_index, class_names, data_starts, draw
 
-    if args.n <= 0 or (args.steps is not None and args.steps < 0) or not 0 <= args.seed < 2**63:
-        raise ValueError(f"--n must be positive, --steps non-negative and --seed in 0..2**63-1, got {args.n}, "
-                         f"{args.steps} and {args.seed}")
+    from ebmlab.config_checks import check_integer
+
+    check_integer(args.n, "--n", 1)
+    check_integer(args.seed, "--seed", 0, 2**63 - 1)
+    if args.steps is not None:
+        check_integer(args.steps, "--steps", 0)
     out_file = _output_file(Path(args.out)) if args.out else None
     if out_file is not None:
         _not_the_runs_data(Path(args.run), [out_file, out_file.with_suffix(".png")])

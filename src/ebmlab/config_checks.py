@@ -9,17 +9,28 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 
 from ebmlab.errors import ConfigError
 
-__all__ = ["MAX_POINTS", "MAX_THREADS", "MIXTURE_BASE_METHODS", "check_finite", "short", "validate"]
+__all__ = ["MAX_POINTS", "MAX_THREADS", "MIXTURE_BASE_METHODS", "check_finite", "check_integer", "short", "validate"]
 
 
 def short(value) -> str:
     """repr(value), cut to 80 characters for an error message."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_integer(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int (a Python or NumPy integer, not a bool); ConfigError (a ValueError) naming ``name`` (an
+    argument of the Python API or the command line) otherwise or outside ``minimum`` .. ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (
+            minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        need = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}[minimum]
+        raise ConfigError(f"{name} must be {need}{f' up to {maximum}' if maximum is not None else ''}, got {value!r}")
+    return int(value)
 
 
 def check_finite(key: str, value) -> None:

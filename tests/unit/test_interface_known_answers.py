@@ -385,6 +385,17 @@ def test_ebmlab_sample_hands_its_flags_to_the_sampler_and_defaults_as_run_sample
     assert (run / "samples" / "samples_noise_5steps_seed0.npy").is_file()  # 5: the stand-in's own step count
 
 
+@pytest.mark.parametrize("flag, value, need", [("--n", "0", "a positive integer"),
+                                               ("--steps", "-1", "a non-negative integer"),
+                                               ("--seed", "-1", "a non-negative integer up to"),
+                                               ("--seed", str(2**63), "a non-negative integer up to")])
+def test_ebmlab_sample_names_the_one_bad_flag_before_opening_the_run(flag, value, need, monkeypatch, capsys):
+    # It said "--n must be positive, --steps non-negative and --seed in 0..2**63-1, got 0, None and 0".
+    monkeypatch.setattr(cli_commands, "_open", lambda *a, **k: pytest.fail("the run was opened"))
+    assert cli.main(["sample", "RUN", flag, value]) == 2
+    assert f"error: {flag} must be {need}" in capsys.readouterr().err
+
+
 def test_sample_and_eval_open_runs_on_the_cpu_by_default():
     parser = cli.build_parser()
     for argv in (["sample", "RUN"], ["eval", "RUN"]):  # --help: "device to run on", default cpu
