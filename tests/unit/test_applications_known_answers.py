@@ -110,6 +110,19 @@ def test_guided_sample_moves_every_proposal_by_the_guided_initializers_mean(w):
     assert torch.allclose(xw - x0, want, atol=1e-4)
 
 
+@pytest.mark.parametrize("steps", [None, 0, 12, 48])
+def test_guidance_zero_draws_the_plain_conditional_samples_for_the_same_total_steps(steps):
+    """w = 0 is the plain conditional model (Eq. 11-12), so ``draw`` with guidance 0 must give the samples of the
+    unguided conditional draw, seed for seed, for every total step count: ``--steps`` / ``Run.sample(steps=)`` is
+    the total over the T levels on both paths. (The guided path passed the total on as K' per level: 12 steps ran
+    as 12 per level, 72 in all, with Sec. 4.2's step size for K' = 12.)"""
+    from ebmlab.training.drawing import draw
+    obj = _objective(num_classes=3, n_steps=15, T=6)
+    plain = draw(obj, 5, torch.Generator().manual_seed(4), steps=steps, label=1, progress=False).x
+    guided = draw(obj, 5, torch.Generator().manual_seed(4), steps=steps, label=1, guidance=0.0, progress=False).x
+    assert torch.equal(plain, guided)
+
+
 # ----- composition with CDRL (paper 003 Eq. 13-14) -----------------------------------------------------------
 def test_composed_energy_without_the_prior_is_the_product_of_experts():
     obj = _objective(num_classes=3, n_steps=1, T=2)

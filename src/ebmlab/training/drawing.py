@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ebmlab.errors import ConfigError
-from ebmlab.objectives.base import SampleOutput, checked_conditions
+from ebmlab.objectives.base import SampleOutput, checked_conditions, per_level_steps
 from ebmlab.samplers.progress import sampling_progress
 
 __all__ = ["class_index", "class_names", "data_starts", "detached", "draw"]
@@ -103,7 +103,9 @@ def _draw_one(objective, n: int, generator, steps, x0, cond, guidance) -> Sample
     if guidance is None:
         return objective.sample(n, generator=generator, n_steps=steps, x0=x0, cond=cond)
     from ebmlab.applications.guidance import guided_sample
-    return SampleOutput(guided_sample(objective, cond["y"], guidance, generator=generator, n_steps=steps), {})
+    # ``steps`` is the total, as for ``sample``; guided_sample takes K' per level (Sec. 4.2's step rescaling reads it)
+    per_level = None if steps is None else per_level_steps(steps, 0, objective.sample_levels)
+    return SampleOutput(guided_sample(objective, cond["y"], guidance, generator=generator, n_steps=per_level), {})
 
 
 def detached(info):
