@@ -37,10 +37,13 @@ def _level_offsets(obj, per_level_shift):
 
 
 # ----- inpainting (paper 003 App. C) ------------------------------------------------------------------------
-def test_inpainting_known_region_is_the_noisy_observation_with_one_noise_at_every_level():
+@pytest.mark.parametrize("top_marginal", [False, True])
+def test_inpainting_known_region_is_the_noisy_observation_with_one_noise_at_every_level(top_marginal):
     """path[k] is x at level T - k; its known region must be abar_t x_obs + sbar_t e exactly, one e per image for
-    all levels (recovered from x_T), not alpha-scaled, not the next level's, not fresh noise."""
-    obj = _objective(dim=6, n_steps=2, T=3, denoise=False)
+    all levels (recovered from x_T), not alpha-scaled, not the next level's, not fresh noise. With
+    ``top_marginal`` (every ``drl`` model) the top level's chain variable is x_{T-1} itself, not alpha_T x_{T-1}:
+    the reset wrote alpha_T x^obs_{T-1} there, which conditioned level T-2 on a shrunken observation."""
+    obj = _objective(dim=6, n_steps=2, T=3, denoise=False, top_marginal=top_marginal)
     g = torch.Generator().manual_seed(4)
     x_obs = torch.randn(5, 6, generator=g)
     mask = torch.tensor([1, 1, 1, 0, 0, 0.0])

@@ -5,7 +5,8 @@ region evolves: after every initializer proposal and every Langevin step the kno
 to the current noisy version of the observation. The noisy versions share one noise e per image
 across levels, x_t^obs = abar_t x + sbar_t e (the interpolation of Eq. 9; the paper does not say
 which noise, this choice keeps the known region consistent from level to level); at level t the
-chain variable is y_t = alpha_{t+1} x_t, so the reset writes alpha_{t+1} x_t^obs. After the final
+chain variable is y_t = alpha_{t+1} x_t (x_{T-1} itself at the top level of ``method.top_marginal``: the
+objective's ``y_scale``), so the reset writes y_scale_t x_t^obs. After the final
 Tweedie step the known region is set to the observation itself, so the output agrees with it
 exactly there. With ``method.data_scale`` s the diffusion runs on s x_obs and the filled region
 comes back divided by s, as ``generate``'s samples do.
@@ -35,7 +36,7 @@ def inpaint(objective, x_obs: Tensor, mask: Tensor, *, generator: torch.Generato
     noisy = lambda t: objective.abar[t] * scale * x_obs * known + objective.sbar[t] * e  # noqa: E731  x_t^obs
 
     def project(y: Tensor, level: int) -> Tensor:
-        y_obs = objective.alpha[level] * noisy(level)
+        y_obs = objective.y_scale[level] * noisy(level)  # the chain variable y_t = y_scale_t x_t
         return known * y_obs + (1 - known) * y
 
     x_T = noisy(T)
