@@ -110,6 +110,7 @@ class ModelConfig:
     down_last: bool | None = None     # resnet: also down-sample after the last resolution (paper 001 Tables 5-6)
     attention_at: int | None = None   # resnet: self-attention before resolution level i (None: lowest resolution)
     last_activation: str | None = None  # resnet/unet: activation before the readout (None: model.activation)
+    readout: str | None = None        # resnet: mean (None: global mean + Dense) | sum (paper 003 A.1: sum over C, H, W)
 
 
 @dataclass

@@ -136,6 +136,9 @@ def _validate_model(m) -> None:
     if m.channels is not None and not (m.channels and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
                                                           for c in m.channels)):
         raise ConfigError(f"model.channels must be a non-empty list of positive integers, got {short(m.channels)}")
+    if m.readout not in (None, "mean", "sum") or (m.readout == "sum" and m.name != "resnet"):
+        raise ConfigError(f"model.readout must be mean (global mean pooling + Dense) or sum (paper 003 A.1: the sum "
+                          f"over channels and positions; model.name resnet), got {m.readout!r} with {m.name!r}")
 
 
 def _validate_eval(e) -> None:

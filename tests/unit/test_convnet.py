@@ -180,6 +180,30 @@ def test_last_activation_is_separate_from_the_blocks():
     assert isinstance(build_energy(cfg, (1, 8, 8)).act, torch.nn.ReLU)
 
 
+def test_sum_readout_is_minus_the_sum_of_the_final_map_over_channels_and_positions():
+    """Paper 003 A.1: "Spatial and channel dimensions are summed to obtain the energy output" (f; E = -f), no Dense.
+    The mean + Dense readout cannot stand in for it under spectral norm: the Dense's norm is capped at 1, so its
+    energy is at most the norm of the mean-pooled features, far below the sum (H W sqrt(C) times the cap here)."""
+    torch.manual_seed(0)
+    net = ResNetEnergy(3, [8, 16], activation="leaky_relu", last_activation="relu", spectral_norm=True,
+                       time_cond=True, embed_dim=8, readout="sum").eval()  # eval: no power iteration per call
+    x, t = _x(c=3), torch.tensor([0, 1, 2, 3])
+    assert net.out is None and not any(isinstance(m, torch.nn.Linear) and m.out_features == 1 for m in net.modules())
+    assert torch.allclose(net(x, t), -net.final_map(x, t).sum(dim=(1, 2, 3)))
+    assert torch.allclose(net.features(x, t), net.final_map(x, t).mean(dim=(2, 3)))
+    dense = ResNetEnergy(3, [8, 16], activation="leaky_relu", last_activation="relu", spectral_norm=True,
+                         time_cond=True, embed_dim=8)
+    dense.load_state_dict(net.state_dict(), strict=False)  # the same trunk, the same normalised weights
+    dense.eval()
+    bound = dense.features(x, t).norm(dim=1) + dense.out.bias.abs()
+    assert bool((dense(x, t).abs() <= bound + 1e-5).all())
+    assert bool((net(x, t).abs() > 4 * bound).all())
+    cfg = ModelConfig(name="resnet", channels=[8], depth=1, readout="sum")
+    assert build_energy(cfg, (1, 8, 8)).out is None
+    with pytest.raises(ValueError, match="readout"):
+        ResNetEnergy(1, [8], readout="max")
+
+
 def test_multiscale_keeps_the_attention_at_the_same_place():
     """App. B.1: the half / quarter nets drop the first one / two resolutions; Table 5's attention stays at 8x8."""
     cfg = ModelConfig(name="multiscale", channels=[8, 8, 16, 32], depth=2, attention=True, attention_at=2,

@@ -175,7 +175,8 @@ P003 = {"paper003_cifar10": ([128, 256, 256, 256], 8, 512), "paper003_imagenet32
 @pytest.mark.parametrize("name", sorted(P003))
 def test_paper003_table6_settings(name):
     """Table 6 structures; A.1: leaky ReLU blocks, ReLU on the final map, spectral norm, no pooling after the
-    last block; authors' code: gradient clipping 1.0 and horizontal flips."""
+    last block, the energy summed over channels and positions; authors' code: gradient clipping 1.0, horizontal
+    flips and the sigma_1 / sigma_{t+1} level weights, but Eq. 3's conditional EBM at the top level too."""
     channels, depth, temb = P003[name]
     cfg = load_config(name)
     mc = cfg.model
@@ -183,6 +184,7 @@ def test_paper003_table6_settings(name):
     assert (mc.activation, mc.last_activation, mc.spectral_norm, mc.down_last) == ("leaky_relu", "relu", True, None)
     assert cfg.train.grad_clip == 1.0 and cfg.data.hflip is True and cfg.train.ema == 0.9999
     assert cfg.train.batch_size == 256 and (cfg.method.n_steps, cfg.method.denoise_coef) == (15, 2.0)
+    assert (mc.readout, cfg.method.loss_weight, cfg.method.top_marginal) == ("sum", "sigma", False)
     if name == "paper003_cifar10_drl_t8":
         assert (cfg.method.schedule, cfg.method.T) == ("drl", 8)
     else:

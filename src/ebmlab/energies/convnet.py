@@ -26,8 +26,10 @@ Choices where the papers leave room (tested in tests/unit/test_convnet.py):
   C (32 groups from 128 channels on, at least 4 channels per group below); ``layer`` =
   GroupNorm(1, C), i.e. LayerNorm over (C, H, W) of each image; ``none``. Never BatchNorm: the
   energy of one image must not depend on the other chains of the batch.
-- Readout: global *mean* pooling and a Dense layer (paper 001) rather than paper 003's sum over
-  channels and positions, so that energies do not scale with the image size.
+- Readout: global *mean* pooling and a Dense layer (paper 001) by default, so that energies do not scale
+  with the image size; ``readout="sum"`` is paper 003 A.1's "spatial and channel dimensions are summed to
+  obtain the energy output" (f = that sum, E = -f; no Dense), which the paper-scale paper 003 configs use.
+  With ``spectral_norm`` the mean + Dense readout does not contain the sum: the Dense's norm is capped at 1.
 - Pooling stops once the feature map is 1x1 (8x8 digits with many resolutions); odd sides use
   ``ceil_mode``.
 - Self-attention is one head written out with softmax and matmuls (no fused kernel), so that
@@ -140,8 +142,10 @@ class ResNetEnergy(nn.Module):
                  activation: str = "swish", attention: bool = False, spectral_norm: bool = False,
                  time_cond: bool = False, num_classes: int = 0, embed_dim: int = 64, default_t: float = 1.0,
                  pool: str = "avg", blocks: list[int] | None = None, down_last: bool = False,
-                 attention_at: int | None = None, last_activation: str | None = None):
+                 attention_at: int | None = None, last_activation: str | None = None, readout: str | None = None):
         super().__init__()
+        if (readout or "mean") not in ("mean", "sum"):
+            raise ValueError(f"unknown readout {readout!r}; expected 'mean' or 'sum'")
         if blocks is not None and (len(blocks) != len(channels) or min(blocks) < 1):
             raise ValueError(f"ResNetEnergy blocks needs one positive count per resolution ({len(channels)}), "
                              f"got {blocks}")
@@ -175,7 +179,9 @@ class ResNetEnergy(nn.Module):
         c_attn = c_prev if self.attention_at is None else channels[max(0, self.attention_at - 1)]
         self.attn = SelfAttention(c_attn, norm) if attention else None
         self.act = make_activation(last_activation or activation)
-        self.out = nn.Linear(c_prev, 1)
+        # readout "sum" (paper 003 A.1) has no Dense: spectral norm would cap a Dense readout's norm at 1,
+        # 1 / (H W sqrt(C)) of the scale the sum reaches, so the mean + Dense readout cannot contain it there
+        self.out = nn.Linear(c_prev, 1) if (readout or "mean") == "mean" else None
         if spectral_norm:
             apply_spectral_norm(self)
 
@@ -185,6 +191,10 @@ class ResNetEnergy(nn.Module):
 
     def features(self, x: Tensor, t=None, y: Tensor | None = None) -> Tensor:
         """(B, C, H, W) -> (B, channels[-1]) pooled features."""
+        return self.final_map(x, t, y).mean(dim=(2, 3))  # (B, C_last) global mean pooling
+
+    def final_map(self, x: Tensor, t=None, y: Tensor | None = None) -> Tensor:
+        """(B, C, H, W) -> (B, channels[-1], h, w): the last feature map after the last activation."""
         if x.dim() != 4:
             raise ValueError(f"ResNetEnergy expects images (B, C, H, W), got shape {tuple(x.shape)}")
         emb = self.embed(x, t, y)
@@ -199,10 +209,12 @@ class ResNetEnergy(nn.Module):
                 h = self.down[i](h) if self.down is not None else F.avg_pool2d(h, 2, ceil_mode=True)
         if self.attn is not None and self.attention_at is None:
             h = self.attn(h)
-        return self.act(h).mean(dim=(2, 3))  # (B, C_last) global mean pooling
+        return self.act(h)
 
     def forward(self, x: Tensor, t=None, y: Tensor | None = None) -> Tensor:
         """(B,) energies of images ``x`` (B, C, H, W), conditioned on time ``t`` and label ``y`` when built for them."""
+        if self.out is None:  # readout "sum": f = the sum over channels and positions, E = -f (paper 003 A.1)
+            return -self.final_map(x, t, y).sum(dim=(1, 2, 3))  # (B,)
         return self.out(self.features(x, t, y)).squeeze(1)  # (B,)
 
 
@@ -235,9 +247,10 @@ def build_resnet(cfg, shape, time_cond: bool = False, num_classes: int | None = 
 
 def architecture_options(cfg) -> dict:
     """The optional ``ModelConfig`` keys of ``ResNetEnergy`` (blocks, down_last, attention_at,
-    last_activation); absent or None keys keep the defaults (the behaviour before they existed)."""
+    last_activation, readout); absent or None keys keep the defaults (the behaviour before they existed)."""
     blocks = getattr(cfg, "blocks", None)
     return {"blocks": [int(b) for b in blocks] if blocks else None,
             "down_last": bool(getattr(cfg, "down_last", None) or False),
             "attention_at": getattr(cfg, "attention_at", None),
-            "last_activation": getattr(cfg, "last_activation", None)}
+            "last_activation": getattr(cfg, "last_activation", None),
+            "readout": getattr(cfg, "readout", None)}
