@@ -126,6 +126,21 @@ def test_guidance_zero_draws_the_plain_conditional_samples_for_the_same_total_st
     assert torch.equal(plain, guided)
 
 
+@pytest.mark.parametrize("init_conditional", [None, False])
+def test_the_initializer_reads_the_label_unless_it_is_unconditional(init_conditional):
+    """Sec. 4.5's composition model: a conditional EBM and an *unconditional* initializer (init_conditional false:
+    the label never reaches it, in training or sampling); by default the initializer is conditional like the EBM."""
+    from ebmlab.training.config import load_config
+    obj = _objective(num_classes=3, n_steps=1, T=3, init_conditional=init_conditional)
+    with torch.no_grad():  # a random head, so that the label can show (the DRL initialisation starts at zero)
+        for p in obj.initializer.parameters():
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(5))
+    x, t = torch.randn(4, 2), torch.tensor([0, 1, 2, 0])
+    with_label, without = obj.init_mean(x, t, torch.tensor([0, 1, 2, 1])), obj.init_mean(x, t, None)
+    assert torch.equal(with_label, without) == (init_conditional is False)
+    assert load_config("paper003_celeba64_compose").method.init_conditional is False
+
+
 # ----- composition with CDRL (paper 003 Eq. 13-14) -----------------------------------------------------------
 def test_composed_energy_without_the_prior_is_the_product_of_experts():
     obj = _objective(num_classes=3, n_steps=1, T=2)

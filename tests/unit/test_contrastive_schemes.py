@@ -39,6 +39,21 @@ def test_the_bank_restarts_the_whole_batch_from_noise_at_the_refresh_rate(name, 
     assert abs(rate - p) <= 4 * (p * (1 - p) / calls) ** 0.5, (rate, p)
 
 
+def test_refresh_mode_chain_restarts_each_chain_at_the_refresh_rate_and_mixes_batches():
+    """Sec. 4.1's reading ("5% of chains randomly restarted at noise"): every iteration, each chain restarts from noise
+    with probability refresh_prob, so batches mix bank and noise chains (Sec. 3's default restarts whole batches)."""
+    obj, _, _ = _objective("persistent_refresh", "method.refresh_mode=chain", "method.refresh_prob=0.2")
+    assert obj.bank.reset_mode == "chain"
+    obj.bank.data.fill_(100.0)  # far from every noise draw
+    g, n, calls = torch.Generator().manual_seed(1), 8, 1000
+    counts = torch.stack([(obj._start(n, g)[0] != 100.0).all(1).sum() for _ in range(calls)]).float()  # (calls,)
+    rate, p = float(counts.mean()) / n, 0.2
+    assert abs(rate - p) <= 4 * (p * (1 - p) / (n * calls)) ** 0.5, rate
+    assert int(((counts > 0) & (counts < n)).sum()) > calls // 2  # most batches mix the two
+    with pytest.raises(Exception, match="refresh_mode"):
+        _objective("persistent_refresh", "method.refresh_mode=slot")
+
+
 def test_the_data_chain_starts_at_the_data_batch():
     """The data scheme (the hybrid's data chain runs the same code; its ``negatives`` are the noise chain's). One
     unadjusted step of size eps = 1e-4 from the batch: x_neg - x is the step's N(0, 2 eps) noise (the drift,

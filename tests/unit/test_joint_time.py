@@ -246,6 +246,29 @@ def test_checkpoint_carries_sampler_state():
     assert build_objective(cfg, build_dataset(cfg.data)).ctrl.log_step.shape == (16,)
 
 
+def test_increments_start_at_zero_or_at_torchs_initialisation_with_the_same_trunk():
+    """method.increments_init: zero (the default) makes every level p_n before training; torch keeps nn.Linear's
+    initialisation, the effective operator cumsum W that Sec. 3.2 credits the cumulative sum with. Both draw the
+    same random numbers, so the trunks are equal and only the head differs."""
+    objs = {}
+    for init in ("zero", "torch"):
+        torch.manual_seed(0)
+        cfg = _cfg("cd_ce", f"method.increments_init={init}")
+        objs[init] = build_objective(cfg, build_dataset(cfg.data))
+    zero, rand = objs["zero"].energy, objs["torch"].energy
+    trunk = {k: v for k, v in zero.state_dict().items() if not k.startswith("increments")}
+    assert all(torch.equal(v, rand.state_dict()[k]) for k, v in trunk.items())
+    z = torch.randn(8, 2)
+    reference = gaussian_log_density(z, zero.sigma_n).unsqueeze(1)  # (8, 1)
+    assert torch.allclose(zero.log_conditional(z), reference.expand(-1, zero.T))
+    with torch.no_grad():
+        assert float(zero.increments.weight.abs().max()) == 0.0 < float(rand.increments.weight.abs().max())
+    levels = (rand.log_conditional(z) - reference).detach()  # the cumulative sums of random increments
+    assert torch.allclose(levels[:, 0], torch.zeros(8), atol=1e-5) and float(levels[:, 1:].abs().max()) > 0.1
+    with pytest.raises(ConfigError, match="increments_init"):
+        _cfg("cd_ce", "method.increments_init=ones")
+
+
 def test_cifar10_config_builds_app_c2_model():
     """App. C.2: ResNet18-sized trunk without BatchNorm, LeakyReLU, cumulative-sum head over 1024 levels."""
     from ebmlab.energies.build import build_joint_energy

@@ -106,7 +106,8 @@ def build_energy(cfg, shape: tuple[int, ...], **extra) -> nn.Module:
     return MODELS[cfg.name](cfg, tuple(shape), **extra)
 
 
-def build_joint_energy(model_cfg, shape: tuple[int, ...], T: int, sigma_n: float) -> JointTimeEnergy:
+def build_joint_energy(model_cfg, shape: tuple[int, ...], T: int, sigma_n: float,
+                       zero_increments: bool = True) -> JointTimeEnergy:
     """Paper 000's joint (z, t) energy: any registered model with a ``features`` method (``mlp``; the
     image ``resnet``) as the trunk of the T-vector head (``energies/time.py``)."""
     net = build_energy(model_cfg, shape)
@@ -114,4 +115,4 @@ def build_joint_energy(model_cfg, shape: tuple[int, ...], T: int, sigma_n: float
         raise ConfigError(f"paper 000's joint (z, t) methods put a T-vector head on the energy's trunk, so model "
                           f"{model_cfg.name!r} ({type(net).__name__}) needs a features(x) -> (B, F) method (as "
                           f"ebmlab's mlp and resnet have; {ANY_ENERGY})")
-    return joint_energy_on(net, tuple(shape), T, sigma_n)
+    return joint_energy_on(net, tuple(shape), T, sigma_n, zero_increments)

@@ -57,14 +57,15 @@ def gaussian_log_density(z: Tensor, sigma: float) -> Tensor:
 class JointTimeEnergy(nn.Module):
     """Joint model of (z, t): trunk (B, ...) -> (B, F), head (B, F) -> (B, T) log p(z, t)."""
 
-    def __init__(self, trunk: nn.Module, feat_dim: int, T: int, sigma_n: float):
+    def __init__(self, trunk: nn.Module, feat_dim: int, T: int, sigma_n: float, zero_increments: bool = True):
         super().__init__()
         if T < 2 or sigma_n <= 0:
             raise ValueError(f"JointTimeEnergy needs T >= 2 and sigma_n > 0, got T={T}, sigma_n={sigma_n}")
         self.trunk, self.T, self.sigma_n = trunk, T, float(sigma_n)
         self.increments = nn.Linear(feat_dim, T - 1)  # u_1..u_{T-1}: log-ratios between levels
-        nn.init.zeros_(self.increments.weight)  # start at f_t = log p_n + log p_t for every t
-        nn.init.zeros_(self.increments.bias)
+        if zero_increments:  # start at f_t = log p_n + log p_t for every t (else nn.Linear's own initialisation)
+            nn.init.zeros_(self.increments.weight)
+            nn.init.zeros_(self.increments.bias)
         self.log_prior = -math.log(T)  # log p_t(t), uniform (Sec. 3.1)
 
     def reference_log_density(self, z: Tensor) -> Tensor:
@@ -118,7 +119,8 @@ class AtLevel(nn.Module):
         return self.joint(z, t=t, log_weights=log_weights)
 
 
-def joint_energy_on(net: nn.Module, shape: tuple[int, ...], T: int, sigma_n: float) -> JointTimeEnergy:
+def joint_energy_on(net: nn.Module, shape: tuple[int, ...], T: int, sigma_n: float,
+                    zero_increments: bool = True) -> JointTimeEnergy:
     """The T-vector head on ``net``'s ``features`` (``mlp``; the image ``resnet``) as the trunk.
     ``energies/build.build_joint_energy`` builds ``net`` from a ``ModelConfig`` and calls this."""
     trunk = FeatureTrunk(net)
@@ -126,4 +128,4 @@ def joint_energy_on(net: nn.Module, shape: tuple[int, ...], T: int, sigma_n: flo
         feat_dim = trunk(torch.zeros(1, *shape)).shape[1]
     if hasattr(net, "out"):  # the scalar output layer is not used by the head; drop its parameters
         net.out = nn.Identity()
-    return JointTimeEnergy(trunk, feat_dim, T, sigma_n)
+    return JointTimeEnergy(trunk, feat_dim, T, sigma_n, zero_increments)

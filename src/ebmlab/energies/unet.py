@@ -31,7 +31,7 @@ Choices where the papers leave room (tests/unit/test_unet.py):
   resolutions: -"), so there is no heads option.
 
 Parameter counts (``model.channels`` [128, 256, 256, 128], depth 2, time_embed_dim 512): 8.3 M (paper: 9M);
-[128, 256, 384, 512]: 36.9 M (paper: 45M). See docs/paper002.md "Paper-scale configs".
+[128, 256, 384, 512] (multipliers 1,2,3,4 of the CelebA-64 config): 29.2 M (paper: 45M). See docs/paper002.md "Paper-scale configs".
 """
 from __future__ import annotations
 

@@ -8,7 +8,11 @@ Paper 004 (Revisiting Contrastive Divergence), Sec. 3 and Alg. 1. Schemes (``met
   distinct slots drawn without replacement ("we randomly select a batch from this sample bank");
   the chains are written back to their slots (Tieleman 2008; Nijkamp et al.);
 - ``persistent_refresh``: as persistent, but in 5 % of iterations the whole batch restarts from noise
-  and overwrites random slots (paper 004 Sec. 3, following Du et al. 2021);
+  and overwrites random slots (paper 004 Sec. 3: "we use this procedure only 95% of the time. In the remaining
+  5% of iterations ... replacing a randomly selected batch in the bank", following Du et al. 2021). Sec. 4.1
+  words it otherwise, "5% of chains randomly restarted at noise": the same share of the bank refreshed on
+  average, but every batch would then mix ~5 % noise chains into its negatives; Sec. 3's procedure is the
+  one spelt out, so it is the default, and ``refresh_mode: chain`` is Sec. 4.1's;
 - ``hybrid``: Eq. 6, [<E(x)> - <E(x̂_noise-init)>] + lambda [<E(x)> - <E(x̂_data-init)>], lambda 25.
 
 Samples are stop-gradient (the "computational loss" of App. A.3). The metric ``energy_gap`` is
@@ -42,10 +46,13 @@ sampling with other weights (the EMA weights swapped in at evaluation, or loaded
 uses the eps of *those* weights, the objective keeps the last data batch (up to ``REF_POINTS``
 points, a buffer ``ref_data``, which is data, not a weight-dependent number) and ``sample`` recomputes
 eps = c / rms(E(ref_data)) with the weights in place. Optional
-``energy_l2`` adds alpha (E(x)^2 + E(x̂)^2) (Du & Mordatch 2019; not in paper 004). Default 0.01:
+``energy_l2`` adds alpha (E(x)^2 + E(x̂)^2) to each bracket (Du & Mordatch 2019; not in paper 004); in the hybrid
+the data bracket's is multiplied by lambda too, so the data energies' term weighs alpha (1 + lambda) in all, each
+bracket's alpha relative to its own CD term. Default 0.01:
 without it the hybrid's noise-initialised term runs away on the standardised rings once the model
 sharpens (about update 2,000: the energy reached 1e15 and MALA acceptance 0), see docs/paper004.md;
-the paper-004 experiment and configs set it to 0 to follow the paper.
+the paper-004 configs set it to 0 to follow the paper, and so does the experiment's raw table; its
+stable table, on which the claims are decided, keeps 0.01 (docs/paper004.md).
 """
 from __future__ import annotations
 
@@ -96,6 +103,8 @@ class ContrastiveConfig:
     #                                     generation (``prior``, ``sample``, evaluation) keeps init_std
     buffer_size: int = 60000          # persistent bank size (paper 004: 60,000)
     refresh_prob: float = 0.05        # persistent_refresh: fraction of iterations that restart
+    refresh_mode: str | None = None   # persistent_refresh: batch (None: Sec. 3, refresh_prob of the iterations restart
+    #                                   the whole batch) | chain (Sec. 4.1: refresh_prob of the chains, every iteration)
     energy_l2: float = 0.01
     step_rule: str | None = None      # mala step rule: None = robbins_monro (to target_accept) | paper004
     proposal_cap: float | None = None  # paper004: max proposals per chain, a multiple of L (None: 5)
@@ -142,6 +151,8 @@ class ContrastiveConfig:
                               "an adapted step (method.target_accept set, the robbins_monro step rule)")
         if self.ais_resample is not None and self.noise_chain != "ais":
             raise ConfigError("method.ais_resample applies only with method.noise_chain ais")
+        if self.refresh_mode not in (None, "batch", "chain"):
+            raise ConfigError(f"method.refresh_mode must be batch or chain, got {self.refresh_mode!r}")
         if self.proposal_cap is not None and self.step_rule != "paper004":
             raise ConfigError("method.proposal_cap applies only with method.step_rule paper004")
         if self.proposal_cap is not None and not self.proposal_cap >= 1:
@@ -179,7 +190,8 @@ class ContrastiveDivergence(Objective):
             # a run opened without its rows has an unfitted mixture base: its stored bank is loaded next
             base = self.mixture_base()
             self.bank = ReplayBuffer(cfg.buffer_size, self.shape, self.prior, reset_prob=reset,
-                                     reset_mode="batch", mode="bank", fill=base is None or base.components > 0)
+                                     reset_mode=cfg.refresh_mode or "batch", mode="bank",
+                                     fill=base is None or base.components > 0)
 
     @property
     def n_steps_default(self) -> int:

@@ -83,8 +83,8 @@ class ImprovedCDConfig:
     """``method`` keys of paper 001 (App. B.2 and Table 2's switches; see the field comments)."""
     name: str = "improved_cd"
     n_steps: int = 40                 # K Langevin steps per training iteration (App. B.2: 40)
-    step_size: float = 500.0          # λ: drift -λ ∇E (App. B.2: 500 CIFAR-10, 1000 CelebA-HQ)
-    noise_scale: float = 0.001        # σ: std of the Langevin noise (App. B.2: 0.001)
+    step_size: float = 500.0          # λ: drift -λ ∇E (B.2's CIFAR-10 number, for [0, 1] pixels: 2000 on ours)
+    noise_scale: float = 0.001        # σ: std of the Langevin noise (B.2's, for [0, 1] pixels: 0.002 on ours)
     buffer_size: int = 10000          # replay buffer capacity (Sec. 3.1)
     reset_prob: float = 0.01          # r: Alg. 1 says 1 %, Sec. 3.1 says 0.1 % (see docstring)
     kl: bool = True                   # L_opt (Eq. 7) on/off (Table 2)
@@ -97,7 +97,7 @@ class ImprovedCDConfig:
     augment_strength: float = 1.0     # colour-jitter strength of D (App. B.2: 1.0)
     augment_scale: list = dataclasses.field(default_factory=lambda: [0.02, 1.0])  # crop area (B.2)
     augment_flip: bool = True         # horizontal flip in D (B.2; off for digits: mirrored digits)
-    augment_blur: bool = True         # Gaussian blur in D (Sec. 2.3)
+    augment_blur: bool = True         # Gaussian blur in D (Sec. 2.3 lists it; B.2 does not: paper configs off)
     multiscale: bool = False          # multi-scale energy (Sec. 2.4, Table 2)
     sample_rounds: int = 5            # Alg. 2: N rounds of (augmentation, sample_steps steps)
     sample_steps: int = 20            # Alg. 2: K steps per round ("every 20 steps", Sec. 2.3)

@@ -80,6 +80,8 @@ class JointTimeConfig:
     soft_stages: int | None = None    # Alg. 4: number of stages (None: as many as annealing levels)
     sample_adapt_steps: int = 0       # generation: extra step-fitting MALA steps per level before sampling
     sample_adapt_rate: float = 0.5    # generation: Robbins-Monro rate of those fits (log eps)
+    increments_init: str | None = None  # the head's increments layer: zero (None: every level starts at p_n) |
+                                        # torch (nn.Linear's default, which Sec. 3.2's initialisation effect implies)
 
     def validate(self):
         """Raise ``ConfigError`` (one sentence) for an out-of-range key."""
@@ -96,6 +98,8 @@ class JointTimeConfig:
             raise ConfigError("method.n_steps, method.n_steps_final and method.sample_steps must be at least 1")
         if not 0 < self.target_accept < 1 or not 0 <= self.accept_ema < 1:
             raise ConfigError("method.target_accept must lie in (0, 1) and method.accept_ema in [0, 1)")
+        if self.increments_init not in (None, "zero", "torch"):
+            raise ConfigError(f"method.increments_init must be zero or torch, got {self.increments_init!r}")
         if self.sample_method not in ("annealing", "soft"):
             raise ConfigError(f"method.sample_method must be annealing or soft, got {self.sample_method!r}")
         if self.marginal_step not in ("shared", "per_level"):
@@ -344,7 +348,8 @@ def build(cfg, data) -> JointTime:
     if m.name == "cd_plain":
         energy = build_energy(cfg.model, data.shape)  # scalar energy on the same trunk
     else:
-        energy = build_joint_energy(cfg.model, data.shape, m.T, m.sigma_n)
+        energy = build_joint_energy(cfg.model, data.shape, m.T, m.sigma_n,
+                                    zero_increments=m.increments_init in (None, "zero"))
     return JointTime(energy, m, data.shape)
 
 

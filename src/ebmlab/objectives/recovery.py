@@ -87,6 +87,8 @@ class RecoveryConfig:
     denoise_coef: float = 1.0         # c multiplying the gradient in the Tweedie step (paper: 2.0)
     conditional: bool = False         # class-conditional networks with label dropout (Sec. 3.5)
     label_dropout: float = 0.1        # probability of the null label during training
+    init_conditional: bool | None = None  # false: the initializer never sees the label (Sec. 4.5's unconditional
+    #                                       initializer of the composition model); None: as the EBM
     # --- the authors' toy set-up (AlvinZhuyx/CDRL toy_example.py) and Gao et al.'s DRL code ---------
     top_marginal: bool = False        # level T-1 is the marginal EBM of x_{T-1}: no quadratic term, y = x_{T-1}
     loss_weight: str = "none"         # none | sigma: level t's EBM term x sigma_1 / sigma_{t+1}
@@ -258,6 +260,8 @@ class RecoveryLikelihood(Objective):
         mean (c0 = abar_t sigma_{t+1}^2 / sbar_{t+1}^2, c1 = alpha_{t+1} sbar_t^2 / sbar_{t+1}^2)."""
         if self.initializer is None:
             return x_next
+        if self.cfg.init_conditional is False:  # Sec. 4.5: an unconditional initializer beside a conditional EBM
+            labels = None
         h = self.initializer(x_next, self.energy.cond(t, labels))
         if self.cfg.init_predicts == "y":
             return h
