@@ -118,7 +118,7 @@ def test_paper001_table5_cifar10():
     from ebmlab.energies.multiscale import build_multiscale
     cfg = load_config("paper001_cifar10")
     m = cfg.method
-    assert (m.step_size, m.noise_scale, m.n_steps, m.buffer_size) == (2000.0, 0.002, 40, 10000)
+    assert (m.step_size, m.noise_scale, m.n_steps, m.buffer_size, m.reset_prob) == (2000.0, 0.002, 40, 10000, 0.001)
     assert m.augment_flip and not m.augment_blur and list(m.augment_scale) == [0.02, 1.0]
     torch.manual_seed(0)
     net = build_multiscale(cfg.model, (3, 32, 32))
