@@ -31,9 +31,9 @@ Two parameter groups: the EBM at ``train.lr`` with ``ebm_warmup``, the initializ
 with ``init_warmup`` starting ``init_head_start`` iterations earlier (Eq. 15).
 
 Sampling (Alg. 2): x_T ~ N(0, I); for t = T-1..0: proposal, K steps, x_t = y~ / alpha_{t+1}; then
-one Tweedie step (Eq. 17-18) x = (x_0 - c sbar_0^2 dE_0/dx) / abar_0 with ``denoise_coef`` c (exact
-Tweedie: 1; the paper uses 2 for images). With K' = ``n_steps`` != K the step is s_t sqrt(K/K')
-(Sec. 4.2) while the energy's s_t stays the trained one.
+one Tweedie step (Eq. 17-18) x = (x_0 - c sbar_0^2 dE_0/dx) / abar_0 with ``denoise_coef`` c (exact Tweedie:
+1; the paper uses 2 for images). With K' = ``n_steps`` != K the step is s_t sqrt(K/K') (Sec. 4.2) while the
+energy's s_t stays the trained one.
 
 ``energy`` (for ``ebmlab.load``, ``score`` and OOD) is the lowest-noise marginal energy
 E_0(x) = E_net(alpha_1 x; lambda_0) / s_0^2 = -f_theta(y_0 = alpha_1 x; 0); ``log_density(x)`` is
@@ -87,8 +87,7 @@ class RecoveryConfig:
     denoise_coef: float = 1.0         # c multiplying the gradient in the Tweedie step (paper: 2.0)
     conditional: bool = False         # class-conditional networks with label dropout (Sec. 3.5)
     label_dropout: float = 0.1        # probability of the null label during training
-    init_conditional: bool | None = None  # false: the initializer never sees the label (Sec. 4.5's unconditional
-    #                                       initializer of the composition model); None: as the EBM
+    init_conditional: bool | None = None  # false: the initializer never sees a label (Sec. 4.5); None: as the EBM
     # --- the authors' toy set-up (AlvinZhuyx/CDRL toy_example.py) and Gao et al.'s DRL code ---------
     top_marginal: bool = False        # level T-1 is the marginal EBM of x_{T-1}: no quadratic term, y = x_{T-1}
     loss_weight: str = "none"         # none | sigma: level t's EBM term x sigma_1 / sigma_{t+1}
@@ -134,9 +133,9 @@ class DRLConfig(RecoveryConfig):
     - each level's loss weighted by sigma_1 / sigma_{t+1} (``training_losses``' ``loss_scale``);
     - no final Tweedie step (samples are x_0 = y~ / alpha_1).
 
-    The 1/s_t^2 reparameterisation of the energy is *kept*: Gao et al.'s ``log_prob`` divides the
-    network by the squared step size (``b0``), and paper 003 App. A.2 says it follows them there.
-    Their EBM is trained at lr 1e-4 with 1,000 warm-up iterations, batch 64 (``config.py``)."""
+    The 1/s_t^2 reparameterisation of the energy is *kept*: Gao et al.'s ``log_prob`` divides the network by
+    the squared step size (``b0``), and paper 003 App. A.2 says it follows them there. Their EBM is trained at
+    lr 1e-4 with 1,000 warm-up iterations, batch 64 (``config.py``)."""
     name: str = "drl"
     schedule: str = "drl"
     n_steps: int = 30
@@ -260,9 +259,7 @@ class RecoveryLikelihood(Objective):
         mean (c0 = abar_t sigma_{t+1}^2 / sbar_{t+1}^2, c1 = alpha_{t+1} sbar_t^2 / sbar_{t+1}^2)."""
         if self.initializer is None:
             return x_next
-        if self.cfg.init_conditional is False:  # Sec. 4.5: an unconditional initializer beside a conditional EBM
-            labels = None
-        h = self.initializer(x_next, self.energy.cond(t, labels))
+        h = self.initializer(x_next, self.energy.cond(t, None if self.cfg.init_conditional is False else labels))
         if self.cfg.init_predicts == "y":
             return h
         bc = lambda v: v[t].view(-1, *([1] * (x_next.dim() - 1)))  # noqa: E731  (B,) -> (B, 1, ...)
