@@ -136,7 +136,7 @@ def test_paper002_each_grid_cell_trains_its_own_T_K_and_its_own_tuned_eta(monkey
     tk = paper002.grid(False, False)
     assert tk == [(T, K) for T in (3, 10, 20, 30) for K in (1, 3, 10)]
     etas = {(T, K): round(0.01 * T + 0.001 * K, 3) for T, K in tk}  # all distinct: a cell given another's shows
-    tables = paper002.evaluation_cells(tk, etas, False, SEEDS)
+    tables = paper002.evaluation_cells(tk, etas, False, SEEDS, {s: 0.7 for s in paper002.SIGMAS})
     for c in tables["T x K grid (toy)"]:
         cfg = _cfg(paper002, c, monkeypatch, tmp_path)
         T, K = (int(x) for x in c.arm[1:].split("_K"))
@@ -144,20 +144,24 @@ def test_paper002_each_grid_cell_trains_its_own_T_K_and_its_own_tuned_eta(monkey
         assert cfg.data.name == "8gaussians"
 
 
-def test_paper002_sigma_arms_train_their_sigma_at_T20_K3_with_that_cells_eta(monkeypatch, tmp_path):
-    # Table 6: sigma in (0.005, 0.05, 0.1, 0.5) at the reference T = 20, K = 3, with the eta tuned for T20_K3
+def test_paper002_sigma_arms_train_their_sigma_at_T20_K3_with_their_own_tuned_eta(monkeypatch, tmp_path):
+    # Table 6: sigma in (0.005, 0.05, 0.1, 0.5) at the reference T = 20, K = 3, each with the eta tuned at its own
+    # sigma (Sec. 5: eta adjusted to "the total number of steps and noise variance in each experiment")
     tk = paper002.grid(False, False)
     etas = {(T, K): 0.1 if (T, K) != (20, 3) else 0.4 for T, K in tk}
-    sig = paper002.evaluation_cells(tk, etas, False, SEEDS)["sigma ablation (toy, T20_K3)"]
+    sigma_etas = {0.005: 0.11, 0.05: 0.22, 0.1: 0.33, 0.5: 0.44}
+    sig = paper002.evaluation_cells(tk, etas, False, SEEDS, sigma_etas)["sigma ablation (toy, T20_K3)"]
     assert [c.arm for c in sig] == [f"sigma{s}" for s in (0.005, 0.05, 0.1, 0.5) for _ in SEEDS]
     for c in sig:
         cfg = _cfg(paper002, c, monkeypatch, tmp_path)
-        assert (cfg.method.T, cfg.method.K, cfg.method.sigma, cfg.method.eta) == (20, 3, float(c.arm[5:]), 0.4)
+        sigma = float(c.arm[5:])
+        assert (cfg.method.T, cfg.method.K, cfg.method.sigma, cfg.method.eta) == (20, 3, sigma, sigma_etas[sigma])
 
 
 def test_paper002_digits_arms_train_500_iterations_at_K3(monkeypatch, tmp_path):
     # module docstring: Table 4's row T in (3, 10, 20) at K = 3, DIGITS_STEPS = 500 iterations, the config's eta
-    dig = paper002.evaluation_cells([(20, 3)], {(20, 3): 0.1}, False, SEEDS)["digits (K = 3)"]
+    dig = paper002.evaluation_cells([(20, 3)], {(20, 3): 0.1}, False, SEEDS, {s: 0.1 for s in paper002.SIGMAS})[
+        "digits (K = 3)"]
     assert [c.arm for c in dig] == [f"digits_T{T}_K3" for T in (3, 10, 20) for _ in SEEDS]
     for c in dig:
         config, overrides, _ = _trains(paper002, c, monkeypatch, tmp_path)
@@ -176,19 +180,24 @@ def test_paper002_eta_is_tuned_with_its_own_seed_on_each_cells_T_K(monkeypatch):
         seen.append((cfg.method.T, cfg.method.K, cfg.method.sigma, list(candidates), steps, seed))
         return SimpleNamespace(eta=0.2, reached=True, gaps={0.2: 0.0})
     monkeypatch.setattr(eta_search, "tune_eta_by_training", fake)
-    for c in paper002.tuning_cells([(3, 1), (20, 3)], False):
+    cells = paper002.tuning_cells([(3, 1), (20, 3)], False) + paper002.tuning_cells([(20, 3)], False, 0.05)
+    assert [c.arm for c in cells] == ["tune_T3_K1", "tune_T20_K3", "tune_T20_K3_sigma0.05"]
+    for c in cells:
         assert c.seed == 100
         assert c.fn(c.params, c.seed, Path("unused"))["eta"] == 0.2
-    assert seen == [(3, 1, 0.3, [0.1, 0.2, 0.4, 0.8], 300, 100), (20, 3, 0.3, [0.1, 0.2, 0.4, 0.8], 300, 100)]
+    assert seen == [(3, 1, 0.3, [0.1, 0.2, 0.4, 0.8], 300, 100), (20, 3, 0.3, [0.1, 0.2, 0.4, 0.8], 300, 100),
+                    (20, 3, 0.05, [0.1, 0.2, 0.4, 0.8], 300, 100)]
 
 
-def test_paper002_the_claim_puts_T_x_K_60_against_the_fewest_and_the_most_steps():
-    # Tables 4-5: best at T x K = 60 (T = 20, K = 3); the grid's fewest is T3_K1, its most T30_K10 (--full: T40_K30)
+def test_paper002_the_claim_puts_T_x_K_60_against_the_rows_of_tables_4_and_5():
+    # Tables 4-5: best at T x K = 60 (T = 20, K = 3) against T at K = 3 (Table 4) and K at T = 20 (Table 5): every
+    # such cell of the grid, never a corner that lies on neither row (T3_K1, T30_K10)
     assert paper002.reference(False) == (20, 3)
-    for full, most in ((False, "T30_K10"), (True, "T40_K30")):
+    for full, others in ((False, ["T3_K3", "T10_K3", "T20_K1", "T20_K10", "T30_K3"]),
+                         (True, ["T3_K3", "T6_K3", "T10_K3", "T20_K1", "T20_K5", "T20_K10", "T20_K30", "T30_K3",
+                                 "T40_K3"])):
         got = [(c.a, c.b, c.metric, c.better, c.margin) for c in paper002.sub_claims(paper002.grid(False, full), False)]
-        assert got == [("T20_K3", "T3_K1", "sample_energy_distance", "lower", 0.005),
-                       ("T20_K3", most, "sample_energy_distance", "lower", 0.005)]
+        assert got == [("T20_K3", b, "sample_energy_distance", "lower", 0.005) for b in others]
 
 
 # ----- eta_search --------------------------------------------------------------------------------------------------
