@@ -22,6 +22,7 @@ from ebmlab.experiments import claims, eta_search, leaderboard, paper000, paper0
 from ebmlab.experiments import data_defaults as dd
 from ebmlab.experiments import runner
 from ebmlab.experiments.runner import experiment_config
+from ebmlab.training.config import load_config
 
 SEEDS = (0, 1, 2)
 
@@ -136,7 +137,8 @@ def test_paper002_each_grid_cell_trains_its_own_T_K_and_its_own_tuned_eta(monkey
     tk = paper002.grid(False, False)
     assert tk == [(T, K) for T in (3, 10, 20, 30) for K in (1, 3, 10)]
     etas = {(T, K): round(0.01 * T + 0.001 * K, 3) for T, K in tk}  # all distinct: a cell given another's shows
-    tables = paper002.evaluation_cells(tk, etas, False, SEEDS, {s: 0.7 for s in paper002.SIGMAS})
+    tables = paper002.evaluation_cells(tk, etas, False, SEEDS, {s: 0.7 for s in paper002.SIGMAS},
+                                       {T: 0.5 for T in paper002.DIGITS_T})
     for c in tables["T x K grid (toy)"]:
         cfg = _cfg(paper002, c, monkeypatch, tmp_path)
         T, K = (int(x) for x in c.arm[1:].split("_K"))
@@ -150,7 +152,8 @@ def test_paper002_sigma_arms_train_their_sigma_at_T20_K3_with_their_own_tuned_et
     tk = paper002.grid(False, False)
     etas = {(T, K): 0.1 if (T, K) != (20, 3) else 0.4 for T, K in tk}
     sigma_etas = {0.005: 0.11, 0.05: 0.22, 0.1: 0.33, 0.5: 0.44}
-    sig = paper002.evaluation_cells(tk, etas, False, SEEDS, sigma_etas)["sigma ablation (toy, T20_K3)"]
+    sig = paper002.evaluation_cells(tk, etas, False, SEEDS, sigma_etas, {T: 0.5 for T in paper002.DIGITS_T})[
+        "sigma ablation (toy, T20_K3)"]
     assert [c.arm for c in sig] == [f"sigma{s}" for s in (0.005, 0.05, 0.1, 0.5) for _ in SEEDS]
     for c in sig:
         cfg = _cfg(paper002, c, monkeypatch, tmp_path)
@@ -158,16 +161,17 @@ def test_paper002_sigma_arms_train_their_sigma_at_T20_K3_with_their_own_tuned_et
         assert (cfg.method.T, cfg.method.K, cfg.method.sigma, cfg.method.eta) == (20, 3, sigma, sigma_etas[sigma])
 
 
-def test_paper002_digits_arms_train_500_iterations_at_K3(monkeypatch, tmp_path):
-    # module docstring: Table 4's row T in (3, 10, 20) at K = 3, DIGITS_STEPS = 500 iterations, the config's eta
-    dig = paper002.evaluation_cells([(20, 3)], {(20, 3): 0.1}, False, SEEDS, {s: 0.1 for s in paper002.SIGMAS})[
-        "digits (K = 3)"]
+def test_paper002_digits_arms_train_500_iterations_at_K3_with_their_own_tuned_eta(monkeypatch, tmp_path):
+    # module docstring: Table 4's row T in (3, 10, 20) at K = 3, DIGITS_STEPS = 500 iterations, eta tuned per T
+    digits_etas = {3: 0.125, 10: 0.25, 20: 1.0}
+    dig = paper002.evaluation_cells([(20, 3)], {(20, 3): 0.1}, False, SEEDS, {s: 0.1 for s in paper002.SIGMAS},
+                                    digits_etas)["digits (K = 3)"]
     assert [c.arm for c in dig] == [f"digits_T{T}_K3" for T in (3, 10, 20) for _ in SEEDS]
     for c in dig:
         config, overrides, _ = _trains(paper002, c, monkeypatch, tmp_path)
-        cfg = experiment_config(config, overrides, threads=1)
+        cfg = experiment_config(config, overrides, threads=1)  # (cell_fn adds the tuned method.eta)
         assert config == "paper002_digits" and (cfg.method.K, cfg.train.steps) == (3, 500)
-        assert c.arm == f"digits_T{cfg.method.T}_K3"
+        assert c.arm == f"digits_T{cfg.method.T}_K3" and cfg.method.eta == digits_etas[cfg.method.T]
 
 
 def test_paper002_eta_is_tuned_with_its_own_seed_on_each_cells_T_K(monkeypatch):
@@ -187,6 +191,15 @@ def test_paper002_eta_is_tuned_with_its_own_seed_on_each_cells_T_K(monkeypatch):
         assert c.fn(c.params, c.seed, Path("unused"))["eta"] == 0.2
     assert seen == [(3, 1, 0.3, [0.1, 0.2, 0.4, 0.8], 300, 100), (20, 3, 0.3, [0.1, 0.2, 0.4, 0.8], 300, 100),
                     (20, 3, 0.05, [0.1, 0.2, 0.4, 0.8], 300, 100)]
+    # the digits row: one tuning per T on the digits config, factor-2 candidates around its eta 0.5
+    seen.clear()
+    cells = paper002.digits_tuning_cells(False)
+    assert [c.arm for c in cells] == ["tune_digits_T3_K3", "tune_digits_T10_K3", "tune_digits_T20_K3"]
+    sigma = load_config("paper002_digits").method.sigma
+    for c in cells:
+        assert c.seed == 100 and c.params["config"] == "paper002_digits"
+        c.fn(c.params, c.seed, Path("unused"))
+    assert seen == [(T, 3, sigma, [0.125, 0.25, 0.5, 1.0], 300, 100) for T in (3, 10, 20)]
 
 
 def test_paper002_the_claim_puts_T_x_K_60_against_the_rows_of_tables_4_and_5():

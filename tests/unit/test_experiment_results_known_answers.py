@@ -268,7 +268,13 @@ def _sigma_eta(sigma):
     return round(0.5 + sigma, 3)  # distinct from every grid cell's eta
 
 
+def _digits_eta(T):
+    return round(1.5 + T / 100, 3)  # distinct from every other eta
+
+
 def _p002(c):
+    if c.arm.startswith("tune_digits_"):
+        return {"eta": _digits_eta(int(c.arm[13:-3])), "reached": 1.0, "gap_eta0.5": 0.1, "step": 300}
     if c.arm.startswith("tune_"):
         tk, _, sigma = c.arm[6:].partition("_sigma")
         T, K = (int(x) for x in tk.split("_K"))
@@ -294,8 +300,10 @@ def test_paper002_each_cell_trains_and_reports_its_own_tuning_cells_eta(monkeypa
     assert grid["T30_K10"]["eta"]["per_seed"] == [_eta(30, 10)] * 3  # the eta the cell reports
     sig = {c.arm: c.params["eta"] for c in asked if c.arm.startswith("sigma")}  # Table 6 at T20_K3, eta per sigma
     assert sig == {f"sigma{s}": _sigma_eta(s) for s in paper002.SIGMAS}
-    assert res["eta_tuning"]["T30_K10"]["eta"] == _eta(30, 10) and len(res["eta_tuning"]) == 12 + 4
+    assert res["eta_tuning"]["T30_K10"]["eta"] == _eta(30, 10) and len(res["eta_tuning"]) == 12 + 4 + 3
     assert res["eta_tuning"]["T20_K3_sigma0.05"]["eta"] == _sigma_eta(0.05)
+    dig = {c.arm: c.params["eta"] for c in asked if c.arm.startswith("digits_")}  # the digits row, eta per T
+    assert dig == {f"digits_T{T}_K3": _digits_eta(T) for T in paper002.DIGITS_T}
 
 
 def test_paper002_stops_with_one_sentence_when_a_tuning_cell_did_not_finish(monkeypatch, tmp_path, capsys):
@@ -327,7 +335,7 @@ def test_paper002_full_grid_claims_against_its_own_most_steps(monkeypatch, tmp_p
     # --full's T20_K30 (0.021) is within the margin of T20_K3's 0.02; the other cells of the rows are not
     got = {b: v for _, b, _, v in _verdicts(res)}
     assert got.pop("T20_K30") == "not shown" and set(got.values()) == {"holds"} and len(got) == 8
-    assert res["claim_holds"] is False and len(res["eta_tuning"]) == 30 + 4
+    assert res["claim_holds"] is False and len(res["eta_tuning"]) == 30 + 4 + 3
 
 
 def test_paper002_results_md_shows_each_tuning_cell_and_the_floor(monkeypatch, tmp_path):

@@ -14,8 +14,9 @@ budget (the config's 1,500 iterations) and seeds ``claims.SEEDS`` (one-thread pr
 - the sigma ablation of Table 6 at T = 20, K = 3, sigma in ``SIGMAS``, each sigma with its own eta tuned by the
   same rule (Sec. 5: eta is adjusted "according to the total number of steps and noise variance in each
   experiment"; tuning arms ``tune_T20_K3_sigma{s}``); arms ``sigma{s}``;
-- digits (shipped config ``paper002_digits``, ``DIGITS_STEPS`` iterations, its eta 0.5): Table 4's row
-  T in ``DIGITS_T`` at K = 3, arms ``digits_T{T}_K3``, column ``digits_fd``.
+- digits (shipped config ``paper002_digits``, ``DIGITS_STEPS`` iterations): Table 4's row T in ``DIGITS_T`` at
+  K = 3, arms ``digits_T{T}_K3``, column ``digits_fd``, each T with its eta tuned by the same rule among
+  ``DIGITS_ETA_CANDIDATES`` (factor-2 steps around the config's 0.5; tuning arms ``tune_digits_T{T}_K3``).
 
 Columns: ``sample_energy_distance`` (samples from N(0, I) through the T x K-step process vs fresh data,
 data coordinates), ``sample_precision`` (fraction above the 1 % quantile of the data's exact
@@ -51,6 +52,7 @@ FULL_T, FULL_K = (3, 6, 10, 20, 30, 40), (1, 3, 5, 10, 30)
 SIGMAS = (0.005, 0.05, 0.1, 0.5)
 DIGITS_T, DIGITS_STEPS = (3, 10, 20), 500
 ETA_CANDIDATES, TUNE_STEPS, TUNE_SEED = (0.1, 0.2, 0.4, 0.8), 300, 100
+DIGITS_ETA_CANDIDATES = (0.125, 0.25, 0.5, 1.0)
 ED_MARGIN = 0.005
 METRICS = ["sample_energy_distance", "sample_precision", "density_kl", "eta", "digits_fd"]
 QUICK_TOY_STEPS, QUICK_DIGITS_STEPS = 20, 3
@@ -67,7 +69,7 @@ def toy_sets(T: int, K: int, sigma: float, quick: bool) -> list[str]:
 def tune_fn(params: dict, seed: int, run_dir: Path) -> dict:
     """A tuning cell: App. A.1's eta for one (T, K) (seed ``TUNE_SEED``, short trainings)."""
     from ebmlab.experiments.eta_search import tune_eta_by_training
-    cfg = experiment_config("paper002_8gaussians", params["overrides"], threads=1)
+    cfg = experiment_config(params["config"], params["overrides"], threads=1)
     res = tune_eta_by_training(cfg, params["candidates"], params["steps"], seed=seed)
     return {"eta": res.eta, "reached": float(res.reached), **{f"gap_eta{k:g}": v for k, v in res.gaps.items()},
             "step": params["steps"]}
@@ -108,17 +110,40 @@ def sigmas(quick: bool) -> tuple[float, ...]:
     return SIGMAS[-1:] if quick else SIGMAS
 
 
+def _tune_cell(arm: str, config: str, overrides: list[str], candidates, steps: int) -> Cell:
+    """A tuning cell (seed ``TUNE_SEED``): App. A.1's eta among ``candidates`` for ``config`` + ``overrides``."""
+    return Cell(arm, TUNE_SEED, tune_fn, {"config": config, "overrides": overrides, "candidates": list(candidates),
+                                          "steps": steps})
+
+
 def tuning_cells(cells_tk, quick: bool, sigma: float = 0.3) -> list[Cell]:
     """One tuning cell per (T, K) at ``sigma`` (arm ``tune_T{T}_K{K}``, with ``_sigma{s}`` off the grid's 0.3)."""
     steps, tag = 5 if quick else TUNE_STEPS, "" if sigma == 0.3 else f"_sigma{sigma}"
-    return [Cell(f"tune_T{T}_K{K}{tag}", TUNE_SEED, tune_fn, {"overrides": toy_sets(T, K, sigma, quick),
-                                                             "candidates": list(ETA_CANDIDATES), "steps": steps})
-            for T, K in cells_tk]
+    return [_tune_cell(f"tune_T{T}_K{K}{tag}", "paper002_8gaussians", toy_sets(T, K, sigma, quick), ETA_CANDIDATES,
+                       steps) for T, K in cells_tk]
 
 
-def evaluation_cells(cells_tk, etas: dict, quick: bool, seeds, sigma_etas: dict) -> dict[str, list[Cell]]:
+def digits_ts(quick: bool) -> tuple[int, ...]:
+    """The digits row's T (quick: the first)."""
+    return DIGITS_T[:1] if quick else DIGITS_T
+
+
+def digits_sets(T: int, quick: bool) -> list[str]:
+    """Overrides of one digits cell (before eta)."""
+    return [f"method.T={T}", "method.K=3", f"train.steps={DIGITS_STEPS}"] + (QUICK_DIGITS if quick else [])
+
+
+def digits_tuning_cells(quick: bool) -> list[Cell]:
+    """One tuning cell per T of the digits row (arm ``tune_digits_T{T}_K3``)."""
+    steps = QUICK_DIGITS_STEPS if quick else TUNE_STEPS
+    return [_tune_cell(f"tune_digits_T{T}_K3", "paper002_digits", digits_sets(T, quick), DIGITS_ETA_CANDIDATES, steps)
+            for T in digits_ts(quick)]
+
+
+def evaluation_cells(cells_tk, etas: dict, quick: bool, seeds, sigma_etas: dict,
+                     digits_etas: dict) -> dict[str, list[Cell]]:
     """{table: cells}: the T x K grid (``etas`` per (T, K)), the sigma ablation (``sigma_etas`` per sigma), the
-    digits row."""
+    digits row (``digits_etas`` per T)."""
     ref = reference(quick)
     fig = lambda name, s: name if s == seeds[0] else None  # noqa: E731 (figures from the first seed only)
     toy = [Cell(f"T{T}_K{K}", s, cell_fn, {"config": "paper002_8gaussians", "overrides": toy_sets(T, K, 0.3, quick),
@@ -127,9 +152,8 @@ def evaluation_cells(cells_tk, etas: dict, quick: bool, seeds, sigma_etas: dict)
     sig = [Cell(f"sigma{sg}", s, cell_fn, {"config": "paper002_8gaussians", "overrides": toy_sets(*ref, sg, quick),
                                            "eta": sigma_etas[sg]}) for sg in sigmas(quick) for s in seeds]
     dig = [Cell(f"digits_T{T}_K3", s, cell_fn, {"config": "paper002_digits", "figures": fig("_digits", s) if T == 10 else None,
-                                                "overrides": [f"method.T={T}", "method.K=3", f"train.steps={DIGITS_STEPS}"]
-                                                + (QUICK_DIGITS if quick else [])})
-           for T in (DIGITS_T[:1] if quick else DIGITS_T) for s in seeds]
+                                                "overrides": digits_sets(T, quick), "eta": digits_etas[T]})
+           for T in digits_ts(quick) for s in seeds]
     return {"T x K grid (toy)": toy, "sigma ablation (toy, T20_K3)": sig, "digits (K = 3)": dig}
 
 
@@ -150,17 +174,19 @@ def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2, full:
     cells_tk = grid(quick, full)
     tune = tuning_cells(cells_tk, quick)  # one per (T, K), in the grid's order, then one per sigma at the reference
     tune_sigma = [c for sg in sigmas(quick) for c in tuning_cells([reference(quick)], quick, sg)]
-    tuned = claims.run_cells(out, tune + tune_sigma, jobs=jobs)
+    tune_digits = digits_tuning_cells(quick)
+    tuned = claims.run_cells(out, tune + tune_sigma + tune_digits, jobs=jobs)
     etas = {tk: _tuned_eta(out, tuned, cell) for tk, cell in zip(cells_tk, tune)}
     sigma_etas = {sg: _tuned_eta(out, tuned, cell) for sg, cell in zip(sigmas(quick), tune_sigma)}
-    tables_cells = evaluation_cells(cells_tk, etas, quick, seeds, sigma_etas)
+    digits_etas = {T: _tuned_eta(out, tuned, cell) for T, cell in zip(digits_ts(quick), tune_digits)}
+    tables_cells = evaluation_cells(cells_tk, etas, quick, seeds, sigma_etas, digits_etas)
     records, tables = claims.run_tables(out, tables_cells, METRICS, seeds, jobs)
     verdicts = [claims.decide(c, tables["T x K grid (toy)"]) for c in sub_claims(cells_tk, quick)]
     _collect_figures(out, tables_cells, seeds[0])
     _ablation_figure(out, tables["T x K grid (toy)"], cells_tk)
     claim = ("sample quality has an interior optimum in the total number of sampling steps T x K "
              "(paper 002 Tables 4-5: best at T x K = 60, worse with more steps)")
-    tuning = {c.arm[5:]: tuned[(c.arm, TUNE_SEED)]["metrics"] for c in tune + tune_sigma}
+    tuning = {c.arm[5:]: tuned[(c.arm, TUNE_SEED)]["metrics"] for c in tune + tune_sigma + tune_digits}
     notes = _notes(quick, full, tuning, records, seeds)
     return claims.write_claim_results(out, "002", claim, tables, verdicts, seeds, {t: METRICS for t in tables}, notes,
                                       extra={"eta_tuning": tuning, "wall_seconds": round(time.time() - t0, 1),
