@@ -191,7 +191,7 @@ def test_paper002_eta_is_tuned_with_its_own_seed_on_each_cells_T_K(monkeypatch):
         assert c.fn(c.params, c.seed, Path("unused"))["eta"] == 0.2
     assert seen == [(3, 1, 0.3, [0.1, 0.2, 0.4, 0.8], 300, 100), (20, 3, 0.3, [0.1, 0.2, 0.4, 0.8], 300, 100),
                     (20, 3, 0.05, [0.1, 0.2, 0.4, 0.8], 300, 100)]
-    # the digits row: one tuning per T on the digits config, factor-2 candidates around its eta 0.5
+    # the digits row: one tuning per T on the digits config, factor-2 candidates around 0.5
     seen.clear()
     cells = paper002.digits_tuning_cells(False)
     assert [c.arm for c in cells] == ["tune_digits_T3_K3", "tune_digits_T10_K3", "tune_digits_T20_K3"]

@@ -16,7 +16,8 @@ budget (the config's 1,500 iterations) and seeds ``claims.SEEDS`` (one-thread pr
   experiment"; tuning arms ``tune_T20_K3_sigma{s}``); arms ``sigma{s}``;
 - digits (shipped config ``paper002_digits``, ``DIGITS_STEPS`` iterations): Table 4's row T in ``DIGITS_T`` at
   K = 3, arms ``digits_T{T}_K3``, column ``digits_fd``, each T with its eta tuned by the same rule among
-  ``DIGITS_ETA_CANDIDATES`` (factor-2 steps around the config's 0.5; tuning arms ``tune_digits_T{T}_K3``).
+  ``DIGITS_ETA_CANDIDATES`` (factor-2 steps around 0.5, the config's eta when they were fixed; tuning arms
+  ``tune_digits_T{T}_K3``).
 
 Columns: ``sample_energy_distance`` (samples from N(0, I) through the T x K-step process vs fresh data,
 data coordinates), ``sample_precision`` (fraction above the 1 % quantile of the data's exact
