@@ -144,7 +144,8 @@ class ResNetEnergy(nn.Module):
                  pool: str = "avg", blocks: list[int] | None = None, down_last: bool = False,
                  attention_at: int | None = None, last_activation: str | None = None, readout: str | None = None):
         super().__init__()
-        if (readout or "mean") not in ("mean", "sum"):
+        readout = readout or "mean"
+        if readout not in ("mean", "sum"):
             raise ValueError(f"unknown readout {readout!r}; expected 'mean' or 'sum'")
         if blocks is not None and (len(blocks) != len(channels) or min(blocks) < 1):
             raise ValueError(f"ResNetEnergy blocks needs one positive count per resolution ({len(channels)}), "
@@ -181,7 +182,7 @@ class ResNetEnergy(nn.Module):
         self.act = make_activation(last_activation or activation)
         # readout "sum" (paper 003 A.1) has no Dense: spectral norm would cap a Dense readout's norm at 1,
         # 1 / (H W sqrt(C)) of the scale the sum reaches, so the mean + Dense readout cannot contain it there
-        self.out = nn.Linear(c_prev, 1) if (readout or "mean") == "mean" else None
+        self.out = nn.Linear(c_prev, 1) if readout == "mean" else None
         if spectral_norm:
             apply_spectral_norm(self)
 
