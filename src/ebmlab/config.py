@@ -213,10 +213,11 @@ def user_data_overrides(raw: dict) -> list[str]:
     own keys only) leaves out (a key given, even as null, is the user's); none when it turns standardising off
     (whitening and the noise act on z-scores). The mixture base goes to the MLP of paper 004's objectives
     (``MIXTURE_BASE_METHODS``) unless the user chose a base; the Gaussian base to any other
-    MLP; the energy penalty is turned off only for the default method and only with a base measure (the penalty
-    on the total energy pulls the tilt down to cancel the base: docs/data_defaults.md); the margin only where it
-    applies (a checked start, one check at a time); a method's vector settings where its defaults are the image
-    ones (``VECTOR_METHOD_DEFAULTS``)."""
+    MLP; the energy penalty is turned off only for the default method (``hybrid``, named or not) and only with a
+    base measure (the penalty on the total energy pulls the tilt down to cancel the base: docs/data_defaults.md);
+    the margin only where it applies (a checked start, one check at a time) and the worst-of-draws score only
+    without the user's ``train.select_window`` (the two are exclusive); a method's vector settings where its
+    defaults are the image ones (``VECTOR_METHOD_DEFAULTS``)."""
     def own(section: str) -> dict:  # the user's keys of one section
         return raw[section] if isinstance(raw.get(section), dict) else {}
     if own("data").get("standardize") is False:
@@ -229,10 +230,12 @@ def user_data_overrides(raw: dict) -> list[str]:
     if mixture or not mlp or model.get("base") == "gmm":
         skip.add("model.base_std")
     gaussian = model.get("base_std", None if "model.base_std" in skip else USER_DATA_DEFAULTS["model.base_std"])
-    if not (mixture or model.get("base") == "gmm" or gaussian is not None) or "name" in method:
+    if not (mixture or model.get("base") == "gmm" or gaussian is not None) or method.get("name", "hybrid") != "hybrid":
         skip.add("method.energy_l2")
     if train.get("select_start") is False or train.get("select_window", 1) != 1:
         skip.add("train.select_margin")
+    if train.get("select_window", 1) != 1:  # a window averages checks: the worst-of-draws score is the other way
+        skip.add("train.select_draws")
     defaults = {**USER_DATA_DEFAULTS, **VECTOR_METHOD_DEFAULTS.get(method.get("name", "hybrid"), {})}
     keys = [(key, *key.split(".", 1)) for key in defaults if key not in skip]
     return [f"{key}={str(defaults[key]).lower()}" for key, sec, name in keys if name not in own(sec)]

@@ -402,7 +402,8 @@ def test_the_users_vectors_get_selection_by_default_and_an_explicit_null_turns_i
 def test_the_users_vectors_start_from_the_mixture_or_the_gaussian_where_the_model_and_method_allow():
     """The ``--data`` defaults add the mixture base to the MLP of paper 004's objectives, the Gaussian base to any
     other MLP (select_refit refits either), no base to other models; the energy penalty is turned off
-    only for the default method with a base measure, and the margin only where a start is checked alone."""
+    only for the default method (named or not) with a base measure, the margin only where a start is checked
+    alone, and the worst-of-draws score only where the user set no window."""
     def added(*sets):
         return {s.split("=")[0] for s in user_data_overrides(apply_overrides({}, ["data.name=array", *sets]))}
     new = {"model.base", "method.energy_l2", "train.select_draws", "train.select_start", "train.select_margin"}
@@ -422,7 +423,11 @@ def test_the_users_vectors_start_from_the_mixture_or_the_gaussian_where_the_mode
     assert added("model.base=null") == gaussian - {"model.base_std"} | {"model.base_std"}
     assert added("model.name=custom") == added() - {"model.base", "method.energy_l2"}
     assert added("train.select_start=false") == added() - {"train.select_margin", "train.select_start"}
-    assert added("train.select_window=3") == added() - {"train.select_margin"}
+    assert added("train.select_window=3") == added() - {"train.select_margin", "train.select_draws"}
+    assert added("method.name=hybrid") == added()  # the default method named is the default method
+    for sets in (["train.select_window=3"], ["method.name=hybrid"]):  # and what they add is a config that loads
+        user = ["data.name=array", *sets]
+        load_config(None, user_data_overrides(apply_overrides({}, user)) + user + ["data.path=x.npy"])
     sets = user_data_overrides(apply_overrides({}, ["data.name=array"]))
     cfg = load_config(None, sets + ["data.name=array", "data.path=x.npy"])
     assert (cfg.model.base, cfg.model.base_std, cfg.method.energy_l2, cfg.train.select_draws, cfg.train.select_start,
