@@ -133,7 +133,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 0         # 0 keeps every checkpoint
     log_every: int = 10
-    sample_every: int = 0             # write a sample figure (image grid, vector scatter) every N steps (0: only at the end)
+    sample_every: int = 0             # write a sample figure (image grid, vector scatter) every N steps and at the end (0: image grid at the end only)
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     threads: int | None = None        # torch CPU threads (None: auto, the idle cores, re-counted every 10 s; training/threads.py)
     amp: bool = False                 # bf16 autocast on CUDA
