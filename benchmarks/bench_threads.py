@@ -1,10 +1,11 @@
 """Thread policy under contention (issue 19, item 1): wall time of a short default training run
 (``ebmlab train``, the demo's config, ``--steps`` updates, no evaluation) with ``train.threads`` = 1,
-2 and the default (null: auto, one thread for vector data), each as its own process, interleaved
-over ``--reps`` rounds, on an idle machine, with ``--busy`` competing processes (pure-Python busy
-loops, one per core) running, and ("late") with them starting ``--late-after`` seconds after each run
-started (work that begins beside a running job: a thread count chosen at start no longer fits). Prints
-medians and the ratios to ``threads=1``, and a final JSON line.
+2 and the default (null: auto, the idle cores, counted when training starts and again every 10 s:
+``training/threads.py``), each as its own process, interleaved over ``--reps`` rounds, on an idle
+machine, with ``--busy`` competing processes (pure-Python busy loops, one per core) running, and
+("late") with them starting ``--late-after`` seconds after each run started (work that begins
+beside a running job: a thread count chosen at start no longer fits). Prints medians and the ratios
+to ``threads=1``, and a final JSON line.
 
     python benchmarks/bench_threads.py [--steps 200] [--reps 3] [--busy 2] [--phases idle busy late]
 """

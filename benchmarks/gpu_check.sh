@@ -8,8 +8,8 @@
 # (or --out DIR). Arguments go to benchmarks/gpu_check.py (--help lists them).
 #
 # Nothing is downloaded. The interpreter is $PYTHON, else .venv/bin/python, else python3; it needs
-# torch and ebmlab's dependencies (pytest for the tests). ebmlab itself is taken from src/ when it is
-# not installed. If $EBMLAB_WHEELS names a folder of wheels carried to the machine, they are installed
+# torch and ebmlab's dependencies (pytest for the tests). ebmlab itself is always taken from this
+# checkout's src/ (first on PYTHONPATH), installed or not. If $EBMLAB_WHEELS names a folder of wheels carried to the machine, they are installed
 # first from that folder only (pip --no-index): nothing comes from the network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
