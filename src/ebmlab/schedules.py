@@ -83,7 +83,7 @@ def chain_length(step: int, start: int = 5, end: int = 100, hold: int = 40000, r
 #   lambda_T = lambda_min;
 # - DRL's original "T6" schedule (Gao et al. 2021, public code): a 1000-step linear beta schedule
 #   from 1e-4 to 0.02 read at fine steps i * (1000 // (2 (T-1))), i < T, and 999. Its end points are
-#   logSNR 9.2 and -10.0; App. A.3 of paper 003 quotes 9.8 and -5.1 as "matching" them, which we
+#   logSNR 9.2 and -10.1; App. A.3 of paper 003 quotes 9.8 and -5.1 as "matching" them, which we
 #   could not reproduce from DRL's description, so both schedules are kept as written.
 # =================================================================================================
 
