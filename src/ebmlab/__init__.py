@@ -1,7 +1,7 @@
-"""ebmlab: energy-based models in PyTorch, five published training methods on shared parts.
+"""ebmlab: energy-based models in PyTorch, the training methods of five papers on shared parts.
 
 ebmlab trains, samples and evaluates energy-based models (EBMs): an energy network E(x) (lower = more
-probable, p(x) ∝ exp(-E(x))) learned from data by one of five published methods, which share the
+probable, p(x) ∝ exp(-E(x))) learned from data by the methods of five papers, which share the
 same energies, samplers, replay buffers, data, metrics, training loop and command line.
 
 Python, in a few lines (``ebmlab.api``):
@@ -28,7 +28,7 @@ contract, ``Objective``), ``ebmlab.samplers`` (Langevin, MALA, the papers' gener
 References (the papers the methods implement; the code cites them as "paper 000" ... "paper 004"):
 
 - **paper 000** — *Thinking Fourth Dimensionally: Treating Time as a Random Variable in EBMs.*
-  Anonymous authors (under double-blind review). Methods ``joint_cd``, ``cd_ce``, ``cd_plain``.
+  Anonymous authors (under double-blind review). Methods ``joint_cd``, ``cd_ce``, ``per_t``, ``cd_plain``.
 - **paper 001** — *Improved Contrastive Divergence Training of Energy-Based Models.* Yilun Du,
   Shuang Li, Joshua Tenenbaum, Igor Mordatch (ICML 2021). Method ``improved_cd``.
 - **paper 002** — *Diffusion Process with Implicit Latents via Energy Models.* Anonymous authors

@@ -23,9 +23,13 @@ run.metrics, run.checkpoint_step, run.config
   "module:Class"``, ``model.kwargs``; ``api_energy.py``), so the run reloads wherever that module is importable; a
   class that cannot be imported there gives one sentence (``ConfigError``) saying so. The model sees
   *model coordinates*: each data coordinate standardised with the training split's mean and std
-  (``data.standardize``); ``Run.energy`` and ``Run.sample`` convert, so you work in data coordinates.
+  (``data.standardize``), and your vectors trained without a config also whitened (``data.whiten``, one of the
+  user-data defaults: ``train``); ``Run.energy`` and ``Run.sample`` convert, so you work in data coordinates.
+- The returned ``Run`` lives on the training device (``train.device``, CUDA when there is one); ``load``,
+  ``ebmlab sample`` and ``ebmlab eval`` use the CPU unless told otherwise, and the same samples and numbers
+  hold on the same device.
 - The methods (``method.name``): paper 004's schemes ``hybrid`` (the default), ``data``, ``noise``,
-  ``persistent``, ``persistent_refresh``; paper 000's ``joint_cd``, ``cd_ce``, ``cd_plain``; paper
+  ``persistent``, ``persistent_refresh``; paper 000's ``joint_cd``, ``cd_ce``, ``per_t``, ``cd_plain``; paper
   001's ``improved_cd``; paper 002's ``implicit_diffusion``; paper 003's ``cdrl``, ``drl``
   (``ebmlab.methods()`` lists them). Their papers are cited in the package documentation.
 """
@@ -62,7 +66,8 @@ class Run:
     Attributes: ``path`` (the run directory), ``config`` (its ``Config``), ``objective`` (the method,
     an ``ebmlab.objectives.Objective`` in model coordinates), ``energy`` (an ``nn.Module`` mapping
     data-coordinate inputs (B, ...) to the data distribution's energies (B,): ``Objective.data_energy``),
-    ``transform`` (model = (data - shift) / scale), ``checkpoint`` and ``checkpoint_step``. ``run(x)`` is ``run.energy(x)``."""
+    ``transform`` (model = (data - shift) / scale, then the whitening matrix where the run whitened),
+    ``checkpoint`` and ``checkpoint_step``. ``run(x)`` is ``run.energy(x)``."""
 
     def __init__(self, path: str | Path, *, device: str = "cpu", checkpoint: str | Path | None = None):
         from ebmlab.training.run import DataSpaceEnergy, open_checkpoint
@@ -195,7 +200,8 @@ class Run:
 
     def log_density(self, x: Tensor | np.ndarray) -> Tensor:
         """(B,) unnormalised log-density of data-coordinate ``x`` (B, ...), a tensor or an array: the model's
-        log p(z) at z = (x - shift) / scale plus log |dz/dx|. ``NoLogDensity`` for a method without one."""
+        log p(z) at z = ``transform.to_model(x)`` ((x - shift) / scale, whitened where the run whitened) plus
+        log |dz/dx|. ``NoLogDensity`` for a method without one."""
         z = self.transform.to_model(self._points(x).cpu()).to(self.device)
         with torch.no_grad():
             return self.objective.log_density(z).cpu() + self.transform.log_det
@@ -249,7 +255,7 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     - ``method``: a method name (``ebmlab.methods()``; default: the config's, else ``hybrid``);
     - ``data``: a tensor or array (N, D) of your vectors (or anything ``numpy.asarray`` reads: nested lists, a
       pandas DataFrame of numeric columns), a ``torch.utils.data.Dataset`` of vectors
-      (or of (vector, label) pairs), an ``ebmlab.data.Dataset``, the path of a .npy/.npz/.csv file, a
+      (or of (vector, label) pairs, whose labels are not used), an ``ebmlab.data.Dataset``, the path of a .npy/.npz/.csv file, a
       folder of images (``imagefolder``: .png, .jpg, .bmp, .gif, .tif, .webp; one sub-folder per class gives labels) or a dataset name
       (``ebmlab.datasets()``); None: the config's data. Data in memory are saved into
       the run as ``data.npy``;
@@ -266,8 +272,15 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
       ``runs/<method>_data``); ``overwrite`` replaces an
       existing run there; ``evaluate``: compute the final metrics and plots (``metrics.json``).
 
-    Raises ebmlab's one-sentence errors (``ConfigError``, ``DataError``, ``RunError``,
-    ``TrainingDiverged``) before any file is written when the config or the data are wrong."""
+    Your vectors (``data.name: array``) without ``config`` get the user-data defaults, as ``ebmlab train --data FILE``
+    does, for every key you do not set (``config.USER_DATA_DEFAULTS``, README "Using it"): whitening, noise on the
+    rows, a 10 % validation split, a base measure (a Gaussian mixture fitted to the rows for paper 004's methods on
+    the MLP), and the result chosen on the validation split among the starting weights and every 50th update's,
+    so the returned ``Run`` can be the untrained start (``Run.checkpoint_step`` 0) when no check beats it.
+
+    Raises ebmlab's one-sentence errors (``ConfigError``, ``DataError``, ``RunError``) before any file is written
+    when the config or the data are wrong, and ``TrainingDiverged`` when training diverges (the run directory
+    then holds the last good checkpoint)."""
     bad = sorted(set(sections) - set(SECTION_KWARGS))
     if bad:
         raise ConfigError(f"unknown keyword argument(s) {bad}; sections are given as model=, train=, eval= "

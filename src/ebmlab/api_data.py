@@ -136,6 +136,9 @@ def data_source(raw: dict, data: str | os.PathLike, named: bool = False) -> None
         raise DataError(f"data {str(data)!r} does not exist (a path: dataset names such as 'digits' have no "
                         f"folder or suffix)")
     else:
+        if named and section.get("name") not in (None, str(data)):  # as ``ebmlab train --data NAME --set data.name=``
+            raise DataError(f"data={str(data)!r} and the override data.name={section['name']!r} name two datasets: "
+                            "give one")
         section["name"] = str(data)
     raw["data"] = section
 

@@ -2,8 +2,8 @@
 
     ebmlab train [--config FILE|NAME] [--set k=v ...] [--data PATH] [--out DIR] [--resume] [--overwrite]
     ebmlab sample RUN [--n N] [--steps L] [--init noise|data] [--seed S] [--label K [--guidance W]] [--batch-size B] [--out FILE [--overwrite]] [--checkpoint FILE] [--device DEV]
-    ebmlab eval RUN [--ood DATASET ...] [--fid --inception-weights PATH] [--digits-fd] [--checkpoint FILE] [--device DEV]
-    ebmlab experiment NAME [--out DIR] [--quick]
+    ebmlab eval RUN [--ood DATASET ...] [--fid --inception-weights PATH] [--digits-fd] [--heldout-draws K [--draw-seed S]] [--checkpoint FILE] [--device DEV]
+    ebmlab experiment NAME [--out DIR] [--quick] [--seeds S,S,...] [--full] [--jobs N] [...]  (``experiment --help``)
     ebmlab configs [NAME]     (list the shipped configs with their first comment line, or print one)
     ebmlab --version
 
@@ -62,6 +62,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
             return text
         if isinstance(action, argparse._StoreTrueAction):
             return f"{text} (default: off)"
+        if action.default is None and action.option_strings:  # not "None": the option is simply not given
+            return f"{text} (default: not given)"
         return super()._get_help_string(action)
 
 
@@ -118,8 +120,8 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ebmlab`` argument parser (every argument with help and its default)."""
-    p = _Parser(prog="ebmlab", description="Train, sample and evaluate energy-based models (five published "
-                "methods on shared parts). `ebmlab COMMAND --help` describes each command.")
+    p = _Parser(prog="ebmlab", description="Train, sample and evaluate energy-based models (the methods of five "
+                "papers on shared parts). `ebmlab COMMAND --help` describes each command.")
     p.add_argument("--version", action="version", version=f"ebmlab {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     p.command_parsers = sub.choices  # {command: its parser}, filled by add_parser below
@@ -133,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key (repeatable), e.g. train.steps=100 or method.name=noise")
     t.add_argument("--data", metavar="FILE", default=None,
                    help="your own vectors: .npy/.npz/.csv of shape (N, D) (sets data.name=array; without --config also "
-                        "whitening, a Gaussian-mixture base measure, row noise and the result chosen on a validation split, "
-                        "unless set: config.USER_DATA_DEFAULTS, README); a folder of images (data.name=imagefolder); "
+                        "whitening, row noise, a base measure (a Gaussian mixture for paper 004's methods on the MLP, "
+                        "else a Gaussian) and the result chosen on a validation split, unless set: "
+                        "config.USER_DATA_DEFAULTS, README); a folder of images (data.name=imagefolder); "
                         "or a dataset's name (digits, 8gaussians...: data.name)")
     t.add_argument("--out", metavar="DIR", default=None, help="run directory; default: runs/<method>_<data>")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -163,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="FILE", default=None,
                    help="output .npy, or .csv for vectors (a .png of the same name beside it); an existing FILE "
                         "or .png is refused without --overwrite; default: "
-                        "RUN/samples/samples_<init>_<steps>steps_seed<seed>.npy")
+                        "RUN/samples/samples_<init>_<steps>steps_seed<seed>.npy, with _label<K> and _w<W> before "
+                        ".npy where given; .npy is added to a FILE without a suffix")
     s.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out FILE and the .png of the same name beside it")
     _add_open_args(s)
@@ -172,8 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Recompute a run's metrics and plots; options add FID, digits and OOD scores.")
     e.add_argument("run", metavar="RUN", help="the run directory")
     e.add_argument("--ood", action="append", metavar="DATASET", default=None,
-                   help="OOD set (repeatable; default: none): vector runs 'shifted', 'scaled' or a file of vectors; image runs a "
-                        "built-in set (noise, digits_negative, digits_flipped, digits_shuffled, digits_interpolated, digits_occluded) or a path")
+                   help="OOD set (repeatable; default: none), scored as ood_auroc_<name or file stem>: vector runs "
+                        "'shifted', 'scaled' or a file of vectors; image runs a built-in set (noise, digits_negative, "
+                        "digits_flipped, digits_shuffled, digits_interpolated, digits_occluded), a path or an image "
+                        "dataset's name (its test split)")
     e.add_argument("--fid", action="store_true", help="Frechet Inception Distance and Inception Score (image runs)")
     e.add_argument("--inception-weights", metavar="FILE", default=None,
                    help="path to pt_inception-2015-12-05-6726825d.pth (never downloaded); default: the torch hub cache")
@@ -194,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", metavar="DIR", default=None, help="output directory; default: runs/experiment_<NAME>")
     x.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests (numbers mean nothing)")
     x.add_argument("--seeds", metavar="S,S,...", default=None,
-                   help="seeds of every arm (default: the fixed set 0,1,2; data_defaults: 0,...,5; leaderboard and "
-                        "data_defaults with --quick: the first one only)")
+                   help="seeds of every arm (default: the fixed set 0,1,2; data_defaults: 0,...,5); leaderboard and "
+                        "data_defaults with --quick run only the first seed, of these or of the default")
     x.add_argument("--full", action="store_true",
                    help="the larger grid where an experiment has one (paper002: T up to 40, K up to 30; paper003: the "
                         "checkerboard arms at the shipped config's 8,000 iterations)")
@@ -208,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leaderboard: only these methods (rows; the GMM and KDE baselines always run); "
                         "data_defaults: only these arms (default, gaussian_start, gaussian_refit, paired, no_margin, refit, "
                         "refit_likelihood)")
-    x.add_argument("--datasets", metavar="D,D,...", default=None, help="leaderboard, data_defaults: only these datasets")
+    x.add_argument("--datasets", metavar="D,D,...", default=None,
+                   help="leaderboard, data_defaults: only these datasets (default: all of the experiment's)")
     x.add_argument("--data-seeds", metavar="S,S,...", default=None,
                    help="data_defaults: every cell on each of these splits of the tables (data.seed), and the "
                         "results pooled over them (default: the leaderboard's one split)")

@@ -16,21 +16,27 @@ __all__ = ["cmd_configs", "cmd_eval", "cmd_experiment", "cmd_sample", "cmd_train
 
 def _train_overrides(args) -> list[str]:
     """--set overrides, with --data as data.path (absolute: the run must not depend on the cwd): a file is read as
-    vectors (``array``), a folder as images (``imagefolder``); vectors without --config (or --resume) also get the
-    user-data defaults (``config.USER_DATA_DEFAULTS``)."""
+    vectors (``array``), a folder as images (``imagefolder``); the user's vectors (``data.name=array``, from --data or
+    --set) without --config (or --resume) also get the user-data defaults (``config.USER_DATA_DEFAULTS``), as
+    ``ebmlab.train`` gives them."""
     from ebmlab.api_data import is_image_folder
     from ebmlab.config import apply_overrides, user_data_overrides
+    from ebmlab.errors import DataError
 
     overrides = list(args.set or [])
+    named = [o.split("=", 1)[1] for o in overrides if o.startswith("data.name=")]
     if args.data and not Path(args.data).expanduser().exists() and _dataset_name(args.data):
+        if any(n != args.data for n in named):  # (the later --set won silently; ebmlab.train took data=)
+            raise DataError(f"--data {args.data} and --set data.name={named[-1]} name two datasets: give one")
         return [f"data.name={args.data}"] + overrides  # a name, as ebmlab.train(data="digits") takes it
     if args.data:
         path = Path(args.data).expanduser().absolute()
         overrides += [f"data.path={path}"]
-        if not any(o.startswith("data.name=") for o in overrides):  # a folder holds images, a file vectors
+        if not named:  # a folder holds images, a file vectors
             overrides += ["data.name=imagefolder" if is_image_folder(path) else "data.name=array"]
+    if not args.config and not args.resume and (args.data or named):
         raw = apply_overrides({}, overrides)
-        if not args.config and not args.resume and raw["data"]["name"] == "array":  # defaults for a table
+        if raw["data"]["name"] == "array":  # defaults for a table
             overrides = user_data_overrides(raw) + overrides
     return overrides
 

@@ -262,3 +262,30 @@ def test_each_image_is_shuffled_by_its_own_permutation_and_blended_with_another_
     for seed in range(5):  # 4 of 6 images in class 0: each partner of another class, whatever the permutation
         partner = _partners(like, torch.Generator().manual_seed(seed))
         assert (like.test_labels[partner] != like.test_labels).all()
+
+
+def test_two_ood_sets_that_would_share_a_metric_key_are_refused_before_any_work(tmp_path):
+    """``ood_auroc_<stem>`` of a/x.npy and b/x.npy was one key: the second set's AUROC silently replaced the first's.
+    A set held in memory keeps its whole name (``set.a`` was cut to its "stem" ``set``)."""
+    from ebmlab.training import image_eval
+    assert image_eval.ood_keys(["shifted", "a/far.npy"], {"set.a": 0, "set.b": 0}) == [
+        "ood_auroc_shifted", "ood_auroc_far", "ood_auroc_set_a", "ood_auroc_set_b"]
+    files = [tmp_path / d / "x.npy" for d in "ab"]
+    for f in files:
+        f.parent.mkdir()
+        f.write_bytes(b"")  # existing files: what they hold is read later
+    for names, arrays in (([str(f) for f in files], {}), (["shifted"], {"shifted": 0}), (["scaled", "scaled"], {})):
+        with pytest.raises(ValueError, match="would both be reported as ood_auroc_"):
+            image_eval.check_eval_options(SimpleNamespace(ood=names, ood_arrays=arrays), "vector", "rings")
+
+
+def test_an_image_runs_ood_set_that_names_nothing_is_refused_before_any_work(tmp_path):
+    """``ebmlab eval`` checked an image run's ``--ood`` only when it loaded the set, after metrics.json and the
+    plots had been rewritten."""
+    from ebmlab.errors import DataError
+    from ebmlab.training import image_eval
+    (tmp_path / "mine.npy").write_bytes(b"")  # an existing path: what it holds is read later
+    for ok in ("digits_flipped", "noise", "digits", str(tmp_path / "mine.npy")):
+        image_eval.check_eval_options(SimpleNamespace(ood=[ok]), "image", "digits")
+    with pytest.raises(DataError, match="'bogus_set' is neither a built-in set"):
+        image_eval.check_eval_options(SimpleNamespace(ood=["bogus_set"]), "image", "digits")

@@ -412,3 +412,32 @@ def test_experiment_flags_reach_the_experiment_as_its_options(tmp_path, monkeypa
                      "1", "--budget", "5", "--auroc-margin", "0.02", "--data-seeds", "3,4"]) == 0
     assert seen == [("data_defaults", tmp_path, True, {"seeds": (0, 1), "jobs": 1, "budget": 5.0,
                                                         "auroc_margin": 0.02, "data_seeds": (3, 4)})]
+
+
+def test_the_users_vectors_get_the_same_defaults_however_the_cli_names_them(tmp_path):
+    """``ebmlab.train`` added the user-data defaults whenever no config was given and data.name was ``array``;
+    the CLI only with ``--data FILE``, so ``--set data.name=array --set data.path=FILE`` trained without them."""
+    f = tmp_path / "x.npy"
+    np.save(f, np.zeros((10, 2), np.float32))
+
+    def overrides(**kw):
+        args = SimpleNamespace(**{"set": None, "data": None, "config": None, "resume": False, **kw})
+        return sorted(cli_commands._train_overrides(args))
+    by_data = overrides(data=str(f))
+    assert "model.base=gmm" in by_data
+    assert overrides(set=["data.name=array", f"data.path={f.absolute()}"]) == by_data
+    assert "model.base=gmm" not in overrides(set=["data.name=array"], config="default")  # a config: as it says
+
+
+def test_a_dataset_named_twice_is_refused_by_the_cli_and_by_train(tmp_path):
+    """``--data digits --set data.name=rings`` trained on rings (the later --set won) while
+    ``ebmlab.train(data="digits", overrides={"data.name": "rings"})`` trained on digits: two answers to one question."""
+    from ebmlab.errors import DataError
+    args = SimpleNamespace(set=["data.name=rings"], data="digits", config=None, resume=False)
+    with pytest.raises(DataError, match="--data digits and --set data.name=rings name two datasets"):
+        cli_commands._train_overrides(args)
+    with pytest.raises(DataError, match="data='digits' and the override data.name='rings' name two datasets"):
+        ebmlab.train(data="digits", overrides={"data.name": "rings"}, out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    args.set = ["data.name=digits"]  # the same name twice is one dataset
+    assert cli_commands._train_overrides(args) == ["data.name=digits", "data.name=digits"]

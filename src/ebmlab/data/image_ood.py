@@ -95,6 +95,17 @@ def _replace(cfg, **kw):
     return SimpleNamespace(**{**vars(cfg), **kw})
 
 
+BUILTIN_OOD = ("digits_negative", "noise", "digits_flipped", "digits_shuffled", "digits_interpolated",
+               "digits_occluded")  # the synthetic sets of ``_ood_builtin``
+
+
+def known_ood_set(name_or_path: str) -> bool:
+    """Whether ``load_ood_set`` could open ``name_or_path`` by its kind (a built-in set, an existing path or an image
+    dataset's name), checked without reading anything: ``ebmlab eval`` refuses the others before any work."""
+    return (name_or_path in BUILTIN_OOD or name_or_path in IMAGE_LOADERS
+            or Path(name_or_path).expanduser().exists())
+
+
 def load_ood_set(name_or_path: str, like: Dataset, generator: torch.Generator | None = None) -> Tensor:
     """(M, C, H, W) images in [-1, 1] shaped like ``like``'s images, for OOD evaluation.
 
@@ -113,5 +124,10 @@ def load_ood_set(name_or_path: str, like: Dataset, generator: torch.Generator | 
         return _ood_from_path(p, like_cfg)
     if name_or_path in IMAGE_LOADERS:
         return IMAGE_LOADERS[name_or_path](_replace(like_cfg, name=name_or_path)).test
-    raise DataError(f"OOD set {name_or_path!r} is neither a built-in set (digits_negative, noise, digits_flipped, "
-                    "digits_shuffled, digits_interpolated, digits_occluded), an existing path, nor a dataset name")
+    raise not_an_ood_set(name_or_path)
+
+
+def not_an_ood_set(name: str) -> DataError:
+    """The DataError for an image run's OOD set that is no built-in set, existing path or dataset name."""
+    return DataError(f"OOD set {name!r} is neither a built-in set ({', '.join(BUILTIN_OOD)}), an existing path, "
+                     "nor a dataset name")

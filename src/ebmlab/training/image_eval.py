@@ -190,8 +190,9 @@ VECTOR_OOD = ("shifted", "scaled")
 def check_eval_options(args, kind: str, name: str) -> None:
     """Refuse ``ebmlab eval`` options that cannot apply to this run (data ``kind`` and ``name``) before
     any sample is drawn: ``--fid`` on vectors or without the Inception weights, ``--digits-fd`` off
-    digits, ``--heldout-draws`` on images or below 1, ``--inception-weights`` without ``--fid``, ``--ood`` of a
-    vector run naming neither a built-in set nor an existing file."""
+    digits, ``--heldout-draws`` on images or below 1, ``--inception-weights`` without ``--fid``, ``--ood`` naming
+    neither a built-in set nor an existing file (nor, on images, a dataset), two OOD sets that would share a metric
+    key (``ood_keys``)."""
     if getattr(args, "inception_weights", None) is not None and not getattr(args, "fid", False):
         raise ValueError("--inception-weights is the weight file of --fid's Inception network; give --fid too")
     if getattr(args, "fid", False):
@@ -209,6 +210,19 @@ def check_eval_options(args, kind: str, name: str) -> None:
     for ood in getattr(args, "ood", None) or []:
         if kind == "vector" and ood not in VECTOR_OOD and not Path(ood).is_file():
             raise _not_a_vector_ood_set(ood)
+        if kind == "image":
+            _check_image_ood(ood)
+    ood_keys(getattr(args, "ood", None) or [], getattr(args, "ood_arrays", None) or {})
+
+
+def _check_image_ood(name: str) -> None:
+    """An image run's ``--ood`` that names no built-in set, path or dataset is refused before any work."""
+    try:
+        from ebmlab.data.image_ood import known_ood_set, not_an_ood_set
+    except ImportError:  # the image stack is missing: ood_set says so when it is needed
+        return
+    if not known_ood_set(name):
+        raise not_an_ood_set(name)
 
 
 def _not_a_vector_ood_set(name: str):
@@ -271,10 +285,25 @@ def ood_set(name: str, data, generator) -> Tensor:
     return data.transform.to_model(x)
 
 
-def _slug(name: str) -> str:
+def _slug(name: str, path: bool = True) -> str:
+    """The metric-key form of an OOD set's name: a file's stem (``path``; a set held in memory keeps its whole
+    name), other characters than letters, digits and _ as _."""
     p = Path(name)
-    base = p.stem if p.suffix else (p.name or name)
+    base = (p.stem if p.suffix else (p.name or name)) if path else name
     return re.sub(r"[^A-Za-z0-9_]+", "_", base).strip("_") or "set"
+
+
+def ood_keys(names, arrays) -> list[str]:
+    """The metric keys ``ood_auroc_<slug>`` of the ``--ood`` ``names`` then the in-memory ``arrays``' names, in order.
+    Two sets that would be reported under one key are refused (one would silently replace the other)."""
+    seen: dict[str, str] = {}
+    for name, path in [*((n, True) for n in names), *((n, False) for n in arrays)]:
+        key = f"ood_auroc_{_slug(name, path)}"
+        if key in seen:
+            raise ValueError(f"the OOD sets {seen[key]!r} and {name!r} would both be reported as {key}: "
+                             "give one of them another name")
+        seen[key] = name
+    return list(seen)
 
 
 def ood_extension(args, cfg, objective, data) -> dict:
@@ -286,10 +315,11 @@ def ood_extension(args, cfg, objective, data) -> dict:
         return {}
     from ebmlab.metrics.ood import auroc
     e_in = energies(objective, data.test)
+    keys = iter(ood_keys(names, arrays))
     out = {}
     for name in names:  # each set's draw from the same seed, whichever sets come before it
         x = ood_set(name, data, torch.Generator().manual_seed(cfg.train.seed + 19))
-        out[f"ood_auroc_{_slug(name)}"] = auroc(-e_in, -energies(objective, x))  # higher -E = more in-distribution
-    for name, x in arrays.items():  # data coordinates, checked by api_data.ood_inputs
-        out[f"ood_auroc_{_slug(name)}"] = auroc(-e_in, -energies(objective, data.transform.to_model(x)))
+        out[next(keys)] = auroc(-e_in, -energies(objective, x))  # higher -E = more in-distribution
+    for x in arrays.values():  # data coordinates, checked by api_data.ood_inputs
+        out[next(keys)] = auroc(-e_in, -energies(objective, data.transform.to_model(x)))
     return out
