@@ -2,10 +2,10 @@
 
 ``ReplayBuffer``: paper 001 Alg. 1 (replay buffer, reset to noise with probability r per chain)
 and paper 004 Sec. 3 (a persistent bank initialised with noise; the "refresh" variant restarts a
-whole batch from noise in 5 % of iterations). Both are ``nn.Module`` s whose storage is a registered
-buffer, so ``state_dict()`` carries them into checkpoints.
+whole batch from noise in 5 % of iterations), as its two modes (``fifo``, ``bank``). It is an ``nn.Module``
+whose storage is a registered buffer, so ``state_dict()`` carries it into checkpoints.
 
-Paper 002's ``TimeCyclicBuffer`` lives in its own file when that method is built.
+Paper 002's ``TimeCyclicBuffer`` is in ``buffers_time.py``.
 """
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ class ReplayBuffer(nn.Module):
         return int(self.count)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """(n, *shape) starting points and (n,) slot indices (-1 where the chain starts from noise)."""
+        """(n, *shape) starting points and (n,) slot indices (fifo mode: -1 where the chain starts from noise;
+        bank mode: a chain reset to noise keeps its slot, which its result replaces)."""
         dev, count = self.data.device, int(self.count)  # (one host read)
         if self.mode == "bank" and count == 0:  # built with fill=False and never loaded
             self._fill(generator)

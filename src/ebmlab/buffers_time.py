@@ -22,7 +22,7 @@ InitFn = Callable[[int, torch.Generator | None], Tensor]  # (n, generator) -> (n
 
 class TimeCyclicBuffer(nn.Module):
     """Paper 002's buffer of (x, t) pairs (Sec. 4.3-4.4, Alg. 1): ``capacity`` chains spread over the
-    ``n_times`` time steps; each iteration moves every chain one time step down and refreshes t = 0 with
+    ``n_times`` time steps; each iteration moves the chains it drew one time step down and refreshes t = 0 with
     ``init_fn`` noise at t = T. Registered buffers, so it is saved in checkpoints."""
     def __init__(self, capacity: int, shape: tuple[int, ...], n_times: int, init_fn: InitFn,
                  generator: torch.Generator | None = None):

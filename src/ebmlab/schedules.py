@@ -1,4 +1,5 @@
-"""Schedules: pure functions of their arguments that return numbers or tensors (no state, no I/O).
+"""Schedules: functions of their arguments that return numbers or tensors (no state, no I/O; the samplers
+of levels and noises draw from the ``generator`` they are given, or torch's global one).
 
 Sections are owned by the paper that needs them; each keeps its own heading.
 """

@@ -151,6 +151,19 @@ def test_accepted_count_rejects_what_it_cannot_do():
         run_chain(mala, gaussian_energy, x, 3, 0.1, count="bogus")
     with pytest.raises(ValueError, match="accepted"):
         run_chain(mala, gaussian_energy, x, 3, 0.1, count="accepted", noises=torch.randn(3, 4, 2))
+    with pytest.raises(ValueError, match="max_proposals must be at least n_steps = 3, got 2"):  # (raised silently)
+        run_chain(mala, gaussian_energy, x, 3, 0.1, count="accepted", max_proposals=2)
+
+
+def test_a_projection_with_a_gradient_through_the_chain_is_refused():
+    """``project`` detaches the points after every step: ``grad="last"``/``"all"`` returned them without a
+    gradient and without an error."""
+    x = torch.randn(4, 2)
+    for grad in ("last", "all"):
+        with pytest.raises(ValueError, match="project detaches the points"):
+            run_chain(langevin, gaussian_energy, x, 2, 0.1, grad=grad, project=lambda y: y.clamp(-3, 3))
+    out, _ = run_chain(langevin, gaussian_energy, x, 2, 0.1, project=lambda y: y.clamp(-3, 3))
+    assert out.shape == x.shape
 
 
 def test_objective_option_recovers_the_oracle_mixture():

@@ -204,3 +204,11 @@ def test_the_cache_folder_follows_the_environment_and_needs_no_home(tmp_path, mo
     monkeypatch.delenv("HOME")
     monkeypatch.setattr(os.path, "expanduser", lambda p: p)  # what it does with no home: "~" stays "~"
     assert D.cache_dir() == Path(tempfile.gettempdir()) / "ebmlab-cache"
+
+
+def test_one_split_of_the_run_without_the_other_is_refused():
+    """``train`` alone (or ``test`` alone) was silently replaced, with the other, by the module's own split."""
+    x = torch.zeros(4, 1, 8, 8)
+    for kw in ({"train": x}, {"test": x}):
+        with pytest.raises(ValueError, match="both train and test"):
+            D.digits_metrics(x, **kw)

@@ -431,3 +431,16 @@ def test_ood_paths_and_names(tmp_path, gen):
     assert load_ood_set("digits", like, gen).shape == like.test.shape
     with pytest.raises(DataError, match="neither a built-in"):
         load_ood_set("no_such_set", like, gen)
+
+
+def test_an_ood_folder_of_images_is_used_whole(tmp_path, gen):
+    """A folder of images as an OOD set came back as the image loader's test split: a tenth of its images."""
+    from PIL import Image
+    like = build_dataset(_cfg(name="digits"))
+    rng = np.random.default_rng(3)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, size=(8, 8), dtype=np.uint8)).save(tmp_path / f"{i:02d}.png")
+    x = load_ood_set(str(tmp_path), like, gen)
+    assert x.shape == (40, 1, 8, 8)
+    want = {tuple(np.asarray(Image.open(tmp_path / f"{i:02d}.png")).ravel()) for i in range(40)}
+    assert {tuple(((v + 1) * 127.5).round().to(torch.uint8).ravel().tolist()) for v in x} == want  # each image once

@@ -4,7 +4,8 @@
 at each sampling step." Two samples A and B are defined by all of their randomness: the start
 x_T ~ N(0, I) and the T x K per-step noises z_s of Eq. 17. For weights w in [0, 1] we slerp every one
 of these between A and B (per example, over the flattened tensor) and rerun the deterministic
-generation with the interpolated randomness, so w = 0 reproduces A and w = 1 reproduces B exactly.
+generation with the interpolated randomness, so w = 0 reproduces A and w = 1 reproduces B (up to the
+rounding of slerp's trigonometric weights, ~1e-7).
 
 Why slerp and not a straight line: for Gaussian vectors in high dimension the norm concentrates at
 sqrt(D); the midpoint of a straight line has norm ~ sqrt(D / 2), i.e. it is atypical noise, while

@@ -1,7 +1,7 @@
 """The data containers every loader returns: ``Affine`` (model <-> data coordinates) and ``Dataset``.
 
-A leaf of ``ebmlab.data``: the registry (``data/dataset.py``) and the loaders (``data/toy.py``,
-``data/images.py``) import it, it imports none of them. See ``data/dataset.py`` for the coordinates.
+A leaf of ``ebmlab.data``: the registry (``data/dataset.py``), the image loaders (``data/images.py``)
+and the OOD sets (``data/image_ood.py``) import it, it imports none of them. See ``data/dataset.py`` for the coordinates.
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ class Affine:
         return z if self.matrix is None else z @ self.matrix.to(z).T
 
     def to_data(self, z: Tensor) -> Tensor:
-        """Model coordinates -> data coordinates: [W^-1 z then] z * scale + shift."""
+        """Model coordinates -> data coordinates: [``inverse`` z, where set, then] z * scale + shift (an
+        ``Affine`` with a ``matrix`` needs its ``inverse`` to map back)."""
         if self.inverse is not None:
             z = z @ self.inverse.to(z).T
         return z * self.scale.to(z) + self.shift.to(z)

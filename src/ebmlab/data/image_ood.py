@@ -86,7 +86,9 @@ def _ood_from_path(p: Path, like_cfg) -> Tensor:
                 return IMAGE_LOADERS[name](_replace(like_cfg, name=name, path=str(p))).test
         if (p / "test_32x32.mat").is_file():
             return postprocess(read_svhn_mat(p / "test_32x32.mat")[0], like_cfg)
-        return IMAGE_LOADERS["imagefolder"](_replace(like_cfg, name="imagefolder", path=str(p), n_test=10**9)).test
+        # every image of the folder (the loader holds a tenth of them out as its test split)
+        ds = IMAGE_LOADERS["imagefolder"](_replace(like_cfg, name="imagefolder", path=str(p)))
+        return torch.cat([ds.train, ds.test])
     raise DataError(f"OOD set {str(p)!r} is not a .npy/.npz/.mat file or a folder of images or CIFAR batches")
 
 
@@ -110,8 +112,9 @@ def load_ood_set(name_or_path: str, like: Dataset, generator: torch.Generator | 
     """(M, C, H, W) images in [-1, 1] shaped like ``like``'s images, for OOD evaluation.
 
     ``name_or_path``: a built-in synthetic set (``digits_negative``, ``noise``, ``digits_flipped``,
-    ``digits_shuffled``, ``digits_interpolated``, ``digits_occluded``), an existing path (.npy/.npz, SVHN .mat, CIFAR folder, image folder; all of
-    it is used) or an image dataset name that needs no path (e.g. ``digits``; its test split)."""
+    ``digits_shuffled``, ``digits_interpolated``, ``digits_occluded``), an existing path (a .npy/.npz or SVHN .mat
+    file or a folder of images: all of it; a CIFAR folder: its test batch; an SVHN folder: ``test_32x32.mat``) or
+    an image dataset name that needs no path (e.g. ``digits``; its test split under seed 0, not the run's split)."""
     x = _ood_builtin(name_or_path, like, generator)
     if x is not None:
         return x

@@ -17,7 +17,7 @@
   at the spiral's scale (paper 000's mode-weight toy).
 
 Every distribution has ``sample(n, generator) -> (n, D)`` and ``log_prob(x) -> (n,)`` (float64 maths,
-returned as float32 tensors) and ``dim``. Registry: ``TOYS``.
+returned as float32 tensors; the checkerboard's in the input's dtype) and ``dim``. Registry: ``TOYS``.
 
 Structure (``metrics/structure.py``), all in data coordinates:
 - ``mode_weights``: the true probability of each mode (a tuple summing to 1);
@@ -246,13 +246,13 @@ class EightGaussians2D:
         return self._centre_dist(x).argmin(1)
 
     def in_support(self, x: Tensor) -> Tensor:
-        """(n,) within ``support_k`` x 0.1 (the std) of a centre."""
+        """(n,) within ``support_k`` stds (``std``) of a centre."""
         return self._centre_dist(x).min(1).values <= self.support_k * self.std
 
 
 class UnequalMixture2D(EightGaussians2D):
     """Four well-separated Gaussians with unequal weights (2-D); exact log-density. Paper 000's second
-    toy (issue 15): at the spiral's scale (data std ~0.26, below the reference std 0.3 as App. C.1
+    toy (issue 15): at the spiral's scale (data std ~0.25, below the reference std 0.3 as App. C.1
     recommends), centres (+-0.25, +-0.25), std 0.04 (centres 12.5 stds apart), weights 0.4, 0.3, 0.2,
     0.1, so a sampler that does not stitch the levels together gets the mode masses wrong."""
     name, dim = "mixture", 2

@@ -25,7 +25,8 @@ def energy_and_grad(energy, x: Tensor, *, create_graph: bool = False, **cond) ->
     parameters' ``.grad`` fields are left untouched. With ``create_graph=False`` the input is
     detached first, so a chain never keeps the graph of earlier steps alive. With
     ``create_graph=True`` (paper 001's KL term) the result stays differentiable with respect to x's
-    history and the parameters.
+    history and the parameters; a leaf ``x`` that does not require a gradient is switched to require one in
+    place (``x.requires_grad_``), so the caller's tensor then does.
     """
     if not create_graph:
         x = x.detach().requires_grad_(True)

@@ -13,7 +13,8 @@ least one resolution level: the last entry is reused when the list is too short)
 
 The layout options of ``ResNetEnergy`` (``model.blocks``, ``down_last``, ``attention_at``,
 ``last_activation``) follow the same rule: ``blocks[i:]`` at scale i, and the attention stays at the
-same place in the image, ``attention_at - i`` (Table 5: after the second down-sampling of the full
+same place in the image, ``attention_at`` minus the levels dropped (i, or fewer where a channel list shorter
+than i + 1 keeps its last level), clamped to the net's levels (Table 5: after the second down-sampling of the full
 net, after the first of the half net, right after the input convolution of the quarter net; all three
 at 8x8 for CIFAR).
 

@@ -5,7 +5,7 @@ on the same training rows (model coordinates) as the EBMs, and scored by the sam
   ``GMM_COMPONENTS`` x ``GMM_COVARIANCES``; each candidate is fitted on 80 % of the training rows and
   scored by its mean log-likelihood on the other 20 % (a validation split of the training rows, never
   the held-out test split); the best is refitted on all training rows. A candidate that cannot be fitted
-  (more components than rows, a singular covariance) is skipped and its reason kept.
+  (more components than half the fitting rows, a singular covariance) is skipped and its reason kept.
 - ``fit_kde``: ``sklearn.neighbors.KernelDensity`` with a Gaussian kernel (Parzen 1962), the bandwidth
   chosen from ``KDE_BANDWIDTHS`` (in units of the standardised coordinates) by ``GridSearchCV``
   (``KDE_FOLDS``-fold cross-validated held-out log-likelihood), on at most ``KDE_MAX_ROWS`` training rows

@@ -2,7 +2,7 @@
 
 - ``grid_kl``: KL(true || model) with both densities normalised over the same grid of points
   (paper 004 Fig. 2 shows such grid-normalised densities; the rings use the (x1, x2) slice).
-- ``sample_precision``: fraction of samples whose exact log-density exceeds the q-quantile
+- ``sample_precision``: fraction of samples whose exact log-density is at or above the q-quantile
   (default 1 %) of held-out data's exact log-densities. True samples score about 1 - q; samples off
   the data's structure (a disc instead of rings, a blur) score low even when their energy distance
   is small.

@@ -265,8 +265,10 @@ def digits_metrics(samples: Tensor, generator: torch.Generator | None = None,
     ``train``/``test``: the run's own splits in [-1, 1] (e.g. resized to 16x16), so that the floor
     goes through the same resizing as the samples; default: this module's 8x8 split. The noise
     ceiling is uniform noise of the samples' shape and count."""
+    if (train is None) != (test is None):  # one split of the run and one of the module's would not compare
+        raise ValueError("digits_metrics takes both train and test (the run's splits) or neither")
     clf = clf or get_classifier()
-    if train is None or test is None:
+    if train is None:
         train, _, test, _ = digits_split()
     f_test = clf.features(test)
     noise = torch.rand(samples.shape, generator=generator) * 2 - 1

@@ -6,7 +6,7 @@ distance from a training image. We measure the same thing:
 
 - ``nn_distances(x, train)``: Euclidean (pixelwise L2) distance of each image to its nearest
   training image, over all pixels in [-1, 1];
-- ``novelty_summary``: mean / median / min of the samples' NN distances, the same for held-out real
+- ``novelty_summary``: mean / median / min of the samples' NN distances, the mean and min for held-out real
   images (``..._data``: test -> train, the distance an unseen real image has), and
   ``novelty_frac_close``: the fraction of samples closer to a training image than the 5th
   percentile of the test -> train distances (about 0.05 for real unseen images; near 1 for a

@@ -20,7 +20,7 @@ they did not improve samples, docs/paper000.md, so callers default to 0). The fi
 from ``init_step`` (callers pass the step suited to p_n). Alg. 4 writes one step per stage;
 ``n_steps`` > 1 runs several.
 
-Diagnostics (``AnnealInfo``): per stage ``stage_accept_rate`` (of the sampling steps),
+Diagnostics (a dict, ``StageRecorder.info``): per stage ``stage_accept_rate`` (of the sampling steps),
 ``stage_step_size``, ``level``; ``accept_rate_last10`` (mean over the last 10 % of stages, the ones
 that decide sample quality); the per-step ``ChainInfo`` of all steps; ``snapshots`` {stage: samples}
 for the stages listed in ``keep`` (Fig. 5).

@@ -10,7 +10,7 @@ Composition (SimCLR's order): random resized crop (area ``scale``, aspect 3/4-4/
 (p = 0.5) -> colour jitter of ``strength`` (p = 0.8) -> random grayscale (p = 0.2, colour images) ->
 Gaussian blur (p = 0.5, std U(0.1, 2.0) px). Choices: the blur is in Sec. 2.3 but not in App. B.2;
 we keep it with SimCLR's probability and switch it with ``blur``. ``strength = 0`` turns off the
-colour jitter only; the geometric parts stay. Input and output are (B, C, H, W) in [-1, 1].
+colour jitter and the random grayscale; the geometric parts (and the blur) stay. Input and output are (B, C, H, W) in [-1, 1].
 """
 from __future__ import annotations
 

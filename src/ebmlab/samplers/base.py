@@ -6,8 +6,8 @@ Every sampler module (``langevin``, ``mala``) exposes ``init(energy, x, **cond) 
 ``step(energy, state, step_size, *, noise_scale=None, temperature=1.0, generator=None, noise=None,
 create_graph=False, evaluate=True, **cond) -> (ChainState, StepInfo)``. The state caches E(x) and
 dE/dx, so one step costs exactly one forward and one backward of the energy, for unadjusted
-Langevin and for MALA alike (MALA = the Langevin proposal of ``langevin.propose`` + a
-Metropolis-Hastings accept).
+Langevin and for MALA alike (MALA = the Langevin move of ``langevin.move`` + a Metropolis-Hastings
+accept); a ``run_chain`` projection adds one per step, ``grad="last"`` one per chain.
 
 Knobs (DESIGN.md, paper 004 App. A.4): the drift is ``-step_size * dE/dx``; the noise has standard
 deviation ``noise_scale``, which defaults to ``sqrt(2 * step_size * temperature)`` (the textbook
@@ -135,11 +135,15 @@ def _noise_at(noise_scale, i: int):
 PROPOSAL_CAP = 5.0         # count="accepted": default cap on the proposals, as a multiple of n_steps
 
 
-def _check_chain_args(n_steps: int, step_size, controller, noise_scale, noises, grad: str, x: Tensor) -> None:
+def _check_chain_args(n_steps: int, step_size, controller, noise_scale, noises, grad: str, x: Tensor,
+                      project=None) -> None:
     if n_steps < 0:
         raise ValueError(f"n_steps must be >= 0, got {n_steps}")
     if grad not in ("none", "last", "all"):
         raise ValueError(f"grad must be none, last or all, got {grad!r}")
+    if project is not None and grad != "none":  # the chain came back detached: no gradient, and no error
+        raise ValueError(f"project detaches the points after every step, so grad={grad!r} would return no gradient: "
+                         "use project=None or grad='none'")
     if controller is None and not torch.is_tensor(step_size):  # a tensor step is its producer's to check
         check_positive("step_size", step_size)  # (checking it here would be a host sync per chain)
     if torch.is_tensor(noise_scale) and noise_scale.dim() > 0 and noise_scale.shape[0] < n_steps:
@@ -204,9 +208,11 @@ def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scal
 
     - ``step_size``: a float or (B,); with a ``controller`` (StepSizeController) it comes from the
       controller per group (``groups`` (B,) long, default all 0), updated after every step.
-    - ``noise_scale``: None (sqrt(2 eps T)), a number, (K,) per step, or (K, B) per step and chain.
+    - ``noise_scale``: None (sqrt(2 eps T)), a number, (K,) per step, or (K, B) per step and chain; a tensor's
+      first axis is always the step (at least K rows), so a per-chain noise is (K, B), not (B,).
     - ``noises``: (K, B, ...) given standard-normal draws z_k (paper 002's interpolation).
-    - ``project(x) -> x``: applied after every step; the cached energy is recomputed there.
+    - ``project(x) -> x``: applied to the start (unless ``start`` is given) and after every step; the cached
+      energy is recomputed there (one more forward+backward per step for MALA). Needs ``grad="none"``.
     - ``grad``: "none" (every step detached), "last" (only the last step differentiable w.r.t. the
       energy's parameters and x_{K-1}: paper 001 Eq. 7), "all" (every step: App. D.2). Langevin only.
     - ``final_energy=False`` skips the evaluation at the final point (unadjusted Langevin only): a
@@ -224,7 +230,8 @@ def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scal
     - ``count``: "steps" (default: ``n_steps`` proposals) or "accepted" (paper 004 Sec. 4.2.5:
       "rejected samples do not count toward Langevin steps"): proposals continue until every chain
       has made at least ``n_steps`` accepted moves, or ``max_proposals`` proposals (default
-      ``PROPOSAL_CAP * n_steps``) have been made (a warning then says how many chains fell short).
+      ``PROPOSAL_CAP * n_steps``; at least ``n_steps``) have been made (a warning then says how many chains fell
+      short). The final point's energy is always evaluated (``final_energy`` does not apply).
       All chains keep moving until the last one is done, which costs no more than freezing the
       finished ones (the batch is evaluated as a whole) and avoids a bias: a chain stopped right
       after its n-th acceptance is a draw of the embedded jump chain, whose stationary law is
@@ -238,7 +245,7 @@ def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scal
     chain's device). Nothing is logged, nothing inside the loop waits for the device (except the
     checks of ``count="accepted"``).
     """
-    _check_chain_args(n_steps, step_size, controller, noise_scale, noises, grad, x)
+    _check_chain_args(n_steps, step_size, controller, noise_scale, noises, grad, x, project)
     if count != "steps":
         return _run_accepted(sampler, energy, x, n_steps, step_size, noise_scale=noise_scale,
                              temperature=temperature, noises=noises, project=project, grad=grad,
@@ -273,7 +280,9 @@ def _run_accepted(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_
     if grad != "none" or noises is not None or project is not None or (
             torch.is_tensor(noise_scale) and noise_scale.dim() > 0):
         raise ValueError('count="accepted" needs grad="none", no noises, no per-step noise_scale and no project')
-    cap = max(n_steps, math.ceil(PROPOSAL_CAP * n_steps) if max_proposals is None else int(max_proposals))
+    if max_proposals is not None and max_proposals < n_steps:  # (it was raised to n_steps without a word)
+        raise ValueError(f"max_proposals must be at least n_steps = {n_steps}, got {max_proposals}")
+    cap = math.ceil(PROPOSAL_CAP * n_steps) if max_proposals is None else int(max_proposals)
     every = max(1, n_steps // 10) if check_every is None else int(check_every)
     if every < 1:
         raise ValueError(f"check_every must be >= 1, got {check_every}")

@@ -114,7 +114,8 @@ class StepSizeController(nn.Module):
         self.log_step.add_(torch.where(seen, delta, torch.zeros_like(delta))).clamp_(self.log_min, self.log_max)
 
     def copy(self) -> "StepSizeController":
-        """A private copy (sampling must not change the training state)."""
+        """A private copy of the steps (sampling must not change the training state): a ``StepSizeController``
+        (a ``PerLevelController``'s acceptance EMA, a report, is not copied)."""
         c = StepSizeController(self.log_step.shape[0], 1.0, self.target, self.rate, rule=self.rule,
                                smoothing=self.smoothing)
         c.log_min, c.log_max = self.log_min, self.log_max

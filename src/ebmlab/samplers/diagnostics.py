@@ -11,7 +11,7 @@ from torch import Tensor
 
 class ChainInfo(NamedTuple):
     """Diagnostics of a chain, one entry per step (each (K,), float32, on the chain's device: reading them
-    is the caller's one host sync). Every sampler and generation procedure reports this type;
+    is the caller's one host sync; AIS's come on the CPU, its step sizes and energies in the chain's dtype). Every sampler and generation procedure reports this type;
     ``as_dict`` gives the form ``SampleOutput.info`` uses."""
     accept_rate: Tensor  # mean acceptance of the step over chains
     step_size: Tensor    # mean step size

@@ -30,7 +30,8 @@ def propose(state: ChainState, step_size, *, noise_scale=None, temperature: floa
 
 def scales(x: Tensor, step_size, noise_scale, temperature: float) -> tuple[Tensor, Tensor]:
     """(eps, sigma), each (B, 1, ...): as given when both already are (``run_chain`` builds them once
-    per chain or per step and checks them), else built from numbers or (B,) tensors."""
+    per chain or per step; it checks a numeric step size, not the noise), else built from numbers or (B,)
+    tensors."""
     if _per_chain(step_size, x) and _per_chain(noise_scale, x):
         return step_size, noise_scale
     if not torch.is_tensor(step_size):  # tensors come from run_chain/controllers, checked there

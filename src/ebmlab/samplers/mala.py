@@ -1,6 +1,6 @@
 """Metropolis-adjusted Langevin (MALA): paper 000 Sec. 3.3 / App. C.1, paper 004 Sec. 4.2.5.
 
-Proposal  x' = x - eps * dE/dx(x) + sigma * z  (``langevin.propose``; sigma = noise_scale or
+Proposal  x' = x - eps * dE/dx(x) + sigma * z  (``langevin.move``; sigma = noise_scale or
 sqrt(2 eps T)), i.e. q(x' | x) = N(x - eps * dE/dx(x), sigma^2 I); target p ∝ exp(-E/T); accept with
 probability min(1, exp(-(E(x') - E(x))/T + log q(x | x') - log q(x' | x))).
 The state caches E and dE/dx at the current point, so a step is one forward+backward (at x') -

@@ -9,7 +9,7 @@ Levels t = T-1..0. At each level, with x_{t+1} the current sample:
    steps the step is s_t sqrt(K / K') (Sec. 4.2) while the energy keeps the trained s_t;
 3. x_t = y~ / alpha_{t+1}.
 Then one Tweedie step x = (x_0 - c sbar_0^2 dE_0/dx) / abar_0 (Eq. 18), E_0(x) = E_net(alpha_1 x; 0) /
-s_0^2, with c = ``denoise_coef`` (exact Tweedie: 1; the paper uses 2 for images).
+s_0^2, with c = ``tweedie``'s ``coef`` (the method's ``denoise_coef``; exact Tweedie: 1; the paper uses 2 for images).
 
 ``net_energy(y, t)`` -> (B,) is E_net = -f^ (the network output before the 1/s_t^2), ``init_mean(x, t)``
 -> (B, ...) the initializer's mean. ``project(y, level)`` (inpainting) is applied to proposals and
