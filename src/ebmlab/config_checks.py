@@ -41,6 +41,17 @@ def check_finite(key: str, value) -> None:
             raise ConfigError(f"config key {key} must be a finite number, got {v}")
 
 
+def check_ranges(section: str, obj, *, positive=(), nonnegative=(), fraction=()) -> None:
+    """ConfigError for the first key of ``obj`` out of its range: ``positive`` (> 0), ``nonnegative`` (>= 0),
+    ``fraction`` ([0, 1]); a None value is left to the key's own rule. For the methods' own config classes."""
+    for keys, ok, what in ((positive, lambda v: v > 0, "positive"), (nonnegative, lambda v: v >= 0, "non-negative"),
+                           (fraction, lambda v: 0 <= v <= 1, "in [0, 1]")):
+        for key in keys:
+            v = getattr(obj, key)
+            if v is not None and not ok(v):  # (NaN fails every rule)
+                raise ConfigError(f"{section}.{key} must be {what}, got {v}")
+
+
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _SEED_MAX = 2 ** 62
 MAX_POINTS = 100_000_000   # sanity caps: beyond them a typo allocates until the machine gives up

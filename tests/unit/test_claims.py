@@ -136,6 +136,31 @@ def test_a_changed_fingerprint_makes_a_cached_cell_stale(tmp_path):
     assert cells[0] == Cell("a", 0, _cell_fn, {"x": 1}) and cells[0].key() == Cell("a", 0, _cell_fn, {"x": 1}).key()
 
 
+def _prepared_cell(params: dict, seed: int, run_dir) -> dict:
+    """A cell that makes its run directory as the experiments do (``runner.train_and_evaluate``)."""
+    from ebmlab.training.config import load_config
+    from ebmlab.training.run_dir import prepare_run_dir
+    CALLS.append((params["x"], seed))
+    if VERSION[0] == "v1":
+        raise ValueError("fails before writing its run")
+    prepare_run_dir(run_dir, load_config(None, ["train.steps=1"]), resume=False, overwrite=True).release()
+    return {"m": 1}
+
+
+def test_a_failed_cell_whose_fingerprint_changed_runs_again_in_its_directory(tmp_path):
+    """A failed cell leaves only cell.json and failure.txt; run again (stale), its run directory was refused as
+    "not an ebmlab run" and the cell failed again without training."""
+    CALLS.clear()
+    cells = [Cell("f", 0, _prepared_cell, {"x": 1}, fingerprint=_fingerprint)]
+    VERSION[0] = "v1"
+    assert claims.run_cells(tmp_path, cells, jobs=1)[("f", 0)]["failed"]
+    VERSION[0] = "v2"
+    rec = claims.run_cells(tmp_path, cells, jobs=1)[("f", 0)]
+    assert rec["failed"] is None and rec["metrics"]["m"] == 1 and len(CALLS) == 2
+    d = tmp_path / "cells" / "f" / "seed0"
+    assert (d / "config.yaml").is_file() and not (d / "failure.txt").exists()
+
+
 def test_leaderboard_fingerprint_follows_the_resolved_config():
     from ebmlab.experiments import leaderboard
     params = {"config": "default", "overrides": ["data.name=rings"], "ood": []}

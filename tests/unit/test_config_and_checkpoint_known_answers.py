@@ -87,6 +87,8 @@ ACCEPTED = [
     ["model.base=gmm", "method.name=persistent"],                # paper 004's schemes fit the mixture
     ["train.lr_decay_factor=1e-9"], ["train.keep_checkpoints=0"], ["train.time_budget=0.001"],
     ["train.weight_decay=0"],
+    ["method.lam=0", "method.energy_l2=0", "method.refresh_prob=1"], ["method.refresh_prob=0"],  # the methods' own
+    ["method.name=cdrl", "method.denoise_coef=0", "method.ebm_warmup=0", "method.init_warmup=0", "method.embed_dim=2"],
 ]
 REFUSED = [
     (["data.n_train=1", "train.batch_size=1"], "data.n_train must be at least 2"),
@@ -111,6 +113,16 @@ REFUSED = [
     (["train.weight_decay=-1e-9"], "weight_decay must be non-negative"),
     (VAL + ["model.base=gmm", "train.select_start=true", "train.select_likelihood=true", "train.select_window=3"],
      "select_likelihood"),
+    # the methods' own keys (they trained silently, or failed at the first step)
+    (["method.lam=-0.01"], "method.lam must be non-negative"),
+    (["method.energy_l2=-1e-9"], "method.energy_l2 must be non-negative"),
+    (["method.refresh_prob=1.01"], r"method.refresh_prob must be in \[0, 1\]"),
+    (["method.buffer_size=0"], "method.buffer_size must be positive"),
+    (["method.adapt_rate=0"], "method.adapt_rate must be positive"),
+    (["method.adaptive_c=0"], "method.adaptive_c must be positive"),
+    (["method.name=cdrl", "method.embed_dim=33"], "method.embed_dim .* must be even"),
+    (["method.name=cdrl", "method.denoise_coef=-1"], "method.denoise_coef must be non-negative"),
+    (["method.name=cdrl", "method.ebm_warmup=-5"], "method.ebm_warmup must be non-negative"),
 ]
 
 

@@ -369,6 +369,25 @@ def test_the_training_scatter_shows_held_out_rows_and_ema_samples_in_data_coordi
     assert seen["path"].name == "scatter_step000005.png" and images == [("samples", 5)]
 
 
+def test_the_final_scatter_of_a_selected_run_is_named_after_the_selected_check(tmp_path, monkeypatch):
+    """With ``train.select_every`` the final scatter shows the selected check's weights; it was drawn under the last
+    step's name, or skipped when the periodic scatter had drawn that step (showing the last weights)."""
+    from ebmlab.training import image_eval
+    seen = []
+    monkeypatch.setattr(plots, "sample_scatter", lambda sets, path, **kw: seen.append((path.name, kw["title"])))
+    monkeypatch.setattr(plots, "png_array", lambda path: np.zeros((2, 2, 3), np.uint8))
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "scatter_step000010.png").write_bytes(b"")  # the periodic scatter of the last step
+    media = SimpleNamespace(image=lambda tag, px, step: None, close=lambda: None)
+    cfg = load_config(None, ["train.sample_every=5", "eval.n_samples=8"])
+    for best in (4, None):
+        trainer = SimpleNamespace(cfg=cfg, data=_toy_data(), objective=GaussianStandIn((3,)), run_dir=tmp_path,
+                                  step=10, ema=None, device=torch.device("cpu"), tb_media=media,
+                                  selector=SimpleNamespace(best_step=best))
+        image_eval.scatter_hook(trainer, final=True)
+    assert seen == [("scatter_selected_step000004.png", "selected step 4 (of 10)")]  # no selection: already drawn
+
+
 def test_sample_figures_say_ema_only_where_the_run_averages_its_weights(tmp_path, monkeypatch):
     """With ``train.ema: null`` (every paper 000 config) the training scatter, the training grid and the final grid
     show the raw weights' samples: no "(EMA)" in their labels; with the default EMA they say so (a real bug: the

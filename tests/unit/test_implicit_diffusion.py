@@ -333,3 +333,18 @@ def test_the_positives_are_read_at_their_chains_time():
     out = obj(x_pos, generator=torch.Generator().manual_seed(1))
     want = 3 * c * (x_pos.sum(1).mean() - out.negatives.sum(1).mean())
     assert float(out.loss.detach()) == pytest.approx(float(want), rel=1e-5, abs=1e-6)
+
+
+def test_the_multiscale_image_energy_is_time_conditioned_for_paper_002():
+    """``model.name: multiscale`` passes ``t`` to every scale's ResNet, but paper 002's build refused it as "not
+    time-conditioned" (its forward takes ``**cond``, not a parameter named t)."""
+    from ebmlab.data.dataset import build_dataset
+    from ebmlab.objectives import build_objective
+    cfg = load_config("paper002_digits", ["model.name=multiscale"])
+    obj = build_objective(cfg, build_dataset(cfg.data))
+    assert obj.energy.time_cond and len(obj.energy.nets) == 3
+    torch.manual_seed(0)
+    for p in obj.energy.parameters():  # no zero-initialised head: the energy's dependence on t shows
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.zeros(2, 1, 8, 8)
+    assert not torch.allclose(obj.energy(x, t=torch.ones(2)), obj.energy(x, t=torch.full((2,), 5.0)))

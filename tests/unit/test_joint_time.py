@@ -317,3 +317,17 @@ def test_simulated_annealing_evaluates_each_level_in_order_and_ends_on_the_data_
     finally:
         hook.remove()
     assert seen == obj.annealing_levels() == [0, 4, 8, 11, 15]
+
+
+@pytest.mark.parametrize("name", ["cd_ce", "joint_cd", "per_t", "cd_plain"])
+def test_ood_and_histogram_scores_are_the_datas_energy_not_the_mixture_over_levels(name, gen):
+    """``Objective.score`` (``eval --ood``, the energy histogram, the leaderboard's OOD AUROC) returned ``energy``,
+    which for paper 000 is the marginal over all T levels, a mixture that is not the data's density."""
+    cfg = _cfg(name)
+    obj = build_objective(cfg, build_dataset(cfg.data))
+    torch.nn.init.normal_(next(p for p in reversed(list(obj.energy.parameters())) if p.dim() == 2))  # levels differ
+    x = torch.randn(16, 2, generator=gen)
+    assert torch.equal(obj.score(x), obj.data_energy(x))
+    assert torch.allclose(obj.score(x), -obj.log_density(x))
+    if name != "cd_plain":
+        assert not torch.allclose(obj.score(x), obj.energy(x))

@@ -38,6 +38,8 @@ class MultiScaleEnergy(nn.Module):
             raise ValueError("MultiScaleEnergy needs one down-sampling factor per scale network")
         self.nets = nn.ModuleList(nets)
         self.factors = list(factors)
+        # forward passes ``t`` on: time-conditioned when every scale is (what paper 002's build checks)
+        self.time_cond = all(getattr(net, "time_cond", False) for net in nets)
 
     def forward(self, x: Tensor, **cond) -> Tensor:
         """(B,) energy: the sum of the per-resolution energies of ``x`` (B, C, H, W)."""

@@ -161,6 +161,9 @@ def _rescore_cell(cell: Cell, run_dir: Path, record: dict) -> dict:
         "added": added, "changed": changed, "wall_seconds": round(time.time() - t0, 1)}}
 
 
+HARNESS_FILES = ("cell.json", "failure.txt", "rescore_failure.txt")  # what the harness writes beside a cell's run
+
+
 def _one_thread() -> None:
     """Worker initialiser: one intra-op thread (arms run side by side, one per core)."""
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -169,7 +172,11 @@ def _one_thread() -> None:
 
 
 def _run_cell(cell: Cell, run_dir: Path) -> dict:
-    """Train and evaluate one cell; a cell that raises is recorded as failed with the reason."""
+    """Train and evaluate one cell; a cell that raises is recorded as failed with the reason. The records of an
+    earlier attempt (a stale or failed cell run again) go first: a run directory holding only them is no ebmlab
+    run, and ``prepare_run_dir`` refused to reuse it."""
+    for name in HARNESS_FILES:
+        (Path(run_dir) / name).unlink(missing_ok=True)
     t0, process_t0 = time.time(), time.process_time()
     try:
         metrics, failed = dict(cell.fn(cell.params, cell.seed, run_dir)), None

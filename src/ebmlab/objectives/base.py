@@ -132,8 +132,9 @@ class Objective(nn.Module):
         """Hook called after each optimizer step (e.g. adaptive schedules); default does nothing."""
 
     def score(self, x: Tensor) -> Tensor:
-        """(B,) energy used for density evaluation and OOD scoring (lower = more in-distribution)."""
-        return self.energy(x)
+        """(B,) energy used for density evaluation and OOD scoring (lower = more in-distribution): the data's
+        (``data_energy``; paper 000's scored its mixture over all levels, whose density is not the data's)."""
+        return self.data_energy(x)
 
     def mixture_base(self):
         """The fitted Gaussian-mixture base measure the energy carries (``model.base: gmm``,

@@ -63,6 +63,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ebmlab.config_checks import check_ranges
 from ebmlab.errors import ConfigError
 from ebmlab.buffers import ReplayBuffer
 from ebmlab.energies.build import build_energy
@@ -125,9 +126,8 @@ class ContrastiveConfig:
         """Raise ``ConfigError`` (one sentence) for an out-of-range key."""
         if self.sampler not in ("langevin", "mala"):
             raise ConfigError(f"method.sampler must be langevin or mala, got {self.sampler!r}")
-        for key in ("step_size", "temperature", "init_std"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"method.{key} must be positive, got {getattr(self, key)}")
+        check_ranges("method", self, positive=("step_size", "temperature", "init_std", "adapt_rate", "adaptive_c",
+                                               "buffer_size"), nonnegative=("lam", "energy_l2"), fraction=("refresh_prob",))
         if self.noise_scale is not None and self.noise_scale <= 0:
             raise ConfigError(f"method.noise_scale must be positive, got {self.noise_scale}")
         if self.train_init_std is not None and not self.train_init_std > 0:

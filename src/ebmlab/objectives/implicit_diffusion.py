@@ -115,7 +115,7 @@ def time_energy(cfg, shape: tuple[int, ...]):
         raise ConfigError(f"unknown model name {m.name!r}; available models are: {', '.join(sorted(MODELS))}")
     net = build_energy(m, shape, time_cond=True, n_times=cfg.method.T)
     # a builder that swallows unknown keywords would silently return an energy blind to t
-    if "t" not in inspect.signature(net.forward).parameters:
+    if "t" not in inspect.signature(net.forward).parameters and not getattr(net, "time_cond", False):
         raise ConfigError(f"model {m.name!r} is not time-conditioned (its forward takes no t); paper 002 "
                           "needs f(x, t): use model.name mlp for vectors or a time-conditioned image model")
     return net

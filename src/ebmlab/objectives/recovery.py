@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ebmlab.config_checks import check_ranges
 from ebmlab.errors import ConfigError
 from ebmlab.energies.build import build_energy
 from ebmlab.energies.embedding import sinusoidal_embedding
@@ -98,9 +99,7 @@ class RecoveryConfig:
 
     def validate(self):
         """Raise ``ConfigError`` (one sentence) for an out-of-range key."""
-        if self.schedule not in ("cosine", "drl"):
-            raise ConfigError(f"method.schedule must be cosine or drl, got {self.schedule!r}")
-        for key, allowed in (("loss_weight", ("none", "sigma")), ("step_rule", ("eq16", "const")),
+        for key, allowed in (("schedule", ("cosine", "drl")), ("loss_weight", ("none", "sigma")), ("step_rule", ("eq16", "const")),
                              ("init_predicts", ("y", "x0", "eps")), ("init_target", ("refined", "data"))):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"method.{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
@@ -108,10 +107,10 @@ class RecoveryConfig:
         if not 2 <= self.T <= t_max or self.n_steps < 0:
             raise ConfigError(f"method.T must be >= 2 (<= {schedules.drl_max_T()} with method.schedule drl) and "
                               f"method.n_steps >= 0, got {self.T}, {self.n_steps}")
-        if self.data_scale <= 0:
-            raise ConfigError(f"method.data_scale must be positive, got {self.data_scale}")
-        if self.step_coef <= 0 or self.init_lr <= 0:
-            raise ConfigError("method.step_coef and method.init_lr must be positive")
+        check_ranges("method", self, positive=("data_scale", "step_coef", "init_lr", "embed_dim"),
+                     nonnegative=("denoise_coef", "ebm_warmup", "init_warmup"))
+        if self.embed_dim % 2:
+            raise ConfigError(f"method.embed_dim (sines and cosines) must be even, got {self.embed_dim}")
         if not 0.0 <= self.label_dropout < 1.0:
             raise ConfigError(f"method.label_dropout must lie in [0, 1), got {self.label_dropout}")
         if self.schedule == "cosine" and not self.lam_max > self.lam_min:

@@ -152,19 +152,24 @@ SCATTER_N = 1000
 
 def scatter_hook(trainer, final: bool = False) -> None:
     """Vector runs with ``train.sample_every``: ``samples/scatter_stepNNNNNN.png`` (data coordinates,
-    first two coordinates, beside as many held-out points) and the TensorBoard image ``samples``."""
+    first two coordinates, beside as many held-out points) and the TensorBoard image ``samples``. The final call
+    under ``train.select_every`` draws the selected check's weights as ``scatter_selected_stepNNNNNN.png`` (they
+    were drawn under the last step's name, or not at all when the periodic call had drawn that step)."""
     tc = trainer.cfg.train
     if trainer.data.kind != "vector" or not getattr(trainer, "is_main", True) or not tc.sample_every:
         return
-    path = Path(trainer.run_dir) / "samples" / f"scatter_step{trainer.step:06d}.png"
+    selected = getattr(getattr(trainer, "selector", None), "best_step", None) if final else None
+    step, name = (selected, "scatter_selected_step") if selected is not None else (trainer.step, "scatter_step")
+    path = Path(trainer.run_dir) / "samples" / f"{name}{step:06d}.png"
     if not (final and path.exists()):
         n = min(SCATTER_N, trainer.cfg.eval.n_samples, trainer.data.test.shape[0])
         tf = trainer.data.transform
         x = tf.to_data(_ema_samples(trainer, n, final))
         ref = tf.to_data(trainer.data.test[:n])
         ext = plots.data_box(ref, 0.3)
+        title = f"step {step}" if selected is None else f"selected step {step} (of {trainer.step})"
         plots.sample_scatter({"held-out data": ref, f"samples from noise{_ema_note(trainer.cfg)}": x}, path,
-                             extent=ext, title=f"step {trainer.step}")
+                             extent=ext, title=title)
         _media(trainer).image("samples", plots.png_array(path), trainer.step)
     if final:
         _media(trainer).close()
