@@ -8,11 +8,11 @@ lookup as an argument, ``method_configs = {name: config dataclass}``; ``ebmlab.t
 passes the objectives' registry and is what users call. Unknown keys and wrongly typed values raise
 ``ConfigError`` with one sentence that lists the valid keys or the expected type.
 
-Beside it, one concern each (all at this level of the imports, re-exported here where public):
-``config_checks`` (every value checked before any work: issue 13), ``config_hash`` (``run_hash``, the
-keys a resumed run may change, what older stored runs ran with), ``config_files`` (the YAML reader and the
-configs shipped in the package: ``load_config("paper004_rings_hybrid")``, ``ebmlab configs``) and
-``files`` (atomic writes).
+Beside it, one concern each (all at this level of the imports; ``__all__`` below re-exports some of
+their names): ``config_checks`` (the value checks run when a config is built: issue 13), ``config_hash``
+(``run_hash``, the keys a resumed run may change, what older stored runs ran with), ``config_files`` (the
+YAML reader and the configs shipped in the package: ``load_config("paper004_rings_hybrid")``,
+``ebmlab configs``) and ``files`` (atomic writes).
 """
 from __future__ import annotations
 
@@ -67,11 +67,12 @@ __all__ = [
 @dataclass
 class DataConfig:
     """The ``data`` section: which dataset (a toy, an image set, or ``array`` for your vectors) and how it is split and scaled."""
-    name: str = "rings"               # a toy (rings, spiral, checkerboard, 8gaussians), an image set, or "array"
+    name: str = "rings"               # a toy (rings, spiral, checkerboard, 8gaussians, mixture), an image set,
+                                      # a table (breast_cancer, wine) or "array" (data/dataset.py DATASETS)
     path: str | None = None           # user data: .npy/.npz/.csv (vectors) or image files/folders
     n_train: int = 50000              # toy: samples drawn for training
-    n_test: int = 5000                # toy: held-out samples; arrays: size of the held-out split
-    standardize: bool = True          # vectors: divide each coordinate by its std (see data/dataset.py)
+    n_test: int = 5000                # toy: held-out samples; arrays, tables: held-out rows, min(n_test, N // 10)
+    standardize: bool = True          # vectors: subtract each coordinate's mean, divide by its std (data/dataset.py)
     whiten: bool = False              # vectors: then ZCA-whiten (identity covariance; needs standardize)
     jitter: float | None = None       # std of Gaussian noise added to each training example as it is drawn,
                                       # model coordinates (training/loop.py; None: none)
@@ -87,7 +88,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The ``model`` section: the energy network (``mlp``, ``resnet``, ``multiscale`` or your own ``custom`` class)."""
+    """The ``model`` section: the energy network (``mlp``, ``resnet``, ``multiscale``, ``unet``, ``plainconv`` or
+    your own ``custom`` class)."""
     name: str = "mlp"                 # mlp | resnet | multiscale | unet | plainconv | custom (ebmlab.energies.build.MODELS)
     target: str | None = None         # custom: "package.module:Class" of your own nn.Module energy
     kwargs: dict | None = None        # custom: its constructor's keyword arguments (JSON values)
@@ -101,14 +103,15 @@ class ModelConfig:
                                       # (energies/mixture_base.py; contrastive methods); None: base_std or nothing
     channels: list | None = None      # resnet: channels per resolution
     norm: str | None = None           # resnet: group | layer | none
-    attention: bool = False           # resnet: self-attention at the lowest resolution
+    attention: bool = False           # resnet: self-attention at the lowest resolution; plainconv: see attention_at
     pool: str = "avg"                 # resnet down-sampling: avg | subpixel (paper 002 Sec. 5)
     spectral_norm: bool = False
     time_embed_dim: int = 64          # time/noise-conditioned variants
-    num_classes: int | None = None    # class-conditioned variants
+    num_classes: int | None = None    # unused: the class count comes from the data (checked >= 1 when set)
     blocks: list | None = None        # resnet: blocks per resolution, one entry per channels entry (None: depth each)
     down_last: bool | None = None     # resnet: also down-sample after the last resolution (paper 001 Tables 5-6)
-    attention_at: int | None = None   # resnet: self-attention before resolution level i (None: lowest resolution)
+    attention_at: int | None = None   # resnet: self-attention before resolution level i (None: lowest resolution);
+                                      # plainconv: before conv i, 0..4 (None: 2; energies/plainconv.py)
     last_activation: str | None = None  # resnet/unet: activation before the readout (None: model.activation)
     readout: str | None = None        # resnet: mean (None: global mean + Dense) | sum (paper 003 A.1: sum over C, H, W)
 
@@ -134,7 +137,7 @@ class TrainConfig:
     keep_checkpoints: int = 0         # 0 keeps every checkpoint
     log_every: int = 10
     sample_every: int = 0             # write a sample figure (image grid, vector scatter) every N steps and at the end (0: image grid at the end only)
-    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    device: str = "auto"              # auto | cpu | cuda | cuda:N | mps
     threads: int | None = None        # torch CPU threads (None: auto, the idle cores, re-counted every 10 s; training/threads.py)
     amp: bool = False                 # bf16 autocast on CUDA
     compile: bool = False             # torch.compile the energy
@@ -149,16 +152,19 @@ class TrainConfig:
                                       # gmm, the mixture) on training + validation rows
     select_paired: bool = False       # every check draws the same noise (common random numbers) instead of its step's
     select_margin: float | None = None  # a trained check replaces the start only when it beats it by this many standard
-                                        # errors over the validation rows (one-SE rule; needs select_start; None: off)
+                                        # errors over the validation rows (one-SE rule; needs select_start and
+                                        # select_window 1; None: off)
     select_likelihood: bool = False   # a trained check replaces the start only when it does not lower the validation
-                                      # rows' log-likelihood below the base's (needs model.base gmm and select_start)
+                                      # rows' log-likelihood below the base's (needs model.base gmm, select_start
+                                      # and select_window 1)
 
 
 @dataclass
 class EvalConfig:
     """The ``eval`` section: sample counts, long-run chains, the density grid and plots."""
     n_samples: int = 2000             # samples drawn for the sample metrics
-    long_run_factor: int = 10         # long-run chains take this many times the training steps
+    long_run_factor: int = 10         # long-run chains take this many times the method's generation steps
+                                      # (n_steps_default; training/evaluate.py); 1: no long run
     grid_size: int = 160              # density maps / KL grid resolution per axis
     grid_extent: float | None = None  # half-width of the density grid in data units (None: from data)
     plots: bool = True
@@ -182,12 +188,14 @@ class Config:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """16 hex digits of SHA-256 over the whole config."""
+        """16 hex digits of SHA-256 over the whole config (mutable keys included), less the keys added after runs
+        existed while at their old default (``config_hash._NEW_KEYS``, ``_NEW_KEY_DEFAULTS``)."""
         return full_hash(self.to_dict())
 
     def run_hash(self) -> str:
         """Hash of what a checkpoint depends on: the config without ``MUTABLE_KEYS`` (those may change
-        when a run is resumed). Checkpoint sidecars store it as ``config_hash``."""
+        when a run is resumed) and, as in ``hash``, without keys added later that sit at their old default.
+        Checkpoint sidecars store it as ``config_hash``."""
         return run_hash(self.to_dict())
 
 
@@ -359,5 +367,5 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    """Write ``config.yaml`` atomically (temp file + rename), mode 0644 minus the umask."""
+    """Write ``config.yaml`` atomically (temp file + rename), mode 0666 minus the umask (0644 under umask 022)."""
     write_text_atomic(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,9 +1,12 @@
-"""The value checks of a config: every number in range, every name known, every combination of keys one
-that runs (issue 13: all of it before any work, with one sentence saying what was wrong and what is
-expected). ``config.from_dict`` calls ``validate`` on the ``Config`` it built; ``build_section`` calls
-``check_finite`` on every value. (The sections' dataclasses live in ``config.py``, which imports this
-module; the checks take them unannotated, ``d``/``m``/``t``/``e`` for the data, model, train and eval
-sections.)
+"""The value checks of a config, run when it is built (issue 13: one sentence saying what was wrong and what
+is expected): numbers in range, combinations of keys that cannot run, ``train``'s named choices (optimizer,
+schedule, device) and ``model.base`` / ``readout`` / ``target``; ``config.py`` adds unknown keys, types and
+the method's name, and each method's config class its own keys (its ``validate``). Names checked later, when
+the trainer builds the data and the energy (before the first update): ``data.name`` (``DataError``) and
+``model.name``, ``norm``, ``pool``, ``activation`` (``ValueError``). ``config.from_dict`` calls ``validate``
+on the ``Config`` it built; ``build_section`` calls ``check_finite`` on every value. (The sections'
+dataclasses live in ``config.py``, which imports this module; the checks take them unannotated,
+``d``/``m``/``t``/``e`` for the data, model, train and eval sections.)
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ def check_integer(value, name: str, minimum: int | None = None, maximum: int | N
     argument of the Python API or the command line) otherwise or outside ``minimum`` .. ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (
             minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        need = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}[minimum]
+        need = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}.get(
+            minimum, f"an integer {'of at least' if maximum is None else 'from'} {minimum}")
         raise ConfigError(f"{name} must be {need}{f' up to {maximum}' if maximum is not None else ''}, got {value!r}")
     return int(value)
 

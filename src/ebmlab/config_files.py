@@ -61,7 +61,7 @@ def yaml_load(text: str, where: str):
     """``text`` parsed by ``yaml.safe_load`` rules (plus 1e-4 floats, minus aliases); ConfigError naming
     ``where`` for anything that is not plain YAML."""
     if len(text) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{where} is {len(text)} bytes, more than a config may hold ({MAX_CONFIG_BYTES})")
+        raise ConfigError(f"{where} is {len(text)} characters, more than a config may hold ({MAX_CONFIG_BYTES})")
     try:
         return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no python tags
     except _NoAlias as exc:

@@ -43,7 +43,8 @@ _NEW_KEYS += ("method.step_rule", "method.proposal_cap")
 _NEW_KEYS += ("method.train_init_std",)
 # a wall-clock cap on training (issue 18, the leaderboard): None = off
 _NEW_KEYS += ("train.time_budget",)
-# resample-move AIS for the noise chains (samplers/ais.py): None = plain AIS
+# resample-move AIS for the noise chains (samplers/ais.py): None = plain AIS in runs stored before the key
+# (ContrastiveConfig now resolves None to AIS_RESAMPLE, 0.5, for ais chains)
 _NEW_KEYS += ("method.ais_resample",)
 # the MLP's Gaussian base measure (energies/mlp.py): None = none
 _NEW_KEYS += ("model.base_std", "model.base")
@@ -114,7 +115,8 @@ def _hashed(raw: dict) -> dict[str, Any]:
 
 
 def run_hash(raw: dict) -> str:
-    """16 hex digits of SHA-256 over the config mapping ``raw`` without its mutable keys."""
+    """16 hex digits of SHA-256 over the config mapping ``raw`` without its mutable keys and without the keys
+    added later that sit at their old default (``_NEW_KEYS``, ``_NEW_KEY_DEFAULTS``)."""
     fixed = {k: v for k, v in _hashed(raw).items() if not is_mutable(k)}
     return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -126,7 +128,8 @@ def config_changes(old, new) -> dict[str, tuple]:
 
 
 def full_hash(raw: dict) -> str:
-    """16 hex digits of SHA-256 over the whole config mapping ``raw`` (mutable keys included)."""
+    """16 hex digits of SHA-256 over the config mapping ``raw``, mutable keys included, without the keys added
+    later that sit at their old default (``_NEW_KEYS``, ``_NEW_KEY_DEFAULTS``)."""
     nested: dict = {}
     for key, v in _hashed(raw).items():
         sec, k = key.split(".", 1)

@@ -75,5 +75,5 @@ def is_out_of_memory(exc: BaseException) -> bool:
         "out of memory" in text or "can't allocate memory" in text))
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "DistributedError", "RunError", "RunNotFound",
-           "TrainingDiverged", "is_out_of_memory", "os_error_sentence"]
+__all__ = ["CheckpointError", "ConfigError", "DataError", "DistributedError", "ExperimentError", "RunError",
+           "RunNotFound", "TrainingDiverged", "is_out_of_memory", "os_error_sentence"]

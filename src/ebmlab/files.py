@@ -23,7 +23,7 @@ def file_mode() -> int:
 
 
 def atomic_write(path: Path, write) -> None:
-    """``write(tmp)``, fsync, mode 0644 minus the umask, rename onto ``path``; the temp file is
+    """``write(tmp)``, fsync, mode 0666 minus the umask (``file_mode``), rename onto ``path``; the temp file is
     removed when anything fails (a full disk leaves the previous file as it was)."""
     tmp = path.with_name(path.name + ".tmp")
     try:

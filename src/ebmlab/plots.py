@@ -1,7 +1,7 @@
 """Figures written by runs and experiments (PNG files), drawn for a paper rather than for debugging.
 
 - ``density_maps``: true vs model density on a 2-D slice (paper 004 Fig. 2, bottom row), every panel
-  on one colour scale with one colorbar;
+  on one colour scale with one colorbar (with ``shared_scale=False``: a scale and colorbar per panel);
 - ``sample_scatter``: the first two coordinates of sample sets, e.g. data and short and long runs
   from noise (Fig. 2 top), the same number of points in every panel;
 - ``energy_histograms``: energies of held-out data vs samples (paper 004 Fig. 5 / Fig. 10), the

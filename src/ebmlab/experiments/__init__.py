@@ -1,7 +1,8 @@
 """``ebmlab experiment NAME``: each paper's experiment in its own module, listed in EXPERIMENTS.
 
-Every experiment writes ``DIR/results.md`` and ``DIR/results.json`` =
-{"paper": ..., "rows": [{"name": ..., metric: value, ...}], "claim": "...", "claim_holds": bool}.
+Every experiment writes ``DIR/results.md`` and ``DIR/results.json``: the paper experiments
+{"paper", "claim", "claim_holds", "seeds", "tables", "claims", ...} (``claims.write_claim_results``), the
+leaderboard and data_defaults {"experiment": NAME, ...} with their own tables.
 """
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ EXPERIMENTS = {
 
 def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict:
     """Run experiment ``name`` (``EXPERIMENTS``) into ``out``; returns its ``results.json`` content.
-    ``quick``: a smoke-test version whose numbers mean nothing. ``options``: ``seeds`` and ``jobs`` for
-    the experiments on the claim harness (``experiments/claims.py``); others refuse them."""
+    ``quick``: a smoke-test version whose numbers mean nothing. ``options``: keywords of the experiment's
+    ``run``: ``seeds`` and ``jobs`` for every experiment, and, where its ``run`` takes them, ``full``,
+    ``budget``, ``methods``, ``datasets``, ``rescore``, ``data_seeds``, ``auroc_margin``; any other is
+    refused (ConfigError)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; available experiments are: {', '.join(sorted(EXPERIMENTS))}")
     module = importlib.import_module(EXPERIMENTS[name])
@@ -81,8 +84,9 @@ MARKER = "experiment.json"  # {"experiment": NAME}: the directory is that experi
 def _claim_out(out: Path, name: str) -> None:
     """Make ``out`` experiment ``name``'s directory (``MARKER``), or refuse one that holds other files: an
     experiment writes ``results.md``, ``results.json``, figures and cells there and must not replace a user's
-    files of those names. A directory of an earlier run of the same experiment (the marker, or from before it:
-    ``results.json`` or ``cells/``) is reused, as a rerun skips its finished cells."""
+    files of those names. A directory with this experiment's marker is reused, as a rerun skips its finished
+    cells; so is one without a marker that holds ``results.json`` or ``cells/`` (from before markers: whichever
+    experiment wrote it, it is not checked), which then gets this experiment's marker."""
     import json
 
     if out.exists() and not out.is_dir():

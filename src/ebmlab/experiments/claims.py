@@ -6,7 +6,9 @@ Protocol (issue 15, item 1), the same for every paper:
 - **Arms and seeds.** Every arm gets the same budget and the same seed set, fixed in advance
   (``SEEDS``; an experiment may state a larger set before it runs). A *cell* is one (arm, seed): it
   runs in its own process with one torch thread (``run_cells``, experiments/cells.py, ``jobs`` at once, two on two cores;
-  two threads per process were measured 7-15x slower than one under contention, docs/performance.md).
+  two threads per process were measured 7-15x slower than one under contention, docs/performance.md). With
+  ``jobs=1`` the cells run in this process: a training cell gets one thread from ``train.threads=1``, and a
+  cell that builds no ``Trainer`` keeps the process's thread count.
   A cell writes ``cells/<arm>/seed<k>/cell.json``; a rerun with the same parameters skips it, so an
   experiment can be finished over several sittings (unless the cell has a ``fingerprint`` and the
   library now gives another one: then it is stale and runs again).
@@ -21,7 +23,9 @@ Protocol (issue 15, item 1), the same for every paper:
   every d_s < -effective margin, otherwise **not shown**. With 3 seeds and no true effect, all three
   differences share a sign with probability 1/4 (1/8 for a given sign) before the margin is applied,
   and the margin makes it rarer; the one-sided paired t-test p-value is reported beside it for reading,
-  not for deciding. A diverged cell counts as the worst possible value of its arm on that seed.
+  not for deciding. A diverged cell counts as the worst possible value of its arm on that seed (its
+  difference is infinite, NaN when both arms' cells diverged; ``mean_diff`` and ``p_value`` leave such
+  seeds out).
 
 ``results.json`` carries the per-seed values, the margins, the differences and the verdicts.
 """
@@ -105,7 +109,8 @@ def summary_table(records: dict, arms: Sequence[str], metrics: Sequence[str], se
 @dataclass(frozen=True)
 class Claim:
     """``a`` beats ``b`` on ``metric`` by more than ``margin`` (metric units, stated in advance).
-    ``b`` is another arm, or a number (a fixed bar every seed of ``a`` must clear)."""
+    ``b`` is another arm, or a number (a fixed bar: ``decide`` wants every seed of ``a`` past it by more than
+    max(margin, ``a``'s standard deviation over seeds))."""
     text: str
     a: str
     b: str | float
@@ -199,7 +204,7 @@ def write_claim_results(out: Path, paper: str, claim: str, tables: dict[str, dic
     result = {"paper": paper, "claim": claim, "claim_holds": holds, "seeds": list(seeds), "tables": tables,
               "claims": verdicts, **(extra or {})}
     (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
-    md = [f"# Experiment: paper {paper}\n", f"Seeds {list(seeds)} (fixed in advance), one thread per cell.\n"]
+    md = [f"# Experiment: paper {paper}\n", f"Seeds {list(seeds)} (fixed in advance), one thread per training cell.\n"]
     md += [f"## {title}\n\n{table_markdown(t, metrics[title], seeds)}" for title, t in tables.items()]
     md += [f"## Claims\n\n**Claim:** {claim}\n\n{claims_markdown(verdicts)}\n"
            f"**Verdict at this scale:** the claim {'HOLDS' if holds else 'is NOT SHOWN'} "

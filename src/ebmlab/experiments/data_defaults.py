@@ -16,8 +16,9 @@ the checks"). Not from the papers: the protocol every change of ``config.USER_DA
   most the default's and its mean AUROC at least the default's - ``AUROC_SLACK``.
 - **Reference rows** (no training, ``REFERENCES``): exact draws of the training rows' Gaussian (the start of the
   ``gaussian_start`` arm, the default before the mixture base), of the Gaussian of training and validation rows (a
-  refitted start) and of the leaderboard's GMM (the default's start, fitted with seed 0) and KDE baselines (seed
-  0), ``EXACT_DRAWS`` draws each: the expected held-out energy distance, which 7 draws only
+  refitted start) and of the leaderboard's GMM and KDE baselines (seed 0, as the leaderboard fits them: all training
+  rows, standardised, not whitened; the default's start is the same ``fit_gmm`` on its training rows less the validation
+  split, whitened, with the cell's seed), ``EXACT_DRAWS`` draws each: the expected held-out energy distance, which 7 draws only
   estimate (mean and standard error), and each density's other-class AUROC.
 - **Splits** (``--data-seeds``; default: the leaderboard's one split, ``data.seed`` 1234): every cell and
   reference row again on each split of the table's rows (``data.seed``: the held-out rows, then the validation

@@ -21,8 +21,8 @@ def tune_eta_by_training(cfg, candidates, steps: int, *, data=None, n: int = 100
     the t = 1 gap of the EMA model sampled with the same eta (``t1_energy_gap``). Returns an ``EtaTuning``
     choosing the smallest eta whose gap reaches ``target``. Trainings run in temporary directories (no
     checkpoints kept). ``data``: a built ``Dataset`` to reuse (else built from ``cfg.data``); ``seed``:
-    train.seed of the trainings (default ``cfg.train.seed``). Cost: len(candidates) trainings of
-    ``steps`` iterations (see the module docstring)."""
+    train.seed of the trainings (default ``cfg.train.seed``). Cost: one training of ``steps`` iterations per
+    distinct candidate, each followed by one t = 1 gap measurement of ``n`` points."""
     cands = sorted({float(c) for c in candidates})
     if not cands:
         raise ValueError("tune_eta_by_training needs at least one candidate eta")

@@ -13,8 +13,9 @@ Protocol (docs/leaderboard.md):
   overrides (paper 003's DRL, paper 000's per_t / cd_plain). One more row, ``ebmlab_default``, is the
   library's own defaults (the default config; ``digits_hybrid`` on digits; on a table also the user-data
   defaults, ``config.USER_DATA_DEFAULTS``): what a user's ``--data`` run trains, compared with the
-  baselines. What the leaderboard sets for every method alike: the data (``DATA``: standardised vectors,
-  the same rows), the evaluation (``EVAL``), one thread.
+  baselines. What the leaderboard sets for every method alike: the data (``DATASETS``: the same rows,
+  vectors standardised; on a table ``ebmlab_default``'s user-data defaults also whiten them, jitter its
+  training draws and keep a tenth of its training rows as a validation split), the evaluation (``EVAL``), one thread.
 - **Metrics**, all by ``training/evaluate.evaluate`` (the code every run is scored with): ``density_kl``
   (toys, on the (x1, x2) slice), ``sample_precision``, ``sample_in_support_share``,
   ``sample_mode_mass_error`` (the method's own generation procedure), ``sample_energy_distance``,
@@ -153,8 +154,9 @@ def cell_fn(params: dict, seed: int, run_dir: Path) -> dict:
 
 
 def rescore_fn(params: dict, seed: int, run_dir: Path) -> dict:
-    """A finished method cell's evaluation and OOD AUROCs again, from its stored run (the final checkpoint,
-    EMA weights): the metrics ``cell_fn`` records after training, without training (``claims.Cell.rescore``)."""
+    """A finished method cell's evaluation and OOD AUROCs again, from its stored run (its result, ``open_run``:
+    ``best.safetensors`` when selection chose one, else the final checkpoint; EMA weights): the metrics
+    ``cell_fn`` records after training, without training (``claims.Cell.rescore``)."""
     cfg, objective, data = open_run(run_dir)
     m = {k: v for k, v in evaluate(objective, data, cfg, None).items() if isinstance(v, (int, float))}
     objective.eval()  # (evaluate leaves it in train mode), as ``cell_fn`` measures

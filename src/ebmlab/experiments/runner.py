@@ -1,5 +1,6 @@
-"""Train and evaluate one arm of an ``ebmlab experiment``, the same way for every paper, and write the
-results in the common format (``results.md`` / ``results.json``).
+"""Train and evaluate one arm of an ``ebmlab experiment``, the same way for every paper. (The results files are
+written by ``claims.write_claim_results`` for the papers and by the leaderboard and data_defaults themselves;
+``write_results`` below is the older {paper, rows, claim, claim_holds} format, which no experiment uses now.)
 
 ``experiment_config(config, overrides)`` loads a config (a shipped config's name, a path, or None for
 the defaults) with ``QUIET`` first, so an experiment's own overrides win. ``train_and_evaluate(run_dir,
@@ -7,8 +8,8 @@ cfg)`` trains a fresh run in ``run_dir`` and then, in this one place, swaps the 
 objective for good (``trainer.objective`` is the EMA model afterwards: samples, figures and metrics all
 use it) and runs ``training/evaluate.evaluate`` on them. A run that stops on a non-finite value is
 handled by ``on_diverge``: ``"raise"`` (default), ``"last_good"`` (reload the last checkpoint and
-evaluate it: a divergence is a result, paper 004) or ``"record"`` (return without EMA or metrics, the
-reason in ``Arm.diverged``: paper 001's ablation counts divergences).
+evaluate it; no experiment uses it now) or ``"record"`` (return without EMA or metrics, the reason in
+``Arm.diverged``: every claim-harness cell, through ``train_cell`` or, for paper 003's digits, directly).
 """
 from __future__ import annotations
 
@@ -49,8 +50,11 @@ class Arm:
 
 def train_and_evaluate(run_dir: Path, cfg: Config, *, data=None, evaluate_run: bool = True,
                        on_diverge: str = "raise", save_config: bool = True) -> Arm:
-    """Train ``cfg`` afresh in ``run_dir`` (deleted first), apply the EMA weights (of the best validation
-    check with ``train.select_every``), evaluate.
+    """Train ``cfg`` afresh in ``run_dir``, apply the EMA weights (of the best validation check with
+    ``train.select_every``), evaluate. ``run_dir`` is cleared first: with ``save_config``, by
+    ``prepare_run_dir(overwrite=True)``, which deletes only an earlier run's own files (and refuses a directory
+    that is not an ebmlab run); the lock it returns is dropped, so released at once (each experiment cell has
+    its own directory, trained by one process); without, the whole directory is removed.
 
     ``data``: a prepared ``Dataset`` instead of ``cfg.data`` (then pass ``save_config=False``: the
     run's ``config.yaml`` could not rebuild it). ``evaluate_run=False`` skips ``evaluate`` for

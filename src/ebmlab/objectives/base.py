@@ -8,8 +8,10 @@ Evaluation, the CLI, the experiments and the Python API call only what is declar
 - ``sample(n, *, generator, n_steps=None, x0=None, cond=None) -> SampleOutput(x, info)``: the paper's
   own generation procedure (a module under ``samplers/``). ``n_steps`` is the *total* number of
   sampler steps (energy gradients), split evenly over the levels of a multi-level procedure (rounded
-  up); ``x0`` replaces the draw from ``prior`` (e.g. data points: ``ebmlab sample --init data``);
-  ``cond`` holds conditioning such as ``{"y": labels}`` for class-conditional models;
+  up); under paper 004's ``step_rule: paper004`` it counts accepted moves (up to ``proposal_cap`` x
+  ``n_steps`` proposals, objectives/contrastive.py); ``x0`` replaces the draw from ``prior`` (e.g.
+  data points: ``ebmlab sample --init data``); ``cond`` holds conditioning such as ``{"y": labels}``
+  for class-conditional models;
 - ``n_steps_default``: the ``n_steps`` that ``sample`` uses when given None;
 - ``log_density(x)``: the unnormalised model log-density of x in model coordinates, where the method
   defines one (``has_log_density``); a method without one raises ``NoLogDensity`` and evaluation

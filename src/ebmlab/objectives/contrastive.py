@@ -3,7 +3,7 @@
 Paper 004 (Revisiting Contrastive Divergence), Sec. 3 and Alg. 1. Schemes (``method.name``):
 
 - ``data``: chains start at the data batch (Hinton's CD), loss <E(x)> - <E(x̂_data-init)>;
-- ``noise``: chains start at N(0, I) (short-run MCMC), loss <E(x)> - <E(x̂_noise-init)>;
+- ``noise``: chains start at N(0, I) (short-run MCMC; AIS by default, ``noise_chain``), loss <E(x)> - <E(x̂_noise-init)>;
 - ``persistent``: chains start from a bank of 60,000 samples initialised with noise, a batch of
   distinct slots drawn without replacement ("we randomly select a batch from this sample bank");
   the chains are written back to their slots (Tieleman 2008; Nijkamp et al.);
@@ -13,7 +13,8 @@ Paper 004 (Revisiting Contrastive Divergence), Sec. 3 and Alg. 1. Schemes (``met
   words it otherwise, "5% of chains randomly restarted at noise": the same share of the bank refreshed on
   average, but every batch would then mix ~5 % noise chains into its negatives; Sec. 3's procedure is the
   one spelt out, so it is the default, and ``refresh_mode: chain`` is Sec. 4.1's;
-- ``hybrid``: Eq. 6, [<E(x)> - <E(x̂_noise-init)>] + lambda [<E(x)> - <E(x̂_data-init)>], lambda 25.
+- ``hybrid``: Eq. 6, [<E(x)> - <E(x̂_noise-init)>] + lambda [<E(x)> - <E(x̂_data-init)>], lambda ``lam``
+  (paper: 25; default 5, see the field).
 
 Samples are stop-gradient (the "computational loss" of App. A.3). The metric ``energy_gap`` is
 d = <E(x)> - <E(x̂)> of App. A.3 Eq. 7 (for hybrid, of the noise-initialised chains; the
@@ -48,11 +49,10 @@ points, a buffer ``ref_data``, which is data, not a weight-dependent number) and
 eps = c / rms(E(ref_data)) with the weights in place. Optional
 ``energy_l2`` adds alpha (E(x)^2 + E(x̂)^2) to each bracket (Du & Mordatch 2019; not in paper 004); in the hybrid
 the data bracket's is multiplied by lambda too, so the data energies' term weighs alpha (1 + lambda) in all, each
-bracket's alpha relative to its own CD term. Default 0.01:
-without it the hybrid's noise-initialised term runs away on the standardised rings once the model
-sharpens (about update 2,000: the energy reached 1e15 and MALA acceptance 0), see docs/paper004.md;
-the paper-004 configs set it to 0 to follow the paper, and so does the experiment's raw table; its
-stable table, on which the claims are decided, keeps 0.01 (docs/paper004.md).
+bracket's alpha relative to its own CD term. Default 0.01: without it the hybrid's noise-initialised term runs
+away on the standardised rings once the model sharpens (about update 2,000: the energy reached 1e15 and MALA
+acceptance 0), see docs/paper004.md; the paper-004 configs set it to 0 to follow the paper, and so does the
+experiment's raw table; its stable table, on which the claims are decided, keeps 0.01 (docs/paper004.md).
 """
 from __future__ import annotations
 
@@ -342,8 +342,8 @@ class ContrastiveDivergence(Objective):
         return (e_pos.mean() - neg_mean).detach(), term
 
     def _ais(self, x0: Tensor, ctrl, generator) -> tuple[Tensor, Tensor, ChainInfo]:
-        """``noise_chain: ais``: L stages of annealed importance sampling from N(0, std² I) (the std
-        ``x0`` was drawn with); returns the points, their normalised weights (B,) and the diagnostics."""
+        """``noise_chain: ais``: L stages of annealed importance sampling from N(0, std² I) (the std ``x0`` was
+        drawn with) or the mixture base; returns the points, their normalised weights (B,) and the diagnostics."""
         std = self.cfg.train_init_std or self.cfg.init_std
         r = ais(self.energy, x0, linear_betas(self.cfg.n_steps, x0.device), ctrl, init_std=std,
                 temperature=self.cfg.temperature, generator=generator, resample_below=self.cfg.ais_resample,
@@ -353,9 +353,9 @@ class ContrastiveDivergence(Objective):
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
                x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:
-        """Short-run generation: ``n_steps`` (default L) steps of the training sampler from
-        N(0, init_std² I) (or ``x0``), with a private copy of the adapted MALA step size, and with
-        ``adaptive_step`` the eps of the weights in place (``sampling_step_size``)."""
+        """From ``x0`` or ``prior`` (N(0, init_std² I), or the ``model.base: gmm`` mixture): ``noise_chain: ais``
+        without ``x0``: ``n_steps`` (default L; > 0) AIS stages, then resampling (``_sample_ais``); else as many
+        training-sampler steps. A private copy of the adapted MALA step; ``adaptive_step``: ``sampling_step_size``."""
         given = x0 is not None
         x0 = self.start_points(n, x0, generator)
         steps = self.n_steps_default if n_steps is None else n_steps
@@ -366,8 +366,8 @@ class ContrastiveDivergence(Objective):
         return SampleOutput(x, info.as_dict())
 
     def _sample_ais(self, x0: Tensor, steps: int, ctrl, generator) -> SampleOutput:
-        """``noise_chain: ais`` generation: ``steps`` AIS stages from N(0, init_std² I), then n points
-        drawn in proportion to their weights (sampling-importance-resampling, by systematic resampling:
+        """``noise_chain: ais`` generation: ``steps`` AIS stages from N(0, init_std² I) (or the mixture base), then
+        n points drawn in proportion to their weights (sampling-importance-resampling, by systematic resampling:
         equal weights return every chain once)."""
         r = ais(self.energy, x0, linear_betas(steps, x0.device), ctrl, init_std=self.cfg.init_std,
                 temperature=self.cfg.temperature, generator=generator, resample_below=self.cfg.ais_resample,

@@ -66,7 +66,7 @@ class JointTimeConfig:
     n_steps_final: int | None = None  # App. C.2 ramp: final K (100); None keeps K constant
     ramp_hold: int = 40000            # App. C.2: steps at K before the ramp
     ramp_steps: int = 40000           # App. C.2: length of the linear ramp
-    ce_weight: float | None = None    # weight of L_CE (None: 1 for cd_ce, 0 for joint_cd)
+    ce_weight: float | None = None    # weight of L_CE (None: 1 for cd_ce, 0 for joint_cd and per_t)
     per_t_weight: float = 0.0         # Option 1: weight of the per-t CD loss on p(z | t) (0: off)
     target_accept: float = 0.6        # App. C.1: average MH acceptance 60 %
     marginal_step: str = "shared"     # step of the chain on p(z): shared (t-independent, App. A) | per_level
@@ -317,9 +317,9 @@ class JointTime(Objective):
         """z ~ p_n (or ``x0``), then simulated annealing (Alg. 3, ``algorithm="annealing"``) or soft
         annealing (Alg. 4, ``"soft"``), ``n_steps`` MALA steps in all (spread over the stages), each
         stage's step size fitted to its own target (samplers/annealed.py); ``keep``: stages whose
-        samples ``info["snapshots"]`` holds; ``init_step``: the first stage's step (default: the
-        App. C.1 step for p_n, mu = 0.4 sigma_n). ``cd_plain`` runs MALA on its single energy for as many
-        steps, with a private copy of its trained step size."""
+        samples ``info["snapshots"]`` holds; ``init_step``: the first stage's step (default:
+        ``method.init_step`` when set, else the App. C.1 step for p_n, mu = 0.4 sigma_n). ``cd_plain`` runs
+        MALA on its single energy for as many steps, with a private copy of its trained step size."""
         algorithm = algorithm or self.cfg.sample_method
         if algorithm not in ("annealing", "soft"):
             raise ValueError(f"sample algorithm must be annealing or soft, got {algorithm!r}")

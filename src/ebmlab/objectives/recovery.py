@@ -80,7 +80,7 @@ class RecoveryConfig:
     ebm_warmup: int = 10000           # linear warm-up iterations of the EBM lr (Eq. 15)
     init_warmup: int = 10000          # linear warm-up of the initializer lr (Eq. 15)
     init_head_start: int = 500        # the initializer's warm-up starts this many iterations earlier
-    embed_dim: int = 32               # sinusoidal embedding of lambda_t
+    embed_dim: int = 32               # lambda_t's sinusoidal embedding (images: initializer only; EBM: model.time_embed_dim)
     init_width: int = 128             # MLP initializer (vectors)
     init_depth: int = 3
     init_channels: list = field(default_factory=lambda: [32, 64, 64])  # UNet initializer (images)
@@ -134,7 +134,7 @@ class DRLConfig(RecoveryConfig):
 
     The 1/s_t^2 reparameterisation of the energy is *kept*: Gao et al.'s ``log_prob`` divides the network by
     the squared step size (``b0``), and paper 003 App. A.2 says it follows them there. Their EBM is trained at
-    lr 1e-4 with 1,000 warm-up iterations, batch 64 (``config.py``)."""
+    lr 1e-4 with 1,000 warm-up iterations, batch 64 (``config.py``): not set here (``ebm_warmup`` stays 10,000)."""
     name: str = "drl"
     schedule: str = "drl"
     n_steps: int = 30
@@ -351,9 +351,9 @@ class RecoveryLikelihood(Objective):
 
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
                x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:
-        """Alg. 2 from x_T ~ N(0, I) (``x0`` replaces x_T), ``n_steps`` Langevin steps in all
-        (K' = ceil(n_steps / T) per level, 0: the initializer alone), then the Tweedie step when
-        ``method.denoise``. ``cond={"y": labels}`` samples a class of a conditional model."""
+        """Alg. 2 from x_T ~ N(0, I) (``x0`` replaces x_T), ``n_steps`` Langevin steps in all (K' = ceil(n_steps / T)
+        per level; 0: the proposals alone, the initializer's or, without one (DRL), x_{t+1}), then the Tweedie step
+        when ``method.denoise``. ``cond={"y": labels}`` samples a class of a conditional model."""
         labels = self._cond_labels(cond)
         energy_fn = None if labels is None else (lambda v, tt: self.energy.net_energy(v, tt, labels))
         init_fn = None if labels is None else (lambda v, tt: self.init_mean(v, tt, labels))

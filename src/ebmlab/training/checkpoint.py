@@ -2,8 +2,8 @@
 
 ``checkpoints/step_00001000.safetensors`` + ``step_00001000.json`` (and, with ``train.select_every``, the
 validation best ``best.safetensors`` + ``best.json``: ``training/selection.py``). A write is atomic (temp file,
-fsync, rename) and the sidecar is written last, so a checkpoint counts only when both files exist
-and the sidecar names the tensor file's size. Reading never unpickles: a file that is not valid
+fsync, rename) and the sidecar (which records the tensor file's size) is written last, so a checkpoint is
+listed once both files exist; loading it refuses a size mismatch. Reading never unpickles: a file that is not valid
 safetensors (e.g. a pickle planted in its place) is refused with ``CheckpointError`` before
 anything in it is interpreted.
 """
@@ -25,7 +25,7 @@ _NAME = re.compile(r"^step_(\d{8})\.safetensors$")
 BEST = "best"  # checkpoints/best.safetensors + best.json: the validation best (training/selection.py)
 
 
-_atomic_write = atomic_write  # tensor file and sidecar alike: 0644 minus the umask, fsync, rename
+_atomic_write = atomic_write  # tensor file and sidecar alike: mode 0o666 & ~umask, fsync, rename
 
 
 def _safetensors_os_error(exc: Exception, path: Path) -> OSError | None:
@@ -53,7 +53,8 @@ def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, torch.Tensor],
 
 
 def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints (tensor file + sidecar naming its size), sorted by step."""
+    """Step checkpoints whose tensor file and sidecar both exist, sorted by step (the sidecar's
+    ``tensor_bytes`` is checked against the file only on loading)."""
     out = []
     if not ckpt_dir.is_dir():
         return out
@@ -85,7 +86,8 @@ def result_checkpoint(ckpt_dir: Path) -> Path | None:
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, meta). Raises CheckpointError for anything that is not a complete safetensors pair with
-    a well-formed sidecar and finite tensors (also for an unreadable file: EACCES, EIO, ...)."""
+    a well-formed sidecar whose ``tensor_bytes`` matches the file (also for an unreadable file: EACCES, EIO,
+    ...). Values are not checked here: ``check_finite`` refuses NaN or inf weights."""
     try:
         return _load_checkpoint(Path(path))
     except OSError as exc:

@@ -8,7 +8,8 @@ and its RNG states, plus the SHA-256 of its parameters, the rank, the world size
 file's metadata. Order: ``verify_replicas`` (collective), every rank writes its file, barrier, rank 0
 writes the shared file (its sidecar, written last, marks the checkpoint complete), barrier. Resume
 loads the shared file on every rank, then this rank's file; the world size must be the same.
-Everything here is a no-op on one process.
+On one process nothing is written or read here, but ``restore_rank_state`` still refuses a checkpoint
+written by several processes (its world size must be 1).
 """
 from __future__ import annotations
 

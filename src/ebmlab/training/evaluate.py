@@ -3,7 +3,7 @@
 Vector data (``evaluate_vectors``):
 - ``sample_energy_distance``: energy distance between ``eval.n_samples`` chains from noise (the
   method's own ``sample``) and fresh data, all dimensions, data coordinates; ``..._floor`` is data vs
-  other (disjoint) data, ``..._noise`` the chains' starting noise vs data;
+  other (disjoint) data, ``..._noise`` a separate draw of the prior the chains start from vs data;
 - ``sample_precision`` (exact densities only): see ``metrics/density.py``; ``..._floor`` for data;
 - ``density_kl``: KL(true || model) on a grid over the first two coordinates, the remaining
   coordinates held at 0 in data coordinates (paper 004 App. A.1 slice for the rings), both

@@ -2,8 +2,8 @@
 The lists are built here from ``training/image_eval.py`` (which does not import this module).
 
 - ``SAMPLE_HOOKS``: fn(trainer, final: bool) called every ``train.sample_every`` steps and at the end
-  (the image stack writes ``samples/grid_stepNNNN.png``, vector runs
-  ``samples/scatter_stepNNNN.png``; both also TensorBoard images);
+  (the image stack writes ``samples/grid_stepNNNNNN.png``, vector runs
+  ``samples/scatter_stepNNNNNN.png``; both also TensorBoard images);
 - ``EVAL_EXTENSIONS``: fn(args, cfg, objective, data) -> dict for ``ebmlab eval`` options
   (``--ood``, ``--fid``, ``--digits-fd``, ``--heldout-draws``).
 """

@@ -16,13 +16,14 @@ This module only defines functions (it imports neither ``training/evaluate.py`` 
   steps with the EMA weights (``scatter_hook`` the scatter ``samples/scatter_stepNNNNNN.png`` for vector
   runs), each also a TensorBoard image; every figure starts from the same noise (seed
   ``train.seed + 13``) so the figures of a run are comparable. At the end (``final=True``) the caller has already swapped the EMA
-  weights in (``cli_commands.cmd_train``), so the hook does not swap them again.
+  weights in (``evaluate.final_evaluation``), so the hook does not swap them again.
 - ``EVAL_EXTENSIONS``: ``--fid`` (FID of the samples vs the test split with the in-house InceptionV3,
   Inception Score of samples and of the test split), ``--digits-fd`` (the digits metrics when the
   config did not already compute them), ``--ood NAME`` (AUROC of -energy, held-out data vs the OOD
-  set; images via ``data.image_ood.load_ood_set``, vectors ``shifted`` = held-out + 1 standard
-  deviation in every coordinate, ``scaled`` = held-out scaled by 1.5 about the training mean, both in
-  model coordinates, or a .npy/.npz/.csv file of vectors). The extensions reuse the
+  set; images via ``data.image_ood.load_ood_set``, vectors ``shifted`` = held-out + 1 in every model
+  coordinate, ``scaled`` = held-out x 1.5 about the model origin (model coordinates: standard deviations
+  about the training mean with ``data.standardize``, whitened with ``data.whiten``, the data's own units and
+  origin without), or a .npy/.npz/.csv file of vectors). The extensions reuse the
   ``samples/samples.npy`` that ``evaluate`` has just written in the same ``ebmlab eval`` command.
 """
 from __future__ import annotations
@@ -277,9 +278,9 @@ def ood_set(name: str, data, generator) -> Tensor:
             raise ValueError("--ood on images needs ebmlab.data.images (the image stack), which is not installed") from None
         return data.transform.to_model(load_ood_set(name, data, generator).float())
     if name == "shifted":
-        return data.test + 1.0   # +1 std per coordinate (model coordinates are standardised)
+        return data.test + 1.0   # +1 per model coordinate: 1 std when standardised, 1 data unit when not
     if name == "scaled":
-        return data.test * 1.5   # about the training mean (0 in model coordinates)
+        return data.test * 1.5   # about the model origin: the training mean when standardised, else 0
     from ebmlab.data.arrays import load_vectors
     from ebmlab.errors import DataError
     if not Path(name).exists():

@@ -5,9 +5,10 @@
 Per run directory (DESIGN.md "Runs on disk"): ``config.yaml``, ``checkpoints/``, ``metrics.jsonl``,
 ``tb/``, ``samples/``, ``plots/``, ``metrics.json`` (the directory is made ready and locked by
 ``training/run_dir.prepare_run_dir``, re-exported here). Randomness comes from three sources, all saved
-in checkpoints so that ``--resume`` reproduces an uninterrupted run exactly on the same machine:
-the data generator (batch indices), the objective's generator (chain noise, buffer draws) and
-torch's global RNG. A non-finite loss or gradient raises ``TrainingDiverged`` naming the step and
+in checkpoints so that ``--resume`` reproduces an uninterrupted run exactly on the same machine with a
+fixed ``train.threads`` (with the default null the thread count follows the load, and the numbers with it:
+``training/threads.py``): the data generator (batch indices), the objective's generator (chain noise,
+buffer draws) and torch's global RNG. A non-finite loss or gradient raises ``TrainingDiverged`` naming the step and
 the quantity; nothing is written after it, so the last good checkpoint is kept. With
 ``train.select_every`` the weights are scored on a validation split every N updates (and before the first
 with ``train.select_start``) and the best check is kept as the run's result (``training/selection.py``);
@@ -271,9 +272,10 @@ class Trainer:
                 out_of_time = self._budget_spent(clock0)
                 last = self.step == tc.steps or out_of_time
                 checked = self.selector is not None and self.selector.due(self.step, last)
-                if checked:  # the validation score joins this step's row of the log
+                if checked:  # this check's score and wall time join this step's row of the log; in metrics.json
+                    # the same keys are the chosen check's score and all checks' time (Selector.load_best)
                     values["val_energy_distance"] = self.selector.check(self, last)
-                    values["select_seconds"] = self.selector.last_seconds  # (the check's wall time)
+                    values["select_seconds"] = self.selector.last_seconds
                 logged = self.step % tc.log_every == 0 or last or checked
                 if logged:
                     values = scalars(values)

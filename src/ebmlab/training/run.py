@@ -6,7 +6,8 @@
 A run is self-contained. Besides ``config.yaml`` (the full resolved config, data path absolute) it
 holds ``run.json``: the method, the model, the data's kind, shape, absolute path and SHA-256 (files
 only; toys are regenerated from their seed), and the data transform (per-coordinate mean/std for
-vectors, the [-1, 1] range for images). So ``load``, ``sample`` and ``eval`` work from any directory,
+vectors, with ``data.whiten`` also the whitening matrix and its inverse; the [-1, 1] range for images; a
+refitted best checkpoint carries its own in its sidecar). So ``load``, ``sample`` and ``eval`` work from any directory,
 ``load`` and ``sample --init noise`` even without the data file, and a data file that changed since
 training is refused by name (``DataError``). Every checkpoint sidecar stores ``config_hash``
 (``Config.run_hash``: the config without the keys a resumed run may change); it is compared with the
@@ -221,7 +222,8 @@ def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu
 
 
 def open_run(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str | None = None):
-    """(cfg, objective, data) with the latest (or given) checkpoint loaded, EMA weights swapped in."""
+    """(cfg, objective, data) at the run's result (``result_checkpoint``: the validation best when selection
+    kept one, else the latest checkpoint) or the given checkpoint, EMA weights swapped in."""
     run = open_checkpoint(run_dir, ema=ema, device=device, checkpoint=checkpoint)
     return run.cfg, run.objective, run.data
 

@@ -161,10 +161,11 @@ def _stub_dataset(info: dict):
 
 def run_dataset(run_dir: Path, cfg: Config, *, need_data: bool = True):
     """The run's ``Dataset``: rebuilt from ``config.yaml`` when ``need_data`` (training, ``eval``,
-    ``sample --init data``), else a stub with the stored transform (no data read). A changed or missing data
-    file is refused only when the data are needed (a changed one is said in a warning otherwise: the weights and
-    the stored transform do not depend on it). Data that lay inside the run are read where the run now is
-    (``located_config``)."""
+    ``sample --init data``), else a stub with the stored transform (the data are not loaded; a present file is
+    hashed). A changed or missing data file is refused only when the data are needed (a changed one is said in a
+    warning otherwise: the weights and the stored transform do not depend on it). A run without ``run.json``
+    (written before it) stores no transform: it is rebuilt from its data, and refused without them, even with
+    ``need_data=False``. Data that lay inside the run are read where the run now is (``located_config``)."""
     from ebmlab.data import build_dataset
 
     info = read_run_info(run_dir)

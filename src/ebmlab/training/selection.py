@@ -46,8 +46,9 @@ as without it (tested). The best check's weights (model and EMA) are written to 
 ``best.json`` (its step and ``val_energy_distance``) and are the run's result: the final evaluation,
 ``ebmlab.load``, ``ebmlab sample`` and ``ebmlab eval`` open it (``checkpoint.result_checkpoint``). Training itself
 runs to its end, and ``--resume`` continues from the newest step checkpoint; a best file written after that
-checkpoint belongs to the abandoned part of the run and is dropped (selection then restarts from the resumed step,
-with a fresh window)."""
+checkpoint belongs to the abandoned part of the run and is dropped. The checkpoint holds the selection's scores and
+open windows (``Selector.state``), which ``restore`` brings back; only an open check older than the checkpoint,
+whose weights were kept in memory, is lost (with a warning)."""
 from __future__ import annotations
 
 import json
@@ -281,9 +282,9 @@ class Selector:
                               RuntimeWarning, stacklevel=2)
 
     def resume(self, step: int) -> None:
-        """Pick the tracker up from ``best.json`` when the run resumes at ``step``. A best written after that
+        """Take the best so far from ``best.json`` when the run resumes at ``step``. A best written after that
         step belongs to the abandoned part of the run and is deleted; an unreadable one is left for the next
-        check to replace; either way selection restarts here, with a warning."""
+        check to replace; either way with a warning and no best so far. (Scores and windows: ``restore``.)"""
         if self.margin is not None:
             self.start_score, self.start_rows = _read_start(self.dir)
         best = ckpt.best_path(self.dir)
