@@ -107,7 +107,10 @@ def test_run_figures_and_tensorboard(tmp_path, figures):
     ea = EventAccumulator(str(out / "tb"), size_guidance={"images": 0, "scalars": 0})
     ea.Reload()
     tags = ea.Tags()
-    assert "samples" in tags["images"] and len(ea.Images("samples")) == 2
+    # the periodic scatters at 10 and 20, and the run's result (the --data defaults select among the checks)
+    # at the end under its own name
+    assert (out / "samples" / f"scatter_selected_step{run.checkpoint_step:06d}.png").is_file()
+    assert "samples" in tags["images"] and len(ea.Images("samples")) == 3
     assert "loss" in tags["scalars"] and "final/sample_energy_distance" in tags["scalars"]
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(ea.PluginTagToContent("hparams"))
     rows = [__import__("json").loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
