@@ -155,6 +155,15 @@ def test_accepted_count_rejects_what_it_cannot_do():
         run_chain(mala, gaussian_energy, x, 3, 0.1, count="accepted", max_proposals=2)
 
 
+def test_a_noise_scale_tensor_is_one_row_per_step():
+    """A (B,) tensor meant per chain was read as a per-step schedule of its first K entries (any B >= K)."""
+    x = torch.randn(8, 2)
+    with pytest.raises(ValueError, match=r"needs 2 rows \(K, or \(K, B\) per chain\), got \(8,\)"):
+        run_chain(langevin, gaussian_energy, x, 2, 0.1, noise_scale=torch.full((8,), 0.1))
+    out, _ = run_chain(langevin, gaussian_energy, x, 2, 0.1, noise_scale=torch.full((2, 8), 0.1))
+    assert out.shape == x.shape
+
+
 def test_a_projection_with_a_gradient_through_the_chain_is_refused():
     """``project`` detaches the points after every step: ``grad="last"``/``"all"`` returned them without a
     gradient and without an error."""

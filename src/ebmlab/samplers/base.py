@@ -146,8 +146,10 @@ def _check_chain_args(n_steps: int, step_size, controller, noise_scale, noises, 
                          "use project=None or grad='none'")
     if controller is None and not torch.is_tensor(step_size):  # a tensor step is its producer's to check
         check_positive("step_size", step_size)  # (checking it here would be a host sync per chain)
-    if torch.is_tensor(noise_scale) and noise_scale.dim() > 0 and noise_scale.shape[0] < n_steps:
-        raise ValueError(f"a per-step noise_scale needs {n_steps} rows, got {tuple(noise_scale.shape)}")
+    if torch.is_tensor(noise_scale) and noise_scale.dim() > 0 and noise_scale.shape[0] != n_steps:
+        # (a per-chain (B,) noise was read as a schedule of its first K entries: (K, B) is per step and chain)
+        raise ValueError(f"a per-step noise_scale needs {n_steps} rows (K, or (K, B) per chain), got "
+                         f"{tuple(noise_scale.shape)}")
     if noises is not None and (noises.shape[0] < n_steps or noises.shape[1:] != x.shape):
         raise ValueError(f"noises must have shape ({n_steps}, {', '.join(map(str, x.shape))}), "
                          f"got {tuple(noises.shape)}")
@@ -209,7 +211,7 @@ def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scal
     - ``step_size``: a float or (B,); with a ``controller`` (StepSizeController) it comes from the
       controller per group (``groups`` (B,) long, default all 0), updated after every step.
     - ``noise_scale``: None (sqrt(2 eps T)), a number, (K,) per step, or (K, B) per step and chain; a tensor's
-      first axis is always the step (at least K rows), so a per-chain noise is (K, B), not (B,).
+      first axis is always the step (K rows), so a per-chain noise is (K, B), not (B,).
     - ``noises``: (K, B, ...) given standard-normal draws z_k (paper 002's interpolation).
     - ``project(x) -> x``: applied to the start (unless ``start`` is given) and after every step; the cached
       energy is recomputed there (one more forward+backward per step for MALA). Needs ``grad="none"``.
