@@ -151,3 +151,18 @@ def test_ais_resampling_test_agrees_with_the_ess_away_from_its_bound(dtype):
                     assert _below(lw, bound) == (ess < bound), (spread, b, bound, ess)
                     checked += 1
     assert checked > 900
+
+
+def test_ais_diagnostics_reduced_once_are_the_per_stage_reductions_bit_for_bit():
+    """``ais._info`` reduces the stages' acceptances, steps and energies as three stacked tensors instead of one
+    reduction per stage (~120 ops per default update): the same numbers, bit for bit."""
+    from ebmlab.samplers import ais as ais_mod
+    g = torch.Generator().manual_seed(4)
+    for b, shape in ((256, (1,)), (37, (1, 1, 1))):
+        accepts = [torch.rand(b, generator=g) < 0.6 for _ in range(30)]
+        steps = [torch.full((b, *shape), float(torch.rand(1, generator=g))) for _ in range(30)]
+        energies = [torch.randn(b, generator=g) * 10.0 ** float(torch.randint(-3, 4, (1,), generator=g)) for _ in range(30)]
+        info = ais_mod._info(accepts, steps, energies)
+        assert torch.equal(info.accept_rate, torch.stack([torch.mean(a, dtype=torch.float32) for a in accepts]))
+        assert torch.equal(info.step_size, torch.stack([t.flatten()[0] for t in steps]))
+        assert torch.equal(info.energy, torch.stack([t.mean() for t in energies]))

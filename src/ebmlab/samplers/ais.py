@@ -184,12 +184,13 @@ def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, in
 
 
 def _info(accepts: list[Tensor], steps: list[Tensor], energies: list[Tensor]) -> ChainInfo:
-    """The per-stage diagnostics, reduced once after the chain: mean acceptance, step size and energy."""
+    """The per-stage diagnostics, reduced once after the chain, each as one stacked reduction (a few ops per chain,
+    where a reduction per stage cost ~120 per default update): mean acceptance, step size and energy (K,)."""
     if not accepts:
         return ChainInfo.empty()
-    acc = torch.stack([torch.mean(a, dtype=torch.float32) for a in accepts]).cpu()
-    eps = torch.stack([t.flatten()[0] for t in steps]).cpu()
-    energy = torch.stack([t.mean() for t in energies]).cpu()
+    acc = torch.stack(accepts).mean(1, dtype=torch.float32).cpu()  # (K, B) bool -> (K,)
+    eps = torch.stack(steps).flatten(1)[:, 0].cpu()  # (K, B, 1, ...): one step for every chain -> (K,)
+    energy = torch.stack(energies).mean(1).cpu()  # (K, B) -> (K,)
     return ChainInfo(acc, eps, energy, torch.full((len(accepts),), float("nan")))
 
 
