@@ -102,15 +102,15 @@ def test_a_utf8_config_loads_under_an_ascii_locale(tmp_path):
 
 
 def test_an_experiment_report_is_written_and_printed_under_an_ascii_locale(tmp_path):
-    """``runner.write_results`` writes results.md as UTF-8, and prints it; the command line's stdout writes what it
-    cannot encode as escapes (``cli._tolerant_stdout``) instead of raising."""
+    """``claims.write_claim_results`` (every paper experiment's report) writes results.md as UTF-8, and prints it; the
+    command line's stdout writes what it cannot encode as escapes (``cli._tolerant_stdout``) instead of raising."""
     r = _ascii_locale_python(
         "from pathlib import Path\n"
         "from ebmlab import cli\n"
-        "from ebmlab.experiments.runner import write_results\n"
+        "from ebmlab.experiments.claims import write_claim_results\n"
         "cli._tolerant_stdout()\n"
-        "write_results(Path('.'), '001', [{'name': 'full', 'auroc': 0.9}], ['auroc'],\n"
-        "              'AUROC 0.9 ± 0.01; median ‖∇L_KL‖/‖∇L_CD‖ ≤ 1', True)", tmp_path)
+        "write_claim_results(Path('.'), '001', 'AUROC 0.9 ± 0.01; median ‖∇L_KL‖/‖∇L_CD‖ ≤ 1', {}, [], [0], {})",
+        tmp_path)
     assert r.returncode == 0, r.stderr.decode(errors="replace")
     md = (tmp_path / "results.md").read_bytes().decode("utf-8")
     assert "0.9 ± 0.01; median ‖∇L_KL‖/‖∇L_CD‖ ≤ 1" in md

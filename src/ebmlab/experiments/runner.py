@@ -1,6 +1,5 @@
 """Train and evaluate one arm of an ``ebmlab experiment``, the same way for every paper. (The results files are
-written by ``claims.write_claim_results`` for the papers and by the leaderboard and data_defaults themselves;
-``write_results`` below is the older {paper, rows, claim, claim_holds} format, which no experiment uses now.)
+written by ``claims.write_claim_results`` for the papers and by the leaderboard and data_defaults themselves.)
 
 ``experiment_config(config, overrides)`` loads a config (a shipped config's name, a path, or None for
 the defaults) with ``QUIET`` first, so an experiment's own overrides win. ``train_and_evaluate(run_dir,
@@ -13,8 +12,6 @@ evaluate it; no experiment uses it now) or ``"record"`` (return without EMA or m
 """
 from __future__ import annotations
 
-import json
-import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -101,42 +98,6 @@ def device_generator(module: torch.nn.Module, seed: int) -> torch.Generator:
     """A generator on the module's device, seeded."""
     dev = next(module.parameters()).device
     return torch.Generator(dev).manual_seed(seed)
-
-
-# ----- results ---------------------------------------------------------------------------------------
-def _fmt(v) -> str:
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4g}"
-    return str(v)
-
-
-def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    """A Markdown table of ``rows`` with ``columns`` (floats to 4 significant digits)."""
-    head = "| name | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns) + "\n"
-    body = "".join("| " + r["name"] + " | " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |\n"
-                   for r in rows)
-    return head + body
-
-
-def write_json(out: Path, result: dict) -> None:
-    """Write ``out/results.json`` (floats as JSON numbers)."""
-    (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
-
-
-def write_results(out: Path, paper: str, rows: list[dict], columns: list[str], claim: str,
-                  claim_holds: bool, notes: str = "") -> dict:
-    """``results.json`` = {paper, rows, claim, claim_holds} and a ``results.md`` with the table, the
-    claim and its verdict; returns the result dict."""
-    result = {"paper": paper, "rows": rows, "claim": claim, "claim_holds": bool(claim_holds)}
-    write_json(out, result)
-    verdict = "HOLDS" if claim_holds else "DOES NOT HOLD"
-    md = (f"# Experiment: paper {paper}\n\n{markdown_table(rows, columns)}\n"
-          f"**Claim:** {claim}\n\n**Verdict at this scale:** the claim {verdict}.\n\n{notes}\n")
-    (out / "results.md").write_text(md, encoding="utf-8")
-    print(md)
-    return result
 
 
 def train_cell(config: str | Path | None, overrides: list[str], seed: int, run_dir: Path, *,
