@@ -1,4 +1,5 @@
-"""Measurement core shared by ``bench_sampler.py`` and ``bench_scaling.py``.
+"""Measurement core shared by the benchmarks (``bench_sampler.py``, ``bench_scaling.py``, ``bench_cold_ops.py``,
+``bench_fused_mala.py``, ``bench_op_census.py``).
 
 Why this design (issue 19): on a shared machine wall-clock time measures the other jobs as much as
 our code, and a ratio of two wall-clock medians taken minutes apart can come out below 1.0 for a
@@ -194,7 +195,7 @@ def training_update(overrides: list[str]):
 
 
 def emit(result: dict, json_path: Path | None) -> dict:
-    """Print the closing load line and the result as one JSON line (also written to ``json_path``)."""
+    """Print the closing load line and the result as one JSON line (also written, indented, to ``json_path``)."""
     import json
     print(f"load average at the end {result['loadavg_end']}; {result['seconds']:.0f} s in all")
     if json_path is not None:

@@ -6,8 +6,9 @@ what one of them costs (issue 19, item 2; docs/performance.md, "An op census of 
 
 Counts every ATen op that one default training update and one call of its lean reference
 (``bench_sampler.LeanReference``: the same passes, the loss and Adam, nothing else) dispatch, after warm-up calls,
-with a ``TorchDispatchMode``: by op, and by the ebmlab source line that called it (ops called from the autograd
-engine, e.g. the weight backward, have none). The counts are exact and do not depend on the machine.
+with a ``TorchDispatchMode``: by op, and by the line of the ebmlab package that called it (ops the autograd
+engine runs for a backward started outside the package, e.g. the update's weight backward, have none). The counts
+are exact for one update and do not depend on the machine.
 
 With timing (the default) both are also timed, interleaved over ``--blocks`` blocks (``_harness.run_interleaved``,
 CPU clock, one thread), and the update's excess CPU time per block is divided by its count of extra ops: the mean
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
+import os
 import statistics
 import sys
 import time
@@ -29,6 +31,8 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import ebmlab
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import Item, emit, fmt_q, machine_note, quartiles, run_interleaved, source_note, training_update
 from bench_sampler import ENERGIES, LeanReference
@@ -37,11 +41,16 @@ TARGET = 1.10  # issue 19: the default training update <= 1.10 x its minimal ari
 NO_SOURCE = "(torch: autograd engine)"
 
 
-def _caller(marker: str = "/ebmlab/") -> str:
-    """'subpackage/module.py:line' of the innermost ebmlab frame on the stack, or ``NO_SOURCE``."""
+PACKAGE = str(Path(ebmlab.__file__).resolve().parent) + os.sep  # the ebmlab package's folder, wherever it sits
+
+
+def _caller() -> str:
+    """'subpackage/module.py:line' of the innermost frame in the ebmlab package on the stack, or ``NO_SOURCE``
+    (the package's own folder, not a path that merely contains "ebmlab": a checkout named so would claim the
+    benchmark's frames)."""
     for frame in reversed(traceback.extract_stack()):
-        if marker in frame.filename:
-            return f"{frame.filename.rsplit(marker, 1)[-1]}:{frame.lineno}"
+        if frame.filename.startswith(PACKAGE):
+            return f"{frame.filename[len(PACKAGE):]}:{frame.lineno}"
     return NO_SOURCE
 
 

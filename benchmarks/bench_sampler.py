@@ -94,7 +94,6 @@ LABELS = {
     "torchebm_langevin": "torchebm LangevinDynamics",
 }
 SAMPLERS = [k for k in LABELS if k != "floor_frozen"]
-EXTRA_SMALL_BATCH_ONLY = {"ebmlab_langevin_nofinal", "ebmkit_mala_adaptive", "trainer_step", "trainer_ref"}
 FULL_BATCH_LIMIT = 1024
 # A step that freezes the parameters contains a floor_frozen pass; below this many floor_frozen it is
 # cheaper than the pass it contains, beyond the ~1-2 % per-block noise of a 15-block median.
@@ -424,14 +423,15 @@ def _rounded(obj, digits: int = 4):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     p.add_argument("--blocks", type=int, default=15, help="interleaved blocks (default 15)")
     p.add_argument("--item-ms", type=float, default=50.0,
                    help="CPU milliseconds each item runs per block, at least one call (default 50)")
     p.add_argument("--anchor-ms", type=float, default=20.0,
-                   help="CPU milliseconds of each floor stretch between two items, at least one call (default 20)")
+                   help="CPU milliseconds of each floor stretch between two items, at least one call and at least a "
+                        "tenth of a typical item's call (default 20)")
     p.add_argument("--batches", type=int, nargs="+", default=None, help="default 256 4096 (--quick: 256)")
     p.add_argument("--energies", nargs="+", choices=sorted(ENERGIES), default=list(ENERGIES))
     p.add_argument("--steps", type=int, default=30, help="chain length K (default 30, the default n_steps)")

@@ -1,13 +1,15 @@
 """Thread policy under contention (issue 19, item 1): wall time of a short default training run
-(``ebmlab train``, the demo's config, ``--steps`` updates, no evaluation) with ``train.threads`` = 1,
+(``ebmlab train``, the demo's config, ``--steps`` updates, a reduced final evaluation; the wall clock of the whole
+process, start-up included) with ``train.threads`` = 1,
 2 and the default (null: auto, the idle cores, counted when training starts and again every 10 s:
 ``training/threads.py``), each as its own process, interleaved over ``--reps`` rounds, on an idle
-machine, with ``--busy`` competing processes (pure-Python busy loops, one per core) running, and
+machine, with ``--busy`` competing processes (pure-Python busy loops, default 2) running, and
 ("late") with them starting ``--late-after`` seconds after each run started (work that begins
 beside a running job: a thread count chosen at start no longer fits). Prints medians and the ratios
 to ``threads=1``, and a final JSON line.
 
-    python benchmarks/bench_threads.py [--steps 200] [--reps 3] [--busy 2] [--phases idle busy late]
+    python benchmarks/bench_threads.py [--steps 200] [--reps 3] [--busy 2] [--phases idle busy late] [--late-after S]
+    (default phases: idle busy)
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def measure(steps: int, reps: int, busy: int, late: tuple[int, float] | None = N
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--busy", type=int, default=2, help="competing busy processes in the contended case")

@@ -1,13 +1,14 @@
 """The prepared GPU check of issue 20: run the CUDA test suite, then measure every image configuration
 of papers 000-004 on synthetic CIFAR-shaped data; write one JSON file and one markdown table.
 
-    bash benchmarks/gpu_check.sh                      # on the GPU machine; output in $OUT or ./gpu_check_out
+    bash benchmarks/gpu_check.sh                      # on the GPU machine; output in --out, $OUT or <repo>/gpu_check_out
     python benchmarks/gpu_check.py --cpu-smoke        # the same code path on the CPU, tiny, ~10 s
 
 Installs nothing and downloads nothing: it needs torch and ebmlab's dependencies (``deps_missing`` in
 the JSON lists any that are absent) and pytest for the test part. Everything is time-boxed: the whole
-run stays within ``--budget-s`` (default 480 s = 8 minutes) of wall time; the tests get at most
-``--tests-budget-s`` of it; each configuration gets an equal share of what is left, and a
+run aims at ``--budget-s`` (default 480 s = 8 minutes) of wall time (a configuration's first step, FLOP count
+and timings are not cut off, so it can run past it); the tests get the smaller of ``--tests-budget-s`` and half
+the budget (60 s with ``--cpu-smoke``), and up to 30 s more to stop after the interrupt; each configuration gets an equal share of what is left, and a
 configuration that would start with less than ``--min-config-s`` left is recorded as skipped
 ("time budget"), never silently dropped. Results are written after every configuration, so a run
 that is killed still leaves its JSON and table.
@@ -24,14 +25,15 @@ fp32 (the configs' own setting) and once with ``train.amp=true`` (bf16 autocast)
   ``--chain-steps``, per step) over one bare forward+backward to the input of the same energy on the
   same (B, ...) input and conditioning (the call the method's chains make, captured during a warm-up
   step). Langevin chains run with ``final_energy=False`` (exactly K passes); MALA (paper 000) needs
-  its start pass too, so its ratio includes (K+1)/K = 1.1 at zero overhead;
+  its start pass too, so its ratio includes (K+1)/K (1.1 at the default ``--chain-steps`` 10) at zero overhead;
 - ``floor_tflops`` / ``floor_peak_frac``: FLOPs of that forward+backward (``FlopCounterMode``:
   matmuls, convolutions, attention) over its measured time, and that over the bf16 peak
   (``--peak-tflops``, 790 for the H200: issue 20);
 - ``step_tflops`` / ``step_peak_frac``: the same for a whole training step (FLOPs of one step counted
   once in fp32, times the measured steps per second);
-- ``hours_full_run``: the config's ``train.steps`` (the paper's iteration count, or our choice where
-  the paper gives none: see each config's comments) divided by steps per second, in hours on one GPU.
+- ``hours_full_run``: the run's length (its spec's ``run_steps`` where set, e.g. paper 000's stages, else the
+  config's ``train.steps``: the paper's iteration count, or our choice where the paper gives none) divided by
+  steps per second, in hours on one GPU.
 
 ``--cpu-smoke`` runs all of this on the CPU with networks and chains shrunk to a few channels and
 steps (batch 4, one warm-up and one timed step, fp32 only): it checks the code path, not the speed.
@@ -548,7 +550,7 @@ def markdown(result: dict) -> str:
     lines += [("Steps per second of `Trainer.train_step` on synthetic CIFAR-shaped data (random images in "
               "[-1, 1]), fp32 / bf16 autocast. *sampler/floor*: one sampler step over one bare "
               "forward+backward of the same energy. *energy TFLOP/s*: that forward+backward; *step "
-              "TFLOP/s*: a whole training step; % of the bf16 peak. *hours*: the config's train.steps "
+              "TFLOP/s*: a whole training step; % of the bf16 peak. *hours*: the run's steps (train.steps or the spec's) "
               "at the measured rate on one GPU."), "",
               ("| config | method | batch | steps/s | peak GiB | sampler/floor | energy TFLOP/s (% peak) | "
               "step TFLOP/s (% peak) | run steps | hours | status |"),

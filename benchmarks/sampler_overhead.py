@@ -1,5 +1,5 @@
 """Superseded by ``bench_sampler.py`` (issue 19): this name is kept so that ``make bench`` and the
-commands quoted in README.md and docs/paper004.md keep working; it runs ``bench_sampler.py`` with
+command quoted in docs/paper004.md keep working; it runs ``bench_sampler.py`` with
 the same arguments. The old wall-clock, 7-block measurement printed ratios below 1.0 on a loaded
 machine; see docs/performance.md."""
 from __future__ import annotations
