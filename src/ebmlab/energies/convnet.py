@@ -96,12 +96,17 @@ class ResBlock(nn.Module):
     def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:  # (B, Ci, H, W) -> (B, Co, H, W)
         """The residual block on ``x`` (B, C, H, W), with the embedding ``emb`` (B, E) added when given."""
         h = self.norm2(self.conv1(self.act1(self.norm1(x))))
-        if self.emb is not None:  # added *after* the norm, which would otherwise remove a per-channel shift
-            if emb is None:
-                raise ValueError("this ResBlock is conditioned and needs an embedding")
-            h = h + self.emb(emb)[:, :, None, None]  # (B, Co, 1, 1) broadcast over positions
+        h = self.add_embedding(h, emb)  # *after* the norm, which would otherwise remove a per-channel shift
         h = self.conv2(self.act2(h))
         return self.skip(x) + h
+
+    def add_embedding(self, h: Tensor, emb: Tensor | None) -> Tensor:
+        """``h`` (B, Co, H, W) plus the projected embedding ``emb`` (B, E) at every position (unconditioned: ``h``)."""
+        if self.emb is None:
+            return h
+        if emb is None:
+            raise ValueError(f"this {type(self).__name__} is conditioned and needs an embedding")
+        return h + self.emb(emb)[:, :, None, None]  # (B, Co, 1, 1) broadcast over positions
 
 
 class SelfAttention(nn.Module):

@@ -37,30 +37,18 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ebmlab.energies.convnet import NORMS, SubPixelDown, apply_spectral_norm, default_channels, make_norm
+from ebmlab.energies.convnet import NORMS, ResBlock, SubPixelDown, apply_spectral_norm, default_channels, make_norm
 from ebmlab.energies.embedding import condition_embedding
 from ebmlab.energies.mlp import make_activation
 
 
-class DDPMResBlock(nn.Module):
-    """DDPM's residual block with the time embedding added after the first convolution."""
-
-    def __init__(self, c_in: int, c_out: int, norm: str, activation: str, embed_dim: int = 0):
-        super().__init__()
-        self.norm1, self.norm2 = make_norm(norm, c_in), make_norm(norm, c_out)
-        self.act1, self.act2 = make_activation(activation), make_activation(activation)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.emb = nn.Sequential(make_activation(activation), nn.Linear(embed_dim, c_out)) if embed_dim else None
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+class DDPMResBlock(ResBlock):
+    """DDPM's residual block: ``ResBlock``'s layers, with the time embedding added after the first
+    convolution and *before* the second norm."""
 
     def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:  # (B, Ci, H, W) -> (B, Co, H, W)
         """The block on ``x`` (B, C, H, W), with the embedding ``emb`` (B, E) added when it is conditioned."""
-        h = self.conv1(self.act1(self.norm1(x)))
-        if self.emb is not None:
-            if emb is None:
-                raise ValueError("this block is conditioned and needs an embedding")
-            h = h + self.emb(emb)[:, :, None, None]
+        h = self.add_embedding(self.conv1(self.act1(self.norm1(x))), emb)
         h = self.conv2(self.act2(self.norm2(h)))
         return self.skip(x) + h
 
