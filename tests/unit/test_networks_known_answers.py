@@ -17,7 +17,7 @@ from ebmlab.energies.build import build_energy
 from ebmlab.energies.convnet import ResBlock, ResNetEnergy, SelfAttention, make_norm
 from ebmlab.energies.mlp import MLPEnergy
 from ebmlab.energies.plainconv import PlainConvEnergy
-from ebmlab.energies.unet import UNetEncoderEnergy
+from ebmlab.energies.unet import DDPMResBlock, UNetEncoderEnergy
 from ebmlab.metrics import digits as D
 from ebmlab.metrics.fid import frechet_distance, frechet_distance_from_stats, inception_score
 from ebmlab.metrics.inception import InceptionV3
@@ -116,6 +116,24 @@ def test_the_second_norm_of_a_resblock_removes_a_shift_of_its_first_convolution(
     with torch.no_grad():
         block.conv1.bias.add_(0.7)
     assert torch.allclose(block(x), before, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls, removed", [(DDPMResBlock, True), (ResBlock, False)])
+def test_the_ddpm_block_adds_its_embedding_before_the_second_norm_and_the_resblock_after_it(cls, removed):
+    # the same layers, two orders: DDPM adds the embedding before norm2, which (one group) removes a shift
+    # common to every channel; paper 003's ResBlock adds it after norm2, where the shift reaches conv2
+    torch.manual_seed(0)
+    block = cls(4, 4, "layer", "relu", embed_dim=3)
+    with torch.no_grad():
+        block.emb[1].weight.zero_()
+        block.emb[1].bias.zero_()
+    x, emb = torch.randn(2, 4, 5, 5), torch.randn(2, 3)
+    before = block(x, emb)
+    with torch.no_grad():
+        block.emb[1].bias.fill_(0.9)  # the same shift for every channel
+    assert torch.allclose(block(x, emb), before, atol=1e-5) == removed
+    with pytest.raises(ValueError, match=f"this {cls.__name__} is conditioned and needs an embedding"):
+        block(x)
 
 
 def test_group_norm_has_at_most_32_groups_of_at_least_4_channels():
