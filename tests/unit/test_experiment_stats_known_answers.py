@@ -208,6 +208,17 @@ def test_every_ranked_metric_ranks_in_its_direction():
         assert leaderboard_report.ranks(table, [m]) == {m: want}, m
 
 
+def test_the_summary_table_rounds_to_three_digits_bolds_rank_one_and_leaves_the_baselines_updates_blank():
+    table = {"d/hybrid": {"density_kl": {"mean": 1234.5}, "updates": {"mean": 47.6}},
+             "d/baseline_gmm": {"density_kl": {"mean": 0.00017382}, "updates": {"mean": float("nan")}},
+             "d/baseline_kde": {"density_kl": {"mean": -0.0}, "updates": {"mean": float("nan")}}}
+    rank = leaderboard_report.ranks(table, ["density_kl"])
+    lines = leaderboard_report.summary_markdown("d", table, rank, ["density_kl"]).splitlines()
+    assert lines[:4] == ["**d**", "", "| method | density_kl | updates |", "|---|---|---|"]
+    assert lines[4:] == ["| hybrid | 1.23e+03 (3) | 48 |", "| baseline_gmm | 0.000174 (2) | - |",
+                         "| baseline_kde | **0 (1)** | - |"]
+
+
 def test_a_default_tied_with_the_best_baseline_is_at_least_as_good_as_it():
     row = lambda v: {"sample_precision": {"mean": v}}  # noqa: E731
     table = {"d/hybrid": row(0.5), "d/ebmlab_default": row(0.9), "d/baseline_gmm": row(0.9),

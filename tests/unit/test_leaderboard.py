@@ -29,6 +29,9 @@ def test_quick_leaderboard_writes_tables_json_and_figure(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "## mixture" in md and "baseline_gmm" in md and "(1)" in md
     assert (tmp_path / "samples_grid.png").stat().st_size > 0
+    summary = (tmp_path / "summary.md").read_text()  # the means and ranks, one table per dataset
+    assert summary.count("| method | ") == len(leaderboard.QUICK_DATASETS) and "**mixture**" in summary
+    assert f"| {hybrid['updates']['mean']:.0f} |" in summary and "| baseline_gmm |" in summary
     assert "sample_energy_distance_heldout" in saved["datasets"]["breast_cancer"]["table"]["breast_cancer/hybrid"]
     # --rescore: every cell evaluated again from its stored run (baselines refitted) reproduces every stored value
     leaderboard.run(tmp_path, quick=True, jobs=1, budget=0.5, rescore=True)

@@ -32,7 +32,8 @@ Protocol (docs/leaderboard.md):
   ``Objective`` contract that evaluation uses).
 
 Output: ``results.md`` (mean +- std and the rank per dataset and metric, failed cells with reasons),
-``results.json`` (per-seed values), ``samples_grid.png`` (methods x datasets, seed ``seeds[0]``); the ranks,
+``summary.md`` (the means and ranks only, as docs/leaderboard.md quotes them), ``results.json`` (per-seed values),
+``samples_grid.png`` (methods x datasets, seed ``seeds[0]``); the ranks,
 verdicts, tables and figure are ``experiments/leaderboard_report.py``.
 """
 from __future__ import annotations
@@ -53,7 +54,8 @@ from ebmlab.errors import ConfigError
 from ebmlab.experiments import claims, paper000, paper003
 from ebmlab.experiments.claims import Cell
 from ebmlab.experiments.host_speed import floor_ms
-from ebmlab.experiments.leaderboard_report import better, dataset_markdown, figure, ranks, verdicts  # noqa: F401
+from ebmlab.experiments.leaderboard_report import (  # noqa: F401
+    better, dataset_markdown, figure, ranks, summary_markdown, verdicts)
 from ebmlab.experiments.runner import device_generator, experiment_config, train_cell
 from ebmlab.metrics.baselines import BASELINES
 from ebmlab.metrics.ood import auroc
@@ -344,6 +346,8 @@ def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2, full:
     md = [f"# Leaderboard: every method, the same {spent:g} s of training on one thread per cell\n",
           (f"Seeds {list(seeds)}; mean ± std over seeds, (rank) among methods and baselines on that dataset "
            "and metric (1 = best). Cost columns are means. Protocol: docs/leaderboard.md.\n")]
+    summary = [f"{md[0]}\nMean over seeds {list(seeds)}, (rank) among methods and baselines (1 = best, in bold); "
+               "updates: mean per cell. Standard deviations and costs: results.md; per-seed values: results.json.\n"]
     for ds, cells in grid.items():
         arms = list(dict.fromkeys(c.arm for c in cells))
         metrics = metrics_of(ds)
@@ -352,11 +356,13 @@ def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2, full:
         result["datasets"][ds] = {"metrics": metrics, "better": {m: better(m) for m in metrics}, "table": table,
                                   "ranks": rank, "ood_sets": list(DATASETS[ds][1])}
         md.append(dataset_markdown(ds, table, rank, metrics, COST, DEFAULT_ROW))
+        summary.append(summary_markdown(ds, table, rank, metrics))
     figure(out, records, grid, seeds[0])
     result["wall_seconds"] = round(time.time() - t0, 1)
     md.append(f"{'QUICK smoke run: the numbers mean nothing. ' if quick else ''}"
               f"Wall time of this command: {result['wall_seconds']} s (finished cells are reused on a rerun).\n")
     (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
     (Path(out) / "results.md").write_text("\n".join(md), encoding="utf-8")
+    (Path(out) / "summary.md").write_text("\n".join(summary), encoding="utf-8")
     print("\n".join(md))
     return result

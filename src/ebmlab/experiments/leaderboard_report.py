@@ -1,6 +1,6 @@
 """The leaderboard's report (``experiments/leaderboard.py``, issue 18): ranks per dataset and metric, the
 verdict lines (is the best row an EBM or a baseline, where do the library's defaults stand), the markdown
-tables of ``results.md`` and the ``samples_grid.png`` figure. Nothing here trains or evaluates."""
+tables of ``results.md`` and ``summary.md`` and the ``samples_grid.png`` figure. Nothing here trains or evaluates."""
 from __future__ import annotations
 
 import math
@@ -65,6 +65,22 @@ def dataset_markdown(ds: str, table: dict, rank: dict, metrics, cost, default_ro
         body += f"| {arm.split('/', 1)[1]} | " + " | ".join(cells) + f" | {'; '.join(row['diverged'] + row['failed']) or '-'} |\n"
     lines = "".join(f"- {v}\n" for v in verdicts(table, metrics, default_row))
     return head + body + "\n" + lines
+
+
+def summary_markdown(ds: str, table: dict, rank: dict, metrics) -> str:
+    """One dataset's table as docs/leaderboard.md quotes it: the mean to 3 significant digits and its rank per
+    ranked metric, rank 1 in bold, and the mean number of updates (``-`` for the baselines, which make none)."""
+    head = f"**{ds}**\n\n| method | " + " | ".join(metrics) + " | updates |\n|---|" + "---|" * (len(metrics) + 1) + "\n"
+    body = ""
+    for arm, row in table.items():
+        cells = []
+        for m in metrics:
+            cell = f"{row[m]['mean'] + 0.0:.3g}" + (f" ({rank[m][arm]})" if arm in rank.get(m, {}) else "")
+            cells.append(f"**{cell}**" if rank.get(m, {}).get(arm) == 1 else cell)
+        updates = row.get("updates", {}).get("mean", math.nan)
+        cells.append(f"{updates:.0f}" if math.isfinite(updates) else "-")
+        body += f"| {arm.split('/', 1)[1]} | " + " | ".join(cells) + " |\n"
+    return head + body
 
 
 def figure(out: Path, records: dict, grid: dict, seed: int) -> None:
