@@ -252,7 +252,8 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
           overwrite: bool = False, evaluate: bool = True, **sections: Mapping[str, Any]) -> Run:
     """Train ``method`` on ``data`` and return the trained ``Run`` (EMA weights, at the run's result: see ``load``).
 
-    - ``method``: a method name (``ebmlab.methods()``; default: the config's, else ``hybrid``);
+    - ``method``: a method name (``ebmlab.methods()``; default: the config's, else ``hybrid``); a config whose
+      method is another, with settings of its own, loses those settings (a warning names them);
     - ``data``: a tensor or array (N, D) of your vectors (or anything ``numpy.asarray`` reads: nested lists, a
       pandas DataFrame of numeric columns), a ``torch.utils.data.Dataset`` of vectors
       (or of (vector, label) pairs, whose labels are not used), an ``ebmlab.data.Dataset``, the path of a .npy/.npz/.csv file, a

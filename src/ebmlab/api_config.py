@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -39,6 +40,11 @@ def raw_config(config, method, sections, overrides) -> dict:
         old, new = METHODS.get(section.get("name", "hybrid")), METHODS.get(method)
         same = old is not None and new is not None and old.config is new.config  # e.g. paper 004's five schemes
         raw["method"] = {**section, "name": method} if same else {"name": method}  # other methods' keys differ
+        dropped = sorted(k for k in section if k != "name") if not same else []
+        if dropped and new is not None:  # not silent: a config's method settings that do not apply to ``method``
+            warnings.warn(f"method={method!r} replaces the config's method {section.get('name', 'hybrid')!r}, whose "
+                          f"settings ({', '.join(dropped)}) do not apply to it and are dropped: {method}'s defaults "
+                          "are used (set them as overrides={'method.KEY': value})", stacklevel=3)
     for sec, values in sections.items():
         if values is None:
             continue

@@ -118,6 +118,12 @@ def image_config_note(kind: str, model: str, chosen: bool) -> str | None:
             "or paper004_cifar10 (32x32; `ebmlab configs` lists them)")
 
 
+def looks_like_a_name(text: str) -> bool:
+    """Whether ``text``, which is no existing path, is meant as a dataset's name (``digits``, a typo of one) rather
+    than a path: it has no folder and no suffix."""
+    return not ("/" in text or os.sep in text or Path(text).suffix)
+
+
 def data_source(raw: dict, data: str | os.PathLike, named: bool = False) -> None:
     """``data`` given as a file (``array`` data, absolute path), a folder (``imagefolder``: images, one sub-folder
     per class) or a dataset name. The path says which loader reads it, as ``ebmlab train --data`` does, unless the
@@ -132,7 +138,7 @@ def data_source(raw: dict, data: str | os.PathLike, named: bool = False) -> None
                 section["name"] = "imagefolder"
             else:  # a file: vectors (the array loader names the formats it reads)
                 section["name"] = "array"
-    elif isinstance(data, os.PathLike) or "/" in str(data) or os.sep in str(data) or p.suffix:
+    elif isinstance(data, os.PathLike) or not looks_like_a_name(str(data)):
         raise DataError(f"data {str(data)!r} does not exist (a path: dataset names such as 'digits' have no "
                         f"folder or suffix)")
     else:

@@ -19,16 +19,17 @@ def _train_overrides(args) -> list[str]:
     vectors (``array``), a folder as images (``imagefolder``); the user's vectors (``data.name=array``, from --data or
     --set) without --config (or --resume) also get the user-data defaults (``config.USER_DATA_DEFAULTS``), as
     ``ebmlab.train`` gives them."""
-    from ebmlab.api_data import is_image_folder
+    from ebmlab.api_data import is_image_folder, looks_like_a_name
     from ebmlab.config import apply_overrides, user_data_overrides
     from ebmlab.errors import DataError
 
     overrides = list(args.set or [])
     named = [o.split("=", 1)[1] for o in overrides if o.startswith("data.name=")]
-    if args.data and not Path(args.data).expanduser().exists() and _dataset_name(args.data):
+    if args.data and not Path(args.data).expanduser().exists() and looks_like_a_name(args.data):
+        # a name (or a typo of one: the config check lists the datasets), as ebmlab.train(data="digits") takes it
         if any(n != args.data for n in named):  # (the later --set won silently; ebmlab.train took data=)
             raise DataError(f"--data {args.data} and --set data.name={named[-1]} name two datasets: give one")
-        return [f"data.name={args.data}"] + overrides  # a name, as ebmlab.train(data="digits") takes it
+        return [f"data.name={args.data}"] + overrides
     if args.data:
         path = Path(args.data).expanduser().absolute()
         overrides += [f"data.path={path}"]
@@ -39,13 +40,6 @@ def _train_overrides(args) -> list[str]:
         if raw["data"]["name"] == "array":  # defaults for a table
             overrides = user_data_overrides(raw) + overrides
     return overrides
-
-
-def _dataset_name(text: str) -> bool:
-    """Whether ``--data TEXT`` names a registered dataset (``digits``, ``8gaussians``...) rather than a path; a
-    file or folder of that name in the current directory is read as the path."""
-    from ebmlab.data import DATASETS
-    return text in DATASETS and text not in ("array", "imagefolder", "npy")
 
 
 def _absolute_data_path(cfg) -> None:

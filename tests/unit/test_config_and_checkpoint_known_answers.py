@@ -220,8 +220,10 @@ def test_train_keywords_change_their_keys_and_keep_the_rest_of_the_config():
     assert raw["method"] == {"name": "persistent", "lam": 7.0}
     # a section keyword and a mapping override each change their keys only: steps and lr are kept
     assert raw["train"] == {"steps": 5, "lr": 0.01, "batch_size": 8, "seed": 3}
-    # a method with another config class starts from its own defaults (hybrid's keys would be unknown there)
-    assert raw_config(base, "improved_cd", {}, None)["method"] == {"name": "improved_cd"}
+    # a method with another config class starts from its own defaults (hybrid's keys would be unknown there),
+    # with a warning naming the dropped keys
+    with pytest.warns(UserWarning, match=r"settings \(lam\) do not apply"):
+        assert raw_config(base, "improved_cd", {}, None)["method"] == {"name": "improved_cd"}
 
 
 # ----- checkpoints: each stored piece, then the next update bit for bit ------------------------------------------

@@ -110,7 +110,9 @@ def test_train_data_takes_a_dataset_name_as_the_python_api_does(tmp_path, monkey
     d = data("8gaussians")
     assert d.name == "8gaussians" and d.path is None and d.whiten is False  # the toy's own settings
     assert data("digits", ["data.n_test=50"]).name == "digits"
-    assert data("nope").name == "array"  # not a dataset: a path, refused by the loader as missing
+    assert data("nope").name == "nope"  # no folder, no suffix: a name, as ebmlab.train(data=) reads it (an unknown one
+    # is refused with the list of datasets: test_walkthrough_known_answers.py)
+    assert data("nope.npy").name == "array" and data("sub/nope").name == "array"  # a path, refused by the loader as missing
     np.save(tmp_path / "digits", _correlated(40))
     (tmp_path / "digits.npy").rename(tmp_path / "digits")
     d = data("digits")

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ebmlab.data.base import Dataset
-from ebmlab.data.images import CIFAR_LAYOUT, IMAGE_LOADERS, postprocess, read_image_array, read_svhn_mat, to_unit_range
+from ebmlab.data.images import CIFAR_LAYOUT, IMAGE_LOADERS, MissingDataPath, postprocess, read_image_array, read_svhn_mat, to_unit_range
 from ebmlab.errors import DataError
 
 __all__ = ["load_ood_set"]
@@ -126,7 +126,11 @@ def load_ood_set(name_or_path: str, like: Dataset, generator: torch.Generator | 
     if p.exists():
         return _ood_from_path(p, like_cfg)
     if name_or_path in IMAGE_LOADERS:
-        return IMAGE_LOADERS[name_or_path](_replace(like_cfg, name=name_or_path)).test
+        try:
+            return IMAGE_LOADERS[name_or_path](_replace(like_cfg, name=name_or_path)).test
+        except MissingDataPath:  # "needs data.path (or --data)": options an OOD set does not have
+            raise DataError(f"OOD set {name_or_path!r} is a dataset read from its files: give the path of its folder "
+                            f"(or file) as the OOD set instead of its name") from None
     raise not_an_ood_set(name_or_path)
 
 

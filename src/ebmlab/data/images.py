@@ -155,9 +155,13 @@ def _split(n: int, n_test: int, seed: int, where: str) -> tuple[Tensor, Tensor]:
     return perm[k:], perm[:k]
 
 
+class MissingDataPath(DataError):
+    """A dataset read from files (CIFAR-10, SVHN, an image folder) named without ``data.path``."""
+
+
 def _need_path(cfg, expected: str) -> Path:
     if not cfg.path:
-        raise DataError(f"data.name {cfg.name!r} needs data.path (or --data): {expected}")
+        raise MissingDataPath(f"data.name {cfg.name!r} needs data.path (or --data): {expected}")
     p = Path(cfg.path).expanduser()
     if not p.exists():
         raise DataError(f"data.path {str(p)!r} does not exist; expected {expected}")

@@ -32,7 +32,7 @@ def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict
     ``budget``, ``methods``, ``datasets``, ``rescore``, ``data_seeds``, ``auroc_margin``; any other is
     refused (ConfigError)."""
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; available experiments are: {', '.join(sorted(EXPERIMENTS))}")
+        raise ConfigError(f"unknown experiment {name!r}; available experiments are: {', '.join(sorted(EXPERIMENTS))}")
     module = importlib.import_module(EXPERIMENTS[name])
     accepted = inspect.signature(module.run).parameters
     refused = [k for k in options if k not in accepted]

@@ -206,8 +206,9 @@ def _vector_plots(objective, data, cfg, run_dir, ref, short, long, diag, dev) ->
 
 
 def evaluate(objective, data, cfg, run_dir: Path | None, generator: torch.Generator | None = None,
-             extra: dict | None = None) -> dict:
-    """Compute the metrics for this data kind and write ``run_dir/metrics.json`` (with ``extra``'s entries)."""
+             extra: dict | None = None, write: bool = True) -> dict:
+    """Compute the metrics for this data kind and write ``run_dir/metrics.json`` (with ``extra``'s entries; not with
+    ``write=False``: the caller adds more and writes once)."""
     dev = next(objective.parameters()).device
     generator = generator or torch.Generator(dev).manual_seed(cfg.train.seed + 7)
     objective.eval()
@@ -220,7 +221,7 @@ def evaluate(objective, data, cfg, run_dir: Path | None, generator: torch.Genera
     metrics.update(heldout_energy_gap(objective, data))
     metrics.update(extra or {})
     objective.train()
-    if run_dir is not None:
+    if run_dir is not None and write:
         write_metrics(run_dir, metrics)
     return metrics
 
@@ -234,6 +235,7 @@ def evaluate_checkpoint(run_dir: Path, objective, data, cfg, step: int, options)
     from ebmlab.training.lock import RunLock
 
     image_eval.check_eval_options(options, data.kind, str(data.name if data.kind == "image" else cfg.data.name))
+    options = image_eval.with_ood_inputs(options, cfg, data)  # every OOD set read and checked before any work
     with RunLock.acquire(run_dir):
         return _evaluate_locked(run_dir, objective, data, cfg, step, options)
 
@@ -246,11 +248,15 @@ def _evaluate_locked(run_dir: Path, objective, data, cfg, step: int, options) ->
         kept["checkpoint_is_selected"] = kept["selected_step"] == step
     facts = result_facts(objective, kept)
     with torch.no_grad():
-        metrics = evaluate(objective, data, cfg, run_dir, extra=facts)
-    for fn in eval_extensions():
-        metrics.update(fn(options, cfg, objective, data) or {})
+        metrics = evaluate(objective, data, cfg, run_dir, extra=facts, write=False)  # written once, below
+    objective.eval()  # the options' scores as the metrics': spectral norm's power iteration must not run
+    try:
+        for fn in eval_extensions():
+            metrics.update(fn(options, cfg, objective, data) or {})
+    finally:
+        objective.train()
     metrics["checkpoint_step"] = step
-    write_metrics(run_dir, metrics)
+    write_metrics(run_dir, metrics)  # only now: a failed option leaves the previous metrics.json as it was
     return metrics
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -312,20 +313,33 @@ def ood_keys(names, arrays) -> list[str]:
     return list(seen)
 
 
-def ood_extension(args, cfg, objective, data) -> dict:
-    """``--ood NAME``: AUROC of -energy, held-out data vs each OOD set (``ood_auroc_<name>``); also the sets held in
-    memory that ``Run.evaluate(ood={name: array})`` passes as ``args.ood_arrays`` (data coordinates)."""
+def ood_inputs(args, cfg, data) -> dict[str, Tensor]:
+    """{``ood_auroc_<name>``: the set in model coordinates} of the ``--ood`` names and of the sets held in memory that
+    ``Run.evaluate(ood={name: array})`` passes as ``args.ood_arrays`` (data coordinates, checked by
+    ``api_data.ood_inputs``). Reads every set, so that a bad one is refused before any work."""
     names = getattr(args, "ood", None) or []
     arrays = getattr(args, "ood_arrays", None) or {}
-    if not names and not arrays:
-        return {}
-    from ebmlab.metrics.ood import auroc
-    e_in = energies(objective, data.test)
     keys = iter(ood_keys(names, arrays))
     out = {}
     for name in names:  # each set's draw from the same seed, whichever sets come before it
-        x = ood_set(name, data, torch.Generator().manual_seed(cfg.train.seed + 19))
-        out[next(keys)] = auroc(-e_in, -energies(objective, x))  # higher -E = more in-distribution
-    for x in arrays.values():  # data coordinates, checked by api_data.ood_inputs
-        out[next(keys)] = auroc(-e_in, -energies(objective, data.transform.to_model(x)))
+        out[next(keys)] = ood_set(name, data, torch.Generator().manual_seed(cfg.train.seed + 19))
+    for x in arrays.values():
+        out[next(keys)] = data.transform.to_model(x)
     return out
+
+
+def with_ood_inputs(args, cfg, data) -> SimpleNamespace:
+    """A copy of the ``eval`` options ``args`` with ``ood_inputs`` (``ood_inputs``) read, for ``ood_extension``."""
+    return SimpleNamespace(**vars(args), ood_inputs=ood_inputs(args, cfg, data))
+
+
+def ood_extension(args, cfg, objective, data) -> dict:
+    """``--ood NAME``: AUROC of -energy, held-out data vs each OOD set (``ood_auroc_<name>``), the sets of
+    ``ood_inputs`` (read here unless ``args.ood_inputs`` holds them already: ``with_ood_inputs``)."""
+    sets = getattr(args, "ood_inputs", None)
+    sets = ood_inputs(args, cfg, data) if sets is None else sets
+    if not sets:
+        return {}
+    from ebmlab.metrics.ood import auroc
+    e_in = energies(objective, data.test)
+    return {key: auroc(-e_in, -energies(objective, x)) for key, x in sets.items()}  # higher -E: more in-distribution
