@@ -17,7 +17,7 @@ energies = run(samples)                                  # = run.energy(samples)
 ```
 
 ``ebmlab.train(..., energy=MyEnergy(...))`` trains your own ``nn.Module`` energy. The command line
-(``ebmlab train | sample | eval | experiment | configs``) does the same from a shell. Importing
+(``ebmlab train | sample | eval | compare | experiment | configs``) does the same from a shell. Importing
 ``ebmlab`` has no side effects: it imports neither torch nor matplotlib until a function is called.
 
 Main modules: ``ebmlab.api`` (train, load, Run), ``ebmlab.objectives`` (the methods and their
@@ -46,10 +46,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names below are imported on first use
-    from ebmlab.api import Run, configs, datasets, experiment, experiment_names, load, methods, models, resume, train
+    from ebmlab.api import Run, compare, configs, datasets, experiment, experiment_names, load, methods, models, resume, train
 
-_API = ("Run", "train", "resume", "load", "methods", "models", "datasets", "configs", "experiment_names", "experiment")
-__all__ = ["Run", "__version__", "configs", "datasets", "experiment", "experiment_names", "load", "methods", "models",
+_API = ("Run", "train", "resume", "load", "compare", "methods", "models", "datasets", "configs", "experiment_names", "experiment")
+__all__ = ["Run", "__version__", "compare", "configs", "datasets", "experiment", "experiment_names", "load", "methods", "models",
            "resume", "train"]
 
 

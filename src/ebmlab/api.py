@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ebmlab.api_catalog import configs, datasets, experiment, experiment_names, methods, models
+from ebmlab.api_catalog import compare, configs, datasets, experiment, experiment_names, methods, models
 from ebmlab.api_config import raw_config, validated
 from ebmlab.api_data import DATA_FILE, data_source, dataset, image_config_note, in_memory, ood_inputs, save_array
 from ebmlab.api_energy import check_rebuilds, energy_record, start_from
@@ -53,7 +53,7 @@ from ebmlab.config import Config, apply_overrides, user_data_overrides
 from ebmlab.config_checks import check_integer
 from ebmlab.errors import ConfigError, DataError, RunError, is_out_of_memory
 
-__all__ = ["Run", "configs", "datasets", "experiment", "experiment_names", "load", "methods", "models", "resume",
+__all__ = ["Run", "compare", "configs", "datasets", "experiment", "experiment_names", "load", "methods", "models", "resume",
            "train"]
 
 SECTION_KWARGS = ("model", "train", "eval")

@@ -1,12 +1,16 @@
 """What ebmlab offers, from Python as from the command line: the methods, models, datasets and shipped configs
-(``ebmlab train --help``, ``ebmlab configs``), and the papers' experiments (``ebmlab experiment NAME``), which
-``experiment`` runs with the same options and the same results. Re-exported by ``ebmlab.api`` and ``ebmlab``."""
+(``ebmlab train --help``, ``ebmlab configs``), the papers' experiments (``ebmlab experiment NAME``), which
+``experiment`` runs with the same options and the same results, and ``compare`` (``ebmlab compare RUN RUN ...``). Re-exported by ``ebmlab.api`` and ``ebmlab``."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["configs", "datasets", "experiment", "experiment_names", "methods", "models"]
+if TYPE_CHECKING:
+    from ebmlab.experiments.compare import Comparison
+
+__all__ = ["compare", "configs", "datasets", "experiment", "experiment_names", "methods", "models"]
 
 
 def methods() -> list[str]:
@@ -55,3 +59,13 @@ def experiment(name: str, out: str | Path | None = None, *, quick: bool = False,
     from ebmlab.experiments import run_experiment
 
     return run_experiment(name, Path(out if out is not None else f"runs/experiment_{name}"), quick=quick, **options)
+
+
+def compare(runs: Sequence[Any], out: str | Path | None = None) -> Comparison:
+    """Two or more trained runs on the same data side by side, as ``ebmlab compare RUN RUN ... [--out DIR]``: a
+    ``Comparison`` (``experiments/compare.py``) with ``values`` {metric: [per run]}, ``best``, ``floors`` and
+    ``notes``; ``print(c.markdown())`` shows the table. ``runs``: run directories or ``Run`` objects; ``out``: a
+    folder for compare.md, compare.json and the samples figure."""
+    from ebmlab.experiments.compare import compare as _compare
+
+    return _compare([getattr(r, "path", r) for r in runs], out=out)

@@ -1,4 +1,4 @@
-"""The ``ebmlab`` command line: train | sample | eval | experiment | configs.
+"""The ``ebmlab`` command line: train | sample | eval | compare | experiment | configs.
 
     ebmlab train [--config FILE|NAME] [--set k=v ...] [--data PATH] [--out DIR] [--resume] [--overwrite]
     ebmlab sample RUN [--n N] [--steps L] [--init noise|data] [--seed S] [--label K [--guidance W]] [--batch-size B] [--out FILE [--overwrite]] [--checkpoint FILE] [--device DEV]
@@ -26,7 +26,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ebmlab.cli_commands import cmd_configs, cmd_eval, cmd_experiment, cmd_sample, cmd_train
+from ebmlab.cli_commands import cmd_compare, cmd_configs, cmd_eval, cmd_experiment, cmd_sample, cmd_train
 
 
 def _user_errors() -> tuple:
@@ -191,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --heldout-draws: the k-th draw uses generator seed S + k (default 0)")
     _add_open_args(e)
     e.set_defaults(fn=cmd_eval)
+    k = sub.add_parser("compare", help="trained runs' metrics side by side, the best marked",
+                       description="Compare two or more runs trained on the same data: the metrics every run's "
+                                   "metrics.json holds, the best per metric in bold, the data-vs-data floor, and "
+                                   "notes where evaluation settings or budgets differ. Reads the runs' files only.")
+    k.add_argument("runs", nargs="+", metavar="RUN", help="run directories (two or more)")
+    k.add_argument("--out", metavar="DIR", default=None,
+                   help="also write compare.md, compare.json and the runs' samples side by side (samples.png)")
+    k.set_defaults(fn=cmd_compare)
     names = _experiment_names()
     x = sub.add_parser("experiment", help=f"run a paper's experiment: {', '.join(names)}",
                        description="Reproduce a paper's central claim at CPU scale; writes results.md, "

@@ -1,5 +1,5 @@
-"""What each ``ebmlab`` command does (``cmd_train``, ``cmd_sample``, ``cmd_eval``, ``cmd_experiment``,
-``cmd_configs``): each takes the parsed arguments (``cli.build_parser``) and returns the exit status. Errors a
+"""What each ``ebmlab`` command does (``cmd_train``, ``cmd_sample``, ``cmd_eval``, ``cmd_compare``,
+``cmd_experiment``, ``cmd_configs``): each takes the parsed arguments (``cli.build_parser``) and returns the exit status. Errors a
 user can fix are raised as ``ebmlab.errors`` exceptions; ``cli.main`` turns them into one sentence and
 status 2. Heavy imports (torch, the methods) happen inside the commands, so ``ebmlab --help`` stays quick.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ebmlab.files import atomic_write
 
-__all__ = ["cmd_configs", "cmd_eval", "cmd_experiment", "cmd_sample", "cmd_train"]
+__all__ = ["cmd_compare", "cmd_configs", "cmd_eval", "cmd_experiment", "cmd_sample", "cmd_train"]
 
 
 def _train_overrides(args) -> list[str]:
@@ -291,6 +291,17 @@ def cmd_eval(args) -> int:
     metrics = evaluate_checkpoint(run_dir, run.objective, run.data, run.cfg, run.step, args)
     _report(run_dir, metrics)
     _used(args, run)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """``ebmlab compare RUN RUN ...``: the runs' recorded metrics side by side (``experiments/compare.py``)."""
+    from ebmlab.experiments.compare import compare
+
+    result = compare(args.runs, out=args.out)
+    print(result.markdown(), end="")
+    if args.out:
+        print(f"\nwritten to {args.out}: compare.md, compare.json and the samples figure")
     return 0
 
 

@@ -10,7 +10,7 @@ from ebmlab.samplers.progress import sampling_progress, step_counter
 from ebmlab.training.config import load_config
 from ebmlab.training.drawing import draw
 
-from .test_objective_contract import _objective
+from .test_objective_contract import _objective, tiny_overrides
 
 
 class _Bar:
@@ -72,3 +72,55 @@ def test_the_bar_changes_no_sample():
     a = draw(obj, 6, torch.Generator().manual_seed(4), progress=True).x
     b = draw(obj, 6, torch.Generator().manual_seed(4)).x
     assert torch.equal(a, b)
+
+
+def _evaluated(name: str, extra: list[str], tmp_path) -> None:
+    from ebmlab.training.evaluate import evaluate
+    from ebmlab.training.config import load_config as load
+
+    cfg = load(None, tiny_overrides(name) + ["eval.plots=false", "eval.long_run_factor=3", "eval.n_samples=40",
+                                             "eval.grid_size=16"] + extra)
+    torch.manual_seed(0)
+    data = build_dataset(cfg.data)
+    evaluate(build_objective(cfg, data), data, cfg, None)
+
+
+@pytest.mark.parametrize("name", ["hybrid", "cdrl", "joint_cd"])
+def test_a_vector_evaluation_fills_one_bar_with_its_chains(name, bars, tmp_path):
+    """``evaluate`` on vectors: one bar whose total is the short chains plus the 3x longer ones, ticked full."""
+    obj, _ = _objective(name)
+    _evaluated(name, [], tmp_path)
+    assert len(bars) == 1 and bars[0].disable is None  # shown where stderr is a terminal
+    assert bars[0].n == bars[0].total == obj.steps_run(None) + obj.steps_run(3 * obj.n_steps_default)
+
+
+def test_the_held_out_metrics_own_draw_is_in_the_bar(bars, tmp_path):
+    """User data whose held-out split is smaller than 2 x eval.n_samples: the held-out metric draws its own chains
+    (it cannot reuse the short ones), and the bar counts them too; ``train.progress=false`` draws no bar."""
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(120, 2)).astype("float32"))
+    user = ["data.name=array", f"data.path={tmp_path / 'x.npy'}"]
+    _evaluated("hybrid", user, tmp_path)
+    obj, _ = _objective("hybrid")
+    assert bars[0].n == bars[0].total == 2 * obj.steps_run(None) + obj.steps_run(3 * obj.n_steps_default)
+    _evaluated("hybrid", user + ["train.progress=false"], tmp_path)
+    assert len(bars) == 1
+
+
+def test_eval_heldout_draws_fill_their_bar(bars, tmp_path):
+    """``ebmlab eval --heldout-draws K``: one bar of K draws' chain steps, ticked full."""
+    import types
+
+    import numpy as np
+
+    from ebmlab.training.heldout import draws_extension
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(120, 2)).astype("float32"))
+    cfg = load_config(None, tiny_overrides("hybrid") + ["data.name=array", f"data.path={tmp_path / 'x.npy'}",
+                                                        "eval.n_samples=8"])
+    data = build_dataset(cfg.data)
+    obj = build_objective(cfg, data)
+    out = draws_extension(types.SimpleNamespace(heldout_draws=3, draw_seed=None), cfg, obj, data)
+    assert len(out["sample_energy_distance_heldout_draws"]) == 3
+    assert len(bars) == 1 and bars[0].n == bars[0].total == 3 * obj.steps_run(None)

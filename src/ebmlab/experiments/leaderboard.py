@@ -167,7 +167,7 @@ def rescore_fn(params: dict, seed: int, run_dir: Path) -> dict:
 
 class FittedDensity(nn.Module):
     """A fitted baseline behind the part of the ``Objective`` contract that evaluation uses: ``prior``,
-    ``sample`` (independent draws), ``log_density`` (exact), ``score`` = -log-density."""
+    ``sample`` (independent draws), ``steps_run`` (none), ``log_density`` (exact), ``score`` = -log-density."""
     has_log_density = True
     n_steps_default = 0
 
@@ -183,6 +183,10 @@ class FittedDensity(nn.Module):
     def sample(self, n: int, *, generator=None, n_steps=None, x0=None, cond=None) -> SampleOutput:
         """n independent draws of the fitted density (``n_steps``, ``x0``, ``cond`` do not apply)."""
         return SampleOutput(self.fitted.sample(n, generator), {})
+
+    def steps_run(self, n_steps: int | None = None) -> int:
+        """0: a draw runs no sampler steps (evaluation's progress bar counts none)."""
+        return 0
 
     def log_density(self, x: torch.Tensor) -> torch.Tensor:
         """(B,) the fitted (normalised) log-density."""

@@ -11,9 +11,11 @@ import numpy as np
 from ebmlab import plots
 from ebmlab.experiments import claims
 
-# which direction ranks first: these metrics lower, every other (precision, in-support share, AUROCs) higher
+# which direction ranks first: these metrics lower, every other (precision, in-support share, AUROCs, the
+# Inception Score) higher; also ``ebmlab compare``'s (experiments/compare.py)
 LOWER = ("density_kl", "sample_mode_mass_error", "sample_energy_distance", "sample_energy_distance_heldout",
-         "digits_fd")
+         "digits_fd", "density_mode_mass_error", "long_run_energy_distance", "long_run_mode_mass_error", "fid",
+         "sample_out_of_range")
 
 
 def better(metric: str) -> str:

@@ -46,6 +46,7 @@ from ebmlab.files import write_text_atomic
 from ebmlab.metrics.density import grid_kl, make_grid, sample_precision, uniform_grid_kl
 from ebmlab.metrics.distances import energy_distance
 from ebmlab.metrics.structure import density_structure_metrics, has_structure, structure_metrics
+from ebmlab.samplers.progress import sampling_progress
 from ebmlab.training import image_eval
 from ebmlab.training.heldout import heldout_energy_distance
 
@@ -115,6 +116,24 @@ def evaluate_vectors(objective, data, cfg, run_dir: Path | None, generator) -> d
     metric and its floor always use sets of the same size."""
     g_cpu = torch.Generator().manual_seed(cfg.train.seed + 11)
     ref, ref2 = data.reference_pair(cfg.eval.n_samples, g_cpu)
+    # a bar over every chain step below where stderr is a terminal (tens of seconds on a CPU: the long run)
+    with sampling_progress(_vector_chain_steps(objective, data, cfg, ref.shape[0]), desc="evaluate",
+                           enabled=None if cfg.train.progress else False):
+        return _vector_metrics(objective, data, cfg, run_dir, generator, ref, ref2)
+
+
+def _vector_chain_steps(objective, data, cfg, n: int) -> int:
+    """The sampler steps ``_vector_metrics`` runs: the short chains, the long ones, and the held-out
+    metric's own draw where it cannot reuse the short chains (a held-out split smaller than 2n)."""
+    steps = objective.steps_run(None)
+    if cfg.eval.long_run_factor > 1:
+        steps += objective.steps_run(objective.n_steps_default * cfg.eval.long_run_factor)
+    if data.dist is None and data.test.shape[0] >= 2 and n != cfg.eval.n_samples:
+        steps += objective.steps_run(None)
+    return steps
+
+
+def _vector_metrics(objective, data, cfg, run_dir: Path | None, generator, ref, ref2) -> dict:
     n = ref.shape[0]
     noise = data.transform.to_data(objective.prior(n, generator).cpu())
     out = objective.sample(n, generator=generator)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ebmlab.data.dataset import column_scale
 from ebmlab.metrics.distances import energy_distance
+from ebmlab.samplers.progress import sampling_progress
 
 
 def zscorer(data) -> Callable[[Tensor], Tensor]:
@@ -67,5 +68,6 @@ def draws_extension(args, cfg, objective, data) -> dict:
     k = getattr(args, "heldout_draws", None)
     if not k:
         return {}
-    with torch.no_grad():
+    with torch.no_grad(), sampling_progress(k * objective.steps_run(None), desc="held-out draws",
+                                            enabled=None if cfg.train.progress else False):
         return heldout_draws(objective, data, cfg.eval.n_samples, k, getattr(args, "draw_seed", None) or 0)
