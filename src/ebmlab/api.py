@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from ebmlab.api_catalog import compare, configs, datasets, experiment, experiment_names, methods, models
 from ebmlab.api_config import raw_config, validated
 from ebmlab.api_data import DATA_FILE, data_source, dataset, image_config_note, in_memory, ood_inputs, save_array
-from ebmlab.api_energy import check_rebuilds, energy_record, start_from
+from ebmlab.api_energy import check_no_model_settings, check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, user_data_overrides
 from ebmlab.config_checks import check_integer
 from ebmlab.errors import ConfigError, DataError, RunError, is_out_of_memory
@@ -263,7 +263,8 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     - ``energy``: your own ``nn.Module`` mapping (B, D) to (B,) energies, defined in an importable
       module; its class and constructor arguments are recorded (``model.name: custom``). The
       arguments are read from the instance's attributes of the same names (as scikit-learn does), or
-      given as ``energy_kwargs``. Its current weights are the starting point;
+      given as ``energy_kwargs``. Its current weights are the starting point. ``model=`` settings and ``model.*``
+      overrides are refused with it (they configure ebmlab's own networks);
     - ``config``: a ``Config``, a mapping of sections, a YAML file or a shipped config's name
       (``ebmlab configs``); None: the defaults;
     - ``overrides``: ``["train.steps=500", ...]`` or ``{"train.steps": 500, ...}``;
@@ -294,6 +295,7 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
         named = any(str(k).startswith("data.name") for k in given)  # keys of a mapping, items of a list
         data_source(raw, data, named)
     if energy is not None:
+        check_no_model_settings(sections, overrides)
         raw["model"] = {"name": "custom", **energy_record(energy, energy_kwargs)}
     if run_dir is None:
         name = raw.get("method", {}).get("name", "hybrid")

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ebmlab.config import Config
 from ebmlab.errors import ConfigError
 
-__all__ = ["check_rebuilds", "energy_record", "start_from"]
+__all__ = ["check_rebuilds", "check_no_model_settings", "energy_record", "start_from"]
 
 
 def energy_record(energy: nn.Module, energy_kwargs: Mapping[str, Any] | None) -> dict:
@@ -45,6 +45,19 @@ def energy_record(energy: nn.Module, energy_kwargs: Mapping[str, Any] | None) ->
         raise ConfigError(f"energy_kwargs of {cls.__name__} must be JSON values (numbers, strings, lists, "
                           f"mappings), got {kwargs!r}") from None
     return {"target": target, "kwargs": kwargs}
+
+
+def check_no_model_settings(sections: Mapping[str, Any], overrides) -> None:
+    """Refuse ``model=`` / ``model.*`` overrides given with ``energy=``: the user's module is the model, so
+    ebmlab's network settings (``base``, ``width``, ...) would be dropped without effect. (A config's model
+    section is replaced by the energy's record, as documented.)"""
+    given = list((sections.get("model") or {}) if isinstance(sections.get("model"), Mapping) else [])
+    items = [overrides] if isinstance(overrides, str) else (overrides or ())
+    given += [str(k).split("=", 1)[0].split(".", 1)[1] for k in items if str(k).startswith("model.")]
+    if given:
+        raise ConfigError(f"model settings ({', '.join(sorted(set(given)))}) do not apply to your own energy "
+                          "(energy=): your module is the model; remove them, or set its own arguments when you "
+                          "build it (model.kwargs records them)")
 
 
 def _init_kwargs(energy: nn.Module) -> dict:

@@ -7,7 +7,8 @@
   ``data.path`` or ``--data``, options ``eval`` does not have;
 - ``ebmlab train --data digitz`` (a typo of a dataset's name) said that a data *file* does not exist;
 - ``ebmlab.train(method, config=NAME)`` dropped the config's method settings without a word;
-- ``ebmlab.experiment`` with an unknown name raised a plain ValueError, not ebmlab's ``ConfigError``.
+- ``ebmlab.experiment`` with an unknown name raised a plain ValueError, not ebmlab's ``ConfigError``;
+- (fourth session) ``ebmlab.train(energy=..., model={...})`` dropped the model settings without a word.
 """
 from __future__ import annotations
 
@@ -89,3 +90,23 @@ def test_a_method_that_replaces_a_configs_method_says_which_settings_it_drops():
 def test_an_unknown_experiment_is_a_config_error():
     with pytest.raises(errors.ConfigError, match="unknown experiment 'paper005'; available experiments are"):
         ebmlab.experiment("paper005", out="x")
+
+
+@pytest.mark.parametrize("given", [{"model": {"base": "gmm"}}, {"overrides": {"model.width": 8}},
+                                   {"overrides": ["model.base=gmm", "train.steps=3"]}])
+def test_model_settings_given_with_your_own_energy_are_refused_not_dropped(given, tmp_path):
+    """``ebmlab.train(energy=MyEnergy(2), model={"base": "gmm"})`` trained the bare energy: the model section was
+    replaced by the energy's record and the asked-for mixture base vanished without a word (2026-12-06, fourth
+    session). Refused before any file is written."""
+    from tests.unit.test_python_api import readme_examples
+
+    (tmp_path / "my_energy_w.py").write_text(readme_examples()["my_energy.py"])
+    import sys
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from my_energy_w import MyEnergy
+        with pytest.raises(errors.ConfigError, match=r"model settings \((base|width)\) do not apply to your own energy"):
+            ebmlab.train("hybrid", data=_blobs(), energy=MyEnergy(dim=2), out=tmp_path / "r", train=TINY, **given)
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert not (tmp_path / "r").exists()
