@@ -68,4 +68,4 @@ def compare(runs: Sequence[Any], out: str | Path | None = None) -> Comparison:
     folder for compare.md, compare.json and the samples figure."""
     from ebmlab.experiments.compare import compare as _compare
 
-    return _compare([getattr(r, "path", r) for r in runs], out=out)
+    return _compare(runs, out=out)

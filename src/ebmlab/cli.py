@@ -194,10 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("compare", help="trained runs' metrics side by side, the best marked",
                        description="Compare two or more runs trained on the same data: the metrics every run's "
                                    "metrics.json holds, the best per metric in bold, the data-vs-data floor, and "
-                                   "notes where evaluation settings or budgets differ. Reads the runs' files only.")
+                                   "notes where evaluation settings, chain lengths or budgets differ. Reads the runs' "
+                                   "files (no weights, no evaluation).")
     k.add_argument("runs", nargs="+", metavar="RUN", help="run directories (two or more)")
     k.add_argument("--out", metavar="DIR", default=None,
-                   help="also write compare.md, compare.json and the runs' samples side by side (samples.png)")
+                   help="also write compare.md, compare.json and the runs' samples side by side: samples.png (vector "
+                        "runs, with the held-out data, which it reads again) or samples_<k>.png per run (image runs)")
     k.set_defaults(fn=cmd_compare)
     names = _experiment_names()
     x = sub.add_parser("experiment", help=f"run a paper's experiment: {', '.join(names)}",

@@ -301,7 +301,7 @@ def cmd_compare(args) -> int:
     result = compare(args.runs, out=args.out)
     print(result.markdown(), end="")
     if args.out:
-        print(f"\nwritten to {args.out}: compare.md, compare.json and the samples figure")
+        print(f"\nwritten to {args.out}: {', '.join(result.files)}")
     return 0
 
 

@@ -10,6 +10,7 @@ import torch
 import ebmlab
 from ebmlab.cli import main
 from ebmlab.errors import ConfigError, RunError
+from ebmlab.experiments.compare import fmt
 from ebmlab.experiments.leaderboard_report import better
 
 TINY = {"steps": 12, "progress": False, "batch_size": 64}
@@ -38,7 +39,8 @@ def test_the_table_holds_the_runs_values_and_marks_the_best_in_each_direction(ru
     assert "sample_energy_distance" in c.values and "sample_precision" in c.values and "density_kl" in c.values
     for m, (va, vb) in c.values.items():
         assert (va, vb) == (ma[m], mb[m])
-        winner = [i for i, v in enumerate((va, vb)) if v == (min if better(m) == "lower" else max)(va, vb)]
+        top = fmt((min if better(m) == "lower" else max)(va, vb))  # best at the precision shown
+        winner = [i for i, v in enumerate((va, vb)) if fmt(v) == top]
         assert c.best[m] == winner, m
     assert c.floors["sample_energy_distance"] == pytest.approx(
         np.median([ma["sample_energy_distance_floor"], mb["sample_energy_distance_floor"]]))
@@ -98,7 +100,8 @@ def test_directions():
 
 def test_image_runs_get_one_grid_per_run(tmp_path):
     """Image runs: ``samples_<k>.png`` per run from its samples.npy (no scatter)."""
-    from ebmlab.experiments.compare import Comparison, _write
+    from ebmlab.experiments.compare import Comparison
+    from ebmlab.experiments.compare_figure import samples_figure
 
     paths = []
     for k in range(2):
@@ -108,6 +111,108 @@ def test_image_runs_get_one_grid_per_run(tmp_path):
         paths.append(p)
     result = Comparison([str(tmp_path / "r0"), str(tmp_path / "r1")], [{"method": m, "seed": 0, "step": 5} for m in ("cdrl", "drl")],
                         {"digits_fd": [1.0, 2.0]}, best={"digits_fd": [0]})
-    _write(result, paths, "image", tmp_path / "out")
-    assert (tmp_path / "out" / "samples_0.png").is_file() and (tmp_path / "out" / "samples_1.png").is_file()
-    assert not (tmp_path / "out" / "samples.png").exists()
+    (tmp_path / "out").mkdir()
+    files, notes = samples_figure(result, "image", (1, 8, 8), tmp_path / "out")
+    assert files == ["samples_0.png", "samples_1.png"] and notes == []
+    assert all((tmp_path / "out" / f).is_file() for f in files) and not (tmp_path / "out" / "samples.png").exists()
+
+
+# ----- what an audit of the first version found (2026-12-06, fourth session): each failed on it -----------------
+def _copy(runs_root, name, tmp_path, edit_metrics=None, samples=None):
+    """A copy of run ``name`` in ``tmp_path`` with its metrics edited and/or its samples.npy replaced."""
+    import shutil
+
+    dst = tmp_path / f"{name}_copy"
+    shutil.copytree(runs_root / name, dst)
+    if edit_metrics:
+        m = json.loads((dst / "metrics.json").read_text())
+        m.update(edit_metrics)
+        (dst / "metrics.json").write_text(json.dumps(m))
+    if samples is not None:
+        (dst / "samples" / "samples.npy").unlink()
+        if not isinstance(samples, str):
+            np.save(dst / "samples" / "samples.npy", samples)
+        elif samples == "text":
+            (dst / "samples" / "samples.npy").write_text("not an array")
+    return dst
+
+
+def test_bad_samples_are_left_out_of_the_figure_with_a_note_not_a_crash(runs, tmp_path, capsys):
+    """A samples.npy of another width, a text file, none, or rows with NaN/inf: the table and files are written,
+    the figure leaves out (or cleans) what it cannot show, and the notes and the printed file list say so."""
+    root, *_ = runs
+    wide = _copy(root, "b", tmp_path, samples=np.zeros((64, 3), np.float32))
+    text = _copy(root, "a", tmp_path, samples="text")
+    bad = np.load(root / "b" / "samples" / "samples.npy")
+    bad[:5] = np.nan
+    bad[5] = np.inf
+    nans = _copy(root, "b", tmp_path / "n", samples=bad)
+    c = ebmlab.compare([root / "a", wide, text, nans], out=tmp_path / "cmp")
+    assert c.files == ["compare.md", "compare.json", "samples.png"]
+    said = " ".join(c.notes)
+    assert "not rows of the run's shape (2,): left out" in said and "cannot be read as a plain numeric array" in said
+    assert "6 of 64 samples are not finite; dropped from the figure" in said and "unsafely" not in said
+    none1, none2 = (_copy(root, n, tmp_path / "x", samples="none") for n in ("a", "b"))
+    assert main(["compare", str(none1), str(none2), "--out", str(tmp_path / "cmp2")]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("written to " + str(tmp_path / "cmp2") + ": compare.md, compare.json")
+    assert "no samples figure" in out and not (tmp_path / "cmp2" / "samples.png").exists()
+
+
+def test_the_figure_is_framed_by_the_held_out_data_and_counts_far_points(runs, tmp_path, monkeypatch):
+    """A diverged run's far samples no longer set the axes for every panel: the frame is the held-out data's,
+    and the far points are counted in their panel's title."""
+    from ebmlab import plots
+
+    root, *_ = runs
+    from ebmlab.experiments.compare_figure import _heldout
+
+    far = _heldout(root / "b", []).numpy()[:64].copy()  # held-out rows: inside the frame, but for these 7
+    far[:7] = 1e3
+    diverged = _copy(root, "b", tmp_path, samples=far)
+    seen = {}
+    monkeypatch.setattr(plots, "sample_scatter", lambda sets, path, extent=None, **kw: seen.update(sets=sets, extent=extent))
+    ebmlab.compare([root / "a", diverged], out=tmp_path / "cmp")
+    names = list(seen["sets"])
+    assert names[0].startswith("held-out data") and names[2].endswith(", 7 outside the frame")
+    assert max(abs(e) for e in seen["extent"]) < 100
+
+
+def test_values_are_ranked_as_shown_and_unranked_values_are_said(runs, tmp_path):
+    root, *_ = runs
+    a = json.loads((root / "a" / "metrics.json").read_text())
+    b = _copy(root, "b", tmp_path, {"sample_mode_mass_error": a["sample_mode_mass_error"] + 4e-17,
+                                    "density_kl": float("nan"), "sample_precision": "0.9", "long_run_steps": 999})
+    c = ebmlab.compare([root / "a", b], out=tmp_path / "cmp")
+    assert c.best["sample_mode_mass_error"] == [0, 1]  # equal as shown: both bold
+    assert "sample_precision" not in c.values and c.best["density_kl"] == [0]
+    said = " ".join(c.notes)
+    assert "sample_precision is not a number in" in said and "'0.9'" in said
+    assert "density_kl is not finite in" in said and "| nan |" in c.markdown().replace("**", "")
+    assert "long_run_steps differs" in said
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())  # strict JSON: no NaN
+    assert saved["values"]["density_kl"][1] is None
+    assert fmt(0.9999904800000001) == "0.99999" and fmt(0.5) == "0.5" and fmt(1234.5678) == "1235" and fmt(9.99999) == "9.99999"
+
+
+def test_unbiased_estimates_below_zero_rank_as_zero_and_draw_means_are_compared(runs, tmp_path):
+    root, *_ = runs
+    a = _copy(root, "a", tmp_path / "1", {"sample_energy_distance_heldout": -0.009, "sample_energy_distance_heldout_mean": 0.01,
+                                          "eval_n_samples_note": "the held-out split has 12 rows"})
+    b = _copy(root, "b", tmp_path / "2", {"sample_energy_distance_heldout": -0.002, "sample_energy_distance_heldout_mean": 0.02})
+    c = ebmlab.compare([a, b])
+    assert c.best["sample_energy_distance_heldout"] == [0, 1] and c.best["sample_energy_distance_heldout_mean"] == [0]
+    assert any(n.endswith("the held-out split has 12 rows") for n in c.notes)
+    assert "below 0 ranks as 0" in c.markdown()
+
+
+def test_misuse_is_said_precisely(runs, tmp_path):
+    root, *_ = runs
+    with pytest.raises(ConfigError, match="as a list of two or more directories"):
+        ebmlab.compare(str(root / "a"))
+    with pytest.raises(ConfigError, match=r"'.*a' and '.*a/' are the same run"):
+        ebmlab.compare([root / "a", str(root / "a") + "/"])
+    ebmlab.train("hybrid", data="mixture", out=tmp_path / "v", model={"width": 16, "depth": 1}, train=TINY,
+                 eval=TINY_EVAL, overrides={"data.val_fraction": 0.1})
+    with pytest.raises(ConfigError, match=r"different data \(data.val_fraction: None vs 0.1\)"):
+        ebmlab.compare([root / "a", tmp_path / "v"])

@@ -1,11 +1,14 @@
 """Trained runs side by side (``ebmlab compare RUN RUN ...``, ``ebmlab.compare``): the metrics every run's
 ``metrics.json`` holds, best per metric marked, with the data-vs-data floor where the runs recorded one, and the
-runs' samples in one figure. Not from the papers: the mission's "compared by the same code on the same data".
+runs' samples in one figure (``compare_figure.py``). Not from the papers: the mission's "compared by the same code
+on the same data".
 
-Only the runs' files are read (``config.yaml`` with ``yaml.safe_load``, ``run.json``, ``metrics.json``,
-``samples/samples.npy`` without pickle); no weights are loaded and nothing is evaluated again, so a comparison is
-as fair as the runs' evaluations: runs on different data (another dataset, split, file or image folder) are refused,
-and differing evaluation settings are said in ``notes``.
+The table reads only the runs' files (``config.yaml`` with ``yaml.safe_load``, ``run.json``, ``metrics.json``); no
+weights are loaded and nothing is evaluated again, so a comparison is as fair as the runs' evaluations: runs on
+different data (another dataset, split, file or image folder) are refused, and what is not like for like (other
+evaluation settings, chain lengths, steps, damaged or non-finite values) is said in ``notes``. Best is decided at
+the precision shown (equal cells are both best), and an unbiased estimate of a distance below 0 ranks as 0: it
+is noise about 0, not a better model.
 """
 from __future__ import annotations
 
@@ -15,41 +18,55 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ebmlab import plots
 from ebmlab.errors import ConfigError, RunError
-from ebmlab.experiments import claims
 from ebmlab.experiments.leaderboard_report import better
 from ebmlab.files import write_text_atomic
-from ebmlab.training.run import read_run_config, read_run_raw
-from ebmlab.training.run_data import read_run_info, run_dataset
+from ebmlab.training.run import read_run_raw
+from ebmlab.training.run_data import read_run_info
 
 # the compared metrics, in this order, where every run has them (then each OOD AUROC every run has)
-HEADLINE = ("density_kl", "sample_energy_distance", "sample_energy_distance_heldout", "sample_precision",
-            "sample_mode_mass_error", "sample_in_support_share", "density_mode_mass_error",
-            "long_run_energy_distance", "long_run_precision", "long_run_mode_mass_error", "long_run_in_support_share",
-            "digits_fd", "digits_is", "digits_confidence", "fid", "inception_score", "sample_out_of_range")
-# what makes two runs' data the same: run.json's data facts and the split's settings in config.yaml
-DATA_FACTS = ("name", "kind", "shape", "n_train", "n_test", "sha256", "listing_sha256")
+HEADLINE = ("density_kl", "sample_energy_distance", "sample_energy_distance_heldout",
+            "sample_energy_distance_heldout_mean", "sample_precision", "sample_mode_mass_error",
+            "sample_in_support_share", "density_mode_mass_error", "long_run_energy_distance", "long_run_precision",
+            "long_run_mode_mass_error", "long_run_in_support_share", "digits_fd", "digits_is", "digits_confidence",
+            "fid", "inception_score", "sample_out_of_range")
+# unbiased (U-statistic) estimates of a distance >= 0: values below 0 rank as 0
+CLIPPED = ("sample_energy_distance_heldout", "sample_energy_distance_heldout_mean")
+# what makes two runs' data the same: the split's settings in config.yaml, then run.json's data facts
 DATA_SETTINGS = ("seed", "val_fraction", "image_size", "channels", "crop", "classes")
+DATA_FACTS = ("name", "kind", "shape", "n_train", "n_test", "sha256", "listing_sha256")
 EVAL_SETTINGS = ("n_samples", "long_run_factor", "grid_size", "grid_extent")
+# recorded facts of an evaluation that shape its metrics: said when they differ between the runs
+EVAL_FACTS = {"eval_n_samples": "the sample metrics and their floors compare sets of different sizes",
+              "long_run_steps": "the long_run_* columns compare chains of different lengths"}
 # each metric's data-vs-data reference in metrics.json, where it is not "<metric>_floor"
 FLOOR_KEYS = {"sample_energy_distance_heldout": "sample_energy_distance_heldout_train", "digits_is": "digits_is_data",
               "digits_confidence": "digits_confidence_data"}
+
+
+def fmt(v: float | None) -> str:
+    """A table cell: 4 significant digits (6 where 4 would round a value below 10 to a whole number it is not,
+    e.g. an AUROC of 0.99999 to 1), ``nan`` / ``inf`` as such."""
+    if v is None:
+        return "-"
+    s = f"{v + 0.0:.4g}"
+    return f"{v + 0.0:.6g}" if abs(v) < 10 and float(s) != v and float(s) == round(float(s)) else s
 
 
 @dataclass
 class Comparison:
     """``runs``: the run directories; ``facts``: per run its method, model, seed and checkpoint step; ``values``:
     {metric: [value per run]}; ``floors``: {metric: the runs' median data-vs-data floor}; ``best``: {metric:
-    [indices of the best runs]} (ties share); ``notes``: what makes the comparison less than like for like."""
+    [indices of the best runs]} (ties at the precision shown share); ``notes``: what makes the comparison less
+    than like for like; ``files``: what ``compare(..., out=)`` wrote."""
     runs: list[str]
     facts: list[dict]
     values: dict[str, list[float]]
     floors: dict[str, float] = field(default_factory=dict)
     best: dict[str, list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
         """The table, one row per run (the best value in bold), a floor row, and the notes."""
@@ -60,38 +77,62 @@ class Comparison:
             for i, (r, f) in enumerate(zip(self.runs, self.facts))]
         if self.floors:
             rows.append("| data vs data (floor) | | | | " + " | ".join(
-                claims.fmt_number(self.floors[m]) if m in self.floors else "" for m in metrics) + " |")
-        lines = [f"- {m}: {better(m)} is better" for m in metrics] + [f"- {n}" for n in self.notes]
+                fmt(self.floors[m]) if m in self.floors else "" for m in metrics) + " |")
+        lines = [f"- {m}: {better(m)} is better" + (" (below 0 ranks as 0)" if m in CLIPPED else "")
+                 for m in metrics] + [f"- {n}" for n in self.notes]
         return "\n".join([head, *rows, "", *lines]) + "\n"
 
     def to_json(self) -> dict:
-        """What ``compare.json`` holds: the fields, ``best`` by run, and each metric's direction."""
-        return {"runs": self.runs, "facts": self.facts, "values": self.values, "floors": self.floors,
+        """What ``compare.json`` holds: the fields (non-finite values as null: strict JSON), ``best`` by run, and
+        each metric's direction."""
+        return {"runs": self.runs, "facts": self.facts, "floors": self.floors, "notes": self.notes,
+                "values": {m: [v if math.isfinite(v) else None for v in vs] for m, vs in self.values.items()},
                 "best": {m: [self.runs[i] for i in ix] for m, ix in self.best.items()},
-                "better": {m: better(m) for m in self.values}, "notes": self.notes}
+                "better": {m: better(m) for m in self.values}}
 
 
 def _cell(v: float, best: bool) -> str:
-    s = claims.fmt_number(v)
+    s = fmt(v)
     return f"**{s}**" if best else s
 
 
 def compare(runs, out: str | Path | None = None) -> Comparison:
-    """Compare two or more trained runs (directories) on the metrics they all recorded; ``out``: a folder for
-    ``compare.md``, ``compare.json`` and the samples figure(s)."""
-    runs = [str(r) for r in runs]
-    if len(runs) < 2 or len({Path(r).resolve() for r in runs}) < len(runs):
-        raise ConfigError(f"compare needs two or more different runs, got {runs}")
+    """Compare two or more trained runs (directories or ``Run`` objects) on the metrics they all recorded; ``out``:
+    a folder for ``compare.md``, ``compare.json`` and the samples figure(s)."""
+    if isinstance(runs, (str, Path)):
+        raise ConfigError(f"give the runs as a list of two or more directories, e.g. compare(['runs/a', 'runs/b']), "
+                          f"not one {type(runs).__name__} ({str(runs)!r})")
+    runs = [str(getattr(r, "path", r)) for r in runs]  # a directory, or a loaded ``Run``'s
+    _check_distinct(runs)
     read = [_read(Path(r)) for r in runs]
     _check_same_data(runs, read)
     result = _table(runs, read)
     if out is not None:
-        _write(result, [r["samples"] for r in read], read[0]["kind"], Path(out))
+        from ebmlab.experiments.compare_figure import samples_figure
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        result.files, notes = samples_figure(result, read[0]["kind"], read[0]["data"]["shape"], out)
+        result.notes += notes
+        write_text_atomic(out / "compare.md", result.markdown())
+        write_text_atomic(out / "compare.json", json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n")
+        result.files = ["compare.md", "compare.json", *result.files]
     return result
 
 
+def _check_distinct(runs: list[str]) -> None:
+    if len(runs) < 2:
+        raise ConfigError(f"compare needs two or more runs, got {runs}")
+    seen: dict[Path, str] = {}
+    for r in runs:
+        key = Path(r).resolve()
+        if key in seen:
+            raise ConfigError(f"{seen[key]!r} and {r!r} are the same run; compare two or more different runs")
+        seen[key] = r
+
+
 def _read(run: Path) -> dict:
-    """A run's config sections, data facts, metrics and samples file (not yet read)."""
+    """A run's config sections, data facts, metrics and facts."""
     raw = read_run_raw(run)
     info = read_run_info(run)
     if info is None:
@@ -105,8 +146,8 @@ def _read(run: Path) -> dict:
         raise RunError(f"run file {str(p)!r} cannot be read as JSON ({exc}); run ebmlab eval {run} again") from None
     if not isinstance(metrics, dict):
         raise RunError(f"run file {str(p)!r} is damaged (not a mapping); run ebmlab eval {run} again")
-    data = {k: info["data"].get(k) for k in DATA_FACTS}
-    data.update({f"data.{k}": (raw.get("data") or {}).get(k) for k in DATA_SETTINGS})
+    data = {f"data.{k}": (raw.get("data") or {}).get(k) for k in DATA_SETTINGS}
+    data.update({k: info["data"].get(k) for k in DATA_FACTS})
     step = metrics.get("checkpoint_step", metrics.get("selected_step", _last_logged_step(run)))
     return {"data": data, "kind": data["kind"], "metrics": metrics, "samples": run / "samples" / "samples.npy",
             "eval": {k: (raw.get("eval") or {}).get(k) for k in EVAL_SETTINGS},
@@ -124,7 +165,8 @@ def _last_logged_step(run: Path) -> int | str:
 
 
 def _check_same_data(runs: list[str], read: list[dict]) -> None:
-    """Refuse runs whose data differ: their metrics measure different things."""
+    """Refuse runs whose data differ: their metrics measure different things. The config's split settings are
+    compared first, so the refusal names the setting to change (``data.val_fraction``, not the row counts)."""
     first = read[0]["data"]
     for run, r in zip(runs[1:], read[1:]):
         diff = [k for k in first if r["data"][k] != first[k]]
@@ -136,7 +178,7 @@ def _check_same_data(runs: list[str], read: list[dict]) -> None:
 
 def _table(runs: list[str], read: list[dict]) -> Comparison:
     ms = [r["metrics"] for r in read]
-    ood = sorted(k for k in ms[0] if k.startswith("ood_auroc_"))
+    ood = sorted({k for x in ms for k in x if k.startswith("ood_auroc_")})
     shared = [m for m in (*HEADLINE, *ood) if all(_number(x.get(m)) is not None for x in ms)]
     if not shared:
         raise RunError(f"runs {runs} share no metric; evaluate each with the same options (ebmlab eval RUN)")
@@ -144,64 +186,49 @@ def _table(runs: list[str], read: list[dict]) -> Comparison:
     keys = {m: FLOOR_KEYS.get(m, f"{m}_floor") for m in shared}
     floors = {m: float(np.median([x[k] for x in ms])) for m, k in keys.items()
               if all(_number(x.get(k)) is not None for x in ms)}
-    best = {}
-    for m, v in values.items():
-        finite = [x for x in v if math.isfinite(x)]
-        if finite:
-            top = min(finite) if better(m) == "lower" else max(finite)
-            best[m] = [i for i, x in enumerate(v) if x == top]
-    return Comparison(runs, [r["facts"] for r in read], values, floors, best, _notes(runs, read, shared))
+    best = {m: ix for m, v in values.items() if (ix := _best(m, v))}
+    return Comparison(runs, [r["facts"] for r in read], values, floors, best, _notes(runs, read, shared, values))
+
+
+def _best(metric: str, values: list[float]) -> list[int]:
+    """The runs whose value, as shown (``fmt``), equals the best shown value; below 0 counts as 0 for ``CLIPPED``."""
+    ranked = [max(v, 0.0) if metric in CLIPPED else v for v in values]
+    finite = [v for v in ranked if math.isfinite(v)]
+    if not finite:
+        return []
+    top = fmt(min(finite) if better(metric) == "lower" else max(finite))
+    return [i for i, v in enumerate(ranked) if math.isfinite(v) and fmt(v) == top]
 
 
 def _number(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _notes(runs: list[str], read: list[dict], shared: list[str]) -> list[str]:
+def _notes(runs: list[str], read: list[dict], shared: list[str], values: dict) -> list[str]:
     notes = []
     for k in EVAL_SETTINGS:
         vals = [r["eval"][k] for r in read]
         if len({json.dumps(v) for v in vals}) > 1:
             notes.append(f"eval.{k} differs ({', '.join(map(str, vals))}): the metrics it shapes are not like for like")
+    for k, why in EVAL_FACTS.items():
+        vals = [r["metrics"].get(k) for r in read]
+        if len({json.dumps(v) for v in vals}) > 1:
+            notes.append(f"{k} differs ({', '.join(map(str, vals))}): {why}")
+    notes += [f"{r}: {r_['metrics']['eval_n_samples_note']}" for r, r_ in zip(runs, read)
+              if isinstance(r_["metrics"].get("eval_n_samples_note"), str)]
+    for m in (*HEADLINE, *sorted({k for r in read for k in r["metrics"] if k.startswith("ood_auroc_")})):
+        bad = [f"{run} ({r['metrics'][m]!r})" for run, r in zip(runs, read)
+               if m in r["metrics"] and _number(r["metrics"][m]) is None]
+        if bad:
+            notes.append(f"{m} is not a number in {', '.join(bad)}: a damaged metrics.json (ebmlab eval RUN again)")
+    for m, vs in values.items():
+        off = [f"{run} ({fmt(v)})" for run, v in zip(runs, vs) if not math.isfinite(v)]
+        if off:
+            notes.append(f"{m} is not finite in {', '.join(off)} (a diverged run?); it is not ranked")
     some = sorted({m for r in read for m in r["metrics"] if (m in HEADLINE or m.startswith("ood_auroc_"))
                    and _number(r["metrics"][m]) is not None} - set(shared))
     if some:
         notes.append(f"not in every run, so not compared: {', '.join(some)} (evaluate each run with the same options)")
-    steps = {str(r["facts"]["step"]) for r in read}
-    if len(steps) > 1:
+    if len({str(r["facts"]["step"]) for r in read}) > 1:
         notes.append("the runs' checkpoints are at different steps: a comparison at equal cost needs equal budgets")
     return notes
-
-
-def _write(result: Comparison, samples: list[Path], kind: str, out: Path) -> None:
-    """``compare.md``, ``compare.json`` and ``samples.png`` (vectors: the first two coordinates, equal counts) or
-    ``samples_<k>.png`` per run (images: its first 64) in ``out``, from the runs' ``samples/samples.npy``."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "compare.md", result.markdown())
-    write_text_atomic(out / "compare.json", json.dumps(result.to_json(), indent=1) + "\n")
-    arrays = {}
-    for k, (run, p) in enumerate(zip(result.runs, samples)):
-        if p.is_file():
-            x = np.load(p, mmap_mode="r", allow_pickle=False)  # (N, ...): images read only as far as shown
-            arrays[f"{k}: {Path(run).name} ({result.facts[k]['method']})"] = torch.from_numpy(
-                np.array(x if kind == "vector" else x[:64], dtype=np.float32))
-    if kind == "vector" and arrays:
-        sets = {"held-out data": _heldout(Path(result.runs[0])), **arrays}
-        sets = {k: v for k, v in sets.items() if v is not None}
-        plots.sample_scatter(sets, out / "samples.png", extent=plots.data_box(torch.cat(list(sets.values())), 0.1),
-                             title="first two coordinates, each run's samples/samples.npy")
-    elif arrays:
-        for k, (name, x) in enumerate(arrays.items()):
-            plots.image_grid(x, out / f"samples_{k}.png", title=name)
-
-
-def _heldout(run: Path) -> torch.Tensor | None:
-    """The runs' held-out split in data coordinates (the same for every run: ``_check_same_data``), or None where
-    the data cannot be read any more (a moved file): the figure then shows the samples only."""
-    from ebmlab.errors import DataError
-
-    try:
-        data = run_dataset(run, read_run_config(run))
-    except (DataError, ConfigError, RunError, OSError):
-        return None
-    return data.transform.to_data(data.test)

@@ -15,7 +15,7 @@ from ebmlab.experiments import claims
 # Inception Score) higher; also ``ebmlab compare``'s (experiments/compare.py)
 LOWER = ("density_kl", "sample_mode_mass_error", "sample_energy_distance", "sample_energy_distance_heldout",
          "digits_fd", "density_mode_mass_error", "long_run_energy_distance", "long_run_mode_mass_error", "fid",
-         "sample_out_of_range")
+         "sample_out_of_range", "sample_energy_distance_heldout_mean")
 
 
 def better(metric: str) -> str:
