@@ -61,11 +61,12 @@ def experiment(name: str, out: str | Path | None = None, *, quick: bool = False,
     return run_experiment(name, Path(out if out is not None else f"runs/experiment_{name}"), quick=quick, **options)
 
 
-def compare(runs: Sequence[Any], out: str | Path | None = None) -> Comparison:
-    """Two or more trained runs on the same data side by side, as ``ebmlab compare RUN RUN ... [--out DIR]``: a
-    ``Comparison`` (``experiments/compare.py``) with ``values`` {metric: [per run]}, ``best``, ``floors`` and
-    ``notes``; ``print(c.markdown())`` shows the table. ``runs``: run directories or ``Run`` objects; ``out``: a
-    folder for compare.md, compare.json and the samples figure."""
+def compare(runs: Sequence[Any], out: str | Path | None = None, pool_seeds: bool = False) -> Comparison:
+    """Two or more trained runs on the same data side by side, as ``ebmlab compare RUN RUN ... [--out DIR]
+    [--pool-seeds]``: a ``Comparison`` (``experiments/compare.py``) with ``values`` {metric: [per row]}, ``best``,
+    ``floors`` and ``notes``; ``print(c.markdown())`` shows the table. ``runs``: run directories or ``Run`` objects;
+    ``out``: a folder for compare.md, compare.json and the samples figure; ``pool_seeds``: one row per setting,
+    mean ± std over the runs that differ only in ``train.seed`` (``stds``, ``groups``)."""
     from ebmlab.experiments.compare import compare as _compare
 
-    return _compare(runs, out=out)
+    return _compare(runs, out=out, pool_seeds=pool_seeds)

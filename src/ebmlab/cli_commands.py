@@ -298,7 +298,7 @@ def cmd_compare(args) -> int:
     """``ebmlab compare RUN RUN ...``: the runs' recorded metrics side by side (``experiments/compare.py``)."""
     from ebmlab.experiments.compare import compare
 
-    result = compare(args.runs, out=args.out)
+    result = compare(args.runs, out=args.out, pool_seeds=args.pool_seeds)
     print(result.markdown(), end="")
     if args.out:
         print(f"\nwritten to {args.out}: {', '.join(result.files)}")

@@ -100,7 +100,6 @@ def test_directions():
 
 def test_image_runs_get_one_grid_per_run(tmp_path):
     """Image runs: ``samples_<k>.png`` per run from its samples.npy (no scatter)."""
-    from ebmlab.experiments.compare import Comparison
     from ebmlab.experiments.compare_figure import samples_figure
 
     paths = []
@@ -109,10 +108,9 @@ def test_image_runs_get_one_grid_per_run(tmp_path):
         p.parent.mkdir(parents=True)
         np.save(p, torch.rand(5, 1, 8, 8).mul(2).sub(1).numpy())
         paths.append(p)
-    result = Comparison([str(tmp_path / "r0"), str(tmp_path / "r1")], [{"method": m, "seed": 0, "step": 5} for m in ("cdrl", "drl")],
-                        {"digits_fd": [1.0, 2.0]}, best={"digits_fd": [0]})
     (tmp_path / "out").mkdir()
-    files, notes = samples_figure(result, "image", (1, 8, 8), tmp_path / "out")
+    files, notes = samples_figure([str(tmp_path / "r0"), str(tmp_path / "r1")], ["0: cdrl", "1: drl"], "image",
+                                  (1, 8, 8), tmp_path / "out")
     assert files == ["samples_0.png", "samples_1.png"] and notes == []
     assert all((tmp_path / "out" / f).is_file() for f in files) and not (tmp_path / "out" / "samples.png").exists()
 
@@ -216,3 +214,25 @@ def test_misuse_is_said_precisely(runs, tmp_path):
                  eval=TINY_EVAL, overrides={"data.val_fraction": 0.1})
     with pytest.raises(ConfigError, match=r"different data \(data.val_fraction: None vs 0.1\)"):
         ebmlab.compare([root / "a", tmp_path / "v"])
+
+
+def test_pooling_seeds_gives_one_row_per_setting_with_mean_and_std(runs, tmp_path, capsys):
+    """``pool_seeds``: runs that differ only in train.seed (and logging) form one row, mean ± std (ddof 1) of their
+    recorded values; the rows' differing keys are said; one setting alone is refused."""
+    root, *_ = runs
+    seeds = [_train(tmp_path / f"h{s}", seed=s, log_every=3 + s) for s in (1, 2)]  # a's setting, other seeds
+    c = ebmlab.compare([root / "a", root / "b", *seeds], pool_seeds=True)
+    assert c.groups == [[str(root / "a"), *(str(r.path) for r in seeds)], [str(root / "b")]]
+    assert c.runs == [str(root / "a") + " (+2)", str(root / "b")] and c.facts[0]["seed"] == "0,1,2"
+    per_run = [json.loads((p / "metrics.json").read_text()) for p in (root / "a", *(r.path for r in seeds))]
+    kl = np.array([m["density_kl"] for m in per_run])
+    assert c.values["density_kl"][0] == pytest.approx(kl.mean()) and c.stds["density_kl"][0] == pytest.approx(kl.std(ddof=1))
+    assert np.isnan(c.stds["density_kl"][1]) and " ± -" in c.markdown()
+    assert any(n.startswith("the rows differ in: method.name") and "train.steps" in n for n in c.notes)
+    assert any("different numbers of seeds (3, 1)" in n for n in c.notes)
+    with pytest.raises(ConfigError, match="differ only in their seeds"):
+        ebmlab.compare([root / "a", *seeds], pool_seeds=True)
+    assert main(["compare", str(root / "a"), str(root / "b"), str(seeds[0].path), "--pool-seeds",
+                 "--out", str(tmp_path / "cmp")]) == 0
+    assert "runs (mean ± std over seeds)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["groups"][1] == [str(root / "b")]

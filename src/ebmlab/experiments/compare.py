@@ -59,7 +59,9 @@ class Comparison:
     """``runs``: the run directories; ``facts``: per run its method, model, seed and checkpoint step; ``values``:
     {metric: [value per run]}; ``floors``: {metric: the runs' median data-vs-data floor}; ``best``: {metric:
     [indices of the best runs]} (ties at the precision shown share); ``notes``: what makes the comparison less
-    than like for like; ``files``: what ``compare(..., out=)`` wrote."""
+    than like for like; ``files``: what ``compare(..., out=)`` wrote. Pooled over seeds (``pool_seeds``), a row is a
+    group of runs that differ only in ``train.seed`` (``groups``), ``values`` are their means and ``stds`` their
+    sample standard deviations (NaN for one run)."""
     runs: list[str]
     facts: list[dict]
     values: dict[str, list[float]]
@@ -67,14 +69,16 @@ class Comparison:
     best: dict[str, list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    stds: dict[str, list[float]] = field(default_factory=dict)  # pooled: {metric: [seed std per row]}
+    groups: list[list[str]] = field(default_factory=list)        # pooled: the runs of each row
 
     def markdown(self) -> str:
         """The table, one row per run (the best value in bold), a floor row, and the notes."""
         metrics = list(self.values)
-        head = "| run | method | seed | checkpoint step | " + " | ".join(metrics) + " |\n|---|---|---|---|" + "---|" * len(metrics)
+        head = f"| {'runs (mean ± std over seeds)' if self.groups else 'run'} | method | seed | checkpoint step | " + " | ".join(metrics) + " |\n|---|---|---|---|" + "---|" * len(metrics)
         rows = [f"| {r} | {f['method']} | {f['seed']} | {f['step']} | " + " | ".join(
-            _cell(self.values[m][i], i in self.best.get(m, [])) for m in metrics) + " |"
-            for i, (r, f) in enumerate(zip(self.runs, self.facts))]
+            _cell(self.values[m][i], i in self.best.get(m, []), self.stds.get(m, [None] * (i + 1))[i])
+            for m in metrics) + " |" for i, (r, f) in enumerate(zip(self.runs, self.facts))]
         if self.floors:
             rows.append("| data vs data (floor) | | | | " + " | ".join(
                 fmt(self.floors[m]) if m in self.floors else "" for m in metrics) + " |")
@@ -87,18 +91,22 @@ class Comparison:
         each metric's direction."""
         return {"runs": self.runs, "facts": self.facts, "floors": self.floors, "notes": self.notes,
                 "values": {m: [v if math.isfinite(v) else None for v in vs] for m, vs in self.values.items()},
+                **({"groups": self.groups, "stds": {m: [v if math.isfinite(v) else None for v in vs]
+                                                    for m, vs in self.stds.items()}} if self.groups else {}),
                 "best": {m: [self.runs[i] for i in ix] for m, ix in self.best.items()},
                 "better": {m: better(m) for m in self.values}}
 
 
-def _cell(v: float, best: bool) -> str:
+def _cell(v: float, best: bool, std: float | None = None) -> str:
     s = fmt(v)
-    return f"**{s}**" if best else s
+    s = f"**{s}**" if best else s
+    return s if std is None else f"{s} ± {fmt(std) if math.isfinite(std) else '-'}"
 
 
-def compare(runs, out: str | Path | None = None) -> Comparison:
+def compare(runs, out: str | Path | None = None, pool_seeds: bool = False) -> Comparison:
     """Compare two or more trained runs (directories or ``Run`` objects) on the metrics they all recorded; ``out``:
-    a folder for ``compare.md``, ``compare.json`` and the samples figure(s)."""
+    a folder for ``compare.md``, ``compare.json`` and the samples figure(s); ``pool_seeds``: one row per group of
+    runs that differ only in ``train.seed`` (and in how they log), mean ± std over the group."""
     if isinstance(runs, (str, Path)):
         raise ConfigError(f"give the runs as a list of two or more directories, e.g. compare(['runs/a', 'runs/b']), "
                           f"not one {type(runs).__name__} ({str(runs)!r})")
@@ -107,12 +115,17 @@ def compare(runs, out: str | Path | None = None) -> Comparison:
     read = [_read(Path(r)) for r in runs]
     _check_same_data(runs, read)
     result = _table(runs, read)
+    if pool_seeds:
+        result = _pooled(result, read)
     if out is not None:
         from ebmlab.experiments.compare_figure import samples_figure
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        result.files, notes = samples_figure(result, read[0]["kind"], read[0]["data"]["shape"], out)
+        shown = [g[0] for g in result.groups] or result.runs  # pooled: each row's first run
+        labels = [f"{k}: {Path(r).name} ({f['method']}{', seed ' + f['seed'].split(',')[0] if result.groups else ''})"
+                  for k, (r, f) in enumerate(zip(shown, result.facts))]
+        result.files, notes = samples_figure(shown, labels, read[0]["kind"], read[0]["data"]["shape"], out)
         result.notes += notes
         write_text_atomic(out / "compare.md", result.markdown())
         write_text_atomic(out / "compare.json", json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n")
@@ -150,7 +163,7 @@ def _read(run: Path) -> dict:
     data.update({k: info["data"].get(k) for k in DATA_FACTS})
     step = metrics.get("checkpoint_step", metrics.get("selected_step", _last_logged_step(run)))
     return {"data": data, "kind": data["kind"], "metrics": metrics, "samples": run / "samples" / "samples.npy",
-            "eval": {k: (raw.get("eval") or {}).get(k) for k in EVAL_SETTINGS},
+            "eval": {k: (raw.get("eval") or {}).get(k) for k in EVAL_SETTINGS}, "setting": _setting(raw),
             "facts": {"method": (raw.get("method") or {}).get("name"), "model": (raw.get("model") or {}).get("name"),
                       "seed": (raw.get("train") or {}).get("seed"), "step": step}}
 
@@ -232,3 +245,41 @@ def _notes(runs: list[str], read: list[dict], shared: list[str], values: dict) -
     if len({str(r["facts"]["step"]) for r in read}) > 1:
         notes.append("the runs' checkpoints are at different steps: a comparison at equal cost needs equal budgets")
     return notes
+
+
+# keys that do not change what a run learns or measures: runs differing only in these pool as seeds of one setting
+NOT_THE_SETTING = ("train.seed", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+                   "train.sample_every", "train.progress", "train.threads", "train.device", "data.path")
+
+
+def _setting(raw: dict) -> dict:
+    """{"section.key": value} of a run's config without ``NOT_THE_SETTING``: what makes runs one setting."""
+    flat = {f"{sec}.{k}": v for sec, vals in raw.items() if isinstance(vals, dict) for k, v in vals.items()}
+    return {k: v for k, v in flat.items() if k not in NOT_THE_SETTING}
+
+
+def _pooled(per_run: Comparison, read: list[dict]) -> Comparison:
+    """One row per setting (``_setting``), in the order first given: the runs' mean and std per metric."""
+    keys = [json.dumps(r["setting"], sort_keys=True, default=str) for r in read]
+    order = list(dict.fromkeys(keys))
+    groups = [[i for i, k in enumerate(keys) if k == g] for g in order]
+    if len(groups) < 2:
+        raise ConfigError(f"the {len(read)} runs differ only in their seeds: one setting, nothing to compare; give "
+                          "runs of two or more settings")
+    values, stds = {}, {}
+    for m, vs in per_run.values.items():
+        cols = [np.array([vs[i] for i in g], dtype=float) for g in groups]
+        values[m] = [float(c.mean()) for c in cols]
+        stds[m] = [float(c.std(ddof=1)) if len(c) > 1 else math.nan for c in cols]
+    facts = [{"method": per_run.facts[g[0]]["method"], "model": per_run.facts[g[0]]["model"],
+              "seed": ",".join(str(per_run.facts[i]["seed"]) for i in g),
+              "step": "/".join(dict.fromkeys(str(per_run.facts[i]["step"]) for i in g))} for g in groups]
+    labels = [per_run.runs[g[0]] + (f" (+{len(g) - 1})" if len(g) > 1 else "") for g in groups]
+    best = {m: ix for m, v in values.items() if (ix := _best(m, v))}
+    union = set().union(*(read[g[0]]["setting"] for g in groups))
+    differ = sorted(k for k in union if len({json.dumps(read[g[0]]["setting"].get(k), default=str) for g in groups}) > 1)
+    notes = [f"the rows differ in: {', '.join(differ)}"] if differ else []
+    if len({len(g) for g in groups}) > 1:
+        notes.append(f"the rows pool different numbers of seeds ({', '.join(str(len(g)) for g in groups)})")
+    return Comparison(labels, facts, values, per_run.floors, best, notes + per_run.notes, stds=stds,
+                      groups=[[per_run.runs[i] for i in g] for g in groups])

@@ -19,21 +19,22 @@ from ebmlab.training.run_data import run_dataset
 SHOWN_IMAGES = 64
 
 
-def samples_figure(result, kind: str, shape, out: Path) -> tuple[list[str], list[str]]:
-    """Draw the figure(s) into ``out``; returns (the files written, the notes on what was left out)."""
+def samples_figure(runs: list[str], labels: list[str], kind: str, shape, out: Path) -> tuple[list[str], list[str]]:
+    """Draw the samples of ``runs`` (panel titles ``labels``) into ``out``; returns (the files written, the notes
+    on what was left out)."""
     notes: list[str] = []
     panels = {}
-    for k, run in enumerate(result.runs):
+    for run, label in zip(runs, labels):
         x = _samples(Path(run), tuple(shape), kind, notes)
         if x is not None:
-            panels[f"{k}: {Path(run).name} ({result.facts[k]['method']})"] = x
+            panels[label] = x
     if not panels:
         return [], notes + ["no run has readable samples/samples.npy: no samples figure"]
     if kind != "vector":
         for k, (name, x) in enumerate(panels.items()):
             plots.image_grid(x, out / f"samples_{k}.png", title=name)
         return [f"samples_{k}.png" for k in range(len(panels))], notes
-    return [_scatter(panels, Path(result.runs[0]), out, notes)], notes
+    return [_scatter(panels, Path(runs[0]), out, notes)], notes
 
 
 def _samples(run: Path, shape: tuple, kind: str, notes: list[str]) -> torch.Tensor | None:
