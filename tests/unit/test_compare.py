@@ -236,3 +236,15 @@ def test_pooling_seeds_gives_one_row_per_setting_with_mean_and_std(runs, tmp_pat
                  "--out", str(tmp_path / "cmp")]) == 0
     assert "runs (mean ± std over seeds)" in capsys.readouterr().out
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["groups"][1] == [str(root / "b")]
+
+
+def test_the_floor_row_takes_each_metrics_own_reference(runs, tmp_path):
+    """The held-out distance's floor is the training rows' score, the IS's the data's own (median over the runs)."""
+    root, *_ = runs
+    a = _copy(root, "a", tmp_path / "1", {"inception_score": 3.0, "inception_score_data": 9.0, "fid": 50.0,
+                                          "sample_energy_distance_heldout": 0.1, "sample_energy_distance_heldout_train": 0.01})
+    b = _copy(root, "b", tmp_path / "2", {"inception_score": 4.0, "inception_score_data": 11.0, "fid": 40.0,
+                                          "sample_energy_distance_heldout": 0.2, "sample_energy_distance_heldout_train": 0.03})
+    c = ebmlab.compare([a, b])
+    assert c.floors["inception_score"] == 10.0 and c.floors["sample_energy_distance_heldout"] == pytest.approx(0.02)
+    assert "fid" not in c.floors and c.best["fid"] == [1] and c.best["inception_score"] == [1]

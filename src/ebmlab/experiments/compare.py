@@ -42,7 +42,7 @@ EVAL_FACTS = {"eval_n_samples": "the sample metrics and their floors compare set
               "long_run_steps": "the long_run_* columns compare chains of different lengths"}
 # each metric's data-vs-data reference in metrics.json, where it is not "<metric>_floor"
 FLOOR_KEYS = {"sample_energy_distance_heldout": "sample_energy_distance_heldout_train", "digits_is": "digits_is_data",
-              "digits_confidence": "digits_confidence_data"}
+              "digits_confidence": "digits_confidence_data", "inception_score": "inception_score_data"}
 
 
 def fmt(v: float | None) -> str:
