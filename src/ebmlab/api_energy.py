@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from ebmlab.config import Config
 from ebmlab.errors import ConfigError
 
-__all__ = ["check_rebuilds", "check_no_model_settings", "energy_record", "start_from"]
+__all__ = ["check_custom_model_settings", "check_no_model_settings", "check_rebuilds", "energy_record", "model_keys",
+           "start_from"]
 
 
 def energy_record(energy: nn.Module, energy_kwargs: Mapping[str, Any] | None) -> dict:
@@ -53,11 +54,29 @@ def check_no_model_settings(sections: Mapping[str, Any], overrides) -> None:
     section is replaced by the energy's record, as documented.)"""
     given = list((sections.get("model") or {}) if isinstance(sections.get("model"), Mapping) else [])
     items = [overrides] if isinstance(overrides, str) else (overrides or ())
-    given += [str(k).split("=", 1)[0].split(".", 1)[1] for k in items if str(k).startswith("model.")]
+    given += model_keys(str(k).split("=", 1)[0] for k in items)
     if given:
         raise ConfigError(f"model settings ({', '.join(sorted(set(given)))}) do not apply to your own energy "
                           "(energy=): your module is the model; remove them, or set its own arguments when you "
                           "build it (model.kwargs records them)")
+
+
+def model_keys(keys, allowed: tuple[str, ...] = ()) -> list[str]:
+    """The ``model.*`` keys among override keys (as ``apply_overrides`` reads them: spaces stripped), without the
+    section and without ``allowed``."""
+    names = [k.strip()[len("model."):] for k in map(str, keys) if k.strip().startswith("model.")]
+    return [n for n in names if n not in allowed]
+
+
+def check_custom_model_settings(overrides: list[str]) -> None:
+    """The CLI's ``--set model.name=custom``: other ``model.*`` settings beside ``target`` and ``kwargs`` are refused,
+    as ``ebmlab.train(energy=...)`` refuses them (they configure ebmlab's own networks)."""
+    keys = [o.split("=", 1)[0] for o in overrides]
+    custom = any(k.strip() == "model.name" and o.split("=", 1)[-1].strip() == "custom" for k, o in zip(keys, overrides))
+    extra = model_keys(keys, ("name", "target", "kwargs")) if custom else []
+    if extra:
+        raise ConfigError(f"model settings ({', '.join(sorted(set(extra)))}) do not apply to model.name custom (your "
+                          "own nn.Module is the model); remove them, or pass its own arguments as model.kwargs")
 
 
 def _init_kwargs(energy: nn.Module) -> dict:

@@ -201,8 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write compare.md, compare.json and the runs' samples side by side: samples.png (vector "
                         "runs, with the held-out data, which it reads again) or samples_<k>.png per run (image runs)")
     k.add_argument("--pool-seeds", action="store_true",
-                   help="one row per setting: runs that differ only in train.seed (and in how they log) are "
-                        "pooled as mean ± std over their seeds")
+                   help="one row per setting: runs that differ only in train.seed (and in keys that change nothing "
+                        "they learn or measure: logging, checkpoints, threads, device, eval.plots, data.path) are "
+                        "pooled as mean ± std over their seeds; bold: the best mean and the rows a Welch t-test "
+                        "cannot tell from it")
     k.set_defaults(fn=cmd_compare)
     names = _experiment_names()
     x = sub.add_parser("experiment", help=f"run a paper's experiment: {', '.join(names)}",

@@ -20,10 +20,12 @@ def _train_overrides(args) -> list[str]:
     --set) without --config (or --resume) also get the user-data defaults (``config.USER_DATA_DEFAULTS``), as
     ``ebmlab.train`` gives them."""
     from ebmlab.api_data import is_image_folder, looks_like_a_name
+    from ebmlab.api_energy import check_custom_model_settings
     from ebmlab.config import apply_overrides, user_data_overrides
     from ebmlab.errors import DataError
 
     overrides = list(args.set or [])
+    check_custom_model_settings(overrides)  # --set model.name=custom with --set model.width=...: refused, not dropped
     named = [o.split("=", 1)[1] for o in overrides if o.startswith("data.name=")]
     if args.data and not Path(args.data).expanduser().exists() and looks_like_a_name(args.data):
         # a name (or a typo of one: the config check lists the datasets), as ebmlab.train(data="digits") takes it

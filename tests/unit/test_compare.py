@@ -172,7 +172,7 @@ def test_the_figure_is_framed_by_the_held_out_data_and_counts_far_points(runs, t
     monkeypatch.setattr(plots, "sample_scatter", lambda sets, path, extent=None, **kw: seen.update(sets=sets, extent=extent))
     ebmlab.compare([root / "a", diverged], out=tmp_path / "cmp")
     names = list(seen["sets"])
-    assert names[0].startswith("held-out data") and names[2].endswith(", 7 outside the frame")
+    assert names[0].startswith("held-out data") and names[2].endswith("\n7 outside the frame")
     assert max(abs(e) for e in seen["extent"]) < 100
 
 
@@ -248,3 +248,54 @@ def test_the_floor_row_takes_each_metrics_own_reference(runs, tmp_path):
     c = ebmlab.compare([a, b])
     assert c.floors["inception_score"] == 10.0 and c.floors["sample_energy_distance_heldout"] == pytest.approx(0.02)
     assert "fid" not in c.floors and c.best["fid"] == [1] and c.best["inception_score"] == [1]
+
+
+# ----- what an audit of --pool-seeds found (2026-12-06, fourth session) ------------------------------------------
+def _variant(src, dst, seed, config=None, metrics=None):
+    """A copy of run ``src`` at ``dst`` recorded as trained with ``seed`` and the ``config`` edits
+    ({"section.key": value}), its metrics.json edited with ``metrics``."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(src, dst)
+    raw = yaml.safe_load((dst / "config.yaml").read_text())
+    for k, v in {"train.seed": seed, **(config or {})}.items():
+        sec, key = k.split(".", 1)
+        if v is _DROP:
+            raw[sec].pop(key)
+        else:
+            raw[sec][key] = v
+    (dst / "config.yaml").write_text(yaml.safe_dump(raw))
+    m = json.loads((dst / "metrics.json").read_text())
+    (dst / "metrics.json").write_text(json.dumps({**m, **(metrics or {})}))
+    return dst
+
+
+_DROP = object()
+
+
+def test_pooling_counts_a_repeated_seed_once_and_groups_equal_settings(runs, tmp_path):
+    """A repeat of a seed is counted once (and said); ``lam: 5`` pools with ``lam: 5.0``, an absent key with a null
+    one, and another ``eval.plots`` with the rest (it draws plots, it measures nothing)."""
+    root, *_ = runs
+    lam = json.loads(json.dumps(__import__("yaml").safe_load((root / "a" / "config.yaml").read_text())))["method"]["lam"]
+    a1 = _variant(root / "a", tmp_path / "a1", 1, {"method.lam": int(lam) if float(lam).is_integer() else lam})
+    a2 = _variant(root / "a", tmp_path / "a2", 2, {"data.hflip": _DROP, "eval.plots": False})
+    rep = _variant(root / "a", tmp_path / "rep", 1)
+    c = ebmlab.compare([root / "a", a1, a2, rep, root / "b"], pool_seeds=True)
+    assert c.groups == [[str(root / "a"), str(a1), str(a2)], [str(root / "b")]] and c.facts[0]["seed"] == "0,1,2"
+    assert any(n.startswith(f"{rep} repeats seed 1 of {a1}") for n in c.notes)
+
+
+def test_pooled_bold_is_the_best_mean_and_the_rows_a_welch_test_cannot_tell_from_it(runs, tmp_path):
+    root, *_ = runs
+    rows = {"x": [1.0, 1.1, 0.9], "y": [1.05, 1.0, 1.1], "z": [5.0, 5.1, 4.9]}  # lower is better: x, and y beside it
+    paths = [_variant(root / "a", tmp_path / f"{r}{s}", s, {"train.lr": 1e-3 * (1 + i)},
+                      {"density_kl": v, "sample_precision": float("nan") if (r, s) == ("z", 1) else 0.5})
+             for i, (r, vs) in enumerate(rows.items()) for s, v in enumerate(vs)]
+    c = ebmlab.compare(paths, pool_seeds=True)
+    assert c.values["density_kl"] == pytest.approx([1.0, 1.05, 5.0]) and c.best["density_kl"] == [0, 1]
+    assert any(n.startswith("bold: the best mean and every row a Welch t-test") for n in c.notes)
+    assert c.best["sample_precision"] == [0, 1]  # z's NaN seed: its row is not ranked, and the note says so
+    assert any("its row is not ranked on sample_precision" in n for n in c.notes)

@@ -110,3 +110,24 @@ def test_model_settings_given_with_your_own_energy_are_refused_not_dropped(given
     finally:
         sys.path.remove(str(tmp_path))
     assert not (tmp_path / "r").exists()
+
+
+def test_the_cli_refuses_network_settings_for_a_custom_model_and_spaces_do_not_hide_a_key(tmp_path, capsys):
+    """``--set model.name=custom --set model.width=8`` trained and recorded a width nothing used; an override key
+    with a leading space (`` model.width=8``) passed ``energy=``'s check (2026-12-06, fourth session)."""
+    from tests.unit.test_python_api import readme_examples
+
+    code = cli.main(["train", "--out", str(tmp_path / "r"), "--set", "model.name=custom",
+                     "--set", "model.target=my_energy:MyEnergy", "--set", "model.width=8"])
+    assert code == 2 and "model settings (width) do not apply to model.name custom" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "my_energy_s.py").write_text(readme_examples()["my_energy.py"])
+    import sys
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from my_energy_s import MyEnergy
+        with pytest.raises(errors.ConfigError, match=r"model settings \(width\)"):
+            ebmlab.train("hybrid", data=_blobs(), energy=MyEnergy(dim=2), out=tmp_path / "r2", train=TINY,
+                         overrides=["train.steps=3", " model.width=8"])
+    finally:
+        sys.path.remove(str(tmp_path))

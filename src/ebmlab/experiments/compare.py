@@ -56,12 +56,13 @@ def fmt(v: float | None) -> str:
 
 @dataclass
 class Comparison:
-    """``runs``: the run directories; ``facts``: per run its method, model, seed and checkpoint step; ``values``:
+    """``runs``: the run directories (pooled: the rows' labels, ``groups`` holds their directories); ``facts``: per run its method, model, seed and checkpoint step; ``values``:
     {metric: [value per run]}; ``floors``: {metric: the runs' median data-vs-data floor}; ``best``: {metric:
     [indices of the best runs]} (ties at the precision shown share); ``notes``: what makes the comparison less
     than like for like; ``files``: what ``compare(..., out=)`` wrote. Pooled over seeds (``pool_seeds``), a row is a
     group of runs that differ only in ``train.seed`` (``groups``), ``values`` are their means and ``stds`` their
-    sample standard deviations (NaN for one run)."""
+    sample standard deviations (NaN for one run), and ``best`` holds the best mean's row with every row a Welch
+    t-test cannot tell from it (``_top_group``)."""
     runs: list[str]
     facts: list[dict]
     values: dict[str, list[float]]
@@ -123,9 +124,11 @@ def compare(runs, out: str | Path | None = None, pool_seeds: bool = False) -> Co
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         shown = [g[0] for g in result.groups] or result.runs  # pooled: each row's first run
-        labels = [f"{k}: {Path(r).name} ({f['method']}{', seed ' + f['seed'].split(',')[0] if result.groups else ''})"
+        labels = [f"{k}: {Path(r).name}\n{f['method']}{', seed ' + f['seed'].split(',')[0] if result.groups else ''}"
                   for k, (r, f) in enumerate(zip(shown, result.facts))]
-        result.files, notes = samples_figure(shown, labels, read[0]["kind"], read[0]["data"]["shape"], out)
+        whose = "each row's first run" if result.groups else "each run"
+        result.files, notes = samples_figure(shown, labels, read[0]["kind"], read[0]["data"]["shape"], out,
+                                             title=f"first two coordinates, {whose}'s samples/samples.npy")
         result.notes += notes
         write_text_atomic(out / "compare.md", result.markdown())
         write_text_atomic(out / "compare.json", json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n")
@@ -227,8 +230,11 @@ def _notes(runs: list[str], read: list[dict], shared: list[str], values: dict) -
         vals = [r["metrics"].get(k) for r in read]
         if len({json.dumps(v) for v in vals}) > 1:
             notes.append(f"{k} differs ({', '.join(map(str, vals))}): {why}")
-    notes += [f"{r}: {r_['metrics']['eval_n_samples_note']}" for r, r_ in zip(runs, read)
-              if isinstance(r_["metrics"].get("eval_n_samples_note"), str)]
+    said: dict[str, list[str]] = {}
+    for run, r in zip(runs, read):
+        if isinstance(r["metrics"].get("eval_n_samples_note"), str):
+            said.setdefault(r["metrics"]["eval_n_samples_note"], []).append(run)
+    notes += [f"{', '.join(rs)}: {text}" for text, rs in said.items()]
     for m in (*HEADLINE, *sorted({k for r in read for k in r["metrics"] if k.startswith("ood_auroc_")})):
         bad = [f"{run} ({r['metrics'][m]!r})" for run, r in zip(runs, read)
                if m in r["metrics"] and _number(r["metrics"][m]) is None]
@@ -237,7 +243,7 @@ def _notes(runs: list[str], read: list[dict], shared: list[str], values: dict) -
     for m, vs in values.items():
         off = [f"{run} ({fmt(v)})" for run, v in zip(runs, vs) if not math.isfinite(v)]
         if off:
-            notes.append(f"{m} is not finite in {', '.join(off)} (a diverged run?); it is not ranked")
+            notes.append(f"{m} is not finite in {', '.join(off)} (a diverged run?); its row is not ranked on {m}")
     some = sorted({m for r in read for m in r["metrics"] if (m in HEADLINE or m.startswith("ood_auroc_"))
                    and _number(r["metrics"][m]) is not None} - set(shared))
     if some:
@@ -248,38 +254,86 @@ def _notes(runs: list[str], read: list[dict], shared: list[str], values: dict) -
 
 
 # keys that do not change what a run learns or measures: runs differing only in these pool as seeds of one setting
+# (where the run runs, how it logs and checkpoints, whether plots are drawn, where its data file lies: the data's
+# bytes are compared by ``_check_same_data``)
 NOT_THE_SETTING = ("train.seed", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                   "train.sample_every", "train.progress", "train.threads", "train.device", "data.path")
+                   "train.sample_every", "train.progress", "train.threads", "train.device", "data.path", "eval.plots")
 
 
 def _setting(raw: dict) -> dict:
-    """{"section.key": value} of a run's config without ``NOT_THE_SETTING``: what makes runs one setting."""
+    """{"section.key": value} of a run's config without ``NOT_THE_SETTING``: what makes runs one setting. Numbers
+    are compared as numbers (``lam: 5`` is ``lam: 5.0``) and a null key as an absent one (a run written before the
+    key existed)."""
     flat = {f"{sec}.{k}": v for sec, vals in raw.items() if isinstance(vals, dict) for k, v in vals.items()}
-    return {k: v for k, v in flat.items() if k not in NOT_THE_SETTING}
+    return {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+            for k, v in flat.items() if k not in NOT_THE_SETTING and v is not None}
 
 
 def _pooled(per_run: Comparison, read: list[dict]) -> Comparison:
     """One row per setting (``_setting``), in the order first given: the runs' mean and std per metric."""
     keys = [json.dumps(r["setting"], sort_keys=True, default=str) for r in read]
-    order = list(dict.fromkeys(keys))
-    groups = [[i for i, k in enumerate(keys) if k == g] for g in order]
+    groups, notes = _seed_groups(per_run, keys)
     if len(groups) < 2:
         raise ConfigError(f"the {len(read)} runs differ only in their seeds: one setting, nothing to compare; give "
                           "runs of two or more settings")
-    values, stds = {}, {}
-    for m, vs in per_run.values.items():
-        cols = [np.array([vs[i] for i in g], dtype=float) for g in groups]
-        values[m] = [float(c.mean()) for c in cols]
-        stds[m] = [float(c.std(ddof=1)) if len(c) > 1 else math.nan for c in cols]
+    values, stds, cols = {}, {}, {}
+    with np.errstate(invalid="ignore"):  # a diverged seed's inf: its row's mean and std are not finite (a note says)
+        for m, vs in per_run.values.items():
+            cols[m] = [np.array([vs[i] for i in g], dtype=float) for g in groups]
+            values[m] = [float(c.mean()) for c in cols[m]]
+            stds[m] = [float(c.std(ddof=1)) if len(c) > 1 else math.nan for c in cols[m]]
     facts = [{"method": per_run.facts[g[0]]["method"], "model": per_run.facts[g[0]]["model"],
               "seed": ",".join(str(per_run.facts[i]["seed"]) for i in g),
               "step": "/".join(dict.fromkeys(str(per_run.facts[i]["step"]) for i in g))} for g in groups]
     labels = [per_run.runs[g[0]] + (f" (+{len(g) - 1})" if len(g) > 1 else "") for g in groups]
-    best = {m: ix for m, v in values.items() if (ix := _best(m, v))}
+    best = {m: ix for m in values if (ix := _top_group(m, values[m], cols[m]))}
     union = set().union(*(read[g[0]]["setting"] for g in groups))
     differ = sorted(k for k in union if len({json.dumps(read[g[0]]["setting"].get(k), default=str) for g in groups}) > 1)
-    notes = [f"the rows differ in: {', '.join(differ)}"] if differ else []
+    notes += [f"the rows differ in: {', '.join(differ)}"] if differ else []
+    notes.append("bold: the best mean and every row a Welch t-test (p >= 0.05) cannot tell from it; a row of one "
+                 "run cannot be told from any")
     if len({len(g) for g in groups}) > 1:
         notes.append(f"the rows pool different numbers of seeds ({', '.join(str(len(g)) for g in groups)})")
     return Comparison(labels, facts, values, per_run.floors, best, notes + per_run.notes, stds=stds,
                       groups=[[per_run.runs[i] for i in g] for g in groups])
+
+
+def _seed_groups(per_run: Comparison, keys: list[str]) -> tuple[list[list[int]], list[str]]:
+    """Run indices per setting, in the order first given, each seed once: a repeat of a seed (the same setting and
+    seed: the same numbers) is not an independent sample, so it is left out, and said."""
+    groups, notes = [], []
+    for g in dict.fromkeys(keys):
+        members, seen = [], {}
+        for i, k in enumerate(keys):
+            seed = str(per_run.facts[i]["seed"])
+            if k == g and seed in seen:
+                notes.append(f"{per_run.runs[i]} repeats seed {seed} of {per_run.runs[seen[seed]]} in one setting: "
+                             "counted once")
+            elif k == g:
+                seen[seed] = i
+                members.append(i)
+        groups.append(members)
+    return groups, notes
+
+
+def _top_group(metric: str, means: list[float], cols: list[np.ndarray]) -> list[int]:
+    """Pooled rows: the best mean's row (``_best``) and every row that a Welch t-test (two-sided, p >= 0.05) cannot
+    tell from it; a row of one run cannot be told from any (no variance to test with)."""
+    from scipy.stats import ttest_ind
+
+    top = _best(metric, means)
+    if not top:
+        return []
+    b = cols[top[0]]
+    out = []
+    for i, c in enumerate(cols):
+        if not math.isfinite(means[i]):
+            continue
+        if i in top or len(c) < 2 or len(b) < 2:
+            out.append(i)
+            continue
+        with np.errstate(all="ignore"):  # equal constant columns: no variance, p = nan (told apart only if unequal)
+            p = ttest_ind(c, b, equal_var=False).pvalue
+        if (math.isnan(p) and fmt(means[i]) == fmt(means[top[0]])) or p >= 0.05:
+            out.append(i)
+    return out

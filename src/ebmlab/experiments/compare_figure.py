@@ -19,9 +19,10 @@ from ebmlab.training.run_data import run_dataset
 SHOWN_IMAGES = 64
 
 
-def samples_figure(runs: list[str], labels: list[str], kind: str, shape, out: Path) -> tuple[list[str], list[str]]:
-    """Draw the samples of ``runs`` (panel titles ``labels``) into ``out``; returns (the files written, the notes
-    on what was left out)."""
+def samples_figure(runs: list[str], labels: list[str], kind: str, shape, out: Path,
+                   title: str = "first two coordinates, each run's samples/samples.npy") -> tuple[list[str], list[str]]:
+    """Draw the samples of ``runs`` (panel titles ``labels``; ``title``: the vector figure's) into ``out``; returns
+    (the files written, the notes on what was left out)."""
     notes: list[str] = []
     panels = {}
     for run, label in zip(runs, labels):
@@ -32,9 +33,9 @@ def samples_figure(runs: list[str], labels: list[str], kind: str, shape, out: Pa
         return [], notes + ["no run has readable samples/samples.npy: no samples figure"]
     if kind != "vector":
         for k, (name, x) in enumerate(panels.items()):
-            plots.image_grid(x, out / f"samples_{k}.png", title=name)
+            plots.image_grid(x, out / f"samples_{k}.png", title=name.replace("\n", " "))
         return [f"samples_{k}.png" for k in range(len(panels))], notes
-    return [_scatter(panels, Path(runs[0]), out, notes)], notes
+    return [_scatter(panels, Path(runs[0]), out, notes, title)], notes
 
 
 def _samples(run: Path, shape: tuple, kind: str, notes: list[str]) -> torch.Tensor | None:
@@ -61,7 +62,7 @@ def _samples(run: Path, shape: tuple, kind: str, notes: list[str]) -> torch.Tens
     return x
 
 
-def _scatter(panels: dict, first_run: Path, out: Path, notes: list[str]) -> str:
+def _scatter(panels: dict, first_run: Path, out: Path, notes: list[str], title: str) -> str:
     """``samples.png``: the held-out data and each run's samples, framed by the held-out data (30 % wider per side;
     without them, by the central 95 % of all the runs' samples); points outside it are counted in their panel's
     title, so a run that strays from the data says so instead of shrinking the data to a dot."""
@@ -76,9 +77,8 @@ def _scatter(panels: dict, first_run: Path, out: Path, notes: list[str]) -> str:
     titled = {}
     for name, x in sets.items():
         outside = _outside(x[:n], box)
-        titled[name + (f", {outside} outside the frame" if outside else "")] = x
-    plots.sample_scatter(titled, out / "samples.png", extent=box,
-                         title="first two coordinates, each run's samples/samples.npy")
+        titled[name + (f"\n{outside} outside the frame" if outside else "")] = x
+    plots.sample_scatter(titled, out / "samples.png", extent=box, title=title)
     return "samples.png"
 
 
