@@ -299,3 +299,23 @@ def test_pooled_bold_is_the_best_mean_and_the_rows_a_welch_test_cannot_tell_from
     assert any(n.startswith("bold: the best mean and every row a Welch t-test") for n in c.notes)
     assert c.best["sample_precision"] == [0, 1]  # z's NaN seed: its row is not ranked, and the note says so
     assert any("its row is not ranked on sample_precision" in n for n in c.notes)
+
+
+def test_non_finite_images_are_dropped_not_painted_and_a_damaged_log_gives_no_step(tmp_path):
+    """Images with a NaN are left out of their grid (ebmlab never paints over a non-finite value), and a run of only
+    such images is left out; a last log row that is not a mapping gives step "-"."""
+    from ebmlab.experiments.compare import _last_logged_step
+    from ebmlab.experiments.compare_figure import samples_figure
+
+    x = torch.rand(5, 1, 8, 8).numpy()
+    x[1, 0, 2, 2] = np.nan
+    for k, arr in enumerate((x, np.full((3, 1, 8, 8), np.nan, np.float32))):
+        (tmp_path / f"r{k}" / "samples").mkdir(parents=True)
+        np.save(tmp_path / f"r{k}" / "samples" / "samples.npy", arr)
+    (tmp_path / "out").mkdir()
+    files, notes = samples_figure([str(tmp_path / "r0"), str(tmp_path / "r1")], ["a", "b"], "image", (1, 8, 8),
+                                  tmp_path / "out")
+    assert files == ["samples_0.png"] and "1 of 5 shown samples are not finite; dropped" in notes[0]
+    assert notes[-1].endswith("no finite sample to show: left out of the figure")
+    (tmp_path / "r0" / "metrics.jsonl").write_text('{"step": 4}\n[1, 2]\n')
+    assert _last_logged_step(tmp_path / "r0") == "-" and _last_logged_step(tmp_path / "nowhere") == "-"

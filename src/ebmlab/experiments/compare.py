@@ -175,9 +175,11 @@ def _last_logged_step(run: Path) -> int | str:
     """The step of ``metrics.jsonl``'s last row (a run evaluated at the end of training), "-" without one."""
     try:
         lines = (run / "metrics.jsonl").read_text(encoding="utf-8").strip().splitlines()
-        return int(json.loads(lines[-1])["step"])
-    except (OSError, ValueError, IndexError, KeyError, TypeError):
+        row = json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
         return "-"
+    step = row.get("step") if isinstance(row, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else "-"
 
 
 def _check_same_data(runs: list[str], read: list[dict]) -> None:

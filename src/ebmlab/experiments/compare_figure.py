@@ -2,8 +2,8 @@
 ``samples/samples.npy`` (read without pickle): vectors as one scatter of the first two coordinates, the held-out data
 first, equal counts, the axes framed by the held-out data (a diverged run's far points are counted, not allowed to
 shrink every other panel to a dot); images as ``samples_<k>.png`` per run (its first 64). A run whose samples are
-missing, unreadable, of another shape or not finite is left out or cleaned with a note: the table stands without
-the figure."""
+missing, unreadable or of another shape is left out, and a sample with a non-finite value dropped, each with a
+note: the table stands without the figure."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,8 +39,8 @@ def samples_figure(runs: list[str], labels: list[str], kind: str, shape, out: Pa
 
 
 def _samples(run: Path, shape: tuple, kind: str, notes: list[str]) -> torch.Tensor | None:
-    """The run's samples (N, *shape) as float32 (images: the first ``SHOWN_IMAGES``), non-finite rows dropped
-    (vectors) or zeroed (images), or None with a note."""
+    """The run's samples (N, *shape) as float32 (images: the first ``SHOWN_IMAGES``), samples with a non-finite
+    value dropped (said in a note), or None with a note."""
     p = run / "samples" / "samples.npy"
     if not p.is_file():
         notes.append(f"{run} has no samples/samples.npy: left out of the figure")
@@ -56,9 +56,12 @@ def _samples(run: Path, shape: tuple, kind: str, notes: list[str]) -> torch.Tens
     x = torch.from_numpy(np.array(arr if kind == "vector" else arr[:SHOWN_IMAGES], dtype=np.float32))
     ok = torch.isfinite(x.flatten(1)).all(1)  # (N,)
     if not ok.all():
-        notes.append(f"{run}: {int((~ok).sum())} of {len(x)} samples are not finite; "
-                     + ("dropped from the figure" if kind == "vector" else "shown as grey"))
-        x = x[ok] if kind == "vector" else torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        shown = "" if kind == "vector" else " shown"
+        notes.append(f"{run}: {int((~ok).sum())} of {len(x)}{shown} samples are not finite; dropped from the figure")
+        x = x[ok]
+    if len(x) == 0:
+        notes.append(f"{run}: no finite sample to show: left out of the figure")
+        return None
     return x
 
 
