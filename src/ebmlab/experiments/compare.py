@@ -119,21 +119,26 @@ def compare(runs, out: str | Path | None = None, pool_seeds: bool = False) -> Co
     if pool_seeds:
         result = _pooled(result, read)
     if out is not None:
-        from ebmlab.experiments.compare_figure import samples_figure
-
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        shown = [g[0] for g in result.groups] or result.runs  # pooled: each row's first run
-        labels = [f"{k}: {Path(r).name}\n{f['method']}{', seed ' + f['seed'].split(',')[0] if result.groups else ''}"
-                  for k, (r, f) in enumerate(zip(shown, result.facts))]
-        whose = "each row's first run" if result.groups else "each run"
-        result.files, notes = samples_figure(shown, labels, read[0]["kind"], read[0]["data"]["shape"], out,
-                                             title=f"first two coordinates, {whose}'s samples/samples.npy")
-        result.notes += notes
-        write_text_atomic(out / "compare.md", result.markdown())
-        write_text_atomic(out / "compare.json", json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n")
-        result.files = ["compare.md", "compare.json", *result.files]
+        _write(result, read[0]["kind"], read[0]["data"]["shape"], Path(out))
     return result
+
+
+def _write(result: Comparison, kind: str, shape, out: Path) -> None:
+    """``--out``: the samples figure (its notes join the result's), then ``compare.md`` and ``compare.json``;
+    ``result.files`` lists what was written."""
+    from ebmlab.experiments.compare_figure import samples_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    shown = [g[0] for g in result.groups] or result.runs  # pooled: each row's first run
+    labels = [f"{k}: {Path(r).name}\n{f['method']}{', seed ' + f['seed'].split(',')[0] if result.groups else ''}"
+              for k, (r, f) in enumerate(zip(shown, result.facts))]
+    whose = "each row's first run" if result.groups else "each run"
+    figures, notes = samples_figure(shown, labels, kind, shape, out,
+                                    title=f"first two coordinates, {whose}'s samples/samples.npy")
+    result.notes += notes
+    write_text_atomic(out / "compare.md", result.markdown())
+    write_text_atomic(out / "compare.json", json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n")
+    result.files = ["compare.md", "compare.json", *figures]
 
 
 def _check_distinct(runs: list[str]) -> None:
@@ -196,8 +201,7 @@ def _check_same_data(runs: list[str], read: list[dict]) -> None:
 
 def _table(runs: list[str], read: list[dict]) -> Comparison:
     ms = [r["metrics"] for r in read]
-    ood = sorted({k for x in ms for k in x if k.startswith("ood_auroc_")})
-    shared = [m for m in (*HEADLINE, *ood) if all(_number(x.get(m)) is not None for x in ms)]
+    shared = [m for m in _candidates(read) if all(_number(x.get(m)) is not None for x in ms)]
     if not shared:
         raise RunError(f"runs {runs} share no metric; evaluate each with the same options (ebmlab eval RUN)")
     values = {m: [_number(x[m]) for x in ms] for m in shared}
@@ -218,26 +222,30 @@ def _best(metric: str, values: list[float]) -> list[int]:
     return [i for i, v in enumerate(ranked) if math.isfinite(v) and fmt(v) == top]
 
 
+def _candidates(read: list[dict]) -> tuple[str, ...]:
+    """The metrics a comparison may show, in order: ``HEADLINE``, then every OOD AUROC any run recorded."""
+    return (*HEADLINE, *sorted({k for r in read for k in r["metrics"] if k.startswith("ood_auroc_")}))
+
+
 def _number(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _notes(runs: list[str], read: list[dict], shared: list[str], values: dict) -> list[str]:
     notes = []
-    for k in EVAL_SETTINGS:
-        vals = [r["eval"][k] for r in read]
+    differing = [(f"eval.{k}", [r["eval"][k] for r in read], "the metrics it shapes are not like for like")
+                 for k in EVAL_SETTINGS]
+    differing += [(k, [r["metrics"].get(k) for r in read], why) for k, why in EVAL_FACTS.items()]
+    for name, vals, why in differing:
         if len({json.dumps(v) for v in vals}) > 1:
-            notes.append(f"eval.{k} differs ({', '.join(map(str, vals))}): the metrics it shapes are not like for like")
-    for k, why in EVAL_FACTS.items():
-        vals = [r["metrics"].get(k) for r in read]
-        if len({json.dumps(v) for v in vals}) > 1:
-            notes.append(f"{k} differs ({', '.join(map(str, vals))}): {why}")
+            notes.append(f"{name} differs ({', '.join(map(str, vals))}): {why}")
     said: dict[str, list[str]] = {}
     for run, r in zip(runs, read):
         if isinstance(r["metrics"].get("eval_n_samples_note"), str):
             said.setdefault(r["metrics"]["eval_n_samples_note"], []).append(run)
     notes += [f"{', '.join(rs)}: {text}" for text, rs in said.items()]
-    for m in (*HEADLINE, *sorted({k for r in read for k in r["metrics"] if k.startswith("ood_auroc_")})):
+    candidates = _candidates(read)
+    for m in candidates:
         bad = [f"{run} ({r['metrics'][m]!r})" for run, r in zip(runs, read)
                if m in r["metrics"] and _number(r["metrics"][m]) is None]
         if bad:
@@ -246,8 +254,7 @@ def _notes(runs: list[str], read: list[dict], shared: list[str], values: dict) -
         off = [f"{run} ({fmt(v)})" for run, v in zip(runs, vs) if not math.isfinite(v)]
         if off:
             notes.append(f"{m} is not finite in {', '.join(off)} (a diverged run?); its row is not ranked on {m}")
-    some = sorted({m for r in read for m in r["metrics"] if (m in HEADLINE or m.startswith("ood_auroc_"))
-                   and _number(r["metrics"][m]) is not None} - set(shared))
+    some = sorted({m for r in read for m in candidates if _number(r["metrics"].get(m)) is not None} - set(shared))
     if some:
         notes.append(f"not in every run, so not compared: {', '.join(some)} (evaluate each run with the same options)")
     if len({str(r["facts"]["step"]) for r in read}) > 1:
@@ -267,8 +274,8 @@ def _setting(raw: dict) -> dict:
     are compared as numbers (``lam: 5`` is ``lam: 5.0``) and a null key as an absent one (a run written before the
     key existed)."""
     flat = {f"{sec}.{k}": v for sec, vals in raw.items() if isinstance(vals, dict) for k, v in vals.items()}
-    return {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-            for k, v in flat.items() if k not in NOT_THE_SETTING and v is not None}
+    return {k: v if _number(v) is None else _number(v) for k, v in flat.items()
+            if k not in NOT_THE_SETTING and v is not None}
 
 
 def _pooled(per_run: Comparison, read: list[dict]) -> Comparison:
