@@ -281,8 +281,9 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     so the returned ``Run`` can be the untrained start (``Run.checkpoint_step`` 0) when no check beats it.
 
     Raises ebmlab's one-sentence errors (``ConfigError``, ``DataError``, ``RunError``) before any file is written
-    when the config or the data are wrong, and ``TrainingDiverged`` when training diverges (the run directory
-    then holds the last good checkpoint)."""
+    when the config or the data are wrong, ``TrainingDiverged`` when training diverges (the run directory
+    then holds the last good checkpoint), and ``TrainingStopped`` when a SIGTERM stops it (after an update, whose
+    checkpoint it writes: ``ebmlab.resume`` goes on from there)."""
     bad = sorted(set(sections) - set(SECTION_KWARGS))
     if bad:
         raise ConfigError(f"unknown keyword argument(s) {bad}; sections are given as model=, train=, eval= "
@@ -367,6 +368,7 @@ def _fit_in(trainer, run_dir: Path, cfg: Config, data, x_mem, energy, overwrite:
     from ebmlab.training.hooks import sample_hook
     from ebmlab.training.loop import prepare_run_dir
     from ebmlab.training.run_data import write_run_info
+    from ebmlab.training.stop_signal import checkpoint_on_sigterm
 
     lock = prepare_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite, data=None if x_mem is not None else data)
     try:
@@ -377,7 +379,8 @@ def _fit_in(trainer, run_dir: Path, cfg: Config, data, x_mem, energy, overwrite:
             start_from(trainer, energy)
         if resume:
             trainer.resume()
-        trainer.fit(on_sample=sample_hook)
+        with checkpoint_on_sigterm():  # a SIGTERM stops after an update, checkpointed, raising TrainingStopped
+            trainer.fit(on_sample=sample_hook)
         if evaluate:
             final_evaluation(trainer)
     finally:

@@ -310,11 +310,16 @@ def _run(argv: list[str] | None) -> int:
     args, extra = parser.parse_known_args(argv)  # (--help and --version print and exit here)
     if extra:  # said by the command's own parser (its usage, not the top level's), with the likely fix
         parser.command_parsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}{_extra_hint(extra)}")
+    from ebmlab.errors import TrainingStopped
     try:
         with _plain_warnings():
             return args.fn(args)
     except BrokenPipeError:  # (an OSError, but not the user's: ``main`` handles it)
         raise
+    except TrainingStopped as exc:  # SIGTERM, checkpointed: said once (rank 0), with a shell's status for it
+        if os.environ.get("RANK", "0") == "0":
+            print(f"ebmlab: {exc}", file=sys.stderr)
+        return 128 + 15
     except _user_errors() as exc:
         if os.environ.get("EBMLAB_DEBUG"):
             raise

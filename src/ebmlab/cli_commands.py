@@ -125,13 +125,15 @@ def _image_config_note(args, cfg, data, ctx) -> None:
 def _fit_and_evaluate(args, run_dir: Path, ctx, trainer) -> int:
     from ebmlab.training.evaluate import final_evaluation
     from ebmlab.training.hooks import sample_hook
+    from ebmlab.training.stop_signal import checkpoint_on_sigterm
 
     cfg = trainer.cfg
     if args.resume:
         trainer.resume()
         if ctx.is_main:
             print(f"resumed {run_dir} at step {trainer.step}", flush=True)  # stdout: stderr is for errors
-    trainer.fit(on_sample=sample_hook)
+    with checkpoint_on_sigterm():  # a SIGTERM stops after an update, checkpointed (TrainingStopped: cli._run)
+        trainer.fit(on_sample=sample_hook)
     if not ctx.is_main:
         return 0
     if trainer.fit_stats["stopped_by_budget"]:  # a finished run like one at train.steps: evaluated

@@ -29,6 +29,15 @@ class TrainingDiverged(FloatingPointError):
     """A non-finite loss or gradient stopped training; the last good checkpoint is kept."""
 
 
+class TrainingStopped(RuntimeError):
+    """SIGTERM stopped training after an update, whose checkpoint was written (``training/stop_signal.py``); the
+    message names the step and how to go on. ``step``: that update; ``run_dir``: the run."""
+
+    def __init__(self, message: str, step: int, run_dir):
+        super().__init__(message)
+        self.step, self.run_dir = step, run_dir
+
+
 class RunError(RuntimeError):
     """A run directory cannot be used: not an ebmlab run, in use by another trainer or evaluation (locked), already
     holding a run, or not writable. One sentence naming the path and what to do."""
@@ -76,4 +85,4 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 __all__ = ["CheckpointError", "ConfigError", "DataError", "DistributedError", "ExperimentError", "RunError",
-           "RunNotFound", "TrainingDiverged", "is_out_of_memory", "os_error_sentence"]
+           "RunNotFound", "TrainingDiverged", "TrainingStopped", "is_out_of_memory", "os_error_sentence"]

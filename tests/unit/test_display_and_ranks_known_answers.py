@@ -154,9 +154,10 @@ TINY = ["train.batch_size=32", "train.checkpoint_every=1000", "model.width=16", 
         "method.n_steps_data=2", "data.n_train=200", "data.n_test=100", "train.threads=1", "eval.plots=false"]
 
 
-def _scripted_fit(tmp_path, monkeypatch, extra=(), is_main=True, average=None):
+def _scripted_fit(tmp_path, monkeypatch, extra=(), is_main=True, average=None, record=True):
     """5 scripted updates (loss 10 k, energy_gap -k, accept_rate k / 10 at update k; log_every 2) with the bar
-    replaced by a recorder; returns (the bars' ``enabled`` flags and recorders, the logged rows)."""
+    replaced by a recorder (``record``; else the real display); returns (the bars' ``enabled`` flags and
+    recorders, the logged rows)."""
     from ebmlab.training import loop
     from ebmlab.training.logging import read_metrics
     from ebmlab.training.run_dir import prepare_run_dir
@@ -172,7 +173,8 @@ def _scripted_fit(tmp_path, monkeypatch, extra=(), is_main=True, average=None):
         return bars[-1][3] if enabled else None
     monkeypatch.setattr(loop.Trainer, "_update", scripted)
     monkeypatch.setattr(loop.Trainer, "save", lambda self, *a, **k: None)
-    monkeypatch.setattr(loop, "_progress", progress)
+    if record:
+        monkeypatch.setattr(loop, "_progress", progress)
     if average is not None:
         monkeypatch.setattr(distributed, "average_metrics", average)
     cfg = load_config(None, TINY + ["train.steps=5", "train.log_every=2", "train.progress=true", *extra])
@@ -222,6 +224,70 @@ def test_a_resumed_runs_bar_starts_at_its_step_of_the_total():
     finally:
         bar.close()
     assert _progress(7, 20, False) is None
+
+
+# ----- training/progress_lines.py: the display off a terminal ------------------------------------------------
+def test_off_a_terminal_the_training_display_is_plain_lines_with_the_logged_numbers(tmp_path, monkeypatch, capsys):
+    """stderr captured (a file, not a terminal, as in ``ebmlab train > log 2>&1``): a line at the start and one at
+    the end, each ended by a newline, with no carriage return (tqdm's redraws in a log file were a real nuisance:
+    the docs' own background runs all set train.progress=false); the last line has 5/5 and the last logged loss."""
+    _scripted_fit(tmp_path, monkeypatch, record=False)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("train:")]
+    assert len(lines) == 2 and " 0/5 " in lines[0]
+    assert " 5/5 " in lines[1] and lines[1].startswith("train: 100%") and "loss=50, gap=-5, acc=0.5" in lines[1]
+
+
+def test_lines_come_at_most_every_interval_and_once_at_the_end():
+    """A fake clock: the start's line, none within the interval, one when it has passed (with the logged values), and
+    one at ``close`` with the final count; a second ``close``, or a close right after a line, adds none."""
+    import contextlib
+    import io
+
+    from ebmlab.training.progress_lines import LINE_EVERY, LineProgress
+    now = [100.0]
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        bar = LineProgress(10, initial=2, clock=lambda: now[0])
+        now[0] += LINE_EVERY / 2
+        bar.update()
+        bar.set_postfix({"loss": "1.5"})
+        now[0] += LINE_EVERY / 2
+        bar.update(2)  # 30 s after the start's line: a line
+        now[0] += 1.0
+        bar.update()
+        bar.close()
+        bar.close()
+        quick = LineProgress(4, clock=lambda: now[0])
+        quick.update(4)
+        now[0] += LINE_EVERY
+        quick.update(0)  # a line at 4/4
+        quick.close()
+    lines = buf.getvalue().splitlines()
+    assert [ln.split(" [")[0] for ln in lines] == ["train:  20% 2/10", "train:  50% 5/10", "train:  60% 6/10",
+                                                    "train:   0% 0/4", "train: 100% 4/4"]
+    assert lines[1].endswith("<00:50, 10.00s/it, loss=1.5]")  # 3 updates in 30 s; 5 more take 50 s
+    assert (bar.n, bar.total, bar.closed) == (6, 10, True)
+
+
+def test_a_terminal_gets_tqdms_bar_a_file_gets_lines(monkeypatch):
+    import io
+
+    import tqdm.std
+
+    from ebmlab.training.progress_lines import LineProgress, training_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    for stream, kind in ((Terminal(), tqdm.std.tqdm), (io.StringIO(), LineProgress)):
+        monkeypatch.setattr("sys.stderr", stream)
+        bar = training_progress(3, 9)
+        try:
+            assert isinstance(bar, kind) and (bar.n, bar.total) == (3, 9)
+        finally:
+            bar.close()
 
 
 # ----- samplers/progress.py: the sampling bar -----------------------------------------------------------------

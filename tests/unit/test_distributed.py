@@ -14,8 +14,10 @@ objectives that need double backward), amp refused on CPU, resume with another w
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,12 +45,16 @@ DETERMINISTIC = TINY + ["method.name=data", "method.sampler=langevin", "method.n
                         "method.target_accept=null", "method.n_steps_data=null", "train.steps=5"]
 
 
-def _torchrun(out: Path, overrides: list[str], resume: bool = False) -> None:
+def _torchrun_command(out: Path, overrides: list[str], resume: bool = False) -> tuple[list[str], dict]:
     exe = Path(sys.executable).with_name("torchrun")
     launcher = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
     cmd = launcher + ["--standalone", "--nproc_per_node", "2", "-m", "ebmlab", "train", "--out", str(out)]
     cmd += [a for o in overrides for a in ("--set", o)] + (["--resume"] if resume else [])
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return cmd, {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+
+
+def _torchrun(out: Path, overrides: list[str], resume: bool = False) -> None:
+    cmd, env = _torchrun_command(out, overrides, resume)
     res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=240, env=env)
     assert res.returncode == 0, f"torchrun failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
 
@@ -268,3 +274,45 @@ def test_compile_with_double_backward_objective_is_refused(tmp_path, monkeypatch
     _single_process(tmp_path / "plain", over)
     losses = [torch.tensor([r["loss"] for r in read_metrics(tmp_path / run)]) for run in ("comp", "plain")]
     torch.testing.assert_close(*losses, rtol=1e-3, atol=1e-5)
+
+
+def _worker_of_rank(parent: int, rank: int) -> int:
+    """The pid of torchrun's worker process of ``rank`` (a child of ``parent`` whose environment has RANK=rank)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            env = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):  # (a process that ended meanwhile)
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in env:
+            return int(stat.parent.name)
+    raise AssertionError(f"no worker of rank {rank} under {parent}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
+def test_a_sigterm_to_one_rank_stops_both_after_the_same_update_with_its_checkpoint(tmp_path):
+    """A scheduler may signal one process first: rank 1 alone gets SIGTERM, and both ranks agree to stop after the
+    same update (a rank that went on would wait forever in the next all-reduce), write its checkpoint with both
+    rank files, and the run resumes on two processes."""
+    run, log = tmp_path / "r", tmp_path / "err.txt"
+    cmd, env = _torchrun_command(run, TINY + ["method.name=hybrid", "method.n_steps_data=2", "train.steps=100000",
+                                              "train.checkpoint_every=100000"])
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=fh, env=env)
+        try:
+            deadline = time.monotonic() + 180
+            while not (run / "metrics.jsonl").exists() or len(read_metrics(run)) < 3:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+            os.kill(_worker_of_rank(proc.pid, 1), signal.SIGTERM)
+            code = proc.wait(timeout=180)
+        finally:
+            proc.kill()
+    err = log.read_text()
+    [(step, _)] = ckpt.list_checkpoints(run / "checkpoints")
+    assert code != 0 and f"ebmlab: stopped by SIGTERM after update {step} of 100000;" in err, err[-3000:]
+    for rank in (0, 1):
+        assert _rank_file(run, step, rank) is not None
+    _torchrun(run, [f"train.steps={step + 2}"], resume=True)
+    assert (run / "checkpoints" / f"step_{step + 2:08d}.safetensors").exists()

@@ -28,12 +28,13 @@ import torch
 
 from ebmlab.config import Config
 from ebmlab.data import build_dataset
-from ebmlab.errors import ConfigError, TrainingDiverged  # TrainingDiverged: also importable from here
+from ebmlab.errors import ConfigError, TrainingDiverged, TrainingStopped  # (also importable from here)
 from ebmlab.objectives import build_objective
 from ebmlab.training import checkpoint as ckpt
-from ebmlab.training import dist_checkpoint, distributed, run
+from ebmlab.training import dist_checkpoint, distributed, run, stop_signal
 from ebmlab.training.ema import EMA
 from ebmlab.training.logging import RunLogger, scalars
+from ebmlab.training.progress_lines import training_progress
 from ebmlab.training.run_dir import is_run_dir, prepare_run_dir  # noqa: F401 (re-exported)
 from ebmlab.training.selection import Selector
 from ebmlab.training.threads import (ThreadGovernor, busy_elsewhere,  # noqa: F401 (busy_elsewhere re-exported)
@@ -238,23 +239,34 @@ class Trainer:
         """One update; returns its logged values as floats."""
         return scalars(self._update())
 
-    def _budget_spent(self, clock0: float) -> bool:
-        """Whether ``train.time_budget`` has run out since ``clock0`` (on any rank: every rank stops together)."""
+    def _stops(self, clock0: float) -> tuple[bool, bool]:
+        """Whether ``train.time_budget`` has run out since ``clock0``, and whether a SIGTERM asked to stop
+        (``training/stop_signal.py``), each on any rank: every rank stops after the same update."""
         budget = self.cfg.train.time_budget
-        if budget is None:
-            return False
-        spent = _clock() - clock0 >= budget
-        if self.dist.enabled:  # collective, so that no rank waits for an update the others skip
-            flag = torch.tensor(float(spent), device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            spent = bool(flag)
-        return spent
+        flags = (budget is not None and _clock() - clock0 >= budget, stop_signal.stop_requested())
+        if self.dist.enabled and (budget is not None or stop_signal.handling()):
+            both = torch.tensor(flags, dtype=torch.float32, device=self.device)  # collective, so that no rank
+            torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)  # waits for an update the
+            flags = tuple(bool(f) for f in both.tolist())  # others skip
+        return flags
+
+    def _stopped(self, saved: bool) -> TrainingStopped:
+        """The update a SIGTERM stopped at, checkpointed (unless ``saved`` already) and said."""
+        if not saved:
+            self.save()
+        steps, name = self.cfg.train.steps, f"step_{self.step:08d}.safetensors"
+        then = (f"continue with ebmlab train --out {self.run_dir} --resume" if self.step < steps else
+                f"training is complete; evaluate it with ebmlab eval {self.run_dir}")
+        return TrainingStopped(f"stopped by SIGTERM after update {self.step} of {steps}; its checkpoint {name} is "
+                               f"written: {then}", self.step, self.run_dir)
 
     # ----- the loop ----------------------------------------------------------------------------
     def fit(self, on_sample=None) -> None:
         """Train to ``train.steps`` (from the current step), logging, checkpointing and sampling as configured.
         ``train.time_budget`` (seconds) also ends it, after the first update that finishes past the budget;
-        that update is logged and checkpointed like the last of ``train.steps``. ``self.fit_stats`` then
+        that update is logged and checkpointed like the last of ``train.steps``. Inside
+        ``stop_signal.checkpoint_on_sigterm`` a SIGTERM ends it after the update under way, checkpointed, by raising
+        ``TrainingStopped`` (``training/stop_signal.py``). ``self.fit_stats`` then
         holds this call's ``updates``, ``wall_seconds``, ``cpu_seconds`` and ``stopped_by_budget``."""
         tc = self.cfg.train
         logger = RunLogger(self.run_dir, enabled=self.is_main)
@@ -269,7 +281,7 @@ class Trainer:
                 self.governor.tick()
                 with distributed.compile_errors(tc.compile):
                     values = self._update()
-                out_of_time = self._budget_spent(clock0)
+                out_of_time, signalled = self._stops(clock0)
                 last = self.step == tc.steps or out_of_time
                 checked = self.selector is not None and self.selector.due(self.step, last)
                 if checked:  # this check's score and wall time join this step's row of the log; in metrics.json
@@ -286,10 +298,13 @@ class Trainer:
                     bar.update(1)
                     if logged:
                         bar.set_postfix(_postfix(values), refresh=False)
-                if self.step % tc.checkpoint_every == 0 or last:
+                saved = self.step % tc.checkpoint_every == 0 or last
+                if saved:
                     self.save()
                 if on_sample is not None and self.is_main and tc.sample_every and self.step % tc.sample_every == 0:
                     on_sample(self)
+                if signalled:  # this update's row, check and samples are as an uninterrupted run's; then its checkpoint
+                    raise self._stopped(saved)
         finally:
             if bar is not None:
                 bar.close()
@@ -309,7 +324,5 @@ def _postfix(values: dict) -> dict:
 
 
 def _progress(start: int, total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, mininterval=0.5)
+    """The main process's progress display (``training/progress_lines.py``: a bar on a terminal, lines in a log)."""
+    return training_progress(start, total) if enabled else None

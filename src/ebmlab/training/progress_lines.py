@@ -1,0 +1,75 @@
+"""The training run's progress display: tqdm's bar on a terminal (or in a notebook), plain lines everywhere else.
+
+tqdm redraws its bar in place with a carriage return several times a second. Where stderr is a file or a pipe
+(``nohup ebmlab train ... > log 2>&1``, a cluster's job log, CI) every redraw stays in the file as one more
+``\\r``-separated fragment, so a long run's log fills with them and reads as one enormous line. Off a terminal
+``LineProgress`` writes the same facts as tqdm's bar (percentage, step of total, elapsed and remaining time,
+rate, the last logged loss / gap / acceptance) as one newline-ended line when training starts, then at most
+every ``LINE_EVERY`` seconds, and once at the end. The text is tqdm's own ``format_meter``, without the bar.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+LINE_EVERY = 30.0  # seconds between two lines off a terminal: ~120 lines an hour
+_FORMAT = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+
+
+class LineProgress:
+    """tqdm's interface as the training loop uses it (``n``, ``total``, ``update``, ``set_postfix``, ``close``),
+    written as plain lines to stderr: at the start, then at most every ``every`` seconds, and at ``close``.
+    ``clock``: seconds on a monotonic clock (tests replace it)."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "train", every: float = LINE_EVERY,
+                 clock=time.monotonic):
+        self.n, self.total, self.initial, self.desc, self.every = initial, total, initial, desc, every
+        self.clock, self.postfix, self.closed = clock, "", False
+        self.t0 = self.last = clock()
+        self._write()
+
+    def update(self, k: int = 1) -> None:
+        """Count ``k`` more updates; a line if ``every`` seconds have passed since the last one."""
+        self.n += k
+        if self.clock() - self.last >= self.every:
+            self._write()
+
+    def set_postfix(self, values: dict, refresh: bool = False) -> None:
+        """Shown from the next line on (``refresh`` is tqdm's argument; a line is never forced)."""
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def close(self) -> None:
+        """The final line (once), unless the last line already said where the run ended."""
+        if not self.closed:
+            self.closed = True
+            if self.n != self._written:
+                self._write()
+
+    def _write(self) -> None:
+        from tqdm.std import tqdm
+        now = self.clock()
+        elapsed = now - self.t0
+        rate = (self.n - self.initial) / elapsed if elapsed > 0 and self.n > self.initial else None
+        line = tqdm.format_meter(self.n, self.total, elapsed, prefix=self.desc, rate=rate, bar_format=_FORMAT,
+                                 postfix=self.postfix or None)
+        print(line, file=sys.stderr, flush=True)
+        self.last, self._written = now, self.n
+
+
+def training_progress(start: int, total: int, desc: str = "train"):
+    """tqdm's bar where it can redraw in place (stderr a terminal, or a notebook, where ``tqdm.auto`` picks its
+    widget), else a ``LineProgress``. Both start at ``start`` of ``total`` (a resumed run's step)."""
+    from tqdm.auto import tqdm
+    from tqdm.autonotebook import tqdm as chosen  # tqdm.std's class unless a notebook's kernel runs this
+    from tqdm.std import tqdm as plain_tqdm
+    if chosen is not plain_tqdm or _on_terminal(sys.stderr):
+        return tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True, mininterval=0.5)
+    return LineProgress(total, initial=start, desc=desc)
+
+
+def _on_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (ValueError, OSError):  # a closed or detached stream
+        return False

@@ -1,0 +1,143 @@
+"""SIGTERM stops training after an update with its checkpoint, and ``--resume`` goes on as if nothing had happened
+(``training/stop_signal.py``). Before it a scheduler's SIGTERM (Slurm at a time limit, ``kill``, ``timeout``) lost
+every update since the last ``train.checkpoint_every`` (1,000 by default)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ebmlab
+from ebmlab.errors import TrainingStopped
+from ebmlab.training import loop, stop_signal
+from tests.reliability.conftest import cli, sets
+
+GRID = ("data.name=8gaussians", "train.steps=12", "train.log_every=2", "train.checkpoint_every=1000")
+
+
+def _sigterm_after(monkeypatch, n: int) -> None:
+    """The n-th update sends this process a SIGTERM (only where it is handled: a bug must fail the test, not kill
+    the test process)."""
+    update, count = loop.Trainer._update, [0]
+
+    def counted(self):
+        out = update(self)
+        count[0] += 1
+        if count[0] == n:
+            assert stop_signal.handling(), "training ran outside checkpoint_on_sigterm"
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+    monkeypatch.setattr(loop.Trainer, "_update", counted)
+
+
+def _rows(run: Path) -> list[dict]:
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "time"} for r in rows]
+
+
+def _weights(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(run / "checkpoints" / f"step_{step:08d}.safetensors")
+
+
+def test_sigterm_checkpoints_the_update_and_resume_matches_an_uninterrupted_run(tmp_path, capsys, monkeypatch):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert cli(capsys, "train", "--out", whole, *sets(*GRID))[0] == 0
+    _sigterm_after(monkeypatch, 5)
+    code, out, err = cli(capsys, "train", "--out", cut, *sets(*GRID))
+    monkeypatch.undo()
+    assert code == 143 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (f"ebmlab: stopped by SIGTERM after update 5 of 12; its checkpoint "
+                                            f"step_00000005.safetensors is written: continue with ebmlab train "
+                                            f"--out {cut} --resume")
+    assert sorted(p.name for p in (cut / "checkpoints").glob("*.safetensors")) == ["step_00000005.safetensors"]
+    assert [r["step"] for r in _rows(cut)] == [2, 4] and not (cut / "metrics.json").exists()  # not evaluated
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the training
+    code, out, err = cli(capsys, "train", "--out", cut, "--resume")  # (the lock was released)
+    assert code == 0, err
+    assert _rows(cut) == _rows(whole)  # every logged number, as one uninterrupted run's
+    a, b = _weights(whole, 12), _weights(cut, 12)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_in_python_a_sigterm_raises_training_stopped_and_resume_finishes(tmp_path, monkeypatch):
+    _sigterm_after(monkeypatch, 3)
+    with pytest.raises(TrainingStopped, match="after update 3 of 6") as stop:
+        ebmlab.train("hybrid", "8gaussians", out=tmp_path / "r", evaluate=False,
+                     overrides=["model.width=8", "model.depth=1", "train.steps=6", "train.batch_size=32",
+                                "method.n_steps=3", "method.n_steps_data=2", "train.progress=false",
+                                "train.threads=1"])
+    monkeypatch.undo()
+    assert (stop.value.step, Path(stop.value.run_dir)) == (3, tmp_path / "r")
+    run = ebmlab.resume(tmp_path / "r", evaluate=False)
+    assert run.checkpoint_step == 6
+
+
+def test_a_real_sigterm_to_ebmlab_train_in_the_background(tmp_path):
+    """The command as a scheduler stops it: a process of its own, stderr a file; status 143, the sentence last,
+    the update's checkpoint written, and the run resumable (its lock released)."""
+    run, log = tmp_path / "r", tmp_path / "err.txt"
+    argv = [sys.executable, "-m", "ebmlab", "train", "--out", str(run),
+            *sets("train.steps=100000", "train.checkpoint_every=100000", "train.progress=true")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=fh, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while not (run / "metrics.jsonl").exists() or len(_rows(run)) < 3:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=120)
+        finally:
+            proc.kill()
+    err = log.read_text()
+    assert code == 143 and "Traceback" not in err, err
+    [step] = [p.name for p in (run / "checkpoints").glob("*.safetensors")]
+    n = int(step[5:13])
+    assert n >= 3 and err.splitlines()[-1].startswith(f"ebmlab: stopped by SIGTERM after update {n} of 100000;")
+    assert "\r" not in err and err.splitlines()[-2].startswith("train:")  # the display's last line, then the sentence
+    done = subprocess.run([sys.executable, "-m", "ebmlab", "train", "--out", str(run), "--resume",
+                           "--set", f"train.steps={n + 2}"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (run / "checkpoints" / f"step_{n + 2:08d}.safetensors").exists()
+
+
+def test_a_second_sigterm_ends_the_process_at_once():
+    code = ("import os, signal, time\n"
+            "from ebmlab.training.stop_signal import checkpoint_on_sigterm, stop_requested\n"
+            "with checkpoint_on_sigterm():\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    assert stop_requested()\n"
+            "    print('asked', flush=True)\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(30)\n"
+            "    print('survived', flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGTERM and done.stdout == "asked\n", (done.returncode, done.stdout, done.stderr)
+
+
+def test_the_handler_is_only_inside_the_block_and_only_on_the_main_thread():
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_signal.checkpoint_on_sigterm():
+        assert stop_signal.handling() and not stop_signal.stop_requested()
+        assert signal.getsignal(signal.SIGTERM) is not before
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(_inside_on_a_thread()))
+        worker.start()
+        worker.join()
+    assert signal.getsignal(signal.SIGTERM) is before and not stop_signal.handling()
+    assert seen == [True]  # (the thread's block changed nothing: the main thread's handler still stands)
+
+
+def _inside_on_a_thread() -> bool:
+    with stop_signal.checkpoint_on_sigterm():
+        return stop_signal.handling() and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
