@@ -13,6 +13,10 @@ parameters frozen as a sampler has them. Each repetition times, with the CPU clo
 - ``mh_warm``: the same ops again at once (their code and data still in the caches);
 - ``numpy_cold`` / ``numpy_warm``: that arithmetic written with NumPy on the same (zero-copy) arrays, noise
   and uniform draws still torch's: is it torch's dispatch that goes cold, or the machine's caches?
+- ``mh_inference_cold``: ``mh_cold``'s ops under ``torch.inference_mode()`` instead of ``no_grad`` (right after a
+  pass too): what dispatch without autograd's bookkeeping (version counters, the autograd and view keys) would
+  save per step. The chains cannot simply run so: their points are fed back into ``energy_and_grad``, and an
+  inference tensor cannot be made to require grad, so every step would need a copy out of inference mode;
 - ``manual_grad`` and ``autograd``: the MLP's energy and input gradient written by hand (forward keeping the
   pre-activations, backward through the blocks, no autograd graph) against ``energy_and_grad``: how much of
   a pass is the autograd engine rather than arithmetic;
@@ -77,6 +81,12 @@ def compiled_ops(fused):
     return ops
 
 
+def inference_mode_ops(*args):
+    """``mh_ops`` under ``torch.inference_mode()`` (the same ops and numbers; no autograd bookkeeping)."""
+    with torch.inference_mode():
+        return mh_ops(*args)
+
+
 def numpy_ops(x, e, g, e_prop, g_prop, eps, sigma, generator):
     """``mh_ops`` in NumPy on the same memory (the two draws stay torch's, for the same numbers)."""
     xn, en, gn, epn, gpn, eps, sigma = (t.numpy() for t in (x, e, g, e_prop, g_prop, eps, sigma))
@@ -126,7 +136,8 @@ def measure(reps: int, compile: bool = False) -> dict:
     eps = torch.full((256, 1), EPS)
     sigma = torch.sqrt(eps * 2.0)
     e_max = (manual_energy_and_grad(net, x)[1] - energy_and_grad(net, x)[1]).abs().max()
-    names = ("pass", "mh_cold", "mh_warm", "numpy_cold", "numpy_warm", "manual_grad", "autograd")
+    names = ("pass", "mh_cold", "mh_warm", "numpy_cold", "numpy_warm", "mh_inference_cold", "manual_grad",
+             "autograd")
     fused, compile_seconds = None, None
     if compile:
         names += ("compiled_cold", "compiled_warm")
@@ -148,6 +159,8 @@ def measure(reps: int, compile: bool = False) -> dict:
             energy_and_grad(net, x)
             _, *t["numpy_cold"] = _clocked(numpy_ops, *args)
             _, *t["numpy_warm"] = _clocked(numpy_ops, *args)
+            energy_and_grad(net, x)
+            _, *t["mh_inference_cold"] = _clocked(inference_mode_ops, *args)
             if fused is not None:
                 energy_and_grad(net, x)
                 _, *t["compiled_cold"] = _clocked(fused, *args)
@@ -161,7 +174,8 @@ def measure(reps: int, compile: bool = False) -> dict:
                     cpu[k].append(c)
                     wall[k].append(w)
     us = {k: {q: round(v * 1e6, 1) for q, v in quartiles(cpu[k]).items()} for k in names}
-    pairs = [("mh_cold", "mh_warm"), ("numpy_cold", "numpy_warm"), ("mh_cold", "pass"), ("manual_grad", "autograd")]
+    pairs = [("mh_cold", "mh_warm"), ("numpy_cold", "numpy_warm"), ("mh_cold", "pass"), ("mh_inference_cold", "mh_cold"),
+             ("manual_grad", "autograd")]
     if fused is not None:
         pairs += [("compiled_cold", "mh_cold"), ("compiled_warm", "mh_warm")]
     ratio = {f"{a}/{b}": quartiles([p / q for p, q in zip(cpu[a], cpu[b])]) for a, b in pairs}

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 import ebmlab
 from ebmlab.errors import TrainingStopped
+from ebmlab.training import checkpoint as ckpt
 from ebmlab.training import loop, stop_signal
 from tests.reliability.conftest import cli, sets
 
@@ -57,7 +58,7 @@ def test_sigterm_checkpoints_the_update_and_resume_matches_an_uninterrupted_run(
     assert code == 143 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == (f"ebmlab: stopped by SIGTERM after update 5 of 12; its checkpoint "
                                             f"step_00000005.safetensors is written: continue with ebmlab train "
-                                            f"--out {cut} --resume")
+                                            f"--out {cut} --resume (in Python ebmlab.resume)")
     assert sorted(p.name for p in (cut / "checkpoints").glob("*.safetensors")) == ["step_00000005.safetensors"]
     assert [r["step"] for r in _rows(cut)] == [2, 4] and not (cut / "metrics.json").exists()  # not evaluated
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the training
@@ -79,6 +80,27 @@ def test_in_python_a_sigterm_raises_training_stopped_and_resume_finishes(tmp_pat
     assert (stop.value.step, Path(stop.value.run_dir)) == (3, tmp_path / "r")
     run = ebmlab.resume(tmp_path / "r", evaluate=False)
     assert run.checkpoint_step == 6
+
+
+@pytest.mark.parametrize("at", [4, 8])
+def test_a_sigterm_during_a_steps_sampling_stops_after_that_step_even_the_last(tmp_path, capsys, monkeypatch, at):
+    """The signal arrives after the update, in ``train.sample_every``'s figures (as it could in a validation check or
+    a checkpoint's write): the stop is after that update (at 4, not 5), and at the last update (8) it is not lost:
+    status 143 and no final evaluation (a real bug: the flag was read before the check, save and samples, so a
+    signal there at the last update was dropped and the run evaluated and exited 0)."""
+    from ebmlab.training import hooks
+
+    def signal_at(trainer, final=False):
+        if trainer.step == at and not final:
+            os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(hooks, "SAMPLE_HOOKS", [signal_at])
+    run = tmp_path / "r"
+    code, out, err = cli(capsys, "train", "--out", run, *sets("data.name=8gaussians", "train.steps=8",
+                                                                "train.sample_every=4", "train.checkpoint_every=1000"))
+    assert code == 143 and f"stopped by SIGTERM after update {at} of 8;" in err, (code, err)
+    assert [s for s, _ in ckpt.list_checkpoints(run / "checkpoints")] == [at] and not (run / "metrics.json").exists()
+    if at == 8:
+        assert "training is complete; evaluate it with ebmlab eval" in err
 
 
 def test_a_real_sigterm_to_ebmlab_train_in_the_background(tmp_path):

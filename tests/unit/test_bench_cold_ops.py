@@ -41,7 +41,8 @@ def test_the_numpy_arithmetic_is_malas(bench):
 
 def test_a_short_run_reports_every_quantity(bench, tmp_path, capsys):
     out = bench.main(["--reps", "2", "--json", str(tmp_path / "r.json")])
-    assert set(out["cpu_us"]) == {"pass", "mh_cold", "mh_warm", "numpy_cold", "numpy_warm", "manual_grad", "autograd"}
+    assert set(out["cpu_us"]) == {"pass", "mh_cold", "mh_warm", "numpy_cold", "numpy_warm", "mh_inference_cold",
+                                  "manual_grad", "autograd"}
     assert all(q["median"] > 0 for q in out["cpu_us"].values())
     assert json.loads((tmp_path / "r.json").read_text())["ratios_cpu"].keys() == out["ratios_cpu"].keys()
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("{")
@@ -54,4 +55,14 @@ def test_the_fusable_arithmetic_is_malas(bench):
     args = (x, e, g, e + torch.randn(32), g + torch.randn(32, 3), eps, torch.sqrt(2 * eps))
     ref = bench.mh_ops(*args, torch.Generator().manual_seed(3))
     got = bench.compiled_ops(bench._fusable)(*args, torch.Generator().manual_seed(3))
+    assert all(torch.equal(r, v) for r, v in zip(ref, got))
+
+
+def test_the_inference_mode_arithmetic_is_malas_bit_for_bit(bench):
+    """``mh_inference_cold`` times the same ops as ``mh_cold``: the same numbers from the same draws."""
+    x, e, g = torch.randn(32, 3), torch.randn(32), torch.randn(32, 3)
+    eps = torch.full((32, 1), 0.05)
+    args = (x, e, g, e + torch.randn(32), g + torch.randn(32, 3), eps, torch.sqrt(2 * eps))
+    ref = bench.mh_ops(*args, torch.Generator().manual_seed(3))
+    got = bench.inference_mode_ops(*args, torch.Generator().manual_seed(3))
     assert all(torch.equal(r, v) for r, v in zip(ref, got))

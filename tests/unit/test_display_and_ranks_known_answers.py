@@ -271,6 +271,30 @@ def test_lines_come_at_most_every_interval_and_once_at_the_end():
     assert (bar.n, bar.total, bar.closed) == (6, 10, True)
 
 
+def test_a_resumed_runs_first_line_has_no_rate_yet_and_a_closed_pipe_silences_the_lines():
+    """A resume starts at its step: before an update the line says "?" (it said 104215978.72it/s: the step over ~0 s);
+    a display whose stderr is a closed pipe (`2>&1 | head -1`) goes quiet instead of ending the training with a
+    BrokenPipeError (it stopped a 3,000-update run at its first 30 s line, 660 updates past its last checkpoint)."""
+    import contextlib
+    import io
+
+    from ebmlab.training.progress_lines import LINE_EVERY, LineProgress
+    now, buf = [7.0], io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        LineProgress(1000, initial=309, clock=lambda: now[0]).close()
+    assert buf.getvalue() == "train:  31% 309/1000 [00:00<?, ?it/s]\n"
+
+    class Closed(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+    with contextlib.redirect_stderr(Closed()):
+        bar = LineProgress(10, clock=lambda: now[0])
+        now[0] += LINE_EVERY
+        bar.update(5)
+        bar.close()
+    assert (bar.n, bar.closed, bar.writable) == (5, True, False)
+
+
 def test_a_terminal_gets_tqdms_bar_a_file_gets_lines(monkeypatch):
     import io
 

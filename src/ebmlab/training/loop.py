@@ -239,24 +239,32 @@ class Trainer:
         """One update; returns its logged values as floats."""
         return scalars(self._update())
 
-    def _stops(self, clock0: float) -> tuple[bool, bool]:
-        """Whether ``train.time_budget`` has run out since ``clock0``, and whether a SIGTERM asked to stop
-        (``training/stop_signal.py``), each on any rank: every rank stops after the same update."""
+    def _budget_spent(self, clock0: float) -> bool:
+        """Whether ``train.time_budget`` has run out since ``clock0`` (on any rank: every rank stops together)."""
         budget = self.cfg.train.time_budget
-        flags = (budget is not None and _clock() - clock0 >= budget, stop_signal.stop_requested())
-        if self.dist.enabled and (budget is not None or stop_signal.handling()):
-            both = torch.tensor(flags, dtype=torch.float32, device=self.device)  # collective, so that no rank
-            torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)  # waits for an update the
-            flags = tuple(bool(f) for f in both.tolist())  # others skip
-        return flags
+        return budget is not None and self._on_any_rank(_clock() - clock0 >= budget)
+
+    def _signalled(self) -> bool:
+        """Whether a SIGTERM asked to stop (``training/stop_signal.py``), on any rank (every rank is inside the block
+        or none is: they run one entry point)."""
+        return stop_signal.handling() and self._on_any_rank(stop_signal.stop_requested())
+
+    def _on_any_rank(self, flag: bool) -> bool:
+        """``flag`` or'ed over the ranks: a collective, so that no rank waits for an update the others skip."""
+        if not self.dist.enabled:
+            return flag
+        both = torch.tensor(float(flag), device=self.device)
+        torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)
+        return bool(both)
 
     def _stopped(self, saved: bool) -> TrainingStopped:
         """The update a SIGTERM stopped at, checkpointed (unless ``saved`` already) and said."""
         if not saved:
             self.save()
         steps, name = self.cfg.train.steps, f"step_{self.step:08d}.safetensors"
-        then = (f"continue with ebmlab train --out {self.run_dir} --resume" if self.step < steps else
-                f"training is complete; evaluate it with ebmlab eval {self.run_dir}")
+        then = (f"continue with ebmlab train --out {self.run_dir} --resume (in Python ebmlab.resume)"
+                if self.step < steps else
+                f"training is complete; evaluate it with ebmlab eval {self.run_dir} (in Python Run.evaluate)")
         return TrainingStopped(f"stopped by SIGTERM after update {self.step} of {steps}; its checkpoint {name} is "
                                f"written: {then}", self.step, self.run_dir)
 
@@ -281,7 +289,7 @@ class Trainer:
                 self.governor.tick()
                 with distributed.compile_errors(tc.compile):
                     values = self._update()
-                out_of_time, signalled = self._stops(clock0)
+                out_of_time = self._budget_spent(clock0)
                 last = self.step == tc.steps or out_of_time
                 checked = self.selector is not None and self.selector.due(self.step, last)
                 if checked:  # this check's score and wall time join this step's row of the log; in metrics.json
@@ -303,8 +311,8 @@ class Trainer:
                     self.save()
                 if on_sample is not None and self.is_main and tc.sample_every and self.step % tc.sample_every == 0:
                     on_sample(self)
-                if signalled:  # this update's row, check and samples are as an uninterrupted run's; then its checkpoint
-                    raise self._stopped(saved)
+                if self._signalled():  # read last: a SIGTERM during this update's check or samples stops here too
+                    raise self._stopped(saved)  # (its row, check and samples as an uninterrupted run's; a checkpoint)
         finally:
             if bar is not None:
                 bar.close()

@@ -24,7 +24,7 @@ class LineProgress:
     def __init__(self, total: int, initial: int = 0, desc: str = "train", every: float = LINE_EVERY,
                  clock=time.monotonic):
         self.n, self.total, self.initial, self.desc, self.every = initial, total, initial, desc, every
-        self.clock, self.postfix, self.closed = clock, "", False
+        self.clock, self.postfix, self.closed, self.writable = clock, "", False, True
         self.t0 = self.last = clock()
         self._write()
 
@@ -49,11 +49,17 @@ class LineProgress:
         from tqdm.std import tqdm
         now = self.clock()
         elapsed = now - self.t0
-        rate = (self.n - self.initial) / elapsed if elapsed > 0 and self.n > self.initial else None
-        line = tqdm.format_meter(self.n, self.total, elapsed, prefix=self.desc, rate=rate, bar_format=_FORMAT,
-                                 postfix=self.postfix or None)
-        print(line, file=sys.stderr, flush=True)
+        done = self.n - self.initial  # this process's updates (a resumed run starts at its step)
+        rate = done / elapsed if elapsed > 0 and done > 0 else None
+        # no update yet: elapsed 0, so that tqdm says "?" rather than dividing the resumed step by ~0 s
+        line = tqdm.format_meter(self.n, self.total, elapsed if done > 0 else 0.0, prefix=self.desc, rate=rate,
+                                 bar_format=_FORMAT, postfix=self.postfix or None)
         self.last, self._written = now, self.n
+        if self.writable:
+            try:
+                print(line, file=sys.stderr, flush=True)
+            except (OSError, ValueError):  # a closed pipe (`2>&1 | head -1`) or stream: the display must not end
+                self.writable = False     # the training it reports on, so it goes quiet
 
 
 def training_progress(start: int, total: int, desc: str = "train"):
