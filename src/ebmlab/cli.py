@@ -1,6 +1,6 @@
 """The ``ebmlab`` command line: train | sample | eval | compare | experiment | configs.
 
-    ebmlab train [--config FILE|NAME] [--set k=v ...] [--data PATH] [--out DIR] [--resume] [--overwrite]
+    ebmlab train [--config FILE|NAME] [--set k=v ...] [--data PATH] [--out DIR] [--resume [auto]] [--overwrite]
     ebmlab sample RUN [--n N] [--steps L] [--init noise|data] [--seed S] [--label K [--guidance W]] [--batch-size B] [--out FILE [--overwrite]] [--checkpoint FILE] [--device DEV]
     ebmlab eval RUN [--ood DATASET ...] [--fid --inception-weights PATH] [--digits-fd] [--heldout-draws K [--draw-seed S]] [--checkpoint FILE] [--device DEV]
     ebmlab experiment NAME [--out DIR] [--quick] [--seeds S,S,...] [--full] [--jobs N] [...]  (``experiment --help``)
@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "config.USER_DATA_DEFAULTS, README); a folder of images (data.name=imagefolder); "
                         "or a dataset's name (digits, 8gaussians...: data.name)")
     t.add_argument("--out", metavar="DIR", default=None, help="run directory; default: runs/<method>_<data>")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"],
+                   help="continue the run in --out from its last checkpoint; --resume auto: continue it if it has a "
+                        "checkpoint, else start it (one command line for a job a scheduler may requeue) (default: off)")
     t.add_argument("--overwrite", action="store_true",
                    help="replace an existing run in --out (only an ebmlab run, only after the config validated)")
     t.set_defaults(fn=cmd_train)

@@ -57,15 +57,13 @@ def cmd_train(args) -> int:
     from ebmlab.training.loop import resolve_device
     from ebmlab.training.run import resume_config
 
-    overrides = _train_overrides(args)
     if args.resume and args.overwrite:
         from ebmlab.errors import ConfigError
         raise ConfigError("--resume continues a run and --overwrite replaces it; pass only one of them")
-    if args.out:
-        run_dir = Path(args.out)
-    else:
-        named = load_config(args.config, overrides)
-        run_dir = Path(f"runs/{named.method.name}_{Path(str(named.data.name)).stem}")
+    if args.resume == "auto":  # decided first: the overrides depend on it (a new run on --data gets its defaults)
+        args.resume = _resume_or_start(Path(args.out) if args.out else _default_out(args, _train_overrides(args)))
+    overrides = _train_overrides(args)
+    run_dir = Path(args.out) if args.out else _default_out(args, overrides)
     args.run_dir = run_dir  # (what a Ctrl-C message names: cli._after_interrupt)
     # --resume: the run's own config.yaml (or --config) plus --set; check_resume_changes refuses fixed keys
     if args.resume:  # the run's stored data.path as it is; a --config file's relative one made absolute
@@ -82,6 +80,27 @@ def cmd_train(args) -> int:
         return _train_and_evaluate(args, cfg, run_dir, ctx)
     finally:
         distributed.teardown()
+
+
+def _default_out(args, overrides: list[str]) -> Path:
+    """runs/<method>_<data>: where a run goes without --out."""
+    from ebmlab.training.config import load_config
+
+    named = load_config(args.config, overrides)
+    return Path(f"runs/{named.method.name}_{Path(str(named.data.name)).stem}")
+
+
+def _resume_or_start(run_dir: Path) -> bool:
+    """``--resume auto``: continue ``run_dir`` if it holds a checkpoint, else start it (a scheduler's requeue runs the
+    same command line again: the first time it starts, later it resumes). Said on stdout (rank 0)."""
+    import os
+
+    from ebmlab.training.checkpoint import latest_checkpoint
+
+    resume = latest_checkpoint(run_dir / "checkpoints") is not None
+    if not resume and os.environ.get("RANK", "0") == "0":
+        print(f"--resume auto: no checkpoint in {run_dir}, so a new run starts there", flush=True)
+    return resume
 
 
 def _train_and_evaluate(args, cfg, run_dir: Path, ctx) -> int:

@@ -69,6 +69,36 @@ def test_sigterm_checkpoints_the_update_and_resume_matches_an_uninterrupted_run(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_one_command_line_for_a_job_a_scheduler_requeues(tmp_path, capsys, monkeypatch):
+    """``--resume auto``: the first time it starts the run (and says so), stopped by a SIGTERM; the very same command
+    line again resumes it, and the whole is one uninterrupted run."""
+    whole, job = tmp_path / "whole", tmp_path / "job"
+    assert cli(capsys, "train", "--out", whole, *sets(*GRID))[0] == 0
+    argv = ["train", "--out", job, "--resume", "auto", *sets(*GRID)]
+    _sigterm_after(monkeypatch, 7)
+    code, out, err = cli(capsys, *argv)
+    monkeypatch.undo()
+    assert code == 143 and f"--resume auto: no checkpoint in {job}, so a new run starts there" in out, (out, err)
+    code, out, err = cli(capsys, *argv)
+    assert code == 0 and f"resumed {job} at step 7" in out, err
+    assert _rows(job) == _rows(whole)
+    a, b = _weights(whole, 12), _weights(job, 12)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_auto_starts_a_run_on_your_data_as_a_plain_start_does(tmp_path, capsys):
+    """A new run on --data gets the user-data defaults (whitening, a validation split, ...) whether it was started
+    with or without ``--resume auto`` (the decision comes before the overrides that depend on it)."""
+    from tests.reliability.conftest import write_points
+    data = write_points(tmp_path / "x.npy")
+    for name, extra in (("plain", ()), ("auto", ("--resume", "auto"))):
+        code, out, err = cli(capsys, "train", "--out", tmp_path / name, "--data", data, *extra,
+                             *sets("train.steps=2"))
+        assert code == 0, err
+    plain, auto = ((tmp_path / n / "config.yaml").read_text() for n in ("plain", "auto"))
+    assert auto == plain.replace(str(tmp_path / "plain"), str(tmp_path / "auto")) and "whiten: true" in plain
+
+
 def test_in_python_a_sigterm_raises_training_stopped_and_resume_finishes(tmp_path, monkeypatch):
     _sigterm_after(monkeypatch, 3)
     with pytest.raises(TrainingStopped, match="after update 3 of 6") as stop:

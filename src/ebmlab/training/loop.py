@@ -260,7 +260,9 @@ class Trainer:
     def _stopped(self, saved: bool) -> TrainingStopped:
         """The update a SIGTERM stopped at, checkpointed (unless ``saved`` already) and said."""
         if not saved:
-            self.save()
+            self.save()  # (ends with a barrier)
+        else:  # the ranks' last collective before they exit is a barrier, not _signalled's all-reduce: with gloo,
+            self.dist.barrier()  # a rank that exited right after an all-reduce aborted at exit 1 run in 10
         steps, name = self.cfg.train.steps, f"step_{self.step:08d}.safetensors"
         then = (f"continue with ebmlab train --out {self.run_dir} --resume (in Python ebmlab.resume)"
                 if self.step < steps else
@@ -311,8 +313,10 @@ class Trainer:
                     self.save()
                 if on_sample is not None and self.is_main and tc.sample_every and self.step % tc.sample_every == 0:
                     on_sample(self)
-                if self._signalled():  # read last: a SIGTERM during this update's check or samples stops here too
-                    raise self._stopped(saved)  # (its row, check and samples as an uninterrupted run's; a checkpoint)
+                if not last and self._signalled():  # read last: a SIGTERM during this update's check or samples
+                    raise self._stopped(saved)  # stops here too (its row, check and samples as uninterrupted; saved)
+            if stop_signal.stop_requested():  # after the last update: this rank's own flag (no collective follows
+                raise self._stopped(saved=True)  # training), so no evaluation; the last update is always saved
         finally:
             if bar is not None:
                 bar.close()

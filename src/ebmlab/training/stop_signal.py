@@ -11,7 +11,8 @@ uninterrupted run would have (the checkpoint holds every random state). A second
 ``ebmlab train`` and ``ebmlab.train`` / ``ebmlab.resume`` train inside the block; an experiment's worker processes
 do not (a worker that outlived its experiment would go on to train its next queued cell: ``experiments/cells.py``).
 Ctrl-C (SIGINT) is left as it is: it stops at once, keeping the last checkpoint. Several processes (torchrun) agree
-on the stop in the loop, so that every rank stops after the same update.
+on the stop in the loop, so that every rank stops after the same update (after the last update each rank reads its
+own flag: nothing collective follows training).
 """
 from __future__ import annotations
 
