@@ -14,6 +14,13 @@ from tests.scripts import script_module
 
 
 
+def _step_args() -> tuple:
+    """A MALA step's inputs (x, E, dE/dx, the proposal's E and dE/dx, eps, sigma) for 32 chains in 3-D."""
+    x, e, g = torch.randn(32, 3), torch.randn(32), torch.randn(32, 3)
+    eps = torch.full((32, 1), 0.05)
+    return x, e, g, e + torch.randn(32), g + torch.randn(32, 3), eps, torch.sqrt(2 * eps)
+
+
 @pytest.fixture(scope="module")
 def bench():
     with script_module("benchmarks/bench_cold_ops.py", "ebmlab_bench_cold_ops") as module:
@@ -31,9 +38,7 @@ def test_the_hand_written_gradient_is_autograds(bench):
 
 
 def test_the_numpy_arithmetic_is_malas(bench):
-    x, e, g = torch.randn(32, 3), torch.randn(32), torch.randn(32, 3)
-    eps = torch.full((32, 1), 0.05)
-    args = (x, e, g, e + torch.randn(32), g + torch.randn(32, 3), eps, torch.sqrt(2 * eps))
+    args = _step_args()
     ref = bench.mh_ops(*args, torch.Generator().manual_seed(3))
     got = bench.numpy_ops(*args, torch.Generator().manual_seed(3))
     assert all(torch.allclose(r, torch.from_numpy(v), atol=1e-5) for r, v in zip(ref, got))
@@ -50,9 +55,7 @@ def test_a_short_run_reports_every_quantity(bench, tmp_path, capsys):
 
 def test_the_fusable_arithmetic_is_malas(bench):
     """What ``--compile`` hands to torch.compile, run eagerly, gives mh_ops's numbers from the same draws."""
-    x, e, g = torch.randn(32, 3), torch.randn(32), torch.randn(32, 3)
-    eps = torch.full((32, 1), 0.05)
-    args = (x, e, g, e + torch.randn(32), g + torch.randn(32, 3), eps, torch.sqrt(2 * eps))
+    args = _step_args()
     ref = bench.mh_ops(*args, torch.Generator().manual_seed(3))
     got = bench.compiled_ops(bench._fusable)(*args, torch.Generator().manual_seed(3))
     assert all(torch.equal(r, v) for r, v in zip(ref, got))
@@ -60,9 +63,7 @@ def test_the_fusable_arithmetic_is_malas(bench):
 
 def test_the_inference_mode_arithmetic_is_malas_bit_for_bit(bench):
     """``mh_inference_cold`` times the same ops as ``mh_cold``: the same numbers from the same draws."""
-    x, e, g = torch.randn(32, 3), torch.randn(32), torch.randn(32, 3)
-    eps = torch.full((32, 1), 0.05)
-    args = (x, e, g, e + torch.randn(32), g + torch.randn(32, 3), eps, torch.sqrt(2 * eps))
+    args = _step_args()
     ref = bench.mh_ops(*args, torch.Generator().manual_seed(3))
     got = bench.inference_mode_ops(*args, torch.Generator().manual_seed(3))
     assert all(torch.equal(r, v) for r, v in zip(ref, got))
