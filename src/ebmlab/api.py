@@ -47,7 +47,8 @@ from torch import Tensor, nn
 
 from ebmlab.api_catalog import compare, configs, datasets, experiment, experiment_names, methods, models
 from ebmlab.api_config import raw_config, validated
-from ebmlab.api_data import DATA_FILE, data_source, dataset, image_config_note, in_memory, ood_inputs, save_array
+from ebmlab.api_data import (DATA_FILE, data_source, dataset, image_config_note, in_memory, ood_inputs, resume_or_start,
+                             save_array)
 from ebmlab.api_energy import check_no_model_settings, check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, user_data_overrides
 from ebmlab.config_checks import check_integer
@@ -249,7 +250,8 @@ def load(path: str | Path, device: str = "cpu", checkpoint: str | Path | None = 
 def train(method: str | None = None, data: Any = None, *, energy: nn.Module | None = None,
           energy_kwargs: Mapping[str, Any] | None = None, config: Config | Mapping | str | Path | None = None,
           overrides: Sequence[str] | Mapping[str, Any] | None = None, out: str | Path | None = None,
-          overwrite: bool = False, evaluate: bool = True, **sections: Mapping[str, Any]) -> Run:
+          overwrite: bool = False, evaluate: bool = True, resume: bool | str = False,
+          **sections: Mapping[str, Any]) -> Run:
     """Train ``method`` on ``data`` and return the trained ``Run`` (EMA weights, at the run's result: see ``load``).
 
     - ``method``: a method name (``ebmlab.methods()``; default: the config's, else ``hybrid``); a config whose
@@ -272,7 +274,10 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
       ``train={"steps": 500, "lr": 1e-3}``;
     - ``out``: the run directory (default ``runs/<method>_<data.name>``, as the CLI; data given in memory:
       ``runs/<method>_data``); ``overwrite`` replaces an
-      existing run there; ``evaluate``: compute the final metrics and plots (``metrics.json``).
+      existing run there; ``evaluate``: compute the final metrics and plots (``metrics.json``);
+    - ``resume``: True continues the run in ``out`` from its latest checkpoint (the same arguments: what a resume may
+      change, as ``ebmlab.resume``; data in memory must be its own rows); "auto" continues it if it holds a
+      checkpoint and starts it otherwise, one call for a job a scheduler may requeue (``--resume auto``).
 
     Your vectors (``data.name: array``) without ``config`` get the user-data defaults, as ``ebmlab train --data FILE``
     does, for every key you do not set (``config.USER_DATA_DEFAULTS``, README "Using it"): whitening, noise on the
@@ -313,6 +318,10 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
         warnings.warn(note, stacklevel=2)
     if energy is not None:
         check_rebuilds(cfg, energy, data_set.shape)
+    if resume_or_start(resume, run_dir, overwrite, x_mem):  # (x_mem: the run's own rows, not saved again)
+        from ebmlab.training.run_data import run_dataset
+        data_set = data_set if x_mem is not None else run_dataset(run_dir, cfg)  # a changed data file is refused
+        return _train_in(run_dir, cfg, data_set, evaluate=evaluate, resume=True)
     return _train_in(run_dir, cfg, data_set, x_mem=x_mem, energy=energy, overwrite=overwrite, evaluate=evaluate)
 
 

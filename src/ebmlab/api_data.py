@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ebmlab.config import Config
-from ebmlab.errors import DataError
+from ebmlab.errors import ConfigError, DataError
 from ebmlab.files import atomic_write
 from ebmlab.training.run_data import DATA_FILE  # in-memory data, saved into the run directory
 
@@ -166,3 +166,32 @@ def save_array(path: Path, x: np.ndarray) -> None:
         with open(tmp, "wb") as fh:  # (a file object: np.save would append .npy to the temp file's name)
             np.save(fh, x.astype(np.float32, copy=False))
     atomic_write(path, write)
+
+
+def resume_or_start(resume, run_dir: Path, overwrite: bool, x_mem: np.ndarray | None) -> bool:
+    """``ebmlab.train``'s ``resume``: False starts a new run in ``run_dir``; True continues the run there from its latest
+    checkpoint; "auto" continues it if it holds a step checkpoint and starts it otherwise (one call for a job that a
+    scheduler may requeue, as ``ebmlab train --resume auto``). Returns whether it continues. A continued run's data
+    given in memory must be its own rows (its ``data.npy``): they are not saved again."""
+    from ebmlab.training.checkpoint import latest_checkpoint
+
+    if resume not in (False, True, "auto"):
+        raise ConfigError(f"resume must be False, True or 'auto', got {resume!r}")
+    if resume and overwrite:
+        raise ConfigError("resume continues a run and overwrite replaces it; pass only one of them")
+    go_on = latest_checkpoint(run_dir / "checkpoints") is not None if resume == "auto" else bool(resume)
+    if go_on and x_mem is not None and run_dir.is_dir():  # (no directory: resuming says that itself)
+        _check_same_rows(run_dir / DATA_FILE, x_mem)
+    return go_on
+
+
+def _check_same_rows(path: Path, x: np.ndarray) -> None:
+    """Refuse rows other than those a run was trained on (its ``data.npy``, float32 as ``save_array`` wrote it)."""
+    if not path.is_file():
+        raise DataError(f"{str(path)!r} does not exist: this run was not trained on data given in memory, so resume "
+                        "it with its own data (data=None or its path)")
+    stored = np.load(path, allow_pickle=False)
+    if stored.shape != x.shape or not np.array_equal(stored, x.astype(np.float32, copy=False)):
+        raise DataError(f"the rows given are not the run's own ({str(path)!r}, {stored.shape[0]} rows): a resumed run "
+                        "trains on the data it started with; give those rows, or start a new run (another out= or "
+                        "overwrite=True)")

@@ -42,7 +42,7 @@ def _sigterm_after(monkeypatch, n: int) -> None:
 
 def _rows(run: Path) -> list[dict]:
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "time"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("time", "select_seconds")} for r in rows]  # (wall times)
 
 
 def _weights(run: Path, step: int) -> dict[str, torch.Tensor]:
@@ -193,3 +193,47 @@ def test_the_handler_is_only_inside_the_block_and_only_on_the_main_thread():
 def _inside_on_a_thread() -> bool:
     with stop_signal.checkpoint_on_sigterm():
         return stop_signal.handling() and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+
+
+def _rows_run(tmp_path, name: str, x, steps: int = 6, **kw) -> Path:
+    """``ebmlab.train`` on the rows ``x``, tiny settings, ``steps`` updates, into ``tmp_path / name``."""
+    ebmlab.train("hybrid", x, out=tmp_path / name, evaluate=False,
+                 overrides=["model.width=8", "model.depth=1", f"train.steps={steps}", "train.batch_size=32", "method.n_steps=3",
+                            "method.n_steps_data=2", "train.progress=false", "train.threads=1"], **kw)
+    return tmp_path / name
+
+
+def test_in_python_resume_auto_is_one_call_for_a_requeued_job(tmp_path, monkeypatch):
+    """``ebmlab.train(..., resume="auto")``: the first call starts (a SIGTERM stops it at update 3), the very same call
+    resumes it, and the whole equals one uninterrupted run; other rows, a bad value and resume with overwrite are
+    refused; resume=True with no run there says so."""
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(150, 2) * 0.4 - 2, torch.randn(150, 2) * 0.4 + 2])
+    whole = _rows_run(tmp_path, "whole", x=x)
+    _sigterm_after(monkeypatch, 3)
+    with pytest.raises(TrainingStopped):
+        _rows_run(tmp_path, "job", x=x, resume="auto")
+    monkeypatch.undo()
+    job = _rows_run(tmp_path, "job", x=x, resume="auto")
+    assert _rows(job) == _rows(whole)
+    a, b = _weights(whole, 6), _weights(job, 6)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ebmlab.errors.DataError, match="not the run's own"):
+        _rows_run(tmp_path, "job", x=x + 1, resume=True)
+    with pytest.raises(ebmlab.errors.ConfigError, match="resume must be"):
+        _rows_run(tmp_path, "job", x=x, resume="yes")
+    with pytest.raises(ebmlab.errors.ConfigError, match="pass only one"):
+        _rows_run(tmp_path, "job", x=x, resume="auto", overwrite=True)
+    with pytest.raises(ebmlab.errors.RunNotFound):
+        _rows_run(tmp_path, "nothing", x=x, resume=True)
+
+
+def test_in_python_resume_true_on_a_data_file_continues_and_refuses_a_changed_file(tmp_path):
+    from tests.reliability.conftest import write_points
+    data = write_points(tmp_path / "x.npy")
+    run = _rows_run(tmp_path, "r", data)
+    _rows_run(tmp_path, "r", data, steps=8, resume=True)  # the same call, more steps
+    assert [s for s, _ in ckpt.list_checkpoints(run / "checkpoints")][-1] == 8
+    write_points(data, seed=1)  # the file changed since training
+    with pytest.raises(ebmlab.errors.DataError, match="changed"):
+        _rows_run(tmp_path, "r", data, steps=10, resume=True)
