@@ -95,9 +95,9 @@ def _resume_or_start(run_dir: Path) -> bool:
     same command line again: the first time it starts, later it resumes). Said on stdout (rank 0)."""
     import os
 
-    from ebmlab.training.checkpoint import latest_checkpoint
+    from ebmlab.api_data import resume_or_start
 
-    resume = latest_checkpoint(run_dir / "checkpoints") is not None
+    resume = resume_or_start("auto", run_dir, overwrite=False, x_mem=None)  # (the one rule, ebmlab.train's too)
     if not resume and os.environ.get("RANK", "0") == "0":
         print(f"--resume auto: no checkpoint in {run_dir}, so a new run starts there", flush=True)
     return resume

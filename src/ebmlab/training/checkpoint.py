@@ -34,12 +34,17 @@ def _safetensors_os_error(exc: Exception, path: Path) -> OSError | None:
     return OSError(int(m.group(1)), os.strerror(int(m.group(1))), str(path)) if m else None
 
 
+def step_name(step: int) -> str:
+    """The file name of the checkpoint of ``step``: ``step_NNNNNNNN.safetensors``."""
+    return f"step_{step:08d}.safetensors"
+
+
 def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict,
                     name: str | None = None) -> Path:
     """Write ``step_NNNNNNNN.safetensors`` (or ``<name>.safetensors``: the validation best of
     ``training/selection.py``) with ``tensors`` and its JSON sidecar (``meta`` plus the step) atomically."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / f"{name or f'step_{step:08d}'}.safetensors"
+    path = ckpt_dir / (f"{name}.safetensors" if name else step_name(step))
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     try:
         _atomic_write(path, lambda p: save_file(tensors, str(p)))

@@ -262,8 +262,8 @@ class Trainer:
         if not saved:
             self.save()  # (ends with a barrier)
         else:  # the ranks' last collective before they exit is a barrier, not _signalled's all-reduce: with gloo,
-            self.dist.barrier()  # a rank that exited right after an all-reduce aborted at exit 1 run in 10
-        steps, name = self.cfg.train.steps, f"step_{self.step:08d}.safetensors"
+            self.dist.barrier()  # a rank that exited right after an all-reduce aborted at exit (4 runs in 42)
+        steps, name = self.cfg.train.steps, ckpt.step_name(self.step)
         then = (f"continue with ebmlab train --out {self.run_dir} --resume (in Python ebmlab.resume)"
                 if self.step < steps else
                 f"training is complete; evaluate it with ebmlab eval {self.run_dir} (in Python Run.evaluate)")
