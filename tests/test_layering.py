@@ -7,7 +7,7 @@ else to ``ebmlab.x``. Two checks on that module graph:
 
 - no cycle between modules;
 - no upward edge against the layer order (``LAYERS``): a module may import modules of its own layer
-  or below. ``data``, ``schedules``, ``metrics``, ``plots`` and ``files`` are leaves: anyone above ``errors`` may
+  or below. ``data``, ``schedules``, ``metrics``, ``plots``, ``files`` and ``progress_lines`` are leaves: anyone above ``errors`` may
   import them, they import only ``ebmlab.errors`` and their own package (``plots`` only ``errors``).
 
 ``ebmlab/__init__.py`` is a facade (``ebmlab.load`` imports ``training`` lazily) and is exempt;
@@ -33,7 +33,7 @@ LAYERS = {
     "cli": 7, "cli_commands": 7,
     "__main__": 8,
 }
-LEAVES = {"data", "schedules", "metrics", "plots", "files"}  # importable from layer 1 up; import only errors + own package
+LEAVES = {"data", "schedules", "metrics", "plots", "files", "progress_lines"}  # importable from layer 1 up; import only errors + own package
 LEAF_LAYER = 0.5
 FACADE = PKG  # ebmlab/__init__.py: may import anything (lazily); not checked
 

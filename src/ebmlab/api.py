@@ -377,7 +377,7 @@ def _fit_in(trainer, run_dir: Path, cfg: Config, data, x_mem, energy, overwrite:
     from ebmlab.training.hooks import sample_hook
     from ebmlab.training.loop import prepare_run_dir
     from ebmlab.training.run_data import write_run_info
-    from ebmlab.training.stop_signal import checkpoint_on_sigterm
+    from ebmlab.training.stop_signal import checkpoint_on_sigterm, raise_on_sigterm
 
     lock = prepare_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite, data=None if x_mem is not None else data)
     try:
@@ -391,6 +391,7 @@ def _fit_in(trainer, run_dir: Path, cfg: Config, data, x_mem, energy, overwrite:
         with checkpoint_on_sigterm():  # a SIGTERM stops after an update, checkpointed, raising TrainingStopped
             trainer.fit(on_sample=sample_hook)
         if evaluate:
-            final_evaluation(trainer)
+            with raise_on_sigterm(trainer.evaluation_stopped):  # nothing to checkpoint: stops at once, said
+                final_evaluation(trainer)
     finally:
         lock.release()

@@ -144,7 +144,7 @@ def _image_config_note(args, cfg, data, ctx) -> None:
 def _fit_and_evaluate(args, run_dir: Path, ctx, trainer) -> int:
     from ebmlab.training.evaluate import final_evaluation
     from ebmlab.training.hooks import sample_hook
-    from ebmlab.training.stop_signal import checkpoint_on_sigterm
+    from ebmlab.training.stop_signal import checkpoint_on_sigterm, raise_on_sigterm
 
     cfg = trainer.cfg
     if args.resume:
@@ -159,7 +159,9 @@ def _fit_and_evaluate(args, run_dir: Path, ctx, trainer) -> int:
         print(f"train.time_budget of {cfg.train.time_budget:g} s spent: stopped after update {trainer.step} "
               f"({trainer.fit_stats['updates']} updates in this call)", flush=True)
     print(f"evaluating ({_weights(cfg)}) ...", flush=True)
-    _report(run_dir, final_evaluation(trainer))
+    with raise_on_sigterm(trainer.evaluation_stopped):  # nothing to checkpoint: stops at once, said
+        metrics = final_evaluation(trainer)
+    _report(run_dir, metrics)
     return 0
 
 

@@ -141,7 +141,7 @@ class TrainConfig:
     threads: int | None = None        # torch CPU threads (None: auto, the idle cores, re-counted every 10 s; training/threads.py)
     amp: bool = False                 # bf16 autocast on CUDA
     compile: bool = False             # torch.compile the energy
-    progress: bool = True             # tqdm's bar on a terminal, a plain line every 30 s in a log (training/progress_lines.py)
+    progress: bool = True             # tqdm's bar on a terminal, a plain line every 30 s in a log (ebmlab/progress_lines.py)
     time_budget: float | None = None  # seconds of training wall time per fit; stops at the first update after (None: off)
     select_every: int | None = None   # every N updates, score the EMA weights on data.val_fraction's rows and keep
                                       # the best as the run's result (training/selection.py; None: off)

@@ -33,9 +33,12 @@ class _Bar:
 
 @pytest.fixture
 def bars(monkeypatch):
+    """tqdm replaced by ``_Bar``, stderr a terminal (where a bar asked for is tqdm's; in a log it is plain lines:
+    tests/unit/test_display_and_ranks_known_answers.py)."""
     import tqdm.auto
     _Bar.made = []
     monkeypatch.setattr(tqdm.auto, "tqdm", _Bar)
+    monkeypatch.setattr("ebmlab.progress_lines._on_terminal", lambda stream: True)
     return _Bar.made
 
 

@@ -133,6 +133,39 @@ def test_a_sigterm_during_a_steps_sampling_stops_after_that_step_even_the_last(t
         assert "training is complete; evaluate it with ebmlab eval" in err
 
 
+def test_a_sigterm_during_the_final_evaluation_stops_it_at_once_and_says_how_to_redo_it(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """After the last update the final evaluation has nothing to checkpoint: a SIGTERM there (here in its sample
+    figures) ends it at once with a sentence and 143, as a stop in training does; before, the process died with a
+    bare 143 and nothing in the log. Training's checkpoint is there, the lock is released and the handler removed;
+    ``ebmlab eval`` then evaluates the run. In Python the same is a ``TrainingStopped`` at the last step."""
+    from ebmlab.training import hooks
+
+    def signal_in_final(trainer, final=False):
+        if final:  # (only where handled: a bug must fail the test, not kill the test process)
+            assert callable(signal.getsignal(signal.SIGTERM)), "the final evaluation ran without a SIGTERM handler"
+            os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(hooks, "SAMPLE_HOOKS", [signal_in_final])
+    run = tmp_path / "r"
+    code, out, err = cli(capsys, "train", "--out", run, *sets("data.name=8gaussians", "train.steps=4",
+                                                                "train.checkpoint_every=1000"))
+    assert code == 143 and "Traceback" not in err, (code, err)
+    assert err.strip().splitlines()[-1] == (f"ebmlab: stopped by SIGTERM during the final evaluation; training ended "
+                                            f"at update 4 of 4 and its checkpoint step_00000004.safetensors is "
+                                            f"written: evaluate it with ebmlab eval {run} (in Python Run.evaluate)")
+    assert [s for s, _ in ckpt.list_checkpoints(run / "checkpoints")] == [4] and not (run / "metrics.json").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with pytest.raises(TrainingStopped, match="during the final evaluation; training ended at update 3 of 3") as stop:
+        ebmlab.train("hybrid", "8gaussians", out=tmp_path / "py",
+                     overrides=["model.width=8", "model.depth=1", "train.steps=3", "train.batch_size=32",
+                                "method.n_steps=3", "method.n_steps_data=2", "train.progress=false",
+                                "train.threads=1", "eval.n_samples=32"])
+    assert stop.value.step == 3 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    monkeypatch.undo()
+    code, out, err = cli(capsys, "eval", run)
+    assert code == 0 and (run / "metrics.json").exists(), err
+
+
 def test_a_real_sigterm_to_ebmlab_train_in_the_background(tmp_path):
     """The command as a scheduler stops it: a process of its own, stderr a file; status 143, the sentence last,
     the update's checkpoint written, and the run resumable (its lock released)."""

@@ -226,7 +226,7 @@ def test_a_resumed_runs_bar_starts_at_its_step_of_the_total():
     assert _progress(7, 20, False) is None
 
 
-# ----- training/progress_lines.py: the display off a terminal ------------------------------------------------
+# ----- progress_lines.py: the display off a terminal --------- ------------------------------------------------
 def test_off_a_terminal_the_training_display_is_plain_lines_with_the_logged_numbers(tmp_path, monkeypatch, capsys):
     """stderr captured (a file, not a terminal, as in ``ebmlab train > log 2>&1``): a line at the start and one at
     the end, each ended by a newline, with no carriage return (tqdm's redraws in a log file were a real nuisance:
@@ -245,7 +245,7 @@ def test_lines_come_at_most_every_interval_and_once_at_the_end():
     import contextlib
     import io
 
-    from ebmlab.training.progress_lines import LINE_EVERY, LineProgress
+    from ebmlab.progress_lines import LINE_EVERY, LineProgress
     now = [100.0]
     buf = io.StringIO()
     with contextlib.redirect_stderr(buf):
@@ -278,7 +278,7 @@ def test_a_resumed_runs_first_line_has_no_rate_yet_and_a_closed_pipe_silences_th
     import contextlib
     import io
 
-    from ebmlab.training.progress_lines import LINE_EVERY, LineProgress
+    from ebmlab.progress_lines import LINE_EVERY, LineProgress
     now, buf = [7.0], io.StringIO()
     with contextlib.redirect_stderr(buf):
         LineProgress(1000, initial=309, clock=lambda: now[0]).close()
@@ -300,14 +300,14 @@ def test_a_terminal_gets_tqdms_bar_a_file_gets_lines(monkeypatch):
 
     import tqdm.std
 
-    from ebmlab.training.progress_lines import LineProgress, training_progress
+    from ebmlab.progress_lines import LineProgress, progress_display
 
     class Terminal(io.StringIO):
         def isatty(self):
             return True
     for stream, kind in ((Terminal(), tqdm.std.tqdm), (io.StringIO(), LineProgress)):
         monkeypatch.setattr("sys.stderr", stream)
-        bar = training_progress(3, 9)
+        bar = progress_display(3, 9)
         try:
             assert isinstance(bar, kind) and (bar.n, bar.total) == (3, 9)
         finally:
@@ -316,8 +316,10 @@ def test_a_terminal_gets_tqdms_bar_a_file_gets_lines(monkeypatch):
 
 # ----- samplers/progress.py: the sampling bar -----------------------------------------------------------------
 def test_the_sampling_switch_true_shows_none_leaves_it_to_the_terminal_false_draws_no_bar(monkeypatch):
-    """``enabled=True``: a bar (``disable=False``); ``None``: a bar that tqdm shows only on a terminal
-    (``disable=None``); ``False``: none. Inside a bar each tick counts one step; after it, nothing ticks."""
+    """``enabled=True`` on a terminal: tqdm's bar (``disable=False``); ``None``: a bar that tqdm shows only on a
+    terminal (``disable=None``); ``False``: none. Inside a bar each tick counts one step; after it, nothing ticks."""
+    import io
+
     import tqdm.auto
 
     from ebmlab.samplers.progress import sampling_progress, step_counter
@@ -336,14 +338,44 @@ def test_the_sampling_switch_true_shows_none_leaves_it_to_the_terminal_false_dra
 
         def __exit__(self, *a):
             return False
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
     monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    monkeypatch.setattr("sys.stderr", Terminal())
     for enabled in (True, None, False):
         with sampling_progress(6, enabled=enabled):
             tick = step_counter()
             if tick is not None:
                 tick(), tick()
         assert step_counter() is None
-    assert [(r.kw["total"], r.kw["disable"], r.n) for r in made] == [(6, False, 2), (6, None, 2)]
+    assert [(r.kw["total"], r.kw.get("disable", False), r.n) for r in made] == [(6, False, 2), (6, None, 2)]
+    assert made[0].kw["unit"] == made[1].kw["unit"] == "step"
+
+
+def test_a_sampling_bar_asked_for_in_a_log_is_plain_lines_and_the_samples_are_the_same(tmp_path, capsys):
+    """``run.sample(n, progress=True)`` with stderr a file (a notebook's job log, ``python draw.py > log 2>&1``): the
+    bar's text as newline-ended lines, no carriage return (it was tqdm's redraws, as training's bar had been), with
+    the step count the method runs; the samples are those drawn without it."""
+    import re
+
+    import ebmlab
+    rng = np.random.default_rng(0)
+    run = ebmlab.train("hybrid", rng.normal(size=(64, 2)).astype("float32"), out=tmp_path / "run", evaluate=False,
+                       train={"steps": 2, "progress": False, "batch_size": 16}, overrides={"model.width": 8})
+    capsys.readouterr()
+    quiet = run.sample(8, steps=6, seed=3)
+    shown = run.sample(8, steps=6, seed=3, progress=True)
+    err = capsys.readouterr().err
+    assert torch.equal(quiet, shown)
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert len(lines) == 2, err
+    first, last = (re.match(r"sample: +(\d+)% (\d+)/(\d+) \[.*step/s\]$", ln) for ln in lines)
+    assert first and last, err
+    assert first.groups()[:2] == ("0", "0") and last.groups()[0] == "100"
+    assert last.group(2) == last.group(3) == first.group(3) and int(first.group(3)) >= 6
 
 
 # ----- training/distributed.py: a logged row over two ranks ---------------------------------------------------

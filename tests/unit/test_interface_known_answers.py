@@ -302,7 +302,7 @@ def test_train_with_evaluate_false_trains_and_skips_only_the_final_evaluation(tm
     calls = []
     monkeypatch.setattr(loop, "prepare_run_dir", lambda *a, **k: SimpleNamespace(release=lambda: calls.append("unlock")))
     monkeypatch.setattr(evaluate, "final_evaluation", lambda trainer: calls.append("evaluate"))
-    trainer = SimpleNamespace(fit=lambda on_sample: calls.append("fit"))
+    trainer = SimpleNamespace(fit=lambda on_sample: calls.append("fit"), evaluation_stopped=None)
     for flag, want in ((False, ["fit", "unlock"]), (True, ["fit", "evaluate", "unlock"])):
         calls.clear()
         api._fit_in(trainer, tmp_path, None, None, None, None, False, flag, False)

@@ -5,13 +5,16 @@ nothing for minutes.
 The chain loops (``run_chain``'s, ``langevin.fixed_step_chain``, ``ais``'s stages) call ``tick()`` once per
 sampler step while a ``sampling_progress`` block is open; outside one, ``tick`` is a no-op (training's chains
 pay one context-variable read per chain, not per step). A method's steps are those ``Objective.steps_run``
-declares, so the bar's total is exact (tests/contracts/test_sampling_progress.py).
+declares, so the bar's total is exact (tests/contracts/test_sampling_progress.py). A bar asked for where stderr is
+a file or a pipe is written as plain lines (``ebmlab.progress_lines``), as training's is.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+
+from ebmlab.progress_lines import progress_display
 
 __all__ = ["sampling_progress", "step_counter"]
 
@@ -25,15 +28,18 @@ def step_counter() -> Callable[[], None] | None:
 
 @contextmanager
 def sampling_progress(total: int, desc: str = "sample", enabled: bool | None = True) -> Iterator[None]:
-    """A tqdm bar of ``total`` sampler steps, ticked by the chain loops within the block. ``enabled``: True
-    shows it, None only where stderr is a terminal (tqdm's rule), False not at all."""
+    """A bar of ``total`` sampler steps, ticked by the chain loops within the block. ``enabled``: True shows it
+    (tqdm's bar on a terminal or in a notebook, plain lines in a log: ``progress_display``), None only where
+    stderr is a terminal (tqdm's rule), False not at all."""
     if enabled is False:
         yield
         return
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, mininterval=0.5,
-              disable=None if enabled is None else False) as bar:
+    if enabled:
+        display = progress_display(0, total, desc=desc, unit="step")
+    else:
+        from tqdm.auto import tqdm
+        display = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, mininterval=0.5, disable=None)
+    with display as bar:
         token = _TICK.set(lambda: bar.update(1))
         try:
             yield

@@ -30,11 +30,11 @@ from ebmlab.config import Config
 from ebmlab.data import build_dataset
 from ebmlab.errors import ConfigError, TrainingDiverged, TrainingStopped  # (also importable from here)
 from ebmlab.objectives import build_objective
+from ebmlab.progress_lines import progress_display
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training import dist_checkpoint, distributed, run, stop_signal
 from ebmlab.training.ema import EMA
 from ebmlab.training.logging import RunLogger, scalars
-from ebmlab.training.progress_lines import training_progress
 from ebmlab.training.run_dir import is_run_dir, prepare_run_dir  # noqa: F401 (re-exported)
 from ebmlab.training.selection import Selector
 from ebmlab.training.threads import (ThreadGovernor, busy_elsewhere,  # noqa: F401 (busy_elsewhere re-exported)
@@ -270,6 +270,14 @@ class Trainer:
         return TrainingStopped(f"stopped by SIGTERM after update {self.step} of {steps}; its checkpoint {name} is "
                                f"written: {then}", self.step, self.run_dir)
 
+    def evaluation_stopped(self) -> TrainingStopped:
+        """What a SIGTERM during the final evaluation raises (``stop_signal.raise_on_sigterm``): training's checkpoint
+        is written, the evaluation can be redone."""
+        return TrainingStopped(f"stopped by SIGTERM during the final evaluation; training ended at update {self.step} "
+                               f"of {self.cfg.train.steps} and its checkpoint {ckpt.step_name(self.step)} is written: "
+                               f"evaluate it with ebmlab eval {self.run_dir} (in Python Run.evaluate)",
+                               self.step, self.run_dir)
+
     # ----- the loop ----------------------------------------------------------------------------
     def fit(self, on_sample=None) -> None:
         """Train to ``train.steps`` (from the current step), logging, checkpointing and sampling as configured.
@@ -336,5 +344,5 @@ def _postfix(values: dict) -> dict:
 
 
 def _progress(start: int, total: int, enabled: bool):
-    """The main process's progress display (``training/progress_lines.py``: a bar on a terminal, lines in a log)."""
-    return training_progress(start, total) if enabled else None
+    """The main process's progress display (``ebmlab/progress_lines.py``: a bar on a terminal, lines in a log)."""
+    return progress_display(start, total) if enabled else None

@@ -10,7 +10,9 @@ uninterrupted run would have (the checkpoint holds every random state). A second
 
 ``ebmlab train`` and ``ebmlab.train`` / ``ebmlab.resume`` train inside the block; an experiment's worker processes
 do not (a worker that outlived its experiment would go on to train its next queued cell: ``experiments/cells.py``).
-Ctrl-C (SIGINT) is left as it is: it stops at once, keeping the last checkpoint. Several processes (torchrun) agree
+The final evaluation that follows training runs inside ``raise_on_sigterm``: it has nothing to checkpoint (training's
+checkpoint is written), so a SIGTERM there stops it at once with a ``TrainingStopped`` that says so and how to redo
+it, instead of a bare exit. Ctrl-C (SIGINT) is left as it is: it stops at once, keeping the last checkpoint. Several processes (torchrun) agree
 on the stop in the loop, so that every rank stops after the same update (after the last update each rank reads its
 own flag: nothing collective follows training).
 """
@@ -20,9 +22,9 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-__all__ = ["checkpoint_on_sigterm", "stop_requested", "handling"]
+__all__ = ["checkpoint_on_sigterm", "raise_on_sigterm", "stop_requested", "handling"]
 
 _STATE = {"handling": False, "requested": False}
 
@@ -60,3 +62,22 @@ def checkpoint_on_sigterm() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)  # (None: set outside Python)
         _STATE.update(handling=False, requested=False)
+
+
+@contextlib.contextmanager
+def raise_on_sigterm(error: Callable[[], BaseException]) -> Iterator[None]:
+    """Within the block a SIGTERM raises ``error()`` in the main thread at once, and a second one takes the default
+    action: for work that has nothing to checkpoint and can be redone (the final evaluation). The previous handler is
+    restored after the block; off the main thread this changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise error()
+    old = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)

@@ -1,11 +1,13 @@
-"""The training run's progress display: tqdm's bar on a terminal (or in a notebook), plain lines everywhere else.
+"""Progress displays (a training run's updates, a draw's sampler steps): tqdm's bar on a terminal (or in a notebook),
+plain lines everywhere else.
 
 tqdm redraws its bar in place with a carriage return several times a second. Where stderr is a file or a pipe
 (``nohup ebmlab train ... > log 2>&1``, a cluster's job log, CI) every redraw stays in the file as one more
 ``\\r``-separated fragment, so a long run's log fills with them and reads as one enormous line. Off a terminal
 ``LineProgress`` writes the same facts as tqdm's bar (percentage, step of total, elapsed and remaining time,
-rate, the last logged loss / gap / acceptance) as one newline-ended line when training starts, then at most
-every ``LINE_EVERY`` seconds, and once at the end. The text is tqdm's own ``format_meter``, without the bar.
+rate, and for training the last logged loss / gap / acceptance) as one newline-ended line when the work starts,
+then at most every ``LINE_EVERY`` seconds, and once at the end. The text is tqdm's own ``format_meter``, without
+the bar. A leaf module (it imports no other ebmlab module): ``training/loop.py`` and ``samplers/progress.py`` use it.
 """
 from __future__ import annotations
 
@@ -17,14 +19,14 @@ _FORMAT = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}
 
 
 class LineProgress:
-    """tqdm's interface as the training loop uses it (``n``, ``total``, ``update``, ``set_postfix``, ``close``),
-    written as plain lines to stderr: at the start, then at most every ``every`` seconds, and at ``close``.
-    ``clock``: seconds on a monotonic clock (tests replace it)."""
+    """tqdm's interface as ebmlab uses it (``n``, ``total``, ``update``, ``set_postfix``, ``close``, a ``with``
+    block), written as plain lines to stderr: at the start, then at most every ``every`` seconds, and at ``close``.
+    ``unit``: what is counted (tqdm's ``it`` or ``step``); ``clock``: seconds on a monotonic clock (tests replace it)."""
 
     def __init__(self, total: int, initial: int = 0, desc: str = "train", every: float = LINE_EVERY,
-                 clock=time.monotonic):
+                 clock=time.monotonic, unit: str = "it"):
         self.n, self.total, self.initial, self.desc, self.every = initial, total, initial, desc, every
-        self.clock, self.postfix, self.closed, self.writable = clock, "", False, True
+        self.clock, self.postfix, self.closed, self.writable, self.unit = clock, "", False, True, unit
         self.t0 = self.last = clock()
         self._write()
 
@@ -45,6 +47,12 @@ class LineProgress:
             if self.n != self._written:
                 self._write()
 
+    def __enter__(self) -> "LineProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _write(self) -> None:
         from tqdm.std import tqdm
         now = self.clock()
@@ -53,7 +61,7 @@ class LineProgress:
         rate = done / elapsed if elapsed > 0 and done > 0 else None
         # no update yet: elapsed 0, so that tqdm says "?" rather than dividing the resumed step by ~0 s
         line = tqdm.format_meter(self.n, self.total, elapsed if done > 0 else 0.0, prefix=self.desc, rate=rate,
-                                 bar_format=_FORMAT, postfix=self.postfix or None)
+                                 bar_format=_FORMAT, postfix=self.postfix or None, unit=self.unit)
         self.last, self._written = now, self.n
         if self.writable:
             try:
@@ -62,15 +70,16 @@ class LineProgress:
                 self.writable = False     # the training it reports on, so it goes quiet
 
 
-def training_progress(start: int, total: int, desc: str = "train"):
+def progress_display(start: int, total: int, desc: str = "train", unit: str = "it"):
     """tqdm's bar where it can redraw in place (stderr a terminal, or a notebook, where ``tqdm.auto`` picks its
-    widget), else a ``LineProgress``. Both start at ``start`` of ``total`` (a resumed run's step)."""
+    widget), else a ``LineProgress``. Both start at ``start`` of ``total`` (a resumed run's step) and count
+    ``unit``s."""
     from tqdm.auto import tqdm
     from tqdm.autonotebook import tqdm as chosen  # tqdm.std's class unless a notebook's kernel runs this
     from tqdm.std import tqdm as plain_tqdm
     if chosen is not plain_tqdm or _on_terminal(sys.stderr):
-        return tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True, mininterval=0.5)
-    return LineProgress(total, initial=start, desc=desc)
+        return tqdm(total=total, initial=start, desc=desc, unit=unit, dynamic_ncols=True, mininterval=0.5)
+    return LineProgress(total, initial=start, desc=desc, unit=unit)
 
 
 def _on_terminal(stream) -> bool:
