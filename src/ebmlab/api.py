@@ -53,6 +53,7 @@ from ebmlab.api_energy import check_no_model_settings, check_rebuilds, energy_re
 from ebmlab.config import Config, apply_overrides, user_data_overrides
 from ebmlab.config_checks import check_integer
 from ebmlab.errors import ConfigError, DataError, RunError, is_out_of_memory
+from ebmlab.objectives import warn_if_unloadable
 
 __all__ = ["Run", "compare", "configs", "datasets", "experiment", "experiment_names", "load", "methods", "models", "resume",
            "train"]
@@ -312,6 +313,7 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     if config is None and (raw.get("data") or {}).get("name") == "array":  # the user's vectors, no config
         raw = apply_overrides(raw, user_data_overrides(raw))
     cfg = validated(raw)
+    warn_if_unloadable(cfg.method.name)  # a method registered in __main__
     data_set = dataset(cfg, x_mem)
     note = image_config_note(data_set.kind, cfg.model.name, config is not None or "name" in (raw.get("model") or {}))
     if note:

@@ -14,10 +14,11 @@ __all__ = ["compare", "configs", "datasets", "experiment", "experiment_names", "
 
 
 def methods() -> list[str]:
-    """The registered training methods (``method.name``), sorted."""
-    from ebmlab.objectives import METHODS
+    """The training methods (``method.name``): the built-in ones, those registered in this process
+    (``ebmlab.objectives.register``) and those installed packages offer (entry points ``ebmlab.methods``), sorted."""
+    from ebmlab.objectives import method_names
 
-    return sorted(METHODS)
+    return method_names()
 
 
 def models() -> list[str]:

@@ -93,9 +93,9 @@ def _train_epilog() -> str:
     from ebmlab.config import shipped_configs
     from ebmlab.data import DATASETS
     from ebmlab.energies.build import MODELS
-    from ebmlab.objectives import METHODS
+    from ebmlab.objectives import method_names
 
-    return "\n".join([_wrap("methods (--set method.name=NAME)", sorted(METHODS)),
+    return "\n".join([_wrap("methods (--set method.name=NAME)", method_names()),
                       _wrap("models (--set model.name=NAME)", sorted(MODELS)),
                       _wrap("datasets (--set data.name=NAME; or --data FILE for your own vectors)", sorted(DATASETS)),
                       _wrap("shipped configs (--config NAME; `ebmlab configs` describes them)", shipped_configs()),

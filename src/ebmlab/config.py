@@ -318,7 +318,8 @@ def from_dict(raw: dict, method_configs: Mapping[str, type]) -> Config:
     method_raw = dict(method_raw)
     name = method_raw.get("name", "hybrid")
     if not isinstance(name, str) or name not in method_configs:
-        raise ConfigError(f"unknown method name {name!r}; available methods are: {', '.join(sorted(method_configs))}")
+        raise ConfigError(f"unknown method name {name!r}; available methods are: {', '.join(sorted(method_configs))} "
+                          "(a method of your own: ebmlab.objectives.register, README 'Your own method')")
     method_raw["name"] = name
     parts["method"] = build_section(method_configs[name], method_raw, "method")
     cfg = Config(**parts)

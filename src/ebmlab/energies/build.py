@@ -54,13 +54,13 @@ def import_target(target: str) -> type:
                               "the ebmlab command): define it there before ebmlab.load (to load a run anywhere, train it "
                               "with the class in an importable module)") from None
         raise ConfigError(f"model.target {target!r} cannot be imported ({text}); install its module or put it "
-                          f"on PYTHONPATH where the run is trained or loaded{_cwd_hint(exc, module)}") from None
+                          f"on PYTHONPATH where the run is trained or loaded{cwd_hint(exc, module)}") from None
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise ConfigError(f"model.target {target!r} is not an nn.Module class")
     return obj
 
 
-def _cwd_hint(exc: Exception, module: str) -> str:
+def cwd_hint(exc: Exception, module: str) -> str:
     """The likely fix when the module lies in the current directory, which the ``ebmlab`` command (a console
     script, unlike ``python script.py`` or ``python -m``) does not search."""
     top = module.split(".")[0]

@@ -14,8 +14,8 @@ Evaluation, the CLI, the experiments and the Python API call only what is declar
   for class-conditional models;
 - ``n_steps_default``: the ``n_steps`` that ``sample`` uses when given None;
 - ``log_density(x)``: the unnormalised model log-density of x in model coordinates, where the method
-  defines one (``has_log_density``); a method without one raises ``NoLogDensity`` and evaluation
-  reports that instead of skipping silently;
+  defines one (``has_log_density``; by default -E(x) of ``data_energy``); a method without one raises
+  ``NoLogDensity`` and evaluation reports that instead of skipping silently;
 - ``param_groups(lr)`` -> list of ``ParamGroup`` (typed optimizer groups; paper 003 has two);
 - ``num_classes``: the classes a class-conditional model was trained on (0: unconditional), and
   ``class_cond(label, n)`` -> ``{"y": labels}``, the ``cond`` that samples one class;
@@ -66,8 +66,9 @@ class NoLogDensity(NotImplementedError):
 
 
 class Objective(nn.Module):
-    """Base class. Subclasses set ``self.energy`` (the module ``ebmlab.load`` returns) and implement
-    ``forward``, ``prior``, ``sample``, ``n_steps_default`` and, where defined, ``log_density``."""
+    """Base class. Subclasses set ``self.energy`` (the module ``ebmlab.load`` returns) and ``self.shape``, and
+    implement ``forward``, ``prior``, ``sample`` and ``n_steps_default``; the rest has defaults (``log_density``:
+    -E(x))."""
 
     energy: nn.Module
     shape: tuple[int, ...]          # the shape of one data point (model coordinates)
@@ -123,8 +124,12 @@ class Objective(nn.Module):
         return checked_conditions(cond, self.energy_conditions, n, next(self.parameters()).device)
 
     def log_density(self, x: Tensor) -> Tensor:
-        """(B,) unnormalised model log-density of x; raises ``NoLogDensity`` where a method has none."""
-        raise NoLogDensity(f"{type(self).__name__} defines no log-density of the data")
+        """(B,) unnormalised model log-density of x: -``data_energy``(x), p ∝ exp(-E), unless a method overrides it (a
+        temperature, paper 000's level); one that defines none sets ``has_log_density = False`` and raises
+        ``NoLogDensity`` here."""
+        if not self.has_log_density:
+            raise NoLogDensity(f"{type(self).__name__} defines no log-density of the data")
+        return -self.data_energy(x)
 
     def param_groups(self, lr: float) -> list[ParamGroup]:
         """Optimizer parameter groups; methods with two networks (paper 003) override this."""

@@ -8,6 +8,7 @@ exported before is re-exported (``from ebmlab.training.config import ConfigError
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ebmlab import config as _schema
@@ -47,11 +48,31 @@ __all__ = [
 ]
 
 
-def method_configs() -> dict[str, type]:
-    """{method name: dataclass of its ``method`` section}, from the objectives' registry."""
-    from ebmlab.objectives import METHODS  # here, not at the top: importing a config stays light (no torch)
+class _MethodConfigs(Mapping):
+    """{method name: dataclass of its ``method`` section}, read from the objectives' registry when asked; a name the
+    registry lacks is first looked for among the installed packages' methods (``objectives.load_installed``)."""
 
-    return {name: spec.config for name, spec in METHODS.items()}
+    def __getitem__(self, name: str) -> type:
+        from ebmlab.objectives import METHODS, load_installed  # here: importing a config stays light (no torch)
+
+        if isinstance(name, str):
+            load_installed(name)
+        return METHODS[name].config
+
+    def __iter__(self) -> Iterator[str]:
+        from ebmlab.objectives import METHODS
+
+        return iter(list(METHODS))
+
+    def __len__(self) -> int:
+        from ebmlab.objectives import METHODS
+
+        return len(METHODS)
+
+
+def method_configs() -> Mapping[str, type]:
+    """{method name: dataclass of its ``method`` section}, from the objectives' registry (``_MethodConfigs``)."""
+    return _MethodConfigs()
 
 
 def from_dict(raw: dict) -> Config:

@@ -36,6 +36,7 @@ def write_run_info(run_dir: Path, cfg: Config, data) -> None:
     from importlib.metadata import PackageNotFoundError, version
 
     from ebmlab.data.arrays import file_sha256, folder_fingerprint
+    from ebmlab.objectives import method_module
 
     try:
         __version__ = version("ebmlab")
@@ -55,6 +56,9 @@ def write_run_info(run_dir: Path, cfg: Config, data) -> None:
                      "sha256": file_sha256(f) if f is not None else None,
                      "listing_sha256": folder_fingerprint(cfg.data.path) if _is_folder(cfg) else None},
             "transform": transform_info(tf, data.kind)}
+    module = method_module(cfg.method.name)
+    if module is not None:  # a method of the user's own: opening the run imports the module that registered it
+        info["method_module"] = module
     write_text_atomic(run_dir / INFO_NAME, json.dumps(info, indent=1))
 
 
