@@ -13,7 +13,9 @@ import re
 import subprocess
 import sys
 import textwrap
+import typing
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -33,12 +35,13 @@ def examples() -> dict[str, str]:
     return dict(re.findall(r"<!-- own-method-example: (\S+) -->\s*```python\n(.*?)```", text, flags=re.DOTALL))
 
 
-def _run(argv: list[str], cwd: Path, pythonpath: Path | None) -> subprocess.CompletedProcess:
+def _run(argv: list[str], cwd: Path, pythonpath: Path | None, extra_path: list[Path] = ()) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     env.pop("EBMLAB_DEBUG", None)
     env.pop("PYTHONPATH", None)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
+    paths = ([pythonpath] if pythonpath is not None else []) + list(extra_path)
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(map(str, paths))
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -85,31 +88,46 @@ def test_a_run_of_your_method_opens_in_a_fresh_process_and_in_every_command_wher
     # where the module cannot be imported: one sentence that names the module (the run is not harmed)
     elsewhere = _run([*EBMLAB, "sample", str(run), "--n", "5"], readme_run.parent, None)
     assert elsewhere.returncode == 2 and elsewhere.stderr.strip().splitlines() == [
-        "ebmlab: error: method 'short_run' is registered by module 'short_run', which cannot be imported "
-        "(ModuleNotFoundError: No module named 'short_run'); install it or put it on PYTHONPATH where the run is "
-        "opened"], elsewhere.stderr
+        "ebmlab: error: method 'short_run': module 'short_run', which registered it where the run was trained, cannot "
+        "be imported (ModuleNotFoundError: No module named 'short_run'); install it or put it on PYTHONPATH"], \
+        elsewhere.stderr
 
 
 def test_an_installed_packages_method_trains_from_the_command_line(tmp_path):
     """An entry point in the group ``ebmlab.methods`` (a package's ``pyproject.toml``), here as the dist-info a
     ``pip install`` writes: ``ebmlab train --set method.name=short_run`` imports its module; the command lists it."""
-    site = tmp_path / "site"
-    (site / "shortrun_pkg-0.1.dist-info").mkdir(parents=True)
-    (site / "shortrun_methods.py").write_text(examples()["short_run.py"])
-    (site / "shortrun_pkg-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: shortrun-pkg\n"
-                                                                   "Version: 0.1\n")
-    (site / "shortrun_pkg-0.1.dist-info" / "entry_points.txt").write_text("[ebmlab.methods]\n"
-                                                                           "short_run = shortrun_methods\n")
+    site = _package(tmp_path / "site", "shortrun_methods")
     small = ("method.name=short_run", "data.name=8gaussians", "method.n_steps=3", "train.steps=2", "model.width=8",
              "model.depth=1", "train.batch_size=32", "train.progress=false", "eval.n_samples=32", "eval.grid_size=8",
              "eval.long_run_factor=1", "eval.plots=false")
     res = _run([*EBMLAB, "train", "--out", "runs/ep", *[a for o in small for a in ("--set", o)]], tmp_path, site)
     assert res.returncode == 0, res.stderr[-2000:]
     assert '"method_module": "shortrun_methods"' in (tmp_path / "runs" / "ep" / "run.json").read_text()
+    # the package renamed its module since: the run opens through the entry point, with a warning naming both
+    moved = _package(tmp_path / "moved", "shortrun_v2")
+    res = _run([*EBMLAB, "sample", "runs/ep", "--n", "3"], tmp_path, moved)
+    assert res.returncode == 0 and ("method 'short_run' of this run was registered by module 'shortrun_methods' where "
+                                    "it was trained; here module 'shortrun_v2' registers it") in res.stderr, res.stderr
+    # two installed packages offer the name: refused in one sentence, naming both modules
+    both = _run([*EBMLAB, "sample", "runs/ep", "--n", "3"], tmp_path, None,
+                extra_path=[site, moved])
+    assert_one_sentence(both.returncode, both.stderr, "is offered by several installed packages (entry points "
+                        "ebmlab.methods: shortrun_methods, shortrun_v2); uninstall all but one")
     listed = _run([sys.executable, "-c", "import ebmlab; print(ebmlab.methods())"], tmp_path, site)
     assert "'short_run'" in listed.stdout and "'hybrid'" in listed.stdout
     assert "short_run" not in _run([sys.executable, "-c", "import ebmlab; print(ebmlab.methods())"],
                                    tmp_path, None).stdout
+
+
+def _package(site: Path, module: str) -> Path:
+    """``site`` holding ``module`` (the README's short_run.py) and the dist-info of an installed package whose entry
+    point offers it as method short_run."""
+    info = site / f"{module}_pkg-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / f"{module}.py").write_text(examples()["short_run.py"])
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}-pkg\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[ebmlab.methods]\nshort_run = {module}\n")
+    return site
 
 
 # ----- register, and the objective it builds -----------------------------------------------------------------------
@@ -150,12 +168,23 @@ class NoSample(Tiny):
     sample = Objective.sample
 
 
+def _config(*fields):
+    """A method config class with a name field and ``fields`` ((name, type[, default]), ...)."""
+    return dataclasses.make_dataclass("Cfg", [("name", str, "tiny"), *fields], kw_only=True)
+
+
 def test_register_refuses_what_cannot_be_a_method_in_one_sentence(registry):
+    """Found by an audit: a tuple field trained a whole run that then could not be returned or opened (config.yaml
+    gives a list back), a Literal field and a field without a default ended in tracebacks."""
     cases = [(("hybrid", TinyConfig, Tiny), "'hybrid' is a built-in method; register yours under another name"),
              (("my method", TinyConfig, Tiny), "a method's name must be a Python-style identifier"),
              (("tiny", TinyConfig(), Tiny), "config must be a dataclass (the class, not an instance)"),
              (("tiny", dataclasses.make_dataclass("C", [("steps", int, 3)]), Tiny), "with a 'name' field"),
-             (("tiny", TinyConfig, None), "build must be callable")]
+             (("tiny", TinyConfig, None), "build must be callable"),
+             (("tiny", _config(("pair", tuple[int, int], (1, 2))), Tiny),
+              "config field 'pair' has type tuple[int, int], which a YAML config cannot hold and give back"),
+             (("tiny", _config(("kind", typing.Literal["a", "b"], "a")), Tiny), "config field 'kind' has type"),
+             (("tiny", _config(("must", int)), Tiny), "config field 'must' has no default")]
     for args, needle in cases:
         with pytest.raises(ConfigError) as exc:
             register(*args)
@@ -224,3 +253,75 @@ def test_an_unknown_method_on_the_command_line_points_to_registering_one(tmp_pat
     code, out, err = cli(capsys, "train", "--out", tmp_path / "r", *sets("method.name=nope"))
     assert_one_sentence(code, err, "unknown method name 'nope'")
     assert "a method of your own: ebmlab.objectives.register, README 'Your own method'" in err
+
+
+# ----- found by the audit of this feature (docs/testing.md) -------------------------------------------------------
+def test_a_helper_that_registers_for_a_module_records_that_module(tmp_path, monkeypatch, registry):
+    """A shared helper (``offer`` in helperlib) called at a module's top level: the run records the module whose
+    import registers the method (mymeth), not the helper's (whose import registers nothing)."""
+    (tmp_path / "helperlib.py").write_text("from ebmlab.objectives import register\n\n\n"
+                                           "def offer(name, config, build):\n    register(name, config, build)\n")
+    (tmp_path / "mymeth.py").write_text("import helperlib\nfrom tests.unit.test_own_method import Tiny, TinyConfig\n\n"
+                                        "helperlib.offer('viahelper', TinyConfig, Tiny)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import mymeth  # noqa: F401
+        assert METHODS["viahelper"].module == "mymeth"
+    finally:
+        for m in ("mymeth", "helperlib"):
+            sys.modules.pop(m, None)
+
+
+def test_a_run_opened_where_another_module_registers_its_name_says_so(tmp_path, monkeypatch, registry):
+    """Found by the audit: a run trained on one module's method opened silently with another module's objective of
+    the same name (its samples were the other method's)."""
+    register("tiny", TinyConfig, Tiny)
+    ebmlab.train("tiny", "8gaussians", out=tmp_path / "r", evaluate=False,
+                 overrides={"train.steps": 2, "train.progress": False, "model.width": 8, "train.batch_size": 32})
+    (tmp_path / "othermeth.py").write_text("from ebmlab.objectives import register\n"
+                                           "from tests.unit.test_own_method import Tiny, TinyConfig\n\n"
+                                           "register('tiny', TinyConfig, Tiny)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import othermeth  # noqa: F401
+        with pytest.warns(UserWarning, match="method 'tiny' of this run was registered by module "
+                                             "'tests.unit.test_own_method' where it was trained; here module "
+                                             "'othermeth' registers it"):
+            ebmlab.load(tmp_path / "r")
+    finally:
+        sys.modules.pop("othermeth", None)
+
+
+class PerSampleLoss(Tiny):
+    def forward(self, batch, *, generator=None):
+        x = objectives.base.batch_data(batch)
+        return objectives.LossOutput(self.energy(x), {})  # (B,): one loss per sample, not one number
+
+
+class BareTensor(Tiny):
+    def forward(self, batch, *, generator=None):
+        return self.energy(objectives.base.batch_data(batch)).mean()
+
+
+@pytest.mark.parametrize("cls, got", [(PerSampleLoss, "got a loss of shape (32,)"), (BareTensor, "got a Tensor")])
+def test_a_forward_that_does_not_return_one_loss_is_said_at_the_first_update(tmp_path, registry, cls, got):
+    """Found by the audit: a per-sample loss ended in torch's "only one element tensors can be converted to Python
+    scalars", a bare tensor in an AttributeError traceback."""
+    register("tiny", TinyConfig, cls)
+    with pytest.raises(ConfigError, match=re.escape(f"{cls.__name__}.forward must return LossOutput(loss, metrics) "
+                                                    f"with the loss a 0-d tensor (one number: e.g. a mean over the "
+                                                    f"batch), {got}")):
+        ebmlab.train("tiny", "8gaussians", out=tmp_path / "r", evaluate=False,
+                     overrides={"train.steps": 2, "train.progress": False, "model.width": 8, "train.batch_size": 32})
+
+
+def test_guidance_on_a_method_without_it_is_one_sentence():
+    """Found by the audit: guidance on a conditional run of a user's method looked up ``objective.generate`` (only
+    cdrl / drl have it) before checking the method, and ended in an AttributeError."""
+    from ebmlab.applications.guidance import guided_sample
+    from ebmlab.training.config import load_config
+
+    cfg = load_config(None, ["data.name=8gaussians", "model.width=8"])
+    obj = Tiny(cfg, SimpleNamespace(shape=(2,)))
+    with pytest.raises(ValueError, match="classifier-free guidance needs a cdrl or drl model"):
+        guided_sample(obj, torch.zeros(3, dtype=torch.long), 1.0)

@@ -52,6 +52,7 @@ def guided_sample(objective, labels: Tensor, w: float, *, generator: torch.Gener
     """(B, ...) samples of class ``labels`` (B,) long with guidance weight ``w`` >= 0; ``n_steps`` is K', the
     Langevin steps *per level* (None: the trained K), as ``objective.generate`` takes it (``Run.sample`` and
     ``ebmlab sample --steps`` take a total and divide it by the levels first)."""
+    _check(objective)  # (before objective.generate is looked up: only cdrl / drl have the one it calls)
     if not math.isfinite(w) or w < 0:  # (a NaN weight passed "w < 0" and ran the whole chain into NaN)
         raise ValueError(f"the guidance weight w must be a finite number >= 0, got {w}")
     x_T = objective.prior(labels.shape[0], generator)

@@ -59,15 +59,15 @@ class _MethodConfigs(Mapping):
             load_installed(name)
         return METHODS[name].config
 
-    def __iter__(self) -> Iterator[str]:
-        from ebmlab.objectives import METHODS
+    def __iter__(self) -> Iterator[str]:  # (the names installed packages offer too: what an error lists)
+        from ebmlab.objectives import method_names
 
-        return iter(list(METHODS))
+        return iter(method_names())
 
     def __len__(self) -> int:
-        from ebmlab.objectives import METHODS
+        from ebmlab.objectives import method_names
 
-        return len(METHODS)
+        return len(method_names())
 
 
 def method_configs() -> Mapping[str, type]:

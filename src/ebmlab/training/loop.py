@@ -29,7 +29,7 @@ import torch
 from ebmlab.config import Config
 from ebmlab.data import build_dataset
 from ebmlab.errors import ConfigError, TrainingDiverged, TrainingStopped  # (also importable from here)
-from ebmlab.objectives import build_objective
+from ebmlab.objectives import build_objective, check_loss_output
 from ebmlab.progress_lines import progress_display
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training import dist_checkpoint, distributed, run, stop_signal
@@ -214,7 +214,7 @@ class Trainer:
         set_lr(self.optimizer, tc, self.step)
         distributed.sync_network_buffers(self.objective, self.dist)  # rank 0's spectral-norm vectors
         with distributed.autocast(self.device, tc.amp):
-            out = self.objective(self.next_batch(), generator=self.g_obj)
+            out = check_loss_output(self.objective(self.next_batch(), generator=self.g_obj), self.objective)
         bad = distributed.nonfinite_loss(out.loss, self.dist)  # collective: every rank stops together
         if bad is not None:
             raise TrainingDiverged(f"non-finite loss ({bad}) at step {self.step + 1}")

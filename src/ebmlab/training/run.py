@@ -116,13 +116,13 @@ def read_run_config(run_dir: str | Path) -> Config:
 
 def _import_users_method(run_dir: str | Path, raw: dict) -> None:
     """A run of a method of the user's own: the module that registered it (``run.json``'s ``method_module``)
-    imported, so that the config validates and the objective builds (``objectives.import_method``)."""
-    from ebmlab.objectives import METHODS, import_method
+    imported, so that the config validates and the objective builds (``objectives.open_method``)."""
+    from ebmlab.objectives import BUILT_IN, open_method
 
     method = raw.get("method")
     name = method.get("name") if isinstance(method, dict) else None
-    if isinstance(name, str) and name not in METHODS:
-        import_method(name, (read_run_info(Path(run_dir)) or {}).get("method_module"))
+    if isinstance(name, str) and name not in BUILT_IN:
+        open_method(name, (read_run_info(Path(run_dir)) or {}).get("method_module"))
 
 
 def _checkpoint_transform(meta: dict, path: Path):
