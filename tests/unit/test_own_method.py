@@ -8,6 +8,7 @@ The README's two ``python`` blocks after ``<!-- own-method-example: NAME -->`` a
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -113,6 +114,12 @@ def test_an_installed_packages_method_trains_from_the_command_line(tmp_path):
                 extra_path=[site, moved])
     assert_one_sentence(both.returncode, both.stderr, "is offered by several installed packages (entry points "
                         "ebmlab.methods: shortrun_methods, shortrun_v2); uninstall all but one")
+    # the same budget, data and evaluation as the papers' methods: the leaderboard, each cell in a fresh process
+    res = _run([*EBMLAB, "experiment", "leaderboard", "--quick", "--methods", "short_run", "--datasets", "mixture",
+                "--seeds", "0", "--jobs", "2", "--out", "lb"], tmp_path, site)
+    assert res.returncode == 0, res.stderr[-2000:]
+    row = json.loads((tmp_path / "lb" / "results.json").read_text())["datasets"]["mixture"]["table"]["mixture/short_run"]
+    assert row["density_kl"]["per_seed"][0] > 0 and row["updates"]["per_seed"][0] > 0
     listed = _run([sys.executable, "-c", "import ebmlab; print(ebmlab.methods())"], tmp_path, site)
     assert "'short_run'" in listed.stdout and "'hybrid'" in listed.stdout
     assert "short_run" not in _run([sys.executable, "-c", "import ebmlab; print(ebmlab.methods())"],

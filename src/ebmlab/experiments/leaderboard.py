@@ -54,6 +54,7 @@ from ebmlab.errors import ConfigError
 from ebmlab.experiments import claims, paper000, paper003
 from ebmlab.experiments.claims import Cell
 from ebmlab.experiments.host_speed import floor_ms
+from ebmlab.experiments.own_methods import known_in_worker, own_method_overrides, own_method_params, own_methods
 from ebmlab.experiments.leaderboard_report import (  # noqa: F401
     better, dataset_markdown, figure, ranks, summary_markdown, verdicts)
 from ebmlab.experiments.runner import device_generator, experiment_config, train_cell
@@ -129,11 +130,15 @@ def metrics_of(dataset: str) -> list[str]:
 
 
 # ----- one cell ------------------------------------------------------------------------------------
-def method_overrides(method: str, dataset: str, budget: float, quick: bool) -> tuple[str, list[str]]:
-    """(base config, overrides) of one method on one dataset: the paper's config, the leaderboard's data,
-    evaluation and budget."""
-    vec_cfg, img_cfg, arm = METHODS[method]
-    config = DATASET_CONFIGS.get((method, dataset), img_cfg if kind(dataset) == "image" else vec_cfg)
+def method_overrides(method: str, dataset: str, budget: float, quick: bool) -> tuple[str | None, list[str]]:
+    """(base config, overrides) of one method on one dataset: the paper's config (a method of the user's own: the
+    library's defaults, ``_own_method``), the leaderboard's data, evaluation and budget."""
+    if method in METHODS:
+        vec_cfg, img_cfg, arm = METHODS[method]
+        config = DATASET_CONFIGS.get((method, dataset), img_cfg if kind(dataset) == "image" else vec_cfg)
+    else:
+        config, arm = None, own_method_overrides(method, image=kind(dataset) == "image",
+                                                 image_config=METHODS[DEFAULT_ROW][1])
     sets = arm + DATASETS[dataset][0] + EVAL[kind(dataset)]
     if method == DEFAULT_ROW and group(dataset) == "table":  # what `ebmlab train --data FILE` adds for user vectors
         sets = user_data_overrides(apply_overrides({}, sets)) + sets
@@ -143,6 +148,7 @@ def method_overrides(method: str, dataset: str, budget: float, quick: bool) -> t
 
 def cell_fn(params: dict, seed: int, run_dir: Path) -> dict:
     """One method cell: train for the budget, evaluate, add OOD AUROCs, cost and the figure's samples."""
+    known_in_worker(params)
     def measure(arm) -> dict:
         obj, data = arm.trainer.objective, arm.trainer.data
         stats = arm.trainer.fit_stats
@@ -159,6 +165,7 @@ def rescore_fn(params: dict, seed: int, run_dir: Path) -> dict:
     """A finished method cell's evaluation and OOD AUROCs again, from its stored run (its result, ``open_run``:
     ``best.safetensors`` when selection chose one, else the final checkpoint; EMA weights): the metrics
     ``cell_fn`` records after training, without training (``claims.Cell.rescore``)."""
+    known_in_worker(params)
     cfg, objective, data = open_run(run_dir)
     m = {k: v for k, v in evaluate(objective, data, cfg, None).items() if isinstance(v, (int, float))}
     objective.eval()  # (evaluate leaves it in train mode), as ``cell_fn`` measures
@@ -285,7 +292,8 @@ def build_cells(quick: bool, full: bool, budget: float | None, seeds, methods=No
     """{dataset: cells}: every method (then each baseline) on it, every seed. ``methods`` / ``datasets``:
     a subset of ``METHODS`` / ``DATASETS`` (default: all, or the quick grid); the baselines always run."""
     budget = budget or (QUICK_BUDGET if quick else BUDGET_FULL if full else BUDGET)
-    methods = _subset("method", methods, METHODS) or (QUICK_METHODS if quick else tuple(METHODS))
+    methods = _subset("method", methods, (*METHODS, *own_methods(METHODS))) or (QUICK_METHODS if quick
+                                                                                   else tuple(METHODS))
     datasets = _subset("dataset", datasets, DATASETS) or (QUICK_DATASETS if quick else tuple(DATASETS))
     grid = {}
     for ds in datasets:
@@ -293,7 +301,8 @@ def build_cells(quick: bool, full: bool, budget: float | None, seeds, methods=No
         cells = []
         for m in methods:
             config, sets = method_overrides(m, ds, budget, quick)
-            cells += [Cell(f"{ds}/{m}", s, cell_fn, {"config": config, "overrides": sets, "ood": ood},
+            own = {} if m in METHODS else own_method_params(m)
+            cells += [Cell(f"{ds}/{m}", s, cell_fn, {"config": config, "overrides": sets, "ood": ood, **own},
                            fingerprint=config_fingerprint, run_fingerprint=run_config_fingerprint,
                            requires=needs, rescore=rescore_fn) for s in seeds]
         base = DATASETS[ds][0] + EVAL[kind(ds)] + (QUICK if quick and kind(ds) == "vector" else [])
@@ -325,8 +334,9 @@ def _subset(what: str, names, known) -> tuple[str, ...] | None:
     names = tuple(dict.fromkeys(names))
     unknown = [n for n in names if n not in known]
     if unknown or not names:
+        own = " (and a method of your own, registered or installed: README 'Your own method')" if what == "method" else ""
         raise ConfigError(f"unknown leaderboard {what} {', '.join(map(repr, unknown)) or '(none given)'}; "
-                          f"the {what}s are: {', '.join(known)}")
+                          f"the {what}s are: {', '.join(known)}{own}")
     return names
 
 
