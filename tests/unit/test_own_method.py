@@ -175,6 +175,20 @@ class NoSample(Tiny):
     sample = Objective.sample
 
 
+class StepsInInit(Tiny):
+    """``n_steps_default`` set in ``__init__`` as a number (it was the contract's property without a setter: found by
+    the audit, "property has no setter")."""
+    n_steps_default = Objective.n_steps_default  # (Tiny's own property undone: the base's, settable)
+
+    def __init__(self, cfg, data):
+        super().__init__(cfg, data)
+        self.n_steps_default = 4
+
+
+class NoSteps(Tiny):
+    n_steps_default = Objective.n_steps_default
+
+
 def _config(*fields):
     """A method config class with a name field and ``fields`` ((name, type[, default]), ...)."""
     return dataclasses.make_dataclass("Cfg", [("name", str, "tiny"), *fields], kw_only=True)
@@ -216,6 +230,12 @@ def test_a_method_trains_from_python_and_its_objective_is_checked_before_trainin
                                           r"contract: ebmlab/objectives/base.py\)"):
         ebmlab.train("tiny", "8gaussians", out=tmp_path / "r2", overrides=over)
     assert not (tmp_path / "r2" / "checkpoints").exists()
+    register("tiny", TinyConfig, NoSteps)
+    with pytest.raises(ConfigError, match=r"does not define n_steps_default \(the contract"):
+        ebmlab.train("tiny", "8gaussians", out=tmp_path / "r4", overrides=over)
+    register("tiny", TinyConfig, StepsInInit)
+    run = ebmlab.train("tiny", "8gaussians", out=tmp_path / "r5", overrides={**over, "eval.long_run_factor": 2})
+    assert run.objective.n_steps_default == 4 and run.metrics["long_run_steps"] == 8
     register("tiny", TinyConfig, lambda cfg, data: torch.nn.Linear(2, 1))
     with pytest.raises(ConfigError, match="must return an ebmlab.objectives.Objective, got a Linear"):
         ebmlab.train("tiny", "8gaussians", out=tmp_path / "r3", overrides=over)

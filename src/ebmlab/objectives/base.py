@@ -81,8 +81,16 @@ class Objective(nn.Module):
 
     @property
     def n_steps_default(self) -> int:
-        """The total number of sampler steps ``sample`` takes when ``n_steps`` is None."""
-        raise NotImplementedError
+        """The total number of sampler steps ``sample`` takes when ``n_steps`` is None: a subclass's property, or a
+        number set in its ``__init__`` (``self.n_steps_default = 20``)."""
+        if "_n_steps_default" in self.__dict__:
+            return self.__dict__["_n_steps_default"]
+        raise NotImplementedError(f"{type(self).__name__} defines no n_steps_default")
+
+    @n_steps_default.setter
+    def n_steps_default(self, value: int) -> None:
+        """``self.n_steps_default = K`` in a subclass's ``__init__`` (a user's method: README "Your own method")."""
+        self.__dict__["_n_steps_default"] = value
 
     @property
     def sample_levels(self) -> int:

@@ -197,7 +197,7 @@ def build_objective(cfg, data) -> Objective:
     return objective
 
 
-_REQUIRED = ("forward", "prior", "sample", "n_steps_default")
+_REQUIRED = ("forward", "prior", "sample")  # and n_steps_default, which may also be set in __init__
 
 
 def _check_built(name: str, objective) -> None:
@@ -206,6 +206,10 @@ def _check_built(name: str, objective) -> None:
         raise ConfigError(f"method {name!r}: build(cfg, data) must return an ebmlab.objectives.Objective, got a "
                           f"{type(objective).__name__}")
     missing = [m for m in _REQUIRED if getattr(type(objective), m) is getattr(Objective, m)]
+    try:
+        objective.n_steps_default
+    except NotImplementedError:
+        missing.append("n_steps_default")
     if not isinstance(getattr(objective, "energy", None), torch.nn.Module):
         missing.append("self.energy (an nn.Module)")
     shape = getattr(objective, "shape", None)
