@@ -19,6 +19,7 @@ backend. matplotlib itself is imported only when a figure is drawn.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,18 @@ def new_figure(figsize: tuple[float, float]) -> Any:
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Write ``fig`` to ``path`` (PNG, parent directories created) and release it."""
+    """Write ``fig`` to ``path`` (PNG, parent directories created) and release it. Written beside it and renamed onto
+    it, so that an interruption (a SIGTERM or Ctrl-C during the drawing) leaves the previous figure whole, not a
+    truncated file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.05)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fig.savefig(tmp, format=path.suffix[1:] or "png", dpi=DPI, bbox_inches="tight", pad_inches=0.05)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     pyplot = sys.modules.get("matplotlib.pyplot")  # a figure an experiment drew with pyplot
     if pyplot is not None:
         pyplot.close(fig)

@@ -166,6 +166,27 @@ def test_a_sigterm_during_the_final_evaluation_stops_it_at_once_and_says_how_to_
     assert code == 0 and (run / "metrics.json").exists(), err
 
 
+def test_a_sigterm_inside_a_guarded_tensorboard_write_still_stops_the_evaluation(tmp_path, capsys, monkeypatch):
+    """Found by an audit: the stop was raised as a RuntimeError, and the evaluation's TensorBoard writes, which keep
+    going past their own errors (``except Exception``), took it for one: the run warned "TensorBoard hyper-parameters
+    skipped (stopped by SIGTERM ...)", wrote metrics.json and exited 0. The signal now travels as a BaseException
+    until it leaves the evaluation."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    add_scalar = SummaryWriter.add_scalar
+
+    def signal_in_final_scalars(self, tag, *a, **k):
+        if str(tag).startswith("final/"):  # write_hparams, the evaluation's last step, inside its try
+            assert callable(signal.getsignal(signal.SIGTERM)), "the final evaluation ran without a SIGTERM handler"
+            os.kill(os.getpid(), signal.SIGTERM)
+        return add_scalar(self, tag, *a, **k)
+    monkeypatch.setattr(SummaryWriter, "add_scalar", signal_in_final_scalars)
+    run = tmp_path / "r"
+    code, out, err = cli(capsys, "train", "--out", run, *sets("data.name=8gaussians", "train.steps=3"))
+    assert code == 143 and "TensorBoard hyper-parameters skipped" not in err, (code, err)
+    assert err.strip().splitlines()[-1].startswith("ebmlab: stopped by SIGTERM during the final evaluation;")
+
+
 def test_a_real_sigterm_to_ebmlab_train_in_the_background(tmp_path):
     """The command as a scheduler stops it: a process of its own, stderr a file; status 143, the sentence last,
     the update's checkpoint written, and the run resumable (its lock released)."""

@@ -8,6 +8,7 @@ No training: the objective is a stand-in (an exact N(0, I) in model coordinates 
 n_steps x one uniform draw per chain), and the loop's updates are replaced by scripted losses.
 """
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -425,3 +426,25 @@ def test_the_image_energy_histogram_compares_held_out_images_with_the_samples(tm
     samples = torch.full((3, 1, 2, 2), -0.25)
     image_eval._write_outputs(GaussianStandIn((1, 2, 2)), images, cfg, tmp_path, samples, samples, train, test)
     assert seen["held-out data"].tolist() == [0.5] * 3 and seen["samples"].tolist() == [0.125] * 3
+
+
+def test_an_interrupted_figure_leaves_the_previous_file_whole(tmp_path):
+    """Found by an audit of the SIGTERM stop during the final evaluation: ``save_figure`` wrote the PNG in place, so a
+    signal (or Ctrl-C) during the drawing could leave a truncated file over the previous figure. It now writes beside
+    it and renames; an interruption leaves the old file and no temporary one."""
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "plots" / "samples.png"
+    fig = Figure()
+    fig.add_subplot().plot([0, 1], [1, 0])
+    plots.save_figure(fig, path)
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG") and [p.name for p in path.parent.iterdir()] == ["samples.png"]
+
+    def half_then_interrupted(target, **kw):
+        Path(target).write_bytes(before[:100])
+        raise KeyboardInterrupt
+    fig.savefig = half_then_interrupted
+    with pytest.raises(KeyboardInterrupt):
+        plots.save_figure(fig, path)
+    assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == ["samples.png"]

@@ -25,6 +25,7 @@ import ebmlab
 from ebmlab import objectives
 from ebmlab.errors import ConfigError
 from ebmlab.objectives import METHODS, NoLogDensity, Objective, register
+from ebmlab.training.config import load_config
 from tests.reliability.conftest import assert_one_sentence, cli, sets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -233,6 +234,11 @@ def test_a_method_trains_from_python_and_its_objective_is_checked_before_trainin
     register("tiny", TinyConfig, NoSteps)
     with pytest.raises(ConfigError, match=r"does not define n_steps_default \(the contract"):
         ebmlab.train("tiny", "8gaussians", out=tmp_path / "r4", overrides=over)
+    for bad in (4.0, -1, None, True):  # found by the second audit: 4.0 ended in range()'s TypeError, 0-size errors
+        with pytest.raises(ConfigError, match=re.escape(f"StepsInInit.n_steps_default must be an integer >= 0 "
+                                                        f"(sampler steps), got {bad!r}")):
+            StepsInInit(load_config(None, ["data.name=8gaussians", "model.width=8"]),
+                        SimpleNamespace(shape=(2,))).n_steps_default = bad
     register("tiny", TinyConfig, StepsInInit)
     run = ebmlab.train("tiny", "8gaussians", out=tmp_path / "r5", overrides={**over, "eval.long_run_factor": 2})
     assert run.objective.n_steps_default == 4 and run.metrics["long_run_steps"] == 8
@@ -346,9 +352,29 @@ def test_guidance_on_a_method_without_it_is_one_sentence():
     """Found by the audit: guidance on a conditional run of a user's method looked up ``objective.generate`` (only
     cdrl / drl have it) before checking the method, and ended in an AttributeError."""
     from ebmlab.applications.guidance import guided_sample
-    from ebmlab.training.config import load_config
 
     cfg = load_config(None, ["data.name=8gaussians", "model.width=8"])
     obj = Tiny(cfg, SimpleNamespace(shape=(2,)))
     with pytest.raises(ValueError, match="classifier-free guidance needs a cdrl or drl model"):
         guided_sample(obj, torch.zeros(3, dtype=torch.long), 1.0)
+
+
+def test_a_script_that_registers_and_runs_spawned_cells_records_one_main(tmp_path):
+    """Found by the second audit: a script registering its own method and running the leaderboard two cells at a time
+    warned that '__main__' (the script) and '__mp_main__' (the same script, re-run by each spawned worker) were two
+    modules."""
+    script = textwrap.dedent("""
+        import warnings
+        import ebmlab
+        from ebmlab.objectives import register
+        from tests.unit.test_own_method import Tiny, TinyConfig
+        register("tiny", TinyConfig, Tiny)
+        if __name__ == "__main__":
+            warnings.simplefilter("error", UserWarning)
+            ebmlab.experiment("leaderboard", out="lb", quick=True, methods=("tiny",), datasets=("mixture",),
+                              seeds=(0,), jobs=2)
+        """)
+    (tmp_path / "lb_script.py").write_text(script)
+    res = _run([sys.executable, "lb_script.py"], tmp_path, ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "registers it" not in res.stderr and "mixture/tiny seed 0: done" in res.stdout

@@ -166,3 +166,15 @@ def test_ais_diagnostics_reduced_once_are_the_per_stage_reductions_bit_for_bit()
         assert torch.equal(info.accept_rate, torch.stack([torch.mean(a, dtype=torch.float32) for a in accepts]))
         assert torch.equal(info.step_size, torch.stack([t.flatten()[0] for t in steps]))
         assert torch.equal(info.energy, torch.stack([t.mean() for t in energies]))
+
+
+def test_an_acceptance_driven_controller_is_refused_on_unadjusted_langevin():
+    """Found by an audit (the README's sampler example with langevin for mala): unadjusted Langevin accepts every move,
+    so a Robbins-Monro controller grew the step until the chains diverged (FloatingPointError). Paper 004's
+    shrink-only rule never grows it, and stays allowed."""
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="unadjusted Langevin accepts every move, so it would only grow the step"):
+        run_chain(langevin, quad, x, 3, None, controller=StepSizeController(1, 0.1))
+    out, _ = run_chain(langevin, quad, x, 3, None, controller=StepSizeController(1, 0.1, rule="paper004"),
+                       generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(out).all()

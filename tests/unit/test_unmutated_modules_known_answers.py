@@ -89,8 +89,8 @@ def test_full_diagnostics_take_each_examples_whole_gradient_norm_for_images():
 def test_an_unadjusted_chain_reports_every_proposal_accepted(kw):
     """Langevin takes every move: accept_rate 1 at each step, through the fixed-step loop and the general one."""
     from ebmlab.samplers import StepSizeController, langevin, run_chain
-    if kw.get("controller"):
-        kw = {"controller": StepSizeController(1, 0.01)}
+    if kw.get("controller"):  # (paper 004's shrink-only rule: a Robbins-Monro one is refused on Langevin, which
+        kw = {"controller": StepSizeController(1, 0.01, rule="paper004")}  # accepts every move)
     x0 = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
     _, info = run_chain(langevin, _half_square, x0, 4, 0.01, generator=torch.Generator().manual_seed(1), **kw)
     assert info.accept_rate.tolist() == [1.0] * 4

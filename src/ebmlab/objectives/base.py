@@ -89,7 +89,11 @@ class Objective(nn.Module):
 
     @n_steps_default.setter
     def n_steps_default(self, value: int) -> None:
-        """``self.n_steps_default = K`` in a subclass's ``__init__`` (a user's method: README "Your own method")."""
+        """``self.n_steps_default = K`` in a subclass's ``__init__`` (a user's method: README "Your own method"): an
+        integer K >= 0."""
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{type(self).__name__}.n_steps_default must be an integer >= 0 (sampler steps), got "
+                              f"{value!r}")
         self.__dict__["_n_steps_default"] = value
 
     @property

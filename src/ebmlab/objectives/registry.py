@@ -75,7 +75,8 @@ def _registering_module() -> str:
     parent = caller.f_back
     if caller.f_code.co_name != "<module>" and parent is not None and parent.f_code.co_name == "<module>":
         caller = parent
-    return caller.f_globals.get("__name__") or "__main__"
+    name = caller.f_globals.get("__name__") or "__main__"
+    return "__main__" if name == "__mp_main__" else name  # (a script re-run by a spawned worker is still __main__)
 
 
 _YAML_TYPES = (int, float, str, bool, type(None), list, dict, Any)

@@ -155,6 +155,16 @@ def _check_chain_args(n_steps: int, step_size, controller, noise_scale, noises, 
                          f"got {tuple(noises.shape)}")
 
 
+def _check_controller(sampler, controller) -> None:
+    """A Robbins-Monro controller drives MALA's acceptance to its target: on unadjusted Langevin, which takes every
+    move, it would only ever grow the step until the chains diverge (paper 004's shrink-only rule leaves it fixed)."""
+    if controller is not None and getattr(controller, "rule", None) == "robbins_monro" and \
+            getattr(sampler, "__name__", "") == "ebmlab.samplers.langevin":
+        raise ValueError("a StepSizeController adapts the step to MALA's acceptance rate; unadjusted Langevin accepts "
+                         "every move, so it would only grow the step until the chains diverge: use the mala sampler, "
+                         "or langevin with a fixed step_size")
+
+
 class _Scales:
     """Per-step (eps, sigma), each (B, 1, ...), computed once per chain when they cannot change
     (a fixed step and a constant noise) and otherwise once per step: the samplers then do no
@@ -248,6 +258,7 @@ def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scal
     checks of ``count="accepted"``).
     """
     _check_chain_args(n_steps, step_size, controller, noise_scale, noises, grad, x, project)
+    _check_controller(sampler, controller)
     if count != "steps":
         return _run_accepted(sampler, energy, x, n_steps, step_size, noise_scale=noise_scale,
                              temperature=temperature, noises=noises, project=project, grad=grad,

@@ -75,9 +75,15 @@ def raise_on_sigterm(error: Callable[[], BaseException]) -> Iterator[None]:
 
     def on_sigterm(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise error()
+        raise _Signalled  # not an Exception: no ``except Exception`` on the way (TensorBoard's writes) may keep it
     old = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield
+    except _Signalled:
+        raise error() from None
     finally:
         signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
+
+
+class _Signalled(BaseException):
+    """A SIGTERM inside ``raise_on_sigterm``, on its way out of the block (then raised as the block's error)."""
