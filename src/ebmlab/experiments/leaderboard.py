@@ -132,7 +132,7 @@ def metrics_of(dataset: str) -> list[str]:
 # ----- one cell ------------------------------------------------------------------------------------
 def method_overrides(method: str, dataset: str, budget: float, quick: bool) -> tuple[str | None, list[str]]:
     """(base config, overrides) of one method on one dataset: the paper's config (a method of the user's own: the
-    library's defaults, ``_own_method``), the leaderboard's data, evaluation and budget."""
+    library's defaults, ``own_methods.own_method_overrides``), the leaderboard's data, evaluation and budget."""
     if method in METHODS:
         vec_cfg, img_cfg, arm = METHODS[method]
         config = DATASET_CONFIGS.get((method, dataset), img_cfg if kind(dataset) == "image" else vec_cfg)
