@@ -33,7 +33,7 @@ LAYERS = {
     "cli": 7, "cli_commands": 7,
     "__main__": 8,
 }
-LEAVES = {"data", "schedules", "metrics", "plots", "files", "progress_lines"}  # importable from layer 1 up; import only errors + own package
+LEAVES = {"data", "schedules", "metrics", "plots", "files", "progress_lines", "devices"}  # importable from layer 1 up; import only errors + own package
 LEAF_LAYER = 0.5
 FACADE = PKG  # ebmlab/__init__.py: may import anything (lazily); not checked
 

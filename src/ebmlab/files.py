@@ -28,7 +28,7 @@ def atomic_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         write(tmp)
-        with open(tmp, "rb") as fh:
+        with open(tmp, "r+b") as fh:  # a writable handle: Windows' fsync (FlushFileBuffers) refuses a read-only one
             os.fsync(fh.fileno())
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)

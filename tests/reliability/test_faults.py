@@ -130,7 +130,7 @@ def test_lock_file_cannot_be_created(run_copy, monkeypatch, capsys):
 def test_unreadable_checkpoint(run_copy, monkeypatch, capsys, tmp_path):
     def fake(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", str(latest(run_copy)))
-    monkeypatch.setattr(ckpt, "load_file", fake)
+    monkeypatch.setattr(ckpt, "load", fake)
     code, _, err = cli(capsys, "sample", run_copy, "--out", tmp_path / "s.npy")
     assert_one_sentence(code, err, "permission denied")
     with pytest.raises(errors.CheckpointError, match="Permission denied"):

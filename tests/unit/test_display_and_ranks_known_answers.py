@@ -10,6 +10,7 @@ question, the loop's updates by scripted values, a world of two ranks by one pro
 dictionary and the clock by a list.
 """
 import json
+import pathlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch.distributed as dist
 from ebmlab import plots
 from ebmlab.data.base import Affine, Dataset
 from ebmlab.metrics.density import make_grid
-from ebmlab.training import distributed
+from ebmlab.training import cores, distributed
 from ebmlab.training import threads as th
 from ebmlab.training.config import load_config
 from tests.builders import GaussianStandIn
@@ -455,27 +456,27 @@ def test_the_idle_count_is_bounded_by_one_and_by_the_threads_the_process_had():
 
 def test_busy_elsewhere_is_the_median_of_three_counts(monkeypatch):
     counts = iter([5, 1, 3])
-    monkeypatch.setattr(th, "_running_processes", lambda me: next(counts))
-    monkeypatch.setattr(th.time, "sleep", lambda s: None)
-    assert th.busy_elsewhere() == 3.0
+    monkeypatch.setattr(cores, "_running_processes", lambda proc, me, cpus: next(counts))
+    monkeypatch.setattr(cores.time, "sleep", lambda s: None)
+    assert cores.busy_elsewhere() == 3.0
 
 
 def test_running_processes_counts_others_in_state_r_after_the_last_parenthesis(monkeypatch):
     """A fake /proc: this process (R, left out), a running worker (R), a process whose name holds ") R" but which
     sleeps (S: the state follows the *last* parenthesis), a sleeper, one that ended while being read, and a
-    non-process entry."""
+    non-process entry. (These stat lines stop before field 39, the CPU: counted on any CPU.)"""
     stats = {"100": "100 (python) R 1 2", "200": "200 (worker) R 1 2", "300": "300 (x) R) S 1 2",
              "400": "400 (sleeper) S 1 2"}
-    monkeypatch.setattr(th.os, "listdir", lambda path: ["self", "100", "200", "300", "400", "500"])
+    monkeypatch.setattr(cores.os, "listdir", lambda path: ["self", "100", "200", "300", "400", "500"])
 
     def fake_open(path, **kw):
-        pid = path.split("/")[2]
+        pid = str(path).split("/")[2]
         if pid not in stats:
             raise FileNotFoundError(path)
         from io import StringIO
         return StringIO(stats[pid])
-    monkeypatch.setattr(th, "open", fake_open, raising=False)
-    assert th._running_processes(100) == 1
+    monkeypatch.setattr(cores, "open", fake_open, raising=False)
+    assert cores._running_processes(pathlib.Path("/proc"), 100, {0, 1}) == 1
 
 
 # ----- the experiments' figure functions -----------------------------------------------------------------------

@@ -285,12 +285,11 @@ def test_a_run_written_before_the_added_keys_loads_as_it_ran_and_matches_its_che
 
 
 # ----- busy_elsewhere without /proc ---------------------------------------------------------------------------------
-def test_without_proc_the_busy_count_is_the_one_minute_load_average(monkeypatch):
-    from ebmlab.training import threads
+def test_without_proc_the_busy_count_is_the_one_minute_load_average(monkeypatch, tmp_path):
+    from ebmlab.training import cores, threads
 
-    isdir = os.path.isdir
-    monkeypatch.setattr(os.path, "isdir", lambda p: p != "/proc" and isdir(p))
+    monkeypatch.setattr(cores, "_ROOT", str(tmp_path))  # no /proc there (macOS)
     monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 5.0, 7.0))
-    monkeypatch.setattr(threads, "_running_processes", lambda me: pytest.fail("/proc is absent"))
+    monkeypatch.setattr(cores, "_running_processes", lambda *a: pytest.fail("/proc is absent"))
     assert threads.busy_elsewhere() == 2.6
     assert threads.idle_threads(most=16, cores=8) == 5  # int(8 - 2.6 + 0.5)

@@ -236,8 +236,10 @@ def _list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
     any depth; with images both in and outside sub-folders, none (a warning names the loose ones)."""
     # macOS writes "._name.png" resource forks (AppleDouble, also under __MACOSX/ in zips) beside images
     # copied to other disks; they are not images, so a folder that holds them could not be read at all.
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.name.startswith("._"))
+    # sorted by the names' parts, case-sensitively on every platform (Windows' paths compare ignoring case, which
+    # would give a folder with names like a.png, B.png another order, and so other splits, than on Linux or macOS)
+    files = sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                    and not p.name.startswith("._")), key=lambda p: p.relative_to(root).parts)
     if not files:
         raise DataError(f"image folder {str(root)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     rel_parts = [f.relative_to(root).parts for f in files]

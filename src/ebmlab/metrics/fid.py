@@ -108,7 +108,7 @@ def frechet_distance(feats1, feats2, method: str = "eigh") -> float:
 
 def inception_score(logits: Tensor, splits: int = 10) -> tuple[float, float]:
     """(mean, std) over ``splits`` chunks of exp(E_x KL(p(y|x) || p(y))) from logits (N, K)."""
-    logits = logits.detach().double().cpu()
+    logits = logits.detach().cpu().double()
     if logits.dim() != 2 or logits.shape[0] < splits:
         raise ValueError(f"logits must be (N, K) with N >= splits={splits}, got {tuple(logits.shape)}")
     if not torch.isfinite(logits).all():

@@ -288,5 +288,5 @@ def inception_outputs(model: InceptionV3, images: Tensor, batch_size: int = 50) 
     feats, logits = [], []
     for i in range(0, images.shape[0], batch_size):
         f, lg = model(images[i:i + batch_size].to(dev))
-        feats.append(f.double().cpu()), logits.append(lg.double().cpu())
+        feats.append(f.cpu().double()), logits.append(lg.cpu().double())
     return torch.cat(feats), torch.cat(logits)

@@ -55,11 +55,15 @@ def register(name: str, config: type, build: Callable) -> None:
     type a YAML config holds (int, float, str, bool, None, list, dict; an optional ``validate()`` raises
     ``ConfigError``), and ``build(cfg, data) -> Objective``. Call it at the top level of a module: a run records
     that module and opening the run elsewhere imports it. Registering a name again replaces it (a re-run notebook
-    cell); a built-in method's name is refused."""
+    cell); a built-in method's name is refused, and so is a name that differs from another only in case."""
     if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)):
         raise ConfigError(f"a method's name must be a Python-style identifier (letters, digits, _), got {name!r}")
     if name in BUILT_IN:
         raise ConfigError(f"{name!r} is a built-in method; register yours under another name")
+    taken = next((m for m in [*BUILT_IN, *METHODS] if m != name and m.lower() == name.lower()), None)
+    if taken is not None:  # their runs' folders (cells/DATA/METHOD/...) would be one on macOS's and Windows' disks
+        raise ConfigError(f"method name {name!r} differs from {taken!r} only in case, and file systems that ignore "
+                          "case (macOS, Windows) would give both one folder; choose another name")
     _check_config(name, config)
     if not callable(build):
         raise ConfigError(f"method {name!r}: build must be callable as build(cfg, data) -> Objective, got {build!r}")

@@ -38,6 +38,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ebmlab.devices import to_float64
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.samplers import mala
 from ebmlab.samplers.base import (ChainInfo, ChainState, StepSizeController, check_finite_chain, frozen_parameters,
@@ -73,11 +74,11 @@ def systematic_resample(weights: Tensor, n: int, generator: torch.Generator | No
     with equal weights and n = B every chain exactly once, where draws with replacement would keep only
     ~63 % of them (1 - 1/e) and repeat the rest, which biases any sample statistic built on distinct points
     (an energy distance's within-sample term sees the copies as zero distances)."""
-    cdf = torch.cumsum(weights.double(), 0)  # float64: the positions of n = B equal weights fall on chain j
-    cdf = cdf / cdf[-1]
-    u = (torch.rand(1, generator=generator, device=weights.device).double()
-         + torch.arange(n, device=weights.device, dtype=torch.float64)) / n  # (n,) in [0, 1)
-    return torch.searchsorted(cdf, u, right=True).clamp_(max=weights.shape[0] - 1)
+    u0 = torch.rand(1, generator=generator, device=weights.device)  # drawn where the generator lives
+    cdf = torch.cumsum(to_float64(weights), 0)  # float64: the positions of n = B equal weights fall on chain j
+    cdf = cdf / cdf[-1]                         # (on the CPU for a device without float64: devices.py)
+    u = (to_float64(u0) + torch.arange(n, device=cdf.device, dtype=torch.float64)) / n  # (n,) in [0, 1)
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=weights.shape[0] - 1).to(weights.device)
 
 
 def effective_sample_size(log_weights: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from ebmlab.files import atomic_write
 from ebmlab.errors import CheckpointError, os_error_sentence  # CheckpointError: also importable from here
@@ -117,7 +117,7 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     if meta.get("tensor_bytes") not in (None, path.stat().st_size):
         raise CheckpointError(f"checkpoint {str(path)!r} does not match its sidecar (size differs); it may be truncated")
     try:
-        tensors = load_file(str(path))
+        tensors = load(path.read_bytes())  # in memory, not mapped: Windows cannot replace or delete a mapped file
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} could not be read as safetensors "
                               f"({' '.join(str(exc).split())})") from None

@@ -14,13 +14,13 @@ written by several processes (its world size must be 1).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load, save_file
 
 from ebmlab.errors import DistributedError
 from ebmlab.training import checkpoint as ckpt
@@ -89,8 +89,9 @@ def read_rank_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]
         raise ckpt.CheckpointError(f"rank checkpoint {str(path)!r} is missing; resume with the same number of "
                                    "processes on a filesystem every node sees")
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})  # noqa: SIM118
+        data = Path(path).read_bytes()  # in memory, not mapped (checkpoint.load_checkpoint: Windows)
+        head = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+        return load(data), dict(head.get("__metadata__") or {})
     except Exception as exc:  # noqa: BLE001 -- safetensors raises several types for malformed files
         raise ckpt.CheckpointError(f"rank checkpoint {str(path)!r} could not be read as safetensors: {exc}") from None
 

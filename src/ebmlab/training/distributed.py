@@ -138,6 +138,9 @@ def env_ranks() -> tuple[int, int, int]:
 
 def rank_device(device: torch.device, world: int, local_rank: int) -> torch.device:
     """The resolved ``train.device`` for this process: CUDA runs take ``cuda:LOCAL_RANK``."""
+    if world > 1 and device.type == "mps":  # gloo carries CPU tensors only, and MPS has no float64 (devices.py)
+        raise ConfigError("train.device=mps runs in one process; torchrun started several: train on the CPU "
+                          "(train.device=cpu) or on CUDA GPUs with torchrun")
     if world == 1 or device.type != "cuda":
         return device
     if device.index is not None:

@@ -1,7 +1,7 @@
-"""The lock on a run directory: ``run.lock``, held with ``flock`` while a trainer runs or an evaluation
-(``ebmlab eval``, ``Run.evaluate``) rewrites the run's metrics and plots, holding the owner's pid and host. A
-second trainer or evaluation is refused with one sentence; the lock of a killed trainer (kill -9, power
-loss) is released by the kernel, and a lock file naming a dead pid on this host is taken over. On file
+"""The lock on a run directory: ``run.lock``, held with ``flock`` (``msvcrt.locking`` on Windows) while a trainer
+runs or an evaluation (``ebmlab eval``, ``Run.evaluate``) rewrites the run's metrics and plots, holding the owner's
+pid and host. A second trainer or evaluation is refused with one sentence; the lock of a killed trainer (kill -9,
+power loss) is released by the system, and a lock file naming a dead pid on this host is taken over. On file
 systems without ``flock`` (some network mounts) the pid check alone is the lock. Split out of
 ``training/run.py`` (which re-exports ``RunLock`` and ``LOCK_NAME``).
 """
@@ -18,10 +18,16 @@ from pathlib import Path
 from ebmlab.errors import RunError
 
 LOCK_NAME = "run.lock"
+_QUERY_LIMITED_INFORMATION, _ACCESS_DENIED, _STILL_ACTIVE = 0x1000, 5, 259  # Windows' constants (_alive_windows)
+_WINDOWS_REGION = 1 << 20  # the byte msvcrt.locking locks (_lock)
+# the errnos of a lock another process holds: flock's EWOULDBLOCK / EAGAIN, msvcrt's EACCES / EDEADLOCK
+_HELD = {errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)}
 
 
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this host and is not a zombie."""
+    if os.name == "nt":  # there os.kill(pid, 0) would not ask: it ends the process (TerminateProcess)
+        return _alive_windows(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -35,6 +41,52 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def _alive_windows(pid: int, kernel32=None, last_error=None) -> bool:
+    """Whether process ``pid`` is still running, asked of Windows (OpenProcess, GetExitCodeProcess); True when it
+    cannot tell, so that a lock is never taken from a live process (the refusal says how to free it).
+    ``kernel32`` and ``last_error`` stand in for the system's in tests."""
+    try:
+        import ctypes
+        if kernel32 is None:
+            kernel32, last_error = _kernel32(ctypes), ctypes.get_last_error
+        handle = kernel32.OpenProcess(_QUERY_LIMITED_INFORMATION, False, pid)
+        if not handle:
+            return last_error() == _ACCESS_DENIED  # it exists, run by someone else
+        try:
+            code = ctypes.c_ulong()
+            return not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value == _STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    except (ImportError, OSError, AttributeError):
+        return True
+
+
+def _kernel32(ctypes):
+    """Windows' kernel32 with the three calls' C types (a HANDLE is pointer-sized, not ctypes' default int)."""
+    k = ctypes.WinDLL("kernel32", use_last_error=True)
+    k.OpenProcess.restype, k.OpenProcess.argtypes = ctypes.c_void_p, (ctypes.c_ulong, ctypes.c_int, ctypes.c_ulong)
+    k.GetExitCodeProcess.argtypes = (ctypes.c_void_p, ctypes.POINTER(ctypes.c_ulong))
+    k.CloseHandle.argtypes = (ctypes.c_void_p,)
+    return k
+
+
+def _lock(fd: int) -> None:
+    """An exclusive lock on ``fd`` that the system frees when the process ends: ``flock``, or on Windows a one-byte
+    ``msvcrt.locking`` region far past the lock file's text (so that ``_holder`` can still read it); OSError with
+    an errno in ``_HELD`` when another process holds it; nothing where neither exists (the pid check is the lock)."""
+    try:
+        import fcntl
+    except ImportError:
+        try:
+            import msvcrt
+        except ImportError:
+            return
+        os.lseek(fd, _WINDOWS_REGION, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _holder(fd: int) -> dict:
@@ -78,12 +130,9 @@ class RunLock:
         busy = (f"run directory {str(run_dir)!r} is in use by another ebmlab process (training it or evaluating "
                 "it)")
         try:
-            import fcntl
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # pragma: no cover - not POSIX: the pid check below is the lock
-            pass
+            _lock(fd)
         except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            if exc.errno in _HELD:
                 raise RunError(f"{busy} ({_describe(_holder(fd))}); wait for it to finish (or train into another "
                                "--out)") from None
             # ENOLCK/EOPNOTSUPP (some network file systems): fall back to the pid check below
@@ -108,12 +157,21 @@ class RunLock:
         """Remove the lock file and free the lock (idempotent)."""
         if self.fd is None:
             return
+        ours = False
         with contextlib.suppress(OSError):
-            if os.path.samestat(os.fstat(self.fd), os.stat(self.path)):
+            ours = os.path.samestat(os.fstat(self.fd), os.stat(self.path))
+        if os.name == "nt":  # Windows deletes no open file: close first (a newcomer may then lock the file we delete)
+            self._close()
+        if ours:
+            with contextlib.suppress(OSError):
                 os.unlink(self.path)
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-        self.fd = None
+        self._close()
+
+    def _close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
 
     def __enter__(self):
         return self

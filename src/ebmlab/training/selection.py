@@ -61,6 +61,7 @@ from pathlib import Path
 
 import torch
 
+from ebmlab.devices import to_float64
 from ebmlab.files import atomic_write
 from ebmlab.metrics.distances import energy_distance
 from ebmlab.training import checkpoint as ckpt
@@ -83,7 +84,7 @@ def validation_terms(objective, data, n: int, generator: torch.Generator) -> tup
     each validation row y_j (float64; what a difference of two scores on the same rows varies with)."""
     z = zscorer(data)
     x, y = z(objective.sample(n, generator=generator).x), z(data.val)
-    rows = 2 * torch.cdist(x.flatten(1).double(), y.flatten(1).double()).mean(0)  # (n, m) -> (m,)
+    rows = 2 * torch.cdist(to_float64(x.flatten(1)), to_float64(y.flatten(1))).mean(0)  # (n, m) -> (m,)
     return energy_distance(x, y, unbiased=True), rows.cpu()
 
 
@@ -96,9 +97,9 @@ def likelihood_gain(objective, data, n: int, generator: torch.Generator) -> floa
                          "and this objective has none")
     x = base.sample(n, generator)                                   # (n, D) exact draws of q
     log_w = objective.log_density(x) + base(x)                      # (n,) log of exp(-E/T) / q
-    log_z = torch.logsumexp(log_w.double(), 0) - math.log(n)
+    log_z = torch.logsumexp(to_float64(log_w), 0) - math.log(n)
     y = data.val.to(x.device)
-    return float((objective.log_density(y) + base(y)).double().mean() - log_z)
+    return float(to_float64(objective.log_density(y) + base(y)).mean() - log_z)
 
 
 def clears_margin(score: float, rows: torch.Tensor, start_score: float, start_rows: torch.Tensor,

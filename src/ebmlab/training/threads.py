@@ -6,7 +6,8 @@ every parallel region; two threads per process were measured 7-15x slower than o
 performance.md, "Thread policy"), and an idle machine gains ~10 % from a second thread. A count chosen once at
 start is right only while the load stays as it was: a test run started beside ``make demo`` took its two threads
 from 13 to 1.2 updates per second. ``ThreadGovernor`` therefore re-counts the idle cores every ``every`` seconds
-of the loop and sets the new count (a ``/proc`` scan of ~30 ms each time: ~0.3 % of a run at every 10 s).
+of the loop and sets the new count (a ``/proc`` scan of ~30 ms each time: ~0.3 % of a run at every 10 s). What
+counts as a core and as busy, on each platform: ``training/cores.py``.
 
 Numbers: a matrix product's or a convolution's reductions may be summed in another order on another thread
 count (a digits ResNet's weights 1e-5 apart after three updates; the MLPs came out identical). An auto run's
@@ -15,10 +16,11 @@ records the count it ran with and ``--resume`` of an auto run starts from it (``
 """
 from __future__ import annotations
 
-import os
 import time
 
 import torch
+
+from ebmlab.training.cores import busy_elsewhere, usable_cores
 
 __all__ = ["ThreadGovernor", "busy_elsewhere", "choose_threads", "idle_threads", "resume_threads"]
 
@@ -38,8 +40,9 @@ def choose_threads(requested: int | None, data_kind: str, device: torch.device,
 
 
 def idle_threads(most: int, load: float | None = None, cores: int | None = None) -> int:
-    """Cores minus the processes running elsewhere (``busy_elsewhere``), at least 1 and at most ``most``."""
-    cores = cores if cores is not None else (os.cpu_count() or 1)
+    """The cores this process may use (``cores.usable_cores``: its affinity and cgroup quota) minus the processes
+    running on them (``cores.busy_elsewhere``), at least 1 and at most ``most``."""
+    cores = cores if cores is not None else usable_cores()
     load = load if load is not None else busy_elsewhere()
     return max(1, min(most, int(cores - load + 0.5)))
 
@@ -49,34 +52,6 @@ def resume_threads(requested: int | None, device: torch.device, stored: int | No
     today's idle cores (module docstring: the reductions' order)."""
     if requested is None and device.type == "cpu" and stored:
         torch.set_num_threads(int(stored))
-
-
-def busy_elsewhere() -> float:
-    """How many other processes are running right now (state R in /proc, this process and its own
-    threads excluded: idle OpenMP workers of this process may spin), median of three reads 10 ms
-    apart; unlike the load average it does not lag by a minute. The 1-minute load average where /proc
-    is absent."""
-    if not os.path.isdir("/proc"):
-        return os.getloadavg()[0]
-    counts = []
-    for _ in range(3):
-        counts.append(_running_processes(os.getpid()))
-        time.sleep(0.01)
-    return float(sorted(counts)[1])
-
-
-def _running_processes(me: int) -> int:
-    n = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8") as fh:
-                stat = fh.read()
-        except OSError:  # the process ended meanwhile
-            continue
-        n += stat[stat.rindex(")") + 2] == "R"
-    return n
 
 
 class ThreadGovernor:
