@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ def scalars(metrics: dict) -> dict[str, float]:
 
 class RunLogger:
     """``metrics.jsonl`` (one JSON object per logged step) and TensorBoard scalars of a run (main process only)."""
-    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True, resumed_at: int = 0):
+        """``resumed_at``: the checkpoint's step a resumed run starts from; TensorBoard then hides the scalars and
+        images the interrupted run wrote after it (``purge_step``), as ``truncate_after`` drops its log rows."""
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
         self.tb = None
@@ -39,7 +42,7 @@ class RunLogger:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(run_dir / "tb"))
+                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resumed_at + 1 if resumed_at else None)
             except Exception as exc:  # noqa: BLE001 -- tensorboard is optional at run time
                 print(f"ebmlab: warning: TensorBoard logging disabled ({' '.join(str(exc).split())}); "
                       f"{str(self.path)!r} keeps every metric", file=sys.stderr)
@@ -49,13 +52,16 @@ class RunLogger:
         damaged line (a truncated last line is what a full disk or a kill leaves), with a warning."""
         if not (self.enabled and self.path.exists()):
             return
-        rows, bad = _parse(self.path.read_text(errors="replace", encoding="utf-8"))
+        tmp, bad = self.path.with_name(self.path.name + ".tmp"), []
+        with open(self.path, encoding="utf-8", errors="replace") as src, open(tmp, "w", encoding="utf-8") as dst:
+            for ln, row, last in _rows(src):  # line by line: a long run's log is never held in memory whole
+                if row is None:
+                    bad.append("last" if last and not bad else ln)
+                elif row["step"] <= step:
+                    dst.write(ln + "\n")
         if bad:
             where = "its last line" if bad == ["last"] else f"{len(bad)} damaged line(s)"
             print(f"ebmlab: warning: {str(self.path)!r}: dropped {where} (truncated or not JSON)", file=sys.stderr)
-        keep = [ln for ln, row in rows if row["step"] <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
         tmp.replace(self.path)
 
     def log(self, step: int, values: dict[str, float]) -> None:
@@ -88,26 +94,32 @@ class RunLogger:
             self._drop_tb()
 
 
-def _parse(text: str) -> tuple[list[tuple[str, dict]], list[str]]:
-    """([(line, row)] of the well-formed rows, ["last"] or the damaged lines) of a metrics.jsonl text."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    rows, bad = [], []
-    for i, ln in enumerate(lines):
+def _rows(lines: Iterable[str]) -> Iterator[tuple[str, dict | None, bool]]:
+    """(line, row, whether it is the last) of each non-blank line of metrics.jsonl; row None for a damaged line
+    (not JSON, or without an integer ``step``)."""
+    held = None
+    for ln in lines:
+        ln = ln.rstrip("\r\n")
+        if not ln.strip():
+            continue
+        if held is not None:
+            yield (*held, False)
         try:
             row = json.loads(ln)
         except ValueError:
             row = None
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            rows.append((ln, row))
-        else:
-            bad.append("last" if i == len(lines) - 1 and not bad else ln)
-    return rows, bad
+        held = (ln, row if isinstance(row, dict) and isinstance(row.get("step"), int) else None)
+    if held is not None:
+        yield (*held, True)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """The rows of ``run_dir/metrics.jsonl`` (damaged lines, e.g. a truncated last one, are skipped)."""
     p = Path(run_dir) / "metrics.jsonl"
-    return [row for _, row in _parse(p.read_text(errors="replace", encoding="utf-8"))[0]] if p.exists() else []
+    if not p.exists():
+        return []
+    with open(p, encoding="utf-8", errors="replace") as fh:
+        return [row for _, row, _ in _rows(fh) if row is not None]
 
 
 def _summary_writer(log_dir: Path) -> Any | None:

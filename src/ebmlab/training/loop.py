@@ -287,12 +287,12 @@ class Trainer:
         ``TrainingStopped`` (``training/stop_signal.py``). ``self.fit_stats`` then
         holds this call's ``updates``, ``wall_seconds``, ``cpu_seconds`` and ``stopped_by_budget``."""
         tc = self.cfg.train
-        logger = RunLogger(self.run_dir, enabled=self.is_main)
-        logger.truncate_after(self.step)
+        logger = RunLogger(self.run_dir, enabled=self.is_main, resumed_at=self.step)
         bar = _progress(self.step, tc.steps, enabled=self.is_main and tc.progress)
         t0, start, clock0, cpu0 = time.time(), self.step, _clock(), time.process_time()
         out_of_time = False
         try:
+            logger.truncate_after(self.step)
             if self.selector is not None and tc.select_start and self.step == 0:  # the starting point is a candidate
                 self.selector.check(self, tc.steps == 0)  # (no log row: every row is an update's; metrics.json has it)
             while self.step < tc.steps and not out_of_time:
@@ -329,6 +329,8 @@ class Trainer:
             if bar is not None:
                 bar.close()
             logger.close()
+            if getattr(self, "tb_media", None) is not None:  # the sample figures' writer (image_eval), whatever
+                self.tb_media.close()                          # ended training; the final figures reopen it
             self.fit_stats = {"updates": self.step - start, "wall_seconds": round(_clock() - clock0, 3),
                               "cpu_seconds": round(time.process_time() - cpu0, 3), "stopped_by_budget": out_of_time}
 
