@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ebmlab.config import Config
 from ebmlab.errors import ConfigError, DataError
-from ebmlab.files import atomic_write
+from ebmlab.files import save_npy_atomic
 from ebmlab.training.run_data import DATA_FILE  # in-memory data, saved into the run directory
 
 __all__ = ["ARRAY_SUFFIXES", "DATA_FILE", "data_source", "dataset", "image_config_note", "in_memory", "is_image_folder",
@@ -161,11 +161,8 @@ def dataset(cfg: Config, x_mem: np.ndarray | None):
 
 
 def save_array(path: Path, x: np.ndarray) -> None:
-    """``np.save`` as float32, atomically (``files.atomic_write``: a temp file, fsync and a rename)."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # (a file object: np.save would append .npy to the temp file's name)
-            np.save(fh, x.astype(np.float32, copy=False))
-    atomic_write(path, write)
+    """``np.save`` as float32, atomically (``files.save_npy_atomic``: a temp file, fsync and a rename)."""
+    save_npy_atomic(path, x.astype(np.float32, copy=False))
 
 
 def resume_or_start(resume, run_dir: Path, overwrite: bool, x_mem: np.ndarray | None) -> bool:

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from ebmlab.files import atomic_write
+from ebmlab.files import atomic_write, save_npy_atomic
 
 __all__ = ["cmd_compare", "cmd_configs", "cmd_eval", "cmd_experiment", "cmd_sample", "cmd_train"]
 
@@ -275,12 +275,12 @@ def _write_samples(path: Path, x) -> None:
     ``numpy.loadtxt(..., delimiter=",")``), written atomically: a failed write keeps a file it replaces."""
     import numpy as np
 
+    if path.suffix != ".csv":
+        return save_npy_atomic(path, x)
+
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # a handle: np.save would add .npy to the temp name
-            if path.suffix == ".csv":
-                np.savetxt(fh, x, delimiter=",", fmt="%.9g")
-            else:
-                np.save(fh, x)
+        with open(tmp, "wb") as fh:
+            np.savetxt(fh, x, delimiter=",", fmt="%.9g")
     atomic_write(path, write)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["atomic_write", "file_mode", "write_text_atomic"]
+__all__ = ["atomic_write", "file_mode", "save_npy_atomic", "write_text_atomic"]
 
 
 def file_mode() -> int:
@@ -45,4 +45,14 @@ def write_text_atomic(path: Path, text: str) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
+    atomic_write(Path(path), write)
+
+
+def save_npy_atomic(path: Path, x) -> None:
+    """``np.save(path, x)`` atomically (``atomic_write``): an interruption leaves the previous file or none."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.save would append .npy to the temp file's name
+            np.save(fh, x)
     atomic_write(Path(path), write)

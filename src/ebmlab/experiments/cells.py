@@ -15,12 +15,14 @@ import signal
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ebmlab.errors import ConfigError
+from ebmlab.files import write_text_atomic
 
 __all__ = ["Cell", "cell_dir", "run_cells"]
 
@@ -194,10 +196,15 @@ def _run_cell(cell: Cell, run_dir: Path) -> dict:
 def _finish(out: Path, cell: Cell, record: dict) -> None:
     path = cell_dir(out, cell) / "cell.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, default=float), encoding="utf-8")
+    _write_record(path, record)
     state = record["failed"] or (f"diverged: {record['diverged']}" if record["diverged"] else "done")
     state = _rescore_state(record["rescored"]) if "rescored" in record else f"{state} ({record['wall_seconds']} s)"
     print(f"[experiment] {cell.arm} seed {cell.seed}: {state}", flush=True)
+
+
+def _write_record(path: Path, record: dict) -> None:
+    """``cell.json``, atomically: a Ctrl-C during the write left an empty file, and every rerun then failed."""
+    write_text_atomic(path, json.dumps(record, indent=1, default=float))
 
 
 def _number(v) -> bool:
@@ -215,7 +222,14 @@ def _cached(out: Path, cell: Cell) -> dict | None:
     path = cell_dir(out, cell) / "cell.json"
     if not path.exists():
         return None
-    record = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        record = None
+    if not isinstance(record, dict):  # not whole: written by a version before atomic records, or edited by hand
+        warnings.warn(f"{str(path)!r} is not a cell record (empty or damaged); the cell runs again", RuntimeWarning,
+                      stacklevel=2)
+        return None
     if record.get("key") != cell.key():
         return None
     if cell.fingerprint is None:
@@ -224,5 +238,5 @@ def _cached(out: Path, cell: Cell) -> dict | None:
     if record.get("fingerprint") is None and cell.run_fingerprint is not None and (
             cell.run_fingerprint(path.parent) == now):  # a record from before fingerprints, its run current
         record["fingerprint"] = now
-        path.write_text(json.dumps(record, indent=1, default=float), encoding="utf-8")
+        _write_record(path, record)
     return record if record.get("fingerprint") == now else None  # else the library now builds something else

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ebmlab.experiments.cells import Cell, cell_dir, run_cells  # noqa: F401 (re-exported: the experiments use them)
+from ebmlab.files import write_text_atomic
 
 SEEDS = (0, 1, 2)  # fixed before any experiment was run; every arm of every experiment uses them
 
@@ -203,12 +204,12 @@ def write_claim_results(out: Path, paper: str, claim: str, tables: dict[str, dic
     holds = bool(verdicts) and all(v["verdict"] == "holds" for v in verdicts)
     result = {"paper": paper, "claim": claim, "claim_holds": holds, "seeds": list(seeds), "tables": tables,
               "claims": verdicts, **(extra or {})}
-    (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
+    write_text_atomic(Path(out) / "results.json", json.dumps(result, indent=1, default=float))
     md = [f"# Experiment: paper {paper}\n", f"Seeds {list(seeds)} (fixed in advance), one thread per training cell.\n"]
     md += [f"## {title}\n\n{table_markdown(t, metrics[title], seeds)}" for title, t in tables.items()]
     md += [f"## Claims\n\n**Claim:** {claim}\n\n{claims_markdown(verdicts)}\n"
            f"**Verdict at this scale:** the claim {'HOLDS' if holds else 'is NOT SHOWN'} "
            f"({sum(v['verdict'] == 'holds' for v in verdicts)} of {len(verdicts)} sub-claims hold).\n", notes]
-    (Path(out) / "results.md").write_text("\n".join(md), encoding="utf-8")
+    write_text_atomic(Path(out) / "results.md", "\n".join(md))
     print("\n".join(md))
     return result

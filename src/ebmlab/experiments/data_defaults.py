@@ -57,6 +57,7 @@ from ebmlab.experiments import claims
 from ebmlab.experiments import leaderboard as lb
 from ebmlab.experiments.claims import Cell
 from ebmlab.experiments.runner import experiment_config, train_cell
+from ebmlab.files import write_text_atomic
 from ebmlab.metrics.baselines import fit_gmm, fit_kde
 from ebmlab.metrics.distances import energy_distance
 from ebmlab.training.heldout import heldout_draws, zscorer
@@ -353,7 +354,7 @@ def run(out: Path, quick: bool = False, seeds=SEEDS, jobs: int = 2, full: bool =
                                        auroc_margin) for ds in datasets}
     result["wall_seconds"] = round(time.time() - t0, 1)
     md = _markdown(result)
-    (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
-    (Path(out) / "results.md").write_text(md, encoding="utf-8")
+    write_text_atomic(Path(out) / "results.json", json.dumps(result, indent=1, default=float))
+    write_text_atomic(Path(out) / "results.md", md)
     print(md)
     return result

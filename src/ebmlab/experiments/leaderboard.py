@@ -58,6 +58,7 @@ from ebmlab.experiments.own_methods import known_in_worker, own_method_overrides
 from ebmlab.experiments.leaderboard_report import (  # noqa: F401
     better, dataset_markdown, figure, ranks, summary_markdown, verdicts)
 from ebmlab.experiments.runner import device_generator, experiment_config, train_cell
+from ebmlab.files import save_npy_atomic, write_text_atomic
 from ebmlab.metrics.baselines import BASELINES
 from ebmlab.metrics.ood import auroc
 from ebmlab.objectives.base import SampleOutput
@@ -154,7 +155,7 @@ def cell_fn(params: dict, seed: int, run_dir: Path) -> dict:
         stats = arm.trainer.fit_stats
         obj.eval()  # as evaluate measures (evaluate leaves it in train mode: spectral norm's power iterations)
         x, evals = figure_samples(obj, data, seed, count=True)
-        np.save(Path(run_dir) / "figure_samples.npy", x)
+        save_npy_atomic(Path(run_dir) / "figure_samples.npy", x)
         return {"updates": stats["updates"], "train_wall_seconds": stats["wall_seconds"],
                 "train_cpu_seconds": stats["cpu_seconds"], "sampler_evals_per_sample": evals,
                 **ood_aurocs(obj, data, params["ood"], seed), "host_floor_ms": floor_ms()}
@@ -216,9 +217,9 @@ def baseline_fn(params: dict, seed: int, run_dir: Path) -> dict:
     m = {k: v for k, v in evaluate(model, data, cfg, None).items() if isinstance(v, (int, float))}
     m.update(ood_aurocs(model, data, params["ood"], seed), eval_seconds=round(time.time() - t1, 1))
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    np.save(Path(run_dir) / "figure_samples.npy", figure_samples(model, data, seed)[0])
-    (Path(run_dir) / "search.json").write_text(json.dumps({"chosen": fitted.chosen, "search": fitted.search}, indent=1),
-                                               encoding="utf-8")
+    save_npy_atomic(Path(run_dir) / "figure_samples.npy", figure_samples(model, data, seed)[0])
+    write_text_atomic(Path(run_dir) / "search.json", json.dumps({"chosen": fitted.chosen, "search": fitted.search},
+                                                                indent=1))
     chosen = {f"chosen_{k}": v for k, v in fitted.chosen.items()}
     return {**m, **chosen, "train_wall_seconds": round(fit_seconds, 1), "step": 0}
 
@@ -375,8 +376,8 @@ def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2, full:
     result["wall_seconds"] = round(time.time() - t0, 1)
     md.append(f"{'QUICK smoke run: the numbers mean nothing. ' if quick else ''}"
               f"Wall time of this command: {result['wall_seconds']} s (finished cells are reused on a rerun).\n")
-    (Path(out) / "results.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
-    (Path(out) / "results.md").write_text("\n".join(md), encoding="utf-8")
-    (Path(out) / "summary.md").write_text("\n".join(summary), encoding="utf-8")
+    write_text_atomic(Path(out) / "results.json", json.dumps(result, indent=1, default=float))
+    write_text_atomic(Path(out) / "results.md", "\n".join(md))
+    write_text_atomic(Path(out) / "summary.md", "\n".join(summary))
     print("\n".join(md))
     return result

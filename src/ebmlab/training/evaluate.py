@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from ebmlab import plots
-from ebmlab.files import write_text_atomic
+from ebmlab.files import save_npy_atomic, write_text_atomic
 from ebmlab.metrics.density import grid_kl, make_grid, sample_precision, uniform_grid_kl
 from ebmlab.metrics.distances import energy_distance
 from ebmlab.metrics.structure import density_structure_metrics, has_structure, structure_metrics
@@ -220,8 +220,7 @@ def _vector_plots(objective, data, cfg, run_dir, ref, short, long, diag, dev) ->
                        target_accept=getattr(cfg.method, "target_accept", None))
     samples_dir = run_dir / "samples"
     samples_dir.mkdir(parents=True, exist_ok=True)
-    import numpy as np
-    np.save(samples_dir / "samples.npy", short.numpy())
+    save_npy_atomic(samples_dir / "samples.npy", short.numpy())
 
 
 def evaluate(objective, data, cfg, run_dir: Path | None, generator: torch.Generator | None = None,

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from ebmlab import plots
+from ebmlab.files import save_npy_atomic
 
 GRID_N = 64
 
@@ -87,7 +88,7 @@ def evaluate_images(objective, data, cfg, run_dir: Path | None, generator) -> di
 
 def _write_outputs(objective, data, cfg, run_dir: Path, raw, samples, train, test) -> None:
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-    np.save(run_dir / "samples" / "samples.npy", raw.numpy())
+    save_npy_atomic(run_dir / "samples" / "samples.npy", raw.numpy())
     shown = f"{min(100, len(samples))} of {len(samples)}"
     plots.image_grid(samples[:100], run_dir / "samples" / "grid_final.png",
                      title=f"final samples{_ema_note(cfg, ' weights')}, {shown}")

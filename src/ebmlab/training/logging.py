@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ebmlab.files import atomic_write
+
 
 def scalars(metrics: dict) -> dict[str, float]:
     """Detached float values of a metrics dict (non-numeric entries are skipped)."""
@@ -52,17 +54,19 @@ class RunLogger:
         damaged line (a truncated last line is what a full disk or a kill leaves), with a warning."""
         if not (self.enabled and self.path.exists()):
             return
-        tmp, bad = self.path.with_name(self.path.name + ".tmp"), []
-        with open(self.path, encoding="utf-8", errors="replace") as src, open(tmp, "w", encoding="utf-8") as dst:
-            for ln, row, last in _rows(src):  # line by line: a long run's log is never held in memory whole
-                if row is None:
-                    bad.append("last" if last and not bad else ln)
-                elif row["step"] <= step:
-                    dst.write(ln + "\n")
+        bad = []
+
+        def write(tmp: Path) -> None:  # line by line: a long run's log is never held in memory whole
+            with open(self.path, encoding="utf-8", errors="replace") as src, open(tmp, "w", encoding="utf-8") as dst:
+                for ln, row, last in _rows(src):
+                    if row is None:
+                        bad.append("last" if last and not bad else ln)
+                    elif row["step"] <= step:
+                        dst.write(ln + "\n")
+        atomic_write(self.path, write)  # an interruption leaves the log as it was, and no temp file
         if bad:
             where = "its last line" if bad == ["last"] else f"{len(bad)} damaged line(s)"
             print(f"ebmlab: warning: {str(self.path)!r}: dropped {where} (truncated or not JSON)", file=sys.stderr)
-        tmp.replace(self.path)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         """Append one row (``step`` and ``values``; non-finite values as text) and the finite values to TensorBoard."""
