@@ -1,5 +1,6 @@
 """Ctrl-C at any moment leaves every file whole (an audit of Ctrl-C across the commands, 2026-12-06, docs/testing.md
-"Ctrl-C"): the interruption is planted at the rename that publishes a file, the last moment of a write."""
+"Ctrl-C"): the interruption is planted at the rename that publishes a file, the last moment of a write. And the
+results say which weights they describe, so results an interruption left behind newer weights can be told apart."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+import ebmlab
 from ebmlab import files
 from ebmlab.experiments import cells
 from ebmlab.training.logging import RunLogger, read_metrics
@@ -61,3 +63,15 @@ def test_samples_interrupted_while_written_keep_the_previous_file(tmp_path, monk
         files.save_npy_atomic(path, np.ones(3))
     monkeypatch.undo()
     assert np.array_equal(np.load(path), np.zeros(3)) and sorted(p.name for p in tmp_path.iterdir()) == ["samples.npy"]
+
+
+def test_metrics_json_names_the_checkpoint_it_describes(tmp_path):
+    """A resume that trains on and is stopped before its evaluation (here: evaluate=False) leaves the earlier
+    metrics.json beside newer weights; its checkpoint_step says so (the compare command reads it)."""
+    train = {"steps": 6, "threads": 1, "progress": False}
+    small = {"n_samples": 64, "grid_size": 8, "long_run_factor": 1, "plots": False}
+    run = ebmlab.train("hybrid", "8gaussians", out=tmp_path / "r", train=train, eval=small)
+    assert run.metrics["checkpoint_step"] == 6
+    later = ebmlab.resume(tmp_path / "r", train={"steps": 8}, evaluate=False)
+    stored = json.loads((tmp_path / "r" / "metrics.json").read_text(encoding="utf-8"))
+    assert later.checkpoint_step == 8 and stored["checkpoint_step"] == 6

@@ -139,7 +139,7 @@ def test_train_array_returns_run_with_honest_user_data_metrics(tmp_path):
     assert isinstance(run, ebmlab.Run) and run.method == "noise"
     m = run.metrics
     # the result is the validation best among the start (the Gaussian base) and the checks (the last at 20)
-    assert run.checkpoint_step == m["selected_step"] and m["selected_step"] in (0, 20)
+    assert run.checkpoint_step == m["selected_step"] == m["checkpoint_step"] and m["selected_step"] in (0, 20)
     # held-out split = 40 rows: the floor compares two disjoint halves of 20, never a set with itself
     assert m["eval_n_samples"] == 20 and "eval_n_samples_note" in m
     assert m["sample_energy_distance_floor"] > 0

@@ -332,7 +332,8 @@ def final_evaluation(trainer) -> dict:
     objective = trainer.objective
     # train.select_every: the best validation check's weights are the run's result (training/selection.py)
     selected = trainer.selector.load_best(trainer) if getattr(trainer, "selector", None) is not None else {}
-    selected = result_facts(objective, selected)
+    # the evaluated weights' step, as ``ebmlab eval`` writes it: metrics.json says which checkpoint it describes
+    selected = {**result_facts(objective, selected), "checkpoint_step": selected.get("selected_step", trainer.step)}
     ema = trainer.ema.applied(objective) if trainer.ema is not None else nullcontext()
     with ema, torch.no_grad():
         sample_hook(trainer, final=True)
