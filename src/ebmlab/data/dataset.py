@@ -154,7 +154,7 @@ def build_dataset(cfg) -> Dataset:
     data = DATASETS[cfg.name](cfg)
     if cfg.val_fraction is not None and data.kind != "vector":
         raise DataError(f"data.val_fraction splits vector data; {cfg.name!r} holds images: set data.val_fraction=null")
-    if not (torch.isfinite(data.train).all() and torch.isfinite(data.test).all()):
+    if not all(torch.isfinite(split).all() for split in (data.train, data.test) if isinstance(split, Tensor)):  # (codes are)
         where = f"data file {str(cfg.path)!r}" if cfg.path else f"dataset {cfg.name!r}"
         raise DataError(f"{where} gives non-finite values in model coordinates (its spread overflows "
                         "float32 after standardising); rescale the data or set data.standardize=false")

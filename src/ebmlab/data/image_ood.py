@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ebmlab.data.base import Dataset
 from ebmlab.data.images import CIFAR_LAYOUT, IMAGE_LOADERS, MissingDataPath, postprocess, read_image_array, read_svhn_mat, to_unit_range
+from ebmlab.data.pixels import dense, from_codes
 from ebmlab.errors import DataError
 
 __all__ = ["load_ood_set"]
@@ -79,16 +80,16 @@ def _ood_from_path(p: Path, like_cfg) -> Tensor:
     if suffix in (".npy", ".npz"):
         return postprocess(to_unit_range(read_image_array(p)[0], str(p)), like_cfg)
     if suffix == ".mat":
-        return postprocess(read_svhn_mat(p)[0], like_cfg)
+        return postprocess(from_codes(read_svhn_mat(p)[0]), like_cfg)
     if p.is_dir():
         for name, (sub, train_files, test_files, _, _) in CIFAR_LAYOUT.items():
             if any((c / test_files[0]).is_file() for c in (p, p / sub)):
                 return IMAGE_LOADERS[name](_replace(like_cfg, name=name, path=str(p))).test
         if (p / "test_32x32.mat").is_file():
-            return postprocess(read_svhn_mat(p / "test_32x32.mat")[0], like_cfg)
+            return postprocess(from_codes(read_svhn_mat(p / "test_32x32.mat")[0]), like_cfg)
         # every image of the folder (the loader holds a tenth of them out as its test split)
         ds = IMAGE_LOADERS["imagefolder"](_replace(like_cfg, name="imagefolder", path=str(p)))
-        return torch.cat([ds.train, ds.test])
+        return torch.cat([dense(ds.train), ds.test])
     raise DataError(f"OOD set {str(p)!r} is not a .npy/.npz/.mat file or a folder of images or CIFAR batches")
 
 

@@ -1,10 +1,10 @@
 """Image datasets: digits, CIFAR-10/100, image folders, .npy/.npz arrays, SVHN (issue 3).
 
-Every loader returns ``Dataset(kind="image")`` with ``train``/``test`` float32 tensors (N, C, H, W) in
-[-1, 1] (uint8 v -> v / 127.5 - 1), labels as long tensors (or None) and ``transform =
-Affine.identity()``. Images are kept in memory as float32: 1,797 digits take 0.5 MB at 8x8, CIFAR-10
-takes 737 MB; an image folder of the size of CelebA (200k images at 64x64) would take 10 GB, so large
-folders need a machine with the memory for it (no streaming loader yet).
+Every loader returns ``Dataset(kind="image")`` with images (N, C, H, W) in [-1, 1] (uint8 v -> v / 127.5 - 1),
+labels as long tensors (or None) and ``transform = Affine.identity()``. Images read from 8-bit files keep their
+training split as its uint8 codes (``data/pixels.Pixels``: float32 rows on indexing, a quarter of the memory, the
+``hflip`` mirrors without a copy); the held-out split is float32, as are digits (0..16 -> v / 8 - 1) and float
+``.npy`` files. A resize or grey conversion of 8-bit images is computed in float32 and rounded back to codes.
 
 Common post-processing (``DataConfig`` fields), in this order: ``crop`` (centre crop, image folders
 only, before any resize: CelebA's 140-pixel crop of paper 002), ``image_size`` (bilinear resize,
@@ -14,11 +14,11 @@ values and ``num_classes`` its original count, so a class-conditional model trai
 still be composed with one trained on all classes).
 
 Random horizontal flips (``data.hflip: true``; paper 003's authors' code and paper 001's flip the
-training images): the training split is stored together with its mirror images (2N images, labels
+training images): the training split reads as itself followed by its mirror images (2N images, labels
 repeated; the held-out split is left as it is). The trainer draws each batch uniformly with
 replacement from the split (``training/loop.py``), so an image arrives flipped with probability 1/2,
-the distribution of a per-batch random flip, without a change to the training loop. The price is
-memory: twice the training split (CIFAR-10: 1.2 GB instead of 0.6 GB as float32).
+the distribution of a per-batch random flip, without a change to the training loop. 8-bit splits flip on
+reading (``Pixels(mirrored=True)``); float32 ones (digits, float files) are stored twice.
 
 Splits. ``digits``: scikit-learn's 1,797 8x8 images, split by a permutation seeded with ``data.seed``
 into 1,500 train / 297 test images (fixed sizes). CIFAR and SVHN: the official train/test files.
@@ -46,6 +46,7 @@ from torch import Tensor
 
 from ebmlab.data.arrays import npz_key
 from ebmlab.data.base import Affine, Dataset
+from ebmlab.data.pixels import Pixels, codes_of, from_codes
 from ebmlab.data.safe_pickle import RestrictedUnpickler, safe_unpickle  # noqa: F401  (re-exported)
 from ebmlab.errors import DataError
 
@@ -54,21 +55,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 # ----- conversion helpers ----------------------------------------------------------------------------
-def to_unit_range(arr: np.ndarray, where: str) -> Tensor:
-    """(N, H, W, C) or (N, H, W) uint8 or float array -> (N, C, H, W) float32 in [-1, 1]. (N, C, H, W) with
-    C = 1 or 3 and a last axis that is not (what ``ebmlab sample`` writes) is read as such.
-
-    uint8: v / 127.5 - 1. Float: read as [0, 1] when no value is negative, as [-1, 1] otherwise;
-    anything outside [-1, 1] is refused (we do not guess other scalings)."""
+def image_tensor(arr: np.ndarray, where: str) -> Tensor:
+    """(N, H, W, C) or (N, H, W) uint8 or float array -> (N, C, H, W): uint8 arrays as their uint8 codes (``Pixels``
+    reads them as v / 127.5 - 1), float arrays as float32 in [-1, 1] (``to_unit_range``). (N, C, H, W) with C = 1 or
+    3 and a last axis that is not (what ``ebmlab sample`` writes) is read as such."""
     if arr.ndim == 3:
         arr = arr[..., None]
     if arr.ndim == 4 and arr.shape[-1] not in (1, 3) and arr.shape[1] in (1, 3):  # channels first
         arr = arr.transpose(0, 2, 3, 1)
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
         raise DataError(f"{where} must hold images of shape (N, H, W, C) or (N, C, H, W) with C = 1 or 3, got shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        x = torch.from_numpy(np.array(arr, dtype=np.uint8)).float() / 127.5 - 1.0  # copy: read-only arrays
-    elif arr.dtype.kind == "f":
+    if arr.dtype == np.uint8:  # one copy, straight into (N, C, H, W) (the file's array may be read-only)
+        return torch.from_numpy(np.array(arr.transpose(0, 3, 1, 2), dtype=np.uint8, order="C"))
+    if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
             raise DataError(f"{where} contains NaN or inf values")
         lo, hi = float(arr.min()), float(arr.max())
@@ -76,9 +75,20 @@ def to_unit_range(arr: np.ndarray, where: str) -> Tensor:
             raise DataError(f"{where} holds floats in [{lo:.3g}, {hi:.3g}]; expected uint8, floats in [0, 1] or in [-1, 1]")
         x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
         x = x * 2.0 - 1.0 if lo >= 0.0 else x
-    else:
-        raise DataError(f"{where} must hold uint8 or float images, got dtype {arr.dtype}")
-    return x.permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+        return x.permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+    raise DataError(f"{where} must hold uint8 or float images, got dtype {arr.dtype}")
+
+
+def to_unit_range(arr: np.ndarray, where: str) -> Tensor:
+    """(N, H, W, C) or (N, H, W) uint8 or float array -> (N, C, H, W) float32 in [-1, 1] (``image_tensor``'s
+    layouts). uint8: v / 127.5 - 1. Float: read as [0, 1] when no value is negative, as [-1, 1] otherwise;
+    anything outside [-1, 1] is refused (we do not guess other scalings)."""
+    return _unit(image_tensor(arr, where))
+
+
+def _unit(x: Tensor) -> Tensor:
+    """Images as float32 in [-1, 1]: uint8 codes mapped by ``from_codes``, float ones as they are."""
+    return from_codes(x) if x.dtype == torch.uint8 else x
 
 
 def resize(x: Tensor, size: int) -> Tensor:
@@ -112,11 +122,31 @@ def set_channels(x: Tensor, channels: int | None) -> Tensor:
 
 def postprocess(x: Tensor, cfg) -> Tensor:
     """x (N, C, H, W) after the data config's crop is applied by the loader: resized to ``cfg.image_size`` and
-    given ``cfg.channels`` channels (the module docstring's order)."""
-    if cfg.image_size is not None:
-        if cfg.image_size < 1:
-            raise DataError(f"data.image_size must be positive, got {cfg.image_size}")
-        x = resize(x, cfg.image_size)
+    given ``cfg.channels`` channels (the module docstring's order). uint8 codes stay codes: unchanged when neither
+    applies, else read, resized or turned grey, and rounded to the nearest code ``POST_CHUNK`` images at a time (as
+    an 8-bit image library resizes), so that no float32 copy of a large split is ever held."""
+    if cfg.image_size is not None and cfg.image_size < 1:
+        raise DataError(f"data.image_size must be positive, got {cfg.image_size}")
+    if x.dtype != torch.uint8:
+        return _post_float(x, cfg)
+    if not _changes(x, cfg):
+        return x
+    return torch.cat([codes_of(_post_float(from_codes(x[i:i + POST_CHUNK]), cfg))
+                      for i in range(0, max(x.shape[0], 1), POST_CHUNK)])
+
+
+POST_CHUNK = 4096  # images resized at a time from codes (12 MB of float32 at 3x32x32 after the resize)
+
+
+def _changes(x: Tensor, cfg) -> bool:
+    """Whether ``postprocess`` changes ``x``: a resize to another size or another channel count."""
+    size = cfg.image_size
+    return (size is not None and tuple(x.shape[-2:]) != (size, size)) or (
+        cfg.channels is not None and cfg.channels != x.shape[1])
+
+
+def _post_float(x: Tensor, cfg) -> Tensor:
+    x = resize(x, cfg.image_size) if cfg.image_size is not None else x
     return set_channels(x, cfg.channels)
 
 
@@ -136,12 +166,17 @@ def _finish(name: str, cfg, train: Tensor, test: Tensor, ytr, yte, num_classes: 
         train, ytr, test, yte = train[mtr], ytr[mtr], test[mte], yte[mte]
         if train.shape[0] == 0:
             raise DataError(f"data.classes {list(cfg.classes)} keeps no training image of {name!r}")
-    if getattr(cfg, "hflip", None):  # random horizontal flips: the training split and its mirror images
-        train = torch.cat([train, train.flip(-1)])
+    flip = bool(getattr(cfg, "hflip", None))  # random horizontal flips: the training split and its mirror images
+    if flip:
         ytr = None if ytr is None else torch.cat([ytr, ytr])
         info = dict(info, hflip=True)
-    return Dataset(name, "image", train.float().contiguous(), test.float().contiguous(), Affine.identity(),
-                   ytr, yte, num_classes, info=dict(range="[-1, 1]", layout="NCHW", **info))
+    if train.dtype == torch.uint8:  # 8-bit images: the training split stays codes; the held-out one is read whole
+        train, test = Pixels(train, mirrored=flip), from_codes(test)
+    else:
+        train = torch.cat([train, train.flip(-1)]) if flip else train
+        train, test = train.float().contiguous(), test.float().contiguous()
+    return Dataset(name, "image", train, test, Affine.identity(), ytr, yte, num_classes,
+                   info=dict(range="[-1, 1]", layout="NCHW", **info))
 
 
 def _split(n: int, n_test: int, seed: int, where: str) -> tuple[Tensor, Tensor]:
@@ -187,7 +222,7 @@ def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarra
         raise DataError(f"CIFAR batch {str(path)!r} needs 'data' as a uint8 array (N, 3072)")
     if labels is None or len(labels) != data.shape[0]:
         raise DataError(f"CIFAR batch {str(path)!r} needs {label_key!r} with one label per image")
-    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, dtype=np.int64)  # NHWC
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)  # rows are C, H, W: (N, C, H, W) codes
 
 
 CIFAR_LAYOUT = {  # name: (sub-folder, train files, test files, label key, classes)
@@ -223,11 +258,14 @@ def _cifar_dir(name: str, cfg) -> Path:
 def _cifar(cfg) -> Dataset:
     sub, train_files, test_files, key, k = CIFAR_LAYOUT[cfg.name]
     root = _cifar_dir(cfg.name, cfg)
-    parts = {s: [_read_cifar_batch(root / f, key) for f in files] for s, files in (("train", train_files), ("test", test_files))}
-    xtr, ytr = (np.concatenate(a) for a in zip(*parts["train"]))
-    xte, yte = (np.concatenate(a) for a in zip(*parts["test"]))
-    return _finish(cfg.name, cfg, to_unit_range(xtr, str(root)), to_unit_range(xte, str(root)), ytr, yte, k,
-                   source=str(root), classes=_cifar_class_names(cfg.name, root, k))
+    (xtr, ytr), (xte, yte) = (_cifar_split(root, files, key) for files in (train_files, test_files))
+    return _finish(cfg.name, cfg, xtr, xte, ytr, yte, k, source=str(root), classes=_cifar_class_names(cfg.name, root, k))
+
+
+def _cifar_split(root: Path, files: list[str], key: str) -> tuple[Tensor, np.ndarray]:
+    """(N, C, H, W) uint8 codes and (N,) labels of a split's batch files, joined in one copy."""
+    parts = [_read_cifar_batch(root / f, key) for f in files]
+    return torch.from_numpy(np.concatenate([x for x, _ in parts])), np.concatenate([y for _, y in parts])
 
 
 # ----- image folder ------------------------------------------------------------------------------------
@@ -256,7 +294,7 @@ def _list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
 
 
 def _read_image(path: Path, mode: str, crop: int | None, size: int | None) -> Tensor:
-    """(1, C, H, W) in [-1, 1], turned as its EXIF Orientation tag says (as viewers show a camera's photo)."""
+    """(1, C, H, W) uint8 codes (``Pixels``), turned as its EXIF Orientation tag says (as viewers show a camera's photo)."""
     from PIL import Image, ImageOps
     try:
         with Image.open(path) as im:
@@ -265,9 +303,11 @@ def _read_image(path: Path, mode: str, crop: int | None, size: int | None) -> Te
         raise
     except Exception as exc:  # Pillow raises many types for broken files
         raise DataError(f"could not read image {str(path)!r} ({type(exc).__name__}: {exc})") from None
-    x = to_unit_range(arr[None], str(path))  # (1, C, H, W)
+    x = image_tensor(arr[None], str(path))  # (1, C, H, W) uint8 codes
     x = centre_crop(x, crop) if crop else x
-    return resize(x, size) if size else x
+    if size and tuple(x.shape[-2:]) != (size, size):  # resized as float32, then rounded to the nearest code
+        x = codes_of(resize(from_codes(x), size))
+    return x
 
 
 def _opaque(im):
@@ -334,7 +374,7 @@ def _npy(cfg) -> Dataset:
     if p.suffix.lower() not in (".npy", ".npz"):
         raise DataError(f"data.name 'npy' reads .npy or .npz files, got {str(p)!r}")
     arr, y = read_image_array(p)
-    x = to_unit_range(arr, str(p))
+    x = image_tensor(arr, str(p))  # uint8 codes, or float32 in [-1, 1]
     if y is not None and len(y) != x.shape[0]:
         raise DataError(f"{str(p)!r} has {x.shape[0]} images but {len(y)} labels")
     tr, te = _split(x.shape[0], cfg.n_test, cfg.seed, f"image file {str(p)!r}")
@@ -345,7 +385,8 @@ def _npy(cfg) -> Dataset:
 
 # ----- SVHN .mat ---------------------------------------------------------------------------------------
 def read_svhn_mat(path: Path) -> tuple[Tensor, np.ndarray]:
-    """SVHN cropped-digits .mat: X (32, 32, 3, N) uint8, y (N, 1) with 10 meaning digit 0."""
+    """SVHN cropped-digits .mat: X (32, 32, 3, N) uint8, y (N, 1) with 10 meaning digit 0 -> (N, C, H, W) uint8 codes
+    and (N,) labels."""
     from scipy.io import loadmat
     try:
         d = loadmat(path)
@@ -353,7 +394,7 @@ def read_svhn_mat(path: Path) -> tuple[Tensor, np.ndarray]:
         raise DataError(f"could not read SVHN file {str(path)!r} ({type(exc).__name__}: {exc})") from None
     if "X" not in d or "y" not in d or d["X"].ndim != 4:
         raise DataError(f"SVHN file {str(path)!r} needs X of shape (32, 32, 3, N) and y of shape (N, 1)")
-    x = to_unit_range(np.transpose(d["X"], (3, 0, 1, 2)), str(path))  # (N, H, W, C) -> (N, C, H, W)
+    x = image_tensor(np.transpose(d["X"], (3, 0, 1, 2)), str(path))  # (N, H, W, C) -> (N, C, H, W)
     y = d["y"].reshape(-1).astype(np.int64) % 10  # label 10 is the digit 0
     return x, y
 

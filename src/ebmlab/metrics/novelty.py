@@ -20,32 +20,56 @@ import torch
 from torch import Tensor
 
 
-def nearest_neighbours(x: Tensor, train: Tensor, k: int = 1, chunk: int = 256) -> tuple[Tensor, Tensor]:
-    """(N, k) distances (ascending) and (N, k) indices of each x's k nearest training images."""
-    if x.shape[1:] != train.shape[1:]:
+TRAIN_CHUNK = 4096  # training images read at a time (100 MB of float64 at 3x32x32)
+
+
+def nearest_neighbours(x: Tensor, train, k: int = 1, chunk: int = 256) -> tuple[Tensor, Tensor]:
+    """(N, k) distances (ascending) and (N, k) indices of each x's k nearest training images. ``train``: a
+    (M, ...) tensor or ``data.pixels.Pixels``, read ``TRAIN_CHUNK`` images at a time, so that a large split is never
+    held whole as float64 (ImageNet 32x32 with flips would take 59 GiB)."""
+    if tuple(x.shape[1:]) != tuple(train.shape[1:]):
         raise ValueError(f"samples {tuple(x.shape[1:])} and training images {tuple(train.shape[1:])} differ in shape")
-    a, b = x.detach().flatten(1).double().cpu(), train.detach().flatten(1).double().cpu()  # (N, D), (M, D)
-    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
-        raise FloatingPointError("novelty: images contain NaN or inf")
-    b_sq = b.pow(2).sum(1)                             # (M,)
+    a = x.detach().flatten(1).double().cpu()               # (N, D)
+    _check_finite(a)
+    n, k = a.shape[0], min(k, train.shape[0])
+    best = torch.full((n, k), float("inf"), dtype=torch.float64)  # (N, k) |a-b|^2 - |a|^2 of the best so far
+    best_j = torch.zeros((n, k), dtype=torch.long)
+    for j0 in range(0, train.shape[0], TRAIN_CHUNK):
+        b = _read(train[j0:j0 + TRAIN_CHUNK])              # (c, D)
+        b_sq = b.pow(2).sum(1)                             # (c,)
+        for i in range(0, n, chunk):
+            d2 = b_sq[None] - 2 * a[i:i + chunk] @ b.T     # (n, c): fast search by matmul
+            v, j = d2.topk(min(k, b.shape[0]), dim=1, largest=False)
+            cand, cand_j = torch.cat([best[i:i + chunk], v], 1), torch.cat([best_j[i:i + chunk], j + j0], 1)
+            top = cand.topk(k, dim=1, largest=False).indices
+            best[i:i + chunk], best_j[i:i + chunk] = cand.gather(1, top), cand_j.gather(1, top)
     dists, idxs = [], []
-    for i in range(0, a.shape[0], chunk):
-        ai = a[i:i + chunk]                            # (n, D)
-        d2 = b_sq[None] - 2 * ai @ b.T                 # (n, M) |a-b|^2 - |a|^2: fast search by matmul
-        j = d2.topk(min(k, b.shape[0]), dim=1, largest=False).indices  # (n, k)
-        # exact distances of the chosen neighbours (the matmul form loses the exact 0 of a copy)
-        v = (ai[:, None, :] - b[j]).norm(dim=2)        # (n, k)
+    for i in range(0, n, chunk):  # exact distances of the chosen neighbours (the matmul form loses the exact 0 of a copy)
+        j = best_j[i:i + chunk]                            # (n, k)
+        v = (a[i:i + chunk, None, :] - _read(train[j.flatten()]).view(*j.shape, -1)).norm(dim=2)  # (n, k)
         v, order = v.sort(dim=1)
         dists.append(v), idxs.append(j.gather(1, order))
     return torch.cat(dists), torch.cat(idxs)
 
 
-def nn_distances(x: Tensor, train: Tensor) -> Tensor:
+def _read(rows: Tensor) -> Tensor:
+    """Training images (c, ...) -> (c, D) float64 on the CPU, refused when not finite."""
+    b = rows.detach().flatten(1).double().cpu()
+    _check_finite(b)
+    return b
+
+
+def _check_finite(v: Tensor) -> None:
+    if not torch.isfinite(v).all():
+        raise FloatingPointError("novelty: images contain NaN or inf")
+
+
+def nn_distances(x: Tensor, train) -> Tensor:
     """(N,) distance of each image to its nearest training image."""
     return nearest_neighbours(x, train, k=1)[0][:, 0]
 
 
-def novelty_summary(samples: Tensor, train: Tensor, test: Tensor, q: float = 0.05) -> dict[str, float]:
+def novelty_summary(samples: Tensor, train, test: Tensor, q: float = 0.05) -> dict[str, float]:
     """Samples' NN distances to ``train`` beside held-out data's (see module doc)."""
     d_s, d_t = nn_distances(samples, train), nn_distances(test, train)
     thresh = torch.quantile(d_t, q)
@@ -56,7 +80,7 @@ def novelty_summary(samples: Tensor, train: Tensor, test: Tensor, q: float = 0.0
             "novelty_close_threshold": float(thresh)}
 
 
-def novelty_rows(samples: Tensor, train: Tensor, k: int = 3, n: int = 10) -> Tensor:
+def novelty_rows(samples: Tensor, train, k: int = 3, n: int = 10) -> Tensor:
     """(n * (1 + k), C, H, W): ``n`` rows of [sample, its k nearest training images] (paper 004
     Fig. 7C layout), to draw as an image grid with ``1 + k`` columns."""
     s = samples[:n]

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from ebmlab import plots
+from ebmlab.data.pixels import Pixels
 from ebmlab.files import save_npy_atomic
 
 GRID_N = 64
@@ -74,7 +75,9 @@ def evaluate_images(objective, data, cfg, run_dir: Path | None, generator) -> di
                                                     cfg.train.progress))
     m = {"sample_out_of_range": float(((raw < -1) | (raw > 1)).double().mean())}
     samples = raw.clamp(-1, 1)
-    train, test = data.transform.to_data(data.train), data.transform.to_data(data.test)
+    # (an 8-bit image split stays ``Pixels``: the novelty search reads it in pieces; images have the identity transform)
+    train = data.train if isinstance(data.train, Pixels) else data.transform.to_data(data.train)
+    test = data.transform.to_data(data.test)
     g_cpu = torch.Generator().manual_seed(cfg.train.seed + 17)
     if data.name == "digits" and cfg.eval.digits_fd:
         from ebmlab.metrics.digits import digits_metrics
