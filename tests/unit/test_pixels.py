@@ -13,6 +13,7 @@ from ebmlab.data.dataset import build_dataset
 from ebmlab.data.image_ood import load_ood_set
 from ebmlab.data.images import resize
 from ebmlab.data.pixels import Pixels, chunks, codes_of, dense, from_codes
+from ebmlab.errors import DataError
 from ebmlab.metrics import novelty
 from ebmlab.training.config import DataConfig
 
@@ -165,3 +166,15 @@ def test_training_on_codes_gives_the_weights_training_on_the_float32_split_gave(
         states.append(trainer.objective.state_dict())
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_a_folder_is_read_straight_into_its_seeded_splits_and_names_an_image_of_another_size(tmp_path):
+    arrays = _write_pngs(tmp_path / "f", np.random.default_rng(12), 30, 6)  # sorted names 00.png .. 29.png
+    d = build_dataset(DataConfig(name="imagefolder", path=str(tmp_path / "f"), n_test=3, seed=4))
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(4))  # the documented split: min(n_test, N/10)
+    every = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)   # (30, 3, 6, 6) codes in file order
+    assert torch.equal(d.train.codes, every[perm[3:]]) and torch.equal(d.test, from_codes(every[perm[:3]]))
+    from PIL import Image
+    Image.fromarray(np.zeros((7, 6, 3), dtype=np.uint8)).save(tmp_path / "f" / "30.png")
+    with pytest.raises(DataError, match=r"different sizes \(\(6, 6\) and \(7, 6\) in 30.png\)"):
+        build_dataset(DataConfig(name="imagefolder", path=str(tmp_path / "f"), n_test=3, seed=4))
