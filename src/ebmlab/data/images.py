@@ -46,7 +46,7 @@ from torch import Tensor
 
 from ebmlab.data.arrays import npz_key
 from ebmlab.data.base import Affine, Dataset
-from ebmlab.data.pixels import Pixels, codes_of, from_codes
+from ebmlab.data.pixels import Pixels, codes_of, from_codes, unit_floats
 from ebmlab.data.safe_pickle import RestrictedUnpickler, safe_unpickle  # noqa: F401  (re-exported)
 from ebmlab.errors import DataError
 
@@ -83,12 +83,7 @@ def to_unit_range(arr: np.ndarray, where: str) -> Tensor:
     """(N, H, W, C) or (N, H, W) uint8 or float array -> (N, C, H, W) float32 in [-1, 1] (``image_tensor``'s
     layouts). uint8: v / 127.5 - 1. Float: read as [0, 1] when no value is negative, as [-1, 1] otherwise;
     anything outside [-1, 1] is refused (we do not guess other scalings)."""
-    return _unit(image_tensor(arr, where))
-
-
-def _unit(x: Tensor) -> Tensor:
-    """Images as float32 in [-1, 1]: uint8 codes mapped by ``from_codes``, float ones as they are."""
-    return from_codes(x) if x.dtype == torch.uint8 else x
+    return unit_floats(image_tensor(arr, where))
 
 
 def resize(x: Tensor, size: int) -> Tensor:
