@@ -2,7 +2,8 @@
 
 Writes a synthetic CIFAR-10 of the real size (50,000 training and 10,000 test images, random bytes, in the official
 pickle layout) to a temporary folder, then in a fresh process each: loads it with ``data.hflip`` off or on, and runs
-the novelty search of ``training/image_eval.py`` (``novelty_summary``) for ``--samples`` samples. Prints the peak
+the novelty search of ``training/image_eval.py`` (``novelty_summary``) for ``--samples`` samples. With
+``--folder-images N``, also N random 32x32 PNGs as an image folder, loaded the same way. Prints the peak
 resident memory (``ru_maxrss``) of each process over a bare interpreter's that imported the same modules, the bytes
 the training split holds, and the wall time; ``--json FILE`` writes them.
 
@@ -32,7 +33,8 @@ from ebmlab.training.config import DataConfig
 root, what, hflip, n_samples = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
-d = build_dataset(DataConfig(name="cifar10", path=root, hflip=hflip))
+name = "imagefolder" if what == "folder" else "cifar10"
+d = build_dataset(DataConfig(name=name, path=root + ("/folder" if what == "folder" else ""), hflip=hflip))
 split = getattr(d.train, "codes", d.train)
 out = {"load_s": time.perf_counter() - t0, "rows": len(d.train), "split_bytes": split.numel() * split.element_size()}
 if what == "novelty":
@@ -56,15 +58,27 @@ def write_cifar(root: Path) -> None:
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
 
 
+def write_folder(root: Path, n: int) -> None:
+    """n random 32x32 RGB PNGs (seed 0) in ``root/folder``."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    (root / "folder").mkdir()
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)).save(root / "folder" / f"{i:06d}.png")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=500, help="samples in the novelty search (default 500)")
+    ap.add_argument("--folder-images", type=int, default=0, help="also load a folder of this many PNGs (default 0: no)")
     ap.add_argument("--json", help="write the measurements here")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         write_cifar(Path(tmp))
-        for what in ("load", "novelty"):
+        if args.folder_images:
+            write_folder(Path(tmp), args.folder_images)
+        for what in ("load", "novelty") + (("folder",) if args.folder_images else ()):
             for hflip in (False, True):
                 t0 = time.perf_counter()
                 out = subprocess.run([sys.executable, "-c", CHILD, tmp, what, str(int(hflip)), str(args.samples)],

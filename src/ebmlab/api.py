@@ -121,7 +121,8 @@ class Run:
         return self.energy(x, **self.objective.energy_cond(cond, x.shape[0]))
 
     def data(self) -> Any:
-        """The run's ``Dataset`` (model coordinates; read from its data file, checked by SHA-256)."""
+        """The run's ``Dataset`` (model coordinates; read from its data file, checked by SHA-256). The training split of
+        images read from 8-bit files is a ``data.pixels.Pixels``: index it for float32 rows (docs/images.md)."""
         if self._data is None:
             from ebmlab.training.run_data import run_dataset
 

@@ -13,6 +13,7 @@ from ebmlab.data.dataset import build_dataset
 from ebmlab.data.image_ood import load_ood_set
 from ebmlab.data.images import resize
 from ebmlab.data.pixels import Pixels, chunks, codes_of, dense, from_codes
+from ebmlab.errors import DataError
 from ebmlab.metrics import novelty
 from ebmlab.training.config import DataConfig
 
@@ -165,3 +166,49 @@ def test_training_on_codes_gives_the_weights_training_on_the_float32_split_gave(
         states.append(trainer.objective.state_dict())
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_a_folder_is_read_straight_into_its_seeded_splits_and_names_an_image_of_another_size(tmp_path):
+    arrays = _write_pngs(tmp_path / "f", np.random.default_rng(12), 30, 6)  # sorted names 00.png .. 29.png
+    d = build_dataset(DataConfig(name="imagefolder", path=str(tmp_path / "f"), n_test=3, seed=4))
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(4))  # the documented split: min(n_test, N/10)
+    every = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)   # (30, 3, 6, 6) codes in file order
+    assert torch.equal(d.train.codes, every[perm[3:]]) and torch.equal(d.test, from_codes(every[perm[:3]]))
+    from PIL import Image
+    Image.fromarray(np.zeros((7, 6, 3), dtype=np.uint8)).save(tmp_path / "f" / "30.png")
+    with pytest.raises(DataError, match=r"different sizes \(\(6, 6\) and \(7, 6\) in 30.png\)"):
+        build_dataset(DataConfig(name="imagefolder", path=str(tmp_path / "f"), n_test=3, seed=4))
+
+
+def test_indexes_as_a_tensor_takes_them_give_what_the_tensor_gives():
+    codes = torch.randint(0, 256, (6, 3, 4, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(13))
+    p = Pixels(codes, mirrored=True)
+    d = _float_split(codes, True)
+    for idx in ((0, 1), (slice(None), 0), (torch.tensor([1, 9]), slice(None), 2, 3), (-1, Ellipsis, 0), (Ellipsis, 1),
+                None, Ellipsis, np.int64(3), torch.tensor(3), [], [1, 2, 11], torch.tensor([[1, 2], [3, -1]]),
+                d[:, 0, 0, 0].numpy() > 0):
+        got = p[idx]
+        assert got.shape == d[idx].shape and torch.equal(got, d[idx]), idx
+
+
+def test_arithmetic_and_comparisons_act_on_the_dense_split_and_changes_in_place_are_refused():
+    codes = torch.randint(0, 256, (3, 1, 2, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(14))
+    p, d = Pixels(codes), _float_split(codes, False)
+    for got, want in ((p * 0.5 + 0.5, d * 0.5 + 0.5), (-p, -d), (2 - p, 2 - d), (p == p, d == d), (p < 0, d < 0),
+                      (p + p, d + d), (torch.as_tensor(np.asarray(p)), d)):
+        assert torch.equal(got, want)
+    for change in (lambda: p.mul_(0), lambda: torch.clamp_(p, 0, 1), lambda: p.__setitem__(0, 0.0)):
+        with pytest.raises((AttributeError, TypeError), match="read-only"):
+            change()
+    assert torch.equal(p[:], d)  # untouched
+
+
+def test_an_ood_array_file_in_a_resized_run_is_rounded_as_the_runs_own_images_are(tmp_path):
+    """OOD images are prepared as the run's held-out images: the same 8-bit file as both gives the same numbers."""
+    arr = np.random.default_rng(15).integers(0, 256, size=(40, 12, 12, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", arr)
+    like = build_dataset(DataConfig(name="npy", path=str(tmp_path / "x.npy"), image_size=5, n_test=40))
+    x = load_ood_set(str(tmp_path / "x.npy"), like, torch.Generator().manual_seed(0))
+    rows = torch.cat([like.train[:], like.test]).flatten(1)
+    assert torch.equal(torch.unique(rows, dim=0), torch.unique(x.flatten(1), dim=0))
+    assert torch.equal(from_codes(codes_of(x)), x)  # on the codes' grid

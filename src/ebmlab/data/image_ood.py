@@ -14,8 +14,9 @@ import torch
 from torch import Tensor
 
 from ebmlab.data.base import Dataset
-from ebmlab.data.images import CIFAR_LAYOUT, IMAGE_LOADERS, MissingDataPath, postprocess, read_image_array, read_svhn_mat, to_unit_range
-from ebmlab.data.pixels import dense, from_codes
+from ebmlab.data.images import (CIFAR_LAYOUT, IMAGE_LOADERS, MissingDataPath, image_tensor, postprocess, read_image_array,
+                                read_svhn_mat)
+from ebmlab.data.pixels import dense, unit_floats
 from ebmlab.errors import DataError
 
 __all__ = ["load_ood_set"]
@@ -77,16 +78,17 @@ def _occlude(x: Tensor, generator) -> Tensor:
 
 def _ood_from_path(p: Path, like_cfg) -> Tensor:
     suffix = p.suffix.lower()
+    # 8-bit images stay codes through the resize or grey conversion and are rounded, as the run's own splits were
     if suffix in (".npy", ".npz"):
-        return postprocess(to_unit_range(read_image_array(p)[0], str(p)), like_cfg)
+        return unit_floats(postprocess(image_tensor(read_image_array(p)[0], str(p)), like_cfg))
     if suffix == ".mat":
-        return postprocess(from_codes(read_svhn_mat(p)[0]), like_cfg)
+        return unit_floats(postprocess(read_svhn_mat(p)[0], like_cfg))
     if p.is_dir():
         for name, (sub, train_files, test_files, _, _) in CIFAR_LAYOUT.items():
             if any((c / test_files[0]).is_file() for c in (p, p / sub)):
                 return IMAGE_LOADERS[name](_replace(like_cfg, name=name, path=str(p))).test
         if (p / "test_32x32.mat").is_file():
-            return postprocess(from_codes(read_svhn_mat(p / "test_32x32.mat")[0]), like_cfg)
+            return unit_floats(postprocess(read_svhn_mat(p / "test_32x32.mat")[0], like_cfg))
         # every image of the folder (the loader holds a tenth of them out as its test split)
         ds = IMAGE_LOADERS["imagefolder"](_replace(like_cfg, name="imagefolder", path=str(p)))
         return torch.cat([dense(ds.train), ds.test])

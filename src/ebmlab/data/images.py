@@ -46,7 +46,7 @@ from torch import Tensor
 
 from ebmlab.data.arrays import npz_key
 from ebmlab.data.base import Affine, Dataset
-from ebmlab.data.pixels import Pixels, codes_of, from_codes
+from ebmlab.data.pixels import Pixels, codes_of, from_codes, unit_floats
 from ebmlab.data.safe_pickle import RestrictedUnpickler, safe_unpickle  # noqa: F401  (re-exported)
 from ebmlab.errors import DataError
 
@@ -83,12 +83,7 @@ def to_unit_range(arr: np.ndarray, where: str) -> Tensor:
     """(N, H, W, C) or (N, H, W) uint8 or float array -> (N, C, H, W) float32 in [-1, 1] (``image_tensor``'s
     layouts). uint8: v / 127.5 - 1. Float: read as [0, 1] when no value is negative, as [-1, 1] otherwise;
     anything outside [-1, 1] is refused (we do not guess other scalings)."""
-    return _unit(image_tensor(arr, where))
-
-
-def _unit(x: Tensor) -> Tensor:
-    """Images as float32 in [-1, 1]: uint8 codes mapped by ``from_codes``, float ones as they are."""
-    return from_codes(x) if x.dtype == torch.uint8 else x
+    return unit_floats(image_tensor(arr, where))
 
 
 def resize(x: Tensor, size: int) -> Tensor:
@@ -341,16 +336,35 @@ def _eight_bit(im, path: Path):
 def _folder(cfg) -> Dataset:
     root = _need_path(cfg, "a folder of images (.png, .jpg, .webp, ...), optionally in one sub-folder per class")
     files, labels, classes = _list_images(root)
-    mode = "L" if cfg.channels == 1 else "RGB"
-    images = [_read_image(f, mode, cfg.crop, cfg.image_size) for f in files]
-    sizes = {tuple(im.shape[-2:]) for im in images}
-    if len(sizes) > 1:
-        raise DataError(f"images in {str(root)!r} have different sizes {sorted(sizes)[:3]}...; set data.image_size")
-    x = torch.cat(images)  # (N, C, H, W)
-    tr, te = _split(x.shape[0], cfg.n_test, cfg.seed, f"image folder {str(root)!r}")
+    tr, te = _split(len(files), cfg.n_test, cfg.seed, f"image folder {str(root)!r}")
+    xtr, xte = _read_split(files, (tr, te), root, "L" if cfg.channels == 1 else "RGB", cfg.crop, cfg.image_size)
     y = np.asarray(labels) if labels is not None else None
-    return _finish(str(root), cfg, x[tr], x[te], None if y is None else y[tr.numpy()],
+    return _finish(str(root), cfg, xtr, xte, None if y is None else y[tr.numpy()],
                    None if y is None else y[te.numpy()], len(classes), classes=classes)
+
+
+FOLDER_BAR = 2000  # folders of at least this many images show a progress bar while read (on a terminal)
+
+
+def _read_split(files: list[Path], splits: tuple[Tensor, ...], root: Path, mode: str, crop, size) -> list[Tensor]:
+    """Each split's images (its file indices in order) read straight into one (n, C, H, W) uint8 array per split: the
+    folder is held once, never as a list of images and its concatenation."""
+    from tqdm import tqdm
+
+    first = _read_image(files[int(splits[0][0])], mode, crop, size)[0]  # (C, H, W): the shape every image must have
+    out = [torch.empty((len(idx), *first.shape), dtype=torch.uint8) for idx in splits]
+    bar = tqdm(total=len(files), desc=f"reading {len(files)} images", unit="img", leave=False,
+               disable=None if len(files) >= FOLDER_BAR else True)
+    with bar:
+        for arr, idx in zip(out, splits):
+            for p, i in enumerate(idx.tolist()):
+                im = _read_image(files[i], mode, crop, size)[0]
+                if im.shape != first.shape:
+                    raise DataError(f"images in {str(root)!r} have different sizes ({tuple(first.shape[1:])} and "
+                                    f"{tuple(im.shape[1:])} in {files[i].name}); set data.image_size")
+                arr[p] = im
+                bar.update()
+    return out
 
 
 # ----- .npy / .npz arrays ------------------------------------------------------------------------------

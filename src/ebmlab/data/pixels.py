@@ -8,25 +8,33 @@ images: row N + i is row i flipped left to right, the order in which the split w
 seeded batch draw reads the same images. The split takes a quarter of float32's memory, an eighth with flips
 (docs/images.md gives the sizes).
 
-Index it (an int, a slice, a (B,) long or bool tensor) for float32 rows; ``dense`` gives the whole split as one
+Index it as a tensor (an int, a slice, integer or bool index tensors, arrays or lists; a tuple indexes the rows
+with its first entry and the image axes with the rest) for float32 rows; ``dense`` gives the whole split as one
 tensor (the float32 memory again), ``chunks`` walks it in pieces. Code written for a float32 split keeps working:
-a torch function given a ``Pixels`` (``torch.cat``, ``torch.isfinite``, ...) and a tensor method it lacks
-(``.mean()``, ``.numpy()``, ...) act on the dense split (PyTorch's ``__torch_function__`` protocol for tensor-like
-types), at that memory.
+a torch function given a ``Pixels`` (``torch.cat``, ``torch.isfinite``, ...), arithmetic and comparisons, and a
+tensor method it lacks (``.mean()``, ``.numpy()``, ...) act on the dense split (PyTorch's ``__torch_function__``
+protocol for tensor-like types), at that memory. It is read-only: an in-place method or an assignment is refused
+(it would change a copy), and it is not a ``torch.Tensor`` (``isinstance``, ``torch.as_tensor`` see no tensor).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Pixels", "codes_of", "from_codes", "dense", "chunks"]
+__all__ = ["Pixels", "codes_of", "from_codes", "unit_floats", "dense", "chunks"]
 
 
 def from_codes(codes: Tensor) -> Tensor:
     """uint8 codes (any shape) -> float32 model coordinates v / 127.5 - 1."""
     return codes.float().div_(127.5).sub_(1.0)  # in place: the numbers of codes.float() / 127.5 - 1.0, one buffer
+
+
+def unit_floats(x: Tensor) -> Tensor:
+    """Images as float32 in [-1, 1]: uint8 codes by ``from_codes``, float ones as they are."""
+    return from_codes(x) if x.dtype == torch.uint8 else x
 
 
 def codes_of(x: Tensor) -> Tensor:
@@ -64,6 +72,29 @@ class Pixels:
         """4, as the (N, C, H, W) split."""
         return 4
 
+    @property
+    def ndim(self) -> int:
+        """4, as the (N, C, H, W) split."""
+        return 4
+
+    @property
+    def requires_grad(self) -> bool:
+        """False: data, never a leaf of a graph."""
+        return False
+
+    @property
+    def is_cuda(self) -> bool:
+        """Whether the codes are on a CUDA device."""
+        return self.codes.is_cuda
+
+    def size(self, dim: int | None = None):
+        """The split's shape, or its length along ``dim``, as ``Tensor.size``."""
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self) -> int:
+        """The number of float32 values the split stands for."""
+        return self.shape.numel()
+
     def __len__(self) -> int:
         return self.shape[0]
 
@@ -71,9 +102,26 @@ class Pixels:
         return f"Pixels({tuple(self.shape)}, uint8 codes{', mirrored' if self.mirrored else ''})"
 
     def __getitem__(self, idx) -> Tensor:
-        if isinstance(idx, int):
-            return self[torch.tensor([idx])][0]
-        rows = self._rows(idx)                                 # (B,) row numbers in [0, len)
+        if isinstance(idx, tuple):  # the rows first, the rest on them: p[i, c], p[:, 0], p[idx, :, y, x]
+            if not idx or idx[0] is None or idx[0] is Ellipsis or isinstance(idx[0], bool):
+                return self[:][idx]
+            rows = self[idx[0]]
+            return rows[idx[1:]] if _scalar(idx[0]) else rows[(slice(None), *idx[1:])]
+        if idx is None or idx is Ellipsis or isinstance(idx, bool):
+            return self[:][idx]
+        if _scalar(idx):  # one image (C, H, W)
+            return self._read(self._rows(torch.tensor([int(idx)])))[0]
+        if isinstance(idx, slice):
+            return self._read(torch.arange(*idx.indices(len(self))))
+        idx = torch.as_tensor(idx)
+        return self._read(self._rows(idx.flatten())).view(*idx.shape, *self.shape[1:]) if idx.dtype != torch.bool \
+            else self._read(self._mask(idx))
+
+    def __setitem__(self, idx, value) -> None:
+        raise TypeError(_READ_ONLY)
+
+    def _read(self, rows: Tensor) -> Tensor:
+        """(B, C, H, W) float32 of (B,) row numbers in [0, len)."""
         n = self.codes.shape[0]
         if not self.mirrored:
             return from_codes(self.codes[rows])
@@ -83,31 +131,64 @@ class Pixels:
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
-        """Any torch function acts on the dense split (module docstring)."""
+        """Any torch function acts on the dense split (module docstring); an in-place one on the split is refused."""
+        if getattr(func, "__name__", "").endswith("_") and args and isinstance(args[0], Pixels):
+            raise TypeError(_READ_ONLY)
         return func(*_densify(args), **dict(zip(kwargs or {}, _densify((kwargs or {}).values()))))
 
     def __getattr__(self, name: str):
         if name.startswith("__") or name in ("codes", "mirrored"):  # (copy/pickle probes; unset during __init__)
             raise AttributeError(name)
+        if name.endswith("_"):  # an in-place method would change a dense copy and leave the split as it was
+            raise AttributeError(f"{name}: {_READ_ONLY}")
         return getattr(self[:], name)  # a tensor method or attribute, of the dense split
 
-    def _rows(self, idx) -> Tensor:
-        """(B,) long row numbers of an index: a slice, a long tensor (negative counts from the end) or a bool mask."""
+    def __array__(self, dtype=None, copy=None):
+        """The dense split as a NumPy array (``np.asarray``)."""
+        a = self[:].numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def _rows(self, idx: Tensor) -> Tensor:
+        """(B,) long row numbers in [0, len) of a (B,) integer index (negative counts from the end)."""
         m = len(self)
-        if isinstance(idx, slice):
-            return torch.arange(*idx.indices(m))
-        idx = torch.as_tensor(idx)
-        if idx.dtype == torch.bool:
-            if idx.shape != (m,):
-                raise IndexError(f"a mask of shape {tuple(idx.shape)} does not index {m} images")
-            return idx.nonzero().flatten()
-        if idx.dim() != 1 or idx.dtype not in (torch.int64, torch.int32):
-            raise IndexError(f"Pixels takes an int, a slice or a (B,) integer or bool tensor, got {idx.dtype} of "
-                             f"shape {tuple(idx.shape)}")
+        if idx.numel() == 0:
+            return idx.long()
+        if idx.is_floating_point() or idx.is_complex():
+            raise IndexError(f"Pixels takes integer or bool indices, got {idx.dtype}")
         idx = idx.long()
-        if idx.numel() and (int(idx.min()) < -m or int(idx.max()) >= m):
+        if int(idx.min()) < -m or int(idx.max()) >= m:
             raise IndexError(f"index out of range for {m} images")
         return torch.where(idx < 0, idx + m, idx)
+
+    def _mask(self, mask: Tensor) -> Tensor:
+        if mask.shape != (len(self),):
+            raise IndexError(f"a mask of shape {tuple(mask.shape)} does not index {len(self)} images")
+        return mask.nonzero().flatten()
+
+
+_READ_ONLY = ("Pixels is read-only: an 8-bit training split cannot be changed in place; dense(split) (ebmlab.data.pixels) "
+              "gives a float32 tensor to change")
+
+
+def _scalar(idx) -> bool:
+    """Whether ``idx`` picks one image: an int, a NumPy integer or a 0-d integer tensor (not a bool)."""
+    if isinstance(idx, Tensor):
+        return idx.dim() == 0 and not idx.is_floating_point() and idx.dtype != torch.bool
+    return isinstance(idx, (int, np.integer)) and not isinstance(idx, (bool, np.bool_))
+
+
+def _dense_operator(name: str):
+    def op(self, *args):
+        return getattr(self[:], name)(*args)
+    op.__name__, op.__doc__ = name, f"``{name}`` of the dense split."
+    return op
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
+              "__floordiv__", "__rfloordiv__", "__mod__", "__pow__", "__rpow__", "__matmul__", "__rmatmul__",
+              "__neg__", "__pos__", "__abs__", "__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
+    setattr(Pixels, _name, _dense_operator(_name))  # arithmetic and comparisons as on the dense split
+Pixels.__hash__ = object.__hash__  # (``__eq__`` is element-wise, as a tensor's; hashed by identity, as a tensor)
 
 
 def _densify(values) -> list:
