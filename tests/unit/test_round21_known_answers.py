@@ -1,6 +1,6 @@
 """Known answers for the twenty-first mutation round (on the code of 2026-12-06, after the 8-bit ``Pixels`` splits):
 planted one-line bugs the suite let through in ``data/pixels.py`` (a mask of the wrong length), the loaders' work on
-uint8 codes (a grey conversion, ``POST_CHUNK`` pieces, a folder of mixed sizes, flips of float32 splits, SVHN as an
+uint8 codes (a grey conversion, ``POST_CHUNK`` pieces (``data/image_ops.py``), a folder of mixed sizes, flips of float32 splits, SVHN as an
 OOD set), ``build_dataset``'s check of standardised vector data, the novelty search's check of the training images,
 ``Run.sample``'s last check and its default seed, and ``ebmlab train``'s Ctrl-C message and its --resume/--overwrite
 refusal."""
@@ -14,10 +14,10 @@ import torch
 
 import ebmlab
 from ebmlab import cli
-from ebmlab.data import images
+from ebmlab.data import image_ops
 from ebmlab.data.dataset import build_dataset
 from ebmlab.data.image_ood import load_ood_set
-from ebmlab.data.images import resize, set_channels
+from ebmlab.data.image_ops import resize, set_channels
 from ebmlab.data.pixels import Pixels, codes_of, from_codes
 from ebmlab.errors import DataError
 from ebmlab.metrics import novelty
@@ -81,7 +81,7 @@ def test_resizing_codes_in_pieces_gives_every_image_its_own_resize(tmp_path, mon
     np.save(tmp_path / "x.npy", arr)
     cfg = DataConfig(name="npy", path=str(tmp_path / "x.npy"), image_size=4, n_test=2)
     whole = build_dataset(cfg)
-    monkeypatch.setattr(images, "POST_CHUNK", 3)  # 4 pieces, the last one short
+    monkeypatch.setattr(image_ops, "POST_CHUNK", 3)  # 4 pieces, the last one short
     pieces = build_dataset(cfg)
     assert torch.equal(pieces.train.codes, whole.train.codes) and torch.equal(pieces.test, whole.test)
     every = resize(from_codes(torch.from_numpy(arr).permute(0, 3, 1, 2)), 4)

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from ebmlab.data.base import Dataset
-from ebmlab.data.images import (CIFAR_LAYOUT, IMAGE_LOADERS, MissingDataPath, image_tensor, postprocess, read_image_array,
-                                read_svhn_mat)
+from ebmlab.data.image_ops import image_tensor, postprocess
+from ebmlab.data.images import CIFAR_LAYOUT, IMAGE_LOADERS, MissingDataPath, read_image_array, read_svhn_mat
 from ebmlab.data.pixels import dense, unit_floats
 from ebmlab.errors import DataError
 
