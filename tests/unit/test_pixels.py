@@ -3,7 +3,6 @@ split they replace, a quarter of its memory (an eighth with flips), and the eval
 pieces."""
 from __future__ import annotations
 
-import pickle
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from ebmlab.data.pixels import Pixels, chunks, codes_of, dense, from_codes
 from ebmlab.errors import DataError
 from ebmlab.metrics import novelty
 from ebmlab.training.config import DataConfig
+from tests.image_files import write_cifar10
 
 
 def _float_split(codes: torch.Tensor, mirrored: bool) -> torch.Tensor:
@@ -57,22 +57,9 @@ def test_codes_round_trip_and_resized_images_round_to_the_nearest_code():
     assert float((q - small).abs().max()) <= 0.5 / 127.5 + 1e-6  # within half a code
 
 
-def _write_cifar10(root, n=4):
-    rng = np.random.default_rng(5)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir()
-    raw = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        raw[name] = data
-        batch = {b"batch_label": b"t", b"labels": rng.integers(0, 10, size=n).tolist(), b"data": data}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    return raw
-
-
 @pytest.mark.parametrize("hflip", [False, True])
 def test_cifar_keeps_its_training_split_as_codes_and_flips_without_a_second_copy(tmp_path, hflip):
-    raw = _write_cifar10(tmp_path)
+    raw = write_cifar10(tmp_path, 4)
     d = build_dataset(DataConfig(name="cifar10", path=str(tmp_path), hflip=hflip))
     codes = torch.from_numpy(np.concatenate([raw[f"data_batch_{i}"] for i in range(1, 6)])).view(-1, 3, 32, 32)
     assert isinstance(d.train, Pixels) and d.train.mirrored is hflip

@@ -6,14 +6,12 @@ OOD set), ``build_dataset``'s check of standardised vector data, the novelty sea
 refusal."""
 from __future__ import annotations
 
-import pickle
 
 import numpy as np
 import pytest
 import torch
 
 import ebmlab
-from ebmlab import cli
 from ebmlab.data import image_ops
 from ebmlab.data.dataset import build_dataset
 from ebmlab.data.image_ood import load_ood_set
@@ -22,24 +20,10 @@ from ebmlab.data.pixels import Pixels, codes_of, from_codes
 from ebmlab.errors import DataError
 from ebmlab.metrics import novelty
 from ebmlab.training.config import DataConfig
+from tests.image_files import write_cifar10
+from tests.reliability.conftest import cli, sets
 
 HALF_CODE = 0.5 / 127.5 + 1e-6
-TINY_CLI = ["train.steps=2", "model.width=8", "model.depth=1", "data.n_train=256", "data.n_test=32",
-            "eval.n_samples=32", "eval.grid_size=8", "eval.long_run_factor=1", "train.progress=false",
-            "eval.plots=false", "train.batch_size=32", "method.n_steps=3", "method.n_steps_data=2",
-            "train.log_every=1", "train.checkpoint_every=1", "train.threads=1"]
-
-
-def _sets(*overrides: str) -> list[str]:
-    return [a for o in (*TINY_CLI, *overrides) for a in ("--set", o)]
-
-
-def _cli(capsys, *argv) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
 # ----- Pixels ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mirrored", [False, True])
 def test_a_bool_mask_of_the_wrong_length_is_refused_as_a_tensor_refuses_it(mirrored):
@@ -52,21 +36,10 @@ def test_a_bool_mask_of_the_wrong_length_is_refused_as_a_tensor_refuses_it(mirro
 
 
 # ----- loaders on uint8 codes ---------------------------------------------------------------------------
-def _write_cifar10(root, n=3):
-    rng = np.random.default_rng(5)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir()
-    raw = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        raw[name] = data
-        batch = {b"batch_label": b"t", b"labels": rng.integers(0, 10, size=n).tolist(), b"data": data}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    return raw
 
 
 def test_cifar_with_channels_1_is_turned_grey_to_the_nearest_code(tmp_path):
-    raw = _write_cifar10(tmp_path)
+    raw = write_cifar10(tmp_path, 3)
     d = build_dataset(DataConfig(name="cifar10", path=str(tmp_path), channels=1))
     codes = torch.from_numpy(np.concatenate([raw[f"data_batch_{i}"] for i in range(1, 6)])).view(-1, 3, 32, 32)
     assert isinstance(d.train, Pixels) and d.train.shape == (15, 1, 32, 32) and d.test.shape == (3, 1, 32, 32)
@@ -182,7 +155,7 @@ def test_run_sample_default_seed_draws_what_ebmlab_sample_draws_by_default(tiny_
     run = ebmlab.load(tiny_run)
     x = run.sample(4, steps=3)
     assert torch.equal(x, run.sample(4, steps=3, seed=0)) and not torch.equal(x, run.sample(4, steps=3, seed=1))
-    code, _, _ = _cli(capsys, "sample", tiny_run, "--n", 4, "--steps", 3, "--out", tmp_path / "s.npy")
+    code, _, _ = cli(capsys, "sample", tiny_run, "--n", 4, "--steps", 3, "--out", tmp_path / "s.npy")
     assert code == 0 and np.array_equal(np.load(tmp_path / "s.npy"), x.numpy())
 
 
@@ -190,7 +163,7 @@ def test_run_sample_default_seed_draws_what_ebmlab_sample_draws_by_default(tiny_
 def test_ctrl_c_during_training_names_the_last_checkpoint_and_the_resume_command(tmp_path, capsys, monkeypatch):
     from ebmlab.training import loop
     run = tmp_path / "r"
-    assert _cli(capsys, "train", "--out", run, *_sets("data.name=8gaussians", "eval.n_samples=16"))[0] == 0
+    assert cli(capsys, "train", "--out", run, *sets("data.name=8gaussians", "eval.n_samples=16"))[0] == 0
     update, count = loop.Trainer._update, [0]
 
     def interrupted(self):
@@ -199,7 +172,7 @@ def test_ctrl_c_during_training_names_the_last_checkpoint_and_the_resume_command
             raise KeyboardInterrupt
         return update(self)
     monkeypatch.setattr(loop.Trainer, "_update", interrupted)
-    code, _, err = _cli(capsys, "train", "--out", run, "--resume", "--set", "train.steps=6")
+    code, _, err = cli(capsys, "train", "--out", run, "--resume", "--set", "train.steps=6")
     assert code == 130
     assert f"the last checkpoint, step_00000003.safetensors, is kept: continue with ebmlab train --out {run} --resume" \
         in err
@@ -207,5 +180,5 @@ def test_ctrl_c_during_training_names_the_last_checkpoint_and_the_resume_command
 
 def test_train_refuses_resume_with_overwrite_before_touching_anything(tmp_path, capsys):
     run = tmp_path / "r"
-    code, _, err = _cli(capsys, "train", "--out", run, "--resume", "--overwrite", *_sets("data.name=8gaussians"))
+    code, _, err = cli(capsys, "train", "--out", run, "--resume", "--overwrite", *sets("data.name=8gaussians"))
     assert code == 2 and "pass only one of them" in err and not run.exists()
