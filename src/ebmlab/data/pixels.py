@@ -70,7 +70,7 @@ class Pixels:
 
     def dim(self) -> int:
         """4, as the (N, C, H, W) split."""
-        return 4
+        return self.ndim
 
     @property
     def ndim(self) -> int:
@@ -114,8 +114,9 @@ class Pixels:
         if isinstance(idx, slice):
             return self._read(torch.arange(*idx.indices(len(self))))
         idx = torch.as_tensor(idx)
-        return self._read(self._rows(idx.flatten())).view(*idx.shape, *self.shape[1:]) if idx.dtype != torch.bool \
-            else self._read(self._mask(idx))
+        if idx.dtype == torch.bool:
+            return self._read(self._mask(idx))
+        return self._read(self._rows(idx.flatten())).view(*idx.shape, *self.shape[1:])  # any shape of integer index
 
     def __setitem__(self, idx, value) -> None:
         raise TypeError(_READ_ONLY)
