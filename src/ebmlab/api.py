@@ -184,14 +184,14 @@ class Run:
         options (the same numbers), rewrite ``metrics.json`` (keeping how training chose the result) and return
         the metrics. ``ood``: out-of-distribution sets (vector runs ``"shifted"``, ``"scaled"`` or a file of
         vectors; image runs a built-in set or a path), or a mapping {name: array (N, *run.shape) in data
-        coordinates} of sets held in memory (``ood_auroc_<name>``); ``heldout_draws``: K more held-out energy distances
+        coordinates; images also as uint8} of sets held in memory (``ood_auroc_<name>``); ``heldout_draws``: K more held-out energy distances
         (vector runs; the k-th from seed ``draw_seed`` + k, default 0); ``digits_fd``, ``fid`` (with ``inception_weights``,
         never downloaded): image scores. An option that cannot apply to the run raises before any work."""
         from types import SimpleNamespace
 
         from ebmlab.training.evaluate import evaluate_checkpoint
 
-        names, arrays = ood_inputs(ood, self.shape)
+        names, arrays = ood_inputs(ood, self.shape, self.kind)
         options = SimpleNamespace(run=str(self.path), ood=names, ood_arrays=arrays, heldout_draws=heldout_draws,
                                   draw_seed=draw_seed, digits_fd=digits_fd, fid=fid, inception_weights=inception_weights)
         was_training = self.objective.training

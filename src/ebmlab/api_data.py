@@ -78,11 +78,12 @@ def _numbers(data, what: str = "the data passed to ebmlab.train") -> np.ndarray:
                     "(convert or drop the columns that are not numbers first)")
 
 
-def ood_inputs(ood, shape: tuple[int, ...]) -> tuple[list[str], dict[str, Tensor]]:
+def ood_inputs(ood, shape: tuple[int, ...], kind: str = "vector") -> tuple[list[str], dict[str, Tensor]]:
     """``Run.evaluate(ood=...)`` as (names, arrays). Names and files (a string, a path, or a sequence of them) are
     what ``ebmlab eval --ood`` takes; a mapping {name: tensor or array (N, *shape)} gives sets held in memory, in data
-    coordinates like the run's data, each scored as ``ood_auroc_<name>``. DataError for a set that is not finite
-    real numbers of the run's point shape ``shape``."""
+    coordinates like the run's data, each scored as ``ood_auroc_<name>``. For an image run (``kind``), uint8 images
+    are read as the loaders and ``run(x)`` read them (v / 127.5 - 1) and floats must lie in the data's [-1, 1].
+    DataError for a set that is not finite real numbers of the run's point shape ``shape``."""
     if isinstance(ood, (str, os.PathLike)):
         return [str(ood)], {}
     if not isinstance(ood, Mapping):
@@ -92,7 +93,10 @@ def ood_inputs(ood, shape: tuple[int, ...]) -> tuple[list[str], dict[str, Tensor
         what = f"the out-of-distribution set {name!r}"
         if not isinstance(name, str) or not name:
             raise DataError(f"ood= takes a mapping of non-empty names to arrays; got the key {name!r}")
-        t = x.detach().cpu().float() if isinstance(x, Tensor) else torch.from_numpy(_numbers(x, what).astype(np.float32))
+        raw = x.detach().cpu() if isinstance(x, Tensor) else torch.from_numpy(_numbers(x, what))
+        t = raw.float()
+        if kind == "image":
+            t = _image_points(raw, t, what)
         if t.dim() != len(shape) + 1 or tuple(t.shape[1:]) != tuple(shape) or len(t) == 0:
             raise DataError(f"{what} has shape {tuple(t.shape)}; the run's points are {tuple(shape)}, so give (N, "
                             f"{', '.join(map(str, shape))}) with N >= 1")
@@ -100,6 +104,19 @@ def ood_inputs(ood, shape: tuple[int, ...]) -> tuple[list[str], dict[str, Tensor
             raise DataError(f"{what} contains NaN or inf")
         arrays[name] = t
     return [], arrays
+
+
+def _image_points(raw: Tensor, t: Tensor, what: str) -> Tensor:
+    """An in-memory set of an image run's points ``t`` (float32 of ``raw``) in its data coordinates: uint8 codes as
+    v / 127.5 - 1 (they were once scored as 0..255, far outside the data, so every AUROC read 0), other values as
+    given, refused outside [-1, 1] (images in [0, 255] or [0, 1] held as floats: we do not guess the scaling)."""
+    if raw.dtype == torch.uint8:
+        return t / 127.5 - 1
+    finite = t[torch.isfinite(t)]
+    if len(finite) and (float(finite.min()) < -1.0 or float(finite.max()) > 1.0):
+        raise DataError(f"{what} holds values in [{float(finite.min()):.3g}, {float(finite.max()):.3g}]; an image run's "
+                        "points lie in [-1, 1]: give uint8 images (0..255) or floats already in [-1, 1]")
+    return t
 
 
 def is_image_folder(path: Path) -> bool:

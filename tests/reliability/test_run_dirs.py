@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,7 +94,8 @@ def test_overwrite_keeps_the_data_file_the_new_run_reads_from_the_old_one(inside
     (run_copy / "samples" / "other.npy").write_bytes(b"x")
     code, _, _ = cli(capsys, "train", "--out", run_copy, "--overwrite", "--data", data, *sets("train.steps=1"))
     assert code == 0 and np.array_equal(np.load(data), np.load(trained_root / "points.npy"))
-    assert not (run_copy / "samples" / "other.npy").exists()  # the rest of the old run went
+    assert (run_copy / "samples" / "other.npy").read_bytes() == b"x"  # not a file training writes: kept
+    assert not (run_copy / "samples" / "samples.npy").exists() or inside == "samples/samples.npy"
     assert cli(capsys, "eval", run_copy)[0] == 0  # the new run's data file is there, with its SHA-256
     assert cli(capsys, "train", "--out", run_copy, "--resume", *sets("train.steps=2"))[0] == 0
 
@@ -309,3 +311,54 @@ def test_second_resume_while_the_first_trains(run_copy, capsys):
         first.wait()
     steps = [r["step"] for r in read_metrics(run_copy)]
     assert steps == list(range(1, len(steps) + 1))
+
+
+def test_overwrite_keeps_the_users_files_inside_the_runs_folders(run_copy, trained_root, capsys):
+    """An image walkthrough (2026-12-06) lost a pick of samples, a figure and a copied checkpoint the user had put in
+    samples/, plots/ and checkpoints/, and ``ebmlab sample``'s draws: --overwrite deleted those folders whole, where
+    the README promises to delete only what ``ebmlab train`` writes."""
+    assert cli(capsys, "sample", run_copy, "--n", "4")[0] == 0
+    drawn = sorted(p.name for p in (run_copy / "samples").glob("samples_noise_*"))
+    (run_copy / "plots").mkdir(exist_ok=True)
+    mine = {"samples/my_pick.npy": b"pick", "plots/my_fig.png": b"fig",
+            "checkpoints/keep_me.safetensors": latest(run_copy).read_bytes()}
+    for rel, content in mine.items():
+        (run_copy / rel).write_bytes(content)
+    old = sorted(p.name for p in (run_copy / "checkpoints").glob("step_*"))
+    assert len(old) >= 4 and drawn  # steps 1 and 2, each a tensor file and a sidecar
+    with pytest.warns(UserWarning, match="did not write"):
+        code, _, _ = cli(capsys, "train", "--out", run_copy, "--overwrite", "--data", trained_root / "points.npy",
+                         *sets("train.steps=1"))
+    assert code == 0
+    assert {rel: (run_copy / rel).read_bytes() for rel in mine} == mine
+    assert sorted(p.name for p in (run_copy / "samples").glob("samples_noise_*")) == drawn
+    assert sorted(p.name for p in (run_copy / "checkpoints").glob("step_*")) == [
+        "step_00000001.json", "step_00000001.safetensors"]  # the old run's step 2 went, the new run wrote step 1
+    assert [r["step"] for r in read_metrics(run_copy)] == [1]
+    assert cli(capsys, "eval", run_copy)[0] == 0  # the kept checkpoint is not taken for one of the run's
+
+
+def _train_files(run: Path) -> list[str]:
+    """The files of a run's folders (relative paths) that ``run_dir.TRAIN_FILES`` does not name."""
+    from ebmlab.training.run_dir import TRAIN_FILES
+    return [str(p.relative_to(run)) for folder, names in TRAIN_FILES.items() if (run / folder).is_dir()
+            for p in (run / folder).iterdir() if not names.fullmatch(p.name)]
+
+
+@pytest.mark.parametrize("kind", ["vector", "image"])
+def test_every_file_training_writes_in_its_folders_is_named(kind, tmp_path, capsys):
+    """--overwrite deletes the files TRAIN_FILES names and keeps the rest: a file training writes under another name
+    would outlive an overwrite. Plots, periodic sample figures and checkpoint selection on."""
+    if kind == "vector":
+        argv = ["train", "--out", tmp_path / "run", "--data", write_points(tmp_path / "points.npy"),
+                *sets("eval.plots=true", "train.sample_every=1", "train.select_every=1")]
+    else:
+        tiny = ["model.channels=[4]", "model.width=4", "train.steps=2", "method.n_steps=1", "method.n_steps_data=1",
+                "eval.n_samples=16", "train.batch_size=8", "train.sample_every=1", "eval.digits_fd=false",
+                "train.progress=false", "train.checkpoint_every=1", "train.threads=1"]
+        argv = ["train", "--config", "digits_hybrid", "--out", tmp_path / "run", *[a for o in tiny for a in ("--set", o)]]
+    code, _, err = cli(capsys, *argv)
+    assert code == 0, err
+    folders = [f for f in ("checkpoints", "samples", "plots") if any((tmp_path / "run" / f).glob("*"))]
+    assert folders == ["checkpoints", "samples", "plots"]
+    assert _train_files(tmp_path / "run") == []

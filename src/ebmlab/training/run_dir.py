@@ -1,19 +1,31 @@
 """Preparing a run directory for ``ebmlab train``, ``ebmlab.train`` and the experiments: create it atomically
 or reuse an empty one or an earlier start that never wrote a checkpoint, lock it (``run.RunLock``), write
 ``config.yaml`` and ``run.json``, and refuse (one sentence, nothing deleted) whatever is not an ebmlab run of
-this user's. ``--overwrite`` deletes only what ``ebmlab train`` writes (``run.RUN_ENTRIES``), never a link's
-target. Split out of ``training/loop.py``, which trains in the directory this prepares.
+this user's. ``--overwrite`` deletes only what ``ebmlab train`` writes (``run.RUN_ENTRIES``; inside the run's
+folders only the files named as training names them, ``TRAIN_FILES``), never a link's target. Split out of ``training/loop.py``, which trains in the directory this prepares.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import warnings
 from pathlib import Path
 
 from ebmlab.config import Config, save_config
 from ebmlab.errors import ConfigError
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training import run, run_data
+
+
+# The files ``ebmlab train`` writes inside the run's folders, by folder (an atomic write's leftover ends in .tmp).
+# ``--overwrite`` deletes these and keeps anything else there: the user's own files, ``ebmlab sample``'s draws.
+# tb/ is TensorBoard's own folder and is deleted whole. tests/reliability check every file a run writes matches.
+TRAIN_FILES = {
+    "checkpoints": re.compile(r"((step_\d{8}(\.rank\d+)?|best)\.(safetensors|json)|select_start\.json)(\.tmp)?"),
+    "samples": re.compile(r"(samples\.npy|grid_final\.png|(grid|scatter|scatter_selected)_step\d{6,}\.png)(\.tmp)?"),
+    "plots": re.compile(r"(density|samples|energy_hist|chain|novelty)\.png(\.tmp)?"),
+}
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, data=None) -> run.RunLock:
@@ -136,9 +148,30 @@ def _remove_run_files(run_dir: Path, keep: str | None = None) -> None:
     (compared as absolute, normalised paths, links not followed) and the directories holding it."""
     base = _plain(run_dir)
     kept = _plain(Path(keep).expanduser()) if keep else None
+    others = []
     for p in base.iterdir():
-        if p.name != run.LOCK_NAME and (p.name in run.RUN_ENTRIES or p.name.endswith(".tmp")):
+        if p.name in TRAIN_FILES and p.is_dir() and not p.is_symlink():
+            others += _remove_train_files(p, TRAIN_FILES[p.name], kept)
+        elif p.name != run.LOCK_NAME and (p.name in run.RUN_ENTRIES or p.name.endswith(".tmp")):
             _remove(p, kept)
+    if others:
+        shown = ", ".join(str(q.relative_to(base)) for q in others[:5])
+        warnings.warn(f"--overwrite kept {len(others)} file(s) in {str(run_dir)!r} that ebmlab train did not write: "
+                      f"{shown}{' ...' if len(others) > 5 else ''}", stacklevel=2)
+
+
+def _remove_train_files(folder: Path, names: re.Pattern, keep: Path | None) -> list[Path]:
+    """Delete the files of ``folder`` that training writes (``names``), except ``keep``; the folder too when that
+    empties it. Returns what was kept (the user's own files and folders, ``ebmlab sample``'s draws)."""
+    kept = []
+    for q in sorted(folder.iterdir()):
+        if names.fullmatch(q.name) and not (q.is_dir() and not q.is_symlink()):
+            _remove(q, keep)
+        elif q != keep:
+            kept.append(q)
+    if not any(folder.iterdir()):
+        folder.rmdir()
+    return kept
 
 
 def _plain(path: Path) -> Path:

@@ -1,0 +1,46 @@
+"""The Python API on image data, from an image walkthrough (2026-12-06, ninth session; docs/testing.md): what a
+researcher with images met that the toy and digits walkthroughs had not."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ebmlab
+from ebmlab.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    """A tiny run on a folder of 8x8 RGB images (two classes), trained without its final evaluation."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    g = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (root / "imgs" / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(g.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / "imgs" / cls / f"{i}.png")
+    return ebmlab.train(config="digits_hybrid", data=root / "imgs", out=root / "r", evaluate=False,
+                        train={"steps": 1, "progress": False, "batch_size": 8, "threads": 1},
+                        overrides={"method.n_steps": 1, "method.n_steps_data": 1, "eval.n_samples": 8,
+                                   "eval.plots": False})
+
+
+def test_in_memory_ood_images_as_uint8_are_read_as_the_loaders_read_them(image_run):
+    """ood={name: uint8 images} was scored on the 0..255 values as if they were data coordinates in [-1, 1]: every
+    AUROC read 0.0 (or 1.0), where the same images from a .npy file were read as v / 127.5 - 1."""
+    u8 = np.random.default_rng(1).integers(0, 256, (12, 3, 8, 8), dtype=np.uint8)
+    floats = u8.astype(np.float32) / 127.5 - 1
+    got = image_run.evaluate(ood={"u8": u8, "u8_tensor": torch.from_numpy(u8), "floats": floats})
+    assert got["ood_auroc_u8"] == got["ood_auroc_u8_tensor"] == got["ood_auroc_floats"]
+    assert 0.0 < got["ood_auroc_u8"] < 1.0  # random images beside random training images: neither 0 nor 1
+
+
+@pytest.mark.parametrize("scale", [255.0, 2.0])
+def test_in_memory_ood_float_images_outside_the_data_range_are_refused(image_run, scale):
+    """Float images in [0, 255] (or any value outside [-1, 1]) were scored as they were; the file loaders refuse
+    them, and so does ood= now, before any work."""
+    x = np.random.default_rng(2).uniform(0, scale, (4, 3, 8, 8)).astype(np.float32)
+    with pytest.raises(DataError, match=r"lie in \[-1, 1\]"):
+        image_run.evaluate(ood={"bad": x})
