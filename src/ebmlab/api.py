@@ -71,7 +71,7 @@ class Run:
     ``transform`` (model = (data - shift) / scale, then the whitening matrix where the run whitened),
     ``checkpoint`` and ``checkpoint_step``. ``run(x)`` is ``run.energy(x)``."""
 
-    def __init__(self, path: str | Path, *, device: str = "cpu", checkpoint: str | Path | None = None):
+    def __init__(self, path: str | Path, *, device: str = "cpu", checkpoint: str | Path | int | None = None):
         from ebmlab.training.run import DataSpaceEnergy, open_checkpoint
 
         opened = open_checkpoint(path, device=device, checkpoint=checkpoint, need_data=False)
@@ -238,9 +238,10 @@ def _points(x) -> Tensor:
                         f"({' '.join(str(exc).split())[:120]})") from None
 
 
-def load(path: str | Path, device: str = "cpu", checkpoint: str | Path | None = None) -> Run:
+def load(path: str | Path, device: str = "cpu", checkpoint: str | Path | int | None = None) -> Run:
     """Open the run in ``path`` at its result (the validation best when ``train.select_every`` chose one, as
-    for user data by default; else the latest checkpoint), or at ``checkpoint``, with the EMA weights.
+    for user data by default; else the latest checkpoint), or at ``checkpoint`` (a file, a name in its
+    ``checkpoints/`` with or without ``.safetensors``, or a step number), with the EMA weights.
 
     Needs only the run directory (the data transform is stored in it); ``run.sample(n)`` draws
     samples, ``run(x)`` gives energies. Errors are ebmlab's one-sentence exceptions

@@ -35,11 +35,12 @@ def datasets() -> list[str]:
     return sorted(DATASETS)
 
 
-def configs() -> list[str]:
-    """The shipped configs (``ebmlab configs``), which ``train(config=NAME)`` and ``--config NAME`` take, sorted."""
-    from ebmlab.config import shipped_configs
+def configs(name: str | None = None) -> list[str] | str:
+    """The shipped configs (``ebmlab configs``), which ``train(config=NAME)`` and ``--config NAME`` take, sorted; with
+    ``name``, that config's YAML text with its comments (``ebmlab configs NAME``; ConfigError for an unknown name)."""
+    from ebmlab.config import shipped_config_text, shipped_configs
 
-    return sorted(shipped_configs())
+    return shipped_config_text(name) if name is not None else sorted(shipped_configs())
 
 
 def experiment_names() -> list[str]:  # not ``experiments``: ``ebmlab.experiments`` is the subpackage

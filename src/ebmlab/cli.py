@@ -46,7 +46,8 @@ def _user_errors() -> tuple:
 
 def _add_open_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", metavar="FILE", default=None,
-                   help="checkpoint file (step_NNNNNNNN.safetensors, a path or a name in RUN/checkpoints/) to use; "
+                   help="checkpoint file (step_NNNNNNNN.safetensors, a path or a name in RUN/checkpoints/, with or "
+                        "without .safetensors, or a step number) to use; "
                         "default: the run's result "
                         "(checkpoints/best.safetensors when train.select_every chose one, else the latest)")
     p.add_argument("--device", default="cpu", help="device to run on: cpu | cuda | cuda:N | mps | auto")

@@ -77,7 +77,7 @@ def test_eval_options_are_checked_before_any_work(vector_run, monkeypatch, capsy
     monkeypatch.setattr(ev, "evaluate", boom)
     for argv, text in ((["--fid"], "needs an image run"), (["--digits-fd"], "scores digit images"),
                        (["--ood", "nowhere"], "for vector runs use"), (["--heldout-draws", "0"], "positive count"),
-                       (["--inception-weights", "w.pth"], "give --fid too")):
+                       (["--inception-weights", "w.pth"], "give --fid (fid=) too")):
         capsys.readouterr()
         assert main(["eval", str(vector_run), *argv]) == 2
         err = capsys.readouterr().err
@@ -104,7 +104,7 @@ def test_eval_heldout_draws_are_the_single_draws_of_their_seeds(vector_run, caps
     assert m["heldout_draw_seeds"] == [5, 7]
     before = (vector_run / "metrics.json").read_text()
     assert main(["eval", str(vector_run), "--draw-seed", "3"]) == 2  # it was ignored without --heldout-draws
-    assert "--draw-seed seeds the draws of --heldout-draws K" in capsys.readouterr().err
+    assert "--draw-seed (draw_seed=) seeds the draws of --heldout-draws (heldout_draws=)" in capsys.readouterr().err
     assert (vector_run / "metrics.json").read_text() == before
 
 

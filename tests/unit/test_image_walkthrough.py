@@ -44,3 +44,47 @@ def test_in_memory_ood_float_images_outside_the_data_range_are_refused(image_run
     x = np.random.default_rng(2).uniform(0, scale, (4, 3, 8, 8)).astype(np.float32)
     with pytest.raises(DataError, match=r"lie in \[-1, 1\]"):
         image_run.evaluate(ood={"bad": x})
+
+
+def test_an_image_of_another_size_is_named_with_its_class_folder(tmp_path):
+    """Class folders repeat file names (cat/5.png, dog/5.png): the error named the file without its folder."""
+    from PIL import Image
+
+    from ebmlab.config import DataConfig
+    from ebmlab.data import build_dataset
+
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(6):
+            Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    Image.fromarray(np.zeros((9, 8, 3), dtype=np.uint8)).save(tmp_path / "dog" / "5.png")
+    with pytest.raises(DataError, match=r"\(9, 8\) in dog/5\.png\)"):
+        build_dataset(DataConfig(name="imagefolder", path=str(tmp_path), n_test=2))
+
+
+def test_a_checkpoint_is_opened_by_its_name_without_suffix_or_its_step_and_a_missing_one_names_the_runs(image_run):
+    from ebmlab.errors import CheckpointError
+
+    name = image_run.checkpoint.name  # step_00000001.safetensors
+    for given in (name, name.removesuffix(".safetensors"), 1, "1"):
+        assert ebmlab.load(image_run.path, checkpoint=given).checkpoint == image_run.checkpoint
+    with pytest.raises(CheckpointError, match=r"does not exist; the run's are step_00000001\.safetensors"):
+        ebmlab.load(image_run.path, checkpoint="step_2")
+
+
+def test_configs_prints_one_shipped_config_as_the_cli_does():
+    from ebmlab.config import shipped_config_text
+
+    assert ebmlab.configs("default") == shipped_config_text("default") and "default" in ebmlab.configs()
+
+
+@pytest.mark.parametrize("bad,match", [({"heldout_draws": 2}, r"heldout_draws=\) takes a positive count and vector"),
+                                       ({"draw_seed": 3}, r"draw_seed=\) seeds"),
+                                       ({"digits_fd": True}, r"digits_fd=\) scores digit images")])
+def test_evaluation_options_that_cannot_apply_raise_config_errors_naming_the_python_argument(image_run, bad, match):
+    """They were plain ValueErrors worded for the command line only, past ``except ebmlab.errors.ConfigError``."""
+    from ebmlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        image_run.evaluate(**bad)
+

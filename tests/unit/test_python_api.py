@@ -260,7 +260,7 @@ def test_run_evaluate_gives_ebmlab_evals_numbers(tmp_path, capsys):
     assert any(k.startswith("ood_auroc") for k in got) and got["checkpoint_step"] == 4
     assert not run.objective.training  # left in the mode it was opened in
     (out / "metrics.json").unlink()
-    for bad, match in (({"fid": True}, "--fid needs an image run"), ({"heldout_draws": 0}, "positive count"),
+    for bad, match in (({"fid": True}, r"--fid \(fid=\) needs an image run"), ({"heldout_draws": 0}, "positive count"),
                        ({"ood": ["nowhere"]}, "for vector runs use")):
         with pytest.raises(ValueError, match=match):
             run.evaluate(**bad)

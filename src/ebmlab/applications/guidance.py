@@ -18,12 +18,14 @@ import math
 import torch
 from torch import Tensor
 
+from ebmlab.errors import ConfigError
+
 
 def _check(objective) -> None:
     from ebmlab.objectives.recovery import RecoveryLikelihood
 
     if not isinstance(objective, RecoveryLikelihood) or not objective.cfg.conditional:
-        raise ValueError("classifier-free guidance needs a cdrl or drl model trained with method.conditional=true")
+        raise ConfigError("classifier-free guidance needs a cdrl or drl model trained with method.conditional=true")
 
 
 def guided_energy(objective, labels: Tensor, w: float):
@@ -54,7 +56,7 @@ def guided_sample(objective, labels: Tensor, w: float, *, generator: torch.Gener
     ``ebmlab sample --steps`` take a total and divide it by the levels first)."""
     _check(objective)  # (before objective.generate is looked up: only cdrl / drl have the one it calls)
     if not math.isfinite(w) or w < 0:  # (a NaN weight passed "w < 0" and ran the whole chain into NaN)
-        raise ValueError(f"the guidance weight w must be a finite number >= 0, got {w}")
+        raise ConfigError(f"the guidance weight w must be a finite number >= 0, got {w}")
     x_T = objective.prior(labels.shape[0], generator)
     return objective.generate(x_T, generator=generator, n_steps=n_steps, energy_fn=guided_energy(objective, labels, w),
                               init_fn=guided_init(objective, labels, w)).x

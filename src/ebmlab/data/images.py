@@ -269,12 +269,21 @@ def _read_split(files: list[Path], splits: tuple[Tensor, ...], root: Path, mode:
         for arr, idx in zip(out, splits):
             for p, i in enumerate(idx.tolist()):
                 im = _read_image(files[i], mode, crop, size)[0]
-                if im.shape != first.shape:
-                    raise DataError(f"images in {str(root)!r} have different sizes ({tuple(first.shape[1:])} and "
-                                    f"{tuple(im.shape[1:])} in {files[i].name}); set data.image_size")
+                if im.shape != first.shape:  # both named from the root: sub-folders may repeat file names
+                    raise DataError(f"images in {str(root)!r} have different sizes ({tuple(first.shape[1:])} in "
+                                    f"{_relative(files[int(splits[0][0])], root)} and {tuple(im.shape[1:])} in "
+                                    f"{_relative(files[i], root)}); set data.image_size")
                 arr[p] = im
                 bar.update()
     return out
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to the folder ``root`` (as is when outside it)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 # ----- .npy / .npz arrays ------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from torch import Tensor
 from ebmlab import plots
 from ebmlab.data.pixels import Pixels
 from ebmlab.files import save_npy_atomic
+from ebmlab.errors import ConfigError
 
 GRID_N = 64
 
@@ -198,6 +199,11 @@ def _run_samples(args, cfg, objective, data) -> Tensor:
 VECTOR_OOD = ("shifted", "scaled")
 
 
+def _flag(option: str) -> str:
+    """An evaluation option as both the command line and Python spell it: ``--heldout-draws (heldout_draws=)``."""
+    return f"--{option.replace('_', '-')} ({option}=)"
+
+
 def check_eval_options(args, kind: str, name: str) -> None:
     """Refuse ``ebmlab eval`` options that cannot apply to this run (data ``kind`` and ``name``) before
     any sample is drawn: ``--fid`` on vectors or without the Inception weights, ``--digits-fd`` off
@@ -205,19 +211,21 @@ def check_eval_options(args, kind: str, name: str) -> None:
     neither a built-in set nor an existing file (nor, on images, a dataset), two OOD sets that would share a metric
     key (``ood_keys``)."""
     if getattr(args, "inception_weights", None) is not None and not getattr(args, "fid", False):
-        raise ValueError("--inception-weights is the weight file of --fid's Inception network; give --fid too")
+        raise ConfigError(f"{_flag('inception_weights')} is the weight file of --fid's Inception network; give "
+                          f"{_flag('fid')} too")
     if getattr(args, "fid", False):
         if kind != "image":
-            raise ValueError(f"--fid needs an image run; this run's data {name!r} are vectors")
+            raise ConfigError(f"{_flag('fid')} needs an image run; this run's data {name!r} are vectors")
         from ebmlab.metrics.inception import find_weights
         find_weights(getattr(args, "inception_weights", None))
     if getattr(args, "digits_fd", False) and name != "digits":
-        raise ValueError(f"--digits-fd scores digit images; this run's data are {name!r}")
+        raise ConfigError(f"{_flag('digits_fd')} scores digit images; this run's data are {name!r}")
     draws = getattr(args, "heldout_draws", None)
     if draws is not None and (kind != "vector" or draws < 1):
-        raise ValueError(f"--heldout-draws takes a positive count and vector data; got {draws} on {name!r} ({kind})")
+        raise ConfigError(f"{_flag('heldout_draws')} takes a positive count and vector data; got {draws} on {name!r} "
+                          f"({kind})")
     if getattr(args, "draw_seed", None) is not None and draws is None:  # it was ignored without a word
-        raise ValueError("--draw-seed seeds the draws of --heldout-draws K; give --heldout-draws too")
+        raise ConfigError(f"{_flag('draw_seed')} seeds the draws of {_flag('heldout_draws')}; give that too")
     for ood in getattr(args, "ood", None) or []:
         if kind == "vector" and ood not in VECTOR_OOD and not Path(ood).is_file():
             raise _not_a_vector_ood_set(ood)
@@ -311,8 +319,9 @@ def ood_keys(names, arrays) -> list[str]:
     for name, path in [*((n, True) for n in names), *((n, False) for n in arrays)]:
         key = f"ood_auroc_{_slug(name, path)}"
         if key in seen:
-            raise ValueError(f"the OOD sets {seen[key]!r} and {name!r} would both be reported as {key}: "
-                             "give one of them another name")
+            raise ConfigError(f"the OOD sets {seen[key]!r} and {name!r} would both be reported as {key}: give one "
+                              "of them another name (a file's name without its suffix names it: rename or link the "
+                              "file; in Python a set held in memory is named by its key in ood={name: array})")
         seen[key] = name
     return list(seen)
 

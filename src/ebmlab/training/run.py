@@ -199,7 +199,7 @@ class OpenedRun(NamedTuple):
 
 
 def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu",
-                    checkpoint: str | Path | None = None, need_data: bool = True) -> OpenedRun:
+                    checkpoint: str | Path | int | None = None, need_data: bool = True) -> OpenedRun:
     """Open a run at its result (the validation best of ``train.select_every``, else the latest checkpoint) or
     at the given checkpoint, EMA weights swapped in (``ema``).
 
@@ -217,7 +217,7 @@ def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu
         if path.is_dir():
             raise CheckpointError(f"checkpoint {str(path)!r} is a directory; pass a step_NNNNNNNN.safetensors file")
         if not path.is_file():
-            raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+            raise CheckpointError(_missing_checkpoint(run_dir, path))
         tensors, meta = ckpt.load_checkpoint(path)
         check_config_hash(meta, cfg, path)
         data = run_dataset(run_dir, cfg, need_data=need_data)
@@ -248,12 +248,27 @@ def load(run_dir: str | Path, device: str = "cpu") -> nn.Module:
 
 
 # ----- resuming ---------------------------------------------------------------------------------------
-def _checkpoint_path(run_dir: Path, checkpoint: str | Path) -> Path:
-    """``--checkpoint FILE`` as given, or a bare name that is not a file here (``step_00000040.safetensors``)
-    in the run's ``checkpoints/``."""
+def _checkpoint_path(run_dir: Path, checkpoint: str | Path | int) -> Path:
+    """``--checkpoint FILE`` as given, or a bare name that is not a file here in the run's ``checkpoints/``: the file
+    name (``step_00000040.safetensors``), without its suffix (``step_00000040``, ``best``) or a step (40, "40")."""
+    if isinstance(checkpoint, int) or (isinstance(checkpoint, str) and checkpoint.isdigit()):
+        checkpoint = ckpt.step_name(int(checkpoint))
     path = Path(checkpoint)
-    inside = run_dir / "checkpoints" / path
-    return inside if not path.exists() and len(path.parts) == 1 and inside.is_file() else path
+    if path.exists() or len(path.parts) != 1:
+        return path
+    for name in (path.name, path.name + ".safetensors"):
+        if (run_dir / "checkpoints" / name).is_file():
+            return run_dir / "checkpoints" / name
+    return path
+
+
+def _missing_checkpoint(run_dir: Path, path: Path) -> str:
+    """The sentence for a checkpoint that does not exist, naming the run's own."""
+    names = [p.name for _, p in ckpt.list_checkpoints(run_dir / "checkpoints")]
+    names += [f"{ckpt.BEST}.safetensors"] if (run_dir / "checkpoints" / f"{ckpt.BEST}.safetensors").is_file() else []
+    shown = ", ".join(names[:3] + (["...", *names[-2:]] if len(names) > 5 else names[3:]))
+    return (f"checkpoint {str(path)!r} does not exist; the run's are {shown} (a file name, the name without "
+            ".safetensors, or a step number)" if names else f"checkpoint {str(path)!r} does not exist")
 
 
 def resume_config(run_dir: Path, overrides: list[str] | None, config: str | None = None) -> Config:
