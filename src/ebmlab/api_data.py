@@ -18,7 +18,7 @@ from ebmlab.errors import ConfigError, DataError
 from ebmlab.files import save_npy_atomic
 from ebmlab.training.run_data import DATA_FILE  # in-memory data, saved into the run directory
 
-__all__ = ["ARRAY_SUFFIXES", "DATA_FILE", "data_source", "dataset", "image_config_note", "in_memory", "is_image_folder",
+__all__ = ["ARRAY_SUFFIXES", "DATA_FILE", "data_source", "dataset", "folder_data_name", "image_config_note", "in_memory", "is_image_folder",
            "ood_inputs", "save_array"]
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv")  # files of vectors (the array loader)
@@ -106,6 +106,17 @@ def ood_inputs(ood, shape: tuple[int, ...], kind: str = "vector") -> tuple[list[
     return [], arrays
 
 
+def folder_data_name(path: Path) -> str:
+    """The loader of a folder given as the data: ``cifar10`` / ``cifar100`` for the official python version's batch
+    files (the folder or its ``cifar-10-batches-py`` / ``cifar-100-python``), else ``imagefolder`` (image files)."""
+    from ebmlab.data.images import CIFAR_LAYOUT
+
+    for name, (sub, train_files, test_files, _, _) in CIFAR_LAYOUT.items():
+        if any(all((cand / f).is_file() for f in train_files + test_files) for cand in (path, path / sub)):
+            return name
+    return "imagefolder"
+
+
 def _image_points(raw: Tensor, t: Tensor, what: str) -> Tensor:
     """An in-memory set of an image run's points ``t`` (float32 of ``raw``) in its data coordinates: uint8 codes as
     v / 127.5 - 1 (they were once scored as 0..255, far outside the data, so every AUROC read 0), other values as
@@ -143,7 +154,7 @@ def looks_like_a_name(text: str) -> bool:
 
 def data_source(raw: dict, data: str | os.PathLike, named: bool = False) -> None:
     """``data`` given as a file (``array`` data, absolute path), a folder (``imagefolder``: images, one sub-folder
-    per class) or a dataset name. The path says which loader reads it, as ``ebmlab train --data`` does, unless the
+    per class; ``cifar10`` / ``cifar100``: the official python version's batch files) or a dataset name. The path says which loader reads it, as ``ebmlab train --data`` does, unless the
     caller's overrides name ``data.name`` (``named``): a config's own dataset (``digits`` of ``digits_hybrid``) is
     not the data given (it trained on digits silently)."""
     section = dict(raw.get("data") or {})
@@ -152,7 +163,7 @@ def data_source(raw: dict, data: str | os.PathLike, named: bool = False) -> None
         section["path"] = str(p.absolute())
         if not named:
             if is_image_folder(p):
-                section["name"] = "imagefolder"
+                section["name"] = folder_data_name(p)
             else:  # a file: vectors (the array loader names the formats it reads)
                 section["name"] = "array"
     elif isinstance(data, os.PathLike) or not looks_like_a_name(str(data)):

@@ -52,7 +52,7 @@ def test_the_table_holds_the_runs_values_and_marks_the_best_in_each_direction(ru
 
 def test_runs_of_other_data_are_refused_and_a_run_needs_its_metrics(runs, tmp_path):
     root, *_ = runs
-    with pytest.raises(ConfigError, match="different data .name: 'mixture' vs 'rings'"):
+    with pytest.raises(ConfigError, match=r"different data \('mixture' vs 'rings'\)"):
         ebmlab.compare([root / "a", root / "c"])
     with pytest.raises(ConfigError, match="two or more different runs"):
         ebmlab.compare([root / "a", root / "a"])

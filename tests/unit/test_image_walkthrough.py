@@ -88,3 +88,44 @@ def test_evaluation_options_that_cannot_apply_raise_config_errors_naming_the_pyt
     with pytest.raises(ConfigError, match=match):
         image_run.evaluate(**bad)
 
+
+
+def test_compare_of_runs_on_two_image_folders_names_the_folders_not_a_setting(tmp_path):
+    """Two folders of other sizes were refused as "different data (data.image_size: 16 vs 32)", as if the setting
+    were the difference."""
+    from PIL import Image
+
+    from ebmlab.errors import ConfigError
+
+    runs = []
+    for name, size in (("small", 8), ("large", 10)):
+        g = np.random.default_rng(size)
+        (tmp_path / name).mkdir()
+        for i in range(16):
+            Image.fromarray(g.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+        runs.append(ebmlab.train(config="digits_hybrid", data=tmp_path / name, out=tmp_path / f"r_{name}",
+                                 train={"steps": 1, "progress": False, "batch_size": 8, "threads": 1},
+                                 overrides={"method.n_steps": 1, "method.n_steps_data": 1, "eval.n_samples": 8,
+                                            "eval.plots": False, "data.image_size": 8 if name == "small" else None}))
+    with pytest.raises(ConfigError, match=r"different data \(imagefolder '.*small' vs imagefolder '.*large'\)"):
+        ebmlab.compare([r.path for r in runs])
+
+
+def test_a_cifar_python_folder_given_as_the_data_is_read_as_cifar(tmp_path):
+    """data=<cifar-10-batches-py> (and ``--data``) was taken for a folder of image files: "holds no image files"."""
+    from types import SimpleNamespace
+
+    from ebmlab.api_data import folder_data_name
+    from ebmlab.cli_commands import _train_overrides
+    from tests.image_files import write_cifar10
+
+    write_cifar10(tmp_path, n=4)
+    folder = tmp_path / "cifar-10-batches-py"
+    assert folder_data_name(folder) == folder_data_name(tmp_path) == "cifar10"
+    assert folder_data_name(tmp_path / "elsewhere") == "imagefolder"
+    run = ebmlab.train(config="digits_hybrid", data=folder, out=tmp_path / "r", evaluate=False,
+                       train={"steps": 1, "progress": False, "batch_size": 4, "threads": 1},
+                       overrides={"method.n_steps": 1, "method.n_steps_data": 1, "model.channels": [4]})
+    assert run.config.data.name == "cifar10" and run.shape == (3, 32, 32)
+    args = SimpleNamespace(set=[], data=str(folder), config="digits_hybrid", resume=None)
+    assert "data.name=cifar10" in _train_overrides(args)

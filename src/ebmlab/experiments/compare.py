@@ -170,7 +170,8 @@ def _read(run: Path) -> dict:
     data = {f"data.{k}": (raw.get("data") or {}).get(k) for k in DATA_SETTINGS}
     data.update({k: info["data"].get(k) for k in DATA_FACTS})
     step = metrics.get("checkpoint_step", metrics.get("selected_step", _last_logged_step(run)))
-    return {"data": data, "kind": data["kind"], "metrics": metrics, "samples": run / "samples" / "samples.npy",
+    return {"data": data, "kind": data["kind"], "data_path": info["data"].get("path"), "metrics": metrics,
+            "samples": run / "samples" / "samples.npy",
             "eval": {k: (raw.get("eval") or {}).get(k) for k in EVAL_SETTINGS}, "setting": _setting(raw),
             "facts": {"method": (raw.get("method") or {}).get("name"), "model": (raw.get("model") or {}).get("name"),
                       "seed": (raw.get("train") or {}).get("seed"), "step": step}}
@@ -187,16 +188,31 @@ def _last_logged_step(run: Path) -> int | str:
     return step if isinstance(step, int) and not isinstance(step, bool) else "-"
 
 
+IDENTITY = ("name", "sha256", "listing_sha256")  # which data: another dataset, file or folder
+
+
 def _check_same_data(runs: list[str], read: list[dict]) -> None:
-    """Refuse runs whose data differ: their metrics measure different things. The config's split settings are
+    """Refuse runs whose data differ: their metrics measure different things. Other data (another dataset, file or
+    image folder) are said as such, naming each run's data; for the same data the config's split settings are
     compared first, so the refusal names the setting to change (``data.val_fraction``, not the row counts)."""
     first = read[0]["data"]
     for run, r in zip(runs[1:], read[1:]):
+        other = r["data"]["name"] != first["name"] or (r["data_path"] != read[0]["data_path"] and any(
+            r["data"][k] != first[k] for k in IDENTITY))  # another dataset, or another file or folder's content
+        if other:
+            raise ConfigError(f"runs {runs[0]!r} and {run!r} were trained on different data ({_which(read[0])} vs "
+                              f"{_which(r)}); compare runs of the same data and split")
         diff = [k for k in first if r["data"][k] != first[k]]
         if diff:
             k = diff[0]
             raise ConfigError(f"runs {runs[0]!r} and {run!r} were trained on different data ({k}: {first[k]!r} vs "
                               f"{r['data'][k]!r}); compare runs of the same data and split")
+
+
+def _which(read: dict) -> str:
+    """A run's data in words: its dataset name and, for a file or folder, its path."""
+    path = read["data_path"]
+    return f"{read['data']['name']} {path!r}" if path else repr(read["data"]["name"])
 
 
 def _table(runs: list[str], read: list[dict]) -> Comparison:
