@@ -18,7 +18,7 @@ from ebmlab.errors import ConfigError, DataError
 from ebmlab.files import save_npy_atomic
 from ebmlab.training.run_data import DATA_FILE  # in-memory data, saved into the run directory
 
-__all__ = ["ARRAY_SUFFIXES", "DATA_FILE", "data_source", "dataset", "folder_data_name", "image_config_note", "in_memory", "is_image_folder",
+__all__ = ["ARRAY_SUFFIXES", "DATA_FILE", "data_source", "dataset", "file_data_name", "folder_data_name", "image_config_note", "in_memory", "is_image_folder",
            "ood_inputs", "save_array"]
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv")  # files of vectors (the array loader)
@@ -117,6 +117,34 @@ def folder_data_name(path: Path) -> str:
     return "imagefolder"
 
 
+def file_data_name(path: Path) -> str:
+    """The loader of a file given as the data: ``npy`` (images) for a .npy/.npz array of 3 or 4 dimensions (N, H, W[,
+    C]), read from its header only; else ``array`` (vectors: the array loader names the formats it reads)."""
+    return "npy" if path.suffix.lower() in (".npy", ".npz") and _array_ndim(path) in (3, 4) else "array"
+
+
+def _array_ndim(path: Path) -> int | None:
+    """The number of dimensions of a .npy file's array or of an .npz file's image array (keys as the image loader
+    reads them), from the header; None where it cannot be read (the loader then says why)."""
+    import zipfile
+
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, mmap_mode="r", allow_pickle=False).ndim
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith(".npy")]
+            key = next((n for n in ("x.npy", "images.npy", "arr_0.npy") if n in names), None)
+            key = key or (names[0] if len(names) == 1 else None)
+            if key is None:
+                return None
+            with zf.open(key) as fh:
+                version = np.lib.format.read_magic(fh)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                return len(read(fh)[0])
+    except Exception:  # noqa: BLE001 (numpy and zipfile raise many types; the loader reports the file)
+        return None
+
+
 def _image_points(raw: Tensor, t: Tensor, what: str) -> Tensor:
     """An in-memory set of an image run's points ``t`` (float32 of ``raw``) in its data coordinates: uint8 codes as
     v / 127.5 - 1 (they were once scored as 0..255, far outside the data, so every AUROC read 0), other values as
@@ -164,8 +192,8 @@ def data_source(raw: dict, data: str | os.PathLike, named: bool = False) -> None
         if not named:
             if is_image_folder(p):
                 section["name"] = folder_data_name(p)
-            else:  # a file: vectors (the array loader names the formats it reads)
-                section["name"] = "array"
+            else:  # a file: images (N, H, W[, C]) or vectors (the array loader names the formats it reads)
+                section["name"] = file_data_name(p)
     elif isinstance(data, os.PathLike) or not looks_like_a_name(str(data)):
         raise DataError(f"data {str(data)!r} does not exist (a path: dataset names such as 'digits' have no "
                         f"folder or suffix)")

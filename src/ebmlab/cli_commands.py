@@ -19,7 +19,7 @@ def _train_overrides(args) -> list[str]:
     vectors (``array``), a folder as images (``imagefolder``); the user's vectors (``data.name=array``, from --data or
     --set) without --config (or --resume) also get the user-data defaults (``config.USER_DATA_DEFAULTS``), as
     ``ebmlab.train`` gives them."""
-    from ebmlab.api_data import folder_data_name, is_image_folder, looks_like_a_name
+    from ebmlab.api_data import file_data_name, folder_data_name, is_image_folder, looks_like_a_name
     from ebmlab.api_energy import check_custom_model_settings
     from ebmlab.config import apply_overrides, user_data_overrides
     from ebmlab.errors import DataError
@@ -35,8 +35,8 @@ def _train_overrides(args) -> list[str]:
     if args.data:
         path = Path(args.data).expanduser().absolute()
         overrides += [f"data.path={path}"]
-        if not named:  # a folder holds images (or CIFAR's batch files), a file vectors
-            overrides += [f"data.name={folder_data_name(path)}" if is_image_folder(path) else "data.name=array"]
+        if not named:  # a folder holds images (or CIFAR's batch files), a file vectors or an array of images
+            overrides += [f"data.name={folder_data_name(path) if is_image_folder(path) else file_data_name(path)}"]
     if not args.config and not args.resume and (args.data or named):
         raw = apply_overrides({}, overrides)
         if raw["data"]["name"] == "array":  # defaults for a table

@@ -129,3 +129,34 @@ def test_a_cifar_python_folder_given_as_the_data_is_read_as_cifar(tmp_path):
     assert run.config.data.name == "cifar10" and run.shape == (3, 32, 32)
     args = SimpleNamespace(set=[], data=str(folder), config="digits_hybrid", resume=None)
     assert "data.name=cifar10" in _train_overrides(args)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_a_file_of_images_given_as_the_data_is_read_as_images(tmp_path, suffix):
+    """data="imgs.npy" holding (N, C, H, W) images was refused as "must hold a 2-D array" unless data.name=npy was
+    given too; integer images (int64, as torch makes them) are read as 8-bit codes."""
+    from types import SimpleNamespace
+
+    from ebmlab.api_data import file_data_name
+    from ebmlab.cli_commands import _train_overrides
+
+    x = np.random.default_rng(3).integers(0, 256, (20, 3, 8, 8))  # int64
+    path = tmp_path / f"imgs{suffix}"
+    np.save(path, x) if suffix == ".npy" else np.savez(path, x=x)
+    np.save(tmp_path / "table.npy", np.zeros((20, 3), dtype=np.float32))
+    assert file_data_name(path) == "npy" and file_data_name(tmp_path / "table.npy") == "array"
+    run = ebmlab.train(config="digits_hybrid", data=path, out=tmp_path / "r", evaluate=False,
+                       train={"steps": 1, "progress": False, "batch_size": 4, "threads": 1},
+                       overrides={"method.n_steps": 1, "method.n_steps_data": 1})
+    assert run.config.data.name == "npy" and run.shape == (3, 8, 8)
+    expected = torch.from_numpy(x.astype(np.float32) / 127.5 - 1)
+    assert any(torch.equal(run.data().test[0], row) for row in expected)  # codes read as the loaders read uint8
+    args = SimpleNamespace(set=[], data=str(path), config="digits_hybrid", resume=None)
+    assert "data.name=npy" in _train_overrides(args)
+
+
+def test_integer_images_outside_the_8_bit_range_are_refused(tmp_path):
+    from ebmlab.data.image_ops import image_tensor
+
+    with pytest.raises(DataError, match=r"integers in \[0, 300\]"):
+        image_tensor(np.array([[[[0, 300, 5]]]]), "imgs")

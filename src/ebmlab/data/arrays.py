@@ -160,7 +160,7 @@ def check_vectors(arr: np.ndarray, where: str, min_rows: int = MIN_ROWS) -> torc
     if arr.dtype.kind not in "fiu":
         raise DataError(f"{where} must hold numbers, got dtype {arr.dtype}")
     if arr.ndim != 2:
-        images = " (images of shape (N, H, W[, C]) are read by data.name=npy)"
+        images = " (images of shape (N, H, W[, C]) or (N, C, H, W) are read by data.name=npy)"
         hint = {1: " (for N values of one column: x.reshape(-1, 1))", 3: images, 4: images}.get(arr.ndim, "")
         raise DataError(f"{where} must hold a 2-D array (N, D), got shape {arr.shape}{hint}")
     if arr.shape[0] < min_rows or arr.shape[1] < 1:

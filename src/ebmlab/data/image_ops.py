@@ -17,15 +17,21 @@ from ebmlab.errors import DataError
 
 
 def image_tensor(arr: np.ndarray, where: str) -> Tensor:
-    """(N, H, W, C) or (N, H, W) uint8 or float array -> (N, C, H, W): uint8 arrays as their uint8 codes (``Pixels``
-    reads them as v / 127.5 - 1), float arrays as float32 in [-1, 1] (``to_unit_range``). (N, C, H, W) with C = 1 or
-    3 and a last axis that is not (what ``ebmlab sample`` writes) is read as such."""
+    """(N, H, W, C) or (N, H, W) uint8 or float array -> (N, C, H, W): uint8 arrays (and other integers in [0, 255]) as
+    their uint8 codes (``Pixels`` reads them as v / 127.5 - 1), float arrays as float32 in [-1, 1]
+    (``to_unit_range``). (N, C, H, W) with C = 1 or 3 and a last axis that is not (what ``ebmlab sample`` writes) is
+    read as such."""
     if arr.ndim == 3:
         arr = arr[..., None]
     if arr.ndim == 4 and arr.shape[-1] not in (1, 3) and arr.shape[1] in (1, 3):  # channels first
         arr = arr.transpose(0, 2, 3, 1)
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
         raise DataError(f"{where} must hold images of shape (N, H, W, C) or (N, C, H, W) with C = 1 or 3, got shape {arr.shape}")
+    if arr.dtype.kind in "iu" and arr.dtype != np.uint8:  # integer images (int64 from torch): codes if in [0, 255]
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if lo < 0 or hi > 255:
+            raise DataError(f"{where} holds integers in [{lo}, {hi}]; integer images must be 8-bit codes in [0, 255]")
+        arr = arr.astype(np.uint8)
     if arr.dtype == np.uint8:  # one copy, straight into (N, C, H, W) (the file's array may be read-only)
         return torch.from_numpy(np.array(arr.transpose(0, 3, 1, 2), dtype=np.uint8, order="C"))
     if arr.dtype.kind == "f":
