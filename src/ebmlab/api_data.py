@@ -118,19 +118,24 @@ def folder_data_name(path: Path) -> str:
 
 
 def file_data_name(path: Path) -> str:
-    """The loader of a file given as the data: ``npy`` (images) for a .npy/.npz array of 3 or 4 dimensions (N, H, W[,
-    C]), read from its header only; else ``array`` (vectors: the array loader names the formats it reads)."""
-    return "npy" if path.suffix.lower() in (".npy", ".npz") and _array_ndim(path) in (3, 4) else "array"
+    """The loader of a file given as the data: ``npy`` (images) for a .npy/.npz array of the images' shapes, (N, H, W,
+    C) or (N, C, H, W) with C = 1 or 3, or (N, H, W) with H, W >= 8, read from its header only; else ``array``
+    (vectors: the array loader names the formats it reads, and refuses other shapes with a hint)."""
+    shape = _array_shape(path) if path.suffix.lower() in (".npy", ".npz") else None
+    if shape is None:
+        return "array"
+    images = (len(shape) == 4 and (shape[1] in (1, 3) or shape[-1] in (1, 3))) or (len(shape) == 3 and min(shape[1:]) >= 8)
+    return "npy" if images else "array"
 
 
-def _array_ndim(path: Path) -> int | None:
-    """The number of dimensions of a .npy file's array or of an .npz file's image array (keys as the image loader
-    reads them), from the header; None where it cannot be read (the loader then says why)."""
+def _array_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape of a .npy file's array or of an .npz file's image array (keys as the image loader reads them), from
+    the header; None where it cannot be read (the loader then says why)."""
     import zipfile
 
     try:
         if path.suffix.lower() == ".npy":
-            return np.load(path, mmap_mode="r", allow_pickle=False).ndim
+            return np.load(path, mmap_mode="r", allow_pickle=False).shape
         with zipfile.ZipFile(path) as zf:
             names = [n for n in zf.namelist() if n.endswith(".npy")]
             key = next((n for n in ("x.npy", "images.npy", "arr_0.npy") if n in names), None)
@@ -140,7 +145,7 @@ def _array_ndim(path: Path) -> int | None:
             with zf.open(key) as fh:
                 version = np.lib.format.read_magic(fh)
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                return len(read(fh)[0])
+                return tuple(read(fh)[0])
     except Exception:  # noqa: BLE001 (numpy and zipfile raise many types; the loader reports the file)
         return None
 

@@ -160,3 +160,12 @@ def test_integer_images_outside_the_8_bit_range_are_refused(tmp_path):
 
     with pytest.raises(DataError, match=r"integers in \[0, 300\]"):
         image_tensor(np.array([[[[0, 300, 5]]]]), "imgs")
+
+
+@pytest.mark.parametrize("shape,name", [((10, 2, 2), "array"), ((10, 8, 8), "npy"), ((10, 5, 4, 4), "array"),
+                                        ((10, 4, 4, 3), "npy"), ((10, 1, 4, 4), "npy"), ((10, 3), "array")])
+def test_only_arrays_shaped_as_images_are_read_as_images(tmp_path, shape, name):
+    from ebmlab.api_data import file_data_name
+
+    np.save(tmp_path / "a.npy", np.zeros(shape, dtype=np.float32))
+    assert file_data_name(tmp_path / "a.npy") == name
