@@ -142,7 +142,7 @@ def _array_shape(path: Path) -> tuple[int, ...] | None:
             key = key or (names[0] if len(names) == 1 else None)
             if key is None:
                 return None
-            with zf.open(key) as fh:
+            with zipfile.Path(zf, key).open("rb") as fh:
                 version = np.lib.format.read_magic(fh)
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 return tuple(read(fh)[0])

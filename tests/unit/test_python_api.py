@@ -526,11 +526,13 @@ def test_a_folder_of_images_is_read_as_images_by_the_api_and_the_cli(tmp_path, c
 
 
 def test_images_in_a_npy_train_by_the_route_the_refusal_names(tmp_path):
-    """The refusal of an image-shaped array names data.name=npy; that route trains and samples images."""
+    """The refusal of a 3-D array too small to be taken for images names data.name=npy; that route trains and
+    samples images, and an array shaped as images takes it without being told (test_image_walkthrough.py)."""
     imgs = (np.random.default_rng(0).random((60, 8, 8)) * 255).astype(np.uint8)
     np.save(tmp_path / "imgs.npy", imgs)
+    np.save(tmp_path / "small.npy", imgs[:, :4, :4])
     with pytest.raises(errors.DataError, match="data.name=npy"):
-        ebmlab.train("hybrid", data=tmp_path / "imgs.npy", out=tmp_path / "never")
+        ebmlab.train("hybrid", data=tmp_path / "small.npy", out=tmp_path / "never")
     with pytest.warns(UserWarning, match="the default vector MLP on flattened pixels"):
         run = ebmlab.train("hybrid", data=tmp_path / "imgs.npy", overrides={"data.name": "npy", "model.width": 8},
                            out=tmp_path / "r", train=TINY, evaluate=False)
