@@ -151,10 +151,14 @@ def _array_shape(path: Path) -> tuple[int, ...] | None:
 
 
 def _image_points(raw: Tensor, t: Tensor, what: str) -> Tensor:
-    """An in-memory set of an image run's points ``t`` (float32 of ``raw``) in its data coordinates: uint8 codes as
-    v / 127.5 - 1 (they were once scored as 0..255, far outside the data, so every AUROC read 0), other values as
-    given, refused outside [-1, 1] (images in [0, 255] or [0, 1] held as floats: we do not guess the scaling)."""
-    if raw.dtype == torch.uint8:
+    """An in-memory set of an image run's points ``t`` (float32 of ``raw``) in its data coordinates: integer images
+    as 8-bit codes, v / 127.5 - 1, as the loaders read them (they were once scored as 0..255, far outside the data, so
+    every AUROC read 0), refused outside [0, 255]; floats as given (data coordinates, as ``run(x)`` takes them),
+    refused outside [-1, 1] (images in [0, 255] held as floats: we do not guess the scaling)."""
+    if not raw.dtype.is_floating_point and raw.dtype != torch.bool:
+        if len(t) and (float(t.min()) < 0 or float(t.max()) > 255):
+            raise DataError(f"{what} holds integers in [{float(t.min()):.0f}, {float(t.max()):.0f}]; integer images "
+                            "must be 8-bit codes in [0, 255]")
         return t / 127.5 - 1
     finite = t[torch.isfinite(t)]
     if len(finite) and (float(finite.min()) < -1.0 or float(finite.max()) > 1.0):

@@ -32,8 +32,9 @@ def test_in_memory_ood_images_as_uint8_are_read_as_the_loaders_read_them(image_r
     AUROC read 0.0 (or 1.0), where the same images from a .npy file were read as v / 127.5 - 1."""
     u8 = np.random.default_rng(1).integers(0, 256, (12, 3, 8, 8), dtype=np.uint8)
     floats = u8.astype(np.float32) / 127.5 - 1
-    got = image_run.evaluate(ood={"u8": u8, "u8_tensor": torch.from_numpy(u8), "floats": floats})
-    assert got["ood_auroc_u8"] == got["ood_auroc_u8_tensor"] == got["ood_auroc_floats"]
+    got = image_run.evaluate(ood={"u8": u8, "u8_tensor": torch.from_numpy(u8), "floats": floats,
+                                  "int64": torch.from_numpy(u8).long()})  # integer images, as the loaders read them
+    assert got["ood_auroc_u8"] == got["ood_auroc_u8_tensor"] == got["ood_auroc_floats"] == got["ood_auroc_int64"]
     assert 0.0 < got["ood_auroc_u8"] < 1.0  # random images beside random training images: neither 0 nor 1
 
 
@@ -44,6 +45,8 @@ def test_in_memory_ood_float_images_outside_the_data_range_are_refused(image_run
     x = np.random.default_rng(2).uniform(0, scale, (4, 3, 8, 8)).astype(np.float32)
     with pytest.raises(DataError, match=r"lie in \[-1, 1\]"):
         image_run.evaluate(ood={"bad": x})
+    with pytest.raises(DataError, match=r"integers in \[256, 256\]"):
+        image_run.evaluate(ood={"bad": np.full((4, 3, 8, 8), 256)})
 
 
 def test_an_image_of_another_size_is_named_with_its_class_folder(tmp_path):
@@ -70,6 +73,9 @@ def test_a_checkpoint_is_opened_by_its_name_without_suffix_or_its_step_and_a_mis
         assert ebmlab.load(image_run.path, checkpoint=given).checkpoint == image_run.checkpoint
     with pytest.raises(CheckpointError, match=r"does not exist; the run's are step_00000001\.safetensors"):
         ebmlab.load(image_run.path, checkpoint="step_2")
+    for wrong in (0, "0", "\u00b2"):  # step 0 was taken for "none given" (the result opened); "²" passed isdigit()
+        with pytest.raises(CheckpointError, match="does not exist"):
+            ebmlab.load(image_run.path, checkpoint=wrong)
 
 
 def test_configs_prints_one_shipped_config_as_the_cli_does():

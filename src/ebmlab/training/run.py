@@ -211,7 +211,8 @@ def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu
     dev = resolve_device(device)
     cfg = read_run_config(run_dir)
     try:
-        path = _checkpoint_path(run_dir, checkpoint) if checkpoint else ckpt.result_checkpoint(run_dir / "checkpoints")
+        path = (_checkpoint_path(run_dir, checkpoint) if checkpoint is not None  # (0 is step 0, not "none given")
+                else ckpt.result_checkpoint(run_dir / "checkpoints"))
         if path is None:
             raise CheckpointError(f"no checkpoint in {str(run_dir / 'checkpoints')!r}; train the run first")
         if path.is_dir():
@@ -251,7 +252,7 @@ def load(run_dir: str | Path, device: str = "cpu") -> nn.Module:
 def _checkpoint_path(run_dir: Path, checkpoint: str | Path | int) -> Path:
     """``--checkpoint FILE`` as given, or a bare name that is not a file here in the run's ``checkpoints/``: the file
     name (``step_00000040.safetensors``), without its suffix (``step_00000040``, ``best``) or a step (40, "40")."""
-    if isinstance(checkpoint, int) or (isinstance(checkpoint, str) and checkpoint.isdigit()):
+    if isinstance(checkpoint, int) or (isinstance(checkpoint, str) and checkpoint.isascii() and checkpoint.isdigit()):
         checkpoint = ckpt.step_name(int(checkpoint))
     path = Path(checkpoint)
     if path.exists() or len(path.parts) != 1:
