@@ -24,6 +24,17 @@ def sets(*overrides: str) -> list[str]:
     return [a for o in (*TINY, *overrides) for a in ("--set", o)]
 
 
+# a tiny digits_hybrid image run: its network, chains and batch; steps, figures and plots are each test's
+TINY_DIGITS = ["model.channels=[4]", "model.width=4", "method.n_steps=1", "method.n_steps_data=1", "eval.n_samples=16",
+               "train.batch_size=8", "train.progress=false", "train.checkpoint_every=1", "train.threads=1"]
+
+
+def digits_argv(out: Path, *overrides: str) -> list:
+    """``ebmlab train`` argv of a tiny digits_hybrid run into ``out`` (``TINY_DIGITS`` then ``overrides``)."""
+    sets_ = [a for o in (*TINY_DIGITS, *overrides) for a in ("--set", o)]
+    return ["train", "--config", "digits_hybrid", "--out", out, *sets_]
+
+
 def cli(capsys, *argv) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     cap = capsys.readouterr()

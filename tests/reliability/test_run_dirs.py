@@ -16,7 +16,7 @@ import yaml
 from ebmlab.training.logging import read_metrics
 from ebmlab.training.run import LOCK_NAME, RunLock
 
-from .conftest import TINY, assert_one_sentence, cli, latest, sets, snapshot, write_points
+from .conftest import TINY, assert_one_sentence, cli, digits_argv, latest, sets, snapshot, write_points
 
 
 def _victim(tmp_path):
@@ -353,10 +353,7 @@ def test_every_file_training_writes_in_its_folders_is_named(kind, tmp_path, caps
         argv = ["train", "--out", tmp_path / "run", "--data", write_points(tmp_path / "points.npy"),
                 *sets("eval.plots=true", "train.sample_every=1", "train.select_every=1")]
     else:
-        tiny = ["model.channels=[4]", "model.width=4", "train.steps=2", "method.n_steps=1", "method.n_steps_data=1",
-                "eval.n_samples=16", "train.batch_size=8", "train.sample_every=1", "eval.digits_fd=false",
-                "train.progress=false", "train.checkpoint_every=1", "train.threads=1"]
-        argv = ["train", "--config", "digits_hybrid", "--out", tmp_path / "run", *[a for o in tiny for a in ("--set", o)]]
+        argv = digits_argv(tmp_path / "run", "train.steps=2", "train.sample_every=1", "eval.digits_fd=false")
     code, _, err = cli(capsys, *argv)
     assert code == 0, err
     folders = [f for f in ("checkpoints", "samples", "plots") if any((tmp_path / "run" / f).glob("*"))]

@@ -14,7 +14,7 @@ import torch
 from ebmlab.data.safe_pickle import RestrictedUnpickler, _latin1_encode, safe_unpickle
 from ebmlab.errors import DataError
 
-from .conftest import cli, latest
+from .conftest import cli, digits_argv, latest
 
 
 def _build_on_allowed_global() -> bytes:
@@ -78,10 +78,7 @@ def test_digits_classifier_trains_inside_no_grad(clean_digits_cache):
 
 def test_digits_run_evaluates_from_a_clean_cache(clean_digits_cache, tmp_path, capsys):
     """Issue 13 item 11: every digits run crashed at its final evaluation on a fresh machine."""
-    tiny = ["model.channels=[4]", "model.width=4", "train.steps=1", "method.n_steps=1", "method.n_steps_data=1",
-            "eval.n_samples=16", "train.batch_size=8", "train.sample_every=0", "eval.plots=false",
-            "train.progress=false", "train.checkpoint_every=1", "train.threads=1"]
-    argv = ["train", "--config", "digits_hybrid", "--out", tmp_path / "run", *[a for o in tiny for a in ("--set", o)]]
+    argv = digits_argv(tmp_path / "run", "train.steps=1", "train.sample_every=0", "eval.plots=false")
     code, out, err = cli(capsys, *argv)
     assert code == 0, err
     assert '"digits_fd"' in out and list(clean_digits_cache.glob("digits_classifier_*.safetensors"))
