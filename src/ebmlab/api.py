@@ -239,13 +239,12 @@ def _points(x) -> Tensor:
 
 
 def load(path: str | Path, device: str = "cpu", checkpoint: str | Path | int | None = None) -> Run:
-    """Open the run in ``path`` at its result (the validation best when ``train.select_every`` chose one, as
-    for user data by default; else the latest checkpoint), or at ``checkpoint`` (a file, a name in its
-    ``checkpoints/`` with or without ``.safetensors``, or a step number), with the EMA weights.
+    """Open the run in ``path`` at its result (the validation best when ``train.select_every`` chose one, as for user
+    data by default; else the latest checkpoint), or at ``checkpoint`` (a file, a name in its ``checkpoints/`` with or
+    without ``.safetensors``, or a step number), with the EMA weights.
 
-    Needs only the run directory (the data transform is stored in it); ``run.sample(n)`` draws
-    samples, ``run(x)`` gives energies. Errors are ebmlab's one-sentence exceptions
-    (``ConfigError``, ``DataError``, ``CheckpointError``, ``RunError``)."""
+    Needs only the run directory (the data transform is stored in it); ``run.sample(n)`` draws samples, ``run(x)`` gives
+    energies. Errors are ebmlab's one-sentence ``ConfigError``, ``DataError``, ``CheckpointError``, ``RunError``."""
     return Run(path, device=device, checkpoint=checkpoint)
 
 
