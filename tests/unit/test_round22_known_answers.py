@@ -275,3 +275,17 @@ def test_configs_of_an_empty_name_is_refused_not_the_list():
 
     with pytest.raises(ConfigError, match="no shipped config named ''"):
         ebmlab.configs("")
+
+
+def test_overwrite_never_enters_the_folder_the_new_run_reads_its_images_from(tmp_path):
+    """A new run trained on the old run's samples/ folder (a folder of images) kept only what the patterns missed:
+    its grid_stepNNNNNN.png images were deleted as training's. The data's own folder is not entered."""
+    from ebmlab.training.run_dir import _remove_run_files
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "samples").mkdir()
+    for rel in ("config.yaml", "checkpoints/step_00000001.safetensors", "samples/grid_step000010.png", "samples/x.png"):
+        (tmp_path / rel).write_bytes(b"x")
+    _remove_run_files(tmp_path, keep=str(tmp_path / "samples"))
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["grid_step000010.png", "x.png"]
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "config.yaml").exists()

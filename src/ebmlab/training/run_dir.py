@@ -2,7 +2,8 @@
 or reuse an empty one or an earlier start that never wrote a checkpoint, lock it (``run.RunLock``), write
 ``config.yaml`` and ``run.json``, and refuse (one sentence, nothing deleted) whatever is not an ebmlab run of
 this user's. ``--overwrite`` deletes only what ``ebmlab train`` writes (``run.RUN_ENTRIES``; inside the run's
-folders only the files named as training names them, ``TRAIN_FILES``), never a link's target. Split out of ``training/loop.py``, which trains in the directory this prepares.
+folders only the files named as training names them, ``TRAIN_FILES``), never a link's target. Split out of
+``training/loop.py``, which trains in the directory this prepares.
 """
 from __future__ import annotations
 
@@ -150,6 +151,8 @@ def _remove_run_files(run_dir: Path, keep: str | None = None) -> None:
     kept = _plain(Path(keep).expanduser()) if keep else None
     others = []
     for p in base.iterdir():
+        if p == kept:  # the new run's data (a file, or a folder of images) is never entered
+            continue
         if p.name in TRAIN_FILES and p.is_dir() and not p.is_symlink():
             others += _remove_train_files(p, TRAIN_FILES[p.name], kept)
         elif p.name != run.LOCK_NAME and (p.name in run.RUN_ENTRIES or p.name.endswith(".tmp")):
