@@ -81,8 +81,8 @@ def _numbers(data, what: str = "the data passed to ebmlab.train") -> np.ndarray:
 def ood_inputs(ood, shape: tuple[int, ...], kind: str = "vector") -> tuple[list[str], dict[str, Tensor]]:
     """``Run.evaluate(ood=...)`` as (names, arrays). Names and files (a string, a path, or a sequence of them) are
     what ``ebmlab eval --ood`` takes; a mapping {name: tensor or array (N, *shape)} gives sets held in memory, in data
-    coordinates like the run's data, each scored as ``ood_auroc_<name>``. For an image run (``kind``), uint8 images
-    are read as the loaders and ``run(x)`` read them (v / 127.5 - 1) and floats must lie in the data's [-1, 1].
+    coordinates like the run's data, each scored as ``ood_auroc_<name>``. For an image run (``kind``), integer images
+    are read as the loaders read them (v / 127.5 - 1) and floats must lie in the data's [-1, 1] (``_image_points``).
     DataError for a set that is not finite real numbers of the run's point shape ``shape``."""
     if isinstance(ood, (str, os.PathLike)):
         return [str(ood)], {}
@@ -95,26 +95,21 @@ def ood_inputs(ood, shape: tuple[int, ...], kind: str = "vector") -> tuple[list[
             raise DataError(f"ood= takes a mapping of non-empty names to arrays; got the key {name!r}")
         raw = x.detach().cpu() if isinstance(x, Tensor) else torch.from_numpy(_numbers(x, what))
         t = raw.float()
-        if kind == "image":
-            t = _image_points(raw, t, what)
         if t.dim() != len(shape) + 1 or tuple(t.shape[1:]) != tuple(shape) or len(t) == 0:
             raise DataError(f"{what} has shape {tuple(t.shape)}; the run's points are {tuple(shape)}, so give (N, "
                             f"{', '.join(map(str, shape))}) with N >= 1")
         if not torch.isfinite(t).all():
             raise DataError(f"{what} contains NaN or inf")
-        arrays[name] = t
+        arrays[name] = _image_points(raw, t, what) if kind == "image" else t
     return [], arrays
 
 
 def folder_data_name(path: Path) -> str:
     """The loader of a folder given as the data: ``cifar10`` / ``cifar100`` for the official python version's batch
     files (the folder or its ``cifar-10-batches-py`` / ``cifar-100-python``), else ``imagefolder`` (image files)."""
-    from ebmlab.data.images import CIFAR_LAYOUT
+    from ebmlab.data.images import CIFAR_LAYOUT, cifar_root
 
-    for name, (sub, train_files, test_files, _, _) in CIFAR_LAYOUT.items():
-        if any(all((cand / f).is_file() for f in train_files + test_files) for cand in (path, path / sub)):
-            return name
-    return "imagefolder"
+    return next((name for name in CIFAR_LAYOUT if cifar_root(name, path) is not None), "imagefolder")
 
 
 def file_data_name(path: Path) -> str:
@@ -156,14 +151,14 @@ def _image_points(raw: Tensor, t: Tensor, what: str) -> Tensor:
     every AUROC read 0), refused outside [0, 255]; floats as given (data coordinates, as ``run(x)`` takes them),
     refused outside [-1, 1] (images in [0, 255] held as floats: we do not guess the scaling)."""
     if not raw.dtype.is_floating_point and raw.dtype != torch.bool:
-        if len(t) and (float(t.min()) < 0 or float(t.max()) > 255):
+        if float(t.min()) < 0 or float(t.max()) > 255:
             raise DataError(f"{what} holds integers in [{float(t.min()):.0f}, {float(t.max()):.0f}]; integer images "
                             "must be 8-bit codes in [0, 255]")
         return t / 127.5 - 1
-    finite = t[torch.isfinite(t)]
-    if len(finite) and (float(finite.min()) < -1.0 or float(finite.max()) > 1.0):
-        raise DataError(f"{what} holds values in [{float(finite.min()):.3g}, {float(finite.max()):.3g}]; an image run's "
-                        "points lie in [-1, 1]: give uint8 images (0..255) or floats already in [-1, 1]")
+    lo, hi = float(t.min()), float(t.max())  # (finite, at least one row: checked by ood_inputs)
+    if lo < -1.0 or hi > 1.0:
+        raise DataError(f"{what} holds values in [{lo:.3g}, {hi:.3g}]; an image run's points lie in [-1, 1]: give "
+                        "uint8 images (0..255) or floats already in [-1, 1]")
     return t
 
 

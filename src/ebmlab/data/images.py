@@ -150,14 +150,20 @@ def _cifar_class_names(name: str, root: Path, k: int) -> list[str]:
     return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
 
 
+def cifar_root(name: str, path: Path) -> Path | None:
+    """The folder holding CIFAR ``name``'s batch files: ``path`` or its official sub-folder; None if neither."""
+    sub, train_files, test_files, _, _ = CIFAR_LAYOUT[name]
+    return next((c for c in (path, path / sub) if all((c / f).is_file() for f in train_files + test_files)), None)
+
+
 def _cifar_dir(name: str, cfg) -> Path:
     sub, train_files, test_files, _, _ = CIFAR_LAYOUT[name]
     expected = f"the folder {sub}/ of the official python version holding {', '.join(train_files + test_files)}"
     p = _need_path(cfg, expected)
-    for cand in (p, p / sub):
-        if all((cand / f).is_file() for f in train_files + test_files):
-            return cand
-    raise DataError(f"data.path {str(p)!r} lacks the CIFAR batch files; expected {expected}")
+    root = cifar_root(name, p)
+    if root is None:
+        raise DataError(f"data.path {str(p)!r} lacks the CIFAR batch files; expected {expected}")
+    return root
 
 
 def _cifar(cfg) -> Dataset:
