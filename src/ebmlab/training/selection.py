@@ -184,8 +184,8 @@ class Selector:
         if since is None or self._warned or trainer.step - since[1] < self.every or self.last_seconds <= t0 - since[0]:
             return  # (judged on full intervals: a last check soon after the one before it says nothing)
         self._warned = True
-        warnings.warn(f"train.select_every: the validation check at update {trainer.step} took {self.last_seconds:.1f} "
-                      f"s and the {trainer.step - since[1]} updates before it {t0 - since[0]:.1f} s, so selection "
+        warnings.warn(f"train.select_every: the validation check at update {trainer.step} took {round(self.last_seconds, 3)} "
+                      f"s and the {trainer.step - since[1]} updates before it {round(t0 - since[0], 3)} s, so selection "
                       f"more than doubles this run's time ({trainer.cfg.method.name}'s generation draws {self.n} "
                       f"samples per check{f', up to {self.draws} times' if self.draws > 1 else ''}); raise "
                       "train.select_every, lower train.select_draws, or set train.select_every=null", RuntimeWarning,
