@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+import ebmlab
 from ebmlab.cli import main
 from ebmlab.objectives import METHODS
 from tests.contracts.test_objective_contract import tiny_overrides
@@ -27,7 +28,12 @@ def runs(tmp_path_factory):
             args += ["--set", o]
         assert main(args) == 0, name
         out[name] = run
+        TRAINED[name] = json.loads((run / "metrics.json").read_text())
     return out
+
+
+TRAINED = {}  # each method's metrics.json as training's final evaluation wrote it (before any ebmlab eval)
+CLOCKS = ("time", "seconds")  # keys holding wall times: the only entries two evaluations may differ in
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -65,6 +71,30 @@ def test_eval_reports_checkpoint_step(runs, name, capsys):
     metrics = json.loads((runs[name] / "metrics.json").read_text())
     assert metrics["checkpoint_step"] == 2 and "long_run_energy_distance" in metrics
     assert str(ckpt) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_eval_sample_and_python_repeat_what_training_gave(runs, name, tmp_path):
+    """``ebmlab eval`` rewrites training's metrics.json with the same numbers, ``run.evaluate()`` returns them,
+    and ``ebmlab sample --seed`` draws the same samples twice and the same as ``run.sample(seed=)``, from noise
+    and from data: the README's "the same arguments draw the same samples", for every method."""
+    assert main(["eval", str(runs[name])]) == 0
+    again = json.loads((runs[name] / "metrics.json").read_text())
+    python = ebmlab.load(runs[name]).evaluate()
+    for key, value in TRAINED[name].items():
+        if not any(c in key for c in CLOCKS):
+            assert _same(again[key], value) and _same(python[key], value), key
+    run = ebmlab.load(runs[name])
+    for init in ("noise", "data"):
+        files = [tmp_path / f"{init}{i}.npy" for i in range(2)]
+        for f in files:
+            assert main(["sample", str(runs[name]), "--n", "5", "--seed", "3", "--init", init, "--out", str(f)]) == 0
+        first, second = (np.load(f) for f in files)
+        assert np.array_equal(first, second) and np.array_equal(first, run.sample(5, seed=3, init=init).numpy())
+
+
+def _same(a, b) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b))
 
 
 def test_missing_checkpoint_is_one_sentence(runs, capsys):
