@@ -145,7 +145,7 @@ class Run:
         or an image folder's class name), for a class-conditional run (``method.conditional``; ``ebmlab sample --label``), with ``guidance`` w >= 0 for
         paper 003's classifier-free guidance (``applications/guidance.py``; from the prior, no diagnostics);
         ``batch_size``: chains of at most that many at once (for n too large for one); ``progress``: a tqdm bar over
-        the sampler steps (``ebmlab sample`` shows one on a terminal). ``return_info=True`` also
+        the sampler steps (``ebmlab sample`` shows one; plain lines where stderr is a file). ``return_info=True`` also
         returns the chain diagnostics (acceptance, step sizes, energies per step; the first batch's)."""
         from ebmlab.training.drawing import class_index, class_names, data_starts, detached, draw
 
@@ -320,7 +320,7 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     if note:
         warnings.warn(note, stacklevel=2)
     if energy is not None:
-        check_rebuilds(cfg, energy, data_set.shape)
+        check_rebuilds(cfg, energy)
     if resume_or_start(resume, run_dir, overwrite, x_mem):  # (x_mem: the run's own rows, not saved again)
         from ebmlab.training.run_data import run_dataset
         data_set = data_set if x_mem is not None else run_dataset(run_dir, cfg)  # a changed data file is refused

@@ -12,8 +12,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ebmlab.config import Config
 from ebmlab.errors import ConfigError
@@ -79,8 +78,18 @@ def check_custom_model_settings(overrides: list[str]) -> None:
                           "own nn.Module is the model); remove them, or pass its own arguments as model.kwargs")
 
 
-def _init_kwargs(energy: nn.Module) -> dict:
-    """The constructor arguments of ``energy`` read from its attributes of the same names."""
+def _same_shapes(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two networks hold the same parameter and buffer names with the same shapes."""
+    return {k: tuple(v.shape) for k, v in a.state_dict().items()} == {k: tuple(v.shape) for k, v in b.state_dict().items()}
+
+
+def _call(kwargs: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+def _init_kwargs(energy: nn.Module, strict: bool = True) -> dict:
+    """The constructor arguments of ``energy`` read from its attributes of the same names (``strict``: a required
+    one that cannot be read is a ConfigError; else it is left out)."""
     cls = type(energy)
     out = {}
     for name, p in inspect.signature(cls.__init__).parameters.items():
@@ -95,42 +104,37 @@ def _init_kwargs(energy: nn.Module) -> dict:
                 ok = False
         if ok:
             out[name] = value
-        elif p.default is inspect.Parameter.empty:
+        elif p.default is inspect.Parameter.empty and strict:
             raise ConfigError(f"cannot tell {cls.__name__}'s argument {name!r} from the instance (no attribute "
                               f"{name!r} holding a JSON value); pass energy_kwargs={{'{name}': ...}}")
     return out
 
 
-def check_rebuilds(cfg: Config, energy: nn.Module, shape: tuple[int, ...]) -> None:
-    """The recorded class and kwargs must rebuild a network with the parameters of ``energy``."""
-    from ebmlab.energies.build import build_energy
+def check_rebuilds(cfg: Config, energy: nn.Module) -> None:
+    """The recorded class and kwargs must rebuild a network with the parameters of ``energy``. (Its forward is
+    probed where the method builds it, with the method's conditioning: ``energies/build._custom``.)"""
+    from ebmlab.energies.build import import_target
 
-    rebuilt = build_energy(cfg.model, shape).state_dict()
-    own = energy.state_dict()
-    if {k: tuple(v.shape) for k, v in rebuilt.items()} != {k: tuple(v.shape) for k, v in own.items()}:
+    if not _same_shapes(import_target(cfg.model.target)(**(cfg.model.kwargs or {})), energy):
         raise ConfigError(f"{cfg.model.target}(**{cfg.model.kwargs}) does not rebuild the energy you passed (its "
                           "parameters differ), so the run could not be reloaded; pass the constructor's arguments "
                           "as energy_kwargs")
-    probe = torch.zeros((2, *shape))
-    try:
-        with torch.no_grad():
-            e = energy(probe)
-    except Exception as exc:  # noqa: BLE001 -- the user's forward
-        raise ConfigError(f"your energy fails on a batch of shape {tuple(probe.shape)} "
-                          f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
-    if not isinstance(e, Tensor) or tuple(e.shape) != (2,):
-        got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
-        raise ConfigError(f"your energy must map a batch (B, {', '.join(map(str, shape))}) to energies (B,), "
-                          f"got {got} for B = 2")
-
-
 def start_from(trainer, energy: nn.Module) -> None:
-    """Training starts from the weights of the user's ``energy`` (the EMA restarts from them too)."""
+    """Training starts from the weights of the user's ``energy`` (the EMA restarts from them too). Where the method
+    built the class with arguments of its own (paper 002's ``time_cond``/``n_times``, paper 003's ``cond_dim``) that
+    change its parameters' shapes, it starts from that build's own initialisation, with a warning naming them."""
     from ebmlab.training.ema import EMA
 
     built = [m for m in trainer.objective.modules() if type(m) is type(energy)]
     if len(built) != 1:
         return  # the method wraps the network in a way we cannot map: its own initialisation stands
+    if not _same_shapes(built[0], energy):
+        theirs = {k: v for k, v in _init_kwargs(built[0], strict=False).items() if getattr(energy, k, None) != v}
+        warnings.warn(f"{trainer.cfg.method.name} builds {type(energy).__name__} with arguments of its own "
+                      f"({_call(theirs) or 'not readable from its attributes'}), which change its parameters, so "
+                      "training starts from that network's own initialisation, not your instance's weights; to start "
+                      f"from your weights, build your instance with {_call(theirs) or 'them'}", stacklevel=3)
+        return
     built[0].load_state_dict(energy.state_dict())
     if trainer.ema is not None:
         trainer.ema = EMA(trainer.objective, trainer.cfg.train.ema)

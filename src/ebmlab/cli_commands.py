@@ -220,7 +220,7 @@ def cmd_sample(args) -> int:
     x0 = data_starts(data.test, args.n, args.seed, dev) if args.init == "data" else None
     label = None if args.label is None else class_index(args.label, class_names(args.run))
     xs = draw(objective, args.n, torch.Generator(dev).manual_seed(args.seed), steps=args.steps, x0=x0,
-              label=label, guidance=args.guidance, batch_size=args.batch_size, progress=None).x  # bar on a terminal
+              label=label, guidance=args.guidance, batch_size=args.batch_size, progress=None).x  # a bar; lines in a log after 30 s
     x = data.transform.to_data(xs.detach().cpu())
     steps = objective.steps_run(args.steps)  # what ran: --steps rounded up to whole levels (papers 000, 002, 003)
     rounded = "" if args.steps in (None, steps) else (f", --steps {args.steps} rounded up to whole levels "

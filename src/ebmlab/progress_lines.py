@@ -6,8 +6,10 @@ tqdm redraws its bar in place with a carriage return several times a second. Whe
 ``\\r``-separated fragment, so a long run's log fills with them and reads as one enormous line. Off a terminal
 ``LineProgress`` writes the same facts as tqdm's bar (percentage, step of total, elapsed and remaining time,
 rate, and for training the last logged loss / gap / acceptance) as one newline-ended line when the work starts,
-then at most every ``LINE_EVERY`` seconds, and once at the end. The text is tqdm's own ``format_meter``, without
-the bar. A leaf module (it imports no other ebmlab module): ``training/loop.py`` and ``samplers/progress.py`` use it.
+then at most every ``LINE_EVERY`` seconds, and once at the end. The draws of ``ebmlab sample`` and of the
+evaluations are ``lazy``: their first line comes after ``LINE_EVERY`` seconds, so short draws leave nothing in a
+log and a long one (a paper-scale final evaluation) a line every ``LINE_EVERY`` seconds. The text is tqdm's own
+``format_meter``, without the bar. A leaf module (it imports no other ebmlab module): ``training/loop.py`` and ``samplers/progress.py`` use it.
 """
 from __future__ import annotations
 
@@ -21,14 +23,19 @@ _FORMAT = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}
 class LineProgress:
     """tqdm's interface as ebmlab uses it (``n``, ``total``, ``update``, ``set_postfix``, ``close``, a ``with``
     block), written as plain lines to stderr: at the start, then at most every ``every`` seconds, and at ``close``.
-    ``unit``: what is counted (tqdm's ``it`` or ``step``); ``clock``: seconds on a monotonic clock (tests replace it)."""
+    ``unit``: what is counted (tqdm's ``it`` or ``step``); ``clock``: seconds on a monotonic clock (tests replace it);
+    ``lazy``: no line at the start, and none at ``close`` unless one was written before (work shorter than ``every``
+    seconds writes nothing)."""
 
-    def __init__(self, total: int, initial: int = 0, desc: str = "train", every: float = LINE_EVERY,
-                 clock=time.monotonic, unit: str = "it"):
+    def __init__(self, total: int, initial: int = 0, desc: str = "train", every: float | None = None,
+                 clock=time.monotonic, unit: str = "it", lazy: bool = False):
+        every = LINE_EVERY if every is None else every  # (read here: tests set the module's LINE_EVERY)
         self.n, self.total, self.initial, self.desc, self.every = initial, total, initial, desc, every
         self.clock, self.postfix, self.closed, self.writable, self.unit = clock, "", False, True, unit
         self.t0 = self.last = clock()
-        self._write()
+        self._written = None  # the count the last line showed (None: no line yet)
+        if not lazy:
+            self._write()
 
     def update(self, k: int = 1) -> None:
         """Count ``k`` more updates; a line if ``every`` seconds have passed since the last one."""
@@ -44,7 +51,7 @@ class LineProgress:
         """The final line (once), unless the last line already said where the run ended."""
         if not self.closed:
             self.closed = True
-            if self.n != self._written:
+            if self._written is not None and self.n != self._written:
                 self._write()
 
     def __enter__(self) -> "LineProgress":
@@ -70,16 +77,16 @@ class LineProgress:
                 self.writable = False     # the training it reports on, so it goes quiet
 
 
-def progress_display(start: int, total: int, desc: str = "train", unit: str = "it"):
+def progress_display(start: int, total: int, desc: str = "train", unit: str = "it", lazy: bool = False):
     """tqdm's bar where it can redraw in place (stderr a terminal, or a notebook, where ``tqdm.auto`` picks its
-    widget), else a ``LineProgress``. Both start at ``start`` of ``total`` (a resumed run's step) and count
-    ``unit``s."""
+    widget), else a ``LineProgress`` (``lazy``: its first line after ``LINE_EVERY`` seconds). Both start at ``start``
+    of ``total`` (a resumed run's step) and count ``unit``s."""
     from tqdm.auto import tqdm
     from tqdm.autonotebook import tqdm as chosen  # tqdm.std's class unless a notebook's kernel runs this
     from tqdm.std import tqdm as plain_tqdm
     if chosen is not plain_tqdm or _on_terminal(sys.stderr):
         return tqdm(total=total, initial=start, desc=desc, unit=unit, dynamic_ncols=True, mininterval=0.5)
-    return LineProgress(total, initial=start, desc=desc, unit=unit)
+    return LineProgress(total, initial=start, desc=desc, unit=unit, lazy=lazy)
 
 
 def _on_terminal(stream) -> bool:

@@ -316,9 +316,9 @@ def test_a_terminal_gets_tqdms_bar_a_file_gets_lines(monkeypatch):
 
 
 # ----- samplers/progress.py: the sampling bar -----------------------------------------------------------------
-def test_the_sampling_switch_true_shows_none_leaves_it_to_the_terminal_false_draws_no_bar(monkeypatch):
-    """``enabled=True`` on a terminal: tqdm's bar (``disable=False``); ``None``: a bar that tqdm shows only on a
-    terminal (``disable=None``); ``False``: none. Inside a bar each tick counts one step; after it, nothing ticks."""
+def test_the_sampling_switch_true_and_none_show_tqdms_bar_on_a_terminal_false_draws_no_bar(monkeypatch):
+    """On a terminal ``enabled=True`` and ``None`` both show tqdm's bar (they differ only in a log: the next
+    tests); ``False``: none. Inside a bar each tick counts one step; after it, nothing ticks."""
     import io
 
     import tqdm.auto
@@ -351,8 +351,58 @@ def test_the_sampling_switch_true_shows_none_leaves_it_to_the_terminal_false_dra
             if tick is not None:
                 tick(), tick()
         assert step_counter() is None
-    assert [(r.kw["total"], r.kw.get("disable", False), r.n) for r in made] == [(6, False, 2), (6, None, 2)]
+    assert [(r.kw["total"], r.kw.get("disable", False), r.n) for r in made] == [(6, False, 2), (6, False, 2)]
     assert made[0].kw["unit"] == made[1].kw["unit"] == "step"
+
+
+def test_a_lazy_display_writes_its_first_line_after_the_interval_and_nothing_for_shorter_work():
+    """``lazy`` (the command line's draws, the evaluations): no start line; work done within the interval writes
+    nothing, even at ``close``; past it, a line, and the final line at ``close``."""
+    import contextlib
+    import io
+
+    from ebmlab.progress_lines import LINE_EVERY, LineProgress
+    now, buf = [5.0], io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        short = LineProgress(8, clock=lambda: now[0], unit="step", desc="sample", lazy=True)
+        now[0] += LINE_EVERY / 2
+        short.update(8)
+        short.close()
+        assert buf.getvalue() == ""
+        long = LineProgress(8, clock=lambda: now[0], unit="step", desc="sample", lazy=True)
+        long.update(1)
+        now[0] += LINE_EVERY
+        long.update(1)  # 30 s in: its first line
+        long.update(6)
+        long.close()
+    assert [ln.split(" [")[0] for ln in buf.getvalue().splitlines()] == ["sample:  25% 2/8", "sample: 100% 8/8"]
+
+
+def test_in_a_log_the_command_lines_draws_and_the_final_evaluation_write_lines_once_they_last(tmp_path, capsys,
+                                                                                             monkeypatch):
+    """A log (stderr captured here) got nothing from ``ebmlab sample`` or a run's final evaluation, however long
+    they took (a paper-scale evaluation: an hour after its "evaluating" line); now they write lines once they have
+    lasted ``LINE_EVERY`` seconds (0 here), as training does, and nothing before (the default 30 s: these draws are
+    shorter). With ``train.progress`` off the evaluation writes none."""
+    from ebmlab import progress_lines
+    from ebmlab.cli import main
+    out = tmp_path / "run"
+    sets = [a for o in ("train.steps=2", "model.width=8", "model.depth=1", "data.n_train=128", "data.n_test=32",
+                        "eval.n_samples=32", "eval.grid_size=8", "eval.long_run_factor=2", "eval.plots=false",
+                        "train.batch_size=16", "train.threads=1") for a in ("--set", o)]
+    assert main(["train", "--out", str(out), *sets]) == 0
+    assert main(["sample", str(out), "--n", "4"]) == 0
+    quiet = capsys.readouterr().err
+    assert "evaluate:" not in quiet and "sample:" not in quiet  # short: nothing at the default interval
+    monkeypatch.setattr(progress_lines, "LINE_EVERY", 0.0)
+    assert main(["sample", str(out), "--n", "4"]) == 0
+    assert main(["eval", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert [ln for ln in err.splitlines() if ln.startswith("sample:")][-1].startswith("sample: 100%")
+    assert [ln for ln in err.splitlines() if ln.startswith("evaluate:")][-1].startswith("evaluate: 100%")
+    assert main(["train", "--out", str(tmp_path / "off"), *sets, "--set", "train.progress=false"]) == 0
+    assert "evaluate:" not in capsys.readouterr().err
 
 
 def test_a_sampling_bar_asked_for_in_a_log_is_plain_lines_and_the_samples_are_the_same(tmp_path, capsys):

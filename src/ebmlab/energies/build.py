@@ -10,8 +10,9 @@ ConvNet after Nijkamp et al. 2019 (energies/plainconv.py).
 ``"package.module:Class"`` and ``model.kwargs`` holds its constructor's keyword arguments (JSON
 values), so a run trained on it reloads in a fresh process wherever that module is importable
 (``ebmlab.train(energy=MyEnergy(...))`` records both). The class is called as
-``Class(**kwargs, **extra)``; a method that needs ``extra`` (conditioning, a T-vector head) needs a
-class that accepts them.
+``Class(**kwargs, **extra)``, the method's ``extra`` replacing an argument of the same name in ``kwargs`` (a
+user's instance built with ``cond_dim=0`` records it; paper 003 builds the class with its own); a method that
+needs ``extra`` (conditioning, a T-vector head) needs a class that accepts them.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import math
 import sys
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ebmlab.energies import convnet, multiscale, plainconv, unet
@@ -86,13 +88,43 @@ ANY_ENERGY = "hybrid, noise, data, persistent, persistent_refresh, improved_cd a
 def _custom(cfg, shape, **extra):
     cls = import_target(cfg.target)
     try:
-        return cls(**(cfg.kwargs or {}), **extra)
+        net = cls(**{**(cfg.kwargs or {}), **extra})  # the method's own arguments win
     except TypeError as exc:
         needs = "; ".join(_NEEDS[k] for k in extra if k in _NEEDS)
         more = f" plus the method's {sorted(extra)}: this method needs an energy that takes {needs} ({ANY_ENERGY})" \
             if extra else ""
         raise ConfigError(f"model.target {cfg.target!r} could not be built from model.kwargs "
                           f"{sorted(cfg.kwargs or {})}{more} ({' '.join(str(exc).split())})") from None
+    _probe(net, shape, extra)
+    return net
+
+
+def _probe(net: nn.Module, shape: tuple[int, ...], extra: dict) -> None:
+    """A user's energy on a batch of 2 zeros, called as the method calls it (``_NEEDS``: ``cond`` (B, K) second,
+    ``t`` and ``y`` by keyword), must give energies (B,) (``out_dim`` T: (B, T)), before any training: a network
+    that does not fit the data or the method is one sentence here, not a traceback from the first update."""
+    args, kwargs, said = [], {}, []
+    if extra.get("cond_dim"):
+        args.append(torch.zeros(2, extra["cond_dim"]))
+        said.append(f"cond (B, {extra['cond_dim']})")
+    if extra.get("time_cond"):
+        kwargs["t"] = torch.zeros(2, dtype=torch.long)
+        said.append("t (B,)")
+    if extra.get("num_classes"):
+        kwargs["y"] = torch.zeros(2, dtype=torch.long)
+        said.append("y (B,)")
+    with_ = (" with " + " and ".join(said)) if said else ""
+    try:
+        with torch.no_grad():
+            e = net(torch.zeros((2, *shape)), *args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 -- the user's forward
+        raise ConfigError(f"your energy fails on a batch of shape {(2, *shape)}{with_} "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    want = (2,) if extra.get("out_dim", 1) == 1 else (2, extra["out_dim"])
+    if not isinstance(e, torch.Tensor) or tuple(e.shape) != want:
+        got = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+        raise ConfigError(f"your energy must map a batch (B, {', '.join(map(str, shape))}){with_} to energies "
+                          f"(B{'' if want == (2,) else ', ' + str(want[1])}), got {got} for B = 2")
 
 
 MODELS = {"mlp": _mlp, "resnet": convnet.build_resnet, "multiscale": multiscale.build_multiscale,

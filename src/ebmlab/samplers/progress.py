@@ -6,7 +6,8 @@ The chain loops (``run_chain``'s, ``langevin.fixed_step_chain``, ``ais``'s stage
 sampler step while a ``sampling_progress`` block is open; outside one, ``tick`` is a no-op (training's chains
 pay one context-variable read per chain, not per step). A method's steps are those ``Objective.steps_run``
 declares, so the bar's total is exact (tests/contracts/test_sampling_progress.py). A bar asked for where stderr is
-a file or a pipe is written as plain lines (``ebmlab.progress_lines``), as training's is.
+a file or a pipe is written as plain lines (``ebmlab.progress_lines``), as training's is; the command line's draws
+and the evaluations write them from ``LINE_EVERY`` (30 s) on, so a shorter draw leaves nothing in a log.
 """
 from __future__ import annotations
 
@@ -29,16 +30,13 @@ def step_counter() -> Callable[[], None] | None:
 @contextmanager
 def sampling_progress(total: int, desc: str = "sample", enabled: bool | None = True) -> Iterator[None]:
     """A bar of ``total`` sampler steps, ticked by the chain loops within the block. ``enabled``: True shows it
-    (tqdm's bar on a terminal or in a notebook, plain lines in a log: ``progress_display``), None only where
-    stderr is a terminal (tqdm's rule), False not at all."""
+    (tqdm's bar on a terminal or in a notebook, plain lines in a log: ``progress_display``), None the same but in a
+    log from ``LINE_EVERY`` (30 s) on only (``ebmlab sample``, evaluations: a shorter draw writes nothing there),
+    False not at all."""
     if enabled is False:
         yield
         return
-    if enabled:
-        display = progress_display(0, total, desc=desc, unit="step")
-    else:
-        from tqdm.auto import tqdm
-        display = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, mininterval=0.5, disable=None)
+    display = progress_display(0, total, desc=desc, unit="step", lazy=enabled is None)
     with display as bar:
         token = _TICK.set(lambda: bar.update(1))
         try:

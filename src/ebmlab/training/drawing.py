@@ -63,7 +63,7 @@ def draw(objective, n: int, generator: torch.Generator, *, steps: int | None = N
     generator (None: one chain of n, as is any n <= batch_size), ``x0`` and ``cond``'s (n, ...) tensors split with
     them; the batches' samples are gathered on the CPU (the device holds one batch of chains at a time) and the
     diagnostics are the first batch's. ``progress``: a bar over the sampler steps (``samplers/progress.py``;
-    None: only where stderr is a terminal)."""
+    None: in a log only from 30 s on)."""
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                    or batch_size < 1):
         raise ConfigError(f"the batch size must be a positive integer, got {batch_size!r}")

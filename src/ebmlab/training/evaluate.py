@@ -116,7 +116,7 @@ def evaluate_vectors(objective, data, cfg, run_dir: Path | None, generator) -> d
     metric and its floor always use sets of the same size."""
     g_cpu = torch.Generator().manual_seed(cfg.train.seed + 11)
     ref, ref2 = data.reference_pair(cfg.eval.n_samples, g_cpu)
-    # a bar over every chain step below where stderr is a terminal (tens of seconds on a CPU: the long run)
+    # a bar over every chain step below (tens of seconds on a CPU: the long run); lines in a log after 30 s
     with sampling_progress(_vector_chain_steps(objective, data, cfg, ref.shape[0]), desc="evaluate",
                            enabled=None if cfg.train.progress else False):
         return _vector_metrics(objective, data, cfg, run_dir, generator, ref, ref2)

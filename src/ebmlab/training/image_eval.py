@@ -48,7 +48,7 @@ GRID_N = 64
 # ----- sampling ------------------------------------------------------------------------------------
 def draw_samples(objective, n: int, generator, batch_size: int, progress: bool = False) -> Tensor:
     """(n, C, H, W) samples in model coordinates, on CPU, drawn in batches with one generator; ``progress``
-    (``train.progress``): a bar over the sampler steps where stderr is a terminal."""
+    (``train.progress``): a bar over the sampler steps (plain lines after 30 s where stderr is a file or a pipe)."""
     from ebmlab.training.drawing import draw
 
     x = draw(objective, n, generator, batch_size=batch_size, progress=None if progress else False).x.detach().cpu()
