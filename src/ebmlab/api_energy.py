@@ -84,6 +84,7 @@ def _same_shapes(a: nn.Module, b: nn.Module) -> bool:
 
 
 def _call(kwargs: dict) -> str:
+    """``{"cond_dim": 32}`` -> ``cond_dim=32``: arguments as the user would write them."""
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
@@ -113,12 +114,14 @@ def _init_kwargs(energy: nn.Module, strict: bool = True) -> dict:
 def check_rebuilds(cfg: Config, energy: nn.Module) -> None:
     """The recorded class and kwargs must rebuild a network with the parameters of ``energy``. (Its forward is
     probed where the method builds it, with the method's conditioning: ``energies/build._custom``.)"""
-    from ebmlab.energies.build import import_target
+    from ebmlab.energies.build import construct_custom
 
-    if not _same_shapes(import_target(cfg.model.target)(**(cfg.model.kwargs or {})), energy):
+    if not _same_shapes(construct_custom(cfg.model), energy):
         raise ConfigError(f"{cfg.model.target}(**{cfg.model.kwargs}) does not rebuild the energy you passed (its "
                           "parameters differ), so the run could not be reloaded; pass the constructor's arguments "
                           "as energy_kwargs")
+
+
 def start_from(trainer, energy: nn.Module) -> None:
     """Training starts from the weights of the user's ``energy`` (the EMA restarts from them too). Where the method
     built the class with arguments of its own (paper 002's ``time_cond``/``n_times``, paper 003's ``cond_dim``) that

@@ -72,7 +72,7 @@ def test_an_energy_built_with_the_methods_values_is_trainings_starting_point(met
 def test_the_contract_probe_gives_a_conditioned_energy_its_conditioning():
     """The probe calls ``forward(x, cond)`` on an energy built with cond_dim (it called ``forward(x)``, which such an
     energy need not take), and names the conditioning when the output is not (B,)."""
-    with pytest.raises(ConfigError, match=r"\(B, 2\) with cond \(B, 32\) to energies \(B\), got \(2, 1\)"):
+    with pytest.raises(ConfigError, match=r"\(B, 2\) with cond \(B, 32\) to energies \(B,\), got \(2, 1\)"):
         ebmlab.train("cdrl", _points(), energy=CondEnergy(dim=2, cond_dim=32, wrong_shape=True), **QUICK)
 
 
@@ -97,3 +97,8 @@ def test_on_the_command_line_an_energy_that_does_not_fit_the_data_is_one_sentenc
     assert "Traceback" not in err and err.startswith("ebmlab: error: your energy fails on a batch of shape (2, 10) "
                                                      "with cond (B, 32) (RuntimeError: mat1 and mat2"), err
     assert not (tmp_path / "run").exists()
+
+
+def test_energy_kwargs_the_class_does_not_take_are_one_sentence():
+    with pytest.raises(ConfigError, match=r"could not be built from model.kwargs \['bogus', 'dim'\].*unexpected keyword"):
+        ebmlab.train("hybrid", _points(), energy=CondEnergy(dim=2), energy_kwargs={"dim": 2, "bogus": 1}, **QUICK)

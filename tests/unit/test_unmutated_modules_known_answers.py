@@ -172,11 +172,12 @@ def test_a_class_defined_inside_a_function_is_refused_by_name(user_module):
 
 
 def test_an_energy_returning_a_column_is_refused_before_training(user_module):
-    from ebmlab.api_energy import check_rebuilds
+    """(The probe moved from ``check_rebuilds`` to where the method builds the network, ``energies/build._custom``.)"""
+    from ebmlab.energies.build import build_energy
     from ebmlab.training.config import load_config
     cfg = load_config(None, ["model.name=custom", "model.target=ebm_round19:Column", 'model.kwargs={"dim": 2}'])
     with pytest.raises(ConfigError, match=r"to energies \(B,\), got \(2, 1\)"):
-        check_rebuilds(cfg, user_module.Column(2), (2,))
+        build_energy(cfg.model, (2,))
 
 
 def _fake_trainer(objective: nn.Module):

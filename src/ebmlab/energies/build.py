@@ -86,17 +86,23 @@ ANY_ENERGY = "hybrid, noise, data, persistent, persistent_refresh, improved_cd a
 
 
 def _custom(cfg, shape, **extra):
+    net = construct_custom(cfg, **extra)
+    _probe(net, shape, extra)
+    return net
+
+
+def construct_custom(cfg, **extra) -> nn.Module:
+    """``model.target(**model.kwargs, **extra)``, the method's ``extra`` replacing arguments of the same name; a
+    class that does not take them is one sentence saying what the method needs."""
     cls = import_target(cfg.target)
     try:
-        net = cls(**{**(cfg.kwargs or {}), **extra})  # the method's own arguments win
+        return cls(**{**(cfg.kwargs or {}), **extra})  # the method's own arguments win
     except TypeError as exc:
         needs = "; ".join(_NEEDS[k] for k in extra if k in _NEEDS)
         more = f" plus the method's {sorted(extra)}: this method needs an energy that takes {needs} ({ANY_ENERGY})" \
             if extra else ""
         raise ConfigError(f"model.target {cfg.target!r} could not be built from model.kwargs "
                           f"{sorted(cfg.kwargs or {})}{more} ({' '.join(str(exc).split())})") from None
-    _probe(net, shape, extra)
-    return net
 
 
 def _probe(net: nn.Module, shape: tuple[int, ...], extra: dict) -> None:
@@ -124,7 +130,7 @@ def _probe(net: nn.Module, shape: tuple[int, ...], extra: dict) -> None:
     if not isinstance(e, torch.Tensor) or tuple(e.shape) != want:
         got = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
         raise ConfigError(f"your energy must map a batch (B, {', '.join(map(str, shape))}){with_} to energies "
-                          f"(B{'' if want == (2,) else ', ' + str(want[1])}), got {got} for B = 2")
+                          f"(B,{'' if want == (2,) else ' ' + str(want[1])}), got {got} for B = 2")
 
 
 MODELS = {"mlp": _mlp, "resnet": convnet.build_resnet, "multiscale": multiscale.build_multiscale,
