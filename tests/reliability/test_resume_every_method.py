@@ -24,8 +24,9 @@ from ebmlab.objectives import METHODS
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.config import load_config
 from ebmlab.training.logging import read_metrics
-from ebmlab.training.loop import Trainer, prepare_run_dir
+from ebmlab.training.loop import Trainer
 from tests.contracts.test_objective_contract import SHRINK, tiny_overrides
+from tests.unit.test_checkpoint import _train
 
 STEPS = 8
 RUN = [f"train.steps={STEPS}", "train.checkpoint_every=1", "train.log_every=1", "train.progress=false",
@@ -35,27 +36,17 @@ IMAGE_CONFIGS = ["digits_hybrid", "paper000_digits_cdce", "paper001_digits", "pa
 CLOCKS = {"time", "select_seconds"}  # wall times: the only values a resume may change
 
 
-def _train(config, run_dir: Path, overrides: list, resume: bool = False) -> Trainer:
-    cfg = load_config(config, overrides)
-    prepare_run_dir(run_dir, cfg, resume=resume, overwrite=False)
-    trainer = Trainer(cfg, run_dir)
-    if resume:
-        trainer.resume()
-    trainer.fit()
-    return trainer
-
-
 def _same(a, b) -> bool:
     return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
 
 def _assert_resume_is_exact(config, overrides: list, tmp_path: Path, monkeypatch) -> None:
-    full = _train(config, tmp_path / "full", overrides)
+    full = _train(tmp_path / "full", overrides, config=config)
     _stop_after(STEPS // 2, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        _train(config, tmp_path / "part", overrides)
+        _train(tmp_path / "part", overrides, config=config)
     monkeypatch.undo()
-    resumed = _train(config, tmp_path / "part", overrides, resume=True)
+    resumed = _train(tmp_path / "part", overrides, resume=True, config=config)
     rows_full, rows_part = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "part")
     assert [r["step"] for r in rows_part] == [r["step"] for r in rows_full] == list(range(1, STEPS + 1))
     for a, b in zip(rows_full, rows_part):

@@ -21,8 +21,10 @@ TINY = ["train.steps=20", "train.batch_size=32", "train.checkpoint_every=5", "tr
         "method.n_steps_data=2", "data.n_train=500", "data.n_test=200", "train.threads=1"]
 
 
-def _train(run_dir: Path, overrides, resume=False):
-    cfg = load_config(None, overrides)
+def _train(run_dir: Path, overrides, resume=False, config=None):
+    """Train (``resume``: on, from the latest checkpoint) the run of ``config`` (a shipped name, None: the default)
+    with ``overrides`` in ``run_dir``; the trainer."""
+    cfg = load_config(config, overrides)
     prepare_run_dir(run_dir, cfg, resume=resume, overwrite=False)
     t = Trainer(cfg, run_dir)
     if resume:
