@@ -1,8 +1,9 @@
 """A user's own energy network in a run (``ebmlab.train(..., energy=MyEnergy(...))``): its class is recorded in
 the config (``model.name: custom``, ``model.target: "module:Class"``, ``model.kwargs``: the constructor's
 arguments, read from the instance's attributes when not given), checked to rebuild a network with the same
-parameters and the (B, ...) -> (B,) energy contract before any training, and its weights become training's
-starting point.
+parameters before any training (the (B, ...) -> (B,) energy contract is probed where the method builds it, with
+its conditioning: ``energies/build._probe``), and its weights become training's starting point (unless the
+method's own arguments, such as paper 003's ``cond_dim``, change its parameters: ``start_from``).
 """
 from __future__ import annotations
 
