@@ -2,7 +2,7 @@
 the config (``model.name: custom``, ``model.target: "module:Class"``, ``model.kwargs``: the constructor's
 arguments, read from the instance's attributes when not given), checked to rebuild a network with the same
 parameters before any training (the (B, ...) -> (B,) energy contract is probed where the method builds it, with
-its conditioning: ``energies/build._probe``), and its weights become training's starting point (unless the
+its conditioning: ``objectives/registry._probe_energy``), and its weights become training's starting point (unless the
 method's own arguments, such as paper 003's ``cond_dim``, change its parameters: ``start_from``).
 """
 from __future__ import annotations
@@ -137,7 +137,7 @@ def start_from(trainer, energy: nn.Module) -> None:
         warnings.warn(f"{trainer.cfg.method.name} builds {type(energy).__name__} with arguments of its own "
                       f"({_call(theirs) or 'not readable from its attributes'}), which change its parameters, so "
                       "training starts from that network's own initialisation, not your instance's weights; to start "
-                      f"from your weights, build your instance with {_call(theirs) or 'them'}", stacklevel=3)
+                      f"from your weights, build your instance with {_call(theirs) or 'them'}", stacklevel=5)
         return
     built[0].load_state_dict(energy.state_dict())
     if trainer.ema is not None:

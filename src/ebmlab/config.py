@@ -125,9 +125,10 @@ class TrainConfig:
     optimizer: str = "adam"           # adam | adamw
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
-    warmup_steps: int = 0
-    lr_schedule: str = "constant"     # constant | cosine | step | cosine_restarts
-    lr_decay_steps: int = 0           # step schedule: decay every N steps
+    warmup_steps: int = 0             # linear lr warm-up (paper 003: method.ebm_warmup, init_warmup instead)
+    lr_schedule: str = "constant"     # constant | cosine | step | cosine_restarts (training/loop.lr_factor; cosine
+                                      # ends at train.steps for every parameter group)
+    lr_decay_steps: int = 0           # step schedule: decay every N steps, counted from step 0 (as torch's StepLR)
     lr_decay_factor: float = 0.1
     lr_restart_steps: int = 0         # cosine_restarts: period of the warm restarts (SGDR, T_mult = 1)
     grad_clip: float | None = None

@@ -29,3 +29,20 @@ class CondEnergy(nn.Module):
         h = torch.cat([x, cond], 1) if cond is not None else x
         e = self.out(torch.nn.functional.silu(self.inp(h)))
         return e if self.wrong_shape else e.squeeze(-1)
+
+
+class LevelImageEnergy(nn.Module):
+    """Paper 003's image energies are called ``forward(x, t=logSNR (B,) float, y=labels or None)``."""
+    def __init__(self, channels: int = 1, time_cond: bool = False, num_classes: int = 0, takes_y: bool = True):
+        super().__init__()
+        self.channels, self.time_cond, self.num_classes, self.takes_y = channels, time_cond, num_classes, takes_y
+        self.conv = nn.Conv2d(channels, 4, 3, padding=1)
+        self.t_scale = nn.Linear(1, 4)
+
+    def forward(self, x, t=None, **kw):
+        if kw and not self.takes_y:
+            raise TypeError(f"forward() got an unexpected keyword argument {next(iter(kw))!r}")
+        h = self.conv(x).mean((2, 3))
+        if t is not None:
+            h = h * self.t_scale(t.float()[:, None])
+        return h.sum(1)

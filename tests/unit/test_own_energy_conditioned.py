@@ -41,8 +41,10 @@ def test_an_energy_written_as_the_readme_says_trains_reloads_and_samples(method,
     """Built with its defaults (cond_dim=0, time_cond=False): the method's own values win, training starts from the
     class's initialisation with a warning that names them, and the run reloads as trained."""
     with pytest.warns(UserWarning, match="build your instance with " + ", ".join(
-            f"{k}={v!r}" for k, v in _method_values(method).items())):
+            f"{k}={v!r}" for k, v in _method_values(method).items())) as seen:
         run = ebmlab.train(method, _points(), energy=cls(dim=2), out=tmp_path / "run", **QUICK)
+    said = [w for w in seen if "build your instance" in str(w.message)]
+    assert [w.filename for w in said] == [__file__]  # the user's line, not ebmlab's (stacklevel)
     again = ebmlab.load(tmp_path / "run")
     for (k, v), (k2, v2) in zip(run.objective.state_dict().items(), again.objective.state_dict().items()):
         assert k == k2 and torch.equal(v, v2), k
@@ -70,9 +72,9 @@ def test_an_energy_built_with_the_methods_values_is_trainings_starting_point(met
 
 
 def test_the_contract_probe_gives_a_conditioned_energy_its_conditioning():
-    """The probe calls ``forward(x, cond)`` on an energy built with cond_dim (it called ``forward(x)``, which such an
-    energy need not take), and names the conditioning when the output is not (B,)."""
-    with pytest.raises(ConfigError, match=r"\(B, 2\) with cond \(B, 32\) to energies \(B,\), got \(2, 1\)"):
+    """The probe evaluates the energy as the method does (``forward(x, cond)`` here; it called ``forward(x)``, which
+    such an energy need not take), and says so when the output is not (B,)."""
+    with pytest.raises(ConfigError, match=r"as cdrl calls it, must map a batch \(B, 2\) to energies \(B,\), got \(2, 1\)"):
         ebmlab.train("cdrl", _points(), energy=CondEnergy(dim=2, cond_dim=32, wrong_shape=True), **QUICK)
 
 
@@ -95,10 +97,29 @@ def test_on_the_command_line_an_energy_that_does_not_fit_the_data_is_one_sentenc
     assert main(["train", "--out", str(tmp_path / "run"), *[a for s in sets for a in ("--set", s)]]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.startswith("ebmlab: error: your energy fails on a batch of shape (2, 10) "
-                                                     "with cond (B, 32) (RuntimeError: mat1 and mat2"), err
+                                                     "as cdrl calls it (RuntimeError: mat1 and mat2"), err
     assert not (tmp_path / "run").exists()
 
 
 def test_energy_kwargs_the_class_does_not_take_are_one_sentence():
     with pytest.raises(ConfigError, match=r"could not be built from model.kwargs \['bogus', 'dim'\].*unexpected keyword"):
         ebmlab.train("hybrid", _points(), energy=CondEnergy(dim=2), energy_kwargs={"dim": 2, "bogus": 1}, **QUICK)
+
+
+@pytest.mark.parametrize("takes_y", [True, False])
+def test_paper_003_image_energies_are_probed_as_the_method_calls_them(takes_y, tmp_path, capsys):
+    """Paper 003's images call ``forward(x, t=logSNR float, y=None)``; the first probe guessed ``t`` long and no ``y``
+    from the build's arguments, so an energy without ``y`` passed it and failed at the first update with a traceback."""
+    sets = ["model.name=custom", "model.target=tests.unit.own_conditioned_energies:LevelImageEnergy",
+            f"model.kwargs={{channels: 1, takes_y: {str(takes_y).lower()}}}", "train.steps=1", "train.batch_size=8",
+            "train.progress=false", "train.threads=1", "eval.n_samples=8", "eval.plots=false", "method.T=2",
+            "method.n_steps=1", "method.init_warmup=1", "method.ebm_warmup=1", "method.init_head_start=0"]
+    code = main(["train", "--config", "paper003_digits", "--out", str(tmp_path / "run"),
+                 *[a for s in sets for a in ("--set", s)]])
+    err = capsys.readouterr().err
+    if takes_y:
+        assert code == 0, err
+    else:
+        assert code == 2 and "Traceback" not in err
+        assert err.startswith("ebmlab: error: your energy fails on a batch of shape (2, 1, 8, 8) as cdrl calls it "
+                              "(TypeError: forward() got an unexpected keyword argument 'y')"), err

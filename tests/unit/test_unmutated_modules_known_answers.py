@@ -172,12 +172,14 @@ def test_a_class_defined_inside_a_function_is_refused_by_name(user_module):
 
 
 def test_an_energy_returning_a_column_is_refused_before_training(user_module):
-    """(The probe moved from ``check_rebuilds`` to where the method builds the network, ``energies/build._custom``.)"""
-    from ebmlab.energies.build import build_energy
+    """(The probe moved from ``check_rebuilds`` to where the method is built, ``objectives/registry.build_objective``.)"""
+    from ebmlab.data.dataset import build_dataset
+    from ebmlab.objectives import build_objective
     from ebmlab.training.config import load_config
-    cfg = load_config(None, ["model.name=custom", "model.target=ebm_round19:Column", 'model.kwargs={"dim": 2}'])
+    cfg = load_config(None, ["model.name=custom", "model.target=ebm_round19:Column", 'model.kwargs={"dim": 2}',
+                             "data.name=checkerboard", "data.n_train=256", "data.n_test=16"])
     with pytest.raises(ConfigError, match=r"to energies \(B,\), got \(2, 1\)"):
-        build_energy(cfg.model, (2,))
+        build_objective(cfg, build_dataset(cfg.data))
 
 
 def _fake_trainer(objective: nn.Module):

@@ -108,7 +108,7 @@ class RecoveryConfig:
             raise ConfigError(f"method.T must be >= 2 (<= {schedules.drl_max_T()} with method.schedule drl) and "
                               f"method.n_steps >= 0, got {self.T}, {self.n_steps}")
         check_ranges("method", self, positive=("data_scale", "step_coef", "init_lr", "embed_dim"),
-                     nonnegative=("denoise_coef", "ebm_warmup", "init_warmup"))
+                     nonnegative=("denoise_coef", "ebm_warmup", "init_warmup", "init_head_start"))
         if self.embed_dim % 2:
             raise ConfigError(f"method.embed_dim (sines and cosines) must be even, got {self.embed_dim}")
         if not 0.0 <= self.label_dropout < 1.0:

@@ -199,7 +199,32 @@ def build_objective(cfg, data) -> Objective:
     objective = spec.build(cfg, data)
     if spec.module is not None:
         _check_built(cfg.method.name, objective)
+    if cfg.model.name == "custom":
+        _probe_energy(cfg.method.name, objective, tuple(data.shape))
     return objective
+
+
+def _probe_energy(method: str, objective: Objective, shape: tuple[int, ...]) -> None:
+    """A user's own energy network (``model.name: custom``) evaluated as the method evaluates it (``data_energy``:
+    paper 003's conditioning vector or its level and label, paper 002's time, paper 000's T-vector head on its
+    features) on a batch of two zeros, in eval mode and without touching the random streams, must give energies
+    (B,): a network that does not fit the data or the method is one sentence before anything is written, not a
+    traceback from the first update."""
+    x = torch.zeros((2, *shape), device=next(objective.parameters()).device)
+    was = objective.training
+    objective.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            e = objective.data_energy(x, **objective.energy_cond({}, 2))
+    except Exception as exc:  # noqa: BLE001 -- the user's forward
+        raise ConfigError(f"your energy fails on a batch of shape {(2, *shape)} as {method} calls it "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    finally:
+        objective.train(was)
+    if not isinstance(e, torch.Tensor) or tuple(e.shape) != (2,):
+        got = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+        raise ConfigError(f"your energy, as {method} calls it, must map a batch (B, {', '.join(map(str, shape))}) "
+                          f"to energies (B,), got {got} for B = 2")
 
 
 _REQUIRED = ("forward", "prior", "sample")  # and n_steps_default, which may also be set in __init__

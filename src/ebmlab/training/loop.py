@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -47,23 +48,54 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_optimizer(objective, tc) -> torch.optim.Optimizer:
-    """Adam or AdamW over the objective's parameter groups, with ``train``'s lr, betas and weight decay."""
+    """Adam or AdamW over the objective's parameter groups, with ``train``'s lr, betas and weight decay; warns
+    where the warm-up settings do not do what they say (``warmup_warnings``)."""
     groups = objective.param_groups(tc.lr)
+    for text in warmup_warnings(groups, tc):
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
     cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
     return cls(groups, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
 
 
-def lr_factor(tc, step: int, warmup: int | None = None) -> float:
-    """Multiplier of the base lr at ``step``: linear warm-up, then constant / cosine / step decay /
-    cosine with warm restarts."""
+def warmup_warnings(groups, tc) -> list[str]:
+    """What a run's warm-up settings leave undone: ``train.warmup_steps`` where every parameter group warms up on
+    its own (paper 003's ``method.ebm_warmup`` / ``init_warmup``: it would be ignored), and a group whose warm-up
+    outlasts ``train.steps`` (its lr never reaches its value, and ``train.lr_schedule`` never starts)."""
+    said = []
+    if tc.warmup_steps and groups and all("warmup" in g for g in groups):
+        own = ", ".join(f"{g.get('name', i)} {g['warmup']}" for i, g in enumerate(groups))
+        said.append(f"train.warmup_steps={tc.warmup_steps} does not apply to this method: each of its parameter "
+                    f"groups warms up on its own ({own} updates: the method's settings, e.g. paper 003's "
+                    "method.ebm_warmup and method.init_warmup); set those instead")
+    for i, g in enumerate(groups):
+        warmup = g.get("warmup", tc.warmup_steps)
+        end = warmup + g.get("delay", 0)  # the update at which this group's warm-up ends
+        if warmup > 0 and end > tc.steps:
+            reached = lr_factor(tc, tc.steps - 1, warmup, g.get("delay", 0))
+            said.append(f"the lr of parameter group {g.get('name', i)!r} warms up over {warmup} updates, ending at "
+                        f"update {end}, but the run has train.steps={tc.steps}: it reaches {reached:.0%} of its "
+                        f"value{'' if tc.lr_schedule == 'constant' else ' and train.lr_schedule never starts'}")
+    return said
+
+
+def lr_factor(tc, step: int, warmup: int | None = None, delay: int = 0) -> float:
+    """Multiplier of a parameter group's base lr at update ``step``. Its warm-up (``warmup`` updates, None:
+    ``train.warmup_steps``; linear) runs on its own clock, ``delay`` updates late (negative: early, paper 003's
+    initializer head start, Eq. 15; 0 before it starts); the decay runs on the run's clock: cosine from the end of
+    the group's warm-up to ``train.steps``, cosine with warm restarts from the end of its warm-up, step decay by
+    ``lr_decay_factor`` every ``lr_decay_steps`` updates from update 0 (torch's StepLR, warm-up included)."""
     warmup = tc.warmup_steps if warmup is None else warmup
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
+    own = step - delay  # the group's clock
+    if own < 0:
+        return 0.0
+    if warmup > 0 and own < warmup:
+        return (own + 1) / warmup
+    start = warmup + delay  # the run's update at which this group's warm-up ended
     if tc.lr_schedule == "cosine":
-        frac = (step - warmup) / max(1, tc.steps - warmup)
+        frac = (step - start) / max(1, tc.steps - start)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
     if tc.lr_schedule == "cosine_restarts":  # SGDR (Loshchilov & Hutter 2016), restart every lr_restart_steps
-        frac = ((step - warmup) % tc.lr_restart_steps) / tc.lr_restart_steps
+        frac = ((step - start) % tc.lr_restart_steps) / tc.lr_restart_steps
         return 0.5 * (1 + math.cos(math.pi * frac))
     if tc.lr_schedule == "step" and tc.lr_decay_steps > 0:
         return tc.lr_decay_factor ** (step // tc.lr_decay_steps)
@@ -74,7 +106,7 @@ def set_lr(optimizer, tc, step: int) -> None:
     """Set every parameter group's lr for ``step`` (``lr_factor`` of its base lr, its own warm-up and delay)."""
     for group in optimizer.param_groups:
         base = group.setdefault("base_lr", group["lr"])
-        group["lr"] = base * lr_factor(tc, step - group.get("delay", 0), group.get("warmup"))
+        group["lr"] = base * lr_factor(tc, step, group.get("warmup"), group.get("delay", 0))
 
 
 class Trainer:
