@@ -51,7 +51,7 @@ from ebmlab.api_data import (DATA_FILE, data_source, dataset, image_config_note,
                              save_array)
 from ebmlab.api_energy import check_no_model_settings, check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, user_data_overrides
-from ebmlab.config_checks import check_integer
+from ebmlab.config_checks import check_integer, check_new_run
 from ebmlab.errors import ConfigError, DataError, RunError, is_out_of_memory
 from ebmlab.objectives import warn_if_unloadable
 
@@ -319,12 +319,12 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     note = image_config_note(data_set.kind, cfg.model.name, config is not None or "name" in (raw.get("model") or {}))
     if note:
         warnings.warn(note, stacklevel=2)
-    if energy is not None:
-        check_rebuilds(cfg, energy)
+    check_rebuilds(cfg, energy)  # (energy None: nothing to check)
     if resume_or_start(resume, run_dir, overwrite, x_mem):  # (x_mem: the run's own rows, not saved again)
         from ebmlab.training.run_data import run_dataset
         data_set = data_set if x_mem is not None else run_dataset(run_dir, cfg)  # a changed data file is refused
         return _train_in(run_dir, cfg, data_set, evaluate=evaluate, resume=True)
+    check_new_run(cfg)
     return _train_in(run_dir, cfg, data_set, x_mem=x_mem, energy=energy, overwrite=overwrite, evaluate=evaluate)
 
 

@@ -112,11 +112,14 @@ def _init_kwargs(energy: nn.Module, strict: bool = True) -> dict:
     return out
 
 
-def check_rebuilds(cfg: Config, energy: nn.Module) -> None:
-    """The recorded class and kwargs must rebuild a network with the parameters of ``energy``. (Its forward is
+def check_rebuilds(cfg: Config, energy: nn.Module | None) -> None:
+    """The recorded class and kwargs must rebuild a network with the parameters of ``energy`` (None: no energy of the
+    user's, nothing to check). (Its forward is
     probed where the method builds it, with the method's conditioning: ``energies/build._custom``.)"""
     from ebmlab.energies.build import construct_custom
 
+    if energy is None:
+        return
     if not _same_shapes(construct_custom(cfg.model), energy):
         raise ConfigError(f"{cfg.model.target}(**{cfg.model.kwargs}) does not rebuild the energy you passed (its "
                           "parameters differ), so the run could not be reloaded; pass the constructor's arguments "

@@ -52,6 +52,7 @@ def _absolute_data_path(cfg) -> None:
 
 def cmd_train(args) -> int:
     """``ebmlab train``: validate the config and the data, prepare (and lock) the run directory, train, evaluate."""
+    from ebmlab.config_checks import check_new_run
     from ebmlab.training import distributed
     from ebmlab.training.config import load_config
     from ebmlab.training.loop import resolve_device
@@ -72,6 +73,7 @@ def cmd_train(args) -> int:
             _absolute_data_path(cfg)
     else:
         cfg = load_config(args.config, overrides)
+        check_new_run(cfg)
         _absolute_data_path(cfg)
     # torchrun: one process per GPU/CPU worker; rank 0 prepares the directory, trains as everyone
     # and alone evaluates (training/distributed.py). A single process skips all of this.

@@ -75,6 +75,16 @@ def _at_least(section: str, obj, low, keys) -> None:
 MIXTURE_BASE_METHODS = ("data", "noise", "persistent", "persistent_refresh", "hybrid")
 
 
+def check_new_run(cfg) -> None:
+    """``ConfigError`` for a run about to start with a key that would do nothing (the method section's
+    ``inert_keys()``, e.g. paper 004's ``adaptive_step`` beside the MALA controller). Not part of ``validate``: a run
+    stored before a key was refused still opens, samples, evaluates and resumes as it ran."""
+    inert = getattr(cfg.method, "inert_keys", None)
+    said = inert() if callable(inert) else []
+    if said:
+        raise ConfigError(said[0])
+
+
 def validate(cfg) -> None:
     """``ConfigError`` for the first value of the ``Config`` ``cfg`` that is out of range or combined with keys
     it cannot run with; nothing when every value is one that runs."""

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+import numpy as np
+
+import ebmlab
+from ebmlab.cli import main
+from ebmlab.config_checks import check_new_run
 from ebmlab.errors import ConfigError
 from ebmlab.training.config import load_config
 
@@ -22,7 +27,7 @@ from ebmlab.training.config import load_config
 ])
 def test_a_method_key_that_would_do_nothing_is_refused(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
-        load_config(None, overrides)
+        check_new_run(load_config(None, overrides))
 
 
 @pytest.mark.parametrize("overrides", [
@@ -34,11 +39,35 @@ def test_a_method_key_that_would_do_nothing_is_refused(overrides, needle):
     ["method.name=noise", "method.train_init_std=3"],
 ])
 def test_where_the_key_applies_it_is_taken(overrides):
-    load_config(None, overrides)
+    check_new_run(load_config(None, overrides))
 
 
 @pytest.mark.parametrize("name", ["default", "digits_hybrid", "paper004_rings_hybrid", "paper004_rings_noise",
                                   "paper004_rings_persistent", "paper004_rings_persistent_refresh",
                                   "paper004_rings_data", "paper004_cifar10", "paper004_flowers"])
 def test_the_shipped_paper_004_configs_set_no_key_that_does_nothing(name):
-    load_config(name, [])
+    check_new_run(load_config(name, []))
+
+
+def test_a_new_run_is_refused_from_the_command_line_and_python_but_a_stored_run_still_opens(tmp_path, capsys):
+    """The refusal is for runs about to start: a run stored with such a key (before it was refused) still loads,
+    samples and resumes as it ran."""
+    sets = ["method.adaptive_step=true", "train.steps=2", "train.progress=false", "train.threads=1",
+            "model.width=8", "model.depth=1", "data.n_train=128", "data.n_test=32", "eval.n_samples=16",
+            "eval.plots=false", "eval.long_run_factor=1", "train.batch_size=16"]
+    argv = ["train", "--out", str(tmp_path / "run"), *[a for s in sets for a in ("--set", s)]]
+    assert main(argv) == 2 and "method.adaptive_step" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="method.adaptive_step"):
+        ebmlab.train("hybrid", np.random.default_rng(0).normal(size=(64, 2)), out=tmp_path / "py",
+                     overrides=["method.adaptive_step=true"])
+    assert not (tmp_path / "py").exists()
+    # a run stored with the key (as one written before the refusal): it opens and resumes
+    from ebmlab.training.loop import Trainer, prepare_run_dir
+    cfg = load_config(None, sets)
+    prepare_run_dir(tmp_path / "old", cfg, resume=False, overwrite=False)
+    Trainer(cfg, tmp_path / "old").fit()
+    run = ebmlab.load(tmp_path / "old")
+    assert run.config.method.adaptive_step and run.sample(4, steps=2).shape == (4, 10)
+    assert main(["train", "--out", str(tmp_path / "old"), "--resume", "--set", "train.steps=3",
+                 "--set", "eval.n_samples=16"]) == 0

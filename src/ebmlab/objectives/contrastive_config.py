@@ -91,29 +91,30 @@ class ContrastiveConfig:
             raise ConfigError(f"method.refresh_mode must be batch or chain, got {self.refresh_mode!r}")
         if self.proposal_cap is not None and self.step_rule != "paper004":
             raise ConfigError("method.proposal_cap applies only with method.step_rule paper004")
-        self._check_applies()
         if self.proposal_cap is not None and not self.proposal_cap >= 1:
             raise ConfigError(f"method.proposal_cap must be at least 1 (a multiple of L), got {self.proposal_cap}")
 
 
-    def _check_applies(self):
-        """Refuse a key that would do nothing with the scheme, sampler and chains chosen (they were accepted and
-        ignored: docs/testing.md, "Is every method setting live?")."""
+    def inert_keys(self) -> list[str]:
+        """Sentences for keys set where they would do nothing with the scheme, sampler and chains chosen (they were
+        accepted and ignored: docs/testing.md, "Is every method setting live?"). A new run is refused on the first
+        (``config_checks.check_new_run``); a stored run still opens and resumes as it ran."""
+        said = []
         if self.adaptive_step and self.sampler == "mala" and (self.target_accept is not None
                                                                or self.step_rule == "paper004"):
-            raise ConfigError("method.adaptive_step (eps = adaptive_c / ||E(x)||) sets the step of chains without a "
-                              "step-size controller; with method.sampler mala and method.target_accept set the "
-                              "controller sets it, so it would do nothing: set method.target_accept=null or "
-                              "method.sampler=langevin, or method.adaptive_step=false")
+            said.append("method.adaptive_step (eps = adaptive_c / ||E(x)||) sets the step of chains without a "
+                        "step-size controller; with method.sampler mala and method.target_accept set the controller "
+                        "sets it, so it would do nothing: set method.target_accept=null or method.sampler=langevin, "
+                        "or method.adaptive_step=false")
         if self.noise_scale is not None and self.noise_chain == "ais" and self.name == "noise":
-            raise ConfigError("method.noise_scale applies to short-run chains; the noise scheme's chains are AIS "
-                              "chains (method.noise_chain ais), whose moves keep sqrt(2 eps T): set "
-                              "method.noise_chain=short_run, or leave method.noise_scale unset")
+            said.append("method.noise_scale applies to short-run chains; the noise scheme's chains are AIS chains "
+                        "(method.noise_chain ais), whose moves keep sqrt(2 eps T): set method.noise_chain=short_run, "
+                        "or leave method.noise_scale unset")
         if self.train_init_std is not None and self.name in ("data", "persistent", "persistent_refresh"):
-            raise ConfigError(f"method.train_init_std applies to the noise-initialised training chains of the noise "
-                              f"and hybrid schemes; {self.name}'s chains start from "
-                              f"{'data' if self.name == 'data' else 'its bank, filled and refreshed from N(0, init_std²)'}"
-                              ": leave it unset")
+            start = "data" if self.name == "data" else "its bank, filled and refreshed from N(0, init_std²)"
+            said.append(f"method.train_init_std applies to the noise-initialised training chains of the noise and "
+                        f"hybrid schemes; {self.name}'s chains start from {start}: leave it unset")
+        return said
 
 def resolved_noise_chain(cfg: ContrastiveConfig) -> str:
     """``noise_chain: null``: "ais" where importance-weighted chains apply (the noise and hybrid schemes,
