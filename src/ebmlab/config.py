@@ -80,7 +80,7 @@ class DataConfig:
                                       # split (train.select_every scores on it; data/dataset.py; None: none)
     image_size: int | None = None     # images: resize to this side length
     channels: int | None = None       # images: force 1 or 3 channels
-    crop: int | None = None           # images: centre crop before resize (CelebA: 140)
+    crop: int | None = None           # image folders: centre crop before resize (CelebA: 140)
     classes: list | None = None       # images: keep only these labels
     seed: int = 1234                  # data generation / split seed (independent of train.seed)
     hflip: bool | None = None         # images: random horizontal flips of training images (None/false: off)
@@ -105,7 +105,7 @@ class ModelConfig:
     norm: str | None = None           # resnet: group | layer | none
     attention: bool = False           # resnet: self-attention at the lowest resolution; plainconv: see attention_at
     pool: str = "avg"                 # resnet down-sampling: avg | subpixel (paper 002 Sec. 5)
-    spectral_norm: bool = False
+    spectral_norm: bool = False       # resnet, plainconv, unet; mlp: paper 003's methods only (their toy EBM)
     time_embed_dim: int = 64          # time/noise-conditioned variants
     num_classes: int | None = None    # unused: the class count comes from the data (checked >= 1 when set)
     blocks: list | None = None        # resnet: blocks per resolution, one entry per channels entry (None: depth each)
@@ -164,8 +164,9 @@ class TrainConfig:
 class EvalConfig:
     """The ``eval`` section: sample counts, long-run chains, the density grid and plots."""
     n_samples: int = 2000             # samples drawn for the sample metrics
-    long_run_factor: int = 10         # long-run chains take this many times the method's generation steps
-                                      # (n_steps_default; training/evaluate.py); 1: no long run
+    long_run_factor: int = 10         # vector runs: long-run chains take this many times the method's generation
+                                      # steps (n_steps_default; training/evaluate.py); 1: no long run (image runs
+                                      # draw none)
     grid_size: int = 160              # density maps / KL grid resolution per axis
     grid_extent: float | None = None  # half-width of the density grid in data units (None: from data)
     plots: bool = True

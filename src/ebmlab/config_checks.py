@@ -76,13 +76,37 @@ MIXTURE_BASE_METHODS = ("data", "noise", "persistent", "persistent_refresh", "hy
 
 
 def check_new_run(cfg) -> None:
-    """``ConfigError`` for a run about to start with a key that would do nothing (the method section's
-    ``inert_keys()``, e.g. paper 004's ``adaptive_step`` beside the MALA controller). Not part of ``validate``: a run
-    stored before a key was refused still opens, samples, evaluates and resumes as it ran."""
+    """``ConfigError`` for a run about to start with a key that would do nothing: the data, model and evaluation keys
+    of ``inert_settings`` and the method section's ``inert_keys()`` (e.g. paper 004's ``adaptive_step`` beside the MALA
+    controller). Not part of ``validate``: a run stored before a key was refused still opens, samples, evaluates and
+    resumes as it ran."""
     inert = getattr(cfg.method, "inert_keys", None)
-    said = inert() if callable(inert) else []
+    said = inert_settings(cfg) + (inert() if callable(inert) else [])
     if said:
         raise ConfigError(said[0])
+
+
+def inert_settings(cfg) -> list[str]:
+    """Sentences for data and model keys set where they are read by nothing (a helper's audit, docs/testing.md "Is
+    every data, model and evaluation setting live?"): a file given to a dataset that is built, not read."""
+    from ebmlab.data.dataset import PATHLESS
+
+    d, m, said = cfg.data, cfg.model, []
+    if d.path and d.name in PATHLESS:
+        said.append(f"data.path {d.path!r} is not read by the dataset {d.name!r}, which is built without a file; to "
+                    "train on your file give --data FILE (Python: data=FILE), or data.name array / npy / imagefolder")
+    if d.crop is not None and d.name != "imagefolder":
+        said.append(f"data.crop applies to image folders (data.name imagefolder); {d.name!r} images are used at their "
+                    "size: leave it unset")
+    if m.spectral_norm and m.name == "mlp" and cfg.method.name not in ("cdrl", "drl"):
+        said.append("model.spectral_norm applies to the resnet, plainconv and unet networks, and to the mlp of paper "
+                    "003's methods (cdrl, drl: their toy EBM); this method's mlp has none: leave it unset")
+    if m.name != "mlp" and m.fourier:
+        said.append(f"model.fourier (random Fourier input features) applies to model.name mlp, not {m.name!r}")
+    elif m.fourier_scale != 1.0 and not m.fourier:
+        said.append("model.fourier_scale is the frequency scale of model.fourier's features: set model.fourier > 0 "
+                    "or leave it at 1")
+    return said
 
 
 def validate(cfg) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from pathlib import Path
+
 import numpy as np
 
 import ebmlab
@@ -71,3 +73,51 @@ def test_a_new_run_is_refused_from_the_command_line_and_python_but_a_stored_run_
     assert run.config.method.adaptive_step and run.sample(4, steps=2).shape == (4, 10)
     assert main(["train", "--out", str(tmp_path / "old"), "--resume", "--set", "train.steps=3",
                  "--set", "eval.n_samples=16"]) == 0
+
+
+# ----- data, model and evaluation keys (docs/testing.md, "Is every data, model and evaluation setting live?") ------
+@pytest.mark.parametrize("overrides,needle", [
+    # rings trained with data.path recorded (and hashed) as its data: the run claimed a file it never read
+    (["data.path=/nowhere/x.npy"], "data.path '/nowhere/x.npy' is not read by the dataset 'rings'"),
+    (["data.name=breast_cancer", "data.path=/nowhere/x.npy"], "not read by the dataset 'breast_cancer'"),
+    (["data.name=digits", "model.name=resnet", "data.crop=4"], "data.crop applies to image folders"),
+    (["model.spectral_norm=true"], "model.spectral_norm applies to"),
+    (["method.name=implicit_diffusion", "model.spectral_norm=true"], "model.spectral_norm applies to"),
+    (["data.name=digits", "model.name=resnet", "model.fourier=4"], "model.fourier"),
+    (["model.fourier_scale=3"], "model.fourier_scale"),
+])
+def test_a_data_or_model_key_read_by_nothing_is_refused(overrides, needle):
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        check_new_run(load_config(None, overrides))
+
+
+@pytest.mark.parametrize("overrides", [
+    ["data.name=array", "data.path=/nowhere/x.npy"], ["data.name=imagefolder", "data.path=/f", "data.crop=140",
+                                                        "model.name=resnet"],
+    ["method.name=cdrl", "model.spectral_norm=true"], ["data.name=digits", "model.name=resnet", "model.spectral_norm=true"],
+    ["model.fourier=4", "model.fourier_scale=3"],
+])
+def test_where_a_data_or_model_key_is_read_it_is_taken(overrides):
+    check_new_run(load_config(None, overrides))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(ebmlab.__file__).parent / "configs").glob("*.yaml")))
+def test_no_shipped_config_sets_a_key_that_does_nothing(name):
+    check_new_run(load_config(name, []))
+
+
+def test_model_pool_reaches_every_scale_of_a_multiscale_energy():
+    """``model.pool: subpixel`` was passed to ``resnet`` only: ``multiscale`` (paper 001's three ResNets) built the
+    same network with it or without."""
+    import torch
+
+    from ebmlab.energies.build import build_energy
+    cfg = load_config("paper001_digits", ["model.channels=[4, 8]", "model.name=multiscale"]).model
+    torch.manual_seed(0)
+    avg = build_energy(cfg, (1, 8, 8))
+    cfg.pool = "subpixel"
+    torch.manual_seed(0)
+    sub = build_energy(cfg, (1, 8, 8))
+    assert sum(p.numel() for p in sub.parameters()) != sum(p.numel() for p in avg.parameters())
+    x = torch.randn(2, 1, 8, 8)
+    assert not torch.allclose(avg(x), sub(x))

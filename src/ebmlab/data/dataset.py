@@ -144,6 +144,7 @@ def _tabular(cfg) -> Dataset:  # a scikit-learn table's in-distribution rows, bu
 
 DATASETS = {**{name: _toy for name in TOYS}, "array": _array, **images.IMAGE_LOADERS,
             **{name: _tabular for name in tabular.TABLES}}
+PATHLESS = frozenset({*TOYS, *tabular.TABLES, "digits"})  # built or bundled: they read no data.path
 
 
 def build_dataset(cfg) -> Dataset:

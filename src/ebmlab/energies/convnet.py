@@ -248,14 +248,16 @@ def build_resnet(cfg, shape, time_cond: bool = False, num_classes: int | None = 
     return ResNetEnergy(shape[0], default_channels(cfg, shape), cfg.depth, cfg.norm or "group", cfg.activation,
                         cfg.attention, cfg.spectral_norm, time_cond=time_cond,
                         num_classes=int(num_classes or 0), embed_dim=cfg.time_embed_dim, default_t=default_t,
-                        pool=getattr(cfg, "pool", "avg"), **architecture_options(cfg))
+                        **architecture_options(cfg))
 
 
 def architecture_options(cfg) -> dict:
-    """The optional ``ModelConfig`` keys of ``ResNetEnergy`` (blocks, down_last, attention_at,
-    last_activation, readout); absent or None keys keep the defaults (the behaviour before they existed)."""
+    """The optional ``ModelConfig`` keys of ``ResNetEnergy`` (blocks, down_last, attention_at, last_activation,
+    readout, pool), for ``resnet`` and each scale of ``multiscale`` alike; absent or None keys keep the defaults
+    (the behaviour before they existed)."""
     blocks = getattr(cfg, "blocks", None)
-    return {"blocks": [int(b) for b in blocks] if blocks else None,
+    return {"pool": getattr(cfg, "pool", None) or "avg",
+            "blocks": [int(b) for b in blocks] if blocks else None,
             "down_last": bool(getattr(cfg, "down_last", None) or False),
             "attention_at": getattr(cfg, "attention_at", None),
             "last_activation": getattr(cfg, "last_activation", None),
