@@ -114,8 +114,8 @@ def _init_kwargs(energy: nn.Module, strict: bool = True) -> dict:
 
 def check_rebuilds(cfg: Config, energy: nn.Module | None) -> None:
     """The recorded class and kwargs must rebuild a network with the parameters of ``energy`` (None: no energy of the
-    user's, nothing to check). (Its forward is
-    probed where the method builds it, with the method's conditioning: ``energies/build._custom``.)"""
+    user's, nothing to check). Its forward is probed where the method is built, as the method calls it
+    (``objectives/registry._probe_energy``)."""
     from ebmlab.energies.build import construct_custom
 
     if energy is None:

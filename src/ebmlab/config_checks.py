@@ -87,8 +87,9 @@ def check_new_run(cfg) -> None:
 
 
 def inert_settings(cfg) -> list[str]:
-    """Sentences for data and model keys set where they are read by nothing (a helper's audit, docs/testing.md "Is
-    every data, model and evaluation setting live?"): a file given to a dataset that is built, not read."""
+    """Sentences for data and model keys set where they are read by nothing (docs/testing.md, "Is every data, model
+    and evaluation setting live?"): a file given to a dataset that is built, not read; a crop off image folders;
+    spectral norm and Fourier features on networks that have none."""
     from ebmlab.data.dataset import PATHLESS
 
     d, m, said = cfg.data, cfg.model, []
