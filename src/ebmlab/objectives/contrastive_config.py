@@ -1,4 +1,4 @@
-"""The ``method`` keys of paper 004's five contrastive-divergence schemes and the hybrid loss
+"""The ``method`` keys of paper 004's five contrastive-divergence schemes (Sec. 3) and the hybrid loss (Eq. 6)
 (``objectives/contrastive.py``: the objective, whose docstring gives the paper's equations), with the checks that
 refuse a value out of range and a key that cannot apply to the scheme, sampler or chains chosen (a key accepted and
 ignored is a setting a researcher believes is in force).
