@@ -8,8 +8,11 @@ import pytest
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import ebmlab
+from ebmlab.data.dataset import build_dataset
+from ebmlab.objectives import build_objective
 from ebmlab.cli import main
 from ebmlab.config_checks import check_new_run
 from ebmlab.errors import ConfigError
@@ -30,6 +33,55 @@ from ebmlab.training.config import load_config
 def test_a_method_key_that_would_do_nothing_is_refused(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         check_new_run(load_config(None, overrides))
+
+
+# paper 000's variants (objectives/joint_time.py): cd_plain has one scalar energy, per_t is Option 1 alone
+PLAIN = ["method.name=cd_plain", "method.ce_weight=null"]
+PER_T = ["method.name=per_t", "method.ce_weight=0"]
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["method.name=cd_plain"], "method.ce_weight"),  # the spiral config's CE weight 1: cd_plain has no CE
+    (PLAIN + ["method.per_t_weight=1"], "method.per_t_weight"),
+    (PER_T + ["method.per_t_weight=1"], "method.per_t_weight"),  # per_t runs Option 1 alone at weight 1 anyway
+    (PLAIN + ["method.marginal_step=per_level"], "method.marginal_step"),
+    (PER_T + ["method.marginal_step=per_level"], "method.marginal_step"),
+    (PLAIN + ["method.increments_init=torch"], "method.increments_init"),
+    (PLAIN + ["method.sample_adapt_steps=5"], "method.sample_adapt_steps"),
+    (PLAIN + ["method.sample_adapt_rate=0.3"], "method.sample_adapt_rate"),
+])
+def test_a_paper_000_key_its_variant_does_not_read_is_refused(overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        check_new_run(load_config("paper000_spiral_cdce", overrides))
+
+
+@pytest.mark.parametrize("overrides", [
+    PLAIN, PER_T, PER_T + ["method.ce_weight=0.5"], ["method.per_t_weight=1", "method.marginal_step=per_level"],
+    ["method.increments_init=torch", "method.sample_adapt_steps=5", "method.sample_adapt_rate=0.3"],
+    PLAIN + ["method.ce_weight=0"],
+])
+def test_where_a_paper_000_key_is_read_it_is_taken(overrides):
+    check_new_run(load_config("paper000_spiral_cdce", overrides))
+
+
+@pytest.mark.parametrize("variant,key", [(PLAIN, k) for k in ("per_t_weight", "marginal_step", "sample_adapt_steps",
+                                                                "sample_adapt_rate", "increments_init")]
+                         + [(PER_T, "per_t_weight"), (PER_T, "marginal_step")])
+def test_each_paper_000_key_refused_is_really_unread_by_its_variant(variant, key):
+    """The refusal's premise, checked: the variant's loss and samples are bit for bit the same with the key set."""
+    value = {"per_t_weight": 1.0, "marginal_step": "per_level", "sample_adapt_steps": 3, "sample_adapt_rate": 0.3,
+             "increments_init": "torch"}[key]
+    outs = []
+    for sets in ([], [f"method.{key}={value}"]):
+        cfg = load_config("paper000_spiral_cdce", variant + ["model.width=8", "model.depth=1", "method.T=4",
+                                                           "data.n_train=64", "data.n_test=16", "train.batch_size=16"] + sets)
+        torch.manual_seed(0)
+        data = build_dataset(cfg.data)
+        obj = build_objective(cfg, data)
+        loss = obj(data.train[:16], generator=torch.Generator().manual_seed(2)).loss
+        draws = obj.sample(8, generator=torch.Generator().manual_seed(3), n_steps=4).x
+        outs.append((loss.detach(), draws))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
 
 
 @pytest.mark.parametrize("overrides", [

@@ -115,6 +115,29 @@ class JointTimeConfig:
         if (self.ce_weight or 0) < 0 or self.per_t_weight < 0:
             raise ConfigError("method.ce_weight and method.per_t_weight must be non-negative")
 
+    def inert_keys(self) -> list[str]:
+        """Sentences for keys set where the variant chosen reads nothing of them (``config_checks.check_new_run``
+        refuses a new run on the first; a stored run still opens and resumes as it ran): ``cd_plain`` has one scalar
+        energy, no CE, no levels to step per t and a sampler without per-level fits; ``per_t`` is Option 1 alone."""
+        said, plain, per_t = [], self.name == "cd_plain", self.name == "per_t"
+        if plain and self.ce_weight:
+            said.append("method.ce_weight weights the CE loss of the joint model of (z, t); cd_plain trains one scalar "
+                        "energy with no CE: leave it unset")
+        if (plain or per_t) and self.per_t_weight > 0:
+            said.append(f"method.per_t_weight adds Option 1's per-t loss to cd_ce or joint_cd; {self.name} "
+                        + ("is Option 1 alone" if per_t else "has no levels") + ": leave it at 0")
+        if (plain or per_t) and self.marginal_step != "shared":
+            said.append(f"method.marginal_step sets the step of the chain on the marginal p(z) of cd_ce and joint_cd; "
+                        f"{self.name} " + ("steps per level already (its chains are on p(z | t))" if per_t
+                                           else "has one energy and one step") + ": leave it at shared")
+        if plain and self.increments_init is not None:
+            said.append("method.increments_init initialises the joint head's increments layer; cd_plain's energy is a "
+                        "scalar network without one: leave it unset")
+        if plain and (self.sample_adapt_steps or self.sample_adapt_rate != type(self).sample_adapt_rate):
+            said.append("method.sample_adapt_steps and method.sample_adapt_rate fit each annealing level's step; "
+                        "cd_plain samples its one energy with its trained step: leave them unset")
+        return said
+
 
 def joint_transition(energy: JointTimeEnergy, z: Tensor, n_steps: int, *, controller=None,
                      groups: Tensor | None = None, step_size=None,
