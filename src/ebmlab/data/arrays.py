@@ -18,6 +18,9 @@ from ebmlab.errors import DataError  # also importable from here, its older home
 MIN_ROWS = 20                   # the held-out tenth (``data/dataset.array_dataset``) needs 2 rows: the sample metrics
 #                                 compare two disjoint halves of it
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# float32's rounding of a column (half its spacing at the column's largest magnitude) over the column's std: above
+# the first a warning, from the second a refusal (values far from 0 for their spread: epoch times, projected metres)
+ROUNDING_WARN, ROUNDING_REFUSE = 1e-3, 0.1
 
 
 def npz_key(z, path: Path, names: tuple[str, ...], what: str, others: tuple[str, ...] = ()) -> str:
@@ -174,7 +177,31 @@ def check_vectors(arr: np.ndarray, where: str, min_rows: int = MIN_ROWS) -> torc
     if top > FLOAT32_MAX:
         raise DataError(f"{where} holds values up to {top:.3g}, beyond the float32 range "
                         f"(about 3.4e38) that training uses; rescale the data")
+    _check_float32_rounding(arr, where)
     return torch.from_numpy(np.asarray(arr, dtype=np.float32))
+
+
+def _check_float32_rounding(arr: np.ndarray, where: str) -> None:
+    """Training reads the rows as float32 before standardising them: a wider array (float64, 32- and 64-bit
+    integers) whose column holds values large for their spread loses that column's detail. A warning where the
+    rounding passes ``ROUNDING_WARN`` of the column's std, a ``DataError`` from ``ROUNDING_REFUSE`` (the rows would
+    collapse onto a few values); both say to subtract an offset first."""
+    if arr.dtype.itemsize < 4 or arr.dtype == np.float32:  # float32, float16 and 8/16-bit integers are exact
+        return
+    x = np.asarray(arr, dtype=np.float64)  # (N, D)
+    std, top = x.std(0), np.abs(x).max(0)
+    rounding = np.spacing(top.astype(np.float32)).astype(np.float64) / 2  # (D,) float32's half-spacing there
+    ratio = np.divide(rounding, std, out=np.zeros_like(std), where=std > 0)
+    k = int(ratio.argmax())
+    if ratio[k] <= ROUNDING_WARN:
+        return
+    said = (f"{where}: column {k} holds values up to {top[k]:.9g} with a spread (std) of {std[k]:.3g}; float32, the "
+            f"precision training reads the data in, rounds them by up to {rounding[k]:.3g} ({ratio[k]:.2%} of the "
+            f"spread)")
+    fix = "subtract an offset first (x - x.mean(0)) and add it back to the samples"
+    if ratio[k] >= ROUNDING_REFUSE:
+        raise DataError(f"{said}, which erases the data: {fix}")
+    warnings.warn(f"{said}; to keep that detail, {fix}", RuntimeWarning, stacklevel=4)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -118,6 +118,14 @@ class Objective(nn.Module):
         """n samples by the paper's own generation procedure (see the module docstring)."""
         raise NotImplementedError
 
+    def sample_weighted(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
+                        x0: Tensor | None = None, cond: dict | None = None) -> tuple[SampleOutput, Tensor | None]:
+        """``sample``'s chains before they are resampled by importance weights, and their (n,) log-weights; None
+        where the procedure weighs nothing (every method but paper 004's AIS generation, where this is ``sample``).
+        A draw in batches (``training/drawing.draw``) resamples all its batches' chains together, as one chain of
+        n would be: resampling each batch by its own weights biases the draw, the more the smaller the batch."""
+        return self.sample(n, generator=generator, n_steps=n_steps, x0=x0, cond=cond), None
+
     @property
     def data_energy(self) -> nn.Module:
         """The energy of the data distribution, (B, ...) -> (B,), model coordinates: what ``ebmlab.load(RUN)(x)``

@@ -40,7 +40,8 @@ rule (``step_rule``):
 
 ``adaptive_step: true`` is paper 004's eps = c / ||E(x)|| with
 c = ``adaptive_c``; the paper does not say which norm over the batch, we take the root mean square
-of the data energies of the batch so that eps does not depend on the batch size. With a MALA
+of the data energies of the batch so that eps does not depend on the batch size. Unlike every other step
+rule, this one sees the energy's offset: E + c (the same model) takes another eps. With a MALA
 controller (``target_accept`` set, or ``step_rule: paper004``) the controller's step is used and
 this eps is not (it is only stored in ``last_step_size``). eps depends on the weights; so that
 sampling with other weights (the EMA weights swapped in at evaluation, or loaded by ``ebmlab.load``)
@@ -70,7 +71,7 @@ from ebmlab.objectives.base import LossOutput, Objective, SampleOutput, batch_da
 from ebmlab.objectives.contrastive_config import (AIS_RESAMPLE, SCHEMES, ContrastiveConfig,  # noqa: F401 (re-exported)
                                                  resolved_noise_chain)
 from ebmlab.samplers import ChainInfo, ChainState, StepSizeController, get_sampler, run_chain
-from ebmlab.samplers.ais import ais, linear_betas, normalized_weights, systematic_resample
+from ebmlab.samplers.ais import ais, linear_betas, normalized_weights, resample_points
 from ebmlab.samplers.base import PROPOSAL_CAP
 
 BASE_FIT_ROWS = 5000  # model.base gmm: rows the mixture is fitted on (EM's cost grows with them; a subsample beyond)
@@ -263,27 +264,31 @@ class ContrastiveDivergence(Objective):
     def sample(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
                x0: Tensor | None = None, cond: dict | None = None) -> SampleOutput:
         """From ``x0`` or ``prior`` (N(0, init_std² I), or the ``model.base: gmm`` mixture): ``noise_chain: ais``
-        without ``x0``: ``n_steps`` (default L; > 0) AIS stages, then resampling (``_sample_ais``); else as many
-        training-sampler steps. A private copy of the adapted MALA step; ``adaptive_step``: ``sampling_step_size``."""
+        without ``x0``: ``n_steps`` (default L; > 0) AIS stages, then n points drawn in proportion to their weights
+        (sampling-importance-resampling, by systematic resampling: equal weights return every chain once); else as
+        many training-sampler steps. A private copy of the adapted MALA step; ``adaptive_step``:
+        ``sampling_step_size``."""
+        out, log_weights = self.sample_weighted(n, generator=generator, n_steps=n_steps, x0=x0, cond=cond)
+        if log_weights is None:
+            return out
+        x, ess = resample_points(out.x, log_weights, generator)
+        return SampleOutput(x, {**out.info, "ais_ess": ess})
+
+    @torch.no_grad()
+    def sample_weighted(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,
+                        x0: Tensor | None = None, cond: dict | None = None) -> tuple[SampleOutput, Tensor | None]:
+        """``sample``'s chains before resampling and, for AIS chains, their (n,) log-weights (else None)."""
         given = x0 is not None
         x0 = self.start_points(n, x0, generator)
         steps = self.n_steps_default if n_steps is None else n_steps
         ctrl = self.ctrl_noise.copy() if self.ctrl_noise is not None else None  # sampling never trains
         if self.cfg.noise_chain == "ais" and not given and steps > 0:  # (0 steps: the start, as every method gives)
-            return self._sample_ais(x0, steps, ctrl, generator)
+            r = ais(self.energy, x0, linear_betas(steps, x0.device), ctrl, init_std=self.cfg.init_std,
+                    temperature=self.cfg.temperature, generator=generator, resample_below=self.cfg.ais_resample,
+                    base=self.mixture_base())
+            return SampleOutput(r.x, r.info.as_dict()), r.log_weights
         x, info = self._chain(x0, steps, self.sampling_step_size(), ctrl, generator)
-        return SampleOutput(x, info.as_dict())
-
-    def _sample_ais(self, x0: Tensor, steps: int, ctrl, generator) -> SampleOutput:
-        """``noise_chain: ais`` generation: ``steps`` AIS stages from N(0, init_std² I) (or the mixture base), then
-        n points drawn in proportion to their weights (sampling-importance-resampling, by systematic resampling:
-        equal weights return every chain once)."""
-        r = ais(self.energy, x0, linear_betas(steps, x0.device), ctrl, init_std=self.cfg.init_std,
-                temperature=self.cfg.temperature, generator=generator, resample_below=self.cfg.ais_resample,
-                base=self.mixture_base())
-        w = normalized_weights(r.log_weights)
-        idx = systematic_resample(w, x0.shape[0], generator)
-        return SampleOutput(r.x[idx], {**r.info.as_dict(), "ais_ess": (1.0 / w.pow(2).sum()).reshape(1)})
+        return SampleOutput(x, info.as_dict()), None
 
 
 def build(cfg, data) -> ContrastiveDivergence:

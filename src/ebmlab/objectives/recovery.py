@@ -73,7 +73,7 @@ class RecoveryConfig:
     lam_min: float = -5.1             # cosine: logSNR at t = T
     n_steps: int = 15                 # K Langevin steps per level (App. A.2)
     step_coef: float = 0.054          # s_t^2 = step_coef * sbar_t * sigma_{t+1}^2 (Eq. 16)
-    cooperative: bool = True          # False: no initializer, chains start at x_{t+1} (plain DRL)
+    cooperative: bool = True          # False: no initializer, chains start at x_{t+1} (drl: this and more, see DRLConfig)
     variance_reduction: bool = True   # Eq. 9 shared noise
     init_target: str = "refined"      # refined (Eq. 8) | data (App. G.2 ablation)
     init_lr: float = 1e-5             # eta_phi (App. A.2); the EBM uses train.lr (paper: 1e-4)

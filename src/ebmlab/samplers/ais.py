@@ -81,6 +81,16 @@ def systematic_resample(weights: Tensor, n: int, generator: torch.Generator | No
     return torch.searchsorted(cdf, u, right=True).clamp_(max=weights.shape[0] - 1).to(weights.device)
 
 
+def resample_points(x: Tensor, log_weights: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Sampling-importance-resampling of AIS end points: as many points as chains, drawn from ``x`` (B, ...) in
+    proportion to the weights of ``log_weights`` (B,) by ``systematic_resample`` (equal weights return every
+    chain once), and the weights' ESS 1 / sum w² (1,). ``x`` may live on another device than the weights (a draw
+    in batches gathers its chains on the CPU: ``training/drawing.py``)."""
+    w = normalized_weights(log_weights)
+    idx = systematic_resample(w, w.shape[0], generator)  # (B,) on the weights' device
+    return x[idx.to(x.device)], (1.0 / w.pow(2).sum()).reshape(1)
+
+
 def effective_sample_size(log_weights: Tensor) -> Tensor:
     """Kish's ESS of the weights, 1 / sum w_i² (between 1 and B)."""
     w = normalized_weights(log_weights)

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ebmlab.errors import ConfigError
 from ebmlab.objectives.base import SampleOutput, checked_conditions, per_level_steps
+from ebmlab.samplers.ais import resample_points
 from ebmlab.samplers.progress import sampling_progress
 
 __all__ = ["class_index", "class_names", "data_starts", "detached", "draw"]
@@ -62,7 +63,8 @@ def draw(objective, n: int, generator: torch.Generator, *, steps: int | None = N
     (one class from the prior). ``batch_size``: chains of at most that many at once, drawn in order with the one
     generator (None: one chain of n, as is any n <= batch_size), ``x0`` and ``cond``'s (n, ...) tensors split with
     them; the batches' samples are gathered on the CPU (the device holds one batch of chains at a time) and the
-    diagnostics are the first batch's. ``progress``: a bar over the sampler steps (``samplers/progress.py``;
+    diagnostics are the first batch's; weighted chains (paper 004's AIS generation) are resampled all together,
+    as one chain of n is. ``progress``: a bar over the sampler steps (``samplers/progress.py``;
     None: in a log only from 30 s on)."""
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                    or batch_size < 1):
@@ -82,9 +84,21 @@ def draw(objective, n: int, generator: torch.Generator, *, steps: int | None = N
     total = 0 if progress is False else objective.steps_run(steps) * -(-n // size)  # steps x batches
     with sampling_progress(total, enabled=progress):
         parts = [_draw_one(objective, min(size, n - i), generator, steps, None if x0 is None else x0[i:i + size],
-                           None if cond is None else {k: v[i:i + size] for k, v in cond.items()}, guidance)
+                           None if cond is None else {k: v[i:i + size] for k, v in cond.items()}, guidance, size < n)
                  for i in range(0, n, size)]
-    return parts[0] if len(parts) == 1 else SampleOutput(torch.cat([p.x.detach().cpu() for p in parts]), parts[0].info)
+    return parts[0][0] if len(parts) == 1 else _gathered(parts, generator)
+
+
+def _gathered(parts: list[tuple[SampleOutput, Tensor | None]], generator) -> SampleOutput:
+    """The batches' chains as one draw of n on the CPU; weighted chains (paper 004's AIS) resampled all together by
+    their log-weights (n,), as one chain of n is: each batch resampled by its own weights would bias the draw (a
+    batch of 1 keeps its chain whatever its weight)."""
+    x = torch.cat([out.x.detach().cpu() for out, _ in parts])  # (n, ...)
+    info = parts[0][0].info
+    if parts[0][1] is None:
+        return SampleOutput(x, info)
+    x, ess = resample_points(x, torch.cat([w for _, w in parts]), generator)
+    return SampleOutput(x, {**info, "ais_ess": ess})
 
 
 def _checked_cond(objective, cond, n: int) -> dict[str, Tensor]:
@@ -99,13 +113,17 @@ def _checked_cond(objective, cond, n: int) -> dict[str, Tensor]:
     return checked_conditions(cond, ranges, n, next(objective.parameters()).device)
 
 
-def _draw_one(objective, n: int, generator, steps, x0, cond, guidance) -> SampleOutput:
+def _draw_one(objective, n: int, generator, steps, x0, cond, guidance,
+              weighted: bool) -> tuple[SampleOutput, Tensor | None]:
+    """One batch of chains and, ``weighted`` (a batch of several), their log-weights where the method weighs them."""
     if guidance is None:
-        return objective.sample(n, generator=generator, n_steps=steps, x0=x0, cond=cond)
+        kw = dict(generator=generator, n_steps=steps, x0=x0, cond=cond)
+        return objective.sample_weighted(n, **kw) if weighted else (objective.sample(n, **kw), None)
     from ebmlab.applications.guidance import guided_sample
     # ``steps`` is the total, as for ``sample``; guided_sample takes K' per level (Sec. 4.2's step rescaling reads it)
     per_level = None if steps is None else per_level_steps(steps, 0, objective.sample_levels)
-    return SampleOutput(guided_sample(objective, cond["y"], guidance, generator=generator, n_steps=per_level), {})
+    guided = guided_sample(objective, cond["y"], guidance, generator=generator, n_steps=per_level)
+    return SampleOutput(guided, {}), None
 
 
 def detached(info):
