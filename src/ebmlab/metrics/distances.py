@@ -36,12 +36,15 @@ def _self_mean(a: Tensor, unbiased: bool) -> Tensor:
 
 
 def mmd(x: Tensor, y: Tensor, bandwidth: float | None = None) -> float:
-    """Gaussian-kernel MMD² (biased); bandwidth defaults to the median pairwise distance."""
+    """Gaussian-kernel MMD² (biased); bandwidth defaults to the median distance between distinct points of both
+    sets (1 where every point is the same). The distances are taken without cdist's matrix-product shortcut, whose
+    round-off left self-distances above 0 in the median and made it move with a translation of both sets."""
     x, y = x.flatten(1).double(), y.flatten(1).double()
     z = torch.cat([x, y])
-    d2 = torch.cdist(z, z).pow(2)
+    d2 = torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist").pow(2)  # (n+m, n+m), exact zero diagonal
     if bandwidth is None:
-        bandwidth = float(d2[d2 > 0].median().sqrt()) if (d2 > 0).any() else 1.0
+        pairs = d2[tuple(torch.triu_indices(len(z), len(z), 1))]  # each pair once
+        bandwidth = float(pairs[pairs > 0].median().sqrt()) if (pairs > 0).any() else 1.0
     k = torch.exp(-d2 / (2 * bandwidth ** 2))
     n = x.shape[0]
     return float(k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean())

@@ -115,10 +115,12 @@ def _checked_cond(objective, cond, n: int) -> dict[str, Tensor]:
 
 def _draw_one(objective, n: int, generator, steps, x0, cond, guidance,
               weighted: bool) -> tuple[SampleOutput, Tensor | None]:
-    """One batch of chains and, ``weighted`` (a batch of several), their log-weights where the method weighs them."""
+    """One batch of chains and, ``weighted`` (a batch of several), their log-weights where the method weighs them
+    (``Objective.sample_weighted``; an objective written without the base class has none: its ``sample``)."""
     if guidance is None:
         kw = dict(generator=generator, n_steps=steps, x0=x0, cond=cond)
-        return objective.sample_weighted(n, **kw) if weighted else (objective.sample(n, **kw), None)
+        weighing = getattr(objective, "sample_weighted", None) if weighted else None
+        return weighing(n, **kw) if weighing is not None else (objective.sample(n, **kw), None)
     from ebmlab.applications.guidance import guided_sample
     # ``steps`` is the total, as for ``sample``; guided_sample takes K' per level (Sec. 4.2's step rescaling reads it)
     per_level = None if steps is None else per_level_steps(steps, 0, objective.sample_levels)
