@@ -338,11 +338,12 @@ class JointTime(Objective):
                  n_steps: int | None = None, x0: Tensor | None = None, keep=(),
                  init_step: float | None = None) -> SampleOutput:
         """z ~ p_n (or ``x0``), then simulated annealing (Alg. 3, ``algorithm="annealing"``) or soft
-        annealing (Alg. 4, ``"soft"``), ``n_steps`` MALA steps in all (spread over the stages), each
-        stage's step size fitted to its own target (samplers/annealed.py); ``keep``: stages whose
-        samples ``info["snapshots"]`` holds; ``init_step``: the first stage's step (default:
-        ``method.init_step`` when set, else the App. C.1 step for p_n, mu = 0.4 sigma_n). ``cd_plain`` runs
-        MALA on its single energy for as many steps, with a private copy of its trained step size."""
+        annealing (Alg. 4, ``"soft"``), ``n_steps`` MALA steps in all (spread over the stages, rounded up to a
+        whole number per stage: 385 over 128 stages run 4 each), each stage's step size fitted to its own target
+        (samplers/annealed.py); ``keep``: stages whose samples ``info["snapshots"]`` holds; ``init_step``: the
+        first stage's step (default: ``method.init_step`` when set, else the App. C.1 step for p_n, mu = 0.4
+        sigma_n). ``cd_plain`` runs MALA on its single energy for as many steps, with a private copy of its
+        trained step size."""
         algorithm = algorithm or self.cfg.sample_method
         if algorithm not in ("annealing", "soft"):
             raise ValueError(f"sample algorithm must be annealing or soft, got {algorithm!r}")
