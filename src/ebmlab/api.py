@@ -136,7 +136,7 @@ class Run:
                progress: bool = False) -> Tensor | tuple[Tensor, dict]:
         """``n`` samples in data coordinates from the method's own generation procedure (its
         ``Objective.sample``, with the step sizes the run adapted), on CPU; ``ebmlab sample`` with the same
-        arguments draws the same samples.
+        arguments draws the same samples, in float64 for a run on float64 vectors (``transform.dtype``).
 
         ``steps``: the total number of sampler steps (None: the method's default); ``init``:
         ``"noise"`` (the method's prior), ``"data"`` (held-out data points of the run, which needs
@@ -191,7 +191,7 @@ class Run:
 
         from ebmlab.training.evaluate import evaluate_checkpoint
 
-        names, arrays = ood_inputs(ood, self.shape, self.kind)
+        names, arrays = ood_inputs(ood, self.shape, self.kind, self.transform.dtype)
         options = SimpleNamespace(run=str(self.path), ood=names, ood_arrays=arrays, heldout_draws=heldout_draws,
                                   draw_seed=draw_seed, digits_fd=digits_fd, fid=fid, inception_weights=inception_weights)
         was_training = self.objective.training
@@ -212,7 +212,7 @@ class Run:
     def _points(self, x, what: str = "x") -> Tensor:
         """``_points(x)``, refused in one sentence unless it is a batch (B, *self.shape) of the run's points. Images
         given as uint8 (0..255) are read as the image loaders read them, v / 127.5 - 1 (they were taken as is)."""
-        t = _points(x)
+        t = _points(x, self.transform.dtype)
         if self.kind == "image" and getattr(x, "dtype", None) in (torch.uint8, np.uint8):
             t = t / 127.5 - 1
         if t.dim() != len(self.shape) + 1 or tuple(t.shape[1:]) != self.shape:
@@ -226,13 +226,13 @@ class Run:
                 f"step={self.checkpoint_step}, data={self.kind} {self.shape})")
 
 
-def _points(x) -> Tensor:
+def _points(x, dtype: torch.dtype = torch.float32) -> Tensor:
     """Data-coordinate points given as a tensor (its graph kept: ``run(x)`` is differentiable in x) or an array
-    (anything ``numpy.asarray`` reads) as float32; DataError for what is not numbers."""
+    (anything ``numpy.asarray`` reads) in ``dtype`` (the run's ``Affine.dtype``); DataError for what is not numbers."""
     if isinstance(x, Tensor):
-        return x.float()
+        return x.to(dtype)
     try:
-        return torch.from_numpy(np.asarray(x, dtype=np.float32))
+        return torch.from_numpy(np.asarray(x, dtype=np.float64 if dtype == torch.float64 else np.float32))
     except (TypeError, ValueError) as exc:
         raise DataError(f"points must be numbers, a tensor or an array (B, ...), got {type(x).__name__} "
                         f"({' '.join(str(exc).split())[:120]})") from None
@@ -321,8 +321,8 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
         warnings.warn(note, stacklevel=2)
     check_rebuilds(cfg, energy)  # (energy None: nothing to check)
     if resume_or_start(resume, run_dir, overwrite, x_mem):  # (x_mem: the run's own rows, not saved again)
-        from ebmlab.training.run_data import run_dataset
-        data_set = data_set if x_mem is not None else run_dataset(run_dir, cfg)  # a changed data file is refused
+        from ebmlab.training.run_data import run_dataset  # a changed data file is refused; rows given in memory:
+        data_set = run_dataset(run_dir, cfg) if x_mem is None or run_dir.is_dir() else data_set  # data.npy's dtype
         return _train_in(run_dir, cfg, data_set, evaluate=evaluate, resume=True)
     check_new_run(cfg)
     return _train_in(run_dir, cfg, data_set, x_mem=x_mem, energy=energy, overwrite=overwrite, evaluate=evaluate)

@@ -78,11 +78,13 @@ def _numbers(data, what: str = "the data passed to ebmlab.train") -> np.ndarray:
                     "(convert or drop the columns that are not numbers first)")
 
 
-def ood_inputs(ood, shape: tuple[int, ...], kind: str = "vector") -> tuple[list[str], dict[str, Tensor]]:
+def ood_inputs(ood, shape: tuple[int, ...], kind: str = "vector",
+               dtype: torch.dtype = torch.float32) -> tuple[list[str], dict[str, Tensor]]:
     """``Run.evaluate(ood=...)`` as (names, arrays). Names and files (a string, a path, or a sequence of them) are
     what ``ebmlab eval --ood`` takes; a mapping {name: tensor or array (N, *shape)} gives sets held in memory, in data
-    coordinates like the run's data, each scored as ``ood_auroc_<name>``. For an image run (``kind``), integer images
-    are read as the loaders read them (v / 127.5 - 1) and floats must lie in the data's [-1, 1] (``_image_points``).
+    coordinates like the run's data (vectors in ``dtype``, the run's ``Affine.dtype``), each scored as
+    ``ood_auroc_<name>``. For an image run (``kind``), integer images are read as the loaders read them
+    (v / 127.5 - 1) and floats must lie in the data's [-1, 1] (``_image_points``).
     DataError for a set that is not finite real numbers of the run's point shape ``shape``."""
     if isinstance(ood, (str, os.PathLike)):
         return [str(ood)], {}
@@ -100,7 +102,7 @@ def ood_inputs(ood, shape: tuple[int, ...], kind: str = "vector") -> tuple[list[
                             f"{', '.join(map(str, shape))}) with N >= 1")
         if not torch.isfinite(t).all():
             raise DataError(f"{what} contains NaN or inf")
-        arrays[name] = _image_points(raw, t, what) if kind == "image" else t
+        arrays[name] = _image_points(raw, t, what) if kind == "image" else raw.to(dtype)  # (the run's precision)
     return [], arrays
 
 
@@ -221,8 +223,9 @@ def dataset(cfg: Config, x_mem: np.ndarray | None):
 
 
 def save_array(path: Path, x: np.ndarray) -> None:
-    """``np.save`` as float32, atomically (``files.save_npy_atomic``: a temp file, fsync and a rename)."""
-    save_npy_atomic(path, x.astype(np.float32, copy=False))
+    """``np.save`` atomically (``files.save_npy_atomic``: a temp file, fsync and a rename), float64 rows as float64
+    (``in_memory``'s wide data: a resumed run and its evaluation read the rows it trained on), else float32."""
+    save_npy_atomic(path, x if x.dtype == np.float64 else x.astype(np.float32, copy=False))
 
 
 def resume_or_start(resume, run_dir: Path, overwrite: bool, x_mem: np.ndarray | None) -> bool:
@@ -243,12 +246,13 @@ def resume_or_start(resume, run_dir: Path, overwrite: bool, x_mem: np.ndarray | 
 
 
 def _check_same_rows(path: Path, x: np.ndarray) -> None:
-    """Refuse rows other than those a run was trained on (its ``data.npy``, float32 as ``save_array`` wrote it)."""
+    """Refuse rows other than those a run was trained on (its ``data.npy`` as ``save_array`` wrote it: float64 rows,
+    or float32, as every run before float64 data kept their precision)."""
     if not path.is_file():
         raise DataError(f"{str(path)!r} does not exist: this run was not trained on data given in memory, so resume "
                         "it with its own data (data=None or its path)")
     stored = np.load(path, allow_pickle=False)
-    if stored.shape != x.shape or not np.array_equal(stored, x.astype(np.float32, copy=False)):
+    if stored.shape != x.shape or not np.array_equal(stored, x.astype(stored.dtype, copy=False)):
         raise DataError(f"the rows given are not the run's own ({str(path)!r}, {stored.shape[0]} rows): a resumed run "
                         "trains on the data it started with; give those rows, or start a new run (another out= or "
                         "overwrite=True)")

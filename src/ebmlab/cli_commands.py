@@ -282,7 +282,7 @@ def _write_samples(path: Path, x) -> None:
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
-            np.savetxt(fh, x, delimiter=",", fmt="%.9g")
+            np.savetxt(fh, x, delimiter=",", fmt="%.17g" if x.dtype == np.float64 else "%.9g")  # (round trip)
     atomic_write(path, write)
 
 

@@ -128,3 +128,104 @@ def test_a_run_on_your_data_with_selection_and_a_schedule_resumes_exactly(name, 
         "train.select_every=2", "train.select_window=3", "train.select_start=true", "train.lr_schedule=step",
         "train.lr_decay_steps=3", "train.warmup_steps=2", "train.grad_clip=1.0", "train.keep_checkpoints=2"]
     _assert_resume_is_exact(None, overrides, tmp_path, monkeypatch)
+
+
+def _wide_rows(path: Path | None = None) -> np.ndarray:
+    """(200, 3) float64 rows of spread ~1 at 1e7 (projected metres), which float32 rounds by 0.5; saved to ``path``."""
+    x = np.random.default_rng(1).normal(size=(200, 3)) + 1e7
+    if path is not None:
+        np.save(path, x)
+    return x
+
+
+def test_a_run_on_float64_rows_resumes_exactly(tmp_path, monkeypatch):
+    """A float64 file at 1e7 (read in float64, standardised with a float64 shift) with the user-data defaults."""
+    path = tmp_path / "rows.npy"
+    _wide_rows(path)
+    overrides = tiny_overrides("hybrid") + RUN + ["data.name=array", f"data.path={path}", "data.whiten=true",
+                                                  "data.val_fraction=0.2", "train.select_every=2"]
+    _assert_resume_is_exact(None, overrides, tmp_path, monkeypatch)
+
+
+def test_float64_rows_given_in_memory_are_kept_in_float64_and_resume_exactly(tmp_path, monkeypatch):
+    """``ebmlab.train`` on float64 rows in memory: ``data.npy`` holds them in float64, the run (and ``run.data()``,
+    which ``eval`` reads) has the rows it trained on, and stopped and resumed it is the uninterrupted run."""
+    import ebmlab
+
+    x = _wide_rows()
+    over = {"model.width": 16, "model.depth": 1, "train.batch_size": 16, "train.select_every": None,
+            "train.checkpoint_every": 1, "train.log_every": 1}
+
+    def train(out, **kw):
+        return ebmlab.train("hybrid", x, out=out, evaluate=False, overrides=over,
+                            train={"steps": STEPS, "threads": 1, "progress": False}, **kw)
+    full = train(tmp_path / "full")
+    _stop_after(STEPS // 2, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "part")
+    monkeypatch.undo()
+    part = train(tmp_path / "part", resume=True)
+    assert np.load(tmp_path / "part" / "data.npy").dtype == np.float64
+    assert np.array_equal(np.load(tmp_path / "part" / "data.npy"), x)
+    assert full.transform.dtype == torch.float64 and full.transform.same_as(part.transform)
+    assert torch.equal(full.data().train, part.data().train)
+    assert torch.equal(full.data().transform.to_data(full.data().train), part.data().transform.to_data(
+        part.data().train))
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in CLOCKS} for r in rows]  # noqa: E731
+    assert drop(read_metrics(tmp_path / "full")) == drop(read_metrics(tmp_path / "part"))
+    for k, v in full.objective.state_dict().items():
+        assert torch.equal(v, part.objective.state_dict()[k]), k
+
+
+def test_a_run_from_before_float64_rows_still_opens_and_resumes_on_its_float32_rows(tmp_path, monkeypatch):
+    """A run trained on a float64 file before float64 rows kept their precision (the file read in float32: its
+    run.json transform float32, without ``dtype``) reopens on the float32 rows it trained on, and stopped and
+    resumed now (``ebmlab.resume``) it is the uninterrupted run of then."""
+    import ebmlab
+    from ebmlab.data import arrays
+    from ebmlab.training.run_data import read_run_info, run_dataset, write_run_info
+
+    path = tmp_path / "rows.npy"
+    _wide_rows(path)
+    old = arrays.check_vectors
+    overrides = tiny_overrides("hybrid") + RUN + ["data.name=array", f"data.path={path}"]
+    with monkeypatch.context() as m:
+        m.setattr(arrays, "check_vectors", lambda *a, **k: old(*a, **k).float())  # as ebmlab read them before
+        full = _train(tmp_path / "full", overrides)
+        _stop_after(STEPS // 2, m)
+        with pytest.raises(KeyboardInterrupt):
+            _train(tmp_path / "part", overrides)
+    for run in ("full", "part"):
+        write_run_info(tmp_path / run, full.cfg, full.data)
+    assert "dtype" not in read_run_info(tmp_path / "part")["transform"]
+    now = run_dataset(tmp_path / "part", full.cfg)
+    assert now.transform.dtype == torch.float32 and now.transform.same_as(full.data.transform)
+    assert torch.equal(now.train, full.data.train) and torch.equal(now.test, full.data.test)
+    ebmlab.resume(tmp_path / "part", evaluate=False)
+    rows_full, rows_part = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "part")
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in CLOCKS} for r in rows]  # noqa: E731
+    assert drop(rows_full) == drop(rows_part)
+    assert ebmlab.load(tmp_path / "part").sample(8).dtype == torch.float32
+
+
+def test_a_run_on_float32_data_npy_resumed_with_the_float64_rows_trains_on_its_own(tmp_path, monkeypatch):
+    """A run whose ``data.npy`` is float32 (every run on data in memory before float64 rows kept their precision),
+    resumed by ``ebmlab.train(x, resume=True)`` with the float64 rows it was given then, trains on on its float32
+    rows: the uninterrupted run's updates."""
+    import ebmlab
+
+    x = _wide_rows() - 1e7 + 1e3  # float32 rounds it by 3e-5: the float64 rows are not the float32 ones
+    over = {"model.width": 16, "model.depth": 1, "train.batch_size": 16, "train.select_every": None,
+            "train.checkpoint_every": 1, "train.log_every": 1}
+
+    def train(out, rows, **kw):
+        return ebmlab.train("hybrid", rows, out=out, evaluate=False, overrides=over,
+                            train={"steps": STEPS, "threads": 1, "progress": False}, **kw)
+    train(tmp_path / "full", x.astype(np.float32))
+    _stop_after(STEPS // 2, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "part", x.astype(np.float32))
+    monkeypatch.undo()
+    train(tmp_path / "part", x, resume=True)
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in CLOCKS} for r in rows]  # noqa: E731
+    assert drop(read_metrics(tmp_path / "full")) == drop(read_metrics(tmp_path / "part"))

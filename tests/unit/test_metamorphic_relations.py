@@ -10,13 +10,13 @@
   negatives and leaves loss and gradients equal up to summation order, for the methods without per-row state
   (not the persistent bank, paper 001's replay buffer or paper 002's (x, t) buffer).
 - Positive per-coordinate scaling and translation of a user's array (``ebmlab.train`` whitens it): the same
-  model-space rows, training and samples, mapped back by the same affine map.
+  model-space rows, training and samples, mapped back by the same affine map; a float64 array (or int64 epoch
+  seconds) translated by 1e5 or 1e7 standardises to the same rows, its samples mapped back in float64.
 - float64 vs float32 (an objective moved with ``.double()``, the float32 draws of the same generator): a few
   updates agree to float32 rounding (training only: ``prior`` draws float32, so float64 sampling, and the noise and
   hybrid schemes' training, are not supported).
 - Sampling: the same seed gives the same samples, another seed others; ``batch_size`` >= n is the one-chunk draw;
   a chunked draw's first chunk is the unchunked draw of that size, and its chunks are distinct draws.
-One strict xfail records a relation that fails today (see its docstring).
 """
 import dataclasses
 import warnings
@@ -223,42 +223,92 @@ def test_user_array_affine_map_trains_the_same_model(name, tmp_path):
     torch.testing.assert_close((sy - SHIFT) / SCALE, sx, atol=1e-3, rtol=0)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="user arrays are cast to float32 before standardising (api_data.in_memory, "
-                          "data/arrays.check_vectors): a float64 offset of 1e5 rounds the rows by up to 0.004 "
-                          "(with a warning; from 1e7 the data are refused)")
-@pytest.mark.filterwarnings("ignore:.*float32, the precision training reads:RuntimeWarning")
-def test_float64_user_array_translation_keeps_its_model_rows():
-    """A float64 array translated by 1e5 (UTM metres, epoch seconds / 1e4) should standardise to the same rows."""
+def _model_rows(arr):
+    """The training rows (model coordinates) ``ebmlab.train`` builds from the user's array ``arr``."""
     from ebmlab.api_config import raw_config, validated
     from ebmlab.api_data import dataset, in_memory
     from ebmlab.config import apply_overrides, user_data_overrides
+    raw = raw_config(None, "hybrid", {}, None)
+    raw["data"] = {"name": "array", "path": "unused.npy"}
+    return dataset(validated(apply_overrides(raw, user_data_overrides(raw))), in_memory(arr)).train
+
+
+@pytest.mark.parametrize("offset", [1e5, 1e7])
+def test_float64_user_array_translation_keeps_its_model_rows(offset):
+    """A float64 array translated by 1e5 or 1e7 (UTM metres, epoch seconds) standardises to the same float32 rows:
+    the shift is subtracted in float64 (float32 rounded the rows by 0.004 at 1e5, 0.5 at 1e7: measured 0.008 and
+    0.6 in z before float64 rows kept their precision; 1e-7 now)."""
     x = _user_rows().double().numpy()
-
-    def rows(arr):
-        raw = raw_config(None, "hybrid", {}, None)
-        raw["data"] = {"name": "array", "path": "unused.npy"}
-        return dataset(validated(apply_overrides(raw, user_data_overrides(raw))), in_memory(arr)).train
-    torch.testing.assert_close(rows(x + 1e5), rows(x), atol=1e-4, rtol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and in silence
+        torch.testing.assert_close(_model_rows(x + offset), _model_rows(x), atol=1e-6, rtol=0)
 
 
-def test_float32_rounding_of_a_wide_array_is_said_and_past_a_tenth_of_the_spread_refused():
-    """What the xfail above leaves: the rounding is not silent. Offsets 1e5 and 1e6 on a spread of ~1 (rounding
-    0.4 % and 3 % of it) warn naming the column; 1e7 (50 %) is refused; 1e3, float32 input and int64 epoch seconds
-    with a spread of 1e6 (rounding 64 s, 6e-5 of it) pass in silence."""
+def test_int64_epoch_seconds_keep_their_model_rows():
+    """int64 epoch seconds (1.7e9, a spread of ~1000 s, where float32's spacing is 128 s) standardise to the rows of
+    the same times counted from their start."""
+    seconds = np.round(1e3 * _user_rows().double().numpy())
+    epoch = (1_700_000_000 + seconds).astype(np.int64)
+    torch.testing.assert_close(_model_rows(epoch), _model_rows(seconds), atol=1e-6, rtol=0)
+
+
+def test_rounding_of_wide_integers_is_said_and_past_a_tenth_of_the_spread_refused():
+    """float64 and 32-bit integers are held exactly (read in float64): offsets 1e5 to 1e9 on a spread of ~1, int64
+    epoch seconds, float32 input pass in silence. 64-bit integers beyond 2**53, which float64 rounds, are said
+    where that rounding passes 0.1 % of the column's std and refused from 10 % (nanosecond times of a spread of
+    ~100 ns: float64's spacing at 1.7e18 is 256 ns)."""
     from ebmlab.data.arrays import check_vectors
     from ebmlab.errors import DataError
     x = _user_rows().double().numpy()
-    for offset in (1e5, 1e6):
-        with pytest.warns(RuntimeWarning, match=r"column 0 holds values up to .*float32.*subtract an offset"):
-            check_vectors(x + np.array([offset, 0.0]), "the data")
-    with pytest.raises(DataError, match=r"column 1 .*erases the data: subtract an offset"):
-        check_vectors(x + np.array([0.0, 1e7]), "the data")
+    nanoseconds = 1_700_000_000_000_000_000 + np.round(x * [1e5, 1e2]).astype(np.int64)  # spreads 1e5, 1e2 ns
+    with pytest.raises(DataError, match=r"column 1 holds values up to .*float64.*erases the data: subtract an offs"):
+        check_vectors(nanoseconds, "the data")
+    with pytest.warns(RuntimeWarning, match=r"column 0 holds values up to .*float64.*subtract an offset"):
+        check_vectors(nanoseconds[:, :1], "the data")
     epoch = (1.7e9 + 1e6 * x[:, :1]).astype(np.int64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for quiet in (x + 1e3, (x + 1e7).astype(np.float32), epoch):
-            check_vectors(quiet, "the data")
+        for quiet in (x + 1e3, x + 1e5, x + np.array([0.0, 1e7]), x + 1e9, (x + 1e7).astype(np.float32), epoch,
+                      epoch.astype(np.int32) - 1_000_000_000):
+            assert check_vectors(quiet, "the data").dtype == (torch.float32 if quiet.dtype == np.float32 else
+                                                              torch.float64)
+
+
+def test_float64_rows_given_to_the_networks_unstandardised_are_checked_for_float32_rounding():
+    """``data.standardize: false`` hands the rows to the networks as they are, in float32: an offset of 1e5 on a
+    spread of ~1 rounds them by 0.4 % of it (a warning), 1e7 by half of it (refused); standardised, neither is."""
+    from ebmlab.data.dataset import _standardiser
+    from ebmlab.errors import DataError
+    x = _user_rows().double()
+    with pytest.warns(RuntimeWarning, match=r"data.standardize false.*column 0 .*float32.*subtract an offset"):
+        _standardiser(x + torch.tensor([1e5, 0.0], dtype=torch.float64), on=False)
+    with pytest.raises(DataError, match=r"column 1 .*erases the data"):
+        _standardiser(x + torch.tensor([0.0, 1e7], dtype=torch.float64), on=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _standardiser(x + 1e7, on=True)
+        _standardiser((x + 1e7).float(), on=False)  # float32 rows: read as given, nothing to round
+
+
+def test_a_run_on_float64_rows_at_1e7_samples_them_in_float64(tmp_path):
+    """Trained on N(0, 1) + 1e7 in float64, a run is the run on N(0, 1) (the same weights) and ``Run.sample`` maps
+    its samples back in float64: spread ~1 around 1e7, not float32's multiples of 1.0."""
+    x = _user_rows().double()
+    rx = _train_array("hybrid", x.numpy(), tmp_path / "x")
+    ry = _train_array("hybrid", (x + 1e7).numpy(), tmp_path / "y")
+    pa, pb = dict(rx.objective.named_parameters()), dict(ry.objective.named_parameters())
+    for k in pa:
+        torch.testing.assert_close(pb[k], pa[k], atol=1e-5, rtol=0)
+    sx, sy = rx.sample(64, seed=3), ry.sample(64, seed=3)
+    assert sx.dtype == sy.dtype == torch.float64
+    torch.testing.assert_close(sy - 1e7, sx, atol=1e-4, rtol=0)
+    assert 0.3 < float((sy - 1e7).std()) < 3 and float(((sy - 1e7) % 1.0 != 0).double().mean()) > 0.9
+    torch.testing.assert_close(ry(sy), rx(sx), atol=1e-4, rtol=0)  # energies of float64 points, not rounded either
+    from ebmlab import cli
+    for out in (tmp_path / "s.npy", tmp_path / "t.csv"):  # ``ebmlab sample``'s files: the same float64 numbers
+        assert cli.main(["sample", str(tmp_path / "y"), "--n", "64", "--seed", "3", "--out", str(out)]) == 0
+    assert np.array_equal(np.load(tmp_path / "s.npy"), sy.numpy())
+    assert np.array_equal(np.loadtxt(tmp_path / "t.csv", delimiter=",", ndmin=2), sy.numpy())
 
 
 # ----- float64 vs float32 ---------------------------------------------------------------------------------

@@ -158,7 +158,7 @@ def test_train_array_returns_run_with_honest_user_data_metrics(tmp_path):
     assert np.allclose(np.load(tmp_path / "b.npy"), batched.numpy())
     with pytest.raises(ValueError, match="batch size must be a positive integer"):
         run.sample(3, batch_size=0)
-    start = torch.from_numpy(x[:7]).float()
+    start = torch.from_numpy(x[:7])  # float64, as the rows given: the run's data precision (samples in float64)
     assert torch.allclose(run.sample(7, steps=0, init=start), start, atol=1e-5)  # 0 steps: the start points
     # arrays work wherever tensors do (they raised AttributeError: no .detach / .to)
     assert torch.equal(run.sample(7, steps=0, init=x[:7]), run.sample(7, steps=0, init=start))

@@ -32,7 +32,7 @@ def test_whitened_training_rows_have_identity_covariance_and_the_map_round_trips
     assert torch.allclose(torch.cov(d.train.T), torch.eye(3), atol=1e-4)
     w = d.transform.matrix
     assert torch.allclose(w, w.T, atol=1e-5) and torch.allclose(w @ d.transform.inverse, torch.eye(3), atol=1e-4)
-    x = torch.from_numpy(_correlated(50, seed=1)).float()
+    x = torch.from_numpy(_correlated(50, seed=1))  # float64, as the file: the transform maps back in float64
     assert torch.allclose(d.transform.to_data(d.transform.to_model(x)), x, rtol=1e-4, atol=1e-3)
     jac = torch.autograd.functional.jacobian(lambda v: d.transform.to_model(v[None].double())[0], x[0].double())
     assert d.transform.log_det == pytest.approx(float(torch.linalg.slogdet(jac)[1]), rel=1e-5)

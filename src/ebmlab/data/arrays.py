@@ -1,5 +1,5 @@
 """Load a user's vector data from .npy, .npz or .csv (commas; an optional header row of column names) as a float
-tensor (N, D).
+tensor (N, D): float64 where float32 could not hold the values exactly (``check_vectors``), else float32.
 
 Errors are one sentence for the user (``DataError``): missing or unreadable file, wrong rank,
 non-finite values. ``.npy``/``.npz`` are read with ``allow_pickle=False``.
@@ -18,8 +18,8 @@ from ebmlab.errors import DataError  # also importable from here, its older home
 MIN_ROWS = 20                   # the held-out tenth (``data/dataset.array_dataset``) needs 2 rows: the sample metrics
 #                                 compare two disjoint halves of it
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-# float32's rounding of a column (half its spacing at the column's largest magnitude) over the column's std: above
-# the first a warning, from the second a refusal (values far from 0 for their spread: epoch times, projected metres)
+# a precision's rounding of a column (half its spacing at the column's largest magnitude) over the column's std:
+# above the first a warning, from the second a refusal (``check_rounding``; nanosecond times of a short spread)
 ROUNDING_WARN, ROUNDING_REFUSE = 1e-3, 0.1
 
 
@@ -151,15 +151,17 @@ def _numbers(line: str) -> bool:
 
 
 def load_vectors(path: str | Path, min_rows: int = MIN_ROWS, what: str = "data file") -> torch.Tensor:
-    """(N, D) float32 tensor from a user file, checked for rank, size and finiteness (``min_rows``: training data
-    are split, an out-of-distribution set is not and needs 1)."""
+    """(N, D) float tensor (``check_vectors``' dtype) from a user file, checked for rank, size and finiteness
+    (``min_rows``: training data are split, an out-of-distribution set is not and needs 1)."""
     return check_vectors(read_array(path), f"{what} {str(path)!r}", min_rows)
 
 
 def check_vectors(arr: np.ndarray, where: str, min_rows: int = MIN_ROWS) -> torch.Tensor:
-    """``arr`` as an (N, D) float32 tensor; ``DataError`` naming ``where`` (e.g. "data file 'x.npy'" or
+    """``arr`` as an (N, D) float tensor; ``DataError`` naming ``where`` (e.g. "data file 'x.npy'" or
     "the data passed to ebmlab.train") when it is not numbers, not 2-D, too small, non-finite or beyond
-    the float32 range."""
+    the float32 range. float64 for what float32 cannot hold exactly (float64, 32- and 64-bit integers: epoch
+    seconds, projected metres, large for their spread), so the standardiser subtracts their offset in float64
+    (``data/dataset._standardiser``); float32 for the rest (float32, float16, 8- and 16-bit integers)."""
     if arr.dtype.kind not in "fiu":
         raise DataError(f"{where} must hold numbers, got dtype {arr.dtype}")
     if arr.ndim != 2:
@@ -177,31 +179,36 @@ def check_vectors(arr: np.ndarray, where: str, min_rows: int = MIN_ROWS) -> torc
     if top > FLOAT32_MAX:
         raise DataError(f"{where} holds values up to {top:.3g}, beyond the float32 range "
                         f"(about 3.4e38) that training uses; rescale the data")
-    _check_float32_rounding(arr, where)
-    return torch.from_numpy(np.asarray(arr, dtype=np.float32))
+    _check_float64_rounding(arr, where)
+    exact32 = arr.dtype.itemsize < 4 or arr.dtype == np.float32  # float32, float16, 8/16-bit integers
+    return torch.from_numpy(np.asarray(arr, dtype=np.float32 if exact32 else np.float64))
 
 
-def _check_float32_rounding(arr: np.ndarray, where: str) -> None:
-    """Training reads the rows as float32 before standardising them: a wider array (float64, 32- and 64-bit
-    integers) whose column holds values large for their spread loses that column's detail. A warning where the
-    rounding passes ``ROUNDING_WARN`` of the column's std, a ``DataError`` from ``ROUNDING_REFUSE`` (the rows would
-    collapse onto a few values); both say to subtract an offset first."""
-    if arr.dtype.itemsize < 4 or arr.dtype == np.float32:  # float32, float16 and 8/16-bit integers are exact
-        return
-    x = np.asarray(arr, dtype=np.float64)  # (N, D)
+def _check_float64_rounding(arr: np.ndarray, where: str) -> None:
+    """64-bit integers beyond 2**53 are rounded when read in float64 (nanosecond times of a short spread lose their
+    detail): ``check_rounding`` in float64. Every other dtype is held exactly (float64, 32-bit integers in float64)."""
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize >= 8:
+        check_rounding(arr, where, np.float64)
+
+
+def check_rounding(x: np.ndarray, where: str, precision: type = np.float32, stacklevel: int = 5) -> None:
+    """Warn where reading the rows ``x`` (N, D) in ``precision`` rounds a column by more than ``ROUNDING_WARN`` of
+    its std, and refuse (``DataError``) from ``ROUNDING_REFUSE`` (the rows would collapse onto a few values): values
+    large for their spread. Both say to subtract an offset first."""
+    x = np.asarray(x, dtype=np.float64)  # (N, D)
     std, top = x.std(0), np.abs(x).max(0)
-    rounding = np.spacing(top.astype(np.float32)).astype(np.float64) / 2  # (D,) float32's half-spacing there
+    rounding = np.spacing(top.astype(precision)).astype(np.float64) / 2  # (D,) half the spacing there
     ratio = np.divide(rounding, std, out=np.zeros_like(std), where=std > 0)
     k = int(ratio.argmax())
     if ratio[k] <= ROUNDING_WARN:
         return
-    said = (f"{where}: column {k} holds values up to {top[k]:.9g} with a spread (std) of {std[k]:.3g}; float32, the "
-            f"precision training reads the data in, rounds them by up to {rounding[k]:.3g} ({ratio[k]:.2%} of the "
-            f"spread)")
-    fix = "subtract an offset first (x - x.mean(0)) and add it back to the samples"
+    said = (f"{where}: column {k} holds values up to {top[k]:.17g} with a spread (std) of {std[k]:.3g}; "
+            f"{np.dtype(precision).name}, the precision it is read in, rounds them by up to {rounding[k]:.3g} "
+            f"({ratio[k]:.2%} of the spread)")
+    fix = "subtract an offset first (x - x.min(0)) and add it back to the samples"
     if ratio[k] >= ROUNDING_REFUSE:
         raise DataError(f"{said}, which erases the data: {fix}")
-    warnings.warn(f"{said}; to keep that detail, {fix}", RuntimeWarning, stacklevel=4)
+    warnings.warn(f"{said}; to keep that detail, {fix}", RuntimeWarning, stacklevel=stacklevel)
 
 
 def file_sha256(path: str | Path) -> str:

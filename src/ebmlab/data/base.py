@@ -22,14 +22,28 @@ class Affine:
     matrix: Tensor | None = None   # (D, D) W, or None
     inverse: Tensor | None = None  # (D, D) W^-1 (stored, so a reloaded run maps back exactly as it trained)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The data coordinates' precision: float64 for user vectors float32 cannot hold exactly (float64, 32- and
+        64-bit integers: ``data/arrays.check_vectors``), whose offsets are large for their spread (epoch seconds,
+        projected metres); else float32 (toys, images, float32 arrays: their arithmetic as it always was)."""
+        return self.shift.dtype
+
     def to_model(self, x: Tensor) -> Tensor:
-        """Data coordinates -> model coordinates: (x - shift) / scale [then W]."""
+        """Data coordinates -> model coordinates: (x - shift) / scale [then W]. A float64 transform subtracts in
+        float64 and returns float32 rows (the networks' dtype); a float32 one computes in ``x``'s dtype."""
+        wide = self.dtype == torch.float64
+        x = x.double() if wide else x
         z = (x - self.shift.to(x)) / self.scale.to(x)
-        return z if self.matrix is None else z @ self.matrix.to(z).T
+        z = z if self.matrix is None else z @ self.matrix.to(z).T
+        return z.float() if wide else z
 
     def to_data(self, z: Tensor) -> Tensor:
         """Model coordinates -> data coordinates: [``inverse`` z, where set, then] z * scale + shift (an
-        ``Affine`` with a ``matrix`` needs its ``inverse`` to map back)."""
+        ``Affine`` with a ``matrix`` needs its ``inverse`` to map back). In float64 for a float64 transform (float32
+        would round a point at 1e7 by 0.5), else in ``z``'s dtype."""
+        if self.dtype == torch.float64:
+            z = z.double()
         if self.inverse is not None:
             z = z @ self.inverse.to(z).T
         return z * self.scale.to(z) + self.shift.to(z)
@@ -46,8 +60,10 @@ class Affine:
 
     def same_as(self, other: Affine) -> bool:
         """Whether ``other`` maps the same way (equal shift, scale and matrices)."""
-        def eq(a: Tensor | None, b: Tensor | None) -> bool:
-            return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+        def eq(a: Tensor | None, b: Tensor | None) -> bool:  # (torch.equal holds across dtypes: a float32 and a
+            if a is None or b is None:                          # float64 transform of equal values map differently)
+                return a is None and b is None
+            return a.dtype == b.dtype and torch.equal(a, b)
         return all(eq(getattr(self, k), getattr(other, k)) for k in ("shift", "scale", "matrix", "inverse"))
 
     @staticmethod

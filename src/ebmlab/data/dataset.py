@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ebmlab.data import images, tabular
-from ebmlab.data.arrays import load_vectors
+from ebmlab.data.arrays import check_rounding, load_vectors
 from ebmlab.data.base import Affine, Dataset
 from ebmlab.data.toy import TOYS
 from ebmlab.errors import DataError
@@ -45,13 +45,19 @@ WHITEN_FLOOR = 1e-6  # eigenvalues of the correlation matrix below this x the la
 
 
 def _standardiser(x: Tensor, on: bool, whiten: bool = False) -> Affine:
-    if not on:
-        return Affine(torch.zeros(x.shape[1]), torch.ones(x.shape[1]))
+    """The ``Affine`` of rows ``x`` (N, D), stored in their precision: float64 rows (a user's float64 or wide
+    integer vectors) keep a float64 shift and scale, so the model rows are (x - shift) / scale computed in float64
+    and samples map back without float32's rounding at the data's magnitude; float32 rows as they always were."""
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if not on:  # the rows go to the networks as they are, in float32: float64 values large for their spread round
+        if dtype == torch.float64:
+            check_rounding(x.numpy(), "the data (data.standardize false: the networks read them in float32)")
+        return Affine(torch.zeros(x.shape[1], dtype=dtype), torch.ones(x.shape[1], dtype=dtype))
     x64 = x.double()  # float32 squares overflow for values beyond ~1e19
     mean, std = x64.mean(0), column_scale(x64.std(0), CONSTANT_SCALE)
     if not whiten:
-        return Affine(mean.float(), std.float())
-    return Affine(mean.float(), std.float(), *_zca((x64 - mean) / std))
+        return Affine(mean.to(dtype), std.to(dtype))
+    return Affine(mean.to(dtype), std.to(dtype), *_zca((x64 - mean) / std))  # (W float32: it acts on O(1) rows)
 
 
 def column_scale(std: Tensor, constant: float) -> Tensor:

@@ -36,13 +36,14 @@ def _load(name: str) -> tuple[np.ndarray, np.ndarray]:
 def inliers(name: str) -> Tensor:
     """(N, D) the in-distribution rows of table ``name``, in data coordinates (float32)."""
     x, y = _load(name)
-    return check_vectors(x[y == TABLES[name][1]], f"scikit-learn table {name!r}")
+    # float32 (as the bundled tables always trained): their values are small for their spread, float32 holds them
+    return check_vectors(x[y == TABLES[name][1]], f"scikit-learn table {name!r}").float()
 
 
 def outliers(name: str) -> Tensor:
     """(M, D) the rows of the other class(es): the table's out-of-distribution set, data coordinates."""
     x, y = _load(name)
-    return check_vectors(x[y != TABLES[name][1]], f"scikit-learn table {name!r}")
+    return check_vectors(x[y != TABLES[name][1]], f"scikit-learn table {name!r}").float()
 
 
 __all__ = ["TABLES", "inliers", "outliers"]

@@ -301,7 +301,7 @@ def ood_set(name: str, data, generator) -> Tensor:
     x = load_vectors(name, min_rows=1, what="--ood file")  # an OOD set is scored whole, not split
     if x.shape[1:] != data.test.shape[1:]:
         raise DataError(f"--ood {name!r} has vectors of shape {tuple(x.shape[1:])}, the run's data {tuple(data.test.shape[1:])}")
-    return data.transform.to_model(x)
+    return data.transform.to_model(x.to(data.transform.dtype))  # (float64 rows of a float32 run: float32, as trained)
 
 
 def _slug(name: str, path: bool = True) -> str:

@@ -63,9 +63,12 @@ def write_run_info(run_dir: Path, cfg: Config, data) -> None:
 
 
 def transform_info(tf, kind: str) -> dict:
-    """run.json's ``transform``: shift and scale, and with whitening the matrix W and its inverse."""
+    """run.json's ``transform``: shift and scale, and with whitening the matrix W and its inverse; ``dtype``
+    "float64" for a run on float64 vectors (JSON numbers hold float64 exactly; absent: float32, as every run's before)."""
     out = {"shift": tf.shift.tolist(), "scale": tf.scale.tolist(),
            "note": "model = (data - shift) / scale" + (", images in [-1, 1]" if kind == "image" else "")}
+    if tf.dtype == torch.float64:
+        out["dtype"] = "float64"
     if tf.matrix is not None:
         out.update(matrix=tf.matrix.tolist(), inverse=tf.inverse.tolist(), note="model = W (data - shift) / scale")
     return out
@@ -75,9 +78,11 @@ def stored_transform(tf: dict):
     """The ``Affine`` of run.json's ``transform`` (ValueError/TypeError/KeyError if it is malformed)."""
     from ebmlab.data.base import Affine
 
-    def t(key):
-        return torch.tensor(tf[key], dtype=torch.float32)
-    return Affine(t("shift"), t("scale"), *((t("matrix"), t("inverse")) if "matrix" in tf else ()))
+    precision = {"float64": torch.float64, "float32": torch.float32}[tf.get("dtype", "float32")]  # shift and scale
+
+    def t(key, dtype=torch.float32):
+        return torch.tensor(tf[key], dtype=dtype)
+    return Affine(t("shift", precision), t("scale", precision), *((t("matrix"), t("inverse")) if "matrix" in tf else ()))
 
 
 def read_run_info(run_dir: Path) -> dict | None:
@@ -188,5 +193,17 @@ def run_dataset(run_dir: Path, cfg: Config, *, need_data: bool = True):
                         "(ebmlab.load and sample --init noise work without it)")
     data = build_dataset(located.data)
     if info is not None:  # the stored transform is the one the weights were trained with
-        data.transform = _stub_dataset(info).transform
+        stored = _stub_dataset(info).transform
+        if stored.dtype != data.transform.dtype and located.data.name == "array":  # float64 rows, a run before them
+            data = _float32_rows(located)
+        data.transform = stored
     return data
+
+
+def _float32_rows(cfg: Config):
+    """The ``array`` data of a run trained before float64 vectors kept their precision: the file's rows read in
+    float32 first, as that run was trained on them (its weights, splits and stored float32 transform)."""
+    from ebmlab.data.arrays import load_vectors
+    from ebmlab.data.dataset import array_dataset
+
+    return array_dataset(load_vectors(cfg.data.path).float(), cfg.data, str(cfg.data.path))
