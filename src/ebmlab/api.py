@@ -47,8 +47,8 @@ from torch import Tensor, nn
 
 from ebmlab.api_catalog import compare, configs, datasets, experiment, experiment_names, methods, models
 from ebmlab.api_config import raw_config, validated
-from ebmlab.api_data import (DATA_FILE, data_source, dataset, image_config_note, in_memory, ood_inputs, resume_or_start,
-                             save_array)
+from ebmlab.api_data import (DATA_FILE, as_points, data_source, dataset, image_config_note, in_memory, ood_inputs,
+                             resume_or_start, save_array, warn_not_finite)
 from ebmlab.api_energy import check_no_model_settings, check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, user_data_overrides
 from ebmlab.config_checks import check_integer, check_new_run
@@ -118,7 +118,7 @@ class Run:
         """Energies (B,) of data-coordinate inputs ``x`` (B, ...), a tensor or an array; ``cond``: the keywords of
         ``objective.energy_conditions`` (``y=`` labels, paper 000's level ``t=``, paper 002's time ``t=``)."""
         x = self._points(x).to(self.device)
-        return self.energy(x, **self.objective.energy_cond(cond, x.shape[0]))
+        return warn_not_finite(self.energy(x, **self.objective.energy_cond(cond, x.shape[0])), "energies")
 
     def data(self) -> Any:
         """The run's ``Dataset`` (model coordinates; read from its data file, checked by SHA-256). The training split of
@@ -147,7 +147,7 @@ class Run:
         ``batch_size``: chains of at most that many at once (for n too large for one); ``progress``: a tqdm bar over
         the sampler steps (``ebmlab sample`` shows one; plain lines where stderr is a file). ``return_info=True`` also
         returns the chain diagnostics (acceptance, step sizes, energies per step; the first batch's)."""
-        from ebmlab.training.drawing import class_index, class_names, data_starts, detached, draw
+        from ebmlab.training.drawing import class_index, class_names, data_starts, detached, draw, finite_samples
 
         n, seed = check_integer(n, "n", 1), check_integer(seed, "seed", 0, 2**63 - 1)
         steps = None if steps is None else check_integer(steps, "steps", 0)
@@ -172,9 +172,7 @@ class Run:
             if not is_out_of_memory(exc):
                 raise
             raise RunError(f"sampling {n} points ran out of memory; draw fewer, or in batches (batch_size=)") from None
-        x = self.transform.to_data(out.x.detach().cpu())
-        if not torch.isfinite(x).all():
-            raise FloatingPointError("some samples are not finite (the chains diverged)")
+        x = finite_samples(self.transform.to_data(out.x.detach().cpu()))
         return (x, detached(out.info)) if return_info else x
 
     def evaluate(self, *, ood: str | Path | Sequence[str | Path] | Mapping[str, Any] = (),
@@ -207,12 +205,12 @@ class Run:
         log |dz/dx|. ``NoLogDensity`` for a method without one."""
         z = self.transform.to_model(self._points(x).cpu()).to(self.device)
         with torch.no_grad():
-            return self.objective.log_density(z).cpu() + self.transform.log_det
+            return warn_not_finite(self.objective.log_density(z).cpu() + self.transform.log_det, "log-densities")
 
     def _points(self, x, what: str = "x") -> Tensor:
-        """``_points(x)``, refused in one sentence unless it is a batch (B, *self.shape) of the run's points. Images
+        """``api_data.as_points(x)``, refused in one sentence unless it is a batch (B, *self.shape) of the run's points. Images
         given as uint8 (0..255) are read as the image loaders read them, v / 127.5 - 1 (they were taken as is)."""
-        t = _points(x, self.transform.dtype)
+        t = as_points(x, self.transform.dtype)
         if self.kind == "image" and getattr(x, "dtype", None) in (torch.uint8, np.uint8):
             t = t / 127.5 - 1
         if t.dim() != len(self.shape) + 1 or tuple(t.shape[1:]) != self.shape:
@@ -224,18 +222,6 @@ class Run:
     def __repr__(self) -> str:
         return (f"Run({str(self.path)!r}, method={self.method!r}, model={self.config.model.name!r}, "
                 f"step={self.checkpoint_step}, data={self.kind} {self.shape})")
-
-
-def _points(x, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Data-coordinate points given as a tensor (its graph kept: ``run(x)`` is differentiable in x) or an array
-    (anything ``numpy.asarray`` reads) in ``dtype`` (the run's ``Affine.dtype``); DataError for what is not numbers."""
-    if isinstance(x, Tensor):
-        return x.to(dtype)
-    try:
-        return torch.from_numpy(np.asarray(x, dtype=np.float64 if dtype == torch.float64 else np.float32))
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"points must be numbers, a tensor or an array (B, ...), got {type(x).__name__} "
-                        f"({' '.join(str(exc).split())[:120]})") from None
 
 
 def load(path: str | Path, device: str = "cpu", checkpoint: str | Path | int | None = None) -> Run:

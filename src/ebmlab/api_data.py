@@ -6,6 +6,7 @@ sets, by name, by file or in memory (``ood_inputs``).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -76,6 +77,28 @@ def _numbers(data, what: str = "the data passed to ebmlab.train") -> np.ndarray:
             pass
     raise DataError(f"{what} must be real numbers; got values of type {arr.dtype} "
                     "(convert or drop the columns that are not numbers first)")
+
+
+def as_points(x, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Data-coordinate points given as a tensor (its graph kept: ``run(x)`` is differentiable in x) or an array
+    (anything ``numpy.asarray`` reads) in ``dtype`` (the run's ``Affine.dtype``); DataError for what is not numbers."""
+    if isinstance(x, Tensor):
+        return x.to(dtype)
+    try:
+        return torch.from_numpy(np.asarray(x, dtype=np.float64 if dtype == torch.float64 else np.float32))
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"points must be numbers, a tensor or an array (B, ...), got {type(x).__name__} "
+                        f"({' '.join(str(exc).split())[:120]})") from None
+
+
+def warn_not_finite(values: Tensor, what: str) -> Tensor:
+    """``values`` (B,), with a warning where some are NaN or inf (``run(x)``, ``run.log_density``: a warning, not an
+    error, as they serve differentiable code that may mask such points itself)."""
+    bad = int((~torch.isfinite(values.detach())).sum())
+    if bad:
+        warnings.warn(f"{bad} of {values.numel()} {what} are not finite (NaN or inf): the energy overflows at these "
+                      "points, or the weights have diverged", RuntimeWarning, stacklevel=3)
+    return values
 
 
 def ood_inputs(ood, shape: tuple[int, ...], kind: str = "vector",

@@ -201,7 +201,7 @@ def cmd_sample(args) -> int:
     import torch
 
     from ebmlab import plots
-    from ebmlab.training.drawing import class_index, class_names, data_starts, draw
+    from ebmlab.training.drawing import class_index, class_names, data_starts, draw, finite_samples
 
     from ebmlab.config_checks import check_integer
 
@@ -223,7 +223,7 @@ def cmd_sample(args) -> int:
     label = None if args.label is None else class_index(args.label, class_names(args.run))
     xs = draw(objective, args.n, torch.Generator(dev).manual_seed(args.seed), steps=args.steps, x0=x0,
               label=label, guidance=args.guidance, batch_size=args.batch_size, progress=None).x  # a bar; lines in a log after 30 s
-    x = data.transform.to_data(xs.detach().cpu())
+    x = finite_samples(data.transform.to_data(xs.detach().cpu()))  # nothing written where a sample is not finite
     steps = objective.steps_run(args.steps)  # what ran: --steps rounded up to whole levels (papers 000, 002, 003)
     rounded = "" if args.steps in (None, steps) else (f", --steps {args.steps} rounded up to whole levels "
                                                       f"({objective.sample_levels})")

@@ -17,7 +17,7 @@ from ebmlab.objectives.base import SampleOutput, checked_conditions, per_level_s
 from ebmlab.samplers.ais import resample_points
 from ebmlab.samplers.progress import sampling_progress
 
-__all__ = ["class_index", "class_names", "data_starts", "detached", "draw"]
+__all__ = ["class_index", "class_names", "data_starts", "detached", "draw", "finite_samples"]
 
 
 def class_names(run_dir) -> list[str]:
@@ -99,6 +99,14 @@ def _gathered(parts: list[tuple[SampleOutput, Tensor | None]], generator) -> Sam
         return SampleOutput(x, info)
     x, ess = resample_points(x, torch.cat([w for _, w in parts]), generator)
     return SampleOutput(x, {**info, "ais_ess": ess})
+
+
+def finite_samples(x: Tensor) -> Tensor:
+    """``x``, the samples in data coordinates; FloatingPointError where one is not finite (finite chains can still
+    overflow on the way back to data coordinates), so nothing writes or returns them."""
+    if not torch.isfinite(x).all():
+        raise FloatingPointError("some samples are not finite (the chains diverged, or overflow in data coordinates)")
+    return x
 
 
 def _checked_cond(objective, cond, n: int) -> dict[str, Tensor]:

@@ -28,7 +28,9 @@ Vector data (``evaluate_vectors``):
 - ``eval_n_samples``: the size of each compared set (smaller than ``eval.n_samples`` when the
   held-out split of user data is small: the floor then uses two disjoint halves of it).
 Every data kind: ``energy_heldout_gap`` (mean energy of held-out rows minus that of training rows) and
-``energy_heldout_gap_z`` (over the training energies' std): a memorisation signal for small data sets.
+``energy_heldout_gap_z`` (over the training energies' std): a memorisation signal for small data sets
+(``energy_heldout_gap_skipped`` where an energy is not finite). No value is NaN or inf: ``write_metrics`` leaves
+such a value out for a ``<key>_skipped`` note.
 Everything goes through the ``Objective`` contract (``prior``, ``sample``, ``n_steps_default``,
 ``has_log_density`` / ``log_density``): no probing of methods.
 Image data go through ``IMAGE_EVALUATORS`` (built here from ``training/image_eval.py``).
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -279,8 +282,17 @@ def _evaluate_locked(run_dir: Path, objective, data, cfg, step: int, options) ->
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> None:
-    """``run_dir/metrics.json``, written atomically (a kill mid-write leaves the previous file)."""
-    write_text_atomic(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=1))
+    """``run_dir/metrics.json``, written atomically (a kill mid-write leaves the previous file), strict JSON: a
+    value that is not finite leaves ``metrics`` (in place: what the caller returns is what the file holds) for a
+    ``<key>_skipped`` note, with a warning naming it (NaN is no JSON number, and a diverged model's metric is no
+    result)."""
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    for k in bad:
+        metrics[f"{k}_skipped"] = f"not finite ({metrics.pop(k)}): the model's energies or samples overflow"
+    if bad:
+        warnings.warn(f"{', '.join(bad)} not finite, left out of metrics.json (each has a _skipped note): the "
+                      "weights may have diverged", RuntimeWarning, stacklevel=3)
+    write_text_atomic(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=1, allow_nan=False))
 
 
 def result_facts(objective, selected: dict) -> dict:
@@ -306,17 +318,21 @@ def heldout_energy_gap(objective, data, n: int = 1000, batch_size: int = 500) ->
     """``energy_heldout_gap``: the mean energy (``score``) of up to ``n`` held-out rows minus that of as
     many training rows, and ``energy_heldout_gap_z``: that gap over the training energies' std. About 0
     when the energy generalises; large and positive when the network has learned its training rows
-    (docs/leaderboard.md, breast cancer). {} when either split is too small or an energy is not finite."""
+    (docs/leaderboard.md, breast cancer). {} when either split is too small; ``energy_heldout_gap_skipped`` (why)
+    where an energy, or their mean in float64, is not finite."""
     k = min(n, data.train.shape[0], data.test.shape[0])
     if k < 2:
         return {}
+    skipped = {"energy_heldout_gap_skipped": "an energy is not finite (the weights may have diverged)"}
     try:
-        with torch.no_grad():
-            e_train, e_test = (image_eval.energies(objective, x[:k], batch_size).float() for x in (data.train, data.test))
+        with torch.no_grad():  # float64: energies of 1e37 are finite, their float32 sum is not
+            e_train, e_test = (image_eval.energies(objective, x[:k], batch_size).double() for x in (data.train, data.test))
     except FloatingPointError:  # a non-finite energy: no gap to report (the sample metrics say the rest)
-        return {}
-    gap = float(e_test.mean() - e_train.mean())
-    return {"energy_heldout_gap": gap, "energy_heldout_gap_z": gap / max(float(e_train.std()), 1e-12)}
+        return skipped
+    gap, std = float(e_test.mean() - e_train.mean()), float(e_train.std())
+    if not (math.isfinite(gap) and math.isfinite(std)):
+        return skipped
+    return {"energy_heldout_gap": gap, "energy_heldout_gap_z": gap / max(std, 1e-12)}
 
 
 def final_evaluation(trainer) -> dict:
