@@ -89,7 +89,8 @@ def check_new_run(cfg) -> None:
 def inert_settings(cfg) -> list[str]:
     """Sentences for data and model keys set where they are read by nothing (docs/testing.md, "Is every data, model
     and evaluation setting live?"): a file given to a dataset that is built, not read; a crop off image folders;
-    spectral norm and Fourier features on networks that have none."""
+    spectral norm and Fourier features on networks that have none; paper 003's label for the initializer of an
+    unconditional run."""
     from ebmlab.data.dataset import PATHLESS
 
     d, m, said = cfg.data, cfg.model, []
@@ -102,6 +103,9 @@ def inert_settings(cfg) -> list[str]:
     if m.spectral_norm and m.name == "mlp" and cfg.method.name not in ("cdrl", "drl"):
         said.append("model.spectral_norm applies to the resnet, plainconv and unet networks, and to the mlp of paper "
                     "003's methods (cdrl, drl: their toy EBM); this method's mlp has none: leave it unset")
+    if getattr(cfg.method, "init_conditional", None) and not getattr(cfg.method, "conditional", False):
+        said.append("method.init_conditional lets paper 003's initializer see the class label; this run is "
+                    "unconditional (method.conditional false), so there is no label: leave it unset")
     if m.name != "mlp" and m.fourier:
         said.append(f"model.fourier (random Fourier input features) applies to model.name mlp, not {m.name!r}")
     elif m.fourier_scale != 1.0 and not m.fourier:

@@ -137,6 +137,7 @@ def test_a_new_run_is_refused_from_the_command_line_and_python_but_a_stored_run_
     (["method.name=implicit_diffusion", "model.spectral_norm=true"], "model.spectral_norm applies to"),
     (["data.name=digits", "model.name=resnet", "model.fourier=4"], "model.fourier"),
     (["model.fourier_scale=3"], "model.fourier_scale"),
+    (["method.name=cdrl", "method.init_conditional=true"], "method.init_conditional"),  # no label to see
 ])
 def test_a_data_or_model_key_read_by_nothing_is_refused(overrides, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(".", r"\.")):
@@ -148,6 +149,8 @@ def test_a_data_or_model_key_read_by_nothing_is_refused(overrides, needle):
                                                         "model.name=resnet"],
     ["method.name=cdrl", "model.spectral_norm=true"], ["data.name=digits", "model.name=resnet", "model.spectral_norm=true"],
     ["model.fourier=4", "model.fourier_scale=3"],
+    ["method.name=cdrl", "method.conditional=true", "method.init_conditional=true"],
+    ["method.name=cdrl", "method.init_conditional=false"],  # an unconditional initializer: what it has anyway
 ])
 def test_where_a_data_or_model_key_is_read_it_is_taken(overrides):
     check_new_run(load_config(None, overrides))
