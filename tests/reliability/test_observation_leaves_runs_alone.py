@@ -27,8 +27,9 @@ from ebmlab.training.config import load_config
 from ebmlab.training.evaluate import final_evaluation
 from ebmlab.training.hooks import sample_hook
 from ebmlab.training.logging import read_metrics
-from ebmlab.training.loop import Trainer, prepare_run_dir
+from ebmlab.training.loop import Trainer
 from tests.contracts.test_objective_contract import SHRINK, tiny_overrides
+from tests.runs import fit_in
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
 
@@ -84,18 +85,8 @@ def _image(config: str) -> list[str]:
 def _train(run_dir: Path, overrides: list[str], config: str | None = None, evaluate: bool = False,
            resume: bool = False) -> Trainer:
     """``ebmlab train``'s path: the run directory, the trainer, the loop with the sample hooks, the final evaluation."""
-    cfg = load_config(config, overrides)
-    lock = prepare_run_dir(run_dir, cfg, resume=resume, overwrite=False)
-    try:
-        trainer = Trainer(cfg, run_dir)
-        if resume:
-            trainer.resume()
-        trainer.fit(on_sample=sample_hook)
-        if evaluate:
-            final_evaluation(trainer)
-    finally:
-        lock.release()
-    return trainer
+    return fit_in(run_dir, load_config(config, overrides), resume=resume, on_sample=sample_hook,
+                  after=final_evaluation if evaluate else None)
 
 
 def _result(run_dir: Path, prefix: str = "") -> tuple[dict, dict]:
