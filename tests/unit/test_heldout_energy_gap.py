@@ -46,4 +46,7 @@ def test_it_uses_equal_numbers_of_rows_in_batches_and_skips_what_it_cannot_measu
     heldout_energy_gap(Scored(lambda x: seen.append(len(x)) or x.sum(1)), data, n=1000, batch_size=300)
     assert sum(seen) == 2000 and max(seen) == 300
     assert heldout_energy_gap(Scored(lambda x: x.sum(1)), _data(n_test=1)) == {}
-    assert heldout_energy_gap(Scored(lambda x: x.sum(1) / 0.0), _data()) == {}
+    skipped = heldout_energy_gap(Scored(lambda x: x.sum(1) / 0.0), _data())  # infinite energies: said, not NaN
+    assert list(skipped) == ["energy_heldout_gap_skipped"] and "not finite" in skipped["energy_heldout_gap_skipped"]
+    huge = heldout_energy_gap(Scored(lambda x: 1e37 * (1 + x.sum(1).abs())), _data())  # finite; float32 sums overflow
+    assert set(huge) == {"energy_heldout_gap", "energy_heldout_gap_z"} and abs(huge["energy_heldout_gap"]) < 1e40
