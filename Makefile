@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The slow tests (-m slow: paper 002's toy on five seeds, two distributed launches, the fused-MALA probe's
-# C++ build; a few minutes)
+# C++ build, whether observing a run changes it; a few minutes)
 test-slow: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) -m slow
 

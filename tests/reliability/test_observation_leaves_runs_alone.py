@@ -31,7 +31,9 @@ from ebmlab.training.loop import Trainer
 from tests.contracts.test_objective_contract import SHRINK, tiny_overrides
 from tests.runs import fit_in
 
-pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
+# ~50 s of whole runs (every method, twice each): with the slow tests (make test-slow; .ci/run runs both), so the
+# default suite stays near its ten minutes
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")]
 
 STEPS = 6
 QUIET = [f"train.steps={STEPS}", "train.log_every=1", "train.checkpoint_every=1000", "train.sample_every=0",
