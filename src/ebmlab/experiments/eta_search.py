@@ -10,6 +10,7 @@ import tempfile
 
 import torch
 
+from ebmlab.config_checks import check_new_run
 from ebmlab.objectives.eta_tuning import EtaTuning, choose_eta, positives, t1_energy_gap
 from ebmlab.training.loop import Trainer
 
@@ -28,6 +29,7 @@ def tune_eta_by_training(cfg, candidates, steps: int, *, data=None, n: int = 100
         raise ValueError("tune_eta_by_training needs at least one candidate eta")
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    check_new_run(cfg)  # a key the method does not read: refused here as for a run
     gaps = {}
     for eta in cands:
         c = copy.deepcopy(cfg)

@@ -46,7 +46,7 @@ STEPS = 3000
 ARMS = {"per_t": ("paper000_spiral_cdce", ["method.name=per_t", "method.ce_weight=0"]),
         "cd_ce": ("paper000_spiral_cdce", []),
         "joint_cd": ("paper000_spiral_jointcd", []),
-        "cd_plain": ("paper000_spiral_cdce", ["method.name=cd_plain"])}
+        "cd_plain": ("paper000_spiral_cdce", ["method.name=cd_plain", "method.ce_weight=null"])}  # no CE: unset
 DATASETS = {"spiral": [], "mixture": ["data.name=mixture"]}  # both in App. C.1's coordinates (standardize false)
 COMMON = [f"train.steps={STEPS}", "train.ema=null", "train.checkpoint_every=100000"]
 QUICK_STEPS = 20

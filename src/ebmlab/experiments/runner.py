@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ebmlab.config_checks import check_new_run
 from ebmlab.errors import TrainingDiverged
 from ebmlab.training.config import Config, load_config
 from ebmlab.training.evaluate import evaluate
@@ -55,9 +56,11 @@ def train_and_evaluate(run_dir: Path, cfg: Config, *, data=None, evaluate_run: b
 
     ``data``: a prepared ``Dataset`` instead of ``cfg.data`` (then pass ``save_config=False``: the
     run's ``config.yaml`` could not rebuild it). ``evaluate_run=False`` skips ``evaluate`` for
-    experiments that measure their own way."""
+    experiments that measure their own way. A ``cfg`` with a key its method does not read is refused
+    (``ConfigError``, ``config_checks.check_new_run``) before anything is touched, as for ``ebmlab train``."""
     if on_diverge not in ("raise", "last_good", "record"):
         raise ValueError(f"on_diverge must be raise, last_good or record, got {on_diverge!r}")
+    check_new_run(cfg)  # an arm with a key its method does not read would record a setting it never had
     run_dir = Path(run_dir)
     if save_config:
         prepare_run_dir(run_dir, cfg, resume=False, overwrite=True)  # config.yaml: `ebmlab eval` can open it

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ebmlab.errors import ConfigError
+from ebmlab.samplers.ais import resample_points
 
 
 class LossOutput(NamedTuple):
@@ -48,6 +49,14 @@ class SampleOutput(NamedTuple):
     x: Tensor                     # (n, ...) samples in model coordinates
     info: dict[str, Tensor]       # per-step chain diagnostics (accept_rate, step_size, energy,
                                   # grad_norm: (S,) each), plus per-method extras (e.g. per level)
+
+
+def resampled(out: SampleOutput, log_weights: Tensor, generator: torch.Generator | None = None) -> SampleOutput:
+    """``out``'s chains (n, ...) resampled in proportion to their (n,) log-weights (``samplers/ais.resample_points``),
+    with the weights' ESS added to the info as ``ais_ess``: the last step of a weighted draw, in one batch
+    (``Objective.sample``) or gathered from several (``training/drawing.draw``)."""
+    x, ess = resample_points(out.x, log_weights, generator)
+    return SampleOutput(x, {**out.info, "ais_ess": ess})
 
 
 class ParamGroup(TypedDict, total=False):

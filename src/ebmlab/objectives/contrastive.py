@@ -67,11 +67,11 @@ from ebmlab.buffers import ReplayBuffer
 from ebmlab.energies.build import build_energy
 from ebmlab.energies.mixture_base import GaussianMixtureBase
 from ebmlab.metrics.baselines import fit_gmm
-from ebmlab.objectives.base import LossOutput, Objective, SampleOutput, batch_data
+from ebmlab.objectives.base import LossOutput, Objective, SampleOutput, batch_data, resampled
 from ebmlab.objectives.contrastive_config import (AIS_RESAMPLE, SCHEMES, ContrastiveConfig,  # noqa: F401 (re-exported)
                                                  resolved_noise_chain)
 from ebmlab.samplers import ChainInfo, ChainState, StepSizeController, get_sampler, run_chain
-from ebmlab.samplers.ais import ais, linear_betas, normalized_weights, resample_points
+from ebmlab.samplers.ais import ais, linear_betas, normalized_weights
 from ebmlab.samplers.base import PROPOSAL_CAP
 
 BASE_FIT_ROWS = 5000  # model.base gmm: rows the mixture is fitted on (EM's cost grows with them; a subsample beyond)
@@ -269,10 +269,7 @@ class ContrastiveDivergence(Objective):
         many training-sampler steps. A private copy of the adapted MALA step; ``adaptive_step``:
         ``sampling_step_size``."""
         out, log_weights = self.sample_weighted(n, generator=generator, n_steps=n_steps, x0=x0, cond=cond)
-        if log_weights is None:
-            return out
-        x, ess = resample_points(out.x, log_weights, generator)
-        return SampleOutput(x, {**out.info, "ais_ess": ess})
+        return out if log_weights is None else resampled(out, log_weights, generator)
 
     @torch.no_grad()
     def sample_weighted(self, n: int, *, generator: torch.Generator | None = None, n_steps: int | None = None,

@@ -13,8 +13,7 @@ import torch
 from torch import Tensor
 
 from ebmlab.errors import ConfigError
-from ebmlab.objectives.base import SampleOutput, checked_conditions, per_level_steps
-from ebmlab.samplers.ais import resample_points
+from ebmlab.objectives.base import SampleOutput, checked_conditions, per_level_steps, resampled
 from ebmlab.samplers.progress import sampling_progress
 
 __all__ = ["class_index", "class_names", "data_starts", "detached", "draw", "finite_samples"]
@@ -93,12 +92,8 @@ def _gathered(parts: list[tuple[SampleOutput, Tensor | None]], generator) -> Sam
     """The batches' chains as one draw of n on the CPU; weighted chains (paper 004's AIS) resampled all together by
     their log-weights (n,), as one chain of n is: each batch resampled by its own weights would bias the draw (a
     batch of 1 keeps its chain whatever its weight)."""
-    x = torch.cat([out.x.detach().cpu() for out, _ in parts])  # (n, ...)
-    info = parts[0][0].info
-    if parts[0][1] is None:
-        return SampleOutput(x, info)
-    x, ess = resample_points(x, torch.cat([w for _, w in parts]), generator)
-    return SampleOutput(x, {**info, "ais_ess": ess})
+    out = SampleOutput(torch.cat([part.x.detach().cpu() for part, _ in parts]), parts[0][0].info)  # x: (n, ...)
+    return out if parts[0][1] is None else resampled(out, torch.cat([w for _, w in parts]), generator)
 
 
 def finite_samples(x: Tensor) -> Tensor:
