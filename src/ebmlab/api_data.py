@@ -242,7 +242,8 @@ def dataset(cfg: Config, x_mem: np.ndarray | None):
 
     if x_mem is None:
         return build_dataset(cfg.data)
-    return array_dataset(torch.from_numpy(x_mem), cfg.data, str(cfg.data.path))
+    return array_dataset(torch.from_numpy(x_mem), cfg.data, str(cfg.data.path),
+                         shown="the data given to ebmlab.train")  # (its data.npy is written once it is accepted)
 
 
 def save_array(path: Path, x: np.ndarray) -> None:

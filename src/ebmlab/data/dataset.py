@@ -126,20 +126,22 @@ def _array(cfg) -> Dataset:
     return array_dataset(load_vectors(cfg.path), cfg, str(cfg.path))
 
 
-def array_dataset(x: Tensor, cfg, name: str) -> Dataset:
+def array_dataset(x: Tensor, cfg, name: str, shown: str | None = None) -> Dataset:
     """The ``Dataset`` of user vectors ``x`` (N, D) in data coordinates: a held-out split of
     min(data.n_test, N // 10) rows drawn with ``data.seed`` (then ``data.val_fraction``'s validation rows),
     the standardiser fitted on the rest. The
     ``array`` loader and ``ebmlab.train`` (in-memory data, saved into the run) both build it here, so a
-    run reloaded from its file sees exactly the split and transform it was trained with."""
+    run reloaded from its file sees exactly the split and transform it was trained with. ``shown``: how an error
+    names the rows (default ``name``, the file; rows given in memory are not in their file yet)."""
+    shown = shown or repr(name)
     if bool((x == x[:1]).all()):
-        raise DataError(f"{name!r} holds one value in every column (all its rows are the same point); there is "
+        raise DataError(f"{shown} holds one value in every column (all its rows are the same point); there is "
                         "nothing to learn")
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.seed))
     n_test = min(cfg.n_test, max(1, x.shape[0] // 10))
     if n_test < 2:  # (a file or ebmlab.train's array with fewer than arrays.MIN_ROWS rows is refused when read)
         cause = f"data.n_test={cfg.n_test}" if cfg.n_test < 2 else f"{x.shape[0]} rows (a tenth is held out)"
-        raise DataError(f"{cause} leave {n_test} held-out row of {name!r}; the evaluation's sample metrics need at "
+        raise DataError(f"{cause} leave {n_test} held-out row of {shown}; the evaluation's sample metrics need at "
                         "least 2 (two disjoint halves)")
     return _vector_dataset(name, x[perm[n_test:]], x[perm[:n_test]], cfg)
 

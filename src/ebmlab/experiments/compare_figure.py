@@ -39,8 +39,8 @@ def samples_figure(runs: list[str], labels: list[str], kind: str, shape, out: Pa
 
 
 def _samples(run: Path, shape: tuple, kind: str, notes: list[str]) -> torch.Tensor | None:
-    """The run's samples (N, *shape) as float32 (images: the first ``SHOWN_IMAGES``), samples with a non-finite
-    value dropped (said in a note), or None with a note."""
+    """The run's samples (N, *shape): vectors in float64, images in float32 (the first ``SHOWN_IMAGES``), samples
+    with a non-finite value dropped (said in a note), or None with a note."""
     p = run / "samples" / "samples.npy"
     if not p.is_file():
         notes.append(f"{run} has no samples/samples.npy: left out of the figure")
@@ -53,7 +53,9 @@ def _samples(run: Path, shape: tuple, kind: str, notes: list[str]) -> torch.Tens
     if arr.ndim < 1 or tuple(arr.shape[1:]) != shape or not np.issubdtype(arr.dtype, np.number):
         notes.append(f"{p} holds {arr.dtype} of shape {arr.shape}, not rows of the run's shape {shape}: left out")
         return None
-    x = torch.from_numpy(np.array(arr if kind == "vector" else arr[:SHOWN_IMAGES], dtype=np.float32))
+    # vectors in float64 (a float64 run's samples near 1e7 would round to whole numbers in float32)
+    x = torch.from_numpy(np.array(arr, dtype=np.float64) if kind == "vector"
+                         else np.array(arr[:SHOWN_IMAGES], dtype=np.float32))
     ok = torch.isfinite(x.flatten(1)).all(1)  # (N,)
     if not ok.all():
         shown = "" if kind == "vector" else " shown"

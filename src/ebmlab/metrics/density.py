@@ -14,12 +14,14 @@ import torch
 from torch import Tensor
 
 
-def make_grid(extent: float | tuple[float, float, float, float], n: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(n*n, 2) points of a regular grid, and its x and y axes. extent: half-width or (x0, x1, y0, y1)."""
+def make_grid(extent: float | tuple[float, float, float, float], n: int,
+              dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor]:
+    """(n*n, 2) points of a regular grid, and its x and y axes. extent: half-width or (x0, x1, y0, y1). ``dtype``
+    float64 for data held in float64 (a user's columns near 1e7: float32 would give a grid of a few distinct values)."""
     if isinstance(extent, (int, float)):
         extent = (-extent, extent, -extent, extent)
-    xs = torch.linspace(extent[0], extent[1], n)
-    ys = torch.linspace(extent[2], extent[3], n)
+    xs = torch.linspace(extent[0], extent[1], n, dtype=dtype)
+    ys = torch.linspace(extent[2], extent[3], n, dtype=dtype)
     gx, gy = torch.meshgrid(xs, ys, indexing="xy")
     return torch.stack([gx.reshape(-1), gy.reshape(-1)], 1), xs, ys
 

@@ -122,13 +122,24 @@ def _draw_one(objective, n: int, generator, steps, x0, cond, guidance,
     (``Objective.sample_weighted``; an objective written without the base class has none: its ``sample``)."""
     if guidance is None:
         kw = dict(generator=generator, n_steps=steps, x0=x0, cond=cond)
-        weighing = getattr(objective, "sample_weighted", None) if weighted else None
-        return weighing(n, **kw) if weighing is not None else (objective.sample(n, **kw), None)
+        if weighted and _weighs_as_it_samples(objective):
+            return objective.sample_weighted(n, **kw)
+        return objective.sample(n, **kw), None
     from ebmlab.applications.guidance import guided_sample
     # ``steps`` is the total, as for ``sample``; guided_sample takes K' per level (Sec. 4.2's step rescaling reads it)
     per_level = None if steps is None else per_level_steps(steps, 0, objective.sample_levels)
     guided = guided_sample(objective, cond["y"], guidance, generator=generator, n_steps=per_level)
     return SampleOutput(guided, {}), None
+
+
+def _weighs_as_it_samples(objective) -> bool:
+    """Whether ``objective.sample_weighted`` is its ``sample`` before resampling: it is defined in the class that
+    defines ``sample`` or below it. A subclass that overrides ``sample`` alone (a user's variant of paper 004's
+    ``noise`` scheme) inherits a ``sample_weighted`` that would bypass its ``sample``: its own ``sample`` runs."""
+    def owner(name: str):
+        return next((c for c in type(objective).__mro__ if name in vars(c)), None)
+    weighs, samples = owner("sample_weighted"), owner("sample")
+    return weighs is not None and samples is not None and issubclass(weighs, samples)
 
 
 def detached(info):

@@ -181,7 +181,7 @@ def _density_metrics(objective, data, cfg, run_dir: Path | None) -> dict:
     if not objective.has_log_density:
         return {"density_kl_skipped": f"method {type(objective).__name__} defines no log-density"}
     m, panels = {}, {}
-    grid, xs, ys = make_grid(_extent(data, cfg), cfg.eval.grid_size)
+    grid, xs, ys = make_grid(_extent(data, cfg), cfg.eval.grid_size, data.transform.dtype)  # float64 user data
     model_lp = model_log_density_grid(objective, data, grid)
     if data.dist is not None:
         true_lp = true_log_density_grid(data.dist, grid)
