@@ -19,6 +19,7 @@ from ebmlab.samplers import progress as progress_mod
 from ebmlab.training import drawing
 from ebmlab.training.config import load_config
 from tests.contracts.test_objective_contract import tiny_overrides
+from tests.unit.test_metamorphic_relations import _TwoWells  # -log [0.8 N((-2, 0), .25 I) + 0.2 N((2, 0), .25 I)]
 
 OFFSET = 1e7  # float32's spacing there is 1.0: a spread of ~1 is erased by a float32 round trip
 
@@ -169,19 +170,6 @@ def test_float64_run_reopened_data_keep_the_stored_transform(run64):
 
 
 # ----- weighted draws ---------------------------------------------------------------------------------------------
-class _TwoWells(torch.nn.Module):
-    """-log [0.8 N((-2, 0), 0.25 I) + 0.2 N((2, 0), 0.25 I)]."""
-
-    def __init__(self):
-        super().__init__()
-        self.p = torch.nn.Parameter(torch.zeros(()))
-
-    def forward(self, x):
-        m = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])
-        d = ((x[:, None, :] - m) ** 2).sum(-1) / 0.5
-        return -torch.logsumexp(torch.log(torch.tensor([0.8, 0.2])) - d, 1) + self.p
-
-
 @pytest.fixture(scope="module", params=["hybrid", "noise"])
 def ais_objective(request):
     cfg = load_config(None, tiny_overrides(request.param) + ["method.n_steps=4"])
