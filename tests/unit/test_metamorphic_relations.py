@@ -13,8 +13,8 @@
   model-space rows, training and samples, mapped back by the same affine map; a float64 array (or int64 epoch
   seconds) translated by 1e5 or 1e7 standardises to the same rows, its samples mapped back in float64.
 - float64 vs float32 (an objective moved with ``.double()``, the float32 draws of the same generator): a few
-  updates agree to float32 rounding (training only: ``prior`` draws float32, so float64 sampling, and the noise and
-  hybrid schemes' training, are not supported).
+  updates, and the generation procedure, agree to float32 rounding for every method (``prior`` drew float32 before
+  2026-12-07, so float64 sampling, and the noise and hybrid schemes' training, failed with torch's dtype error).
 - Sampling: the same seed gives the same samples, another seed others; ``batch_size`` >= n is the one-chunk draw;
   a chunked draw's first chunk is the unchunked draw of that size, and its chunks are distinct draws.
 """
@@ -344,7 +344,7 @@ def _float32_draws():
             setattr(torch, n, f)
 
 
-@pytest.mark.parametrize("name", sorted(set(METHODS) - {"noise", "hybrid"}))
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_float64_training_agrees_with_float32(name):
     """Two updates; loss to 1e-5 and gradients to 5e-4 x max |grad| (float32 rounding, amplified by the
     cancellation in a difference of means: cd_plain's reached 5e-5)."""
@@ -364,6 +364,23 @@ def test_float64_training_agrees_with_float32(name):
         _close_grads(_grads(a), _grads(b), 5e-4)
         _sgd(a)
         _sgd(b)
+
+
+@pytest.mark.parametrize("steps", [None, 4])
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_float64_generation_agrees_with_float32(name, steps):
+    """The paper's generation procedure of a ``.double()`` objective: float64 samples, the float32 ones to float32
+    rounding carried through the chain (a flipped accept/reject or a float32 draw would move a row by a step)."""
+    extra = ("method.step_size=0.01", "method.noise_scale=0.01") if name == "improved_cd" else ()
+    a, _ = _objective(name, extra)
+    b, _ = _objective(name, extra)
+    a, b = a.eval(), b.double().eval()
+    with torch.no_grad():
+        sa = a.sample(32, generator=torch.Generator().manual_seed(3), n_steps=steps).x
+        with _float32_draws():
+            sb = b.sample(32, generator=torch.Generator().manual_seed(3), n_steps=steps).x
+    assert sb.dtype == torch.float64
+    assert float((sb - sa.double()).abs().max()) < 1e-4
 
 
 # ----- sampling: seeds and chunks --------------------------------------------------------------------------

@@ -114,8 +114,12 @@ class ContrastiveDivergence(Objective):
         base = self.mixture_base()
         if base is not None:
             return base.sample(n, generator).view(n, *self.shape)
-        dev = self.last_step_size.device
-        return self.cfg.init_std * torch.randn((n, *self.shape), generator=generator, device=dev)
+        return self._gaussian(n, self.cfg.init_std, generator)
+
+    def _gaussian(self, n: int, std: float, generator: torch.Generator | None) -> Tensor:
+        """(n, ...) draws of N(0, std² I) on the objective's device, in its dtype (float64 after ``.double()``)."""
+        ref = self.last_step_size
+        return std * torch.randn((n, *self.shape), generator=generator, device=ref.device, dtype=ref.dtype)
 
     def mixture_base(self) -> GaussianMixtureBase | None:
         """The energy's fitted mixture base measure (``energies/mixture_base.py``), or None. Looked up on every call
@@ -237,8 +241,7 @@ class ContrastiveDivergence(Objective):
             return self.prior(n, generator), None
         # training chains only (docs/paper004.md, "The default demo's ring masses"): the same draw as
         # ``prior``, scaled to train_init_std
-        dev = self.last_step_size.device
-        return self.cfg.train_init_std * torch.randn((n, *self.shape), generator=generator, device=dev), None
+        return self._gaussian(n, self.cfg.train_init_std, generator), None
 
     def _term(self, e_pos: Tensor, x_neg: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Computational loss <E(x)> - <E(x̂)> on stop-gradient samples, plus optional L2. ``weights``

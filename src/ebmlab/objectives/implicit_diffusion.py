@@ -133,7 +133,7 @@ class ImplicitDiffusion(Objective):
     def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, ...) N(0, init_std^2 I): p(x_T) of Eq. 1 / Sec. 4.1."""
         dev = self.sched.device
-        return self.cfg.init_std * torch.randn((n, *self.shape), generator=generator, device=dev)
+        return self.cfg.init_std * torch.randn((n, *self.shape), generator=generator, device=dev, dtype=self.sched.dtype)
 
     @property
     def energy_conditions(self) -> dict[str, tuple[int, int]]:

@@ -158,7 +158,7 @@ class ImprovedCD(Objective):
 
     def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, *shape) uniform noise over the init box (Alg. 1-2's U)."""
-        u = torch.rand((n, *self.shape), generator=generator, device=self.init_low.device)
+        u = torch.rand((n, *self.shape), generator=generator, device=self.init_low.device, dtype=self.init_low.dtype)
         return self.init_low + (self.init_high - self.init_low) * u
 
     def log_density(self, x: Tensor) -> Tensor:

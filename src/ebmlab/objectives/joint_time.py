@@ -301,7 +301,8 @@ class JointTime(Objective):
 
     def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, ...) draws of the reference p_n = N(0, sigma_n^2 I) = p(z | t=0): every chain's start."""
-        return self.cfg.sigma_n * torch.randn((n, *self.shape), generator=generator, device=self.alpha.device)
+        return self.cfg.sigma_n * torch.randn((n, *self.shape), generator=generator, device=self.alpha.device,
+                                             dtype=self.alpha.dtype)
 
     # ----- generation ----------------------------------------------------------------------------
     def annealing_levels(self) -> list[int]:

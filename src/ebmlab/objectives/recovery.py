@@ -243,7 +243,7 @@ class RecoveryLikelihood(Objective):
     def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, ...) N(0, I): x_T, where Alg. 2 starts."""
         dev = self.abar.device
-        return torch.randn((n, *self.shape), generator=generator, device=dev)
+        return torch.randn((n, *self.shape), generator=generator, device=dev, dtype=self.abar.dtype)
 
     def log_density(self, x: Tensor) -> Tensor:
         """(B,) -E_0(x): the level-0 marginal EBM as an unnormalised log-density of x."""
