@@ -36,8 +36,8 @@ def in_memory(data) -> np.ndarray | None:
             raise DataError("ebmlab.train takes in-memory vectors; for an image Dataset pass its name or path")
         parts = [p for p in (data.train, data.val, data.test) if p is not None]  # every row: a split one's too
         x = torch.cat([data.transform.to_data(p) for p in parts])
-    elif isinstance(data, Tensor):
-        x = data
+    elif isinstance(data, Tensor) or _tensor_rows(data):
+        x = given_tensor(data, "the data passed to ebmlab.train")
     elif isinstance(data, torch.utils.data.Dataset):
         try:
             items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
@@ -63,32 +63,64 @@ def in_memory(data) -> np.ndarray | None:
 def _numbers(data, what: str = "the data passed to ebmlab.train") -> np.ndarray:
     """An array-like (a NumPy array, nested lists, a pandas DataFrame: what ``numpy.asarray`` reads) as a real
     array; DataError for values that are not real numbers (text, complex, missing objects)."""
+    if np.ma.isMaskedArray(data) and np.ma.getmaskarray(data).any():  # (np.asarray would drop the mask)
+        raise DataError(f"{what} has masked entries: fill or drop them first (a masked value is not a number)")
     try:
         arr = np.asarray(data)
     except ValueError:  # ragged: rows of different lengths, or a tuple (x, y) of features and labels
         raise DataError(f"{what} must be one array (N, D); got a {type(data).__name__} of parts numpy cannot stack "
                         "(rows of different lengths, or (x, y): pass x alone)") from None
-    if arr.dtype.kind in "biuf":
-        return arr
-    if arr.dtype.kind != "c":
+    if arr.dtype.kind in "mM":  # datetime64 / timedelta64: counts of a unit numpy would pass on silently
+        raise DataError(f"{what} holds dates or durations ({arr.dtype}); convert them to numbers first (e.g. "
+                        "seconds since a reference time)")
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:  # long double: torch reads float64 at most
+        arr = arr.astype(np.float64)
+    if arr.dtype.kind not in "biuf" and arr.dtype.kind != "c":
         try:
-            return np.asarray(data, dtype=np.float64)
+            arr = np.asarray(data, dtype=np.float64)
         except (TypeError, ValueError):
             pass
-    raise DataError(f"{what} must be real numbers; got values of type {arr.dtype} "
-                    "(convert or drop the columns that are not numbers first)")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{what} must be real numbers; got values of type {arr.dtype} "
+                        "(convert or drop the columns that are not numbers first)")
+    # torch.from_numpy takes neither negative strides (x[::-1]) nor a foreign byte order ('>f4' from FITS, .mat), and
+    # warns on a read-only array (a memory map): a copy then, in native order
+    if arr.flags.c_contiguous and arr.dtype.isnative and arr.flags.writeable:
+        return arr
+    return np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C", copy=True)
 
 
 def as_points(x, dtype: torch.dtype = torch.float32) -> Tensor:
     """Data-coordinate points given as a tensor (its graph kept: ``run(x)`` is differentiable in x) or an array
     (anything ``numpy.asarray`` reads) in ``dtype`` (the run's ``Affine.dtype``); DataError for what is not numbers."""
-    if isinstance(x, Tensor):
-        return x.to(dtype)
+    if isinstance(x, Tensor) or _tensor_rows(x):
+        return given_tensor(x, "the points", detach=False).to(dtype)
     try:
-        return torch.from_numpy(np.asarray(x, dtype=np.float64 if dtype == torch.float64 else np.float32))
-    except (TypeError, ValueError) as exc:
+        arr = _numbers(x, "the points")
+    except DataError as exc:
         raise DataError(f"points must be numbers, a tensor or an array (B, ...), got {type(x).__name__} "
                         f"({' '.join(str(exc).split())[:120]})") from None
+    return torch.from_numpy(arr.astype(np.float64 if dtype == torch.float64 else np.float32))
+
+
+def _tensor_rows(x) -> bool:
+    """Whether ``x`` is a non-empty list or tuple of tensors (rows, or batches of them)."""
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(r, Tensor) for r in x)
+
+
+def given_tensor(x, what: str, detach: bool = True) -> Tensor:
+    """A tensor, or a list of tensors stacked (its graph kept unless ``detach``), of real values that exist: DataError
+    for a meta tensor (no values) or a complex one (its imaginary part would be dropped); a sparse one made dense."""
+    try:
+        t = torch.stack(list(x)) if isinstance(x, (list, tuple)) else x
+    except RuntimeError as exc:
+        raise DataError(f"{what}: the tensors given cannot be stacked into one batch ({exc})") from None
+    if t.is_meta:
+        raise DataError(f"{what} is a tensor on the meta device, which holds no values")
+    if t.is_complex():
+        raise DataError(f"{what} must be real numbers; got a {t.dtype} tensor (take .real or .abs() first)")
+    t = t.to_dense() if t.layout != torch.strided else t
+    return t.detach() if detach else t
 
 
 def warn_not_finite(values: Tensor, what: str) -> Tensor:
@@ -118,7 +150,8 @@ def ood_inputs(ood, shape: tuple[int, ...], kind: str = "vector",
         what = f"the out-of-distribution set {name!r}"
         if not isinstance(name, str) or not name:
             raise DataError(f"ood= takes a mapping of non-empty names to arrays; got the key {name!r}")
-        raw = x.detach().cpu() if isinstance(x, Tensor) else torch.from_numpy(_numbers(x, what))
+        raw = (given_tensor(x, what).cpu() if isinstance(x, Tensor) or _tensor_rows(x)
+               else torch.from_numpy(_numbers(x, what)))
         t = raw.float()
         if t.dim() != len(shape) + 1 or tuple(t.shape[1:]) != tuple(shape) or len(t) == 0:
             raise DataError(f"{what} has shape {tuple(t.shape)}; the run's points are {tuple(shape)}, so give (N, "
