@@ -113,8 +113,9 @@ def given_tensor(x, what: str, detach: bool = True) -> Tensor:
     for a meta tensor (no values) or a complex one (its imaginary part would be dropped); a sparse one made dense."""
     try:
         t = torch.stack(list(x)) if isinstance(x, (list, tuple)) else x
-    except RuntimeError as exc:
-        raise DataError(f"{what}: the tensors given cannot be stacked into one batch ({exc})") from None
+    except RuntimeError:
+        raise DataError(f"{what} must be one array (N, D); got a {type(x).__name__} of tensors that cannot be stacked "
+                        "(rows of different shapes, or (x, y): pass x alone)") from None
     if t.is_meta:
         raise DataError(f"{what} is a tensor on the meta device, which holds no values")
     if t.is_complex():

@@ -7,6 +7,7 @@ non-finite values. ``.npy``/``.npz`` are read with ``allow_pickle=False``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import warnings
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def npz_key(z, path: Path, names: tuple[str, ...], what: str, others: tuple[str,
 
 def read_array(path: str | Path) -> np.ndarray:
     """The numpy array in a .npy, .npz (key ``x``, or its only array) or .csv file; ``DataError`` with one sentence otherwise."""
-    p = Path(path)
+    p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"data file {str(p)!r} does not exist; expected a .npy, .npz or .csv file of shape (N, D)")
     if p.is_dir():
@@ -54,11 +55,8 @@ def read_array(path: str | Path) -> np.ndarray:
         raise DataError(f"could not read data file {str(p)!r}: it is empty (0 bytes); expected a {suffix} file of "
                         "shape (N, D)")
     try:
-        if suffix == ".npy":
-            return np.load(p, allow_pickle=False)
-        if suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                return z[npz_key(z, p, ("x",), "data file")]
+        if suffix in (".npy", ".npz"):
+            return _numpy_file(p)
         if suffix == ".csv":
             return _read_csv(p)
     except DataError:
@@ -67,20 +65,40 @@ def read_array(path: str | Path) -> np.ndarray:
         raise DataError(f"could not read data file {str(p)!r}: it is not UTF-8 text (a byte "
                         f"{exc.object[exc.start]:#04x}); save it as UTF-8 (e.g. Excel's \"CSV UTF-8\")") from None
     except Exception as exc:  # numpy raises many types for unreadable files
+        if "allow_pickle" in str(exc):  # numpy's advice would be to unpickle: ebmlab never does
+            raise DataError(f"could not read data file {str(p)!r}: it is not an array of numbers in numpy's format "
+                            "(an object array, a pickle, or another kind of file named .npy/.npz; ebmlab never "
+                            "unpickles); save the numbers with np.save") from None
         raise DataError(f"could not read data file {str(p)!r} ({type(exc).__name__}: {exc})") from None
     raise DataError(f"data file {str(p)!r} has unsupported suffix {suffix!r}; expected .npy, .npz or .csv")
+
+
+def _numpy_file(p: Path) -> np.ndarray:
+    """The array of a .npy file, or of an .npz archive (key ``x``, or its only array), read by what the file holds
+    (a renamed file too); ``DataError`` for an archive member that is not a .npy array (a CSV zipped with it)."""
+    content = np.load(p, allow_pickle=False)
+    if isinstance(content, np.lib.npyio.NpzFile):
+        with content as z:
+            key = npz_key(z, p, ("x",), "data file")
+            content = z[key]
+        if not isinstance(content, np.ndarray):
+            raise DataError(f"data file {str(p)!r}: its member {key!r} is not a .npy array (np.savez writes those); "
+                            "save the data with np.savez(path, x=array)")
+    return content
 
 
 def _read_csv(p: Path) -> np.ndarray:
     """A comma-separated table of numbers, with or without one header row (column names: a first row whose fields
     are not all numbers is skipped; any later text is an error)."""
     with open(p, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark (Excel writes one) is dropped: it made
-        first = fh.readline()                                # a first row of numbers look like a header, skipped
+        lines = (line for line in fh if line.strip())     # a first row of numbers look like a header, skipped
+        first = next(lines, "")                           # (blank lines, before the header too, carry nothing)
         header = _is_header(first)
         try:
             with warnings.catch_warnings():  # numpy's warning names its file object; the DataError below says it
                 warnings.filterwarnings("ignore", "loadtxt: input contained no data", UserWarning)
-                x = np.loadtxt(fh if header else [first, *fh], delimiter=",", dtype=np.float64, ndmin=2)
+                x = np.loadtxt(lines if header else itertools.chain([first], lines), delimiter=",", dtype=np.float64,
+                               ndmin=2)
         except ValueError:
             raise DataError(f"data file {str(p)!r}: {_csv_problem(p)}") from None
     if x.size == 0:
@@ -94,8 +112,8 @@ def _not_pandas_defaults(p: Path, first: str, header: bool, x: np.ndarray) -> No
     """Refuse pandas' row index read as a feature, and warn of its default column names read as a row of data:
     ``DataFrame(x).to_csv(path)`` writes the header ``,0,1,...`` (the index has no name) and a first column
     0, 1, 2, ...; with ``index=False``, the header ``0,1,...`` is numbers."""
-    names = [f.strip() for f in first.rstrip("\r\n").split(",")]
-    if header and names[0] in ("", "Unnamed: 0") and x.shape[1] > 1 and np.array_equal(x[:, 0], np.round(x[:, 0])):
+    names = [f.strip().strip('"') for f in first.rstrip("\r\n").split(",")]  # (quoted: QUOTE_NONNUMERIC)
+    if header and names[0] in PANDAS_INDEX and x.shape[1] > 1 and np.array_equal(x[:, 0], np.round(x[:, 0])):
         raise DataError(f"data file {str(p)!r}: its first column has no name and holds whole numbers, as pandas' "
                         "to_csv writes a DataFrame's row index; save it with df.to_csv(path, index=False), or name "
                         "the column if it is data")
@@ -105,6 +123,7 @@ def _not_pandas_defaults(p: Path, first: str, header: bool, x: np.ndarray) -> No
                       "the columns", UserWarning, stacklevel=4)
 
 
+PANDAS_INDEX = ("", "Unnamed: 0")  # the header field of pandas' unnamed row index (as written, and as read back)
 _OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs"}  # what spreadsheets in some locales, and TSV, use
 
 
@@ -114,8 +133,8 @@ def _csv_problem(p: Path) -> str:
     with open(p, newline="", encoding="utf-8-sig") as fh:
         lines = [(n, line.rstrip("\r\n")) for n, line in enumerate(fh, 1)]
     data = [(n, line) for n, line in lines if line.strip()]
-    if data and _is_header(data[0][1]):
-        data = data[1:]  # the header row
+    top = data[0][0] if data and not _is_header(data[0][1]) else None  # the first row, when it is read as data
+    data = data if top is not None else data[1:]  # (without the header row)
     width = None
     for n, line in data:
         fields = line.split(",")
@@ -125,6 +144,9 @@ def _csv_problem(p: Path) -> str:
                 return (f"line {n} is separated by {_OTHER_SEPARATORS[sep]}, but ebmlab reads comma-separated files; "
                         f"save it with commas (e.g. pandas.read_csv(path, sep={sep!r}).to_csv(path, index=False))")
             bad = next(f.strip() for f in fields if f.strip() and not _numbers(f))
+            if n == top:  # a first row of numbers and text: neither a header (names only) nor data
+                return (f"line {n} holds {bad!r} beside numbers: a header row holds names only, a data row numbers "
+                        "only (a missing value: fill or drop it first)")
             return f"line {n} holds {bad!r}, which is not a number (only a first header row may hold text)"
         empty = next((k for k, f in enumerate(fields, 1) if not f.strip()), None)
         if empty is not None and len(fields) > 1:
@@ -138,8 +160,14 @@ def _csv_problem(p: Path) -> str:
 
 
 def _is_header(line: str) -> bool:
-    """A first row of column names: a field that is not a number, or an empty one (pandas' unnamed index)."""
-    return not _numbers(line) or any(not f.strip() for f in line.rstrip("\r\n").split(","))
+    """A first row of column names: fields that are names, none a number (pandas' unnamed index leaves the first
+    one empty). A row with a number is data, read (a comment after ``#`` is dropped) or refused in its own line
+    number, never skipped: a first row with one missing value or a quoted number was once dropped in silence."""
+    fields = [f.strip().strip('"\'').strip() for f in line.split("#", 1)[0].split(",")]
+    if len(fields) > 1 and fields[0] in PANDAS_INDEX and fields[1:] == [str(i) for i in range(len(fields) - 1)]:
+        return True  # pandas' to_csv of a DataFrame without column names: refused by _not_pandas_defaults
+    named = [f for f in fields if f]
+    return bool(named) and not any(_numbers(f) for f in named)
 
 
 def _numbers(line: str) -> bool:
@@ -164,6 +192,7 @@ def check_vectors(arr: np.ndarray, where: str, min_rows: int = MIN_ROWS) -> torc
     (``data/dataset._standardiser``); float32 for the rest (float32, float16, 8- and 16-bit integers)."""
     if arr.dtype.kind not in "fiu":
         raise DataError(f"{where} must hold numbers, got dtype {arr.dtype}")
+    arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)  # ('>f4' from a FITS or .mat export is float32 too)
     if arr.ndim != 2:
         images = " (images of shape (N, H, W[, C]) or (N, C, H, W) are read by data.name=npy)"
         hint = {1: " (for N values of one column: x.reshape(-1, 1))", 3: images, 4: images}.get(arr.ndim, "")
@@ -191,12 +220,22 @@ def _check_float64_rounding(arr: np.ndarray, where: str) -> None:
         check_rounding(arr, where, np.float64)
 
 
+def _spread(x: np.ndarray) -> np.ndarray:
+    """(D,) the columns' std; for integers, of their offsets from the column minimum, taken before float64 rounds
+    them (nanoseconds near 1.7e18, 256 apart in float64, would all read as one value and pass as constant)."""
+    if x.dtype.kind not in "iu":
+        return np.asarray(x, dtype=np.float64).std(0)
+    d = x - x.min(0)  # exact modulo 2**bits: read as unsigned, the true offset
+    return d.view(np.dtype(f"u{d.dtype.itemsize}")).astype(np.float64).std(0)
+
+
 def check_rounding(x: np.ndarray, where: str, precision: type = np.float32, stacklevel: int = 5) -> None:
     """Warn where reading the rows ``x`` (N, D) in ``precision`` rounds a column by more than ``ROUNDING_WARN`` of
     its std, and refuse (``DataError``) from ``ROUNDING_REFUSE`` (the rows would collapse onto a few values): values
     large for their spread. Both say to subtract an offset first."""
+    std = _spread(x)  # (D,)
     x = np.asarray(x, dtype=np.float64)  # (N, D)
-    std, top = x.std(0), np.abs(x).max(0)
+    top = np.abs(x).max(0)
     rounding = np.spacing(top.astype(precision)).astype(np.float64) / 2  # (D,) half the spacing there
     ratio = np.divide(rounding, std, out=np.zeros_like(std), where=std > 0)
     k = int(ratio.argmax())

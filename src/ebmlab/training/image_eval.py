@@ -296,7 +296,7 @@ def ood_set(name: str, data, generator) -> Tensor:
         return data.test * 1.5   # about the model origin: the training mean when standardised, else 0
     from ebmlab.data.arrays import load_vectors
     from ebmlab.errors import DataError
-    if not Path(name).exists():
+    if not Path(name).expanduser().exists():  # (~ in --ood=~/x.csv: the shell leaves it after "=")
         raise _not_a_vector_ood_set(name)
     x = load_vectors(name, min_rows=1, what="--ood file")  # an OOD set is scored whole, not split
     if x.shape[1:] != data.test.shape[1:]:
