@@ -39,7 +39,7 @@ def test_density_kl_of_an_evaluation_is_kl_of_the_true_density_from_the_models()
     from torch import nn
 
     from ebmlab.training.evaluate import _density_metrics
-    same = SimpleNamespace(to_model=lambda x: x, to_data=lambda x: x)
+    same = SimpleNamespace(to_model=lambda x: x, to_data=lambda x: x, dtype=torch.float32)  # (an Affine's dtype)
     dist = SimpleNamespace(dim=2, log_prob=lambda x: -0.5 * x.pow(2).sum(1))
     data = SimpleNamespace(shape=(2,), dist=dist, transform=same, test=torch.zeros(4, 2))
 
