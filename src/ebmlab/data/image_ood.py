@@ -121,9 +121,11 @@ def load_ood_set(name_or_path: str, like: Dataset, generator: torch.Generator | 
     x = _ood_builtin(name_or_path, like, generator)
     if x is not None:
         return x
-    c, h, _ = like.shape
-    # the DataConfig fields the loaders read (data stays a leaf: no import of ebmlab.training)
-    like_cfg = SimpleNamespace(name=like.name, path=None, image_size=h, channels=c, crop=None, classes=None,
+    c, h, w = like.shape
+    # the DataConfig fields the loaders read (data stays a leaf: no import of ebmlab.training); both sides of a
+    # non-square run's images (one side squashed a set already of the run's size)
+    like_cfg = SimpleNamespace(name=like.name, path=None, image_size=h if h == w else (h, w), channels=c, crop=None,
+                               classes=None,
                                n_test=10**9, seed=0)
     p = Path(name_or_path).expanduser()
     if p.exists():

@@ -27,8 +27,10 @@ def image_tensor(arr: np.ndarray, where: str) -> Tensor:
         arr = arr.transpose(0, 2, 3, 1)
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
         raise DataError(f"{where} must hold images of shape (N, H, W, C) or (N, C, H, W) with C = 1 or 3, got shape {arr.shape}")
+    if arr.size == 0:  # no image, or images of no pixel (numpy's min() of nothing failed)
+        raise DataError(f"{where} holds no pixels: its shape is {arr.shape}")
     if arr.dtype.kind in "iu" and arr.dtype != np.uint8:  # integer images (int64 from torch): codes if in [0, 255]
-        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > 255:
             raise DataError(f"{where} holds integers in [{lo}, {hi}]; integer images must be 8-bit codes in [0, 255]")
         arr = arr.astype(np.uint8)
@@ -53,12 +55,19 @@ def to_unit_range(arr: np.ndarray, where: str) -> Tensor:
     return unit_floats(image_tensor(arr, where))
 
 
-def resize(x: Tensor, size: int) -> Tensor:
-    """(N, C, H, W) -> (N, C, size, size), bilinear; antialiased when shrinking."""
-    if tuple(x.shape[-2:]) == (size, size):
+def pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of a resize target: one side for square images (``data.image_size``), or both (an out-of-distribution
+    set resized to a run's non-square images)."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def resize(x: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """(N, C, H, W) -> (N, C, size, size) (or ``size`` = (h, w)), bilinear; antialiased when shrinking."""
+    target = pair(size)
+    if tuple(x.shape[-2:]) == target:
         return x
-    shrink = size < min(x.shape[-2:])
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink).clamp(-1, 1)
+    shrink = min(target) < min(x.shape[-2:])
+    return F.interpolate(x, size=target, mode="bilinear", align_corners=False, antialias=shrink).clamp(-1, 1)
 
 
 def centre_crop(x: Tensor, crop: int) -> Tensor:
@@ -87,7 +96,7 @@ def postprocess(x: Tensor, cfg) -> Tensor:
     given ``cfg.channels`` channels (the module docstring's order). uint8 codes stay codes: unchanged when neither
     applies, else read, resized or turned grey, and rounded to the nearest code ``POST_CHUNK`` images at a time (as
     an 8-bit image library resizes), so that no float32 copy of a large split is ever held."""
-    if cfg.image_size is not None and cfg.image_size < 1:
+    if cfg.image_size is not None and min(pair(cfg.image_size)) < 1:
         raise DataError(f"data.image_size must be positive, got {cfg.image_size}")
     if x.dtype != torch.uint8:
         return _post_float(x, cfg)
@@ -103,7 +112,7 @@ POST_CHUNK = 4096  # images resized at a time from codes (12 MB of float32 at 3x
 def _changes(x: Tensor, cfg) -> bool:
     """Whether ``postprocess`` changes ``x``: a resize to another size or another channel count."""
     size = cfg.image_size
-    return (size is not None and tuple(x.shape[-2:]) != (size, size)) or (
+    return (size is not None and tuple(x.shape[-2:]) != pair(size)) or (
         cfg.channels is not None and cfg.channels != x.shape[1])
 
 

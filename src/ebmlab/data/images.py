@@ -37,6 +37,7 @@ Out-of-distribution image sets shaped like a dataset's test split (``load_ood_se
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ from torch import Tensor
 
 from ebmlab.data.arrays import npz_key
 from ebmlab.data.base import Affine, Dataset
-from ebmlab.data.image_ops import (centre_crop, image_tensor, postprocess, resize, set_channels,  # noqa: F401
+from ebmlab.data.image_ops import (centre_crop, image_tensor, pair, postprocess, resize, set_channels,  # noqa: F401
                                    to_unit_range)  # (re-exported: the loaders' conversions)
 from ebmlab.data.pixels import Pixels, codes_of, from_codes
 from ebmlab.data.safe_pickle import RestrictedUnpickler, safe_unpickle  # noqa: F401  (re-exported)
@@ -181,14 +182,14 @@ def _cifar_split(root: Path, files: list[str], key: str) -> tuple[Tensor, np.nda
 
 # ----- image folder ------------------------------------------------------------------------------------
 def _list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
-    """Image files under root (macOS "._*" resource forks skipped); labels from the first-level sub-folders (classes) when every image lies under one, at
-    any depth; with images both in and outside sub-folders, none (a warning names the loose ones)."""
+    """Image files under root (``_image_files``: through symlinked folders, hidden ones skipped); labels from the
+    first-level sub-folders (classes) when every image lies under one, at any depth; with images both in and outside
+    sub-folders, none (a warning names the loose ones)."""
     # macOS writes "._name.png" resource forks (AppleDouble, also under __MACOSX/ in zips) beside images
     # copied to other disks; they are not images, so a folder that holds them could not be read at all.
     # sorted by the names' parts, case-sensitively on every platform (Windows' paths compare ignoring case, which
     # would give a folder with names like a.png, B.png another order, and so other splits, than on Linux or macOS)
-    files = sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                    and not p.name.startswith("._")), key=lambda p: p.relative_to(root).parts)
+    files = sorted(_image_files(root), key=lambda p: p.relative_to(root).parts)
     if not files:
         raise DataError(f"image folder {str(root)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     rel_parts = [f.relative_to(root).parts for f in files]
@@ -204,6 +205,23 @@ def _list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
     return files, None, []
 
 
+def _image_files(root: Path):
+    """The image files under ``root``, through symlinked folders (a class linked in from elsewhere; each real folder
+    once, so a link back up cannot loop), without hidden files and folders (``.ipynb_checkpoints``, ``.thumbnails``,
+    macOS' ``._name.png`` resource forks: not images of the data)."""
+    seen = set()
+    for folder, subs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subs[:] = []
+            continue
+        seen.add(real)
+        subs[:] = [d for d in subs if not d.startswith(".")]
+        for name in names:
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                yield Path(folder) / name
+
+
 def _read_image(path: Path, mode: str, crop: int | None, size: int | None) -> Tensor:
     """(1, C, H, W) uint8 codes (``Pixels``), turned as its EXIF Orientation tag says (as viewers show a camera's photo)."""
     from PIL import Image, ImageOps
@@ -216,7 +234,7 @@ def _read_image(path: Path, mode: str, crop: int | None, size: int | None) -> Te
         raise DataError(f"could not read image {str(path)!r} ({type(exc).__name__}: {exc})") from None
     x = image_tensor(arr[None], str(path))  # (1, C, H, W) uint8 codes
     x = centre_crop(x, crop) if crop else x
-    if size and tuple(x.shape[-2:]) != (size, size):  # resized as float32, then rounded to the nearest code
+    if size and tuple(x.shape[-2:]) != pair(size):  # resized as float32, then rounded to the nearest code
         x = codes_of(resize(from_codes(x), size))
     return x
 
@@ -243,7 +261,10 @@ def _eight_bit(im, path: Path):
         v = np.asarray(im, dtype=np.float64)
         if v.min() < 0 or v.max() > 65535:
             raise DataError(f"image {str(path)!r} holds {im.mode} values outside 0..65535; save it as 8- or 16-bit")
-        return Image.fromarray(np.round(v * (255.0 / 65535.0)).astype(np.uint8), "L")
+        codes = np.round(v * (255.0 / 65535.0)).astype(np.uint8)
+        if isinstance(im.info.get("transparency"), int):  # a grey value marked transparent: white, as _opaque shows
+            codes[v == im.info["transparency"]] = 255      # (the new 8-bit image would not carry the mark)
+        return Image.fromarray(codes, "L")
     if im.mode == "F":
         raise DataError(f"image {str(path)!r} holds floating-point pixels (mode F); save it as 8- or 16-bit")
     return im
@@ -314,12 +335,29 @@ def _npy(cfg) -> Dataset:
         raise DataError(f"data.name 'npy' reads .npy or .npz files, got {str(p)!r}")
     arr, y = read_image_array(p)
     x = image_tensor(arr, str(p))  # uint8 codes, or float32 in [-1, 1]
-    if y is not None and len(y) != x.shape[0]:
-        raise DataError(f"{str(p)!r} has {x.shape[0]} images but {len(y)} labels")
+    y = None if y is None else _class_labels(y, x.shape[0], p)
     tr, te = _split(x.shape[0], cfg.n_test, cfg.seed, f"image file {str(p)!r}")
     k = int(y.max()) + 1 if y is not None else 0
     return _finish(str(p), cfg, x[tr], x[te], None if y is None else y[tr.numpy()],
                    None if y is None else y[te.numpy()], k)
+
+
+def _class_labels(y: np.ndarray, n: int, p: Path) -> np.ndarray:
+    """An image file's labels as (n,) int64 class indices 0..K-1; ``DataError`` for anything else (one-hot rows,
+    text, fractions, negative "unlabelled" marks: a class-conditional model would read -1 as its last class)."""
+    y = np.asarray(y)
+    y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+    where = f"{str(p)!r}'s labels"
+    if y.ndim != 1:
+        raise DataError(f"{where} have shape {y.shape}; give one class index per image, (N,) (one-hot rows: "
+                        "y.argmax(1))")
+    if len(y) != n:
+        raise DataError(f"{str(p)!r} has {n} images but {len(y)} labels")
+    if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all())):
+        raise DataError(f"{where} must be whole class indices 0, 1, ...; got values of type {y.dtype}")
+    if n and y.min() < 0:
+        raise DataError(f"{where} hold {y.min():g}: class indices are 0, 1, ... (drop unlabelled images first)")
+    return y.astype(np.int64)
 
 
 # ----- SVHN .mat ---------------------------------------------------------------------------------------
