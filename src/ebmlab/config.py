@@ -17,6 +17,7 @@ YAML reader and the configs shipped in the package: ``load_config("paper004_ring
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from ebmlab.config_checks import MIXTURE_BASE_METHODS, check_finite, short, validate
+from ebmlab.config_checks import MIXTURE_BASE_METHODS, check_finite, check_magnitude, plain_value, short, validate
 from ebmlab.config_files import (
     config_description,
     read_config_file,
@@ -242,6 +243,8 @@ def user_data_overrides(raw: dict) -> list[str]:
     gaussian = model.get("base_std", None if "model.base_std" in skip else USER_DATA_DEFAULTS["model.base_std"])
     if not (mixture or model.get("base") == "gmm" or gaussian is not None) or method.get("name", "hybrid") != "hybrid":
         skip.add("method.energy_l2")
+    if "select_every" in train and train["select_every"] is None:  # the user turned the validation checks off
+        skip |= {"train.select_every", "train.select_draws", "train.select_start", "train.select_margin"}
     if train.get("select_start") is False or train.get("select_window", 1) != 1:
         skip.add("train.select_margin")
     if train.get("select_window", 1) != 1:  # a window averages checks: the worst-of-draws score is the other way
@@ -283,11 +286,14 @@ def build_section(cls, values: dict, where: str):
     valid = [f.name for f in dataclasses.fields(cls)]
     for key, value in values.items():
         if key not in valid:
-            raise ConfigError(f"unknown config key {where}.{key}; valid keys in {where!r} are: {', '.join(valid)}")
+            shown = f"{where}.{key}" if str(key).isprintable() else repr(f"{where}.{key}")  # (an invisible character)
+            raise ConfigError(f"unknown config key {shown}; valid keys in {where!r} are: {', '.join(valid)}")
+        values[key] = value = plain_value(value)
         if isinstance(value, float) and hints[key] is int and value.is_integer() and abs(value) < 2 ** 62:
             values[key] = value = int(value)
         if not _type_ok(value, hints[key]):
             raise ConfigError(f"config key {where}.{key} expects {_type_name(hints[key])}, got {short(value)}")
+        check_magnitude(f"{where}.{key}", value)
         check_finite(f"{where}.{key}", value)
     obj = cls(**values)
     check = getattr(obj, "validate", None)
@@ -312,8 +318,8 @@ def from_dict(raw: dict, method_configs: Mapping[str, type]) -> Config:
     if unknown:
         raise ConfigError(f"unknown config section(s) {sorted(map(str, unknown))}; valid sections are: "
                           f"data, model, method, train, eval")
-    parts = {k: build_section(cls, raw.get(k) or {}, k) for k, cls in SECTIONS.items()}
-    method_raw = raw.get("method") or {}
+    parts = {k: build_section(cls, raw.get(k), k) for k, cls in SECTIONS.items()}  # (a section of 0 or '' is refused)
+    method_raw = {} if raw.get("method") is None else raw["method"]
     if not isinstance(method_raw, dict):
         raise ConfigError(f"config section 'method' must be a mapping of keys to values, got a "
                           f"{type(method_raw).__name__}")
@@ -343,6 +349,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         if "*" in value or "&" in value:
             raise
         parsed = value
+    if re.search(r"(^|\s)#", value) and not isinstance(parsed, (bool, int, float)):  # a comment cut the text
+        raise ConfigError(f"--set {key}={value}: YAML reads ' #' as the start of a comment and drops the rest; quote "
+                          f"the value ({key}='\"...\"') if the '#' belongs to it")
     return parts, parsed
 
 

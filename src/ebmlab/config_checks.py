@@ -15,9 +15,12 @@ import math
 import numbers
 import re
 
+import numpy as np
+
 from ebmlab.errors import ConfigError
 
-__all__ = ["MAX_POINTS", "MAX_THREADS", "MIXTURE_BASE_METHODS", "check_finite", "check_integer", "short", "validate"]
+__all__ = ["MAX_POINTS", "MAX_THREADS", "MIXTURE_BASE_METHODS", "check_finite", "check_integer", "check_magnitude",
+           "plain_value", "short", "validate"]
 
 
 def short(value) -> str:
@@ -71,6 +74,30 @@ def _at_least(section: str, obj, low, keys) -> None:
             raise ConfigError(f"{section}.{key} must be {what}, got {v}")
 
 
+def plain_value(value):
+    """``value`` as the plain Python type a YAML file holds (NumPy numbers and strings from a sweep, a tuple such as
+    torch's ``betas=(0.9, 0.99)``): accepted as what they are, and written back into the run's config.yaml."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [plain_value(v) for v in value]
+    return value
+
+
+def check_magnitude(key: str, value) -> None:
+    """Integers within 2**62 (a C long: beyond it the networks and buffers fail at their first allocation) and
+    within float range (an integer given for a float key)."""
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 2 ** 62:
+            raise ConfigError(f"config key {key} is {short(v)}, beyond what ebmlab takes (|value| < 2^62)")
+
+
 # paper 004's schemes (objectives/contrastive.py): the objective that fits a mixture base measure when it is built
 MIXTURE_BASE_METHODS = ("data", "noise", "persistent", "persistent_refresh", "hybrid")
 
@@ -84,6 +111,10 @@ def check_new_run(cfg) -> None:
     said = inert_settings(cfg) + (inert() if callable(inert) else [])
     if said:
         raise ConfigError(said[0])
+
+
+SELECTION_KEYS = ("select_window", "select_draws", "select_start", "select_refit", "select_paired", "select_margin",
+                  "select_likelihood")  # read only by the validation checks of train.select_every
 
 
 def inert_settings(cfg) -> list[str]:
@@ -106,6 +137,11 @@ def inert_settings(cfg) -> list[str]:
     if getattr(cfg.method, "init_conditional", None) and not getattr(cfg.method, "conditional", False):
         said.append("method.init_conditional lets paper 003's initializer see the class label; this run is "
                     "unconditional (method.conditional false), so there is no label: leave it unset")
+    t = cfg.train
+    moved = [k for k in SELECTION_KEYS if getattr(t, k) != getattr(type(t)(), k)]
+    if t.select_every is None and moved:
+        said.append(f"train.{moved[0]} sets the validation checks that train.select_every turns on, and it is null "
+                    "(no checks): set train.select_every, or leave it unset")
     if m.name != "mlp" and m.fourier:
         said.append(f"model.fourier (random Fourier input features) applies to model.name mlp, not {m.name!r}")
     elif m.fourier_scale != 1.0 and not m.fourier:
@@ -184,8 +220,9 @@ def _validate_model(m) -> None:
     if m.base == "gmm" and not (m.name == "mlp" and m.base_std is None):
         raise ConfigError(f"model.base gmm (a fitted Gaussian mixture base measure) applies to model.name mlp "
                           f"without model.base_std, got {m.name!r} with base_std {m.base_std}")
-    if m.base_std is not None and not (m.name == "mlp" and m.base_std > 0):
-        raise ConfigError(f"model.base_std (a Gaussian base measure) must be positive and applies to model.name mlp, "
+    if m.base_std is not None and not (m.name == "mlp" and m.base_std >= 1e-150):  # (0.5 / std² must be a float)
+        raise ConfigError(f"model.base_std (a Gaussian base measure) must be positive (at least 1e-150) and applies to "
+                          f"model.name mlp, "
                           f"got {m.base_std} with {m.name!r}")
     if m.channels is not None and not (m.channels and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
                                                           for c in m.channels)):
@@ -247,6 +284,8 @@ def _validate_train(t, d) -> None:
         raise ConfigError(f"train.lr_schedule must be constant, cosine, step or cosine_restarts, got {t.lr_schedule!r}")
     if t.lr_schedule == "cosine_restarts" and t.lr_restart_steps <= 0:
         raise ConfigError(f"train.lr_schedule cosine_restarts needs train.lr_restart_steps > 0, got {t.lr_restart_steps}")
+    if t.lr_schedule == "step" and t.lr_decay_steps <= 0:  # (else a constant rate, in silence)
+        raise ConfigError(f"train.lr_schedule step needs train.lr_decay_steps > 0, got {t.lr_decay_steps}")
     if t.ema is not None and not 0.0 <= t.ema < 1.0:
         raise ConfigError(f"train.ema must lie in [0, 1), got {t.ema}")
     if t.time_budget is not None and not t.time_budget > 0:

@@ -33,11 +33,31 @@ class _DuplicateKey(Exception):
     pass
 
 
+class _Sexagesimal(Exception):
+    pass
+
+
+_YAML11_NUMBER = re.compile(r"^[-+]?(0[0-9_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?)$")  # 010 (octal), 1:30 (base 60)
+
+
 class _Loader(yaml.SafeLoader):
     def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            raise _NoAlias(self.peek_event().anchor)
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):  # (an anchor on nothing: null)
+            raise _NoAlias(event.anchor)
         return super().compose_node(parent, index)
+
+    def construct_yaml_int(self, node):
+        """YAML 1.1's octal (010 is 8) and base-60 (1:30 is 90) integers are refused: YAML 1.2 and every reader
+        take 010 for ten and 1:30 for text."""
+        if _YAML11_NUMBER.match(self.construct_scalar(node)):
+            raise _Sexagesimal(self.construct_scalar(node), node.start_mark.line + 1)
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node):
+        if _YAML11_NUMBER.match(self.construct_scalar(node)):
+            raise _Sexagesimal(self.construct_scalar(node), node.start_mark.line + 1)
+        return super().construct_yaml_float(node)
 
     def construct_mapping(self, node, deep=False):
         """A key given twice in one mapping is refused (YAML forbids it; PyYAML keeps the last one silently, so
@@ -55,6 +75,8 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789"))
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 
 
 def yaml_load(text: str, where: str):
@@ -65,8 +87,11 @@ def yaml_load(text: str, where: str):
     try:
         return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no python tags
     except _NoAlias as exc:
-        raise ConfigError(f"{where} uses a YAML alias (*{exc.args[0]}); ebmlab configs do not accept "
-                          "anchors and aliases, write the values out") from None
+        raise ConfigError(f"{where} uses a YAML anchor or alias (&{exc.args[0]} / *{exc.args[0]}); ebmlab configs "
+                          "do not accept anchors and aliases, write the values out") from None
+    except _Sexagesimal as exc:
+        raise ConfigError(f"{where} gives {exc.args[0]!r} (line {exc.args[1]}), which YAML 1.1 reads as an octal or "
+                          "base-60 number; write the number without a leading zero, or quote it if it is text") from None
     except _DuplicateKey as exc:
         raise ConfigError(f"{where} gives the key {exc.args[0]!r} twice in one mapping (again on line {exc.args[1]}); "
                           "keep one of them") from None

@@ -107,8 +107,13 @@ class RecoveryConfig:
         if not 2 <= self.T <= t_max or self.n_steps < 0:
             raise ConfigError(f"method.T must be >= 2 (<= {schedules.drl_max_T()} with method.schedule drl) and "
                               f"method.n_steps >= 0, got {self.T}, {self.n_steps}")
-        check_ranges("method", self, positive=("data_scale", "step_coef", "init_lr", "embed_dim"),
+        check_ranges("method", self, positive=("data_scale", "step_coef", "init_lr", "embed_dim", "init_width",
+                                               "init_depth"),
                      nonnegative=("denoise_coef", "ebm_warmup", "init_warmup", "init_head_start"))
+        if not self.init_channels or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0
+                                             for c in self.init_channels):
+            raise ConfigError(f"method.init_channels (the image initializer's widths) must be a list of positive "
+                              f"integers, got {self.init_channels!r}")
         if self.embed_dim % 2:
             raise ConfigError(f"method.embed_dim (sines and cosines) must be even, got {self.embed_dim}")
         if not 0.0 <= self.label_dropout < 1.0:
