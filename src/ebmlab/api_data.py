@@ -298,6 +298,11 @@ def resume_or_start(resume, run_dir: Path, overwrite: bool, x_mem: np.ndarray | 
     if resume and overwrite:
         raise ConfigError("resume continues a run and overwrite replaces it; pass only one of them")
     go_on = latest_checkpoint(run_dir / "checkpoints") is not None if resume == "auto" else bool(resume)
+    if resume == "auto" and not go_on and run_dir.is_dir():  # a result kept without its step checkpoints: not a
+        from ebmlab.training.run_dir import nothing_to_resume, has_result  # fresh start, which would replace it
+        if has_result(run_dir):
+            from ebmlab.training.checkpoint import CheckpointError
+            raise CheckpointError(nothing_to_resume(run_dir).replace("--resume:", "--resume auto:", 1))
     if go_on and x_mem is not None and run_dir.is_dir():  # (no directory: resuming says that itself)
         _check_same_rows(run_dir / DATA_FILE, x_mem)
     return go_on

@@ -86,7 +86,12 @@ def result_checkpoint(ckpt_dir: Path) -> Path | None:
     """The checkpoint that is the run's result: the validation best (``best_path`` with its sidecar,
     ``train.select_every``) when there is one, else the newest step checkpoint; None if there is neither."""
     best = best_path(ckpt_dir)
-    return best if best.is_file() and best.with_suffix(".json").is_file() else latest_checkpoint(ckpt_dir)
+    pair = best.is_file(), best.with_suffix(".json").is_file()
+    if pair[0] != pair[1]:  # half a best: the last step instead would be other weights than the run's result
+        have, lack = (best, best.with_suffix(".json")) if pair[0] else (best.with_suffix(".json"), best)
+        raise CheckpointError(f"{str(have)!r} is the run's selected result, but {lack.name} beside it is missing; "
+                              f"restore it, or delete {have.name} to use the newest step checkpoint instead")
+    return best if pair[0] else latest_checkpoint(ckpt_dir)
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

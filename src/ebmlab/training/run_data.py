@@ -115,20 +115,22 @@ def _path_in_run(run_dir: Path, path: str | None) -> str | None:
 
 
 def located_config(run_dir: Path, cfg: Config, info: dict | None) -> Config:
-    """``cfg`` reading its data where they are now: ``data.path`` as stored, or, when that path is gone and the
-    data lay inside the run directory at training time, the same place inside ``run_dir`` (a moved or copied run;
+    """``cfg`` reading its data where they are now: when the data lay inside the run directory at training time, the
+    same place inside ``run_dir`` (a moved or copied run reads its own copy, even where the original still exists),
+    else ``data.path`` as stored (a run written before ``path_in_run``: its ``data.npy`` once the stored one is gone;
     ``verify_data`` then checks its fingerprint). The returned config is for reading the data only: the run's
     identity (its hash, ``config.yaml``) keeps the stored path."""
     stored = cfg.data.path
-    if not stored or Path(stored).exists():
+    if not stored:
         return cfg
     d = (info or {}).get("data") or {}
     inside = d.get("path_in_run")
-    if inside is None and d.get("sha256") and Path(stored).name == DATA_FILE:  # a run written before path_in_run
-        inside = DATA_FILE
-    if not inside or not (Path(run_dir) / inside).exists():
-        return cfg
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str((Path(run_dir) / inside).absolute())))
+    if inside is None and d.get("sha256") and Path(stored).name == DATA_FILE and not Path(stored).exists():
+        inside = DATA_FILE  # a run written before path_in_run
+    here = Path(run_dir) / inside if inside else None
+    if here is None or not here.exists() or (Path(stored).exists() and here.resolve() == Path(stored).resolve()):
+        return cfg  # (the run where it was trained: its config as stored)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(here.absolute())))
 
 
 def _is_folder(cfg: Config) -> bool:

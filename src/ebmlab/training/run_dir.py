@@ -45,9 +45,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, d
         lock = run.RunLock.acquire(run_dir)
         try:
             if ckpt.latest_checkpoint(run_dir / "checkpoints") is None:
-                raise ckpt.CheckpointError(f"--resume: no checkpoint found in {str(run_dir / 'checkpoints')!r}; the "
-                                           "run stopped before its first one: start it again without --resume "
-                                           "(the directory is reused)")
+                raise ckpt.CheckpointError(nothing_to_resume(run_dir))
             run.check_resume_changes(run_dir, cfg)  # recorded by Trainer.resume once the checkpoint loaded
         except BaseException:
             lock.release()
@@ -97,6 +95,23 @@ def is_run_dir(run_dir: Path) -> bool:
                                                      or (run_dir / "metrics.jsonl").is_file())
 
 
+def nothing_to_resume(run_dir: Path) -> str:
+    """Why a run without a step checkpoint cannot resume: it stopped before its first one, or only its result is left
+    (step checkpoints deleted to save space: the result has no optimizer state, and starting over would replace it)."""
+    where = str(run_dir / "checkpoints")
+    if has_result(run_dir):
+        return (f"--resume: no checkpoint to continue from in {where!r}: the run's result is kept (its metrics.json "
+                "or best checkpoint) but its step checkpoints are gone, and with them the optimizer state; train a new "
+                "run with another --out (or --overwrite to replace this one)")
+    return (f"--resume: no checkpoint found in {where!r}; the run stopped before its first one: start it again "
+            "without --resume (the directory is reused)")
+
+
+def has_result(run_dir: Path) -> bool:
+    """Whether a run directory holds a trained result: the validation best's checkpoint or the final metrics."""
+    return ckpt.best_path(run_dir / "checkpoints").is_file() or (run_dir / "metrics.json").is_file()
+
+
 def _clear_for_new_run(run_dir: Path, overwrite: bool, keep: str | None = None) -> None:
     """Make an existing directory ready for a new run, or refuse (nothing deleted) with one sentence; ``keep``:
     a path that is not deleted (the new run's data file)."""
@@ -112,8 +127,8 @@ def _new_run_needs_clearing(run_dir: Path, overwrite: bool) -> bool:
         return False
     ours = all(p.name in run.RUN_ENTRIES or p.name.endswith(".tmp") for p in entries)
     checkpoints = ckpt.list_checkpoints(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else []
-    if ours and not checkpoints and (run_dir / "config.yaml").is_file():
-        return True  # an earlier start that never wrote a checkpoint: nothing to keep
+    if ours and not checkpoints and (run_dir / "config.yaml").is_file() and not has_result(run_dir):
+        return True  # an earlier start that never wrote a checkpoint: nothing to keep (a result kept alone is kept)
     if is_run_dir(run_dir):
         if overwrite:
             return True
