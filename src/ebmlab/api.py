@@ -291,6 +291,8 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     if energy is not None:
         check_no_model_settings(sections, overrides)
         raw["model"] = {"name": "custom", **energy_record(energy, energy_kwargs)}
+    elif energy_kwargs is not None:
+        raise ConfigError("energy_kwargs are the arguments of your own energy; give the energy too (energy=...)")
     if run_dir is None:
         name = raw.get("method", {}).get("name", "hybrid")
         stem = "data" if x_mem is not None else Path(str(raw.get("data", {}).get("name", "rings"))).stem

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from ebmlab.config import Config
@@ -28,6 +29,13 @@ def energy_record(energy: nn.Module, energy_kwargs: Mapping[str, Any] | None) ->
 
     if not isinstance(energy, nn.Module):
         raise ConfigError(f"energy must be an nn.Module instance, got a {type(energy).__name__}")
+    if isinstance(energy, torch.jit.ScriptModule):
+        raise ConfigError("energy is a TorchScript module (torch.jit.script / trace); pass the plain nn.Module it was "
+                          "made from: a run rebuilds the energy from its class and arguments")
+    if energy_kwargs is not None and not isinstance(energy_kwargs, Mapping):
+        raise ConfigError(f"energy_kwargs must be a mapping of the energy's arguments (e.g. {{'dim': 2}}), got a "
+                          f"{type(energy_kwargs).__name__}")
+    _check_trainable(energy)
     cls = type(energy)
     target = f"{cls.__module__}:{cls.__qualname__}"
     if "<locals>" in cls.__qualname__:
@@ -46,6 +54,20 @@ def energy_record(energy: nn.Module, energy_kwargs: Mapping[str, Any] | None) ->
         raise ConfigError(f"energy_kwargs of {cls.__name__} must be JSON values (numbers, strings, lists, "
                           f"mappings), got {kwargs!r}") from None
     return {"target": target, "kwargs": kwargs}
+
+
+def _check_trainable(energy: nn.Module) -> None:
+    """An energy to train has parameters that train; BatchNorm is warned of (its energies depend on the batch)."""
+    params = list(energy.parameters())
+    if not any(p.requires_grad for p in params):
+        what = "no parameters" if not params else "no parameter that requires grad (all frozen)"
+        raise ConfigError(f"your energy has {what}, so training would change nothing; to draw from a fixed energy, "
+                          "call ebmlab's samplers on it (README 'The samplers on an energy of your own')")
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in energy.modules()):
+        warnings.warn("your energy holds BatchNorm: in training the chains run in train mode, where each point's "
+                      "energy depends on the others in its batch and every chain step moves the running statistics, "
+                      "while sampling after training uses eval mode; prefer GroupNorm, LayerNorm or none",
+                      UserWarning, stacklevel=4)
 
 
 def check_no_model_settings(sections: Mapping[str, Any], overrides) -> None:

@@ -90,6 +90,11 @@ def plain_value(value):
     return value
 
 
+def positive_ints(values) -> bool:
+    """Whether ``values`` is a non-empty list of positive integers (a network's channel widths)."""
+    return bool(values) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in values)
+
+
 def check_magnitude(key: str, value) -> None:
     """Integers within 2**62 (a C long: beyond it the networks and buffers fail at their first allocation) and
     within float range (an integer given for a float key)."""
@@ -224,8 +229,7 @@ def _validate_model(m) -> None:
         raise ConfigError(f"model.base_std (a Gaussian base measure) must be positive (at least 1e-150) and applies to "
                           f"model.name mlp, "
                           f"got {m.base_std} with {m.name!r}")
-    if m.channels is not None and not (m.channels and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
-                                                          for c in m.channels)):
+    if m.channels is not None and not positive_ints(m.channels):
         raise ConfigError(f"model.channels must be a non-empty list of positive integers, got {short(m.channels)}")
     if m.readout not in (None, "mean", "sum") or (m.readout == "sum" and m.name != "resnet"):
         raise ConfigError(f"model.readout must be mean (global mean pooling + Dense) or sum (paper 003 A.1: the sum "

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ebmlab.config_checks import check_ranges
+from ebmlab.config_checks import check_ranges, positive_ints
 from ebmlab.errors import ConfigError
 from ebmlab.energies.build import build_energy
 from ebmlab.energies.embedding import sinusoidal_embedding
@@ -107,13 +107,10 @@ class RecoveryConfig:
         if not 2 <= self.T <= t_max or self.n_steps < 0:
             raise ConfigError(f"method.T must be >= 2 (<= {schedules.drl_max_T()} with method.schedule drl) and "
                               f"method.n_steps >= 0, got {self.T}, {self.n_steps}")
-        check_ranges("method", self, positive=("data_scale", "step_coef", "init_lr", "embed_dim", "init_width",
-                                               "init_depth"),
-                     nonnegative=("denoise_coef", "ebm_warmup", "init_warmup", "init_head_start"))
-        if not self.init_channels or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0
-                                             for c in self.init_channels):
-            raise ConfigError(f"method.init_channels (the image initializer's widths) must be a list of positive "
-                              f"integers, got {self.init_channels!r}")
+        check_ranges("method", self, nonnegative=("denoise_coef", "ebm_warmup", "init_warmup", "init_head_start"),
+                     positive=("data_scale", "step_coef", "init_lr", "embed_dim", "init_width", "init_depth"))
+        if not positive_ints(self.init_channels):
+            raise ConfigError(f"method.init_channels must list positive integers, got {self.init_channels!r}")
         if self.embed_dim % 2:
             raise ConfigError(f"method.embed_dim (sines and cosines) must be even, got {self.embed_dim}")
         if not 0.0 <= self.label_dropout < 1.0:
@@ -247,8 +244,7 @@ class RecoveryLikelihood(Objective):
     # ----- pieces ------------------------------------------------------------------------------
     def prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, ...) N(0, I): x_T, where Alg. 2 starts."""
-        dev = self.abar.device
-        return torch.randn((n, *self.shape), generator=generator, device=dev, dtype=self.abar.dtype)
+        return torch.randn((n, *self.shape), generator=generator, device=self.abar.device, dtype=self.abar.dtype)
 
     def log_density(self, x: Tensor) -> Tensor:
         """(B,) -E_0(x): the level-0 marginal EBM as an unnormalised log-density of x."""

@@ -209,12 +209,13 @@ def _probe_energy(method: str, objective: Objective, shape: tuple[int, ...]) -> 
     paper 003's conditioning vector or its level and label, paper 002's time, paper 000's T-vector head on its
     features) on a batch of two zeros, in eval mode and without touching the random streams, must give energies
     (B,): a network that does not fit the data or the method is one sentence before anything is written, not a
-    traceback from the first update."""
-    x = torch.zeros((2, *shape), device=next(objective.parameters()).device)
+    traceback from the first update. Evaluated with a gradient to x, which it must have."""
+    param = next(objective.parameters(), None)
+    x = torch.zeros((2, *shape), device=param.device if param is not None else "cpu", requires_grad=True)
     was = objective.training
     objective.eval()
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with torch.enable_grad(), torch.random.fork_rng(devices=[]):
             e = objective.data_energy(x, **objective.energy_cond({}, 2))
     except Exception as exc:  # noqa: BLE001 -- the user's forward
         raise ConfigError(f"your energy fails on a batch of shape {(2, *shape)} as {method} calls it "
@@ -225,6 +226,9 @@ def _probe_energy(method: str, objective: Objective, shape: tuple[int, ...]) -> 
         got = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
         raise ConfigError(f"your energy, as {method} calls it, must map a batch (B, {', '.join(map(str, shape))}) "
                           f"to energies (B,), got {got} for B = 2")
+    if not e.requires_grad:  # every method's chains and losses need dE/dx
+        raise ConfigError("your energy has no gradient with respect to x: its value is detached from x (.detach(), "
+                          ".item(), torch.no_grad inside, or an integer dtype); the samplers need dE/dx")
 
 
 _REQUIRED = ("forward", "prior", "sample")  # and n_steps_default, which may also be set in __init__

@@ -41,8 +41,8 @@ from torch import Tensor
 from ebmlab.devices import to_float64
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.samplers import mala
-from ebmlab.samplers.base import (ChainInfo, ChainState, StepSizeController, check_finite_chain, frozen_parameters,
-                                  randn_like)
+from ebmlab.samplers.base import (ChainInfo, ChainState, StepSizeController, check_finite_chain, check_positive,
+                                  frozen_parameters, randn_like)
 from ebmlab.samplers.langevin import move
 from ebmlab.samplers.progress import step_counter
 
@@ -108,7 +108,7 @@ def _below(log_weights: Tensor, ess_min: float) -> bool:
 
 def _quad(x: Tensor, inv_var: float) -> Tensor:
     """(B,) |x|² / (2 s²), the reference's energy."""
-    return 0.5 * inv_var * x.flatten(1).pow(2).sum(1)
+    return 0.5 * inv_var * x.reshape(x.shape[0], -1).pow(2).sum(1)
 
 
 class _Schedule(NamedTuple):
@@ -148,6 +148,24 @@ def _stage(e: Tensor, g: Tensor, qg: Tensor, quad: Tensor, beta: float, rest: fl
     return e + rest * quad, g + rest_iv * qg
 
 
+def _check_ais_args(betas: Tensor, controller, init_std: float, temperature: float) -> None:
+    """One sentence for what would anneal to another target, or fail inside the loop (the betas' values are read
+    where they live on the CPU: a device's would cost a host sync per chain, which the training chains never make)."""
+    b = torch.as_tensor(betas)
+    bad = b.dim() != 1 or b.numel() == 0
+    if not bad and b.device.type == "cpu":
+        b = b.detach().double()
+        bad = not bool((b > 0).all() and (b[1:] >= b[:-1]).all()) or float(b[-1]) != 1.0
+    if bad:
+        raise ValueError("betas must be a non-empty increasing (K,) tensor in (0, 1] ending at 1 (linear_betas(K)), "
+                         f"got {b.tolist()[:6]}{' ...' if b.numel() > 6 else ''}")
+    if controller is None:
+        raise ValueError("ais needs a step-size controller (samplers.controller.StepSizeController): it sets each "
+                         "stage's MALA step")
+    check_positive("init_std", init_std)
+    check_positive("temperature", temperature)
+
+
 @torch.no_grad()
 def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, init_std: float = 1.0,
         temperature: float = 1.0, generator: torch.Generator | None = None, check_finite: bool = True,
@@ -160,6 +178,7 @@ def ais(energy, x0: Tensor, betas: Tensor, controller: StepSizeController, *, in
     ``ChainInfo`` with one entry per stage."""
     if resample_below is not None and not 0.0 <= resample_below <= 1.0:
         raise ValueError(f"resample_below must lie in [0, 1] (0: never), got {resample_below}")
+    _check_ais_args(betas, controller, init_std, temperature)
     resample = bool(resample_below)  # None and 0: plain AIS (no ESS is computed)
     inv_var = 1.0 / init_std ** 2 if base is None else 1.0
     sched = _schedule(betas, inv_var)

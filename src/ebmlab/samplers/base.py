@@ -101,11 +101,11 @@ def check_positive(name: str, value) -> None:
     """Raise unless ``value`` (a number or a tensor) is positive everywhere. Numbers are checked in
     Python (no tensor op per sampler step); tensors cost one reduction."""
     if isinstance(value, (int, float)):
-        if not value > 0:
-            raise ValueError(f"{name} must be positive, got {value}")
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be positive and finite, got {value}")
         return
     v = torch.as_tensor(value)
-    if not bool(torch.all(v > 0)):
+    if not bool(torch.all((v > 0) & torch.isfinite(v))):
         raise ValueError(f"{name} must be positive, got {v.min().item() if v.numel() > 1 else v.item()}")
 
 
@@ -136,7 +136,7 @@ PROPOSAL_CAP = 5.0         # count="accepted": default cap on the proposals, as 
 
 
 def _check_chain_args(n_steps: int, step_size, controller, noise_scale, noises, grad: str, x: Tensor,
-                      project=None) -> None:
+                      project=None, temperature: float = 1.0) -> None:
     if n_steps < 0:
         raise ValueError(f"n_steps must be >= 0, got {n_steps}")
     if grad not in ("none", "last", "all"):
@@ -144,8 +144,9 @@ def _check_chain_args(n_steps: int, step_size, controller, noise_scale, noises, 
     if project is not None and grad != "none":  # the chain came back detached: no gradient, and no error
         raise ValueError(f"project detaches the points after every step, so grad={grad!r} would return no gradient: "
                          "use project=None or grad='none'")
-    if controller is None and not torch.is_tensor(step_size):  # a tensor step is its producer's to check
-        check_positive("step_size", step_size)  # (checking it here would be a host sync per chain)
+    if controller is None and (not torch.is_tensor(step_size) or step_size.device.type == "cpu"):
+        check_positive("step_size", step_size)  # (a device's tensor step is its producer's: a host sync per chain)
+    check_positive("temperature", temperature)
     if torch.is_tensor(noise_scale) and noise_scale.dim() > 0 and noise_scale.shape[0] != n_steps:
         # (a per-chain (B,) noise was read as a schedule of its first K entries: (K, B) is per step and chain)
         raise ValueError(f"a per-step noise_scale needs {n_steps} rows (K, or (K, B) per chain), got "
@@ -257,7 +258,7 @@ def run_chain(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_scal
     chain's device). Nothing is logged, nothing inside the loop waits for the device (except the
     checks of ``count="accepted"``).
     """
-    _check_chain_args(n_steps, step_size, controller, noise_scale, noises, grad, x, project)
+    _check_chain_args(n_steps, step_size, controller, noise_scale, noises, grad, x, project, temperature)
     _check_controller(sampler, controller)
     if count != "steps":
         return _run_accepted(sampler, energy, x, n_steps, step_size, noise_scale=noise_scale,
