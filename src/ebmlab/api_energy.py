@@ -35,7 +35,6 @@ def energy_record(energy: nn.Module, energy_kwargs: Mapping[str, Any] | None) ->
     if energy_kwargs is not None and not isinstance(energy_kwargs, Mapping):
         raise ConfigError(f"energy_kwargs must be a mapping of the energy's arguments (e.g. {{'dim': 2}}), got a "
                           f"{type(energy_kwargs).__name__}")
-    _check_trainable(energy)
     cls = type(energy)
     target = f"{cls.__module__}:{cls.__qualname__}"
     if "<locals>" in cls.__qualname__:
@@ -47,6 +46,7 @@ def energy_record(energy: nn.Module, energy_kwargs: Mapping[str, Any] | None) ->
                       stacklevel=3)
     elif import_target(target) is not cls:
         raise ConfigError(f"energy class {target!r} is not what importing that name gives; define it at module level")
+    _check_trainable(energy)  # (after the checks of where its class lives: those come first, by name)
     kwargs = dict(energy_kwargs) if energy_kwargs is not None else _init_kwargs(energy)
     try:
         json.dumps(kwargs, allow_nan=False)

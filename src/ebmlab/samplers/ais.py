@@ -42,7 +42,7 @@ from ebmlab.devices import to_float64
 from ebmlab.energies.base import energy_and_grad
 from ebmlab.samplers import mala
 from ebmlab.samplers.base import (ChainInfo, ChainState, StepSizeController, check_finite_chain, check_positive,
-                                  frozen_parameters, randn_like)
+                                  frozen_parameters, randn_like, rows)
 from ebmlab.samplers.langevin import move
 from ebmlab.samplers.progress import step_counter
 
@@ -108,7 +108,7 @@ def _below(log_weights: Tensor, ess_min: float) -> bool:
 
 def _quad(x: Tensor, inv_var: float) -> Tensor:
     """(B,) |x|² / (2 s²), the reference's energy."""
-    return 0.5 * inv_var * x.reshape(x.shape[0], -1).pow(2).sum(1)
+    return 0.5 * inv_var * rows(x).pow(2).sum(1)
 
 
 class _Schedule(NamedTuple):

@@ -97,6 +97,12 @@ def per_chain(value, x: Tensor) -> Tensor:
     return v.view(-1, *([1] * (x.dim() - 1)))
 
 
+def rows(t: Tensor) -> Tensor:
+    """``t`` (B, ...) as (B, F): ``flatten(1)``, which hands a 2-D tensor back without dispatching an op (the chains'
+    hot path), and (B,) points (a user's 1-D chains) as (B, 1)."""
+    return t.flatten(1) if t.dim() > 1 else t.unsqueeze(1)
+
+
 def check_positive(name: str, value) -> None:
     """Raise unless ``value`` (a number or a tensor) is positive everywhere. Numbers are checked in
     Python (no tensor op per sampler step); tensors cost one reduction."""

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ebmlab.energies.base import energy_and_grad
-from ebmlab.samplers.base import ChainState, StepInfo, init, randn_like
+from ebmlab.samplers.base import ChainState, StepInfo, init, randn_like, rows
 from ebmlab.samplers.langevin import move, scales
 
 __all__ = ["init", "step", "log_accept_ratio"]
@@ -26,7 +26,7 @@ __all__ = ["init", "step", "log_accept_ratio"]
 def _log_q(x_to, x_from, grad_from, eps, sigma):
     """log q(x_to | x_from) up to a constant shared by both directions: (B,)."""
     d = torch.addcmul(x_to - x_from, eps, grad_from)  # x_to - (x_from - eps * grad_from)
-    return (d * d).reshape(d.shape[0], -1).sum(1) * (-0.5 / (sigma.flatten() ** 2))
+    return rows(d * d).sum(1) * (-0.5 / (sigma.flatten() ** 2))
 
 
 def log_accept_ratio(state: ChainState, prop: ChainState, eps, sigma, temperature: float, z=None):
@@ -51,7 +51,7 @@ def _log_ratio(x, e, x_prop, e_prop, g_prop, eps, sigma, z, temperature: float) 
     prod = (z - ds).mul_(z + ds)  # (B, ...)
     # log_target + 0.5 * sum: alpha=0.5 scales exactly (a power of two), so the fused add rounds once,
     # as the separate product and sum did
-    return log_target.add_(prod.sum(1) if prod.dim() == 2 else prod.reshape(prod.shape[0], -1).sum(1), alpha=0.5)
+    return log_target.add_(prod.sum(1) if prod.dim() == 2 else rows(prod).sum(1), alpha=0.5)
 
 
 def step(energy, state: ChainState, step_size, *, noise_scale=None, temperature: float = 1.0,
