@@ -53,6 +53,7 @@ from ebmlab.api_energy import check_no_model_settings, check_rebuilds, energy_re
 from ebmlab.config import Config, apply_overrides, user_data_overrides
 from ebmlab.config_checks import check_integer, check_new_run
 from ebmlab.errors import ConfigError, DataError, RunError, is_out_of_memory
+from ebmlab.files import user_path
 from ebmlab.objectives import warn_if_unloadable
 
 __all__ = ["Run", "compare", "configs", "datasets", "experiment", "experiment_names", "load", "methods", "models", "resume",
@@ -74,8 +75,9 @@ class Run:
     def __init__(self, path: str | Path, *, device: str = "cpu", checkpoint: str | Path | int | None = None):
         from ebmlab.training.run import DataSpaceEnergy, open_checkpoint
 
+        path = user_path(path)
         opened = open_checkpoint(path, device=device, checkpoint=checkpoint, need_data=False)
-        self.path = Path(path)
+        self.path = path
         self.config: Config = opened.cfg
         self.objective = opened.objective
         self.checkpoint: Path = opened.checkpoint
@@ -283,7 +285,7 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
                           "mappings, everything else as overrides={'section.key': value}")
     raw = raw_config(config, method, sections, overrides)
     x_mem = in_memory(data)
-    run_dir = Path(out) if out is not None else None
+    run_dir = user_path(out) if out is not None else None
     if x_mem is None and data is not None:
         given = [overrides] if isinstance(overrides, str) else (overrides or ())  # one override as a string too
         named = any(str(k).startswith("data.name") for k in given)  # keys of a mapping, items of a list
@@ -328,15 +330,16 @@ def resume(path: str | Path, *, overrides: Sequence[str] | Mapping[str, Any] | N
     raise one-sentence errors (``ConfigError``, ``CheckpointError``, ``DataError``, ``RunError``) before anything
     is written. A run on your own energy needs its module importable, as for ``load``."""
     from ebmlab.training.config import from_dict
-    from ebmlab.training.run import resume_config
+    from ebmlab.training.run import check_resume_changes, relocated, resume_config
     from ebmlab.training.run_data import run_dataset
 
     bad = sorted(set(sections) - {"train", "eval"})
     if bad:
         raise ConfigError(f"ebmlab.resume takes train= and eval= mappings and overrides=, not {bad}: the rest of a "
                           "run's config is fixed by its checkpoints")
-    run_dir = Path(path)
-    cfg = from_dict(raw_config(resume_config(run_dir, None), None, sections, overrides))
+    run_dir = user_path(path)
+    cfg = relocated(run_dir, from_dict(raw_config(resume_config(run_dir, None), None, sections, overrides)))
+    check_resume_changes(run_dir, cfg)  # before the data are read: another data.path is refused as such
     return _train_in(run_dir, cfg, run_dataset(run_dir, cfg), evaluate=evaluate, resume=True)
 
 

@@ -3,9 +3,12 @@
 ``experiment`` runs with the same options and the same results, and ``compare`` (``ebmlab compare RUN RUN ...``). Re-exported by ``ebmlab.api`` and ``ebmlab``."""
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ebmlab.files import user_path
 
 if TYPE_CHECKING:
     from ebmlab.experiments.compare import Comparison
@@ -60,7 +63,7 @@ def experiment(name: str, out: str | Path | None = None, *, quick: bool = False,
     them (``ConfigError`` names the ones it does not)."""
     from ebmlab.experiments import run_experiment
 
-    return run_experiment(name, Path(out if out is not None else f"runs/experiment_{name}"), quick=quick, **options)
+    return run_experiment(name, user_path(out if out is not None else f"runs/experiment_{name}"), quick=quick, **options)
 
 
 def compare(runs: Sequence[Any], out: str | Path | None = None, pool_seeds: bool = False) -> Comparison:
@@ -71,4 +74,6 @@ def compare(runs: Sequence[Any], out: str | Path | None = None, pool_seeds: bool
     mean ± std over the runs that differ only in ``train.seed`` (``stds``, ``groups``)."""
     from ebmlab.experiments.compare import compare as _compare
 
-    return _compare(runs, out=out, pool_seeds=pool_seeds)
+    if not isinstance(runs, (str, os.PathLike)):  # (one path alone: refused by _compare, which says why)
+        runs = [os.path.expanduser(r) if isinstance(r, (str, os.PathLike)) else r for r in runs]  # (as typed: "a/")
+    return _compare(runs, out=user_path(out) if out is not None else None, pool_seeds=pool_seeds)

@@ -36,7 +36,7 @@ def in_memory(data) -> np.ndarray | None:
             raise DataError("ebmlab.train takes in-memory vectors; for an image Dataset pass its name or path")
         parts = [p for p in (data.train, data.val, data.test) if p is not None]  # every row: a split one's too
         x = torch.cat([data.transform.to_data(p) for p in parts])
-    elif isinstance(data, Tensor) or _tensor_rows(data):
+    elif is_tensor_like(data):
         x = given_tensor(data, "the data passed to ebmlab.train")
     elif isinstance(data, torch.utils.data.Dataset):
         try:
@@ -93,7 +93,7 @@ def _numbers(data, what: str = "the data passed to ebmlab.train") -> np.ndarray:
 def as_points(x, dtype: torch.dtype = torch.float32) -> Tensor:
     """Data-coordinate points given as a tensor (its graph kept: ``run(x)`` is differentiable in x) or an array
     (anything ``numpy.asarray`` reads) in ``dtype`` (the run's ``Affine.dtype``); DataError for what is not numbers."""
-    if isinstance(x, Tensor) or _tensor_rows(x):
+    if is_tensor_like(x):
         return given_tensor(x, "the points", detach=False).to(dtype)
     try:
         arr = _numbers(x, "the points")
@@ -103,9 +103,11 @@ def as_points(x, dtype: torch.dtype = torch.float32) -> Tensor:
     return torch.from_numpy(arr.astype(np.float64 if dtype == torch.float64 else np.float32))
 
 
-def _tensor_rows(x) -> bool:
-    """Whether ``x`` is a non-empty list or tuple of tensors (rows, or batches of them)."""
-    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(r, Tensor) for r in x)
+def is_tensor_like(x) -> bool:
+    """Whether ``x`` is a tensor or a non-empty list or tuple of tensors (rows, or batches of them): what
+    ``given_tensor`` reads."""
+    return isinstance(x, Tensor) or (isinstance(x, (list, tuple)) and len(x) > 0
+                                     and all(isinstance(r, Tensor) for r in x))
 
 
 def given_tensor(x, what: str, detach: bool = True) -> Tensor:
@@ -151,7 +153,7 @@ def ood_inputs(ood, shape: tuple[int, ...], kind: str = "vector",
         what = f"the out-of-distribution set {name!r}"
         if not isinstance(name, str) or not name:
             raise DataError(f"ood= takes a mapping of non-empty names to arrays; got the key {name!r}")
-        raw = (given_tensor(x, what).cpu() if isinstance(x, Tensor) or _tensor_rows(x)
+        raw = (given_tensor(x, what).cpu() if is_tensor_like(x)
                else torch.from_numpy(_numbers(x, what)))
         t = raw.float()
         if t.dim() != len(shape) + 1 or tuple(t.shape[1:]) != tuple(shape) or len(t) == 0:

@@ -45,7 +45,7 @@ def _user_errors() -> tuple:
 
 
 def _add_open_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", metavar="FILE", default=None,
+    p.add_argument("--checkpoint", metavar="FILE", default=None, type=_path,
                    help="checkpoint file (step_NNNNNNNN.safetensors, a path or a name in RUN/checkpoints/, with or "
                         "without .safetensors, or a step number) to use; "
                         "default: the run's result "
@@ -119,6 +119,11 @@ def _version() -> str:
         return __version__
 
 
+def _path(text: str) -> str:
+    """A path argument with ``~`` expanded: a shell leaves ``--out=~/runs/x`` as it is (``files.user_path``)."""
+    return os.path.expanduser(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ebmlab`` argument parser (every argument with help and its default)."""
     p = _Parser(prog="ebmlab", description="Train, sample and evaluate energy-based models (the methods of five "
@@ -140,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "else a Gaussian) and the result chosen on a validation split, unless set: "
                         "config.USER_DATA_DEFAULTS, README); a folder of images (data.name=imagefolder); "
                         "or a dataset's name (digits, 8gaussians...: data.name)")
-    t.add_argument("--out", metavar="DIR", default=None, help="run directory; default: runs/<method>_<data>")
+    t.add_argument("--out", metavar="DIR", default=None, type=_path, help="run directory; default: runs/<method>_<data>")
     t.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"],
                    help="continue the run in --out from its last checkpoint; --resume auto: continue it if it has a "
                         "checkpoint, else start it (one command line for a job a scheduler may requeue) (default: off)")
@@ -150,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained run",
                        description="Draw samples with the method's own generation procedure; writes a .npy "
                                    "(data coordinates) and a .png beside it.")
-    s.add_argument("run", metavar="RUN", help="the run directory")
+    s.add_argument("run", metavar="RUN", type=_path, help="the run directory")
     s.add_argument("--n", type=int, default=1000, help="number of samples")
     s.add_argument("--steps", type=int, default=None,
                    help="total sampler steps, spread over the levels of a multi-level method; default: the "
@@ -166,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, metavar="W", default=None,
                    help="with --label, conditional cdrl/drl runs: classifier-free guidance of weight W >= 0 "
                         "(paper 003 Eq. 11-12; 0 is the plain conditional model)")
-    s.add_argument("--out", metavar="FILE", default=None,
+    s.add_argument("--out", metavar="FILE", default=None, type=_path,
                    help="output .npy, or .csv for vectors (a .png of the same name beside it); an existing FILE "
                         "or .png is refused without --overwrite; default: "
                         "RUN/samples/samples_<init>_<steps>steps_seed<seed>.npy, with _label<K> and _w<W> before "
@@ -177,14 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_sample)
     e = sub.add_parser("eval", help="evaluate a trained run; writes RUN/metrics.json",
                        description="Recompute a run's metrics and plots; options add FID, digits and OOD scores.")
-    e.add_argument("run", metavar="RUN", help="the run directory")
+    e.add_argument("run", metavar="RUN", type=_path, help="the run directory")
     e.add_argument("--ood", action="append", metavar="DATASET", default=None,
                    help="OOD set (repeatable; default: none), scored as ood_auroc_<name or file stem>: vector runs "
                         "'shifted', 'scaled' or a file of vectors; image runs a built-in set (noise, digits_negative, "
                         "digits_flipped, digits_shuffled, digits_interpolated, digits_occluded), a path or an image "
                         "dataset's name (its test split)")
     e.add_argument("--fid", action="store_true", help="Frechet Inception Distance and Inception Score (image runs)")
-    e.add_argument("--inception-weights", metavar="FILE", default=None,
+    e.add_argument("--inception-weights", metavar="FILE", default=None, type=_path,
                    help="path to pt_inception-2015-12-05-6726825d.pth (never downloaded); default: the torch hub cache")
     e.add_argument("--digits-fd", action="store_true", help="digits feature distance (digits runs)")
     e.add_argument("--heldout-draws", type=int, metavar="K", default=None,
@@ -199,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "metrics.json holds, the best per metric in bold, the data-vs-data floor, and "
                                    "notes where evaluation settings, chain lengths or budgets differ. Reads the runs' "
                                    "files (no weights, no evaluation).")
-    k.add_argument("runs", nargs="+", metavar="RUN", help="run directories (two or more)")
-    k.add_argument("--out", metavar="DIR", default=None,
+    k.add_argument("runs", nargs="+", metavar="RUN", type=_path, help="run directories (two or more)")
+    k.add_argument("--out", metavar="DIR", default=None, type=_path,
                    help="also write compare.md, compare.json and the runs' samples side by side: samples.png (vector "
                         "runs, with the held-out data, which it reads again) or samples_<k>.png per run (image runs)")
     k.add_argument("--pool-seeds", action="store_true",
@@ -215,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "results.json and figures.",
                        epilog=_wrap("experiments", names))
     x.add_argument("name", metavar="NAME", help=f"the experiment: one of {', '.join(names)}")
-    x.add_argument("--out", metavar="DIR", default=None, help="output directory; default: runs/experiment_<NAME>")
+    x.add_argument("--out", metavar="DIR", default=None, type=_path, help="output directory; default: runs/experiment_<NAME>")
     x.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests (numbers mean nothing)")
     x.add_argument("--seeds", metavar="S,S,...", default=None,
                    help="seeds of every arm (default: the fixed set 0,1,2; data_defaults: 0,...,5); leaderboard and "

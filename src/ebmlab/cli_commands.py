@@ -6,6 +6,7 @@ status 2. Heavy imports (torch, the methods) happen inside the commands, so ``eb
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def cmd_train(args) -> int:
     from ebmlab.training import distributed
     from ebmlab.training.config import load_config
     from ebmlab.training.loop import resolve_device
-    from ebmlab.training.run import resume_config
+    from ebmlab.training.run import relocated, resume_config
 
     if args.resume and args.overwrite:
         from ebmlab.errors import ConfigError
@@ -71,6 +72,10 @@ def cmd_train(args) -> int:
         cfg = resume_config(run_dir, overrides, args.config)
         if args.config:
             _absolute_data_path(cfg)
+        given, cfg = cfg.data.path, relocated(run_dir, cfg)  # --data NEW: a moved data file with the same bytes
+        if given != cfg.data.path and os.environ.get("RANK", "0") == "0":
+            print(f"--data {given}: the run's data file, moved from {cfg.data.path} (the same SHA-256); recorded in "
+                  "run.json, and read from there from now on", flush=True)
     else:
         cfg = load_config(args.config, overrides)
         check_new_run(cfg)
@@ -95,8 +100,6 @@ def _default_out(args, overrides: list[str]) -> Path:
 def _resume_or_start(run_dir: Path) -> bool:
     """``--resume auto``: continue ``run_dir`` if it holds a checkpoint, else start it (a scheduler's requeue runs the
     same command line again: the first time it starts, later it resumes). Said on stdout (rank 0)."""
-    import os
-
     from ebmlab.api_data import resume_or_start
 
     resume = resume_or_start("auto", run_dir, overwrite=False, x_mem=None)  # (the one rule, ebmlab.train's too)
@@ -201,9 +204,8 @@ def cmd_sample(args) -> int:
     import torch
 
     from ebmlab import plots
-    from ebmlab.training.drawing import class_index, class_names, data_starts, draw, finite_samples
-
     from ebmlab.config_checks import check_integer
+    from ebmlab.training.drawing import class_index, class_names, data_starts, draw, finite_samples
 
     check_integer(args.n, "--n", 1)
     check_integer(args.seed, "--seed", 0, 2**63 - 1)
@@ -217,6 +219,7 @@ def cmd_sample(args) -> int:
     objective, data = run.objective, run.data
     if out_file is not None and out_file.suffix == ".csv" and data.kind == "image":
         raise ValueError(f"--out {args.out!r}: images are written as .npy (N, C, H, W), not .csv; give a .npy name")
+    _check_writable(out_file.parent if out_file is not None else Path(args.run) / "samples")  # before a long draw
     dev = next(objective.parameters()).device
     # --init data: held-out points, model coordinates: the method's procedure starts there
     x0 = data_starts(data.test, args.n, args.seed, dev) if args.init == "data" else None
@@ -242,6 +245,20 @@ def cmd_sample(args) -> int:
     print(f"wrote {path} and {png} ({steps} sampler steps{rounded})")
     _used(args, run)
     return 0
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before the draw, not after it, where its files cannot be written (a read-only run, a full quota): the
+    folder made and a temp file created in it; an OSError names the folder."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        exc.filename = str(folder)
+        raise
 
 
 def _output_file(path: Path) -> Path:

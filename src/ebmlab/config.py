@@ -243,7 +243,9 @@ def user_data_overrides(raw: dict) -> list[str]:
     gaussian = model.get("base_std", None if "model.base_std" in skip else USER_DATA_DEFAULTS["model.base_std"])
     if not (mixture or model.get("base") == "gmm" or gaussian is not None) or method.get("name", "hybrid") != "hybrid":
         skip.add("method.energy_l2")
-    if "select_every" in train and train["select_every"] is None:  # the user turned the validation checks off
+    data = own("data")
+    if ("select_every" in train and train["select_every"] is None  # the user turned the validation checks off,
+            or ("val_fraction" in data and data["val_fraction"] is None and "select_every" not in train)):  # or split
         skip |= {"train.select_every", "train.select_draws", "train.select_start", "train.select_margin"}
     if train.get("select_start") is False or train.get("select_window", 1) != 1:
         skip.add("train.select_margin")
@@ -349,10 +351,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         if "*" in value or "&" in value:
             raise
         parsed = value
-    if re.search(r"(^|\s)#", value) and not isinstance(parsed, (bool, int, float)):  # a comment cut the text
+    if re.search(r"(^|\s)#", value) and not isinstance(parsed, (bool, int, float)) and not _holds_hash(parsed):
+        # a comment cut the text (a number's is harmless; a '#' quoted in a string is the value's)
         raise ConfigError(f"--set {key}={value}: YAML reads ' #' as the start of a comment and drops the rest; quote "
                           f"the value ({key}='\"...\"') if the '#' belongs to it")
     return parts, parsed
+
+
+def _holds_hash(value) -> bool:
+    """Whether a '#' survived YAML's reading of an override: in a quoted string, or in one inside a list or mapping."""
+    if isinstance(value, str):
+        return "#" in value
+    if isinstance(value, (list, dict)):
+        return any(_holds_hash(v) for v in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,

@@ -146,7 +146,7 @@ def inert_settings(cfg) -> list[str]:
     moved = [k for k in SELECTION_KEYS if getattr(t, k) != getattr(type(t)(), k)]
     if t.select_every is None and moved:
         said.append(f"train.{moved[0]} sets the validation checks that train.select_every turns on, and it is null "
-                    "(no checks): set train.select_every, or leave it unset")
+                    "(no checks): set train.select_every and data.val_fraction (e.g. 0.1; vector data only), or leave it unset")
     if m.name != "mlp" and m.fourier:
         said.append(f"model.fourier (random Fourier input features) applies to model.name mlp, not {m.name!r}")
     elif m.fourier_scale != 1.0 and not m.fourier:
@@ -262,7 +262,7 @@ def _validate_train(t, d) -> None:
                           f"select_start={t.select_start}, select_window={t.select_window}")
     if t.select_every is not None and d.val_fraction is None:
         raise ConfigError("train.select_every scores the weights on a validation split: set data.val_fraction "
-                          "(e.g. 0.1) too")
+                          "(e.g. 0.1) too (vector data only: on images, set train.select_every=null)")
     _at_least("train", t, 0, ("warmup_steps", "lr_decay_steps", "lr_restart_steps", "keep_checkpoints",
                               "sample_every"))
     _at_most("train", t, MAX_THREADS, ("threads",))

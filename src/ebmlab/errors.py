@@ -60,7 +60,8 @@ def os_error_sentence(exc: OSError, doing: str = "") -> str:
         return str(exc.args[0] if exc.args else exc)
     hints = {_errno.ENOSPC: "free some disk space, then rerun (a training run continues with --resume)",
              _errno.EDQUOT: "free some space within your quota, then rerun",
-             _errno.EROFS: "the file system is read-only: choose a writable --out",
+             _errno.EROFS: "the file system is read-only: write elsewhere (a run to train or evaluate: copy it to a "
+                           "writable place first)",
              _errno.EACCES: "check the permissions or choose another path",
              _errno.EPERM: "check the permissions or choose another path",
              _errno.ENOTDIR: "a component of the path is a file, not a directory: choose another path",

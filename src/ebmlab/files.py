@@ -5,10 +5,19 @@ the mode ``open()`` would (0666 minus the umask), rename it onto the target.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["atomic_write", "file_mode", "save_npy_atomic", "write_text_atomic"]
+__all__ = ["atomic_write", "atomic_write_all", "file_mode", "save_npy_atomic", "temp_path", "user_path",
+           "write_text_atomic"]
+
+
+def user_path(path) -> Path:
+    """``path`` with a leading ``~`` expanded, as a shell would (``--out=~/runs/x`` reaches ebmlab unexpanded; the
+    Python API takes such strings too): never a folder literally named ``~``."""
+    return Path(os.path.expanduser(os.fspath(path)))
 
 
 def file_mode() -> int:
@@ -22,21 +31,48 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+def temp_path(path: Path) -> Path:
+    """Where an atomic write of ``path`` goes first: beside it, its name plus ``.tmp`` (what a run directory's
+    clean-up knows), or a shortened name where that would pass the file system's 255 bytes."""
+    name = path.name + ".tmp"
+    if len(os.fsencode(name)) > 255:
+        name = f"{path.name[:64]}.{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]}.tmp"
+    return path.with_name(name)
+
+
 def atomic_write(path: Path, write) -> None:
     """``write(tmp)``, fsync, mode 0666 minus the umask (``file_mode``), rename onto ``path``; the temp file is
     removed when anything fails (a full disk leaves the previous file as it was)."""
-    tmp = path.with_name(path.name + ".tmp")
+    atomic_write_all([(path, write)])
+
+
+def atomic_write_all(items) -> None:
+    """``atomic_write`` of several files that belong together (a checkpoint's tensor file and its sidecar): every
+    temp file is written and synced before the first rename, so a full disk leaves the previous set whole, never
+    new files beside old ones. An error names the file being written, not its temp file."""
+    temps = [(Path(path), temp_path(Path(path)), write) for path, write in items]
+    try:
+        for path, tmp, write in temps:
+            _written(write, path, tmp)
+        for path, tmp, _ in temps:
+            os.replace(tmp, path)
+    except BaseException:
+        for _, tmp, _ in temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+
+
+def _written(write, path: Path, tmp: Path) -> None:
+    """``write(tmp)``, synced, with ``open()``'s mode; an OSError on ``tmp`` is said of ``path``."""
     try:
         write(tmp)
         with open(tmp, "r+b") as fh:  # a writable handle: Windows' fsync (FlushFileBuffers) refuses a read-only one
             os.fsync(fh.fileno())
         os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+    except OSError as exc:
+        if exc.filename == str(tmp):
+            exc.filename = str(path)
         raise
 
 

@@ -19,7 +19,6 @@ backend. matplotlib itself is imported only when a figure is drawn.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from ebmlab.files import atomic_write
 
 DPI = 110
 COORD = "data units"  # the axis unit of data-coordinate plots
@@ -45,13 +46,8 @@ def save_figure(fig, path: Path) -> Path:
     truncated file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        fig.savefig(tmp, format=path.suffix[1:] or "png", dpi=DPI, bbox_inches="tight", pad_inches=0.05)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:] or "png", dpi=DPI, bbox_inches="tight",
+                                               pad_inches=0.05))
     pyplot = sys.modules.get("matplotlib.pyplot")  # a figure an experiment drew with pyplot
     if pyplot is not None:
         pyplot.close(fig)

@@ -77,11 +77,20 @@ def test_eval_options_are_checked_before_any_work(vector_run, monkeypatch, capsy
     monkeypatch.setattr(ev, "evaluate", boom)
     for argv, text in ((["--fid"], "needs an image run"), (["--digits-fd"], "scores digit images"),
                        (["--ood", "nowhere"], "for vector runs use"), (["--heldout-draws", "0"], "positive count"),
-                       (["--inception-weights", "w.pth"], "give --fid (fid=) too")):
+                       (["--inception-weights", "w.pth"], "--inception-weights (inception_weights=) needs an image run")):
         capsys.readouterr()
         assert main(["eval", str(vector_run), *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and text in err
+
+
+def test_inception_weights_without_fid_on_an_image_run_asks_for_fid():
+    from argparse import Namespace
+
+    from ebmlab.errors import ConfigError
+    from ebmlab.training.image_eval import check_eval_options
+    with pytest.raises(ConfigError, match=r"give --fid \(fid=\) too"):
+        check_eval_options(Namespace(inception_weights="w.pth", fid=False), "image", "cifar10")
 
 
 def test_eval_heldout_draws_are_the_single_draws_of_their_seeds(vector_run, capsys):

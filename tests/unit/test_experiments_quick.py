@@ -26,7 +26,9 @@ def _check(result: dict, out, seeds) -> None:
     assert "## Claims" in (out / "results.md").read_text()
 
 
-@pytest.mark.parametrize("name", ["paper004", "paper000", "paper003"])
+@pytest.mark.parametrize("name", ["paper004",  # the two longest (about a minute each alone) run with the slow tests
+                                  pytest.param("paper000", marks=pytest.mark.slow),
+                                  pytest.param("paper003", marks=pytest.mark.slow)])
 def test_quick_experiment_on_the_harness(name, tmp_path):
     seeds = (0,)
     result = run_experiment(name, tmp_path, quick=True, seeds=seeds, jobs=1)

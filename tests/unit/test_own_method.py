@@ -76,6 +76,7 @@ def test_the_readme_example_is_complete():
     assert 'ebmlab.train("short_run"' in ex["train_own.py"]
 
 
+@pytest.mark.slow  # (the README's example trained in a fresh process: minutes)
 def test_a_run_of_your_method_opens_in_a_fresh_process_and_in_every_command_where_its_module_imports(readme_run):
     run = readme_run / "runs" / "short_run"
     assert '"method_module": "short_run"' in (run / "run.json").read_text()
@@ -95,6 +96,7 @@ def test_a_run_of_your_method_opens_in_a_fresh_process_and_in_every_command_wher
         elsewhere.stderr
 
 
+@pytest.mark.slow  # (fresh processes and a quick leaderboard: about a minute)
 def test_an_installed_packages_method_trains_from_the_command_line(tmp_path):
     """An entry point in the group ``ebmlab.methods`` (a package's ``pyproject.toml``), here as the dist-info a
     ``pip install`` writes: ``ebmlab train --set method.name=short_run`` imports its module; the command lists it."""

@@ -3,7 +3,7 @@ partly deleted, hand-edited, locked by a dead process on another host, reached t
 
 A few tiny runs are trained once (module fixtures); every test works on its own copy (a read-only helper's audit,
 docs/testing.md "Thirtieth round"). Tests marked ``# WAS A BUG`` failed on the code as audited (commit ``be7be4d``)
-and pass with its fixes; the two strict xfails are gaps left open, said there.
+and pass with its fixes; the two tests marked ``# WAS A GAP`` were strict xfails until the next session closed them.
 """
 from __future__ import annotations
 
@@ -198,12 +198,11 @@ def test_a_checkpoint_of_another_method_is_refused_naming_the_key(root, tmp_path
         ebmlab.load(run)
 
 
-@pytest.mark.xfail(strict=True, reason="left open (docs/testing.md, Thirtieth round): a checkpoint's sidecar "
-                   "records the run hash, which names the data by path, not the data's SHA-256")
 def test_a_checkpoint_trained_on_other_bytes_at_the_same_path_is_refused(same_path_pair, tmp_path):
-    # GAP: src/ebmlab/config_hash.py:117-121 (run_hash) identifies the data by data.path only, and sidecars carry no
-    # data SHA-256 (training/checkpoint.py), so a checkpoint of a run trained on other rows at the same path (the file
-    # edited between two runs) is accepted and used under this run's data transform: silently wrong weights.
+    # WAS A GAP (closed in the thirteenth session): src/ebmlab/config_hash.py:117-121 (run_hash) identifies the data by
+    # data.path only, and sidecars carried no data SHA-256, so a checkpoint of a run trained on other rows at the same
+    # path (the file edited between two runs) was accepted and used under this run's data transform: silently wrong
+    # weights. Sidecars now store the data's fingerprint (data_sha256; run.check_checkpoint_data).
     run = _copy(same_path_pair, "a", tmp_path / "a")
     for p in (same_path_pair / "b" / "checkpoints").glob("step_00000006.*"):
         shutil.copy(p, run / "checkpoints" / p.name)
@@ -254,10 +253,8 @@ def test_a_changed_data_file_is_refused_by_name_and_load_warns(same_path_pair, t
     assert {k: v for k, v in _snap(run).items() if k != "run.lock"} == before
 
 
-@pytest.mark.xfail(strict=True, reason="left open (docs/testing.md, Thirtieth round): data.path is part of the "
-                   "run's identity; a moved external data file cannot be pointed to again")
 def test_resume_from_a_moved_data_file_with_the_same_bytes(root, tmp_path, capsys):
-    # GAP: src/ebmlab/training/run.py:296 (check_resume_changes) refuses any data.path change, and
+    # WAS A GAP (closed in the thirteenth session: run_data.record_relocation): src/ebmlab/training/run.py:296 (check_resume_changes) refuses any data.path change, and
     # config_hash.py:117-121 hashes data.path, so a run whose external data file moved (the project rsync'ed to another
     # home) can be neither resumed nor evaluated from the file at its new place, although run.json's SHA-256 proves it
     # is the same data ("--resume cannot change data.path ... the run's checkpoints were trained with it"); `eval` has no
@@ -269,6 +266,70 @@ def test_resume_from_a_moved_data_file_with_the_same_bytes(root, tmp_path, capsy
     run = _copy(root, "npy", tmp_path / "run")
     code, _, err = _cli(capsys, "train", "--out", run, "--resume", "--data", data, "--set", "train.steps=8")
     assert code == 0, err
+
+
+def test_a_deleted_data_file_found_elsewhere_is_read_there_from_then_on(root, tmp_path, capsys):
+    # the "gone" run's data file was deleted at its place; the same bytes (its seeded rows, made again) lie elsewhere
+    run = _copy(root, "gone", tmp_path / "run")
+    stored = yaml_data_path(run)
+    moved = tmp_path / "elsewhere" / "gone.npy"
+    moved.parent.mkdir()
+    np.save(moved, _rows(4))
+    code, out, err = _cli(capsys, "train", "--out", run, "--resume", "--data", moved, "--set", "train.steps=8")
+    assert code == 0, err
+    assert f"moved from {stored}" in out and "recorded in run.json" in out
+    assert yaml_data_path(run) == stored  # the run's identity (its checkpoints' hash) keeps the stored path
+    assert json.loads((run / "run.json").read_text())["data"]["relocated"] == str(moved.resolve())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # found, unchanged: no warning
+        assert "sample_energy_distance" in ebmlab.load(run).evaluate()
+    for cmd in (["eval", run], ["sample", run, "--n", "4", "--init", "data", "--out", tmp_path / "s.npy"]):
+        code, _, err = _cli(capsys, *cmd)
+        assert code == 0, err
+    ebmlab.resume(run, train={"steps": 10}, evaluate=False)  # the Python API reads it there too
+    assert (run / "checkpoints" / "step_00000010.safetensors").is_file()
+
+
+def test_a_moved_data_file_with_other_bytes_is_refused_and_nothing_recorded(root, tmp_path, capsys):
+    run = _copy(root, "gone", tmp_path / "run")
+    other = tmp_path / "other.npy"
+    np.save(other, _rows(7))
+    before = _snap(run)
+    code, _, err = _cli(capsys, "train", "--out", run, "--resume", "--data", other, "--set", "train.steps=8")
+    _one_sentence(code, err, "cannot change data.path")
+    with pytest.raises(ebmlab.errors.ConfigError, match="data.path"):
+        ebmlab.resume(run, overrides=[f"data.path={other}"], train={"steps": 8})
+    assert {k: v for k, v in _snap(run).items() if k != "run.lock"} == before
+
+
+def test_the_python_api_points_a_run_to_its_moved_data(root, tmp_path):
+    run = _copy(root, "gone", tmp_path / "run")
+    moved = tmp_path / "m.npy"
+    np.save(moved, _rows(4))
+    ebmlab.resume(run, overrides=[f"data.path={moved}"], train={"steps": 8}, evaluate=False)
+    assert (run / "checkpoints" / "step_00000008.safetensors").is_file()
+
+
+def test_a_deleted_data_file_is_said_with_the_way_to_point_to_its_new_place(root, tmp_path, capsys):
+    run = _copy(root, "gone", tmp_path / "run")
+    code, _, err = _cli(capsys, "eval", run)
+    _one_sentence(code, err, "--resume --data")
+
+
+def test_a_sidecar_without_the_data_fingerprint_still_loads(root, tmp_path):
+    # sidecars written before data_sha256 existed: the config hash alone decides, as before
+    run = _copy(root, "toy", tmp_path / "run")
+    for side in (run / "checkpoints").glob("*.json"):
+        meta = json.loads(side.read_text())
+        if "data_sha256" in meta:
+            del meta["data_sha256"]
+            side.write_text(json.dumps(meta))
+    assert torch.equal(_energies(run), _energies(root / "toy"))
+
+
+def yaml_data_path(run: Path) -> str:
+    from ebmlab.config_files import yaml_load
+    return yaml_load((run / "config.yaml").read_text(encoding="utf-8"), "config.yaml")["data"]["path"]
 
 
 def test_a_copied_in_memory_run_reads_its_own_data_npy(root, tmp_path):

@@ -162,7 +162,8 @@ def build_dataset(cfg) -> Dataset:
         raise DataError(f"unknown dataset {cfg.name!r}; available datasets are: {', '.join(sorted(DATASETS))}")
     data = DATASETS[cfg.name](cfg)
     if cfg.val_fraction is not None and data.kind != "vector":
-        raise DataError(f"data.val_fraction splits vector data; {cfg.name!r} holds images: set data.val_fraction=null")
+        raise DataError(f"data.val_fraction splits vector data (train.select_every's validation checks); {cfg.name!r} "
+                        "holds images: set data.val_fraction=null, and train.select_every=null with it")
     if not all(torch.isfinite(split).all() for split in (data.train, data.test) if isinstance(split, Tensor)):  # (codes are)
         where = f"data file {str(cfg.path)!r}" if cfg.path else f"dataset {cfg.name!r}"
         raise DataError(f"{where} gives non-finite values in model coordinates (its spread overflows "

@@ -18,14 +18,23 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 
-from ebmlab.files import atomic_write
+from ebmlab.files import atomic_write, atomic_write_all, temp_path
 from ebmlab.errors import CheckpointError, os_error_sentence  # CheckpointError: also importable from here
 
 _NAME = re.compile(r"^step_(\d{8})\.safetensors$")
 BEST = "best"  # checkpoints/best.safetensors + best.json: the validation best (training/selection.py)
+# What a refused checkpoint's sentence advises: sample / eval / load take another one; --resume takes the newest, so
+# there the pair goes (``for_resume``)
+OTHER_CHECKPOINT = "use another checkpoint (--checkpoint FILE, checkpoint=)"
+RESUME_ADVICE = "delete this checkpoint pair (the .safetensors file and its .json) to resume from the one before"
 
 
-_atomic_write = atomic_write  # tensor file and sidecar alike: mode 0o666 & ~umask, fsync, rename
+def for_resume(exc: CheckpointError) -> CheckpointError:
+    """``exc`` with the advice ``--resume`` can follow (it has no --checkpoint: it continues from the newest pair)."""
+    return CheckpointError(str(exc).replace(OTHER_CHECKPOINT, RESUME_ADVICE))
+
+
+_atomic_write = atomic_write  # (a rank file: dist_checkpoint; mode 0o666 & ~umask, fsync, rename)
 
 
 def _safetensors_os_error(exc: Exception, path: Path) -> OSError | None:
@@ -46,14 +55,15 @@ def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, torch.Tensor],
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / (f"{name}.safetensors" if name else step_name(step))
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    try:
-        _atomic_write(path, lambda p: save_file(tensors, str(p)))
+    def sidecar(p: Path) -> None:  # (after the tensor file's temp file is written: its size)
+        side = dict(meta, step=step, tensor_file=path.name, tensor_bytes=temp_path(path).stat().st_size)
+        p.write_text(json.dumps(side, indent=1), encoding="utf-8")
+    try:  # both written before either is renamed: a full disk never pairs new weights with an old sidecar (best.*)
+        atomic_write_all([(path, lambda p: save_file(tensors, str(p))), (path.with_suffix(".json"), sidecar)])
     except SafetensorError as exc:
         raise _safetensors_os_error(exc, path) or CheckpointError(
             f"could not write checkpoint {str(path)!r} ({' '.join(str(exc).split())}); "
             "earlier checkpoints are kept") from None
-    meta = dict(meta, step=step, tensor_file=path.name, tensor_bytes=path.stat().st_size)
-    _atomic_write(path.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
     return path
 
 
@@ -117,7 +127,7 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         meta = json.loads(side.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"checkpoint sidecar {str(side)!r} is not valid JSON "
-                              f"({' '.join(str(exc).split())}); it is damaged, use another checkpoint") from None
+                              f"({' '.join(str(exc).split())}); it is damaged, {OTHER_CHECKPOINT}") from None
     check_sidecar(meta, side)
     if meta.get("tensor_bytes") not in (None, path.stat().st_size):
         raise CheckpointError(f"checkpoint {str(path)!r} does not match its sidecar (size differs); it may be truncated")
@@ -138,7 +148,7 @@ def check_sidecar(meta, side: Path) -> None:
     """A sidecar is a JSON object with an integer ``step`` and well-typed known keys."""
     if not isinstance(meta, dict):
         raise CheckpointError(f"checkpoint sidecar {str(side)!r} holds a JSON {type(meta).__name__}, expected "
-                              "an object; it is damaged or not from ebmlab, use another checkpoint")
+                              f"an object; it is damaged or not from ebmlab, {OTHER_CHECKPOINT}")
     if "step" not in meta:
         raise CheckpointError(f"checkpoint sidecar {str(side)!r} lacks 'step'; it is damaged or not from ebmlab")
     for key, tp in _SIDECAR_TYPES.items():
@@ -167,8 +177,7 @@ def check_finite(tensors: dict[str, torch.Tensor], path: Path, params: set[str])
     for key, v in tensors.items():
         weight = key.startswith(("ema.", "optim.")) or (key.startswith("model.") and key[6:] in params)
         if weight and v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise CheckpointError(f"checkpoint {str(path)!r} holds NaN or inf in tensor {key!r}; "
-                                  "use an earlier checkpoint (--checkpoint FILE)")
+            raise CheckpointError(f"checkpoint {str(path)!r} holds NaN or inf in tensor {key!r}; {OTHER_CHECKPOINT}")
 
 
 def prune(ckpt_dir: Path, keep: int) -> None:

@@ -210,12 +210,13 @@ def check_eval_options(args, kind: str, name: str) -> None:
     digits, ``--heldout-draws`` on images or below 1, ``--inception-weights`` without ``--fid``, ``--ood`` naming
     neither a built-in set nor an existing file (nor, on images, a dataset), two OOD sets that would share a metric
     key (``ood_keys``)."""
+    if kind != "image" and (getattr(args, "fid", False) or getattr(args, "inception_weights", None) is not None):
+        given = _flag("fid") if getattr(args, "fid", False) else _flag("inception_weights")
+        raise ConfigError(f"{given} needs an image run; this run's data {name!r} are vectors")
     if getattr(args, "inception_weights", None) is not None and not getattr(args, "fid", False):
         raise ConfigError(f"{_flag('inception_weights')} is the weight file of --fid's Inception network; give "
                           f"{_flag('fid')} too")
     if getattr(args, "fid", False):
-        if kind != "image":
-            raise ConfigError(f"{_flag('fid')} needs an image run; this run's data {name!r} are vectors")
         from ebmlab.metrics.inception import find_weights
         find_weights(getattr(args, "inception_weights", None))
     if getattr(args, "digits_fd", False) and name != "digits":

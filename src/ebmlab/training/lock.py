@@ -129,13 +129,14 @@ class RunLock:
     def _try(cls, path: Path, fd: int, run_dir: Path) -> RunLock | None:
         busy = (f"run directory {str(run_dir)!r} is in use by another ebmlab process (training it or evaluating "
                 "it)")
+        flocked = True
         try:
             _lock(fd)
         except OSError as exc:
             if exc.errno in _HELD:
                 raise RunError(f"{busy} ({_describe(_holder(fd))}); wait for it to finish (or train into another "
                                "--out)") from None
-            # ENOLCK/EOPNOTSUPP (some network file systems): fall back to the pid check below
+            flocked = False  # ENOLCK/EOPNOTSUPP (some network file systems): fall back to the pid check below
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
         except FileNotFoundError:
@@ -147,6 +148,10 @@ class RunLock:
         if (isinstance(pid, int) and info.get("host") == host and pid != os.getpid() and _alive(pid)):
             raise RunError(f"{busy} ({_describe(info)}); wait for it to finish, or delete "
                            f"{str(path)!r} if no ebmlab process is running there")
+        if not flocked and isinstance(pid, int) and info.get("host") != host:  # no lock to prove it ended
+            raise RunError(f"{busy} ({_describe(info)}, whose liveness this file system cannot show: it has no "
+                           f"file locks); wait for it to finish, or delete {str(path)!r} if no ebmlab process is "
+                           "running there")
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": host,

@@ -151,6 +151,7 @@ class Trainer:
             tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         meta = {"ema_updates": self.ema.num_updates if self.ema else 0,
                 "config": self.cfg.to_dict(), "config_hash": self.cfg.run_hash()}
+        meta.update(run.data_sha_meta(self.run_dir))  # which bytes the weights were trained on
         return tensors, meta
 
     def load_weights(self, tensors: dict, ema_updates: int) -> None:
@@ -199,14 +200,18 @@ class Trainer:
         dist_checkpoint.agree_on_checkpoint(path, self.dist)
         if path is None:
             raise ckpt.CheckpointError(f"--resume: no checkpoint found in {str(self.run_dir / 'checkpoints')!r}")
-        tensors, meta = ckpt.load_checkpoint(path)
+        try:
+            tensors, meta = ckpt.load_checkpoint(path)
+            ckpt.check_finite(tensors, path, ckpt.finite_names(self.objective))
+        except ckpt.CheckpointError as exc:
+            raise ckpt.for_resume(exc) from None
         run.check_config_hash(meta, self.cfg, path)  # a checkpoint of another config is refused
+        run.check_checkpoint_data(meta, self.run_dir, path)  # ... or of other data at the same path
         side = path.with_suffix(".json")
         for key in ("optimizer", "step"):
             if key not in meta:
                 raise ckpt.CheckpointError(f"checkpoint sidecar {str(side)!r} lacks {key!r}, which resuming needs; "
-                                           "it is damaged: delete this checkpoint pair to resume from the one before")
-        ckpt.check_finite(tensors, path, ckpt.finite_names(self.objective))
+                                           f"it is damaged: {ckpt.RESUME_ADVICE}")
         try:
             self.load_state(tensors, meta)
         except ckpt.CheckpointError:

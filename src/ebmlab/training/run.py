@@ -36,8 +36,8 @@ from ebmlab.errors import CheckpointError, ConfigError, RunError, RunNotFound, o
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.config import from_dict
 from ebmlab.training.lock import LOCK_NAME, RunLock  # noqa: F401 (re-exported)
-from ebmlab.training.run_data import (INFO_NAME, read_run_info, run_dataset, stored_transform,  # noqa: F401
-                                      transform_info)
+from ebmlab.training.run_data import (INFO_NAME, data_fingerprint, read_run_info, record_relocation,  # noqa: F401
+                                     run_dataset, stored_transform, transform_info)
 
 CHANGES_NAME = "config_changes.jsonl"
 # What ``ebmlab train`` writes into a run directory (``--overwrite`` deletes these and nothing else).
@@ -221,6 +221,7 @@ def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu
             raise CheckpointError(_missing_checkpoint(run_dir, path))
         tensors, meta = ckpt.load_checkpoint(path)
         check_config_hash(meta, cfg, path)
+        check_checkpoint_data(meta, run_dir, path)
         data = run_dataset(run_dir, cfg, need_data=need_data)
         if "transform" in meta:  # a refitted result carries its own transform (training/selection.py)
             data = data.with_transform(_checkpoint_transform(meta, path))
@@ -285,6 +286,30 @@ def resume_config(run_dir: Path, overrides: list[str] | None, config: str | None
         raise RunNotFound(f"--resume: no checkpoint found: {str(run_dir)!r} is not an ebmlab run (no config.yaml)")
     raw = read_config_file(config) if config is not None else read_run_config(run_dir).to_dict()
     return from_dict(apply_overrides(raw, overrides))
+
+
+def relocated(run_dir: Path, cfg: Config) -> Config:
+    """A resumed run's ``cfg`` with its stored ``data.path`` back where ``cfg`` points to a moved copy of the same
+    data (recorded in run.json: ``run_data.record_relocation``); else ``cfg``, whose other path is refused."""
+    return record_relocation(Path(run_dir), cfg, read_run_config(run_dir).data.path)
+
+
+def data_sha_meta(run_dir: Path) -> dict:
+    """A checkpoint sidecar's ``{"data_sha256": ...}``: run.json's fingerprint of the data the run trains on; ``{}``
+    without one (a toy, no run.json, or a damaged one: the key is optional, ``check_checkpoint_data``)."""
+    with contextlib.suppress(CheckpointError):
+        sha = data_fingerprint(read_run_info(Path(run_dir)))
+        return {"data_sha256": sha} if sha else {}
+    return {}
+
+
+def check_checkpoint_data(meta: dict, run_dir: Path, path: Path) -> None:
+    """Refuse a checkpoint whose sidecar records other data (``data_sha256``) than run.json's: the same config, so the
+    same hash, but trained on other bytes at the same path (a file edited between two runs). Older sidecars store none."""
+    got, want = meta.get("data_sha256"), data_fingerprint(read_run_info(Path(run_dir)))
+    if got is not None and want is not None and got != want:
+        raise CheckpointError(f"checkpoint {str(path)!r} was trained on other data than run {str(run_dir)!r} (the "
+                              "data's SHA-256 differs from run.json's); it belongs to another run")
 
 
 def check_resume_changes(run_dir: Path, cfg: Config) -> dict[str, tuple]:

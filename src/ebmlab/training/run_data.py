@@ -5,7 +5,10 @@ re-exports what its importers used from it.
 ``run.json`` stores the data file's absolute path and SHA-256 (a folder: the SHA-256 of its listing), and, when the
 data lay inside the run directory at training time (``ebmlab.train``'s ``data.npy`` of data given in memory, a run
 trained on another's ``samples/``), the path inside the run (``path_in_run``). A run moved or copied to another
-place then reads its data there; the fingerprint decides whether the file found is the run's.
+place then reads its data there; the fingerprint decides whether the file found is the run's. A data file outside
+the run that moved (a project copied to another home) is pointed to again with ``--resume --data NEW``: when NEW
+holds the same bytes, run.json records it (``relocated``) and it is read from then on, while ``config.yaml`` keeps the
+stored ``data.path``, part of the run's identity (the hash its checkpoints carry).
 """
 from __future__ import annotations
 
@@ -19,11 +22,12 @@ from ebmlab.config import Config
 from ebmlab.errors import CheckpointError, DataError
 from ebmlab.files import write_text_atomic
 
-__all__ = ["DATA_FILE", "INFO_NAME", "data_file", "located_config", "read_run_info", "run_dataset", "stored_transform",
-           "transform_info", "verify_data", "write_run_info"]
+__all__ = ["DATA_FILE", "INFO_NAME", "RELOCATED", "data_file", "data_fingerprint", "located_config", "read_run_info",
+           "record_relocation", "run_dataset", "stored_transform", "transform_info", "verify_data", "write_run_info"]
 
 INFO_NAME = "run.json"
 DATA_FILE = "data.npy"  # ebmlab.train's copy of data given in memory (``api.py``)
+RELOCATED = "relocated"  # run.json's data key: where a moved data file outside the run is read now
 
 
 def data_file(cfg: Config) -> Path | None:
@@ -117,13 +121,15 @@ def _path_in_run(run_dir: Path, path: str | None) -> str | None:
 def located_config(run_dir: Path, cfg: Config, info: dict | None) -> Config:
     """``cfg`` reading its data where they are now: when the data lay inside the run directory at training time, the
     same place inside ``run_dir`` (a moved or copied run reads its own copy, even where the original still exists),
-    else ``data.path`` as stored (a run written before ``path_in_run``: its ``data.npy`` once the stored one is gone;
+    a moved data file outside the run where ``record_relocation`` found it, else ``data.path`` as stored (a run written before ``path_in_run``: its ``data.npy`` once the stored one is gone;
     ``verify_data`` then checks its fingerprint). The returned config is for reading the data only: the run's
     identity (its hash, ``config.yaml``) keeps the stored path."""
     stored = cfg.data.path
     if not stored:
         return cfg
     d = (info or {}).get("data") or {}
+    if d.get(RELOCATED) and Path(d[RELOCATED]).exists():  # a data file outside the run, moved (record_relocation)
+        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=d[RELOCATED]))
     inside = d.get("path_in_run")
     if inside is None and d.get("sha256") and Path(stored).name == DATA_FILE and not Path(stored).exists():
         inside = DATA_FILE  # a run written before path_in_run
@@ -131,6 +137,34 @@ def located_config(run_dir: Path, cfg: Config, info: dict | None) -> Config:
     if here is None or not here.exists() or (Path(stored).exists() and here.resolve() == Path(stored).resolve()):
         return cfg  # (the run where it was trained: its config as stored)
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(here.absolute())))
+
+
+def data_fingerprint(info: dict | None) -> str | None:
+    """The fingerprint run.json stores for the run's data (a file's SHA-256, a folder's listing's), None without."""
+    d = (info or {}).get("data") or {}
+    return d.get("sha256") or d.get("listing_sha256")
+
+
+def _fingerprint_of(path: Path) -> str | None:
+    from ebmlab.data.arrays import file_sha256, folder_fingerprint
+
+    return file_sha256(path) if path.is_file() else folder_fingerprint(path) if path.is_dir() else None
+
+
+def record_relocation(run_dir: Path, cfg: Config, stored: str | None) -> Config:
+    """``cfg`` with the ``stored`` data.path back when ``cfg.data.path`` is another place that holds the very data the
+    run was trained on (run.json's fingerprint), which run.json then records as where they are read (``relocated``);
+    else ``cfg`` as given (``check_resume_changes`` refuses another path)."""
+    new = cfg.data.path
+    if not new or not stored or Path(new) == Path(stored):
+        return cfg
+    info = read_run_info(run_dir)
+    want = data_fingerprint(info)
+    if want is None or _fingerprint_of(Path(new)) != want:
+        return cfg
+    info["data"][RELOCATED] = str(Path(new).resolve())
+    write_text_atomic(Path(run_dir) / INFO_NAME, json.dumps(info, indent=1))
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=stored))
 
 
 def _is_folder(cfg: Config) -> bool:
@@ -191,8 +225,9 @@ def run_dataset(run_dir: Path, cfg: Config, *, need_data: bool = True):
         return _stub_dataset(info)
     present = verify_data(run_dir, located, info)
     if not present:
-        raise DataError(f"data file {str(cfg.data.path)!r} of run {str(run_dir)!r} does not exist; restore it "
-                        "(ebmlab.load and sample --init noise work without it)")
+        raise DataError(f"data file {str(cfg.data.path)!r} of run {str(run_dir)!r} does not exist; restore it, or "
+                        f"if it moved, point the run to it with ebmlab train --out {str(run_dir)!r} --resume --data "
+                        "NEW_PATH (ebmlab.load and sample --init noise work without it)")
     data = build_dataset(located.data)
     if info is not None:  # the stored transform is the one the weights were trained with
         stored = _stub_dataset(info).transform

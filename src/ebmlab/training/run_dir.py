@@ -66,7 +66,10 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, d
 
 
 def _check_out_path(run_dir: Path) -> None:
-    """--out must be a directory or not exist, and no part of it may be a file."""
+    """--out must be a directory or not exist, and no part of it may be a file (nor a link to nothing)."""
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise run.RunError(f"--out {str(run_dir)!r} is a symbolic link to {os.readlink(run_dir)!r}, which does not "
+                           "exist; create that directory or choose another --out")
     if run_dir.exists() and not run_dir.is_dir():
         raise run.RunError(f"--out {str(run_dir)!r} is a file, not a directory; choose another --out")
     for parent in run_dir.absolute().parents:
