@@ -52,6 +52,7 @@ from ebmlab.api_data import (DATA_FILE, as_points, data_source, dataset, image_c
 from ebmlab.api_energy import check_no_model_settings, check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, user_data_overrides
 from ebmlab.config_checks import check_integer, check_new_run
+from ebmlab.devices import keeps_callers_rng
 from ebmlab.errors import ConfigError, DataError, RunError, is_out_of_memory
 from ebmlab.files import user_path
 from ebmlab.objectives import warn_if_unloadable
@@ -72,6 +73,7 @@ class Run:
     ``transform`` (model = (data - shift) / scale, then the whitening matrix where the run whitened),
     ``checkpoint`` and ``checkpoint_step``. ``run(x)`` is ``run.energy(x)``."""
 
+    @keeps_callers_rng
     def __init__(self, path: str | Path, *, device: str = "cpu", checkpoint: str | Path | int | None = None):
         from ebmlab.training.run import DataSpaceEnergy, open_checkpoint
 
@@ -237,6 +239,7 @@ def load(path: str | Path, device: str = "cpu", checkpoint: str | Path | int | N
 
 
 # ----- training ---------------------------------------------------------------------------------------------
+@keeps_callers_rng
 def train(method: str | None = None, data: Any = None, *, energy: nn.Module | None = None,
           energy_kwargs: Mapping[str, Any] | None = None, config: Config | Mapping | str | Path | None = None,
           overrides: Sequence[str] | Mapping[str, Any] | None = None, out: str | Path | None = None,
@@ -255,7 +258,8 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     - ``energy``: your own ``nn.Module`` mapping (B, D) to (B,) energies, defined in an importable
       module; its class and constructor arguments are recorded (``model.name: custom``). The
       arguments are read from the instance's attributes of the same names (as scikit-learn does), or
-      given as ``energy_kwargs``. Its current weights are the starting point. ``model=`` settings and ``model.*``
+      given as ``energy_kwargs``. Its current weights are the starting point (``train.seed`` does not draw them: seed
+      torch before building it). ``model=`` settings and ``model.*``
       overrides are refused with it (they configure ebmlab's own networks);
     - ``config``: a ``Config``, a mapping of sections, a YAML file or a shipped config's name
       (``ebmlab configs``); None: the defaults;
@@ -318,6 +322,7 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     return _train_in(run_dir, cfg, data_set, x_mem=x_mem, energy=energy, overwrite=overwrite, evaluate=evaluate)
 
 
+@keeps_callers_rng
 def resume(path: str | Path, *, overrides: Sequence[str] | Mapping[str, Any] | None = None, evaluate: bool = True,
            **sections: Mapping[str, Any]) -> Run:
     """Continue the run in ``path`` from its latest checkpoint, as ``ebmlab train --out PATH --resume`` does, and

@@ -1,12 +1,15 @@
 """What a torch device can hold: Apple's MPS has no float64, so the few float64 computations of ebmlab (systematic
 resampling's CDF, the selection's validation terms, the Inception features' accumulators) run there on the CPU,
-and on their own device everywhere else (CPU, CUDA: unchanged numbers, no host transfer).
+and on their own device everywhere else (CPU, CUDA: unchanged numbers, no host transfer). And the caller's global
+generators on every device, kept across the Python API's calls (``keeps_callers_rng``).
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
-__all__ = ["NO_FLOAT64", "float64_device", "to_float64"]
+__all__ = ["NO_FLOAT64", "float64_device", "keeps_callers_rng", "to_float64"]
 
 NO_FLOAT64 = {"mps"}  # device types without float64 (torch raises TypeError on a conversion)
 
@@ -19,3 +22,13 @@ def float64_device(device: torch.device) -> torch.device:
 def to_float64(t: torch.Tensor) -> torch.Tensor:
     """``t`` as float64, on ``float64_device(t.device)``."""
     return t.to(float64_device(t.device)).double()
+
+
+def keeps_callers_rng(fn):
+    """``fn`` under ``torch.random.fork_rng`` (the CPU and every initialised CUDA device): training seeds torch's
+    global generators and building a network draws its first weights from them; the caller's come back as they were."""
+    @functools.wraps(fn)
+    def kept(*args, **kwargs):
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+            return fn(*args, **kwargs)
+    return kept

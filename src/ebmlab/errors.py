@@ -9,27 +9,32 @@ classes (``training.config``, ``data.arrays``, ``training.checkpoint``, ``traini
 from __future__ import annotations
 
 
-class ConfigError(ValueError):
+class EbmlabError(Exception):
+    """The base of every error ebmlab raises on purpose (one sentence meant for the user): ``except EbmlabError``
+    catches them all. Each also keeps its built-in base (``ConfigError`` is a ``ValueError``, ...), as before."""
+
+
+class ConfigError(EbmlabError, ValueError):
     """Bad user configuration; the message is one sentence meant for the user."""
 
 
-class DataError(ValueError):
+class DataError(EbmlabError, ValueError):
     """Bad user data; the message is one sentence meant for the user."""
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(EbmlabError, RuntimeError):
     """A checkpoint is missing, incomplete or not a safetensors file."""
 
 
-class DistributedError(RuntimeError):
+class DistributedError(EbmlabError, RuntimeError):
     """Ranks disagree (parameters, checkpoints, metric keys) or the launch environment is wrong."""
 
 
-class TrainingDiverged(FloatingPointError):
+class TrainingDiverged(EbmlabError, FloatingPointError):
     """A non-finite loss or gradient stopped training; the last good checkpoint is kept."""
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(EbmlabError, RuntimeError):
     """SIGTERM stopped training after an update, whose checkpoint was written (``training/stop_signal.py``); the
     message names the step and how to go on. ``step``: that update; ``run_dir``: the run."""
 
@@ -37,13 +42,16 @@ class TrainingStopped(RuntimeError):
         super().__init__(message)
         self.step, self.run_dir = step, run_dir
 
+    def __reduce__(self):  # pickled whole (a worker process's stop reaches its parent): not just its message
+        return type(self), (str(self), self.step, self.run_dir)
 
-class RunError(RuntimeError):
+
+class RunError(EbmlabError, RuntimeError):
     """A run directory cannot be used: not an ebmlab run, in use by another trainer or evaluation (locked), already
     holding a run, or not writable. One sentence naming the path and what to do."""
 
 
-class ExperimentError(RuntimeError):
+class ExperimentError(EbmlabError, RuntimeError):
     """An experiment cannot go on: a cell the later cells depend on (paper 002's eta tuning) failed or diverged.
     One sentence naming the cell, its reason and where its traceback is; finished cells are reused on a rerun."""
 
@@ -85,5 +93,5 @@ def is_out_of_memory(exc: BaseException) -> bool:
         "out of memory" in text or "can't allocate memory" in text))
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "DistributedError", "ExperimentError", "RunError",
+__all__ = ["CheckpointError", "ConfigError", "DataError", "DistributedError", "EbmlabError", "ExperimentError", "RunError",
            "RunNotFound", "TrainingDiverged", "TrainingStopped", "is_out_of_memory", "os_error_sentence"]

@@ -323,7 +323,9 @@ def _run_accepted(sampler, energy, x: Tensor, n_steps: int, step_size, *, noise_
         short = int((accepted < n_steps).sum())
         if short:
             warnings.warn(f"{short} of {x.shape[0]} chains made fewer than {n_steps} accepted moves within the cap "
-                          f"of {cap} proposals; raise the cap or lower the step size", RuntimeWarning, stacklevel=3)
+                          f"of {cap} proposals; raise the cap (method.proposal_cap, a multiple of the {n_steps} moves; "
+                          "max_proposals= called directly) or lower the step size (method.step_size)", RuntimeWarning,
+                          stacklevel=3)
     if check_finite:
         check_finite_chain(state)
     return state.x.detach(), rec.info(x)

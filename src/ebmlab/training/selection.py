@@ -188,8 +188,8 @@ class Selector:
                       f"s and the {trainer.step - since[1]} updates before it {round(t0 - since[0], 3)} s, so selection "
                       f"more than doubles this run's time ({trainer.cfg.method.name}'s generation draws {self.n} "
                       f"samples per check{f', up to {self.draws} times' if self.draws > 1 else ''}); raise "
-                      "train.select_every, lower train.select_draws, or set train.select_every=null", RuntimeWarning,
-                      stacklevel=3)
+                      f"train.select_every, {'lower train.select_draws, ' if self.draws > 1 else ''}or set "
+                      "train.select_every=null", RuntimeWarning, stacklevel=3)
 
     def _score(self, trainer) -> float:
         """The validation score of the trainer's EMA weights in eval mode, from the checks' own generator: the
