@@ -13,6 +13,7 @@ import torch
 import ebmlab
 from ebmlab.cli import main
 from ebmlab.errors import ConfigError, DataError
+from tests.cli_helpers import copy_into_cwd
 
 FAST = ["--set", "train.steps=4", "--set", "train.threads=1", "--set", "eval.plots=false", "--set",
         "train.progress=false", "--set", "eval.n_samples=100", "--set", "eval.long_run_factor=1", "--set",
@@ -57,9 +58,7 @@ def built(tmp_path_factory):
 
 @pytest.fixture
 def base(built, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    shutil.copytree(built / "base", tmp_path / "run")
-    return tmp_path / "run"
+    return copy_into_cwd(built / "base", tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ import torch
 
 import ebmlab
 from ebmlab.cli import main
+from tests.cli_helpers import cli, sets
 from ebmlab.errors import RunError
 from ebmlab.training import checkpoint as ck
 from ebmlab.training.lock import LOCK_NAME, RunLock
@@ -38,14 +39,10 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
 def _sets(*extra: str) -> list[str]:
-    return [a for o in (*TINY, *extra) for a in ("--set", o)]
+    return sets(TINY, *extra)
 
 
-def _cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+_cli = cli
 
 
 def _one_sentence(code: int, err: str, needle: str | None = None) -> str:

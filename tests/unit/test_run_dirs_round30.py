@@ -18,6 +18,7 @@ import torch
 
 import ebmlab
 from ebmlab.cli import main
+from tests.cli_helpers import cli, sets
 from ebmlab.errors import CheckpointError
 
 TINY = ["train.steps=6", "train.checkpoint_every=2", "model.width=16", "model.depth=1", "eval.n_samples=32",
@@ -26,14 +27,10 @@ TINY = ["train.steps=6", "train.checkpoint_every=2", "model.width=16", "model.de
 
 
 def _sets(*extra: str) -> list[str]:
-    return [a for o in (*TINY, *extra) for a in ("--set", o)]
+    return sets(TINY, *extra)
 
 
-def _cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+_cli = cli
 
 
 def _one_sentence(code: int, err: str, needle: str | None = None) -> None:

@@ -3,7 +3,6 @@ user would, then does exactly what its text says and checks that the warning goe
 A read-only helper's audit of commit ``7d53b0a`` (docs/testing.md "Thirty-fourth round"). The test marked ``# WAS A
 BUG`` failed then: following its advice did not work; it passes with the fix."""
 import os
-import shutil
 import socket
 import json
 import warnings
@@ -13,6 +12,7 @@ import pytest
 from torch import nn
 
 import ebmlab
+from tests.cli_helpers import copy_into_cwd
 
 T = {"steps": 1, "threads": 1, "progress": False}
 
@@ -43,9 +43,7 @@ def built(tmp_path_factory):
 
 @pytest.fixture
 def base(built, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    shutil.copytree(built / "base", tmp_path / "run")
-    return tmp_path / "run"
+    return copy_into_cwd(built / "base", tmp_path, monkeypatch)
 
 
 # ---- train.select_every: a slow validation check (training/selection.py:187) ------------------------------------
