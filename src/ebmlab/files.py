@@ -49,11 +49,16 @@ def atomic_write(path: Path, write) -> None:
 def atomic_write_all(items) -> None:
     """``atomic_write`` of several files that belong together (a checkpoint's tensor file and its sidecar): every
     temp file is written and synced before the first rename, so a full disk leaves the previous set whole, never
-    new files beside old ones. An error names the file being written, not its temp file."""
+    new files beside old ones; the old set's later files are removed before the first rename, so a kill between the
+    renames leaves a set without its last file (refused by its reader), never a mixed one. An error names the file
+    being written, not its temp file."""
     temps = [(Path(path), temp_path(Path(path)), write) for path, write in items]
     try:
         for path, tmp, write in temps:
             _written(write, path, tmp)
+        for path, _, _ in temps[1:]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         for path, tmp, _ in temps:
             os.replace(tmp, path)
     except BaseException:

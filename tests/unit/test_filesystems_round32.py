@@ -505,3 +505,24 @@ def test_sample_finds_a_read_only_run_before_it_draws(base, tmp_path, monkeypatc
     code, _, err = _cli(capsys, "sample", run, "--n", 8)
     line = _one_sentence(code, err, "read-only")
     assert drawn == [] and str(run / "samples") in line and ".tmp" not in line, line
+
+
+def test_a_kill_between_a_checkpoints_two_renames_leaves_half_a_pair_never_a_mixed_one(tmp_path, monkeypatch):
+    # the new best's tensor file renamed, then the process killed before its sidecar's rename: the old sidecar is
+    # already gone, so the run refuses half a best (round 30) instead of pairing new weights with the old step
+    d = tmp_path / "checkpoints"
+    ck.save_checkpoint(d, 2, {"w": torch.zeros(4)}, {"config_hash": "x"}, name=ck.BEST)
+    real, calls = os.replace, []
+
+    def killed(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # (the kill)
+        real(src, dst)
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ck.save_checkpoint(d, 6, {"w": torch.ones(4)}, {"config_hash": "x"}, name=ck.BEST)
+    monkeypatch.undo()
+    assert (d / "best.safetensors").is_file() and not (d / "best.json").exists()
+    with pytest.raises(ck.CheckpointError, match="best.json beside it is missing"):
+        ck.result_checkpoint(d)
