@@ -52,7 +52,7 @@ from ebmlab.api_data import (DATA_FILE, as_points, data_source, dataset, image_c
 from ebmlab.api_energy import check_no_model_settings, check_rebuilds, energy_record, start_from
 from ebmlab.config import Config, apply_overrides, user_data_overrides
 from ebmlab.config_checks import check_integer, check_new_run
-from ebmlab.devices import keeps_callers_rng
+from ebmlab.devices import callers_rng
 from ebmlab.errors import ConfigError, DataError, RunError, is_out_of_memory
 from ebmlab.files import user_path
 from ebmlab.objectives import warn_if_unloadable
@@ -73,12 +73,12 @@ class Run:
     ``transform`` (model = (data - shift) / scale, then the whitening matrix where the run whitened),
     ``checkpoint`` and ``checkpoint_step``. ``run(x)`` is ``run.energy(x)``."""
 
-    @keeps_callers_rng
     def __init__(self, path: str | Path, *, device: str = "cpu", checkpoint: str | Path | int | None = None):
         from ebmlab.training.run import DataSpaceEnergy, open_checkpoint
 
         path = user_path(path)
-        opened = open_checkpoint(path, device=device, checkpoint=checkpoint, need_data=False)
+        with callers_rng():  # (building the network draws its first weights from the global generator)
+            opened = open_checkpoint(path, device=device, checkpoint=checkpoint, need_data=False)
         self.path = path
         self.config: Config = opened.cfg
         self.objective = opened.objective
@@ -239,7 +239,6 @@ def load(path: str | Path, device: str = "cpu", checkpoint: str | Path | int | N
 
 
 # ----- training ---------------------------------------------------------------------------------------------
-@keeps_callers_rng
 def train(method: str | None = None, data: Any = None, *, energy: nn.Module | None = None,
           energy_kwargs: Mapping[str, Any] | None = None, config: Config | Mapping | str | Path | None = None,
           overrides: Sequence[str] | Mapping[str, Any] | None = None, out: str | Path | None = None,
@@ -313,7 +312,8 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     note = image_config_note(data_set.kind, cfg.model.name, config is not None or "name" in (raw.get("model") or {}))
     if note:
         warnings.warn(note, stacklevel=2)
-    check_rebuilds(cfg, energy)  # (energy None: nothing to check)
+    with callers_rng():
+        check_rebuilds(cfg, energy)  # (energy None: nothing to check)
     if resume_or_start(resume, run_dir, overwrite, x_mem):  # (x_mem: the run's own rows, not saved again)
         from ebmlab.training.run_data import run_dataset  # a changed data file is refused; rows given in memory:
         data_set = run_dataset(run_dir, cfg) if x_mem is None or run_dir.is_dir() else data_set  # data.npy's dtype
@@ -322,7 +322,6 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     return _train_in(run_dir, cfg, data_set, x_mem=x_mem, energy=energy, overwrite=overwrite, evaluate=evaluate)
 
 
-@keeps_callers_rng
 def resume(path: str | Path, *, overrides: Sequence[str] | Mapping[str, Any] | None = None, evaluate: bool = True,
            **sections: Mapping[str, Any]) -> Run:
     """Continue the run in ``path`` from its latest checkpoint, as ``ebmlab train --out PATH --resume`` does, and
@@ -360,11 +359,12 @@ def _train_in(run_dir: Path, cfg: Config, data, *, x_mem=None, energy=None, over
     if resume:
         runs.check_resume_changes(run_dir, cfg)
     threads = torch.get_num_threads()  # train.threads is the run's, not the caller's process's: restored below
-    try:
-        trainer = Trainer(cfg, run_dir, data=data)  # writes nothing; a method's or model's demands on the data raise
-        _fit_in(trainer, run_dir, cfg, data, x_mem, energy, overwrite, evaluate, resume)
-    finally:
-        torch.set_num_threads(threads)
+    with callers_rng():  # training seeds torch's global generators: the caller's come back
+        try:
+            trainer = Trainer(cfg, run_dir, data=data)  # writes nothing; a method's or model's demands on the data raise
+            _fit_in(trainer, run_dir, cfg, data, x_mem, energy, overwrite, evaluate, resume)
+        finally:
+            torch.set_num_threads(threads)
     return load(run_dir, device=str(trainer.device))
 
 
