@@ -315,7 +315,9 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     with callers_rng():
         check_rebuilds(cfg, energy)  # (energy None: nothing to check)
     if resume_or_start(resume, run_dir, overwrite, x_mem):  # (x_mem: the run's own rows, not saved again)
+        from ebmlab.training.run import check_resume_changes
         from ebmlab.training.run_data import run_dataset  # a changed data file is refused; rows given in memory:
+        check_resume_changes(run_dir, cfg)  # before the data are read: another data.path is refused as such
         data_set = run_dataset(run_dir, cfg) if x_mem is None or run_dir.is_dir() else data_set  # data.npy's dtype
         return _train_in(run_dir, cfg, data_set, evaluate=evaluate, resume=True)
     check_new_run(cfg)
@@ -350,14 +352,12 @@ def resume(path: str | Path, *, overrides: Sequence[str] | Mapping[str, Any] | N
 def _train_in(run_dir: Path, cfg: Config, data, *, x_mem=None, energy=None, overwrite: bool = False,
               evaluate: bool = True, resume: bool = False) -> Run:
     """Train (``resume``: on, from the latest checkpoint) in ``run_dir``; everything that can refuse is checked
-    before the directory is touched, as ``ebmlab train`` does (``cli_commands._train_and_evaluate``)."""
-    from ebmlab.training import run as runs
+    before the directory is touched, as ``ebmlab train`` does (``cli_commands._train_and_evaluate``); a resume's
+    config changes were checked by the caller, before it read the data."""
     from ebmlab.training.loop import Trainer
     from ebmlab.training.run_dir import check_run_dir
 
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)  # a refused directory is said at once
-    if resume:
-        runs.check_resume_changes(run_dir, cfg)
     threads = torch.get_num_threads()  # train.threads is the run's, not the caller's process's: restored below
     with callers_rng():  # training seeds torch's global generators: the caller's come back
         try:
