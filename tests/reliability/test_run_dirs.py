@@ -359,3 +359,28 @@ def test_every_file_training_writes_in_its_folders_is_named(kind, tmp_path, caps
     folders = [f for f in ("checkpoints", "samples", "plots") if any((tmp_path / "run" / f).glob("*"))]
     assert folders == ["checkpoints", "samples", "plots"]
     assert _train_files(tmp_path / "run") == []
+
+
+def test_a_resume_whose_config_write_failed_records_its_changes_once_on_the_rerun(run_copy, monkeypatch, capsys):
+    """The row was appended before config.yaml was rewritten: a full disk at that write, then a rerun of the same
+    command, left the same change in config_changes.jsonl twice (docs/testing.md "Leftovers of the thirteenth session")."""
+    import errno as _errno
+
+    import ebmlab.config as config_module
+
+    real, calls = config_module.save_config, []
+
+    def full_once(cfg, path, *a, **k):
+        calls.append(Path(path).name)
+        if len(calls) == 1:
+            raise OSError(_errno.ENOSPC, "No space left on device", str(path))
+        return real(cfg, path, *a, **k)
+
+    monkeypatch.setattr(config_module, "save_config", full_once)
+    code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=3")
+    assert code == 2 and "free some disk space" in err, err
+    code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=3")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (run_copy / "config_changes.jsonl").read_text().splitlines()]
+    assert [r["changes"] for r in rows] == [{"train.steps": {"old": 2, "new": 3}}]
+    assert yaml.safe_load((run_copy / "config.yaml").read_text())["train"]["steps"] == 3

@@ -339,6 +339,17 @@ def record_changes(run_dir: Path, cfg: Config, changes: dict[str, tuple], step: 
         return
     row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed_at_step": step,
            "changes": {k: {"old": a, "new": b} for k, (a, b) in changes.items()}}
-    with open(run_dir / CHANGES_NAME, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row, default=str) + "\n")
+    if _last_changes(run_dir / CHANGES_NAME) != json.loads(json.dumps(row["changes"], default=str)):
+        with open(run_dir / CHANGES_NAME, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, default=str) + "\n")
     save_config(cfg, run_dir / "config.yaml")
+
+
+def _last_changes(path: Path) -> dict | None:
+    """The ``changes`` of the file's last row, or None: the same changes again mean the previous resume wrote its row
+    and then failed to rewrite ``config.yaml`` (a full disk), so its rerun must not record them twice."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return json.loads(lines[-1]).get("changes") if lines else None
+    except (OSError, ValueError, AttributeError):  # none yet, or a torn last row
+        return None
