@@ -315,11 +315,12 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     with callers_rng():
         check_rebuilds(cfg, energy)  # (energy None: nothing to check)
     if resume_or_start(resume, run_dir, overwrite, x_mem):  # (x_mem: the run's own rows, not saved again)
-        from ebmlab.training.run import check_resume_changes
+        from ebmlab.training.run import check_resume_changes, relocation
         from ebmlab.training.run_data import run_dataset  # a changed data file is refused; rows given in memory:
+        cfg, place = relocation(run_dir, cfg) if x_mem is None else (cfg, None)  # data= a moved copy of the run's
         check_resume_changes(run_dir, cfg)  # before the data are read: another data.path is refused as such
-        data_set = run_dataset(run_dir, cfg) if x_mem is None or run_dir.is_dir() else data_set  # data.npy's dtype
-        return _train_in(run_dir, cfg, data_set, evaluate=evaluate, resume=True)
+        data_set = run_dataset(run_dir, cfg, relocate=place) if x_mem is None or run_dir.is_dir() else data_set
+        return _train_in(run_dir, cfg, data_set, evaluate=evaluate, resume=True, relocate=place)
     check_new_run(cfg)
     return _train_in(run_dir, cfg, data_set, x_mem=x_mem, energy=energy, overwrite=overwrite, evaluate=evaluate)
 
@@ -336,7 +337,7 @@ def resume(path: str | Path, *, overrides: Sequence[str] | Mapping[str, Any] | N
     raise one-sentence errors (``ConfigError``, ``CheckpointError``, ``DataError``, ``RunError``) before anything
     is written. A run on your own energy needs its module importable, as for ``load``."""
     from ebmlab.training.config import from_dict
-    from ebmlab.training.run import check_resume_changes, relocated, resume_config
+    from ebmlab.training.run import check_resume_changes, relocation, resume_config
     from ebmlab.training.run_data import run_dataset
 
     bad = sorted(set(sections) - {"train", "eval"})
@@ -344,16 +345,17 @@ def resume(path: str | Path, *, overrides: Sequence[str] | Mapping[str, Any] | N
         raise ConfigError(f"ebmlab.resume takes train= and eval= mappings and overrides=, not {bad}: the rest of a "
                           "run's config is fixed by its checkpoints")
     run_dir = user_path(path)
-    cfg = relocated(run_dir, from_dict(raw_config(resume_config(run_dir, None), None, sections, overrides)))
+    cfg, place = relocation(run_dir, from_dict(raw_config(resume_config(run_dir, None), None, sections, overrides)))
     check_resume_changes(run_dir, cfg)  # before the data are read: another data.path is refused as such
-    return _train_in(run_dir, cfg, run_dataset(run_dir, cfg), evaluate=evaluate, resume=True)
+    return _train_in(run_dir, cfg, run_dataset(run_dir, cfg, relocate=place), evaluate=evaluate, resume=True,
+                     relocate=place)
 
 
 def _train_in(run_dir: Path, cfg: Config, data, *, x_mem=None, energy=None, overwrite: bool = False,
-              evaluate: bool = True, resume: bool = False) -> Run:
+              evaluate: bool = True, resume: bool = False, relocate: str | None = None) -> Run:
     """Train (``resume``: on, from the latest checkpoint) in ``run_dir``; everything that can refuse is checked
     before the directory is touched, as ``ebmlab train`` does (``cli_commands._train_and_evaluate``); a resume's
-    config changes were checked by the caller, before it read the data."""
+    config changes were checked by the caller, before it read the data (``relocate``: ``run.relocation``'s place)."""
     from ebmlab.training.loop import Trainer
     from ebmlab.training.run_dir import check_run_dir
 
@@ -362,14 +364,14 @@ def _train_in(run_dir: Path, cfg: Config, data, *, x_mem=None, energy=None, over
     with callers_rng():  # training seeds torch's global generators: the caller's come back
         try:
             trainer = Trainer(cfg, run_dir, data=data)  # writes nothing; a method's or model's demands on the data raise
-            _fit_in(trainer, run_dir, cfg, data, x_mem, energy, overwrite, evaluate, resume)
+            _fit_in(trainer, run_dir, cfg, data, x_mem, energy, overwrite, evaluate, resume, relocate)
         finally:
             torch.set_num_threads(threads)
     return load(run_dir, device=str(trainer.device))
 
 
 def _fit_in(trainer, run_dir: Path, cfg: Config, data, x_mem, energy, overwrite: bool, evaluate: bool,
-            resume: bool) -> None:
+            resume: bool, relocate: str | None) -> None:
     """``_train_in``'s work under the run's lock: the in-memory data saved, the user's energy copied in, training
     (resumed), the final evaluation."""
     from ebmlab.training.evaluate import final_evaluation
@@ -386,7 +388,7 @@ def _fit_in(trainer, run_dir: Path, cfg: Config, data, x_mem, energy, overwrite:
         if energy is not None:
             start_from(trainer, energy)
         if resume:
-            trainer.resume()
+            trainer.resume(relocate)
         with checkpoint_on_sigterm():  # a SIGTERM stops after an update, checkpointed, raising TrainingStopped
             trainer.fit(on_sample=sample_hook)
         if evaluate:

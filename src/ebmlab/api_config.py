@@ -69,6 +69,12 @@ def validated(raw: dict) -> Config:
     from ebmlab.training.config import from_dict
 
     cfg = from_dict(raw)
-    if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
-        cfg.data.path = str(Path(cfg.data.path).expanduser().absolute())
+    absolute_data_path(cfg)
     return cfg
+
+
+def absolute_data_path(cfg: Config) -> None:
+    """A relative ``data.path``, or one starting with ``~``, made absolute (against the current directory): what
+    config.yaml and run.json store, which every later command reads as it is."""
+    if cfg.data.path and (str(cfg.data.path).startswith("~") or not Path(cfg.data.path).is_absolute()):
+        cfg.data.path = str(Path(cfg.data.path).expanduser().absolute())

@@ -45,19 +45,14 @@ def _train_overrides(args) -> list[str]:
     return overrides
 
 
-def _absolute_data_path(cfg) -> None:
-    """A relative data.path (from a config file) is made absolute against the current directory."""
-    if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
-        cfg.data.path = str(Path(cfg.data.path).expanduser().absolute())
-
-
 def cmd_train(args) -> int:
     """``ebmlab train``: validate the config and the data, prepare (and lock) the run directory, train, evaluate."""
+    from ebmlab.api_config import absolute_data_path
     from ebmlab.config_checks import check_new_run
     from ebmlab.training import distributed
     from ebmlab.training.config import load_config
     from ebmlab.training.loop import resolve_device
-    from ebmlab.training.run import relocated, resume_config
+    from ebmlab.training.run import relocation, resume_config
 
     if args.resume and args.overwrite:
         from ebmlab.errors import ConfigError
@@ -71,15 +66,12 @@ def cmd_train(args) -> int:
     if args.resume:  # the run's stored data.path as it is; a --config file's relative one made absolute
         cfg = resume_config(run_dir, overrides, args.config)
         if args.config:
-            _absolute_data_path(cfg)
-        given, cfg = cfg.data.path, relocated(run_dir, cfg)  # --data NEW: a moved data file with the same bytes
-        if given != cfg.data.path and os.environ.get("RANK", "0") == "0":
-            print(f"--data {given}: the run's data file, moved from {cfg.data.path} (the same SHA-256); recorded in "
-                  "run.json, and read from there from now on", flush=True)
+            absolute_data_path(cfg)
+        cfg, args.relocate = relocation(run_dir, cfg)  # --data NEW: a moved data file with the same bytes
     else:
         cfg = load_config(args.config, overrides)
         check_new_run(cfg)
-        _absolute_data_path(cfg)
+        absolute_data_path(cfg)
     # torchrun: one process per GPU/CPU worker; rank 0 prepares the directory, trains as everyone
     # and alone evaluates (training/distributed.py). A single process skips all of this.
     ctx = distributed.setup(resolve_device(cfg.train.device))
@@ -120,7 +112,7 @@ def _train_and_evaluate(args, cfg, run_dir: Path, ctx) -> int:
     check_run_dir(run_dir, args.resume, args.overwrite)
     if args.resume:
         check_resume_changes(run_dir, cfg)
-        data = run_dataset(run_dir, cfg)  # a changed data file is refused by name
+        data = run_dataset(run_dir, cfg, relocate=args.relocate)  # a changed data file is refused by name
     else:
         from ebmlab.data import build_dataset
         data = build_dataset(cfg.data)
@@ -149,13 +141,14 @@ def _image_config_note(args, cfg, data, ctx) -> None:
 def _fit_and_evaluate(args, run_dir: Path, ctx, trainer) -> int:
     from ebmlab.training.evaluate import final_evaluation
     from ebmlab.training.hooks import sample_hook
+    from ebmlab.training.run_data import relocation_note
     from ebmlab.training.stop_signal import checkpoint_on_sigterm, raise_on_sigterm
 
     cfg = trainer.cfg
     if args.resume:
-        trainer.resume()
+        trainer.resume(args.relocate)
         if ctx.is_main:
-            print(f"resumed {run_dir} at step {trainer.step}", flush=True)  # stdout: stderr is for errors
+            print(f"resumed {run_dir} at step {trainer.step}{relocation_note(args.relocate, cfg)}", flush=True)
     with checkpoint_on_sigterm():  # a SIGTERM stops after an update, checkpointed (TrainingStopped: cli._run)
         trainer.fit(on_sample=sample_hook)
     if not ctx.is_main:

@@ -36,7 +36,8 @@ def temp_path(path: Path) -> Path:
     clean-up knows), or a shortened name where that would pass the file system's 255 bytes."""
     name = path.name + ".tmp"
     if len(os.fsencode(name)) > 255:
-        name = f"{path.name[:64]}.{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]}.tmp"
+        head = os.fsencode(path.name)[:64].decode("utf-8", "ignore")  # 64 bytes (a cut character dropped)
+        name = f"{head}.{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]}.tmp"
     return path.with_name(name)
 
 
@@ -53,6 +54,8 @@ def atomic_write_all(items) -> None:
     renames leaves a set without its last file (refused by its reader), never a mixed one. An error names the file
     being written, not its temp file."""
     temps = [(Path(path), temp_path(Path(path)), write) for path, write in items]
+    if len({os.path.abspath(path) for path, _, _ in temps}) < len(temps):
+        raise ValueError(f"atomic_write_all: a file given twice among {[str(p) for p, _, _ in temps]}")
     try:
         for path, tmp, write in temps:
             _written(write, path, tmp)

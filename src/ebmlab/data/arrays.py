@@ -263,7 +263,7 @@ def folder_fingerprint(path: str | Path) -> str:
     """Hex SHA-256 of a data folder's listing: every file's path relative to the folder and its size, sorted
     (hidden files and folders left out). Not the bytes: an image folder can hold a million files; this catches
     files added, removed, renamed or resized, which change the splits a run was trained and evaluated on."""
-    root = Path(path)
+    root = Path(path).expanduser()
     rows = sorted(f"{f.relative_to(root).as_posix()}\t{f.stat().st_size}" for f in root.rglob("*")
                   if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts))
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()

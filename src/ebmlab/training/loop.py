@@ -194,8 +194,9 @@ class Trainer:
             dist_checkpoint.prune_rank_files(self.run_dir / "checkpoints")
         self.dist.barrier()
 
-    def resume(self) -> None:
-        """Continue from the run's latest checkpoint (config hash and weights checked; allowed changes recorded)."""
+    def resume(self, relocate: str | None = None) -> None:
+        """Continue from the run's latest checkpoint (config hash and weights checked; allowed changes recorded, and
+        ``relocate``, where a moved data file is read now: ``run.relocation``)."""
         path = ckpt.latest_checkpoint(self.run_dir / "checkpoints")
         dist_checkpoint.agree_on_checkpoint(path, self.dist)
         if path is None:
@@ -228,6 +229,7 @@ class Trainer:
             self.selector.restore(meta.get("selection"), self)
         if self.is_main and (self.run_dir / "config.yaml").is_file():  # --set train.steps=... and the like
             run.record_changes(self.run_dir, self.cfg, run.check_resume_changes(self.run_dir, self.cfg), self.step)
+            run.record_relocation(self.run_dir, relocate)
 
     # ----- one step ----------------------------------------------------------------------------
     def next_batch(self):

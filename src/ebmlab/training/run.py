@@ -38,6 +38,7 @@ from ebmlab.training.config import from_dict
 from ebmlab.training.lock import LOCK_NAME, RunLock  # noqa: F401 (re-exported)
 from ebmlab.training.run_data import (INFO_NAME, data_fingerprint, read_run_info, record_relocation,  # noqa: F401
                                      run_dataset, stored_transform, transform_info)
+from ebmlab.training.run_data import relocation as run_relocation
 
 CHANGES_NAME = "config_changes.jsonl"
 # What ``ebmlab train`` writes into a run directory (``--overwrite`` deletes these and nothing else).
@@ -288,10 +289,11 @@ def resume_config(run_dir: Path, overrides: list[str] | None, config: str | None
     return from_dict(apply_overrides(raw, overrides))
 
 
-def relocated(run_dir: Path, cfg: Config) -> Config:
-    """A resumed run's ``cfg`` with its stored ``data.path`` back where ``cfg`` points to a moved copy of the same
-    data (recorded in run.json: ``run_data.record_relocation``); else ``cfg``, whose other path is refused."""
-    return record_relocation(Path(run_dir), cfg, read_run_config(run_dir).data.path)
+def relocation(run_dir: Path, cfg: Config) -> tuple[Config, str | None]:
+    """A resumed run's ``cfg`` with its stored ``data.path`` back where ``cfg`` points to a moved copy of the same data,
+    and that place, to read the data from (``run_dataset(..., relocate=)``) and record once the resume has started
+    (``Trainer.resume(relocate=)``): ``run_data.relocation``; else (``cfg``, None), whose other path is refused."""
+    return run_relocation(Path(run_dir), cfg, read_run_config(run_dir).data.path)
 
 
 def data_sha_meta(run_dir: Path) -> dict:

@@ -23,7 +23,7 @@ from ebmlab.errors import CheckpointError, DataError
 from ebmlab.files import write_text_atomic
 
 __all__ = ["DATA_FILE", "INFO_NAME", "RELOCATED", "data_file", "data_fingerprint", "located_config", "read_run_info",
-           "record_relocation", "run_dataset", "stored_transform", "transform_info", "verify_data", "write_run_info"]
+           "record_relocation", "relocation", "run_dataset", "stored_transform", "transform_info", "verify_data", "write_run_info"]
 
 INFO_NAME = "run.json"
 DATA_FILE = "data.npy"  # ebmlab.train's copy of data given in memory (``api.py``)
@@ -32,7 +32,8 @@ RELOCATED = "relocated"  # run.json's data key: where a moved data file outside 
 
 def data_file(cfg: Config) -> Path | None:
     """The data file whose bytes a run depends on (``data.path`` when it is a regular file), else None."""
-    return Path(cfg.data.path) if cfg.data.path and Path(cfg.data.path).is_file() else None
+    p = Path(cfg.data.path).expanduser() if cfg.data.path else None  # (~: a run written before it was expanded)
+    return p if p is not None and p.is_file() else None
 
 
 def write_run_info(run_dir: Path, cfg: Config, data) -> None:
@@ -55,7 +56,7 @@ def write_run_info(run_dir: Path, cfg: Config, data) -> None:
                      "num_classes": int(data.num_classes or 0), "classes": [str(c) for c in data.info.get("classes", [])],
                      "n_train": int(data.train.shape[0]),
                      "n_test": int(data.test.shape[0]),
-                     "path": str(Path(cfg.data.path).resolve()) if cfg.data.path else None,
+                     "path": str(Path(cfg.data.path).expanduser().resolve()) if cfg.data.path else None,
                      "path_in_run": _path_in_run(run_dir, cfg.data.path),
                      "sha256": file_sha256(f) if f is not None else None,
                      "listing_sha256": folder_fingerprint(cfg.data.path) if _is_folder(cfg) else None},
@@ -113,7 +114,7 @@ def _path_in_run(run_dir: Path, path: str | None) -> str | None:
     if not path:
         return None
     try:
-        return Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix()
+        return Path(path).expanduser().resolve().relative_to(Path(run_dir).resolve()).as_posix()
     except ValueError:
         return None
 
@@ -130,11 +131,11 @@ def located_config(run_dir: Path, cfg: Config, info: dict | None) -> Config:
     d = (info or {}).get("data") or {}
     if d.get(RELOCATED) and Path(d[RELOCATED]).exists():  # a data file outside the run, moved (record_relocation)
         return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=d[RELOCATED]))
-    inside = d.get("path_in_run")
-    if inside is None and d.get("sha256") and Path(stored).name == DATA_FILE and not Path(stored).exists():
+    inside, stored_at = d.get("path_in_run"), Path(stored).expanduser()
+    if inside is None and d.get("sha256") and stored_at.name == DATA_FILE and not stored_at.exists():
         inside = DATA_FILE  # a run written before path_in_run
     here = Path(run_dir) / inside if inside else None
-    if here is None or not here.exists() or (Path(stored).exists() and here.resolve() == Path(stored).resolve()):
+    if here is None or not here.exists() or (stored_at.exists() and here.resolve() == stored_at.resolve()):
         return cfg  # (the run where it was trained: its config as stored)
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(here.absolute())))
 
@@ -151,24 +152,49 @@ def _fingerprint_of(path: Path) -> str | None:
     return file_sha256(path) if path.is_file() else folder_fingerprint(path) if path.is_dir() else None
 
 
-def record_relocation(run_dir: Path, cfg: Config, stored: str | None) -> Config:
-    """``cfg`` with the ``stored`` data.path back when ``cfg.data.path`` is another place that holds the very data the
-    run was trained on (run.json's fingerprint), which run.json then records as where they are read (``relocated``);
-    else ``cfg`` as given (``check_resume_changes`` refuses another path)."""
+def relocation(run_dir: Path, cfg: Config, stored: str | None) -> tuple[Config, str | None]:
+    """Whether a resume's ``cfg.data.path`` (``~`` expanded) points the run to its data at another place: (``cfg`` with
+    the ``stored`` path back, the place to record in run.json) when that place holds the very data the run was trained
+    on (run.json's fingerprint); (``cfg`` with the stored path, ``""``) when it names the stored path again, whose bytes
+    are the run's, and run.json records a place (dropped then); else (``cfg``, None), and ``check_resume_changes``
+    refuses another path. Writes nothing: ``record_relocation`` does, once the resume has passed its checks under the
+    run's lock, and ``run_dataset(..., relocate=)`` reads the data at the place meanwhile."""
     new = cfg.data.path
-    if not new or not stored or Path(new) == Path(stored):
-        return cfg
-    info = read_run_info(run_dir)
+    if not new or not stored:
+        return cfg, None
+    new, info = Path(new).expanduser(), read_run_info(run_dir)
     want = data_fingerprint(info)
-    if want is None or _fingerprint_of(Path(new)) != want:
-        return cfg
-    info["data"][RELOCATED] = str(Path(new).resolve())
+    back = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=stored))
+    if new == Path(stored).expanduser() or (new.exists() and Path(stored).expanduser().exists()
+                                           and new.samefile(Path(stored).expanduser())):
+        recorded = ((info or {}).get("data") or {}).get(RELOCATED)
+        return back, ("" if recorded and want and _fingerprint_of(Path(stored)) == want else None)
+    if want is None or _fingerprint_of(new) != want:
+        return cfg, None
+    return back, str(new.resolve())
+
+
+def record_relocation(run_dir: Path, place: str | None) -> None:
+    """Write ``relocation``'s ``place`` into run.json (``""``: drop the recorded one; None: nothing to write)."""
+    info = read_run_info(run_dir) if place is not None else None
+    if info is None or info["data"].get(RELOCATED, "") == place:
+        return
+    info["data"][RELOCATED] = place
+    if not place:
+        del info["data"][RELOCATED]
     write_text_atomic(Path(run_dir) / INFO_NAME, json.dumps(info, indent=1))
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=stored))
+
+
+def relocation_note(place: str | None, cfg: Config) -> str:
+    """What a resume's ``relocation`` changed in run.json, as the end of the CLI's "resumed RUN at step N" line."""
+    if place is None:
+        return ""
+    return (f", its data file read at {place} (moved from {cfg.data.path}, the same SHA-256; recorded in run.json)"
+            if place else f", its data file read at {cfg.data.path} again (the moved copy forgotten)")
 
 
 def _is_folder(cfg: Config) -> bool:
-    return bool(cfg.data.path) and Path(cfg.data.path).is_dir()
+    return bool(cfg.data.path) and Path(cfg.data.path).expanduser().is_dir()
 
 
 def verify_data(run_dir: Path, cfg: Config, info: dict | None) -> bool:
@@ -183,8 +209,8 @@ def verify_data(run_dir: Path, cfg: Config, info: dict | None) -> bool:
                         "(files added, removed, renamed or resized); restore it or train a new run on the new data")
     want = (info or {}).get("data", {}).get("sha256")
     if not want or not cfg.data.path:
-        return cfg.data.path is None or Path(cfg.data.path).exists()
-    p = Path(cfg.data.path)
+        return cfg.data.path is None or Path(cfg.data.path).expanduser().exists()
+    p = Path(cfg.data.path).expanduser()
     if not p.is_file():
         return False
     if file_sha256(p) != want:
@@ -204,16 +230,19 @@ def _stub_dataset(info: dict):
                    num_classes=int(d.get("num_classes") or 0), info={"stub": True})
 
 
-def run_dataset(run_dir: Path, cfg: Config, *, need_data: bool = True):
+def run_dataset(run_dir: Path, cfg: Config, *, need_data: bool = True, relocate: str | None = None):
     """The run's ``Dataset``: rebuilt from ``config.yaml`` when ``need_data`` (training, ``eval``,
     ``sample --init data``), else a stub with the stored transform (the data are not loaded; a present file is
     hashed). A changed or missing data file is refused only when the data are needed (a changed one is said in a
     warning otherwise: the weights and the stored transform do not depend on it). A run without ``run.json``
     (written before it) stores no transform: it is rebuilt from its data, and refused without them, even with
-    ``need_data=False``. Data that lay inside the run are read where the run now is (``located_config``)."""
+    ``need_data=False``. Data that lay inside the run are read where the run now is (``located_config``); a resume's
+    ``relocate`` (``relocation``: not yet recorded) says where a moved data file is read."""
     from ebmlab.data import build_dataset
 
     info = read_run_info(run_dir)
+    if info is not None and relocate is not None:  # (in memory: run.json is written once the resume has started)
+        info["data"][RELOCATED] = relocate
     located = located_config(run_dir, cfg, info)
     if info is not None and not need_data:
         try:
