@@ -371,7 +371,7 @@ def _train_in(run_dir: Path, cfg: Config, data, *, x_mem=None, energy=None, over
 
 
 def _fit_in(trainer, run_dir: Path, cfg: Config, data, x_mem, energy, overwrite: bool, evaluate: bool,
-            resume: bool, relocate: str | None) -> None:
+            resume: bool, relocate: str | None = None) -> None:
     """``_train_in``'s work under the run's lock: the in-memory data saved, the user's energy copied in, training
     (resumed), the final evaluation."""
     from ebmlab.training.evaluate import final_evaluation

@@ -228,7 +228,11 @@ def cmd_sample(args) -> int:
     name = f"samples_{args.init}_{steps}steps_seed{args.seed}{tag}.npy"
     path = out_file or Path(args.run) / "samples" / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_samples(path, x.numpy())
+    try:  # --out without --overwrite: put in place only where no file is (another `sample --out` may have meanwhile)
+        _write_samples(path, x.numpy(), replace=out_file is None or args.overwrite)
+    except FileExistsError:
+        _not_replaced(out_file, False)
+        raise
     png = path.with_suffix(".png")
     if data.kind == "image":
         plots.image_grid(x[:100], png)
@@ -282,18 +286,18 @@ def _not_replaced(out_file: Path, overwrite: bool) -> None:
                          f"{'it' if len(existing) == 1 else 'them'}, or choose another --out")
 
 
-def _write_samples(path: Path, x) -> None:
+def _write_samples(path: Path, x, replace: bool = True) -> None:
     """Samples (N, ...) as .npy, or .csv of one row per sample (readable by --data and
     ``numpy.loadtxt(..., delimiter=",")``), written atomically: a failed write keeps a file it replaces."""
     import numpy as np
 
     if path.suffix != ".csv":
-        return save_npy_atomic(path, x)
+        return save_npy_atomic(path, x, replace)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.savetxt(fh, x, delimiter=",", fmt="%.17g" if x.dtype == np.float64 else "%.9g")  # (round trip)
-    atomic_write(path, write)
+    atomic_write(path, write, replace)
 
 
 def _not_the_runs_data(run_dir: Path, files: list[Path]) -> None:

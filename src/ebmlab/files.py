@@ -6,8 +6,10 @@ the mode ``open()`` would (0666 minus the umask), rename it onto the target.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import secrets
 from pathlib import Path
 
 __all__ = ["atomic_write", "atomic_write_all", "file_mode", "save_npy_atomic", "temp_path", "user_path",
@@ -32,22 +34,25 @@ def file_mode() -> int:
 
 
 def temp_path(path: Path) -> Path:
-    """Where an atomic write of ``path`` goes first: beside it, its name plus ``.tmp`` (what a run directory's
-    clean-up knows), or a shortened name where that would pass the file system's 255 bytes."""
-    name = path.name + ".tmp"
-    if len(os.fsencode(name)) > 255:
-        head = os.fsencode(path.name)[:64].decode("utf-8", "ignore")  # 64 bytes (a cut character dropped)
-        name = f"{head}.{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]}.tmp"
-    return path.with_name(name)
+    """Where an atomic write of ``path`` goes first: beside it, a hidden name of its own (``.<8 hex>.NAME.tmp``), so
+    two processes writing one file at once (two ``ebmlab sample --out SAME``) never write into one temp file and the
+    file left is one whole write; shortened where it would pass the file system's 255 bytes. A run directory's
+    clean-up knows these names (``run_dir.TRAIN_FILES``); folder fingerprints skip hidden files."""
+    name, token = path.name, secrets.token_hex(4)
+    if len(os.fsencode(f".{token}.{name}.tmp")) > 255:
+        head = os.fsencode(name)[:64].decode("utf-8", "ignore")  # 64 bytes (a cut character dropped)
+        name = f"{head}.{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}"
+    return path.with_name(f".{token}.{name}.tmp")
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write, replace: bool = True) -> None:
     """``write(tmp)``, fsync, mode 0666 minus the umask (``file_mode``), rename onto ``path``; the temp file is
-    removed when anything fails (a full disk leaves the previous file as it was)."""
-    atomic_write_all([(path, write)])
+    removed when anything fails (a full disk leaves the previous file as it was). ``replace=False``: put in place only
+    where no file is, FileExistsError where another process put one meanwhile (two ``sample --out SAME`` at once)."""
+    atomic_write_all([(path, write)], replace)
 
 
-def atomic_write_all(items) -> None:
+def atomic_write_all(items, replace: bool = True) -> None:
     """``atomic_write`` of several files that belong together (a checkpoint's tensor file and its sidecar): every
     temp file is written and synced before the first rename, so a full disk leaves the previous set whole, never
     new files beside old ones; the old set's later files are removed before the first rename, so a kill between the
@@ -59,16 +64,31 @@ def atomic_write_all(items) -> None:
     try:
         for path, tmp, write in temps:
             _written(write, path, tmp)
-        for path, _, _ in temps[1:]:
+        for path, _, _ in temps[1:] if replace else []:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         for path, tmp, _ in temps:
-            os.replace(tmp, path)
+            os.replace(tmp, path) if replace else _place_new(tmp, path)
     except BaseException:
         for _, tmp, _ in temps:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         raise
+
+
+def _place_new(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` onto ``path`` only where no file is: a hard link fails with FileExistsError where another process
+    put one meanwhile; without hard links (FAT, some network file systems) a check, then a rename."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def _written(write, path: Path, tmp: Path) -> None:
@@ -92,11 +112,11 @@ def write_text_atomic(path: Path, text: str) -> None:
     atomic_write(Path(path), write)
 
 
-def save_npy_atomic(path: Path, x) -> None:
+def save_npy_atomic(path: Path, x, replace: bool = True) -> None:
     """``np.save(path, x)`` atomically (``atomic_write``): an interruption leaves the previous file or none."""
     import numpy as np
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.save would append .npy to the temp file's name
             np.save(fh, x)
-    atomic_write(Path(path), write)
+    atomic_write(Path(path), write, replace)

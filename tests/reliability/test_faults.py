@@ -7,6 +7,7 @@ import builtins
 import errno
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -30,13 +31,18 @@ def _oserror(code: int, path="x"):
     return OSError(code, os.strerror(code), str(path))
 
 
+def _bare(path) -> str:
+    """A file's name without an atomic write's temp prefix (``files.temp_path``: ``.<8 hex>.NAME.tmp``)."""
+    return re.sub(r"^\.[0-9a-f]{8}\.", "", pathlib.Path(path).name)
+
+
 def _fail_on_call(n: int, exc, real, only: str | None = None):
     """``real`` that raises ``exc`` from its ``n``-th call on (counting only calls with a path argument whose
-    name starts with ``only`` when given; the others pass through)."""
+    name starts with ``only`` when given, an atomic write's temp prefix ``.<8 hex>.`` aside; the others pass through)."""
     calls = {"n": 0}
 
     def fake(*a, **k):
-        if only is None or any(isinstance(x, (str, os.PathLike)) and pathlib.Path(x).name.startswith(only) for x in a):
+        if only is None or any(isinstance(x, (str, os.PathLike)) and _bare(x).startswith(only) for x in a):
             calls["n"] += 1
             if calls["n"] >= n:
                 raise exc
@@ -151,7 +157,7 @@ def test_eval_metrics_on_a_full_disk(run_copy, monkeypatch, capsys):
     import ebmlab.files
 
     def fake(path, mode="r", *a, **k):  # metrics.json is written atomically: metrics.json.tmp, then a rename
-        if pathlib.Path(path).name.startswith("metrics.json") and "w" in mode:
+        if _bare(path).startswith("metrics.json") and "w" in mode:
             raise _oserror(errno.ENOSPC, path)
         return real(path, mode, *a, **k)
     monkeypatch.setattr(ebmlab.files, "open", fake, raising=False)
@@ -159,7 +165,7 @@ def test_eval_metrics_on_a_full_disk(run_copy, monkeypatch, capsys):
     code, _, err = cli(capsys, "eval", run_copy)
     assert_one_sentence(code, err, "metrics.json")
     after = (run_copy / "metrics.json").read_bytes() if (run_copy / "metrics.json").exists() else None
-    assert after == before and not (run_copy / "metrics.json.tmp").exists()  # the old file stands, no temp left
+    assert after == before and not list(run_copy.glob("*.tmp")) and not list(run_copy.glob(".*.tmp"))  # no temp left
 
 
 def test_tensorboard_failure_is_a_warning(trained_root, tmp_path, monkeypatch, capsys):

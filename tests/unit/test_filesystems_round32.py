@@ -491,7 +491,8 @@ def test_a_set_of_files_written_together_is_all_old_or_all_new(tmp_path):
     assert a.read_bytes() == b"old a" and b.read_bytes() == b"old b" and sorted(tmp_path.iterdir()) == [a, b]
     long = tmp_path / ("x" * 255)
     assert len(temp_path(long).name.encode()) <= 255 and temp_path(long).name.endswith(".tmp")
-    assert temp_path(tmp_path / "metrics.json").name == "metrics.json.tmp"  # what a run's clean-up recognises
+    name = temp_path(tmp_path / "metrics.json").name  # what a run's clean-up recognises: .<8 hex>.metrics.json.tmp
+    assert name.startswith(".") and name.endswith(".metrics.json.tmp") and len(name) == len("metrics.json.tmp") + 10
 
 
 def test_sample_finds_a_read_only_run_before_it_draws(base, tmp_path, monkeypatch, capsys):

@@ -345,7 +345,7 @@ def test_long_names_sharing_a_prefix_get_different_temp_names(tmp_path):
     a, b = tmp_path / ("p" * 252 + ".a"), tmp_path / ("p" * 252 + ".b")
     ta, tb = temp_path(a), temp_path(b)
     assert ta != tb and ta.name.endswith(".tmp") and len(os.fsencode(ta.name)) <= 255
-    assert temp_path(tmp_path / "m.json") == tmp_path / "m.json.tmp"
+    assert temp_path(tmp_path / "m.json").name.endswith(".m.json.tmp")  # (a hidden name of its own: round 39)
     cjk = tmp_path / ("\u6f22" * 83 + ".np")  # 251 bytes
     assert len(os.fsencode(temp_path(cjk).name)) <= 255
 

@@ -41,8 +41,11 @@ def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict
         raise ConfigError(f"experiment {name} does not take {', '.join(map(_flag, refused))}; it takes "
                           f"{', '.join(takes) or 'no option'} besides --out and --quick")
     _check_counts(options)
+    from ebmlab.training.lock import RunLock
+
     _claim_out(Path(out), name)
-    return module.run(out, quick=quick, **options)
+    with RunLock.acquire(Path(out)):  # a second experiment into this --out would retrain and delete its cells
+        return module.run(out, quick=quick, **options)
 
 
 def name_list(option: str, text: str) -> tuple[str, ...]:

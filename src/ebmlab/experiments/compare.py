@@ -23,6 +23,7 @@ from ebmlab.errors import ConfigError, RunError
 from ebmlab.experiments.leaderboard_report import better
 from ebmlab.files import write_text_atomic
 from ebmlab.training.run import read_run_raw
+from ebmlab.training.lock import holder
 from ebmlab.training.run_data import read_run_info
 
 # the compared metrics, in this order, where every run has them (then each OOD AUROC every run has)
@@ -162,7 +163,10 @@ def _read(run: Path) -> dict:
     try:
         metrics = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RunError(f"run {str(run)!r} has no metrics.json: evaluate it first (ebmlab eval {run})") from None
+        busy = holder(run)  # still training: its metrics come when it ends (an eval now would be refused by the lock)
+        raise RunError(f"run {str(run)!r} has no metrics.json: " + (
+            f"it is still training ({busy}); compare it once it has finished" if busy else
+            f"evaluate it first (ebmlab eval {run})")) from None
     except (OSError, ValueError) as exc:
         raise RunError(f"run file {str(p)!r} cannot be read as JSON ({exc}); run ebmlab eval {run} again") from None
     if not isinstance(metrics, dict):

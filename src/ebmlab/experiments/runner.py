@@ -23,6 +23,7 @@ from ebmlab.config_checks import check_new_run
 from ebmlab.errors import TrainingDiverged
 from ebmlab.training.config import Config, load_config
 from ebmlab.training.evaluate import evaluate
+from ebmlab.training.lock import RunLock
 from ebmlab.training.loop import Trainer, prepare_run_dir
 
 # Overrides every experiment run gets first: no progress bar, no per-run plots (experiments draw their
@@ -51,8 +52,8 @@ def train_and_evaluate(run_dir: Path, cfg: Config, *, data=None, evaluate_run: b
     """Train ``cfg`` afresh in ``run_dir``, apply the EMA weights (of the best validation check with
     ``train.select_every``), evaluate. ``run_dir`` is cleared first: with ``save_config``, by
     ``prepare_run_dir(overwrite=True)``, which deletes only an earlier run's own files (and refuses a directory
-    that is not an ebmlab run); the lock it returns is dropped, so released at once (each experiment cell has
-    its own directory, trained by one process); without, the whole directory is removed.
+    that is not an ebmlab run); without, the whole directory is removed. The cell's lock is held until it is
+    evaluated (``ebmlab eval`` or ``--resume`` on the cell meanwhile are refused, as for any run in training).
 
     ``data``: a prepared ``Dataset`` instead of ``cfg.data`` (then pass ``save_config=False``: the
     run's ``config.yaml`` could not rebuild it). ``evaluate_run=False`` skips ``evaluate`` for
@@ -63,9 +64,17 @@ def train_and_evaluate(run_dir: Path, cfg: Config, *, data=None, evaluate_run: b
     check_new_run(cfg)  # an arm with a key its method does not read would record a setting it never had
     run_dir = Path(run_dir)
     if save_config:
-        prepare_run_dir(run_dir, cfg, resume=False, overwrite=True)  # config.yaml: `ebmlab eval` can open it
+        lock = prepare_run_dir(run_dir, cfg, resume=False, overwrite=True)  # config.yaml: `ebmlab eval` can open it
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        lock = RunLock.acquire(run_dir)
+    with lock:
+        return _fit_cell(run_dir, cfg, data, evaluate_run, on_diverge)
+
+
+def _fit_cell(run_dir: Path, cfg: Config, data, evaluate_run: bool, on_diverge: str) -> Arm:
+    """``train_and_evaluate``'s training and evaluation, in the prepared (and locked) ``run_dir``."""
     t0 = time.time()
     trainer = Trainer(cfg, run_dir, data=data)
     diverged = None

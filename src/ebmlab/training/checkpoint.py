@@ -3,7 +3,11 @@
 ``checkpoints/step_00001000.safetensors`` + ``step_00001000.json`` (and, with ``train.select_every``, the
 validation best ``best.safetensors`` + ``best.json``: ``training/selection.py``). A write is atomic (temp file,
 fsync, rename) and the sidecar (which records the tensor file's size) is written last, so a checkpoint is
-listed once both files exist; loading it refuses a size mismatch. Reading never unpickles: a file that is not valid
+listed once both files exist; loading it refuses a size mismatch. Both files carry one ``pair`` token (the
+sidecar's key, the safetensors header's metadata; a hash of the step and the tensors, so identical runs still write
+identical files): the validation best is replaced in place while readers open it, and a reader that read one save's
+sidecar and the next save's weights reads again instead of mixing them (older checkpoints, and tensor files written
+by other tools, have no token). Reading never unpickles: a file that is not valid
 safetensors (e.g. a pickle planted in its place) is refused with ``CheckpointError`` before
 anything in it is interpreted.
 """
@@ -11,18 +15,23 @@ from __future__ import annotations
 
 import json
 import os
+import hashlib
 import re
+import time
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 
-from ebmlab.files import atomic_write, atomic_write_all, temp_path
+from ebmlab.files import atomic_write, atomic_write_all
 from ebmlab.errors import CheckpointError, os_error_sentence  # CheckpointError: also importable from here
+from ebmlab.training.lock import holder
 
 _NAME = re.compile(r"^step_(\d{8})\.safetensors$")
 BEST = "best"  # checkpoints/best.safetensors + best.json: the validation best (training/selection.py)
+PAIR = "pair"  # the sidecar's key and the safetensors metadata's: one token per save (a pair, never two saves mixed)
+_READS = 5  # reads of a pair whose files do not match (being replaced: best.*) before it is refused
 # What a refused checkpoint's sentence advises: sample / eval / load take another one; --resume takes the newest, so
 # there the pair goes (``for_resume``)
 OTHER_CHECKPOINT = "use another checkpoint (--checkpoint FILE, checkpoint=)"
@@ -55,11 +64,17 @@ def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, torch.Tensor],
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / (f"{name}.safetensors" if name else step_name(step))
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    pair, size = _pair_of(step, tensors), []
+
+    def weights(p: Path) -> None:
+        save_file(tensors, str(p), metadata={PAIR: pair})
+        size.append(p.stat().st_size)
+
     def sidecar(p: Path) -> None:  # (after the tensor file's temp file is written: its size)
-        side = dict(meta, step=step, tensor_file=path.name, tensor_bytes=temp_path(path).stat().st_size)
+        side = dict(meta, step=step, tensor_file=path.name, tensor_bytes=size[0], pair=pair)
         p.write_text(json.dumps(side, indent=1), encoding="utf-8")
     try:  # both written before either is renamed: a full disk never pairs new weights with an old sidecar (best.*)
-        atomic_write_all([(path, lambda p: save_file(tensors, str(p))), (path.with_suffix(".json"), sidecar)])
+        atomic_write_all([(path, weights), (path.with_suffix(".json"), sidecar)])
     except SafetensorError as exc:
         raise _safetensors_os_error(exc, path) or CheckpointError(
             f"could not write checkpoint {str(path)!r} ({' '.join(str(exc).split())}); "
@@ -99,6 +114,10 @@ def result_checkpoint(ckpt_dir: Path) -> Path | None:
     pair = best.is_file(), best.with_suffix(".json").is_file()
     if pair[0] != pair[1]:  # half a best: the last step instead would be other weights than the run's result
         have, lack = (best, best.with_suffix(".json")) if pair[0] else (best.with_suffix(".json"), best)
+        busy = holder(Path(ckpt_dir).parent)
+        if busy:  # the trainer is replacing it (files.atomic_write_all): nothing to restore or delete
+            raise CheckpointError(f"{str(have)!r}, the run's selected result, is being replaced by the process "
+                                  f"training the run ({busy}); open the run again in a moment")
         raise CheckpointError(f"{str(have)!r} is the run's selected result, but {lack.name} beside it is missing; "
                               f"restore it, or delete {have.name} to use the newest step checkpoint instead")
     return best if pair[0] else latest_checkpoint(ckpt_dir)
@@ -116,32 +135,61 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     side = path.with_suffix(".json")
-    if not path.is_file() or not side.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} or its sidecar {side.name!r} is missing")
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    # safetensors starts with a little-endian u64 header length followed by '{'. A pickle starts with 0x80.
-    if len(head) < 8 or int.from_bytes(head, "little") > path.stat().st_size:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a safetensors file; refusing to read it")
+    for attempt in range(_READS):
+        if not path.is_file() or not side.is_file():
+            raise CheckpointError(f"checkpoint {str(path)!r} or its sidecar {side.name!r} is missing")
+        meta, raw = _sidecar(side), path.read_bytes()  # in memory, not mapped: Windows cannot replace a mapped file
+        n = int.from_bytes(raw[:8], "little") if len(raw) >= 8 else -1
+        # safetensors starts with a little-endian u64 header length followed by '{'. A pickle starts with 0x80.
+        if n < 0 or n > len(raw):
+            raise CheckpointError(f"checkpoint {str(path)!r} is not a safetensors file; refusing to read it")
+        size_ok, token = meta.get("tensor_bytes") in (None, len(raw)), _pair_token(raw, n)
+        if size_ok and (token is None or meta.get(PAIR) in (None, token)):
+            break
+        time.sleep(0.05 * (attempt + 1))  # best.* replaced between the two reads: read the new pair
+    else:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not match its sidecar ("
+                              f"{'size differs' if not size_ok else 'written by another save'}); it may be truncated")
     try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CheckpointError(f"checkpoint sidecar {str(side)!r} is not valid JSON "
-                              f"({' '.join(str(exc).split())}); it is damaged, {OTHER_CHECKPOINT}") from None
-    check_sidecar(meta, side)
-    if meta.get("tensor_bytes") not in (None, path.stat().st_size):
-        raise CheckpointError(f"checkpoint {str(path)!r} does not match its sidecar (size differs); it may be truncated")
-    try:
-        tensors = load(path.read_bytes())  # in memory, not mapped: Windows cannot replace or delete a mapped file
+        tensors = load(raw)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} could not be read as safetensors "
                               f"({' '.join(str(exc).split())})") from None
     return tensors, meta
 
 
+def _pair_of(step: int, tensors: dict[str, torch.Tensor]) -> str:
+    """``PAIR``'s token of one save: a SHA-256 of the step and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(str(step).encode())
+    for name in sorted(tensors):
+        v = tensors[name]
+        h.update(f"{name}|{v.dtype}|{tuple(v.shape)}".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy())  # (contiguous CPU tensors: their bytes, no copy)
+    return h.hexdigest()[:16]
+
+
+def _sidecar(side: Path) -> dict:
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"checkpoint sidecar {str(side)!r} is not valid JSON "
+                              f"({' '.join(str(exc).split())}); it is damaged, {OTHER_CHECKPOINT}") from None
+    check_sidecar(meta, side)
+    return meta
+
+
+def _pair_token(raw: bytes, n: int) -> str | None:
+    """The ``PAIR`` token in a safetensors file's header (its first ``n`` bytes after the length), None without."""
+    try:
+        header = json.loads(raw[8:8 + n])
+        return (header.get("__metadata__") or {}).get(PAIR) if isinstance(header, dict) else None
+    except (ValueError, UnicodeDecodeError, RecursionError, AttributeError):
+        return None  # a damaged header: load() says so
+
+
 # sidecar key -> JSON type(s) it must have when present; ``step`` is always required
 _SIDECAR_TYPES = {"step": int, "optimizer": dict, "config": dict, "config_hash": str, "ema_updates": int,
-                  "tensor_bytes": int, "world_size": int}
+                  "tensor_bytes": int, "world_size": int, PAIR: str}
 
 
 def check_sidecar(meta, side: Path) -> None:

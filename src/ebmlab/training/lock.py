@@ -102,6 +102,20 @@ def _describe(info: dict) -> str:
     return f"pid {info.get('pid', '?')} on host {info.get('host', '?')}" if info else "another process"
 
 
+def holder(run_dir: Path) -> str | None:
+    """Who holds ``run_dir``'s lock ("pid N on host H"), or None: read from ``run.lock`` without locking it (a reader
+    must not take, even for an instant, the lock a starting trainer needs). A file naming a pid on this host that
+    has ended is none; one of another host counts (its liveness cannot be seen from here)."""
+    try:
+        info = json.loads((Path(run_dir) / LOCK_NAME).read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    pid = info.get("pid") if isinstance(info, dict) else None
+    if not isinstance(pid, int) or (info.get("host") == socket.gethostname() and not _alive(pid)):
+        return None
+    return _describe(info)
+
+
 class RunLock:
     """An exclusive lock on a run directory (``run.lock``); ``release()`` or garbage collection frees it."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -212,15 +213,8 @@ def open_checkpoint(run_dir: str | Path, *, ema: bool = True, device: str = "cpu
     dev = resolve_device(device)
     cfg = read_run_config(run_dir)
     try:
-        path = (_checkpoint_path(run_dir, checkpoint) if checkpoint is not None  # (0 is step 0, not "none given")
-                else ckpt.result_checkpoint(run_dir / "checkpoints"))
-        if path is None:
-            raise CheckpointError(f"no checkpoint in {str(run_dir / 'checkpoints')!r}; train the run first")
-        if path.is_dir():
-            raise CheckpointError(f"checkpoint {str(path)!r} is a directory; pass a step_NNNNNNNN.safetensors file")
-        if not path.is_file():
-            raise CheckpointError(_missing_checkpoint(run_dir, path))
-        tensors, meta = ckpt.load_checkpoint(path)
+        path, tensors, meta = (_read_checkpoint(run_dir, _checkpoint_path(run_dir, checkpoint))
+                               if checkpoint is not None else _read_result(run_dir))  # (0 is step 0, not "none")
         check_config_hash(meta, cfg, path)
         check_checkpoint_data(meta, run_dir, path)
         data = run_dataset(run_dir, cfg, need_data=need_data)
@@ -263,6 +257,40 @@ def _checkpoint_path(run_dir: Path, checkpoint: str | Path | int) -> Path:
         if (run_dir / "checkpoints" / name).is_file():
             return run_dir / "checkpoints" / name
     return path
+
+
+def _read_checkpoint(run_dir: Path, path: Path | None) -> tuple[Path, dict, dict]:
+    """(path, tensors, meta) of the checkpoint at ``path``; one sentence when there is none, or it is missing."""
+    if path is None:
+        raise CheckpointError(f"no checkpoint in {str(run_dir / 'checkpoints')!r}; train the run first")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a directory; pass a step_NNNNNNNN.safetensors file")
+    if not path.is_file():
+        raise CheckpointError(_missing_checkpoint(run_dir, path))
+    return (path, *ckpt.load_checkpoint(path))
+
+
+def _read_result(run_dir: Path, tries: int = 10) -> tuple[Path, dict, dict]:
+    """``_read_checkpoint`` of the run's result (``result_checkpoint``), chosen again when the checkpoints folder
+    changed while it failed: a trainer with ``train.keep_checkpoints`` prunes the pair a reader picked, or replaces
+    the best, between the reader's listing and its reading (every failure of a folder at rest is said at once)."""
+    folder, failed = run_dir / "checkpoints", 0
+    while True:
+        before = _listing(folder)
+        try:
+            return _read_checkpoint(run_dir, ckpt.result_checkpoint(folder))
+        except CheckpointError:
+            failed += 1
+            time.sleep(0.02)  # (a rename in progress)
+            if failed == tries or _listing(folder) == before:
+                raise
+
+
+def _listing(folder: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(folder))
+    except OSError:
+        return []
 
 
 def _missing_checkpoint(run_dir: Path, path: Path) -> str:

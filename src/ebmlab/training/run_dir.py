@@ -17,15 +17,21 @@ from ebmlab.config import Config, save_config
 from ebmlab.errors import ConfigError
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training import run, run_data
+from ebmlab.training.lock import holder
 
 
-# The files ``ebmlab train`` writes inside the run's folders, by folder (an atomic write's leftover ends in .tmp).
+def _with_temps(names: str) -> re.Pattern:
+    """``names`` and their atomic writes' leftovers (``files.temp_path``: ``.<8 hex>.NAME.tmp``; ``NAME.tmp`` before)."""
+    return re.compile(rf"(\.[0-9a-f]{{8}}\.({names})\.tmp|({names})(\.tmp)?)")
+
+
+# The files ``ebmlab train`` writes inside the run's folders, by folder (with an atomic write's leftover temp files).
 # ``--overwrite`` deletes these and keeps anything else there: the user's own files, ``ebmlab sample``'s draws.
 # tb/ is TensorBoard's own folder and is deleted whole. tests/reliability check every file a run writes matches.
 TRAIN_FILES = {
-    "checkpoints": re.compile(r"((step_\d{8}(\.rank\d+)?|best)\.(safetensors|json)|select_start\.json)(\.tmp)?"),
-    "samples": re.compile(r"(samples\.npy|grid_final\.png|(grid|scatter|scatter_selected)_step\d{6,}\.png)(\.tmp)?"),
-    "plots": re.compile(r"(density|samples|energy_hist|chain|novelty)\.png(\.tmp)?"),
+    "checkpoints": _with_temps(r"(step_\d{8}(\.rank\d+)?|best)\.(safetensors|json)|select_start\.json"),
+    "samples": _with_temps(r"samples\.npy|grid_final\.png|(grid|scatter|scatter_selected)_step\d{6,}\.png"),
+    "plots": _with_temps(r"(density|samples|energy_hist|chain|novelty)\.png"),
 }
 
 
@@ -136,6 +142,11 @@ def _new_run_needs_clearing(run_dir: Path, overwrite: bool) -> bool:
         if overwrite:
             return True
         last = f" (checkpoints up to step {checkpoints[-1][0]})" if checkpoints else ""
+        busy = holder(run_dir)
+        if busy:  # --resume and --overwrite would be refused too: it is training now
+            raise run.RunError(f"run directory {str(run_dir)!r} holds a run{last} in use by another ebmlab process "
+                               f"({busy}: training it or evaluating it); wait for it to finish, or train into another "
+                               "--out")
         raise run.RunError(f"run directory {str(run_dir)!r} already exists and holds a run{last}; pass --resume to "
                            "continue it, --overwrite to replace it, or choose another --out (in Python: "
                            "ebmlab.resume(path), overwrite=True, another out=)")
