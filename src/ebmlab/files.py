@@ -68,7 +68,7 @@ def atomic_write_all(items, replace: bool = True) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         for path, tmp, _ in temps:
-            os.replace(tmp, path) if replace else _place_new(tmp, path)
+            (os.replace if replace else _place_new)(tmp, path)
     except BaseException:
         for _, tmp, _ in temps:
             with contextlib.suppress(OSError):
