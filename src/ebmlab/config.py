@@ -351,21 +351,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         if "*" in value or "&" in value:
             raise
         parsed = value
-    if not isinstance(parsed, (bool, int, float)) and len(re.findall(r"(^|\s)#", value)) > _kept_hashes(parsed):
-        # a comment cut the text (a number's is harmless; a ' #' quoted in a string is the value's, but one more in
-        # the text than in the strings YAML read is a comment after the quotes)
+    if not isinstance(parsed, (bool, int, float)) and re.search(r"(^|\s)#", _QUOTED.sub('""', value)):
+        # a comment cut the text (a number's is harmless; a ' #' inside quotes is the value's)
         raise ConfigError(f"--set {key}={value}: YAML reads ' #' as the start of a comment and drops the rest; quote "
                           f"the value ({key}='\"...\"') if the '#' belongs to it")
     return parts, parsed
 
 
-def _kept_hashes(value) -> int:
-    """How many ' #' survived YAML's reading of an override: in quoted strings, also inside a list or mapping."""
-    if isinstance(value, str):
-        return len(re.findall(r"\s#", value))
-    if isinstance(value, dict):
-        return sum(_kept_hashes(k) + _kept_hashes(v) for k, v in value.items())
-    return sum(_kept_hashes(v) for v in value) if isinstance(value, list) else 0
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"' + r"|'(?:[^']|'')*'")  # a YAML double-quoted (escapes) or single-quoted span
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,

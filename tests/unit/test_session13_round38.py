@@ -1,6 +1,6 @@
 """Round 38: an audit of the thirteenth session's code (``git diff 01b4123^ f8dcc43 -- src``): atomic sets of files,
 short temp names, ``~`` expansion, checkpoints' data fingerprints, relocated data files, the caller's RNG, the
-errors' base and pickling, ``config._kept_hashes``.
+errors' base and pickling, a comment after a quoted ``#`` (``config._QUOTED``).
 
 One tiny run on a user .npy is trained once (module fixture); every test works on its own copy. Tests marked
 ``# WAS A BUG`` failed on the code as audited (commit ``f8dcc43``) and pass with the fourteenth session's fixes

@@ -92,6 +92,8 @@ def _claim_out(out: Path, name: str) -> None:
     experiment wrote it, it is not checked), which then gets this experiment's marker."""
     import json
 
+    from ebmlab.training.lock import LOCK_NAME
+
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a directory for the experiment's results")
     marker = out / MARKER
@@ -105,7 +107,7 @@ def _claim_out(out: Path, name: str) -> None:
                               f"{name} a directory of its own")
         return
     earlier = (out / "results.json").is_file() or (out / "cells").is_dir()
-    if out.is_dir() and any(out.iterdir()) and not earlier:
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and not earlier:  # (a killed run's lock)
         raise ConfigError(f"--out {str(out)!r} holds other files and is not an experiment's directory; give a new or "
                           "empty directory (the experiment writes results.md, results.json, figures and cells there)")
     out.mkdir(parents=True, exist_ok=True)

@@ -138,15 +138,21 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     for attempt in range(_READS):
         if not path.is_file() or not side.is_file():
             raise CheckpointError(f"checkpoint {str(path)!r} or its sidecar {side.name!r} is missing")
-        meta, raw = _sidecar(side), path.read_bytes()  # in memory, not mapped: Windows cannot replace a mapped file
-        n = int.from_bytes(raw[:8], "little") if len(raw) >= 8 else -1
-        # safetensors starts with a little-endian u64 header length followed by '{'. A pickle starts with 0x80.
-        if n < 0 or n > len(raw):
-            raise CheckpointError(f"checkpoint {str(path)!r} is not a safetensors file; refusing to read it")
-        size_ok, token = meta.get("tensor_bytes") in (None, len(raw)), _pair_token(raw, n)
-        if size_ok and (token is None or meta.get(PAIR) in (None, token)):
-            break
-        time.sleep(0.05 * (attempt + 1))  # best.* replaced between the two reads: read the new pair
+        meta = _sidecar(side)
+        with open(path, "rb") as fh:  # header, size and bytes of one file (a replacement renamed in meanwhile: not seen)
+            size, head = os.fstat(fh.fileno()).st_size, fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            # safetensors starts with a little-endian u64 header length followed by '{'. A pickle starts with 0x80.
+            if n < 0 or n > size:
+                raise CheckpointError(f"checkpoint {str(path)!r} is not a safetensors file; refusing to read it")
+            size_ok = meta.get("tensor_bytes") in (None, size)
+            token = _pair_token(fh.read(n)) if size_ok else None
+            if size_ok and (token is None or meta.get(PAIR) in (None, token)):
+                fh.seek(0)
+                raw = fh.read()  # in memory, not mapped: Windows cannot replace or delete a mapped file
+                break
+        if attempt < _READS - 1:
+            time.sleep(0.05 * (attempt + 1))  # best.* replaced between the two reads: read the new pair
     else:
         raise CheckpointError(f"checkpoint {str(path)!r} does not match its sidecar ("
                               f"{'size differs' if not size_ok else 'written by another save'}); it may be truncated")
@@ -156,16 +162,6 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise CheckpointError(f"checkpoint {str(path)!r} could not be read as safetensors "
                               f"({' '.join(str(exc).split())})") from None
     return tensors, meta
-
-
-def _pair_of(step: int, tensors: dict[str, torch.Tensor]) -> str:
-    """``PAIR``'s token of one save: a SHA-256 of the step and every tensor's name, dtype, shape and bytes."""
-    h = hashlib.sha256(str(step).encode())
-    for name in sorted(tensors):
-        v = tensors[name]
-        h.update(f"{name}|{v.dtype}|{tuple(v.shape)}".encode())
-        h.update(v.reshape(-1).view(torch.uint8).numpy())  # (contiguous CPU tensors: their bytes, no copy)
-    return h.hexdigest()[:16]
 
 
 def _sidecar(side: Path) -> dict:
@@ -178,13 +174,23 @@ def _sidecar(side: Path) -> dict:
     return meta
 
 
-def _pair_token(raw: bytes, n: int) -> str | None:
-    """The ``PAIR`` token in a safetensors file's header (its first ``n`` bytes after the length), None without."""
+def _pair_token(header: bytes) -> str | None:
+    """The ``PAIR`` token in a safetensors file's JSON header, None without (or a damaged header: load() says so)."""
     try:
-        header = json.loads(raw[8:8 + n])
-        return (header.get("__metadata__") or {}).get(PAIR) if isinstance(header, dict) else None
+        parsed = json.loads(header)
+        return (parsed.get("__metadata__") or {}).get(PAIR) if isinstance(parsed, dict) else None
     except (ValueError, UnicodeDecodeError, RecursionError, AttributeError):
-        return None  # a damaged header: load() says so
+        return None
+
+
+def _pair_of(step: int, tensors: dict[str, torch.Tensor]) -> str:
+    """``PAIR``'s token of one save: a SHA-256 of the step and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(str(step).encode())
+    for name in sorted(tensors):
+        v = tensors[name]
+        h.update(f"{name}|{v.dtype}|{tuple(v.shape)}".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy())  # (contiguous CPU tensors: their bytes, no copy)
+    return h.hexdigest()[:16]
 
 
 # sidecar key -> JSON type(s) it must have when present; ``step`` is always required

@@ -86,7 +86,14 @@ def _lock(fd: int) -> None:
         os.lseek(fd, _WINDOWS_REGION, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         return
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    for wait in (0.01, 0.02, 0.04, 0.08, None):  # (a reader's momentary probe, ``_free``, is not a holder)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in _HELD or wait is None:
+                raise
+            time.sleep(wait)
 
 
 def _holder(fd: int) -> dict:
@@ -113,7 +120,29 @@ def holder(run_dir: Path) -> str | None:
     pid = info.get("pid") if isinstance(info, dict) else None
     if not isinstance(pid, int) or (info.get("host") == socket.gethostname() and not _alive(pid)):
         return None
+    if info.get("host") != socket.gethostname() and _free(Path(run_dir) / LOCK_NAME):
+        return None  # another host's process ended (a rebooted node): its file lock went with it
     return _describe(info)
+
+
+def _free(path: Path) -> bool:
+    """Whether nobody holds ``path``'s file lock: a shared lock taken and dropped at once (``RunLock._try`` tries
+    again for a moment, so a trainer starting just then is not refused); False without ``flock`` (cannot tell)."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True  # removed meanwhile: released
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (closing drops the shared lock)
 
 
 class RunLock:
