@@ -75,10 +75,15 @@ def _check_counts(options: dict) -> None:
             raise ConfigError(f"--{key.replace('_', '-')} must be distinct integers such as 0,1,2, got {seeds!r}")
         options[key] = tuple(int(s) for s in seeds)  # NumPy integers as ints (results.json)
     jobs, budget = options.get("jobs"), options.get("budget")
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, numbers.Integral) or jobs < 1):
         raise ConfigError(f"--jobs must be a positive integer (cells run at once), got {jobs!r}")
-    if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget < float("inf")):
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, numbers.Real)
+                               or not 0 < budget < float("inf")):
         raise ConfigError(f"--budget must be a positive number of seconds, got {budget!r}")
+    if jobs is not None:  # NumPy numbers as Python ones, as the seeds (results.json)
+        options["jobs"] = int(jobs)
+    if budget is not None and not isinstance(budget, int):
+        options["budget"] = float(budget)
 
 
 MARKER = "experiment.json"  # {"experiment": NAME}: the directory is that experiment's, and a rerun may reuse it
