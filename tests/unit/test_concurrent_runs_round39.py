@@ -21,7 +21,7 @@ import torch
 
 import ebmlab
 from ebmlab import files
-from ebmlab.cli import main
+from tests.cli_helpers import cli, sets
 from ebmlab.errors import CheckpointError, RunError
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training import run as runmod
@@ -43,14 +43,10 @@ def _ebmlab(*argv) -> list[str]:
 
 
 def _sets(*overrides: str) -> list[str]:
-    return [a for o in (*TINY, *overrides) for a in ("--set", o)]
+    return sets(TINY, *overrides)
 
 
-def _cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+_cli = cli
 
 
 def _one_sentence(code: int, err: str, status: int = 2) -> str:
