@@ -317,7 +317,7 @@ def train(method: str | None = None, data: Any = None, *, energy: nn.Module | No
     if resume_or_start(resume, run_dir, overwrite, x_mem):  # (x_mem: the run's own rows, not saved again)
         from ebmlab.training.run import check_resume_changes, relocation
         from ebmlab.training.run_data import run_dataset  # a changed data file is refused; rows given in memory:
-        cfg, place = relocation(run_dir, cfg) if x_mem is None else (cfg, None)  # data= a moved copy of the run's
+        cfg, place = relocation(run_dir, cfg)  # data= a moved copy of the run's file, or its own rows (data.npy)
         check_resume_changes(run_dir, cfg)  # before the data are read: another data.path is refused as such
         data_set = run_dataset(run_dir, cfg, relocate=place) if x_mem is None or run_dir.is_dir() else data_set
         return _train_in(run_dir, cfg, data_set, evaluate=evaluate, resume=True, relocate=place)

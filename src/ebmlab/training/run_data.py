@@ -128,16 +128,24 @@ def located_config(run_dir: Path, cfg: Config, info: dict | None) -> Config:
     stored = cfg.data.path
     if not stored:
         return cfg
-    d = (info or {}).get("data") or {}
+    d, here = (info or {}).get("data") or {}, _inside(run_dir, cfg, info)
+    if here is not None and here.exists():  # data that lay inside the run travel with it (before any record)
+        stored_at = Path(stored).expanduser()
+        if stored_at.exists() and here.resolve() == stored_at.resolve():
+            return cfg  # (the run where it was trained: its config as stored)
+        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(here.absolute())))
     if d.get(RELOCATED) and Path(d[RELOCATED]).exists():  # a data file outside the run, moved (record_relocation)
         return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=d[RELOCATED]))
-    inside, stored_at = d.get("path_in_run"), Path(stored).expanduser()
+    return cfg
+
+
+def _inside(run_dir: Path, cfg: Config, info: dict | None) -> Path | None:
+    """Where the run's data are inside ``run_dir`` when they lay inside the run at training time, else None."""
+    d = (info or {}).get("data") or {}
+    inside, stored_at = d.get("path_in_run"), Path(cfg.data.path).expanduser()
     if inside is None and d.get("sha256") and stored_at.name == DATA_FILE and not stored_at.exists():
         inside = DATA_FILE  # a run written before path_in_run
-    here = Path(run_dir) / inside if inside else None
-    if here is None or not here.exists() or (stored_at.exists() and here.resolve() == stored_at.resolve()):
-        return cfg  # (the run where it was trained: its config as stored)
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(here.absolute())))
+    return Path(run_dir) / inside if inside else None
 
 
 def data_fingerprint(info: dict | None) -> str | None:
@@ -163,15 +171,26 @@ def relocation(run_dir: Path, cfg: Config, stored: str | None) -> tuple[Config, 
     if not new or not stored:
         return cfg, None
     new, info = Path(new).expanduser(), read_run_info(run_dir)
-    want = data_fingerprint(info)
+    want, recorded = data_fingerprint(info), ((info or {}).get("data") or {}).get(RELOCATED)
     back = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=stored))
-    if new == Path(stored).expanduser() or (new.exists() and Path(stored).expanduser().exists()
-                                           and new.samefile(Path(stored).expanduser())):
-        recorded = ((info or {}).get("data") or {}).get(RELOCATED)
-        return back, ("" if recorded and want and _fingerprint_of(Path(stored)) == want else None)
-    if want is None or _fingerprint_of(new) != want:
-        return cfg, None
+    inside = _inside(run_dir, back, info)
+    if inside is not None and _same_file(new, inside):  # the run's own copy (data given in memory): read from the run
+        return back, ("" if recorded else None)
+    if _same_file(new, Path(stored).expanduser()):
+        return back, ("" if recorded and want and _fingerprint_of(Path(stored).expanduser()) == want else None)
+    if want is None:
+        return cfg, None  # (a run without a fingerprint: check_resume_changes refuses another path)
+    if not new.exists():
+        raise DataError(f"--resume --data {str(new)!r}: no such file or folder; give the place the run's data moved to")
+    if _fingerprint_of(new) != want:
+        raise DataError(f"{str(new)!r} holds other data than run {str(run_dir)!r} was trained on (its "
+                        f"{'SHA-256' if new.is_file() else 'listing of names and sizes'} differs from run.json's); "
+                        "--resume --data takes only a moved copy of the same bytes: train a new run on other data")
     return back, str(new.resolve())
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a == b or (a.exists() and b.exists() and a.samefile(b))
 
 
 def record_relocation(run_dir: Path, place: str | None) -> None:
