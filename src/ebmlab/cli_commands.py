@@ -148,7 +148,7 @@ def _fit_and_evaluate(args, run_dir: Path, ctx, trainer) -> int:
     if args.resume:
         trainer.resume(args.relocate)
         if ctx.is_main:
-            print(f"resumed {run_dir} at step {trainer.step}{relocation_note(args.relocate, cfg)}", flush=True)
+            print(f"resumed {run_dir} at step {trainer.step}{relocation_note(args.relocate, cfg, run_dir)}", flush=True)
     with checkpoint_on_sigterm():  # a SIGTERM stops after an update, checkpointed (TrainingStopped: cli._run)
         trainer.fit(on_sample=sample_hook)
     if not ctx.is_main:
@@ -279,7 +279,7 @@ def _output_file(path: Path) -> Path:
 def _not_replaced(out_file: Path, overwrite: bool) -> None:
     """Refuse a ``sample --out`` that would replace the user's files (the named file or the .png of the same name
     beside it, which the user did not name) unless ``--overwrite`` says so."""
-    existing = [str(f) for f in (out_file, out_file.with_suffix(".png")) if f.exists()]
+    existing = [str(f) for f in (out_file, out_file.with_suffix(".png")) if os.path.lexists(f)]  # (a dangling link too)
     if existing and not overwrite:
         raise ValueError(f"--out {str(out_file)!r}: {' and '.join(repr(f) for f in existing)} already "
                          f"exist{'s' if len(existing) == 1 else ''}; pass --overwrite to replace "

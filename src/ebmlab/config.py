@@ -351,14 +351,24 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         if "*" in value or "&" in value:
             raise
         parsed = value
-    if not isinstance(parsed, (bool, int, float)) and re.search(r"(^|\s)#", _QUOTED.sub('""', value)):
+    if not isinstance(parsed, (bool, int, float)) and _has_comment(value):
         # a comment cut the text (a number's is harmless; a ' #' inside quotes is the value's)
         raise ConfigError(f"--set {key}={value}: YAML reads ' #' as the start of a comment and drops the rest; quote "
                           f"the value ({key}='\"...\"') if the '#' belongs to it")
     return parts, parsed
 
 
-_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"' + r"|'(?:[^']|'')*'")  # a YAML double-quoted (escapes) or single-quoted span
+def _has_comment(value: str) -> bool:
+    """Whether YAML reads a comment in ``value``: a '#' at the start or after white space that no scalar holds. PyYAML's
+    own scanner says where the scalars are (a quote opens one only where YAML allows: in ``o'brien #2`` it does not);
+    text that is not YAML (taken whole) is judged by the '#' alone."""
+    hashes = [m.start() for m in re.finditer(r"(?:^|(?<=\s))#", value)]
+    try:
+        spans = [(t.start_mark.index, t.end_mark.index) for t in yaml.scan(value, Loader=yaml.SafeLoader)
+                 if isinstance(t, yaml.ScalarToken)]
+    except yaml.YAMLError:
+        return bool(hashes)
+    return any(not any(a <= i < b for a, b in spans) for i in hashes)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,

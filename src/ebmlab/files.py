@@ -84,7 +84,7 @@ def _place_new(tmp: Path, path: Path) -> None:
     except FileExistsError:
         raise
     except OSError:
-        if path.exists():
+        if os.path.lexists(path):
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
         os.replace(tmp, path)
         return

@@ -154,8 +154,9 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         if attempt < _READS - 1:
             time.sleep(0.05 * (attempt + 1))  # best.* replaced between the two reads: read the new pair
     else:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not match its sidecar ("
-                              f"{'size differs' if not size_ok else 'written by another save'}); it may be truncated")
+        why = ("size differs; it may be truncated" if not size_ok else "written by another save: one of the two "
+               "files was replaced or copied without the other")
+        raise CheckpointError(f"checkpoint {str(path)!r} does not match its sidecar ({why}); {OTHER_CHECKPOINT}")
     try:
         tensors = load(raw)
     except (SafetensorError, ValueError, RuntimeError) as exc:

@@ -5,7 +5,10 @@ Next to the shared ``step_N.safetensors`` (parameters, EMA, optimizer, rank 0's 
 written by rank 0 alone) every rank r writes ``step_N.rank{r}.safetensors`` with its rank-local
 tensors: the objective's non-parameter state (replay banks, time buffers, step-size controllers)
 and its RNG states, plus the SHA-256 of its parameters, the rank, the world size and the step in the
-file's metadata. Order: ``verify_replicas`` (collective), every rank writes its file, barrier, rank 0
+file's metadata (one key, ``rank_state``, holding them as sorted JSON: safetensors writes several keys
+in a random order, and identical runs must write identical files). Resume refuses a rank file of
+another step or of other parameters (another run's), and a rank that cannot restore its state stops
+every rank (``distributed.every_rank``) before rank 0 records anything. Order: ``verify_replicas`` (collective), every rank writes its file, barrier, rank 0
 writes the shared file (its sidecar, written last, marks the checkpoint complete), barrier. Resume
 loads the shared file on every rank, then this rank's file; the world size must be the same.
 On one process nothing is written or read here, but ``restore_rank_state`` still refuses a checkpoint
@@ -27,6 +30,7 @@ from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.distributed import DistContext, restore_generator, verify_replicas
 
 _RANK_FILE = re.compile(r"^step_(\d{8})\.rank(\d+)\.safetensors$")
+_STATE = "rank_state"  # the rank file's one metadata key (sorted JSON: rank, world_size, step, params_sha256)
 
 
 def rank_file(ckpt_dir: Path, step: int, rank: int) -> Path:
@@ -77,8 +81,8 @@ def save_rank_state(trainer) -> None:
     path = rank_file(trainer.run_dir / "checkpoints", trainer.step, ctx.rank)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in local_state(trainer).items()}
-    meta = {"rank": str(ctx.rank), "world_size": str(ctx.world_size), "step": str(trainer.step),
-            "params_sha256": params_digest(trainer.objective)}
+    meta = {_STATE: json.dumps({"rank": str(ctx.rank), "world_size": str(ctx.world_size), "step": str(trainer.step),
+                                "params_sha256": params_digest(trainer.objective)}, sort_keys=True)}
     ckpt._atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
     ctx.barrier()
 
@@ -91,7 +95,11 @@ def read_rank_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]
     try:
         data = Path(path).read_bytes()  # in memory, not mapped (checkpoint.load_checkpoint: Windows)
         head = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
-        return load(data), dict(head.get("__metadata__") or {})
+        meta = dict(head.get("__metadata__") or {})
+        meta = json.loads(meta[_STATE]) if _STATE in meta else meta  # (files before rank_state: the keys themselves)
+        if not isinstance(meta, dict):
+            raise ValueError(f"its {_STATE!r} metadata is not a JSON object")
+        return load(data), meta
     except Exception as exc:  # noqa: BLE001 -- safetensors raises several types for malformed files
         raise ckpt.CheckpointError(f"rank checkpoint {str(path)!r} could not be read as safetensors: {exc}") from None
 
@@ -125,7 +133,13 @@ def restore_rank_state(trainer, meta: dict) -> None:
                                    f"{ctx.world_size}; resume with --nproc_per_node/--nnodes giving {saved}")
     if not ctx.enabled:
         return
-    tensors, info = read_rank_file(rank_file(trainer.run_dir / "checkpoints", trainer.step, ctx.rank))
-    if int(info.get("step", -1)) != trainer.step:
+    path = rank_file(trainer.run_dir / "checkpoints", trainer.step, ctx.rank)
+    tensors, info = read_rank_file(path)
+    if str(info.get("step")) != str(trainer.step):
         raise ckpt.CheckpointError(f"rank file of rank {ctx.rank} is for step {info.get('step')}, not {trainer.step}")
+    digest = info.get("params_sha256")
+    if digest is not None and digest != params_digest(trainer.objective):
+        raise ckpt.CheckpointError(f"rank checkpoint {str(path)!r} was written with other parameters than "
+                                   f"step_{trainer.step:08d}.safetensors (another run's file?); {ckpt.RESUME_ADVICE}, "
+                                   "with every rank's file of that step")
     load_local_state(trainer, tensors)

@@ -50,14 +50,12 @@ DESIGN RULES (read before writing an objective that should train on several proc
    networks* (children of the objective that own parameters: spectral-norm vectors, which start
    random) are not sampler state: ``sync_network_buffers`` copies rank 0's before every forward,
    as DDP's ``broadcast_buffers`` does, so every rank evaluates the same function.
-5. Checkpoints (``training/dist_checkpoint.py``): only rank 0 writes the shared ``step_N.safetensors`` (parameters, EMA, optimizer,
-   and rank 0's own buffers/RNG, so ``ebmlab sample``/``eval`` and 1-process resume of rank 0 work
-   as usual). Every rank r writes ``step_N.rank{r}.safetensors`` with its rank-local state (objective
-   buffers and RNG states) and the SHA-256 of its parameters in the file's metadata. Order: all
-   rank files, barrier, rank 0 writes the shared file (its sidecar, written last, marks the
-   checkpoint complete), barrier. Before saving, ``verify_replicas`` checks that the parameters
-   are bit-identical on all ranks and raises otherwise. Resume needs the same world size (checked)
-   and restores every rank's state; the run directory must be on a filesystem every node sees.
+5. Checkpoints (``training/dist_checkpoint.py`` has the order of writes): rank 0 alone writes the shared
+   ``step_N.safetensors`` (parameters, EMA, optimizer, rank 0's buffers/RNG: ``ebmlab sample``/``eval`` and a
+   1-process resume of rank 0 work as usual); every rank r writes ``step_N.rank{r}.safetensors`` (its buffers,
+   RNG states and the SHA-256 of its parameters), after ``verify_replicas`` found the parameters bit-identical.
+   Resume needs the same world size and every rank's own file (a rank that cannot restore stops every rank:
+   ``every_rank``); the run directory must be on a filesystem every node sees.
 6. Logging: metrics are averaged over ranks (``average_metrics``) before rank 0 logs them; only
    rank 0 writes logs, plots, samples, checkpoints and the final evaluation.
 7. Backends: NCCL when the device is CUDA (each process takes ``cuda:LOCAL_RANK``), gloo on CPU.
@@ -180,19 +178,34 @@ def teardown() -> None:
     _CONTEXT = None
 
 
+def _attempt(fn) -> Exception | None:  # the exception fn() raises, or None
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 -- re-raised on every rank by the callers
+        return exc
+    return None
+
+
 def main_first(ctx: DistContext, fn) -> None:
     """Run ``fn`` on rank 0 only (e.g. preparing the run directory); every rank then raises the
     exception rank 0 raised, so that a user error stops all processes with the same message."""
-    err = None
-    if ctx.is_main:
-        try:
-            fn()
-        except Exception as exc:  # noqa: BLE001 -- re-raised below on every rank
-            err = exc
+    err = _attempt(fn) if ctx.is_main else None
     if ctx.enabled:
         box = [err]
         dist.broadcast_object_list(box, src=0)  # our own processes only; never user data
         err = box[0]
+    if err is not None:
+        raise err
+
+
+def every_rank(ctx: DistContext, fn) -> None:
+    """Run ``fn`` on every rank (e.g. reading its rank file); when one raises, every rank raises (its own exception,
+    else the lowest failing rank's): none goes on to write the run's files, or waits in a collective, after one refused."""
+    err = _attempt(fn)
+    if ctx.enabled:
+        errs = [None] * ctx.world_size
+        dist.all_gather_object(errs, err)  # our own processes only; never user data
+        err = err or next((e for e in errs if e is not None), None)
     if err is not None:
         raise err
 

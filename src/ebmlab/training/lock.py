@@ -105,23 +105,30 @@ def _holder(fd: int) -> dict:
         return {}
 
 
+def _pid(info: dict) -> int | None:
+    """The pid ``info`` names, or None (JSON's ``true`` is a Python int, not a pid)."""
+    pid = info.get("pid")
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+
+
 def _describe(info: dict) -> str:
     return f"pid {info.get('pid', '?')} on host {info.get('host', '?')}" if info else "another process"
 
 
 def holder(run_dir: Path) -> str | None:
-    """Who holds ``run_dir``'s lock ("pid N on host H"), or None: read from ``run.lock`` without locking it (a reader
-    must not take, even for an instant, the lock a starting trainer needs). A file naming a pid on this host that
-    has ended is none; one of another host counts (its liveness cannot be seen from here)."""
+    """Who holds ``run_dir``'s lock ("pid N on host H"), or None: read from ``run.lock``, whose lock is only probed
+    (``_free``: a shared lock dropped at once, which a starting trainer's ``_lock`` waits out). A file naming a pid on this host that
+    has ended is none, and so is a file whose lock nobody holds (a killed trainer's, whose pid may live on reused:
+    even this process's own); where the lock cannot be probed (no ``flock``), a live pid or another host counts."""
     try:
         info = json.loads((Path(run_dir) / LOCK_NAME).read_text(encoding="utf-8") or "{}")
     except (OSError, ValueError, UnicodeDecodeError):
         return None
-    pid = info.get("pid") if isinstance(info, dict) else None
-    if not isinstance(pid, int) or (info.get("host") == socket.gethostname() and not _alive(pid)):
+    pid = _pid(info) if isinstance(info, dict) else None
+    if pid is None or (info.get("host") == socket.gethostname() and not _alive(pid)):
         return None
-    if info.get("host") != socket.gethostname() and _free(Path(run_dir) / LOCK_NAME):
-        return None  # another host's process ended (a rebooted node): its file lock went with it
+    if _free(Path(run_dir) / LOCK_NAME):
+        return None  # its process ended (killed, a rebooted node): its file lock went with it
     return _describe(info)
 
 
@@ -187,11 +194,11 @@ class RunLock:
         if not same:
             return None
         info, host = _holder(fd), socket.gethostname()
-        pid = info.get("pid")
-        if (isinstance(pid, int) and info.get("host") == host and pid != os.getpid() and _alive(pid)):
+        pid = _pid(info)
+        if (pid is not None and info.get("host") == host and pid != os.getpid() and _alive(pid)):
             raise RunError(f"{busy} ({_describe(info)}); wait for it to finish, or delete "
                            f"{str(path)!r} if no ebmlab process is running there")
-        if not flocked and isinstance(pid, int) and info.get("host") != host:  # no lock to prove it ended
+        if not flocked and pid is not None and info.get("host") != host:  # no lock to prove it ended
             raise RunError(f"{busy} ({_describe(info)}, whose liveness this file system cannot show: it has no "
                            f"file locks); wait for it to finish, or delete {str(path)!r} if no ebmlab process is "
                            "running there")

@@ -222,7 +222,8 @@ class Trainer:
         if self.cfg.train.steps < self.step:  # nothing to train, and config.yaml would say fewer steps than ran
             raise ConfigError(f"--resume to train.steps {self.cfg.train.steps}: the run is already at step "
                               f"{self.step} ({path.name}); give train.steps >= {self.step}")
-        dist_checkpoint.restore_rank_state(self, meta)  # world size check; this rank's buffers and RNGs
+        # world size check; this rank's buffers and RNGs (a rank file missing on one rank stops every rank)
+        distributed.every_rank(self.dist, lambda: dist_checkpoint.restore_rank_state(self, meta))
         resume_threads(self.cfg.train.threads, self.device, meta.get("threads"))
         if self.selector is not None:
             self.selector.resume(self.step)

@@ -27,7 +27,7 @@ __all__ = ["DATA_FILE", "INFO_NAME", "RELOCATED", "data_file", "data_fingerprint
 
 INFO_NAME = "run.json"
 DATA_FILE = "data.npy"  # ebmlab.train's copy of data given in memory (``api.py``)
-RELOCATED = "relocated"  # run.json's data key: where a moved data file outside the run is read now
+RELOCATED = "relocated"  # run.json's data key: where a moved data file is read now (inside the run: relative to it)
 
 
 def data_file(cfg: Config) -> Path | None:
@@ -134,8 +134,9 @@ def located_config(run_dir: Path, cfg: Config, info: dict | None) -> Config:
         if stored_at.exists() and here.resolve() == stored_at.resolve():
             return cfg  # (the run where it was trained: its config as stored)
         return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(here.absolute())))
-    if d.get(RELOCATED) and Path(d[RELOCATED]).exists():  # a data file outside the run, moved (record_relocation)
-        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=d[RELOCATED]))
+    place = Path(run_dir) / d[RELOCATED] if d.get(RELOCATED) else None  # (a place inside the run is relative to it)
+    if place is not None and place.exists():  # a moved data file (record_relocation)
+        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(place)))
     return cfg
 
 
@@ -181,12 +182,13 @@ def relocation(run_dir: Path, cfg: Config, stored: str | None) -> tuple[Config, 
     if want is None:
         return cfg, None  # (a run without a fingerprint: check_resume_changes refuses another path)
     if not new.exists():
-        raise DataError(f"--resume --data {str(new)!r}: no such file or folder; give the place the run's data moved to")
+        raise DataError(f"data.path {str(new)!r}: no such file or folder; give the place run {str(run_dir)!r}'s data "
+                        "moved to")
     if _fingerprint_of(new) != want:
         raise DataError(f"{str(new)!r} holds other data than run {str(run_dir)!r} was trained on (its "
                         f"{'SHA-256' if new.is_file() else 'listing of names and sizes'} differs from run.json's); "
-                        "--resume --data takes only a moved copy of the same bytes: train a new run on other data")
-    return back, str(new.resolve())
+                        "a resume takes only a moved copy of the same bytes: train a new run on other data")
+    return back, _path_in_run(run_dir, str(new)) or str(new.resolve())  # inside the run: relative (a copy reads its own)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -204,11 +206,11 @@ def record_relocation(run_dir: Path, place: str | None) -> None:
     write_text_atomic(Path(run_dir) / INFO_NAME, json.dumps(info, indent=1))
 
 
-def relocation_note(place: str | None, cfg: Config) -> str:
+def relocation_note(place: str | None, cfg: Config, run_dir: Path) -> str:
     """What a resume's ``relocation`` changed in run.json, as the end of the CLI's "resumed RUN at step N" line."""
     if place is None:
         return ""
-    return (f", its data file read at {place} (moved from {cfg.data.path}, the same SHA-256; recorded in run.json)"
+    return (f", its data file read at {Path(run_dir) / place} (moved from {cfg.data.path}, the same SHA-256; recorded in run.json)"
             if place else f", its data file read at {cfg.data.path} again (the moved copy forgotten)")
 
 
