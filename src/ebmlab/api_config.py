@@ -76,5 +76,5 @@ def validated(raw: dict) -> Config:
 def absolute_data_path(cfg: Config) -> None:
     """A relative ``data.path``, or one starting with ``~``, made absolute (against the current directory): what
     config.yaml and run.json store, which every later command reads as it is."""
-    if cfg.data.path and (str(cfg.data.path).startswith("~") or not Path(cfg.data.path).is_absolute()):
+    if cfg.data.path and not Path(cfg.data.path).is_absolute():  # (``~/x`` is not absolute)
         cfg.data.path = str(Path(cfg.data.path).expanduser().absolute())

@@ -211,15 +211,22 @@ def test_resume_data_naming_the_stored_file_through_a_symlink_is_no_relocation(t
     assert _relocated(run) is None and "recorded in run.json" not in out, out
 
 
+# WAS A BUG (the report's item 7): a run on rows given in memory, resumed with a file of the same bytes elsewhere,
+# recorded that file in run.json though the run reads its own data.npy (an untrue record, used once data.npy is gone)
 def test_pointing_an_in_memory_run_at_its_own_data_npy_drops_a_recorded_place(tmp_path, capsys):
-    """(Catches ``relocation`` keeping the record for the run's own data.npy.) A run on rows given in memory, once
-    resumed with a file of the same bytes elsewhere (recorded), then pointed at its own data.npy: the record goes."""
+    """(Catches ``relocation`` keeping the record for the run's own data.npy.) A run on rows given in memory, resumed
+    with a file of the same bytes elsewhere: nothing recorded while its data.npy is there, recorded once it is gone;
+    then pointed at its own data.npy again: the record goes."""
     rows = np.random.default_rng(5).normal(size=(120, 2)).astype(np.float32)
     run = tmp_path / "m"
     ebmlab.train(data=rows, out=run, overrides=VEC, evaluate=False)
     np.save(tmp_path / "same.npy", rows)
+    ebmlab.train(data=tmp_path / "same.npy", out=run, resume=True, overrides=[*VEC, "train.steps=5"], evaluate=False)
+    assert _relocated(run) is None
+    (run / "data.npy").rename(tmp_path / "held.npy")
     ebmlab.train(data=tmp_path / "same.npy", out=run, resume=True, overrides=[*VEC, "train.steps=6"], evaluate=False)
     assert _relocated(run) == str((tmp_path / "same.npy").resolve())
+    (tmp_path / "held.npy").rename(run / "data.npy")
     code, out, err = cli(capsys, "train", "--out", run, "--resume", "--data", run / "data.npy", "--set", "train.steps=8")
     assert code == 0, err
     assert _relocated(run) is None, _relocated(run)

@@ -175,8 +175,9 @@ def relocation(run_dir: Path, cfg: Config, stored: str | None) -> tuple[Config, 
     want, recorded = data_fingerprint(info), ((info or {}).get("data") or {}).get(RELOCATED)
     back = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=stored))
     inside = _inside(run_dir, back, info)
-    if inside is not None and _same_file(new, inside):  # the run's own copy (data given in memory): read from the run
-        return back, ("" if recorded else None)
+    own = inside is not None and inside.exists() and new.exists() and _fingerprint_of(new) == want
+    if inside is not None and (_same_file(new, inside) or own):  # the run's own copy (data given in memory) is read
+        return back, ("" if recorded else None)  # from the run: nothing elsewhere recorded (an earlier record dropped)
     if _same_file(new, Path(stored).expanduser()):
         return back, ("" if recorded and want and _fingerprint_of(Path(stored).expanduser()) == want else None)
     if want is None:
