@@ -15,7 +15,7 @@ from ebmlab.data import build_dataset
 from ebmlab.data.dataset import array_dataset, split_validation
 from ebmlab.errors import CheckpointError, DataError
 from ebmlab.experiments import leaderboard
-from ebmlab.training import selection
+from ebmlab.training import heldout, selection
 from ebmlab.training.config import load_config
 from ebmlab.training.evaluate import final_evaluation
 from ebmlab.training.logging import read_metrics
@@ -320,7 +320,7 @@ def test_paired_checks_draw_the_same_noise(tmp_path, monkeypatch, paired):
     its step."""
     seeds = []
 
-    def score(objective, data, n, generator):
+    def score(objective, data, n, generator, ref=None):
         seeds.append(generator.initial_seed())
         return 1.0
     monkeypatch.setattr(selection, "validation_score", score)
@@ -336,7 +336,7 @@ def test_a_real_check_scores_samples_against_the_validation_rows(tmp_path):
     assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
     assert metrics["val_energy_distance"] == min(scores)
     # the prior against the validation rows: a score the same function gives by hand
-    z = selection.zscorer(trainer.data)
+    z = heldout.zscorer(trainer.data)
     from ebmlab.metrics.distances import energy_distance
     prior = trainer.objective.prior(200, torch.Generator().manual_seed(0))
     assert energy_distance(z(prior), z(trainer.data.val), unbiased=True) > 0.1  # far from the mixture's rows
@@ -510,7 +510,7 @@ def test_validation_terms_are_the_scores_cross_term_per_row(tmp_path):
     obj, data = trainer.objective, trainer.data
     score, rows = selection.validation_terms(obj, data, 300, torch.Generator().manual_seed(5))
     assert score == pytest.approx(selection.validation_score(obj, data, 300, torch.Generator().manual_seed(5)))
-    z = selection.zscorer(data)
+    z = heldout.zscorer(data)
     x = z(obj.sample(300, generator=torch.Generator().manual_seed(5)).x).double()
     y = z(data.val).double()
     assert rows.shape == (len(data.val),)

@@ -204,7 +204,7 @@ def check_vectors(arr: np.ndarray, where: str, min_rows: int = MIN_ROWS) -> torc
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).any(1).sum())
         raise DataError(f"{where} contains NaN or inf values in {bad} row(s); clean them first")
-    top = float(np.abs(arr).max())
+    top = max(abs(float(arr.max())), abs(float(arr.min())))  # (no copy of the rows, as np.abs(arr) would make)
     if top > FLOAT32_MAX:
         raise DataError(f"{where} holds values up to {top:.3g}, beyond the float32 range "
                         f"(about 3.4e38) that training uses; rescale the data")

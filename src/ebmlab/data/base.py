@@ -34,7 +34,7 @@ class Affine:
         float64 and returns float32 rows (the networks' dtype); a float32 one computes in ``x``'s dtype."""
         wide = self.dtype == torch.float64
         x = x.double() if wide else x
-        z = (x - self.shift.to(x)) / self.scale.to(x)
+        z = (x - self.shift.to(x)).div_(self.scale.to(x))  # (in place: one temporary of the rows, not two)
         z = z if self.matrix is None else z @ self.matrix.to(z).T
         return z.float() if wide else z
 

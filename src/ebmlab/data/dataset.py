@@ -53,11 +53,29 @@ def _standardiser(x: Tensor, on: bool, whiten: bool = False) -> Affine:
         if dtype == torch.float64:
             check_rounding(x.numpy(), "the data (data.standardize false: the networks read them in float32)")
         return Affine(torch.zeros(x.shape[1], dtype=dtype), torch.ones(x.shape[1], dtype=dtype))
-    x64 = x.double()  # float32 squares overflow for values beyond ~1e19
-    mean, std = x64.mean(0), column_scale(x64.std(0), CONSTANT_SCALE)
+    mean, std = column_stats(x)  # in float64: float32 squares overflow for values beyond ~1e19
+    std = column_scale(std, CONSTANT_SCALE)
     if not whiten:
         return Affine(mean.to(dtype), std.to(dtype))
-    return Affine(mean.to(dtype), std.to(dtype), *_zca((x64 - mean) / std))  # (W float32: it acts on O(1) rows)
+    return Affine(mean.to(dtype), std.to(dtype), *_zca((x.double() - mean) / std))  # (W float32: acts on O(1) rows)
+
+
+STATS_BLOCK = 1 << 22  # values per float64 block of column_stats (32 MB)
+
+
+def column_stats(x: Tensor, fn=None) -> tuple[Tensor, Tensor]:
+    """Each column's mean and std (D,), float64, of the rows ``fn(x)`` (N, D) (``fn``: a row-wise map, e.g. to data
+    coordinates), without a float64 copy of them all: rows that fit ``STATS_BLOCK`` values in one piece (the
+    arithmetic they always had), more in blocks of rows (two passes: the sums, then the squared deviations)."""
+    fn = fn or (lambda rows: rows)
+    step = max(1, STATS_BLOCK // max(1, x[0].numel()))
+    if x.shape[0] <= step:
+        x64 = fn(x).double()
+        return x64.mean(0), x64.std(0)
+    blocks = [slice(i, i + step) for i in range(0, x.shape[0], step)]
+    mean = sum(fn(x[b]).double().sum(0) for b in blocks) / x.shape[0]
+    var = sum((fn(x[b]).double() - mean).square().sum(0) for b in blocks) / (x.shape[0] - 1)
+    return mean, var.sqrt()
 
 
 def column_scale(std: Tensor, constant: float) -> Tensor:

@@ -5,7 +5,9 @@ on the same training rows (model coordinates) as the EBMs, and scored by the sam
   ``GMM_COMPONENTS`` x ``GMM_COVARIANCES``; each candidate is fitted on 80 % of the training rows and
   scored by its mean log-likelihood on the other 20 % (a validation split of the training rows, never
   the held-out test split); the best is refitted on all training rows. A candidate that cannot be fitted
-  (more components than half the fitting rows, a singular covariance) is skipped and its reason kept.
+  (more components than half the fitting rows, a singular covariance) is skipped and its reason kept. At most
+  ``GMM_MAX_ROWS`` training rows, drawn at random (EM's cost grows with the rows times the dimension squared: a
+  million rows of 100 columns kept ``model.base: gmm`` fitting for minutes before the first update).
 - ``fit_kde``: ``sklearn.neighbors.KernelDensity`` with a Gaussian kernel (Parzen 1962), the bandwidth
   chosen from ``KDE_BANDWIDTHS`` (in units of the standardised coordinates) by ``GridSearchCV``
   (``KDE_FOLDS``-fold cross-validated held-out log-likelihood), on at most ``KDE_MAX_ROWS`` training rows
@@ -26,6 +28,7 @@ GMM_COMPONENTS = (1, 2, 4, 8, 16)
 GMM_COVARIANCES = ("full", "diag")
 KDE_BANDWIDTHS = tuple(float(b) for b in np.logspace(-1.5, 0.5, 9))  # 0.032 ... 3.2 standard deviations
 KDE_FOLDS, KDE_MAX_ROWS, VALIDATION_SHARE = 3, 5000, 0.2
+GMM_MAX_ROWS = 20_000  # (the leaderboard's toys train on 20,000 rows: fitted on all of them)
 
 
 @dataclass
@@ -58,6 +61,11 @@ def _rows(x: Tensor) -> np.ndarray:
     return x.detach().cpu().reshape(len(x), -1).double().numpy()
 
 
+def _subsample(x: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """At most ``cap`` rows of ``x``, drawn without replacement with ``seed`` (all of them, in order, when fewer)."""
+    return x[np.random.default_rng(seed).permutation(len(x))[:cap]] if len(x) > cap else x
+
+
 def _split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
     n_val = max(1, round(n * VALIDATION_SHARE))
@@ -68,7 +76,7 @@ def fit_gmm(train: Tensor, seed: int = 0, components=GMM_COMPONENTS, covariances
     """The best ``GaussianMixture`` by validation log-likelihood (module docstring), refitted on all rows."""
     from sklearn.mixture import GaussianMixture
 
-    x = _rows(train)
+    x = _subsample(_rows(train), GMM_MAX_ROWS, seed)
     fit_idx, val_idx = _split(len(x), seed)
     search, best = {}, None
     for cov in covariances:
@@ -97,9 +105,7 @@ def fit_kde(train: Tensor, seed: int = 0, bandwidths=KDE_BANDWIDTHS) -> FittedBa
     from sklearn.model_selection import GridSearchCV, KFold
     from sklearn.neighbors import KernelDensity
 
-    x = _rows(train)
-    if len(x) > KDE_MAX_ROWS:
-        x = x[np.random.default_rng(seed).permutation(len(x))[:KDE_MAX_ROWS]]
+    x = _subsample(_rows(train), KDE_MAX_ROWS, seed)
     cv = KFold(KDE_FOLDS, shuffle=True, random_state=seed)
     grid = GridSearchCV(KernelDensity(kernel="gaussian"), {"bandwidth": list(bandwidths)}, cv=cv).fit(x)
     # the cross-validated held-out log-likelihood (summed over each fold, averaged over folds) per bandwidth
@@ -110,5 +116,5 @@ def fit_kde(train: Tensor, seed: int = 0, bandwidths=KDE_BANDWIDTHS) -> FittedBa
 
 BASELINES = {"gmm": fit_gmm, "kde": fit_kde}  # name -> fn(train, seed) -> FittedBaseline
 
-__all__ = ["BASELINES", "GMM_COMPONENTS", "GMM_COVARIANCES", "KDE_BANDWIDTHS", "FittedBaseline", "fit_gmm",
+__all__ = ["BASELINES", "GMM_COMPONENTS", "GMM_COVARIANCES", "GMM_MAX_ROWS", "KDE_BANDWIDTHS", "FittedBaseline", "fit_gmm",
            "fit_kde"]

@@ -10,22 +10,24 @@ from torch import Tensor
 
 
 def _mean_pdist(a: Tensor, b: Tensor, chunk: int = 2048) -> Tensor:
-    total = torch.zeros((), dtype=torch.float64)
+    total, b = torch.zeros((), dtype=torch.float64), b.double()
     for i in range(0, a.shape[0], chunk):
-        total += torch.cdist(a[i:i + chunk].double(), b.double()).sum()
+        total += torch.cdist(a[i:i + chunk].double(), b).sum()
     return total / (a.shape[0] * b.shape[0])
 
 
-def energy_distance(x: Tensor, y: Tensor, unbiased: bool = False) -> float:
+def energy_distance(x: Tensor, y: Tensor, unbiased: bool = False, y_self: Tensor | None = None) -> float:
     """Székely's energy distance 2E|X-Y| - E|X-X'| - E|Y-Y'| (0 iff equal in law). V-statistic by default
     (the within-set means include each point's zero distance to itself: biased up by about
     E|X-X'|/n + E|Y-Y'|/m); ``unbiased=True`` leaves those out (the U-statistic, for sets of different
-    sizes, whose V-statistic biases differ)."""
+    sizes, whose V-statistic biases differ). ``y_self``: ``self_mean(y, unbiased)`` computed once for a fixed ``y``
+    scored against many ``x`` (its m^2 distances dominate when m is large)."""
     x, y = x.flatten(1), y.flatten(1)
-    return float(2 * _mean_pdist(x, y) - _self_mean(x, unbiased) - _self_mean(y, unbiased))
+    y_self = self_mean(y, unbiased) if y_self is None else y_self
+    return float(2 * _mean_pdist(x, y) - self_mean(x, unbiased) - y_self)
 
 
-def _self_mean(a: Tensor, unbiased: bool) -> Tensor:
+def self_mean(a: Tensor, unbiased: bool) -> Tensor:
     """E|A-A'| over all n^2 pairs, or (``unbiased``) over the n(n-1) pairs of distinct points."""
     n = a.shape[0]
     if not unbiased:

@@ -13,12 +13,13 @@ over independently seeded draws (``ebmlab eval --heldout-draws K --draw-seed S``
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ebmlab.data.dataset import column_scale
-from ebmlab.metrics.distances import energy_distance
+from ebmlab.data.dataset import column_scale, column_stats
+from ebmlab.metrics.distances import energy_distance, self_mean
 from ebmlab.samplers.progress import sampling_progress
 
 
@@ -26,12 +27,63 @@ def zscorer(data) -> Callable[[Tensor], Tensor]:
     """model coordinates (B, D) -> z-scored data coordinates (B, D) float64: each column centred and scaled
     by the training rows' mean and std, whatever the model's own transform (whitening, none); a constant column by
     the widest column's std (a 1e-12 floor put samples 1e-8 off a column of zeros 1e4 z-units away)."""
-    train = data.transform.to_data(data.train).double()  # (N, D)
-    mean, std = train.mean(0), column_scale(train.std(0), 1.0)  # a constant column in the widest column's units
+    mean, std = column_stats(data.train, data.transform.to_data)  # (D,) float64, without a float64 copy of the rows
+    std = column_scale(std, 1.0)  # a constant column in the widest column's units
     return lambda x: (data.transform.to_data(x.detach().cpu().float()).double() - mean) / std
 
 
-def heldout_energy_distance(objective, data, n: int, generator, samples: torch.Tensor | None = None) -> dict:
+VALIDATION_ROWS = 5000  # validation rows a check scores against at most (the held-out split's default size)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Rows scored against in z-scored data coordinates (``rows``, (m, D) float64), with their z-scoring ``z`` and
+    their own mean distance (``self_term``, the U-statistic's E|Y - Y'|): made once (``reference``) and shared by
+    every score against the same rows, so that a validation check costs n x m distances, not also m x m."""
+    z: Callable[[Tensor], Tensor]
+    rows: Tensor
+    self_term: Tensor
+
+    def energy_distance(self, x: Tensor) -> float:
+        """The energy distance (U-statistic) between samples ``x`` (model coordinates) and the rows."""
+        return energy_distance(self.z(x), self.rows, unbiased=True, y_self=self.self_term)
+
+
+def reference(data, rows: Tensor, cap: int | None = None) -> Reference:
+    """The ``Reference`` of ``rows`` (model coordinates; the first ``cap`` when given: the splits come in random
+    order) of ``data``."""
+    z = zscorer(data)
+    y = z(rows if cap is None else rows[:cap])
+    return Reference(z, y, self_mean(y, unbiased=True))
+
+
+def validation_score(objective, data, n: int, generator: torch.Generator, ref: Reference | None = None) -> float:
+    """The energy distance between ``n`` samples of ``objective`` and the validation rows (``data.val``, the first
+    ``VALIDATION_ROWS``) in z-scored data coordinates; ``ref``: their ``reference``, made once by the caller."""
+    ref = ref or reference(data, data.val, VALIDATION_ROWS)
+    return ref.energy_distance(objective.sample(n, generator=generator).x)
+
+
+def validation_terms(objective, data, n: int, generator: torch.Generator,
+                     ref: Reference | None = None) -> tuple[float, Tensor]:
+    """``validation_score`` of one draw and its per-row terms (m,): 2 E|X - y_j| over the draw's samples X for
+    each validation row y_j (float64; what a difference of two scores on the same rows varies with)."""
+    ref = ref or reference(data, data.val, VALIDATION_ROWS)
+    x = ref.z(objective.sample(n, generator=generator).x)  # (n, D) float64
+    rows = 2 * _mean_over_rows(x, ref.rows)  # (m,)
+    return energy_distance(x, ref.rows, unbiased=True, y_self=ref.self_term), rows
+
+
+def _mean_over_rows(x: Tensor, y: Tensor, block: int = 2048) -> Tensor:
+    """The mean over the rows of ``x`` (n, D) of their distance to each row of ``y`` (m, D): (m,), in blocks of
+    ``block`` rows of ``x`` (fewer in one piece, the arithmetic it always had)."""
+    if x.shape[0] <= block:
+        return torch.cdist(x, y).mean(0)
+    return sum(torch.cdist(x[i:i + block], y).sum(0) for i in range(0, x.shape[0], block)) / x.shape[0]
+
+
+def heldout_energy_distance(objective, data, n: int, generator, samples: torch.Tensor | None = None,
+                            ref: Reference | None = None) -> dict:
     """For data without an exact sampler: the energy distance (U-statistic) between ``n`` samples
     (``samples``, model coordinates, or drawn here) and every held-out row, in *z-scored data coordinates*
     (each column centred and scaled by the training rows' mean and std, whatever the model's own transform),
@@ -44,12 +96,11 @@ def heldout_energy_distance(objective, data, n: int, generator, samples: torch.T
         return {}
     if samples is None:
         samples = objective.sample(n, generator=generator).x
-    z = zscorer(data)  # model coordinates -> z-scored data coordinates, (B, D)
+    ref = ref or reference(data, data.test)  # every held-out row, their own distances computed once
     g = torch.Generator().manual_seed(0)
     rows = data.train[torch.randperm(data.train.shape[0], generator=g)[:n]]
     sets = {"": samples, "_train": rows, "_noise": objective.prior(n, generator=generator)}
-    test = z(data.test)
-    return {f"sample_energy_distance_heldout{k}": energy_distance(z(x), test, unbiased=True) for k, x in sets.items()}
+    return {f"sample_energy_distance_heldout{k}": ref.energy_distance(x) for k, x in sets.items()}
 
 
 def heldout_draws(objective, data, n: int, draws: int, seed: int) -> dict:
@@ -57,7 +108,8 @@ def heldout_draws(objective, data, n: int, draws: int, seed: int) -> dict:
     seeded ``seed + k``: one draw is a noisy reading when the sampler's draws are heavy-tailed (AIS on a small
     table: docs/data_defaults.md). ``sample_energy_distance_heldout_draws`` (each), ``..._mean`` and the seeds."""
     dev = next(objective.parameters()).device
-    values = [heldout_energy_distance(objective, data, n, torch.Generator(dev).manual_seed(seed + k))
+    ref = reference(data, data.test)
+    values = [heldout_energy_distance(objective, data, n, torch.Generator(dev).manual_seed(seed + k), ref=ref)
               ["sample_energy_distance_heldout"] for k in range(draws)]
     return {"sample_energy_distance_heldout_draws": values,
             "sample_energy_distance_heldout_mean": sum(values) / draws, "heldout_draw_seeds": [seed, seed + draws - 1]}

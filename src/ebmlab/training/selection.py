@@ -7,8 +7,9 @@ result on a validation split"). So every ``train.select_every`` updates, and aft
 weights that evaluation uses (the EMA's, the network in eval mode) are scored:
 
     score = energy distance (U-statistic) between ``SELECT_SAMPLES`` samples of the method's own
-            generation procedure (``Objective.sample``) and the validation rows (``data.val_fraction``),
-            both in z-scored data coordinates (the training rows' column means and stds)
+            generation procedure (``Objective.sample``) and the validation rows (``data.val_fraction``;
+            at most ``heldout.VALIDATION_ROWS`` of them, in random order: their own m x m distances are
+            computed once per run), both in z-scored data coordinates (the training rows' column means and stds)
 
 that is, ``sample_energy_distance_heldout`` (``training/heldout.py``) on rows that no weight and no statistic has
 seen. One check's score is noisy (a few dozen validation rows, one draw of a sampler whose draws are heavy-tailed),
@@ -63,29 +64,13 @@ import torch
 
 from ebmlab.devices import to_float64
 from ebmlab.files import atomic_write
-from ebmlab.metrics.distances import energy_distance
 from ebmlab.training import checkpoint as ckpt
-from ebmlab.training.heldout import zscorer
+from ebmlab.training.heldout import VALIDATION_ROWS, reference, validation_score, validation_terms
 
 LIKELIHOOD_DRAWS = 10_000  # exact base draws of select_likelihood's normaliser: forward passes only
 SELECT_SAMPLES = 1000  # samples per check: ~1/20 of 50 updates' time for the default MLP on a table
 _SEED_OFFSET = 7919    # the checks' generator: train.seed + this, advanced by the step unless paired (training's own
                        # streams untouched)
-
-
-def validation_score(objective, data, n: int, generator: torch.Generator) -> float:
-    """The energy distance between ``n`` samples of ``objective`` and ``data.val`` (z-scored data coordinates)."""
-    z = zscorer(data)
-    return energy_distance(z(objective.sample(n, generator=generator).x), z(data.val), unbiased=True)
-
-
-def validation_terms(objective, data, n: int, generator: torch.Generator) -> tuple[float, torch.Tensor]:
-    """``validation_score`` of one draw and its per-row terms (m,): 2 E|X - y_j| over the draw's samples X for
-    each validation row y_j (float64; what a difference of two scores on the same rows varies with)."""
-    z = zscorer(data)
-    x, y = z(objective.sample(n, generator=generator).x), z(data.val)
-    rows = 2 * torch.cdist(to_float64(x.flatten(1)), to_float64(y.flatten(1))).mean(0)  # (n, m) -> (m,)
-    return energy_distance(x, y, unbiased=True), rows.cpu()
 
 
 def likelihood_gain(objective, data, n: int, generator: torch.Generator) -> float:
@@ -147,6 +132,7 @@ class Selector:
         self._since: tuple[float, int] | None = None  # (clock, step) when the last check ended: the updates since
         self._warned = False
         self.best_gain = math.nan  # with likelihood: the chosen check's likelihood_gain
+        self._ref = (None, None)  # (data, its validation rows' reference): made at the first check
 
     def due(self, step: int, last: bool) -> bool:
         """Whether ``step`` is checked: every ``every`` updates and the last one."""
@@ -207,9 +193,9 @@ class Selector:
                 for _ in range(self.draws):  # the draws follow each other on the one generator
                     try:
                         if self.margin is None:
-                            score = validation_score(obj, trainer.data, self.n, g)
+                            score = validation_score(obj, trainer.data, self.n, g, self._reference(trainer.data))
                         else:
-                            score, rows = validation_terms(obj, trainer.data, self.n, g)
+                            score, rows = validation_terms(obj, trainer.data, self.n, g, self._reference(trainer.data))
                     except FloatingPointError:
                         return math.nan
                     if math.isnan(score):
@@ -224,6 +210,12 @@ class Selector:
                 return worst
         finally:
             obj.train(mode)
+
+    def _reference(self, data):
+        """The validation rows' ``heldout.reference``, made once per ``data`` (a refit's data: again)."""
+        if self._ref[0] is not data:
+            self._ref = (data, reference(data, data.val, VALIDATION_ROWS))
+        return self._ref[1]
 
     def _decide(self, index: int, step: int, weights) -> None:
         """Check ``index`` (at ``step``) becomes the best when its window's mean beats every earlier one's."""
