@@ -196,3 +196,18 @@ def test_the_mixture_base_is_fitted_on_at_most_gmm_max_rows(monkeypatch):
     fitted = baselines.fit_gmm(x, components=(1, 2), covariances=("diag",))
     assert rows == [240, 240, 300]  # the search on 80 % of the 300, the refit on all 300
     assert fitted.chosen["n_components"] in (1, 2)
+
+
+# WAS A BUG (met measuring the round's fixes at 1M x 100: a 2.45 GB peak for 400 MB of rows): whitening (a user's
+# --data default) made three float64 copies of the training rows for their correlation matrix.
+def test_whitening_makes_no_float64_copy_of_the_rows_and_keeps_its_transform(monkeypatch):
+    from ebmlab.data import dataset
+
+    x = torch.randn(3000, 6, generator=torch.Generator().manual_seed(0)) @ torch.randn(6, 6)
+    whole = dataset._standardiser(x, True, whiten=True)  # up to STATS_BLOCK values: in one piece, as always
+    monkeypatch.setattr(dataset, "STATS_BLOCK", 600)
+    sizes = _spy_double(monkeypatch)
+    blocked = dataset._standardiser(x, True, whiten=True)
+    assert max(sizes) <= 600, sizes
+    for a, b in ((whole.shift, blocked.shift), (whole.scale, blocked.scale), (whole.matrix, blocked.matrix)):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -57,7 +57,9 @@ def _standardiser(x: Tensor, on: bool, whiten: bool = False) -> Affine:
     std = column_scale(std, CONSTANT_SCALE)
     if not whiten:
         return Affine(mean.to(dtype), std.to(dtype))
-    return Affine(mean.to(dtype), std.to(dtype), *_zca((x.double() - mean) / std))  # (W float32: acts on O(1) rows)
+    if x.shape[0] < 2:
+        raise DataError("data.whiten needs at least 2 training rows")
+    return Affine(mean.to(dtype), std.to(dtype), *_zca(_covariance(x, mean, std)))  # (W float32: acts on O(1) rows)
 
 
 STATS_BLOCK = 1 << 22  # values per float64 block of column_stats (32 MB)
@@ -68,14 +70,29 @@ def column_stats(x: Tensor, fn=None) -> tuple[Tensor, Tensor]:
     coordinates), without a float64 copy of them all: rows that fit ``STATS_BLOCK`` values in one piece (the
     arithmetic they always had), more in blocks of rows (two passes: the sums, then the squared deviations)."""
     fn = fn or (lambda rows: rows)
-    step = max(1, STATS_BLOCK // max(1, x[0].numel()))
-    if x.shape[0] <= step:
+    blocks = _row_blocks(x)
+    if blocks is None:
         x64 = fn(x).double()
         return x64.mean(0), x64.std(0)
-    blocks = [slice(i, i + step) for i in range(0, x.shape[0], step)]
     mean = sum(fn(x[b]).double().sum(0) for b in blocks) / x.shape[0]
     var = sum((fn(x[b]).double() - mean).square().sum(0) for b in blocks) / (x.shape[0] - 1)
     return mean, var.sqrt()
+
+
+def _row_blocks(x: Tensor) -> list[slice] | None:
+    """Blocks of rows of ``x`` (N, ...) of at most ``STATS_BLOCK`` values each; None when all fit one."""
+    step = max(1, STATS_BLOCK // max(1, x[0].numel()))
+    return None if x.shape[0] <= step else [slice(i, i + step) for i in range(0, x.shape[0], step)]
+
+
+def _covariance(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """``torch.cov`` (D, D) float64 of the standardised rows z = (x - mean) / std of ``x`` (N, D), without them all in
+    float64 (``column_stats``' blocks of rows: in one piece, the arithmetic it always had, or two passes)."""
+    blocks, z = _row_blocks(x), (lambda rows: (rows.double() - mean) / std)
+    if blocks is None:
+        return torch.cov(z(x).T).reshape(x.shape[1], x.shape[1])
+    centre = sum(z(x[b]).sum(0) for b in blocks) / x.shape[0]
+    return sum((z(x[b]) - centre).T @ (z(x[b]) - centre) for b in blocks) / (x.shape[0] - 1)
 
 
 def column_scale(std: Tensor, constant: float) -> Tensor:
@@ -89,13 +106,12 @@ def column_scale(std: Tensor, constant: float) -> Tensor:
     return torch.where(std > NEGLIGIBLE_SPREAD * top, std, std.new_tensor(constant * top))
 
 
-def _zca(z: Tensor) -> tuple[Tensor, Tensor]:
-    """(W, W^-1), each (D, D) float32: ZCA whitening of the standardised rows z (N, D), W = C^(-1/2) with C
-    their correlation matrix (the symmetric root: each whitened coordinate stays closest to its own column).
-    Eigenvalues below ``WHITEN_FLOOR`` x the largest (collinear columns, N <= D) are raised to that floor."""
-    if z.shape[0] < 2:
-        raise DataError("data.whiten needs at least 2 training rows")
-    evals, evecs = torch.linalg.eigh(torch.cov(z.T).reshape(z.shape[1], z.shape[1]))  # ascending, (D,), (D, D)
+def _zca(cov: Tensor) -> tuple[Tensor, Tensor]:
+    """(W, W^-1), each (D, D) float32: ZCA whitening of standardised rows whose covariance, i.e. correlation
+    matrix, is C = ``cov`` (``_covariance``): W = C^(-1/2) (the symmetric root: each whitened coordinate stays
+    closest to its own column). Eigenvalues below ``WHITEN_FLOOR`` x the largest (collinear columns, N <= D) are
+    raised to that floor."""
+    evals, evecs = torch.linalg.eigh(cov)  # ascending, (D,), (D, D)
     evals = evals.clamp_min(WHITEN_FLOOR * float(evals.max().clamp_min(1e-12)))
     w = evecs @ torch.diag(evals.rsqrt()) @ evecs.T
     w_inv = evecs @ torch.diag(evals.sqrt()) @ evecs.T
