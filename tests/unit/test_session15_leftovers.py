@@ -72,3 +72,32 @@ def test_every_rank_raises_another_ranks_error_on_a_rank_that_succeeded(monkeypa
         distributed.every_rank(ctx, lambda: (_ for _ in ()).throw(KeyError("own")))
     monkeypatch.setattr(dist, "all_gather_object", lambda out, obj: out.__setitem__(slice(None), [obj, None]))
     distributed.every_rank(ctx, lambda: None)  # nobody failed
+
+
+# ----- round 45's rule for a start killed before its first step checkpoint (run_dir.has_result) ----------------------
+@pytest.mark.parametrize("best_step, metrics, result", [(0, False, False), (4, False, False), (5, False, True),
+                                                        (0, True, True), (None, False, True)])
+def test_a_best_from_before_the_first_step_checkpoint_is_no_result(tmp_path, best_step, metrics, result):
+    from ebmlab.config import save_config
+    from ebmlab.training.config import load_config
+    from ebmlab.training.run_dir import has_result
+
+    save_config(load_config(None, ["train.checkpoint_every=4", "train.steps=10"]), tmp_path / "config.yaml")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "best.safetensors").write_bytes(b"x")
+    (tmp_path / "checkpoints" / "best.json").write_text("{" if best_step is None else json.dumps({"step": best_step}),
+                                                        encoding="utf-8")  # (None: a damaged sidecar: kept)
+    if metrics:
+        (tmp_path / "metrics.json").write_text("{}", encoding="utf-8")
+    assert has_result(tmp_path) is result
+
+
+def test_drop_halves_deletes_lone_files_of_earlier_steps_only(tmp_path):
+    from ebmlab.training import checkpoint as ckpt
+
+    for name in ("step_00000002.safetensors", "step_00000003.json", "step_00000004.safetensors", "step_00000004.json",
+                 "step_00000006.safetensors", "best.safetensors"):
+        (tmp_path / name).write_bytes(b"x")
+    ckpt.drop_halves(tmp_path, 6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.safetensors", "step_00000004.json",
+                                                         "step_00000004.safetensors", "step_00000006.safetensors"]

@@ -29,6 +29,7 @@ from ebmlab.errors import CheckpointError, os_error_sentence  # CheckpointError:
 from ebmlab.training.lock import holder
 
 _NAME = re.compile(r"^step_(\d{8})\.safetensors$")
+_HALF = re.compile(r"step_(\d{8})\.(safetensors|json)")  # either file of a step checkpoint (prune)
 BEST = "best"  # checkpoints/best.safetensors + best.json: the validation best (training/selection.py)
 PAIR = "pair"  # the sidecar's key and the safetensors metadata's: one token per save (a pair, never two saves mixed)
 _READS = 5  # reads of a pair whose files do not match (being replaced: best.*) before it is refused
@@ -236,12 +237,25 @@ def check_finite(tensors: dict[str, torch.Tensor], path: Path, params: set[str])
 
 
 def prune(ckpt_dir: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints (keep <= 0: keep all)."""
+    """Delete all but the newest ``keep`` checkpoints (keep <= 0: keep all), and the lone files of steps before them
+    (``drop_halves``)."""
     if keep <= 0:
         return
-    for _, p in list_checkpoints(ckpt_dir)[:-keep]:
-        p.with_suffix(".json").unlink(missing_ok=True)
+    pairs = list_checkpoints(ckpt_dir)
+    for _, p in pairs[:-keep]:
+        p.with_suffix(".json").unlink(missing_ok=True)  # (the sidecar first: the pair is no longer listed)
         p.unlink(missing_ok=True)
+    if pairs:
+        drop_halves(ckpt_dir, pairs[-keep:][0][0])
+
+
+def drop_halves(ckpt_dir: Path, before: int) -> None:
+    """Delete the files of step checkpoints before step ``before`` that lack their other half (a kill between a
+    prune's two unlinks, or a pair's two renames): no listing, of whole pairs, shows them, so nothing else would."""
+    for p in Path(ckpt_dir).iterdir():
+        m, other = _HALF.fullmatch(p.name), p.with_suffix(".safetensors" if p.suffix == ".json" else ".json")
+        if m and int(m.group(1)) < before and not other.is_file():
+            p.unlink(missing_ok=True)
 
 
 def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:

@@ -225,8 +225,12 @@ class Trainer:
         # world size check; this rank's buffers and RNGs (a rank file missing on one rank stops every rank)
         distributed.every_rank(self.dist, lambda: dist_checkpoint.restore_rank_state(self, meta))
         resume_threads(self.cfg.train.threads, self.device, meta.get("threads"))
-        if self.selector is not None:
-            self.selector.resume(self.step)
+        if self.selector is not None:  # rank 0 first: it drops a best written after the checkpoint, and says so
+            distributed.main_first(self.dist, lambda: self.selector.resume(self.step))
+            if not self.is_main:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # (rank 0 said it)
+                    self.selector.resume(self.step)
             self.selector.restore(meta.get("selection"), self)
         if self.is_main and (self.run_dir / "config.yaml").is_file():  # --set train.steps=... and the like
             run.record_changes(self.run_dir, self.cfg, run.check_resume_changes(self.run_dir, self.cfg), self.step)
@@ -350,7 +354,10 @@ class Trainer:
                 if logged:
                     values = scalars(values)
                     values["time"] = time.time() - t0
+                    score = values.get("val_energy_distance")  # rank 0's, every rank's (Selector.check): not averaged
                     values = distributed.average_metrics(values, self.dist)  # the bar shows what the log holds
+                    if checked:
+                        values["val_energy_distance"] = score
                     logger.log(self.step, values)
                 if bar is not None:
                     bar.update(1)

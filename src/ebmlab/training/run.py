@@ -312,7 +312,10 @@ def resume_config(run_dir: Path, overrides: list[str] | None, config: str | None
         raise RunNotFound(f"--resume: no checkpoint found: run directory {str(run_dir)!r} does not exist; "
                           "start the run without --resume")
     if not (run_dir / "config.yaml").is_file():
-        raise RunNotFound(f"--resume: no checkpoint found: {str(run_dir)!r} is not an ebmlab run (no config.yaml)")
+        left = [p.name for p in run_dir.iterdir() if p.name != LOCK_NAME]
+        hint = ("; it stopped before writing its config: start it again without --resume (the directory is reused)"
+                if all(n.startswith(".") and n.endswith(".tmp") for n in left) else "")
+        raise RunNotFound(f"--resume: no checkpoint found: {str(run_dir)!r} is not an ebmlab run (no config.yaml){hint}")
     raw = read_config_file(config) if config is not None else read_run_config(run_dir).to_dict()
     return from_dict(apply_overrides(raw, overrides))
 

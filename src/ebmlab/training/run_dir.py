@@ -7,6 +7,7 @@ folders only the files named as training names them, ``TRAIN_FILES``), never a l
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -35,6 +36,9 @@ TRAIN_FILES = {
 }
 
 
+_TOP_TEMPS = _with_temps("|".join(re.escape(name) for name in run.RUN_ENTRIES))  # (_only_leftovers)
+
+
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, data=None) -> run.RunLock:
     """Lock ``run_dir`` and make it ready; returns the lock (hold it while training, then ``release``).
 
@@ -53,6 +57,8 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, d
             if ckpt.latest_checkpoint(run_dir / "checkpoints") is None:
                 raise ckpt.CheckpointError(nothing_to_resume(run_dir))
             run.check_resume_changes(run_dir, cfg)  # recorded by Trainer.resume once the checkpoint loaded
+            _clear_temps(run_dir)
+            ckpt.drop_halves(run_dir / "checkpoints", ckpt.list_checkpoints(run_dir / "checkpoints")[-1][0])
         except BaseException:
             lock.release()
             raise
@@ -69,6 +75,15 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, d
         lock.release()
         raise
     return lock
+
+
+def _clear_temps(run_dir: Path) -> None:
+    """A killed process's temp files in a run being resumed, which nothing else would remove: those of its top level
+    and of checkpoints/, which only the lock's holder writes (``sample``'s, in samples/, may be another's now)."""
+    for folder, names in ((run_dir, _TOP_TEMPS), (run_dir / "checkpoints", TRAIN_FILES["checkpoints"])):
+        for p in folder.iterdir() if folder.is_dir() else []:
+            if p.name.endswith(".tmp") and names.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
 
 
 def _check_out_path(run_dir: Path) -> None:
@@ -117,8 +132,29 @@ def nothing_to_resume(run_dir: Path) -> str:
 
 
 def has_result(run_dir: Path) -> bool:
-    """Whether a run directory holds a trained result: the validation best's checkpoint or the final metrics."""
-    return ckpt.best_path(run_dir / "checkpoints").is_file() or (run_dir / "metrics.json").is_file()
+    """Whether a run directory holds a trained result: the final metrics, or a validation best of a step at or after
+    the run's first step checkpoint (a best from before it, e.g. the start's check, is a start killed before its first
+    checkpoint, which starting again writes anew, bit for bit)."""
+    if (run_dir / "metrics.json").is_file():
+        return True
+    best = ckpt.best_path(run_dir / "checkpoints")
+    return best.is_file() and not _before_first_checkpoint(run_dir, best.with_suffix(".json"))
+
+
+def _before_first_checkpoint(run_dir: Path, side: Path) -> bool:
+    """Whether sidecar ``side`` names a step up to the run's first step checkpoint's, which a best of that step precedes
+    (False when either is unreadable: the best is then kept as a result)."""
+    try:
+        step, tc = json.loads(side.read_text(encoding="utf-8"))["step"], run.read_run_config(run_dir).train
+    except Exception:  # noqa: BLE001 -- a damaged sidecar or config: keep what is there
+        return False
+    return isinstance(step, int) and step <= min(tc.checkpoint_every, tc.steps)  # (<=: a best is written first)
+
+
+def _only_leftovers(entries: list[Path]) -> bool:
+    """Whether ``entries`` (a run directory's, less its lock) are only ebmlab's atomic writes' temp files of its top
+    level: a start killed before its ``config.yaml`` was in place."""
+    return all(_TOP_TEMPS.fullmatch(p.name) and p.name.endswith(".tmp") for p in entries)
 
 
 def _clear_for_new_run(run_dir: Path, overwrite: bool, keep: str | None = None) -> None:
@@ -136,7 +172,8 @@ def _new_run_needs_clearing(run_dir: Path, overwrite: bool) -> bool:
         return False
     ours = all(p.name in run.RUN_ENTRIES or p.name.endswith(".tmp") for p in entries)
     checkpoints = ckpt.list_checkpoints(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else []
-    if ours and not checkpoints and (run_dir / "config.yaml").is_file() and not has_result(run_dir):
+    started = (run_dir / "config.yaml").is_file() or _only_leftovers(entries)
+    if ours and not checkpoints and started and not has_result(run_dir):
         return True  # an earlier start that never wrote a checkpoint: nothing to keep (a result kept alone is kept)
     if is_run_dir(run_dir):
         if overwrite:

@@ -87,6 +87,15 @@ def likelihood_gain(objective, data, n: int, generator: torch.Generator) -> floa
     return float(to_float64(objective.log_density(y) + base(y)).mean() - log_z)
 
 
+def _rank0s(trainer, values: tuple) -> tuple:
+    """Rank 0's ``values`` on every rank, which decide on what rank 0 writes (samplers adapt rank-local step sizes)."""
+    if not getattr(getattr(trainer, "dist", None), "enabled", False):
+        return values
+    box = [values]
+    torch.distributed.broadcast_object_list(box, src=0)  # our own processes only; never user data
+    return box[0]
+
+
 def clears_margin(score: float, rows: torch.Tensor, start_score: float, start_rows: torch.Tensor,
                   margin: float) -> bool:
     """Whether ``score`` beats ``start_score`` by more than ``margin`` standard errors of their paired difference
@@ -144,6 +153,7 @@ class Selector:
         Returns this check's score (NaN when the samples are not finite: such a window never wins)."""
         t0 = time.monotonic()
         score = self._score(trainer)
+        score, self._rows, self._gain = _rank0s(trainer, (score, self._rows, self._gain))
         self._account(t0, trainer)
         self._scores.append(score)
         if trainer.step == 0:
