@@ -5,6 +5,7 @@ launched through a small wrapper of ``ebmlab``'s entry point that only prints ea
 on stderr), so that what rank 1 scores can be compared with what rank 0 scores, writes and logs.
 """
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,8 +35,9 @@ from ebmlab.training import selection
 _check = selection.Selector.check
 def check(self, trainer, last=False):
     s = _check(self, trainer, last)
-    print("SPY " + json.dumps({"rank": int(os.environ.get("RANK", 0)), "step": trainer.step, "score": s,
-          "best_step": self.best_step}), file=sys.stderr, flush=True)
+    line = "SPY " + json.dumps({"rank": int(os.environ.get("RANK", 0)), "step": trainer.step, "score": s,
+                                "best_step": self.best_step}) + "\n"
+    os.write(2, line.encode())  # one write: the two ranks' lines never interleave
     return s
 selection.Selector.check = check
 from ebmlab.cli import main
@@ -54,7 +56,7 @@ def _launch(out: Path, overrides: list[str], *extra: str, resume: bool = False, 
 
 
 def _spied(stderr: str) -> list[dict]:
-    return [json.loads(line[4:]) for line in stderr.splitlines() if line.startswith("SPY ")]
+    return [json.loads(m) for m in re.findall(r"SPY (\{[^{}]*\})", stderr)]  # (wherever another line put it)
 
 
 def _crash_after(src: Path, dst: Path, step: int) -> Path:
