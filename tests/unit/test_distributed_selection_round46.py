@@ -36,7 +36,7 @@ _check = selection.Selector.check
 def check(self, trainer, last=False):
     s = _check(self, trainer, last)
     line = "SPY " + json.dumps({"rank": int(os.environ.get("RANK", 0)), "step": trainer.step, "score": s,
-                                "best_step": self.best_step}) + "\n"
+                                "best_step": self.best_step}) + "\\n"
     os.write(2, line.encode())  # one write: the two ranks' lines never interleave
     return s
 selection.Selector.check = check
