@@ -133,6 +133,12 @@ def test_compare_of_a_run_in_training_says_it_is_still_training(live, done_run, 
     assert "ebmlab eval" not in line and ("training" in line or "in use" in line), line
 
 
+def _half_best(exc: CheckpointError) -> bool:
+    """The two sentences of a reader meeting the half-best window: while the trainer holds the run's lock it
+    says the best is being replaced (round 43's lock probe), else that its sidecar is missing."""
+    return "being replaced by the process training the run" in str(exc) or "best.json beside it is missing" in str(exc)
+
+
 def test_loading_and_sampling_a_run_in_training_never_fails_and_never_mixes_weights(live, capsys, tmp_path):
     """ebmlab.load + Run.sample, and `ebmlab sample`, hammered while the trainer replaces its best every few
     updates: each opened best holds the weights of the step checkpoint its sidecar names."""
@@ -142,7 +148,7 @@ def test_loading_and_sampling_a_run_in_training_never_fails_and_never_mixes_weig
         try:
             best, meta = ckpt.load_checkpoint(ckpt.result_checkpoint(out / "checkpoints"))
         except CheckpointError as exc:  # the half-best window, pinned exactly by the BUG test below
-            assert "best.json beside it is missing" in str(exc), str(exc)
+            assert _half_best(exc), str(exc)
             half.append(str(exc))
             continue
         step_file = out / "checkpoints" / ckpt.step_name(meta["step"])
@@ -152,7 +158,7 @@ def test_loading_and_sampling_a_run_in_training_never_fails_and_never_mixes_weig
         try:
             run = ebmlab.load(out)
         except CheckpointError as exc:
-            assert "best.json beside it is missing" in str(exc), str(exc)
+            assert _half_best(exc), str(exc)
             half.append(str(exc))
             continue
         assert np.isfinite(np.asarray(run.sample(8))).all()
