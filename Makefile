@@ -25,7 +25,8 @@ test: $(STAMP)
 
 # The slow tests (-m slow: paper 002's toy on five seeds, two distributed launches, the fused-MALA probe's
 # C++ build, whether observing a run changes it, the quick experiments of papers 000 and 003, the README's own-method
-# example in fresh processes, the pairs of features; a few minutes)
+# example in fresh processes, the pairs of features, the kill and SIGTERM runs, the GPU check's CPU smoke, every
+# write killed in turn, torchrun with selection; about 8 minutes on 2 cores)
 test-slow: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) -m slow
 

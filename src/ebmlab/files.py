@@ -9,6 +9,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -43,6 +44,12 @@ def temp_path(path: Path) -> Path:
         head = os.fsencode(name)[:64].decode("utf-8", "ignore")  # 64 bytes (a cut character dropped)
         name = f"{head}.{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}"
     return path.with_name(f".{token}.{name}.tmp")
+
+
+def with_temps(names: str) -> re.Pattern:
+    """``names`` (a regex of file names) and their atomic writes' leftovers (``temp_path``: ``.<8 hex>.NAME.tmp``;
+    ``NAME.tmp`` before)."""
+    return re.compile(rf"(\.[0-9a-f]{{8}}\.({names})\.tmp|({names})(\.tmp)?)")
 
 
 def atomic_write(path: Path, write, replace: bool = True) -> None:

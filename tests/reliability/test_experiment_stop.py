@@ -25,12 +25,12 @@ if __name__ == "__main__":
 
 
 def _alive(pid: int) -> bool:
-    try:
+    try:  # (an orphaned worker can be reaped between the two calls: then it is not alive either)
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:  # a zombie is not running
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # (the state follows the command's closing paren)
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is not running
-        return f.read().split()[2] != "Z"
 
 
 def test_sigterm_stops_the_workers(tmp_path):

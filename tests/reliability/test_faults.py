@@ -186,8 +186,9 @@ def test_kill_minus_nine_leaves_a_lock_that_resume_takes_over(trained_root, tmp_
            *sets("train.steps=400", "train.checkpoint_every=5")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
-    deadline = time.time() + 120
-    while time.time() < deadline and len(ckpt.list_checkpoints(out / "checkpoints")) < 2:
+    deadline = time.time() + 300  # a hang guard: the loop waits on the files
+    while len(ckpt.list_checkpoints(out / "checkpoints")) < 2:
+        assert proc.poll() is None and time.time() < deadline, "the trainer ended or wrote no checkpoint in 300 s"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

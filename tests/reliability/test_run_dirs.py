@@ -299,8 +299,9 @@ def test_second_resume_while_the_first_trains(run_copy, capsys):
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env=dict(os.environ, OMP_NUM_THREADS="1"))
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and len(read_metrics(run_copy)) < 5:
+        deadline = time.time() + 300  # a hang guard: the loop waits on the log
+        while len(read_metrics(run_copy)) < 5:
+            assert first.poll() is None and time.time() < deadline, "the trainer ended or logged nothing in 300 s"
             time.sleep(0.05)
         assert (run_copy / LOCK_NAME).exists()
         code, _, err = cli(capsys, "train", "--out", run_copy, "--resume", "--set", "train.steps=100000")

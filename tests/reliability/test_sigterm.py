@@ -187,6 +187,7 @@ def test_a_sigterm_inside_a_guarded_tensorboard_write_still_stops_the_evaluation
     assert err.strip().splitlines()[-1].startswith("ebmlab: stopped by SIGTERM during the final evaluation;")
 
 
+@pytest.mark.slow  # (default tier kept near 10 min on CI; `make test-slow` and .ci/run run it)
 def test_a_real_sigterm_to_ebmlab_train_in_the_background(tmp_path):
     """The command as a scheduler stops it: a process of its own, stderr a file; status 143, the sentence last,
     the update's checkpoint written, and the run resumable (its lock released)."""

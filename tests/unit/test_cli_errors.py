@@ -105,9 +105,11 @@ def test_a_closed_pipe_stops_quietly(unbuffered, command):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     if unbuffered:
         env["PYTHONUNBUFFERED"] = "1"
-    with subprocess.Popen([sys.executable, "-m", "ebmlab", *command], stdout=subprocess.PIPE,
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the child starts: no race with its first write
+    with subprocess.Popen([sys.executable, "-m", "ebmlab", *command], stdout=write_end,
                           stderr=subprocess.PIPE, text=True, env=env) as proc:  # (the with closes the pipes)
-        proc.stdout.close()  # the reader is gone before the first line is written (import takes longer)
+        os.close(write_end)
         err = proc.stderr.read()
         # (argparse writes --help and --version itself and ignores a write error: unbuffered, that exits 0)
         quiet = (0, 141) if unbuffered and command != ["configs"] else (141,)

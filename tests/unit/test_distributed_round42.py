@@ -147,7 +147,7 @@ def test_a_live_two_rank_trainer_holds_the_lock_on_rank_0_and_refuses_others(tmp
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=fh, env=env)
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 300  # a hang guard: the loop waits on the file
             while not (run / "checkpoints").is_dir() or not ckpt.list_checkpoints(run / "checkpoints"):
                 assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(0.2)

@@ -42,6 +42,7 @@ def _one_row_per_config(out: Path, names: list[str]) -> dict:
     return result
 
 
+@pytest.mark.slow  # (default tier kept near 10 min on CI; `make test-slow` and .ci/run run it)
 def test_cpu_smoke_writes_json_and_table(gpu_check, tmp_path):
     names = [s.name for s in gpu_check.CONFIGS]
     assert {s.config for s in gpu_check.CONFIGS} >= {"paper000_cifar10_cdce", "paper001_cifar10",
@@ -105,6 +106,7 @@ def test_diverging_chains_are_timed_again_with_smaller_steps(gpu_check, tmp_path
 
 
 # raised inside torch.compile itself (torch 2.13 calls its own deprecated torch.jit.script_method), not by ebmlab
+@pytest.mark.slow  # (default tier kept near 10 min on CI; `make test-slow` and .ci/run run it)
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_cpu_smoke_with_compile_trains_the_compiled_energy_without_the_probe(gpu_check, tmp_path):
     """``--compile`` (train.compile=true): the energy probe's Python counters made dynamo recompile on every call

@@ -11,6 +11,7 @@ from ebmlab.experiments.runner import experiment_config
 from ebmlab.objectives import METHODS
 
 
+@pytest.mark.slow  # (default tier kept near 10 min on CI; `make test-slow` and .ci/run run it)
 def test_quick_leaderboard_writes_tables_json_and_figure(tmp_path):
     result = leaderboard.run(tmp_path, quick=True, jobs=1, budget=0.5)
     assert set(result["datasets"]) == set(leaderboard.QUICK_DATASETS)

@@ -263,6 +263,7 @@ def test_log_density_is_minus_the_data_energy_unless_the_method_has_none():
         obj.log_density(x)
 
 
+@pytest.mark.slow  # (default tier kept near 10 min on CI; `make test-slow` and .ci/run run it)
 def test_a_method_registered_in_a_script_warns_and_its_run_names_the_fix_elsewhere(tmp_path):
     script = textwrap.dedent("""
         import warnings
@@ -361,6 +362,7 @@ def test_guidance_on_a_method_without_it_is_one_sentence():
         guided_sample(obj, torch.zeros(3, dtype=torch.long), 1.0)
 
 
+@pytest.mark.slow  # (default tier kept near 10 min on CI; `make test-slow` and .ci/run run it)
 def test_a_script_that_registers_and_runs_spawned_cells_records_one_main(tmp_path):
     """Found by the second audit: a script registering its own method and running the leaderboard two cells at a time
     warned that '__main__' (the script) and '__mp_main__' (the same script, re-run by each spawned worker) were two

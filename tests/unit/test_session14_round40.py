@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import tracemalloc
 import types
 from pathlib import Path
@@ -107,11 +106,13 @@ def test_the_result_of_a_damaged_run_at_rest_is_read_once(tmp_path, monkeypatch)
     calls = []
     real = ckpt.load_checkpoint
     monkeypatch.setattr(ckpt, "load_checkpoint", lambda p: calls.append(p) or real(p))
-    monkeypatch.setattr(ckpt.time, "sleep", lambda s: None)
-    t0 = time.time()
+    slept = []
+    monkeypatch.setattr(ckpt.time, "sleep", slept.append)
     with pytest.raises(CheckpointError, match="size differs"):
         runmod._read_result(run)
-    assert len(calls) == 1 and time.time() - t0 < 1.0
+    # read once, and the waits for a writer (load_checkpoint's own rereads) under 1 s: counted, not timed (a loaded
+    # machine's wall clock would count too)
+    assert len(calls) == 1 and sum(slept) < 1.0, slept
 
 
 @pytest.mark.parametrize("tensor", [torch.zeros(3, dtype=torch.bfloat16), torch.tensor([True, False, True]),
@@ -296,9 +297,7 @@ def test_cells_in_two_worker_processes_take_their_locks_beside_the_experiments(t
         cells = [Cell("a", 0, round40_cells.cell_fn), Cell("b", 0, round40_cells.cell_fn)]
         return {f"{a}{s}": r for (a, s), r in run_cells(Path(out), cells, jobs=2).items()}
     mod.run = run
-    t0 = time.time()
     records = ex.run_experiment("fake", tmp_path / "exp", jobs=2)
-    assert time.time() - t0 < 45
     assert all(r["failed"] is None for r in records.values()), records
     assert all(r["metrics"]["out_held"] == 1.0 for r in records.values())
     assert all(r["metrics"]["pid"] != os.getpid() for r in records.values())  # in workers

@@ -192,6 +192,7 @@ def test_paper003_table6_settings(name):
     assert cfg.method.conditional == name.endswith(("_cond", "_compose"))
 
 
+@pytest.mark.slow  # (default tier kept near 10 min on CI; `make test-slow` and .ci/run run it)
 def test_paper003_network_layout():
     cfg = load_config("paper003_cifar10")
     torch.manual_seed(0)

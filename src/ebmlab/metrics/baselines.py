@@ -73,7 +73,8 @@ def _split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_gmm(train: Tensor, seed: int = 0, components=GMM_COMPONENTS, covariances=GMM_COVARIANCES) -> FittedBaseline:
-    """The best ``GaussianMixture`` by validation log-likelihood (module docstring), refitted on all rows."""
+    """The best ``GaussianMixture`` by validation log-likelihood (module docstring), refitted on all its rows
+    (at most ``GMM_MAX_ROWS`` of ``train``, drawn with ``seed``)."""
     from sklearn.mixture import GaussianMixture
 
     x = _subsample(_rows(train), GMM_MAX_ROWS, seed)

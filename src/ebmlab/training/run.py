@@ -34,6 +34,7 @@ from ebmlab.config import Config, apply_overrides
 from ebmlab.config_files import yaml_load
 from ebmlab.config_hash import MUTABLE_KEYS, config_changes, is_mutable, run_hash, stored_run_defaults
 from ebmlab.errors import CheckpointError, ConfigError, RunError, RunNotFound, os_error_sentence
+from ebmlab.files import with_temps
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.config import from_dict
 from ebmlab.training.lock import LOCK_NAME, RunLock  # noqa: F401 (re-exported)
@@ -46,6 +47,7 @@ CHANGES_NAME = "config_changes.jsonl"
 # ``data.npy``: data that ``ebmlab.train`` received in memory, saved into the run (the run's data file).
 RUN_ENTRIES = ("config.yaml", INFO_NAME, CHANGES_NAME, "checkpoints", "metrics.jsonl", "metrics.json", "tb",
                "samples", "plots", "data.npy", LOCK_NAME)
+TOP_TEMPS = with_temps("|".join(re.escape(name) for name in RUN_ENTRIES))  # their temp files (only_leftovers)
 
 
 class DataSpaceEnergy(nn.Module):
@@ -312,12 +314,18 @@ def resume_config(run_dir: Path, overrides: list[str] | None, config: str | None
         raise RunNotFound(f"--resume: no checkpoint found: run directory {str(run_dir)!r} does not exist; "
                           "start the run without --resume")
     if not (run_dir / "config.yaml").is_file():
-        left = [p.name for p in run_dir.iterdir() if p.name != LOCK_NAME]
+        left = [p for p in run_dir.iterdir() if p.name != LOCK_NAME]
         hint = ("; it stopped before writing its config: start it again without --resume (the directory is reused)"
-                if all(n.startswith(".") and n.endswith(".tmp") for n in left) else "")
+                if only_leftovers(left) else "")
         raise RunNotFound(f"--resume: no checkpoint found: {str(run_dir)!r} is not an ebmlab run (no config.yaml){hint}")
     raw = read_config_file(config) if config is not None else read_run_config(run_dir).to_dict()
     return from_dict(apply_overrides(raw, overrides))
+
+
+def only_leftovers(entries: list[Path]) -> bool:
+    """Whether ``entries`` (a run directory's, less its lock) are only ebmlab's atomic writes' temp files of its top
+    level: a start killed before its ``config.yaml`` was in place, which a new start reuses (``run_dir``)."""
+    return all(TOP_TEMPS.fullmatch(p.name) and p.name.endswith(".tmp") for p in entries)
 
 
 def relocation(run_dir: Path, cfg: Config) -> tuple[Config, str | None]:

@@ -122,7 +122,9 @@ def _path_in_run(run_dir: Path, path: str | None) -> str | None:
 def located_config(run_dir: Path, cfg: Config, info: dict | None) -> Config:
     """``cfg`` reading its data where they are now: when the data lay inside the run directory at training time, the
     same place inside ``run_dir`` (a moved or copied run reads its own copy, even where the original still exists),
-    a moved data file outside the run where ``record_relocation`` found it, else ``data.path`` as stored (a run written before ``path_in_run``: its ``data.npy`` once the stored one is gone;
+    a moved data file where ``record_relocation`` found it (a place inside the run is recorded relative to it, so a
+    copy of the run reads its own), else ``data.path`` as stored (a run written before ``path_in_run``: its
+    ``data.npy`` once the stored one is gone;
     ``verify_data`` then checks its fingerprint). The returned config is for reading the data only: the run's
     identity (its hash, ``config.yaml``) keeps the stored path."""
     stored = cfg.data.path

@@ -15,28 +15,22 @@ import warnings
 from pathlib import Path
 
 from ebmlab.config import Config, save_config
+from ebmlab.files import with_temps
 from ebmlab.errors import ConfigError
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training import run, run_data
 from ebmlab.training.lock import holder
-
-
-def _with_temps(names: str) -> re.Pattern:
-    """``names`` and their atomic writes' leftovers (``files.temp_path``: ``.<8 hex>.NAME.tmp``; ``NAME.tmp`` before)."""
-    return re.compile(rf"(\.[0-9a-f]{{8}}\.({names})\.tmp|({names})(\.tmp)?)")
+from ebmlab.training.logging import read_metrics
 
 
 # The files ``ebmlab train`` writes inside the run's folders, by folder (with an atomic write's leftover temp files).
 # ``--overwrite`` deletes these and keeps anything else there: the user's own files, ``ebmlab sample``'s draws.
 # tb/ is TensorBoard's own folder and is deleted whole. tests/reliability check every file a run writes matches.
 TRAIN_FILES = {
-    "checkpoints": _with_temps(r"(step_\d{8}(\.rank\d+)?|best)\.(safetensors|json)|select_start\.json"),
-    "samples": _with_temps(r"samples\.npy|grid_final\.png|(grid|scatter|scatter_selected)_step\d{6,}\.png"),
-    "plots": _with_temps(r"(density|samples|energy_hist|chain|novelty)\.png"),
+    "checkpoints": with_temps(r"(step_\d{8}(\.rank\d+)?|best)\.(safetensors|json)|select_start\.json"),
+    "samples": with_temps(r"samples\.npy|grid_final\.png|(grid|scatter|scatter_selected)_step\d{6,}\.png"),
+    "plots": with_temps(r"(density|samples|energy_hist|chain|novelty)\.png"),
 }
-
-
-_TOP_TEMPS = _with_temps("|".join(re.escape(name) for name in run.RUN_ENTRIES))  # (_only_leftovers)
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, data=None) -> run.RunLock:
@@ -80,7 +74,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, d
 def _clear_temps(run_dir: Path) -> None:
     """A killed process's temp files in a run being resumed, which nothing else would remove: those of its top level
     and of checkpoints/, which only the lock's holder writes (``sample``'s, in samples/, may be another's now)."""
-    for folder, names in ((run_dir, _TOP_TEMPS), (run_dir / "checkpoints", TRAIN_FILES["checkpoints"])):
+    for folder, names in ((run_dir, run.TOP_TEMPS), (run_dir / "checkpoints", TRAIN_FILES["checkpoints"])):
         for p in folder.iterdir() if folder.is_dir() else []:
             if p.name.endswith(".tmp") and names.fullmatch(p.name) and p.is_file() and not p.is_symlink():
                 p.unlink(missing_ok=True)
@@ -132,9 +126,9 @@ def nothing_to_resume(run_dir: Path) -> str:
 
 
 def has_result(run_dir: Path) -> bool:
-    """Whether a run directory holds a trained result: the final metrics, or a validation best of a step at or after
-    the run's first step checkpoint (a best from before it, e.g. the start's check, is a start killed before its first
-    checkpoint, which starting again writes anew, bit for bit)."""
+    """Whether a run directory holds a trained result: the final metrics, or a validation best, except a best of a step
+    up to the run's first step checkpoint's (e.g. the start's check) in a run that never trained all its updates: that
+    is a start killed before its first checkpoint, which starting again writes anew, bit for bit."""
     if (run_dir / "metrics.json").is_file():
         return True
     best = ckpt.best_path(run_dir / "checkpoints")
@@ -142,19 +136,15 @@ def has_result(run_dir: Path) -> bool:
 
 
 def _before_first_checkpoint(run_dir: Path, side: Path) -> bool:
-    """Whether sidecar ``side`` names a step up to the run's first step checkpoint's, which a best of that step precedes
-    (False when either is unreadable: the best is then kept as a result)."""
+    """Whether sidecar ``side`` names a step up to the run's first step checkpoint's, which a best of that step precedes,
+    and the log never reached the run's last update (a finished run whose step checkpoints were deleted keeps its best;
+    False when the sidecar or config is unreadable: the best is then kept as a result)."""
     try:
         step, tc = json.loads(side.read_text(encoding="utf-8"))["step"], run.read_run_config(run_dir).train
     except Exception:  # noqa: BLE001 -- a damaged sidecar or config: keep what is there
         return False
-    return isinstance(step, int) and step <= min(tc.checkpoint_every, tc.steps)  # (<=: a best is written first)
-
-
-def _only_leftovers(entries: list[Path]) -> bool:
-    """Whether ``entries`` (a run directory's, less its lock) are only ebmlab's atomic writes' temp files of its top
-    level: a start killed before its ``config.yaml`` was in place."""
-    return all(_TOP_TEMPS.fullmatch(p.name) and p.name.endswith(".tmp") for p in entries)
+    early = isinstance(step, int) and step <= min(tc.checkpoint_every, tc.steps)  # (<=: a best is written first)
+    return early and not any(row["step"] >= tc.steps for row in read_metrics(run_dir))  # (the last update is logged)
 
 
 def _clear_for_new_run(run_dir: Path, overwrite: bool, keep: str | None = None) -> None:
@@ -172,7 +162,7 @@ def _new_run_needs_clearing(run_dir: Path, overwrite: bool) -> bool:
         return False
     ours = all(p.name in run.RUN_ENTRIES or p.name.endswith(".tmp") for p in entries)
     checkpoints = ckpt.list_checkpoints(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else []
-    started = (run_dir / "config.yaml").is_file() or _only_leftovers(entries)
+    started = (run_dir / "config.yaml").is_file() or run.only_leftovers(entries)
     if ours and not checkpoints and started and not has_result(run_dir):
         return True  # an earlier start that never wrote a checkpoint: nothing to keep (a result kept alone is kept)
     if is_run_dir(run_dir):
