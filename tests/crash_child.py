@@ -112,6 +112,10 @@ import torch  # noqa: E402
 _wrap(_st, "save_file", "safetensors.save_file")
 _wrap(torch, "save", "torch.save")
 
+import ebmlab.files as _files  # noqa: E402  (a rename through ctypes: renameat2(RENAME_NOREPLACE), sample --out)
+
+_wrap(_files, "_rename_noreplace", "renameat2")
+
 from ebmlab.cli import main  # noqa: E402
 
 try:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import re
 import secrets
+import sys
 from pathlib import Path
 
 __all__ = ["atomic_write", "atomic_write_all", "file_mode", "save_npy_atomic", "temp_path", "user_path",
@@ -84,8 +86,12 @@ def atomic_write_all(items, replace: bool = True) -> None:
 
 
 def _place_new(tmp: Path, path: Path) -> None:
-    """Rename ``tmp`` onto ``path`` only where no file is: a hard link fails with FileExistsError where another process
-    put one meanwhile; without hard links (FAT, some network file systems) a check, then a rename."""
+    """Rename ``tmp`` onto ``path`` only where no file is, FileExistsError where another process put one meanwhile: one
+    ``renameat2(RENAME_NOREPLACE)`` on Linux (a kill at any point leaves one name); else a hard link, then ``tmp``
+    unlinked (a kill between the two leaves ``tmp`` too); without hard links (FAT, some network file systems) a check,
+    then a rename."""
+    if _rename_noreplace(tmp, path):
+        return
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -96,6 +102,43 @@ def _place_new(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
         return
     os.unlink(tmp)
+
+
+def _rename_noreplace(tmp: Path, path: Path) -> bool:
+    """``renameat2(tmp, path, RENAME_NOREPLACE)``: True when done, FileExistsError where ``path`` exists, False where the
+    system has no such call or the file system refuses the flag (not Linux, glibc < 2.28, some network file systems)."""
+    call = _renameat2()
+    if call is None:
+        return False
+    if call(_AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(path), _RENAME_NOREPLACE) == 0:
+        return True
+    import ctypes  # (loaded by _renameat2)
+
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        raise FileExistsError(err, os.strerror(err), str(path))
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(path))
+
+
+_AT_FDCWD, _RENAME_NOREPLACE = -100, 1  # <fcntl.h>, <linux/fs.h>
+
+
+@functools.cache
+def _renameat2():
+    """glibc's ``renameat2`` (int dirfd, path, dirfd, path, unsigned flags), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # (only where a file is put in place without replacing: ``sample --out``)
+
+    try:
+        call = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return call
 
 
 def _written(write, path: Path, tmp: Path) -> None:
