@@ -54,7 +54,7 @@ def test_overwrite_deletes_exactly_the_names_training_writes(tmp_path):
     run = _fake_run(tmp_path, _names_training_writes() + USERS)
     with pytest.warns(UserWarning, match=r"kept 5 file\(s\)"):
         _remove_run_files(run)
-    assert _left(run) == sorted(USERS)
+    assert _left(run) == sorted([*USERS, "config.yaml"])  # (config.yaml: until the new run's replaces it, round 48)
 
 
 def test_overwrite_removes_a_folder_it_empties_and_warns_only_when_it_keeps_something(tmp_path):
@@ -65,7 +65,7 @@ def test_overwrite_removes_a_folder_it_empties_and_warns_only_when_it_keeps_some
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _remove_run_files(run)
-    assert not run.exists() or sorted(p.name for p in run.iterdir()) == []
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]  # (until the new run's replaces it, round 48)
 
 
 def test_overwrite_warning_lists_five_kept_files_then_an_ellipsis(tmp_path):
@@ -89,7 +89,7 @@ def test_overwrite_keeps_a_folder_named_as_a_training_file_and_does_not_warn_abo
     run = _fake_run(tmp_path, ["checkpoints/best.json/notes.txt", "samples/mine.npy", "samples/samples.npy"])
     with pytest.warns(UserWarning) as got:
         _remove_run_files(run, keep=str(run / "samples" / "mine.npy"))
-    assert _left(run) == ["checkpoints/best.json/notes.txt", "samples/mine.npy"]
+    assert _left(run) == ["checkpoints/best.json/notes.txt", "config.yaml", "samples/mine.npy"]
     assert len(got) == 1 and "kept 1 file(s)" in str(got[0].message) and "mine.npy" not in str(got[0].message)
 
 
@@ -278,14 +278,17 @@ def test_configs_of_an_empty_name_is_refused_not_the_list():
 
 
 def test_overwrite_never_enters_the_folder_the_new_run_reads_its_images_from(tmp_path):
-    """A new run trained on the old run's samples/ folder (a folder of images) kept only what the patterns missed:
-    its grid_stepNNNNNN.png images were deleted as training's. The data's own folder is not entered."""
+    """A new run trained on a folder of images inside the old run's samples/ kept only what the patterns missed: its
+    grid_stepNNNNNN.png images were deleted as training's. The data's own folder is not entered. (samples/ itself as
+    the data is refused since round 48: the new run would write its grids into it.)"""
     from ebmlab.training.run_dir import _remove_run_files
 
     (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "samples").mkdir()
-    for rel in ("config.yaml", "checkpoints/step_00000001.safetensors", "samples/grid_step000010.png", "samples/x.png"):
+    (tmp_path / "samples" / "mine").mkdir(parents=True)
+    for rel in ("config.yaml", "checkpoints/step_00000001.safetensors", "samples/mine/grid_step000010.png",
+                "samples/mine/x.png", "samples/grid_step000010.png"):
         (tmp_path / rel).write_bytes(b"x")
-    _remove_run_files(tmp_path, keep=str(tmp_path / "samples"))
-    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["grid_step000010.png", "x.png"]
-    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "config.yaml").exists()
+    _remove_run_files(tmp_path, keep=str(tmp_path / "samples" / "mine"))
+    assert sorted(p.name for p in (tmp_path / "samples" / "mine").iterdir()) == ["grid_step000010.png", "x.png"]
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["mine"]
+    assert not (tmp_path / "checkpoints").exists() and (tmp_path / "config.yaml").exists()

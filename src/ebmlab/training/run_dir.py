@@ -45,6 +45,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, d
     allowed ones are recorded by ``Trainer.resume`` once the checkpoint has loaded)."""
     run_dir = Path(run_dir)
     check_run_dir(run_dir, resume, overwrite)
+    _check_data_not_written(run_dir, cfg.data.path)
     if resume:
         lock = run.RunLock.acquire(run_dir)
         try:
@@ -69,6 +70,22 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, d
         lock.release()
         raise
     return lock
+
+
+def _check_data_not_written(run_dir: Path, path: str | None) -> None:
+    """Refuse data that lie where the run writes (``samples/samples.npy``: its final samples; ``samples/``, a folder of
+    images: its grids): training would replace or change what it reads, and the run's data check would then refuse it.
+    Other files in the run (its ``data.npy``, the user's own in ``samples/``) are kept (``_remove_run_files``)."""
+    if not path:
+        return
+    data, base = Path(os.path.realpath(Path(path).expanduser())), Path(os.path.realpath(run_dir))
+    rel = data.relative_to(base).parts if data.is_relative_to(base) else ()
+    written = bool(rel) and rel[0] in (*TRAIN_FILES, "tb") and (
+        len(rel) == 1 or (len(rel) == 2 and rel[0] in TRAIN_FILES and TRAIN_FILES[rel[0]].fullmatch(rel[1])))
+    if written:
+        raise ConfigError(f"data.path {path!r} is {'/'.join(rel)} in run {str(run_dir)!r}, which the run writes (its "
+                          "samples, figures or checkpoints) and would replace while training on it; copy it out of "
+                          "the run directory and train on the copy, or train into another --out")
 
 
 def _clear_temps(run_dir: Path) -> None:
@@ -202,12 +219,14 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 def _remove_run_files(run_dir: Path, keep: str | None = None) -> None:
     """Delete what ``ebmlab train`` writes in ``run_dir`` (links themselves, never their targets), except ``keep``
-    (compared as absolute, normalised paths, links not followed) and the directories holding it."""
+    (compared as absolute, normalised paths, links not followed) and the directories holding it, and ``config.yaml``,
+    which the new run's replaces atomically. In ``_CLEARING_ORDER``: a process killed at any point leaves a run that
+    ``--overwrite`` clears again, or a start without a checkpoint or result, which a new start reuses."""
     base = _plain(run_dir)
     kept = _plain(Path(keep).expanduser()) if keep else None
     others = []
-    for p in base.iterdir():
-        if p == kept:  # the new run's data (a file, or a folder of images) is never entered
+    for p in sorted(base.iterdir(), key=lambda p: _CLEARING_ORDER.get(p.name, 1)):
+        if p == kept or p.name == "config.yaml":  # the new run's data (a file, or a folder of images) is never entered
             continue
         if p.name in TRAIN_FILES and p.is_dir() and not p.is_symlink():
             others += _remove_train_files(p, TRAIN_FILES[p.name], kept)
@@ -217,6 +236,11 @@ def _remove_run_files(run_dir: Path, keep: str | None = None) -> None:
         shown = ", ".join(str(q.relative_to(base)) for q in others[:5])
         warnings.warn(f"--overwrite kept {len(others)} file(s) in {str(run_dir)!r} that ebmlab train did not write: "
                       f"{shown}{' ...' if len(others) > 5 else ''}", stacklevel=2)
+
+
+# The result first (what makes a folder without step checkpoints a finished run), the marks of a run (besides its
+# config.yaml: checkpoints/, metrics.jsonl, ``is_run_dir``) last; the rest (1) in between
+_CLEARING_ORDER = {"metrics.json": 0, "checkpoints": 2, "metrics.jsonl": 3}
 
 
 def _remove_train_files(folder: Path, names: re.Pattern, keep: Path | None) -> list[Path]:
