@@ -106,6 +106,12 @@ _wrap(shutil, "move", "shutil.move")
 _wrap(shutil, "copyfile", "shutil.copyfile")
 _wrap(shutil, "copy2", "shutil.copy2")
 
+import pathlib  # noqa: E402
+if hasattr(pathlib, "_NormalAccessor"):  # Python 3.10: Path methods call class attributes of an accessor, bound at
+    for _name in ("open", "replace", "rename", "link", "symlink", "unlink", "rmdir", "mkdir", "chmod"):  # its import;
+        if hasattr(pathlib._NormalAccessor, _name):  # a Python function there would be bound as a method: staticmethod
+            setattr(pathlib._NormalAccessor, _name, staticmethod(io.open if _name == "open" else getattr(os, _name)))
+
 import safetensors.torch as _st  # noqa: E402  (safetensors writes through Rust, not Python's open)
 import torch  # noqa: E402
 

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import pathlib
 import shutil
 import socket
 import time
@@ -121,6 +122,9 @@ class Faults:
                 fail(path)
             return save(tensors, path, *a, **k)
         monkeypatch.setattr(ck, "save_file", save_file)
+        if hasattr(pathlib, "_NormalAccessor"):  # Python 3.10: Path methods call the accessor's os/io functions,
+            for name in ("open", "mkdir", "rmdir", "unlink", "chmod", "replace", "rename"):  # bound at its import
+                monkeypatch.setattr(pathlib._NormalAccessor, name, staticmethod(getattr(io if name == "open" else os, name)))
 
 
 @pytest.fixture(scope="module")

@@ -317,7 +317,7 @@ def _float32_draws():
     """float64 draws replaced by the float32 draws of the same generator, cast (torch's float64 normal_/uniform_
     give other numbers than float32's for 16+ values)."""
     meths = {n: getattr(torch.Tensor, n) for n in ("normal_", "uniform_")}
-    fns = {n: getattr(torch, n) for n in ("randn", "rand")}
+    fns = {n: getattr(torch, n) for n in ("randn", "rand", "multinomial")}
 
     def inplace(f):
         def g(self, *a, **k):
@@ -328,6 +328,9 @@ def _float32_draws():
         return g
 
     def fn(f):
+        if f is torch.multinomial:  # float64 weights: torch 2.3 draws its exponentials in float64 (other picks)
+            return lambda w, *a, **k: f(w.float() if w.dtype == torch.float64 else w, *a, **k)
+
         def g(*a, dtype=None, **k):
             return f(*a, dtype=torch.float32, **k).double() if dtype == torch.float64 else f(*a, dtype=dtype, **k)
         return g
