@@ -27,13 +27,21 @@ def env(root) -> dict:
                 MPLBACKEND="Agg")
 
 
-def child(root: Path, k: int, when: str, *argv) -> tuple[int, str, list[str]]:
+def child(root: Path, k: int | str, when: str, *argv) -> tuple[int, str, list[str]]:
     """Run ``ebmlab ARGV`` killed at mutation ``k`` (0: never); (exit status, stderr, the mutations seen)."""
     log = root.parent / f"{root.name}.mutations"
     p = subprocess.run([PY, "-m", "tests.crash_child", str(k), when, str(log), "--", *map(str, argv)],
-                       cwd=REPO, env=env(root), capture_output=True, text=True)
+                       cwd=REPO, env=env(root), capture_output=True, text=True, timeout=300)
     muts = log.read_text().splitlines() if log.exists() else []
     return p.returncode, p.stderr, muts
+
+
+def killed(root: Path, at: str, when: str, *argv) -> list[str]:
+    """``child`` killed right ``when`` (before/after) mutation ``at`` (a number, or PATTERN#N) under ``root``; the
+    mutations it made. Asserts it was killed (status 137). (The tests' form: rounds 45 and 48.)"""
+    code, err, muts = child(root, at, when, *argv)
+    assert code == 137, (at, code, err[-2000:])
+    return muts
 
 
 def ebmlab(root: Path, *argv) -> tuple[int, str, str]:

@@ -10,31 +10,15 @@ Tests marked ``# WAS A BUG:`` fail on the code as audited (commit ``e5abcf9``); 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.cli_helpers import cli, sets
-from tests.crash_sweep import TINY  # the sweep's tiny run
+from tests.crash_sweep import TINY, killed  # the sweep's tiny run, a child killed at one mutation
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def killed(root: Path, at: str, when: str, *argv) -> list[str]:
-    """Run ``ebmlab ARGV`` in a child killed right ``when`` (before/after) mutation ``at`` under ``root``; the
-    mutations it made. Asserts it was killed (status 137)."""
-    log = root.parent / f"{root.name}.mutations"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}", CRASH_ROOT=str(root),
-               MPLBACKEND="Agg")
-    p = subprocess.run([sys.executable, "-m", "tests.crash_child", at, when, str(log), "--", *map(str, argv)],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 137, (at, p.returncode, p.stderr[-2000:])
-    return log.read_text().splitlines()
 
 
 def _digests(run: Path) -> dict[str, str]:

@@ -7,32 +7,17 @@ as audited (commit ``ba09035``; docs/testing.md "Forty-eighth round"); the other
 """
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.cli_helpers import cli, sets
-from tests.crash_sweep import TINY
+from tests.crash_sweep import TINY, killed
 
-REPO = Path(__file__).resolve().parents[2]
 NEW = sets(TINY, "train.steps=4")  # the replacing run: another config than the old one
 USER = {"checkpoints/mine.txt": b"MINE " * 20, "samples/my_pick.npy": b"PICK " * 20}
-
-
-def killed(root: Path, at: str, when: str, *argv) -> list[str]:
-    """Run ``ebmlab ARGV`` in a child killed right ``when`` (before/after) mutation ``at`` under ``root``."""
-    log = root.parent / f"{root.name}.mutations"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}", CRASH_ROOT=str(root),
-               MPLBACKEND="Agg")
-    p = subprocess.run([sys.executable, "-m", "tests.crash_child", at, when, str(log), "--", *map(str, argv)],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 137, (at, p.returncode, p.stderr[-2000:])
-    return log.read_text().splitlines()
 
 
 @pytest.fixture(scope="module")
