@@ -114,10 +114,9 @@ def _out_dir(tmp_path: Path) -> Path:
     return d
 
 
-# Seen and left (docs/testing.md, round 48): compare --out killed after its atomic write's temp file was created leaves a
-# hidden .<hex>.compare.md.tmp in DIR that a successful rerun never removes: compare takes no lock, so no rerun can tell
-# it from another compare's temp file in flight (as any atomic write killed before its rename: sample --out, round 45)
-@pytest.mark.xfail(strict=True, reason="a kill before compare's rename leaves its temp name (seen and left)")
+# WAS A BUG (seen and left in round 48, fixed in the seventeenth session): compare --out killed after its atomic write's
+# temp file was created left a hidden .<hex>.compare.md.tmp in DIR that a successful rerun never removed; compare now
+# locks DIR (run.lock), so the rerun knows no other compare is writing there and removes its own names' temp files
 def test_compare_killed_then_rerun_leaves_no_temp_file(two_runs, tmp_path, capsys):
     d = _out_dir(tmp_path)
     killed(d, "compare.md.tmp#1", "after", "compare", *two_runs, "--out", d)

@@ -21,9 +21,9 @@ import numpy as np
 
 from ebmlab.errors import ConfigError, RunError
 from ebmlab.experiments.leaderboard_report import better
-from ebmlab.files import write_text_atomic
+from ebmlab.files import with_temps, write_text_atomic
 from ebmlab.training.run import read_run_raw
-from ebmlab.training.lock import holder
+from ebmlab.training.lock import RunLock, holder
 from ebmlab.training.run_data import read_run_info
 
 # the compared metrics, in this order, where every run has them (then each OOD AUROC every run has)
@@ -124,12 +124,32 @@ def compare(runs, out: str | Path | None = None, pool_seeds: bool = False) -> Co
     return result
 
 
+# what compare --out writes, and its atomic writes' temp names (``.<8 hex>.NAME.tmp``)
+_WRITTEN = with_temps(r"compare\.md|compare\.json|samples(_\d+)?\.png")
+
+
 def _write(result: Comparison, kind: str, shape, out: Path) -> None:
     """``--out``: the samples figure (its notes join the result's), then ``compare.md`` and ``compare.json``;
-    ``result.files`` lists what was written."""
+    ``result.files`` lists what was written. ``out`` is locked meanwhile (``run.lock``), so that the temp files of a
+    killed compare there can be told from another's in flight and removed."""
+    out.mkdir(parents=True, exist_ok=True)
+    busy = f"--out {str(out)!r} is in use by another ebmlab process (a compare writing there, or a trainer)"
+    with RunLock.acquire(out, busy, instead="write the comparison to another --out"):
+        _clear_temps(out)
+        _write_locked(result, kind, shape, out)
+
+
+def _clear_temps(out: Path) -> None:
+    """The hidden temp files a killed compare left in ``out`` (only ``_WRITTEN``'s: a user's own are kept)."""
+    for p in out.iterdir():
+        if p.name.startswith(".") and p.name.endswith(".tmp") and _WRITTEN.fullmatch(p.name) and p.is_file() \
+                and not p.is_symlink():
+            p.unlink(missing_ok=True)
+
+
+def _write_locked(result: Comparison, kind: str, shape, out: Path) -> None:
     from ebmlab.experiments.compare_figure import samples_figure
 
-    out.mkdir(parents=True, exist_ok=True)
     shown = [g[0] for g in result.groups] or result.runs  # pooled: each row's first run
     labels = [f"{k}: {Path(r).name}\n{f['method']}{', seed ' + f['seed'].split(',')[0] if result.groups else ''}"
               for k, (r, f) in enumerate(zip(shown, result.facts))]

@@ -159,13 +159,16 @@ class RunLock:
         self.path, self.fd = path, fd
 
     @classmethod
-    def acquire(cls, run_dir: Path) -> RunLock:
-        """Lock ``run_dir`` (``run.lock``); ``RunError`` with one sentence when another process holds it."""
+    def acquire(cls, run_dir: Path, busy: str | None = None, instead: str = "train into another --out") -> RunLock:
+        """Lock ``run_dir`` (``run.lock``); ``RunError`` with one sentence when another process holds it: ``busy``
+        says what is in use (a run directory, by default), ``instead`` what else the user can do."""
         path = Path(run_dir) / LOCK_NAME
+        busy = busy or (f"run directory {str(run_dir)!r} is in use by another ebmlab process (training it or "
+                        "evaluating it)")
         for _ in range(10):
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                lock = cls._try(path, fd, Path(run_dir))
+                lock = cls._try(path, fd, busy, instead)
             except BaseException:
                 os.close(fd)
                 raise
@@ -176,16 +179,13 @@ class RunLock:
                        "is another ebmlab process starting there?")
 
     @classmethod
-    def _try(cls, path: Path, fd: int, run_dir: Path) -> RunLock | None:
-        busy = (f"run directory {str(run_dir)!r} is in use by another ebmlab process (training it or evaluating "
-                "it)")
+    def _try(cls, path: Path, fd: int, busy: str, instead: str) -> RunLock | None:
         flocked = True
         try:
             _lock(fd)
         except OSError as exc:
             if exc.errno in _HELD:
-                raise RunError(f"{busy} ({_describe(_holder(fd))}); wait for it to finish (or train into another "
-                               "--out)") from None
+                raise RunError(f"{busy} ({_describe(_holder(fd))}); wait for it to finish (or {instead})") from None
             flocked = False  # ENOLCK/EOPNOTSUPP (some network file systems): fall back to the pid check below
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
