@@ -54,6 +54,12 @@ def with_temps(names: str) -> re.Pattern:
     return re.compile(rf"(\.[0-9a-f]{{8}}\.({names})\.tmp|({names})(\.tmp)?)")
 
 
+def is_temp_file(p: Path) -> bool:
+    """Whether ``p`` may be an atomic write's leftover: named ``*.tmp`` and not a folder (a write leaves a file or,
+    killed, its name; a folder so named is the user's, never deleted)."""
+    return p.name.endswith(".tmp") and (p.is_symlink() or not p.is_dir())
+
+
 def atomic_write(path: Path, write, replace: bool = True) -> None:
     """``write(tmp)``, fsync, mode 0666 minus the umask (``file_mode``), rename onto ``path``; the temp file is
     removed when anything fails (a full disk leaves the previous file as it was). ``replace=False``: put in place only

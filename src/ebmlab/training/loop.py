@@ -358,6 +358,8 @@ class Trainer:
                     values = distributed.average_metrics(values, self.dist)  # the bar shows what the log holds
                     if checked:
                         values["val_energy_distance"] = score
+                    if out_of_time:  # a finished run's last row (run_dir.has_result tells it from a killed start's)
+                        values["stopped_by_budget"] = 1
                     logger.log(self.step, values)
                 if bar is not None:
                     bar.update(1)

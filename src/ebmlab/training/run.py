@@ -34,7 +34,7 @@ from ebmlab.config import Config, apply_overrides
 from ebmlab.config_files import yaml_load
 from ebmlab.config_hash import MUTABLE_KEYS, config_changes, is_mutable, run_hash, stored_run_defaults
 from ebmlab.errors import CheckpointError, ConfigError, RunError, RunNotFound, os_error_sentence
-from ebmlab.files import with_temps
+from ebmlab.files import is_temp_file, with_temps
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training.config import from_dict
 from ebmlab.training.lock import LOCK_NAME, RunLock  # noqa: F401 (re-exported)
@@ -325,7 +325,7 @@ def resume_config(run_dir: Path, overrides: list[str] | None, config: str | None
 def only_leftovers(entries: list[Path]) -> bool:
     """Whether ``entries`` (a run directory's, less its lock) are only ebmlab's atomic writes' temp files of its top
     level: a start killed before its ``config.yaml`` was in place, which a new start reuses (``run_dir``)."""
-    return all(TOP_TEMPS.fullmatch(p.name) and p.name.endswith(".tmp") for p in entries)
+    return all(TOP_TEMPS.fullmatch(p.name) and is_temp_file(p) for p in entries)
 
 
 def relocation(run_dir: Path, cfg: Config) -> tuple[Config, str | None]:

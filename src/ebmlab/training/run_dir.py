@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from ebmlab.config import Config, save_config
-from ebmlab.files import with_temps
+from ebmlab.files import is_temp_file, with_temps
 from ebmlab.errors import ConfigError
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training import run, run_data
@@ -74,18 +74,24 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, d
 
 def _check_data_not_written(run_dir: Path, path: str | None) -> None:
     """Refuse data that lie where the run writes (``samples/samples.npy``: its final samples; ``samples/``, a folder of
-    images: its grids): training would replace or change what it reads, and the run's data check would then refuse it.
-    Other files in the run (its ``data.npy``, the user's own in ``samples/``) are kept (``_remove_run_files``)."""
+    images: its grids), named so or by a link there, and a data folder that holds the run (its listing and images
+    would take in the run's files): training would change what it reads, and the run's data check would then refuse
+    it. Other files in the run (its ``data.npy``, the user's own in ``samples/``) are kept (``_remove_run_files``)."""
     if not path:
         return
-    data, base = Path(os.path.realpath(Path(path).expanduser())), Path(os.path.realpath(run_dir))
-    rel = data.relative_to(base).parts if data.is_relative_to(base) else ()
-    written = bool(rel) and rel[0] in (*TRAIN_FILES, "tb") and (
-        len(rel) == 1 or (len(rel) == 2 and rel[0] in TRAIN_FILES and TRAIN_FILES[rel[0]].fullmatch(rel[1])))
-    if written:
-        raise ConfigError(f"data.path {path!r} is {'/'.join(rel)} in run {str(run_dir)!r}, which the run writes (its "
-                          "samples, figures or checkpoints) and would replace while training on it; copy it out of "
-                          "the run directory and train on the copy, or train into another --out")
+    given, base = Path(path).expanduser(), Path(os.path.realpath(run_dir))
+    for data in (Path(os.path.realpath(given)), _unfollowed(given)):  # what it names; a link at its name itself
+        if base.is_relative_to(data) and not any(part.startswith(".") for part in base.relative_to(data).parts):
+            raise ConfigError(f"data.path {path!r} holds run {str(run_dir)!r}: the run's files would join the data "
+                              "it trains on (a data folder's listing and images; hidden folders excepted); train "
+                              "into an --out outside the data folder")
+        rel = data.relative_to(base).parts if data.is_relative_to(base) else ()
+        written = bool(rel) and rel[0] in (*TRAIN_FILES, "tb") and (
+            len(rel) == 1 or (len(rel) == 2 and rel[0] in TRAIN_FILES and TRAIN_FILES[rel[0]].fullmatch(rel[1])))
+        if written:
+            raise ConfigError(f"data.path {path!r} is {'/'.join(rel)} in run {str(run_dir)!r}, which the run writes "
+                              "(its samples, figures or checkpoints) and would replace while training on it; copy it "
+                              "out of the run directory and train on the copy, or train into another --out")
 
 
 def _clear_temps(run_dir: Path) -> None:
@@ -154,14 +160,16 @@ def has_result(run_dir: Path) -> bool:
 
 def _before_first_checkpoint(run_dir: Path, side: Path) -> bool:
     """Whether sidecar ``side`` names a step up to the run's first step checkpoint's, which a best of that step precedes,
-    and the log never reached the run's last update (a finished run whose step checkpoints were deleted keeps its best;
+    and the log never reached the run's last update nor a time-budget stop (a finished run whose step checkpoints were
+    deleted keeps its best;
     False when the sidecar or config is unreadable: the best is then kept as a result)."""
     try:
         step, tc = json.loads(side.read_text(encoding="utf-8"))["step"], run.read_run_config(run_dir).train
     except Exception:  # noqa: BLE001 -- a damaged sidecar or config: keep what is there
         return False
     early = isinstance(step, int) and step <= min(tc.checkpoint_every, tc.steps)  # (<=: a best is written first)
-    return early and not any(row["step"] >= tc.steps for row in read_metrics(run_dir))  # (the last update is logged)
+    return early and not any(row["step"] >= tc.steps or row.get("stopped_by_budget") for row in read_metrics(run_dir))
+    # (the last update is logged; a ``train.time_budget`` stop marks its row: a finished run)
 
 
 def _clear_for_new_run(run_dir: Path, overwrite: bool, keep: str | None = None) -> None:
@@ -177,7 +185,7 @@ def _new_run_needs_clearing(run_dir: Path, overwrite: bool) -> bool:
     entries = [p for p in run_dir.iterdir() if p.name != run.LOCK_NAME]
     if not entries:
         return False
-    ours = all(p.name in run.RUN_ENTRIES or p.name.endswith(".tmp") for p in entries)
+    ours = all(p.name in run.RUN_ENTRIES or is_temp_file(p) for p in entries)
     checkpoints = ckpt.list_checkpoints(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else []
     started = (run_dir / "config.yaml").is_file() or run.only_leftovers(entries)
     if ours and not checkpoints and started and not has_result(run_dir):
@@ -219,18 +227,19 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 def _remove_run_files(run_dir: Path, keep: str | None = None) -> None:
     """Delete what ``ebmlab train`` writes in ``run_dir`` (links themselves, never their targets), except ``keep``
-    (compared as absolute, normalised paths, links not followed) and the directories holding it, and ``config.yaml``,
+    (compared with the links of both paths' folders resolved, a link at ``keep``'s end not followed) and the
+    directories holding it, and ``config.yaml``,
     which the new run's replaces atomically. In ``_CLEARING_ORDER``: a process killed at any point leaves a run that
     ``--overwrite`` clears again, or a start without a checkpoint or result, which a new start reuses."""
-    base = _plain(run_dir)
-    kept = _plain(Path(keep).expanduser()) if keep else None
+    base = Path(os.path.realpath(run_dir))  # the directory the checks looked at (``A/link/..`` is link's parent)
+    kept = _unfollowed(Path(keep).expanduser()) if keep else None
     others = []
     for p in sorted(base.iterdir(), key=lambda p: _CLEARING_ORDER.get(p.name, 1)):
         if p == kept or p.name == "config.yaml":  # the new run's data (a file, or a folder of images) is never entered
             continue
         if p.name in TRAIN_FILES and p.is_dir() and not p.is_symlink():
             others += _remove_train_files(p, TRAIN_FILES[p.name], kept)
-        elif p.name != run.LOCK_NAME and (p.name in run.RUN_ENTRIES or p.name.endswith(".tmp")):
+        elif p.name != run.LOCK_NAME and (p.name in run.RUN_ENTRIES or is_temp_file(p)):
             _remove(p, kept)
     if others:
         shown = ", ".join(str(q.relative_to(base)) for q in others[:5])
@@ -257,8 +266,9 @@ def _remove_train_files(folder: Path, names: re.Pattern, keep: Path | None) -> l
     return kept
 
 
-def _plain(path: Path) -> Path:
-    return Path(os.path.normpath(path.absolute()))
+def _unfollowed(path: Path) -> Path:
+    """``path`` with the links of its folders resolved, not a link at its end (kept as itself, never entered)."""
+    return Path(os.path.realpath(path.parent)) / path.name
 
 
 def _remove(p: Path, keep: Path | None) -> None:

@@ -391,10 +391,10 @@ def _write_start(ckpt_dir: Path, score: float, rows: torch.Tensor) -> None:
 
 
 def _read_start(ckpt_dir: Path) -> tuple[float | None, torch.Tensor | None]:
-    """The start's score and rows (the first ``VALIDATION_ROWS``, which the checks score) written at step 0, or (None,
-    None) when the run has none (no start check, or an unreadable file: the margin is then not applied)."""
+    """The step-0 start's score and first ``VALIDATION_ROWS`` rows (the checks'); (None, None) without a readable one."""
     try:
         saved = json.loads((Path(ckpt_dir) / START_FILE).read_text(encoding="utf-8"))
-        return float(saved["score"]), torch.tensor(saved["rows"], dtype=torch.float64)[:VALIDATION_ROWS]
-    except (OSError, ValueError, KeyError, TypeError):
+        score, rows = float(saved["score"]), torch.tensor(saved["rows"], dtype=torch.float64)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return None, None
+    return (score, rows[:VALIDATION_ROWS]) if rows.ndim == 1 else (None, None)  # (a damaged "rows": not a list)
