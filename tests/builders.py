@@ -68,3 +68,19 @@ class GaussianStandIn(Objective):
 
     def log_density(self, z):
         return -0.5 * z.flatten(1).pow(2).sum(1) - 0.5 * z[0].numel() * math.log(2 * math.pi)
+
+
+def run_with_best(d, steps: int, checkpoint_every: int, best_step: int, logged: int) -> None:
+    """A run folder (no step checkpoints) with ``train.steps``/``checkpoint_every``, a selection best of step
+    ``best_step`` and a ``metrics.jsonl`` of steps 1..``logged``: what ``run_dir.has_result`` reads."""
+    import json
+
+    from ebmlab.training.config import load_config, save_config
+    (d / "checkpoints").mkdir(parents=True)
+    save_config(load_config(None, [f"train.steps={steps}", f"train.checkpoint_every={checkpoint_every}",
+                                   f"train.select_every={max(1, checkpoint_every // 2)}", "data.val_fraction=0.1"]),
+                d / "config.yaml")
+    (d / "checkpoints" / "best.safetensors").write_bytes(b"w")
+    (d / "checkpoints" / "best.json").write_text(json.dumps({"step": best_step}), encoding="utf-8")
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"step": k}) + "\n" for k in range(1, logged + 1)),
+                                     encoding="utf-8")

@@ -21,6 +21,7 @@ from ebmlab.training import checkpoint as ckpt
 from ebmlab.training import heldout, run, run_dir as rd
 from ebmlab.training.config import load_config, save_config
 from ebmlab.training.lock import _pid
+from tests.builders import run_with_best
 
 
 class _Ident:
@@ -97,13 +98,8 @@ def test_a_finished_runs_best_at_its_last_step_is_a_result(tmp_path):
 # it to a new start once its step checkpoints were deleted; a start killed early (its log short of train.steps) did not
 def test_a_finished_runs_early_best_is_a_result_and_a_killed_starts_is_not(tmp_path):
     d = tmp_path / "run"
-    (d / "checkpoints").mkdir(parents=True)
-    save_config(load_config(None, ["train.steps=30", "train.checkpoint_every=10", "train.select_every=5",
-                                   "data.val_fraction=0.1"]), d / "config.yaml")
-    (d / "checkpoints" / "best.safetensors").write_bytes(b"w")
-    (d / "checkpoints" / "best.json").write_text(json.dumps({"step": 5}))
-    log = "".join(json.dumps({"step": k}) + "\n" for k in range(1, 10))
-    (d / "metrics.jsonl").write_text(log)
+    run_with_best(d, steps=30, checkpoint_every=10, best_step=5, logged=9)
+    log = (d / "metrics.jsonl").read_text(encoding="utf-8")
     assert not rd.has_result(d) and rd._new_run_needs_clearing(d, False)  # killed at update 9: start again
     (d / "metrics.jsonl").write_text(log + "".join(json.dumps({"step": k}) + "\n" for k in range(10, 31)))
     assert rd.has_result(d)  # all 30 updates ran: the best is the run's result

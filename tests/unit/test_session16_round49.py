@@ -20,6 +20,7 @@ from ebmlab.errors import ConfigError, RunError, RunNotFound
 from ebmlab.training import run, run_dir as rd, selection
 from ebmlab.training.config import load_config, save_config
 from ebmlab.training.heldout import VALIDATION_ROWS
+from tests.builders import run_with_best
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
 
@@ -57,21 +58,14 @@ def _finished_run_files(d: Path, data: bool = True) -> Path:
 
 # ---- 1. run_dir._remove_run_files: keep= and the run directory through a symbolic link ------------------------------
 
-# WAS A BUG: `train --out LINK --data REAL/data.npy --overwrite` (LINK -> REAL) deletes the data file the new run trains on (keep= is compared lexically with LINK/data.npy); the run then cannot be evaluated or resumed
-def test_overwrite_through_a_link_to_the_run_keeps_the_new_runs_data_file(tmp_path):
+# WAS A BUG: `train --out LINK --data REAL/data.npy --overwrite` (LINK -> REAL) deletes the data file the new run trains on (keep= is compared lexically with LINK/data.npy); the run then cannot be evaluated or resumed; and the converse: `--out REAL --data LINK/data.npy --overwrite` deletes REAL/data.npy
+@pytest.mark.parametrize("linked", ["out", "data"])
+def test_overwrite_through_a_link_keeps_the_new_runs_data_file(tmp_path, linked):
     real = _finished_run_files(tmp_path / "real")
     link = tmp_path / "link"
     link.symlink_to(real)
-    rd._remove_run_files(link, keep=str(real / "data.npy"))
-    assert (real / "data.npy").is_file()
-
-
-# WAS A BUG: the converse: `--out REAL --data LINK/data.npy --overwrite` deletes REAL/data.npy, the new run's data
-def test_overwrite_with_the_data_named_through_a_link_keeps_it(tmp_path):
-    real = _finished_run_files(tmp_path / "real")
-    link = tmp_path / "link"
-    link.symlink_to(real)
-    rd._remove_run_files(real, keep=str(link / "data.npy"))
+    out, data = (link, real) if linked == "out" else (real, link)
+    rd._remove_run_files(out, keep=str(data / "data.npy"))
     assert (real / "data.npy").is_file()
 
 
@@ -231,12 +225,8 @@ def test_a_run_finished_by_its_time_budget_keeps_its_best(tmp_path):
 
 def test_killed_start_with_early_best_is_reused_and_finished_run_kept(tmp_path):
     d = tmp_path / "run"
-    (d / "checkpoints").mkdir(parents=True)
-    save_config(load_config(None, ["train.steps=8", "train.checkpoint_every=4", "train.select_every=2",
-                                   "data.val_fraction=0.1"]), d / "config.yaml")
-    (d / "checkpoints" / "best.safetensors").write_bytes(b"w")
-    (d / "checkpoints" / "best.json").write_text(json.dumps({"step": 4}))
-    log = "".join(json.dumps({"step": k}) + "\n" for k in range(1, 5))
+    run_with_best(d, steps=8, checkpoint_every=4, best_step=4, logged=4)
+    log = (d / "metrics.jsonl").read_text(encoding="utf-8")
     (d / "metrics.jsonl").write_text(log + '{"step": 8, "loss": 0.1')  # a truncated last line does not count
     assert not rd.has_result(d)
     (d / "metrics.jsonl").write_text(log + "not json\n" + json.dumps({"step": 8}) + "\n")
@@ -343,21 +333,22 @@ def test_place_new_with_relative_paths_a_dangling_link_and_a_directory(tmp_path,
     assert os.readlink("dangling") == "nowhere" and not os.listdir("adir")
 
 
-def test_enoent_from_renameat2_is_not_taken_for_a_missing_flag(tmp_path, monkeypatch):
+def _renameat2_failing(monkeypatch, code: int) -> None:
     def call(*_):
-        ctypes.set_errno(errno.ENOENT)
+        ctypes.set_errno(code)
         return -1
     monkeypatch.setattr(files, "_renameat2", lambda: call)
+
+
+def test_enoent_from_renameat2_is_not_taken_for_a_missing_flag(tmp_path, monkeypatch):
+    _renameat2_failing(monkeypatch, errno.ENOENT)
     with pytest.raises(FileNotFoundError):
         files._place_new(tmp_path / ".0123abcd.s.npy.tmp", tmp_path / "s.npy")
     assert not (tmp_path / "s.npy").exists()
 
 
 def test_atomic_write_without_replace_leaves_no_temp_when_renameat2_fails_otherwise(tmp_path, monkeypatch):
-    def call(*_):
-        ctypes.set_errno(errno.EACCES)
-        return -1
-    monkeypatch.setattr(files, "_renameat2", lambda: call)
+    _renameat2_failing(monkeypatch, errno.EACCES)
     with pytest.raises(PermissionError):
         files.atomic_write(tmp_path / "s.txt", lambda p: p.write_text("x", encoding="utf-8"), replace=False)
     assert os.listdir(tmp_path) == []
