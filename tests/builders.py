@@ -84,3 +84,34 @@ def run_with_best(d, steps: int, checkpoint_every: int, best_step: int, logged: 
     (d / "checkpoints" / "best.json").write_text(json.dumps({"step": best_step}), encoding="utf-8")
     (d / "metrics.jsonl").write_text("".join(json.dumps({"step": k}) + "\n" for k in range(1, logged + 1)),
                                      encoding="utf-8")
+
+
+def finished_run_files(d, data: bool = True):
+    """A folder that looks like a finished run (enough for ``run_dir``'s rules: config, a step checkpoint pair, a
+    log reaching ``train.steps``, metrics.json), with the user's ``data.npy`` unless ``data=False``."""
+    import json
+
+    import numpy as np
+
+    from ebmlab.training.config import load_config, save_config
+    (d / "checkpoints").mkdir(parents=True)
+    save_config(load_config(None, ["train.steps=10", "train.checkpoint_every=5"]), d / "config.yaml")
+    (d / "checkpoints" / "step_00000010.safetensors").write_bytes(b"w")
+    (d / "checkpoints" / "step_00000010.json").write_text(json.dumps({"step": 10}), encoding="utf-8")
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"step": k}) + "\n" for k in range(1, 11)), encoding="utf-8")
+    (d / "metrics.json").write_text("{}", encoding="utf-8")
+    if data:
+        np.save(d / "data.npy", np.zeros((4, 2), np.float32))
+    return d
+
+
+def two_finished_runs(root):
+    """Two finished tiny runs in ``root`` (``a`` trained, ``b`` its copy): what compare needs."""
+    import shutil
+
+    from ebmlab.cli import main
+    from tests.cli_helpers import sets
+    from tests.crash_sweep import TINY
+    assert main(["train", "--out", str(root / "a"), *sets(TINY)]) == 0
+    shutil.copytree(root / "a", root / "b")
+    return root / "a", root / "b"

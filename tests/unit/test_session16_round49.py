@@ -18,9 +18,8 @@ import torch
 from ebmlab import files
 from ebmlab.errors import ConfigError, RunError, RunNotFound
 from ebmlab.training import run, run_dir as rd, selection
-from ebmlab.training.config import load_config, save_config
 from ebmlab.training.heldout import VALIDATION_ROWS
-from tests.builders import run_with_best
+from tests.builders import finished_run_files, run_with_best
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
 
@@ -31,37 +30,12 @@ TINY = ["train.steps=6", "train.checkpoint_every=2", "train.keep_checkpoints=2",
         "train.batch_size=32"]
 
 
-def _sets(*extra):
-    return [a for o in (*TINY, *extra) for a in ("--set", o)]
-
-
-def _cli(capsys, *argv):
-    from ebmlab.cli import main
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def _finished_run_files(d: Path, data: bool = True) -> Path:
-    """A folder that looks like a finished run (enough for ``run_dir``'s rules), with the user's ``data.npy``."""
-    (d / "checkpoints").mkdir(parents=True)
-    save_config(load_config(None, ["train.steps=10", "train.checkpoint_every=5"]), d / "config.yaml")
-    (d / "checkpoints" / "step_00000010.safetensors").write_bytes(b"w")
-    (d / "checkpoints" / "step_00000010.json").write_text(json.dumps({"step": 10}))
-    (d / "metrics.jsonl").write_text("".join(json.dumps({"step": k}) + "\n" for k in range(1, 11)))
-    (d / "metrics.json").write_text("{}")
-    if data:
-        np.save(d / "data.npy", np.zeros((4, 2), np.float32))
-    return d
-
-
 # ---- 1. run_dir._remove_run_files: keep= and the run directory through a symbolic link ------------------------------
 
 # WAS A BUG: `train --out LINK --data REAL/data.npy --overwrite` (LINK -> REAL) deletes the data file the new run trains on (keep= is compared lexically with LINK/data.npy); the run then cannot be evaluated or resumed; and the converse: `--out REAL --data LINK/data.npy --overwrite` deletes REAL/data.npy
 @pytest.mark.parametrize("linked", ["out", "data"])
 def test_overwrite_through_a_link_keeps_the_new_runs_data_file(tmp_path, linked):
-    real = _finished_run_files(tmp_path / "real")
+    real = finished_run_files(tmp_path / "real")
     link = tmp_path / "link"
     link.symlink_to(real)
     out, data = (link, real) if linked == "out" else (real, link)
@@ -69,19 +43,7 @@ def test_overwrite_through_a_link_keeps_the_new_runs_data_file(tmp_path, linked)
     assert (real / "data.npy").is_file()
 
 
-# WAS A BUG: end to end: the symlinked --out of test 1 through the CLI; `ebmlab eval` then says the data file does not exist
-def test_cli_overwrite_through_a_linked_out_then_eval(tmp_path, capsys):
-    real = tmp_path / "real"
-    assert _cli(capsys, "train", "--out", real, *_sets())[0] == 0
-    np.save(real / "data.npy", np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32))
-    link = tmp_path / "link"
-    link.symlink_to(real)
-    code, _, err = _cli(capsys, "train", "--out", link, "--data", real / "data.npy", "--overwrite",
-                        *_sets("train.steps=2"))
-    assert code == 0, err
-    assert (real / "data.npy").is_file()
-    code, _, err = _cli(capsys, "eval", link)
-    assert code == 0, err
+# (the same end to end, through the CLI: tests/unit/test_session17_round50.py)
 
 
 # WAS A BUG: `--out A/link/..` (link -> elsewhere/sub): the checks look at the real parent (elsewhere), but the clearing deletes ebmlab-named files of the lexical parent A (normpath), another folder
@@ -90,7 +52,7 @@ def test_clearing_deletes_in_the_directory_that_was_checked_not_its_lexical_norm
     a.mkdir()
     (a / "data.npy").write_bytes(b"the user's own data, not a run's")
     (a / "metrics.json").write_text("{}")
-    other = _finished_run_files(tmp_path / "elsewhere", data=False)
+    other = finished_run_files(tmp_path / "elsewhere", data=False)
     (other / "sub").mkdir()
     (a / "link").symlink_to(other / "sub")
     out = a / "link" / ".."
@@ -101,7 +63,7 @@ def test_clearing_deletes_in_the_directory_that_was_checked_not_its_lexical_norm
 
 
 def test_overwrite_keeps_config_yaml_and_data_and_user_files_and_clears_the_rest(tmp_path):
-    d = _finished_run_files(tmp_path / "run")
+    d = finished_run_files(tmp_path / "run")
     (d / "checkpoints" / "mine.txt").write_text("mine")
     (d / "checkpoints" / "best.safetensors").write_bytes(b"b")
     (d / "checkpoints" / "best.json").write_text(json.dumps({"step": 5}))
@@ -114,7 +76,7 @@ def test_overwrite_keeps_config_yaml_and_data_and_user_files_and_clears_the_rest
 
 
 def test_clearing_order_result_first_marks_of_a_run_last(tmp_path, monkeypatch):
-    d = _finished_run_files(tmp_path / "run")
+    d = finished_run_files(tmp_path / "run")
     (d / "run.json").write_text("{}")
     (d / "tb").mkdir()
     gone = []
@@ -137,7 +99,7 @@ def test_clearing_order_result_first_marks_of_a_run_last(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("trail", ["/", "/.", "/../run"])
 def test_clearing_a_run_named_with_a_trailing_slash_or_dots(tmp_path, trail):
-    d = _finished_run_files(tmp_path / "run")
+    d = finished_run_files(tmp_path / "run")
     rd._remove_run_files(Path(str(d) + trail), keep=str(d / "data.npy"))
     assert sorted(p.name for p in d.iterdir()) == ["config.yaml", "data.npy"]
 
@@ -388,7 +350,7 @@ def test_a_run_in_a_hidden_folder_below_the_data_folder_is_accepted(tmp_path):
 # WAS A BUG (older than round 49, the same rule): with a config.yaml beside it, --overwrite deleted a user's folder
 # named *.tmp whole
 def test_overwrite_keeps_a_users_folder_named_like_a_temp_file(tmp_path):
-    d = _finished_run_files(tmp_path / "r")
+    d = finished_run_files(tmp_path / "r")
     (d / "notes.tmp").mkdir()
     (d / "notes.tmp" / "mine.txt").write_text("MINE", encoding="utf-8")
     (d / ".0123abcd.metrics.json.tmp").write_text("{}", encoding="utf-8")

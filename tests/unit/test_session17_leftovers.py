@@ -5,13 +5,12 @@ into DIR at the same time is refused in one sentence instead of racing.
 """
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
 from ebmlab.training.lock import LOCK_NAME, RunLock
-from tests.cli_helpers import cli, sets
-from tests.crash_sweep import TINY
+from tests.cli_helpers import cli
+from tests.builders import two_finished_runs
 
 STALE = (".0123abcd.compare.md.tmp", ".89abcdef.compare.json.tmp", ".00ff00ff.samples.png.tmp",
          ".deadbeef.samples_1.png.tmp")
@@ -20,12 +19,8 @@ MINE = (".0123abcd.notes.md.tmp", "compare.md.tmp", ".0123abcd.samples.png.bak",
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two finished tiny runs (read-only)."""
-    from ebmlab.cli import main
-    root = tmp_path_factory.mktemp("s17")
-    assert main(["train", "--out", str(root / "a"), *sets(TINY)]) == 0
-    shutil.copytree(root / "a", root / "b")
-    return root / "a", root / "b"
+    """Two finished tiny runs (read-only: tests copy what they change)."""
+    return two_finished_runs(tmp_path_factory.mktemp("s17"))
 
 
 # WAS A BUG (round 48's seen-and-left: compare took no lock)

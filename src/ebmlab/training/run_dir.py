@@ -74,14 +74,15 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, d
 
 def _check_data_not_written(run_dir: Path, path: str | None) -> None:
     """Refuse data that lie where the run writes (``samples/samples.npy``: its final samples; ``samples/``, a folder of
-    images: its grids), named so or by a link there, and a data folder that holds the run (its listing and images
+    images: its grids), named so or by a link there, and a data folder that holds the run (also through a linked
+    folder in it: ``_holds``; its listing and images
     would take in the run's files): training would change what it reads, and the run's data check would then refuse
     it. Other files in the run (its ``data.npy``, the user's own in ``samples/``) are kept (``_remove_run_files``)."""
     if not path:
         return
     given, base = Path(path).expanduser(), Path(os.path.realpath(run_dir))
     for data in (Path(os.path.realpath(given)), _unfollowed(given)):  # what it names; a link at its name itself
-        if base.is_relative_to(data) and not any(part.startswith(".") for part in base.relative_to(data).parts):
+        if _holds(data, base):
             raise ConfigError(f"data.path {path!r} holds run {str(run_dir)!r}: the run's files would join the data "
                               "it trains on (a data folder's listing and images; hidden folders excepted); train "
                               "into an --out outside the data folder")
@@ -92,6 +93,28 @@ def _check_data_not_written(run_dir: Path, path: str | None) -> None:
             raise ConfigError(f"data.path {path!r} is {'/'.join(rel)} in run {str(run_dir)!r}, which the run writes "
                               "(its samples, figures or checkpoints) and would replace while training on it; copy it "
                               "out of the run directory and train on the copy, or train into another --out")
+
+
+def _holds(folder: Path, base: Path) -> bool:
+    """Whether run ``base`` lies in data ``folder``, no hidden folder between, or under a linked folder in it: the
+    image walk follows links (``data.images._image_files``; real folders once, hidden ones skipped), and so does this."""
+    def inside(root: Path) -> bool:
+        return base.is_relative_to(root) and not any(part.startswith(".") for part in base.relative_to(root).parts)
+    if inside(folder):
+        return True
+    if not folder.is_dir():
+        return False
+    seen = set()
+    for here, subs, _ in os.walk(folder, followlinks=True):
+        if os.path.realpath(here) in seen:
+            subs[:] = []
+            continue
+        seen.add(os.path.realpath(here))
+        subs[:] = [d for d in subs if not d.startswith(".")]
+        links = (Path(here, d) for d in subs if os.path.islink(os.path.join(here, d)))
+        if any(inside(Path(os.path.realpath(q))) for q in links):
+            return True
+    return False
 
 
 def _clear_temps(run_dir: Path) -> None:
@@ -227,15 +250,15 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 def _remove_run_files(run_dir: Path, keep: str | None = None) -> None:
     """Delete what ``ebmlab train`` writes in ``run_dir`` (links themselves, never their targets), except ``keep``
-    (compared with the links of both paths' folders resolved, a link at ``keep``'s end not followed) and the
+    (compared with the links of both paths' folders resolved: as named, and what a link at its end names) and the
     directories holding it, and ``config.yaml``,
     which the new run's replaces atomically. In ``_CLEARING_ORDER``: a process killed at any point leaves a run that
     ``--overwrite`` clears again, or a start without a checkpoint or result, which a new start reuses."""
     base = Path(os.path.realpath(run_dir))  # the directory the checks looked at (``A/link/..`` is link's parent)
-    kept = _unfollowed(Path(keep).expanduser()) if keep else None
+    kept = _spellings(Path(keep).expanduser()) if keep else frozenset()
     others = []
     for p in sorted(base.iterdir(), key=lambda p: _CLEARING_ORDER.get(p.name, 1)):
-        if p == kept or p.name == "config.yaml":  # the new run's data (a file, or a folder of images) is never entered
+        if p in kept or p.name == "config.yaml":  # the new run's data (a file, or a folder of images) is never entered
             continue
         if p.name in TRAIN_FILES and p.is_dir() and not p.is_symlink():
             others += _remove_train_files(p, TRAIN_FILES[p.name], kept)
@@ -252,14 +275,14 @@ def _remove_run_files(run_dir: Path, keep: str | None = None) -> None:
 _CLEARING_ORDER = {"metrics.json": 0, "checkpoints": 2, "metrics.jsonl": 3}
 
 
-def _remove_train_files(folder: Path, names: re.Pattern, keep: Path | None) -> list[Path]:
+def _remove_train_files(folder: Path, names: re.Pattern, keep: frozenset[Path]) -> list[Path]:
     """Delete the files of ``folder`` that training writes (``names``), except ``keep``; the folder too when that
     empties it. Returns what was kept (the user's own files and folders, ``ebmlab sample``'s draws)."""
     kept = []
     for q in sorted(folder.iterdir()):
         if names.fullmatch(q.name) and not (q.is_dir() and not q.is_symlink()):
             _remove(q, keep)
-        elif q != keep:
+        elif q not in keep:
             kept.append(q)
     if not any(folder.iterdir()):
         folder.rmdir()
@@ -271,12 +294,18 @@ def _unfollowed(path: Path) -> Path:
     return Path(os.path.realpath(path.parent)) / path.name
 
 
-def _remove(p: Path, keep: Path | None) -> None:
-    """Delete ``p`` (a link itself, never its target), except ``keep`` and the directories holding it."""
-    if p == keep:
+def _spellings(path: Path) -> frozenset[Path]:
+    """The entries that are ``path``: its name (a link kept as itself) and what a link at its end names (a link
+    outside the run to the run's ``data.npy``); a target the run writes is refused before (``_check_data_not_written``)."""
+    return frozenset({_unfollowed(path), Path(os.path.realpath(path))})
+
+
+def _remove(p: Path, keep: frozenset[Path]) -> None:
+    """Delete ``p`` (a link itself, never its target), except ``keep``'s paths and the directories holding them."""
+    if p in keep:
         return
     if p.is_dir() and not p.is_symlink():
-        if keep is not None and keep.is_relative_to(p):
+        if any(k.is_relative_to(p) for k in keep):
             for q in p.iterdir():
                 _remove(q, keep)
             return
