@@ -313,7 +313,7 @@ def test_overwrite_clears_old_and_new_temp_leftovers_and_keeps_the_users(tmp_pat
     users = ["notes.txt", ".0123abcd.notes.txt.tmp", ".0123ABCD.best.json.tmp", "best.json.bak"]
     for n in made + users:
         (folder / n).write_text("x")
-    kept = run_dir_mod._remove_train_files(folder, run_dir_mod.TRAIN_FILES["checkpoints"], None)
+    kept = run_dir_mod._remove_train_files(folder, run_dir_mod.TRAIN_FILES["checkpoints"], frozenset())
     assert sorted(p.name for p in kept) == sorted(users)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import warnings
 from pathlib import Path
 
@@ -260,10 +261,33 @@ def file_sha256(path: str | Path) -> str:
 
 
 def folder_fingerprint(path: str | Path) -> str:
-    """Hex SHA-256 of a data folder's listing: every file's path relative to the folder and its size, sorted
-    (hidden files and folders left out). Not the bytes: an image folder can hold a million files; this catches
-    files added, removed, renamed or resized, which change the splits a run was trained and evaluated on."""
+    """Hex SHA-256 of a data folder's listing: the path relative to the folder and the size of every file the image
+    walk reaches (``data.images``: through linked folders, each real folder once, hidden files and folders left out),
+    sorted. Not the bytes: an image folder can hold a million files; this catches files added, removed, renamed or
+    resized, which change the splits a run was trained and evaluated on."""
     root = Path(path).expanduser()
-    rows = sorted(f"{f.relative_to(root).as_posix()}\t{f.stat().st_size}" for f in root.rglob("*")
+    return _listing_hash(root, _walked_files(root))
+
+
+def folder_matches(path: str | Path, stored: str) -> bool:
+    """Whether ``stored`` is ``path``'s listing fingerprint: as computed now, or as runs trained before 2026-12-07
+    stored it (``rglob``: the files of linked folders left out; the same for a folder without links)."""
+    root = Path(path).expanduser()
+    return folder_fingerprint(root) == stored or _listing_hash(root, root.rglob("*")) == stored
+
+
+def _walked_files(root: Path):
+    seen = set()
+    for here, subs, names in os.walk(root, followlinks=True):
+        if os.path.realpath(here) in seen:  # (a folder linked twice, or a link back up: once, the first in order)
+            subs[:] = []
+            continue
+        seen.add(os.path.realpath(here))
+        subs[:] = sorted(d for d in subs if not d.startswith("."))
+        yield from (Path(here, n) for n in names)
+
+
+def _listing_hash(root: Path, files) -> str:
+    rows = sorted(f"{f.relative_to(root).as_posix()}\t{f.stat().st_size}" for f in files
                   if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts))
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()

@@ -157,10 +157,12 @@ def data_fingerprint(info: dict | None) -> str | None:
     return d.get("sha256") or d.get("listing_sha256")
 
 
-def _fingerprint_of(path: Path) -> str | None:
-    from ebmlab.data.arrays import file_sha256, folder_fingerprint
+def _holds_data(path: Path, want: str | None) -> bool:
+    """Whether ``path`` holds the data of fingerprint ``want`` (a file's SHA-256, a folder's listing's)."""
+    from ebmlab.data.arrays import file_sha256, folder_matches
 
-    return file_sha256(path) if path.is_file() else folder_fingerprint(path) if path.is_dir() else None
+    return want is not None and (file_sha256(path) == want if path.is_file() else
+                                 path.is_dir() and folder_matches(path, want))
 
 
 def relocation(run_dir: Path, cfg: Config, stored: str | None) -> tuple[Config, str | None]:
@@ -177,17 +179,17 @@ def relocation(run_dir: Path, cfg: Config, stored: str | None) -> tuple[Config, 
     want, recorded = data_fingerprint(info), ((info or {}).get("data") or {}).get(RELOCATED)
     back = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=stored))
     inside = _inside(run_dir, back, info)
-    own = inside is not None and inside.exists() and new.exists() and _fingerprint_of(new) == want
+    own = inside is not None and inside.exists() and new.exists() and _holds_data(new, want)
     if inside is not None and (_same_file(new, inside) or own):  # the run's own copy (data given in memory) is read
         return back, ("" if recorded else None)  # from the run: nothing elsewhere recorded (an earlier record dropped)
     if _same_file(new, Path(stored).expanduser()):
-        return back, ("" if recorded and want and _fingerprint_of(Path(stored).expanduser()) == want else None)
+        return back, ("" if recorded and _holds_data(Path(stored).expanduser(), want) else None)
     if want is None:
         return cfg, None  # (a run without a fingerprint: check_resume_changes refuses another path)
     if not new.exists():
         raise DataError(f"data.path {str(new)!r}: no such file or folder; give the place run {str(run_dir)!r}'s data "
                         "moved to")
-    if _fingerprint_of(new) != want:
+    if not _holds_data(new, want):
         raise DataError(f"{str(new)!r} holds other data than run {str(run_dir)!r} was trained on (its "
                         f"{'SHA-256' if new.is_file() else 'listing of names and sizes'} differs from run.json's); "
                         "a resume takes only a moved copy of the same bytes: train a new run on other data")
@@ -224,11 +226,11 @@ def _is_folder(cfg: Config) -> bool:
 def verify_data(run_dir: Path, cfg: Config, info: dict | None) -> bool:
     """True when the run's data file is present and unchanged, False when it is absent; DataError naming
     the file when its bytes differ from those the run was trained on (a data folder: when its files' names or
-    sizes differ, ``folder_fingerprint``)."""
-    from ebmlab.data.arrays import file_sha256, folder_fingerprint
+    sizes differ, ``folder_matches``)."""
+    from ebmlab.data.arrays import file_sha256, folder_matches
 
     listing = (info or {}).get("data", {}).get("listing_sha256")
-    if listing and _is_folder(cfg) and folder_fingerprint(cfg.data.path) != listing:
+    if listing and _is_folder(cfg) and not folder_matches(cfg.data.path, listing):
         raise DataError(f"data folder {str(cfg.data.path)!r} has changed since run {str(run_dir)!r} was trained "
                         "(files added, removed, renamed or resized); restore it or train a new run on the new data")
     want = (info or {}).get("data", {}).get("sha256")
