@@ -75,13 +75,13 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, d
 def _check_data_not_written(run_dir: Path, path: str | None) -> None:
     """Refuse data that lie where the run writes (``samples/samples.npy``: its final samples; ``samples/``, a folder of
     images: its grids), named so or by a link there, and a data folder that holds the run (also through a linked
-    folder in it: ``_holds``; its listing and images
-    would take in the run's files): training would change what it reads, and the run's data check would then refuse
-    it. Other files in the run (its ``data.npy``, the user's own in ``samples/``) are kept (``_remove_run_files``)."""
+    folder in it: ``_holds``; its listing and images would take in the run's files): training would change what it
+    reads, and the run's data check would then refuse it. Other files in the run (its ``data.npy``, the user's own in
+    ``samples/``) are kept (``_remove_run_files``)."""
     if not path:
         return
     given, base = Path(path).expanduser(), Path(os.path.realpath(run_dir))
-    for data in (Path(os.path.realpath(given)), _unfollowed(given)):  # what it names; a link at its name itself
+    for data in _spellings(given):  # what it names, and a link at its name itself (one path when there is none)
         if _holds(data, base):
             raise ConfigError(f"data.path {path!r} holds run {str(run_dir)!r}: the run's files would join the data "
                               "it trains on (a data folder's listing and images; hidden folders excepted); train "
