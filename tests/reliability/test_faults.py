@@ -179,6 +179,7 @@ def test_tensorboard_failure_is_a_warning(trained_root, tmp_path, monkeypatch, c
     assert "TensorBoard logging stopped" in err and [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2]
 
 
+@pytest.mark.slow  # a whole-process run: the slow tier (the default suite's ten minutes)
 def test_kill_minus_nine_leaves_a_lock_that_resume_takes_over(trained_root, tmp_path, capsys):
     """A killed trainer leaves run.lock behind (with its dead pid); --resume takes it over and finishes."""
     out = tmp_path / "killed"

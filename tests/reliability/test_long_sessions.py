@@ -22,6 +22,7 @@ from ebmlab.training.logging import RunLogger, read_metrics
 TOY = {"steps": 10, "sample_every": 5, "threads": 1, "progress": False}
 
 
+@pytest.mark.slow  # a whole-process run: the slow tier (the default suite's ten minutes)
 def test_a_run_ended_without_its_evaluation_leaves_no_writer_thread(tmp_path):
     before = threading.active_count()
     for i in range(2):
@@ -62,6 +63,7 @@ def test_resuming_a_long_log_holds_one_line_at_a_time(tmp_path):
     assert peak < size / 20  # a few lines' worth; the whole log parsed held ~7.5 times its size
 
 
+@pytest.mark.slow  # a whole-process run: the slow tier (the default suite's ten minutes)
 def test_tensorboard_hides_what_the_interrupted_run_logged_after_the_checkpoint(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

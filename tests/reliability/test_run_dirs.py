@@ -254,6 +254,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(run_copy, capsys):
     assert not (run_copy / LOCK_NAME).exists()
 
 
+@pytest.mark.slow  # a whole-process run: the slow tier (the default suite's ten minutes)
 def test_two_new_trainings_into_one_directory(trained_root, tmp_path):
     """Started together: exactly one trains, the other gets one sentence; every step is logged once."""
     out = tmp_path / "race"
@@ -292,6 +293,7 @@ def test_checkpoint_from_latest_is_used_after_resume(run_copy, capsys):
     assert code == 0 and latest(run_copy).name == "step_00000004.safetensors"
 
 
+@pytest.mark.slow  # a whole-process run: the slow tier (the default suite's ten minutes)
 def test_second_resume_while_the_first_trains(run_copy, capsys):
     """A second --resume of a run that a live trainer holds is refused; no step is logged twice."""
     cmd = [sys.executable, "-m", "ebmlab", "train", "--out", str(run_copy), "--resume", "--set", "train.steps=100000",

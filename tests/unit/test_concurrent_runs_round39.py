@@ -175,6 +175,7 @@ def test_loading_and_sampling_a_run_in_training_never_fails_and_never_mixes_weig
     assert not list(out.glob("samples/samples_*"))  # --out: nothing written into the training run
 
 
+@pytest.mark.slow  # a whole-process run: the slow tier (the default suite's ten minutes)
 def test_the_trainer_stops_undisturbed_by_the_readers_frees_its_lock_and_finishes(live):
     """The last test: the trainer, stopped with SIGTERM, ends as an undisturbed run does (its sentence, its lock
     released, no temp file), and a resume to two updates later finishes the run with its evaluation."""
@@ -325,6 +326,7 @@ def test_two_atomic_writes_of_one_file_at_once_never_leave_a_mixed_file(tmp_path
 
 
 # WAS A BUG: two `ebmlab sample RUN --out SAME` at once both succeed: the second silently replaces the first without --overwrite
+@pytest.mark.slow  # a whole-process run: the slow tier (the default suite's ten minutes)
 def test_two_samplers_writing_one_out_at_once_replace_nothing_without_overwrite(done_run, tmp_path):
     out = tmp_path / "same.npy"
     argv = _ebmlab("sample", done_run, "--out", out, "--steps", "1500", "--n", "200")

@@ -48,6 +48,7 @@ def _temps(d: Path) -> list[str]:
 # ---- 1. train --out FINISHED_RUN --overwrite, killed ----------------------------------------------------------------
 
 # WAS A BUG: --overwrite killed after the old config.yaml was deleted and before the new one was in place (run_dir._remove_run_files, then save_config) leaves the user's kept files and no config.yaml, which --overwrite ("not an ebmlab run ... choose another --out"), a plain start and --resume all refuse for ever.
+@pytest.mark.slow  # a whole-process run: the slow tier (the default suite's ten minutes)
 @pytest.mark.parametrize("again", [["--overwrite"], []], ids=["overwrite", "plain"])
 def test_overwrite_killed_before_new_config_yaml_can_start_again(reference, tmp_path, capsys, again):
     run = _with_user_files(reference, tmp_path / "run")
@@ -74,6 +75,7 @@ def test_overwrite_killed_at_any_of_its_first_mutations_is_cleared_by_overwrite_
 
 
 # WAS A BUG: retraining a run on its own data.npy with --overwrite, killed before the new config.yaml is in place, leaves data.npy (rightly kept) beside the old run's remains, and the same command is then refused ("not an ebmlab run ... nothing was deleted; choose another --out"), so the run can no longer be retrained where its data lies.
+@pytest.mark.slow  # a whole-process run: the slow tier (the default suite's ten minutes)
 def test_overwrite_on_own_data_killed_before_new_config_yaml_can_overwrite_again(reference, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(reference, run)
@@ -87,6 +89,7 @@ def test_overwrite_on_own_data_killed_before_new_config_yaml_can_overwrite_again
     assert (run / "data.npy").read_bytes() == want and not _temps(run)
 
 
+@pytest.mark.slow  # a whole-process run: the slow tier (the default suite's ten minutes)
 def test_overwrite_killed_after_new_config_yaml_overwrites_again(reference, tmp_path, capsys):
     run = _with_user_files(reference, tmp_path / "run")
     killed(run, "run.json.tmp#1", "before", "train", "--out", run, "--overwrite", *NEW)  # old files gone, new config
@@ -126,6 +129,7 @@ def test_compare_killed_then_rerun_leaves_no_temp_file(two_runs, tmp_path, capsy
     assert not _temps(d)
 
 
+@pytest.mark.slow  # a whole-process run: the slow tier (the default suite's ten minutes)
 def test_compare_killed_keeps_user_files_and_reruns(two_runs, tmp_path, capsys):
     d = _out_dir(tmp_path)
     killed(d, "compare.json.tmp#1", "before", "compare", *two_runs, "--out", d)

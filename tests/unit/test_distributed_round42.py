@@ -154,7 +154,7 @@ def test_a_live_two_rank_trainer_holds_the_lock_on_rank_0_and_refuses_others(tmp
             rank0, rank1 = _worker_of_rank(proc.pid, 0), _worker_of_rank(proc.pid, 1)
             assert json.loads((run / "run.lock").read_text())["pid"] == rank0 != rank1
             code, _, err = cli(capsys, "eval", run)
-            assert code != 0 and f"is in use by another ebmlab process (training it or evaluating it) (pid {rank0}" in err
+            assert code != 0 and f"is in use by another ebmlab process (pid {rank0} on host" in err and ", training)" in err
             for extra in ([], ["--overwrite"]):
                 res = _launch(run, TINY + ["train.steps=10"], *extra)
                 assert res.returncode != 0 and "in use by another ebmlab process" in res.stderr, res.stderr[-2000:]

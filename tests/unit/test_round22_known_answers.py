@@ -242,16 +242,16 @@ def _read(name: str, path: str | None, sha=None, listing=None, **data) -> dict:
 def test_compare_names_other_data_by_path_and_a_changed_file_by_its_hash(a, b, match):
     """Another folder (only its listing differs) is named with both paths; the same path whose content changed
     is reported as the differing hash, not as two identical paths."""
-    from ebmlab.experiments.compare import _check_same_data
+    from ebmlab.experiments.compare_checks import check_same_data
 
     with pytest.raises(ConfigError, match=match):
-        _check_same_data(["r1", "r2"], [a, b])
+        check_same_data(["r1", "r2"], [a, b])
 
 
 def test_compare_accepts_a_copy_of_the_same_file_elsewhere():
-    from ebmlab.experiments.compare import _check_same_data
+    from ebmlab.experiments.compare_checks import check_same_data
 
-    _check_same_data(["r1", "r2"], [_read("array", "/d/x.npy", sha="aa"), _read("array", "/e/x.npy", sha="aa")])
+    check_same_data(["r1", "r2"], [_read("array", "/d/x.npy", sha="aa"), _read("array", "/e/x.npy", sha="aa")])
 
 
 # ----- images.py: the mixed-size error names the first image read ---------------------------------------------

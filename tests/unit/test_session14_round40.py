@@ -242,7 +242,7 @@ def test_a_killed_experiments_stale_lock_is_taken_over_by_the_rerun(tmp_path, fa
     seen = []
     mod.run = lambda out, quick=False, seeds=None, jobs=None: seen.append(holder(Path(out))) or {"ok": 1}
     assert ex.run_experiment("fake", out) == {"ok": 1}
-    assert seen == [f"pid {os.getpid()} on host {socket.gethostname()}"]  # held while it ran
+    assert seen == [f"pid {os.getpid()} on host {socket.gethostname()}, running an experiment"]  # held while it ran
     assert not (out / LOCK_NAME).exists()  # and freed
 
 

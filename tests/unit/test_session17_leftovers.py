@@ -5,6 +5,7 @@ into DIR at the same time is refused in one sentence instead of racing.
 """
 from __future__ import annotations
 
+import os
 
 import pytest
 
@@ -53,10 +54,11 @@ def test_a_second_compare_into_a_folder_in_use_is_refused_in_one_sentence(runs, 
     out = tmp_path / "cmp"
     out.mkdir()
     (out / STALE[0]).write_text("x", encoding="utf-8")  # another compare's temp file in flight: not removed
-    with RunLock.acquire(out):  # (flock: a second open file description conflicts, in this process too)
+    with RunLock.acquire(out, doing="writing a comparison"):  # (flock: a second open file description conflicts)
         code, _, err = cli(capsys, "compare", *runs, "--out", out)
     assert code != 0 and "Traceback" not in err
-    assert "is in use by another ebmlab process (a compare writing there, or a trainer)" in err
+    assert f"--out {str(out)!r} is in use by another ebmlab process (pid {os.getpid()} on host" in err
+    assert ", writing a comparison); wait for it to finish" in err
     assert "write the comparison to another --out" in err and "train into another" not in err
     assert sorted(p.name for p in out.iterdir()) == [STALE[0]]  # nothing written, the temp file kept
 
@@ -67,7 +69,7 @@ def test_the_python_api_takes_the_same_lock(runs, tmp_path):
     from ebmlab.errors import RunError
     out = tmp_path / "cmp"
     out.mkdir()
-    with RunLock.acquire(out), pytest.raises(RunError, match="a compare writing there"):
+    with RunLock.acquire(out), pytest.raises(RunError, match=r"--out .* in use .*, training\); wait"):
         ebmlab.compare([str(r) for r in runs], out=out)
     result = ebmlab.compare([str(r) for r in runs], out=out)
     assert result.files[:2] == ["compare.md", "compare.json"] and not (out / LOCK_NAME).exists()
@@ -77,5 +79,5 @@ def test_a_run_directory_keeps_its_default_lock_sentence(tmp_path):
     from ebmlab.errors import RunError
     with RunLock.acquire(tmp_path), pytest.raises(RunError) as caught:
         RunLock.acquire(tmp_path)
-    assert "run directory" in str(caught.value) and "(training it or evaluating it)" in str(caught.value)
+    assert "run directory" in str(caught.value) and ", training); wait for it to finish" in str(caught.value)
     assert "or train into another --out" in str(caught.value)

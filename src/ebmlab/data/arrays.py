@@ -260,34 +260,51 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+LISTING_VERSION = 2  # run.json's data.listing_version: the listing walks linked folders (``walk_folder``)
+
+
+def walk_folder(root: str | Path):
+    """``os.walk`` of a data folder as ebmlab reads it (the image walk, the listing fingerprint, the run directory's
+    checks): through linked folders, each real folder once (a folder linked twice, or a link back up: the first name
+    in order), hidden folders left out, sub-folders in sorted order (so which name of a folder linked twice is read
+    does not hang on the file system's listing order): (folder, sub-folders, file names) as ``os.walk`` gives them."""
+    seen = set()
+    for here, subs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:
+            subs[:] = []
+            continue
+        seen.add(real)
+        subs[:] = sorted(d for d in subs if not d.startswith("."))
+        yield here, subs, names
+
+
+def linked_folders(root: str | Path):
+    """The real paths of the linked folders ``walk_folder`` enters under ``root`` (a class linked in from elsewhere)."""
+    for here, subs, _ in walk_folder(root):
+        yield from (Path(os.path.realpath(os.path.join(here, d))) for d in subs if os.path.islink(os.path.join(here, d)))
+
+
 def folder_fingerprint(path: str | Path) -> str:
     """Hex SHA-256 of a data folder's listing: the path relative to the folder and the size of every file the image
-    walk reaches (``data.images``: through linked folders, each real folder once, hidden files and folders left out),
+    walk reaches (``walk_folder``: through linked folders, each real folder once, hidden files and folders left out),
     sorted. Not the bytes: an image folder can hold a million files; this catches files added, removed, renamed or
     resized, which change the splits a run was trained and evaluated on."""
     root = Path(path).expanduser()
-    return _listing_hash(root, _walked_files(root))
+    return _listing_hash(root, (Path(here, n) for here, _, names in walk_folder(root) for n in names))
 
 
-def folder_matches(path: str | Path, stored: str) -> bool:
-    """Whether ``stored`` is ``path``'s listing fingerprint: as computed now, or as runs trained before 2026-12-07
-    stored it (``rglob``: the files of linked folders left out; the same for a folder without links)."""
+def folder_matches(path: str | Path, stored: str, legacy: bool = False) -> bool:
+    """Whether ``stored`` is ``path``'s listing fingerprint as computed now; ``legacy`` (a run whose run.json has no
+    ``listing_version``, trained before 2026-12-07): or as such runs stored it (``rglob``: the files of linked
+    folders left out). Only for those: a folder without linked folders lists the same both ways, so a later run's
+    listing would match the old walk of its folder after a linked class was added to it."""
     root = Path(path).expanduser()
-    return folder_fingerprint(root) == stored or _listing_hash(root, root.rglob("*")) == stored
-
-
-def _walked_files(root: Path):
-    seen = set()
-    for here, subs, names in os.walk(root, followlinks=True):
-        if os.path.realpath(here) in seen:  # (a folder linked twice, or a link back up: once, the first in order)
-            subs[:] = []
-            continue
-        seen.add(os.path.realpath(here))
-        subs[:] = sorted(d for d in subs if not d.startswith("."))
-        yield from (Path(here, n) for n in names)
+    return folder_fingerprint(root) == stored or (legacy and _listing_hash(root, root.rglob("*")) == stored)
 
 
 def _listing_hash(root: Path, files) -> str:
     rows = sorted(f"{f.relative_to(root).as_posix()}\t{f.stat().st_size}" for f in files
                   if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts))
-    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+    # surrogateescape: a name that is not UTF-8 (Latin-1 bytes on Linux) hashes as its bytes; valid names as before
+    return hashlib.sha256("\n".join(rows).encode("utf-8", "surrogateescape")).hexdigest()

@@ -37,14 +37,13 @@ Out-of-distribution image sets shaped like a dataset's test split (``load_ood_se
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ebmlab.data.arrays import npz_key
+from ebmlab.data.arrays import npz_key, walk_folder
 from ebmlab.data.base import Affine, Dataset
 from ebmlab.data.image_ops import (centre_crop, image_tensor, pair, postprocess, resize, set_channels,  # noqa: F401
                                    to_unit_range)  # (re-exported: the loaders' conversions)
@@ -206,17 +205,10 @@ def _list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
 
 
 def _image_files(root: Path):
-    """The image files under ``root``, through symlinked folders (a class linked in from elsewhere; each real folder
-    once, so a link back up cannot loop), without hidden files and folders (``.ipynb_checkpoints``, ``.thumbnails``,
-    macOS' ``._name.png`` resource forks: not images of the data)."""
-    seen = set()
-    for folder, subs, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
-            subs[:] = []
-            continue
-        seen.add(real)
-        subs[:] = [d for d in subs if not d.startswith(".")]
+    """The image files under ``root`` (``walk_folder``: through linked folders, a class linked in from elsewhere; each
+    real folder once, so a link back up cannot loop), without hidden files and folders (``.ipynb_checkpoints``,
+    ``.thumbnails``, macOS' ``._name.png`` resource forks: not images of the data)."""
+    for folder, _, names in walk_folder(root):
         for name in names:
             if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
                 yield Path(folder) / name

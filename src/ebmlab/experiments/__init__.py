@@ -44,7 +44,7 @@ def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict
     from ebmlab.training.lock import RunLock
 
     _claim_out(Path(out), name)
-    with RunLock.acquire(Path(out)):  # a second experiment into this --out would retrain and delete its cells
+    with RunLock.acquire(Path(out), doing="running an experiment"):  # a second experiment into this --out would retrain and delete its cells
         return module.run(out, quick=quick, **options)
 
 

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from ebmlab.errors import ConfigError, RunError
+from ebmlab.experiments.compare_checks import check_distinct, check_out_outside_data, check_same_data
 from ebmlab.experiments.leaderboard_report import better
 from ebmlab.files import with_temps, write_text_atomic
 from ebmlab.training.run import read_run_raw
 from ebmlab.training.lock import RunLock, holder
-from ebmlab.training.run_data import read_run_info
+from ebmlab.training.run_data import listing_legacy, read_run_info
 
 # the compared metrics, in this order, where every run has them (then each OOD AUROC every run has)
 HEADLINE = ("density_kl", "sample_energy_distance", "sample_energy_distance_heldout",
@@ -113,13 +114,14 @@ def compare(runs, out: str | Path | None = None, pool_seeds: bool = False) -> Co
         raise ConfigError(f"give the runs as a list of two or more directories, e.g. compare(['runs/a', 'runs/b']), "
                           f"not one {type(runs).__name__} ({str(runs)!r})")
     runs = [str(getattr(r, "path", r)) for r in runs]  # a directory, or a loaded ``Run``'s
-    _check_distinct(runs)
+    check_distinct(runs)
     read = [_read(Path(r)) for r in runs]
-    _check_same_data(runs, read)
+    check_same_data(runs, read)
     result = _table(runs, read)
     if pool_seeds:
         result = _pooled(result, read)
     if out is not None:
+        check_out_outside_data(runs, read, Path(out))
         _write(result, read[0]["kind"], read[0]["data"]["shape"], Path(out))
     return result
 
@@ -133,8 +135,8 @@ def _write(result: Comparison, kind: str, shape, out: Path) -> None:
     ``result.files`` lists what was written. ``out`` is locked meanwhile (``run.lock``), so that the temp files of a
     killed compare there can be told from another's in flight and removed."""
     out.mkdir(parents=True, exist_ok=True)
-    busy = f"--out {str(out)!r} is in use by another ebmlab process (a compare writing there, or a trainer)"
-    with RunLock.acquire(out, busy, instead="write the comparison to another --out"):
+    busy = f"--out {str(out)!r} is in use by another ebmlab process"
+    with RunLock.acquire(out, busy, instead="write the comparison to another --out", doing="writing a comparison"):
         _clear_temps(out)
         _write_locked(result, kind, shape, out)
 
@@ -162,17 +164,6 @@ def _write_locked(result: Comparison, kind: str, shape, out: Path) -> None:
     result.files = ["compare.md", "compare.json", *figures]
 
 
-def _check_distinct(runs: list[str]) -> None:
-    if len(runs) < 2:
-        raise ConfigError(f"compare needs two or more runs, got {runs}")
-    seen: dict[Path, str] = {}
-    for r in runs:
-        key = Path(r).resolve()
-        if key in seen:
-            raise ConfigError(f"{seen[key]!r} and {r!r} are the same run; compare two or more different runs")
-        seen[key] = r
-
-
 def _read(run: Path) -> dict:
     """A run's config sections, data facts, metrics and facts."""
     raw = read_run_raw(run)
@@ -195,6 +186,7 @@ def _read(run: Path) -> dict:
     data.update({k: info["data"].get(k) for k in DATA_FACTS})
     step = metrics.get("checkpoint_step", metrics.get("selected_step", _last_logged_step(run)))
     return {"data": data, "kind": data["kind"], "data_path": info["data"].get("path"), "metrics": metrics,
+            "listing_legacy": listing_legacy(info),
             "samples": run / "samples" / "samples.npy",
             "eval": {k: (raw.get("eval") or {}).get(k) for k in EVAL_SETTINGS}, "setting": _setting(raw),
             "facts": {"method": (raw.get("method") or {}).get("name"), "model": (raw.get("model") or {}).get("name"),
@@ -210,33 +202,6 @@ def _last_logged_step(run: Path) -> int | str:
         return "-"
     step = row.get("step") if isinstance(row, dict) else None
     return step if isinstance(step, int) and not isinstance(step, bool) else "-"
-
-
-IDENTITY = ("name", "sha256", "listing_sha256")  # which data: another dataset, file or folder
-
-
-def _check_same_data(runs: list[str], read: list[dict]) -> None:
-    """Refuse runs whose data differ: their metrics measure different things. Other data (another dataset, file or
-    image folder) are said as such, naming each run's data; for the same data the config's split settings are
-    compared first, so the refusal names the setting to change (``data.val_fraction``, not the row counts)."""
-    first = read[0]["data"]
-    for run, r in zip(runs[1:], read[1:]):
-        other = r["data"]["name"] != first["name"] or (r["data_path"] != read[0]["data_path"] and any(
-            r["data"][k] != first[k] for k in IDENTITY))  # another dataset, or another file or folder's content
-        if other:
-            raise ConfigError(f"runs {runs[0]!r} and {run!r} were trained on different data ({_which(read[0])} vs "
-                              f"{_which(r)}); compare runs of the same data and split")
-        diff = [k for k in first if r["data"][k] != first[k]]
-        if diff:
-            k = diff[0]
-            raise ConfigError(f"runs {runs[0]!r} and {run!r} were trained on different data ({k}: {first[k]!r} vs "
-                              f"{r['data'][k]!r}); compare runs of the same data and split")
-
-
-def _which(read: dict) -> str:
-    """A run's data in words: its dataset name and, for a file or folder, its path."""
-    path = read["data_path"]
-    return f"{read['data']['name']} {path!r}" if path else repr(read["data"]["name"])
 
 
 def _table(runs: list[str], read: list[dict]) -> Comparison:

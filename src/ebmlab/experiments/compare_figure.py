@@ -100,7 +100,7 @@ def _outside(x: torch.Tensor, box) -> int:
 
 
 def _heldout(run: Path, notes: list[str]) -> torch.Tensor | None:
-    """The runs' held-out split in data coordinates (the same for every run: ``compare._check_same_data``), or None
+    """The runs' held-out split in data coordinates (the same for every run: ``compare_checks.check_same_data``), or None
     with a note where the data cannot be read any more (a moved file): the figure then shows the samples only."""
     try:
         data = run_dataset(run, read_run_config(run))

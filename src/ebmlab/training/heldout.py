@@ -70,16 +70,21 @@ def validation_terms(objective, data, n: int, generator: torch.Generator,
     each validation row y_j (float64; what a difference of two scores on the same rows varies with)."""
     ref = ref or reference(data, data.val, VALIDATION_ROWS)
     x = ref.z(objective.sample(n, generator=generator).x)  # (n, D) float64
-    rows = 2 * _mean_over_rows(x, ref.rows)  # (m,)
-    return energy_distance(x, ref.rows, unbiased=True, y_self=ref.self_term), rows
+    per_row, cross = _cross_terms(x, ref.rows)  # (m,), (): the n x m distances taken once for both
+    return float(2 * cross - self_mean(x, unbiased=True) - ref.self_term), 2 * per_row
 
 
-def _mean_over_rows(x: Tensor, y: Tensor, block: int = 2048) -> Tensor:
-    """The mean over the rows of ``x`` (n, D) of their distance to each row of ``y`` (m, D): (m,), in blocks of
-    ``block`` rows of ``x`` (fewer in one piece, the arithmetic it always had)."""
-    if x.shape[0] <= block:
-        return torch.cdist(x, y).mean(0)
-    return sum(torch.cdist(x[i:i + block], y).sum(0) for i in range(0, x.shape[0], block)) / x.shape[0]
+def _cross_terms(x: Tensor, y: Tensor, block: int = 2048) -> tuple[Tensor, Tensor]:
+    """The mean over the rows of ``x`` (n, D) of their distance to each row of ``y`` (m, D), (m,), and the mean over
+    all n x m pairs, (): one pass over the distances in blocks of ``block`` rows of ``x``, each mean summed as
+    ``energy_distance`` sums it (``validation_terms``' score has the bits of ``validation_score``'s)."""
+    total, per_row = torch.zeros((), dtype=torch.float64), torch.zeros(y.shape[0], dtype=torch.float64)
+    for i in range(0, x.shape[0], block):
+        d = torch.cdist(x[i:i + block], y)  # (<= block, m)
+        total += d.sum()
+        per_row += d.sum(0)
+    whole = x.shape[0] <= block  # one block: the row means as they always were taken
+    return (d.mean(0) if whole else per_row / x.shape[0]), total / (x.shape[0] * y.shape[0])
 
 
 def heldout_energy_distance(objective, data, n: int, generator, samples: torch.Tensor | None = None,

@@ -112,7 +112,11 @@ def _pid(info: dict) -> int | None:
 
 
 def _describe(info: dict) -> str:
-    return f"pid {info.get('pid', '?')} on host {info.get('host', '?')}" if info else "another process"
+    """The holder as "pid N on host H", with ", <doing>" where its lock file says (older versions' files do not)."""
+    if not info:
+        return "another process"
+    doing = f", {info['doing']}" if isinstance(info.get("doing"), str) else ""
+    return f"pid {info.get('pid', '?')} on host {info.get('host', '?')}{doing}"
 
 
 def holder(run_dir: Path) -> str | None:
@@ -159,16 +163,18 @@ class RunLock:
         self.path, self.fd = path, fd
 
     @classmethod
-    def acquire(cls, run_dir: Path, busy: str | None = None, instead: str = "train into another --out") -> RunLock:
+    def acquire(cls, run_dir: Path, busy: str | None = None, instead: str = "train into another --out",
+                doing: str = "training") -> RunLock:
         """Lock ``run_dir`` (``run.lock``); ``RunError`` with one sentence when another process holds it: ``busy``
-        says what is in use (a run directory, by default), ``instead`` what else the user can do."""
+        says what is in use (a run directory, by default), ``instead`` what else the user can do, and the holder's
+        lock file what it is doing (``doing``, written here for the next process's message: "training",
+        "evaluating", ...)."""
         path = Path(run_dir) / LOCK_NAME
-        busy = busy or (f"run directory {str(run_dir)!r} is in use by another ebmlab process (training it or "
-                        "evaluating it)")
+        busy = busy or f"run directory {str(run_dir)!r} is in use by another ebmlab process"
         for _ in range(10):
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                lock = cls._try(path, fd, busy, instead)
+                lock = cls._try(path, fd, busy, instead, doing)
             except BaseException:
                 os.close(fd)
                 raise
@@ -179,7 +185,7 @@ class RunLock:
                        "is another ebmlab process starting there?")
 
     @classmethod
-    def _try(cls, path: Path, fd: int, busy: str, instead: str) -> RunLock | None:
+    def _try(cls, path: Path, fd: int, busy: str, instead: str, doing: str) -> RunLock | None:
         flocked = True
         try:
             _lock(fd)
@@ -204,8 +210,8 @@ class RunLock:
                            "running there")
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": host,
-                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": host, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                 "doing": doing}).encode())
         return cls(path, fd)
 
     def release(self) -> None:

@@ -118,9 +118,10 @@ def _rows(lines: Iterable[str]) -> Iterator[tuple[str, dict | None, bool]]:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The rows of ``run_dir/metrics.jsonl`` (damaged lines, e.g. a truncated last one, are skipped)."""
+    """The rows of ``run_dir/metrics.jsonl`` (damaged lines, e.g. a truncated last one, are skipped; none when it is
+    not a file, e.g. a folder of that name)."""
     p = Path(run_dir) / "metrics.jsonl"
-    if not p.exists():
+    if not p.is_file():
         return []
     with open(p, encoding="utf-8", errors="replace") as fh:
         return [row for _, row, _ in _rows(fh) if row is not None]

@@ -40,7 +40,7 @@ def write_run_info(run_dir: Path, cfg: Config, data) -> None:
     """``run.json``: what ``load``/``sample``/``eval`` need without the original command line."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from ebmlab.data.arrays import file_sha256, folder_fingerprint
+    from ebmlab.data.arrays import LISTING_VERSION, file_sha256, folder_fingerprint
     from ebmlab.objectives import method_module
 
     try:
@@ -59,7 +59,8 @@ def write_run_info(run_dir: Path, cfg: Config, data) -> None:
                      "path": str(Path(cfg.data.path).expanduser().resolve()) if cfg.data.path else None,
                      "path_in_run": _path_in_run(run_dir, cfg.data.path),
                      "sha256": file_sha256(f) if f is not None else None,
-                     "listing_sha256": folder_fingerprint(cfg.data.path) if _is_folder(cfg) else None},
+                     "listing_sha256": folder_fingerprint(cfg.data.path) if _is_folder(cfg) else None,
+                     "listing_version": LISTING_VERSION},
             "transform": transform_info(tf, data.kind)}
     module = method_module(cfg.method.name)
     if module is not None:  # a method of the user's own: opening the run imports the module that registered it
@@ -157,12 +158,19 @@ def data_fingerprint(info: dict | None) -> str | None:
     return d.get("sha256") or d.get("listing_sha256")
 
 
-def _holds_data(path: Path, want: str | None) -> bool:
-    """Whether ``path`` holds the data of fingerprint ``want`` (a file's SHA-256, a folder's listing's)."""
+def listing_legacy(info: dict | None) -> bool:
+    """Whether run.json's folder listing may be the old kind (``folder_matches``' ``legacy``): a run written before
+    ``listing_version``."""
+    return ((info or {}).get("data") or {}).get("listing_version") is None
+
+
+def _holds_data(path: Path, want: str | None, legacy: bool = False) -> bool:
+    """Whether ``path`` holds the data of fingerprint ``want`` (a file's SHA-256, a folder's listing's; ``legacy``:
+    ``listing_legacy``)."""
     from ebmlab.data.arrays import file_sha256, folder_matches
 
     return want is not None and (file_sha256(path) == want if path.is_file() else
-                                 path.is_dir() and folder_matches(path, want))
+                                 path.is_dir() and folder_matches(path, want, legacy))
 
 
 def relocation(run_dir: Path, cfg: Config, stored: str | None) -> tuple[Config, str | None]:
@@ -179,17 +187,18 @@ def relocation(run_dir: Path, cfg: Config, stored: str | None) -> tuple[Config, 
     want, recorded = data_fingerprint(info), ((info or {}).get("data") or {}).get(RELOCATED)
     back = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=stored))
     inside = _inside(run_dir, back, info)
-    own = inside is not None and inside.exists() and new.exists() and _holds_data(new, want)
+    legacy = listing_legacy(info)
+    own = inside is not None and inside.exists() and new.exists() and _holds_data(new, want, legacy)
     if inside is not None and (_same_file(new, inside) or own):  # the run's own copy (data given in memory) is read
         return back, ("" if recorded else None)  # from the run: nothing elsewhere recorded (an earlier record dropped)
     if _same_file(new, Path(stored).expanduser()):
-        return back, ("" if recorded and _holds_data(Path(stored).expanduser(), want) else None)
+        return back, ("" if recorded and _holds_data(Path(stored).expanduser(), want, legacy) else None)
     if want is None:
         return cfg, None  # (a run without a fingerprint: check_resume_changes refuses another path)
     if not new.exists():
         raise DataError(f"data.path {str(new)!r}: no such file or folder; give the place run {str(run_dir)!r}'s data "
                         "moved to")
-    if not _holds_data(new, want):
+    if not _holds_data(new, want, legacy):
         raise DataError(f"{str(new)!r} holds other data than run {str(run_dir)!r} was trained on (its "
                         f"{'SHA-256' if new.is_file() else 'listing of names and sizes'} differs from run.json's); "
                         "a resume takes only a moved copy of the same bytes: train a new run on other data")
@@ -230,7 +239,7 @@ def verify_data(run_dir: Path, cfg: Config, info: dict | None) -> bool:
     from ebmlab.data.arrays import file_sha256, folder_matches
 
     listing = (info or {}).get("data", {}).get("listing_sha256")
-    if listing and _is_folder(cfg) and not folder_matches(cfg.data.path, listing):
+    if listing and _is_folder(cfg) and not folder_matches(cfg.data.path, listing, listing_legacy(info)):
         raise DataError(f"data folder {str(cfg.data.path)!r} has changed since run {str(run_dir)!r} was trained "
                         "(files added, removed, renamed or resized); restore it or train a new run on the new data")
     want = (info or {}).get("data", {}).get("sha256")

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from ebmlab.config import Config, save_config
+from ebmlab.data.arrays import linked_folders
 from ebmlab.files import is_temp_file, with_temps
 from ebmlab.errors import ConfigError
 from ebmlab.training import checkpoint as ckpt
@@ -74,47 +75,48 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, d
 
 def _check_data_not_written(run_dir: Path, path: str | None) -> None:
     """Refuse data that lie where the run writes (``samples/samples.npy``: its final samples; ``samples/``, a folder of
-    images: its grids), named so or by a link there, and a data folder that holds the run (also through a linked
-    folder in it: ``_holds``; its listing and images would take in the run's files): training would change what it
-    reads, and the run's data check would then refuse it. Other files in the run (its ``data.npy``, the user's own in
-    ``samples/``) are kept (``_remove_run_files``)."""
+    images: its grids), named so or by a link there, or reached through a linked folder in a data folder; and a data
+    folder that holds the run (also through a linked folder in it: ``holds``; its listing and images would take in
+    the run's files): training would change what it reads, and the run's data check would then refuse it. Other files
+    in the run (its ``data.npy``, the user's own in ``samples/``) are kept (``_remove_run_files``)."""
     if not path:
         return
     given, base = Path(path).expanduser(), Path(os.path.realpath(run_dir))
     for data in _spellings(given):  # what it names, and a link at its name itself (one path when there is none)
-        if _holds(data, base):
+        links = list(linked_folders(data)) if data.is_dir() else []  # (one walk for both checks)
+        if holds(data, base, links):
             raise ConfigError(f"data.path {path!r} holds run {str(run_dir)!r}: the run's files would join the data "
                               "it trains on (a data folder's listing and images; hidden folders excepted); train "
                               "into an --out outside the data folder")
-        rel = data.relative_to(base).parts if data.is_relative_to(base) else ()
-        written = bool(rel) and rel[0] in (*TRAIN_FILES, "tb") and (
-            len(rel) == 1 or (len(rel) == 2 and rel[0] in TRAIN_FILES and TRAIN_FILES[rel[0]].fullmatch(rel[1])))
-        if written:
-            raise ConfigError(f"data.path {path!r} is {'/'.join(rel)} in run {str(run_dir)!r}, which the run writes "
-                              "(its samples, figures or checkpoints) and would replace while training on it; copy it "
-                              "out of the run directory and train on the copy, or train into another --out")
+        for place in (data, *links):
+            rel = _written(place, base)
+            if rel:
+                how = "is" if place == data else f"reaches, through a linked folder in it ({str(place)!r}),"
+                raise ConfigError(f"data.path {path!r} {how} {'/'.join(rel)} in run {str(run_dir)!r}, which "
+                                  "the run writes (its samples, figures or checkpoints) and would replace while "
+                                  "training on it; copy it out of the run directory and train on the copy, or train "
+                                  "into another --out")
 
 
-def _holds(folder: Path, base: Path) -> bool:
-    """Whether run ``base`` lies in data ``folder``, no hidden folder between, or under a linked folder in it: the
-    image walk follows links (``data.images._image_files``; real folders once, hidden ones skipped), and so does this."""
+def _written(place: Path, base: Path) -> tuple[str, ...]:
+    """The parts of ``place`` (resolved) in run ``base`` when the run writes there (its samples file, a folder of its
+    files, the TensorBoard folder), else ()."""
+    rel = place.relative_to(base).parts if place.is_relative_to(base) else ()
+    writes = bool(rel) and rel[0] in (*TRAIN_FILES, "tb") and (
+        len(rel) == 1 or (len(rel) == 2 and rel[0] in TRAIN_FILES and TRAIN_FILES[rel[0]].fullmatch(rel[1])))
+    return rel if writes else ()
+
+
+def holds(folder: Path, base: Path, links=None) -> bool:
+    """Whether ``base`` lies in data ``folder``, no hidden folder between, or under a linked folder in it (``links``:
+    ``linked_folders(folder)``, walked here when not given): the image walk follows links (``walk_folder``), and so
+    does this."""
     def inside(root: Path) -> bool:
         return base.is_relative_to(root) and not any(part.startswith(".") for part in base.relative_to(root).parts)
     if inside(folder):
         return True
-    if not folder.is_dir():
-        return False
-    seen = set()
-    for here, subs, _ in os.walk(folder, followlinks=True):
-        if os.path.realpath(here) in seen:
-            subs[:] = []
-            continue
-        seen.add(os.path.realpath(here))
-        subs[:] = [d for d in subs if not d.startswith(".")]
-        links = (Path(here, d) for d in subs if os.path.islink(os.path.join(here, d)))
-        if any(inside(Path(os.path.realpath(q))) for q in links):
-            return True
-    return False
+    links = (linked_folders(folder) if folder.is_dir() else ()) if links is None else links
+    return any(inside(real) for real in links)
 
 
 def _clear_temps(run_dir: Path) -> None:
@@ -220,7 +222,7 @@ def _new_run_needs_clearing(run_dir: Path, overwrite: bool) -> bool:
         busy = holder(run_dir)
         if busy:  # --resume and --overwrite would be refused too: it is training now
             raise run.RunError(f"run directory {str(run_dir)!r} holds a run{last} in use by another ebmlab process "
-                               f"({busy}: training it or evaluating it); wait for it to finish, or train into another "
+                               f"({busy}); wait for it to finish, or train into another "
                                "--out")
         raise run.RunError(f"run directory {str(run_dir)!r} already exists and holds a run{last}; pass --resume to "
                            "continue it, --overwrite to replace it, or choose another --out (in Python: "
