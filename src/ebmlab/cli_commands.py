@@ -301,10 +301,12 @@ def _write_samples(path: Path, x, replace: bool = True) -> None:
 
 
 def _not_the_runs_data(run_dir: Path, files: list[Path]) -> None:
-    """Refuse ``sample --out`` files that are the run's data file or lie in its data folder: writing there replaced
-    the user's data with samples, and every later ``sample``/``eval`` of the run refused the changed data."""
+    """Refuse ``sample --out`` files that are the run's data file or lie in its data folder (also through a linked
+    folder in it, which the image walk follows; a hidden folder in it is not read): writing there replaced the
+    user's data with samples, and every later ``sample``/``eval`` of the run refused the changed data."""
     from ebmlab.training.run import read_run_config, read_run_info
     from ebmlab.training.run_data import located_config
+    from ebmlab.training.run_dir import holds
 
     cfg = read_run_config(run_dir)
     path = located_config(run_dir, cfg, read_run_info(run_dir)).data.path
@@ -313,7 +315,7 @@ def _not_the_runs_data(run_dir: Path, files: list[Path]) -> None:
     data = Path(path).resolve()
     for f in files:
         target = f.resolve()
-        if target == data or data in target.parents:
+        if target == data or (data.is_dir() and holds(data, target.parent)):
             raise ValueError(f"--out {str(f)!r} would write into the run's data ({str(data)!r}), which the run needs "
                              "unchanged; choose another --out")
 

@@ -279,10 +279,12 @@ def walk_folder(root: str | Path):
         yield here, subs, names
 
 
-def linked_folders(root: str | Path):
-    """The real paths of the linked folders ``walk_folder`` enters under ``root`` (a class linked in from elsewhere)."""
-    for here, subs, _ in walk_folder(root):
-        yield from (Path(os.path.realpath(os.path.join(here, d))) for d in subs if os.path.islink(os.path.join(here, d)))
+def linked_folders(root: str | Path, files: bool = False):
+    """The real paths of the linked folders ``walk_folder`` enters under ``root`` (a class linked in from elsewhere),
+    and with ``files`` of the linked files it meets (the image walk reads a linked image as any other)."""
+    for here, subs, names in walk_folder(root):
+        links = [d for d in subs + (names if files else []) if os.path.islink(os.path.join(here, d))]
+        yield from (Path(os.path.realpath(os.path.join(here, d))) for d in links)
 
 
 def folder_fingerprint(path: str | Path) -> str:

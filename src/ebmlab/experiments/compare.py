@@ -25,7 +25,7 @@ from ebmlab.experiments.leaderboard_report import better
 from ebmlab.files import with_temps, write_text_atomic
 from ebmlab.training.run import read_run_raw
 from ebmlab.training.lock import RunLock, holder
-from ebmlab.training.run_data import listing_legacy, read_run_info
+from ebmlab.training.run_data import listing_legacy, located_path, read_run_info
 
 # the compared metrics, in this order, where every run has them (then each OOD AUROC every run has)
 HEADLINE = ("density_kl", "sample_energy_distance", "sample_energy_distance_heldout",
@@ -176,7 +176,7 @@ def _read(run: Path) -> dict:
     except FileNotFoundError:
         busy = holder(run)  # still training: its metrics come when it ends (an eval now would be refused by the lock)
         raise RunError(f"run {str(run)!r} has no metrics.json: " + (
-            f"it is still training ({busy}); compare it once it has finished" if busy else
+            f"it is in use by another ebmlab process ({busy}); compare it once that has finished" if busy else
             f"evaluate it first (ebmlab eval {run})")) from None
     except (OSError, ValueError) as exc:
         raise RunError(f"run file {str(p)!r} cannot be read as JSON ({exc}); run ebmlab eval {run} again") from None
@@ -187,10 +187,17 @@ def _read(run: Path) -> dict:
     step = metrics.get("checkpoint_step", metrics.get("selected_step", _last_logged_step(run)))
     return {"data": data, "kind": data["kind"], "data_path": info["data"].get("path"), "metrics": metrics,
             "listing_legacy": listing_legacy(info),
+            "data_place": _moved_data(run, (raw.get("data") or {}).get("path"), info),
             "samples": run / "samples" / "samples.npy",
             "eval": {k: (raw.get("eval") or {}).get(k) for k in EVAL_SETTINGS}, "setting": _setting(raw),
             "facts": {"method": (raw.get("method") or {}).get("name"), "model": (raw.get("model") or {}).get("name"),
                       "seed": (raw.get("train") or {}).get("seed"), "step": step}}
+
+
+def _moved_data(run: Path, stored: str | None, info: dict) -> str | None:
+    """Where a run reads its data now when not at its config's path (moved with the run, or relocated), else None."""
+    place = located_path(run, stored, info)
+    return place if place != stored else None
 
 
 def _last_logged_step(run: Path) -> int | str:

@@ -61,8 +61,10 @@ def _which(read: dict) -> str:
 def check_out_outside_data(runs: list[str], read: list[dict], out: Path) -> None:
     """Refuse an ``out`` in a run's data folder (or reached through a linked folder in it): the figures would join
     the images the runs were trained on, whose data check would then refuse them."""
+    place = Path(os.path.realpath(out))
     for run, r in zip(runs, read):
-        path = r["data_path"]
-        if path and Path(path).is_dir() and holds(Path(os.path.realpath(path)), Path(os.path.realpath(out))):
-            raise ConfigError(f"--out {str(out)!r} lies in data folder {path!r} of run {run!r}: the comparison's "
-                              "files would join the data it was trained on; write the comparison to another --out")
+        for path in (r["data_path"], r["data_place"]):  # where it was trained, and where it reads them now if moved
+            folder = Path(path).expanduser() if path else None
+            if folder is not None and folder.is_dir() and holds(Path(os.path.realpath(folder)), place):
+                raise ConfigError(f"--out {str(out)!r} lies in data folder {path!r} of run {run!r}: the comparison's "
+                                  "files would join the data it was trained on; write the comparison to another --out")

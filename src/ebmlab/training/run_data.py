@@ -128,25 +128,28 @@ def located_config(run_dir: Path, cfg: Config, info: dict | None) -> Config:
     ``data.npy`` once the stored one is gone;
     ``verify_data`` then checks its fingerprint). The returned config is for reading the data only: the run's
     identity (its hash, ``config.yaml``) keeps the stored path."""
-    stored = cfg.data.path
+    path = located_path(run_dir, cfg.data.path, info)
+    return cfg if path == cfg.data.path else dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=path))
+
+
+def located_path(run_dir: Path, stored: str | None, info: dict | None) -> str | None:
+    """Where a run whose config stores data path ``stored`` reads its data now (``located_config``)."""
     if not stored:
-        return cfg
-    d, here = (info or {}).get("data") or {}, _inside(run_dir, cfg, info)
+        return stored
+    d, here = (info or {}).get("data") or {}, _inside(run_dir, stored, info)
     if here is not None and here.exists():  # data that lay inside the run travel with it (before any record)
         stored_at = Path(stored).expanduser()
         if stored_at.exists() and here.resolve() == stored_at.resolve():
-            return cfg  # (the run where it was trained: its config as stored)
-        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(here.absolute())))
+            return stored  # (the run where it was trained: its config as stored)
+        return str(here.absolute())
     place = Path(run_dir) / d[RELOCATED] if d.get(RELOCATED) else None  # (a place inside the run is relative to it)
-    if place is not None and place.exists():  # a moved data file (record_relocation)
-        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(place)))
-    return cfg
+    return str(place) if place is not None and place.exists() else stored  # a moved data file (record_relocation)
 
 
-def _inside(run_dir: Path, cfg: Config, info: dict | None) -> Path | None:
+def _inside(run_dir: Path, stored: str, info: dict | None) -> Path | None:
     """Where the run's data are inside ``run_dir`` when they lay inside the run at training time, else None."""
     d = (info or {}).get("data") or {}
-    inside, stored_at = d.get("path_in_run"), Path(cfg.data.path).expanduser()
+    inside, stored_at = d.get("path_in_run"), Path(stored).expanduser()
     if inside is None and d.get("sha256") and stored_at.name == DATA_FILE and not stored_at.exists():
         inside = DATA_FILE  # a run written before path_in_run
     return Path(run_dir) / inside if inside else None
@@ -186,7 +189,7 @@ def relocation(run_dir: Path, cfg: Config, stored: str | None) -> tuple[Config, 
     new, info = Path(new).expanduser(), read_run_info(run_dir)
     want, recorded = data_fingerprint(info), ((info or {}).get("data") or {}).get(RELOCATED)
     back = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=stored))
-    inside = _inside(run_dir, back, info)
+    inside = _inside(run_dir, stored, info)
     legacy = listing_legacy(info)
     own = inside is not None and inside.exists() and new.exists() and _holds_data(new, want, legacy)
     if inside is not None and (_same_file(new, inside) or own):  # the run's own copy (data given in memory) is read
@@ -224,8 +227,10 @@ def relocation_note(place: str | None, cfg: Config, run_dir: Path) -> str:
     """What a resume's ``relocation`` changed in run.json, as the end of the CLI's "resumed RUN at step N" line."""
     if place is None:
         return ""
-    return (f", its data file read at {Path(run_dir) / place} (moved from {cfg.data.path}, the same SHA-256; recorded in run.json)"
-            if place else f", its data file read at {cfg.data.path} again (the moved copy forgotten)")
+    folder = Path(run_dir, place or cfg.data.path).expanduser().is_dir()
+    what, same = ("data folder", "the same listing of names and sizes") if folder else ("data file", "the same SHA-256")
+    return (f", its {what} read at {Path(run_dir) / place} (moved from {cfg.data.path}, {same}; recorded in run.json)"
+            if place else f", its {what} read at {cfg.data.path} again (the moved copy forgotten)")
 
 
 def _is_folder(cfg: Config) -> bool:
@@ -293,12 +298,25 @@ def run_dataset(run_dir: Path, cfg: Config, *, need_data: bool = True, relocate:
                         f"if it moved, point the run to it with ebmlab train --out {str(run_dir)!r} --resume --data "
                         "NEW_PATH (ebmlab.load and sample --init noise work without it)")
     data = build_dataset(located.data)
+    _check_classes(run_dir, located, info, data)
     if info is not None:  # the stored transform is the one the weights were trained with
         stored = _stub_dataset(info).transform
         if stored.dtype != data.transform.dtype and located.data.name == "array":  # float64 rows, a run before them
             data = _float32_rows(located)
         data.transform = stored
     return data
+
+
+def _check_classes(run_dir: Path, cfg: Config, info: dict | None, data) -> None:
+    """Refuse data whose class names differ from those the run was trained with (run.json's ``classes``): the same
+    listing can name a class folder reached under two names otherwise (a walk before it was sorted), and the labels,
+    and so every class-conditional result, would then mean other classes."""
+    stored = ((info or {}).get("data") or {}).get("classes") or []
+    now = [str(c) for c in data.info.get("classes", [])]
+    if stored and now != stored:
+        raise DataError(f"data {str(cfg.data.path)!r} name their classes {now} where run {str(run_dir)!r} was trained "
+                        f"with {stored}: the labels would mean other classes; restore the folder's names or train a "
+                        "new run on it")
 
 
 def _float32_rows(cfg: Config):

@@ -75,15 +75,15 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, d
 
 def _check_data_not_written(run_dir: Path, path: str | None) -> None:
     """Refuse data that lie where the run writes (``samples/samples.npy``: its final samples; ``samples/``, a folder of
-    images: its grids), named so or by a link there, or reached through a linked folder in a data folder; and a data
-    folder that holds the run (also through a linked folder in it: ``holds``; its listing and images would take in
-    the run's files): training would change what it reads, and the run's data check would then refuse it. Other files
-    in the run (its ``data.npy``, the user's own in ``samples/``) are kept (``_remove_run_files``)."""
+    images: its grids), named so or by a link there, or reached through a link (folder or file) in a data folder; and
+    a data folder that holds the run (also through a linked folder in it: ``holds``; its listing and images would take
+    in the run's files): training would change what it reads, and the run's data check would then refuse it. Other
+    files in the run (its ``data.npy``, the user's own in ``samples/``) are kept (``_remove_run_files``)."""
     if not path:
         return
     given, base = Path(path).expanduser(), Path(os.path.realpath(run_dir))
     for data in _spellings(given):  # what it names, and a link at its name itself (one path when there is none)
-        links = list(linked_folders(data)) if data.is_dir() else []  # (one walk for both checks)
+        links = list(linked_folders(data, files=True)) if data.is_dir() else []  # (one walk for both checks)
         if holds(data, base, links):
             raise ConfigError(f"data.path {path!r} holds run {str(run_dir)!r}: the run's files would join the data "
                               "it trains on (a data folder's listing and images; hidden folders excepted); train "
@@ -91,7 +91,7 @@ def _check_data_not_written(run_dir: Path, path: str | None) -> None:
         for place in (data, *links):
             rel = _written(place, base)
             if rel:
-                how = "is" if place == data else f"reaches, through a linked folder in it ({str(place)!r}),"
+                how = "is" if place == data else f"reaches, through a link in it ({str(place)!r}),"
                 raise ConfigError(f"data.path {path!r} {how} {'/'.join(rel)} in run {str(run_dir)!r}, which "
                                   "the run writes (its samples, figures or checkpoints) and would replace while "
                                   "training on it; copy it out of the run directory and train on the copy, or train "
