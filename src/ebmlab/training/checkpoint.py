@@ -115,7 +115,7 @@ def result_checkpoint(ckpt_dir: Path) -> Path | None:
     pair = best.is_file(), best.with_suffix(".json").is_file()
     if pair[0] != pair[1]:  # half a best: the last step instead would be other weights than the run's result
         have, lack = (best, best.with_suffix(".json")) if pair[0] else (best.with_suffix(".json"), best)
-        busy = holder(Path(ckpt_dir).parent)
+        busy = holder(Path(ckpt_dir).parent, training=True)
         if busy:  # the trainer is replacing it (files.atomic_write_all): nothing to restore or delete
             raise CheckpointError(f"{str(have)!r}, the run's selected result, is being replaced by the process "
                                   f"training the run ({busy}); open the run again in a moment")

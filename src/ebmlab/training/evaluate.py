@@ -257,7 +257,7 @@ def evaluate_checkpoint(run_dir: Path, objective, data, cfg, step: int, options)
 
     image_eval.check_eval_options(options, data.kind, str(data.name if data.kind == "image" else cfg.data.name))
     options = image_eval.with_ood_inputs(options, cfg, data)  # every OOD set read and checked before any work
-    with RunLock.acquire(run_dir, doing="evaluating"):
+    with RunLock.acquire(run_dir, instead=None, doing="evaluating"):  # (no other place to evaluate into)
         return _evaluate_locked(run_dir, objective, data, cfg, step, options)
 
 

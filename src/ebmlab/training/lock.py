@@ -119,8 +119,9 @@ def _describe(info: dict) -> str:
     return f"pid {info.get('pid', '?')} on host {info.get('host', '?')}{doing}"
 
 
-def holder(run_dir: Path) -> str | None:
-    """Who holds ``run_dir``'s lock ("pid N on host H"), or None: read from ``run.lock``, whose lock is only probed
+def holder(run_dir: Path, training: bool = False) -> str | None:
+    """Who holds ``run_dir``'s lock ("pid N on host H, <doing>"; with ``training``: only a holder training it, or one
+    whose lock file is too old to say), or None: read from ``run.lock``, whose lock is only probed
     (``_free``: a shared lock dropped at once, which a starting trainer's ``_lock`` waits out). A file naming a pid on this host that
     has ended is none, and so is a file whose lock nobody holds (a killed trainer's, whose pid may live on reused:
     even this process's own); where the lock cannot be probed (no ``flock``), a live pid or another host counts."""
@@ -130,6 +131,8 @@ def holder(run_dir: Path) -> str | None:
         return None
     pid = _pid(info) if isinstance(info, dict) else None
     if pid is None or (info.get("host") == socket.gethostname() and not _alive(pid)):
+        return None
+    if training and info.get("doing", "training") != "training":
         return None
     if _free(Path(run_dir) / LOCK_NAME):
         return None  # its process ended (killed, a rebooted node): its file lock went with it
@@ -163,12 +166,12 @@ class RunLock:
         self.path, self.fd = path, fd
 
     @classmethod
-    def acquire(cls, run_dir: Path, busy: str | None = None, instead: str = "train into another --out",
+    def acquire(cls, run_dir: Path, busy: str | None = None, instead: str | None = "train into another --out",
                 doing: str = "training") -> RunLock:
         """Lock ``run_dir`` (``run.lock``); ``RunError`` with one sentence when another process holds it: ``busy``
-        says what is in use (a run directory, by default), ``instead`` what else the user can do, and the holder's
-        lock file what it is doing (``doing``, written here for the next process's message: "training",
-        "evaluating", ...)."""
+        says what is in use (a run directory, by default), ``instead`` what else the user can do (None: nothing but
+        wait), and the holder's lock file what it is doing (``doing``, written here for the next process's message:
+        "training", "evaluating", ...)."""
         path = Path(run_dir) / LOCK_NAME
         busy = busy or f"run directory {str(run_dir)!r} is in use by another ebmlab process"
         for _ in range(10):
@@ -185,13 +188,14 @@ class RunLock:
                        "is another ebmlab process starting there?")
 
     @classmethod
-    def _try(cls, path: Path, fd: int, busy: str, instead: str, doing: str) -> RunLock | None:
+    def _try(cls, path: Path, fd: int, busy: str, instead: str | None, doing: str) -> RunLock | None:
         flocked = True
         try:
             _lock(fd)
         except OSError as exc:
             if exc.errno in _HELD:
-                raise RunError(f"{busy} ({_describe(_holder(fd))}); wait for it to finish (or {instead})") from None
+                raise RunError(f"{busy} ({_describe(_holder(fd))}); wait for it to finish"
+                               + (f" (or {instead})" if instead else "")) from None
             flocked = False  # ENOLCK/EOPNOTSUPP (some network file systems): fall back to the pid check below
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))

@@ -315,8 +315,8 @@ def _check_classes(run_dir: Path, cfg: Config, info: dict | None, data) -> None:
     now = [str(c) for c in data.info.get("classes", [])]
     if stored and now != stored:
         raise DataError(f"data {str(cfg.data.path)!r} name their classes {now} where run {str(run_dir)!r} was trained "
-                        f"with {stored}: the labels would mean other classes; restore the folder's names or train a "
-                        "new run on it")
+                        f"with {stored}: the labels would mean other classes; rename the class folders back, or train a new "
+                        "run on the data as they are")
 
 
 def _float32_rows(cfg: Config):

@@ -34,6 +34,10 @@ TRAIN_FILES = {
 }
 
 
+# the top-level files a run (re)writes while it trains (its data.npy only at the start, when given in memory)
+WRITTEN_TOP = ("config.yaml", run.INFO_NAME, run.CHANGES_NAME, "metrics.jsonl", "metrics.json", run.LOCK_NAME, "tb")
+
+
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, data=None) -> run.RunLock:
     """Lock ``run_dir`` and make it ready; returns the lock (hold it while training, then ``release``).
 
@@ -78,7 +82,7 @@ def _check_data_not_written(run_dir: Path, path: str | None) -> None:
     images: its grids), named so or by a link there, or reached through a link (folder or file) in a data folder; and
     a data folder that holds the run (also through a linked folder in it: ``holds``; its listing and images would take
     in the run's files): training would change what it reads, and the run's data check would then refuse it. Other
-    files in the run (its ``data.npy``, the user's own in ``samples/``) are kept (``_remove_run_files``)."""
+    files in the run (the new run's own data file, a user's file in ``samples/``) are kept (``_remove_run_files``)."""
     if not path:
         return
     given, base = Path(path).expanduser(), Path(os.path.realpath(run_dir))
@@ -99,12 +103,12 @@ def _check_data_not_written(run_dir: Path, path: str | None) -> None:
 
 
 def _written(place: Path, base: Path) -> tuple[str, ...]:
-    """The parts of ``place`` (resolved) in run ``base`` when the run writes there (its samples file, a folder of its
-    files, the TensorBoard folder), else ()."""
+    """The parts of ``place`` (resolved) in run ``base`` when the run writes there (a file of its top level, a folder
+    of its files or a file in one, anything under the TensorBoard folder), else ()."""
     rel = place.relative_to(base).parts if place.is_relative_to(base) else ()
-    writes = bool(rel) and rel[0] in (*TRAIN_FILES, "tb") and (
-        len(rel) == 1 or (len(rel) == 2 and rel[0] in TRAIN_FILES and TRAIN_FILES[rel[0]].fullmatch(rel[1])))
-    return rel if writes else ()
+    top = len(rel) == 1 and rel[0] in (*TRAIN_FILES, *WRITTEN_TOP)
+    inner = len(rel) == 2 and rel[0] in TRAIN_FILES and TRAIN_FILES[rel[0]].fullmatch(rel[1])
+    return rel if top or inner or rel[:1] == ("tb",) else ()
 
 
 def holds(folder: Path, base: Path, links=None) -> bool:
