@@ -122,14 +122,17 @@ def test_the_p_value_is_scipys_one_sided_paired_t_test():
     assert claims.decide(Claim("", "b", "a", "m", "lower", 0.0), t)["p_value"] == pytest.approx(1 - 0.037090, abs=1e-5)
 
 
-def test_a_failed_cell_is_the_worst_value_of_its_arm():
+def test_a_failed_cell_decides_nothing():
+    """(Round 56 changed this rule: a failed cell counted as the worst value of its arm, like a diverged one, so a
+    claim held when the baseline crashed; a crash is no evidence about the method, a divergence is.)"""
     recs = {(arm, s): _record(arm, s, v) for arm, vals in {"a": [0.1, 0.1, 0.1], "b": [0.5, 0.5, 0.5]}.items()
             for s, v in enumerate(vals)}
     recs[("b", 1)] = _record("b", 1, failed="ValueError: boom")
     t = claims.summary_table(recs, ["a", "b"], ["m"], (0, 1, 2))
     assert t["b"]["m"]["per_seed"] == [0.5, None, 0.5] and t["b"]["failed"] == ["seed 1: ValueError: boom"]
     v = claims.decide(Claim("", "a", "b", "m", "lower", 0.05), t)
-    assert v["diffs"][1] == math.inf and v["verdict"] == "holds"
+    assert math.isnan(v["diffs"][1]) and v["diffs"][0] == v["diffs"][2] == pytest.approx(0.4)
+    assert v["verdict"] == "not shown"
     recs[("a", 2)] = _record("a", 2, failed="ValueError: boom")  # now a fails a seed: it cannot hold
     t = claims.summary_table(recs, ["a", "b"], ["m"], (0, 1, 2))
     assert claims.decide(Claim("", "a", "b", "m", "lower", 0.05), t)["verdict"] == "not shown"

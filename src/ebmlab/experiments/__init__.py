@@ -41,9 +41,11 @@ def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict
         raise ConfigError(f"experiment {name} does not take {', '.join(map(_flag, refused))}; it takes "
                           f"{', '.join(takes) or 'no option'} besides --out and --quick")
     _check_counts(options)
+    _check_one_process()
     from ebmlab.training.lock import RunLock
 
-    _claim_out(Path(out), name)
+    settings = {"quick": bool(quick), "full": bool(options.get("full")), "budget": options.get("budget")}
+    _claim_out(Path(out), name, settings)
     with RunLock.acquire(Path(out), doing="running an experiment"):  # a second experiment into this --out would retrain and delete its cells
         return module.run(out, quick=quick, **options)
 
@@ -86,15 +88,25 @@ def _check_counts(options: dict) -> None:
         options["budget"] = float(budget)
 
 
-MARKER = "experiment.json"  # {"experiment": NAME}: the directory is that experiment's, and a rerun may reuse it
+MARKER = "experiment.json"  # {"experiment": NAME, "settings": {...}}: the directory is that experiment's
 
 
-def _claim_out(out: Path, name: str) -> None:
-    """Make ``out`` experiment ``name``'s directory (``MARKER``), or refuse one that holds other files: an
-    experiment writes ``results.md``, ``results.json``, figures and cells there and must not replace a user's
-    files of those names. A directory with this experiment's marker is reused, as a rerun skips its finished
-    cells; so is one without a marker that holds ``results.json`` or ``cells/`` (from before markers: whichever
-    experiment wrote it, it is not checked), which then gets this experiment's marker."""
+def _check_one_process() -> None:
+    """Refuse an experiment under torchrun: every rank would run the whole experiment, and the second would be
+    refused by the first one's lock mid-start (experiments run in one process, their cells ``--jobs`` at a time)."""
+    import os
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise ConfigError("ebmlab experiment runs in one process (its cells --jobs at a time, each a process of its "
+                          "own), not under torchrun; run it without torchrun")
+
+
+def _claim_out(out: Path, name: str, settings: dict | None = None) -> None:
+    """Make ``out`` experiment ``name``'s directory (``MARKER``, with the ``settings`` that change every cell:
+    ``--quick``, ``--full``, ``--budget``), or refuse one that holds other files: an experiment writes
+    ``results.md``, ``results.json``, figures and cells there and must not replace a user's files of those names.
+    A directory with this experiment's marker is reused, as a rerun skips its finished cells, unless its cells ran
+    with other settings (theirs would be replaced); so is one without a marker whose ``results.json`` is this
+    experiment's, or that holds only ``cells/`` (from before markers), which then gets this experiment's marker."""
     import json
 
     from ebmlab.training.lock import LOCK_NAME
@@ -104,19 +116,45 @@ def _claim_out(out: Path, name: str) -> None:
     marker = out / MARKER
     if marker.is_file():
         try:
-            owner = json.loads(marker.read_text(encoding="utf-8")).get("experiment")
+            held = json.loads(marker.read_text(encoding="utf-8"))
+            owner, before = held.get("experiment"), held.get("settings")
         except (OSError, ValueError, AttributeError):
-            owner = None
+            owner, before = None, None
         if owner != name:
             raise ConfigError(f"--out {str(out)!r} holds the results of experiment {owner!r}; give experiment "
                               f"{name} a directory of its own")
-        return
-    earlier = (out / "results.json").is_file() or (out / "cells").is_dir()
-    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and not earlier:  # (a killed run's lock)
+        if before is not None and settings is not None and before != settings:
+            raise ConfigError(f"--out {str(out)!r} holds experiment {name}'s cells run with {_said(before)}, which a "
+                              f"run with {_said(settings)} would replace; rerun with those options, or give another "
+                              "--out")
+    elif out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and not _earlier(out, name):
         raise ConfigError(f"--out {str(out)!r} holds other files and is not an experiment's directory; give a new or "
                           "empty directory (the experiment writes results.md, results.json, figures and cells there)")
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"experiment": name}) + "\n", encoding="utf-8")
+    if not marker.is_file() or settings is not None:
+        held = {"experiment": name, **({"settings": settings} if settings is not None else {})}
+        marker.write_text(json.dumps(held) + "\n", encoding="utf-8")
+
+
+def _earlier(out: Path, name: str) -> bool:
+    """Whether ``out``, without a marker, is experiment ``name``'s from before markers: its ``results.json`` names it
+    ({"experiment": NAME}, or {"paper": "004"} for paper004), or it holds ``cells/`` and no ``results.json``."""
+    import json
+    path = out / "results.json"
+    if not path.is_file():
+        return (out / "cells").is_dir()
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and name in (saved.get("experiment"), f"paper{saved.get('paper')}",
+                                                saved.get("paper"))
+
+
+def _said(settings: dict) -> str:
+    """The options of ``settings`` as a command spells them ("--quick --budget 60", or "the defaults")."""
+    words = [f"--{k}" if v is True else f"--{k} {v}" for k, v in settings.items() if v not in (None, False)]
+    return " ".join(words) or "the default options"
 
 
 def _flag(option: str) -> str:

@@ -17,11 +17,12 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ebmlab.errors import ConfigError
+from ebmlab.errors import ConfigError, ExperimentError
 from ebmlab.files import write_text_atomic
 
 __all__ = ["Cell", "cell_dir", "run_cells"]
@@ -92,10 +93,26 @@ def run_cells(out: Path, cells: Sequence[Cell], jobs: int = 2, rescore: bool = F
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_one_thread) as pool, \
                 _workers_stop_with(pool):
-            futures = [(c, pool.submit(_do, c, cell_dir(out, c), record)) for c, record in work]
-            for c, fut in futures:
-                _finish(out, c, fut.result())
+            futures = {pool.submit(_do, c, cell_dir(out, c), record): c for c, record in work}
+            _finish_as_completed(out, futures)
     return {(c.arm, c.seed): _cached(out, c) for c in cells}
+
+
+def _finish_as_completed(out: Path, futures: dict) -> None:
+    """Record each cell as it finishes (a cell done while another still trains is kept if the experiment is then
+    stopped); a worker killed (kill -9, out of memory) breaks the pool: one sentence once the others are recorded."""
+    lost = []
+    for fut in as_completed(futures):
+        try:
+            record = fut.result()
+        except BrokenProcessPool:
+            lost.append(futures[fut])
+            continue
+        _finish(out, futures[fut], record)
+    if lost:
+        names = ", ".join(f"{c.arm} seed {c.seed}" for c in lost)
+        raise ExperimentError(f"a cell's process was killed (kill -9, or out of memory?) while {names} ran; the "
+                              "finished cells are kept: the same command again runs the rest")
 
 
 @contextlib.contextmanager

@@ -25,7 +25,8 @@ Protocol (issue 15, item 1), the same for every paper:
   and the margin makes it rarer; the one-sided paired t-test p-value is reported beside it for reading,
   not for deciding. A diverged cell counts as the worst possible value of its arm on that seed (its
   difference is infinite, NaN when both arms' cells diverged; ``mean_diff`` and ``p_value`` leave such
-  seeds out).
+  seeds out). A failed cell (the method raised) or a missing one decides nothing: its seed's difference is NaN,
+  so the sub-claim is not shown.
 
 ``results.json`` carries the per-seed values, the margins, the differences and the verdicts.
 """
@@ -130,7 +131,9 @@ def decide(claim: Claim, table: dict) -> dict:
     fixed = not isinstance(claim.b, str)
     b = [float(claim.b)] * len(a) if fixed else [worst if v is None else v
                                                   for v in table[claim.b][claim.metric]["per_seed"]]
-    diffs = [sign * (y - x) if not (math.isinf(x) and math.isinf(y)) else math.nan for x, y in zip(a, b)]
+    unmeasured = _unmeasured(table[claim.a]) | (set() if fixed else _unmeasured(table[claim.b]))
+    diffs = [sign * (y - x) if not (math.isinf(x) and math.isinf(y)) and i not in unmeasured else math.nan
+             for i, (x, y) in enumerate(zip(a, b))]
     spreads = [table[claim.a][claim.metric]["std"]] + ([] if fixed else [table[claim.b][claim.metric]["std"]])
     spread = max((s for s in spreads if math.isfinite(s)), default=0.0)
     eff = max(claim.margin, spread)
@@ -142,6 +145,12 @@ def decide(claim: Claim, table: dict) -> dict:
         verdict = "not shown"
     return {**asdict(claim), "diffs": diffs, "mean_diff": mean_std(diffs)[0], "spread": spread,
             "effective_margin": eff, "p_value": _paired_p(diffs), "verdict": verdict}
+
+
+def _unmeasured(row: dict) -> set[int]:
+    """The seeds (indices) of a table row whose cell failed or is missing: no evidence either way (a crash is not a
+    result of the method, as a divergence is)."""
+    return {i for i, state in enumerate(row.get("cells", ())) if state in ("failed", "missing")}
 
 
 def _paired_p(diffs: Sequence[float]) -> float:
