@@ -80,3 +80,28 @@ def test_eval_and_compare_write_what_they_are_doing_into_the_lock(tmp_path, monk
     monkeypatch.setattr(compare, "_write_locked", lambda r, k, s, out: seen.append(holder(out)) or real(r, k, s, out))
     ebmlab.compare([str(a), str(b)], out=tmp_path / "cmp")
     assert [s.rsplit(", ", 1)[1] for s in seen] == ["evaluating", "writing a comparison"]
+
+
+def test_the_data_check_of_a_farm_of_file_links_resolves_no_path_per_link(tmp_path, monkeypatch):
+    """A data folder built of links to a shared store (common on clusters) is checked with a stat per link, not a
+    path resolution in Python per link (62 us each: a minute for a million links; measured at a33f019)."""
+    import os
+
+    from ebmlab.training import run_dir as rd
+
+    store, farm, run = tmp_path / "store", tmp_path / "farm" / "cat", tmp_path / "run"
+    store.mkdir()
+    farm.mkdir(parents=True)
+    (run / "samples").mkdir(parents=True)
+    (run / "samples" / "grid_final.png").write_bytes(b"g")
+    for i in range(50):
+        (store / f"{i}.png").write_bytes(b"x")
+        os.symlink(store / f"{i}.png", farm / f"{i}.png")
+    calls, real = [], os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda p, *a, **k: calls.append(p) or real(p, *a, **k))
+    rd._check_data_not_written(run, str(farm.parent))
+    assert len(calls) < 10, len(calls)  # the run, the data's spellings: not one per link
+    os.symlink(run / "samples" / "grid_final.png", farm / "g.png")  # the run's own grid, by device and inode
+    from ebmlab.errors import ConfigError
+    with pytest.raises(ConfigError, match="which the run writes"):
+        rd._check_data_not_written(run, str(farm.parent))

@@ -7,6 +7,7 @@ folders only the files named as training names them, ``TRAIN_FILES``), never a l
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from ebmlab.config import Config, save_config
-from ebmlab.data.arrays import linked_folders
+from ebmlab.data.arrays import linked_folders, walk_folder
 from ebmlab.files import is_temp_file, with_temps
 from ebmlab.errors import ConfigError
 from ebmlab.training import checkpoint as ckpt
@@ -87,12 +88,12 @@ def _check_data_not_written(run_dir: Path, path: str | None) -> None:
         return
     given, base = Path(path).expanduser(), Path(os.path.realpath(run_dir))
     for data in _spellings(given):  # what it names, and a link at its name itself (one path when there is none)
-        links = list(linked_folders(data, files=True)) if data.is_dir() else []  # (one walk for both checks)
+        links = list(linked_folders(data)) if data.is_dir() else []  # (one walk for both checks)
         if holds(data, base, links):
             raise ConfigError(f"data.path {path!r} holds run {str(run_dir)!r}: the run's files would join the data "
                               "it trains on (a data folder's listing and images; hidden folders excepted); train "
                               "into an --out outside the data folder")
-        for place in (data, *links):
+        for place in (data, *links, *_file_link_into(data, base)):
             rel = _written(place, base)
             if rel:
                 how = "is" if place == data else f"reaches, through a link in it ({str(place)!r}),"
@@ -100,6 +101,36 @@ def _check_data_not_written(run_dir: Path, path: str | None) -> None:
                                   "the run writes (its samples, figures or checkpoints) and would replace while "
                                   "training on it; copy it out of the run directory and train on the copy, or train "
                                   "into another --out")
+
+
+def _file_link_into(data: Path, base: Path) -> list[Path]:
+    """[the resolved target] of the first file link in data folder ``data`` leading to a file run ``base`` writes, or
+    []: an existing target is matched by its device and inode (a stat per link, not a path resolution in Python: a
+    data folder can be a farm of a million links to a shared store), a dangling one (a file the run will write) by
+    its resolved path."""
+    if not data.is_dir():
+        return []
+    ours = {(s.st_dev, s.st_ino) for s in _written_stats(base)}
+    for here, _, names in walk_folder(data):
+        for link in (os.path.join(here, n) for n in names if os.path.islink(os.path.join(here, n))):
+            try:
+                st = os.stat(link)
+            except OSError:  # dangling (or a loop): where it leads
+                if _written(Path(os.path.realpath(link)), base):
+                    return [Path(os.path.realpath(link))]
+                continue
+            if (st.st_dev, st.st_ino) in ours:
+                return [Path(os.path.realpath(link))]
+    return []
+
+
+def _written_stats(base: Path):
+    """``os.stat`` of each file run ``base`` now holds where it writes (``_written``)."""
+    for here, _, names in os.walk(base):
+        for p in (Path(here, n) for n in names):
+            if _written(p, base) and not p.is_symlink():
+                with contextlib.suppress(OSError):
+                    yield os.stat(p)
 
 
 def _written(place: Path, base: Path) -> tuple[str, ...]:
