@@ -36,7 +36,7 @@ TRAIN_FILES = {
 
 
 # the top-level files a run (re)writes while it trains (its data.npy only at the start, when given in memory)
-WRITTEN_TOP = ("config.yaml", run.INFO_NAME, run.CHANGES_NAME, "metrics.jsonl", "metrics.json", run.LOCK_NAME, "tb")
+WRITTEN_TOP = ("config.yaml", run.INFO_NAME, run.CHANGES_NAME, "metrics.jsonl", "metrics.json", run.LOCK_NAME)
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool, data=None) -> run.RunLock:
@@ -88,7 +88,7 @@ def _check_data_not_written(run_dir: Path, path: str | None) -> None:
         return
     given, base = Path(path).expanduser(), Path(os.path.realpath(run_dir))
     for data in _spellings(given):  # what it names, and a link at its name itself (one path when there is none)
-        links = list(linked_folders(data)) if data.is_dir() else []  # (one walk for both checks)
+        links = list(linked_folders(data)) if data.is_dir() else []  # (shared by both checks below)
         if holds(data, base, links):
             raise ConfigError(f"data.path {path!r} holds run {str(run_dir)!r}: the run's files would join the data "
                               "it trains on (a data folder's listing and images; hidden folders excepted); train "
