@@ -117,12 +117,11 @@ def test_changing_seeds_reuses_the_common_seeds_of_the_harness(fake, tmp_path, c
     assert res["seeds"] == [1, 2] and len(res["tables"]["t"]["a"]["m"]["per_seed"]) == 2
 
 
-# SEEN AND LEFT (strict xfail): papers 000, 001 and 002 put "this seed is the first of --seeds" into a cell's parameters (the figure flag:
-# paper000 "figures", paper001 "grid", paper002 "figures"), and the parameters are the cell's cache key. So a rerun
-# with another first seed (--seeds 1,2 after 0,1,2, or 1,2,3 to add a seed) retrains seed 1's finished cells over their
-# runs, and going back to --seeds 0,1,2 retrains them again. A user expects a finished (arm, seed) cell to be reused
-# whatever the other seeds are (README: cells are cached "so an interrupted experiment resumes where it stopped");
-# the figure seed should not be part of the key (draw the figures from whichever seed is first, or always).
+# WAS SEEN AND LEFT (a strict xfail until the nineteenth session): papers 000, 001 and 002 put "this seed is the first of
+# --seeds" into a cell's parameters (the figure flag: paper000 "figures", paper001 "grid", paper002 "figures"), and the
+# parameters are the cell's cache key. So a rerun with another first seed (--seeds 1,2 after 0,1,2) retrained seed 1's
+# finished cells over their runs. Now every seed's cell draws its own figures (as papers 003 and 004 already did) and
+# the experiment shows the first seed's: the key no longer depends on the order of --seeds.
 def _paper_cells(paper, seeds):
     from ebmlab.experiments import paper000, paper001, paper002
     if paper == "paper000":
@@ -137,9 +136,6 @@ def _paper_cells(paper, seeds):
     return [c for cs in tables.values() for c in cs]
 
 
-@pytest.mark.xfail(strict=True, reason="seen and left (docs/testing.md 'Fifty-sixth round'): the figure flag is in the "
-                   "key, so a rerun with another first seed retrains that seed's cells (the same settings and result: "
-                   "time lost, nothing mixed or lost)")
 @pytest.mark.parametrize("paper", ["paper000", "paper001", "paper002"])
 def test_a_cells_key_does_not_depend_on_which_seed_comes_first(paper):
     first = {(c.arm, c.seed): c.key() for c in _paper_cells(paper, (0, 1, 2))}

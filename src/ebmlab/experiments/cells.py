@@ -83,9 +83,9 @@ def run_cells(out: Path, cells: Sequence[Cell], jobs: int = 2, rescore: bool = F
                           f"{untrained[0].seed}); give the options they ran with (--quick, --budget, --full, --seeds), "
                           "or run without --rescore to train them")
     if work:
-        n_rescore = sum(r is not None for _, r in work)
+        n_rescore, at_once = sum(r is not None for _, r in work), max(1, min(jobs, len(work)))
         print(f"[experiment] {len(work) - n_rescore} of {len(cells)} cells to run"
-              f"{f', {n_rescore} to rescore from their stored runs' if n_rescore else ''}, {jobs} at a time", flush=True)
+              f"{f', {n_rescore} to rescore from their stored runs' if n_rescore else ''}, {at_once} at a time", flush=True)
     if jobs <= 1:
         for c, record in work:
             _finish(out, c, _do(c, cell_dir(out, c), record))

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ebmlab.errors import ExperimentError
 from ebmlab.experiments.cells import Cell, cell_dir, run_cells  # noqa: F401 (re-exported: the experiments use them)
 from ebmlab.files import write_text_atomic
 
@@ -45,11 +46,18 @@ SEEDS = (0, 1, 2)  # fixed before any experiment was run; every arm of every exp
 
 
 def check_same_step(records: dict) -> int | None:
-    """The one step every evaluated (not diverged, not failed) cell was evaluated at; raises if they differ."""
-    steps = {r["step"] for r in records.values() if not (r["diverged"] or r["failed"])}
-    if len(steps) > 1:
-        raise RuntimeError(f"cells of one table were evaluated at different steps {sorted(steps)}")
-    return next(iter(steps), None)
+    """The one step every evaluated (not diverged, not failed) cell was evaluated at; ``ExperimentError`` (naming
+    one cell per step) if they differ: the table would compare unequal training budgets."""
+    at = {}  # step -> the first (arm, seed) evaluated there
+    for key, r in records.items():
+        if not (r["diverged"] or r["failed"]):
+            at.setdefault(r["step"], key)
+    if len(at) > 1:
+        cells = ", ".join(f"{arm} seed {seed} at {step}" for step, (arm, seed) in sorted(at.items()))
+        raise ExperimentError(f"cells of one table were evaluated at different steps {sorted(at)} ({cells}), so the "
+                              "table would compare unequal training budgets; delete the odd cells' folders "
+                              "(cells/<arm>/seed<k>) and run the same command again")
+    return next(iter(at), None)
 
 
 def run_tables(out: Path, tables_cells: dict[str, list[Cell]], metrics: Sequence[str], seeds: Sequence[int],

@@ -146,13 +146,12 @@ def evaluation_cells(cells_tk, etas: dict, quick: bool, seeds, sigma_etas: dict,
     """{table: cells}: the T x K grid (``etas`` per (T, K)), the sigma ablation (``sigma_etas`` per sigma), the
     digits row (``digits_etas`` per T)."""
     ref = reference(quick)
-    fig = lambda name, s: name if s == seeds[0] else None  # noqa: E731 (figures from the first seed only)
     toy = [Cell(f"T{T}_K{K}", s, cell_fn, {"config": "paper002_8gaussians", "overrides": toy_sets(T, K, 0.3, quick),
-                                           "eta": etas[(T, K)], "figures": fig("", s) if (T, K) == ref else None})
+                                           "eta": etas[(T, K)], "figures": "" if (T, K) == ref else None})
            for T, K in cells_tk for s in seeds]
     sig = [Cell(f"sigma{sg}", s, cell_fn, {"config": "paper002_8gaussians", "overrides": toy_sets(*ref, sg, quick),
                                            "eta": sigma_etas[sg]}) for sg in sigmas(quick) for s in seeds]
-    dig = [Cell(f"digits_T{T}_K3", s, cell_fn, {"config": "paper002_digits", "figures": fig("_digits", s) if T == 10 else None,
+    dig = [Cell(f"digits_T{T}_K3", s, cell_fn, {"config": "paper002_digits", "figures": "_digits" if T == 10 else None,
                                                 "overrides": digits_sets(T, quick), "eta": digits_etas[T]})
            for T in digits_ts(quick) for s in seeds]
     return {"T x K grid (toy)": toy, "sigma ablation (toy, T20_K3)": sig, "digits (K = 3)": dig}
