@@ -12,6 +12,7 @@ import numbers
 from pathlib import Path
 
 from ebmlab.errors import ConfigError
+from ebmlab.files import write_text_atomic
 
 # name -> module with ``run(out: Path, quick: bool) -> dict``; imported only when that experiment runs
 EXPERIMENTS = {
@@ -44,8 +45,8 @@ def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict
     _check_one_process()
     from ebmlab.training.lock import RunLock
 
-    settings = {"quick": bool(quick), "full": bool(options.get("full")), "budget": options.get("budget")}
-    _claim_out(Path(out), name, settings)
+    rule = getattr(module, "settings", raw_settings)
+    _claim_out(Path(out), name, rule(bool(quick), bool(options.get("full")), options.get("budget")), rule)
     with RunLock.acquire(Path(out), doing="running an experiment"):  # a second experiment into this --out would retrain and delete its cells
         return module.run(out, quick=quick, **options)
 
@@ -100,13 +101,21 @@ def _check_one_process() -> None:
                           "own), not under torchrun; run it without torchrun")
 
 
-def _claim_out(out: Path, name: str, settings: dict | None = None) -> None:
+def raw_settings(quick: bool, full: bool = False, budget: float | None = None) -> dict:
+    """What changes every cell of an experiment, as ``experiment.json`` records it (``_claim_out``): the options as
+    given. An experiment whose options can spell the same cells in two ways defines its own ``settings`` (same
+    signature, e.g. the leaderboard's effective budget), so that only a real change is refused."""
+    return {"quick": bool(quick), "full": bool(full), "budget": budget}
+
+
+def _claim_out(out: Path, name: str, settings: dict | None = None, rule=raw_settings) -> None:
     """Make ``out`` experiment ``name``'s directory (``MARKER``, with the ``settings`` that change every cell:
-    ``--quick``, ``--full``, ``--budget``), or refuse one that holds other files: an experiment writes
-    ``results.md``, ``results.json``, figures and cells there and must not replace a user's files of those names.
-    A directory with this experiment's marker is reused, as a rerun skips its finished cells, unless its cells ran
-    with other settings (theirs would be replaced); so is one without a marker whose ``results.json`` is this
-    experiment's, or that holds only ``cells/`` (from before markers), which then gets this experiment's marker."""
+    ``--quick``, ``--full``, ``--budget``, as the experiment's ``rule`` reads them), or refuse one that holds other
+    files: an experiment writes ``results.md``, ``results.json``, figures and cells there and must not replace a
+    user's files of those names. A directory with this experiment's marker is reused, as a rerun skips its finished
+    cells, unless it holds cells run with other settings (theirs would be replaced: ``_settings_before``); so is one
+    without a marker whose ``results.json`` is this experiment's, or that holds only ``cells/`` (from before
+    markers), which then gets this experiment's marker."""
     import json
 
     from ebmlab.training.lock import LOCK_NAME
@@ -117,12 +126,13 @@ def _claim_out(out: Path, name: str, settings: dict | None = None) -> None:
     if marker.is_file():
         try:
             held = json.loads(marker.read_text(encoding="utf-8"))
-            owner, before = held.get("experiment"), held.get("settings")
+            owner = held.get("experiment")
         except (OSError, ValueError, AttributeError):
-            owner, before = None, None
+            held, owner = None, None
         if owner != name:
             raise ConfigError(f"--out {str(out)!r} holds the results of experiment {owner!r}; give experiment "
                               f"{name} a directory of its own")
+        before = _settings_before(out, held, rule)
         if before is not None and settings is not None and before != settings:
             raise ConfigError(f"--out {str(out)!r} holds experiment {name}'s cells run with {_said(before)}, which a "
                               f"run with {_said(settings)} would replace; rerun with those options, or give another "
@@ -133,7 +143,31 @@ def _claim_out(out: Path, name: str, settings: dict | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not marker.is_file() or settings is not None:
         held = {"experiment": name, **({"settings": settings} if settings is not None else {})}
-        marker.write_text(json.dumps(held) + "\n", encoding="utf-8")
+        write_text_atomic(marker, json.dumps(held) + "\n")
+
+
+def _settings_before(out: Path, held: dict, rule) -> dict | None:
+    """The settings ``out``'s finished cells ran with, as ``rule`` reads them: the marker's, or, in a marker from before
+    settings were recorded (or a damaged one), ``results.json``'s ``quick``/``full``/``budget_seconds`` where it has
+    them; None (nothing to guard, or not known) when ``out`` holds no cell record: a command refused before its first
+    cell finished must not bind the next one to its options."""
+    import json
+
+    if not any((out / "cells").rglob("cell.json")):
+        return None
+    said = held.get("settings")
+    if not isinstance(said, dict):
+        try:
+            said = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(said, dict) or "quick" not in said:
+            return None
+        said = {**said, "budget": said.get("budget_seconds")}
+    try:
+        return rule(bool(said.get("quick")), bool(said.get("full")), said.get("budget"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _earlier(out: Path, name: str) -> bool:

@@ -91,16 +91,19 @@ def run_cells(out: Path, cells: Sequence[Cell], jobs: int = 2, rescore: bool = F
             _finish(out, c, _do(c, cell_dir(out, c), record))
     else:
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_one_thread) as pool, \
-                _workers_stop_with(pool):
+        started = ctx.SimpleQueue()  # (arm, seed) of every cell a worker begins (a killed worker's sentence)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_one_thread,
+                                 initargs=(started,)) as pool, _workers_stop_with(pool):
             futures = {pool.submit(_do, c, cell_dir(out, c), record): c for c, record in work}
-            _finish_as_completed(out, futures)
+            _finish_as_completed(out, futures, started)
     return {(c.arm, c.seed): _cached(out, c) for c in cells}
 
 
-def _finish_as_completed(out: Path, futures: dict) -> None:
+def _finish_as_completed(out: Path, futures: dict, started=None) -> None:
     """Record each cell as it finishes (a cell done while another still trains is kept if the experiment is then
-    stopped); a worker killed (kill -9, out of memory) breaks the pool: one sentence once the others are recorded."""
+    stopped); a worker killed (kill -9, out of memory) breaks the pool, and every cell not finished with it: one
+    sentence once the others are recorded, naming the cells that had begun (``started``: their workers said so) apart
+    from those still queued."""
     lost = []
     for fut in as_completed(futures):
         try:
@@ -110,9 +113,15 @@ def _finish_as_completed(out: Path, futures: dict) -> None:
             continue
         _finish(out, futures[fut], record)
     if lost:
-        names = ", ".join(f"{c.arm} seed {c.seed}" for c in lost)
-        raise ExperimentError(f"a cell's process was killed (kill -9, or out of memory?) while {names} ran; the "
-                              "finished cells are kept: the same command again runs the rest")
+        began = set()
+        while started is not None and not started.empty():
+            began.add(tuple(started.get()))
+        ran = [c for c in lost if (c.arm, c.seed) in began] or lost
+        names = ", ".join(f"{c.arm} seed {c.seed}" for c in ran)
+        queued = len(lost) - len(ran)
+        raise ExperimentError(f"a cell's process was killed (kill -9, or out of memory?) while {names} ran"
+                              f"{f' ({queued} queued cells did not start)' if queued else ''}; the finished cells are "
+                              "kept: the same command again runs the rest")
 
 
 @contextlib.contextmanager
@@ -155,6 +164,8 @@ def _lacks(record: dict, requires: Sequence[str]) -> bool:
 
 def _do(cell: Cell, run_dir: Path, record: dict | None) -> dict:
     """Run ``cell``, or complete its cached ``record`` with ``_rescore_cell``."""
+    if _STARTED is not None:  # (a worker's: says which cell it began, should the worker then be killed)
+        _STARTED.put((cell.arm, cell.seed))
     return _run_cell(cell, run_dir) if record is None else _rescore_cell(cell, run_dir, record)
 
 
@@ -183,8 +194,13 @@ def _rescore_cell(cell: Cell, run_dir: Path, record: dict) -> dict:
 HARNESS_FILES = ("cell.json", "failure.txt", "rescore_failure.txt")  # what the harness writes beside a cell's run
 
 
-def _one_thread() -> None:
-    """Worker initialiser: one intra-op thread (arms run side by side, one per core)."""
+_STARTED = None  # in a worker: the queue its cells report their start on (``run_cells``' ``started``)
+
+
+def _one_thread(started=None) -> None:
+    """Worker initialiser: one intra-op thread (arms run side by side, one per core); keeps ``started``."""
+    global _STARTED
+    _STARTED = started
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
     torch.set_num_threads(1)

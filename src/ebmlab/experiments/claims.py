@@ -45,6 +45,11 @@ from ebmlab.files import write_text_atomic
 SEEDS = (0, 1, 2)  # fixed before any experiment was run; every arm of every experiment uses them
 
 
+def quick_or_full(quick: bool, full: bool = False, budget: float | None = None) -> dict:
+    """An experiment's ``settings`` (``experiment.json``) where ``--quick`` ignores ``--full`` (papers 002, 003)."""
+    return {"quick": bool(quick), "full": bool(full) and not quick}
+
+
 def check_same_step(records: dict) -> int | None:
     """The one step every evaluated (not diverged, not failed) cell was evaluated at; ``ExperimentError`` (naming
     one cell per step) if they differ: the table would compare unequal training budgets."""

@@ -81,6 +81,7 @@ BASELINES = ("gmm", "kde")      # the leaderboard's baselines among REFERENCES
 AUROC = "ood_auroc_other_class"
 METRICS = ["heldout_ed7", AUROC, "selected_step", "updates"]
 QUICK_SETS = ["model.width=16", "model.depth=1", "method.n_steps=3", "method.n_steps_data=2", "eval.n_samples=50"]
+settings = lb.settings  # what changes every cell (experiment.json): the leaderboard's budget rule
 
 
 def overrides(dataset: str, arm: str, budget: float, quick: bool, data_seed: int | None = None) -> list[str]:
@@ -336,7 +337,7 @@ def run(out: Path, quick: bool = False, seeds=SEEDS, jobs: int = 2, full: bool =
     arms = arms if "default" in arms else ("default", *arms)  # every verdict is against the default
     datasets = _names("dataset", datasets, DATASETS)
     seeds = tuple(seeds[:1]) if quick else tuple(seeds)
-    budget = budget or (lb.QUICK_BUDGET if quick else lb.BUDGET_FULL if full else lb.BUDGET)
+    budget = lb.budget_for(quick, full, budget)
     splits = (None,) if data_seeds is None else tuple(dict.fromkeys(data_seeds))
     t0 = time.time()
     grid = build_cells(datasets, arms, seeds, budget, quick, splits)

@@ -289,10 +289,22 @@ def ood_aurocs(objective, data, names, seed: int) -> dict:
 
 
 # ----- the grid --------------------------------------------------------------------------------------
+def budget_for(quick: bool, full: bool, budget: float | None) -> float:
+    """The training seconds per cell: ``--budget``, else ``QUICK_BUDGET`` / ``BUDGET_FULL`` / ``BUDGET``; a float (a
+    cell's key holds it as text: ``budget=20`` must build the default's cells, "20.0", not "20")."""
+    return float(budget or (QUICK_BUDGET if quick else BUDGET_FULL if full else BUDGET))
+
+
+def settings(quick: bool, full: bool = False, budget: float | None = None) -> dict:
+    """What changes every cell (``experiment.json``; ``run_experiment`` refuses other settings into a finished
+    ``--out``): ``--full`` only picks the budget, so ``--full`` and ``--budget 120`` are the same cells."""
+    return {"quick": bool(quick), "budget": budget_for(quick, full, budget)}
+
+
 def build_cells(quick: bool, full: bool, budget: float | None, seeds, methods=None, datasets=None) -> dict[str, list[Cell]]:
     """{dataset: cells}: every method (then each baseline) on it, every seed. ``methods`` / ``datasets``:
     a subset of ``METHODS`` / ``DATASETS`` (default: all, or the quick grid); the baselines always run."""
-    budget = budget or (QUICK_BUDGET if quick else BUDGET_FULL if full else BUDGET)
+    budget = budget_for(quick, full, budget)
     methods = _subset("method", methods, (*METHODS, *own_methods(METHODS))) or (QUICK_METHODS if quick
                                                                                    else tuple(METHODS))
     datasets = _subset("dataset", datasets, DATASETS) or (QUICK_DATASETS if quick else tuple(DATASETS))
@@ -354,7 +366,7 @@ def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2, full:
     seeds = tuple(seeds[:1]) if quick else tuple(seeds)
     grid = build_cells(quick, full, budget, seeds, methods, datasets)
     records = claims.run_cells(out, [c for cells in grid.values() for c in cells], jobs=jobs, rescore=rescore)
-    spent = budget or (QUICK_BUDGET if quick else BUDGET_FULL if full else BUDGET)
+    spent = budget_for(quick, full, budget)
     result = {"experiment": "leaderboard", "quick": quick, "full": full, "budget_seconds": spent,
               "seeds": list(seeds), "methods": list(dict.fromkeys(c.arm.split("/", 1)[1] for cs in grid.values()
                                                                    for c in cs)), "datasets": {}}

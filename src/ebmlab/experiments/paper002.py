@@ -168,6 +168,9 @@ def sub_claims(cells_tk, quick: bool) -> list[Claim]:
                   "sample_energy_distance", "lower", ED_MARGIN) for T, K in rows]
 
 
+settings = claims.quick_or_full  # what changes every cell (experiment.json): --quick ignores --full
+
+
 def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2, full: bool = False) -> dict:
     """Paper 002's experiment into ``out``; returns the results dict (``claims.write_claim_results``)."""
     out, t0 = Path(out), time.time()

@@ -294,6 +294,9 @@ SUB_CLAIMS = [
 ]
 
 
+settings = claims.quick_or_full  # what changes every cell (experiment.json): --quick ignores --full
+
+
 def run(out: Path, quick: bool = False, seeds=claims.SEEDS, jobs: int = 2, full: bool = False) -> dict:
     """Paper 003's experiment into ``out``; returns the results dict (``claims.write_claim_results``).
     ``full``: the checkerboard arms at the shipped config's 8,000 iterations (``CB_STEPS_FULL``)."""
