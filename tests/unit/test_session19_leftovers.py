@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ebmlab.errors import CheckpointError, EbmlabError
+from ebmlab.errors import CheckpointError, ConfigError, EbmlabError
 from ebmlab.experiments import claims
 from ebmlab.experiments.claims import Cell
 from ebmlab.training import run as run_mod
@@ -54,3 +54,16 @@ def test_one_cell_to_run_is_announced_one_at_a_time(tmp_path, capsys):
     records = claims.run_cells(tmp_path, cells, jobs=2)
     assert "1 of 2 cells to run, 1 at a time" in capsys.readouterr().out
     assert records[("b", 0)]["metrics"] == {"m": 1.0} and records[("b", 0)]["failed"] is None
+
+
+# WAS A BUG (round 57's "seen and left"): a damaged experiment.json (empty after a kill mid-write, which older versions
+# could leave, or edited by hand) was refused as "holds the results of experiment None".
+@pytest.mark.parametrize("text", ["", "[1]", '{"settings": {}}', '{"experiment": 3}'])
+def test_a_damaged_marker_is_named_as_such(tmp_path, text):
+    import ebmlab.experiments as ex
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / ex.MARKER).write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"holds a damaged experiment\.json .*delete experiment\.json and run again"):
+        ex.run_experiment("paper004", out, quick=True, seeds=(0,))
+    assert (out / ex.MARKER).read_text(encoding="utf-8") == text  # nothing written

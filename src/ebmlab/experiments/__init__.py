@@ -129,6 +129,10 @@ def _claim_out(out: Path, name: str, settings: dict | None = None, rule=raw_sett
             owner = held.get("experiment")
         except (OSError, ValueError, AttributeError):
             held, owner = None, None
+        if not isinstance(owner, str):  # (empty after a crash of an older version, or edited by hand)
+            raise ConfigError(f"--out {str(out)!r} holds a damaged {MARKER} (no experiment's name in it); if the "
+                              f"directory is experiment {name}'s, delete {MARKER} and run again, else give another "
+                              "--out")
         if owner != name:
             raise ConfigError(f"--out {str(out)!r} holds the results of experiment {owner!r}; give experiment "
                               f"{name} a directory of its own")
