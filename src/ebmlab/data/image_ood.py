@@ -55,8 +55,10 @@ def _partners(like: Dataset, generator) -> Tensor:
     m = like.test.shape[0]
     perm = torch.randperm(m, generator=generator)
     labels = like.test_labels
-    if labels is None or len(torch.unique(labels)) < 2:
-        return torch.roll(perm, 1)
+    if labels is None or len(torch.unique(labels)) < 2:  # a cycle through the permutation: no image its own partner
+        partner = torch.empty_like(perm)
+        partner[perm] = torch.roll(perm, 1)  # partner[perm[j]] = perm[j - 1] (m = 1: the one image itself)
+        return partner
     partner = perm.clone()
     for i in range(m):  # first candidate in the permutation (cyclically from i) with another class
         j = next(int(perm[(i + k) % m]) for k in range(1, m) if labels[perm[(i + k) % m]] != labels[i])

@@ -105,8 +105,12 @@ class Pixels:
         if isinstance(idx, tuple):  # the rows first, the rest on them: p[i, c], p[:, 0], p[idx, :, y, x]
             if not idx or idx[0] is None or idx[0] is Ellipsis or isinstance(idx[0], bool):
                 return self[:][idx]
-            rows = self[idx[0]]
-            return rows[idx[1:]] if _scalar(idx[0]) else rows[(slice(None), *idx[1:])]
+            rows = self[idx[0]]  # (*lead, C, H, W): lead = () for one image, the index's shape, (K,) for a slice/mask
+            if _scalar(idx[0]) or isinstance(idx[0], slice):
+                return rows[idx[1:]] if _scalar(idx[0]) else rows[(slice(None), *idx[1:])]
+            lead = rows.shape[:rows.dim() - (len(self.shape) - 1)]
+            pos = torch.arange(rows.shape[:len(lead)].numel()).view(lead)  # the rows by position, in the index's shape:
+            return rows.flatten(0, len(lead) - 1)[(pos, *idx[1:])]        # the rest combines with it as with the index
         if idx is None or idx is Ellipsis or isinstance(idx, bool):
             return self[:][idx]
         if _scalar(idx):  # one image (C, H, W)
