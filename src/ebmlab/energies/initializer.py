@@ -11,8 +11,9 @@ classifier-free guidance), so that the same code serves the conditional and unco
   y_t ≈ x_{t+1}).
 - ``UNetInitializer`` (images): a small UNet (Ronneberger et al. 2015) in the spirit of Nichol &
   Dhariwal (2021) with fewer channels: per resolution two residual blocks with GroupNorm, SiLU and
-  the conditioning added after the first convolution, 2x2 average-pool down, nearest up, skip
-  concatenations; same input-skip as the MLP. Self-attention is left out (CPU scale).
+  the conditioning as a per-channel scale and shift after the second GroupNorm (their scale-shift norm), 2x2
+  average-pool down, nearest up, skip concatenations; same input-skip as the MLP. Self-attention is left out
+  (CPU scale).
 """
 from __future__ import annotations
 
@@ -43,18 +44,22 @@ def _groups(ch: int) -> int:
 
 
 class _ResBlock(nn.Module):
+    """GroupNorm, SiLU, conv; the condition as a scale and shift of the second GroupNorm's output (Nichol & Dhariwal's
+    scale-shift norm); SiLU, conv; plus the skip. (A shift added before that norm, as in Ho et al.'s block, is removed
+    by it wherever a group is one channel, init_channels of 8 or fewer, and in part elsewhere.)"""
+
     def __init__(self, c_in: int, c_out: int, cond_dim: int):
         super().__init__()
         self.norm1, self.conv1 = nn.GroupNorm(_groups(c_in), c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.cond = nn.Linear(cond_dim, c_out)
+        self.cond = nn.Linear(cond_dim, 2 * c_out)  # (scale, shift) per channel
         self.norm2, self.conv2 = nn.GroupNorm(_groups(c_out), c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         self.act = nn.SiLU()
 
     def forward(self, h: Tensor, cond: Tensor) -> Tensor:  # (B, c_in, H, W) -> (B, c_out, H, W)
-        z = self.conv1(self.act(self.norm1(h))) + self.cond(cond)[:, :, None, None]
-        z = self.conv2(self.act(self.norm2(z)))
-        return self.skip(h) + z
+        scale, shift = self.cond(cond)[:, :, None, None].chunk(2, dim=1)  # (B, c_out, 1, 1) each
+        z = self.norm2(self.conv1(self.act(self.norm1(h)))) * (1 + scale) + shift
+        return self.skip(h) + self.conv2(self.act(z))
 
 
 class UNetInitializer(nn.Module):

@@ -172,7 +172,8 @@ def _fit_error(path: Path, cfg: Config, exc: Exception) -> CheckpointError:
     text = " ".join(str(exc).split())
     text = text if len(text) <= 160 else text[:157] + "..."
     return CheckpointError(f"checkpoint {str(path)!r} does not fit the run's {cfg.method.name} / {cfg.model.name} "
-                           f"model ({text}); it belongs to another run or was edited")
+                           f"model ({text}); it belongs to another run, was edited, or was written by an ebmlab version "
+                           "whose network differed (README: Runs of older versions): retrain it")
 
 
 def load_weights(objective: nn.Module, tensors: dict, path: Path, cfg: Config, ema: bool) -> None:
