@@ -165,8 +165,9 @@ def _fit_and_evaluate(args, run_dir: Path, ctx, trainer) -> int:
 
 def _report(run_dir: Path, metrics: dict) -> None:
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}, indent=1))
-    print(f"\nrun directory: {run_dir}\n  metrics: {run_dir / 'metrics.json'}\n  plots:   {run_dir / 'plots'}"
-          f"\n  samples: {run_dir / 'samples'}\n  log:     {run_dir / 'metrics.jsonl'} (TensorBoard: {run_dir / 'tb'})")
+    plots = f"\n  plots:   {run_dir / 'plots'}" if (run_dir / "plots").is_dir() else ""  # (not with eval.plots=false)
+    print(f"\nrun directory: {run_dir}\n  metrics: {run_dir / 'metrics.json'}{plots}\n  samples: {run_dir / 'samples'}"
+          f"\n  log:     {run_dir / 'metrics.jsonl'} (TensorBoard: {run_dir / 'tb'})")
     if "selected_step" in metrics:  # train.select_every: the run's result is its best validation check
         from ebmlab.training.checkpoint import best_path
         refit = ", its transform refitted on the training and validation rows" if metrics.get("selected_refit") else ""

@@ -176,9 +176,11 @@ _READ_ONLY = ("Pixels is read-only: an 8-bit training split cannot be changed in
 
 
 def _scalar(idx) -> bool:
-    """Whether ``idx`` picks one image: an int, a NumPy integer or a 0-d integer tensor (not a bool)."""
+    """Whether ``idx`` picks one image: an int, a NumPy integer, a 0-d integer tensor or array (not a bool)."""
     if isinstance(idx, Tensor):
         return idx.dim() == 0 and not idx.is_floating_point() and idx.dtype != torch.bool
+    if isinstance(idx, np.ndarray):  # a 0-d integer array, as NumPy's own indexing takes it
+        return idx.ndim == 0 and np.issubdtype(idx.dtype, np.integer)
     return isinstance(idx, (int, np.integer)) and not isinstance(idx, (bool, np.bool_))
 
 

@@ -39,6 +39,11 @@ class MLPInitializer(nn.Module):
         return x + self.net(x.flatten(1), cond).view_as(x)
 
 
+# The design of UNetInitializer's blocks, which no config key names: experiment caches record it (paper003.
+# blocks_fingerprint), so that cells trained with an earlier design run again. Change it with the design.
+BLOCKS = "scale-shift"  # since 2026-12-07 (before: the condition added ahead of the second GroupNorm)
+
+
 def _groups(ch: int) -> int:
     return math.gcd(ch, 8)
 

@@ -45,10 +45,19 @@ def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict
     _check_one_process()
     from ebmlab.training.lock import RunLock
 
-    rule = getattr(module, "settings", raw_settings)
-    _claim_out(Path(out), name, rule(bool(quick), bool(options.get("full")), options.get("budget")), rule)
-    with RunLock.acquire(Path(out), doing="running an experiment"):  # a second experiment into this --out would retrain and delete its cells
-        return module.run(out, quick=quick, **options)
+    rule, out = getattr(module, "settings", raw_settings), Path(out)
+    settings = rule(bool(quick), bool(options.get("full")), options.get("budget"))
+    _claim_out(out, name, settings, rule, write=False)  # a wrong place refused before anything is written
+    fresh = not out.exists() or not any(out.iterdir())
+    out.mkdir(parents=True, exist_ok=True)
+    with RunLock.acquire(out, doing="running an experiment"):  # a second experiment into this --out would retrain and delete its cells
+        _claim_out(out, name, settings, rule)  # again under the lock (whose holder's marker a refusal must not touch)
+        try:
+            return module.run(out, quick=quick, **options)
+        except BaseException:
+            if fresh:  # refused before it wrote anything (its own options: --methods, --datasets, --rescore)
+                _unclaim(out)
+            raise
 
 
 def name_list(option: str, text: str) -> tuple[str, ...]:
@@ -108,21 +117,22 @@ def raw_settings(quick: bool, full: bool = False, budget: float | None = None) -
     return {"quick": bool(quick), "full": bool(full), "budget": budget}
 
 
-def _claim_out(out: Path, name: str, settings: dict | None = None, rule=raw_settings) -> None:
+def _claim_out(out: Path, name: str, settings: dict | None = None, rule=raw_settings, write: bool = True) -> None:
     """Make ``out`` experiment ``name``'s directory (``MARKER``, with the ``settings`` that change every cell:
     ``--quick``, ``--full``, ``--budget``, as the experiment's ``rule`` reads them), or refuse one that holds other
     files: an experiment writes ``results.md``, ``results.json``, figures and cells there and must not replace a
     user's files of those names. A directory with this experiment's marker is reused, as a rerun skips its finished
     cells, unless it holds cells run with other settings (theirs would be replaced: ``_settings_before``); so is one
     without a marker whose ``results.json`` is this experiment's, or that holds only ``cells/`` (from before
-    markers), which then gets this experiment's marker."""
+    markers), which then gets this experiment's marker (checked against its ``results.json`` too). ``write=False``:
+    only the checks."""
     import json
 
     from ebmlab.training.lock import LOCK_NAME
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a directory for the experiment's results")
-    marker = out / MARKER
+    marker, held = out / MARKER, {}
     if marker.is_file():
         try:
             held = json.loads(marker.read_text(encoding="utf-8"))
@@ -136,14 +146,15 @@ def _claim_out(out: Path, name: str, settings: dict | None = None, rule=raw_sett
         if owner != name:
             raise ConfigError(f"--out {str(out)!r} holds the results of experiment {owner!r}; give experiment "
                               f"{name} a directory of its own")
-        before = _settings_before(out, held, rule)
-        if before is not None and settings is not None and before != settings:
-            raise ConfigError(f"--out {str(out)!r} holds experiment {name}'s cells run with {_said(before)}, which a "
-                              f"run with {_said(settings)} would replace; rerun with those options, or give another "
-                              "--out")
     elif out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and not _earlier(out, name):
         raise ConfigError(f"--out {str(out)!r} holds other files and is not an experiment's directory; give a new or "
                           "empty directory (the experiment writes results.md, results.json, figures and cells there)")
+    before = _settings_before(out, held, rule) if out.is_dir() else None
+    if before is not None and settings is not None and before != settings:
+        raise ConfigError(f"--out {str(out)!r} holds experiment {name}'s cells run with {_said(before)}, which a "
+                          f"run with {_said(settings)} would replace; rerun with those options, or give another --out")
+    if not write:
+        return
     out.mkdir(parents=True, exist_ok=True)
     if not marker.is_file() or settings is not None:
         held = {"experiment": name, **({"settings": settings} if settings is not None else {})}
@@ -172,6 +183,15 @@ def _settings_before(out: Path, held: dict, rule) -> dict | None:
         return rule(bool(said.get("quick")), bool(said.get("full")), said.get("budget"))
     except (TypeError, ValueError):
         return None
+
+
+def _unclaim(out: Path) -> None:
+    """Remove the marker ``_claim_out`` wrote into a fresh ``out`` (under the lock) if nothing else was written there,
+    so that a command refused for its own options leaves the directory to the next command, whatever experiment."""
+    from ebmlab.training.lock import LOCK_NAME
+
+    if {p.name for p in out.iterdir()} <= {MARKER, LOCK_NAME}:
+        (out / MARKER).unlink(missing_ok=True)
 
 
 def _earlier(out: Path, name: str) -> bool:

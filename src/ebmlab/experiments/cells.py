@@ -104,8 +104,9 @@ def _finish_as_completed(out: Path, futures: dict, started=None) -> None:
     stopped); a worker killed (kill -9, out of memory) breaks the pool, and every cell not finished with it: one
     sentence once the others are recorded, naming the cells that had begun (``started``: their workers said so) apart
     from those still queued."""
-    lost = []
+    lost, began = [], set()
     for fut in as_completed(futures):
+        _drain(started, began)  # as cells finish: a pipe left unread would block the workers once full (~64 KiB)
         try:
             record = fut.result()
         except BrokenProcessPool:
@@ -113,15 +114,19 @@ def _finish_as_completed(out: Path, futures: dict, started=None) -> None:
             continue
         _finish(out, futures[fut], record)
     if lost:
-        began = set()
-        while started is not None and not started.empty():
-            began.add(tuple(started.get()))
+        _drain(started, began)
         ran = [c for c in lost if (c.arm, c.seed) in began] or lost
         names = ", ".join(f"{c.arm} seed {c.seed}" for c in ran)
         queued = len(lost) - len(ran)
         raise ExperimentError(f"a cell's process was killed (kill -9, or out of memory?) while {names} ran"
                               f"{f' ({queued} queued cells did not start)' if queued else ''}; the finished cells are "
                               "kept: the same command again runs the rest")
+
+
+def _drain(started, began: set) -> None:
+    """Move the (arm, seed) pairs the workers put on ``started`` (None: serial) into ``began``."""
+    while started is not None and not started.empty():
+        began.add(tuple(started.get()))
 
 
 @contextlib.contextmanager

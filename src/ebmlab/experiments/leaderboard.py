@@ -328,9 +328,12 @@ def build_cells(quick: bool, full: bool, budget: float | None, seeds, methods=No
 
 def config_fingerprint(params: dict, seed: int) -> str:
     """The hash of the config a cell trains (or fits its baseline's data from), resolved by the library as
-    it is now: a changed default or a new key makes a cached cell stale (``claims.Cell.fingerprint``)."""
+    it is now: a changed default or a new key makes a cached cell stale (``claims.Cell.fingerprint``); with the design
+    of paper 003's UNet initializer where the config builds one (``paper003.blocks_fingerprint``)."""
     sets = list(params["overrides"]) + [f"train.seed={seed}"]
-    return experiment_config(params.get("config"), sets, threads=1).hash()
+    cfg = experiment_config(params.get("config"), sets, threads=1)
+    unet_init = kind(cfg.data.name) == "image" and getattr(cfg.method, "cooperative", False)  # paper 003's initializer
+    return cfg.hash() + (f"+{paper003.blocks_fingerprint(params, seed)}" if unet_init else "")
 
 
 def run_config_fingerprint(run_dir: Path) -> str | None:

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from ebmlab import plots
+from ebmlab.energies.initializer import BLOCKS
 from ebmlab.experiments import claims
 from ebmlab.experiments.claims import Cell, Claim
 from ebmlab.experiments.runner import experiment_config, train_and_evaluate, train_cell
@@ -243,6 +244,12 @@ def applications_figures(out: Path, obj, data) -> None:
 
 
 # ----- cells, tables, claims -------------------------------------------------------------------------
+def blocks_fingerprint(params: dict, seed: int) -> str:
+    """A cell's fingerprint for the design of the UNet initializer's blocks (``initializer.BLOCKS``): a cell cached with
+    an earlier design (or before this was recorded) runs again (``claims.Cell.fingerprint``)."""
+    return BLOCKS
+
+
 def build_cells(quick: bool, seeds, full: bool = False) -> dict[str, list[Cell]]:
     """{table: cells}: the checkerboard arms and the digits model (``CB_STEPS`` / ``--full``)."""
     steps = [f"train.steps={CB_STEPS_FULL if full else CB_STEPS}"]
@@ -251,7 +258,8 @@ def build_cells(quick: bool, seeds, full: bool = False) -> dict[str, list[Cell]]
     dg = [Cell("digits", s, digits_cell, {"overrides": QUICK_DIGITS if quick else [],
                                           "per_class": 2 if quick else GUIDANCE_PER_CLASS,
                                           "per_pair": 1 if quick else COMPOSE_PER_PAIR,
-                                          "steps_per_class": 2 if quick else GUIDANCE_PER_CLASS}) for s in seeds]
+                                          "steps_per_class": 2 if quick else GUIDANCE_PER_CLASS},
+               fingerprint=blocks_fingerprint) for s in seeds]
     return {"checkerboard": cb, "digits": dg}
 
 

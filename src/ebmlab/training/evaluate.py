@@ -165,6 +165,9 @@ def _vector_metrics(objective, data, cfg, run_dir: Path | None, generator, ref, 
         m.update(sample_metrics(long, data, ref[:n_long], ref2[:n_long], "long_run_"))
         m["long_run_steps"] = steps
     m.update(_density_metrics(objective, data, cfg, run_dir))
+    if run_dir is not None:  # the final samples, plots or not (compare and --pool-seeds read them)
+        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        save_npy_atomic(run_dir / "samples" / "samples.npy", short.numpy())
     if run_dir is not None and cfg.eval.plots:
         _vector_plots(objective, data, cfg, run_dir, ref, short, long, out.info, dev=next(objective.parameters()).device)
     if data.dist is None:  # last: its draws leave every metric above as it was
@@ -221,9 +224,6 @@ def _vector_plots(objective, data, cfg, run_dir, ref, short, long, diag, dev) ->
                             title="energies of held-out data and samples")
     plots.chain_curves(diag, run_dir / "plots" / "chain.png", title=f"sampler diagnostics ({cfg.method.name})",
                        target_accept=getattr(cfg.method, "target_accept", None))
-    samples_dir = run_dir / "samples"
-    samples_dir.mkdir(parents=True, exist_ok=True)
-    save_npy_atomic(samples_dir / "samples.npy", short.numpy())
 
 
 def evaluate(objective, data, cfg, run_dir: Path | None, generator: torch.Generator | None = None,
