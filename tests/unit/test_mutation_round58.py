@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from ebmlab.data.base import Affine, Dataset
+from ebmlab.data.base import Dataset
 from ebmlab.training.config import load_config
 from tests.builders import GaussianStandIn
+from tests.unit.test_figures_and_logs_known_answers import TF, Toy  # N((4, -4, 0), I) and its transform
 
 
 def _ed(x, y):
@@ -23,21 +24,6 @@ def _ed(x, y):
 
 
 # ----- training/evaluate.py ----------------------------------------------------------------------------------
-class Toy:
-    """An exact distribution in data coordinates: N((4, -4, 0), I)."""
-    dim = 3
-    mean = torch.tensor([4.0, -4.0, 0.0])
-
-    def sample(self, n, generator=None):
-        return torch.randn(n, 3, generator=generator) + self.mean
-
-    def log_prob(self, x):
-        return -0.5 * (x - self.mean).pow(2).sum(1)
-
-
-TF = Affine(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([3.0, 0.5, 2.0]))
-
-
 def _cfg(**ev):
     over = {"n_samples": 20, "plots": "false", "long_run_factor": 1, **ev}
     return load_config(None, [f"eval.{k}={v}" for k, v in over.items()])
