@@ -179,10 +179,10 @@ def _settings_before(out: Path, held: dict, rule) -> dict | None:
         if not isinstance(said, dict) or "quick" not in said:
             return None
         said = {**said, "budget": said.get("budget_seconds")}
-    try:
-        return rule(bool(said.get("quick")), bool(said.get("full")), said.get("budget"))
-    except (TypeError, ValueError):
-        return None
+    budget = said.get("budget")
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Real):  # (None, or a hand-edited value)
+        budget = None
+    return rule(bool(said.get("quick")), bool(said.get("full")), budget)
 
 
 def _unclaim(out: Path) -> None:
