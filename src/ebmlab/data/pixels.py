@@ -103,7 +103,7 @@ class Pixels:
 
     def __getitem__(self, idx) -> Tensor:
         if isinstance(idx, tuple):  # the rows first, the rest on them: p[i, c], p[:, 0], p[idx, :, y, x]
-            if not idx or idx[0] is None or idx[0] is Ellipsis or isinstance(idx[0], bool):
+            if not idx or _whole(idx[0]):
                 return self[:][idx]
             rows = self[idx[0]]  # (*lead, C, H, W): lead = () for one image, the index's shape, (K,) for a slice/mask
             if _scalar(idx[0]) or isinstance(idx[0], slice):
@@ -111,7 +111,7 @@ class Pixels:
             lead = rows.shape[:rows.dim() - (len(self.shape) - 1)]
             pos = torch.arange(rows.shape[:len(lead)].numel()).view(lead)  # the rows by position, in the index's shape:
             return rows.flatten(0, len(lead) - 1)[(pos, *idx[1:])]        # the rest combines with it as with the index
-        if idx is None or idx is Ellipsis or isinstance(idx, bool):
+        if _whole(idx):
             return self[:][idx]
         if _scalar(idx):  # one image (C, H, W)
             return self._read(self._rows(torch.tensor([int(idx)])))[0]
@@ -173,6 +173,14 @@ class Pixels:
 
 _READ_ONLY = ("Pixels is read-only: an 8-bit training split cannot be changed in place; dense(split) (ebmlab.data.pixels) "
               "gives a float32 tensor to change")
+
+
+def _whole(idx) -> bool:
+    """Whether ``idx`` acts on the whole split rather than picking rows: None, ``...``, or a 0-d bool (a Python or
+    NumPy bool, or a 0-d bool array or tensor, which adds an axis of length 1 or 0)."""
+    if idx is None or idx is Ellipsis or isinstance(idx, (bool, np.bool_)):
+        return True
+    return isinstance(idx, (Tensor, np.ndarray)) and idx.ndim == 0 and idx.dtype in (torch.bool, np.bool_)
 
 
 def _scalar(idx) -> bool:

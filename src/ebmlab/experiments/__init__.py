@@ -6,6 +6,7 @@ leaderboard and data_defaults {"experiment": NAME, ...} with their own tables.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import numbers
@@ -43,21 +44,28 @@ def run_experiment(name: str, out: Path, quick: bool = False, **options) -> dict
                           f"{', '.join(takes) or 'no option'} besides --out and --quick")
     _check_counts(options)
     _check_one_process()
-    from ebmlab.training.lock import RunLock
+    from ebmlab.training.lock import LOCK_NAME, RunLock
 
     rule, out = getattr(module, "settings", raw_settings), Path(out)
     settings = rule(bool(quick), bool(options.get("full")), options.get("budget"))
     _claim_out(out, name, settings, rule, write=False)  # a wrong place refused before anything is written
-    fresh = not out.exists() or not any(out.iterdir())
+    fresh = not out.exists() or all(p.name == LOCK_NAME for p in out.iterdir())  # (a stale lock: still fresh)
+    made = [d for d in (out, *out.parents) if not d.exists()]  # the folders mkdir makes, deepest first
     out.mkdir(parents=True, exist_ok=True)
-    with RunLock.acquire(out, doing="running an experiment"):  # a second experiment into this --out would retrain and delete its cells
-        _claim_out(out, name, settings, rule)  # again under the lock (whose holder's marker a refusal must not touch)
-        try:
-            return module.run(out, quick=quick, **options)
-        except BaseException:
-            if fresh:  # refused before it wrote anything (its own options: --methods, --datasets, --rescore)
-                _unclaim(out)
-            raise
+    try:
+        with RunLock.acquire(out, doing="running an experiment"):  # a second experiment into this --out would retrain and delete its cells
+            _claim_out(out, name, settings, rule)  # again under the lock (whose holder's marker a refusal must not touch)
+            try:
+                return module.run(out, quick=quick, **options)
+            except BaseException:
+                if fresh:  # refused before it wrote anything (its own options: --methods, --datasets, --rescore)
+                    _unclaim(out)
+                raise
+    except BaseException:
+        for d in made:  # the folders this command made, if nothing is in them now (the lock file is gone)
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
 
 
 def name_list(option: str, text: str) -> tuple[str, ...]:

@@ -78,6 +78,12 @@ def run_cells(out: Path, cells: Sequence[Cell], jobs: int = 2, rescore: bool = F
             work.append((c, record))
     untrained = [c for c, record in work if record is None]
     if rescore and untrained:  # --rescore trained the missing cells (a forgotten --quick: hours of training)
+        stale = [c for c in untrained if _stale(out, c)]
+        if stale:  # they ran, but the library now builds something else: rescoring their runs would mislead
+            raise ConfigError(f"--rescore evaluates finished cells again without training, but {len(stale)} of the "
+                              f"{len(cells)} cells asked for ran with what the library built before (first: "
+                              f"{stale[0].arm} seed {stale[0].seed}: a default or a network has changed since), so "
+                              "they must be trained again; run without --rescore to train them")
         raise ConfigError(f"--rescore evaluates finished cells again without training, but {len(untrained)} of the "
                           f"{len(cells)} cells asked for have not run in {str(out)!r} (first: {untrained[0].arm} seed "
                           f"{untrained[0].seed}); give the options they ran with (--quick, --budget, --full, --seeds), "
@@ -254,6 +260,14 @@ def _rescore_state(r: dict) -> str:
         return f"rescore failed: {r['failed']}"
     differ = f"; {len(r['changed'])} stored metrics changed: {', '.join(r['changed'])}" if r["changed"] else ""
     return f"rescored from its run (+{len(r['added'])} metrics{differ}, {r['wall_seconds']} s)"
+
+
+def _stale(out: Path, cell: Cell) -> bool:
+    """Whether ``cell`` has a record of its own key that ``_cached`` does not take: its fingerprint has changed."""
+    with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+        record = json.loads((cell_dir(out, cell) / "cell.json").read_text(encoding="utf-8"))
+        return isinstance(record, dict) and record.get("key") == cell.key() and _cached(out, cell) is None
+    return False
 
 
 def _cached(out: Path, cell: Cell) -> dict | None:
