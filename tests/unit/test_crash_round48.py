@@ -136,7 +136,8 @@ def test_compare_killed_keeps_user_files_and_reruns(two_runs, tmp_path, capsys):
     assert (d / "notes.md").read_text() == "MY NOTES" and (d / "compare.md").read_text().startswith("| run")
     code, _, err = cli(capsys, "compare", *two_runs, "--out", d)
     assert code == 0, err
-    assert sorted(p.name for p in d.iterdir()) == ["compare.json", "compare.md", "notes.md"]
+    # (samples.png: the runs' final samples, kept with eval.plots=false since the nineteenth session, are drawn)
+    assert sorted(p.name for p in d.iterdir()) == ["compare.json", "compare.md", "notes.md", "samples.png"]
 
 
 # ---- 3. the helper's lead: data that lie where the run writes -----------------------------------------------------
