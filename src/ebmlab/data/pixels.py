@@ -106,8 +106,10 @@ class Pixels:
             if not idx or _whole(idx[0]):
                 return self[:][idx]
             rows = self[idx[0]]  # (*lead, C, H, W): lead = () for one image, the index's shape, (K,) for a slice/mask
-            if _scalar(idx[0]) or isinstance(idx[0], slice):
-                return rows[idx[1:]] if _scalar(idx[0]) else rows[(slice(None), *idx[1:])]
+            if _scalar(idx[0]):
+                return rows[idx[1:]]
+            if isinstance(idx[0], slice):
+                return rows[(slice(None), *idx[1:])]
             lead = rows.shape[:rows.dim() - (len(self.shape) - 1)]
             pos = torch.arange(rows.shape[:len(lead)].numel()).view(lead)  # the rows by position, in the index's shape:
             return rows.flatten(0, len(lead) - 1)[(pos, *idx[1:])]        # the rest combines with it as with the index

@@ -351,8 +351,8 @@ def check_checkpoint_data(meta: dict, run_dir: Path, path: Path) -> None:
     got, want = meta.get("data_sha256"), data_fingerprint(read_run_info(Path(run_dir)))
     if got is not None and want is not None and got != want:
         raise CheckpointError(f"checkpoint {str(path)!r} was trained on other data than run {str(run_dir)!r} (the "
-                              "data's fingerprint, a file's SHA-256 or a folder's listing, differs from run.json's); it belongs to another "
-                              "run")
+                              "data's fingerprint, a file's SHA-256 or a folder's listing, differs from run.json's); it "
+                              "belongs to another run")
 
 
 def check_resume_changes(run_dir: Path, cfg: Config) -> dict[str, tuple]:
