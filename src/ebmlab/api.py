@@ -151,7 +151,7 @@ class Run:
         ``batch_size``: chains of at most that many at once (for n too large for one); ``progress``: a tqdm bar over
         the sampler steps (``ebmlab sample`` shows one; plain lines where stderr is a file). ``return_info=True`` also
         returns the chain diagnostics (acceptance, step sizes, energies per step; the first batch's)."""
-        from ebmlab.training.drawing import class_index, class_names, data_starts, detached, draw, finite_samples
+        from ebmlab.training.drawing import data_starts, detached, draw, finite_samples, run_label
 
         n, seed = check_integer(n, "n", 1), check_integer(seed, "seed", 0, 2**63 - 1)
         steps = None if steps is None else check_integer(steps, "steps", 0)
@@ -168,10 +168,11 @@ class Run:
             x0 = data_starts(self.data().test, n, seed, dev)
         elif init != "noise":
             raise ConfigError(f"init must be 'noise', 'data' or a tensor of start points, got {init!r}")
+        if label is not None:  # an index, or a name run.json stores
+            label = run_label(label, self.path, getattr(self.objective, "num_classes", 0))[0]
         try:
             out = draw(self.objective, n, torch.Generator(dev).manual_seed(seed), steps=steps, x0=x0, cond=cond,
-                       label=None if label is None else class_index(label, class_names(self.path)),
-                       guidance=guidance, batch_size=batch_size, progress=bool(progress))
+                       label=label, guidance=guidance, batch_size=batch_size, progress=bool(progress))
         except (MemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc):
                 raise

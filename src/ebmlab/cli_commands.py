@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from ebmlab.files import atomic_write, save_npy_atomic
+from ebmlab.files import atomic_write, file_above, save_npy_atomic
 
 __all__ = ["cmd_compare", "cmd_configs", "cmd_eval", "cmd_experiment", "cmd_sample", "cmd_train"]
 
@@ -199,7 +199,7 @@ def cmd_sample(args) -> int:
 
     from ebmlab import plots
     from ebmlab.config_checks import check_integer
-    from ebmlab.training.drawing import class_index, class_names, data_starts, draw, finite_samples
+    from ebmlab.training.drawing import data_starts, draw, finite_samples, run_label
 
     check_integer(args.n, "--n", 1)
     check_integer(args.seed, "--seed", 0, 2**63 - 1)
@@ -217,14 +217,15 @@ def cmd_sample(args) -> int:
     dev = next(objective.parameters()).device
     # --init data: held-out points, model coordinates: the method's procedure starts there
     x0 = data_starts(data.test, args.n, args.seed, dev) if args.init == "data" else None
-    label = None if args.label is None else class_index(args.label, class_names(args.run))
+    label, name = (None, None) if args.label is None else run_label(args.label, args.run,
+                                                                         getattr(objective, "num_classes", 0))
     xs = draw(objective, args.n, torch.Generator(dev).manual_seed(args.seed), steps=args.steps, x0=x0,
               label=label, guidance=args.guidance, batch_size=args.batch_size, progress=None).x  # a bar; lines in a log after 30 s
     x = finite_samples(data.transform.to_data(xs.detach().cpu()))  # nothing written where a sample is not finite
     steps = objective.steps_run(args.steps)  # what ran: --steps rounded up to whole levels (papers 000, 002, 003)
     rounded = "" if args.steps in (None, steps) else (f", --steps {args.steps} rounded up to whole levels "
                                                       f"({objective.sample_levels})")
-    tag = "" if args.label is None else f"_label{args.label}"
+    tag = "" if args.label is None else f"_label{name}"  # the class's name where the run names them
     tag += "" if args.guidance is None else f"_w{args.guidance:g}"
     name = f"samples_{args.init}_{steps}steps_seed{args.seed}{tag}.npy"
     path = out_file or Path(args.run) / "samples" / name
@@ -268,12 +269,9 @@ def _output_file(path: Path) -> Path:
         path = path.with_suffix(".npy")
     if path.suffix not in (".npy", ".csv"):
         raise ValueError(f"--out {str(path)!r}: samples are written as .npy or .csv; give a name ending in one of them")
-    for parent in path.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"--out {str(path)!r} lies under {str(parent)!r}, which is a file, not a "
-                                 "directory; choose another --out")
-            break
+    if (parent := file_above(path)) is not None:
+        raise ValueError(f"--out {str(path)!r} lies under {str(parent)!r}, which is a file, not a directory; "
+                         "choose another --out")
     return path
 
 

@@ -15,7 +15,7 @@ import secrets
 import sys
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_all", "file_mode", "save_npy_atomic", "temp_path", "user_path",
+__all__ = ["atomic_write", "atomic_write_all", "file_above", "file_mode", "save_npy_atomic", "temp_path", "user_path",
            "write_text_atomic"]
 
 
@@ -23,6 +23,15 @@ def user_path(path) -> Path:
     """``path`` with a leading ``~`` expanded, as a shell would (``--out=~/runs/x`` reaches ebmlab unexpanded; the
     Python API takes such strings too): never a folder literally named ``~``."""
     return Path(os.path.expanduser(os.fspath(path)))
+
+
+def file_above(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` if it is not a directory (a file there stops ``path`` from ever
+    being made: the operating system would say only "Not a directory"), else None."""
+    for parent in Path(path).absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
 
 
 def file_mode() -> int:

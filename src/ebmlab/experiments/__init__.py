@@ -13,7 +13,7 @@ import numbers
 from pathlib import Path
 
 from ebmlab.errors import ConfigError
-from ebmlab.files import write_text_atomic
+from ebmlab.files import file_above, write_text_atomic
 
 # name -> module with ``run(out: Path, quick: bool) -> dict``; imported only when that experiment runs
 EXPERIMENTS = {
@@ -140,6 +140,9 @@ def _claim_out(out: Path, name: str, settings: dict | None = None, rule=raw_sett
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a directory for the experiment's results")
+    if (parent := file_above(out)) is not None:
+        raise ConfigError(f"--out {str(out)!r} lies under {str(parent)!r}, which is a file; give a directory for "
+                          "the experiment's results")
     marker, held = out / MARKER, {}
     if marker.is_file():
         try:

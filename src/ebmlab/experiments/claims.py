@@ -187,11 +187,11 @@ def quick_note(quick: bool, trained: str) -> str:
             if quick else "")
 
 
-def fmt_number(v: float | None) -> str:
-    """A value for the tables: 4 significant digits, ``-`` for None/NaN (not measured), no ``-0``."""
+def fmt_number(v: float | None, digits: int = 4) -> str:
+    """A value for the tables: ``digits`` significant digits, ``-`` for None/NaN (not measured), no ``-0``."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    return f"{v + 0.0:.4g}"  # + 0.0: no "-0"
+    return f"{v + 0.0:.{digits}g}"  # + 0.0: no "-0"
 
 
 def table_markdown(table: dict, metrics: Sequence[str], seeds: Sequence[int]) -> str:

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ebmlab.errors import ConfigError, RunError
-from ebmlab.experiments.compare_checks import check_distinct, check_out_outside_data, check_same_data
+from ebmlab.experiments.compare_checks import (check_distinct, check_out_folder, check_out_outside_data,
+                                               check_same_data)
 from ebmlab.experiments.leaderboard_report import better
 from ebmlab.files import with_temps, write_text_atomic
 from ebmlab.training.run import read_run_raw
@@ -121,6 +122,7 @@ def compare(runs, out: str | Path | None = None, pool_seeds: bool = False) -> Co
     if pool_seeds:
         result = _pooled(result, read)
     if out is not None:
+        check_out_folder(Path(out))
         check_out_outside_data(runs, read, Path(out))
         _write(result, read[0]["kind"], read[0]["data"]["shape"], Path(out))
     return result

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ebmlab.data.arrays import folder_matches
 from ebmlab.errors import ConfigError
+from ebmlab.files import file_above
 from ebmlab.training.run_dir import holds
 
 
@@ -56,6 +57,16 @@ def _which(read: dict) -> str:
     """A run's data in words: its dataset name and, for a file or folder, its path."""
     path = read["data_path"]
     return f"{read['data']['name']} {path!r}" if path else repr(read["data"]["name"])
+
+
+def check_out_folder(out: Path) -> None:
+    """Refuse an ``out`` that is a file or lies under one, in a sentence (the operating system says only "Not a
+    directory", and from Python that reached the user as it was)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; give a folder for the comparison")
+    if (parent := file_above(out)) is not None:
+        raise ConfigError(f"--out {str(out)!r} lies under {str(parent)!r}, which is a file; give a folder for the "
+                          "comparison")
 
 
 def check_out_outside_data(runs: list[str], read: list[dict], out: Path) -> None:

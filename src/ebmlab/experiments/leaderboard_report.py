@@ -71,13 +71,14 @@ def dataset_markdown(ds: str, table: dict, rank: dict, metrics, cost, default_ro
 
 def summary_markdown(ds: str, table: dict, rank: dict, metrics) -> str:
     """One dataset's table as docs/leaderboard.md quotes it: the mean to 3 significant digits and its rank per
-    ranked metric, rank 1 in bold, and the mean number of updates (``-`` for the baselines, which make none)."""
+    ranked metric, rank 1 in bold, and the mean number of updates (``-`` for the baselines, which make none; ``-``
+    too for a mean no seed measured, as in results.md)."""
     head = f"**{ds}**\n\n| method | " + " | ".join(metrics) + " | updates |\n|---|" + "---|" * (len(metrics) + 1) + "\n"
     body = ""
     for arm, row in table.items():
         cells = []
         for m in metrics:
-            cell = f"{row[m]['mean'] + 0.0:.3g}" + (f" ({rank[m][arm]})" if arm in rank.get(m, {}) else "")
+            cell = claims.fmt_number(row[m]["mean"], 3) + (f" ({rank[m][arm]})" if arm in rank.get(m, {}) else "")
             cells.append(f"**{cell}**" if rank.get(m, {}).get(arm) == 1 else cell)
         updates = row.get("updates", {}).get("mean", math.nan)
         cells.append(f"{updates:.0f}" if math.isfinite(updates) else "-")

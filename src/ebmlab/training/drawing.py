@@ -44,6 +44,19 @@ def class_index(label: int | str, classes: list[str]) -> int:
                       "index (an integer)")
 
 
+def run_label(label: int | str, run_dir, num_classes: int) -> tuple[int, str]:
+    """``label`` (``class_index``) for run ``run_dir``'s model of ``num_classes`` classes, and the name that files
+    of its samples carry: the class's name where the run names its classes (``--label dog`` and ``--label 1`` are one
+    class, one file), else its index. ConfigError listing the names for an index out of range (the model's range:
+    paper 003's composition runs have more classes than the folder names)."""
+    classes = class_names(run_dir)
+    index = class_index(label, classes)
+    if classes and num_classes and not 0 <= index < num_classes:
+        raise ConfigError(f"unknown class {label!r}: the label is one of {', '.join(classes)} or an index in "
+                          f"0..{num_classes - 1}")
+    return index, (classes[index] if 0 <= index < len(classes) else str(index))
+
+
 def data_starts(test: Tensor, n: int, seed: int, device) -> Tensor:
     """``n`` held-out rows (model coordinates) as chain starts, in an order drawn by ``seed``: distinct rows when
     n <= the held-out count, else every row once per round of shuffled rounds (rows were drawn with replacement:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ebmlab.config import Config, save_config
 from ebmlab.data.arrays import linked_folders, walk_folder
-from ebmlab.files import is_temp_file, with_temps
+from ebmlab.files import file_above, is_temp_file, with_temps
 from ebmlab.errors import ConfigError
 from ebmlab.training import checkpoint as ckpt
 from ebmlab.training import run, run_data
@@ -170,12 +170,8 @@ def _check_out_path(run_dir: Path) -> None:
                            "exist; create that directory or choose another --out")
     if run_dir.exists() and not run_dir.is_dir():
         raise run.RunError(f"--out {str(run_dir)!r} is a file, not a directory; choose another --out")
-    for parent in run_dir.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise run.RunError(f"--out {str(run_dir)!r} lies under {str(parent)!r}, which is a file; "
-                                   "choose another --out")
-            break
+    if (parent := file_above(run_dir)) is not None:
+        raise run.RunError(f"--out {str(run_dir)!r} lies under {str(parent)!r}, which is a file; choose another --out")
 
 
 def _make_run_dir(run_dir: Path) -> bool:
