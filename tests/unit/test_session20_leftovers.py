@@ -72,3 +72,20 @@ def test_a_label_out_of_range_lists_the_folder_s_class_names_and_one_class_makes
     assert [p.name for p in samples.glob("*.npy")] == ["samples_noise_1steps_seed0_labelb.npy"]
     assert torch.equal(cond.sample(2, steps=1, label="b"), torch.as_tensor(
         np.load(samples / "samples_noise_1steps_seed0_labelb.npy")).to(torch.float32))
+
+
+@pytest.mark.parametrize("save_config", [True, False])
+def test_an_experiment_cell_with_a_key_its_method_does_not_read_is_refused_before_its_folder_is_touched(
+        tmp_path, save_config):
+    # the twelfth mutation round left `check_new_run` removable from `runner.train_and_evaluate`
+    from ebmlab.errors import ConfigError
+    from ebmlab.experiments import runner
+    from ebmlab.training.config import load_config
+
+    cell = tmp_path / "cells" / "a"
+    cell.mkdir(parents=True)
+    (cell / "notes.txt").write_text("mine", encoding="utf-8")  # without save_config a cell's folder is removed whole
+    cfg = load_config(None, ["data.name=mixture", "data.crop=4", "train.steps=1", "train.progress=false"])
+    with pytest.raises(ConfigError, match=r"data.crop applies to image folders"):
+        runner.train_and_evaluate(cell, cfg, save_config=save_config)
+    assert [p.name for p in cell.iterdir()] == ["notes.txt"]
