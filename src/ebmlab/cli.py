@@ -174,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="FILE", default=None, type=_path,
                    help="output .npy, or .csv for vectors (a .png of the same name beside it); an existing FILE "
                         "or .png is refused without --overwrite; default: "
-                        "RUN/samples/samples_<init>_<steps>steps_seed<seed>.npy, with _label<K> and _w<W> before "
-                        ".npy where given; .npy is added to a FILE without a suffix")
+                        "RUN/samples/samples_<init>_<steps>steps_seed<seed>.npy, with _label<K> (the class's "
+                        "name where the run names its classes) and _w<W> before .npy where given; .npy is added to "
+                        "a FILE without a suffix")
     s.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out FILE and the .png of the same name beside it")
     _add_open_args(s)
@@ -332,6 +333,10 @@ def _run(argv: list[str] | None) -> int:
         if os.environ.get("EBMLAB_DEBUG"):
             raise
         return _fail(_sentence(exc))
+    except RecursionError:  # (a RuntimeError: before the handler below, which re-raises it)
+        if os.environ.get("EBMLAB_DEBUG"):
+            raise
+        return _fail("input nested too deeply to read (a damaged or hostile file?)")
     except (MemoryError, RuntimeError) as exc:  # out of memory (CPU allocator or CUDA); others are bugs
         from ebmlab.errors import is_out_of_memory
 
@@ -341,10 +346,6 @@ def _run(argv: list[str] | None) -> int:
         fix = ("draw fewer (--n) or in batches (--batch-size B)" if args.fn is cmd_sample else
                "reduce model.width, model.depth, train.batch_size or eval.n_samples")
         return _fail(f"ran out of memory; {fix} ({' '.join(text.split())[:120]})")
-    except RecursionError:
-        if os.environ.get("EBMLAB_DEBUG"):
-            raise
-        return _fail("input nested too deeply to read (a damaged or hostile file?)")
     except KeyboardInterrupt:
         print(f"ebmlab: interrupted{_after_interrupt(args)}", file=sys.stderr)
         return 130
