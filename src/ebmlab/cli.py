@@ -174,9 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="FILE", default=None, type=_path,
                    help="output .npy, or .csv for vectors (a .png of the same name beside it); an existing FILE "
                         "or .png is refused without --overwrite; default: "
-                        "RUN/samples/samples_<init>_<steps>steps_seed<seed>.npy, with _label<K> (the class's "
-                        "name where the run names its classes) and _w<W> before .npy where given; .npy is added to "
-                        "a FILE without a suffix")
+                        "RUN/samples/samples_<init>_<steps>steps_seed<seed>.npy, with _label<K> (a class's name "
+                        "where the run names them) and _w<W> before .npy where given; .npy added to a FILE without suffix")
     s.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out FILE and the .png of the same name beside it")
     _add_open_args(s)

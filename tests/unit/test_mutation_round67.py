@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import pickle
 import sys
 import warnings
 from argparse import Namespace
@@ -65,11 +64,6 @@ def test_is_out_of_memory_knows_both_allocators_messages():
     assert not is_out_of_memory(ValueError("out of memory"))  # only a RuntimeError's text counts
 
 
-def test_training_stopped_pickles_with_its_step_and_run_dir():
-    # errors.py: "pickled whole (a worker process's stop reaches its parent): not just its message". kills: E8
-    exc = pickle.loads(pickle.dumps(TrainingStopped("stopped at 40", 40, Path("/runs/a"))))
-    assert (str(exc), exc.step, exc.run_dir) == ("stopped at 40", 40, Path("/runs/a"))
-    assert issubclass(RunNotFound, FileNotFoundError)  # "also a FileNotFoundError" (E7)
 
 
 # ----- cli: statuses and sentences -----------------------------------------------------------------------------
